@@ -1,0 +1,54 @@
+/* 2-D convolution on the CPU by im2col + GEMM, with a fused per-channel
+ * epilogue. The geometry and im2col are shared with whoever needs a conv
+ * layer's input rows (the quantizer's Gram matrix, the backward pass). */
+#ifndef BD_CPU_CONV_H
+#define BD_CPU_CONV_H
+
+#include <stdint.h>
+
+#include "graph.h"
+#include "tensor.h"
+
+typedef struct bd_conv_geom {
+    int64_t n, c, h, w; /* input */
+    int64_t m;          /* output channels */
+    int64_t group;
+    int64_t kh, kw, sh, sw, dh, dw;
+    int64_t pad_t, pad_l, pad_b, pad_r;
+    int64_t oh, ow;
+} bd_conv_geom;
+
+/* Rows of one group's im2col matrix: (C/group)*kh*kw. */
+static inline int64_t bd_conv_rows(const bd_conv_geom *g) { return g->c / g->group * g->kh * g->kw; }
+/* Its columns: one per output pixel. */
+static inline int64_t bd_conv_cols(const bd_conv_geom *g) { return g->oh * g->ow; }
+
+/* Geometry of Conv node n applied to input x with weight w (1-D or 2-D
+ * spatial; 1-D is treated as H = 1). Checks every shape and attribute. */
+bd_status bd_conv_geom_from_node(const bd_node *n, const bd_tensor *x, const bd_tensor *w,
+                                 bd_conv_geom *geom);
+
+/* cols[K][OH*OW] from one image's channels of one group, x = [C/group][H][W]. */
+void bd_im2col(const bd_conv_geom *g, const float *x, float *cols);
+
+typedef enum bd_activation { BD_ACT_NONE, BD_ACT_RELU, BD_ACT_CLIP } bd_activation;
+
+/* y[c] = act(acc[c] * scale[c] + shift[c]); scale NULL means 1, shift NULL
+ * means 0. A conv bias, an inference BatchNormalization and a Relu or Clip
+ * that follow a conv all fold into one pass. */
+typedef struct bd_epilogue {
+    const float *scale;
+    const float *shift;
+    bd_activation act;
+    float lo, hi;
+} bd_epilogue;
+
+/* y[N][M][OH][OW] = conv(x, w) with the epilogue applied. */
+bd_status bd_conv2d(const bd_conv_geom *g, const float *x, const float *w, const bd_epilogue *ep,
+                    float *y);
+
+/* Applies the epilogue to `rows` channels of `len` values each, starting at
+ * channel c0 (used by Gemm too, where a channel is a column). */
+void bd_epilogue_rows(const bd_epilogue *ep, int64_t c0, int64_t rows, int64_t len, float *y);
+
+#endif

@@ -1,0 +1,259 @@
+/* Pooling: MaxPool and AveragePool over 1 to 3 spatial dims, and the global
+ * pools over any number. Windowed pools share one walker that works in three
+ * spatial dims (fewer are padded with trivial ones in front); every pool
+ * reduces through the same accumulate(). */
+#include <float.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include "kernel_util.h"
+
+enum { SPATIAL = 3 };
+
+typedef enum pool_kind { POOL_MAX, POOL_AVG } pool_kind;
+
+typedef struct pool_geom {
+    int64_t in[SPATIAL], out[SPATIAL], kernel[SPATIAL], stride[SPATIAL], dilation[SPATIAL];
+    int64_t pad_begin[SPATIAL], pad_end[SPATIAL];
+} pool_geom;
+
+static void accumulate(const float *x, int64_t count, int64_t stride, pool_kind kind, float *max,
+                       double *sum)
+{
+    if (kind == POOL_MAX) {
+        for (int64_t j = 0; j < count; j++)
+            if (x[j * stride] > *max)
+                *max = x[j * stride];
+    } else {
+        for (int64_t j = 0; j < count; j++)
+            *sum += x[j * stride];
+    }
+}
+
+static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+/* Of the taps start + j * dilation (0 <= j < kernel), the number that fall
+ * in [lo, hi), and the first j that does. */
+static int64_t taps_within(int64_t start, int64_t kernel, int64_t dilation, int64_t lo,
+                           int64_t hi, int64_t *first)
+{
+    int64_t j0 = -floor_div(start - lo, dilation); /* ceil((lo - start) / dilation) */
+    int64_t j1 = floor_div(hi - 1 - start, dilation);
+    if (j0 < 0)
+        j0 = 0;
+    if (j1 > kernel - 1)
+        j1 = kernel - 1;
+    *first = j0;
+    return j1 >= j0 ? j1 - j0 + 1 : 0;
+}
+
+/* Reads an ints attribute of len values, each at least min; def fills an
+ * absent optional one, and a NULL def makes it required. */
+static bd_status pool_ints(const bd_node *n, const char *name, int len, int64_t min,
+                           const int64_t *def, int64_t *vals)
+{
+    int count;
+    BD_TRY(bd_k_int_list(n, 0, NULL, name, vals, 2 * SPATIAL, &count));
+    if (count < 0 && !def)
+        return bd_node_fail(n, BD_EINVAL, "attribute '%s' is required", name);
+    if (count < 0) {
+        memcpy(vals, def, (size_t)len * sizeof *vals);
+        return BD_OK;
+    }
+    if (count != len)
+        return bd_node_fail(n, BD_EINVAL, "'%s' has %d values, expected %d", name, count, len);
+    for (int i = 0; i < count; i++)
+        if (vals[i] < min)
+            return bd_node_fail(n, BD_EINVAL, "'%s' has the invalid value %" PRId64, name,
+                                vals[i]);
+    return BD_OK;
+}
+
+/* Reads kernel_shape, strides, dilations, pads, auto_pad and ceil_mode for
+ * an input of shape [N, C, spatial...]. */
+static bd_status pool_geometry(const bd_node *n, const bd_tensor *x, pool_geom *pg)
+{
+    int s = x->ndim - 2;
+    if (s < 1 || s > SPATIAL)
+        return bd_node_fail(n, BD_EUNSUPPORTED,
+                            "input has rank %d; [N, C, ...] with 1 to %d spatial dims expected",
+                            x->ndim, SPATIAL);
+    static const int64_t ones[2 * SPATIAL] = {1, 1, 1, 1, 1, 1}, zeros[2 * SPATIAL];
+    int64_t kernel[SPATIAL], stride[SPATIAL], dilation[SPATIAL], pads[2 * SPATIAL];
+    BD_TRY(pool_ints(n, "kernel_shape", s, 1, NULL, kernel));
+    BD_TRY(pool_ints(n, "strides", s, 1, ones, stride));
+    BD_TRY(pool_ints(n, "dilations", s, 1, ones, dilation));
+    BD_TRY(pool_ints(n, "pads", 2 * s, 0, zeros, pads));
+    const char *auto_pad = bd_attr_string(n, "auto_pad", "NOTSET");
+    int same_upper = strcmp(auto_pad, "SAME_UPPER") == 0;
+    int same = same_upper || strcmp(auto_pad, "SAME_LOWER") == 0;
+    int valid = strcmp(auto_pad, "VALID") == 0;
+    if (!same && !valid && strcmp(auto_pad, "NOTSET") != 0)
+        return bd_node_fail(n, BD_EINVAL, "unknown auto_pad '%s'", auto_pad);
+    int ceil_mode = bd_attr_int(n, "ceil_mode", 0) != 0;
+
+    int lead = SPATIAL - s;
+    for (int t = 0; t < SPATIAL; t++) {
+        int i = t - lead;
+        int64_t in = i < 0 ? 1 : x->dims[2 + i];
+        int64_t k = i < 0 ? 1 : kernel[i], st = i < 0 ? 1 : stride[i];
+        int64_t dil = i < 0 ? 1 : dilation[i];
+        int64_t pb = i < 0 || same || valid ? 0 : pads[i];
+        int64_t pe = i < 0 || same || valid ? 0 : pads[i + s];
+        int64_t span = (k - 1) * dil + 1;
+        int64_t out;
+        if (same) {
+            out = (in + st - 1) / st;
+            int64_t total = (out - 1) * st + span - in;
+            if (total < 0)
+                total = 0;
+            pb = same_upper ? total / 2 : total - total / 2;
+            pe = total - pb;
+        } else {
+            int64_t room = in + pb + pe - span;
+            if (room < 0) {
+                char buf[96];
+                return bd_node_fail(n, BD_EINVAL,
+                                    "kernel spans %" PRId64 " but spatial dim %d of input %s "
+                                    "is %" PRId64 " with padding",
+                                    span, i, bd_shape_str(x->ndim, x->dims, buf, sizeof buf),
+                                    in + pb + pe);
+            }
+            if (ceil_mode && !valid) {
+                out = (room + st - 1) / st + 1;
+                /* As PyTorch does: the last window must start inside the
+                 * input or the leading padding, or it would pool nothing. */
+                if ((out - 1) * st >= in + pb)
+                    out--;
+            } else {
+                out = room / st + 1;
+            }
+        }
+        pg->in[t] = in;
+        pg->out[t] = out;
+        pg->kernel[t] = k;
+        pg->stride[t] = st;
+        pg->dilation[t] = dil;
+        pg->pad_begin[t] = pb;
+        pg->pad_end[t] = pe;
+    }
+    return BD_OK;
+}
+
+/* The window of output position o along spatial dim t: the first input
+ * index it reads, how many taps fall inside the input, and how many inside
+ * the padded input (the divisor of count_include_pad). */
+static void window(const pool_geom *pg, int t, int64_t o, int64_t *first, int64_t *taps,
+                   int64_t *padded)
+{
+    int64_t start = o * pg->stride[t] - pg->pad_begin[t], j0, unused;
+    *taps = taps_within(start, pg->kernel[t], pg->dilation[t], 0, pg->in[t], &j0);
+    *first = start + j0 * pg->dilation[t];
+    *padded = taps_within(start, pg->kernel[t], pg->dilation[t], -pg->pad_begin[t],
+                          pg->in[t] + pg->pad_end[t], &unused);
+}
+
+/* Computes one row (the last spatial dim) of a plane's output. */
+static void pool_row(const pool_geom *pg, const float *x, float *y, int64_t o0, int64_t o1,
+                     pool_kind kind, int include_pad)
+{
+    int64_t first[SPATIAL], taps[SPATIAL], padded[SPATIAL];
+    window(pg, 0, o0, &first[0], &taps[0], &padded[0]);
+    window(pg, 1, o1, &first[1], &taps[1], &padded[1]);
+    for (int64_t o2 = 0; o2 < pg->out[2]; o2++) {
+        window(pg, 2, o2, &first[2], &taps[2], &padded[2]);
+        /* A window wholly in the padding yields -FLT_MAX, as onnxruntime's does. */
+        float max = -FLT_MAX;
+        double sum = 0;
+        for (int64_t j0 = 0; j0 < taps[0]; j0++)
+            for (int64_t j1 = 0; j1 < taps[1]; j1++) {
+                int64_t i0 = first[0] + j0 * pg->dilation[0];
+                int64_t i1 = first[1] + j1 * pg->dilation[1];
+                accumulate(x + (i0 * pg->in[1] + i1) * pg->in[2] + first[2], taps[2],
+                           pg->dilation[2], kind, &max, &sum);
+            }
+        const int64_t *counted = include_pad ? padded : taps;
+        int64_t count = counted[0] * counted[1] * counted[2];
+        if (kind == POOL_MAX)
+            y[o2] = max;
+        else
+            y[o2] = count ? (float)(sum / (double)count) : 0;
+    }
+}
+
+static bd_status pool(const bd_node *n, const bd_tensor *x, bd_tensor **out, pool_kind kind,
+                      int include_pad)
+{
+    pool_geom pg;
+    BD_TRY(bd_k_want_f32(n, x, "input"));
+    BD_TRY(pool_geometry(n, x, &pg));
+    int64_t dims[2 + SPATIAL];
+    dims[0] = x->dims[0];
+    dims[1] = x->dims[1];
+    int s = x->ndim - 2;
+    memcpy(dims + 2, pg.out + SPATIAL - s, (size_t)s * sizeof *dims);
+    BD_TRY(bd_k_output(n, out, BD_F32, x->ndim, dims, 0));
+    int64_t rows_per_plane = pg.out[0] * pg.out[1];
+    int64_t rows = x->dims[0] * x->dims[1] * rows_per_plane;
+    int64_t in_plane = pg.in[0] * pg.in[1] * pg.in[2];
+    const float *xd = x->data;
+    float *yd = out[0]->data;
+#pragma omp parallel for if (rows * pg.out[2] * pg.kernel[0] * pg.kernel[1] * pg.kernel[2] >= \
+                                 BD_PARALLEL_MIN) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t plane = r / rows_per_plane, within = r % rows_per_plane;
+        pool_row(&pg, xd + plane * in_plane, yd + r * pg.out[2], within / pg.out[1],
+                 within % pg.out[1], kind, include_pad);
+    }
+    return BD_OK;
+}
+
+BD_KERNEL(bd_k_maxpool)
+{
+    (void)g;
+    if (n->noutputs > 1 && n->outputs[1] >= 0)
+        return bd_node_fail(n, BD_EUNSUPPORTED, "the Indices output is not supported");
+    return pool(n, in[0], out, POOL_MAX, 0);
+}
+
+BD_KERNEL(bd_k_averagepool)
+{
+    (void)g;
+    return pool(n, in[0], out, POOL_AVG, bd_attr_int(n, "count_include_pad", 0) != 0);
+}
+
+static bd_status global_pool(const bd_node *n, const bd_tensor *x, bd_tensor **out,
+                             pool_kind kind)
+{
+    BD_TRY(bd_k_want_f32(n, x, "input"));
+    if (x->ndim < 2)
+        return bd_node_fail(n, BD_EINVAL, "input has rank %d; [N, C, ...] expected", x->ndim);
+    int64_t dims[BD_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++)
+        dims[d] = d < 2 ? x->dims[d] : 1;
+    BD_TRY(bd_k_output(n, out, BD_F32, x->ndim, dims, 0));
+    int64_t planes = x->dims[0] * x->dims[1];
+    int64_t size = planes ? bd_tensor_count(x) / planes : 0;
+    const float *xd = x->data;
+    float *yd = out[0]->data;
+#pragma omp parallel for if (planes * size >= BD_PARALLEL_MIN) schedule(static)
+    for (int64_t p = 0; p < planes; p++) {
+        float max = -FLT_MAX;
+        double sum = 0;
+        accumulate(xd + p * size, size, 1, kind, &max, &sum);
+        yd[p] = kind == POOL_MAX ? max : (float)(sum / (double)size);
+    }
+    return BD_OK;
+}
+
+BD_KERNEL(bd_k_global_averagepool)
+{
+    (void)g;
+    return global_pool(n, in[0], out, POOL_AVG);
+}
+
+BD_KERNEL(bd_k_global_maxpool)
+{
+    (void)g;
+    return global_pool(n, in[0], out, POOL_MAX);
+}

@@ -1,0 +1,137 @@
+#include "eval.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void bd_topk(const float *v, int n, int k, int *idx)
+{
+    if (k > n)
+        k = n;
+    for (int j = 0; j < k; j++)
+        idx[j] = -1;
+    for (int i = 0; i < n; i++) {
+        /* insertion into the sorted top list; NaN never ranks */
+        int pos = k;
+        while (pos > 0 && (idx[pos - 1] < 0 || v[i] > v[idx[pos - 1]]))
+            pos--;
+        if (pos >= k)
+            continue;
+        memmove(idx + pos + 1, idx + pos, (size_t)(k - pos - 1) * sizeof *idx);
+        idx[pos] = i;
+    }
+}
+
+void bd_softmax(const float *v, int n, float *p)
+{
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (v[i] > mx)
+            mx = v[i];
+    double sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += p[i] = expf(v[i] - mx);
+    for (int i = 0; i < n; i++)
+        p[i] = (float)(p[i] / sum);
+}
+
+void bd_eval_result_free(bd_eval_result *res)
+{
+    free(res->class_total);
+    free(res->class_correct);
+    free(res->logits);
+    free(res->labels);
+    memset(res, 0, sizeof *res);
+}
+
+static bd_status score_batch(const bd_tensor *logits, const int *labels, int b,
+                             const bd_dataset *d, int64_t first, bd_eval_result *res)
+{
+    char shape[96];
+    if (logits->dtype != BD_F32 || logits->ndim != 2 || logits->dims[0] != b)
+        return bd_fail(BD_EFORMAT, "the model's output %s is not [batch, classes] float32 logits",
+                       bd_shape_str(logits->ndim, logits->dims, shape, sizeof shape));
+    int classes = (int)logits->dims[1];
+    if (!res->class_total) {
+        res->classes = classes;
+        res->class_total = calloc((size_t)classes + 1, sizeof *res->class_total);
+        res->class_correct = calloc((size_t)classes + 1, sizeof *res->class_correct);
+        if (!res->class_total || !res->class_correct)
+            return bd_fail(BD_ENOMEM, "out of memory");
+    }
+    const float *l = logits->data;
+    for (int i = 0; i < b; i++) {
+        int y = labels[i];
+        if (y < 0 || y >= classes)
+            return bd_fail(BD_EINVAL, "%s: sample %lld has label %d but the model has %d classes",
+                           bd_dataset_spec(d), (long long)(first + i), y, classes);
+        int top[5];
+        bd_topk(l + (int64_t)i * classes, classes, 5, top);
+        res->class_total[y]++;
+        if (top[0] == y) {
+            res->top1++;
+            res->class_correct[y]++;
+        }
+        for (int j = 0; j < 5 && j < classes; j++)
+            if (top[j] == y) {
+                res->top5++;
+                break;
+            }
+    }
+    res->n += b;
+    return BD_OK;
+}
+
+bd_status bd_evaluate(bd_exec *ex, const bd_dataset *d, const bd_eval_options *opt,
+                      const bd_progress *progress, bd_eval_result *res)
+{
+    memset(res, 0, sizeof *res);
+    int64_t n = bd_dataset_count(d);
+    if (opt->limit > 0 && opt->limit < n)
+        n = opt->limit;
+    if (n == 0)
+        return bd_fail(BD_EINVAL, "%s: no images to evaluate", bd_dataset_spec(d));
+    int batch = opt->batch > 0 ? opt->batch : 64;
+    int64_t *idx = malloc((size_t)batch * sizeof *idx);
+    int *labels = malloc((size_t)batch * sizeof *labels);
+    bd_status st = idx && labels ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    for (int64_t first = 0; first < n && st == BD_OK; first += batch) {
+        int b = (int)(n - first < batch ? n - first : batch);
+        for (int i = 0; i < b; i++)
+            idx[i] = first + i;
+        bd_tensor *x = NULL, *y = NULL;
+        st = bd_dataset_batch(d, idx, b, &x, labels);
+        if (st == BD_OK)
+            st = bd_exec_run1(ex, x, &y);
+        if (st == BD_OK)
+            st = score_batch(y, labels, b, d, first, res);
+        if (st == BD_OK && opt->keep_logits) {
+            if (!res->logits) {
+                res->logits = malloc((size_t)n * (size_t)res->classes * sizeof(float));
+                res->labels = malloc((size_t)n * sizeof(int));
+            }
+            if (!res->logits || !res->labels) {
+                st = bd_fail(BD_ENOMEM, "out of memory for %lld x %d logits", (long long)n,
+                             res->classes);
+            } else {
+                memcpy(res->logits + first * res->classes, y->data,
+                       (size_t)b * (size_t)res->classes * sizeof(float));
+                memcpy(res->labels + first, labels, (size_t)b * sizeof(int));
+            }
+        }
+        bd_tensor_free(x);
+        bd_tensor_free(y);
+        if (st == BD_OK) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "top1 %.2f%%", 100.0 * (double)res->top1 / (double)res->n);
+            st = bd_progress_report(progress, "eval", first + b, n, msg,
+                                    (double)res->top1 / (double)res->n);
+        }
+    }
+    free(idx);
+    free(labels);
+    if (st != BD_OK)
+        bd_eval_result_free(res);
+    return st;
+}

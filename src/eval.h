@@ -1,0 +1,38 @@
+/* Accuracy of a model on a dataset: top-1, top-5, per-class counts, and the
+ * raw logits when asked; top-k predictions with probabilities. */
+#ifndef BD_EVAL_H
+#define BD_EVAL_H
+
+#include <stdint.h>
+
+#include "data.h"
+#include "exec.h"
+#include "progress.h"
+
+typedef struct bd_eval_result {
+    int64_t n;
+    int64_t top1, top5;
+    int classes;
+    int64_t *class_total;   /* [classes] */
+    int64_t *class_correct; /* [classes], top-1 */
+    float *logits;          /* n x classes, row-major, when asked for */
+    int *labels;            /* n true labels, likewise */
+} bd_eval_result;
+
+typedef struct bd_eval_options {
+    int64_t limit; /* evaluate the first `limit` samples (0: all) */
+    int batch;     /* images per forward pass (0: 64) */
+    int keep_logits; /* fill res->logits and res->labels */
+} bd_eval_options;
+
+bd_status bd_evaluate(bd_exec *ex, const bd_dataset *d, const bd_eval_options *opt,
+                      const bd_progress *progress, bd_eval_result *res);
+void bd_eval_result_free(bd_eval_result *res);
+
+/* Indices of the k largest of v[0..n), largest first (ties: lower index). */
+void bd_topk(const float *v, int n, int k, int *idx);
+
+/* Softmax of v[0..n) into p, computed stably. */
+void bd_softmax(const float *v, int n, float *p);
+
+#endif

@@ -1,0 +1,373 @@
+#include "exec.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/conv.h"
+#include "ops.h"
+
+typedef struct step {
+    int node;
+    const bd_op *op;
+    int bn;  /* fused BatchNormalization node, or -1 */
+    int act; /* fused Relu or Clip node, or -1 */
+    int out; /* the value the whole step produces, when fused */
+} step;
+
+struct bd_exec {
+    const bd_graph *g;
+    int nsteps;
+    step *steps;
+    int *uses; /* reads of each computed value, over all steps */
+    unsigned char *is_output;
+    bd_exec_hook hook;
+    void *user;
+};
+
+static int only_consumer(const bd_graph *g, const unsigned char *is_output, int value, int *node)
+{
+    if (is_output[value])
+        return 0;
+    int found = -1;
+    for (int i = 0; i < g->nnodes; i++)
+        for (int k = 0; k < g->nodes[i].ninputs; k++)
+            if (g->nodes[i].inputs[k] == value) {
+                if (found >= 0 || k != 0)
+                    return 0;
+                found = i;
+            }
+    *node = found;
+    return found >= 0;
+}
+
+static int all_const_after_first(const bd_graph *g, const bd_node *n)
+{
+    for (int k = 1; k < n->ninputs; k++)
+        if (n->inputs[k] >= 0 && !g->values[n->inputs[k]].init)
+            return 0;
+    return 1;
+}
+
+/* Conv [-> BatchNormalization] [-> Relu | Clip], each link the sole reader
+ * of the previous one's output and with constant parameters. */
+static void plan_fusion(const bd_graph *g, const unsigned char *is_output, step *s,
+                        unsigned char *absorbed)
+{
+    const bd_node *conv = &g->nodes[s->node];
+    if (strcmp(conv->op, "Conv") != 0 || conv->noutputs != 1 || !all_const_after_first(g, conv))
+        return;
+    int v = conv->outputs[0], next;
+    if (only_consumer(g, is_output, v, &next) &&
+        strcmp(g->nodes[next].op, "BatchNormalization") == 0 && g->nodes[next].noutputs == 1 &&
+        all_const_after_first(g, &g->nodes[next]) &&
+        bd_attr_int(&g->nodes[next], "training_mode", 0) == 0) {
+        s->bn = next;
+        absorbed[next] = 1;
+        v = g->nodes[next].outputs[0];
+    }
+    if (only_consumer(g, is_output, v, &next) &&
+        (strcmp(g->nodes[next].op, "Relu") == 0 || strcmp(g->nodes[next].op, "Clip") == 0) &&
+        g->nodes[next].noutputs == 1 && all_const_after_first(g, &g->nodes[next])) {
+        s->act = next;
+        absorbed[next] = 1;
+        v = g->nodes[next].outputs[0];
+    }
+    s->out = v;
+}
+
+bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
+{
+    bd_exec *ex = calloc(1, sizeof *ex);
+    unsigned char *absorbed = calloc((size_t)g->nnodes + 1, 1);
+    if (ex) {
+        ex->steps = calloc((size_t)g->nnodes + 1, sizeof *ex->steps);
+        ex->uses = calloc((size_t)g->nvalues + 1, sizeof *ex->uses);
+        ex->is_output = calloc((size_t)g->nvalues + 1, 1);
+    }
+    if (!ex || !absorbed || !ex->steps || !ex->uses || !ex->is_output) {
+        free(absorbed);
+        bd_exec_free(ex);
+        return bd_fail(BD_ENOMEM, "out of memory planning the graph");
+    }
+    ex->g = g;
+    for (int i = 0; i < g->noutputs; i++)
+        ex->is_output[g->outputs[i]] = 1;
+    for (int i = 0; i < g->nnodes; i++) {
+        if (absorbed[i])
+            continue;
+        step *s = &ex->steps[ex->nsteps];
+        s->node = i;
+        s->bn = s->act = -1;
+        s->out = g->nodes[i].outputs[0];
+        bd_status st = bd_op_check(g, &g->nodes[i], &s->op);
+        if (st != BD_OK) {
+            free(absorbed);
+            bd_exec_free(ex);
+            return st;
+        }
+        if (flags & BD_EXEC_FUSE)
+            plan_fusion(g, ex->is_output, s, absorbed);
+        ex->nsteps++;
+        const bd_node *n = &g->nodes[i];
+        for (int k = 0; k < n->ninputs; k++)
+            if (n->inputs[k] >= 0)
+                ex->uses[n->inputs[k]]++;
+    }
+    free(absorbed);
+    *out = ex;
+    return BD_OK;
+}
+
+void bd_exec_free(bd_exec *ex)
+{
+    if (!ex)
+        return;
+    free(ex->steps);
+    free(ex->uses);
+    free(ex->is_output);
+    free(ex);
+}
+
+void bd_exec_set_hook(bd_exec *ex, bd_exec_hook hook, void *user)
+{
+    ex->hook = hook;
+    ex->user = user;
+}
+
+/* Per-channel scale and shift of conv bias + inference BatchNormalization. */
+static bd_status fused_epilogue(const bd_graph *g, const step *s, int64_t m, float **buf,
+                                bd_epilogue *ep)
+{
+    const bd_node *conv = &g->nodes[s->node];
+    const bd_tensor *bias = bd_node_const_input(g, conv, 2);
+    if (bias && (bias->dtype != BD_F32 || bd_tensor_count(bias) != m))
+        return bd_node_fail(conv, BD_EFORMAT, "bias has %lld values, expected %lld float32",
+                            (long long)bd_tensor_count(bias), (long long)m);
+    memset(ep, 0, sizeof *ep);
+    *buf = malloc(2 * (size_t)m * sizeof **buf + 1);
+    if (!*buf)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    float *scale = *buf, *shift = *buf + m;
+    for (int64_t c = 0; c < m; c++) {
+        scale[c] = 1.0f;
+        shift[c] = bias ? ((const float *)bias->data)[c] : 0.0f;
+    }
+    if (s->bn >= 0) {
+        const bd_node *bn = &g->nodes[s->bn];
+        const float *p[4];
+        for (int k = 0; k < 4; k++) {
+            const bd_tensor *t = bd_node_const_input(g, bn, k + 1);
+            if (!t || t->dtype != BD_F32 || bd_tensor_count(t) != m)
+                return bd_node_fail(bn, BD_EFORMAT, "parameter %d must hold %lld float32 values",
+                                    k + 1, (long long)m);
+            p[k] = t->data;
+        }
+        float eps = bd_attr_float(bn, "epsilon", 1e-5f);
+        for (int64_t c = 0; c < m; c++) {
+            float a = p[0][c] / sqrtf(p[3][c] + eps);
+            scale[c] = a;
+            shift[c] = (shift[c] - p[2][c]) * a + p[1][c];
+        }
+    }
+    ep->scale = scale;
+    ep->shift = shift;
+    if (s->act >= 0) {
+        const bd_node *act = &g->nodes[s->act];
+        if (strcmp(act->op, "Relu") == 0) {
+            ep->act = BD_ACT_RELU;
+        } else {
+            const bd_tensor *lo = bd_node_const_input(g, act, 1), *hi = bd_node_const_input(g, act, 2);
+            if ((lo && (lo->dtype != BD_F32 || bd_tensor_count(lo) != 1)) ||
+                (hi && (hi->dtype != BD_F32 || bd_tensor_count(hi) != 1)))
+                return bd_node_fail(act, BD_EFORMAT, "min and max must be float32 scalars");
+            ep->act = BD_ACT_CLIP;
+            ep->lo = lo ? *(const float *)lo->data : -INFINITY;
+            ep->hi = hi ? *(const float *)hi->data : INFINITY;
+        }
+    }
+    return BD_OK;
+}
+
+static bd_status run_fused_conv(const bd_graph *g, const step *s, bd_tensor *const *in,
+                                bd_tensor **out)
+{
+    const bd_node *conv = &g->nodes[s->node];
+    bd_conv_geom geom;
+    BD_TRY(bd_conv_geom_from_node(conv, in[0], in[1], &geom));
+    float *buf = NULL;
+    bd_epilogue ep;
+    bd_status st = fused_epilogue(g, s, geom.m, &buf, &ep);
+    if (st == BD_OK) {
+        int64_t dims[4] = {geom.n, geom.m, geom.oh, geom.ow};
+        if (in[0]->ndim == 3)
+            dims[2] = geom.ow;
+        st = bd_tensor_new_raw(out, BD_F32, in[0]->ndim, dims, conv->name);
+    }
+    if (st == BD_OK) {
+        st = bd_conv2d(&geom, in[0]->data, in[1]->data, &ep, (*out)->data);
+        if (st != BD_OK) {
+            bd_tensor_free(*out);
+            *out = NULL;
+            bd_error_context(st, "node '%s' (Conv)", conv->name);
+        }
+    }
+    free(buf);
+    return st;
+}
+
+static bd_status check_input(const bd_graph *g, int i, const bd_tensor *t)
+{
+    const bd_value *v = &g->values[g->inputs[i]];
+    char got[96], want[96];
+    if (!t)
+        return bd_fail(BD_EINVAL, "input '%s' was not given", v->name);
+    if (v->dtype && v->dtype != t->dtype)
+        return bd_fail(BD_EINVAL, "input '%s' must be %s, got %s", v->name,
+                       bd_dtype_name(v->dtype), bd_dtype_name(t->dtype));
+    int bad = v->ndim >= 0 && v->ndim != t->ndim;
+    for (int d = 0; !bad && v->ndim >= 0 && d < v->ndim; d++)
+        bad = v->dims[d] >= 0 && v->dims[d] != t->dims[d];
+    if (bad) {
+        bd_value_shape_str(v, want, sizeof want);
+        return bd_fail(BD_EINVAL, "input '%s' must have shape %s, got %s", v->name, want,
+                       bd_shape_str(t->ndim, t->dims, got, sizeof got));
+    }
+    return BD_OK;
+}
+
+typedef struct run_state {
+    bd_tensor **vals;
+    unsigned char *owned;
+    int *left;
+} run_state;
+
+static void release(run_state *r, int v)
+{
+    if (r->owned[v]) {
+        bd_tensor_free(r->vals[v]);
+        r->owned[v] = 0;
+    }
+    r->vals[v] = NULL;
+}
+
+static bd_status run(bd_exec *ex, bd_tensor *const *inputs, int last, bd_tensor **outputs)
+{
+    const bd_graph *g = ex->g;
+    run_state r;
+    r.vals = calloc((size_t)g->nvalues + 1, sizeof *r.vals);
+    r.owned = calloc((size_t)g->nvalues + 1, 1);
+    r.left = malloc(((size_t)g->nvalues + 1) * sizeof *r.left);
+    bd_tensor **ins = NULL, **outs = NULL;
+    int maxio = 1;
+    for (int i = 0; i < g->nnodes; i++) {
+        if (g->nodes[i].ninputs > maxio)
+            maxio = g->nodes[i].ninputs;
+        if (g->nodes[i].noutputs > maxio)
+            maxio = g->nodes[i].noutputs;
+    }
+    ins = calloc((size_t)maxio, sizeof *ins);
+    outs = calloc((size_t)maxio, sizeof *outs);
+    bd_status st = BD_OK;
+    if (!r.vals || !r.owned || !r.left || !ins || !outs) {
+        st = bd_fail(BD_ENOMEM, "out of memory");
+        goto done;
+    }
+    memcpy(r.left, ex->uses, (size_t)g->nvalues * sizeof *r.left);
+    for (int v = 0; v < g->nvalues; v++)
+        r.vals[v] = g->values[v].init;
+    for (int i = 0; i < g->ninputs && st == BD_OK; i++) {
+        st = check_input(g, i, inputs[i]);
+        r.vals[g->inputs[i]] = inputs[i];
+    }
+    for (int si = 0; si < ex->nsteps && st == BD_OK; si++) {
+        const step *s = &ex->steps[si];
+        if (last >= 0 && s->node > last)
+            break;
+        const bd_node *n = &g->nodes[s->node];
+        for (int k = 0; k < n->ninputs; k++)
+            ins[k] = n->inputs[k] >= 0 ? r.vals[n->inputs[k]] : NULL;
+        if (ex->hook && (st = ex->hook(ex->user, g, s->node, ins)) != BD_OK)
+            break;
+        if (last >= 0 && s->node == last)
+            break;
+        for (int k = 0; k < n->noutputs; k++)
+            outs[k] = NULL;
+        if (s->bn >= 0 || s->act >= 0) {
+            st = run_fused_conv(g, s, ins, &outs[0]);
+            if (st == BD_OK) {
+                r.vals[s->out] = outs[0];
+                r.owned[s->out] = 1;
+            }
+        } else {
+            for (int k = 0; k < n->noutputs; k++)
+                outs[k] = NULL;
+            st = s->op->forward(g, n, ins, outs);
+            for (int k = 0; k < n->noutputs; k++) {
+                int v = n->outputs[k];
+                if (st != BD_OK || v < 0 || (ex->uses[v] == 0 && !ex->is_output[v])) {
+                    bd_tensor_free(outs[k]); /* failed, unnamed or never read */
+                    continue;
+                }
+                if (!outs[k]) {
+                    st = bd_node_fail(n, BD_EINVAL, "output %d was not computed", k);
+                    continue;
+                }
+                r.vals[v] = outs[k];
+                r.owned[v] = 1;
+            }
+        }
+        for (int k = 0; k < n->ninputs; k++) {
+            int v = n->inputs[k];
+            if (v >= 0 && --r.left[v] == 0 && !ex->is_output[v])
+                release(&r, v);
+        }
+    }
+    if (st == BD_OK && outputs) {
+        for (int i = 0; i < g->noutputs && st == BD_OK; i++) {
+            int v = g->outputs[i];
+            const bd_tensor *t = r.vals[v];
+            if (!t) {
+                st = bd_fail(BD_EINVAL, "output '%s' was not computed", g->values[v].name);
+                break;
+            }
+            st = bd_tensor_view(&outputs[i], t, t->ndim, t->dims);
+        }
+        if (st != BD_OK)
+            for (int i = 0; i < g->noutputs; i++) {
+                bd_tensor_free(outputs[i]);
+                outputs[i] = NULL;
+            }
+    }
+done:
+    if (r.vals && r.owned)
+        for (int v = 0; v < g->nvalues; v++)
+            release(&r, v);
+    free(r.vals);
+    free(r.owned);
+    free(r.left);
+    free(ins);
+    free(outs);
+    return st;
+}
+
+bd_status bd_exec_run(bd_exec *ex, bd_tensor *const *inputs, bd_tensor **outputs)
+{
+    for (int i = 0; i < ex->g->noutputs; i++)
+        outputs[i] = NULL;
+    return run(ex, inputs, -1, outputs);
+}
+
+bd_status bd_exec_run_until(bd_exec *ex, bd_tensor *const *inputs, int last)
+{
+    return run(ex, inputs, last, NULL);
+}
+
+bd_status bd_exec_run1(bd_exec *ex, const bd_tensor *input, bd_tensor **output)
+{
+    if (ex->g->ninputs != 1 || ex->g->noutputs != 1)
+        return bd_fail(BD_EINVAL, "the model has %d inputs and %d outputs, expected one each",
+                       ex->g->ninputs, ex->g->noutputs);
+    bd_tensor *in[1] = {(bd_tensor *)input};
+    return bd_exec_run(ex, in, output);
+}

@@ -1,0 +1,41 @@
+/* Runs a graph forward on a batch.
+ *
+ * The executor plans once per graph structure (kernel per node, the last use
+ * of every value, fusions) and reads weights from the graph at run time, so
+ * changing an initializer's contents needs no new plan; adding or removing
+ * nodes does. Intermediates are freed right after their last use. */
+#ifndef BD_EXEC_H
+#define BD_EXEC_H
+
+#include "graph.h"
+
+typedef struct bd_exec bd_exec;
+
+enum {
+    /* Fold an inference BatchNormalization and a following Relu/Clip into
+     * the Conv before them (one pass over the output instead of three).
+     * Hooks are not called for the nodes folded away. */
+    BD_EXEC_FUSE = 1
+};
+
+/* Called before node `node` runs, with its inputs (NULL where an optional
+ * input is omitted). A non-OK return stops the run with that status. */
+typedef bd_status (*bd_exec_hook)(void *user, const bd_graph *g, int node,
+                                  bd_tensor *const *inputs);
+
+bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags);
+void bd_exec_free(bd_exec *ex);
+
+void bd_exec_set_hook(bd_exec *ex, bd_exec_hook hook, void *user);
+
+/* inputs: one tensor per graph input, in order. outputs: one new tensor per
+ * graph output (the caller frees them). */
+bd_status bd_exec_run(bd_exec *ex, bd_tensor *const *inputs, bd_tensor **outputs);
+
+/* Runs nodes 0..last only (no outputs): enough to feed a hook on `last`. */
+bd_status bd_exec_run_until(bd_exec *ex, bd_tensor *const *inputs, int last);
+
+/* Convenience for single-input, single-output models. */
+bd_status bd_exec_run1(bd_exec *ex, const bd_tensor *input, bd_tensor **output);
+
+#endif

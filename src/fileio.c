@@ -1,0 +1,121 @@
+#include "fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+bd_status bd_read_file(const char *path, size_t max_bytes, void **data, size_t *len)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return bd_fail(BD_EIO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return bd_fail(BD_EIO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > max_bytes) {
+        close(fd);
+        return bd_fail(BD_ENOMEM, "%s: %lld bytes is more than the %zu MiB limit", path,
+                       (long long)st.st_size, max_bytes >> 20);
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        close(fd);
+        return bd_fail(BD_ENOMEM, "%s: out of memory reading %zu bytes", path, n);
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            free(buf);
+            close(fd);
+            return bd_fail(BD_EIO, "%s: read failed after %zu of %zu bytes", path, got, n);
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    *data = buf;
+    *len = n;
+    return BD_OK;
+}
+
+const char *bd_dirname(const char *path, char *buf, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        snprintf(buf, cap, ".");
+    } else if (slash == path) {
+        snprintf(buf, cap, "/");
+    } else {
+        size_t n = (size_t)(slash - path);
+        if (n >= cap)
+            n = cap - 1;
+        memcpy(buf, path, n);
+        buf[n] = '\0';
+    }
+    return buf;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+bd_status bd_write_file_atomic(const char *path, int n, const void *const *chunks,
+                               const size_t *lens)
+{
+    char dir[4096], tmp[4200];
+    bd_dirname(path, dir, sizeof dir);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    if (snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, base) >= (int)sizeof tmp)
+        return bd_fail(BD_EINVAL, "%s: path too long", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0)
+        return bd_fail(BD_EIO, "%s: cannot create a temporary file in %s: %s", path, dir,
+                       strerror(errno));
+    int err = 0;
+    for (int i = 0; i < n && !err; i++)
+        if (write_all(fd, chunks[i], lens[i]) != 0)
+            err = errno ? errno : EIO;
+    /* rename() keeps the temporary's 0600 mode; give the file the usual one */
+    mode_t mask = umask(0);
+    umask(mask);
+    if (!err && fchmod(fd, 0666 & ~mask) != 0)
+        err = errno;
+    if (!err && fsync(fd) != 0)
+        err = errno;
+    if (close(fd) != 0 && !err)
+        err = errno;
+    if (!err && rename(tmp, path) != 0)
+        err = errno;
+    if (err) {
+        unlink(tmp);
+        return bd_fail(BD_EIO, "%s: write failed: %s", path, strerror(err));
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd); /* best effort: the rename is done either way */
+        close(dfd);
+    }
+    return BD_OK;
+}

@@ -1,0 +1,22 @@
+/* Whole-file reads with a size limit, and atomic writes: a save either
+ * completes or leaves the previous file untouched (write a temporary file in
+ * the same folder, fsync it, rename it over the target, fsync the folder). */
+#ifndef BD_FILEIO_H
+#define BD_FILEIO_H
+
+#include <stddef.h>
+
+#include "status.h"
+
+/* Reads all of path; fails if it is larger than max_bytes. *data is
+ * malloc'ed (with a NUL after the last byte, for text). */
+bd_status bd_read_file(const char *path, size_t max_bytes, void **data, size_t *len);
+
+/* Writes the concatenation of the n chunks to path atomically. */
+bd_status bd_write_file_atomic(const char *path, int n, const void *const *chunks,
+                               const size_t *lens);
+
+/* The folder part of path ("." if none), into buf. */
+const char *bd_dirname(const char *path, char *buf, size_t cap);
+
+#endif

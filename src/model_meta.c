@@ -1,0 +1,201 @@
+/* Reading the bitdown.* metadata keys documented in model_meta.h. */
+#include "model_meta.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <locale.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fileio.h"
+
+/* Sizes beyond this are typing mistakes, not images. */
+enum { MAX_SIDE = 1 << 16 };
+
+/* Numbers in the metadata are written by Python, with a decimal point,
+ * whatever locale the UI switched to for ncurses; so they are read in the C
+ * locale. Returns the end of the number, or NULL if there is none. */
+static const char *parse_double(const char *s, double *v)
+{
+    locale_t c = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    if (!c)
+        return NULL;
+    locale_t old = uselocale(c);
+    char *end;
+    errno = 0;
+    *v = strtod(s, &end);
+    int ok = end != s && errno == 0 && isfinite(*v);
+    uselocale(old);
+    freelocale(c);
+    return ok ? end : NULL;
+}
+
+static const char *skip_space(const char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    return s;
+}
+
+static bd_status bad_value(const char *key, const char *value, const char *why)
+{
+    return bd_fail(BD_EFORMAT, "model metadata %s = '%s': %s", key, value, why);
+}
+
+static bd_status meta_size(const bd_graph *g, const char *key, int *out)
+{
+    const char *v = bd_graph_meta(g, key);
+    if (!v)
+        return BD_OK;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (end == v || *skip_space(end) || errno)
+        return bad_value(key, v, "not a whole number");
+    if (n < 0 || n > MAX_SIDE)
+        return bad_value(key, v, "out of range");
+    *out = (int)n;
+    return BD_OK;
+}
+
+/* One value for every channel, or one per channel; std must be positive. */
+static bd_status meta_floats(const bd_graph *g, const char *key, int channels, int positive,
+                             float *out)
+{
+    const char *v = bd_graph_meta(g, key);
+    if (!v)
+        return BD_OK;
+    double vals[3];
+    int n = 0;
+    for (const char *p = v;;) {
+        if (n == 3)
+            return bad_value(key, v, "more than three values");
+        p = parse_double(p, &vals[n]);
+        if (!p)
+            return bad_value(key, v, "not a comma-separated list of numbers");
+        if (positive && !(vals[n] > 0))
+            return bad_value(key, v, "must be positive");
+        n++;
+        p = skip_space(p);
+        if (!*p)
+            break;
+        if (*p++ != ',')
+            return bad_value(key, v, "not a comma-separated list of numbers");
+    }
+    if (n != 1 && n != channels)
+        return bd_fail(BD_EFORMAT, "model metadata %s = '%s': %d values for %d channels", key,
+                       v, n, channels);
+    for (int c = 0; c < 3; c++)
+        out[c] = (float)vals[n == 1 ? 0 : c];
+    return BD_OK;
+}
+
+bd_status bd_model_preprocess(const bd_graph *g, bd_preprocess *pp)
+{
+    bd_preprocess_default(pp);
+    int declared = 0;
+    if (g->ninputs > 0) {
+        const bd_value *in = &g->values[g->inputs[0]];
+        if (in->ndim >= 2 && in->dims[1] > 0) {
+            if (in->dims[1] != 1 && in->dims[1] != 3)
+                return bd_fail(BD_EUNSUPPORTED,
+                               "input '%s' has %" PRId64 " channels; images give 1 or 3",
+                               in->name, in->dims[1]);
+            pp->channels = declared = (int)in->dims[1];
+        }
+        if (in->ndim == 4 && in->dims[2] > 0 && in->dims[3] > 0) {
+            if (in->dims[2] > MAX_SIDE || in->dims[3] > MAX_SIDE)
+                return bd_fail(BD_EUNSUPPORTED, "input '%s' is %" PRId64 " x %" PRId64
+                               " pixels, larger than %d",
+                               in->name, in->dims[3], in->dims[2], MAX_SIDE);
+            pp->out_h = (int)in->dims[2];
+            pp->out_w = (int)in->dims[3];
+        }
+    }
+    const char *color = bd_graph_meta(g, BD_META_COLOR);
+    if (color) {
+        int c = strcmp(color, "gray") == 0 ? 1 : strcmp(color, "rgb") == 0 ? 3 : 0;
+        if (!c)
+            return bad_value(BD_META_COLOR, color, "expected gray or rgb");
+        if (declared && c != declared)
+            return bd_fail(BD_EFORMAT, "model metadata %s = '%s', but input '%s' has %d channels",
+                           BD_META_COLOR, color, g->values[g->inputs[0]].name, declared);
+        pp->channels = c;
+    }
+    BD_TRY(meta_size(g, BD_META_RESIZE, &pp->resize));
+    BD_TRY(meta_size(g, BD_META_CROP, &pp->crop));
+    BD_TRY(meta_floats(g, BD_META_MEAN, pp->channels, 0, pp->mean));
+    BD_TRY(meta_floats(g, BD_META_STD, pp->channels, 1, pp->std));
+    return BD_OK;
+}
+
+void bd_class_names_free(char **names, int n)
+{
+    if (!names)
+        return;
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* One name per line. The newline ending the last line, and a CR before each
+ * newline (files from Windows), belong to no name. */
+static bd_status split_lines(const char *text, size_t len, const char *what, char ***names,
+                             int *n)
+{
+    size_t lines = 0;
+    for (size_t i = 0; i < len; i++)
+        lines += text[i] == '\n';
+    if (len && text[len - 1] != '\n')
+        lines++;
+    if (lines > BD_MAX_CLASSES)
+        return bd_fail(BD_EFORMAT, "%s: %zu class names (at most %d)", what, lines,
+                       BD_MAX_CLASSES);
+    *names = NULL;
+    *n = 0;
+    if (!lines)
+        return BD_OK;
+    char **list = calloc(lines, sizeof *list);
+    if (!list)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    const char *p = text, *end = text + len;
+    for (size_t i = 0; i < lines; i++) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *stop = nl ? nl : end;
+        size_t k = (size_t)(stop - p);
+        if (k && p[k - 1] == '\r')
+            k--;
+        if (!(list[i] = strndup(p, k))) {
+            bd_class_names_free(list, (int)lines);
+            return bd_fail(BD_ENOMEM, "out of memory");
+        }
+        p = nl ? nl + 1 : end;
+    }
+    *names = list;
+    *n = (int)lines;
+    return BD_OK;
+}
+
+bd_status bd_model_class_names(const bd_graph *g, char ***names, int *n)
+{
+    const char *v = bd_graph_meta(g, BD_META_CLASSES);
+    *names = NULL;
+    *n = 0;
+    return v ? split_lines(v, strlen(v), "model metadata " BD_META_CLASSES, names, n) : BD_OK;
+}
+
+bd_status bd_class_names_load(const char *path, char ***names, int *n)
+{
+    void *data;
+    size_t len;
+    *names = NULL;
+    *n = 0;
+    BD_TRY(bd_read_file(path, bd_tensor_limit(), &data, &len));
+    bd_status s = split_lines(data, len, path, names, n);
+    free(data);
+    if (s == BD_OK && *n == 0)
+        s = bd_fail(BD_EFORMAT, "%s: no class names", path);
+    return s;
+}

@@ -1,0 +1,37 @@
+/* What a model file says about its input and classes, in ONNX
+ * metadata_props (documented in docs/metadata.md):
+ *   bitdown.preprocess.color   gray | rgb
+ *   bitdown.preprocess.resize  shorter side before cropping, 0 = none
+ *   bitdown.preprocess.crop    centre crop size, 0 = none
+ *   bitdown.preprocess.mean    one value or three, comma-separated
+ *   bitdown.preprocess.std     likewise
+ *   bitdown.classes            class names, one per line, in label order
+ *   bitdown.dataset            the spec of the data it was trained on */
+#ifndef BD_MODEL_META_H
+#define BD_MODEL_META_H
+
+#include "data.h"
+#include "graph.h"
+
+#define BD_META_COLOR "bitdown.preprocess.color"
+#define BD_META_RESIZE "bitdown.preprocess.resize"
+#define BD_META_CROP "bitdown.preprocess.crop"
+#define BD_META_MEAN "bitdown.preprocess.mean"
+#define BD_META_STD "bitdown.preprocess.std"
+#define BD_META_CLASSES "bitdown.classes"
+#define BD_META_DATASET "bitdown.dataset"
+
+/* Preprocessing for the model's first input: the metadata where present,
+ * the input's channel count and static H/W from its declared shape. Fails
+ * with a message naming the key when a value does not parse. */
+bd_status bd_model_preprocess(const bd_graph *g, bd_preprocess *pp);
+
+/* Class names from the metadata (NULL when absent); *n gets the count.
+ * Free with bd_class_names_free. */
+bd_status bd_model_class_names(const bd_graph *g, char ***names, int *n);
+void bd_class_names_free(char **names, int n);
+
+/* Class names from a text file, one per line. */
+bd_status bd_class_names_load(const char *path, char ***names, int *n);
+
+#endif

@@ -1,0 +1,16 @@
+#include "progress.h"
+
+int bd_progress_canceled(const bd_progress *p)
+{
+    return p && p->cancel && atomic_load(p->cancel);
+}
+
+bd_status bd_progress_report(const bd_progress *p, const char *stage, int64_t done,
+                             int64_t total, const char *message, double metric)
+{
+    if (p && p->fn)
+        p->fn(p->user, stage, done, total, message, metric);
+    if (bd_progress_canceled(p))
+        return bd_fail(BD_ECANCELED, "%s: canceled", stage);
+    return BD_OK;
+}

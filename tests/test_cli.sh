@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The command line end to end: output formats, numbers against the PyTorch
+# fixtures, --help everywhere, and errors on stderr with a non-zero exit.
+set -uo pipefail
+BIN=${BD_BIN:?}
+cd "${BD_SOURCE_DIR:?}"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+failures=0
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+# expect_fail EXIT_CODE STDERR_PATTERN CMD...: fails, stderr names the problem, stdout empty
+expect_fail() {
+  local code=$1 pattern=$2; shift 2
+  "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$?
+  [ "$rc" = "$code" ] || fail "'$*' exited $rc, expected $code"
+  grep -q -- "$pattern" "$TMP/err" || fail "'$*' stderr lacks '$pattern': $(cat "$TMP/err")"
+  [ ! -s "$TMP/out" ] || fail "'$*' wrote to stdout on error"
+}
+M=examples/fmnist/resnet_bn.onnx
+
+# --help on every subcommand, exit 0, on stdout
+for c in info eval predict bench; do
+  "$BIN" "$c" --help >"$TMP/help" 2>&1 || fail "$c --help exited non-zero"
+  grep -q "usage: bitdown $c" "$TMP/help" || fail "$c --help has no usage line"
+done
+"$BIN" --help | grep -q "commands:" || fail "bitdown --help lists no commands"
+
+# info: every layer of the example with its weight shape, and totals
+"$BIN" info $M >"$TMP/info" || fail "info failed"
+grep -qE '^layer1\.0\.conv1 +conv 3x3 +\[16, 16, 3, 3\] +2304 ' "$TMP/info" || fail "info: layer1.0.conv1 row"
+grep -qE '^fc +fc +\[10, 64\] +640 ' "$TMP/info" || fail "info: fc row"
+grep -q '^10 quantizable layers, 77072 parameters' "$TMP/info" || fail "info: totals"
+
+# eval: the format, the recorded accuracy, and raw logits equal to the fixture's
+want=$(sed -n 's/.*"top1": \([0-9.]*\).*/\1/p' examples/fmnist/fixtures/resnet_bn.json)
+"$BIN" eval $M --data fmnist:test --batch 100 >"$TMP/eval" || fail "eval failed"
+grep -qE '^top1 [0-9]+\.[0-9]{2}% top5 [0-9]+\.[0-9]{2}% \(10000 images\)$' "$TMP/eval" || fail "eval format: $(cat "$TMP/eval")"
+got=$(sed -n 's/^top1 \([0-9.]*\)%.*/\1/p' "$TMP/eval")
+awk -v a="$got" -v b="$want" 'BEGIN { exit !((a - b) ^ 2 <= 0.0004) }' || fail "eval top1 $got, PyTorch recorded $want"
+"$BIN" eval $M --limit 256 --logits "$TMP/logits.f32" >/dev/null || fail "eval --logits failed"
+[ "$(stat -c %s "$TMP/logits.f32")" = $((256 * 10 * 4)) ] || fail "logits file size"
+/usr/bin/python3 - "$TMP/logits.f32" examples/fmnist/fixtures/resnet_bn.logits256.f32 <<'PY' || fail "logits differ from PyTorch's"
+import sys, numpy as np
+a = np.fromfile(sys.argv[1], '<f4').reshape(256, 10)
+b = np.fromfile(sys.argv[2], '<f4').reshape(256, 10)
+err = (np.abs(a - b).max(1) / np.abs(b).max(1)).max()
+sys.exit(0 if err < 1e-4 else 1)
+PY
+"$BIN" eval $M --data fmnist:test --limit 500 --per-class | grep -q 'Ankle boot' || fail "eval --per-class names classes"
+
+# predict: the true class of each sample image comes first
+for img in examples/images/fmnist_test_*.png; do
+  name=$(basename "$img" .png | sed 's/fmnist_test_[0-9]*_//')
+  first=$("$BIN" predict $M "$img" | sed -n 2p | tr 'A-Z/ ' 'a-z__')
+  case "$first" in *"$name"*) ;; *) fail "predict $img: first guess '$first'" ;; esac
+done
+[ "$("$BIN" predict $M examples/images/fmnist_test_0000_ankle_boot.png --top 3 | wc -l)" = 4 ] || fail "predict --top 3"
+
+# bench prints a throughput
+"$BIN" bench $M --batch 8 --iters 3 | grep -qE 'batch 8, [0-9]+ threads, 3 passes: [0-9.]+ images/s' || fail "bench output"
+
+# errors: non-zero exit, a message naming what was wrong, nothing on stdout
+expect_fail 2 "unknown command 'frobnicate'" "$BIN" frobnicate
+expect_fail 2 "expects one MODEL" "$BIN" info
+expect_fail 1 "/nonexistent.onnx" "$BIN" info /nonexistent.onnx
+printf 'not a model' >"$TMP/bad.onnx"
+expect_fail 1 "$TMP/bad.onnx" "$BIN" eval "$TMP/bad.onnx" --data fmnist:test
+expect_fail 2 "--limit wants a whole number" "$BIN" eval $M --limit zero
+expect_fail 1 "nope:x" "$BIN" eval $M --data nope:x
+expect_fail 1 "$TMP/bad.onnx" "$BIN" predict $M "$TMP/bad.onnx"
+expect_fail 2 "--mean wants one value or three" "$BIN" eval $M --mean 1,2
+expect_fail 2 "--size wants HxW" "$BIN" bench $M --size big
+
+exit $((failures > 0))

@@ -1,0 +1,371 @@
+/* Pooling kernels (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool)
+ * against a naive reference on odd shapes and many attribute combinations. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bd_test.h"
+#include "graph.h"
+#include "ops.h"
+
+#define NODE "pool_node"
+#define TOL 1e-5
+#define DIMS(...) \
+    (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}
+
+static bd_tensor *rand_f32(int ndim, const int64_t *dims, uint64_t seed)
+{
+    bd_tensor *t;
+    assert_int_equal(bd_tensor_new(&t, BD_F32, ndim, dims, "test"), BD_OK);
+    bd_test_fill_random(t->data, (size_t)bd_tensor_count(t), seed, -3, 3);
+    return t;
+}
+
+static bd_node *make_node(bd_graph **g, const char *op, int nout)
+{
+    static const char *const ins[] = {"x0"}, *outs[] = {"y0", "y1"};
+    bd_node *n;
+    assert_int_equal(bd_graph_new(g), BD_OK);
+    (*g)->opset = 13;
+    assert_int_equal(bd_graph_add_node(*g, NODE, op, "", 1, ins, nout, outs, &n), BD_OK);
+    return n;
+}
+
+static void attr_int(bd_node *n, const char *name, int64_t v)
+{
+    bd_attr a = {.name = (char *)name, .type = BD_ATTR_INT, .i = v};
+    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
+}
+
+static void attr_ints(bd_node *n, const char *name, int count, const int64_t *v)
+{
+    bd_attr a = {.name = (char *)name, .type = BD_ATTR_INTS, .n = count, .ints = (int64_t *)v};
+    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
+}
+
+static void attr_str(bd_node *n, const char *name, const char *v)
+{
+    bd_attr a = {.name = (char *)name, .type = BD_ATTR_STRING, .s = (char *)v};
+    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
+}
+
+static void assert_fails(const bd_graph *g, const bd_node *n, bd_tensor *const *in)
+{
+    bd_tensor *out[2] = {NULL, NULL};
+    assert_int_not_equal(bd_op_run(g, n, in, out), BD_OK);
+    assert_null(out[0]);
+    if (!strstr(bd_error_message(), "'" NODE "'"))
+        fail_msg("message does not name the node: %s", bd_error_message());
+}
+
+/* One pooling configuration. Zero-length lists are left unset on the node
+ * (the defaults); expect is the output spatial shape worked out by hand. */
+typedef struct {
+    int s; /* spatial rank */
+    int64_t in[3], kernel[3], strides[3], dilations[3], pads[6];
+    int has_strides, has_dilations, has_pads;
+    const char *auto_pad;
+    int ceil_mode, include_pad;
+    int64_t expect[3];
+} pool_case;
+
+/* The window geometry the reference walks, derived from the ONNX formulas
+ * (and PyTorch's rule that a ceil-mode window may not start in the end
+ * padding); cross-checked against the hand-worked expect. */
+static void ref_geometry(const pool_case *pc, int64_t *out, int64_t *pb, int64_t *pe)
+{
+    for (int d = 0; d < pc->s; d++) {
+        int64_t k = pc->kernel[d], st = pc->has_strides ? pc->strides[d] : 1;
+        int64_t dil = pc->has_dilations ? pc->dilations[d] : 1;
+        int64_t span = (k - 1) * dil + 1, in = pc->in[d];
+        pb[d] = pc->has_pads ? pc->pads[d] : 0;
+        pe[d] = pc->has_pads ? pc->pads[d + pc->s] : 0;
+        if (pc->auto_pad && strncmp(pc->auto_pad, "SAME", 4) == 0) {
+            out[d] = (int64_t)ceil((double)in / (double)st);
+            int64_t total = (out[d] - 1) * st + span - in;
+            total = total > 0 ? total : 0;
+            int upper = strcmp(pc->auto_pad, "SAME_UPPER") == 0;
+            pb[d] = upper ? total / 2 : (total + 1) / 2;
+            pe[d] = total - pb[d];
+        } else if (pc->auto_pad && strcmp(pc->auto_pad, "VALID") == 0) {
+            pb[d] = pe[d] = 0;
+            out[d] = (int64_t)ceil((double)(in - span + 1) / (double)st);
+        } else {
+            double q = (double)(in + pb[d] + pe[d] - span) / (double)st;
+            out[d] = (int64_t)(pc->ceil_mode ? ceil(q) : floor(q)) + 1;
+            if (pc->ceil_mode && (out[d] - 1) * st >= in + pb[d])
+                out[d]--;
+        }
+        assert_int_equal(out[d], pc->expect[d]);
+    }
+}
+
+/* Naive pooling: every output position visits every kernel tap. */
+static void ref_pool(const pool_case *pc, const float *x, int64_t planes, int is_max, float *y)
+{
+    int64_t out[3], pb[3], pe[3], in_plane = 1, out_plane = 1, taps = 1;
+    ref_geometry(pc, out, pb, pe);
+    for (int d = 0; d < pc->s; d++) {
+        in_plane *= pc->in[d];
+        out_plane *= out[d];
+        taps *= pc->kernel[d];
+    }
+    for (int64_t p = 0; p < planes; p++)
+        for (int64_t o = 0; o < out_plane; o++) {
+            int64_t oi[3], rest = o;
+            for (int d = pc->s - 1; d >= 0; d--) {
+                oi[d] = rest % out[d];
+                rest /= out[d];
+            }
+            double max = -FLT_MAX, sum = 0;
+            int64_t count = 0, padded = 0;
+            for (int64_t t = 0; t < taps; t++) {
+                int64_t ki[3], off = 0;
+                int inside = 1, in_padded = 1;
+                rest = t;
+                for (int d = pc->s - 1; d >= 0; d--) {
+                    ki[d] = rest % pc->kernel[d];
+                    rest /= pc->kernel[d];
+                }
+                for (int d = 0; d < pc->s; d++) {
+                    int64_t st = pc->has_strides ? pc->strides[d] : 1;
+                    int64_t dil = pc->has_dilations ? pc->dilations[d] : 1;
+                    int64_t i = oi[d] * st - pb[d] + ki[d] * dil;
+                    inside &= i >= 0 && i < pc->in[d];
+                    in_padded &= i >= -pb[d] && i < pc->in[d] + pe[d];
+                    off = off * pc->in[d] + i;
+                }
+                padded += in_padded;
+                if (!inside)
+                    continue;
+                double v = x[p * in_plane + off];
+                max = v > max ? v : max;
+                sum += v;
+                count++;
+            }
+            int64_t div = pc->include_pad ? padded : count;
+            y[p * out_plane + o] = (float)(is_max ? max : div ? sum / (double)div : 0);
+        }
+}
+
+static void run_case(const pool_case *pc, const char *op, uint64_t seed)
+{
+    int is_max = strcmp(op, "MaxPool") == 0;
+    bd_graph *g;
+    bd_node *n = make_node(&g, op, 1);
+    attr_ints(n, "kernel_shape", pc->s, pc->kernel);
+    if (pc->has_strides)
+        attr_ints(n, "strides", pc->s, pc->strides);
+    if (pc->has_dilations)
+        attr_ints(n, "dilations", pc->s, pc->dilations);
+    if (pc->has_pads)
+        attr_ints(n, "pads", 2 * pc->s, pc->pads);
+    if (pc->auto_pad)
+        attr_str(n, "auto_pad", pc->auto_pad);
+    if (pc->ceil_mode)
+        attr_int(n, "ceil_mode", 1);
+    if (pc->include_pad)
+        attr_int(n, "count_include_pad", 1);
+    int64_t dims[5] = {3, 5}, planes = 15;
+    memcpy(dims + 2, pc->in, (size_t)pc->s * sizeof *dims);
+    bd_tensor *x = rand_f32(2 + pc->s, dims, seed), *out[1];
+    assert_int_equal(bd_op_run(g, n, &x, out), BD_OK);
+    assert_int_equal(out[0]->ndim, 2 + pc->s);
+    assert_int_equal(out[0]->dims[0], 3);
+    assert_int_equal(out[0]->dims[1], 5);
+    for (int d = 0; d < pc->s; d++)
+        assert_int_equal(out[0]->dims[2 + d], pc->expect[d]);
+    int64_t count = bd_tensor_count(out[0]);
+    float *ref = malloc((size_t)count * sizeof *ref);
+    ref_pool(pc, x->data, planes, is_max, ref);
+    double err = bd_test_rel_error(out[0]->data, ref, (size_t)count);
+    if (!(err < TOL))
+        fail_msg("%s case with kernel %lld: relative error %g", op, (long long)pc->kernel[0], err);
+    free(ref);
+    bd_tensor_free(out[0]);
+    bd_tensor_free(x);
+    bd_graph_free(g);
+}
+
+/* 7 x 9 planes unless noted; each expect worked out by hand. */
+static const pool_case cases[] = {
+    /* 3x3, stride 1, no padding: 5 x 7 */
+    {2, {7, 9}, {3, 3}, {0}, {0}, {0}, 0, 0, 0, NULL, 0, 0, {5, 7}},
+    /* 3x2, strides 2x1, pads top 1, left 0, bottom 1, right 1: (7+2-3)/2+1, (9+1-2)+1 */
+    {2, {7, 9}, {3, 2}, {2, 1}, {0}, {1, 0, 1, 1}, 1, 0, 1, NULL, 0, 0, {4, 9}},
+    {2, {7, 9}, {3, 2}, {2, 1}, {0}, {1, 0, 1, 1}, 1, 0, 1, NULL, 0, 1, {4, 9}},
+    /* dilation 2x1, pads 1: span 5 -> (7+2-5)/2+1 = 3, (9+2-3)/2+1 = 5 */
+    {2, {7, 9}, {3, 3}, {2, 2}, {2, 1}, {1, 1, 1, 1}, 1, 1, 1, NULL, 0, 0, {3, 5}},
+    /* ceil mode, 2x2 stride 2 pads 1: ceil(7/2)+1 = 5 and ceil(9/2)+1 = 6, each
+     * minus the window that would start in the end padding */
+    {2, {7, 9}, {2, 2}, {2, 2}, {0}, {1, 1, 1, 1}, 1, 0, 1, NULL, 1, 0, {4, 5}},
+    {2, {7, 9}, {2, 2}, {2, 2}, {0}, {1, 1, 1, 1}, 1, 0, 1, NULL, 1, 1, {4, 5}},
+    /* ceil mode, 3x3 stride 2, pads 1,2 / 2,1: (7+3-3)/2 -> 4 (ceil 5, last dropped);
+     * (9+3-3)/2 -> ceil 4.5 + 1 = 6, the last window overhanging the padding */
+    {2, {7, 9}, {3, 3}, {2, 2}, {0}, {1, 2, 2, 1}, 1, 0, 1, NULL, 1, 0, {4, 6}},
+    {2, {7, 9}, {3, 3}, {2, 2}, {0}, {1, 2, 2, 1}, 1, 0, 1, NULL, 1, 1, {4, 6}},
+    {2, {7, 9}, {3, 3}, {2, 2}, {0}, {1, 2, 2, 1}, 1, 0, 1, NULL, 0, 1, {4, 5}},
+    /* SAME: ceil(7/2) = 4, ceil(9/2) = 5; 4x2 kernel pads 3 and 1 split by mode */
+    {2, {7, 9}, {4, 2}, {2, 2}, {0}, {0}, 1, 0, 0, "SAME_UPPER", 0, 0, {4, 5}},
+    {2, {7, 9}, {4, 2}, {2, 2}, {0}, {0}, 1, 0, 0, "SAME_LOWER", 0, 0, {4, 5}},
+    {2, {7, 9}, {4, 2}, {2, 2}, {0}, {0}, 1, 0, 0, "SAME_UPPER", 0, 1, {4, 5}},
+    {2, {7, 9}, {4, 2}, {2, 2}, {0}, {0}, 1, 0, 0, "SAME_LOWER", 0, 1, {4, 5}},
+    {2, {7, 9}, {3, 3}, {1, 1}, {0}, {0}, 1, 0, 0, "SAME_UPPER", 0, 0, {7, 9}},
+    /* VALID: ceil((7-3+1)/2) = 3, ceil((9-3+1)/2) = 4 */
+    {2, {7, 9}, {3, 3}, {2, 2}, {0}, {0}, 1, 0, 0, "VALID", 0, 0, {3, 4}},
+    {2, {7, 9}, {3, 3}, {2, 2}, {0}, {0}, 1, 0, 0, "NOTSET", 0, 0, {3, 4}},
+    /* 1-D, length 11, kernel 3 stride 2 pads 1,2: (11+3-3)/2+1 = 6; with pads
+     * 0,1 in ceil mode ceil(9/2)+1 = 6, the last window half in the padding */
+    {1, {11}, {3}, {2}, {0}, {1, 2}, 1, 0, 1, NULL, 0, 0, {6}},
+    {1, {11}, {3}, {2}, {0}, {0, 1}, 1, 0, 1, NULL, 1, 1, {6}},
+    {1, {11}, {3}, {2}, {0}, {0, 1}, 1, 0, 1, NULL, 1, 0, {6}},
+    /* 3-D: 5x6x7, kernel 2x3x2, strides 1x2x2, pads 0,1,1 / 1,0,1 */
+    {3, {5, 6, 7}, {2, 3, 2}, {1, 2, 2}, {0}, {0, 1, 1, 1, 0, 1}, 1, 0, 1, NULL, 0, 0, {5, 3, 4}},
+    /* large planes take the parallel path: (67+2-3)/2+1 = 34, (61+2-3)/2+1 = 31 */
+    {2, {67, 61}, {3, 3}, {2, 2}, {0}, {1, 1, 1, 1}, 1, 0, 1, NULL, 0, 0, {34, 31}},
+};
+
+static void test_maxpool(void **state)
+{
+    (void)state;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        if (!cases[c].include_pad)
+            run_case(&cases[c], "MaxPool", 100 + c);
+}
+
+static void test_maxpool_dilations(void **state)
+{
+    (void)state;
+    /* kernel 3x2 with dilations 2x3 spans 5 x 4: (7-5)/1+1 = 3, (9-4)/2+1 = 3;
+     * pads 2,1 / 1,2 in ceil mode: 5/1+1 = 6, ceil(8/2)+1 = 5 */
+    static const pool_case dilated[] = {
+        {2, {7, 9}, {3, 2}, {1, 2}, {2, 3}, {0}, 1, 1, 0, NULL, 0, 0, {3, 3}},
+        {2, {7, 9}, {3, 2}, {1, 2}, {2, 3}, {2, 1, 1, 2}, 1, 1, 1, NULL, 1, 0, {6, 5}},
+        {2, {7, 9}, {3, 2}, {2, 2}, {2, 3}, {0}, 1, 1, 0, "SAME_UPPER", 0, 0, {4, 5}},
+        {2, {7, 9}, {3, 2}, {2, 2}, {2, 3}, {0}, 1, 1, 0, "SAME_LOWER", 0, 0, {4, 5}},
+    };
+    for (size_t c = 0; c < sizeof dilated / sizeof dilated[0]; c++)
+        run_case(&dilated[c], "MaxPool", 200 + c);
+}
+
+static void test_averagepool(void **state)
+{
+    (void)state;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        if (!cases[c].has_dilations)
+            run_case(&cases[c], "AveragePool", 300 + c);
+}
+
+static void check_global(const char *op, int ndim, const int64_t *dims, uint64_t seed)
+{
+    int is_max = strcmp(op, "GlobalMaxPool") == 0;
+    bd_graph *g;
+    bd_node *n = make_node(&g, op, 1);
+    bd_tensor *x = rand_f32(ndim, dims, seed), *out[1];
+    assert_int_equal(bd_op_run(g, n, &x, out), BD_OK);
+    assert_int_equal(out[0]->ndim, ndim);
+    for (int d = 0; d < ndim; d++)
+        assert_int_equal(out[0]->dims[d], d < 2 ? dims[d] : 1);
+    int64_t planes = dims[0] * dims[1], size = bd_tensor_count(x) / planes;
+    float *ref = malloc((size_t)planes * sizeof *ref);
+    const float *xd = x->data;
+    for (int64_t p = 0; p < planes; p++) {
+        double max = -INFINITY, sum = 0;
+        for (int64_t i = 0; i < size; i++) {
+            max = fmax(max, xd[p * size + i]);
+            sum += xd[p * size + i];
+        }
+        ref[p] = (float)(is_max ? max : sum / (double)size);
+    }
+    double err = bd_test_rel_error(out[0]->data, ref, (size_t)planes);
+    if (!(err < TOL))
+        fail_msg("%s on rank %d: relative error %g", op, ndim, err);
+    free(ref);
+    bd_tensor_free(out[0]);
+    bd_tensor_free(x);
+    bd_graph_free(g);
+}
+
+static void test_global_pools(void **state)
+{
+    (void)state;
+    static const char *const ops[] = {"GlobalAveragePool", "GlobalMaxPool"};
+    for (int k = 0; k < 2; k++) {
+        check_global(ops[k], DIMS(3, 5, 7, 9), 1);
+        check_global(ops[k], DIMS(3, 5, 11), 2);
+        check_global(ops[k], DIMS(3, 5, 4, 3, 7), 3);
+        check_global(ops[k], DIMS(3, 5), 4);
+        check_global(ops[k], DIMS(3, 5, 67, 101), 5);
+    }
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    static const char *const ops[] = {"MaxPool", "AveragePool"};
+    bd_tensor *x = rand_f32(DIMS(3, 5, 7, 9), 1), *flat = rand_f32(DIMS(3, 5), 2);
+    bd_tensor *ints;
+    assert_int_equal(bd_tensor_new(&ints, BD_I64, DIMS(3, 5, 7, 9), "test"), BD_OK);
+    for (int k = 0; k < 2; k++) {
+        bd_graph *g;
+        bd_node *n = make_node(&g, ops[k], 1); /* no kernel_shape */
+        assert_fails(g, n, &x);
+        assert_non_null(strstr(bd_error_message(), "kernel_shape"));
+        attr_ints(n, "kernel_shape", 2, (int64_t[]){3, 3});
+        assert_fails(g, n, &ints);
+        assert_non_null(strstr(bd_error_message(), "int64"));
+        assert_fails(g, n, &flat);
+        assert_non_null(strstr(bd_error_message(), "rank 2"));
+        bd_graph_free(g);
+
+        n = make_node(&g, ops[k], 1);
+        attr_ints(n, "kernel_shape", 3, (int64_t[]){3, 3, 3});
+        assert_fails(g, n, &x);
+        bd_graph_free(g);
+
+        n = make_node(&g, ops[k], 1);
+        attr_ints(n, "kernel_shape", 2, (int64_t[]){3, 3});
+        attr_ints(n, "strides", 2, (int64_t[]){0, 1});
+        assert_fails(g, n, &x);
+        assert_non_null(strstr(bd_error_message(), "strides"));
+        bd_graph_free(g);
+
+        n = make_node(&g, ops[k], 1);
+        attr_ints(n, "kernel_shape", 2, (int64_t[]){3, 3});
+        attr_str(n, "auto_pad", "SAME");
+        assert_fails(g, n, &x);
+        assert_non_null(strstr(bd_error_message(), "SAME"));
+        bd_graph_free(g);
+
+        n = make_node(&g, ops[k], 1); /* kernel larger than the padded input */
+        attr_ints(n, "kernel_shape", 2, (int64_t[]){9, 3});
+        assert_fails(g, n, &x);
+        bd_graph_free(g);
+    }
+    bd_graph *g;
+    bd_node *n = make_node(&g, "MaxPool", 2); /* Indices */
+    attr_ints(n, "kernel_shape", 2, (int64_t[]){3, 3});
+    assert_fails(g, n, &x);
+    assert_non_null(strstr(bd_error_message(), "Indices"));
+    bd_graph_free(g);
+    n = make_node(&g, "GlobalAveragePool", 1);
+    assert_fails(g, n, &ints);
+    bd_graph_free(g);
+    n = make_node(&g, "GlobalMaxPool", 1);
+    assert_fails(g, n, &ints);
+    bd_graph_free(g);
+    bd_tensor_free(x);
+    bd_tensor_free(flat);
+    bd_tensor_free(ints);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_maxpool),      cmocka_unit_test(test_maxpool_dilations),
+        cmocka_unit_test(test_averagepool),  cmocka_unit_test(test_global_pools),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

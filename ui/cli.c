@@ -1,0 +1,117 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_meta.h"
+
+int cli_report(bd_status s)
+{
+    const char *msg = bd_error_message();
+    fprintf(stderr, "bitdown: %s\n", msg[0] ? msg : bd_status_name(s));
+    return CLI_FAIL;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "bitdown %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(see 'bitdown %s --help')\n", cmd);
+    return CLI_USAGE;
+}
+
+int cli_parse_int(const char *cmd, const char *opt, const char *s, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max)
+        return cli_usage_error(cmd, "%s wants a whole number from %ld to %ld, not '%s'", opt, min,
+                               max, s);
+    *out = v;
+    return CLI_OK;
+}
+
+int cli_parse_floats(const char *cmd, const char *opt, const char *s, float *out, int max, int *n)
+{
+    *n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        float v = strtof(p, &end);
+        if (errno || end == p || (*end && *end != ',') || *n == max)
+            return cli_usage_error(cmd, "%s wants up to %d comma-separated numbers, not '%s'", opt,
+                                   max, s);
+        out[(*n)++] = v;
+        p = *end ? end + 1 : end;
+    }
+    if (*n == 0)
+        return cli_usage_error(cmd, "%s wants a number", opt);
+    return CLI_OK;
+}
+
+int cli_preprocess_option(cli_preprocess *cp, int c, const char *arg)
+{
+    switch (c) {
+    case 1001: cp->resize = arg; return 1;
+    case 1002: cp->crop = arg; return 1;
+    case 1003: cp->mean = arg; return 1;
+    case 1004: cp->std = arg; return 1;
+    case 1005: cp->gray = 1; return 1;
+    case 1006: cp->rgb = 1; return 1;
+    default: return 0;
+    }
+}
+
+static int per_channel(const char *cmd, const char *opt, const char *s, float *dst)
+{
+    float v[3];
+    int n;
+    if (cli_parse_floats(cmd, opt, s, v, 3, &n) != CLI_OK)
+        return CLI_USAGE;
+    if (n == 2)
+        return cli_usage_error(cmd, "%s wants one value or three", opt);
+    for (int c = 0; c < 3; c++)
+        dst[c] = v[n == 1 ? 0 : c];
+    return CLI_OK;
+}
+
+int cli_preprocess_resolve(const char *cmd, const cli_preprocess *cp, const bd_graph *g,
+                           bd_preprocess *pp)
+{
+    bd_status s = bd_model_preprocess(g, pp);
+    if (s != BD_OK)
+        return cli_report(s);
+    long v;
+    if (cp->resize) {
+        if (cli_parse_int(cmd, "--resize", cp->resize, 0, 65536, &v) != CLI_OK)
+            return CLI_USAGE;
+        pp->resize = (int)v;
+    }
+    if (cp->crop) {
+        if (cli_parse_int(cmd, "--crop", cp->crop, 0, 65536, &v) != CLI_OK)
+            return CLI_USAGE;
+        pp->crop = (int)v;
+    }
+    if (cp->mean && per_channel(cmd, "--mean", cp->mean, pp->mean) != CLI_OK)
+        return CLI_USAGE;
+    if (cp->std && per_channel(cmd, "--std", cp->std, pp->std) != CLI_OK)
+        return CLI_USAGE;
+    for (int c = 0; c < 3; c++)
+        if (pp->std[c] == 0.0f)
+            return cli_usage_error(cmd, "a standard deviation of 0 would divide by zero");
+    if (cp->gray && cp->rgb)
+        return cli_usage_error(cmd, "--gray and --rgb exclude each other");
+    if (cp->gray)
+        pp->channels = 1;
+    if (cp->rgb)
+        pp->channels = 3;
+    return CLI_OK;
+}

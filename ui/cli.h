@@ -1,0 +1,55 @@
+/* What the command-line subcommands share: error reporting, model loading,
+ * option values. Exit codes: 0 done, 1 the work failed, 2 bad usage. */
+#ifndef BD_CLI_H
+#define BD_CLI_H
+
+#include "data.h"
+#include "graph.h"
+#include "status.h"
+
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+
+typedef struct cli_command {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+} cli_command;
+
+/* Prints "bitdown: <the current error message>" and returns CLI_FAIL. */
+int cli_report(bd_status s);
+/* Prints "bitdown <cmd>: <message>" and a hint to --help; returns CLI_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) BD_PRINTF(2, 3);
+
+/* Whole-number and list option values; messages name the option. */
+int cli_parse_int(const char *cmd, const char *opt, const char *s, long min, long max, long *out);
+int cli_parse_floats(const char *cmd, const char *opt, const char *s, float *out, int max, int *n);
+
+/* Preprocessing options shared by eval and predict: --resize --crop --mean
+ * --std --gray --rgb. They override what the model's metadata says. */
+typedef struct cli_preprocess {
+    const char *resize, *crop, *mean, *std;
+    int gray, rgb;
+} cli_preprocess;
+#define CLI_PREPROCESS_LONGOPTS                                                           \
+    {"resize", required_argument, 0, 1001}, {"crop", required_argument, 0, 1002},         \
+        {"mean", required_argument, 0, 1003}, {"std", required_argument, 0, 1004},        \
+        {"gray", no_argument, 0, 1005}, {"rgb", no_argument, 0, 1006}
+/* Records option c if it is one of the above; returns 1 if it was. */
+int cli_preprocess_option(cli_preprocess *cp, int c, const char *arg);
+/* The model's preprocessing with the options applied on top. */
+int cli_preprocess_resolve(const char *cmd, const cli_preprocess *cp, const bd_graph *g,
+                           bd_preprocess *pp);
+#define CLI_PREPROCESS_HELP                                                                 \
+    "  --resize S        resize the shorter side to S pixels first (0: no resize)\n"       \
+    "  --crop C          centre crop C x C (0: no crop)\n"                                  \
+    "  --mean a[,b,c]    per-channel mean subtracted after scaling to [0, 1]\n"            \
+    "  --std a[,b,c]     per-channel standard deviation divided by\n"                      \
+    "  --gray | --rgb    convert images to 1 or 3 channels\n"                              \
+    "  (the defaults come from the model's metadata; see docs/metadata.md)\n"
+
+int cli_info(int argc, char **argv);
+int cli_eval(int argc, char **argv);
+int cli_predict(int argc, char **argv);
+int cli_bench(int argc, char **argv);
+
+#endif

@@ -1,0 +1,72 @@
+/* bitdown's command line: one subcommand per task. */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "threads.h"
+
+static const cli_command commands[] = {
+    {"info", "layers of a model: name, op, weight shape, parameters, size", cli_info},
+    {"eval", "top-1 / top-5 accuracy of a model on a dataset", cli_eval},
+    {"predict", "top-5 classes of a model for image files", cli_predict},
+    {"bench", "forward throughput in images per second", cli_bench},
+};
+enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: bitdown COMMAND [ARGS...]\n\n"
+               "bitdown compresses convolutional networks with activation-aware product\n"
+               "quantization (\"And the Bit Goes Down\", Stock et al., ICLR 2020).\n\n"
+               "commands:\n");
+    for (int i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n'bitdown COMMAND --help' describes a command.\n");
+}
+
+char *openblas_get_corename(void);
+
+/* OpenBLAS 0.3.21 (Debian 12) does not recognise AMD Zen 4 and falls back to
+ * its Haswell (AVX2) kernels, at half the speed its AVX-512 SkylakeX kernels
+ * reach on those chips. It picks its kernels when the library loads, before
+ * main runs, so the only way to choose for it is to start again with
+ * OPENBLAS_CORETYPE set. A user who sets the variable keeps their choice. */
+static void prefer_avx512_blas(char **argv)
+{
+    if (getenv("OPENBLAS_CORETYPE") || getenv("BD_NO_REEXEC"))
+        return;
+    const char *core = openblas_get_corename();
+    if (!core || (strcmp(core, "Haswell") != 0 && strcmp(core, "Zen") != 0))
+        return;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512dq"))
+        return;
+    setenv("OPENBLAS_CORETYPE", "SKYLAKEX", 1);
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on as we are */
+}
+
+int main(int argc, char **argv)
+{
+    prefer_avx512_blas(argv);
+    bd_threads_set(0);
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return CLI_OK;
+    }
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "bitdown: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return CLI_USAGE;
+}
