@@ -7,84 +7,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bd_test.h"
+#include "bd_test_node.h"
 #include "graph.h"
 #include "ops.h"
 
-#define NODE "conv_node"
 #define TOL 1e-5
-#define DIMS(...) \
-    (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}
-
-static bd_tensor *rand_f32(int ndim, const int64_t *dims, uint64_t seed)
-{
-    bd_tensor *t;
-    assert_int_equal(bd_tensor_new(&t, BD_F32, ndim, dims, "test"), BD_OK);
-    bd_test_fill_random(t->data, (size_t)bd_tensor_count(t), seed, -1, 1);
-    return t;
-}
-
-static bd_node *make_node(bd_graph **g, const char *op, int nin)
-{
-    static const char *const ins[] = {"x0", "x1", "x2"}, *outs[] = {"y0"};
-    bd_node *n;
-    assert_int_equal(bd_graph_new(g), BD_OK);
-    (*g)->opset = 13;
-    assert_int_equal(bd_graph_add_node(*g, NODE, op, "", nin, ins, 1, outs, &n), BD_OK);
-    return n;
-}
-
-static void attr_int(bd_node *n, const char *name, int64_t v)
-{
-    bd_attr a = {.name = (char *)name, .type = BD_ATTR_INT, .i = v};
-    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-}
-
-static void attr_float(bd_node *n, const char *name, float v)
-{
-    bd_attr a = {.name = (char *)name, .type = BD_ATTR_FLOAT, .f = v};
-    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-}
-
-static void attr_ints(bd_node *n, const char *name, int count, const int64_t *v)
-{
-    bd_attr a = {.name = (char *)name, .type = BD_ATTR_INTS, .n = count, .ints = (int64_t *)v};
-    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-}
-
-static void attr_str(bd_node *n, const char *name, const char *v)
-{
-    bd_attr a = {.name = (char *)name, .type = BD_ATTR_STRING, .s = (char *)v};
-    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-}
-
-static void assert_fails(const bd_graph *g, const bd_node *n, bd_tensor *const *in)
-{
-    bd_tensor *out[1] = {NULL};
-    assert_int_not_equal(bd_op_run(g, n, in, out), BD_OK);
-    assert_null(out[0]);
-    if (!strstr(bd_error_message(), "'" NODE "'"))
-        fail_msg("message does not name the node: %s", bd_error_message());
-}
+#define DIMS BD_TEST_DIMS
 
 /* Runs the node and compares with ref (shape ndim/dims). */
 static void check_output(const bd_graph *g, const bd_node *n, bd_tensor *const *in, int ndim,
                          const int64_t *dims, const float *ref, const char *what)
 {
-    bd_tensor *out[1];
-    bd_status st = bd_op_run(g, n, in, out);
-    if (st != BD_OK)
-        fail_msg("%s: %s", what, bd_error_message());
-    if (out[0]->ndim != ndim)
-        fail_msg("%s: rank %d, expected %d", what, out[0]->ndim, ndim);
-    for (int d = 0; d < ndim; d++)
-        if (out[0]->dims[d] != dims[d])
-            fail_msg("%s: dim %d is %lld, expected %lld", what, d, (long long)out[0]->dims[d],
-                     (long long)dims[d]);
-    double err = bd_test_rel_error(out[0]->data, ref, (size_t)bd_tensor_count(out[0]));
-    if (!(err < TOL))
-        fail_msg("%s: relative error %g", what, err);
-    bd_tensor_free(out[0]);
+    bd_tensor *y = bd_test_run(g, n, in);
+    bd_test_assert_shape(y, ndim, dims, what);
+    bd_test_assert_close(y, ref, TOL, what);
+    bd_tensor_free(y);
 }
 
 /* ---- Conv ---- */
@@ -130,33 +67,33 @@ static void run_conv(const conv_case *cc, uint64_t seed)
     ref_pads(cc->auto_pad, cc->w, (cc->kw - 1) * dw + 1, sw, &pl, &pr);
 
     bd_graph *g;
-    bd_node *node = make_node(&g, "Conv", cc->bias ? 3 : 2);
+    bd_node *node = bd_test_node(&g, 13, "Conv", cc->bias ? 3 : 2, 1);
     if (cc->group != 1)
-        attr_int(node, "group", cc->group);
+        bd_test_attr_int(node, "group", cc->group);
     /* 1-D cases store the W values in slot 1 of each pair */
     int first = cc->s == 2 ? 0 : 1;
     if (cc->has_strides)
-        attr_ints(node, "strides", cc->s, cc->strides + first);
+        bd_test_attr_ints(node, "strides", cc->s, cc->strides + first);
     if (cc->has_dilations)
-        attr_ints(node, "dilations", cc->s, cc->dilations + first);
+        bd_test_attr_ints(node, "dilations", cc->s, cc->dilations + first);
     if (cc->has_pads) {
         int64_t p[4] = {cc->pads[0], cc->pads[1], cc->pads[2], cc->pads[3]};
         if (cc->s == 1) {
             p[0] = cc->pads[1];
             p[1] = cc->pads[3];
         }
-        attr_ints(node, "pads", 2 * cc->s, p);
+        bd_test_attr_ints(node, "pads", 2 * cc->s, p);
     }
     if (cc->auto_pad)
-        attr_str(node, "auto_pad", cc->auto_pad);
+        bd_test_attr_str(node, "auto_pad", cc->auto_pad);
     if (cc->s == 2)
-        attr_ints(node, "kernel_shape", 2, (int64_t[]){cc->kh, cc->kw});
+        bd_test_attr_ints(node, "kernel_shape", 2, (int64_t[]){cc->kh, cc->kw});
 
     int64_t xd2[4] = {n, cc->c, cc->h, cc->w}, wd2[4] = {cc->m, cg, cc->kh, cc->kw};
     int64_t xd1[3] = {n, cc->c, cc->w}, wd1[3] = {cc->m, cg, cc->kw};
-    bd_tensor *x = rand_f32(2 + cc->s, cc->s == 2 ? xd2 : xd1, seed);
-    bd_tensor *w = rand_f32(2 + cc->s, cc->s == 2 ? wd2 : wd1, seed + 1);
-    bd_tensor *b = cc->bias ? rand_f32(1, &cc->m, seed + 2) : NULL;
+    bd_tensor *x = bd_test_rand_f32(2 + cc->s, cc->s == 2 ? xd2 : xd1, seed, -1, 1);
+    bd_tensor *w = bd_test_rand_f32(2 + cc->s, cc->s == 2 ? wd2 : wd1, seed + 1, -1, 1);
+    bd_tensor *b = cc->bias ? bd_test_rand_f32(1, &cc->m, seed + 2, -1, 1) : NULL;
 
     const int64_t oh = cc->oh, ow = cc->ow;
     float *ref = malloc((size_t)(n * cc->m * oh * ow) * sizeof *ref);
@@ -233,23 +170,24 @@ static void test_conv_errors(void **state)
 {
     (void)state;
     bd_graph *g;
-    bd_node *n = make_node(&g, "Conv", 2);
-    bd_tensor *x = rand_f32(DIMS(3, 6, 7, 9), 1), *w = rand_f32(DIMS(4, 5, 3, 3), 2), *ix;
-    assert_int_equal(bd_tensor_new(&ix, BD_I64, DIMS(3, 6, 7, 9), "test"), BD_OK);
-    assert_fails(g, n, (bd_tensor *[]){x, w}); /* 6 channels, weight expects 5 */
-    bd_tensor *w6 = rand_f32(DIMS(4, 6, 3, 3), 3);
-    assert_fails(g, n, (bd_tensor *[]){ix, w6});
+    bd_node *n = bd_test_node(&g, 13, "Conv", 2, 1);
+    bd_tensor *x = bd_test_rand_f32(DIMS(3, 6, 7, 9), 1, -1, 1);
+    bd_tensor *w = bd_test_rand_f32(DIMS(4, 5, 3, 3), 2, -1, 1);
+    bd_tensor *ix = bd_test_tensor(BD_I64, DIMS(3, 6, 7, 9));
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, w}); /* 6 channels, weight expects 5 */
+    bd_tensor *w6 = bd_test_rand_f32(DIMS(4, 6, 3, 3), 3, -1, 1);
+    bd_test_assert_fails(g, n, (bd_tensor *[]){ix, w6});
     assert_non_null(strstr(bd_error_message(), "int64"));
-    bd_tensor *big = rand_f32(DIMS(4, 6, 9, 3), 4); /* taller than the input */
-    assert_fails(g, n, (bd_tensor *[]){x, big});
+    bd_tensor *big = bd_test_rand_f32(DIMS(4, 6, 9, 3), 4, -1, 1); /* taller than the input */
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, big});
     bd_graph_free(g);
-    n = make_node(&g, "Conv", 3);
-    bd_tensor *bias = rand_f32(DIMS(5), 5);
-    assert_fails(g, n, (bd_tensor *[]){x, w6, bias});
+    n = bd_test_node(&g, 13, "Conv", 3, 1);
+    bd_tensor *bias = bd_test_rand_f32(DIMS(5), 5, -1, 1);
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, w6, bias});
     bd_graph_free(g);
-    n = make_node(&g, "Conv", 2);
-    attr_int(n, "group", 4);
-    assert_fails(g, n, (bd_tensor *[]){x, w6});
+    n = bd_test_node(&g, 13, "Conv", 2, 1);
+    bd_test_attr_int(n, "group", 4);
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, w6});
     bd_graph_free(g);
     bd_tensor *list[] = {x, w, ix, w6, big, bias};
     for (size_t k = 0; k < sizeof list / sizeof list[0]; k++)
@@ -263,20 +201,21 @@ static void run_gemm(int ta, int tb, int set_scales, float alpha, float beta, in
 {
     const int64_t m = 7, k = 5, nn = 9;
     bd_graph *g;
-    bd_node *node = make_node(&g, "Gemm", nc >= 0 ? 3 : 2);
+    bd_node *node = bd_test_node(&g, 13, "Gemm", nc >= 0 ? 3 : 2, 1);
     if (ta)
-        attr_int(node, "transA", 1);
+        bd_test_attr_int(node, "transA", 1);
     if (tb)
-        attr_int(node, "transB", 1);
+        bd_test_attr_int(node, "transB", 1);
     if (set_scales) {
-        attr_float(node, "alpha", alpha);
-        attr_float(node, "beta", beta);
+        bd_test_attr_float(node, "alpha", alpha);
+        bd_test_attr_float(node, "beta", beta);
     } else {
         alpha = beta = 1;
     }
     int64_t ad[2] = {ta ? k : m, ta ? m : k}, bdm[2] = {tb ? nn : k, tb ? k : nn};
-    bd_tensor *a = rand_f32(2, ad, seed), *b = rand_f32(2, bdm, seed + 1);
-    bd_tensor *c = nc >= 0 ? rand_f32(nc, cdims, seed + 2) : NULL;
+    bd_tensor *a = bd_test_rand_f32(2, ad, seed, -1, 1);
+    bd_tensor *b = bd_test_rand_f32(2, bdm, seed + 1, -1, 1);
+    bd_tensor *c = nc >= 0 ? bd_test_rand_f32(nc, cdims, seed + 2, -1, 1) : NULL;
     const float *av = a->data, *bv = b->data;
     float *ref = malloc((size_t)(m * nn) * sizeof *ref);
     for (int64_t i = 0; i < m; i++)
@@ -328,14 +267,15 @@ static void test_gemm_errors(void **state)
 {
     (void)state;
     bd_graph *g;
-    bd_node *n = make_node(&g, "Gemm", 3);
-    bd_tensor *a = rand_f32(DIMS(7, 5), 1), *b = rand_f32(DIMS(4, 9), 2);
-    bd_tensor *b5 = rand_f32(DIMS(5, 9), 3), *c = rand_f32(DIMS(5), 4), *ia;
-    assert_int_equal(bd_tensor_new(&ia, BD_I64, DIMS(7, 5), "test"), BD_OK);
-    assert_fails(g, n, (bd_tensor *[]){a, b, NULL});
+    bd_node *n = bd_test_node(&g, 13, "Gemm", 3, 1);
+    bd_tensor *a = bd_test_rand_f32(DIMS(7, 5), 1, -1, 1);
+    bd_tensor *b = bd_test_rand_f32(DIMS(4, 9), 2, -1, 1);
+    bd_tensor *b5 = bd_test_rand_f32(DIMS(5, 9), 3, -1, 1);
+    bd_tensor *c = bd_test_rand_f32(DIMS(5), 4, -1, 1), *ia = bd_test_tensor(BD_I64, DIMS(7, 5));
+    bd_test_assert_fails(g, n, (bd_tensor *[]){a, b, NULL});
     assert_non_null(strstr(bd_error_message(), "[4, 9]"));
-    assert_fails(g, n, (bd_tensor *[]){a, b5, c});
-    assert_fails(g, n, (bd_tensor *[]){ia, b5, NULL});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){a, b5, c});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){ia, b5, NULL});
     assert_non_null(strstr(bd_error_message(), "int64"));
     bd_graph_free(g);
     bd_tensor *list[] = {a, b, b5, c, ia};
@@ -352,8 +292,9 @@ static void run_matmul(int na, const int64_t *ad, int nb, const int64_t *bdims, 
                        const int64_t *out, uint64_t seed)
 {
     bd_graph *g;
-    bd_node *node = make_node(&g, "MatMul", 2);
-    bd_tensor *a = rand_f32(na, ad, seed), *b = rand_f32(nb, bdims, seed + 1);
+    bd_node *node = bd_test_node(&g, 13, "MatMul", 2, 1);
+    bd_tensor *a = bd_test_rand_f32(na, ad, seed, -1, 1);
+    bd_tensor *b = bd_test_rand_f32(nb, bdims, seed + 1, -1, 1);
     int64_t m = na == 1 ? 1 : ad[na - 2], k = ad[na - 1], nn = nb == 1 ? 1 : bdims[nb - 1];
     int ba = na > 2 ? na - 2 : 0, bb = nb > 2 ? nb - 2 : 0, nbatch = ba > bb ? ba : bb;
     int64_t batch[BD_MAX_DIMS], batches = 1;
@@ -366,15 +307,10 @@ static void run_matmul(int na, const int64_t *ad, int nb, const int64_t *bdims, 
     float *ref = malloc((size_t)(batches * m * nn) * sizeof *ref + 1);
     const float *av = a->data, *bv = b->data;
     for (int64_t t = 0; t < batches; t++) {
-        int64_t idx[BD_MAX_DIMS], rest = t, oa = 0, ob = 0;
-        for (int i = nbatch - 1; i >= 0; i--) {
-            idx[i] = rest % batch[i];
-            rest /= batch[i];
-        }
-        for (int i = 0; i < ba; i++)
-            oa = oa * ad[i] + (ad[i] == 1 ? 0 : idx[i + nbatch - ba]);
-        for (int i = 0; i < bb; i++)
-            ob = ob * bdims[i] + (bdims[i] == 1 ? 0 : idx[i + nbatch - bb]);
+        int64_t idx[BD_MAX_DIMS];
+        bd_test_unravel(t, nbatch, batch, idx);
+        int64_t oa = bd_test_bcast_offset(ba, ad, nbatch, idx);
+        int64_t ob = bd_test_bcast_offset(bb, bdims, nbatch, idx);
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < nn; j++) {
                 double acc = 0;
@@ -412,13 +348,14 @@ static void test_matmul_errors(void **state)
 {
     (void)state;
     bd_graph *g;
-    bd_node *n = make_node(&g, "MatMul", 2);
-    bd_tensor *a = rand_f32(DIMS(2, 7, 5), 1), *b = rand_f32(DIMS(3, 5, 9), 2);
-    bd_tensor *b4 = rand_f32(DIMS(2, 4, 9), 3), *ia;
-    assert_int_equal(bd_tensor_new(&ia, BD_I64, DIMS(2, 7, 5), "test"), BD_OK);
-    assert_fails(g, n, (bd_tensor *[]){a, b});
-    assert_fails(g, n, (bd_tensor *[]){a, b4});
-    assert_fails(g, n, (bd_tensor *[]){ia, b4});
+    bd_node *n = bd_test_node(&g, 13, "MatMul", 2, 1);
+    bd_tensor *a = bd_test_rand_f32(DIMS(2, 7, 5), 1, -1, 1);
+    bd_tensor *b = bd_test_rand_f32(DIMS(3, 5, 9), 2, -1, 1);
+    bd_tensor *b4 = bd_test_rand_f32(DIMS(2, 4, 9), 3, -1, 1);
+    bd_tensor *ia = bd_test_tensor(BD_I64, DIMS(2, 7, 5));
+    bd_test_assert_fails(g, n, (bd_tensor *[]){a, b});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){a, b4});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){ia, b4});
     assert_non_null(strstr(bd_error_message(), "int64"));
     bd_graph_free(g);
     bd_tensor *list[] = {a, b, b4, ia};

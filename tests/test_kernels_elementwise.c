@@ -4,35 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bd_test.h"
+#include "bd_test_node.h"
 #include "graph.h"
 #include "ops.h"
 
-#define NODE "elt_node"
 #define TOL 1e-5
-/* DIMS(3, 5) expands to the (ndim, dims) argument pair. */
-#define DIMS(...) \
-    (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}
-#define SCALAR 0, (int64_t[]){0}
-
-static bd_tensor *new_tensor(bd_dtype dt, int ndim, const int64_t *dims)
-{
-    bd_tensor *t;
-    assert_int_equal(bd_tensor_new(&t, dt, ndim, dims, "test"), BD_OK);
-    return t;
-}
-
-static bd_tensor *rand_f32(int ndim, const int64_t *dims, uint64_t seed, float lo, float hi)
-{
-    bd_tensor *t = new_tensor(BD_F32, ndim, dims);
-    bd_test_fill_random(t->data, (size_t)bd_tensor_count(t), seed, lo, hi);
-    return t;
-}
+#define DIMS BD_TEST_DIMS
 
 /* Integers in [-50, 50], never 0 when nonzero is set (for divisors). */
 static bd_tensor *rand_i64(int ndim, const int64_t *dims, uint64_t seed, int nonzero)
 {
-    bd_tensor *t = new_tensor(BD_I64, ndim, dims);
+    bd_tensor *t = bd_test_tensor(BD_I64, ndim, dims);
     int64_t n = bd_tensor_count(t), *d = t->data;
     float *f = malloc((size_t)n * sizeof *f + 1);
     bd_test_fill_random(f, (size_t)n, seed, -50, 51);
@@ -43,71 +25,6 @@ static bd_tensor *rand_i64(int ndim, const int64_t *dims, uint64_t seed, int non
     }
     free(f);
     return t;
-}
-
-/* A graph with one node `op` named NODE, inputs x0.. (NULL name: omitted). */
-static bd_node *make_node(bd_graph **g, int64_t opset, const char *op, int nin,
-                          const char *const *ins)
-{
-    static const char *const outs[] = {"y0"};
-    bd_node *n;
-    assert_int_equal(bd_graph_new(g), BD_OK);
-    (*g)->opset = opset;
-    assert_int_equal(bd_graph_add_node(*g, NODE, op, "", nin, ins, 1, outs, &n), BD_OK);
-    return n;
-}
-
-static void attr_float(bd_node *n, const char *name, float v)
-{
-    bd_attr a = {.name = (char *)name, .type = BD_ATTR_FLOAT, .f = v};
-    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-}
-
-/* Multi-dimensional index of flat i in dims. */
-static void unravel(int64_t i, int ndim, const int64_t *dims, int64_t *idx)
-{
-    for (int d = ndim - 1; d >= 0; d--) {
-        idx[d] = i % dims[d];
-        i /= dims[d];
-    }
-}
-
-/* Flat offset in t of the output index idx (rank ndim), numpy broadcasting:
- * t's dims are right-aligned and a size-1 dim always reads index 0. */
-static int64_t bcast_offset(const bd_tensor *t, int ndim, const int64_t *idx)
-{
-    int64_t off = 0;
-    for (int d = 0; d < t->ndim; d++) {
-        int64_t i = idx[d + ndim - t->ndim];
-        off = off * t->dims[d] + (t->dims[d] == 1 ? 0 : i);
-    }
-    return off;
-}
-
-static void assert_shape(const bd_tensor *t, int ndim, const int64_t *dims)
-{
-    assert_int_equal(t->ndim, ndim);
-    for (int d = 0; d < ndim; d++)
-        assert_int_equal(t->dims[d], dims[d]);
-}
-
-static void assert_close(const bd_tensor *got, const float *ref)
-{
-    assert_int_equal(got->dtype, BD_F32);
-    double err = bd_test_rel_error(got->data, ref, (size_t)bd_tensor_count(got));
-    if (!(err < TOL))
-        fail_msg("relative error %g", err);
-}
-
-/* Runs node n and expects failure with a message that names it. */
-static void assert_fails(const bd_graph *g, const bd_node *n, bd_tensor *const *in)
-{
-    bd_tensor *out[2] = {NULL, NULL};
-    bd_status st = bd_op_run(g, n, in, out);
-    assert_int_not_equal(st, BD_OK);
-    assert_null(out[0]);
-    if (!strstr(bd_error_message(), "'" NODE "'"))
-        fail_msg("message does not name the node: %s", bd_error_message());
 }
 
 /* ---- binary ops ---- */
@@ -153,33 +70,34 @@ static int64_t ref_i(binop op, int64_t x, int64_t y)
 static void check_binary(binop op, bd_tensor *a, bd_tensor *b, int out_ndim,
                          const int64_t *out_dims)
 {
-    static const char *const ins[] = {"x0", "x1"};
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, binop_names[op], 2, ins);
+    bd_node *n = bd_test_node(&g, 13, binop_names[op], 2, 1);
     bd_tensor *in[2] = {a, b}, *out[1];
     bd_tensor *a_copy, *b_copy;
     assert_int_equal(bd_tensor_clone(&a_copy, a), BD_OK);
     assert_int_equal(bd_tensor_clone(&b_copy, b), BD_OK);
     assert_int_equal(bd_op_run(g, n, in, out), BD_OK);
-    assert_shape(out[0], out_ndim, out_dims);
+    bd_test_assert_shape(out[0], out_ndim, out_dims, NULL);
     int64_t count = bd_tensor_count(out[0]), idx[BD_MAX_DIMS];
     if (a->dtype == BD_F32) {
         float *ref = malloc((size_t)count * sizeof *ref + 1);
         const float *ad = a->data, *bd = b->data;
         for (int64_t i = 0; i < count; i++) {
-            unravel(i, out_ndim, out_dims, idx);
-            ref[i] = (float)ref_f(op, ad[bcast_offset(a, out_ndim, idx)],
-                                  bd[bcast_offset(b, out_ndim, idx)]);
+            bd_test_unravel(i, out_ndim, out_dims, idx);
+            int64_t ia = bd_test_bcast_offset(a->ndim, a->dims, out_ndim, idx);
+            int64_t ib = bd_test_bcast_offset(b->ndim, b->dims, out_ndim, idx);
+            ref[i] = (float)ref_f(op, ad[ia], bd[ib]);
         }
-        assert_close(out[0], ref);
+        bd_test_assert_close(out[0], ref, TOL, NULL);
         free(ref);
     } else {
         const int64_t *ad = a->data, *bd = b->data, *y = out[0]->data;
         assert_int_equal(out[0]->dtype, BD_I64);
         for (int64_t i = 0; i < count; i++) {
-            unravel(i, out_ndim, out_dims, idx);
-            assert_int_equal(y[i], ref_i(op, ad[bcast_offset(a, out_ndim, idx)],
-                                         bd[bcast_offset(b, out_ndim, idx)]));
+            bd_test_unravel(i, out_ndim, out_dims, idx);
+            int64_t ia = bd_test_bcast_offset(a->ndim, a->dims, out_ndim, idx);
+            int64_t ib = bd_test_bcast_offset(b->ndim, b->dims, out_ndim, idx);
+            assert_int_equal(y[i], ref_i(op, ad[ia], bd[ib]));
         }
     }
     /* kernels never write their inputs */
@@ -228,8 +146,8 @@ static void test_binary_f32(void **state)
         for (size_t c = 0; c < sizeof shape_cases / sizeof shape_cases[0]; c++) {
             const shape_case *sc = &shape_cases[c];
             /* positive bases keep Pow real; divisors stay away from 0 */
-            bd_tensor *a = rand_f32(sc->na, sc->a, 10 + c, op == POW ? 0.25f : -2, 2);
-            bd_tensor *b = rand_f32(sc->nb, sc->b, 20 + c, op == POW ? -2 : 0.5f, 2);
+            bd_tensor *a = bd_test_rand_f32(sc->na, sc->a, 10 + c, op == POW ? 0.25f : -2, 2);
+            bd_tensor *b = bd_test_rand_f32(sc->nb, sc->b, 20 + c, op == POW ? -2 : 0.5f, 2);
             check_binary(op, a, b, sc->nout, sc->out);
             bd_tensor_free(a);
             bd_tensor_free(b);
@@ -258,10 +176,9 @@ static void test_binary_i64(void **state)
 static void test_int_div_truncates(void **state)
 {
     (void)state;
-    static const char *const ins[] = {"x0", "x1"};
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Div", 2, ins);
-    bd_tensor *a = new_tensor(BD_I64, DIMS(4)), *b = new_tensor(BD_I64, DIMS(4));
+    bd_node *n = bd_test_node(&g, 13, "Div", 2, 1);
+    bd_tensor *a = bd_test_tensor(BD_I64, DIMS(4)), *b = bd_test_tensor(BD_I64, DIMS(4));
     int64_t av[4] = {-7, 7, -7, INT64_MIN}, bv[4] = {2, -2, -2, -1};
     memcpy(a->data, av, sizeof av);
     memcpy(b->data, bv, sizeof bv);
@@ -274,7 +191,7 @@ static void test_int_div_truncates(void **state)
     assert_int_equal(y[3], INT64_MIN); /* wraps instead of trapping */
     bd_tensor_free(out[0]);
     ((int64_t *)b->data)[2] = 0;
-    assert_fails(g, n, in);
+    bd_test_assert_fails(g, n, in);
     assert_non_null(strstr(bd_error_message(), "division by zero"));
     bd_tensor_free(a);
     bd_tensor_free(b);
@@ -284,23 +201,24 @@ static void test_int_div_truncates(void **state)
 static void test_binary_errors(void **state)
 {
     (void)state;
-    static const char *const ins[] = {"x0", "x1"};
     for (binop op = ADD; op <= POW; op++) {
         bd_graph *g;
-        bd_node *n = make_node(&g, 13, binop_names[op], 2, ins);
-        bd_tensor *f = rand_f32(DIMS(3, 5), 1, -1, 1), *f2 = rand_f32(DIMS(4, 5), 2, 1, 2);
-        bd_tensor *f3 = rand_f32(DIMS(3, 1, 5), 5, 1, 2), *f4 = rand_f32(DIMS(2, 5, 1), 6, 1, 2);
+        bd_node *n = bd_test_node(&g, 13, binop_names[op], 2, 1);
+        bd_tensor *f = bd_test_rand_f32(DIMS(3, 5), 1, -1, 1);
+        bd_tensor *f2 = bd_test_rand_f32(DIMS(4, 5), 2, 1, 2);
+        bd_tensor *f3 = bd_test_rand_f32(DIMS(3, 1, 5), 5, 1, 2);
+        bd_tensor *f4 = bd_test_rand_f32(DIMS(2, 5, 1), 6, 1, 2);
         bd_tensor *i = rand_i64(DIMS(3, 5), 3, 1);
-        bd_tensor *i32 = new_tensor(BD_I32, DIMS(3, 5));
+        bd_tensor *i32 = bd_test_tensor(BD_I32, DIMS(3, 5));
         bd_tensor *mixed[2] = {f, i}, *ints[2] = {i32, i32}, *shapes[2] = {f, f2};
         bd_tensor *shapes2[2] = {f3, f4};
-        assert_fails(g, n, mixed);
+        bd_test_assert_fails(g, n, mixed);
         assert_non_null(strstr(bd_error_message(), "int64"));
-        assert_fails(g, n, ints);
+        bd_test_assert_fails(g, n, ints);
         assert_non_null(strstr(bd_error_message(), "int32"));
-        assert_fails(g, n, shapes);
+        bd_test_assert_fails(g, n, shapes);
         assert_non_null(strstr(bd_error_message(), "[3, 5]"));
-        assert_fails(g, n, shapes2);
+        bd_test_assert_fails(g, n, shapes2);
         bd_tensor_free(f);
         bd_tensor_free(f2);
         bd_tensor_free(f3);
@@ -356,26 +274,25 @@ static const unary_case unary_cases[] = {
 static void test_unary(void **state)
 {
     (void)state;
-    static const char *const ins[] = {"x0"};
     static const int64_t small[4] = {3, 5, 7, 9}, large[4] = {3, 5, 67, 101};
     for (size_t c = 0; c < sizeof unary_cases / sizeof unary_cases[0]; c++) {
         const unary_case *uc = &unary_cases[c];
         for (int size = 0; size < 2; size++) {
             bd_graph *g;
-            bd_node *n = make_node(&g, 13, uc->op, 1, ins);
+            bd_node *n = bd_test_node(&g, 13, uc->op, 1, 1);
             for (int k = 0; k < uc->nattr; k++)
-                attr_float(n, uc->attr[k], uc->val[k]);
+                bd_test_attr_float(n, uc->attr[k], uc->val[k]);
             const float *p = uc->nattr ? uc->val : uc->def;
-            bd_tensor *x = rand_f32(4, size ? large : small, 50 + c, uc->lo, uc->hi);
+            bd_tensor *x = bd_test_rand_f32(4, size ? large : small, 50 + c, uc->lo, uc->hi);
             bd_tensor *out[1];
             assert_int_equal(bd_op_run(g, n, &x, out), BD_OK);
-            assert_shape(out[0], 4, x->dims);
+            bd_test_assert_shape(out[0], 4, x->dims, NULL);
             int64_t count = bd_tensor_count(x);
             float *ref = malloc((size_t)count * sizeof *ref);
             const float *xd = x->data;
             for (int64_t i = 0; i < count; i++)
                 ref[i] = (float)uc->ref(xd[i], p);
-            assert_close(out[0], ref);
+            bd_test_assert_close(out[0], ref, TOL, NULL);
             free(ref);
             bd_tensor_free(out[0]);
             bd_tensor_free(x);
@@ -387,9 +304,8 @@ static void test_unary(void **state)
 static void test_neg_i64(void **state)
 {
     (void)state;
-    static const char *const ins[] = {"x0"};
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Neg", 1, ins);
+    bd_node *n = bd_test_node(&g, 13, "Neg", 1, 1);
     bd_tensor *x = rand_i64(DIMS(3, 5, 7), 7, 0), *out[1];
     ((int64_t *)x->data)[0] = INT64_MIN;
     assert_int_equal(bd_op_run(g, n, &x, out), BD_OK);
@@ -406,15 +322,14 @@ static void test_neg_i64(void **state)
 static void test_unary_errors(void **state)
 {
     (void)state;
-    static const char *const ins[] = {"x0"};
-    bd_tensor *i64 = rand_i64(DIMS(3, 5), 1, 0), *i32 = new_tensor(BD_I32, DIMS(3, 5));
+    bd_tensor *i64 = rand_i64(DIMS(3, 5), 1, 0), *i32 = bd_test_tensor(BD_I32, DIMS(3, 5));
     for (size_t c = 0; c < sizeof unary_cases / sizeof unary_cases[0]; c++) {
         bd_graph *g;
-        bd_node *n = make_node(&g, 13, unary_cases[c].op, 1, ins);
-        assert_fails(g, n, &i32);
+        bd_node *n = bd_test_node(&g, 13, unary_cases[c].op, 1, 1);
+        bd_test_assert_fails(g, n, &i32);
         assert_non_null(strstr(bd_error_message(), "int32"));
         if (strcmp(unary_cases[c].op, "Neg") != 0) {
-            assert_fails(g, n, &i64);
+            bd_test_assert_fails(g, n, &i64);
             assert_non_null(strstr(bd_error_message(), "int64"));
         }
         bd_graph_free(g);
@@ -427,7 +342,7 @@ static void test_unary_errors(void **state)
 
 static bd_tensor *scalar_f32(float v)
 {
-    bd_tensor *t = new_tensor(BD_F32, SCALAR);
+    bd_tensor *t = bd_test_tensor(BD_F32, BD_TEST_SCALAR);
     *(float *)t->data = v;
     return t;
 }
@@ -442,7 +357,7 @@ static void check_clip(const bd_graph *g, const bd_node *n, bd_tensor *const *in
     float *ref = malloc((size_t)count * sizeof *ref);
     for (int64_t i = 0; i < count; i++)
         ref[i] = lo > hi ? hi : x[i] < lo ? lo : x[i] > hi ? hi : x[i];
-    assert_close(out[0], ref);
+    bd_test_assert_close(out[0], ref, TOL, NULL);
     free(ref);
     bd_tensor_free(out[0]);
 }
@@ -450,38 +365,37 @@ static void check_clip(const bd_graph *g, const bd_node *n, bd_tensor *const *in
 static void test_clip(void **state)
 {
     (void)state;
-    static const char *const both[] = {"x0", "x1", "x2"}, *max_only[] = {"x0", "", "x2"};
-    static const char *const min_only[] = {"x0", "x1"}, *none[] = {"x0"};
-    bd_tensor *x = rand_f32(DIMS(3, 5, 7, 9), 9, -4, 4);
+    static const char *const max_only[] = {"x0", "", "x2"}; /* min omitted */
+    bd_tensor *x = bd_test_rand_f32(DIMS(3, 5, 7, 9), 9, -4, 4);
     bd_tensor *lo = scalar_f32(-1.5f), *hi = scalar_f32(2.25f);
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Clip", 3, both);
+    bd_node *n = bd_test_node(&g, 13, "Clip", 3, 1);
     check_clip(g, n, (bd_tensor *[]){x, lo, hi}, -1.5f, 2.25f);
     check_clip(g, n, (bd_tensor *[]){x, hi, lo}, 2.25f, -1.5f); /* min > max: all max */
     bd_graph_free(g);
-    n = make_node(&g, 12, "Clip", 3, max_only);
+    n = bd_test_node_inputs(&g, 12, "Clip", 3, max_only, 1);
     check_clip(g, n, (bd_tensor *[]){x, NULL, hi}, -INFINITY, 2.25f);
     bd_graph_free(g);
-    n = make_node(&g, 11, "Clip", 2, min_only);
+    n = bd_test_node(&g, 11, "Clip", 2, 1);
     check_clip(g, n, (bd_tensor *[]){x, lo}, -1.5f, INFINITY);
     bd_graph_free(g);
-    n = make_node(&g, 13, "Clip", 1, none);
+    n = bd_test_node(&g, 13, "Clip", 1, 1);
     check_clip(g, n, &x, -INFINITY, INFINITY);
     bd_graph_free(g);
     /* before opset 11 the bounds are attributes */
-    n = make_node(&g, 6, "Clip", 1, none);
-    attr_float(n, "min", 0);
-    attr_float(n, "max", 6);
+    n = bd_test_node(&g, 6, "Clip", 1, 1);
+    bd_test_attr_float(n, "min", 0);
+    bd_test_attr_float(n, "max", 6);
     check_clip(g, n, &x, 0, 6);
     bd_graph_free(g);
-    bd_tensor *big = rand_f32(DIMS(3, 5, 67, 101), 10, -4, 4);
-    n = make_node(&g, 13, "Clip", 3, both);
+    bd_tensor *big = bd_test_rand_f32(DIMS(3, 5, 67, 101), 10, -4, 4);
+    n = bd_test_node(&g, 13, "Clip", 3, 1);
     check_clip(g, n, (bd_tensor *[]){big, lo, hi}, -1.5f, 2.25f);
     /* errors: a bound that is not a scalar, a non-float input */
-    bd_tensor *two = rand_f32(DIMS(2), 3, 0, 1), *i64 = rand_i64(DIMS(3, 5), 4, 0);
-    assert_fails(g, n, (bd_tensor *[]){x, two, hi});
+    bd_tensor *two = bd_test_rand_f32(DIMS(2), 3, 0, 1), *i64 = rand_i64(DIMS(3, 5), 4, 0);
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, two, hi});
     assert_non_null(strstr(bd_error_message(), "min"));
-    assert_fails(g, n, (bd_tensor *[]){i64, lo, hi});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){i64, lo, hi});
     bd_graph_free(g);
     bd_tensor_free(two);
     bd_tensor_free(i64);

@@ -5,77 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bd_test.h"
+#include "bd_test_node.h"
 #include "graph.h"
 #include "ops.h"
 
-#define NODE "norm_node"
 #define TOL 1e-5
-#define DIMS(...) \
-    (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}
-
-static bd_tensor *rand_f32(int ndim, const int64_t *dims, uint64_t seed, float lo, float hi)
-{
-    bd_tensor *t;
-    assert_int_equal(bd_tensor_new(&t, BD_F32, ndim, dims, "test"), BD_OK);
-    bd_test_fill_random(t->data, (size_t)bd_tensor_count(t), seed, lo, hi);
-    return t;
-}
-
-static bd_tensor *ints_tensor(int count, const int64_t *v)
-{
-    bd_tensor *t;
-    int64_t dims[1] = {count};
-    assert_int_equal(bd_tensor_new(&t, BD_I64, 1, dims, "test"), BD_OK);
-    if (count)
-        memcpy(t->data, v, (size_t)count * sizeof *v);
-    return t;
-}
-
-static bd_node *make_node(bd_graph **g, int64_t opset, const char *op, int nin, int nout)
-{
-    static const char *const ins[] = {"x0", "x1", "x2", "x3", "x4"}, *outs[] = {"y0", "y1", "y2"};
-    bd_node *n;
-    assert_int_equal(bd_graph_new(g), BD_OK);
-    (*g)->opset = opset;
-    assert_int_equal(bd_graph_add_node(*g, NODE, op, "", nin, ins, nout, outs, &n), BD_OK);
-    return n;
-}
-
-static void attr_int(bd_node *n, const char *name, int64_t v)
-{
-    bd_attr a = {.name = (char *)name, .type = BD_ATTR_INT, .i = v};
-    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-}
-
-static void attr_ints(bd_node *n, const char *name, int count, const int64_t *v)
-{
-    bd_attr a = {.name = (char *)name, .type = BD_ATTR_INTS, .n = count, .ints = (int64_t *)v};
-    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-}
-
-static void attr_float(bd_node *n, const char *name, float v)
-{
-    bd_attr a = {.name = (char *)name, .type = BD_ATTR_FLOAT, .f = v};
-    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-}
-
-static void assert_fails(const bd_graph *g, const bd_node *n, bd_tensor *const *in)
-{
-    bd_tensor *out[3] = {NULL, NULL, NULL};
-    assert_int_not_equal(bd_op_run(g, n, in, out), BD_OK);
-    assert_null(out[0]);
-    if (!strstr(bd_error_message(), "'" NODE "'"))
-        fail_msg("message does not name the node: %s", bd_error_message());
-}
-
-static void assert_close(const bd_tensor *got, const float *ref, const char *what)
-{
-    assert_int_equal(got->dtype, BD_F32);
-    double err = bd_test_rel_error(got->data, ref, (size_t)bd_tensor_count(got));
-    if (!(err < TOL))
-        fail_msg("%s: relative error %g", what, err);
-}
+#define DIMS BD_TEST_DIMS
 
 static int64_t count_of(int ndim, const int64_t *dims)
 {
@@ -90,15 +25,17 @@ static int64_t count_of(int ndim, const int64_t *dims)
 static void check_batchnorm(int ndim, const int64_t *dims, int set_eps, float eps, uint64_t seed)
 {
     bd_graph *g;
-    bd_node *n = make_node(&g, 15, "BatchNormalization", 5, 1);
+    bd_node *n = bd_test_node(&g, 15, "BatchNormalization", 5, 1);
     if (set_eps)
-        attr_float(n, "epsilon", eps);
+        bd_test_attr_float(n, "epsilon", eps);
     else
         eps = 1e-5f;
     int64_t c = dims[1];
-    bd_tensor *in[5] = {rand_f32(ndim, dims, seed, -3, 3), rand_f32(1, &c, seed + 1, 0.5f, 2),
-                        rand_f32(1, &c, seed + 2, -1, 1), rand_f32(1, &c, seed + 3, -1, 1),
-                        rand_f32(1, &c, seed + 4, 0.01f, 2)};
+    bd_tensor *in[5] = {bd_test_rand_f32(ndim, dims, seed, -3, 3),
+                        bd_test_rand_f32(1, &c, seed + 1, 0.5f, 2),
+                        bd_test_rand_f32(1, &c, seed + 2, -1, 1),
+                        bd_test_rand_f32(1, &c, seed + 3, -1, 1),
+                        bd_test_rand_f32(1, &c, seed + 4, 0.01f, 2)};
     bd_tensor *out[1];
     assert_int_equal(bd_op_run(g, n, in, out), BD_OK);
     int64_t count = bd_tensor_count(in[0]), size = count / (dims[0] * c);
@@ -110,7 +47,7 @@ static void check_batchnorm(int ndim, const int64_t *dims, int set_eps, float ep
         ref[i] = (float)((x[i] - mean[ch]) / sqrt((double)var[ch] + eps) * scale[ch] + b[ch]);
     }
     assert_int_equal(out[0]->ndim, ndim);
-    assert_close(out[0], ref, "BatchNormalization");
+    bd_test_assert_close(out[0], ref, TOL, "BatchNormalization");
     free(ref);
     bd_tensor_free(out[0]);
     for (int k = 0; k < 5; k++)
@@ -133,20 +70,20 @@ static void test_batchnorm_errors(void **state)
 {
     (void)state;
     bd_graph *g;
-    bd_node *n = make_node(&g, 15, "BatchNormalization", 5, 1);
+    bd_node *n = bd_test_node(&g, 15, "BatchNormalization", 5, 1);
     int64_t c = 5, c4 = 4;
-    bd_tensor *x = rand_f32(DIMS(3, 5, 7, 9), 1, -1, 1), *v = rand_f32(1, &c, 2, 0.1f, 1);
-    bd_tensor *v4 = rand_f32(1, &c4, 3, 0.1f, 1), *ix;
-    assert_int_equal(bd_tensor_new(&ix, BD_I64, DIMS(3, 5, 7, 9), "test"), BD_OK);
-    assert_fails(g, n, (bd_tensor *[]){x, v, v, v, v4});
+    bd_tensor *x = bd_test_rand_f32(DIMS(3, 5, 7, 9), 1, -1, 1);
+    bd_tensor *v = bd_test_rand_f32(1, &c, 2, 0.1f, 1), *v4 = bd_test_rand_f32(1, &c4, 3, 0.1f, 1);
+    bd_tensor *ix = bd_test_tensor(BD_I64, DIMS(3, 5, 7, 9));
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, v, v, v, v4});
     assert_non_null(strstr(bd_error_message(), "input_var"));
-    assert_fails(g, n, (bd_tensor *[]){ix, v, v, v, v});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){ix, v, v, v, v});
     assert_non_null(strstr(bd_error_message(), "int64"));
-    bd_tensor *flat = rand_f32(DIMS(5), 4, 0, 1);
-    assert_fails(g, n, (bd_tensor *[]){flat, v, v, v, v});
+    bd_tensor *flat = bd_test_rand_f32(DIMS(5), 4, 0, 1);
+    bd_test_assert_fails(g, n, (bd_tensor *[]){flat, v, v, v, v});
     bd_graph_free(g);
-    n = make_node(&g, 15, "BatchNormalization", 5, 3); /* training outputs */
-    assert_fails(g, n, (bd_tensor *[]){x, v, v, v, v});
+    n = bd_test_node(&g, 15, "BatchNormalization", 5, 3); /* training outputs */
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, v, v, v, v});
     bd_graph_free(g);
     bd_tensor_free(flat);
     bd_tensor_free(x);
@@ -187,12 +124,12 @@ static void check_softmax(const char *op, int64_t opset, int set_axis, int64_t a
                           const int64_t *dims, uint64_t seed)
 {
     bd_graph *g;
-    bd_node *n = make_node(&g, opset, op, 1, 1);
+    bd_node *n = bd_test_node(&g, opset, op, 1, 1);
     if (set_axis)
-        attr_int(n, "axis", axis);
+        bd_test_attr_int(n, "axis", axis);
     else
         axis = opset < 13 ? 1 : -1;
-    bd_tensor *x = rand_f32(ndim, dims, seed, -6, 6), *out[1];
+    bd_tensor *x = bd_test_rand_f32(ndim, dims, seed, -6, 6), *out[1];
     assert_int_equal(bd_op_run(g, n, &x, out), BD_OK);
     int64_t count = bd_tensor_count(x);
     float *ref = malloc((size_t)count * sizeof *ref);
@@ -200,7 +137,7 @@ static void check_softmax(const char *op, int64_t opset, int set_axis, int64_t a
                 strcmp(op, "LogSoftmax") == 0, ref);
     char what[96];
     snprintf(what, sizeof what, "%s opset %d axis %d", op, (int)opset, (int)axis);
-    assert_close(out[0], ref, what);
+    bd_test_assert_close(out[0], ref, TOL, what);
     free(ref);
     bd_tensor_free(out[0]);
     bd_tensor_free(x);
@@ -228,21 +165,21 @@ static void test_softmax_errors(void **state)
 {
     (void)state;
     static const char *const ops[] = {"Softmax", "LogSoftmax"};
-    bd_tensor *x = rand_f32(DIMS(3, 5, 7, 9), 1, -1, 1), *ix;
-    assert_int_equal(bd_tensor_new(&ix, BD_I64, DIMS(3, 5), "test"), BD_OK);
+    bd_tensor *x = bd_test_rand_f32(DIMS(3, 5, 7, 9), 1, -1, 1);
+    bd_tensor *ix = bd_test_tensor(BD_I64, DIMS(3, 5));
     for (int k = 0; k < 2; k++) {
         bd_graph *g;
-        bd_node *n = make_node(&g, 13, ops[k], 1, 1);
-        attr_int(n, "axis", 4);
-        assert_fails(g, n, &x);
+        bd_node *n = bd_test_node(&g, 13, ops[k], 1, 1);
+        bd_test_attr_int(n, "axis", 4);
+        bd_test_assert_fails(g, n, &x);
         assert_non_null(strstr(bd_error_message(), "axis"));
         bd_graph_free(g);
-        n = make_node(&g, 11, ops[k], 1, 1);
-        attr_int(n, "axis", -5);
-        assert_fails(g, n, &x);
+        n = bd_test_node(&g, 11, ops[k], 1, 1);
+        bd_test_attr_int(n, "axis", -5);
+        bd_test_assert_fails(g, n, &x);
         bd_graph_free(g);
-        n = make_node(&g, 13, ops[k], 1, 1);
-        assert_fails(g, n, &ix);
+        n = bd_test_node(&g, 13, ops[k], 1, 1);
+        bd_test_assert_fails(g, n, &ix);
         assert_non_null(strstr(bd_error_message(), "int64"));
         bd_graph_free(g);
     }
@@ -260,14 +197,14 @@ static void check_reduce_mean(int64_t opset, int naxes, const int64_t *axes, int
     bd_graph *g;
     bd_tensor *axes_t = NULL;
     int as_input = opset >= 18 && naxes >= 0;
-    bd_node *n = make_node(&g, opset, "ReduceMean", as_input ? 2 : 1, 1);
+    bd_node *n = bd_test_node(&g, opset, "ReduceMean", as_input ? 2 : 1, 1);
     if (naxes >= 0 && as_input)
-        axes_t = ints_tensor(naxes, axes);
+        axes_t = bd_test_ints(naxes, axes);
     else if (naxes >= 0)
-        attr_ints(n, "axes", naxes, axes);
+        bd_test_attr_ints(n, "axes", naxes, axes);
     if (keepdims >= 0)
-        attr_int(n, "keepdims", keepdims);
-    bd_tensor *x = rand_f32(ndim, dims, seed, -3, 3), *out[1];
+        bd_test_attr_int(n, "keepdims", keepdims);
+    bd_tensor *x = bd_test_rand_f32(ndim, dims, seed, -3, 3), *out[1];
     assert_int_equal(bd_op_run(g, n, (bd_tensor *[]){x, axes_t}, out), BD_OK);
     int reduced[BD_MAX_DIMS] = {0};
     for (int d = 0; d < ndim; d++)
@@ -281,9 +218,7 @@ static void check_reduce_mean(int64_t opset, int naxes, const int64_t *axes, int
         if (!reduced[d] || keepdims != 0)
             odims[ond++] = reduced[d] ? 1 : dims[d];
     }
-    assert_int_equal(out[0]->ndim, ond);
-    for (int d = 0; d < ond; d++)
-        assert_int_equal(out[0]->dims[d], odims[d]);
+    bd_test_assert_shape(out[0], (int)ond, odims, "ReduceMean");
     int64_t count = bd_tensor_count(x), ocount = count_of((int)ond, odims);
     double *acc = calloc((size_t)ocount, sizeof *acc);
     const float *xd = x->data;
@@ -302,7 +237,7 @@ static void check_reduce_mean(int64_t opset, int naxes, const int64_t *axes, int
     float *ref = malloc((size_t)ocount * sizeof *ref);
     for (int64_t o = 0; o < ocount; o++)
         ref[o] = (float)(acc[o] / (double)per);
-    assert_close(out[0], ref, "ReduceMean");
+    bd_test_assert_close(out[0], ref, TOL, "ReduceMean");
     free(ref);
     free(acc);
     bd_tensor_free(out[0]);
@@ -335,9 +270,9 @@ static void test_reduce_mean_noop(void **state)
 {
     (void)state;
     bd_graph *g;
-    bd_node *n = make_node(&g, 18, "ReduceMean", 1, 1);
-    attr_int(n, "noop_with_empty_axes", 1);
-    bd_tensor *x = rand_f32(DIMS(3, 5, 7), 1, -1, 1), *out[1];
+    bd_node *n = bd_test_node(&g, 18, "ReduceMean", 1, 1);
+    bd_test_attr_int(n, "noop_with_empty_axes", 1);
+    bd_tensor *x = bd_test_rand_f32(DIMS(3, 5, 7), 1, -1, 1), *out[1];
     assert_int_equal(bd_op_run(g, n, &x, out), BD_OK);
     assert_int_equal(out[0]->ndim, 3);
     assert_memory_equal(out[0]->data, x->data, bd_tensor_nbytes(x));
@@ -349,27 +284,27 @@ static void test_reduce_mean_noop(void **state)
 static void test_reduce_mean_errors(void **state)
 {
     (void)state;
-    bd_tensor *x = rand_f32(DIMS(3, 5, 7, 9), 1, -1, 1), *ix;
-    assert_int_equal(bd_tensor_new(&ix, BD_I64, DIMS(3, 5), "test"), BD_OK);
+    bd_tensor *x = bd_test_rand_f32(DIMS(3, 5, 7, 9), 1, -1, 1);
+    bd_tensor *ix = bd_test_tensor(BD_I64, DIMS(3, 5));
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "ReduceMean", 1, 1);
-    attr_ints(n, "axes", 1, (int64_t[]){4});
-    assert_fails(g, n, &x);
+    bd_node *n = bd_test_node(&g, 13, "ReduceMean", 1, 1);
+    bd_test_attr_ints(n, "axes", 1, (int64_t[]){4});
+    bd_test_assert_fails(g, n, &x);
     assert_non_null(strstr(bd_error_message(), "axis 4"));
     bd_graph_free(g);
-    n = make_node(&g, 13, "ReduceMean", 1, 1);
-    attr_ints(n, "axes", 2, (int64_t[]){1, -3});
-    assert_fails(g, n, &x);
+    n = bd_test_node(&g, 13, "ReduceMean", 1, 1);
+    bd_test_attr_ints(n, "axes", 2, (int64_t[]){1, -3});
+    bd_test_assert_fails(g, n, &x);
     assert_non_null(strstr(bd_error_message(), "twice"));
-    assert_fails(g, n, &ix);
+    bd_test_assert_fails(g, n, &ix);
     assert_non_null(strstr(bd_error_message(), "int64"));
     bd_graph_free(g);
     /* at opset 18 the axes attribute is no longer read; the input is */
-    n = make_node(&g, 18, "ReduceMean", 2, 1);
-    bd_tensor *bad = ints_tensor(1, (int64_t[]){-5});
-    assert_fails(g, n, (bd_tensor *[]){x, bad});
-    bd_tensor *f = rand_f32(DIMS(1), 2, 0, 1);
-    assert_fails(g, n, (bd_tensor *[]){x, f});
+    n = bd_test_node(&g, 18, "ReduceMean", 2, 1);
+    bd_tensor *bad = bd_test_ints(1, (int64_t[]){-5});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, bad});
+    bd_tensor *f = bd_test_rand_f32(DIMS(1), 2, 0, 1);
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, f});
     bd_graph_free(g);
     bd_tensor_free(f);
     bd_tensor_free(bad);

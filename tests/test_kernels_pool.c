@@ -2,62 +2,16 @@
  * against a naive reference on odd shapes and many attribute combinations. */
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "bd_test.h"
+#include "bd_test_node.h"
 #include "graph.h"
 #include "ops.h"
 
-#define NODE "pool_node"
 #define TOL 1e-5
-#define DIMS(...) \
-    (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}
-
-static bd_tensor *rand_f32(int ndim, const int64_t *dims, uint64_t seed)
-{
-    bd_tensor *t;
-    assert_int_equal(bd_tensor_new(&t, BD_F32, ndim, dims, "test"), BD_OK);
-    bd_test_fill_random(t->data, (size_t)bd_tensor_count(t), seed, -3, 3);
-    return t;
-}
-
-static bd_node *make_node(bd_graph **g, const char *op, int nout)
-{
-    static const char *const ins[] = {"x0"}, *outs[] = {"y0", "y1"};
-    bd_node *n;
-    assert_int_equal(bd_graph_new(g), BD_OK);
-    (*g)->opset = 13;
-    assert_int_equal(bd_graph_add_node(*g, NODE, op, "", 1, ins, nout, outs, &n), BD_OK);
-    return n;
-}
-
-static void attr_int(bd_node *n, const char *name, int64_t v)
-{
-    bd_attr a = {.name = (char *)name, .type = BD_ATTR_INT, .i = v};
-    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-}
-
-static void attr_ints(bd_node *n, const char *name, int count, const int64_t *v)
-{
-    bd_attr a = {.name = (char *)name, .type = BD_ATTR_INTS, .n = count, .ints = (int64_t *)v};
-    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-}
-
-static void attr_str(bd_node *n, const char *name, const char *v)
-{
-    bd_attr a = {.name = (char *)name, .type = BD_ATTR_STRING, .s = (char *)v};
-    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-}
-
-static void assert_fails(const bd_graph *g, const bd_node *n, bd_tensor *const *in)
-{
-    bd_tensor *out[2] = {NULL, NULL};
-    assert_int_not_equal(bd_op_run(g, n, in, out), BD_OK);
-    assert_null(out[0]);
-    if (!strstr(bd_error_message(), "'" NODE "'"))
-        fail_msg("message does not name the node: %s", bd_error_message());
-}
+#define DIMS BD_TEST_DIMS
 
 /* One pooling configuration. Zero-length lists are left unset on the node
  * (the defaults); expect is the output spatial shape worked out by hand. */
@@ -113,21 +67,14 @@ static void ref_pool(const pool_case *pc, const float *x, int64_t planes, int is
     }
     for (int64_t p = 0; p < planes; p++)
         for (int64_t o = 0; o < out_plane; o++) {
-            int64_t oi[3], rest = o;
-            for (int d = pc->s - 1; d >= 0; d--) {
-                oi[d] = rest % out[d];
-                rest /= out[d];
-            }
+            int64_t oi[3];
+            bd_test_unravel(o, pc->s, out, oi);
             double max = -FLT_MAX, sum = 0;
             int64_t count = 0, padded = 0;
             for (int64_t t = 0; t < taps; t++) {
                 int64_t ki[3], off = 0;
                 int inside = 1, in_padded = 1;
-                rest = t;
-                for (int d = pc->s - 1; d >= 0; d--) {
-                    ki[d] = rest % pc->kernel[d];
-                    rest /= pc->kernel[d];
-                }
+                bd_test_unravel(t, pc->s, pc->kernel, ki);
                 for (int d = 0; d < pc->s; d++) {
                     int64_t st = pc->has_strides ? pc->strides[d] : 1;
                     int64_t dil = pc->has_dilations ? pc->dilations[d] : 1;
@@ -153,37 +100,33 @@ static void run_case(const pool_case *pc, const char *op, uint64_t seed)
 {
     int is_max = strcmp(op, "MaxPool") == 0;
     bd_graph *g;
-    bd_node *n = make_node(&g, op, 1);
-    attr_ints(n, "kernel_shape", pc->s, pc->kernel);
+    bd_node *n = bd_test_node(&g, 13, op, 1, 1);
+    bd_test_attr_ints(n, "kernel_shape", pc->s, pc->kernel);
     if (pc->has_strides)
-        attr_ints(n, "strides", pc->s, pc->strides);
+        bd_test_attr_ints(n, "strides", pc->s, pc->strides);
     if (pc->has_dilations)
-        attr_ints(n, "dilations", pc->s, pc->dilations);
+        bd_test_attr_ints(n, "dilations", pc->s, pc->dilations);
     if (pc->has_pads)
-        attr_ints(n, "pads", 2 * pc->s, pc->pads);
+        bd_test_attr_ints(n, "pads", 2 * pc->s, pc->pads);
     if (pc->auto_pad)
-        attr_str(n, "auto_pad", pc->auto_pad);
+        bd_test_attr_str(n, "auto_pad", pc->auto_pad);
     if (pc->ceil_mode)
-        attr_int(n, "ceil_mode", 1);
+        bd_test_attr_int(n, "ceil_mode", 1);
     if (pc->include_pad)
-        attr_int(n, "count_include_pad", 1);
-    int64_t dims[5] = {3, 5}, planes = 15;
+        bd_test_attr_int(n, "count_include_pad", 1);
+    int64_t dims[5] = {3, 5}, odims[5] = {3, 5}, planes = 15;
     memcpy(dims + 2, pc->in, (size_t)pc->s * sizeof *dims);
-    bd_tensor *x = rand_f32(2 + pc->s, dims, seed), *out[1];
-    assert_int_equal(bd_op_run(g, n, &x, out), BD_OK);
-    assert_int_equal(out[0]->ndim, 2 + pc->s);
-    assert_int_equal(out[0]->dims[0], 3);
-    assert_int_equal(out[0]->dims[1], 5);
-    for (int d = 0; d < pc->s; d++)
-        assert_int_equal(out[0]->dims[2 + d], pc->expect[d]);
-    int64_t count = bd_tensor_count(out[0]);
-    float *ref = malloc((size_t)count * sizeof *ref);
+    memcpy(odims + 2, pc->expect, (size_t)pc->s * sizeof *odims);
+    char what[96];
+    snprintf(what, sizeof what, "%s case with kernel %lld", op, (long long)pc->kernel[0]);
+    bd_tensor *x = bd_test_rand_f32(2 + pc->s, dims, seed, -3, 3);
+    bd_tensor *y = bd_test_run(g, n, &x);
+    bd_test_assert_shape(y, 2 + pc->s, odims, what);
+    float *ref = malloc((size_t)bd_tensor_count(y) * sizeof *ref);
     ref_pool(pc, x->data, planes, is_max, ref);
-    double err = bd_test_rel_error(out[0]->data, ref, (size_t)count);
-    if (!(err < TOL))
-        fail_msg("%s case with kernel %lld: relative error %g", op, (long long)pc->kernel[0], err);
+    bd_test_assert_close(y, ref, TOL, what);
     free(ref);
-    bd_tensor_free(out[0]);
+    bd_tensor_free(y);
     bd_tensor_free(x);
     bd_graph_free(g);
 }
@@ -261,12 +204,15 @@ static void check_global(const char *op, int ndim, const int64_t *dims, uint64_t
 {
     int is_max = strcmp(op, "GlobalMaxPool") == 0;
     bd_graph *g;
-    bd_node *n = make_node(&g, op, 1);
-    bd_tensor *x = rand_f32(ndim, dims, seed), *out[1];
-    assert_int_equal(bd_op_run(g, n, &x, out), BD_OK);
-    assert_int_equal(out[0]->ndim, ndim);
+    bd_node *n = bd_test_node(&g, 13, op, 1, 1);
+    char what[96];
+    snprintf(what, sizeof what, "%s on rank %d", op, ndim);
+    int64_t odims[BD_MAX_DIMS];
     for (int d = 0; d < ndim; d++)
-        assert_int_equal(out[0]->dims[d], d < 2 ? dims[d] : 1);
+        odims[d] = d < 2 ? dims[d] : 1;
+    bd_tensor *x = bd_test_rand_f32(ndim, dims, seed, -3, 3);
+    bd_tensor *y = bd_test_run(g, n, &x);
+    bd_test_assert_shape(y, ndim, odims, what);
     int64_t planes = dims[0] * dims[1], size = bd_tensor_count(x) / planes;
     float *ref = malloc((size_t)planes * sizeof *ref);
     const float *xd = x->data;
@@ -278,11 +224,9 @@ static void check_global(const char *op, int ndim, const int64_t *dims, uint64_t
         }
         ref[p] = (float)(is_max ? max : sum / (double)size);
     }
-    double err = bd_test_rel_error(out[0]->data, ref, (size_t)planes);
-    if (!(err < TOL))
-        fail_msg("%s on rank %d: relative error %g", op, ndim, err);
+    bd_test_assert_close(y, ref, TOL, what);
     free(ref);
-    bd_tensor_free(out[0]);
+    bd_tensor_free(y);
     bd_tensor_free(x);
     bd_graph_free(g);
 }
@@ -304,56 +248,56 @@ static void test_errors(void **state)
 {
     (void)state;
     static const char *const ops[] = {"MaxPool", "AveragePool"};
-    bd_tensor *x = rand_f32(DIMS(3, 5, 7, 9), 1), *flat = rand_f32(DIMS(3, 5), 2);
-    bd_tensor *ints;
-    assert_int_equal(bd_tensor_new(&ints, BD_I64, DIMS(3, 5, 7, 9), "test"), BD_OK);
+    bd_tensor *x = bd_test_rand_f32(DIMS(3, 5, 7, 9), 1, -3, 3);
+    bd_tensor *flat = bd_test_rand_f32(DIMS(3, 5), 2, -3, 3);
+    bd_tensor *ints = bd_test_tensor(BD_I64, DIMS(3, 5, 7, 9));
     for (int k = 0; k < 2; k++) {
         bd_graph *g;
-        bd_node *n = make_node(&g, ops[k], 1); /* no kernel_shape */
-        assert_fails(g, n, &x);
+        bd_node *n = bd_test_node(&g, 13, ops[k], 1, 1); /* no kernel_shape */
+        bd_test_assert_fails(g, n, &x);
         assert_non_null(strstr(bd_error_message(), "kernel_shape"));
-        attr_ints(n, "kernel_shape", 2, (int64_t[]){3, 3});
-        assert_fails(g, n, &ints);
+        bd_test_attr_ints(n, "kernel_shape", 2, (int64_t[]){3, 3});
+        bd_test_assert_fails(g, n, &ints);
         assert_non_null(strstr(bd_error_message(), "int64"));
-        assert_fails(g, n, &flat);
+        bd_test_assert_fails(g, n, &flat);
         assert_non_null(strstr(bd_error_message(), "rank 2"));
         bd_graph_free(g);
 
-        n = make_node(&g, ops[k], 1);
-        attr_ints(n, "kernel_shape", 3, (int64_t[]){3, 3, 3});
-        assert_fails(g, n, &x);
+        n = bd_test_node(&g, 13, ops[k], 1, 1);
+        bd_test_attr_ints(n, "kernel_shape", 3, (int64_t[]){3, 3, 3});
+        bd_test_assert_fails(g, n, &x);
         bd_graph_free(g);
 
-        n = make_node(&g, ops[k], 1);
-        attr_ints(n, "kernel_shape", 2, (int64_t[]){3, 3});
-        attr_ints(n, "strides", 2, (int64_t[]){0, 1});
-        assert_fails(g, n, &x);
+        n = bd_test_node(&g, 13, ops[k], 1, 1);
+        bd_test_attr_ints(n, "kernel_shape", 2, (int64_t[]){3, 3});
+        bd_test_attr_ints(n, "strides", 2, (int64_t[]){0, 1});
+        bd_test_assert_fails(g, n, &x);
         assert_non_null(strstr(bd_error_message(), "strides"));
         bd_graph_free(g);
 
-        n = make_node(&g, ops[k], 1);
-        attr_ints(n, "kernel_shape", 2, (int64_t[]){3, 3});
-        attr_str(n, "auto_pad", "SAME");
-        assert_fails(g, n, &x);
+        n = bd_test_node(&g, 13, ops[k], 1, 1);
+        bd_test_attr_ints(n, "kernel_shape", 2, (int64_t[]){3, 3});
+        bd_test_attr_str(n, "auto_pad", "SAME");
+        bd_test_assert_fails(g, n, &x);
         assert_non_null(strstr(bd_error_message(), "SAME"));
         bd_graph_free(g);
 
-        n = make_node(&g, ops[k], 1); /* kernel larger than the padded input */
-        attr_ints(n, "kernel_shape", 2, (int64_t[]){9, 3});
-        assert_fails(g, n, &x);
+        n = bd_test_node(&g, 13, ops[k], 1, 1); /* kernel larger than the padded input */
+        bd_test_attr_ints(n, "kernel_shape", 2, (int64_t[]){9, 3});
+        bd_test_assert_fails(g, n, &x);
         bd_graph_free(g);
     }
     bd_graph *g;
-    bd_node *n = make_node(&g, "MaxPool", 2); /* Indices */
-    attr_ints(n, "kernel_shape", 2, (int64_t[]){3, 3});
-    assert_fails(g, n, &x);
+    bd_node *n = bd_test_node(&g, 13, "MaxPool", 1, 2); /* Indices */
+    bd_test_attr_ints(n, "kernel_shape", 2, (int64_t[]){3, 3});
+    bd_test_assert_fails(g, n, &x);
     assert_non_null(strstr(bd_error_message(), "Indices"));
     bd_graph_free(g);
-    n = make_node(&g, "GlobalAveragePool", 1);
-    assert_fails(g, n, &ints);
+    n = bd_test_node(&g, 13, "GlobalAveragePool", 1, 1);
+    bd_test_assert_fails(g, n, &ints);
     bd_graph_free(g);
-    n = make_node(&g, "GlobalMaxPool", 1);
-    assert_fails(g, n, &ints);
+    n = bd_test_node(&g, 13, "GlobalMaxPool", 1, 1);
+    bd_test_assert_fails(g, n, &ints);
     bd_graph_free(g);
     bd_tensor_free(x);
     bd_tensor_free(flat);

@@ -5,28 +5,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bd_test.h"
+#include "bd_test_node.h"
 #include "graph.h"
 #include "ops.h"
 
-#define NODE "shape_node"
-#define DIMS(...) \
-    (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}
-#define INTS(...) ints_tensor(DIMS(__VA_ARGS__))
-#define SCALAR 0, (int64_t[]){1}
-
-static bd_tensor *new_tensor(bd_dtype dt, int ndim, const int64_t *dims)
-{
-    bd_tensor *t;
-    assert_int_equal(bd_tensor_new(&t, dt, ndim, dims, "test"), BD_OK);
-    return t;
-}
+#define DIMS BD_TEST_DIMS
+#define INTS BD_TEST_INTS
+#define SCALAR BD_TEST_SCALAR
 
 /* Element i is i + 1 (as the dtype holds it), so every position is
  * distinguishable; floats get a fraction too. */
 static bd_tensor *iota(bd_dtype dt, int ndim, const int64_t *dims)
 {
-    bd_tensor *t = new_tensor(dt, ndim, dims);
+    bd_tensor *t = bd_test_tensor(dt, ndim, dims);
     int64_t n = bd_tensor_count(t);
     for (int64_t i = 0; i < n; i++) {
         switch (dt) {
@@ -39,74 +30,6 @@ static bd_tensor *iota(bd_dtype dt, int ndim, const int64_t *dims)
     return t;
 }
 
-static bd_tensor *ints_tensor(int count, const int64_t *v)
-{
-    bd_tensor *t = new_tensor(BD_I64, 1, (int64_t[]){count});
-    if (count)
-        memcpy(t->data, v, (size_t)count * sizeof *v);
-    return t;
-}
-
-static bd_node *make_node(bd_graph **g, int64_t opset, const char *op, int nin, int nout)
-{
-    static const char *const ins[] = {"x0", "x1", "x2", "x3", "x4"}, *outs[] = {"y0", "y1"};
-    bd_node *n;
-    assert_int_equal(bd_graph_new(g), BD_OK);
-    (*g)->opset = opset;
-    assert_int_equal(bd_graph_add_node(*g, NODE, op, "", nin, ins, nout, outs, &n), BD_OK);
-    return n;
-}
-
-static void attr_int(bd_node *n, const char *name, int64_t v)
-{
-    bd_attr a = {.name = (char *)name, .type = BD_ATTR_INT, .i = v};
-    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-}
-
-static void attr_ints(bd_node *n, const char *name, int count, const int64_t *v)
-{
-    bd_attr a = {.name = (char *)name, .type = BD_ATTR_INTS, .n = count, .ints = (int64_t *)v};
-    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-}
-
-static void attr_str(bd_node *n, const char *name, const char *v)
-{
-    bd_attr a = {.name = (char *)name, .type = BD_ATTR_STRING, .s = (char *)v};
-    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-}
-
-static void attr_tensor(bd_node *n, const char *name, bd_tensor *t)
-{
-    bd_attr a = {.name = (char *)name, .type = BD_ATTR_TENSOR, .t = t};
-    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-}
-
-static bd_tensor *run_ok(const bd_graph *g, const bd_node *n, bd_tensor *const *in)
-{
-    bd_tensor *out[2] = {NULL, NULL};
-    bd_status st = bd_op_run(g, n, in, out);
-    if (st != BD_OK)
-        fail_msg("%s", bd_error_message());
-    assert_null(out[1]);
-    return out[0];
-}
-
-static void assert_fails(const bd_graph *g, const bd_node *n, bd_tensor *const *in)
-{
-    bd_tensor *out[2] = {NULL, NULL};
-    assert_int_not_equal(bd_op_run(g, n, in, out), BD_OK);
-    assert_null(out[0]);
-    if (!strstr(bd_error_message(), "'" NODE "'"))
-        fail_msg("message does not name the node: %s", bd_error_message());
-}
-
-static void assert_shape(const bd_tensor *t, int ndim, const int64_t *dims)
-{
-    assert_int_equal(t->ndim, ndim);
-    for (int d = 0; d < ndim; d++)
-        assert_int_equal(t->dims[d], dims[d]);
-}
-
 /* Element i of t and element j of u are equal, whatever the width. */
 static void assert_elem_equal(const bd_tensor *t, int64_t i, const bd_tensor *u, int64_t j)
 {
@@ -114,14 +37,6 @@ static void assert_elem_equal(const bd_tensor *t, int64_t i, const bd_tensor *u,
     assert_int_equal(t->dtype, u->dtype);
     assert_memory_equal((const char *)t->data + (size_t)i * es,
                         (const char *)u->data + (size_t)j * es, es);
-}
-
-static void unravel(int64_t i, int ndim, const int64_t *dims, int64_t *idx)
-{
-    for (int d = ndim - 1; d >= 0; d--) {
-        idx[d] = i % dims[d];
-        i /= dims[d];
-    }
 }
 
 static int64_t ravel(int ndim, const int64_t *dims, const int64_t *idx)
@@ -137,7 +52,7 @@ static int64_t ravel(int ndim, const int64_t *dims, const int64_t *idx)
 /* y must be a view of x (same storage, same bytes) with the given shape. */
 static void assert_view(const bd_tensor *y, const bd_tensor *x, int ndim, const int64_t *dims)
 {
-    assert_shape(y, ndim, dims);
+    bd_test_assert_shape(y, ndim, dims, NULL);
     assert_ptr_equal(y->storage, x->storage);
     assert_ptr_equal(y->data, x->data);
     assert_int_equal(y->dtype, x->dtype);
@@ -152,22 +67,22 @@ static void test_flatten(void **state)
     } cases[] = {{0, 1}, {1, 3}, {2, 15}, {3, 105}, {4, 945}, {-1, 105}, {-4, 1}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         bd_graph *g;
-        bd_node *n = make_node(&g, 13, "Flatten", 1, 1);
-        attr_int(n, "axis", cases[c].axis);
-        bd_tensor *y = run_ok(g, n, &x);
+        bd_node *n = bd_test_node(&g, 13, "Flatten", 1, 1);
+        bd_test_attr_int(n, "axis", cases[c].axis);
+        bd_tensor *y = bd_test_run(g, n, &x);
         assert_view(y, x, 2, (int64_t[]){cases[c].rows, 945 / cases[c].rows});
         bd_tensor_free(y);
         bd_graph_free(g);
     }
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Flatten", 1, 1); /* default axis 1 */
-    bd_tensor *y = run_ok(g, n, &x);
+    bd_node *n = bd_test_node(&g, 13, "Flatten", 1, 1); /* default axis 1 */
+    bd_tensor *y = bd_test_run(g, n, &x);
     assert_view(y, x, 2, (int64_t[]){3, 315});
     bd_tensor_free(y);
     bd_graph_free(g);
-    n = make_node(&g, 13, "Flatten", 1, 1);
-    attr_int(n, "axis", 5);
-    assert_fails(g, n, &x);
+    n = bd_test_node(&g, 13, "Flatten", 1, 1);
+    bd_test_attr_int(n, "axis", 5);
+    bd_test_assert_fails(g, n, &x);
     assert_non_null(strstr(bd_error_message(), "axis 5"));
     bd_graph_free(g);
     bd_tensor_free(x);
@@ -193,27 +108,27 @@ static void test_reshape(void **state)
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         bd_graph *g;
-        bd_node *n = make_node(&g, cases[c].opset, "Reshape", 2, 1);
+        bd_node *n = bd_test_node(&g, cases[c].opset, "Reshape", 2, 1);
         if (cases[c].allowzero)
-            attr_int(n, "allowzero", 1);
-        bd_tensor *shape = ints_tensor(cases[c].n, cases[c].shape);
-        bd_tensor *y = run_ok(g, n, (bd_tensor *[]){x, shape});
+            bd_test_attr_int(n, "allowzero", 1);
+        bd_tensor *shape = bd_test_ints(cases[c].n, cases[c].shape);
+        bd_tensor *y = bd_test_run(g, n, (bd_tensor *[]){x, shape});
         assert_view(y, x, cases[c].nout, cases[c].out);
         bd_tensor_free(y);
         bd_tensor_free(shape);
         bd_graph_free(g);
     }
     /* allowzero keeps a 0 literally: an empty tensor reshapes to [0, 4] */
-    bd_tensor *empty = new_tensor(BD_F32, DIMS(3, 0, 4)), *shape = INTS(0, 4), *y;
+    bd_tensor *empty = bd_test_tensor(BD_F32, DIMS(3, 0, 4)), *shape = INTS(0, 4), *y;
     bd_graph *g;
-    bd_node *n = make_node(&g, 14, "Reshape", 2, 1);
-    attr_int(n, "allowzero", 1);
-    y = run_ok(g, n, (bd_tensor *[]){empty, shape});
-    assert_shape(y, 2, (int64_t[]){0, 4});
+    bd_node *n = bd_test_node(&g, 14, "Reshape", 2, 1);
+    bd_test_attr_int(n, "allowzero", 1);
+    y = bd_test_run(g, n, (bd_tensor *[]){empty, shape});
+    bd_test_assert_shape(y, 2, (int64_t[]){0, 4}, NULL);
     bd_tensor_free(y);
     bd_tensor_free(shape);
     bd_graph_free(g);
-    n = make_node(&g, 14, "Reshape", 2, 1);
+    n = bd_test_node(&g, 14, "Reshape", 2, 1);
     /* errors: two -1, a count mismatch, a 0 past the input's rank, -2 */
     static const struct {
         int n;
@@ -223,8 +138,8 @@ static void test_reshape(void **state)
                {2, {10, 10}, "cannot reshape"}, {5, {3, 5, 7, 9, 0}, "rank 4"},
                {2, {-2, 9}, "-2"}};
     for (size_t c = 0; c < sizeof bad / sizeof bad[0]; c++) {
-        shape = ints_tensor(bad[c].n, bad[c].shape);
-        assert_fails(g, n, (bd_tensor *[]){x, shape});
+        shape = bd_test_ints(bad[c].n, bad[c].shape);
+        bd_test_assert_fails(g, n, (bd_tensor *[]){x, shape});
         if (!strstr(bd_error_message(), bad[c].msg))
             fail_msg("expected '%s' in: %s", bad[c].msg, bd_error_message());
         bd_tensor_free(shape);
@@ -239,31 +154,31 @@ static void test_identity_dropout(void **state)
     (void)state;
     bd_tensor *x = iota(BD_F32, DIMS(3, 5, 7)), *out[2];
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Identity", 1, 1);
-    bd_tensor *y = run_ok(g, n, &x);
+    bd_node *n = bd_test_node(&g, 13, "Identity", 1, 1);
+    bd_tensor *y = bd_test_run(g, n, &x);
     assert_view(y, x, 3, x->dims);
     bd_tensor_free(y);
     bd_graph_free(g);
 
-    n = make_node(&g, 13, "Dropout", 1, 1);
-    y = run_ok(g, n, &x);
+    n = bd_test_node(&g, 13, "Dropout", 1, 1);
+    y = bd_test_run(g, n, &x);
     assert_view(y, x, 3, x->dims);
     bd_tensor_free(y);
     bd_graph_free(g);
 
-    n = make_node(&g, 13, "Dropout", 3, 2); /* ratio, training_mode, and the mask */
-    bd_tensor *ratio = new_tensor(BD_F32, SCALAR), *training = new_tensor(BD_BOOL, SCALAR);
+    n = bd_test_node(&g, 13, "Dropout", 3, 2); /* ratio, training_mode, and the mask */
+    bd_tensor *ratio = bd_test_tensor(BD_F32, SCALAR), *training = bd_test_tensor(BD_BOOL, SCALAR);
     *(float *)ratio->data = 0.5f;
     assert_int_equal(bd_op_run(g, n, (bd_tensor *[]){x, ratio, training}, out), BD_OK);
     assert_view(out[0], x, 3, x->dims);
     assert_int_equal(out[1]->dtype, BD_BOOL);
-    assert_shape(out[1], 3, x->dims);
+    bd_test_assert_shape(out[1], 3, x->dims, NULL);
     for (int64_t i = 0; i < bd_tensor_count(x); i++)
         assert_int_equal(((uint8_t *)out[1]->data)[i], 1);
     bd_tensor_free(out[0]);
     bd_tensor_free(out[1]);
     *(uint8_t *)training->data = 1;
-    assert_fails(g, n, (bd_tensor *[]){x, ratio, training});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, ratio, training});
     assert_non_null(strstr(bd_error_message(), "training"));
     bd_graph_free(g);
     bd_tensor_free(ratio);
@@ -288,23 +203,23 @@ static void test_unsqueeze_squeeze(void **state)
         for (size_t c = 0; c < sizeof un / sizeof un[0]; c++) {
             bd_graph *g;
             bd_tensor *axes = NULL;
-            bd_node *n = make_node(&g, opset, "Unsqueeze", opset >= 13 ? 2 : 1, 1);
+            bd_node *n = bd_test_node(&g, opset, "Unsqueeze", opset >= 13 ? 2 : 1, 1);
             if (opset >= 13)
-                axes = ints_tensor(un[c].n, un[c].axes);
+                axes = bd_test_ints(un[c].n, un[c].axes);
             else
-                attr_ints(n, "axes", un[c].n, un[c].axes);
-            y = run_ok(g, n, (bd_tensor *[]){x, axes});
+                bd_test_attr_ints(n, "axes", un[c].n, un[c].axes);
+            y = bd_test_run(g, n, (bd_tensor *[]){x, axes});
             assert_view(y, x, un[c].nout, un[c].out);
 
             /* Squeeze the same axes back (normalised against y's rank) */
             bd_graph *g2;
             bd_tensor *axes2 = NULL;
-            bd_node *n2 = make_node(&g2, opset, "Squeeze", opset >= 13 ? 2 : 1, 1);
+            bd_node *n2 = bd_test_node(&g2, opset, "Squeeze", opset >= 13 ? 2 : 1, 1);
             if (opset >= 13)
-                axes2 = ints_tensor(un[c].n, un[c].axes);
+                axes2 = bd_test_ints(un[c].n, un[c].axes);
             else
-                attr_ints(n2, "axes", un[c].n, un[c].axes);
-            bd_tensor *z = run_ok(g2, n2, (bd_tensor *[]){y, axes2});
+                bd_test_attr_ints(n2, "axes", un[c].n, un[c].axes);
+            bd_tensor *z = bd_test_run(g2, n2, (bd_tensor *[]){y, axes2});
             assert_view(z, x, 3, x->dims);
             bd_tensor_free(z);
             bd_tensor_free(axes2);
@@ -316,30 +231,30 @@ static void test_unsqueeze_squeeze(void **state)
     /* Squeeze without axes drops every 1 */
     bd_tensor *ones = iota(BD_I64, DIMS(1, 3, 1, 7, 1));
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Squeeze", 1, 1);
-    y = run_ok(g, n, &ones);
+    bd_node *n = bd_test_node(&g, 13, "Squeeze", 1, 1);
+    y = bd_test_run(g, n, &ones);
     assert_view(y, ones, 2, (int64_t[]){3, 7});
     bd_tensor_free(y);
     bd_graph_free(g);
     /* errors: squeezing a dim that is not 1, a duplicate, an axis out of range */
-    n = make_node(&g, 13, "Squeeze", 2, 1);
+    n = bd_test_node(&g, 13, "Squeeze", 2, 1);
     bd_tensor *axes = INTS(1);
-    assert_fails(g, n, (bd_tensor *[]){ones, axes});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){ones, axes});
     assert_non_null(strstr(bd_error_message(), "size 3"));
     bd_tensor_free(axes);
     axes = INTS(5);
-    assert_fails(g, n, (bd_tensor *[]){ones, axes});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){ones, axes});
     bd_tensor_free(axes);
     bd_graph_free(g);
-    n = make_node(&g, 13, "Unsqueeze", 2, 1);
+    n = bd_test_node(&g, 13, "Unsqueeze", 2, 1);
     axes = INTS(1, -4);
-    assert_fails(g, n, (bd_tensor *[]){x, axes});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, axes});
     assert_non_null(strstr(bd_error_message(), "twice"));
     bd_tensor_free(axes);
     axes = INTS(5);
-    assert_fails(g, n, (bd_tensor *[]){x, axes});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, axes});
     bd_tensor_free(axes);
-    assert_fails(g, n, (bd_tensor *[]){x, NULL});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, NULL});
     bd_graph_free(g);
     bd_tensor_free(ones);
     bd_tensor_free(x);
@@ -353,19 +268,19 @@ static void check_transpose(bd_dtype dt, int np, const int64_t *perm)
 {
     bd_tensor *x = iota(dt, DIMS(3, 5, 7, 9));
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Transpose", 1, 1);
+    bd_node *n = bd_test_node(&g, 13, "Transpose", 1, 1);
     int64_t p[4] = {3, 2, 1, 0}, dims[4];
     if (np) {
-        attr_ints(n, "perm", np, perm);
+        bd_test_attr_ints(n, "perm", np, perm);
         memcpy(p, perm, sizeof p);
     }
     for (int d = 0; d < 4; d++)
         dims[d] = x->dims[p[d]];
-    bd_tensor *y = run_ok(g, n, &x);
-    assert_shape(y, 4, dims);
+    bd_tensor *y = bd_test_run(g, n, &x);
+    bd_test_assert_shape(y, 4, dims, NULL);
     for (int64_t i = 0; i < bd_tensor_count(y); i++) {
         int64_t oi[4], xi[4];
-        unravel(i, 4, dims, oi);
+        bd_test_unravel(i, 4, dims, oi);
         for (int d = 0; d < 4; d++)
             xi[p[d]] = oi[d];
         assert_elem_equal(y, i, x, ravel(4, x->dims, xi));
@@ -388,23 +303,23 @@ static void test_transpose(void **state)
     /* large enough for the parallel path: [64, 48, 33] -> [33, 64, 48] */
     bd_tensor *x = iota(BD_F32, DIMS(64, 48, 33));
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Transpose", 1, 1);
-    attr_ints(n, "perm", 3, (int64_t[]){2, 0, 1});
-    bd_tensor *y = run_ok(g, n, &x);
+    bd_node *n = bd_test_node(&g, 13, "Transpose", 1, 1);
+    bd_test_attr_ints(n, "perm", 3, (int64_t[]){2, 0, 1});
+    bd_tensor *y = bd_test_run(g, n, &x);
     for (int64_t i = 0; i < bd_tensor_count(y); i++) {
         int64_t oi[3];
-        unravel(i, 3, y->dims, oi);
+        bd_test_unravel(i, 3, y->dims, oi);
         assert_elem_equal(y, i, x, (oi[1] * 48 + oi[2]) * 33 + oi[0]);
     }
     bd_tensor_free(y);
     bd_graph_free(g);
-    n = make_node(&g, 13, "Transpose", 1, 1);
-    attr_ints(n, "perm", 3, (int64_t[]){0, 0, 1});
-    assert_fails(g, n, &x);
+    n = bd_test_node(&g, 13, "Transpose", 1, 1);
+    bd_test_attr_ints(n, "perm", 3, (int64_t[]){0, 0, 1});
+    bd_test_assert_fails(g, n, &x);
     bd_graph_free(g);
-    n = make_node(&g, 13, "Transpose", 1, 1);
-    attr_ints(n, "perm", 2, (int64_t[]){1, 0});
-    assert_fails(g, n, &x);
+    n = bd_test_node(&g, 13, "Transpose", 1, 1);
+    bd_test_attr_ints(n, "perm", 2, (int64_t[]){1, 0});
+    bd_test_assert_fails(g, n, &x);
     bd_graph_free(g);
     bd_tensor_free(x);
 }
@@ -421,15 +336,15 @@ static void check_concat(bd_dtype dt, int64_t axis)
         in[k] = iota(dt, 4, dims);
     }
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Concat", 3, 1);
-    attr_int(n, "axis", axis);
-    bd_tensor *y = run_ok(g, n, in);
+    bd_node *n = bd_test_node(&g, 13, "Concat", 3, 1);
+    bd_test_attr_int(n, "axis", axis);
+    bd_tensor *y = bd_test_run(g, n, in);
     int64_t dims[4] = {3, 5, 7, 9};
     dims[a] = 7;
-    assert_shape(y, 4, dims);
+    bd_test_assert_shape(y, 4, dims, NULL);
     for (int64_t i = 0; i < bd_tensor_count(y); i++) {
         int64_t idx[4];
-        unravel(i, 4, dims, idx);
+        bd_test_unravel(i, 4, dims, idx);
         int k = 0;
         while (idx[a] >= sizes[k])
             idx[a] -= sizes[k++];
@@ -450,25 +365,25 @@ static void test_concat(void **state)
     bd_tensor *a = iota(BD_F32, DIMS(3, 5)), *b = iota(BD_F32, DIMS(3, 6));
     bd_tensor *c = iota(BD_I64, DIMS(3, 5)), *big = iota(BD_F32, DIMS(3, 5, 67, 101));
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Concat", 2, 1);
-    attr_int(n, "axis", 0);
-    assert_fails(g, n, (bd_tensor *[]){a, b});
+    bd_node *n = bd_test_node(&g, 13, "Concat", 2, 1);
+    bd_test_attr_int(n, "axis", 0);
+    bd_test_assert_fails(g, n, (bd_tensor *[]){a, b});
     assert_non_null(strstr(bd_error_message(), "[3, 6]"));
-    assert_fails(g, n, (bd_tensor *[]){a, c});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){a, c});
     assert_non_null(strstr(bd_error_message(), "int64"));
-    bd_tensor *y = run_ok(g, n, (bd_tensor *[]){big, big});
+    bd_tensor *y = bd_test_run(g, n, (bd_tensor *[]){big, big});
     assert_memory_equal(y->data, big->data, bd_tensor_nbytes(big));
     assert_memory_equal((char *)y->data + bd_tensor_nbytes(big), big->data,
                         bd_tensor_nbytes(big));
     bd_tensor_free(y);
     bd_graph_free(g);
-    n = make_node(&g, 13, "Concat", 2, 1);
-    attr_int(n, "axis", 2);
-    assert_fails(g, n, (bd_tensor *[]){a, a});
+    n = bd_test_node(&g, 13, "Concat", 2, 1);
+    bd_test_attr_int(n, "axis", 2);
+    bd_test_assert_fails(g, n, (bd_tensor *[]){a, a});
     assert_non_null(strstr(bd_error_message(), "axis 2"));
     bd_graph_free(g);
-    n = make_node(&g, 13, "Concat", 2, 1); /* axis is required */
-    assert_fails(g, n, (bd_tensor *[]){a, a});
+    n = bd_test_node(&g, 13, "Concat", 2, 1); /* axis is required */
+    bd_test_assert_fails(g, n, (bd_tensor *[]){a, a});
     bd_graph_free(g);
     bd_tensor_free(a);
     bd_tensor_free(b);
@@ -481,59 +396,58 @@ static void test_constant(void **state)
     (void)state;
     bd_graph *g;
     bd_tensor *v = iota(BD_I64, DIMS(3, 5)), *y;
-    bd_node *n = make_node(&g, 13, "Constant", 0, 1);
-    attr_tensor(n, "value", v);
-    y = run_ok(g, n, NULL);
-    assert_shape(y, 2, v->dims);
+    bd_node *n = bd_test_node(&g, 13, "Constant", 0, 1);
+    bd_test_attr_tensor(n, "value", v);
+    y = bd_test_run(g, n, NULL);
+    bd_test_assert_shape(y, 2, v->dims, NULL);
     assert_int_equal(y->dtype, BD_I64);
     assert_memory_equal(y->data, v->data, bd_tensor_nbytes(v));
     bd_tensor_free(y);
     bd_graph_free(g);
 
-    n = make_node(&g, 13, "Constant", 0, 1);
-    bd_attr f = {.name = "value_float", .type = BD_ATTR_FLOAT, .f = 2.5f};
-    assert_int_equal(bd_node_add_attr(n, &f), BD_OK);
-    y = run_ok(g, n, NULL);
+    n = bd_test_node(&g, 13, "Constant", 0, 1);
+    bd_test_attr_float(n, "value_float", 2.5f);
+    y = bd_test_run(g, n, NULL);
     assert_int_equal(y->ndim, 0);
     assert_int_equal(y->dtype, BD_F32);
     assert_true(*(float *)y->data == 2.5f);
     bd_tensor_free(y);
     bd_graph_free(g);
 
-    n = make_node(&g, 13, "Constant", 0, 1);
+    n = bd_test_node(&g, 13, "Constant", 0, 1);
     float fv[3] = {1.5f, -2, 3};
     bd_attr fs = {.name = "value_floats", .type = BD_ATTR_FLOATS, .n = 3, .floats = fv};
     assert_int_equal(bd_node_add_attr(n, &fs), BD_OK);
-    y = run_ok(g, n, NULL);
-    assert_shape(y, 1, (int64_t[]){3});
+    y = bd_test_run(g, n, NULL);
+    bd_test_assert_shape(y, 1, (int64_t[]){3}, NULL);
     assert_memory_equal(y->data, fv, sizeof fv);
     bd_tensor_free(y);
     bd_graph_free(g);
 
-    n = make_node(&g, 13, "Constant", 0, 1);
-    attr_int(n, "value_int", -7);
-    y = run_ok(g, n, NULL);
+    n = bd_test_node(&g, 13, "Constant", 0, 1);
+    bd_test_attr_int(n, "value_int", -7);
+    y = bd_test_run(g, n, NULL);
     assert_int_equal(y->ndim, 0);
     assert_int_equal(*(int64_t *)y->data, -7);
     bd_tensor_free(y);
     bd_graph_free(g);
 
-    n = make_node(&g, 13, "Constant", 0, 1);
-    attr_ints(n, "value_ints", 4, (int64_t[]){1, -2, 3, 0});
-    y = run_ok(g, n, NULL);
-    assert_shape(y, 1, (int64_t[]){4});
+    n = bd_test_node(&g, 13, "Constant", 0, 1);
+    bd_test_attr_ints(n, "value_ints", 4, (int64_t[]){1, -2, 3, 0});
+    y = bd_test_run(g, n, NULL);
+    bd_test_assert_shape(y, 1, (int64_t[]){4}, NULL);
     assert_int_equal(((int64_t *)y->data)[1], -2);
     assert_int_equal(((int64_t *)y->data)[3], 0);
     bd_tensor_free(y);
     bd_graph_free(g);
 
-    n = make_node(&g, 13, "Constant", 0, 1);
-    attr_str(n, "value_string", "hello");
-    assert_fails(g, n, NULL);
+    n = bd_test_node(&g, 13, "Constant", 0, 1);
+    bd_test_attr_str(n, "value_string", "hello");
+    bd_test_assert_fails(g, n, NULL);
     assert_non_null(strstr(bd_error_message(), "value_string"));
     bd_graph_free(g);
-    n = make_node(&g, 13, "Constant", 0, 1);
-    assert_fails(g, n, NULL);
+    n = bd_test_node(&g, 13, "Constant", 0, 1);
+    bd_test_assert_fails(g, n, NULL);
     bd_graph_free(g);
     bd_tensor_free(v);
 }
@@ -541,23 +455,23 @@ static void test_constant(void **state)
 static void test_cast(void **state)
 {
     (void)state;
-    bd_tensor *x = new_tensor(BD_F32, DIMS(3, 5, 7));
+    bd_tensor *x = bd_test_tensor(BD_F32, DIMS(3, 5, 7));
     float *xd = x->data;
     for (int64_t i = 0; i < bd_tensor_count(x); i++)
         xd[i] = (float)(i % 11) * 0.75f - 3.6f + (i % 4 == 0 ? 0 : 0.001f * (float)i);
     xd[0] = 0;
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Cast", 1, 1);
-    attr_int(n, "to", BD_I64);
-    bd_tensor *y = run_ok(g, n, &x);
+    bd_node *n = bd_test_node(&g, 13, "Cast", 1, 1);
+    bd_test_attr_int(n, "to", BD_I64);
+    bd_tensor *y = bd_test_run(g, n, &x);
     assert_int_equal(y->dtype, BD_I64);
     for (int64_t i = 0; i < bd_tensor_count(x); i++)
         assert_int_equal(((int64_t *)y->data)[i], (int64_t)truncf(xd[i]));
     bd_graph_free(g);
 
-    n = make_node(&g, 13, "Cast", 1, 1); /* back to float */
-    attr_int(n, "to", BD_F32);
-    bd_tensor *z = run_ok(g, n, &y);
+    n = bd_test_node(&g, 13, "Cast", 1, 1); /* back to float */
+    bd_test_attr_int(n, "to", BD_F32);
+    bd_tensor *z = bd_test_run(g, n, &y);
     for (int64_t i = 0; i < bd_tensor_count(x); i++)
         assert_true(((float *)z->data)[i] == truncf(xd[i]));
     bd_tensor_free(z);
@@ -566,11 +480,11 @@ static void test_cast(void **state)
 
     static const bd_dtype to[] = {BD_F16, BD_F64, BD_BOOL, BD_I8, BD_U8, BD_I32, BD_I16};
     for (size_t t = 0; t < sizeof to / sizeof to[0]; t++) {
-        n = make_node(&g, 13, "Cast", 1, 1);
-        attr_int(n, "to", to[t]);
-        y = run_ok(g, n, &x);
+        n = bd_test_node(&g, 13, "Cast", 1, 1);
+        bd_test_attr_int(n, "to", to[t]);
+        y = bd_test_run(g, n, &x);
         assert_int_equal(y->dtype, to[t]);
-        assert_shape(y, 3, x->dims);
+        bd_test_assert_shape(y, 3, x->dims, NULL);
         for (int64_t i = 0; i < bd_tensor_count(x); i++) {
             double v = bd_tensor_get_f64(y, i), want = xd[i];
             if (to[t] == BD_BOOL)
@@ -586,9 +500,9 @@ static void test_cast(void **state)
         bd_tensor_free(y);
         bd_graph_free(g);
     }
-    n = make_node(&g, 13, "Cast", 1, 1);
-    attr_int(n, "to", 8); /* string */
-    assert_fails(g, n, &x);
+    n = bd_test_node(&g, 13, "Cast", 1, 1);
+    bd_test_attr_int(n, "to", 8); /* string */
+    bd_test_assert_fails(g, n, &x);
     assert_non_null(strstr(bd_error_message(), "8"));
     bd_graph_free(g);
     bd_tensor_free(x);
@@ -596,7 +510,7 @@ static void test_cast(void **state)
 
 static void check_gather(bd_dtype dt, bd_dtype index_dt, int64_t axis)
 {
-    bd_tensor *x = iota(dt, DIMS(3, 5, 7)), *idx = new_tensor(index_dt, DIMS(2, 3));
+    bd_tensor *x = iota(dt, DIMS(3, 5, 7)), *idx = bd_test_tensor(index_dt, DIMS(2, 3));
     int a = (int)(axis < 0 ? axis + 3 : axis);
     int64_t size = x->dims[a];
     int64_t vals[6] = {0, size - 1, -1, -size, 1, 2};
@@ -607,9 +521,9 @@ static void check_gather(bd_dtype dt, bd_dtype index_dt, int64_t axis)
             ((int32_t *)idx->data)[i] = (int32_t)vals[i];
     }
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Gather", 2, 1);
-    attr_int(n, "axis", axis);
-    bd_tensor *y = run_ok(g, n, (bd_tensor *[]){x, idx});
+    bd_node *n = bd_test_node(&g, 13, "Gather", 2, 1);
+    bd_test_attr_int(n, "axis", axis);
+    bd_tensor *y = bd_test_run(g, n, (bd_tensor *[]){x, idx});
     int64_t dims[4];
     for (int d = 0, k = 0; d < 3; d++) {
         if (d == a) {
@@ -619,10 +533,10 @@ static void check_gather(bd_dtype dt, bd_dtype index_dt, int64_t axis)
             dims[k++] = x->dims[d];
         }
     }
-    assert_shape(y, 4, dims);
+    bd_test_assert_shape(y, 4, dims, NULL);
     for (int64_t i = 0; i < bd_tensor_count(y); i++) {
         int64_t oi[4], xi[3];
-        unravel(i, 4, dims, oi);
+        bd_test_unravel(i, 4, dims, oi);
         for (int d = 0, k = 0; d < 3; d++) {
             if (d == a) {
                 int64_t v = vals[oi[k] * 3 + oi[k + 1]];
@@ -649,27 +563,27 @@ static void test_gather(void **state)
             check_gather(widths[w], BD_I32, axis);
         }
     /* a scalar index drops the axis */
-    bd_tensor *x = iota(BD_F32, DIMS(3, 5, 7)), *idx = new_tensor(BD_I64, SCALAR);
+    bd_tensor *x = iota(BD_F32, DIMS(3, 5, 7)), *idx = bd_test_tensor(BD_I64, SCALAR);
     *(int64_t *)idx->data = -2;
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Gather", 2, 1);
-    attr_int(n, "axis", 1);
-    bd_tensor *y = run_ok(g, n, (bd_tensor *[]){x, idx});
-    assert_shape(y, 2, (int64_t[]){3, 7});
+    bd_node *n = bd_test_node(&g, 13, "Gather", 2, 1);
+    bd_test_attr_int(n, "axis", 1);
+    bd_tensor *y = bd_test_run(g, n, (bd_tensor *[]){x, idx});
+    bd_test_assert_shape(y, 2, (int64_t[]){3, 7}, NULL);
     assert_elem_equal(y, 7 + 4, x, (1 * 5 + 3) * 7 + 4);
     bd_tensor_free(y);
     *(int64_t *)idx->data = 5;
-    assert_fails(g, n, (bd_tensor *[]){x, idx});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, idx});
     assert_non_null(strstr(bd_error_message(), "index 5"));
     *(int64_t *)idx->data = -6;
-    assert_fails(g, n, (bd_tensor *[]){x, idx});
-    bd_tensor *fidx = new_tensor(BD_F32, DIMS(2));
-    assert_fails(g, n, (bd_tensor *[]){x, fidx});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, idx});
+    bd_tensor *fidx = bd_test_tensor(BD_F32, DIMS(2));
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, fidx});
     bd_graph_free(g);
-    n = make_node(&g, 13, "Gather", 2, 1);
-    attr_int(n, "axis", 3);
+    n = bd_test_node(&g, 13, "Gather", 2, 1);
+    bd_test_attr_int(n, "axis", 3);
     *(int64_t *)idx->data = 0;
-    assert_fails(g, n, (bd_tensor *[]){x, idx});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, idx});
     bd_graph_free(g);
     bd_tensor_free(fidx);
     bd_tensor_free(idx);
@@ -687,14 +601,14 @@ static void test_shape(void **state)
     bd_tensor *x = iota(BD_U8, DIMS(3, 5, 7, 9));
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         bd_graph *g;
-        bd_node *n = make_node(&g, 15, "Shape", 1, 1);
+        bd_node *n = bd_test_node(&g, 15, "Shape", 1, 1);
         if (cases[c].set_start)
-            attr_int(n, "start", cases[c].start);
+            bd_test_attr_int(n, "start", cases[c].start);
         if (cases[c].set_end)
-            attr_int(n, "end", cases[c].end);
-        bd_tensor *y = run_ok(g, n, &x);
+            bd_test_attr_int(n, "end", cases[c].end);
+        bd_tensor *y = bd_test_run(g, n, &x);
         assert_int_equal(y->dtype, BD_I64);
-        assert_shape(y, 1, &cases[c].len);
+        bd_test_assert_shape(y, 1, &cases[c].len, NULL);
         for (int64_t i = 0; i < cases[c].len; i++)
             assert_int_equal(((int64_t *)y->data)[i], x->dims[cases[c].first + i]);
         bd_tensor_free(y);
@@ -744,19 +658,19 @@ static void check_slice(bd_dtype dt, int64_t opset, const slice_case *sc)
     int nin = opset >= 10 ? 3 + sc->has_axes + sc->has_steps : 1;
     if (opset >= 10 && sc->has_steps && !sc->has_axes)
         nin = 5;
-    bd_node *n = make_node(&g, opset, "Slice", nin, 1);
+    bd_node *n = bd_test_node(&g, opset, "Slice", nin, 1);
     if (opset >= 10) {
-        args[1] = ints_tensor(sc->n, sc->starts);
-        args[2] = ints_tensor(sc->n, sc->ends);
+        args[1] = bd_test_ints(sc->n, sc->starts);
+        args[2] = bd_test_ints(sc->n, sc->ends);
         if (sc->has_axes)
-            args[3] = ints_tensor(sc->n, sc->axes);
+            args[3] = bd_test_ints(sc->n, sc->axes);
         if (sc->has_steps)
-            args[4] = ints_tensor(sc->n, sc->steps);
+            args[4] = bd_test_ints(sc->n, sc->steps);
     } else {
-        attr_ints(n, "starts", sc->n, sc->starts);
-        attr_ints(n, "ends", sc->n, sc->ends);
+        bd_test_attr_ints(n, "starts", sc->n, sc->starts);
+        bd_test_attr_ints(n, "ends", sc->n, sc->ends);
         if (sc->has_axes)
-            attr_ints(n, "axes", sc->n, sc->axes);
+            bd_test_attr_ints(n, "axes", sc->n, sc->axes);
     }
     int64_t sel[4][9], dims[4];
     for (int d = 0; d < 4; d++) {
@@ -769,11 +683,11 @@ static void check_slice(bd_dtype dt, int64_t opset, const slice_case *sc)
         dims[a] = ref_slice_axis(x->dims[a], sc->starts[k], sc->ends[k],
                                  sc->has_steps ? sc->steps[k] : 1, sel[a]);
     }
-    bd_tensor *y = run_ok(g, n, args);
-    assert_shape(y, 4, dims);
+    bd_tensor *y = bd_test_run(g, n, args);
+    bd_test_assert_shape(y, 4, dims, NULL);
     for (int64_t i = 0; i < bd_tensor_count(y); i++) {
         int64_t oi[4], xi[4];
-        unravel(i, 4, dims, oi);
+        bd_test_unravel(i, 4, dims, oi);
         for (int d = 0; d < 4; d++)
             xi[d] = sel[d][oi[d]];
         assert_elem_equal(y, i, x, ravel(4, x->dims, xi));
@@ -808,13 +722,13 @@ static void test_slice(void **state)
     bd_tensor *x = iota(BD_F32, DIMS(3, 5)), *s = INTS(0), *e = INTS(2), *ax = INTS(2);
     bd_tensor *zero = INTS(0), *two = INTS(0, 1);
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Slice", 5, 1);
-    assert_fails(g, n, (bd_tensor *[]){x, s, e, ax, NULL});
+    bd_node *n = bd_test_node(&g, 13, "Slice", 5, 1);
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, s, e, ax, NULL});
     assert_non_null(strstr(bd_error_message(), "axis 2"));
-    assert_fails(g, n, (bd_tensor *[]){x, s, e, NULL, zero});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, s, e, NULL, zero});
     assert_non_null(strstr(bd_error_message(), "step"));
-    assert_fails(g, n, (bd_tensor *[]){x, s, two, NULL, NULL});
-    assert_fails(g, n, (bd_tensor *[]){x, NULL, e, NULL, NULL});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, s, two, NULL, NULL});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, NULL, e, NULL, NULL});
     bd_graph_free(g);
     bd_tensor *list[] = {x, s, e, ax, zero, two};
     for (size_t k = 0; k < sizeof list / sizeof list[0]; k++)
@@ -824,50 +738,50 @@ static void test_slice(void **state)
 static void test_constant_of_shape(void **state)
 {
     (void)state;
-    bd_tensor *shape = INTS(3, 5, 7), *empty = new_tensor(BD_I64, DIMS(0));
+    bd_tensor *shape = INTS(3, 5, 7), *empty = bd_test_tensor(BD_I64, DIMS(0));
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "ConstantOfShape", 1, 1);
-    bd_tensor *y = run_ok(g, n, &shape);
+    bd_node *n = bd_test_node(&g, 13, "ConstantOfShape", 1, 1);
+    bd_tensor *y = bd_test_run(g, n, &shape);
     assert_int_equal(y->dtype, BD_F32);
-    assert_shape(y, 3, (int64_t[]){3, 5, 7});
+    bd_test_assert_shape(y, 3, (int64_t[]){3, 5, 7}, NULL);
     for (int64_t i = 0; i < 105; i++)
         assert_true(((float *)y->data)[i] == 0);
     bd_tensor_free(y);
     bd_graph_free(g);
 
-    bd_tensor *v = new_tensor(BD_I64, DIMS(1));
+    bd_tensor *v = bd_test_tensor(BD_I64, DIMS(1));
     *(int64_t *)v->data = -9;
-    n = make_node(&g, 13, "ConstantOfShape", 1, 1);
-    attr_tensor(n, "value", v);
-    y = run_ok(g, n, &shape);
+    n = bd_test_node(&g, 13, "ConstantOfShape", 1, 1);
+    bd_test_attr_tensor(n, "value", v);
+    y = bd_test_run(g, n, &shape);
     assert_int_equal(y->dtype, BD_I64);
     for (int64_t i = 0; i < 105; i++)
         assert_int_equal(((int64_t *)y->data)[i], -9);
     bd_tensor_free(y);
-    y = run_ok(g, n, &empty); /* an empty shape gives a scalar */
+    y = bd_test_run(g, n, &empty); /* an empty shape gives a scalar */
     assert_int_equal(y->ndim, 0);
     assert_int_equal(*(int64_t *)y->data, -9);
     bd_tensor_free(y);
     bd_graph_free(g);
 
-    bd_tensor *f = new_tensor(BD_F16, DIMS(1)), *big = INTS(3, 5, 67, 101);
+    bd_tensor *f = bd_test_tensor(BD_F16, DIMS(1)), *big = INTS(3, 5, 67, 101);
     *(uint16_t *)f->data = bd_f32_to_f16(2.5f);
-    n = make_node(&g, 13, "ConstantOfShape", 1, 1);
-    attr_tensor(n, "value", f);
-    y = run_ok(g, n, &big);
+    n = bd_test_node(&g, 13, "ConstantOfShape", 1, 1);
+    bd_test_attr_tensor(n, "value", f);
+    y = bd_test_run(g, n, &big);
     assert_int_equal(y->dtype, BD_F16);
     for (int64_t i = 0; i < bd_tensor_count(y); i++)
         assert_int_equal(((uint16_t *)y->data)[i], *(uint16_t *)f->data);
     bd_tensor_free(y);
     bd_graph_free(g);
 
-    bd_tensor *two = new_tensor(BD_F32, DIMS(2)), *neg = INTS(3, -1);
-    n = make_node(&g, 13, "ConstantOfShape", 1, 1);
-    attr_tensor(n, "value", two);
-    assert_fails(g, n, &shape);
+    bd_tensor *two = bd_test_tensor(BD_F32, DIMS(2)), *neg = INTS(3, -1);
+    n = bd_test_node(&g, 13, "ConstantOfShape", 1, 1);
+    bd_test_attr_tensor(n, "value", two);
+    bd_test_assert_fails(g, n, &shape);
     bd_graph_free(g);
-    n = make_node(&g, 13, "ConstantOfShape", 1, 1);
-    assert_fails(g, n, &neg);
+    n = bd_test_node(&g, 13, "ConstantOfShape", 1, 1);
+    bd_test_assert_fails(g, n, &neg);
     bd_graph_free(g);
     bd_tensor *list[] = {shape, empty, v, f, big, two, neg};
     for (size_t k = 0; k < sizeof list / sizeof list[0]; k++)
@@ -879,15 +793,13 @@ static void check_expand(bd_dtype dt, int nx, const int64_t *xdims, bd_tensor *s
 {
     bd_tensor *x = iota(dt, nx, xdims);
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Expand", 2, 1);
-    bd_tensor *y = run_ok(g, n, (bd_tensor *[]){x, shape});
-    assert_shape(y, nout, out);
+    bd_node *n = bd_test_node(&g, 13, "Expand", 2, 1);
+    bd_tensor *y = bd_test_run(g, n, (bd_tensor *[]){x, shape});
+    bd_test_assert_shape(y, nout, out, NULL);
     for (int64_t i = 0; i < bd_tensor_count(y); i++) {
-        int64_t oi[BD_MAX_DIMS], off = 0;
-        unravel(i, nout, out, oi);
-        for (int d = 0; d < nx; d++)
-            off = off * xdims[d] + (xdims[d] == 1 ? 0 : oi[d + nout - nx]);
-        assert_elem_equal(y, i, x, off);
+        int64_t oi[BD_MAX_DIMS];
+        bd_test_unravel(i, nout, out, oi);
+        assert_elem_equal(y, i, x, bd_test_bcast_offset(nx, xdims, nout, oi));
     }
     bd_tensor_free(y);
     bd_tensor_free(x);
@@ -908,8 +820,8 @@ static void test_expand(void **state)
     }
     bd_tensor *x = iota(BD_F32, DIMS(3, 5)), *shape = INTS(4, 5);
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Expand", 2, 1);
-    assert_fails(g, n, (bd_tensor *[]){x, shape});
+    bd_node *n = bd_test_node(&g, 13, "Expand", 2, 1);
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, shape});
     assert_non_null(strstr(bd_error_message(), "[4, 5]"));
     bd_graph_free(g);
     bd_tensor_free(shape);
@@ -942,23 +854,23 @@ static void check_pad(bd_dtype dt, int64_t opset, const char *mode, int naxes,
     int np = 2 * (axes ? naxes : 4);
     bd_tensor *args[4] = {x, NULL, NULL, NULL};
     bd_graph *g;
-    bd_node *n = make_node(&g, opset, "Pad", opset >= 11 ? 4 : 1, 1);
+    bd_node *n = bd_test_node(&g, opset, "Pad", opset >= 11 ? 4 : 1, 1);
     if (strcmp(mode, "constant") != 0 || opset < 11)
-        attr_str(n, "mode", mode);
+        bd_test_attr_str(n, "mode", mode);
     unsigned char value[8] = {0};
     if (opset >= 11) {
-        args[1] = ints_tensor(np, pads);
+        args[1] = bd_test_ints(np, pads);
         if (axes)
-            args[3] = ints_tensor(naxes, axes);
+            args[3] = bd_test_ints(naxes, axes);
         if (with_value) {
             args[2] = iota(dt, SCALAR); /* element 0 of iota */
             memcpy(value, args[2]->data, bd_dtype_size(dt));
         }
     } else {
-        attr_ints(n, "pads", np, pads);
-        bd_attr a = {.name = "value", .type = BD_ATTR_FLOAT, .f = 0.25f};
-        assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
-        memcpy(value, &a.f, sizeof a.f);
+        bd_test_attr_ints(n, "pads", np, pads);
+        float v = 0.25f;
+        bd_test_attr_float(n, "value", v);
+        memcpy(value, &v, sizeof v);
     }
     int64_t begin[4] = {0}, end[4] = {0}, dims[4];
     for (int i = 0; i < np / 2; i++) {
@@ -968,13 +880,13 @@ static void check_pad(bd_dtype dt, int64_t opset, const char *mode, int naxes,
     }
     for (int d = 0; d < 4; d++)
         dims[d] = x->dims[d] + begin[d] + end[d];
-    bd_tensor *y = run_ok(g, n, args);
-    assert_shape(y, 4, dims);
+    bd_tensor *y = bd_test_run(g, n, args);
+    bd_test_assert_shape(y, 4, dims, NULL);
     size_t es = bd_dtype_size(dt);
     for (int64_t i = 0; i < bd_tensor_count(y); i++) {
         int64_t oi[4], xi[4];
         int constant = 0;
-        unravel(i, 4, dims, oi);
+        bd_test_unravel(i, 4, dims, oi);
         for (int d = 0; d < 4; d++) {
             xi[d] = ref_pad_index(oi[d] - begin[d], x->dims[d], mode);
             constant |= xi[d] < 0;
@@ -1010,25 +922,25 @@ static void test_pad(void **state)
     check_pad(BD_F32, 2, "reflect", 0, NULL, p1, 0);
     bd_tensor *big = iota(BD_F32, DIMS(3, 5, 67, 101)), *pads = INTS(0, 0, 2, 3, 0, 0, 1, 2);
     bd_graph *g;
-    bd_node *n = make_node(&g, 13, "Pad", 2, 1);
-    attr_str(n, "mode", "reflect");
-    bd_tensor *y = run_ok(g, n, (bd_tensor *[]){big, pads});
-    assert_shape(y, 4, (int64_t[]){3, 5, 70, 106});
+    bd_node *n = bd_test_node(&g, 13, "Pad", 2, 1);
+    bd_test_attr_str(n, "mode", "reflect");
+    bd_tensor *y = bd_test_run(g, n, (bd_tensor *[]){big, pads});
+    bd_test_assert_shape(y, 4, (int64_t[]){3, 5, 70, 106}, NULL);
     assert_elem_equal(y, 0, big, 2 * 101 + 3); /* [0, 0, -2, -3] reflects to [0, 0, 2, 3] */
     bd_tensor_free(y);
     bd_graph_free(g);
     /* errors: the pads count, an unknown mode, a value of another dtype */
     bd_tensor *x = iota(BD_F32, DIMS(3, 5)), *short_pads = INTS(1, 1, 1);
     bd_tensor *ivalue = iota(BD_I64, SCALAR), *p4 = INTS(1, 1, 1, 1), *deep = INTS(0, -4, 0, -2);
-    n = make_node(&g, 13, "Pad", 3, 1);
-    assert_fails(g, n, (bd_tensor *[]){x, short_pads, NULL});
+    n = bd_test_node(&g, 13, "Pad", 3, 1);
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, short_pads, NULL});
     assert_non_null(strstr(bd_error_message(), "pads"));
-    assert_fails(g, n, (bd_tensor *[]){x, p4, ivalue});
-    assert_fails(g, n, (bd_tensor *[]){x, deep, NULL});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, p4, ivalue});
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, deep, NULL});
     bd_graph_free(g);
-    n = make_node(&g, 19, "Pad", 2, 1);
-    attr_str(n, "mode", "wrap");
-    assert_fails(g, n, (bd_tensor *[]){x, p4});
+    n = bd_test_node(&g, 19, "Pad", 2, 1);
+    bd_test_attr_str(n, "mode", "wrap");
+    bd_test_assert_fails(g, n, (bd_tensor *[]){x, p4});
     assert_non_null(strstr(bd_error_message(), "wrap"));
     bd_graph_free(g);
     bd_tensor *list[] = {big, pads, x, short_pads, ivalue, p4, deep};
