@@ -17,6 +17,7 @@ typedef struct step {
 
 struct bd_exec {
     const bd_graph *g;
+    int maxio; /* most inputs or outputs of any node */
     int nsteps;
     step *steps;
     int *uses; /* reads of each computed value, over all steps */
@@ -91,6 +92,13 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
         return bd_fail(BD_ENOMEM, "out of memory planning the graph");
     }
     ex->g = g;
+    ex->maxio = 1;
+    for (int i = 0; i < g->nnodes; i++) {
+        if (g->nodes[i].ninputs > ex->maxio)
+            ex->maxio = g->nodes[i].ninputs;
+        if (g->nodes[i].noutputs > ex->maxio)
+            ex->maxio = g->nodes[i].noutputs;
+    }
     for (int i = 0; i < g->noutputs; i++)
         ex->is_output[g->outputs[i]] = 1;
     for (int i = 0; i < g->nnodes; i++) {
@@ -236,13 +244,18 @@ static bd_status check_input(const bd_graph *g, int i, const bd_tensor *t)
     return BD_OK;
 }
 
-typedef struct run_state {
+/* The values alive at one point of a run, for one batch: running a graph
+ * is advancing a state from the first step to the last. A caller that keeps
+ * a state can stop before a node, change that node's weight and carry on
+ * from there (the quantizer's calibration cache). */
+struct bd_exec_state {
     bd_tensor **vals;
     unsigned char *owned;
-    int *left;
-} run_state;
+    int *left; /* reads still to come */
+    int step;  /* next step to run */
+};
 
-static void release(run_state *r, int v)
+static void release(bd_exec_state *r, int v)
 {
     if (r->owned[v]) {
         bd_tensor_free(r->vals[v]);
@@ -251,82 +264,157 @@ static void release(run_state *r, int v)
     r->vals[v] = NULL;
 }
 
+void bd_exec_state_free(const bd_exec *ex, bd_exec_state *r)
+{
+    if (!r)
+        return;
+    if (r->vals && r->owned)
+        for (int v = 0; v < ex->g->nvalues; v++)
+            release(r, v);
+    free(r->vals);
+    free(r->owned);
+    free(r->left);
+    free(r);
+}
+
+bd_status bd_exec_state_new(const bd_exec *ex, bd_tensor *const *inputs, bd_exec_state **out)
+{
+    const bd_graph *g = ex->g;
+    bd_exec_state *r = calloc(1, sizeof *r);
+    if (r) {
+        r->vals = calloc((size_t)g->nvalues + 1, sizeof *r->vals);
+        r->owned = calloc((size_t)g->nvalues + 1, 1);
+        r->left = malloc(((size_t)g->nvalues + 1) * sizeof *r->left);
+    }
+    if (!r || !r->vals || !r->owned || !r->left) {
+        bd_exec_state_free(ex, r);
+        return bd_fail(BD_ENOMEM, "out of memory");
+    }
+    memcpy(r->left, ex->uses, (size_t)g->nvalues * sizeof *r->left);
+    for (int v = 0; v < g->nvalues; v++)
+        r->vals[v] = g->values[v].init;
+    for (int i = 0; i < g->ninputs; i++) {
+        bd_status st = check_input(g, i, inputs[i]);
+        if (st != BD_OK) {
+            bd_exec_state_free(ex, r);
+            return st;
+        }
+        /* the caller's tensor, shared: it may be freed once the state holds it */
+        st = bd_tensor_view(&r->vals[g->inputs[i]], inputs[i], inputs[i]->ndim, inputs[i]->dims);
+        if (st != BD_OK) {
+            bd_exec_state_free(ex, r);
+            return st;
+        }
+        r->owned[g->inputs[i]] = 1;
+    }
+    *out = r;
+    return BD_OK;
+}
+
+int bd_exec_state_node(const bd_exec *ex, const bd_exec_state *r)
+{
+    return r->step < ex->nsteps ? ex->steps[r->step].node : ex->g->nnodes;
+}
+
+const bd_tensor *bd_exec_state_value(const bd_exec_state *r, int value)
+{
+    return r->vals[value];
+}
+
+size_t bd_exec_state_bytes(const bd_exec *ex, const bd_exec_state *r)
+{
+    size_t total = 0;
+    for (int v = 0; v < ex->g->nvalues; v++)
+        if (r->owned[v])
+            total += bd_tensor_nbytes(r->vals[v]);
+    return total;
+}
+
+/* Gathers the next step's inputs and shows them to the hook. */
+static bd_status hook_next(bd_exec *ex, bd_exec_state *r, bd_tensor **ins)
+{
+    const bd_node *n = &ex->g->nodes[ex->steps[r->step].node];
+    for (int k = 0; k < n->ninputs; k++)
+        ins[k] = n->inputs[k] >= 0 ? r->vals[n->inputs[k]] : NULL;
+    return ex->hook ? ex->hook(ex->user, ex->g, ex->steps[r->step].node, ins) : BD_OK;
+}
+
+/* Runs one step: its hook, its kernel, then frees what it read last. */
+static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_tensor **outs)
+{
+    const bd_graph *g = ex->g;
+    const step *s = &ex->steps[r->step];
+    const bd_node *n = &g->nodes[s->node];
+    bd_status st = hook_next(ex, r, ins);
+    if (st != BD_OK)
+        return st;
+    for (int k = 0; k < n->noutputs; k++)
+        outs[k] = NULL;
+    if (s->bn >= 0 || s->act >= 0) {
+        st = run_fused_conv(g, s, ins, &outs[0]);
+        if (st == BD_OK) {
+            r->vals[s->out] = outs[0];
+            r->owned[s->out] = 1;
+        }
+    } else {
+        st = s->op->forward(g, n, ins, outs);
+        for (int k = 0; k < n->noutputs; k++) {
+            int v = n->outputs[k];
+            if (st != BD_OK || v < 0 || (ex->uses[v] == 0 && !ex->is_output[v])) {
+                bd_tensor_free(outs[k]); /* failed, unnamed or never read */
+                continue;
+            }
+            if (!outs[k]) {
+                st = bd_node_fail(n, BD_EINVAL, "output %d was not computed", k);
+                continue;
+            }
+            r->vals[v] = outs[k];
+            r->owned[v] = 1;
+        }
+    }
+    if (st != BD_OK)
+        return st;
+    for (int k = 0; k < n->ninputs; k++) {
+        int v = n->inputs[k];
+        if (v >= 0 && --r->left[v] == 0 && !ex->is_output[v])
+            release(r, v);
+    }
+    r->step++;
+    return BD_OK;
+}
+
+/* Advances to `node`; with `hook_at`, also shows that node's inputs to the
+ * hook without running it. */
+static bd_status advance(bd_exec *ex, bd_exec_state *r, int node, int hook_at)
+{
+    bd_tensor **ins = calloc((size_t)ex->maxio, sizeof *ins);
+    bd_tensor **outs = calloc((size_t)ex->maxio, sizeof *outs);
+    bd_status st = ins && outs ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    while (st == BD_OK && r->step < ex->nsteps && ex->steps[r->step].node < node)
+        st = run_step(ex, r, ins, outs);
+    if (st == BD_OK && hook_at && r->step < ex->nsteps && ex->steps[r->step].node == node)
+        st = hook_next(ex, r, ins);
+    free(ins);
+    free(outs);
+    return st;
+}
+
+bd_status bd_exec_advance(bd_exec *ex, bd_exec_state *r, int node)
+{
+    return advance(ex, r, node, 0);
+}
+
 static bd_status run(bd_exec *ex, bd_tensor *const *inputs, int last, bd_tensor **outputs)
 {
     const bd_graph *g = ex->g;
-    run_state r;
-    r.vals = calloc((size_t)g->nvalues + 1, sizeof *r.vals);
-    r.owned = calloc((size_t)g->nvalues + 1, 1);
-    r.left = malloc(((size_t)g->nvalues + 1) * sizeof *r.left);
-    bd_tensor **ins = NULL, **outs = NULL;
-    int maxio = 1;
-    for (int i = 0; i < g->nnodes; i++) {
-        if (g->nodes[i].ninputs > maxio)
-            maxio = g->nodes[i].ninputs;
-        if (g->nodes[i].noutputs > maxio)
-            maxio = g->nodes[i].noutputs;
-    }
-    ins = calloc((size_t)maxio, sizeof *ins);
-    outs = calloc((size_t)maxio, sizeof *outs);
-    bd_status st = BD_OK;
-    if (!r.vals || !r.owned || !r.left || !ins || !outs) {
-        st = bd_fail(BD_ENOMEM, "out of memory");
-        goto done;
-    }
-    memcpy(r.left, ex->uses, (size_t)g->nvalues * sizeof *r.left);
-    for (int v = 0; v < g->nvalues; v++)
-        r.vals[v] = g->values[v].init;
-    for (int i = 0; i < g->ninputs && st == BD_OK; i++) {
-        st = check_input(g, i, inputs[i]);
-        r.vals[g->inputs[i]] = inputs[i];
-    }
-    for (int si = 0; si < ex->nsteps && st == BD_OK; si++) {
-        const step *s = &ex->steps[si];
-        if (last >= 0 && s->node > last)
-            break;
-        const bd_node *n = &g->nodes[s->node];
-        for (int k = 0; k < n->ninputs; k++)
-            ins[k] = n->inputs[k] >= 0 ? r.vals[n->inputs[k]] : NULL;
-        if (ex->hook && (st = ex->hook(ex->user, g, s->node, ins)) != BD_OK)
-            break;
-        if (last >= 0 && s->node == last)
-            break;
-        for (int k = 0; k < n->noutputs; k++)
-            outs[k] = NULL;
-        if (s->bn >= 0 || s->act >= 0) {
-            st = run_fused_conv(g, s, ins, &outs[0]);
-            if (st == BD_OK) {
-                r.vals[s->out] = outs[0];
-                r.owned[s->out] = 1;
-            }
-        } else {
-            for (int k = 0; k < n->noutputs; k++)
-                outs[k] = NULL;
-            st = s->op->forward(g, n, ins, outs);
-            for (int k = 0; k < n->noutputs; k++) {
-                int v = n->outputs[k];
-                if (st != BD_OK || v < 0 || (ex->uses[v] == 0 && !ex->is_output[v])) {
-                    bd_tensor_free(outs[k]); /* failed, unnamed or never read */
-                    continue;
-                }
-                if (!outs[k]) {
-                    st = bd_node_fail(n, BD_EINVAL, "output %d was not computed", k);
-                    continue;
-                }
-                r.vals[v] = outs[k];
-                r.owned[v] = 1;
-            }
-        }
-        for (int k = 0; k < n->ninputs; k++) {
-            int v = n->inputs[k];
-            if (v >= 0 && --r.left[v] == 0 && !ex->is_output[v])
-                release(&r, v);
-        }
-    }
+    bd_exec_state *r;
+    BD_TRY(bd_exec_state_new(ex, inputs, &r));
+    /* with `last`, its hook sees its inputs but its kernel does not run */
+    bd_status st = advance(ex, r, last >= 0 ? last : g->nnodes, last >= 0);
     if (st == BD_OK && outputs) {
         for (int i = 0; i < g->noutputs && st == BD_OK; i++) {
             int v = g->outputs[i];
-            const bd_tensor *t = r.vals[v];
+            const bd_tensor *t = r->vals[v];
             if (!t) {
                 st = bd_fail(BD_EINVAL, "output '%s' was not computed", g->values[v].name);
                 break;
@@ -339,15 +427,7 @@ static bd_status run(bd_exec *ex, bd_tensor *const *inputs, int last, bd_tensor 
                 outputs[i] = NULL;
             }
     }
-done:
-    if (r.vals && r.owned)
-        for (int v = 0; v < g->nvalues; v++)
-            release(&r, v);
-    free(r.vals);
-    free(r.owned);
-    free(r.left);
-    free(ins);
-    free(outs);
+    bd_exec_state_free(ex, r);
     return st;
 }
 

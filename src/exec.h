@@ -35,6 +35,22 @@ bd_status bd_exec_run(bd_exec *ex, bd_tensor *const *inputs, bd_tensor **outputs
 /* Runs nodes 0..last only (no outputs): enough to feed a hook on `last`. */
 bd_status bd_exec_run_until(bd_exec *ex, bd_tensor *const *inputs, int last);
 
+/* A run held at a point: the values alive before some node, for one batch.
+ * Advancing it runs the steps before `node` (hooks included) and frees what
+ * is no longer read; a caller may change a later node's weight between two
+ * advances and the rest of the run sees the change. */
+typedef struct bd_exec_state bd_exec_state;
+
+bd_status bd_exec_state_new(const bd_exec *ex, bd_tensor *const *inputs, bd_exec_state **out);
+bd_status bd_exec_advance(bd_exec *ex, bd_exec_state *st, int node);
+/* The node the state stands before (g->nnodes at the end). */
+int bd_exec_state_node(const bd_exec *ex, const bd_exec_state *st);
+/* A value the state holds (NULL if dead or not computed yet). */
+const bd_tensor *bd_exec_state_value(const bd_exec_state *st, int value);
+/* Bytes of the intermediates it holds. */
+size_t bd_exec_state_bytes(const bd_exec *ex, const bd_exec_state *st);
+void bd_exec_state_free(const bd_exec *ex, bd_exec_state *st);
+
 /* Convenience for single-input, single-output models. */
 bd_status bd_exec_run1(bd_exec *ex, const bd_tensor *input, bd_tensor **output);
 

@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compressed.h"
 #include "model_meta.h"
+#include "size.h"
 
 int cli_report(bd_status s)
 {
@@ -114,4 +116,32 @@ int cli_preprocess_resolve(const char *cmd, const cli_preprocess *cp, const bd_g
     if (cp->rgb)
         pp->channels = 3;
     return CLI_OK;
+}
+
+bd_status cli_load_model(const char *path, bd_graph **g, int describe)
+{
+    bd_qlayer *q;
+    int n;
+    BD_TRY(bd_model_load(path, g, &q, &n));
+    bd_layer *layers = NULL;
+    const bd_qlayer **qp = calloc((size_t)n + 1, sizeof *qp);
+    int quantized = 0;
+    for (int i = 0; qp && i < n; i++)
+        if (q[i].k > 0) {
+            qp[i] = &q[i];
+            quantized++;
+        }
+    int nlayers;
+    if (describe && quantized && qp && bd_layers_find(*g, &layers, &nlayers) == BD_OK) {
+        bd_model_size size;
+        bd_model_size_compute(*g, layers, nlayers, qp, &size);
+        printf("compressed model: %d of %d layers quantized, %.4f MB (fp32 %.4f MB), ratio %.2fx\n",
+               quantized, nlayers, bd_mb(size.compressed_bytes), bd_mb(size.fp32_bytes), size.ratio);
+    }
+    free(layers);
+    free(qp);
+    for (int i = 0; i < n; i++)
+        bd_qlayer_free(&q[i]);
+    free(q);
+    return BD_OK;
 }

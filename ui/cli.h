@@ -20,6 +20,10 @@ int cli_report(bd_status s);
 /* Prints "bitdown <cmd>: <message>" and a hint to --help; returns CLI_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) BD_PRINTF(2, 3);
 
+/* Loads a model, plain or compressed; with `describe`, says on stdout how a
+ * compressed one was compressed (layers quantized, size, ratio). */
+bd_status cli_load_model(const char *path, bd_graph **g, int describe);
+
 /* Whole-number and list option values; messages name the option. */
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long min, long max, long *out);
 int cli_parse_floats(const char *cmd, const char *opt, const char *s, float *out, int max, int *n);
@@ -51,5 +55,6 @@ int cli_info(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_predict(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_quantize(int argc, char **argv);
 
 #endif

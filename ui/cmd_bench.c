@@ -7,7 +7,6 @@
 
 #include "cli.h"
 #include "exec.h"
-#include "onnx_io.h"
 #include "threads.h"
 
 static const char help[] =
@@ -99,7 +98,7 @@ int cli_bench(int argc, char **argv)
     if (threads)
         bd_threads_set((int)threads);
     bd_graph *g;
-    bd_status s = bd_onnx_load(argv[optind], &g);
+    bd_status s = cli_load_model(argv[optind], &g, 0);
     if (s != BD_OK)
         return cli_report(s);
     bd_tensor *x = NULL;

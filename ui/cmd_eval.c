@@ -5,10 +5,11 @@
 #include <string.h>
 
 #include "cli.h"
+#include "compressed.h"
+#include "size.h"
 #include "eval.h"
 #include "fileio.h"
 #include "model_meta.h"
-#include "onnx_io.h"
 #include "threads.h"
 
 static const char help[] =
@@ -94,7 +95,7 @@ int cli_eval(int argc, char **argv)
     bd_eval_result r = {0};
     char spec[4096];
     int rc = CLI_FAIL;
-    bd_status s = bd_onnx_load(argv[optind], &g);
+    bd_status s = cli_load_model(argv[optind], &g, 1);
     if (s != BD_OK)
         return cli_report(s);
     const char *dataset = bd_graph_meta(g, BD_META_DATASET);

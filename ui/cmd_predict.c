@@ -8,7 +8,6 @@
 #include "eval.h"
 #include "exec.h"
 #include "model_meta.h"
-#include "onnx_io.h"
 
 static const char help[] =
     "usage: bitdown predict MODEL IMAGE... [options]\n\n"
@@ -90,7 +89,7 @@ int cli_predict(int argc, char **argv)
     if (argc - optind < 2)
         return cli_usage_error("predict", "expects a MODEL and at least one IMAGE");
     bd_graph *g;
-    bd_status s = bd_onnx_load(argv[optind], &g);
+    bd_status s = cli_load_model(argv[optind], &g, 0);
     if (s != BD_OK)
         return cli_report(s);
     char **names = NULL;

@@ -13,6 +13,7 @@ static const cli_command commands[] = {
     {"eval", "top-1 / top-5 accuracy of a model on a dataset", cli_eval},
     {"predict", "top-5 classes of a model for image files", cli_predict},
     {"bench", "forward throughput in images per second", cli_bench},
+    {"quantize", "compress a model with activation-aware product quantization", cli_quantize},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 

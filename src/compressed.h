@@ -1,0 +1,51 @@
+/* The compressed file is ONNX (DESIGN.md): each quantized weight is an
+ * expression of standard operators,
+ *     codes (uint8 | uint16, [n]) -> Cast(int64) -> Gather(centroids fp16 [k, d])
+ *       -> Cast(float) -> Reshape(weight shape)        (rows stored contiguously)
+ *       -> Reshape([rows, row_len]) -> Transpose        (Gemm transB=0, MatMul)
+ * so any ONNX runtime runs it and the file's size is the compressed size.
+ * Per-layer choices go in metadata_props under "bitdown.layer.<name>".
+ *
+ * Export builds such a graph from a student whose quantized layers hold
+ * decoded weights; import recognises the pattern in a loaded graph, replaces
+ * it by the dense decoded weight (so the executor and every other stage see
+ * a plain initializer) and gives the codes and codebooks back. */
+#ifndef BD_COMPRESSED_H
+#define BD_COMPRESSED_H
+
+#include "graph.h"
+#include "layers.h"
+#include "quantize.h"
+
+#define BD_META_FORMAT "bitdown.format"
+#define BD_META_LAYER_PREFIX "bitdown.layer."
+
+/* A new graph: a copy of `student` in which every layer i with q[i] != NULL
+ * has its weight initializer replaced by the decoding expression of q[i],
+ * and "bitdown.layer.<name>" metadata describing it (other metadata is kept;
+ * stale bitdown.layer.* keys are not). layers[] must be those of student
+ * (bd_layers_find). Fails, naming the layer, if a weight is shared by other
+ * nodes, if a centroid is not a float16 value, or if the student's weight is
+ * not decode(q[i]) bit for bit (it was changed after quantization). */
+bd_status bd_compressed_export(const bd_graph *student, const bd_layer *layers, int nlayers,
+                               const bd_qlayer *const *q, bd_graph **out);
+
+/* Recognises every decoding expression in g (a Gather from a float16
+ * table of uint8/uint16 codes, its intermediate values read by nothing
+ * else), replaces it by the weight it computes, and returns for each layer
+ * of the rewritten graph (in bd_layers_find order) its bd_qlayer, or an
+ * all-zero one (k == 0) for a layer that is not quantized, including one
+ * whose expression cuts rows another way than bitdown's layout. *q is an
+ * array of *nlayers entries (bd_qlayer_free each, then free). d and k come
+ * from the codebook; objective, rel_error (-1 when absent), history and
+ * seconds from the metadata, whose bitdown.* PQ keys are then removed. A
+ * malformed expression (codes out of range, sizes that do not agree) or
+ * metadata value fails with a message naming the tensor or key, leaving g
+ * as it was (except when memory runs out after the rewrite, which leaves
+ * the same model with plain weights). */
+bd_status bd_compressed_import(bd_graph *g, bd_qlayer **q, int *nlayers);
+
+/* Loads an ONNX file, plain or compressed: bd_onnx_load + import. */
+bd_status bd_model_load(const char *path, bd_graph **g, bd_qlayer **q, int *nlayers);
+
+#endif

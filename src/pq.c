@@ -1,0 +1,506 @@
+#include "pq.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data.h"
+#include "tensor.h"
+
+/* ---- layout ---------------------------------------------------------------- */
+
+bd_status bd_pq_layout_init(const bd_layer *l, int64_t d, bd_pq_layout *lay)
+{
+    if (d < 1 || l->row_len % d != 0) {
+        char divisors[256];
+        size_t used = 0;
+        divisors[0] = '\0';
+        for (int64_t v = 1; v <= l->row_len && used + 24 < sizeof divisors; v++)
+            if (l->row_len % v == 0)
+                used += (size_t)snprintf(divisors + used, sizeof divisors - used, "%s%lld",
+                                         used ? ", " : "", (long long)v);
+        return bd_fail(BD_EINVAL,
+                       "layer '%s': d=%lld does not divide its row length %lld (divisors: %s)",
+                       l->name, (long long)d, (long long)l->row_len, divisors);
+    }
+    lay->rows = l->rows;
+    lay->row_len = l->row_len;
+    lay->d = d;
+    lay->m = l->row_len / d;
+    lay->n = l->rows * lay->m;
+    lay->transposed = l->transposed;
+    return BD_OK;
+}
+
+void bd_pq_gather(const bd_pq_layout *lay, const float *w, float *sub)
+{
+    if (!lay->transposed) { /* [rows][row_len] is already [n][d] */
+        memcpy(sub, w, (size_t)(lay->n * lay->d) * sizeof *sub);
+        return;
+    }
+    for (int64_t r = 0; r < lay->rows; r++)
+        for (int64_t c = 0; c < lay->row_len; c++)
+            sub[r * lay->row_len + c] = w[c * lay->rows + r];
+}
+
+void bd_pq_scatter(const bd_pq_layout *lay, const float *sub, float *w)
+{
+    if (!lay->transposed) {
+        memcpy(w, sub, (size_t)(lay->n * lay->d) * sizeof *w);
+        return;
+    }
+    for (int64_t r = 0; r < lay->rows; r++)
+        for (int64_t c = 0; c < lay->row_len; c++)
+            w[c * lay->rows + r] = sub[r * lay->row_len + c];
+}
+
+/* ---- Gram matrix ----------------------------------------------------------- */
+
+bd_status bd_gram_init(bd_gram *gr, int64_t d)
+{
+    memset(gr, 0, sizeof *gr);
+    gr->d = d;
+    gr->g = calloc((size_t)(d * d), sizeof *gr->g);
+    gr->acc = calloc((size_t)(d * d), sizeof *gr->acc);
+    if (!gr->g || !gr->acc) {
+        bd_gram_free(gr);
+        return bd_fail(BD_ENOMEM, "out of memory for a %lldx%lld Gram matrix", (long long)d,
+                       (long long)d);
+    }
+    return BD_OK;
+}
+
+void bd_gram_free(bd_gram *gr)
+{
+    free(gr->g);
+    free(gr->acc);
+    memset(gr, 0, sizeof *gr);
+}
+
+/* Each chunk's sum is formed in float by BLAS and added to the double total,
+ * so millions of rows accumulate without float drift. */
+static void add_acc(bd_gram *gr)
+{
+    for (int64_t i = 0; i < gr->d; i++)
+        for (int64_t j = i; j < gr->d; j++)
+            gr->g[i * gr->d + j] += gr->acc[i * gr->d + j];
+}
+
+void bd_gram_add_rows(bd_gram *gr, const float *x, int64_t r, int64_t row_len)
+{
+    const int64_t d = gr->d, m = row_len / d;
+    if (r <= 0)
+        return;
+    /* r rows of m contiguous blocks are (r*m) rows of d: one SYRK */
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)(r * m), 1.0f, x, (int)d,
+                0.0f, gr->acc, (int)d);
+    add_acc(gr);
+    gr->rows += r;
+    gr->blocks += r * m;
+}
+
+void bd_gram_add_cols(bd_gram *gr, const float *cols, int64_t row_len, int64_t ncols)
+{
+    const int64_t d = gr->d, m = row_len / d;
+    if (ncols <= 0)
+        return;
+    for (int64_t b = 0; b < m; b++)
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)d, (int)ncols, 1.0f,
+                    cols + b * d * ncols, (int)ncols, b ? 1.0f : 0.0f, gr->acc, (int)d);
+    add_acc(gr);
+    gr->rows += ncols;
+    gr->blocks += ncols * m;
+}
+
+void bd_gram_finish(bd_gram *gr)
+{
+    for (int64_t i = 0; i < gr->d; i++)
+        for (int64_t j = 0; j < i; j++)
+            gr->g[i * gr->d + j] = gr->g[j * gr->d + i];
+}
+
+bd_status bd_gram_identity(bd_gram *gr, int64_t d)
+{
+    BD_TRY(bd_gram_init(gr, d));
+    for (int64_t i = 0; i < d; i++)
+        gr->g[i * d + i] = 1.0;
+    gr->rows = 1;
+    gr->blocks = 1;
+    return BD_OK;
+}
+
+/* ---- EM -------------------------------------------------------------------- */
+
+int bd_pq_max_k(int64_t n)
+{
+    double quarter = (double)n / 4.0;
+    int k = 1;
+    while ((double)k * 2 < quarter && k * 2 <= 65536)
+        k *= 2;
+    return k;
+}
+
+/* What one E-step needs besides the centroids: the subvectors times G
+ * (fixed for the whole fit) and G in float for the centroid terms. */
+typedef struct estep {
+    const float *sub;
+    int64_t n;
+    int d;
+    float *gf; /* d x d */
+    float *sg; /* n x d: sub * G */
+} estep;
+
+static bd_status estep_init(estep *e, const float *sub, int64_t n, const bd_gram *gr)
+{
+    e->sub = sub;
+    e->n = n;
+    e->d = (int)gr->d;
+    e->gf = malloc((size_t)(e->d * e->d) * sizeof *e->gf);
+    e->sg = malloc((size_t)n * (size_t)e->d * sizeof *e->sg + 1);
+    if (!e->gf || !e->sg) {
+        free(e->gf);
+        free(e->sg);
+        return bd_fail(BD_ENOMEM, "out of memory for %lld subvectors", (long long)n);
+    }
+    for (int i = 0; i < e->d * e->d; i++)
+        e->gf[i] = (float)gr->g[i];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, e->d, e->d, 1.0f, sub, e->d,
+                e->gf, e->d, 0.0f, e->sg, e->d);
+    return BD_OK;
+}
+
+static void estep_free(estep *e)
+{
+    free(e->gf);
+    free(e->sg);
+}
+
+/* argmin_c c^T G c - 2 (G w)^T c for every subvector, as GEMMs over chunks of
+ * rows (each chunk's score block stays in cache) and a row argmin. Returns
+ * the number of assignments that changed, or -1 when out of memory. */
+static int64_t estep_run(const estep *e, const float *centroids, int k, int32_t *assign)
+{
+    const int d = e->d;
+    float *cg = malloc((size_t)k * (size_t)d * sizeof *cg);
+    float *cgc = malloc((size_t)k * sizeof *cgc);
+    if (!cg || !cgc) {
+        free(cg);
+        free(cgc);
+        return -1;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, d, d, 1.0f, centroids, d, e->gf, d,
+                0.0f, cg, d);
+    for (int c = 0; c < k; c++) {
+        float s = 0;
+        for (int t = 0; t < d; t++)
+            s += centroids[c * d + t] * cg[c * d + t];
+        cgc[c] = s;
+    }
+    int64_t chunk = 32768 / k;
+    if (chunk < 16)
+        chunk = 16;
+    if (chunk > 1024)
+        chunk = 1024;
+    const int64_t nchunks = (e->n + chunk - 1) / chunk;
+    int64_t changed = 0;
+    int failed = 0;
+#pragma omp parallel reduction(+ : changed)
+    {
+        float *scores = malloc((size_t)chunk * (size_t)k * sizeof *scores);
+        if (!scores) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic)
+        for (int64_t ci = 0; ci < nchunks; ci++) {
+            if (!scores)
+                continue;
+            int64_t i0 = ci * chunk, rows = e->n - i0 < chunk ? e->n - i0 : chunk;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, k, d, -2.0f,
+                        e->sg + i0 * d, d, centroids, d, 0.0f, scores, k);
+            for (int64_t r = 0; r < rows; r++) {
+                const float *s = scores + r * k;
+                int best = 0;
+                float bv = s[0] + cgc[0];
+                for (int c = 1; c < k; c++) {
+                    float v = s[c] + cgc[c];
+                    if (v < bv) {
+                        bv = v;
+                        best = c;
+                    }
+                }
+                if (assign[i0 + r] != best) {
+                    assign[i0 + r] = best;
+                    changed++;
+                }
+            }
+        }
+        free(scores);
+    }
+    free(cg);
+    free(cgc);
+    return failed ? -1 : changed;
+}
+
+/* (w - c)^T G (w - c) in double, where float cancellation would lose it. */
+static double residual_energy(const float *w, const float *c, const double *g, int d)
+{
+    double r[64], e = 0;
+    for (int t = 0; t < d; t++)
+        r[t] = (double)w[t] - (double)c[t];
+    for (int i = 0; i < d; i++) {
+        double row = 0;
+        for (int j = 0; j < d; j++)
+            row += g[i * d + j] * r[j];
+        e += r[i] * row;
+    }
+    return e;
+}
+
+/* d is at most 64 here: callers validate (bd_pq_fit). */
+double bd_pq_objective(const float *sub, int64_t n, const bd_gram *gr, const float *centroids,
+                       const int32_t *assign)
+{
+    const int d = (int)gr->d;
+    double total = 0;
+#pragma omp parallel for reduction(+ : total) schedule(static) if (n > 4096)
+    for (int64_t i = 0; i < n; i++)
+        total += residual_energy(sub + i * d, centroids + (int64_t)assign[i] * d, gr->g, d);
+    return total;
+}
+
+static double normalised(double objective, const bd_gram *gr, int64_t n)
+{
+    double denom = (double)(gr->blocks > 0 ? gr->blocks : 1) * (double)n;
+    return sqrt(objective > 0 ? objective / denom : 0);
+}
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static void count_members(const int32_t *assign, int64_t n, int k, int64_t *counts)
+{
+    memset(counts, 0, (size_t)k * sizeof *counts);
+    for (int64_t i = 0; i < n; i++)
+        counts[assign[i]]++;
+}
+
+/* Splits the most populated cluster into every empty one: a copy of its
+ * centroid, both nudged apart, then a fresh E-step; repeated until no
+ * cluster is empty. A cluster whose members are all the same vector cannot
+ * be split, nor can one whose split sent every member one way: neither is
+ * chosen again. When no cluster is left to split, the empties stay and are
+ * reported. Returns the number left empty, -1 when out of memory. */
+static int repair_empty(const estep *e, float *centroids, int k, int32_t *assign,
+                        int64_t *counts, uint64_t *rng, int *repaired)
+{
+    const int d = e->d;
+    int64_t *first = malloc((size_t)k * sizeof *first);
+    unsigned char *splittable = malloc((size_t)k), *distinct = malloc((size_t)k);
+    int *split_now = malloc((size_t)k * sizeof *split_now);
+    int result = -1, empty_before = k + 1, nsplit = 0;
+    if (!first || !splittable || !distinct || !split_now)
+        goto done;
+    memset(splittable, 1, (size_t)k);
+    for (;;) {
+        count_members(assign, e->n, k, counts);
+        int empty = 0;
+        for (int c = 0; c < k; c++)
+            empty += counts[c] == 0;
+        if (empty == 0) {
+            result = 0;
+            break;
+        }
+        if (empty >= empty_before) /* last round's splits did not take */
+            for (int i = 0; i < nsplit; i++)
+                splittable[split_now[i]] = 0;
+        empty_before = empty;
+        nsplit = 0;
+        for (int c = 0; c < k; c++)
+            first[c] = -1;
+        memset(distinct, 0, (size_t)k);
+        for (int64_t i = 0; i < e->n; i++) {
+            int c = assign[i];
+            if (first[c] < 0)
+                first[c] = i;
+            else if (!distinct[c] &&
+                     memcmp(e->sub + i * d, e->sub + first[c] * d, (size_t)d * sizeof(float)))
+                distinct[c] = 1;
+        }
+        for (int c = 0; c < k; c++)
+            splittable[c] = splittable[c] && distinct[c];
+        for (int c = 0; c < k; c++) {
+            if (counts[c] != 0)
+                continue;
+            int big = -1;
+            for (int j = 0; j < k; j++)
+                if (splittable[j] && counts[j] >= 2 && (big < 0 || counts[j] > counts[big]))
+                    big = j;
+            if (big < 0)
+                break;
+            float scale = 0;
+            for (int t = 0; t < d; t++)
+                scale = fmaxf(scale, fabsf(centroids[big * d + t]));
+            float eps = 1e-6f * scale + 1e-12f;
+            for (int t = 0; t < d; t++) {
+                float nudge = (splitmix(rng) & 1) ? eps : -eps;
+                centroids[c * d + t] = centroids[big * d + t] + nudge;
+                centroids[big * d + t] -= nudge;
+            }
+            /* assume an even split until the E-step says otherwise */
+            counts[c] = counts[big] / 2;
+            counts[big] -= counts[c];
+            split_now[nsplit++] = big;
+            (*repaired)++;
+        }
+        if (nsplit == 0) {
+            result = empty;
+            break;
+        }
+        if (estep_run(e, centroids, k, assign) < 0)
+            break;
+    }
+done:
+    free(first);
+    free(splittable);
+    free(distinct);
+    free(split_now);
+    return result;
+}
+
+static void mstep(const float *sub, int64_t n, int d, int k, const int32_t *assign,
+                  float *centroids, double *sums, int64_t *counts)
+{
+    memset(sums, 0, (size_t)k * (size_t)d * sizeof *sums);
+    memset(counts, 0, (size_t)k * sizeof *counts);
+    for (int64_t i = 0; i < n; i++) {
+        double *s = sums + (int64_t)assign[i] * d;
+        for (int t = 0; t < d; t++)
+            s[t] += sub[i * d + t];
+        counts[assign[i]]++;
+    }
+    for (int c = 0; c < k; c++)
+        if (counts[c])
+            for (int t = 0; t < d; t++)
+                centroids[c * d + t] = (float)(sums[c * d + t] / (double)counts[c]);
+}
+
+void bd_pq_result_free(bd_pq_result *res)
+{
+    free(res->centroids);
+    free(res->assign);
+    free(res->objective);
+    memset(res, 0, sizeof *res);
+}
+
+bd_status bd_pq_fit(const float *sub, int64_t n, const bd_gram *gr, const bd_pq_options *opt,
+                    const bd_progress *progress, bd_pq_result *res)
+{
+    memset(res, 0, sizeof *res);
+    const int d = (int)gr->d, k = opt->k;
+    const int iters = opt->iters > 0 ? opt->iters : 100;
+    if (d < 1 || d > 64)
+        return bd_fail(BD_EINVAL, "block size d=%d is outside 1..64", d);
+    if (k < 1 || k > 65536 || (int64_t)k > n)
+        return bd_fail(BD_EINVAL, "k=%d centroids for %lld subvectors (k must be 1..%lld)", k,
+                       (long long)n, (long long)(n < 65536 ? n : 65536));
+    estep e;
+    BD_TRY(estep_init(&e, sub, n, gr));
+    res->k = k;
+    res->d = d;
+    res->centroids = malloc((size_t)k * (size_t)d * sizeof *res->centroids);
+    res->assign = malloc((size_t)n * sizeof *res->assign);
+    res->objective = calloc((size_t)iters, sizeof *res->objective);
+    double *sums = malloc((size_t)k * (size_t)d * sizeof *sums);
+    int64_t *counts = malloc((size_t)k * sizeof *counts);
+    int64_t *perm = NULL;
+    bd_status st = BD_OK;
+    if (!res->centroids || !res->assign || !res->objective || !sums || !counts) {
+        st = bd_fail(BD_ENOMEM, "out of memory for EM with k=%d on %lld subvectors", k,
+                     (long long)n);
+        goto done;
+    }
+    /* k distinct subvectors, chosen by a seeded shuffle */
+    if ((st = bd_permutation(n, opt->seed, &perm)) != BD_OK)
+        goto done;
+    for (int c = 0; c < k; c++)
+        memcpy(res->centroids + (int64_t)c * d, sub + perm[c] * d, (size_t)d * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        res->assign[i] = -1;
+    uint64_t rng = opt->seed ^ 0x5DEECE66Dull;
+    for (int it = 0; it < iters; it++) {
+        int64_t changed = estep_run(&e, res->centroids, k, res->assign);
+        int left = changed < 0 ? -1 : repair_empty(&e, res->centroids, k, res->assign, counts,
+                                                   &rng, &res->empty_repaired);
+        if (changed < 0 || left < 0) {
+            st = bd_fail(BD_ENOMEM, "out of memory in the E-step");
+            goto done;
+        }
+        res->empty_left = left;
+        mstep(sub, n, d, k, res->assign, res->centroids, sums, counts);
+        double obj = normalised(bd_pq_objective(sub, n, gr, res->centroids, res->assign), gr, n);
+        res->objective[it] = obj;
+        res->iters = it + 1;
+        char msg[96];
+        snprintf(msg, sizeof msg, "iteration %d: objective %.6g, %lld reassigned", it + 1, obj,
+                 (long long)changed);
+        if ((st = bd_progress_report(progress, "em", it + 1, iters, msg, obj)) != BD_OK)
+            goto done;
+        if (opt->stop_when_stable && changed == 0 && it > 0)
+            break;
+    }
+done:
+    estep_free(&e);
+    free(sums);
+    free(counts);
+    free(perm);
+    if (st != BD_OK)
+        bd_pq_result_free(res);
+    return st;
+}
+
+bd_status bd_pq_assign(const float *sub, int64_t n, const bd_gram *gr, const float *centroids,
+                       int k, int32_t *assign, double *dist_out)
+{
+    if (gr->d < 1 || gr->d > 64)
+        return bd_fail(BD_EINVAL, "block size d=%lld is outside 1..64", (long long)gr->d);
+    estep e;
+    BD_TRY(estep_init(&e, sub, n, gr));
+    for (int64_t i = 0; i < n; i++)
+        assign[i] = -1;
+    int64_t changed = estep_run(&e, centroids, k, assign);
+    estep_free(&e);
+    if (changed < 0)
+        return bd_fail(BD_ENOMEM, "out of memory in the E-step");
+    if (dist_out)
+        for (int64_t i = 0; i < n; i++)
+            dist_out[i] = residual_energy(sub + i * gr->d, centroids + (int64_t)assign[i] * gr->d,
+                                          gr->g, (int)gr->d);
+    return BD_OK;
+}
+
+void bd_pq_decode(const float *centroids, int d, const int32_t *assign, int64_t n, float *out)
+{
+    for (int64_t i = 0; i < n; i++)
+        memcpy(out + i * d, centroids + (int64_t)assign[i] * d, (size_t)d * sizeof *out);
+}
+
+void bd_pq_round_fp16(float *centroids, int64_t count)
+{
+    for (int64_t i = 0; i < count; i++)
+        centroids[i] = bd_f16_to_f32(bd_f32_to_f16(centroids[i]));
+}
+
+int64_t bd_pq_code_bytes(int64_t n, int k) { return n * (k <= 256 ? 1 : 2); }
+
+int64_t bd_pq_codebook_bytes(int k, int d) { return (int64_t)k * d * 2; }
+
+double bd_pq_bits_per_weight(int k, int d) { return log2((double)k) / (double)d; }

@@ -1,0 +1,593 @@
+#include "quantize.h"
+
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cpu/conv.h"
+#include "exec.h"
+#include "ops.h"
+
+const char *bd_objective_name(bd_objective o) { return o == BD_OBJ_WEIGHT ? "weight" : "act"; }
+
+void bd_qlayer_free(bd_qlayer *q)
+{
+    if (!q)
+        return;
+    free(q->centroids);
+    free(q->codes);
+    free(q->history);
+    memset(q, 0, sizeof *q);
+}
+
+bd_status bd_qlayer_copy(bd_qlayer *dst, const bd_qlayer *src)
+{
+    *dst = *src;
+    dst->centroids = NULL;
+    dst->codes = NULL;
+    dst->history = NULL;
+    size_t nc = (size_t)src->k * (size_t)src->d;
+    if (src->k > 0) {
+        dst->centroids = malloc(nc * sizeof *dst->centroids);
+        dst->codes = malloc((size_t)src->n * sizeof *dst->codes + 1);
+    }
+    if (src->iters > 0)
+        dst->history = malloc((size_t)src->iters * sizeof *dst->history);
+    if ((src->k > 0 && (!dst->centroids || !dst->codes)) || (src->iters > 0 && !dst->history)) {
+        bd_qlayer_free(dst);
+        return bd_fail(BD_ENOMEM, "out of memory copying a codebook");
+    }
+    if (src->k > 0) {
+        memcpy(dst->centroids, src->centroids, nc * sizeof *dst->centroids);
+        memcpy(dst->codes, src->codes, (size_t)src->n * sizeof *dst->codes);
+    }
+    if (src->iters > 0)
+        memcpy(dst->history, src->history, (size_t)src->iters * sizeof *dst->history);
+    return BD_OK;
+}
+
+int64_t bd_qlayer_bytes(const bd_qlayer *q)
+{
+    return bd_pq_code_bytes(q->n, q->k) + bd_pq_codebook_bytes(q->k, q->d);
+}
+
+bd_status bd_qlayer_decode(const bd_qlayer *q, const bd_layer *l, float *w)
+{
+    bd_pq_layout lay;
+    BD_TRY(bd_pq_layout_init(l, q->d, &lay));
+    if (lay.n != q->n)
+        return bd_fail(BD_EINVAL, "layer '%s': %lld codes for %lld subvectors", l->name,
+                       (long long)q->n, (long long)lay.n);
+    float *sub = malloc((size_t)(lay.n * lay.d) * sizeof *sub);
+    if (!sub)
+        return bd_fail(BD_ENOMEM, "out of memory decoding layer '%s'", l->name);
+    bd_pq_decode(q->centroids, q->d, q->codes, q->n, sub);
+    bd_pq_scatter(&lay, sub, w);
+    free(sub);
+    return BD_OK;
+}
+
+/* ---- calibration ----------------------------------------------------------- */
+
+struct bd_calib {
+    bd_graph *student;
+    const bd_dataset *data;
+    bd_calib_options opt;
+    int64_t *order; /* dataset index of calibration image i */
+    int nbatches;
+    bd_exec *ex;
+    bd_exec_state **states; /* one per batch, or NULL where not held */
+    int keep;               /* hold runs between captures (memory allows it) */
+};
+
+static size_t quarter_of_ram(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (size_t)pages * (size_t)page / 4 : (size_t)1 << 30;
+}
+
+bd_status bd_calib_new(bd_calib **out, bd_graph *student, const bd_dataset *d,
+                       const bd_calib_options *opt)
+{
+    bd_calib *c = calloc(1, sizeof *c);
+    if (!c)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    c->student = student;
+    c->data = d;
+    c->opt = *opt;
+    int64_t total = bd_dataset_count(d);
+    if (c->opt.images <= 0)
+        c->opt.images = 1024;
+    if (c->opt.images > total)
+        c->opt.images = total;
+    if (c->opt.batch <= 0)
+        c->opt.batch = 64;
+    if (c->opt.holdout_every <= 1)
+        c->opt.holdout_every = 8;
+    if (c->opt.holdout_rows <= 0)
+        c->opt.holdout_rows = 4096;
+    if (c->opt.cache_bytes == 0)
+        c->opt.cache_bytes = quarter_of_ram();
+    c->keep = 1;
+    bd_status s = BD_OK;
+    if (c->opt.images < 1)
+        s = bd_fail(BD_EINVAL, "%s: no calibration images", bd_dataset_spec(d));
+    if (s == BD_OK)
+        s = bd_permutation(total, c->opt.seed, &c->order);
+    if (s == BD_OK) {
+        c->nbatches = (int)((c->opt.images + c->opt.batch - 1) / c->opt.batch);
+        c->states = calloc((size_t)c->nbatches, sizeof *c->states);
+        if (!c->states)
+            s = bd_fail(BD_ENOMEM, "out of memory");
+    }
+    if (s == BD_OK)
+        s = bd_exec_new(&c->ex, student, BD_EXEC_FUSE);
+    if (s != BD_OK) {
+        bd_calib_free(c);
+        return s;
+    }
+    *out = c;
+    return BD_OK;
+}
+
+static void drop_states(bd_calib *c)
+{
+    for (int b = 0; b < c->nbatches; b++) {
+        bd_exec_state_free(c->ex, c->states[b]);
+        c->states[b] = NULL;
+    }
+}
+
+void bd_calib_free(bd_calib *c)
+{
+    if (!c)
+        return;
+    if (c->states)
+        drop_states(c);
+    free(c->states);
+    free(c->order);
+    bd_exec_free(c->ex);
+    free(c);
+}
+
+int64_t bd_calib_images(const bd_calib *c) { return c->opt.images; }
+
+void bd_calib_changed(bd_calib *c, int node)
+{
+    /* a held run that already went past the node computed with the old weight */
+    for (int b = 0; b < c->nbatches; b++)
+        if (c->states[b] && bd_exec_state_node(c->ex, c->states[b]) > node) {
+            bd_exec_state_free(c->ex, c->states[b]);
+            c->states[b] = NULL;
+        }
+}
+
+static int held_out(const bd_calib *c, int64_t i)
+{
+    int every = c->opt.holdout_every;
+    if (c->opt.images < every) /* too few for the rule: hold out the last one */
+        return c->opt.images > 1 && i == c->opt.images - 1;
+    return i % every == every - 1;
+}
+
+void bd_capture_free(bd_capture *cap)
+{
+    bd_gram_free(&cap->gram);
+    free(cap->held);
+    free(cap->group);
+    memset(cap, 0, sizeof *cap);
+}
+
+/* Per-thread accumulation, merged at the end of every batch. */
+typedef struct sink {
+    bd_gram gram;
+    float *cols;
+} sink;
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+
+/* Copies up to `quota` rows, chosen by a seeded hash, out of `avail` input
+ * rows of length row_len; row(i) gives input row i. */
+typedef const float *(*row_fn)(const void *src, int64_t i, float *scratch);
+
+static void keep_rows(bd_capture *cap, int64_t capacity, int64_t quota, int64_t avail,
+                      uint64_t key, int32_t group, row_fn row, const void *src, float *scratch)
+{
+    for (int64_t t = 0; t < quota && t < avail; t++) {
+        int64_t slot;
+#pragma omp atomic capture
+        slot = cap->nheld++;
+        if (slot >= capacity) {
+#pragma omp atomic update
+            cap->nheld--;
+            return;
+        }
+        int64_t i = (int64_t)(mix(key + (uint64_t)t) % (uint64_t)avail);
+        memcpy(cap->held + slot * cap->row_len, row(src, i, scratch),
+               (size_t)cap->row_len * sizeof(float));
+        cap->group[slot] = group;
+    }
+}
+
+typedef struct cols_src {
+    const float *cols;
+    int64_t row_len, ncols;
+} cols_src;
+
+static const float *col_row(const void *src, int64_t i, float *scratch)
+{
+    const cols_src *s = src;
+    for (int64_t r = 0; r < s->row_len; r++)
+        scratch[r] = s->cols[r * s->ncols + i];
+    return scratch;
+}
+
+typedef struct mat_src {
+    const float *x;
+    int64_t row_len, stride, step; /* row i at x + i*stride, values step apart */
+} mat_src;
+
+static const float *mat_row(const void *src, int64_t i, float *scratch)
+{
+    const mat_src *s = src;
+    if (s->step == 1)
+        return s->x + i * s->stride;
+    for (int64_t r = 0; r < s->row_len; r++)
+        scratch[r] = s->x[i * s->stride + r * s->step];
+    return scratch;
+}
+
+typedef struct capture_job {
+    bd_calib *c;
+    const bd_layer *l;
+    bd_capture *cap;
+    int want_gram;
+    int64_t first;      /* calibration index of the batch's first image */
+    int64_t capacity;   /* held-out rows at most */
+    int64_t per_image;  /* held-out rows per held-out image */
+} capture_job;
+
+static bd_status capture_conv(capture_job *job, const bd_node *node, const bd_tensor *x,
+                              const bd_tensor *w)
+{
+    bd_conv_geom g;
+    BD_TRY(bd_conv_geom_from_node(node, x, w, &g));
+    const int64_t L = bd_conv_rows(&g), ohw = bd_conv_cols(&g), cg = g.c / g.group;
+    int nthreads = omp_get_max_threads();
+    sink *sinks = calloc((size_t)nthreads, sizeof *sinks);
+    if (!sinks)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        sink *s = &sinks[omp_get_thread_num()];
+        float *scratch = malloc((size_t)L * sizeof *scratch);
+        s->cols = malloc((size_t)(L * ohw) * sizeof *s->cols);
+        if (!scratch || !s->cols || bd_gram_init(&s->gram, job->cap->gram.d) != BD_OK) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic)
+        for (int64_t i = 0; i < g.n; i++) {
+            if (failed)
+                continue;
+            int64_t img = job->first + i;
+            int held = held_out(job->c, img);
+            if (!held && !job->want_gram)
+                continue;
+            for (int64_t gi = 0; gi < g.group; gi++) {
+                bd_im2col(&g, (const float *)x->data + (i * g.c + gi * cg) * g.h * g.w, s->cols);
+                if (!held) {
+                    bd_gram_add_cols(&s->gram, s->cols, L, ohw);
+                    continue;
+                }
+                cols_src src = {s->cols, L, ohw};
+                int64_t quota = (job->per_image + g.group - 1) / g.group;
+                keep_rows(job->cap, job->capacity, quota, ohw,
+                          mix(job->c->opt.seed ^ ((uint64_t)img << 20) ^ (uint64_t)gi), (int32_t)gi,
+                          col_row, &src, scratch);
+            }
+        }
+        free(scratch);
+        free(s->cols);
+    }
+    for (int t = 0; t < nthreads; t++) {
+        if (!failed) {
+            bd_gram *dst = &job->cap->gram, *src = &sinks[t].gram;
+            for (int64_t k = 0; k < dst->d * dst->d; k++)
+                dst->g[k] += src->g[k];
+            dst->rows += src->rows;
+            dst->blocks += src->blocks;
+        }
+        bd_gram_free(&sinks[t].gram);
+    }
+    free(sinks);
+    return failed ? bd_fail(BD_ENOMEM, "out of memory for the im2col buffers") : BD_OK;
+}
+
+/* Gemm (A, maybe transposed) and MatMul ([..., K]) inputs are rows already. */
+static bd_status capture_rows(capture_job *job, const bd_node *node, const bd_tensor *x)
+{
+    const int64_t L = job->l->row_len, count = bd_tensor_count(x);
+    int64_t rows = count / L, stride = L, step = 1;
+    if (strcmp(node->op, "Gemm") == 0 && bd_attr_int(node, "transA", 0)) {
+        stride = 1; /* A is [K][M]: row i is column i */
+        step = rows;
+    }
+    /* one image per row of A for Gemm; leading dimension for MatMul */
+    int64_t batch = x->ndim > 0 ? x->dims[step == 1 ? 0 : x->ndim - 1] : 1;
+    if (count % L || batch < 1 || rows % batch)
+        return bd_node_fail(node, BD_EFORMAT, "input of %lld values is not rows of %lld",
+                            (long long)count, (long long)L);
+    int64_t per = rows / batch;
+    float *scratch = malloc((size_t)L * sizeof *scratch);
+    float *train = malloc((size_t)(per * L) * sizeof *train);
+    if (!scratch || !train) {
+        free(scratch);
+        free(train);
+        return bd_fail(BD_ENOMEM, "out of memory");
+    }
+    mat_src src = {x->data, L, stride, step};
+    for (int64_t i = 0; i < batch; i++) {
+        int64_t img = job->first + i;
+        if (held_out(job->c, img)) {
+            mat_src one = src;
+            one.x = (const float *)x->data + i * per * (step == 1 ? stride : 1);
+            keep_rows(job->cap, job->capacity, job->per_image, per,
+                      mix(job->c->opt.seed ^ ((uint64_t)img << 20)), 0, mat_row, &one, scratch);
+        } else if (job->want_gram) {
+            for (int64_t r = 0; r < per; r++)
+                memcpy(train + r * L, mat_row(&src, i * per + r, scratch), (size_t)L * sizeof(float));
+            bd_gram_add_rows(&job->cap->gram, train, per, L);
+        }
+    }
+    free(scratch);
+    free(train);
+    return BD_OK;
+}
+
+static bd_status batch_state(bd_calib *c, int b, bd_exec_state **st)
+{
+    int64_t first = (int64_t)b * c->opt.batch;
+    int n = (int)(c->opt.images - first < c->opt.batch ? c->opt.images - first : c->opt.batch);
+    int *labels = malloc((size_t)n * sizeof *labels);
+    if (!labels)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    bd_tensor *x = NULL;
+    bd_status s = bd_dataset_batch(c->data, c->order + first, n, &x, labels);
+    free(labels);
+    if (s != BD_OK)
+        return s;
+    s = bd_exec_state_new(c->ex, &x, st);
+    bd_tensor_free(x);
+    return s;
+}
+
+bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d,
+                           const bd_progress *progress, bd_capture *cap)
+{
+    memset(cap, 0, sizeof *cap);
+    const bd_node *node = &c->student->nodes[l->node];
+    cap->row_len = l->row_len;
+    BD_TRY(bd_gram_init(&cap->gram, d));
+    int64_t held_images = 0;
+    for (int64_t i = 0; i < c->opt.images; i++)
+        held_images += held_out(c, i);
+    int64_t capacity = c->opt.holdout_rows;
+    /* at most 64 MiB of held-out rows */
+    if (capacity * l->row_len > ((int64_t)16 << 20))
+        capacity = ((int64_t)16 << 20) / l->row_len;
+    if (capacity < 1)
+        capacity = 1;
+    cap->held = malloc((size_t)(capacity * l->row_len) * sizeof *cap->held);
+    cap->group = malloc((size_t)capacity * sizeof *cap->group);
+    if (!cap->held || !cap->group) {
+        bd_capture_free(cap);
+        return bd_fail(BD_ENOMEM, "out of memory for held-out rows of layer '%s'", l->name);
+    }
+    capture_job job = {c, l, cap, 1, 0, capacity,
+                       held_images ? (capacity + held_images - 1) / held_images : 0};
+    bd_status s = BD_OK;
+    size_t held_bytes = 0;
+    for (int b = 0; b < c->nbatches && s == BD_OK; b++) {
+        bd_exec_state *st = c->states[b];
+        if (st && bd_exec_state_node(c->ex, st) > l->node) {
+            bd_exec_state_free(c->ex, st);
+            st = c->states[b] = NULL;
+        }
+        if (!st)
+            s = batch_state(c, b, &st);
+        if (s == BD_OK)
+            s = bd_exec_advance(c->ex, st, l->node);
+        if (s == BD_OK) {
+            const bd_tensor *x = bd_exec_state_value(st, node->inputs[0]);
+            const bd_tensor *w = c->student->values[l->weight].init;
+            job.first = (int64_t)b * c->opt.batch;
+            if (!x || x->dtype != BD_F32)
+                s = bd_fail(BD_EINVAL, "layer '%s': its input is not a float32 tensor", l->name);
+            else if (strcmp(node->op, "Conv") == 0)
+                s = capture_conv(&job, node, x, w);
+            else
+                s = capture_rows(&job, node, x);
+        }
+        if (st && c->keep && s == BD_OK) {
+            c->states[b] = st;
+            held_bytes += bd_exec_state_bytes(c->ex, st);
+            if (held_bytes > c->opt.cache_bytes) {
+                c->keep = 0; /* too big for memory: recompute from the input from now on */
+                drop_states(c);
+            }
+        } else {
+            bd_exec_state_free(c->ex, st);
+            c->states[b] = NULL;
+        }
+        if (s == BD_OK) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "layer %s: batch %d of %d", l->name, b + 1, c->nbatches);
+            s = bd_progress_report(progress, "capture", b + 1, c->nbatches, msg, 0);
+        }
+    }
+    if (s != BD_OK) {
+        bd_capture_free(cap);
+        return s;
+    }
+    bd_gram_finish(&cap->gram);
+    return BD_OK;
+}
+
+/* ---- metrics ----------------------------------------------------------------- */
+
+double bd_relative_error(const bd_capture *cap, const bd_layer *l, const float *w,
+                         const float *w_hat)
+{
+    if (cap->nheld == 0)
+        return -1;
+    const int64_t L = l->row_len, rows = l->rows, mg = rows / l->groups;
+    bd_pq_layout lay = {rows, L, 1, L, rows * L, l->transposed};
+    float *wr = malloc((size_t)(rows * L) * sizeof *wr);
+    float *dr = malloc((size_t)(rows * L) * sizeof *dr);
+    float *x = malloc((size_t)(cap->nheld * L) * sizeof *x);
+    float *y = malloc((size_t)(cap->nheld * mg) * sizeof *y);
+    double num = 0, den = 0;
+    if (wr && dr && x && y) {
+        bd_pq_gather(&lay, w, wr);
+        bd_pq_gather(&lay, w_hat, dr);
+        for (int64_t i = 0; i < rows * L; i++)
+            dr[i] = wr[i] - dr[i];
+        for (int64_t gi = 0; gi < l->groups; gi++) {
+            int64_t h = 0;
+            for (int64_t r = 0; r < cap->nheld; r++)
+                if (cap->group[r] == gi)
+                    memcpy(x + (h++) * L, cap->held + r * L, (size_t)L * sizeof *x);
+            if (h == 0)
+                continue;
+            const float *mats[2] = {wr + gi * mg * L, dr + gi * mg * L};
+            double *acc[2] = {&den, &num};
+            for (int k = 0; k < 2; k++) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)h, (int)mg, (int)L, 1.0f,
+                            x, (int)L, mats[k], (int)L, 0.0f, y, (int)mg);
+                for (int64_t i = 0; i < h * mg; i++)
+                    *acc[k] += (double)y[i] * (double)y[i];
+            }
+        }
+    }
+    free(wr);
+    free(dr);
+    free(x);
+    free(y);
+    return den > 0 ? sqrt(num / den) : (num > 0 ? INFINITY : 0);
+}
+
+/* ---- one layer ----------------------------------------------------------------- */
+
+static double seconds_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* One fit of `original` under the objective's metric, decoded into w_hat. */
+static bd_status fit(const bd_layer *l, const bd_pq_layout *lay, const float *sub,
+                     const bd_capture *cap, bd_objective objective, const bd_quantize_options *opt,
+                     const bd_progress *progress, bd_qlayer *q, float *w_hat)
+{
+    bd_gram identity = {0};
+    const bd_gram *gram = &cap->gram;
+    if (objective == BD_OBJ_WEIGHT) {
+        BD_TRY(bd_gram_identity(&identity, opt->d));
+        gram = &identity;
+    } else if (gram->blocks == 0) {
+        return bd_fail(BD_EINVAL, "layer '%s': no calibration rows (every image was held out)",
+                       l->name);
+    }
+    bd_pq_options po = {.k = opt->k, .iters = opt->iters, .seed = opt->seed,
+                        .stop_when_stable = 1};
+    bd_pq_result res;
+    bd_status s = bd_pq_fit(sub, lay->n, gram, &po, progress, &res);
+    bd_gram_free(&identity);
+    if (s != BD_OK)
+        return s;
+    bd_pq_round_fp16(res.centroids, (int64_t)res.k * res.d);
+    memset(q, 0, sizeof *q);
+    q->d = opt->d;
+    q->k = res.k;
+    q->objective = objective;
+    q->n = lay->n;
+    q->iters = res.iters;
+    q->empty_repaired = res.empty_repaired;
+    q->centroids = res.centroids;
+    q->codes = res.assign;
+    q->history = res.objective;
+    q->other_error = -1;
+    s = bd_qlayer_decode(q, l, w_hat);
+    if (s != BD_OK)
+        bd_qlayer_free(q);
+    return s;
+}
+
+bd_status bd_quantize_layer(bd_calib *c, bd_graph *student, const bd_layer *l,
+                            const bd_tensor *original, const bd_quantize_options *opt,
+                            const bd_progress *progress, bd_qlayer *out)
+{
+    memset(out, 0, sizeof *out);
+    double t0 = seconds_now();
+    bd_tensor *w = student->values[l->weight].init;
+    bd_pq_layout lay;
+    BD_TRY(bd_pq_layout_init(l, opt->d, &lay));
+    if (!w || !original || !bd_tensor_same_shape(w, original) || original->dtype != BD_F32)
+        return bd_fail(BD_EINVAL, "layer '%s': the original weight does not match the student's",
+                       l->name);
+    int kmax = bd_pq_max_k(lay.n);
+    if (opt->k < 1 || opt->k > kmax)
+        return bd_fail(BD_EINVAL,
+                       "layer '%s': k=%d is not allowed; with d=%d it has %lld subvectors, so k "
+                       "can be 1 to %d",
+                       l->name, opt->k, opt->d, (long long)lay.n, kmax);
+    bd_capture cap;
+    BD_TRY(bd_calib_capture(c, l, opt->d, progress, &cap));
+    float *sub = malloc((size_t)(lay.n * lay.d) * sizeof *sub);
+    float *w_hat = malloc(bd_tensor_nbytes(w));
+    bd_status s = sub && w_hat ? BD_OK : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->name);
+    if (s == BD_OK) {
+        bd_pq_gather(&lay, original->data, sub);
+        s = fit(l, &lay, sub, &cap, opt->objective, opt, progress, out, w_hat);
+    }
+    if (s == BD_OK && opt->compare_objectives) {
+        bd_qlayer other;
+        float *other_hat = malloc(bd_tensor_nbytes(w));
+        bd_objective o = opt->objective == BD_OBJ_ACT ? BD_OBJ_WEIGHT : BD_OBJ_ACT;
+        s = other_hat ? fit(l, &lay, sub, &cap, o, opt, NULL, &other, other_hat)
+                      : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->name);
+        if (s == BD_OK) {
+            out->other_error = bd_relative_error(&cap, l, original->data, other_hat);
+            bd_qlayer_free(&other);
+        } else {
+            bd_qlayer_free(out);
+        }
+        free(other_hat);
+    }
+    if (s == BD_OK) {
+        out->rel_error = bd_relative_error(&cap, l, original->data, w_hat);
+        memcpy(w->data, w_hat, bd_tensor_nbytes(w)); /* the only change to the student */
+        bd_calib_changed(c, l->node);
+        out->seconds = seconds_now() - t0;
+    }
+    free(sub);
+    free(w_hat);
+    bd_capture_free(&cap);
+    return s;
+}

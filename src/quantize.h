@@ -1,0 +1,112 @@
+/* The per-layer pipeline: capture a layer's inputs from the current student
+ * on calibration images, fit its codebook, install W^ in the student, and
+ * measure what it cost.
+ *
+ * A calibration cache (bd_calib) keeps, for every calibration batch, the run
+ * of the student held just before the last layer it served. Quantizing in
+ * graph order therefore runs every node once per batch in all: the inputs of
+ * the next layer come from advancing the held runs, which re-runs the layer
+ * just quantized with its new weight. Asking for an earlier layer, or
+ * changing a weight upstream of the held point, restarts from the input. */
+#ifndef BD_QUANTIZE_H
+#define BD_QUANTIZE_H
+
+#include <stdint.h>
+
+#include "data.h"
+#include "graph.h"
+#include "layers.h"
+#include "pq.h"
+#include "progress.h"
+
+typedef enum bd_objective { BD_OBJ_ACT = 0, BD_OBJ_WEIGHT = 1 } bd_objective;
+
+const char *bd_objective_name(bd_objective o);
+
+/* A quantized layer: its codebook, codes and what was measured. */
+typedef struct bd_qlayer {
+    int d, k;
+    bd_objective objective;
+    int64_t n;          /* subvectors */
+    float *centroids;   /* k x d, each value exactly representable in fp16 */
+    int32_t *codes;     /* n */
+    double rel_error;   /* ||X(W - W^)|| / ||XW|| on held-out rows; < 0 unknown */
+    /* The same for the other objective fitted on the same inputs (with
+     * compare_objectives), so the user sees what the activations buy. */
+    double other_error;
+    double *history;    /* the normalised EM objective per iteration */
+    int iters;
+    double seconds;
+    int empty_repaired;
+} bd_qlayer;
+
+void bd_qlayer_free(bd_qlayer *q);
+bd_status bd_qlayer_copy(bd_qlayer *dst, const bd_qlayer *src);
+/* Bytes as stored: codes (uint8/uint16) + fp16 codebook. */
+int64_t bd_qlayer_bytes(const bd_qlayer *q);
+
+/* ---- calibration ----------------------------------------------------------- */
+
+typedef struct bd_calib bd_calib;
+
+typedef struct bd_calib_options {
+    int64_t images;  /* calibration images (default 1024, at most the dataset) */
+    int batch;       /* images per batch (default 64) */
+    uint64_t seed;   /* which images, and which held-out rows */
+    /* Every `holdout_every`-th image (default 8) gives held-out rows for the
+     * error metric instead of rows for the Gram matrix. */
+    int holdout_every;
+    int64_t holdout_rows; /* held-out rows kept per layer (default 4096) */
+    size_t cache_bytes;   /* most memory the held runs may use (default 1/4 RAM) */
+} bd_calib_options;
+
+/* The calibration set: `images` samples of d in a seeded order. The student
+ * graph is borrowed and must outlive the cache. */
+bd_status bd_calib_new(bd_calib **out, bd_graph *student, const bd_dataset *d,
+                       const bd_calib_options *opt);
+void bd_calib_free(bd_calib *c);
+/* Tells the cache the weight of node `node` changed. */
+void bd_calib_changed(bd_calib *c, int node);
+int64_t bd_calib_images(const bd_calib *c);
+
+/* What a layer's inputs gave: the Gram matrix for block size d and the
+ * held-out rows with their group. */
+typedef struct bd_capture {
+    bd_gram gram;
+    int64_t row_len;
+    int64_t nheld;
+    float *held;     /* nheld x row_len */
+    int32_t *group;  /* nheld: the conv group each row belongs to */
+} bd_capture;
+
+bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d,
+                           const bd_progress *progress, bd_capture *cap);
+void bd_capture_free(bd_capture *cap);
+
+/* ---- one layer --------------------------------------------------------------- */
+
+typedef struct bd_quantize_options {
+    int d, k;          /* k already within bd_pq_max_k */
+    bd_objective objective;
+    int iters;         /* EM iterations (default 100) */
+    uint64_t seed;
+    int compare_objectives; /* also fit the other objective, to report its error */
+} bd_quantize_options;
+
+/* Captures the layer's inputs from the student, fits a codebook to the
+ * ORIGINAL weight (the teacher's, as stored: re-quantizing starts from it,
+ * never from an earlier W^), installs W^ into the student's weight and
+ * measures. On failure or cancellation the student is left exactly as it
+ * was. */
+bd_status bd_quantize_layer(bd_calib *c, bd_graph *student, const bd_layer *l,
+                            const bd_tensor *original, const bd_quantize_options *opt,
+                            const bd_progress *progress, bd_qlayer *out);
+
+/* ||X(W - W^)||_F / ||X W||_F over held-out rows, W and W^ as stored. */
+double bd_relative_error(const bd_capture *cap, const bd_layer *l, const float *w,
+                         const float *w_hat);
+
+/* Writes W^ = decode(q) into the weight tensor w (as stored) of layer l. */
+bd_status bd_qlayer_decode(const bd_qlayer *q, const bd_layer *l, float *w);
+
+#endif

@@ -1,0 +1,102 @@
+#include "report.h"
+
+#include <cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fileio.h"
+
+static cJSON *shape_json(const bd_tensor *t)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < t->ndim; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber((double)t->dims[i]));
+    return a;
+}
+
+static cJSON *layer_json(const bd_report *r, int i)
+{
+    const bd_layer *l = &r->layers[i];
+    const bd_qlayer *q = r->q ? r->q[i] : NULL;
+    int quantized = q && q->k > 0;
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    cJSON_AddStringToObject(o, "name", l->name);
+    cJSON_AddStringToObject(o, "op", l->op);
+    cJSON_AddItemToObject(o, "shape", shape_json(r->g->values[l->weight].init));
+    cJSON_AddBoolToObject(o, "quantized", quantized);
+    int64_t params = bd_layer_params(l);
+    if (!quantized) {
+        cJSON_AddNumberToObject(o, "bytes", (double)(4 * params));
+        return o;
+    }
+    cJSON_AddNumberToObject(o, "d", q->d);
+    cJSON_AddNumberToObject(o, "k", q->k);
+    cJSON_AddStringToObject(o, "objective", bd_objective_name(q->objective));
+    cJSON_AddNumberToObject(o, "bits_per_weight", bd_pq_bits_per_weight(q->k, q->d));
+    cJSON_AddNumberToObject(o, "bytes", (double)bd_qlayer_bytes(q));
+    if (q->rel_error >= 0)
+        cJSON_AddNumberToObject(o, "rel_error", q->rel_error);
+    else
+        cJSON_AddNullToObject(o, "rel_error");
+    if (q->other_error >= 0)
+        cJSON_AddNumberToObject(o, "rel_error_other_objective", q->other_error);
+    cJSON *hist = cJSON_CreateDoubleArray(q->history, q->iters);
+    cJSON_AddItemToObject(o, "objective_history", hist ? hist : cJSON_CreateArray());
+    cJSON_AddNumberToObject(o, "seconds", q->seconds);
+    cJSON_AddNumberToObject(o, "empty_clusters_repaired", q->empty_repaired);
+    return o;
+}
+
+static void add_accuracy(cJSON *totals, const char *who, const bd_eval_result *e)
+{
+    if (!e || e->n == 0)
+        return;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "top1", 100.0 * (double)e->top1 / (double)e->n);
+    cJSON_AddNumberToObject(o, "top5", 100.0 * (double)e->top5 / (double)e->n);
+    cJSON_AddNumberToObject(o, "images", (double)e->n);
+    cJSON_AddItemToObject(totals, who, o);
+}
+
+bd_status bd_report_json(const bd_report *r, char **json)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *layers = cJSON_CreateArray();
+    cJSON *totals = cJSON_CreateObject();
+    if (!root || !layers || !totals) {
+        cJSON_Delete(root);
+        cJSON_Delete(layers);
+        cJSON_Delete(totals);
+        return bd_fail(BD_ENOMEM, "out of memory");
+    }
+    cJSON_AddItemToObject(root, "layers", layers);
+    cJSON_AddItemToObject(root, "totals", totals);
+    for (int i = 0; i < r->nlayers; i++)
+        cJSON_AddItemToArray(layers, layer_json(r, i));
+    const bd_model_size *s = r->size;
+    cJSON_AddNumberToObject(totals, "fp32_bytes", (double)s->fp32_bytes);
+    cJSON_AddNumberToObject(totals, "compressed_bytes", (double)s->compressed_bytes);
+    cJSON_AddNumberToObject(totals, "code_bytes", (double)s->code_bytes);
+    cJSON_AddNumberToObject(totals, "codebook_bytes", (double)s->codebook_bytes);
+    cJSON_AddNumberToObject(totals, "other_fp32_bytes", (double)s->other_bytes);
+    cJSON_AddNumberToObject(totals, "ratio", s->ratio);
+    add_accuracy(totals, "teacher", r->teacher);
+    add_accuracy(totals, "student", r->student);
+    *json = cJSON_Print(root);
+    cJSON_Delete(root);
+    return *json ? BD_OK : bd_fail(BD_ENOMEM, "out of memory writing the report");
+}
+
+bd_status bd_report_write(const bd_report *r, const char *path)
+{
+    char *json;
+    BD_TRY(bd_report_json(r, &json));
+    size_t len = strlen(json);
+    const void *chunks[2] = {json, "\n"};
+    size_t lens[2] = {len, 1};
+    bd_status s = bd_write_file_atomic(path, 2, chunks, lens);
+    free(json);
+    return s;
+}

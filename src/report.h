@@ -1,0 +1,28 @@
+/* The JSON report of a quantization: per layer name, op, shape, d, k,
+ * bits_per_weight, bytes, rel_error, objective history, seconds; totals
+ * fp32_bytes, compressed_bytes (with the split into codes, codebooks and
+ * the fp32 rest), ratio, and top-1/top-5 of teacher and student when they
+ * were evaluated. Written atomically. */
+#ifndef BD_REPORT_H
+#define BD_REPORT_H
+
+#include "eval.h"
+#include "graph.h"
+#include "layers.h"
+#include "quantize.h"
+#include "size.h"
+
+typedef struct bd_report {
+    const bd_graph *g;
+    const bd_layer *layers;
+    int nlayers;
+    const bd_qlayer *const *q; /* NULL / k == 0: not quantized */
+    const bd_model_size *size;
+    const bd_eval_result *teacher, *student; /* NULL when not evaluated */
+} bd_report;
+
+/* The report as a JSON string (malloc'ed). */
+bd_status bd_report_json(const bd_report *r, char **json);
+bd_status bd_report_write(const bd_report *r, const char *path);
+
+#endif

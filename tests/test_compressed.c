@@ -1,0 +1,744 @@
+/* Compressed models as ONNX (compressed.h): export, save, load and import give
+ * back the same codebooks and the same model; ONNX's checker accepts the file
+ * and ONNX Runtime runs it to the same logits; its size is the compressed
+ * size; damaged or foreign files fail clearly or load as plain models. */
+#include "bd_test_node.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "compressed.h"
+#include "data.h"
+#include "exec.h"
+#include "model_meta.h"
+#include "onnx_io.h"
+#include "pq.h"
+
+enum { IMAGES = 8 };
+
+/* A graph whose layers (those block_size allows) hold the decoded weights
+ * of seeded codebooks. */
+typedef struct student {
+    const char *name;
+    bd_graph *g;
+    bd_layer *layers;
+    int n;
+    bd_qlayer *q;
+    bd_tensor *x; /* a few inputs, NCHW */
+} student;
+
+static void ok(bd_status s)
+{
+    if (s != BD_OK)
+        fail_msg("%s: %s", bd_status_name(s), bd_error_message());
+}
+
+/* d = 9 for a 3x3 kernel (a depthwise row is one kernel), 4 for 1x1 and fc;
+ * 0 (left in fp32, as the paper leaves the first conv) where 4 does not
+ * divide the row, as in a 7x7 conv on RGB. */
+static int block_size(const bd_layer *l)
+{
+    int d = l->kh * l->kw == 9 ? 9 : 4;
+    return l->row_len % d == 0 ? d : 0;
+}
+
+/* Centroids are k seeded subvectors of the weight (rounded to fp16) and each
+ * subvector takes its nearest, so the model stays a plausible network. */
+static void make_qlayer(const bd_layer *l, float *w, int k, uint64_t seed, bd_qlayer *q)
+{
+    bd_pq_layout lay;
+    ok(bd_pq_layout_init(l, block_size(l), &lay));
+    memset(q, 0, sizeof *q);
+    q->d = (int)lay.d;
+    q->k = k;
+    q->n = lay.n;
+    q->objective = seed % 2 ? BD_OBJ_WEIGHT : BD_OBJ_ACT;
+    /* decimal values with few digits survive the metadata's %.6g exactly */
+    q->rel_error = seed % 3 ? (double)(seed % 997) / 10000.0 : -1;
+    q->seconds = (double)(seed % 50) / 4.0;
+    q->iters = (int)(seed % 4);
+    q->centroids = malloc((size_t)k * lay.d * sizeof(float));
+    q->codes = malloc((size_t)lay.n * sizeof(int32_t));
+    q->history = malloc((size_t)q->iters * sizeof(double) + 1);
+    float *sub = malloc((size_t)(lay.n * lay.d) * sizeof(float));
+    int64_t *perm;
+    bd_gram gram;
+    assert_true(q->centroids && q->codes && q->history && sub);
+    for (int i = 0; i < q->iters; i++)
+        q->history[i] = (double)(900 - 37 * i) / 1000.0;
+    bd_pq_gather(&lay, w, sub);
+    ok(bd_permutation(lay.n, seed, &perm));
+    for (int c = 0; c < k; c++)
+        memcpy(q->centroids + c * lay.d, sub + perm[c] * lay.d, (size_t)lay.d * sizeof(float));
+    bd_pq_round_fp16(q->centroids, (int64_t)k * lay.d);
+    ok(bd_gram_identity(&gram, lay.d));
+    ok(bd_pq_assign(sub, lay.n, &gram, q->centroids, k, q->codes, NULL));
+    ok(bd_qlayer_decode(q, l, w));
+    bd_gram_free(&gram);
+    free(perm);
+    free(sub);
+}
+
+/* Quantizes every layer of s->g that block_size allows; the first layer
+ * that may have more than 256 centroids gets them, so uint16 codes are
+ * covered. */
+static void quantize_all(student *s)
+{
+    int wide = 0;
+    ok(bd_layers_find(s->g, &s->layers, &s->n));
+    s->q = calloc((size_t)s->n + 1, sizeof *s->q);
+    assert_non_null(s->q);
+    for (int i = 0; i < s->n; i++) {
+        const bd_layer *l = &s->layers[i];
+        if (!block_size(l))
+            continue;
+        int k = bd_pq_max_k(bd_layer_params(l) / block_size(l));
+        if (k > 256 && !wide)
+            wide = 1;
+        else if (k > 256)
+            k = 256;
+        make_qlayer(l, s->g->values[l->weight].init->data, k, 1000 + (uint64_t)i, &s->q[i]);
+    }
+    assert_true(wide);
+}
+
+static void load_student(student *s, const char *name, const char *path)
+{
+    memset(s, 0, sizeof *s);
+    s->name = name;
+    ok(bd_onnx_load(path, &s->g));
+    quantize_all(s);
+}
+
+/* A Fashion-MNIST example model and a few test images. */
+static void load_fmnist(student *s, const char *name)
+{
+    char path[256];
+    snprintf(path, sizeof path, "examples/fmnist/%s.onnx", name);
+    load_student(s, name, bd_test_path(path));
+    bd_preprocess pp;
+    bd_dataset *d;
+    int64_t idx[IMAGES];
+    int labels[IMAGES];
+    for (int i = 0; i < IMAGES; i++)
+        idx[i] = 17 * i;
+    ok(bd_model_preprocess(s->g, &pp));
+    ok(bd_dataset_open(&d, "fmnist:test", &pp));
+    ok(bd_dataset_batch(d, idx, IMAGES, &s->x, labels));
+    bd_dataset_free(d);
+}
+
+static void free_qlayers(bd_qlayer *q, int n)
+{
+    for (int i = 0; q && i < n; i++)
+        bd_qlayer_free(&q[i]);
+    free(q);
+}
+
+static void free_student(student *s)
+{
+    free_qlayers(s->q, s->n);
+    free(s->layers);
+    bd_tensor_free(s->x);
+    bd_graph_free(s->g);
+}
+
+static void add_init(bd_graph *g, const char *name, bd_tensor *t)
+{
+    int id;
+    ok(bd_graph_value(g, name, &id));
+    bd_graph_set_init(g, id, t);
+}
+
+static void declare_io(bd_graph *g, const char *name, int **list, int *count)
+{
+    int id;
+    ok(bd_graph_value(g, name, &id));
+    g->values[id].dtype = BD_F32;
+    *list = realloc(*list, (size_t)(*count + 1) * sizeof **list);
+    assert_non_null(*list);
+    (*list)[(*count)++] = id;
+}
+
+static bd_node *add_node(bd_graph *g, const char *op, int nin, const char *const *in,
+                         const char *out)
+{
+    bd_node *n;
+    char name[64];
+    snprintf(name, sizeof name, "/%s/%s", out, op);
+    ok(bd_graph_add_node(g, name, op, "", nin, in, 1, &out, &n));
+    return n;
+}
+
+/* x [N, 16, 1, 1] -> Flatten -> MatMul(fc1.weight [16, 24]) -> Gemm(fc2.weight
+ * [24, 10], transB = 0): both weights are stored transposed. With shared, a
+ * second MatMul reads fc1's weight ([16, 16] then) instead of the Gemm. */
+static bd_graph *tiny_graph(int shared)
+{
+    bd_graph *g;
+    ok(bd_graph_new(&g));
+    declare_io(g, "x", &g->inputs, &g->ninputs);
+    bd_value *x = &g->values[g->inputs[0]];
+    x->ndim = 4;
+    memcpy(x->dims, (int64_t[]){-1, 16, 1, 1}, 4 * sizeof(int64_t));
+    declare_io(g, "y", &g->outputs, &g->noutputs);
+    bd_value *y = &g->values[g->outputs[0]];
+    y->ndim = 2;
+    memcpy(y->dims, (int64_t[]){-1, shared ? 16 : 10}, 2 * sizeof(int64_t));
+    add_init(g, "fc1.weight", bd_test_rand_f32(BD_TEST_DIMS(16, shared ? 16 : 24), 1, -1, 1));
+    bd_test_attr_int(add_node(g, "Flatten", 1, (const char *[]){"x"}, "flat"), "axis", 1);
+    add_node(g, "MatMul", 2, (const char *[]){"flat", "fc1.weight"}, shared ? "h" : "fc1");
+    if (shared) {
+        add_node(g, "MatMul", 2, (const char *[]){"h", "fc1.weight"}, "y");
+    } else {
+        add_init(g, "fc2.weight", bd_test_rand_f32(BD_TEST_DIMS(24, 10), 2, -1, 1));
+        add_init(g, "fc2.bias", bd_test_rand_f32(BD_TEST_DIMS(10), 3, -1, 1));
+        bd_node *gemm =
+            add_node(g, "Gemm", 3, (const char *[]){"fc1", "fc2.weight", "fc2.bias"}, "y");
+        bd_test_attr_int(gemm, "transB", 0);
+    }
+    ok(bd_graph_sort(g));
+    return g;
+}
+
+static void tiny_student(student *s)
+{
+    memset(s, 0, sizeof *s);
+    s->name = "tiny";
+    s->g = tiny_graph(0);
+    ok(bd_layers_find(s->g, &s->layers, &s->n));
+    assert_int_equal(s->n, 2);
+    s->q = calloc(3, sizeof *s->q);
+    for (int i = 0; i < s->n; i++) {
+        const bd_layer *l = &s->layers[i];
+        assert_true(l->transposed);
+        make_qlayer(l, s->g->values[l->weight].init->data, bd_pq_max_k(bd_layer_params(l) / 4),
+                    7 + (uint64_t)i, &s->q[i]);
+    }
+    s->x = bd_test_rand_f32(BD_TEST_DIMS(IMAGES, 16, 1, 1), 4, 0, 1);
+}
+
+static bd_graph *export_all(const student *s)
+{
+    const bd_qlayer **qp = calloc((size_t)s->n + 1, sizeof *qp);
+    bd_graph *out;
+    assert_non_null(qp);
+    for (int i = 0; i < s->n; i++)
+        qp[i] = s->q[i].k ? &s->q[i] : NULL;
+    ok(bd_compressed_export(s->g, s->layers, s->n, qp, &out));
+    free(qp);
+    return out;
+}
+
+static const char *tmp_path(const char *name, const char *ext)
+{
+    static char buf[4][512];
+    static int slot;
+    char *b = buf[slot++ & 3];
+    snprintf(b, 512, "%s/%s%s", bd_test_tmpdir(), name, ext);
+    return b;
+}
+
+static bd_tensor *run(const bd_graph *g, const bd_tensor *x)
+{
+    bd_exec *ex;
+    bd_tensor *y;
+    ok(bd_exec_new(&ex, g, BD_EXEC_FUSE));
+    ok(bd_exec_run1(ex, x, &y));
+    bd_exec_free(ex);
+    return y;
+}
+
+static int64_t file_size(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return (int64_t)st.st_size;
+}
+
+/* What DESIGN.md calls the stored size: codes and fp16 codebooks of the
+ * quantized layers, 4 bytes per value of every other initializer. */
+static int64_t computed_size(const student *s)
+{
+    int64_t total = 0;
+    for (int v = 0; v < s->g->nvalues; v++) {
+        const bd_tensor *t = s->g->values[v].init;
+        int layer = -1;
+        for (int i = 0; i < s->n; i++)
+            if (s->layers[i].weight == v && s->q[i].k)
+                layer = i;
+        if (layer >= 0)
+            total += bd_qlayer_bytes(&s->q[layer]);
+        else if (t)
+            total += t->dtype == BD_F32 ? 4 * bd_tensor_count(t) : (int64_t)bd_tensor_nbytes(t);
+    }
+    return total;
+}
+
+static int64_t tensor_bytes(const bd_graph *g)
+{
+    int64_t total = 0;
+    for (int v = 0; v < g->nvalues; v++)
+        if (g->values[v].init)
+            total += (int64_t)bd_tensor_nbytes(g->values[v].init);
+    return total;
+}
+
+/* The bytes of g's file that are not tensor data: names, nodes, metadata. */
+static int64_t structure_bytes(const bd_graph *g)
+{
+    void *data;
+    size_t len;
+    ok(bd_onnx_serialize(g, &data, &len));
+    free(data);
+    return (int64_t)len - tensor_bytes(g);
+}
+
+/* The exported graph's tensors are exactly the computed size plus one int64
+ * shape per quantized layer: codes in uint8/uint16, centroids in fp16. */
+static void check_payload(const student *s, const bd_graph *c)
+{
+    int64_t shapes = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->q[i].k)
+            shapes += 8 * (s->layers[i].transposed ? 2 : s->g->values[s->layers[i].weight].ndim);
+    assert_int_equal(tensor_bytes(c), computed_size(s) + shapes);
+}
+
+/* The file's size against the computed size plus the structure the plain
+ * model already had. Only where the weights outweigh the structure is it
+ * within 2%: the expressions add some 800 bytes a layer, a fifth of a
+ * Fashion-MNIST model. */
+static void check_file_size(const student *s, const char *path, int strict)
+{
+    int64_t size = file_size(path), want = computed_size(s), base = structure_bytes(s->g);
+    double off = (double)(size - want - base) / (double)(want + base);
+    print_message("  %s: file %lld bytes, computed compressed size %lld + structure %lld "
+                  "(%+.2f%%)\n", s->name, (long long)size, (long long)want, (long long)base,
+                  100 * off);
+    if (strict)
+        assert_true(fabs(off) <= 0.02);
+}
+
+static void assert_same_qlayer(const bd_qlayer *a, const bd_qlayer *b, const char *layer)
+{
+    print_message("  %-28s d=%d k=%-4d n=%lld\n", layer, b->d, b->k, (long long)b->n);
+    assert_int_equal(a->k, b->k);
+    if (!b->k)
+        return;
+    assert_int_equal(a->d, b->d);
+    assert_int_equal(a->n, b->n);
+    assert_int_equal(a->objective, b->objective);
+    assert_true(a->rel_error == b->rel_error);
+    assert_true(a->seconds == b->seconds);
+    assert_int_equal(a->iters, b->iters);
+    assert_memory_equal(a->codes, b->codes, (size_t)b->n * sizeof *b->codes);
+    assert_memory_equal(a->centroids, b->centroids, (size_t)b->k * b->d * sizeof(float));
+    if (b->iters)
+        assert_memory_equal(a->history, b->history, (size_t)b->iters * sizeof(double));
+}
+
+/* ONNX's own checker, where Debian's python3-onnx is installed. */
+static void onnx_check(const char *path)
+{
+    if (system("/usr/bin/python3 -c 'import onnx' 2>/dev/null") != 0) {
+        print_message("  skipped the ONNX checker: python3-onnx is not installed\n");
+        return;
+    }
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 -c \"import onnx,sys; "
+             "onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)\" '%s'",
+             path);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* ONNX Runtime's logits for x, or NULL (with the reason printed) when node
+ * or onnxruntime-node is missing. */
+static float *ort_logits(const char *model, const bd_tensor *x, size_t count)
+{
+    char modules[512], cmd[2048];
+    snprintf(modules, sizeof modules, "%s", bd_test_path(".deps/node_modules"));
+    if (system("command -v node >/dev/null 2>&1") != 0) {
+        print_message("  skipped ONNX Runtime: node is not installed\n");
+        return NULL;
+    }
+    snprintf(cmd, sizeof cmd, "%s/onnxruntime-node", modules);
+    if (access(cmd, R_OK) != 0) {
+        print_message("  skipped ONNX Runtime: %s is missing (./bd deps installs it)\n", cmd);
+        return NULL;
+    }
+    const char *in = tmp_path("ort_input", ".f32"), *out = tmp_path("ort_output", ".f32");
+    assert_int_equal(bd_test_write_file(in, x->data, bd_tensor_nbytes(x)), 0);
+    snprintf(cmd, sizeof cmd, "NODE_PATH='%s' node '%s' '%s' '%s' %lld %lld %lld %lld '%s'",
+             modules, bd_test_path("tests/support/ort_run.js"), model, in,
+             (long long)x->dims[0], (long long)x->dims[1], (long long)x->dims[2],
+             (long long)x->dims[3], out);
+    assert_int_equal(system(cmd), 0);
+    size_t len;
+    float *y = bd_test_read_file(out, &len);
+    assert_non_null(y);
+    assert_int_equal(len, count * sizeof(float));
+    return y;
+}
+
+static void check_ort(const char *model, const bd_tensor *x, const bd_tensor *y)
+{
+    int64_t rows = y->dims[0], cols = bd_tensor_count(y) / rows;
+    float *ort = ort_logits(model, x, (size_t)bd_tensor_count(y));
+    double worst = 0;
+    if (!ort)
+        return;
+    for (int64_t r = 0; r < rows; r++) {
+        double e = bd_test_rel_error((const float *)y->data + r * cols, ort + r * cols,
+                                     (size_t)cols);
+        worst = e > worst ? e : worst;
+    }
+    print_message("  ONNX Runtime: worst relative row error %.2e\n", worst);
+    assert_true(worst < 1e-4);
+    free(ort);
+}
+
+static int has_pq_meta(const bd_graph *g)
+{
+    for (int i = 0; i < g->nmeta; i++)
+        if (strcmp(g->meta[i].key, BD_META_FORMAT) == 0 ||
+            strncmp(g->meta[i].key, BD_META_LAYER_PREFIX, strlen(BD_META_LAYER_PREFIX)) == 0)
+            return 1;
+    return 0;
+}
+
+/* Export, save, load: the same codebooks, weights, logits; a valid file of
+ * the compressed size that ONNX Runtime runs to the same logits. */
+static void check_roundtrip(student *s, int check_size)
+{
+    bd_graph *c = export_all(s), *back;
+    bd_qlayer *q;
+    bd_layer *layers;
+    int n, nl;
+    const char *path = tmp_path(s->name, ".onnx");
+    assert_string_equal(bd_graph_meta(c, BD_META_FORMAT), "pq/1");
+    check_payload(s, c);
+    ok(bd_onnx_save(c, path));
+    bd_graph_free(c);
+    ok(bd_model_load(path, &back, &q, &n));
+    assert_int_equal(n, s->n);
+    ok(bd_layers_find(back, &layers, &nl));
+    assert_int_equal(nl, n);
+    for (int i = 0; i < n; i++) {
+        const bd_tensor *w = s->g->values[s->layers[i].weight].init;
+        assert_string_equal(layers[i].name, s->layers[i].name);
+        assert_same_qlayer(&q[i], &s->q[i], layers[i].name);
+        assert_true(bd_tensor_same_shape(back->values[layers[i].weight].init, w));
+        assert_memory_equal(back->values[layers[i].weight].init->data, w->data,
+                            bd_tensor_nbytes(w));
+    }
+    assert_false(has_pq_meta(back));
+    for (int i = 0; i < s->g->nmeta; i++)
+        assert_string_equal(bd_graph_meta(back, s->g->meta[i].key), s->g->meta[i].value);
+    bd_tensor *y = run(s->g, s->x), *y2 = run(back, s->x);
+    assert_true(bd_tensor_same_shape(y, y2));
+    assert_memory_equal(y->data, y2->data, bd_tensor_nbytes(y));
+    check_file_size(s, path, check_size);
+    onnx_check(path);
+    check_ort(path, s->x, y);
+    bd_tensor_free(y);
+    bd_tensor_free(y2);
+    free(layers);
+    free_qlayers(q, n);
+    bd_graph_free(back);
+}
+
+static void test_resnet_roundtrip(void **state)
+{
+    (void)state;
+    student s;
+    load_fmnist(&s, "resnet_bn");
+    /* the classifier is a Gemm with transB = 1: rows stored contiguously */
+    assert_string_equal(s.layers[s.n - 1].op, "Gemm");
+    assert_false(s.layers[s.n - 1].transposed);
+    check_roundtrip(&s, 0);
+    free_student(&s);
+}
+
+static void test_mobilenet_roundtrip(void **state)
+{
+    (void)state;
+    student s;
+    load_fmnist(&s, "mobilenet");
+    check_roundtrip(&s, 0);
+    free_student(&s);
+}
+
+/* The paper's own network, ResNet-18 with the weights of its compressed
+ * model (../shared/models), on random input: big enough for the file's size
+ * to be the compressed size. Its 7x7 first conv stays in fp32. */
+static void test_resnet18_roundtrip(void **state)
+{
+    (void)state;
+    const char *path = bd_test_path("../shared/models/resnet18_bgd_small.onnx");
+    if (access(path, R_OK) != 0) {
+        BD_TEST_SKIP("%s is missing", path);
+        return;
+    }
+    student s;
+    load_student(&s, "resnet18", path);
+    assert_int_equal(s.q[0].k, 0);
+    s.x = bd_test_rand_f32(BD_TEST_DIMS(2, 3, 224, 224), 5, -2, 2);
+    check_roundtrip(&s, 1);
+    free_student(&s);
+}
+
+/* Gemm with transB = 0 and MatMul: Reshape to rows, then Transpose. A graph
+ * this small is mostly names, so its size is not checked. */
+static void test_transposed_roundtrip(void **state)
+{
+    (void)state;
+    student s;
+    tiny_student(&s);
+    check_roundtrip(&s, 0);
+    free_student(&s);
+}
+
+/* ---- bad input --------------------------------------------------------------- */
+
+static int value_id(const bd_graph *g, const char *name)
+{
+    int id = bd_graph_find(g, name);
+    assert_true(id >= 0);
+    return id;
+}
+
+static bd_node *producer_of(bd_graph *g, const char *value)
+{
+    int id = value_id(g, value);
+    for (int i = 0; i < g->nnodes; i++)
+        for (int o = 0; o < g->nodes[i].noutputs; o++)
+            if (g->nodes[i].outputs[o] == id)
+                return &g->nodes[i];
+    fail_msg("nothing computes '%s'", value);
+    return NULL;
+}
+
+/* The index of the layer called name. */
+static int layer_index(const bd_layer *layers, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(layers[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* Import must fail naming what, and leave g as it was. */
+static void assert_import_fails(bd_graph *g, const char *what)
+{
+    bd_qlayer *q;
+    int n, nodes = g->nnodes, nmeta = g->nmeta;
+    bd_status st = bd_compressed_import(g, &q, &n);
+    print_message("  %s\n", bd_error_message());
+    assert_int_not_equal(st, BD_OK);
+    assert_null(q);
+    assert_non_null(strstr(bd_error_message(), what));
+    assert_int_equal(g->nnodes, nodes);
+    assert_int_equal(g->nmeta, nmeta);
+}
+
+/* A file whose codes point past the codebook fails on load, naming the codes
+ * tensor and the first bad index. */
+static void test_tampered_codes(void **state)
+{
+    (void)state;
+    student s;
+    load_fmnist(&s, "resnet_bn");
+    bd_graph *c = export_all(&s), *back = (bd_graph *)1;
+    bd_qlayer *q;
+    int n;
+    int i = layer_index(s.layers, s.n, "layer1.0.conv1");
+    bd_tensor *codes = c->values[value_id(c, "layer1.0.conv1.weight.codes")].init;
+    assert_int_equal(codes->dtype, BD_U8);
+    ((uint8_t *)codes->data)[37] = (uint8_t)s.q[i].k;
+    const char *path = tmp_path("tampered", ".onnx");
+    ok(bd_onnx_save(c, path));
+    assert_int_not_equal(bd_model_load(path, &back, &q, &n), BD_OK);
+    print_message("  %s\n", bd_error_message());
+    assert_null(back);
+    assert_non_null(strstr(bd_error_message(), "layer1.0.conv1.weight.codes"));
+    assert_non_null(strstr(bd_error_message(), "index 37"));
+    assert_import_fails(c, "layer1.0.conv1.weight.codes");
+    bd_graph_free(c);
+    free_student(&s);
+}
+
+/* Loads c and checks the layer called name is not quantized (or not a layer
+ * at all, its weight being computed) and every other one is. Returns the
+ * loaded graph. */
+static bd_graph *load_with_plain_layer(const student *s, bd_graph *c, const char *name)
+{
+    bd_graph *back;
+    bd_qlayer *q;
+    bd_layer *layers;
+    int n, nl;
+    const char *path = tmp_path(name, ".onnx");
+    ok(bd_onnx_save(c, path));
+    ok(bd_model_load(path, &back, &q, &n));
+    ok(bd_layers_find(back, &layers, &nl));
+    assert_int_equal(nl, n);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(q[i].k == 0, strcmp(layers[i].name, name) == 0);
+    print_message("  %d of %d layers quantized\n", n - (layer_index(layers, n, name) >= 0), s->n);
+    free(layers);
+    free_qlayers(q, n);
+    return back;
+}
+
+/* A Gather from a float32 table is not bitdown's pattern: the model loads as
+ * it is, that layer unquantized, and computes the same weights. */
+static void test_float32_table(void **state)
+{
+    (void)state;
+    student s;
+    load_fmnist(&s, "resnet_bn");
+    bd_graph *c = export_all(&s);
+    int t = value_id(c, "layer2.0.conv1.weight.centroids");
+    bd_tensor *f32;
+    ok(bd_tensor_cast(&f32, c->values[t].init, BD_F32));
+    bd_graph_set_init(c, t, f32);
+    bd_graph *back = load_with_plain_layer(&s, c, "layer2.0.conv1");
+    bd_tensor *y = run(s.g, s.x), *y2 = run(back, s.x);
+    assert_memory_equal(y->data, y2->data, bd_tensor_nbytes(y));
+    bd_tensor_free(y);
+    bd_tensor_free(y2);
+    bd_graph_free(back);
+    bd_graph_free(c);
+    free_student(&s);
+}
+
+/* A foreign expression that cuts the weight another way (Reshape to [Cin,
+ * Cout, 3, 3], Transpose back) gives the weight ONNX computes, with that
+ * layer left unquantized. */
+static void test_foreign_order(void **state)
+{
+    (void)state;
+    student s;
+    load_fmnist(&s, "resnet_bn");
+    bd_graph *c = export_all(&s);
+    const char *w = "layer2.0.conv1.weight";
+    int i = layer_index(s.layers, s.n, "layer2.0.conv1"), foreign;
+    const bd_qlayer *q = &s.q[i];
+    int64_t cout = s.layers[i].rows, cin = s.layers[i].row_len / 9;
+    ok(bd_graph_value(c, "foreign", &foreign));
+    bd_node *reshape = producer_of(c, w);
+    assert_string_equal(reshape->op, "Reshape");
+    reshape->outputs[0] = foreign;
+    int64_t *shape = c->values[value_id(c, "layer2.0.conv1.weight.shape")].init->data;
+    shape[0] = cin;
+    shape[1] = cout;
+    bd_node *tr = add_node(c, "Transpose", 1, (const char *[]){"foreign"}, w);
+    bd_test_attr_ints(tr, "perm", 4, (int64_t[]){1, 0, 2, 3});
+    ok(bd_graph_sort(c));
+    bd_graph *back = load_with_plain_layer(&s, c, "layer2.0.conv1");
+    const float *dense = back->values[value_id(back, w)].init->data;
+    for (int64_t o = 0; o < cout; o++)
+        for (int64_t in = 0; in < cin; in++)
+            for (int t = 0; t < 9; t++)
+                assert_true(dense[(o * cin + in) * 9 + t] ==
+                            q->centroids[q->codes[in * cout + o] * 9 + t]);
+    bd_graph_free(back);
+    bd_graph_free(c);
+    free_student(&s);
+}
+
+/* Malformed metadata fails, naming the key. */
+static void test_bad_metadata(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "d=9;k=abc",
+        "d=9;k=256;objective=best",
+        "iterations=3;history=0.1,0.2",
+        "history=0.1,,0.2",
+        "rel_error=1e999",
+        "d=9;garbage",
+    };
+    student s;
+    load_fmnist(&s, "resnet_bn");
+    bd_graph *c = export_all(&s);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        ok(bd_graph_set_meta(c, "bitdown.layer.layer1.0.conv1", bad[i]));
+        assert_import_fails(c, "bitdown.layer.layer1.0.conv1");
+    }
+    ok(bd_graph_set_meta(c, BD_META_FORMAT, "pq/9"));
+    assert_import_fails(c, BD_META_FORMAT);
+    /* unknown items are for later versions; d and k only inform */
+    ok(bd_graph_set_meta(c, BD_META_FORMAT, "pq/1"));
+    ok(bd_graph_set_meta(c, "bitdown.layer.layer1.0.conv1", "d=9;k=32;future=1;iterations=0"));
+    bd_qlayer *q;
+    int n;
+    ok(bd_compressed_import(c, &q, &n));
+    assert_int_equal(q[layer_index(s.layers, s.n, "layer1.0.conv1")].k,
+                     s.q[layer_index(s.layers, s.n, "layer1.0.conv1")].k);
+    assert_false(has_pq_meta(c));
+    free_qlayers(q, n);
+    bd_graph_free(c);
+    free_student(&s);
+}
+
+static void assert_export_fails(const student *s, int layer, const char *what)
+{
+    const bd_qlayer **qp = calloc((size_t)s->n + 1, sizeof *qp);
+    bd_graph *out = NULL;
+    assert_non_null(qp);
+    qp[layer] = &s->q[layer];
+    assert_int_not_equal(bd_compressed_export(s->g, s->layers, s->n, qp, &out), BD_OK);
+    print_message("  %s\n", bd_error_message());
+    assert_null(out);
+    assert_non_null(strstr(bd_error_message(), s->layers[layer].name));
+    assert_non_null(strstr(bd_error_message(), what));
+    free(qp);
+}
+
+/* Export refuses what the file could not hold: a weight changed after
+ * quantization, a centroid that is not a float16 value, a shared weight. */
+static void test_export_refusals(void **state)
+{
+    (void)state;
+    student s;
+    load_fmnist(&s, "resnet_bn");
+    float *w = s.g->values[s.layers[2].weight].init->data;
+    float saved = w[5];
+    w[5] = nextafterf(w[5], INFINITY);
+    assert_export_fails(&s, 2, "changed after quantization");
+    w[5] = saved;
+    s.q[3].centroids[0] = 0.1f;
+    assert_export_fails(&s, 3, "float16");
+    free_student(&s);
+
+    memset(&s, 0, sizeof s);
+    s.g = tiny_graph(1);
+    ok(bd_layers_find(s.g, &s.layers, &s.n));
+    assert_int_equal(s.n, 2);
+    s.q = calloc(3, sizeof *s.q);
+    make_qlayer(&s.layers[0], s.g->values[s.layers[0].weight].init->data, 8, 1, &s.q[0]);
+    assert_export_fails(&s, 0, "read by 2 nodes");
+    free_student(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_resnet_roundtrip),
+        cmocka_unit_test(test_mobilenet_roundtrip),
+        cmocka_unit_test(test_resnet18_roundtrip),
+        cmocka_unit_test(test_transposed_roundtrip),
+        cmocka_unit_test(test_tampered_codes),
+        cmocka_unit_test(test_float32_table),
+        cmocka_unit_test(test_foreign_order),
+        cmocka_unit_test(test_bad_metadata),
+        cmocka_unit_test(test_export_refusals),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

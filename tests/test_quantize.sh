@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# bitdown quantize end to end on the Fashion-MNIST ResNet: the table, the
+# report, the compressed file checked by ONNX's own checker and run by ONNX
+# Runtime, reloading, info and eval on it, --decoded, --set, and errors.
+set -uo pipefail
+BIN=${BD_BIN:?}
+cd "${BD_SOURCE_DIR:?}"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+failures=0
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+M=examples/fmnist/resnet_bn.onnx
+N=256
+[ -n "${BD_SANITIZED:-}" ] && N=128
+
+"$BIN" quantize $M -o "$TMP/q.onnx" --calib-n $N --iters 20 --eval fmnist:test --eval-n 500 \
+  --report "$TMP/r.json" >"$TMP/out" 2>"$TMP/err" || fail "quantize failed: $(cat "$TMP/err")"
+grep -qE '^conv1 .* first conv: kept in fp32' "$TMP/out" || fail "first conv not reported as kept"
+grep -qE '^layer1\.0\.conv1 +\[16, 16, 3, 3\] +9 +32 ' "$TMP/out" || fail "layer1.0.conv1 row (d=9, k clamped to 32)"
+grep -q 'k clamped from 256 to 32' "$TMP/out" || fail "the clamp is not reported"
+grep -qE '^fc +\[10, 64\] +4 ' "$TMP/out" || fail "fc row"
+grep -qE '^size: .* ratio [0-9.]+x$' "$TMP/out" || fail "size line"
+grep -qE '^student +top1 [0-9.]+% top5' "$TMP/out" || fail "student accuracy"
+
+/usr/bin/python3 - "$TMP/r.json" "$TMP/q.onnx" <<'PY' || fail "report or file checks"
+import json, os, sys
+r = json.load(open(sys.argv[1]))
+layers = {l["name"]: l for l in r["layers"]}
+assert not layers["conv1"]["quantized"]
+l = layers["layer1.0.conv1"]
+assert l["d"] == 9 and l["k"] == 32 and l["shape"] == [16, 16, 3, 3], l
+assert 0 < l["rel_error"] < 1, l
+assert len(l["objective_history"]) >= 2
+assert all(b <= a * (1 + 1e-6) for a, b in zip(l["objective_history"], l["objective_history"][1:]))
+t = r["totals"]
+assert t["compressed_bytes"] == t["code_bytes"] + t["codebook_bytes"] + t["other_fp32_bytes"]
+assert abs(t["ratio"] - t["fp32_bytes"] / t["compressed_bytes"]) < 1e-9
+# the tensors the file stores are the computed size (plus one small int64
+# shape per layer); the rest of the file is graph structure, names and
+# metadata, which on a net this small is a fifth of it (docs/format.md)
+import onnx
+m = onnx.load(sys.argv[2])
+stored = sum(len(x.raw_data) for x in m.graph.initializer)
+shapes = sum(len(x.raw_data) for x in m.graph.initializer if x.name.endswith(".shape"))
+assert stored - shapes == t["compressed_bytes"], (stored, shapes, t["compressed_bytes"])
+size = os.path.getsize(sys.argv[2])
+print("file %d bytes, computed compressed size %d bytes" % (size, t["compressed_bytes"]))
+assert t["student"]["images"] == 500 and t["teacher"]["top1"] > 85
+PY
+
+# ONNX's checker, then ONNX Runtime against bitdown's own logits
+/usr/bin/python3 -c 'import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)' \
+  "$TMP/q.onnx" || fail "onnx.checker rejects the compressed file"
+"$BIN" eval "$TMP/q.onnx" --data fmnist:test --limit 64 --logits "$TMP/ours.f32" >"$TMP/eval" || fail "eval on the compressed file"
+grep -q 'compressed model' "$TMP/eval" || fail "eval does not say the model is compressed"
+if [ -f .deps/node_modules/onnxruntime-node/package.json ] && command -v node >/dev/null; then
+  /usr/bin/python3 - "$TMP/in.f32" <<'PY'
+import gzip, sys, numpy as np
+with gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz") as f:
+    x = np.frombuffer(f.read(), np.uint8, offset=16)[:64 * 784].reshape(64, 1, 28, 28)
+((x / 255.0 - 0.2860) / 0.3530).astype("<f4").tofile(sys.argv[1])
+PY
+  NODE_PATH=$PWD/.deps/node_modules node tests/support/ort_run.js "$TMP/q.onnx" "$TMP/in.f32" 64 1 28 28 "$TMP/ort.f32" ||
+    fail "ONNX Runtime could not run the compressed file"
+  /usr/bin/python3 - "$TMP/ours.f32" "$TMP/ort.f32" <<'PY' || fail "ONNX Runtime's logits differ from bitdown's"
+import sys, numpy as np
+a = np.fromfile(sys.argv[1], "<f4").reshape(64, 10)
+b = np.fromfile(sys.argv[2], "<f4").reshape(64, 10)
+err = (np.abs(a - b).max(1) / np.abs(b).max(1)).max()
+print("ONNX Runtime vs bitdown: %.2e" % err)
+sys.exit(0 if err < 1e-4 else 1)
+PY
+else
+  echo "SKIP: onnxruntime-node is not installed (./bd deps installs it)"
+fi
+
+# info shows d, k and sizes of the compressed file
+"$BIN" info "$TMP/q.onnx" >"$TMP/info" || fail "info on the compressed file"
+grep -qE '^layer1\.0\.conv1 .* 9 +32 +0\.556 ' "$TMP/info" || fail "info: d, k, bits/w of layer1.0.conv1"
+grep -qE '^compressed: 9 layers quantized, .* ratio [0-9.]+x$' "$TMP/info" || fail "info: compressed totals"
+
+# --decoded writes a plain dense model with the same logits
+"$BIN" quantize $M -o "$TMP/d.onnx" --calib-n $N --iters 20 --decoded >/dev/null 2>&1 || fail "--decoded"
+"$BIN" eval "$TMP/d.onnx" --data fmnist:test --limit 64 --logits "$TMP/dec.f32" >/dev/null || fail "eval decoded"
+cmp -s "$TMP/dec.f32" "$TMP/ours.f32" || fail "the decoded model's logits differ from the compressed one's"
+[ "$(stat -c %s "$TMP/d.onnx")" -gt "$(stat -c %s "$TMP/q.onnx")" ] || fail "decoded is not larger"
+
+# --set, refusals with messages, and nothing written on failure
+"$BIN" quantize $M -o "$TMP/s.onnx" --calib-n 64 --iters 5 --set 'layer3.0.conv*:d=18,k=64' --set 'fc:skip' >"$TMP/out" 2>&1 || fail "--set failed"
+grep -qE '^layer3\.0\.conv2 +\[64, 64, 3, 3\] +18 +64 ' "$TMP/out" || fail "--set d=18,k=64 not applied"
+grep -qE '^fc .* skipped by --set' "$TMP/out" || fail "fc:skip"
+"$BIN" quantize $M -o "$TMP/bad.onnx" --set 'layer1.0.conv1:d=7' >/dev/null 2>"$TMP/err" && fail "d=7 accepted"
+grep -q "layer 'layer1.0.conv1': d=7 does not divide its row length 144" "$TMP/err" || fail "d=7 message: $(cat "$TMP/err")"
+"$BIN" quantize $M -o "$TMP/bad.onnx" --set 'layer1.0.conv1:k=256' >/dev/null 2>"$TMP/err" && fail "k=256 accepted"
+grep -q "may be at most 32" "$TMP/err" || fail "k message: $(cat "$TMP/err")"
+"$BIN" quantize $M -o "$TMP/bad.onnx" --set 'nothing*:d=9' >/dev/null 2>"$TMP/err" && fail "empty glob accepted"
+grep -q "no layer matches 'nothing\*'" "$TMP/err" || fail "glob message: $(cat "$TMP/err")"
+[ ! -e "$TMP/bad.onnx" ] || fail "a failed quantize wrote its output"
+exit $((failures > 0))
