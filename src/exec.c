@@ -10,9 +10,11 @@
 typedef struct step {
     int node;
     const bd_op *op;
-    int bn;  /* fused BatchNormalization node, or -1 */
-    int act; /* fused Relu or Clip node, or -1 */
-    int out; /* the value the whole step produces, when fused */
+    int bn;       /* fused BatchNormalization node, or -1 */
+    int add;      /* fused Add of a residual, or -1 */
+    int residual; /* the value that Add adds, or -1 */
+    int act;      /* fused Relu or Clip node, or -1 */
+    int out;      /* the value the whole step produces, when fused */
 } step;
 
 struct bd_exec {
@@ -26,7 +28,10 @@ struct bd_exec {
     void *user;
 };
 
-static int only_consumer(const bd_graph *g, const unsigned char *is_output, int value, int *node)
+/* The node that reads `value`, if exactly one does, once, and it is not a
+ * graph output; *slot gets the input position. */
+static int only_reader(const bd_graph *g, const unsigned char *is_output, int value, int *node,
+                       int *slot)
 {
     if (is_output[value])
         return 0;
@@ -34,9 +39,10 @@ static int only_consumer(const bd_graph *g, const unsigned char *is_output, int 
     for (int i = 0; i < g->nnodes; i++)
         for (int k = 0; k < g->nodes[i].ninputs; k++)
             if (g->nodes[i].inputs[k] == value) {
-                if (found >= 0 || k != 0)
+                if (found >= 0)
                     return 0;
                 found = i;
+                *slot = k;
             }
     *node = found;
     return found >= 0;
@@ -50,25 +56,40 @@ static int all_const_after_first(const bd_graph *g, const bd_node *n)
     return 1;
 }
 
-/* Conv [-> BatchNormalization] [-> Relu | Clip], each link the sole reader
- * of the previous one's output and with constant parameters. */
+static int is_op(const bd_node *n, const char *op) { return strcmp(n->op, op) == 0; }
+
+/* Conv [-> BatchNormalization] [-> Add(residual)] [-> Relu | Clip], each
+ * link the sole reader of the previous one's output. BatchNorm and Clip
+ * need constant parameters; the residual must be computed before the conv
+ * runs, since the fused step runs where the conv does. */
 static void plan_fusion(const bd_graph *g, const unsigned char *is_output, step *s,
                         unsigned char *absorbed)
 {
     const bd_node *conv = &g->nodes[s->node];
-    if (strcmp(conv->op, "Conv") != 0 || conv->noutputs != 1 || !all_const_after_first(g, conv))
+    if (!is_op(conv, "Conv") || conv->noutputs != 1 || !all_const_after_first(g, conv))
         return;
-    int v = conv->outputs[0], next;
-    if (only_consumer(g, is_output, v, &next) &&
-        strcmp(g->nodes[next].op, "BatchNormalization") == 0 && g->nodes[next].noutputs == 1 &&
+    int v = conv->outputs[0], next, slot;
+    if (only_reader(g, is_output, v, &next, &slot) && slot == 0 &&
+        is_op(&g->nodes[next], "BatchNormalization") && g->nodes[next].noutputs == 1 &&
         all_const_after_first(g, &g->nodes[next]) &&
         bd_attr_int(&g->nodes[next], "training_mode", 0) == 0) {
         s->bn = next;
         absorbed[next] = 1;
         v = g->nodes[next].outputs[0];
     }
-    if (only_consumer(g, is_output, v, &next) &&
-        (strcmp(g->nodes[next].op, "Relu") == 0 || strcmp(g->nodes[next].op, "Clip") == 0) &&
+    if (only_reader(g, is_output, v, &next, &slot) && is_op(&g->nodes[next], "Add") &&
+        g->nodes[next].ninputs == 2 && g->nodes[next].noutputs == 1) {
+        int other = g->nodes[next].inputs[1 - slot];
+        const bd_value *ov = other >= 0 ? &g->values[other] : NULL;
+        if (ov && !ov->init && ov->producer < s->node && other != v) {
+            s->add = next;
+            s->residual = other;
+            absorbed[next] = 1;
+            v = g->nodes[next].outputs[0];
+        }
+    }
+    if (only_reader(g, is_output, v, &next, &slot) && slot == 0 &&
+        (is_op(&g->nodes[next], "Relu") || is_op(&g->nodes[next], "Clip")) &&
         g->nodes[next].noutputs == 1 && all_const_after_first(g, &g->nodes[next])) {
         s->act = next;
         absorbed[next] = 1;
@@ -106,7 +127,7 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
             continue;
         step *s = &ex->steps[ex->nsteps];
         s->node = i;
-        s->bn = s->act = -1;
+        s->bn = s->act = s->add = s->residual = -1;
         s->out = g->nodes[i].outputs[0];
         bd_status st = bd_op_check(g, &g->nodes[i], &s->op);
         if (st != BD_OK) {
@@ -121,6 +142,8 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
         for (int k = 0; k < n->ninputs; k++)
             if (n->inputs[k] >= 0)
                 ex->uses[n->inputs[k]]++;
+        if (s->residual >= 0) /* the fused step reads it in the Add's place */
+            ex->uses[s->residual]++;
     }
     free(absorbed);
     *out = ex;
@@ -197,28 +220,59 @@ static bd_status fused_epilogue(const bd_graph *g, const step *s, int64_t m, flo
     return BD_OK;
 }
 
+/* Runs an absorbed node by itself on (first, the node's other inputs). */
+static bd_status run_absorbed(const bd_graph *g, const bd_node *n, int slot, bd_tensor *first,
+                             bd_tensor *other, bd_tensor **out)
+{
+    bd_tensor *ins[3] = {NULL, NULL, NULL};
+    for (int k = 0; k < n->ninputs && k < 3; k++)
+        ins[k] = n->inputs[k] >= 0 ? g->values[n->inputs[k]].init : NULL;
+    ins[slot] = first;
+    if (other)
+        ins[1 - slot] = other;
+    return bd_op_run(g, n, ins, out);
+}
+
 static bd_status run_fused_conv(const bd_graph *g, const step *s, bd_tensor *const *in,
-                                bd_tensor **out)
+                                bd_tensor *residual, bd_tensor **out)
 {
     const bd_node *conv = &g->nodes[s->node];
     bd_conv_geom geom;
     BD_TRY(bd_conv_geom_from_node(conv, in[0], in[1], &geom));
     float *buf = NULL;
     bd_epilogue ep;
+    int64_t dims[4] = {geom.n, geom.m, geom.oh, geom.ow};
+    if (in[0]->ndim == 3)
+        dims[2] = geom.ow;
     bd_status st = fused_epilogue(g, s, geom.m, &buf, &ep);
-    if (st == BD_OK) {
-        int64_t dims[4] = {geom.n, geom.m, geom.oh, geom.ow};
-        if (in[0]->ndim == 3)
-            dims[2] = geom.ow;
+    /* A residual of another shape (broadcasting) cannot ride along: then
+     * the Add and the activation run as their own kernels after the conv. */
+    int apart = residual && (residual->dtype != BD_F32 || residual->ndim != in[0]->ndim ||
+                             memcmp(residual->dims, dims, (size_t)in[0]->ndim * sizeof *dims));
+    bd_activation act = ep.act;
+    if (residual && !apart)
+        ep.residual = residual->data;
+    if (apart)
+        ep.act = BD_ACT_NONE;
+    if (st == BD_OK)
         st = bd_tensor_new_raw(out, BD_F32, in[0]->ndim, dims, conv->name);
-    }
-    if (st == BD_OK) {
-        st = bd_conv2d(&geom, in[0]->data, in[1]->data, &ep, (*out)->data);
-        if (st != BD_OK) {
-            bd_tensor_free(*out);
-            *out = NULL;
-            bd_error_context(st, "node '%s' (Conv)", conv->name);
+    if (st == BD_OK && (st = bd_conv2d(&geom, in[0]->data, in[1]->data, &ep, (*out)->data)) != BD_OK)
+        bd_error_context(st, "node '%s' (Conv)", conv->name);
+    if (st == BD_OK && apart) {
+        const bd_node *add = &g->nodes[s->add];
+        bd_tensor *sum = NULL, *y = NULL;
+        st = run_absorbed(g, add, add->inputs[0] == s->residual ? 1 : 0, *out, residual, &sum);
+        bd_tensor_free(*out);
+        if (st == BD_OK && act != BD_ACT_NONE) {
+            st = run_absorbed(g, &g->nodes[s->act], 0, sum, NULL, &y);
+            bd_tensor_free(sum);
+            sum = y;
         }
+        *out = sum;
+    }
+    if (st != BD_OK && *out) {
+        bd_tensor_free(*out);
+        *out = NULL;
     }
     free(buf);
     return st;
@@ -350,8 +404,8 @@ static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_ten
         return st;
     for (int k = 0; k < n->noutputs; k++)
         outs[k] = NULL;
-    if (s->bn >= 0 || s->act >= 0) {
-        st = run_fused_conv(g, s, ins, &outs[0]);
+    if (s->bn >= 0 || s->add >= 0 || s->act >= 0) {
+        st = run_fused_conv(g, s, ins, s->residual >= 0 ? r->vals[s->residual] : NULL, &outs[0]);
         if (st == BD_OK) {
             r->vals[s->out] = outs[0];
             r->owned[s->out] = 1;
@@ -374,8 +428,8 @@ static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_ten
     }
     if (st != BD_OK)
         return st;
-    for (int k = 0; k < n->ninputs; k++) {
-        int v = n->inputs[k];
+    for (int k = 0; k <= n->ninputs; k++) {
+        int v = k < n->ninputs ? n->inputs[k] : s->residual;
         if (v >= 0 && --r->left[v] == 0 && !ex->is_output[v])
             release(r, v);
     }

@@ -1,5 +1,6 @@
 /* bitdown's command line: one subcommand per task. */
 #include <cblas.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,11 @@ static void prefer_avx512_blas(char **argv)
 int main(int argc, char **argv)
 {
     prefer_avx512_blas(argv);
+    /* Every forward pass allocates and frees the same large activations;
+     * kept in the heap, they are reused instead of mapped and faulted in
+     * afresh each time. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
     bd_threads_set(0);
     if (argc < 2) {
         usage(stderr);

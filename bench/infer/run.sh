@@ -10,6 +10,13 @@ cd "$ROOT"
 THREADS=${BD_BENCH_THREADS:-2}
 ROUNDS=${BD_BENCH_ROUNDS:-3}
 export NODE_PATH=$ROOT/.deps/node_modules
+# This machine's environment pins OpenBLAS to its AVX2 (Haswell) kernels;
+# left alone, bitdown picks the AVX-512 ones itself (docs/architecture.md).
+# The benchmark measures bitdown as it runs by default on this CPU.
+if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
+  echo "note: unsetting OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE for bitdown" >&2
+  unset OPENBLAS_CORETYPE
+fi
 MODELS=examples/imagenet/models
 if [ ! -f $MODELS/resnet50.onnx ] || [ ! -f $MODELS/resnet18.onnx ]; then
   if /usr/bin/python3 -c 'import torch, torchvision' 2>/dev/null; then

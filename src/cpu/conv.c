@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "ops.h"
@@ -114,69 +115,98 @@ bd_status bd_conv_geom_from_node(const bd_node *n, const bd_tensor *x, const bd_
     return BD_OK;
 }
 
-void bd_im2col(const bd_conv_geom *g, const float *x, float *cols)
+/* One output row's worth of im2col for one kernel tap: out[0..n) gets the
+ * input row `in` sampled at ox = ox0 .. ox0+n-1 (zero outside [0, w)). Plain
+ * loops: rows are often only 7 to 28 wide, where library calls cost more
+ * than the copy. */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void tap_row(const bd_conv_geom *g, const float *in, int64_t x_off, int64_t ox0,
+                    int64_t n, float *out)
 {
-    const int64_t cg = g->c / g->group, ohw = g->oh * g->ow;
-    for (int64_t c = 0; c < cg; c++) {
-        const float *xc = x + c * g->h * g->w;
-        for (int64_t ki = 0; ki < g->kh; ki++) {
-            for (int64_t kj = 0; kj < g->kw; kj++) {
-                float *row = cols + ((c * g->kh + ki) * g->kw + kj) * ohw;
-                int64_t x_off = kj * g->dw - g->pad_l;
-                /* output columns ox whose input column lies inside [0, w) */
-                int64_t lo = x_off >= 0 ? 0 : (-x_off + g->sw - 1) / g->sw;
-                int64_t hi = g->w - x_off <= 0 ? 0 : (g->w - x_off + g->sw - 1) / g->sw;
-                if (hi > g->ow)
-                    hi = g->ow;
-                if (lo > hi)
-                    lo = hi;
-                for (int64_t oy = 0; oy < g->oh; oy++) {
-                    float *out = row + oy * g->ow;
-                    int64_t iy = oy * g->sh - g->pad_t + ki * g->dh;
-                    if (iy < 0 || iy >= g->h) {
-                        memset(out, 0, (size_t)g->ow * sizeof *out);
-                        continue;
-                    }
-                    const float *in = xc + iy * g->w + x_off;
-                    memset(out, 0, (size_t)lo * sizeof *out);
-                    if (g->sw == 1) {
-                        memcpy(out + lo, in + lo, (size_t)(hi - lo) * sizeof *out);
-                    } else {
-                        for (int64_t ox = lo; ox < hi; ox++)
-                            out[ox] = in[ox * g->sw];
-                    }
-                    memset(out + hi, 0, (size_t)(g->ow - hi) * sizeof *out);
-                }
-            }
+    /* output columns ox whose input column ox*sw + x_off lies in [0, w) */
+    int64_t lo = x_off >= 0 ? 0 : (-x_off + g->sw - 1) / g->sw;
+    int64_t hi = g->w - x_off <= 0 ? 0 : (g->w - x_off + g->sw - 1) / g->sw;
+    lo = lo < ox0 ? 0 : lo - ox0;
+    hi = hi < ox0 ? 0 : hi - ox0;
+    if (hi > n)
+        hi = n;
+    if (lo > hi)
+        lo = hi;
+    for (int64_t j = 0; j < lo; j++)
+        out[j] = 0.0f;
+    const float *src = in + ox0 * g->sw + x_off;
+    if (g->sw == 1) {
+        for (int64_t j = lo; j < hi; j++)
+            out[j] = src[j];
+    } else {
+        for (int64_t j = lo; j < hi; j++)
+            out[j] = src[j * g->sw];
+    }
+    for (int64_t j = hi; j < n; j++)
+        out[j] = 0.0f;
+}
+
+/* One row of the im2col matrix, r = (c, ki, kj), over columns [c0, c0 + n). */
+static void im2col_row(const bd_conv_geom *g, const float *x, int64_t gi, int64_t r, int64_t c0,
+                       int64_t n, float *row)
+{
+    const int64_t cg = g->c / g->group, ohw = g->oh * g->ow, plane = g->h * g->w;
+    const int64_t c = r / (g->kh * g->kw), ki = r / g->kw % g->kh, kj = r % g->kw;
+    const int64_t x_off = kj * g->dw - g->pad_l;
+    /* walk the columns output row by output row */
+    for (int64_t j = 0; j < n;) {
+        int64_t col = c0 + j, img = col / ohw, p = col % ohw;
+        int64_t oy = p / g->ow, ox = p % g->ow;
+        int64_t len = g->ow - ox < n - j ? g->ow - ox : n - j;
+        int64_t iy = oy * g->sh - g->pad_t + ki * g->dh;
+        if (iy < 0 || iy >= g->h) {
+            for (int64_t t = 0; t < len; t++)
+                row[j + t] = 0.0f;
+        } else {
+            const float *in = x + (img * g->c + gi * cg + c) * plane + iy * g->w;
+            tap_row(g, in, x_off, ox, len, row + j);
         }
+        j += len;
     }
 }
 
-void bd_epilogue_rows(const bd_epilogue *ep, int64_t c0, int64_t rows, int64_t len, float *y)
+void bd_im2col_range(const bd_conv_geom *g, const float *x, int64_t gi, int64_t c0, int64_t n,
+                     float *cols)
 {
-    if (!ep || (!ep->scale && !ep->shift && ep->act == BD_ACT_NONE))
-        return;
-    for (int64_t r = 0; r < rows; r++) {
-        float a = ep->scale ? ep->scale[c0 + r] : 1.0f;
-        float b = ep->shift ? ep->shift[c0 + r] : 0.0f;
-        float *p = y + r * len;
-        switch (ep->act) {
-        case BD_ACT_NONE:
-            for (int64_t i = 0; i < len; i++)
-                p[i] = p[i] * a + b;
-            break;
-        case BD_ACT_RELU:
-            for (int64_t i = 0; i < len; i++) {
-                float v = p[i] * a + b;
-                p[i] = v > 0.0f ? v : 0.0f;
-            }
-            break;
-        case BD_ACT_CLIP:
-            for (int64_t i = 0; i < len; i++) {
-                float v = p[i] * a + b;
-                p[i] = v < ep->lo ? ep->lo : v > ep->hi ? ep->hi : v;
-            }
-            break;
+    const int64_t k = g->c / g->group * g->kh * g->kw;
+    for (int64_t r = 0; r < k; r++)
+        im2col_row(g, x, gi, r, c0, n, cols + r * n);
+}
+
+void bd_im2col(const bd_conv_geom *g, const float *x, float *cols)
+{
+    bd_conv_geom one = *g;
+    one.n = 1;
+    one.group = 1; /* x is already one group's channels */
+    one.c = g->c / g->group;
+    bd_im2col_range(&one, x, 0, 0, g->oh * g->ow, cols);
+}
+
+void bd_epilogue_apply(const bd_epilogue *ep, int64_t c, const float *src, const float *res,
+                       float *dst, int64_t len)
+{
+    float a = ep && ep->scale ? ep->scale[c] : 1.0f;
+    float b = ep && ep->shift ? ep->shift[c] : 0.0f;
+    bd_activation act = ep ? ep->act : BD_ACT_NONE;
+    float lo = act == BD_ACT_NONE ? -INFINITY : act == BD_ACT_RELU ? 0.0f : ep->lo;
+    float hi = act == BD_ACT_CLIP ? ep->hi : INFINITY;
+    /* one comparison per statement, so the loops vectorise (max/min) */
+    if (res) {
+        for (int64_t i = 0; i < len; i++) {
+            float v = src[i] * a + b + res[i];
+            v = v > lo ? v : lo;
+            dst[i] = v < hi ? v : hi;
+        }
+    } else {
+        for (int64_t i = 0; i < len; i++) {
+            float v = src[i] * a + b;
+            v = v > lo ? v : lo;
+            dst[i] = v < hi ? v : hi;
         }
     }
 }
@@ -220,30 +250,133 @@ static int is_pointwise(const bd_conv_geom *g)
            g->pad_l == 0 && g->pad_b == 0 && g->pad_r == 0;
 }
 
-/* One image: every group's GEMM, then the epilogue. cols is scratch of
- * rows*cols floats (unused for pointwise convs, which need no im2col). */
-static void conv_image(const bd_conv_geom *g, const float *x, const float *w,
-                       const bd_epilogue *ep, float *y, float *cols)
+/* How a conv becomes GEMMs. POINTWISE: the input already is the matrix.
+ * SHIFT (stride 1): the input is padded once, channel-major ([C][N][Hp*Wp]);
+ * there every im2col row is one contiguous slice if outputs are computed on
+ * the padded grid (positions outside the real output are computed and
+ * dropped when storing), so im2col is a memcpy per row, across images.
+ * IM2COL (strided): the general gather, over column ranges that may span
+ * images. Small images are merged into one tile so GEMMs stay wide; an
+ * image is never split, so each GEMM's packed weights serve a whole image. */
+typedef enum lowering { POINTWISE, SHIFT, IM2COL } lowering;
+
+typedef struct conv_plan {
+    const bd_conv_geom *g;
+    const float *x, *w;
+    const bd_epilogue *ep;
+    float *y;
+    lowering how;
+    int64_t k, mg, ohw;
+    int64_t imgs;   /* images per tile */
+    int64_t ntiles; /* tiles per group */
+    float *padded;  /* SHIFT: [C][N*plane + slack] */
+    int64_t wp, plane, chan; /* SHIFT: padded width, plane, channel stride */
+} conv_plan;
+
+/* Fewer columns than this make BLAS calls whose fixed costs show. */
+enum { WIDE = 2048 };
+
+static int64_t columns_per_image(const conv_plan *p)
 {
-    const int64_t cg = g->c / g->group, mg = g->m / g->group;
-    const int64_t k = bd_conv_rows(g), ohw = bd_conv_cols(g);
-    for (int64_t gi = 0; gi < g->group; gi++) {
-        const float *xg = x + gi * cg * g->h * g->w;
-        const float *b = xg;
-        if (!is_pointwise(g)) {
-            bd_im2col(g, xg, cols);
-            b = cols;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)ohw, (int)k, 1.0f,
-                    w + gi * mg * k, (int)k, b, (int)ohw, 0.0f, y + gi * mg * ohw, (int)ohw);
+    return p->how == SHIFT ? p->plane : p->ohw;
+}
+
+/* Pads every channel plane of the batch into p->padded. */
+static void pad_input(conv_plan *p)
+{
+    const bd_conv_geom *g = p->g;
+    const int64_t planes = g->n * g->c;
+    memset(p->padded, 0, (size_t)(g->c * p->chan) * sizeof *p->padded);
+#pragma omp parallel for schedule(static) if (planes * p->plane > 65536)
+    for (int64_t i = 0; i < planes; i++) {
+        int64_t img = i / g->c, c = i % g->c;
+        float *dst = p->padded + c * p->chan + img * p->plane;
+        const float *src = p->x + i * g->h * g->w;
+        for (int64_t r = 0; r < g->h; r++)
+            memcpy(dst + (r + g->pad_t) * p->wp + g->pad_l, src + r * g->w,
+                   (size_t)g->w * sizeof *dst);
     }
-    bd_epilogue_rows(ep, 0, g->m, ohw, y);
+}
+
+/* The B matrix of tile (gi, first image, n columns): the input itself, or
+ * rows of cols; `inner` spreads the copying over the threads. */
+static const float *tile_matrix(const conv_plan *p, int64_t gi, int64_t img, int64_t n,
+                                float *cols, int64_t *ldb, int inner)
+{
+    const bd_conv_geom *g = p->g;
+    const int64_t cg = g->c / g->group;
+    if (p->how == POINTWISE) {
+        *ldb = p->ohw;
+        return p->x + (img * g->c + gi * cg) * p->ohw;
+    }
+    *ldb = n;
+#pragma omp parallel for schedule(static) if (inner)
+    for (int64_t r = 0; r < p->k; r++) {
+        if (p->how == IM2COL) {
+            im2col_row(g, p->x, gi, r, img * p->ohw, n, cols + r * n);
+        } else {
+            int64_t c = r / (g->kh * g->kw), ki = r / g->kw % g->kh, kj = r % g->kw;
+            memcpy(cols + r * n,
+                   p->padded + (gi * cg + c) * p->chan + img * p->plane + ki * g->dh * p->wp +
+                       kj * g->dw,
+                   (size_t)n * sizeof *cols);
+        }
+    }
+    return cols;
+}
+
+/* Output channel m of the GEMM result c (n columns from image img on) into
+ * y, through the epilogue, dropping SHIFT's positions off the real grid. */
+static void store_channel(const conv_plan *p, int64_t gi, int64_t m, int64_t img, int64_t nimg,
+                          const float *c, int64_t n)
+{
+    const bd_conv_geom *g = p->g;
+    const bd_epilogue *ep = p->ep;
+    const int64_t ch = gi * p->mg + m;
+    const float *src = c + m * n;
+    for (int64_t i = 0; i < nimg; i++) {
+        int64_t at = ((img + i) * g->m + ch) * p->ohw;
+        if (p->how == SHIFT) {
+            for (int64_t oy = 0; oy < g->oh; oy++)
+                bd_epilogue_apply(ep, ch, src + i * p->plane + oy * p->wp,
+                                  ep && ep->residual ? ep->residual + at + oy * g->ow : NULL,
+                                  p->y + at + oy * g->ow, g->ow);
+        } else {
+            bd_epilogue_apply(ep, ch, src + i * p->ohw, ep && ep->residual ? ep->residual + at : NULL,
+                              p->y + at, p->ohw);
+        }
+    }
+}
+
+/* Tile ti of group gi: its B matrix, one GEMM into the scratch c, then the
+ * epilogue while storing. */
+static void conv_tile(const conv_plan *p, int64_t gi, int64_t ti, float *cols, float *c, int inner)
+{
+    const bd_conv_geom *g = p->g;
+    const int64_t img = ti * p->imgs;
+    const int64_t nimg = g->n - img < p->imgs ? g->n - img : p->imgs;
+    /* SHIFT: the last image needs only its rows up to the real output's end */
+    const int64_t n = p->how == SHIFT ? (nimg - 1) * p->plane + g->oh * p->wp : nimg * p->ohw;
+    int64_t ldb;
+    const float *b = tile_matrix(p, gi, img, n, cols, &ldb, inner);
+    if (p->how == POINTWISE && nimg > 1) {
+        /* images are not adjacent in NCHW: one GEMM each */
+        for (int64_t i = 0; i < nimg; i++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p->mg, (int)p->ohw,
+                        (int)p->k, 1.0f, p->w + gi * p->mg * p->k, (int)p->k,
+                        b + i * g->c * p->ohw, (int)ldb, 0.0f, c + i * p->ohw, (int)n);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p->mg, (int)n, (int)p->k, 1.0f,
+                    p->w + gi * p->mg * p->k, (int)p->k, b, (int)ldb, 0.0f, c, (int)n);
+    }
+#pragma omp parallel for schedule(static) if (inner)
+    for (int64_t m = 0; m < p->mg; m++)
+        store_channel(p, gi, m, img, nimg, c, n);
 }
 
 bd_status bd_conv2d(const bd_conv_geom *g, const float *x, const float *w, const bd_epilogue *ep,
                     float *y)
 {
-    const int64_t in_img = g->c * g->h * g->w, out_img = g->m * g->oh * g->ow;
     const int64_t ohw = bd_conv_cols(g);
     if (g->group == g->c && g->m == g->c) {
         const int64_t total = g->n * g->c;
@@ -252,40 +385,69 @@ bd_status bd_conv2d(const bd_conv_geom *g, const float *x, const float *w, const
             int64_t c = i % g->c;
             float *yc = y + i * ohw;
             depthwise_channel(g, x + i * g->h * g->w, w + c * g->kh * g->kw, yc);
-            bd_epilogue_rows(ep, c, 1, ohw, yc);
+            bd_epilogue_apply(ep, c, yc, ep && ep->residual ? ep->residual + i * ohw : NULL, yc,
+                              ohw);
         }
         return BD_OK;
     }
-    size_t scratch = is_pointwise(g) ? 1 : (size_t)(bd_conv_rows(g) * ohw);
+    conv_plan p = {.g = g, .x = x, .w = w, .ep = ep, .y = y, .k = bd_conv_rows(g),
+                   .mg = g->m / g->group, .ohw = ohw};
+    /* SHIFT computes the padded grid: worth it where the padding is thin */
+    int64_t hp = g->h + g->pad_t + g->pad_b, wp = g->w + g->pad_l + g->pad_r;
+    int thin = hp * wp * 8 <= ohw * 9;
+    p.how = is_pointwise(g) ? POINTWISE : g->sh == 1 && g->sw == 1 && thin ? SHIFT : IM2COL;
+    if (p.how == SHIFT) {
+        p.wp = wp;
+        p.plane = hp * wp;
+        /* slack: the last rows' reads run past the plane into dropped columns */
+        p.chan = g->n * p.plane + (g->kw - 1) * g->dw + (g->kh - 1) * g->dh * p.wp;
+        p.padded = malloc((size_t)(g->c * p.chan) * sizeof *p.padded);
+        if (!p.padded)
+            return bd_fail(BD_ENOMEM, "out of memory for the padded input of a conv");
+        pad_input(&p);
+    }
+    int64_t per = columns_per_image(&p);
+    p.imgs = per >= WIDE ? 1 : (WIDE + per - 1) / per;
     int threads = omp_get_max_threads();
-    if (g->n > 1 && threads > 1) {
-        /* Images in parallel, one BLAS thread each: better than splitting
-         * every (often small) GEMM across cores. */
-        int failed = 0;
+    /* keep every thread busy: never fewer tiles than threads if images allow */
+    if (g->n > 1 && (g->n + p.imgs - 1) / p.imgs < threads)
+        p.imgs = (g->n + threads - 1) / threads;
+    p.ntiles = (g->n + p.imgs - 1) / p.imgs;
+    const int64_t items = g->group * p.ntiles;
+    const int64_t tile_cols = p.imgs * per;
+    const size_t cols_size = p.how == POINTWISE ? 1 : (size_t)(p.k * tile_cols);
+    const size_t c_size = (size_t)(p.mg * tile_cols);
+    int failed = 0;
+    if (threads > 1 && items >= threads) {
+        /* Several tiles: one per thread at a time, each GEMM on one core, no
+         * thread waits on another. */
 #pragma omp parallel
         {
-            float *cols = malloc(scratch * sizeof *cols);
-            if (!cols) {
+            float *cols = malloc(cols_size * sizeof *cols), *c = malloc(c_size * sizeof *c);
+            if (!cols || !c) {
 #pragma omp atomic write
                 failed = 1;
             }
 #pragma omp for schedule(dynamic)
-            for (int64_t i = 0; i < g->n; i++)
-                if (cols)
-                    conv_image(g, x + i * in_img, w, ep, y + i * out_img, cols);
+            for (int64_t it = 0; it < items; it++)
+                if (cols && c)
+                    conv_tile(&p, it / p.ntiles, it % p.ntiles, cols, c, 0);
             free(cols);
+            free(c);
         }
-        if (failed)
-            return bd_fail(BD_ENOMEM, "out of memory for the im2col buffer of a conv");
-        return BD_OK;
+    } else {
+        /* One tile at a time, its copying, GEMM (BLAS's threads) and storing
+         * each spread over the cores. Not inside a parallel region of our
+         * own: nested teams would be new threads competing for the cores. */
+        float *cols = malloc(cols_size * sizeof *cols), *c = malloc(c_size * sizeof *c);
+        failed = !cols || !c;
+        for (int64_t it = 0; it < items && !failed; it++)
+            conv_tile(&p, it / p.ntiles, it % p.ntiles, cols, c, 1);
+        free(cols);
+        free(c);
     }
-    float *cols = malloc(scratch * sizeof *cols);
-    if (!cols)
-        return bd_fail(BD_ENOMEM, "out of memory for the im2col buffer of a conv");
-    for (int64_t i = 0; i < g->n; i++)
-        conv_image(g, x + i * in_img, w, ep, y + i * out_img, cols);
-    free(cols);
-    return BD_OK;
+    free(p.padded);
+    return failed ? bd_fail(BD_ENOMEM, "out of memory for the im2col buffers of a conv") : BD_OK;
 }
 
 bd_status bd_k_conv(const bd_graph *gr, const bd_node *n, bd_tensor *const *in, bd_tensor **out)

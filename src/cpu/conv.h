@@ -31,14 +31,23 @@ bd_status bd_conv_geom_from_node(const bd_node *n, const bd_tensor *x, const bd_
 /* cols[K][OH*OW] from one image's channels of one group, x = [C/group][H][W]. */
 void bd_im2col(const bd_conv_geom *g, const float *x, float *cols);
 
+/* The im2col columns [c0, c0 + n) of the whole batch seen as one matrix of
+ * N*OH*OW columns (column j is image j / (OH*OW)), for group gi; x is the
+ * whole input [N][C][H][W], cols is [K][n]. */
+void bd_im2col_range(const bd_conv_geom *g, const float *x, int64_t gi, int64_t c0, int64_t n,
+                     float *cols);
+
 typedef enum bd_activation { BD_ACT_NONE, BD_ACT_RELU, BD_ACT_CLIP } bd_activation;
 
-/* y[c] = act(acc[c] * scale[c] + shift[c]); scale NULL means 1, shift NULL
- * means 0. A conv bias, an inference BatchNormalization and a Relu or Clip
- * that follow a conv all fold into one pass. */
+/* y = act(acc * scale[c] + shift[c] + residual); scale NULL means 1, shift
+ * NULL means 0, residual NULL means none (else a tensor shaped like y). A
+ * conv bias, an inference BatchNormalization, the Add of a residual
+ * connection and a Relu or Clip that follow a conv all fold into the pass
+ * that stores the conv's output. */
 typedef struct bd_epilogue {
     const float *scale;
     const float *shift;
+    const float *residual;
     bd_activation act;
     float lo, hi;
 } bd_epilogue;
@@ -47,8 +56,10 @@ typedef struct bd_epilogue {
 bd_status bd_conv2d(const bd_conv_geom *g, const float *x, const float *w, const bd_epilogue *ep,
                     float *y);
 
-/* Applies the epilogue to `rows` channels of `len` values each, starting at
- * channel c0 (used by Gemm too, where a channel is a column). */
-void bd_epilogue_rows(const bd_epilogue *ep, int64_t c0, int64_t rows, int64_t len, float *y);
+/* dst[i] = act(src[i] * scale[c] + shift[c] + res[i]) for i < len, for
+ * channel c; res is the matching part of ep->residual (NULL if none).
+ * src may be dst. */
+void bd_epilogue_apply(const bd_epilogue *ep, int64_t c, const float *src, const float *res,
+                       float *dst, int64_t len);
 
 #endif

@@ -4,6 +4,7 @@
  * reduces through the same accumulate(). */
 #include <float.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernel_util.h"
@@ -153,15 +154,23 @@ static void window(const pool_geom *pg, int t, int64_t o, int64_t *first, int64_
                           pg->in[t] + pg->pad_end[t], &unused);
 }
 
+/* The windows along the last spatial dim are the same for every row, so
+ * they are worked out once per call: first tap, taps inside, taps padded. */
+typedef struct row_windows {
+    int64_t *first, *taps, *padded;
+} row_windows;
+
 /* Computes one row (the last spatial dim) of a plane's output. */
-static void pool_row(const pool_geom *pg, const float *x, float *y, int64_t o0, int64_t o1,
-                     pool_kind kind, int include_pad)
+static void pool_row(const pool_geom *pg, const row_windows *rw, const float *x, float *y,
+                     int64_t o0, int64_t o1, pool_kind kind, int include_pad)
 {
     int64_t first[SPATIAL], taps[SPATIAL], padded[SPATIAL];
     window(pg, 0, o0, &first[0], &taps[0], &padded[0]);
     window(pg, 1, o1, &first[1], &taps[1], &padded[1]);
     for (int64_t o2 = 0; o2 < pg->out[2]; o2++) {
-        window(pg, 2, o2, &first[2], &taps[2], &padded[2]);
+        first[2] = rw->first[o2];
+        taps[2] = rw->taps[o2];
+        padded[2] = rw->padded[o2];
         /* A window wholly in the padding yields -FLT_MAX, as onnxruntime's does. */
         float max = -FLT_MAX;
         double sum = 0;
@@ -198,13 +207,23 @@ static bd_status pool(const bd_node *n, const bd_tensor *x, bd_tensor **out, poo
     int64_t in_plane = pg.in[0] * pg.in[1] * pg.in[2];
     const float *xd = x->data;
     float *yd = out[0]->data;
+    int64_t *cols = malloc(3 * (size_t)pg.out[2] * sizeof *cols + 1);
+    if (!cols) {
+        bd_tensor_free(out[0]);
+        out[0] = NULL;
+        return bd_node_fail(n, BD_ENOMEM, "out of memory");
+    }
+    row_windows rw = {cols, cols + pg.out[2], cols + 2 * pg.out[2]};
+    for (int64_t o2 = 0; o2 < pg.out[2]; o2++)
+        window(&pg, 2, o2, &rw.first[o2], &rw.taps[o2], &rw.padded[o2]);
 #pragma omp parallel for if (rows * pg.out[2] * pg.kernel[0] * pg.kernel[1] * pg.kernel[2] >= \
                                  BD_PARALLEL_MIN) schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         int64_t plane = r / rows_per_plane, within = r % rows_per_plane;
-        pool_row(&pg, xd + plane * in_plane, yd + r * pg.out[2], within / pg.out[1],
+        pool_row(&pg, &rw, xd + plane * in_plane, yd + r * pg.out[2], within / pg.out[1],
                  within % pg.out[1], kind, include_pad);
     }
+    free(cols);
     return BD_OK;
 }
 
