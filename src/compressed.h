@@ -19,6 +19,9 @@
 
 #define BD_META_FORMAT "bitdown.format"
 #define BD_META_LAYER_PREFIX "bitdown.layer."
+/* The original model a compressed file was made from (its path), so that
+ * loading the file resumes the work with the real teacher. */
+#define BD_META_TEACHER "bitdown.teacher"
 
 /* A new graph: a copy of `student` in which every layer i with q[i] != NULL
  * has its weight initializer replaced by the decoding expression of q[i],

@@ -539,6 +539,52 @@ static bd_status fit(const bd_layer *l, const bd_pq_layout *lay, const float *su
     return s;
 }
 
+static bd_status check_options(const bd_layer *l, const bd_quantize_options *opt,
+                               bd_pq_layout *lay)
+{
+    BD_TRY(bd_pq_layout_init(l, opt->d, lay));
+    int kmax = bd_pq_max_k(lay->n);
+    if (opt->k < 1 || opt->k > kmax)
+        return bd_fail(BD_EINVAL,
+                       "layer '%s': k=%d is not allowed; with d=%d it has %lld subvectors, so k "
+                       "can be 1 to %d",
+                       l->name, opt->k, opt->d, (long long)lay->n, kmax);
+    return BD_OK;
+}
+
+bd_status bd_quantize_fit(const bd_capture *cap, const bd_layer *l, const float *original,
+                          const bd_quantize_options *opt, const bd_progress *progress,
+                          bd_qlayer *q, float *w_hat)
+{
+    memset(q, 0, sizeof *q);
+    bd_pq_layout lay;
+    BD_TRY(check_options(l, opt, &lay));
+    float *sub = malloc((size_t)(lay.n * lay.d) * sizeof *sub);
+    if (!sub)
+        return bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->name);
+    bd_pq_gather(&lay, original, sub);
+    bd_status s = fit(l, &lay, sub, cap, opt->objective, opt, progress, q, w_hat);
+    if (s == BD_OK && opt->compare_objectives) {
+        bd_qlayer other;
+        size_t bytes = (size_t)(l->rows * l->row_len) * sizeof(float);
+        float *other_hat = malloc(bytes);
+        bd_objective o = opt->objective == BD_OBJ_ACT ? BD_OBJ_WEIGHT : BD_OBJ_ACT;
+        s = other_hat ? fit(l, &lay, sub, cap, o, opt, NULL, &other, other_hat)
+                      : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->name);
+        if (s == BD_OK) {
+            q->other_error = bd_relative_error(cap, l, original, other_hat);
+            bd_qlayer_free(&other);
+        } else {
+            bd_qlayer_free(q);
+        }
+        free(other_hat);
+    }
+    if (s == BD_OK)
+        q->rel_error = bd_relative_error(cap, l, original, w_hat);
+    free(sub);
+    return s;
+}
+
 bd_status bd_quantize_layer(bd_calib *c, bd_graph *student, const bd_layer *l,
                             const bd_tensor *original, const bd_quantize_options *opt,
                             const bd_progress *progress, bd_qlayer *out)
@@ -547,46 +593,20 @@ bd_status bd_quantize_layer(bd_calib *c, bd_graph *student, const bd_layer *l,
     double t0 = seconds_now();
     bd_tensor *w = student->values[l->weight].init;
     bd_pq_layout lay;
-    BD_TRY(bd_pq_layout_init(l, opt->d, &lay));
+    BD_TRY(check_options(l, opt, &lay));
     if (!w || !original || !bd_tensor_same_shape(w, original) || original->dtype != BD_F32)
         return bd_fail(BD_EINVAL, "layer '%s': the original weight does not match the student's",
                        l->name);
-    int kmax = bd_pq_max_k(lay.n);
-    if (opt->k < 1 || opt->k > kmax)
-        return bd_fail(BD_EINVAL,
-                       "layer '%s': k=%d is not allowed; with d=%d it has %lld subvectors, so k "
-                       "can be 1 to %d",
-                       l->name, opt->k, opt->d, (long long)lay.n, kmax);
     bd_capture cap;
     BD_TRY(bd_calib_capture(c, l, opt->d, progress, &cap));
-    float *sub = malloc((size_t)(lay.n * lay.d) * sizeof *sub);
     float *w_hat = malloc(bd_tensor_nbytes(w));
-    bd_status s = sub && w_hat ? BD_OK : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->name);
+    bd_status s = w_hat ? bd_quantize_fit(&cap, l, original->data, opt, progress, out, w_hat)
+                        : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->name);
     if (s == BD_OK) {
-        bd_pq_gather(&lay, original->data, sub);
-        s = fit(l, &lay, sub, &cap, opt->objective, opt, progress, out, w_hat);
-    }
-    if (s == BD_OK && opt->compare_objectives) {
-        bd_qlayer other;
-        float *other_hat = malloc(bd_tensor_nbytes(w));
-        bd_objective o = opt->objective == BD_OBJ_ACT ? BD_OBJ_WEIGHT : BD_OBJ_ACT;
-        s = other_hat ? fit(l, &lay, sub, &cap, o, opt, NULL, &other, other_hat)
-                      : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->name);
-        if (s == BD_OK) {
-            out->other_error = bd_relative_error(&cap, l, original->data, other_hat);
-            bd_qlayer_free(&other);
-        } else {
-            bd_qlayer_free(out);
-        }
-        free(other_hat);
-    }
-    if (s == BD_OK) {
-        out->rel_error = bd_relative_error(&cap, l, original->data, w_hat);
         memcpy(w->data, w_hat, bd_tensor_nbytes(w)); /* the only change to the student */
         bd_calib_changed(c, l->node);
         out->seconds = seconds_now() - t0;
     }
-    free(sub);
     free(w_hat);
     bd_capture_free(&cap);
     return s;

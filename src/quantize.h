@@ -102,6 +102,15 @@ bd_status bd_quantize_layer(bd_calib *c, bd_graph *student, const bd_layer *l,
                             const bd_tensor *original, const bd_quantize_options *opt,
                             const bd_progress *progress, bd_qlayer *out);
 
+/* One fit of the layer's ORIGINAL weight (as stored) to the captured
+ * inputs, without touching any graph: the codebook in *q and the decoded
+ * W^ (as stored) in w_hat, with q->rel_error measured on the held-out rows.
+ * What bd_quantize_layer does short of installing W^; policies use it to
+ * try settings. */
+bd_status bd_quantize_fit(const bd_capture *cap, const bd_layer *l, const float *original,
+                          const bd_quantize_options *opt, const bd_progress *progress,
+                          bd_qlayer *q, float *w_hat);
+
 /* ||X(W - W^)||_F / ||X W||_F over held-out rows, W and W^ as stored. */
 double bd_relative_error(const bd_capture *cap, const bd_layer *l, const float *w,
                          const float *w_hat);

@@ -1,0 +1,986 @@
+#include "workspace.h"
+
+#include <fnmatch.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compressed.h"
+#include "eval.h"
+#include "exec.h"
+#include "model_meta.h"
+#include "onnx_io.h"
+#include "plan.h"
+#include "threads.h"
+
+/* One layer as it was before an operation, to put back on undo or rollback. */
+typedef struct saved_layer {
+    int index;
+    bd_ws_layer layer; /* deep copy (its own codebook) */
+} saved_layer;
+
+typedef struct undo_step {
+    char label[160];
+    int n;
+    saved_layer *saved;
+} undo_step;
+
+enum { UNDO_MAX = 64 };
+
+struct bd_workspace {
+    pthread_mutex_t mu;
+    char *path;
+    bd_graph *teacher, *student;
+    bd_exec *teacher_ex, *student_ex;
+    bd_ws_layer *layers;
+    int nlayers;
+    const bd_tensor **original; /* each layer's weight in the teacher */
+    bd_preprocess pp;
+    char **classes;
+    int nclasses;
+    /* data, by bd_data_kind */
+    char *spec[2];
+    int64_t n[2];
+    bd_dataset *data[2];
+    bd_calib *calib;
+    /* settings */
+    int cuda;
+    int threads;
+    uint64_t seed;
+    /* cached results */
+    bd_accuracy teacher_acc, student_acc;
+    char *teacher_acc_key;
+    /* history */
+    undo_step undo[UNDO_MAX];
+    int nundo;
+    /* progress */
+    bd_progress_fn progress_fn;
+    void *progress_user;
+    atomic_int cancel;
+};
+
+const char *bd_layer_state_name(bd_layer_state s)
+{
+    switch (s) {
+    case BD_STATE_FLOAT: return "float";
+    case BD_STATE_QUANTIZED: return "quantized";
+    case BD_STATE_TUNED: return "tuned";
+    }
+    return "?";
+}
+
+bd_status bd_ws_new(bd_workspace **out)
+{
+    bd_workspace *ws = calloc(1, sizeof *ws);
+    if (!ws)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    pthread_mutex_init(&ws->mu, NULL);
+    ws->threads = bd_threads_get();
+    *out = ws;
+    return BD_OK;
+}
+
+void bd_ws_lock(bd_workspace *ws) { pthread_mutex_lock(&ws->mu); }
+void bd_ws_unlock(bd_workspace *ws) { pthread_mutex_unlock(&ws->mu); }
+
+static void layer_clear(bd_ws_layer *l) { bd_qlayer_free(&l->q); }
+
+static bd_status layer_copy(bd_ws_layer *dst, const bd_ws_layer *src)
+{
+    *dst = *src;
+    memset(&dst->q, 0, sizeof dst->q);
+    return src->q.k > 0 ? bd_qlayer_copy(&dst->q, &src->q) : BD_OK;
+}
+
+static void step_clear(undo_step *u)
+{
+    for (int i = 0; i < u->n; i++)
+        layer_clear(&u->saved[i].layer);
+    free(u->saved);
+    memset(u, 0, sizeof *u);
+}
+
+static void history_clear(bd_workspace *ws)
+{
+    for (int i = 0; i < ws->nundo; i++)
+        step_clear(&ws->undo[i]);
+    ws->nundo = 0;
+}
+
+/* Everything that belongs to the loaded model (not the settings). */
+typedef struct model_part {
+    char *path;
+    bd_graph *teacher, *student;
+    bd_exec *teacher_ex, *student_ex;
+    bd_ws_layer *layers;
+    int nlayers;
+    const bd_tensor **original;
+    bd_preprocess pp;
+    char **classes;
+    int nclasses;
+    char *spec[2];
+    int64_t n[2];
+} model_part;
+
+static void model_part_free(model_part *m)
+{
+    free(m->path);
+    bd_exec_free(m->teacher_ex);
+    bd_exec_free(m->student_ex);
+    bd_graph_free(m->teacher);
+    bd_graph_free(m->student);
+    for (int i = 0; i < m->nlayers; i++)
+        layer_clear(&m->layers[i]);
+    free(m->layers);
+    free(m->original);
+    bd_class_names_free(m->classes, m->nclasses);
+    free(m->spec[0]);
+    free(m->spec[1]);
+    memset(m, 0, sizeof *m);
+}
+
+static void drop_model(bd_workspace *ws)
+{
+    /* the calibration cache runs the student: it goes first */
+    bd_calib_free(ws->calib);
+    ws->calib = NULL;
+    for (int k = 0; k < 2; k++) {
+        bd_dataset_free(ws->data[k]);
+        ws->data[k] = NULL;
+    }
+    model_part m = {ws->path,     ws->teacher, ws->student, ws->teacher_ex,
+                    ws->student_ex, ws->layers, ws->nlayers, ws->original,
+                    ws->pp,       ws->classes, ws->nclasses, {ws->spec[0], ws->spec[1]},
+                    {0, 0}};
+    model_part_free(&m);
+    free(ws->teacher_acc_key);
+    ws->teacher_acc_key = NULL;
+    memset(&ws->teacher_acc, 0, sizeof ws->teacher_acc);
+    memset(&ws->student_acc, 0, sizeof ws->student_acc);
+    ws->path = NULL;
+    ws->spec[0] = ws->spec[1] = NULL;
+    ws->teacher = ws->student = NULL;
+    ws->teacher_ex = ws->student_ex = NULL;
+    ws->layers = NULL;
+    ws->nlayers = 0;
+    ws->original = NULL;
+    ws->classes = NULL;
+    ws->nclasses = 0;
+    history_clear(ws);
+}
+
+void bd_ws_free(bd_workspace *ws)
+{
+    if (!ws)
+        return;
+    drop_model(ws);
+    pthread_mutex_destroy(&ws->mu);
+    free(ws);
+}
+
+static bd_status need_model(const bd_workspace *ws)
+{
+    return ws->student ? BD_OK : bd_fail(BD_EINVAL, "no model is loaded (use 'load MODEL')");
+}
+
+/* Sets a layer's plan from the regime, keeping a state it already has. */
+static bd_status plan_layers(bd_ws_layer *layers, int n, const char *regime, int quantize_first)
+{
+    bd_layer *ls = calloc((size_t)n + 1, sizeof *ls);
+    bd_layer_plan *plan = malloc((size_t)n * sizeof *plan + 1);
+    bd_status s = ls && plan ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; s == BD_OK && i < n; i++)
+        ls[i] = layers[i].layer;
+    if (s == BD_OK)
+        s = bd_plan_regime(ls, n, regime, quantize_first, plan);
+    for (int i = 0; s == BD_OK && i < n; i++) {
+        layers[i].quantize = plan[i].quantize;
+        layers[i].d = plan[i].d;
+        layers[i].k = plan[i].k;
+        layers[i].objective = plan[i].objective;
+        snprintf(layers[i].note, sizeof layers[i].note, "%s", plan[i].note);
+    }
+    free(ls);
+    free(plan);
+    return s;
+}
+
+/* The teacher of a compressed file is the original it was made from, when
+ * the file names it (bitdown.teacher) and it still matches; otherwise the
+ * decoded model itself. Value ids differ between the two graphs, so each
+ * layer's weight in it goes in original[]. */
+static bd_graph *original_teacher(const bd_graph *g, const bd_layer *layers, int n,
+                                  const bd_tensor **original)
+{
+    const char *orig = bd_graph_meta(g, BD_META_TEACHER);
+    bd_graph *t = NULL;
+    bd_layer *tl = NULL;
+    int tn = 0;
+    if (!orig || bd_onnx_load(orig, &t) != BD_OK || bd_layers_find(t, &tl, &tn) != BD_OK ||
+        tn != n) {
+        bd_graph_free(t);
+        free(tl);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        const bd_tensor *a = g->values[layers[i].weight].init, *b = t->values[tl[i].weight].init;
+        int id = bd_graph_find(g, t->values[tl[i].weight].name);
+        if (strcmp(layers[i].name, tl[i].name) != 0 || id != layers[i].weight ||
+            !bd_tensor_same_shape(a, b)) {
+            bd_graph_free(t);
+            free(tl);
+            return NULL;
+        }
+        original[i] = b;
+    }
+    free(tl);
+    return t;
+}
+
+static bd_status load_model(const char *path, model_part *m)
+{
+    bd_qlayer *q = NULL;
+    int nq = 0;
+    bd_layer *ls = NULL;
+    bd_graph *g = NULL;
+    BD_TRY(bd_model_load(path, &g, &q, &nq));
+    bd_status s = bd_layers_find(g, &ls, &m->nlayers);
+    if (s == BD_OK && !(m->path = bd_strdup(path)))
+        s = bd_fail(BD_ENOMEM, "out of memory");
+    if (s == BD_OK && (!(m->layers = calloc((size_t)m->nlayers + 1, sizeof *m->layers)) ||
+                       !(m->original = calloc((size_t)m->nlayers + 1, sizeof *m->original))))
+        s = bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; s == BD_OK && i < m->nlayers; i++)
+        m->layers[i].layer = ls[i];
+    if (s == BD_OK)
+        s = plan_layers(m->layers, m->nlayers, "small", 0);
+    for (int i = 0; s == BD_OK && i < m->nlayers && i < nq; i++) {
+        if (q[i].k == 0)
+            continue;
+        bd_ws_layer *l = &m->layers[i];
+        l->state = BD_STATE_QUANTIZED;
+        l->q = q[i];
+        memset(&q[i], 0, sizeof q[i]);
+        l->d = l->q.d;
+        l->k = l->q.k;
+        l->objective = l->q.objective;
+        l->quantize = 1;
+        l->note[0] = '\0';
+    }
+    if (s == BD_OK) {
+        m->student = g;
+        g = NULL;
+        m->teacher = original_teacher(m->student, ls, m->nlayers, m->original);
+        if (!m->teacher && (s = bd_graph_clone(&m->teacher, m->student)) == BD_OK)
+            for (int i = 0; i < m->nlayers; i++) /* a clone keeps the ids */
+                m->original[i] = m->teacher->values[ls[i].weight].init;
+    }
+    if (s == BD_OK)
+        s = bd_model_preprocess(m->teacher, &m->pp);
+    if (s == BD_OK)
+        s = bd_model_class_names(m->teacher, &m->classes, &m->nclasses);
+    if (s == BD_OK)
+        s = bd_exec_new(&m->teacher_ex, m->teacher, BD_EXEC_FUSE);
+    if (s == BD_OK)
+        s = bd_exec_new(&m->student_ex, m->student, BD_EXEC_FUSE);
+    const char *dataset = m->teacher ? bd_graph_meta(m->teacher, BD_META_DATASET) : NULL;
+    for (int k = 0; s == BD_OK && dataset && k < 2; k++) {
+        char spec[512];
+        snprintf(spec, sizeof spec, "%s:%s", dataset, k == BD_DATA_CALIB ? "train" : "test");
+        if (!(m->spec[k] = bd_strdup(spec)))
+            s = bd_fail(BD_ENOMEM, "out of memory");
+    }
+    m->n[BD_DATA_CALIB] = 1024;
+    for (int i = 0; i < nq; i++)
+        bd_qlayer_free(&q[i]);
+    free(q);
+    free(ls);
+    bd_graph_free(g);
+    if (s != BD_OK)
+        model_part_free(m);
+    return s;
+}
+
+bd_status bd_ws_load(bd_workspace *ws, const char *path)
+{
+    model_part m = {0};
+    BD_TRY(load_model(path, &m));
+    bd_ws_lock(ws);
+    drop_model(ws);
+    ws->path = m.path;
+    ws->teacher = m.teacher;
+    ws->student = m.student;
+    ws->teacher_ex = m.teacher_ex;
+    ws->student_ex = m.student_ex;
+    ws->layers = m.layers;
+    ws->nlayers = m.nlayers;
+    ws->original = m.original;
+    ws->pp = m.pp;
+    ws->classes = m.classes;
+    ws->nclasses = m.nclasses;
+    ws->spec[0] = m.spec[0];
+    ws->spec[1] = m.spec[1];
+    ws->n[0] = m.n[0];
+    ws->n[1] = m.n[1];
+    bd_ws_unlock(ws);
+    return BD_OK;
+}
+
+int bd_ws_loaded(const bd_workspace *ws) { return ws->student != NULL; }
+const char *bd_ws_path(const bd_workspace *ws) { return ws->path; }
+const bd_graph *bd_ws_teacher(const bd_workspace *ws) { return ws->teacher; }
+const bd_graph *bd_ws_student(const bd_workspace *ws) { return ws->student; }
+int bd_ws_nlayers(const bd_workspace *ws) { return ws->nlayers; }
+
+const bd_ws_layer *bd_ws_layer_at(const bd_workspace *ws, int i)
+{
+    return i >= 0 && i < ws->nlayers ? &ws->layers[i] : NULL;
+}
+
+int bd_ws_layer_index(const bd_workspace *ws, const char *name)
+{
+    for (int i = 0; i < ws->nlayers; i++)
+        if (strcmp(ws->layers[i].layer.name, name) == 0)
+            return i;
+    return -1;
+}
+
+static int is_all(const char *glob) { return !glob || !glob[0] || strcmp(glob, "all") == 0; }
+
+/* Layers matching glob; with planned_only, "all" means the plan's. */
+static bd_status select_layers(const bd_workspace *ws, const char *glob, int planned_only,
+                               int **idx, int *n)
+{
+    BD_TRY(need_model(ws));
+    *idx = malloc((size_t)ws->nlayers * sizeof **idx + 1);
+    if (!*idx)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    *n = 0;
+    for (int i = 0; i < ws->nlayers; i++) {
+        const bd_ws_layer *l = &ws->layers[i];
+        int match = is_all(glob) ? (!planned_only || l->quantize)
+                                 : fnmatch(glob, l->layer.name, 0) == 0;
+        if (match)
+            (*idx)[(*n)++] = i;
+    }
+    if (*n == 0) {
+        free(*idx);
+        *idx = NULL;
+        return is_all(glob) ? bd_fail(BD_EINVAL, "the plan has no layers to quantize")
+                            : bd_fail(BD_EINVAL, "no layer matches '%s'", glob);
+    }
+    return BD_OK;
+}
+
+bd_status bd_ws_select(const bd_workspace *ws, const char *glob, int **idx, int *n)
+{
+    return select_layers(ws, glob, 1, idx, n);
+}
+
+/* ---- undo --------------------------------------------------------------------- */
+
+/* Copies the listed layers as they are now into a new step. */
+static bd_status step_begin(const bd_workspace *ws, const int *idx, int n, const char *label,
+                            undo_step *u)
+{
+    memset(u, 0, sizeof *u);
+    snprintf(u->label, sizeof u->label, "%s", label);
+    u->saved = calloc((size_t)n + 1, sizeof *u->saved);
+    if (!u->saved)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
+        u->saved[i].index = idx[i];
+        bd_status s = layer_copy(&u->saved[i].layer, &ws->layers[idx[i]]);
+        if (s != BD_OK) {
+            step_clear(u);
+            return s;
+        }
+        u->n++;
+    }
+    return BD_OK;
+}
+
+static void step_push(bd_workspace *ws, undo_step *u)
+{
+    if (ws->nundo == UNDO_MAX) { /* the oldest step goes */
+        step_clear(&ws->undo[0]);
+        memmove(ws->undo, ws->undo + 1, (UNDO_MAX - 1) * sizeof *ws->undo);
+        ws->nundo--;
+    }
+    ws->undo[ws->nundo++] = *u;
+    memset(u, 0, sizeof *u);
+}
+
+/* Writes the student weight that layer i's state implies. */
+static bd_status install_weight(bd_workspace *ws, int i)
+{
+    const bd_ws_layer *l = &ws->layers[i];
+    bd_tensor *w = ws->student->values[l->layer.weight].init;
+    const bd_tensor *t = ws->original[i];
+    if (l->state == BD_STATE_FLOAT) {
+        memcpy(w->data, t->data, bd_tensor_nbytes(w));
+        return BD_OK;
+    }
+    return bd_qlayer_decode(&l->q, &l->layer, w->data);
+}
+
+static void student_changed(bd_workspace *ws, int i)
+{
+    ws->student_acc.valid = 0;
+    if (ws->calib)
+        bd_calib_changed(ws->calib, ws->layers[i].layer.node);
+}
+
+/* Puts the saved layers back (their plan, state, codebook and weight).
+ * Takes ownership of the saved copies. */
+static void step_restore(bd_workspace *ws, undo_step *u)
+{
+    bd_ws_lock(ws);
+    for (int j = 0; j < u->n; j++) {
+        int i = u->saved[j].index;
+        int weight_changes = ws->layers[i].state != u->saved[j].layer.state ||
+                             ws->layers[i].q.codes != u->saved[j].layer.q.codes;
+        layer_clear(&ws->layers[i]);
+        ws->layers[i] = u->saved[j].layer;
+        memset(&u->saved[j].layer.q, 0, sizeof u->saved[j].layer.q);
+        if (weight_changes) {
+            /* decoding what was decoded before cannot fail for want of
+             * anything but memory; the layer then stays as saved */
+            install_weight(ws, i);
+            student_changed(ws, i);
+        }
+    }
+    bd_ws_unlock(ws);
+    step_clear(u);
+}
+
+bd_status bd_ws_undo(bd_workspace *ws, char *what, size_t cap)
+{
+    if (ws->nundo == 0)
+        return bd_fail(BD_EINVAL, "nothing to undo");
+    undo_step u = ws->undo[--ws->nundo];
+    if (what)
+        snprintf(what, cap, "%s", u.label);
+    step_restore(ws, &u);
+    return BD_OK;
+}
+
+const char *bd_ws_undo_label(const bd_workspace *ws)
+{
+    return ws->nundo ? ws->undo[ws->nundo - 1].label : NULL;
+}
+
+/* ---- the plan ----------------------------------------------------------------- */
+
+/* The new (d, k) of a layer under a change: an explicit k must fit; a k
+ * kept from before is clamped to what a new d allows. */
+static bd_status changed_dk(const bd_ws_layer *l, const bd_ws_change *c, int *d, int *k)
+{
+    *d = c->d ? c->d : l->d;
+    bd_pq_layout lay;
+    BD_TRY(bd_pq_layout_init(&l->layer, *d, &lay));
+    int kmax = bd_pq_max_k(lay.n);
+    *k = c->k ? c->k : (l->k < kmax ? l->k : kmax);
+    return c->k ? bd_plan_check(&l->layer, *d, *k) : BD_OK;
+}
+
+bd_status bd_ws_set(bd_workspace *ws, const char *glob, const bd_ws_change *c)
+{
+    int *idx, n;
+    BD_TRY(select_layers(ws, glob, 0, &idx, &n));
+    bd_status s = BD_OK;
+    for (int j = 0; j < n && s == BD_OK; j++) {
+        int d, k;
+        s = changed_dk(&ws->layers[idx[j]], c, &d, &k);
+    }
+    if (c->objective > BD_OBJ_WEIGHT)
+        s = bd_fail(BD_EINVAL, "objective must be act or weight");
+    char label[160];
+    snprintf(label, sizeof label, "set %s", glob ? glob : "all");
+    undo_step u;
+    if (s == BD_OK)
+        s = step_begin(ws, idx, n, label, &u);
+    if (s == BD_OK) {
+        bd_ws_lock(ws);
+        for (int j = 0; j < n; j++) {
+            bd_ws_layer *l = &ws->layers[idx[j]];
+            int d, k;
+            changed_dk(l, c, &d, &k);
+            if (k != l->k && !c->k)
+                snprintf(l->note, sizeof l->note, "k clamped from %d to %d", l->k, k);
+            else if (c->d || c->k)
+                l->note[0] = '\0';
+            l->d = d;
+            l->k = k;
+            if (c->objective >= 0)
+                l->objective = (bd_objective)c->objective;
+            if (c->quantize >= 0)
+                l->quantize = c->quantize;
+        }
+        step_push(ws, &u);
+        bd_ws_unlock(ws);
+    }
+    free(idx);
+    return s;
+}
+
+bd_status bd_ws_regime(bd_workspace *ws, const char *regime, int quantize_first)
+{
+    BD_TRY(need_model(ws));
+    bd_ws_layer *plan = calloc((size_t)ws->nlayers + 1, sizeof *plan);
+    int *idx = malloc((size_t)ws->nlayers * sizeof *idx + 1);
+    bd_status s = plan && idx ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; s == BD_OK && i < ws->nlayers; i++) {
+        plan[i].layer = ws->layers[i].layer;
+        idx[i] = i;
+    }
+    if (s == BD_OK)
+        s = plan_layers(plan, ws->nlayers, regime, quantize_first);
+    char label[64];
+    snprintf(label, sizeof label, "regime %s", regime);
+    undo_step u;
+    if (s == BD_OK)
+        s = step_begin(ws, idx, ws->nlayers, label, &u);
+    if (s == BD_OK) {
+        bd_ws_lock(ws);
+        for (int i = 0; i < ws->nlayers; i++) {
+            bd_ws_layer *l = &ws->layers[i];
+            l->quantize = plan[i].quantize;
+            l->d = plan[i].d;
+            l->k = plan[i].k;
+            l->objective = plan[i].objective;
+            memcpy(l->note, plan[i].note, sizeof l->note);
+        }
+        step_push(ws, &u);
+        bd_ws_unlock(ws);
+    }
+    free(plan);
+    free(idx);
+    return s;
+}
+
+/* ---- data ----------------------------------------------------------------------- */
+
+/* The dataset of a kind, opened on first use. */
+static bd_status data_of(bd_workspace *ws, bd_data_kind kind, bd_dataset **d)
+{
+    BD_TRY(need_model(ws));
+    if (!ws->data[kind]) {
+        if (!ws->spec[kind])
+            return bd_fail(BD_EINVAL, "no %s data: the model names no dataset (use 'data %s SPEC')",
+                           kind == BD_DATA_CALIB ? "calibration" : "evaluation",
+                           kind == BD_DATA_CALIB ? "calib" : "eval");
+        BD_TRY(bd_dataset_open(&ws->data[kind], ws->spec[kind], &ws->pp));
+    }
+    *d = ws->data[kind];
+    return BD_OK;
+}
+
+bd_status bd_ws_data(bd_workspace *ws, bd_data_kind kind, const char *spec, int64_t n)
+{
+    BD_TRY(need_model(ws));
+    if (n < 0)
+        return bd_fail(BD_EINVAL, "n must not be negative");
+    bd_dataset *d = NULL;
+    BD_TRY(bd_dataset_open(&d, spec, &ws->pp));
+    char *copy = bd_strdup(spec);
+    if (!copy) {
+        bd_dataset_free(d);
+        return bd_fail(BD_ENOMEM, "out of memory");
+    }
+    bd_ws_lock(ws);
+    bd_dataset_free(ws->data[kind]);
+    free(ws->spec[kind]);
+    ws->data[kind] = d;
+    ws->spec[kind] = copy;
+    ws->n[kind] = n ? n : kind == BD_DATA_CALIB ? 1024 : 0;
+    if (kind == BD_DATA_CALIB) {
+        bd_calib_free(ws->calib);
+        ws->calib = NULL;
+    } else {
+        ws->student_acc.valid = 0;
+    }
+    bd_ws_unlock(ws);
+    return BD_OK;
+}
+
+const char *bd_ws_data_spec(const bd_workspace *ws, bd_data_kind kind) { return ws->spec[kind]; }
+int64_t bd_ws_data_n(const bd_workspace *ws, bd_data_kind kind) { return ws->n[kind]; }
+
+/* ---- progress ------------------------------------------------------------------- */
+
+void bd_ws_on_progress(bd_workspace *ws, bd_progress_fn fn, void *user)
+{
+    ws->progress_fn = fn;
+    ws->progress_user = user;
+}
+
+void bd_ws_cancel(bd_workspace *ws) { atomic_store(&ws->cancel, 1); }
+
+/* The progress an operation reports through; clears an earlier cancel. */
+static bd_progress start_op(bd_workspace *ws)
+{
+    atomic_store(&ws->cancel, 0);
+    bd_progress p = {ws->progress_fn, ws->progress_user, &ws->cancel};
+    return p;
+}
+
+/* ---- work ------------------------------------------------------------------------- */
+
+static bd_status calib_of(bd_workspace *ws, bd_calib **c)
+{
+    if (!ws->calib) {
+        bd_dataset *d = NULL;
+        BD_TRY(data_of(ws, BD_DATA_CALIB, &d));
+        bd_calib_options co = {.images = ws->n[BD_DATA_CALIB], .seed = ws->seed};
+        BD_TRY(bd_calib_new(&ws->calib, ws->student, d, &co));
+    }
+    *c = ws->calib;
+    return BD_OK;
+}
+
+static bd_quantize_options options_of(const bd_workspace *ws, const bd_ws_layer *l, int iters)
+{
+    bd_quantize_options o = {.d = l->d, .k = l->k, .objective = l->objective,
+                             .iters = iters > 0 ? iters : 100, .seed = ws->seed};
+    return o;
+}
+
+bd_status bd_ws_quantize(bd_workspace *ws, const char *glob, int iters)
+{
+    int *idx, n;
+    BD_TRY(select_layers(ws, glob, 1, &idx, &n));
+    bd_progress progress = start_op(ws);
+    bd_calib *calib;
+    undo_step u;
+    char label[160];
+    snprintf(label, sizeof label, "quantize %s", glob ? glob : "all");
+    bd_status s = calib_of(ws, &calib);
+    for (int j = 0; s == BD_OK && j < n; j++)
+        s = bd_plan_check(&ws->layers[idx[j]].layer, ws->layers[idx[j]].d,
+                          ws->layers[idx[j]].k);
+    if (s == BD_OK)
+        s = step_begin(ws, idx, n, label, &u);
+    int done = 0;
+    for (; s == BD_OK && done < n; done++) {
+        bd_ws_layer *l = &ws->layers[idx[done]];
+        char msg[192];
+        snprintf(msg, sizeof msg, "%s (%d of %d)", l->layer.name, done + 1, n);
+        if ((s = bd_progress_report(&progress, "quantize", done, n, msg, 0)) != BD_OK)
+            break;
+        bd_quantize_options o = options_of(ws, l, iters);
+        bd_qlayer q;
+        /* the student's weight changes inside, the table only below */
+        s = bd_quantize_layer(calib, ws->student, &l->layer, ws->original[idx[done]], &o,
+                              &progress, &q);
+        if (s != BD_OK)
+            break;
+        bd_ws_lock(ws);
+        layer_clear(l);
+        l->q = q;
+        l->state = BD_STATE_QUANTIZED;
+        ws->student_acc.valid = 0;
+        bd_ws_unlock(ws);
+    }
+    if (s == BD_OK) {
+        bd_progress_report(&progress, "quantize", n, n, "done", 0);
+        step_push(ws, &u);
+    } else if (u.saved) {
+        step_restore(ws, &u); /* every layer of this command as it was */
+    }
+    free(idx);
+    return s;
+}
+
+bd_status bd_ws_reset(bd_workspace *ws, const char *glob)
+{
+    int *idx, n;
+    BD_TRY(select_layers(ws, glob, 0, &idx, &n));
+    char label[160];
+    snprintf(label, sizeof label, "reset %s", glob ? glob : "all");
+    undo_step u;
+    bd_status s = step_begin(ws, idx, n, label, &u);
+    if (s == BD_OK) {
+        bd_ws_lock(ws);
+        for (int j = 0; j < n; j++) {
+            bd_ws_layer *l = &ws->layers[idx[j]];
+            if (l->state == BD_STATE_FLOAT)
+                continue;
+            layer_clear(l);
+            l->state = BD_STATE_FLOAT;
+            install_weight(ws, idx[j]);
+            student_changed(ws, idx[j]);
+        }
+        step_push(ws, &u);
+        bd_ws_unlock(ws);
+    }
+    free(idx);
+    return s;
+}
+
+bd_status bd_ws_trial(bd_workspace *ws, int i, int d, const int *ks, int nk, int iters,
+                      double *errors, int64_t *bytes)
+{
+    BD_TRY(need_model(ws));
+    if (i < 0 || i >= ws->nlayers)
+        return bd_fail(BD_EINVAL, "no layer %d (the model has %d)", i, ws->nlayers);
+    const bd_ws_layer *l = &ws->layers[i];
+    for (int j = 0; j < nk; j++)
+        BD_TRY(bd_plan_check(&l->layer, d, ks[j]));
+    bd_progress progress = start_op(ws);
+    bd_calib *calib;
+    BD_TRY(calib_of(ws, &calib));
+    bd_capture cap;
+    BD_TRY(bd_calib_capture(calib, &l->layer, d, &progress, &cap));
+    const bd_tensor *orig = ws->original[i];
+    float *w_hat = malloc(bd_tensor_nbytes(orig));
+    bd_status s = w_hat ? BD_OK : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->layer.name);
+    for (int j = 0; s == BD_OK && j < nk; j++) {
+        bd_quantize_options o = options_of(ws, l, iters);
+        o.d = d;
+        o.k = ks[j];
+        bd_qlayer q;
+        s = bd_quantize_fit(&cap, &l->layer, orig->data, &o, &progress, &q, w_hat);
+        if (s == BD_OK) {
+            errors[j] = q.rel_error;
+            if (bytes)
+                bytes[j] = bd_qlayer_bytes(&q);
+            bd_qlayer_free(&q);
+        }
+    }
+    free(w_hat);
+    bd_capture_free(&cap);
+    return s;
+}
+
+/* ---- results ------------------------------------------------------------------------- */
+
+static bd_status accuracy(bd_exec *ex, const bd_dataset *d, int64_t n, const bd_progress *p,
+                          bd_accuracy *out)
+{
+    bd_eval_options eo = {.limit = n};
+    bd_eval_result r;
+    BD_TRY(bd_evaluate(ex, d, &eo, p, &r));
+    out->valid = 1;
+    out->n = r.n;
+    out->top1 = 100.0 * (double)r.top1 / (double)r.n;
+    out->top5 = 100.0 * (double)r.top5 / (double)r.n;
+    bd_eval_result_free(&r);
+    return BD_OK;
+}
+
+bd_status bd_ws_eval(bd_workspace *ws, int64_t n, bd_accuracy *teacher, bd_accuracy *student)
+{
+    bd_dataset *d = NULL;
+    BD_TRY(data_of(ws, BD_DATA_EVAL, &d));
+    if (n <= 0)
+        n = ws->n[BD_DATA_EVAL];
+    bd_progress progress = start_op(ws);
+    char key[600];
+    snprintf(key, sizeof key, "%s#%lld", ws->spec[BD_DATA_EVAL], (long long)n);
+    bd_accuracy t = ws->teacher_acc, st;
+    if (!t.valid || !ws->teacher_acc_key || strcmp(key, ws->teacher_acc_key) != 0)
+        BD_TRY(accuracy(ws->teacher_ex, d, n, &progress, &t));
+    BD_TRY(accuracy(ws->student_ex, d, n, &progress, &st));
+    char *k = bd_strdup(key);
+    if (!k)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    bd_ws_lock(ws);
+    free(ws->teacher_acc_key);
+    ws->teacher_acc_key = k;
+    ws->teacher_acc = t;
+    ws->student_acc = st;
+    bd_ws_unlock(ws);
+    if (teacher)
+        *teacher = t;
+    if (student)
+        *student = st;
+    return BD_OK;
+}
+
+void bd_ws_last_eval(const bd_workspace *ws, bd_accuracy *teacher, bd_accuracy *student)
+{
+    if (teacher)
+        *teacher = ws->teacher_acc;
+    if (student)
+        *student = ws->student_acc;
+}
+
+/* Top-5 of one model on one preprocessed input. */
+static bd_status top5(bd_exec *ex, const bd_tensor *x, bd_prediction *p)
+{
+    bd_tensor *y;
+    BD_TRY(bd_exec_run1(ex, x, &y));
+    bd_status s = BD_OK;
+    if (y->dtype != BD_F32 || y->ndim != 2 || y->dims[0] != 1) {
+        s = bd_fail(BD_EFORMAT, "the model's output is not [1, classes] float32 logits");
+    } else {
+        int classes = (int)y->dims[1];
+        float *prob = malloc((size_t)classes * sizeof *prob);
+        if (!prob) {
+            s = bd_fail(BD_ENOMEM, "out of memory");
+        } else {
+            bd_softmax(y->data, classes, prob);
+            p->k = classes < BD_TOPK ? classes : BD_TOPK;
+            bd_topk(prob, classes, p->k, p->cls);
+            for (int j = 0; j < p->k; j++)
+                p->prob[j] = prob[p->cls[j]];
+            free(prob);
+        }
+    }
+    bd_tensor_free(y);
+    return s;
+}
+
+static bd_status predict_both(bd_workspace *ws, const bd_tensor *x, bd_prediction *teacher,
+                              bd_prediction *student)
+{
+    bd_prediction t, s;
+    BD_TRY(top5(ws->teacher_ex, x, &t));
+    BD_TRY(top5(ws->student_ex, x, &s));
+    if (teacher)
+        *teacher = t;
+    if (student)
+        *student = s;
+    return BD_OK;
+}
+
+bd_status bd_ws_predict(bd_workspace *ws, const char *image, bd_prediction *teacher,
+                        bd_prediction *student)
+{
+    BD_TRY(need_model(ws));
+    bd_image img;
+    BD_TRY(bd_image_load(image, &img));
+    int w, h;
+    bd_preprocess_size(&ws->pp, img.width, img.height, &w, &h);
+    int64_t dims[4] = {1, ws->pp.channels, h, w};
+    bd_tensor *x = NULL;
+    bd_status s = bd_tensor_new_raw(&x, BD_F32, 4, dims, image);
+    if (s == BD_OK)
+        s = bd_image_preprocess(&img, &ws->pp, x->data);
+    if (s == BD_OK)
+        s = predict_both(ws, x, teacher, student);
+    bd_tensor_free(x);
+    bd_image_free(&img);
+    return s;
+}
+
+bd_status bd_ws_sample(bd_workspace *ws, int64_t i, bd_image *img, int *label,
+                       bd_prediction *teacher, bd_prediction *student)
+{
+    bd_dataset *d = NULL;
+    BD_TRY(data_of(ws, BD_DATA_EVAL, &d));
+    if (i < 0 || i >= bd_dataset_count(d))
+        return bd_fail(BD_EINVAL, "%s has no sample %lld", ws->spec[BD_DATA_EVAL], (long long)i);
+    bd_tensor *x;
+    BD_TRY(bd_dataset_get(d, i, &x, label));
+    bd_status s = predict_both(ws, x, teacher, student);
+    bd_tensor_free(x);
+    if (s == BD_OK && img)
+        s = bd_dataset_image(d, i, img);
+    return s;
+}
+
+const char *bd_ws_class_name(const bd_workspace *ws, int c)
+{
+    if (c >= 0 && c < ws->nclasses)
+        return ws->classes[c];
+    const bd_dataset *d = ws->data[BD_DATA_EVAL];
+    return d ? bd_dataset_class_name(d, c) : NULL;
+}
+
+/* The codebooks of the quantized layers, NULL for float ones. */
+static bd_status codebooks(const bd_workspace *ws, const bd_qlayer ***qp, bd_layer **ls)
+{
+    *qp = calloc((size_t)ws->nlayers + 1, sizeof **qp);
+    *ls = malloc((size_t)ws->nlayers * sizeof **ls + 1);
+    if (!*qp || !*ls) {
+        free(*qp);
+        free(*ls);
+        return bd_fail(BD_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < ws->nlayers; i++) {
+        (*ls)[i] = ws->layers[i].layer;
+        if (ws->layers[i].state != BD_STATE_FLOAT)
+            (*qp)[i] = &ws->layers[i].q;
+    }
+    return BD_OK;
+}
+
+void bd_ws_size(const bd_workspace *ws, bd_model_size *out)
+{
+    memset(out, 0, sizeof *out);
+    const bd_qlayer **qp;
+    bd_layer *ls;
+    if (!ws->student || codebooks(ws, &qp, &ls) != BD_OK)
+        return;
+    bd_model_size_compute(ws->student, ls, ws->nlayers, qp, out);
+    free(qp);
+    free(ls);
+}
+
+bd_status bd_ws_save(bd_workspace *ws, const char *path, int decoded)
+{
+    BD_TRY(need_model(ws));
+    if (decoded)
+        return bd_onnx_save(ws->student, path);
+    const bd_qlayer **qp;
+    bd_layer *ls;
+    BD_TRY(codebooks(ws, &qp, &ls));
+    bd_graph *out = NULL;
+    bd_status s = bd_compressed_export(ws->student, ls, ws->nlayers, qp, &out);
+    /* where the original is, so that loading this file resumes the work */
+    const char *orig = bd_graph_meta(ws->teacher, BD_META_TEACHER);
+    char real[PATH_MAX];
+    if (!orig && realpath(ws->path, real))
+        orig = real;
+    if (s == BD_OK && orig)
+        s = bd_graph_set_meta(out, BD_META_TEACHER, orig);
+    if (s == BD_OK)
+        s = bd_onnx_save(out, path);
+    bd_graph_free(out);
+    free(qp);
+    free(ls);
+    return s;
+}
+
+/* ---- settings ------------------------------------------------------------------------ */
+
+bd_status bd_ws_device(bd_workspace *ws, const char *name)
+{
+    if (strcmp(name, "cpu") == 0) {
+        ws->cuda = 0;
+        return BD_OK;
+    }
+    if (strcmp(name, "cuda") == 0)
+        return bd_fail(BD_EUNSUPPORTED,
+                       "device cuda: this build of bitdown has no CUDA backend; staying on the CPU");
+    return bd_fail(BD_EINVAL, "unknown device '%s' (cpu or cuda)", name);
+}
+
+const char *bd_ws_device_name(const bd_workspace *ws) { return ws->cuda ? "cuda" : "cpu"; }
+
+bd_status bd_ws_threads(bd_workspace *ws, int n)
+{
+    if (n < 1 || n > 1024)
+        return bd_fail(BD_EINVAL, "threads must be 1 to 1024, not %d", n);
+    bd_threads_set(n);
+    ws->threads = n;
+    return BD_OK;
+}
+
+int bd_ws_get_threads(const bd_workspace *ws) { return ws->threads; }
+
+void bd_ws_seed(bd_workspace *ws, uint64_t seed)
+{
+    if (seed != ws->seed) {
+        ws->seed = seed;
+        bd_calib_free(ws->calib); /* the calibration sample depends on it */
+        ws->calib = NULL;
+    }
+}
+
+uint64_t bd_ws_get_seed(const bd_workspace *ws) { return ws->seed; }

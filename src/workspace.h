@@ -1,0 +1,184 @@
+/* The workspace: THE object every front-end drives (the REPL, the TUI, Lua
+ * and the one-shot commands). It holds the teacher (the model as loaded)
+ * and the student (the model being compressed), the layer plan (d, k,
+ * objective per layer) and each layer's state, the calibration and
+ * evaluation data, settings (device, threads, seed), an undo history, and
+ * progress reporting with cancellation.
+ *
+ * Every operation either completes or leaves the workspace exactly as it
+ * was (on an error, or when cancelled), with a message naming what was
+ * wrong. A layer's weight in the student is always a function of its state:
+ * the teacher's weight when float, the decoded codebook when quantized or
+ * tuned; so undo restores states and codebooks, never whole models.
+ *
+ * Threads: operations run on one thread at a time (the TUI's worker);
+ * bd_ws_lock / bd_ws_unlock let another thread read the layer table and the
+ * cached results consistently while one runs. */
+#ifndef BD_WORKSPACE_H
+#define BD_WORKSPACE_H
+
+#include <stdint.h>
+
+#include "data.h"
+#include "graph.h"
+#include "layers.h"
+#include "progress.h"
+#include "quantize.h"
+#include "size.h"
+
+typedef enum bd_layer_state {
+    BD_STATE_FLOAT = 0,
+    BD_STATE_QUANTIZED,
+    BD_STATE_TUNED
+} bd_layer_state;
+
+const char *bd_layer_state_name(bd_layer_state s);
+
+typedef struct bd_ws_layer {
+    bd_layer layer; /* name, op, node and weight ids in the student */
+    /* the plan */
+    int quantize; /* taken by "quantize all" (the first conv is not, by default) */
+    int d, k;
+    bd_objective objective;
+    char note[160]; /* what the plan adjusted (clamped k, nearest d) */
+    /* the state */
+    bd_layer_state state;
+    bd_qlayer q; /* the codebook, when quantized or tuned (q.k > 0) */
+} bd_ws_layer;
+
+typedef struct bd_workspace bd_workspace;
+
+bd_status bd_ws_new(bd_workspace **out);
+void bd_ws_free(bd_workspace *ws);
+
+/* ---- the model ------------------------------------------------------------ */
+
+/* Loads a model, plain or compressed (a compressed one resumes: its
+ * quantized layers come back with their codebooks). Replaces the current
+ * model, plan, history and cached results only if loading succeeds. The
+ * plan starts as the small regime. Data specs default to the model's
+ * bitdown.dataset (train split for calibration, test for evaluation). */
+bd_status bd_ws_load(bd_workspace *ws, const char *path);
+int bd_ws_loaded(const bd_workspace *ws);
+const char *bd_ws_path(const bd_workspace *ws);
+const bd_graph *bd_ws_teacher(const bd_workspace *ws);
+const bd_graph *bd_ws_student(const bd_workspace *ws);
+
+/* ---- layers and the plan ---------------------------------------------------- */
+
+int bd_ws_nlayers(const bd_workspace *ws);
+const bd_ws_layer *bd_ws_layer_at(const bd_workspace *ws, int i);
+/* -1 if no layer has that name. */
+int bd_ws_layer_index(const bd_workspace *ws, const char *name);
+/* The indices of the layers matching glob (fnmatch; NULL or "all": every
+ * layer whose plan says quantize), in graph order. Fails if none match.
+ * *idx is malloc'ed. */
+bd_status bd_ws_select(const bd_workspace *ws, const char *glob, int **idx, int *n);
+
+/* A change to the plan; fields left at 0 (or -1 for objective and
+ * quantize) stay as they are. */
+typedef struct bd_ws_change {
+    int d, k;
+    int objective; /* -1 unchanged, else bd_objective */
+    int quantize;  /* -1 unchanged, 0 skip, 1 include */
+} bd_ws_change;
+
+/* Applies a change to every layer matching glob; refused as a whole (with a
+ * message naming the layer and what it allows) if any layer cannot take it.
+ * A layer already quantized keeps its codebook until quantized again. */
+bd_status bd_ws_set(bd_workspace *ws, const char *glob, const bd_ws_change *c);
+/* Replaces the plan with a regime ("small" or "large"). */
+bd_status bd_ws_regime(bd_workspace *ws, const char *regime, int quantize_first);
+
+/* ---- data ------------------------------------------------------------------- */
+
+typedef enum bd_data_kind { BD_DATA_CALIB = 0, BD_DATA_EVAL = 1 } bd_data_kind;
+
+/* Sets the calibration or evaluation data (opened and checked now, with the
+ * model's preprocessing); n limits the images used (0: the default, 1024
+ * for calibration, all for evaluation). */
+bd_status bd_ws_data(bd_workspace *ws, bd_data_kind kind, const char *spec, int64_t n);
+const char *bd_ws_data_spec(const bd_workspace *ws, bd_data_kind kind); /* NULL if unset */
+int64_t bd_ws_data_n(const bd_workspace *ws, bd_data_kind kind);
+
+/* ---- work --------------------------------------------------------------------- */
+
+/* Quantizes the matching layers (NULL/"all": the plan's), in graph order,
+ * each from the student as it stands, with EM for at most iters iterations
+ * (0: 100). One undo step. Cancelled or failed: every layer as it was. */
+bd_status bd_ws_quantize(bd_workspace *ws, const char *glob, int iters);
+/* Puts the matching layers back to float (the teacher's weights). */
+bd_status bd_ws_reset(bd_workspace *ws, const char *glob);
+/* Undoes the last change (a quantize, reset, set or regime); what gets a
+ * description of what was undone. BD_EINVAL when there is nothing to undo. */
+bd_status bd_ws_undo(bd_workspace *ws, char *what, size_t cap);
+/* Description of what undo would undo, or NULL. */
+const char *bd_ws_undo_label(const bd_workspace *ws);
+
+/* A quick fit that changes nothing: the relative output error layer i
+ * would get with block size d and each of the nk values of k, fitted and
+ * measured as a real quantization would be, from the student as it stands
+ * (one capture of the layer's inputs serves every k). For policies that
+ * search the plan. errors[j] gets the error for ks[j]; bytes[j] (if not
+ * NULL) the layer's stored size then. */
+bd_status bd_ws_trial(bd_workspace *ws, int i, int d, const int *ks, int nk, int iters,
+                      double *errors, int64_t *bytes);
+
+/* ---- results ---------------------------------------------------------------- */
+
+typedef struct bd_accuracy {
+    int valid;
+    int64_t n;
+    double top1, top5; /* percent */
+} bd_accuracy;
+
+/* Evaluates teacher and student on the evaluation data (n images; 0: as
+ * set). The teacher's result is cached per data spec and n. */
+bd_status bd_ws_eval(bd_workspace *ws, int64_t n, bd_accuracy *teacher, bd_accuracy *student);
+/* The last results (valid == 0 when the student changed since). */
+void bd_ws_last_eval(const bd_workspace *ws, bd_accuracy *teacher, bd_accuracy *student);
+
+enum { BD_TOPK = 5 };
+typedef struct bd_prediction {
+    int k;
+    int cls[BD_TOPK];
+    float prob[BD_TOPK];
+} bd_prediction;
+
+/* Top-5 classes of teacher and student for an image file. */
+bd_status bd_ws_predict(bd_workspace *ws, const char *image, bd_prediction *teacher,
+                        bd_prediction *student);
+/* Evaluation sample i (of the evaluation data): its raw image, label and
+ * both predictions, for display. */
+bd_status bd_ws_sample(bd_workspace *ws, int64_t i, bd_image *img, int *label,
+                       bd_prediction *teacher, bd_prediction *student);
+/* Class name c, or NULL when the model has none. */
+const char *bd_ws_class_name(const bd_workspace *ws, int c);
+
+void bd_ws_size(const bd_workspace *ws, bd_model_size *out);
+
+/* Saves the student: compressed ONNX (quantized layers as codebooks), or a
+ * plain dense fp32 model when decoded. Atomic. */
+bd_status bd_ws_save(bd_workspace *ws, const char *path, int decoded);
+
+/* ---- settings ------------------------------------------------------------------ */
+
+/* "cpu" or "cuda"; cuda fails with a clear message when no GPU (or no CUDA
+ * build) is there, and the device stays as it was. */
+bd_status bd_ws_device(bd_workspace *ws, const char *name);
+const char *bd_ws_device_name(const bd_workspace *ws);
+bd_status bd_ws_threads(bd_workspace *ws, int n);
+int bd_ws_get_threads(const bd_workspace *ws);
+void bd_ws_seed(bd_workspace *ws, uint64_t seed);
+uint64_t bd_ws_get_seed(const bd_workspace *ws);
+
+/* ---- progress, cancellation, locking ------------------------------------------- */
+
+void bd_ws_on_progress(bd_workspace *ws, bd_progress_fn fn, void *user);
+/* Asks the running operation to stop (safe from any thread or a signal
+ * handler); it stops at its next check and rolls back. */
+void bd_ws_cancel(bd_workspace *ws);
+void bd_ws_lock(bd_workspace *ws);
+void bd_ws_unlock(bd_workspace *ws);
+
+#endif
