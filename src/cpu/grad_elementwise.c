@@ -1,0 +1,163 @@
+/* Backward of the elementwise ops: the broadcasting arithmetic, whose
+ * gradients are summed back to each operand's shape, and the activations
+ * Relu and Clip. */
+#include "grad_kernels.h"
+
+/* Offset of flat index i of dims (rank nd) laid out with strides. */
+static int64_t offset_of(int64_t i, int nd, const int64_t *dims, const int64_t *strides)
+{
+    int64_t off = 0;
+    for (int d = nd - 1; d >= 0; d--) {
+        off += i % dims[d] * strides[d];
+        i /= dims[d];
+    }
+    return off;
+}
+
+void bd_grad_sum_into(const bd_tensor *src, int ndim, const int64_t *dims, float scale,
+                      float *dst)
+{
+    const int lead = src->ndim - ndim;
+    int64_t strides[BD_MAX_DIMS];
+    bd_k_strides(src->ndim, src->dims, strides);
+    /* Kept and summed dims as (size, stride in src). src is contiguous, so
+     * neighbours of one kind merge: a per-channel sum over N, H, W becomes
+     * N strided runs of H*W contiguous elements per channel. */
+    int64_t kdim[BD_MAX_DIMS], kstride[BD_MAX_DIMS], sdim[BD_MAX_DIMS], sstride[BD_MAX_DIMS];
+    int nk = 0, ns = 0, last = -1;
+    int64_t kept = 1, summed = 1;
+    for (int d = 0; d < src->ndim; d++) {
+        int64_t size = src->dims[d];
+        if (size == 1)
+            continue;
+        int sum = d < lead || dims[d - lead] == 1;
+        int64_t *dim = sum ? sdim : kdim, *stride = sum ? sstride : kstride;
+        int *count = sum ? &ns : &nk;
+        if (last == sum) {
+            dim[*count - 1] *= size;
+            stride[*count - 1] = strides[d];
+        } else {
+            dim[*count] = size;
+            stride[*count] = strides[d];
+            ++*count;
+        }
+        last = sum;
+        *(sum ? &summed : &kept) *= size;
+    }
+    /* the innermost summed group is the run; the others index the runs */
+    const int64_t run = ns ? sdim[ns - 1] : 1, run_stride = ns ? sstride[ns - 1] : 0;
+    const int64_t runs = run ? summed / run : 0;
+    const float *x = src->data;
+#pragma omp parallel for if (kept * summed >= BD_PARALLEL_MIN) schedule(static)
+    for (int64_t o = 0; o < kept; o++) {
+        int64_t base = offset_of(o, nk, kdim, kstride);
+        double sum = 0;
+        for (int64_t q = 0; q < runs; q++) {
+            const float *p = x + base + offset_of(q, ns - 1, sdim, sstride);
+            for (int64_t j = 0; j < run; j++)
+                sum += p[j * run_stride];
+        }
+        dst[o] = (float)(scale * sum);
+    }
+}
+
+bd_status bd_grad_sum_to(const bd_node *n, const bd_tensor *src, const bd_tensor *like,
+                         float scale, bd_tensor **out)
+{
+    if (scale == 1.0f && bd_tensor_same_shape(src, like))
+        return bd_k_view(n, out, src, like->ndim, like->dims);
+    BD_TRY(bd_k_output(n, out, BD_F32, like->ndim, like->dims, 0));
+    bd_grad_sum_into(src, like->ndim, like->dims, scale, (*out)->data);
+    return BD_OK;
+}
+
+BD_GRAD(bd_g_add)
+{
+    for (int i = 0; i < 2; i++)
+        if (a->want[i])
+            BD_TRY(bd_grad_sum_to(a->n, a->dy, a->in[i], 1.0f, &din[i]));
+    /* at most one view of dy (grad.h) */
+    if (din[0] && din[1] && din[0]->storage == din[1]->storage) {
+        bd_tensor *copy = NULL;
+        bd_status st = bd_k_in_node(a->n, bd_tensor_clone(&copy, din[1]));
+        bd_tensor_free(din[1]);
+        din[1] = st == BD_OK ? copy : NULL;
+        return st;
+    }
+    return BD_OK;
+}
+
+BD_GRAD(bd_g_sub)
+{
+    for (int i = 0; i < 2; i++)
+        if (a->want[i])
+            BD_TRY(bd_grad_sum_to(a->n, a->dy, a->in[i], i ? -1.0f : 1.0f, &din[i]));
+    return BD_OK;
+}
+
+/* A broadcast-map run (kernel_util.h): out = dy * other. */
+static void mul_run(const void *ctx, void *out, const void *const *in, const int *step,
+                    int64_t count)
+{
+    (void)ctx;
+    float *o = out;
+    const float *p = in[0], *q = in[1];
+    if (step[1]) {
+        for (int64_t j = 0; j < count; j++)
+            o[j] = p[j * step[0]] * q[j];
+    } else {
+        const float v = q[0];
+        for (int64_t j = 0; j < count; j++)
+            o[j] = p[j * step[0]] * v;
+    }
+}
+
+BD_GRAD(bd_g_mul)
+{
+    for (int i = 0; i < 2; i++) {
+        if (!a->want[i])
+            continue;
+        /* the other operand is float32 too: the forward took the same types */
+        const bd_tensor *x = a->in[i], *ops[2] = {a->dy, a->in[1 - i]};
+        bd_tensor *prod;
+        BD_TRY(bd_k_output(a->n, &prod, BD_F32, a->dy->ndim, a->dy->dims, 0));
+        bd_k_broadcast_map(prod, 2, ops, mul_run, NULL);
+        if (bd_tensor_same_shape(prod, x)) {
+            din[i] = prod;
+            continue;
+        }
+        bd_status st = bd_grad_sum_to(a->n, prod, x, 1.0f, &din[i]);
+        bd_tensor_free(prod);
+        BD_TRY(st);
+    }
+    return BD_OK;
+}
+
+BD_GRAD(bd_g_relu)
+{
+    const bd_tensor *y = a->out[0];
+    BD_TRY(bd_k_output(a->n, &din[0], BD_F32, y->ndim, y->dims, 0));
+    const int64_t count = bd_tensor_count(y);
+    const float *yv = y->data, *dy = a->dy->data;
+    float *dx = din[0]->data;
+#pragma omp parallel for if (count >= BD_PARALLEL_MIN) schedule(static)
+    for (int64_t i = 0; i < count; i++)
+        dx[i] = yv[i] > 0 ? dy[i] : 0.0f;
+    return BD_OK;
+}
+
+/* Where x passed unclipped, y equals x: comparing them spares reading the
+ * bounds again (attributes before opset 11, optional inputs since). At a
+ * bound itself the gradient passes, as torch.clamp's does. */
+BD_GRAD(bd_g_clip)
+{
+    const bd_tensor *x = a->in[0];
+    BD_TRY(bd_k_output(a->n, &din[0], BD_F32, x->ndim, x->dims, 0));
+    const int64_t count = bd_tensor_count(x);
+    const float *xv = x->data, *yv = a->out[0]->data, *dy = a->dy->data;
+    float *dx = din[0]->data;
+#pragma omp parallel for if (count >= BD_PARALLEL_MIN) schedule(static)
+    for (int64_t i = 0; i < count; i++)
+        dx[i] = xv[i] == yv[i] ? dy[i] : 0.0f;
+    return BD_OK;
+}

@@ -1,0 +1,195 @@
+/* BatchNormalization's training forward (batch statistics) and its
+ * backward with batch or with frozen running statistics; the backward of
+ * Softmax and LogSoftmax. */
+#include <inttypes.h>
+#include <math.h>
+
+#include "grad_kernels.h"
+
+/* X read as [N][C][S], S the product of the spatial dims. */
+typedef struct bn_shape {
+    int64_t n, c, s;
+} bn_shape;
+
+static bd_status bn_shape_of(const bd_node *n, bd_tensor *const *in, bn_shape *sh)
+{
+    static const char *const names[4] = {"scale", "B", "input_mean", "input_var"};
+    const bd_tensor *x = in[0];
+    BD_TRY(bd_k_want_f32(n, x, "input X"));
+    if (x->ndim < 2)
+        return bd_node_fail(n, BD_EINVAL, "input has rank %d; [N, C, ...] expected", x->ndim);
+    sh->n = x->dims[0];
+    sh->c = x->dims[1];
+    sh->s = 1;
+    for (int d = 2; d < x->ndim; d++)
+        sh->s *= x->dims[d];
+    for (int k = 0; k < 4; k++) {
+        BD_TRY(bd_k_want_f32(n, in[k + 1], names[k]));
+        if (bd_tensor_count(in[k + 1]) != sh->c)
+            return bd_node_fail(n, BD_EINVAL,
+                                "'%s' has %" PRId64 " elements for %" PRId64 " channels",
+                                names[k], bd_tensor_count(in[k + 1]), sh->c);
+    }
+    return BD_OK;
+}
+
+bd_status bd_gf_batchnorm(const bd_graph *g, const bd_node *n, bd_tensor *const *in,
+                          bd_tensor **out, bd_saved *saved, const bd_grad_ctx *ctx)
+{
+    if (!ctx->bn_train)
+        return bd_k_batchnorm(g, n, in, out);
+    for (int k = 1; k < n->noutputs; k++)
+        if (n->outputs[k] >= 0)
+            return bd_node_fail(n, BD_EUNSUPPORTED,
+                                "the running mean/var outputs are not computed: the trainer "
+                                "folds the saved batch statistics into them");
+    bn_shape sh;
+    BD_TRY(bn_shape_of(n, in, &sh));
+    const int64_t per = sh.n * sh.s;
+    if (per == 0)
+        return bd_node_fail(n, BD_EINVAL, "an empty batch has no statistics");
+    const bd_tensor *x = in[0];
+    BD_TRY(bd_k_output(n, &saved->t[0], BD_F32, 1, &sh.c, 0));
+    BD_TRY(bd_k_output(n, &saved->t[1], BD_F32, 1, &sh.c, 0));
+    BD_TRY(bd_k_output(n, &out[0], BD_F32, x->ndim, x->dims, 0));
+    const double eps = bd_attr_float(n, "epsilon", 1e-5f);
+    const float *xv = x->data, *scale = in[1]->data, *bias = in[2]->data;
+    float *yv = out[0]->data, *mean = saved->t[0]->data, *var = saved->t[1]->data;
+#pragma omp parallel for schedule(static) if (sh.c * per >= BD_PARALLEL_MIN)
+    for (int64_t c = 0; c < sh.c; c++) {
+        /* two passes: the variance as the mean of squared deviations */
+        double sum = 0, sq = 0;
+        for (int64_t i = 0; i < sh.n; i++) {
+            const float *p = xv + (i * sh.c + c) * sh.s;
+            for (int64_t j = 0; j < sh.s; j++)
+                sum += p[j];
+        }
+        const double mu = sum / (double)per;
+        for (int64_t i = 0; i < sh.n; i++) {
+            const float *p = xv + (i * sh.c + c) * sh.s;
+            for (int64_t j = 0; j < sh.s; j++)
+                sq += (p[j] - mu) * (p[j] - mu);
+        }
+        const double v = sq / (double)per, k = scale[c] / sqrt(v + eps);
+        const float fa = (float)k, fb = (float)(bias[c] - mu * k);
+        mean[c] = (float)mu;
+        var[c] = (float)v;
+        for (int64_t i = 0; i < sh.n; i++) {
+            const int64_t at = (i * sh.c + c) * sh.s;
+            for (int64_t j = 0; j < sh.s; j++)
+                yv[at + j] = xv[at + j] * fa + fb;
+        }
+    }
+    return BD_OK;
+}
+
+/* With xhat = (x - mean) / sqrt(var + eps) and y = scale * xhat + B:
+ *   dB = sum dy, dscale = sum dy * xhat (sums over N and the spatial dims);
+ *   frozen statistics: dx = dy * scale / sqrt(var + eps);
+ *   batch statistics, which depend on x too, over M = N * S values:
+ *   dx = scale / sqrt(var + eps) * (dy - dB / M - xhat * dscale / M). */
+BD_GRAD(bd_g_batchnorm)
+{
+    const bd_node *n = a->n;
+    bn_shape sh;
+    BD_TRY(bn_shape_of(n, a->in, &sh));
+    const int train = a->ctx->bn_train;
+    const bd_tensor *mt = a->in[3], *vt = a->in[4];
+    if (train) {
+        mt = a->saved ? a->saved->t[0] : NULL;
+        vt = a->saved ? a->saved->t[1] : NULL;
+        if (!mt || !vt || bd_tensor_count(mt) != sh.c || bd_tensor_count(vt) != sh.c)
+            return bd_node_fail(n, BD_EINVAL,
+                                "in train mode the backward needs the batch statistics its "
+                                "training forward saved");
+    }
+    for (int i = 0; i < 3; i++)
+        if (a->want[i])
+            BD_TRY(bd_k_output(n, &din[i], BD_F32, a->in[i]->ndim, a->in[i]->dims, 0));
+    const double eps = bd_attr_float(n, "epsilon", 1e-5f);
+    const double per = (double)(sh.n * sh.s);
+    const float *xv = a->in[0]->data, *scale = a->in[1]->data, *dy = a->dy->data;
+    const float *mean = mt->data, *var = vt->data;
+    float *dx = din[0] ? din[0]->data : NULL, *dscale = din[1] ? din[1]->data : NULL;
+    float *dbias = din[2] ? din[2]->data : NULL;
+#pragma omp parallel for schedule(static) if (sh.c * sh.n * sh.s >= BD_PARALLEL_MIN)
+    for (int64_t c = 0; c < sh.c; c++) {
+        const double mu = mean[c], rstd = 1 / sqrt(var[c] + eps);
+        double sdy = 0, sdyx = 0;
+        for (int64_t i = 0; i < sh.n; i++) {
+            const int64_t at = (i * sh.c + c) * sh.s;
+            for (int64_t j = 0; j < sh.s; j++) {
+                sdy += dy[at + j];
+                sdyx += dy[at + j] * (xv[at + j] - mu);
+            }
+        }
+        sdyx *= rstd; /* sum dy * xhat */
+        if (dscale)
+            dscale[c] = (float)sdyx;
+        if (dbias)
+            dbias[c] = (float)sdy;
+        if (!dx)
+            continue;
+        /* dx = k dy + kx (x - mean) + k0, per channel */
+        const double k = scale[c] * rstd;
+        const double kx = train ? -k * rstd * sdyx / per : 0, k0 = train ? -k * sdy / per : 0;
+        const float fk = (float)k, fkx = (float)kx, fk0 = (float)k0, fmu = (float)mu;
+        for (int64_t i = 0; i < sh.n; i++) {
+            const int64_t at = (i * sh.c + c) * sh.s;
+            for (int64_t j = 0; j < sh.s; j++)
+                dx[at + j] = fk * dy[at + j] + fkx * (xv[at + j] - fmu) + fk0;
+        }
+    }
+    return BD_OK;
+}
+
+/* Softmax over rows of len elements, inner apart: the layout of the
+ * opset >= 13 per-axis form, and of the older one, which coerces the input
+ * to 2-D at the axis (inner is then 1). */
+static bd_status softmax_rows(const bd_graph *g, const bd_node *n, const bd_tensor *x,
+                              int64_t *outer, int64_t *len, int64_t *inner)
+{
+    int rank = x->ndim > 0 ? x->ndim : 1, axis;
+    BD_TRY(bd_k_axis(n, bd_attr_int(n, "axis", g->opset < 13 ? 1 : -1), rank, &axis));
+    *outer = *len = *inner = 1;
+    for (int d = 0; d < x->ndim; d++) {
+        if (d < axis)
+            *outer *= x->dims[d];
+        else if (d == axis || g->opset < 13)
+            *len *= x->dims[d];
+        else
+            *inner *= x->dims[d];
+    }
+    return BD_OK;
+}
+
+/* y = softmax(x): dx = y (dy - sum dy y). y = log softmax(x):
+ * dx = dy - exp(y) sum dy. Sums along each row. */
+static bd_status softmax_backward(const bd_grad_args *a, bd_tensor **din, int log_form)
+{
+    const bd_tensor *y = a->out[0];
+    int64_t outer, len, inner;
+    BD_TRY(softmax_rows(a->g, a->n, y, &outer, &len, &inner));
+    BD_TRY(bd_k_output(a->n, &din[0], BD_F32, y->ndim, y->dims, 0));
+    const float *yv = y->data, *dyv = a->dy->data;
+    float *dxv = din[0]->data;
+    const int64_t rows = outer * inner;
+#pragma omp parallel for schedule(static) if (rows * len >= BD_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t base = r / inner * len * inner + r % inner;
+        const float *yr = yv + base, *dy = dyv + base;
+        float *dx = dxv + base;
+        double s = 0;
+        for (int64_t j = 0; j < len; j++)
+            s += log_form ? dy[j * inner] : (double)dy[j * inner] * yr[j * inner];
+        for (int64_t j = 0; j < len; j++) {
+            const int64_t at = j * inner;
+            dx[at] = log_form ? (float)(dy[at] - exp(yr[at]) * s)
+                              : (float)(yr[at] * (dy[at] - s));
+        }
+    }
+    return BD_OK;
+}
+
+BD_GRAD(bd_g_softmax) { return softmax_backward(a, din, 0); }
+BD_GRAD(bd_g_log_softmax) { return softmax_backward(a, din, 1); }

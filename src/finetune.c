@@ -1,0 +1,288 @@
+#include "finetune.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "grad.h"
+#include "pq.h"
+#include "train.h"
+
+void bd_finetune_defaults(bd_finetune_options *o)
+{
+    if (o->batch <= 0)
+        o->batch = 64;
+    if (o->lr <= 0)
+        o->lr = 0.01f;
+    if (o->momentum < 0)
+        o->momentum = 0.9f;
+    if (o->wd < 0)
+        o->wd = 1e-4f;
+    if (o->gamma <= 0)
+        o->gamma = 0.1f;
+}
+
+void bd_centroid_gradient(const bd_layer *l, const bd_qlayer *q, const float *weight_grad,
+                          float *grad)
+{
+    bd_pq_layout lay;
+    const int d = q->d;
+    memset(grad, 0, (size_t)q->k * (size_t)d * sizeof *grad);
+    if (bd_pq_layout_init(l, d, &lay) != BD_OK)
+        return;
+    float *sub = malloc((size_t)(lay.n * d) * sizeof *sub);
+    double *sums = calloc((size_t)q->k * (size_t)d, sizeof *sums);
+    int64_t *count = calloc((size_t)q->k, sizeof *count);
+    if (sub && sums && count) {
+        bd_pq_gather(&lay, weight_grad, sub);
+        for (int64_t i = 0; i < lay.n; i++) {
+            double *s = sums + (int64_t)q->codes[i] * d;
+            for (int t = 0; t < d; t++)
+                s[t] += sub[i * d + t];
+            count[q->codes[i]]++;
+        }
+        for (int c = 0; c < q->k; c++)
+            for (int t = 0; count[c] && t < d; t++)
+                grad[c * d + t] = (float)(sums[c * d + t] / (double)count[c]);
+    }
+    free(sub);
+    free(sums);
+    free(count);
+}
+
+static int is_layer_weight(const bd_layer *layers, int n, int v)
+{
+    for (int i = 0; i < n; i++)
+        if (layers[i].weight == v)
+            return 1;
+    return 0;
+}
+
+bd_status bd_finetune_extra_params(const bd_graph *g, const bd_layer *layers, int nlayers,
+                                   int **ids, int *n)
+{
+    *ids = malloc((size_t)g->nvalues * sizeof **ids + 1);
+    if (!*ids)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    unsigned char *seen = calloc((size_t)g->nvalues + 1, 1);
+    if (!seen) {
+        free(*ids);
+        return bd_fail(BD_ENOMEM, "out of memory");
+    }
+    *n = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        const bd_node *nd = &g->nodes[i];
+        int bn = strcmp(nd->op, "BatchNormalization") == 0;
+        int lin = !strcmp(nd->op, "Conv") || !strcmp(nd->op, "Gemm");
+        /* BatchNorm: scale (1) and shift (2); Conv/Gemm: bias (2) */
+        for (int k = bn ? 1 : 2; (bn || lin) && k <= 2 && k < nd->ninputs; k++) {
+            int v = nd->inputs[k];
+            const bd_tensor *t = v >= 0 ? g->values[v].init : NULL;
+            if (t && t->dtype == BD_F32 && !seen[v] && !is_layer_weight(layers, nlayers, v)) {
+                seen[v] = 1;
+                (*ids)[(*n)++] = v;
+            }
+        }
+    }
+    free(seen);
+    return BD_OK;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* v = momentum v + (g + wd p); p -= lr v, over count values. */
+static void sgd(float *p, float *v, const float *g, int64_t count, float lr, float momentum,
+                float wd)
+{
+    for (int64_t i = 0; i < count; i++) {
+        v[i] = momentum * v[i] + g[i] + wd * p[i];
+        p[i] -= lr * v[i];
+    }
+}
+
+typedef struct tuning {
+    int nlayers, nextra, nparams;
+    int *params;     /* layer weights, then the extra parameters */
+    float **master;  /* per layer: float32 centroids being tuned */
+    float **moment;  /* per parameter: momentum buffer (centroids for layers) */
+    float *cgrad;    /* scratch: a centroid gradient */
+} tuning;
+
+static void tuning_free(tuning *t)
+{
+    for (int i = 0; t->master && i < t->nlayers; i++)
+        free(t->master[i]);
+    for (int i = 0; t->moment && i < t->nparams; i++)
+        free(t->moment[i]);
+    free(t->master);
+    free(t->moment);
+    free(t->params);
+    free(t->cgrad);
+}
+
+static bd_status tuning_init(tuning *t, const bd_graph *g, const bd_layer *layers,
+                             const bd_qlayer *q, int n, int tune_bias)
+{
+    memset(t, 0, sizeof *t);
+    int *extra = NULL;
+    if (tune_bias)
+        BD_TRY(bd_finetune_extra_params(g, layers, n, &extra, &t->nextra));
+    t->nlayers = n;
+    t->nparams = n + t->nextra;
+    t->params = malloc((size_t)t->nparams * sizeof *t->params + 1);
+    t->master = calloc((size_t)n + 1, sizeof *t->master);
+    t->moment = calloc((size_t)t->nparams + 1, sizeof *t->moment);
+    int64_t most = 1;
+    for (int i = 0; i < n; i++)
+        if ((int64_t)q[i].k * q[i].d > most)
+            most = (int64_t)q[i].k * q[i].d;
+    t->cgrad = malloc((size_t)most * sizeof *t->cgrad);
+    bd_status s = t->params && t->master && t->moment && t->cgrad
+                      ? BD_OK
+                      : bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; s == BD_OK && i < t->nparams; i++) {
+        t->params[i] = i < n ? layers[i].weight : extra[i - n];
+        int64_t count = i < n ? (int64_t)q[i].k * q[i].d : bd_tensor_count(g->values[t->params[i]].init);
+        t->moment[i] = calloc((size_t)count + 1, sizeof(float));
+        if (i < n && (t->master[i] = malloc((size_t)count * sizeof(float))))
+            memcpy(t->master[i], q[i].centroids, (size_t)count * sizeof(float));
+        if (!t->moment[i] || (i < n && !t->master[i]))
+            s = bd_fail(BD_ENOMEM, "out of memory for the optimiser state");
+    }
+    for (int i = 0; s == BD_OK && i < n; i++)
+        if (q[i].k <= 0)
+            s = bd_fail(BD_EINVAL, "layer '%s' is not quantized: nothing to tune", layers[i].name);
+    free(extra);
+    if (s != BD_OK)
+        tuning_free(t);
+    return s;
+}
+
+/* Writes the weight of layer i decoded from centroids c. */
+static bd_status decode_into(bd_graph *g, const bd_layer *l, const bd_qlayer *q, float *c)
+{
+    bd_qlayer view = *q;
+    view.centroids = c;
+    return bd_qlayer_decode(&view, l, g->values[l->weight].init->data);
+}
+
+/* One SGD step on a batch; *loss gets its loss. */
+static bd_status step(bd_graph *student, bd_exec *teacher, bd_train *tr, const bd_layer *layers,
+                      const bd_qlayer *q, tuning *t, const bd_tensor *x, const int *labels,
+                      const bd_finetune_options *opt, float lr, double *loss)
+{
+    bd_tensor *logits = NULL, *target = NULL, *dlogits = NULL;
+    bd_tensor **grads = calloc((size_t)t->nparams + 1, sizeof *grads);
+    if (!grads)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    bd_status s = bd_train_forward(tr, x, &logits);
+    if (s == BD_OK && opt->loss == BD_LOSS_KL)
+        s = bd_exec_run1(teacher, x, &target);
+    if (s == BD_OK)
+        s = opt->loss == BD_LOSS_KL ? bd_loss_kl(logits, target, loss, &dlogits)
+                                    : bd_loss_ce(logits, labels, loss, &dlogits);
+    if (s == BD_OK)
+        s = bd_train_backward(tr, dlogits, grads);
+    for (int i = 0; s == BD_OK && i < t->nlayers; i++) {
+        int64_t count = (int64_t)q[i].k * q[i].d;
+        bd_centroid_gradient(&layers[i], &q[i], grads[i]->data, t->cgrad);
+        sgd(t->master[i], t->moment[i], t->cgrad, count, lr, opt->momentum, opt->wd);
+        s = decode_into(student, &layers[i], &q[i], t->master[i]);
+    }
+    for (int i = t->nlayers; s == BD_OK && i < t->nparams; i++) {
+        bd_tensor *p = student->values[t->params[i]].init;
+        /* no weight decay on biases and BatchNorm affine parameters */
+        sgd(p->data, t->moment[i], grads[i]->data, bd_tensor_count(p), lr, opt->momentum, 0);
+    }
+    for (int i = 0; i < t->nparams; i++)
+        bd_tensor_free(grads[i]);
+    free(grads);
+    bd_tensor_free(logits);
+    bd_tensor_free(target);
+    bd_tensor_free(dlogits);
+    return s;
+}
+
+bd_status bd_finetune(bd_graph *student, bd_exec *teacher, const bd_layer *layers, bd_qlayer *q,
+                      int n, const bd_dataset *data, const bd_finetune_options *options,
+                      const bd_progress *progress, bd_finetune_report *report)
+{
+    bd_finetune_options opt = *options;
+    bd_finetune_defaults(&opt);
+    memset(report, 0, sizeof *report);
+    if (opt.iters <= 0 || n <= 0)
+        return BD_OK;
+    int64_t count = bd_dataset_count(data);
+    if (count < 1)
+        return bd_fail(BD_EINVAL, "%s: no images to tune on", bd_dataset_spec(data));
+    if (opt.batch > count)
+        opt.batch = (int)count;
+    tuning t;
+    BD_TRY(tuning_init(&t, student, layers, q, n, opt.tune_bias));
+    bd_train *tr = NULL;
+    bd_train_options to = {.bn_train = opt.bn_train};
+    int64_t *perm = NULL, *idx = malloc((size_t)opt.batch * sizeof *idx);
+    int *labels = malloc((size_t)opt.batch * sizeof *labels);
+    bd_status s = idx && labels ? bd_train_new(&tr, student, t.params, t.nparams, &to)
+                                : bd_fail(BD_ENOMEM, "out of memory");
+    int64_t pos = count, epoch = 0;
+    int tenth = opt.iters / 10 > 0 ? opt.iters / 10 : 1;
+    double first_sum = 0, last_sum = 0, t0 = now();
+    for (int it = 0; s == BD_OK && it < opt.iters; it++) {
+        if (pos + opt.batch > count) { /* a new epoch, in a new seeded order */
+            free(perm);
+            perm = NULL;
+            if ((s = bd_permutation(count, opt.seed + (uint64_t)epoch++, &perm)) != BD_OK)
+                break;
+            pos = 0;
+        }
+        memcpy(idx, perm + pos, (size_t)opt.batch * sizeof *idx);
+        pos += opt.batch;
+        bd_tensor *x = NULL;
+        double loss = 0;
+        float lr = opt.lr;
+        if (opt.step_every > 0)
+            lr *= powf(opt.gamma, (float)(it / opt.step_every));
+        s = bd_dataset_batch(data, idx, opt.batch, &x, labels);
+        if (s == BD_OK)
+            s = step(student, teacher, tr, layers, q, &t, x, labels, &opt, lr, &loss);
+        bd_tensor_free(x);
+        if (s != BD_OK)
+            break;
+        if (it < tenth)
+            first_sum += loss;
+        if (it >= opt.iters - tenth)
+            last_sum += loss;
+        char msg[96];
+        snprintf(msg, sizeof msg, "step %d: loss %.5f, lr %.3g", it + 1, loss, lr);
+        s = bd_progress_report(progress, "finetune", it + 1, opt.iters, msg, loss);
+        report->steps = it + 1;
+    }
+    /* what a save writes: the centroids in float16 */
+    for (int i = 0; s == BD_OK && i < n; i++) {
+        int64_t c = (int64_t)q[i].k * q[i].d;
+        bd_pq_round_fp16(t.master[i], c);
+        memcpy(q[i].centroids, t.master[i], (size_t)c * sizeof(float));
+        s = decode_into(student, &layers[i], &q[i], q[i].centroids);
+    }
+    if (s == BD_OK) {
+        report->first_loss = first_sum / tenth;
+        report->last_loss = last_sum / tenth;
+        report->seconds = now() - t0;
+        report->images_per_second =
+            report->seconds > 0 ? (double)report->steps * opt.batch / report->seconds : 0;
+    }
+    bd_train_free(tr);
+    tuning_free(&t);
+    free(perm);
+    free(idx);
+    free(labels);
+    return s;
+}

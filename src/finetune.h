@@ -1,0 +1,76 @@
+/* Fine-tuning the codebooks (DESIGN.md, "Fine-tuning"): the centroids are
+ * the parameters. A centroid's gradient is the mean of the gradients of the
+ * weights that point to it (the reference's CentroidSGD); SGD with momentum
+ * and weight decay and a step schedule updates it, and the layer's weight
+ * is decoded again. Optionally biases and BatchNorm scales and shifts are
+ * tuned too, by plain SGD.
+ *
+ * Layer-wise: right after a layer is quantized, its centroids are tuned so
+ * the student's softmax output matches the teacher's, KL(teacher||student),
+ * on unlabelled calibration images. Global: all quantized layers together,
+ * by distillation or by cross-entropy with labels, BatchNorm frozen or in
+ * train mode. Centroids are tuned in float32 and rounded to float16 at the
+ * end, so the model in memory is the model a save writes. */
+#ifndef BD_FINETUNE_H
+#define BD_FINETUNE_H
+
+#include <stdint.h>
+
+#include "data.h"
+#include "exec.h"
+#include "graph.h"
+#include "layers.h"
+#include "progress.h"
+#include "quantize.h"
+
+typedef enum bd_loss_kind { BD_LOSS_KL = 0, BD_LOSS_CE = 1 } bd_loss_kind;
+
+typedef struct bd_finetune_options {
+    int iters;        /* SGD steps */
+    int batch;        /* images per step (default 64) */
+    float lr;         /* default 0.01 */
+    float momentum;   /* default 0.9 (when negative: 0 means none) */
+    float wd;         /* weight decay, default 1e-4 (when negative: 0 means none) */
+    int step_every;   /* multiply lr by gamma every step_every steps (0: never) */
+    float gamma;      /* default 0.1 */
+    bd_loss_kind loss;
+    int bn_train;     /* BatchNorm in train mode (running statistics updated) */
+    int tune_bias;    /* also biases and BatchNorm scale/shift */
+    uint64_t seed;    /* which images, in which order */
+} bd_finetune_options;
+
+/* Fills in the defaults: for fields that are zero, or negative for
+ * momentum and wd (where zero is a choice). */
+void bd_finetune_defaults(bd_finetune_options *o);
+
+typedef struct bd_finetune_report {
+    double first_loss, last_loss; /* mean loss over the first and last tenth of the steps */
+    int steps;
+    double seconds;
+    double images_per_second;
+} bd_finetune_report;
+
+/* Tunes the codebooks q[i] of layers[i] (i < n; every q[i].k > 0) of the
+ * student, in place: the centroids change, the codes do not, and each
+ * layer's student weight is decoded from the tuned codebook. teacher runs
+ * the original model (for the distillation targets; unused with
+ * BD_LOSS_CE). Images come from data (labels used with BD_LOSS_CE). On
+ * failure or cancellation the caller restores what it saved: the student's
+ * weights, biases and BatchNorm statistics may be half-tuned. */
+bd_status bd_finetune(bd_graph *student, bd_exec *teacher, const bd_layer *layers, bd_qlayer *q,
+                      int n, const bd_dataset *data, const bd_finetune_options *opt,
+                      const bd_progress *progress, bd_finetune_report *report);
+
+/* The centroid gradient of a codebook from its layer's weight gradient (as
+ * stored): the mean over each centroid's members, k x d into grad (zero for
+ * a centroid without members). */
+void bd_centroid_gradient(const bd_layer *l, const bd_qlayer *q, const float *weight_grad,
+                          float *grad);
+
+/* The value ids that tune_bias adds: every float initializer that is not a
+ * layer weight and is read by a Conv/Gemm (bias) or a BatchNormalization
+ * (scale, shift); *ids is malloc'ed. */
+bd_status bd_finetune_extra_params(const bd_graph *g, const bd_layer *layers, int nlayers,
+                                   int **ids, int *n);
+
+#endif

@@ -1,0 +1,359 @@
+#include "train.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+
+struct bd_train {
+    bd_graph *g;
+    int *params;
+    int nparams;
+    bd_train_options opt;
+    unsigned char *req;   /* per value: the loss's gradient flows through it */
+    unsigned char *keep;  /* per value: the backward reads it */
+    int *last_read;       /* per value: the last node that reads it */
+    int first;            /* the first node that reads a value in req */
+    bd_exec *prefix;      /* runs nodes before `first` (BatchNorm frozen only) */
+    /* what the last forward left for the backward */
+    bd_tensor **vals;
+    unsigned char *owned;
+    bd_saved *saved; /* per node */
+    int ready;
+};
+
+static int is_bn(const bd_node *n) { return strcmp(n->op, "BatchNormalization") == 0; }
+
+static bd_status plan(bd_train *t)
+{
+    const bd_graph *g = t->g;
+    for (int i = 0; i < t->nparams; i++) {
+        int v = t->params[i];
+        if (v < 0 || v >= g->nvalues || !g->values[v].init)
+            return bd_fail(BD_EINVAL, "parameter %d is not an initializer of the graph", v);
+        t->req[v] = 1;
+    }
+    t->first = -1;
+    for (int i = 0; i < g->nnodes; i++) {
+        const bd_node *n = &g->nodes[i];
+        int any = 0;
+        for (int k = 0; k < n->ninputs; k++)
+            any |= n->inputs[k] >= 0 && t->req[n->inputs[k]];
+        for (int k = 0; k < n->ninputs; k++)
+            if (n->inputs[k] >= 0)
+                t->last_read[n->inputs[k]] = i;
+        if (!any)
+            continue;
+        if (t->first < 0)
+            t->first = i;
+        if (!bd_grad_supported(n->op))
+            return bd_node_fail(n, BD_EUNSUPPORTED, "op '%s' has no backward pass", n->op);
+        for (int k = 0; k < n->noutputs; k++)
+            if (n->outputs[k] >= 0)
+                t->req[n->outputs[k]] = 1;
+    }
+    if (t->first < 0)
+        return bd_fail(BD_EINVAL, "no node reads the parameters to train");
+    if (g->noutputs != 1 || !t->req[g->outputs[0]])
+        return bd_fail(BD_EINVAL, "the parameters to train do not reach the model's output");
+    /* the backward reads the inputs and outputs of every node it visits */
+    for (int i = t->first; i < g->nnodes; i++) {
+        const bd_node *n = &g->nodes[i];
+        for (int k = 0; k < n->ninputs; k++)
+            if (n->inputs[k] >= 0)
+                t->keep[n->inputs[k]] = 1;
+        for (int k = 0; k < n->noutputs; k++)
+            if (n->outputs[k] >= 0)
+                t->keep[n->outputs[k]] = 1;
+    }
+    /* Unfused: a fused step may reach past `first` (a residual Add placed
+     * after it), leaving values the training pass needs uncomputed. */
+    if (!t->opt.bn_train && t->first > 0)
+        BD_TRY(bd_exec_new(&t->prefix, g, 0));
+    return BD_OK;
+}
+
+bd_status bd_train_new(bd_train **out, bd_graph *g, const int *params, int n,
+                       const bd_train_options *opt)
+{
+    bd_train *t = calloc(1, sizeof *t);
+    if (!t)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    t->g = g;
+    t->nparams = n;
+    t->opt = *opt;
+    if (t->opt.bn_momentum <= 0)
+        t->opt.bn_momentum = 0.1f;
+    size_t nv = (size_t)g->nvalues + 1;
+    t->params = malloc((size_t)n * sizeof *t->params + 1);
+    t->req = calloc(nv, 1);
+    t->keep = calloc(nv, 1);
+    t->last_read = malloc(nv * sizeof *t->last_read);
+    t->vals = calloc(nv, sizeof *t->vals);
+    t->owned = calloc(nv, 1);
+    t->saved = calloc((size_t)g->nnodes + 1, sizeof *t->saved);
+    bd_status s = BD_OK;
+    if (!t->params || !t->req || !t->keep || !t->last_read || !t->vals || !t->owned || !t->saved)
+        s = bd_fail(BD_ENOMEM, "out of memory");
+    if (s == BD_OK) {
+        memcpy(t->params, params, (size_t)n * sizeof *params);
+        for (int v = 0; v < g->nvalues; v++)
+            t->last_read[v] = -1;
+        s = plan(t);
+    }
+    if (s != BD_OK) {
+        bd_train_free(t);
+        return s;
+    }
+    *out = t;
+    return BD_OK;
+}
+
+static void drop_state(bd_train *t)
+{
+    for (int v = 0; v < t->g->nvalues; v++) {
+        if (t->owned[v])
+            bd_tensor_free(t->vals[v]);
+        t->vals[v] = NULL;
+        t->owned[v] = 0;
+    }
+    for (int i = 0; i < t->g->nnodes; i++)
+        bd_saved_free(&t->saved[i]);
+    t->ready = 0;
+}
+
+void bd_train_free(bd_train *t)
+{
+    if (!t)
+        return;
+    if (t->vals && t->owned && t->saved)
+        drop_state(t);
+    bd_exec_free(t->prefix);
+    free(t->params);
+    free(t->req);
+    free(t->keep);
+    free(t->last_read);
+    free(t->vals);
+    free(t->owned);
+    free(t->saved);
+    free(t);
+}
+
+int bd_train_first_node(const bd_train *t) { return t->first; }
+
+static bd_status set_value(bd_train *t, int v, const bd_tensor *src)
+{
+    bd_tensor *view;
+    BD_TRY(bd_tensor_view(&view, src, src->ndim, src->dims));
+    if (t->owned[v])
+        bd_tensor_free(t->vals[v]);
+    t->vals[v] = view;
+    t->owned[v] = 1;
+    return BD_OK;
+}
+
+/* Folds a batch's statistics into a BatchNormalization's running ones, as
+ * PyTorch does in train mode (the running variance is the unbiased one). */
+static void update_running(bd_train *t, const bd_node *n, const bd_saved *s, int64_t count)
+{
+    bd_tensor *rm = n->ninputs > 3 && n->inputs[3] >= 0 ? t->g->values[n->inputs[3]].init : NULL;
+    bd_tensor *rv = n->ninputs > 4 && n->inputs[4] >= 0 ? t->g->values[n->inputs[4]].init : NULL;
+    if (!rm || !rv || !s->t[0] || !s->t[1])
+        return;
+    const float m = t->opt.bn_momentum, *mean = s->t[0]->data, *var = s->t[1]->data;
+    const double unbias = count > 1 ? (double)count / (double)(count - 1) : 1.0;
+    float *pm = rm->data, *pv = rv->data;
+    for (int64_t c = 0; c < bd_tensor_count(rm); c++) {
+        pm[c] = (1 - m) * pm[c] + m * mean[c];
+        pv[c] = (1 - m) * pv[c] + m * (float)(var[c] * unbias);
+    }
+}
+
+/* Runs node i in training mode on the values at hand. */
+static bd_status forward_node(bd_train *t, int i, const bd_grad_ctx *ctx, bd_tensor **ins,
+                              bd_tensor **outs)
+{
+    const bd_node *n = &t->g->nodes[i];
+    for (int k = 0; k < n->ninputs; k++) {
+        int v = n->inputs[k];
+        ins[k] = v < 0 ? NULL : t->g->values[v].init ? t->g->values[v].init : t->vals[v];
+        if (v >= 0 && !ins[k])
+            return bd_node_fail(n, BD_EINVAL, "input '%s' was not computed", t->g->values[v].name);
+    }
+    for (int k = 0; k < n->noutputs; k++)
+        outs[k] = NULL;
+    BD_TRY(bd_grad_forward(t->g, n, ins, outs, &t->saved[i], ctx));
+    if (is_bn(n) && ctx->bn_train && ins[0]->ndim >= 2)
+        update_running(t, n, &t->saved[i], bd_tensor_count(ins[0]) / ins[0]->dims[1]);
+    if (i < t->first)
+        bd_saved_free(&t->saved[i]);
+    for (int k = 0; k < n->noutputs; k++) {
+        int v = n->outputs[k];
+        if (v >= 0 && outs[k]) {
+            t->vals[v] = outs[k];
+            t->owned[v] = 1;
+        } else {
+            bd_tensor_free(outs[k]);
+        }
+    }
+    /* values the backward will not read go as soon as the forward is done */
+    for (int k = 0; k < n->ninputs; k++) {
+        int v = n->inputs[k];
+        if (v >= 0 && t->owned[v] && !t->keep[v] && t->last_read[v] == i) {
+            bd_tensor_free(t->vals[v]);
+            t->vals[v] = NULL;
+            t->owned[v] = 0;
+        }
+    }
+    return BD_OK;
+}
+
+static int max_io(const bd_graph *g)
+{
+    int m = 1;
+    for (int i = 0; i < g->nnodes; i++) {
+        if (g->nodes[i].ninputs > m)
+            m = g->nodes[i].ninputs;
+        if (g->nodes[i].noutputs > m)
+            m = g->nodes[i].noutputs;
+    }
+    return m;
+}
+
+bd_status bd_train_forward(bd_train *t, const bd_tensor *x, bd_tensor **logits)
+{
+    bd_graph *g = t->g;
+    drop_state(t);
+    if (g->ninputs != 1)
+        return bd_fail(BD_EINVAL, "training needs a model with one input (it has %d)",
+                       g->ninputs);
+    bd_status s = BD_OK;
+    int start = 0;
+    if (t->prefix) { /* frozen layers first, fused, keeping what is alive at `first` */
+        bd_exec_state *st;
+        BD_TRY(bd_exec_state_new(t->prefix, (bd_tensor *const *)&x, &st));
+        s = bd_exec_advance(t->prefix, st, t->first);
+        for (int v = 0; s == BD_OK && v < g->nvalues; v++) {
+            const bd_tensor *val = g->values[v].init ? NULL : bd_exec_state_value(st, v);
+            if (val)
+                s = set_value(t, v, val);
+        }
+        bd_exec_state_free(t->prefix, st);
+        start = t->first;
+    } else {
+        s = set_value(t, g->inputs[0], x);
+    }
+    int io = max_io(g);
+    bd_tensor **ins = calloc((size_t)io, sizeof *ins), **outs = calloc((size_t)io, sizeof *outs);
+    if (!ins || !outs)
+        s = bd_fail(BD_ENOMEM, "out of memory");
+    bd_grad_ctx ctx = {.bn_train = t->opt.bn_train};
+    for (int i = start; s == BD_OK && i < g->nnodes; i++)
+        s = forward_node(t, i, &ctx, ins, outs);
+    free(ins);
+    free(outs);
+    const bd_tensor *y = s == BD_OK ? t->vals[g->outputs[0]] : NULL;
+    if (s == BD_OK && !y)
+        s = bd_fail(BD_EINVAL, "the model's output was not computed");
+    if (s == BD_OK)
+        s = bd_tensor_view(logits, y, y->ndim, y->dims);
+    if (s != BD_OK) {
+        drop_state(t);
+        return s;
+    }
+    t->ready = 1;
+    return BD_OK;
+}
+
+/* dst += src, shapes equal. */
+static bd_status accumulate(const bd_node *n, bd_tensor **dst, bd_tensor *src)
+{
+    if (!*dst) {
+        *dst = src;
+        return BD_OK;
+    }
+    if (bd_tensor_count(*dst) != bd_tensor_count(src) || src->dtype != BD_F32) {
+        bd_tensor_free(src);
+        return bd_node_fail(n, BD_EINVAL, "a gradient does not match its value's shape");
+    }
+    cblas_saxpy((int)bd_tensor_count(src), 1.0f, src->data, 1, (*dst)->data, 1);
+    bd_tensor_free(src);
+    return BD_OK;
+}
+
+bd_status bd_train_backward(bd_train *t, const bd_tensor *dlogits, bd_tensor **grads)
+{
+    bd_graph *g = t->g;
+    for (int i = 0; i < t->nparams; i++)
+        grads[i] = NULL;
+    if (!t->ready)
+        return bd_fail(BD_EINVAL, "backward without a forward");
+    bd_tensor **dval = calloc((size_t)g->nvalues + 1, sizeof *dval);
+    int io = max_io(g);
+    bd_tensor **ins = calloc((size_t)io, sizeof *ins), **outs = calloc((size_t)io, sizeof *outs);
+    bd_tensor **dout = calloc((size_t)io, sizeof *dout), **din = calloc((size_t)io, sizeof *din);
+    unsigned char *want = calloc((size_t)io, 1);
+    bd_status s = dval && ins && outs && dout && din && want ? BD_OK
+                                                            : bd_fail(BD_ENOMEM, "out of memory");
+    if (s == BD_OK)
+        s = bd_tensor_clone(&dval[g->outputs[0]], dlogits);
+    bd_grad_ctx ctx = {.bn_train = t->opt.bn_train};
+    for (int i = g->nnodes - 1; s == BD_OK && i >= t->first; i--) {
+        const bd_node *n = &g->nodes[i];
+        int any_out = 0, any_in = 0;
+        for (int k = 0; k < n->noutputs; k++) {
+            int v = n->outputs[k];
+            dout[k] = v >= 0 ? dval[v] : NULL;
+            outs[k] = v >= 0 ? t->vals[v] : NULL;
+            any_out |= dout[k] != NULL;
+        }
+        for (int k = 0; k < n->ninputs; k++) {
+            int v = n->inputs[k];
+            want[k] = v >= 0 && t->req[v];
+            any_in |= want[k];
+            ins[k] = v < 0 ? NULL : g->values[v].init ? g->values[v].init : t->vals[v];
+            din[k] = NULL;
+        }
+        if (any_out && any_in)
+            s = bd_grad_backward(g, n, ins, outs, &t->saved[i], dout, want, din, &ctx);
+        /* every reader of these outputs has been visited: their gradients are spent */
+        for (int k = 0; k < n->noutputs; k++)
+            if (n->outputs[k] >= 0) {
+                bd_tensor_free(dval[n->outputs[k]]);
+                dval[n->outputs[k]] = NULL;
+            }
+        for (int k = 0; k < n->ninputs; k++)
+            if (din[k]) {
+                if (s == BD_OK)
+                    s = accumulate(n, &dval[n->inputs[k]], din[k]);
+                else
+                    bd_tensor_free(din[k]);
+            }
+    }
+    for (int i = 0; s == BD_OK && i < t->nparams; i++) {
+        int v = t->params[i];
+        if (dval[v]) {
+            grads[i] = dval[v];
+            dval[v] = NULL;
+        } else { /* a parameter that does not reach the output */
+            const bd_tensor *p = g->values[v].init;
+            s = bd_tensor_new(&grads[i], BD_F32, p->ndim, p->dims, g->values[v].name);
+        }
+    }
+    if (s != BD_OK)
+        for (int i = 0; i < t->nparams; i++) {
+            bd_tensor_free(grads[i]);
+            grads[i] = NULL;
+        }
+    for (int v = 0; dval && v < g->nvalues; v++)
+        bd_tensor_free(dval[v]);
+    free(dval);
+    free(ins);
+    free(outs);
+    free(dout);
+    free(din);
+    free(want);
+    drop_state(t);
+    return s;
+}
