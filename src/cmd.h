@@ -57,6 +57,10 @@ bd_status bd_cmd_exec(bd_cmd_ctx *ctx, const char *line);
 bd_status bd_cmd_split(const char *line, char ***argv, int *argc);
 void bd_cmd_free_words(char **argv, int argc);
 
+/* A relative error as the commands print it: four decimals, or "-" when
+ * unknown (negative). */
+const char *bd_cmd_error_str(double e, char *buf, size_t cap);
+
 /* Candidates for completing `partial` as word number `word` (0: the
  * command) of a line whose earlier words are argv[0..word): command names,
  * layer names, fixed words and key= options. Paths are the front-end's.

@@ -115,42 +115,14 @@ static bd_status parse_settings(const char *spec, const char *rest, int *d, int 
     return BD_OK;
 }
 
-bd_status bd_plan_apply(const bd_layer *layers, int n, const char *spec, bd_layer_plan *plan)
+bd_status bd_plan_parse_set(const char *spec, char *glob, size_t cap, int *d, int *k,
+                            int *objective, int *skip)
 {
     const char *colon = strchr(spec, ':');
     if (!colon || colon == spec)
         return bd_fail(BD_EINVAL, "'%s' is not GLOB:d=D,k=K (or GLOB:skip)", spec);
-    char glob[BD_LAYER_NAME_MAX];
-    snprintf(glob, sizeof glob, "%.*s", (int)(colon - spec), spec);
-    int d = 0, k = 0, obj = -1, skip = 0;
-    BD_TRY(parse_settings(spec, colon + 1, &d, &k, &obj, &skip));
-    int matched = 0;
-    /* check every match first, so a refused spec changes nothing */
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < n; i++) {
-            if (fnmatch(glob, layers[i].name, 0) != 0)
-                continue;
-            bd_layer_plan *p = &plan[i];
-            int nd = d ? d : p->d, nk = k ? k : p->k;
-            if (pass == 0) {
-                matched++;
-                if (!skip)
-                    BD_TRY(bd_plan_check(&layers[i], nd, nk));
-                continue;
-            }
-            if (skip) {
-                p->quantize = 0;
-                snprintf(p->note, sizeof p->note, "skipped by --set");
-                continue;
-            }
-            p->quantize = 1;
-            p->d = nd;
-            p->k = nk;
-            if (obj >= 0)
-                p->objective = (bd_objective)obj;
-            p->note[0] = '\0';
-        }
-    if (!matched)
-        return bd_fail(BD_EINVAL, "'%s': no layer matches '%s'", spec, glob);
-    return BD_OK;
+    snprintf(glob, cap, "%.*s", (int)(colon - spec), spec);
+    *d = *k = *skip = 0;
+    *objective = -1;
+    return parse_settings(spec, colon + 1, d, k, objective, skip);
 }

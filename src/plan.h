@@ -24,11 +24,11 @@ typedef struct bd_layer_plan {
 bd_status bd_plan_regime(const bd_layer *layers, int n, const char *regime, int quantize_first,
                          bd_layer_plan *plan);
 
-/* Applies "GLOB:d=D,k=K[,objective=act|weight]" (also "GLOB:skip") to every
- * layer whose name matches GLOB (fnmatch). An explicit d that does not
- * divide a row, or a k above the layer's clamp, is refused with a message
- * naming the layer and what it allows. Fails if nothing matches. */
-bd_status bd_plan_apply(const bd_layer *layers, int n, const char *spec, bd_layer_plan *plan);
+/* Parses "GLOB:d=D,k=K[,objective=act|weight]" or "GLOB:skip" (the
+ * --set syntax): glob into glob[cap]; d, k 0 and objective -1 when not
+ * given; *skip 1 for skip. */
+bd_status bd_plan_parse_set(const char *spec, char *glob, size_t cap, int *d, int *k,
+                            int *objective, int *skip);
 
 /* Checks one layer's d and k; the message names the layer. */
 bd_status bd_plan_check(const bd_layer *l, int d, int k);

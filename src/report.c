@@ -49,13 +49,13 @@ static cJSON *layer_json(const bd_report *r, int i)
     return o;
 }
 
-static void add_accuracy(cJSON *totals, const char *who, const bd_eval_result *e)
+static void add_accuracy(cJSON *totals, const char *who, const bd_accuracy *e)
 {
-    if (!e || e->n == 0)
+    if (!e || !e->valid)
         return;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "top1", 100.0 * (double)e->top1 / (double)e->n);
-    cJSON_AddNumberToObject(o, "top5", 100.0 * (double)e->top5 / (double)e->n);
+    cJSON_AddNumberToObject(o, "top1", e->top1);
+    cJSON_AddNumberToObject(o, "top5", e->top5);
     cJSON_AddNumberToObject(o, "images", (double)e->n);
     cJSON_AddItemToObject(totals, who, o);
 }

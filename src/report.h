@@ -6,11 +6,11 @@
 #ifndef BD_REPORT_H
 #define BD_REPORT_H
 
-#include "eval.h"
 #include "graph.h"
 #include "layers.h"
 #include "quantize.h"
 #include "size.h"
+#include "workspace.h"
 
 typedef struct bd_report {
     const bd_graph *g;
@@ -18,7 +18,7 @@ typedef struct bd_report {
     int nlayers;
     const bd_qlayer *const *q; /* NULL / k == 0: not quantized */
     const bd_model_size *size;
-    const bd_eval_result *teacher, *student; /* NULL when not evaluated */
+    const bd_accuracy *teacher, *student; /* NULL (or not valid) when not evaluated */
 } bd_report;
 
 /* The report as a JSON string (malloc'ed). */

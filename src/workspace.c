@@ -22,10 +22,19 @@ typedef struct saved_layer {
     bd_ws_layer layer; /* deep copy (its own codebook) */
 } saved_layer;
 
+/* A parameter other than a layer weight (a bias, BatchNorm's scale, shift
+ * and statistics), which fine-tuning may change. */
+typedef struct saved_tensor {
+    int value;
+    bd_tensor *copy;
+} saved_tensor;
+
 typedef struct undo_step {
     char label[160];
     int n;
     saved_layer *saved;
+    int nt;
+    saved_tensor *tensors;
 } undo_step;
 
 enum { UNDO_MAX = 64 };
@@ -49,6 +58,8 @@ struct bd_workspace {
     /* settings */
     int cuda;
     int threads;
+    int batch;
+    int compare;
     uint64_t seed;
     /* cached results */
     bd_accuracy teacher_acc, student_acc;
@@ -79,6 +90,7 @@ bd_status bd_ws_new(bd_workspace **out)
         return bd_fail(BD_ENOMEM, "out of memory");
     pthread_mutex_init(&ws->mu, NULL);
     ws->threads = bd_threads_get();
+    ws->batch = 64;
     *out = ws;
     return BD_OK;
 }
@@ -99,7 +111,10 @@ static void step_clear(undo_step *u)
 {
     for (int i = 0; i < u->n; i++)
         layer_clear(&u->saved[i].layer);
+    for (int i = 0; i < u->nt; i++)
+        bd_tensor_free(u->tensors[i].copy);
     free(u->saved);
+    free(u->tensors);
     memset(u, 0, sizeof *u);
 }
 
@@ -212,10 +227,9 @@ static bd_status plan_layers(bd_ws_layer *layers, int n, const char *regime, int
  * the file names it (bitdown.teacher) and it still matches; otherwise the
  * decoded model itself. Value ids differ between the two graphs, so each
  * layer's weight in it goes in original[]. */
-static bd_graph *original_teacher(const bd_graph *g, const bd_layer *layers, int n,
-                                  const bd_tensor **original)
+static bd_graph *original_teacher(const bd_graph *g, const char *orig, const bd_layer *layers,
+                                  int n, const bd_tensor **original)
 {
-    const char *orig = bd_graph_meta(g, BD_META_TEACHER);
     bd_graph *t = NULL;
     bd_layer *tl = NULL;
     int tn = 0;
@@ -240,7 +254,7 @@ static bd_graph *original_teacher(const bd_graph *g, const bd_layer *layers, int
     return t;
 }
 
-static bd_status load_model(const char *path, model_part *m)
+static bd_status load_model(const char *path, const char *teacher, model_part *m)
 {
     bd_qlayer *q = NULL;
     int nq = 0;
@@ -273,8 +287,12 @@ static bd_status load_model(const char *path, model_part *m)
     if (s == BD_OK) {
         m->student = g;
         g = NULL;
-        m->teacher = original_teacher(m->student, ls, m->nlayers, m->original);
-        if (!m->teacher && (s = bd_graph_clone(&m->teacher, m->student)) == BD_OK)
+        const char *orig = teacher ? teacher : bd_graph_meta(m->student, BD_META_TEACHER);
+        m->teacher = original_teacher(m->student, orig, ls, m->nlayers, m->original);
+        if (!m->teacher && teacher)
+            s = bd_fail(BD_EINVAL, "%s is not the model %s was made from (its layers differ)",
+                        teacher, path);
+        else if (!m->teacher && (s = bd_graph_clone(&m->teacher, m->student)) == BD_OK)
             for (int i = 0; i < m->nlayers; i++) /* a clone keeps the ids */
                 m->original[i] = m->teacher->values[ls[i].weight].init;
     }
@@ -306,8 +324,13 @@ static bd_status load_model(const char *path, model_part *m)
 
 bd_status bd_ws_load(bd_workspace *ws, const char *path)
 {
+    return bd_ws_load_teacher(ws, path, NULL);
+}
+
+bd_status bd_ws_load_teacher(bd_workspace *ws, const char *path, const char *teacher)
+{
     model_part m = {0};
-    BD_TRY(load_model(path, &m));
+    BD_TRY(load_model(path, teacher, &m));
     bd_ws_lock(ws);
     drop_model(ws);
     ws->path = m.path;
@@ -403,6 +426,32 @@ static bd_status step_begin(const bd_workspace *ws, const int *idx, int n, const
     return BD_OK;
 }
 
+static int is_weight(const bd_workspace *ws, int v)
+{
+    for (int i = 0; i < ws->nlayers; i++)
+        if (ws->layers[i].layer.weight == v)
+            return 1;
+    return 0;
+}
+
+/* Adds to the step a copy of every float parameter that is not a layer
+ * weight: what fine-tuning's bias and BatchNorm options change. */
+static bd_status step_save_tensors(const bd_workspace *ws, undo_step *u)
+{
+    const bd_graph *g = ws->student;
+    u->tensors = calloc((size_t)g->nvalues + 1, sizeof *u->tensors);
+    if (!u->tensors)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    for (int v = 0; v < g->nvalues; v++) {
+        const bd_tensor *t = g->values[v].init;
+        if (!t || t->dtype != BD_F32 || is_weight(ws, v))
+            continue;
+        BD_TRY(bd_tensor_clone(&u->tensors[u->nt].copy, t));
+        u->tensors[u->nt++].value = v;
+    }
+    return BD_OK;
+}
+
 static void step_push(bd_workspace *ws, undo_step *u)
 {
     if (ws->nundo == UNDO_MAX) { /* the oldest step goes */
@@ -434,6 +483,13 @@ static void student_changed(bd_workspace *ws, int i)
         bd_calib_changed(ws->calib, ws->layers[i].layer.node);
 }
 
+static void invalidate_all(bd_workspace *ws)
+{
+    ws->student_acc.valid = 0;
+    if (ws->calib)
+        bd_calib_changed(ws->calib, -1);
+}
+
 /* Puts the saved layers back (their plan, state, codebook and weight).
  * Takes ownership of the saved copies. */
 static void step_restore(bd_workspace *ws, undo_step *u)
@@ -453,6 +509,12 @@ static void step_restore(bd_workspace *ws, undo_step *u)
             student_changed(ws, i);
         }
     }
+    for (int j = 0; j < u->nt; j++) {
+        bd_tensor *t = ws->student->values[u->tensors[j].value].init;
+        memcpy(t->data, u->tensors[j].copy->data, bd_tensor_nbytes(t));
+    }
+    if (u->nt) /* any node may have changed: nothing held is still valid */
+        invalidate_all(ws);
     bd_ws_unlock(ws);
     step_clear(u);
 }
@@ -517,6 +579,10 @@ bd_status bd_ws_set(bd_workspace *ws, const char *glob, const bd_ws_change *c)
             l->k = k;
             if (c->objective >= 0)
                 l->objective = (bd_objective)c->objective;
+            if (c->quantize == 0)
+                snprintf(l->note, sizeof l->note, "skipped by the plan");
+            else if (c->quantize == 1 && !l->quantize)
+                l->note[0] = '\0';
             if (c->quantize >= 0)
                 l->quantize = c->quantize;
         }
@@ -635,7 +701,8 @@ static bd_status calib_of(bd_workspace *ws, bd_calib **c)
     if (!ws->calib) {
         bd_dataset *d = NULL;
         BD_TRY(data_of(ws, BD_DATA_CALIB, &d));
-        bd_calib_options co = {.images = ws->n[BD_DATA_CALIB], .seed = ws->seed};
+        bd_calib_options co = {.images = ws->n[BD_DATA_CALIB], .batch = ws->batch,
+                               .seed = ws->seed};
         BD_TRY(bd_calib_new(&ws->calib, ws->student, d, &co));
     }
     *c = ws->calib;
@@ -645,25 +712,62 @@ static bd_status calib_of(bd_workspace *ws, bd_calib **c)
 static bd_quantize_options options_of(const bd_workspace *ws, const bd_ws_layer *l, int iters)
 {
     bd_quantize_options o = {.d = l->d, .k = l->k, .objective = l->objective,
-                             .iters = iters > 0 ? iters : 100, .seed = ws->seed};
+                             .iters = iters > 0 ? iters : 100, .seed = ws->seed,
+                             .compare_objectives = ws->compare};
     return o;
 }
 
-bd_status bd_ws_quantize(bd_workspace *ws, const char *glob, int iters)
+/* Tunes the codebooks of the listed layers in place (state "tuned"). */
+static bd_status tune_layers(bd_workspace *ws, const int *idx, int n, const bd_finetune_options *opt,
+                             const bd_progress *progress, bd_finetune_report *report)
 {
-    int *idx, n;
-    BD_TRY(select_layers(ws, glob, 1, &idx, &n));
+    bd_dataset *d = NULL;
+    BD_TRY(data_of(ws, BD_DATA_CALIB, &d));
+    bd_layer *ls = malloc((size_t)n * sizeof *ls + 1);
+    bd_qlayer *qs = malloc((size_t)n * sizeof *qs + 1);
+    bd_status s = ls && qs ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    for (int j = 0; s == BD_OK && j < n; j++) {
+        ls[j] = ws->layers[idx[j]].layer;
+        qs[j] = ws->layers[idx[j]].q; /* shares the centroids: tuned in place */
+    }
+    bd_finetune_options o = *opt;
+    if (o.seed == 0)
+        o.seed = ws->seed;
+    if (o.batch <= 0)
+        o.batch = ws->batch;
+    if (s == BD_OK)
+        s = bd_finetune(ws->student, ws->teacher_ex, ls, qs, n, d, &o, progress, report);
+    if (s == BD_OK) {
+        bd_ws_lock(ws);
+        for (int j = 0; j < n; j++) {
+            ws->layers[idx[j]].state = BD_STATE_TUNED;
+            student_changed(ws, idx[j]);
+        }
+        if (o.bn_train || o.tune_bias)
+            invalidate_all(ws);
+        bd_ws_unlock(ws);
+    }
+    free(ls);
+    free(qs);
+    return s;
+}
+
+/* Quantizes the listed layers in order as one undo step. */
+static bd_status quantize_list(bd_workspace *ws, const int *idx, int n, const char *label,
+                               int iters, const bd_finetune_options *tune)
+{
     bd_progress progress = start_op(ws);
     bd_calib *calib;
-    undo_step u;
-    char label[160];
-    snprintf(label, sizeof label, "quantize %s", glob ? glob : "all");
+    undo_step u = {0};
+    int tuning = tune && tune->iters > 0;
     bd_status s = calib_of(ws, &calib);
     for (int j = 0; s == BD_OK && j < n; j++)
         s = bd_plan_check(&ws->layers[idx[j]].layer, ws->layers[idx[j]].d,
                           ws->layers[idx[j]].k);
     if (s == BD_OK)
         s = step_begin(ws, idx, n, label, &u);
+    if (s == BD_OK && tuning)
+        s = step_save_tensors(ws, &u);
     int done = 0;
     for (; s == BD_OK && done < n; done++) {
         bd_ws_layer *l = &ws->layers[idx[done]];
@@ -684,6 +788,9 @@ bd_status bd_ws_quantize(bd_workspace *ws, const char *glob, int iters)
         l->state = BD_STATE_QUANTIZED;
         ws->student_acc.valid = 0;
         bd_ws_unlock(ws);
+        bd_finetune_report r;
+        if (tuning && (s = tune_layers(ws, &idx[done], 1, tune, &progress, &r)) != BD_OK)
+            break;
     }
     if (s == BD_OK) {
         bd_progress_report(&progress, "quantize", n, n, "done", 0);
@@ -691,7 +798,69 @@ bd_status bd_ws_quantize(bd_workspace *ws, const char *glob, int iters)
     } else if (u.saved) {
         step_restore(ws, &u); /* every layer of this command as it was */
     }
+    return s;
+}
+
+bd_status bd_ws_quantize_tuned(bd_workspace *ws, const char *glob, int iters,
+                               const bd_finetune_options *tune)
+{
+    int *idx, n;
+    BD_TRY(select_layers(ws, glob, 1, &idx, &n));
+    char label[160];
+    snprintf(label, sizeof label, "quantize %s", glob ? glob : "all");
+    bd_status s = quantize_list(ws, idx, n, label, iters, tune);
     free(idx);
+    return s;
+}
+
+bd_status bd_ws_quantize_at(bd_workspace *ws, int i, int iters, const bd_finetune_options *tune)
+{
+    BD_TRY(need_model(ws));
+    if (i < 0 || i >= ws->nlayers)
+        return bd_fail(BD_EINVAL, "no layer %d (the model has %d)", i, ws->nlayers);
+    char label[160];
+    snprintf(label, sizeof label, "quantize %s", ws->layers[i].layer.name);
+    return quantize_list(ws, &i, 1, label, iters, tune);
+}
+
+bd_status bd_ws_quantize(bd_workspace *ws, const char *glob, int iters)
+{
+    return bd_ws_quantize_tuned(ws, glob, iters, NULL);
+}
+
+bd_status bd_ws_finetune(bd_workspace *ws, const char *glob, int global,
+                         const bd_finetune_options *opt, bd_finetune_report *report)
+{
+    int *all, n, nq = 0;
+    BD_TRY(select_layers(ws, glob, 0, &all, &n));
+    for (int j = 0; j < n; j++)
+        if (ws->layers[all[j]].state != BD_STATE_FLOAT)
+            all[nq++] = all[j];
+    if (nq == 0) {
+        free(all);
+        return bd_fail(BD_EINVAL, "no quantized layer matches '%s': quantize first",
+                       glob ? glob : "all");
+    }
+    bd_progress progress = start_op(ws);
+    char label[160];
+    snprintf(label, sizeof label, "finetune %s", glob ? glob : "all");
+    undo_step u = {0};
+    bd_status s = step_begin(ws, all, nq, label, &u);
+    if (s == BD_OK)
+        s = step_save_tensors(ws, &u);
+    bd_finetune_report r = {0};
+    if (s == BD_OK && global)
+        s = tune_layers(ws, all, nq, opt, &progress, &r);
+    for (int j = 0; s == BD_OK && !global && j < nq; j++)
+        s = tune_layers(ws, &all[j], 1, opt, &progress, &r);
+    if (s == BD_OK) {
+        step_push(ws, &u);
+        if (report)
+            *report = r;
+    } else if (u.saved) {
+        step_restore(ws, &u);
+    }
+    free(all);
     return s;
 }
 
@@ -758,10 +927,10 @@ bd_status bd_ws_trial(bd_workspace *ws, int i, int d, const int *ks, int nk, int
 
 /* ---- results ------------------------------------------------------------------------- */
 
-static bd_status accuracy(bd_exec *ex, const bd_dataset *d, int64_t n, const bd_progress *p,
-                          bd_accuracy *out)
+static bd_status accuracy(bd_exec *ex, const bd_dataset *d, int64_t n, int batch,
+                          const bd_progress *p, bd_accuracy *out)
 {
-    bd_eval_options eo = {.limit = n};
+    bd_eval_options eo = {.limit = n, .batch = batch};
     bd_eval_result r;
     BD_TRY(bd_evaluate(ex, d, &eo, p, &r));
     out->valid = 1;
@@ -783,8 +952,8 @@ bd_status bd_ws_eval(bd_workspace *ws, int64_t n, bd_accuracy *teacher, bd_accur
     snprintf(key, sizeof key, "%s#%lld", ws->spec[BD_DATA_EVAL], (long long)n);
     bd_accuracy t = ws->teacher_acc, st;
     if (!t.valid || !ws->teacher_acc_key || strcmp(key, ws->teacher_acc_key) != 0)
-        BD_TRY(accuracy(ws->teacher_ex, d, n, &progress, &t));
-    BD_TRY(accuracy(ws->student_ex, d, n, &progress, &st));
+        BD_TRY(accuracy(ws->teacher_ex, d, n, ws->batch, &progress, &t));
+    BD_TRY(accuracy(ws->student_ex, d, n, ws->batch, &progress, &st));
     char *k = bd_strdup(key);
     if (!k)
         return bd_fail(BD_ENOMEM, "out of memory");
@@ -973,6 +1142,20 @@ bd_status bd_ws_threads(bd_workspace *ws, int n)
 }
 
 int bd_ws_get_threads(const bd_workspace *ws) { return ws->threads; }
+
+bd_status bd_ws_batch(bd_workspace *ws, int n)
+{
+    if (n < 1 || n > 65536)
+        return bd_fail(BD_EINVAL, "batch must be 1 to 65536, not %d", n);
+    if (n != ws->batch) {
+        ws->batch = n;
+        bd_calib_free(ws->calib); /* its held runs are cut in batches */
+        ws->calib = NULL;
+    }
+    return BD_OK;
+}
+
+void bd_ws_compare_objectives(bd_workspace *ws, int on) { ws->compare = on != 0; }
 
 void bd_ws_seed(bd_workspace *ws, uint64_t seed)
 {

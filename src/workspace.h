@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "data.h"
+#include "finetune.h"
 #include "graph.h"
 #include "layers.h"
 #include "progress.h"
@@ -59,6 +60,9 @@ void bd_ws_free(bd_workspace *ws);
  * plan starts as the small regime. Data specs default to the model's
  * bitdown.dataset (train split for calibration, test for evaluation). */
 bd_status bd_ws_load(bd_workspace *ws, const char *path);
+/* The same with an explicit teacher: the original model a compressed file
+ * was made from (refused if its layers differ). */
+bd_status bd_ws_load_teacher(bd_workspace *ws, const char *path, const char *teacher);
 int bd_ws_loaded(const bd_workspace *ws);
 const char *bd_ws_path(const bd_workspace *ws);
 const bd_graph *bd_ws_teacher(const bd_workspace *ws);
@@ -107,6 +111,20 @@ int64_t bd_ws_data_n(const bd_workspace *ws, bd_data_kind kind);
  * each from the student as it stands, with EM for at most iters iterations
  * (0: 100). One undo step. Cancelled or failed: every layer as it was. */
 bd_status bd_ws_quantize(bd_workspace *ws, const char *glob, int iters);
+/* The same, and after each layer is quantized its centroids are tuned by
+ * distillation (layer-wise fine-tuning, tune->iters steps) before the next
+ * one; tune NULL or tune->iters 0: no tuning. */
+bd_status bd_ws_quantize_tuned(bd_workspace *ws, const char *glob, int iters,
+                               const bd_finetune_options *tune);
+/* The same for layer i alone, whatever its plan's quantize flag says. */
+bd_status bd_ws_quantize_at(bd_workspace *ws, int i, int iters, const bd_finetune_options *tune);
+/* Fine-tunes the codebooks of the matching quantized layers: one at a time
+ * (global 0: layer-wise) or all together (global 1); distillation on the
+ * calibration images, or cross-entropy with their labels (opt->loss).
+ * Tuned layers are in state "tuned". One undo step; cancelled or failed:
+ * everything as it was (BatchNorm statistics and biases included). */
+bd_status bd_ws_finetune(bd_workspace *ws, const char *glob, int global,
+                         const bd_finetune_options *opt, bd_finetune_report *report);
 /* Puts the matching layers back to float (the teacher's weights). */
 bd_status bd_ws_reset(bd_workspace *ws, const char *glob);
 /* Undoes the last change (a quantize, reset, set or regime); what gets a
@@ -169,6 +187,12 @@ bd_status bd_ws_device(bd_workspace *ws, const char *name);
 const char *bd_ws_device_name(const bd_workspace *ws);
 bd_status bd_ws_threads(bd_workspace *ws, int n);
 int bd_ws_get_threads(const bd_workspace *ws);
+/* Images per forward pass for calibration, evaluation and fine-tuning
+ * (default 64). */
+bd_status bd_ws_batch(bd_workspace *ws, int n);
+/* Also fit the other objective on the same inputs when quantizing, and
+ * keep its relative error in q.other_error: what the activations buy. */
+void bd_ws_compare_objectives(bd_workspace *ws, int on);
 void bd_ws_seed(bd_workspace *ws, uint64_t seed);
 uint64_t bd_ws_get_seed(const bd_workspace *ws);
 

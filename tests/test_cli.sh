@@ -1,13 +1,7 @@
 #!/usr/bin/env bash
 # The command line end to end: output formats, numbers against the PyTorch
 # fixtures, --help everywhere, and errors on stderr with a non-zero exit.
-set -uo pipefail
-BIN=${BD_BIN:?}
-cd "${BD_SOURCE_DIR:?}"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+. "$(dirname "$0")/support/testlib.sh"
 # expect_fail EXIT_CODE STDERR_PATTERN CMD...: fails, stderr names the problem, stdout empty
 expect_fail() {
   local code=$1 pattern=$2; shift 2
@@ -17,7 +11,6 @@ expect_fail() {
   grep -q -- "$pattern" "$TMP/err" || fail "'$*' stderr lacks '$pattern': $(cat "$TMP/err")"
   [ ! -s "$TMP/out" ] || fail "'$*' wrote to stdout on error"
 }
-M=examples/fmnist/resnet_bn.onnx
 
 # --help on every subcommand, exit 0, on stdout
 for c in info eval predict bench; do
@@ -72,4 +65,4 @@ expect_fail 1 "$TMP/bad.onnx" "$BIN" predict $M "$TMP/bad.onnx"
 expect_fail 2 "--mean wants one value or three" "$BIN" eval $M --mean 1,2
 expect_fail 2 "--size wants HxW" "$BIN" bench $M --size big
 
-exit $((failures > 0))
+finish

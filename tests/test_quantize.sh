@@ -2,16 +2,7 @@
 # bitdown quantize end to end on the Fashion-MNIST ResNet: the table, the
 # report, the compressed file checked by ONNX's own checker and run by ONNX
 # Runtime, reloading, info and eval on it, --decoded, --set, and errors.
-set -uo pipefail
-BIN=${BD_BIN:?}
-cd "${BD_SOURCE_DIR:?}"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-M=examples/fmnist/resnet_bn.onnx
-N=256
-[ -n "${BD_SANITIZED:-}" ] && N=128
+. "$(dirname "$0")/support/testlib.sh"
 
 "$BIN" quantize $M -o "$TMP/q.onnx" --calib-n $N --iters 20 --eval fmnist:test --eval-n 500 \
   --report "$TMP/r.json" >"$TMP/out" 2>"$TMP/err" || fail "quantize failed: $(cat "$TMP/err")"
@@ -88,7 +79,7 @@ cmp -s "$TMP/dec.f32" "$TMP/ours.f32" || fail "the decoded model's logits differ
 # --set, refusals with messages, and nothing written on failure
 "$BIN" quantize $M -o "$TMP/s.onnx" --calib-n 64 --iters 5 --set 'layer3.0.conv*:d=18,k=64' --set 'fc:skip' >"$TMP/out" 2>&1 || fail "--set failed"
 grep -qE '^layer3\.0\.conv2 +\[64, 64, 3, 3\] +18 +64 ' "$TMP/out" || fail "--set d=18,k=64 not applied"
-grep -qE '^fc .* skipped by --set' "$TMP/out" || fail "fc:skip"
+grep -qE '^fc .* skipped by the plan' "$TMP/out" || fail "fc:skip"
 "$BIN" quantize $M -o "$TMP/bad.onnx" --set 'layer1.0.conv1:d=7' >/dev/null 2>"$TMP/err" && fail "d=7 accepted"
 grep -q "layer 'layer1.0.conv1': d=7 does not divide its row length 144" "$TMP/err" || fail "d=7 message: $(cat "$TMP/err")"
 "$BIN" quantize $M -o "$TMP/bad.onnx" --set 'layer1.0.conv1:k=256' >/dev/null 2>"$TMP/err" && fail "k=256 accepted"
@@ -96,4 +87,4 @@ grep -q "may be at most 32" "$TMP/err" || fail "k message: $(cat "$TMP/err")"
 "$BIN" quantize $M -o "$TMP/bad.onnx" --set 'nothing*:d=9' >/dev/null 2>"$TMP/err" && fail "empty glob accepted"
 grep -q "no layer matches 'nothing\*'" "$TMP/err" || fail "glob message: $(cat "$TMP/err")"
 [ ! -e "$TMP/bad.onnx" ] || fail "a failed quantize wrote its output"
-exit $((failures > 0))
+finish

@@ -53,6 +53,8 @@ void cli_progress_clear(void)
     }
 }
 
+bd_progress_fn cli_progress_bar(void) { return isatty(STDERR_FILENO) ? draw : NULL; }
+
 bd_progress cli_progress_start(void)
 {
     atomic_store(&cancel_flag, 0);
@@ -60,7 +62,7 @@ bd_progress cli_progress_start(void)
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
-    bd_progress p = {isatty(STDERR_FILENO) ? draw : NULL, NULL, &cancel_flag};
+    bd_progress p = {cli_progress_bar(), NULL, &cancel_flag};
     return p;
 }
 

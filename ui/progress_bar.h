@@ -7,6 +7,10 @@
 
 /* A bd_progress that draws the bar and whose cancel flag Ctrl-C sets. */
 bd_progress cli_progress_start(void);
+/* The bar's drawing function, for progress that reaches the front-end
+ * through a callback of its own (the workspace's); NULL when stderr is not
+ * a terminal. */
+bd_progress_fn cli_progress_bar(void);
 /* Clears the bar's line and restores the default Ctrl-C behaviour. */
 void cli_progress_stop(void);
 /* Clears the bar's line (before printing something else). */

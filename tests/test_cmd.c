@@ -1,0 +1,281 @@
+/* The command language's own rules: splitting lines into words, completion,
+ * and the parser's refusals (the commands themselves are driven end to end
+ * by test_repl.sh). */
+#include "bd_test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+
+/* Splits line and checks it gives exactly the n words. */
+static void expect_words(const char *line, int n, const char *const *want)
+{
+    char **argv;
+    int argc;
+    assert_int_equal(bd_cmd_split(line, &argv, &argc), BD_OK);
+    assert_int_equal(argc, n);
+    for (int i = 0; i < n; i++)
+        assert_string_equal(argv[i], want[i]);
+    bd_cmd_free_words(argv, argc);
+}
+
+static void expect_split_error(const char *line, const char *message)
+{
+    char **argv = (char **)1;
+    int argc = -1;
+    assert_int_equal(bd_cmd_split(line, &argv, &argc), BD_EINVAL);
+    assert_null(argv);
+    assert_int_equal(argc, 0);
+    if (!strstr(bd_error_message(), message))
+        fail_msg("'%s': message '%s' lacks '%s'", line, bd_error_message(), message);
+}
+
+static void test_split_words(void **state)
+{
+    (void)state;
+    expect_words("quantize layer3.* iters=50", 3,
+                 (const char *[]){"quantize", "layer3.*", "iters=50"});
+    expect_words("  \tset\t fc   k=16 \r\n", 3, (const char *[]){"set", "fc", "k=16"});
+    expect_words("", 0, NULL);
+    expect_words("   \t \n", 0, NULL);
+}
+
+static void test_split_quotes_and_escapes(void **state)
+{
+    (void)state;
+    /* single quotes keep everything, backslashes included */
+    expect_words("save 'my model.onnx' 'a\\b'", 3,
+                 (const char *[]){"save", "my model.onnx", "a\\b"});
+    /* double quotes: \" and \\ are escapes, any other backslash stays */
+    expect_words("load \"a \\\"b\\\" c\\\\d \\n\"", 2, (const char *[]){"load", "a \"b\" c\\d \\n"});
+    /* outside quotes a backslash escapes the next character */
+    expect_words("load my\\ model.onnx \\'x", 3, (const char *[]){"load", "my model.onnx", "'x"});
+    /* quoted pieces join the word around them; empty quotes are a word */
+    expect_words("predict im'age 1'.png \"\"", 3, (const char *[]){"predict", "image 1.png", ""});
+}
+
+static void test_split_comments(void **state)
+{
+    (void)state;
+    expect_words("# a comment", 0, NULL);
+    expect_words("   #indented", 0, NULL);
+    expect_words("layers # the table", 1, (const char *[]){"layers"});
+    /* '#' inside a word or quoted is an ordinary character */
+    expect_words("show conv#2 '#x' \\#y", 4, (const char *[]){"show", "conv#2", "#x", "#y"});
+}
+
+static void test_split_errors(void **state)
+{
+    (void)state;
+    expect_split_error("save 'unterminated", "single quote at column 6 is not closed");
+    expect_split_error("load \"a b", "double quote at column 6 is not closed");
+    expect_split_error("load \"a \\\"", "double quote at column 6 is not closed");
+    expect_split_error("load x\\", "lone backslash");
+}
+
+/* ---- completion ---------------------------------------------------------------- */
+
+typedef struct got {
+    int n;
+    char v[64][BD_LAYER_NAME_MAX];
+} got;
+
+static void collect(void *user, const char *c)
+{
+    got *g = user;
+    assert_true(g->n < 64);
+    snprintf(g->v[g->n++], sizeof g->v[0], "%s", c);
+}
+
+static int has(const got *g, const char *s)
+{
+    for (int i = 0; i < g->n; i++)
+        if (strcmp(g->v[i], s) == 0)
+            return 1;
+    return 0;
+}
+
+/* Completes the last word of line (the text after its last space). */
+static bd_arg_kind complete(const bd_workspace *ws, const char *line, got *g)
+{
+    memset(g, 0, sizeof *g);
+    const char *space = strrchr(line, ' ');
+    const char *partial = space ? space + 1 : line;
+    char head[256];
+    snprintf(head, sizeof head, "%.*s", (int)(partial - line), line);
+    char **argv;
+    int argc;
+    assert_int_equal(bd_cmd_split(head, &argv, &argc), BD_OK);
+    bd_arg_kind k = bd_cmd_complete(ws, argc, argv, partial, collect, g);
+    bd_cmd_free_words(argv, argc);
+    return k;
+}
+
+static int setup_ws(void **state)
+{
+    bd_workspace *ws;
+    if (bd_ws_new(&ws) != BD_OK ||
+        bd_ws_load(ws, bd_test_path("examples/fmnist/resnet_bn.onnx")) != BD_OK) {
+        print_error("cannot load the example model: %s\n", bd_error_message());
+        return -1;
+    }
+    *state = ws;
+    return 0;
+}
+
+static int teardown_ws(void **state)
+{
+    bd_ws_free(*state);
+    return 0;
+}
+
+static void test_complete_commands(void **state)
+{
+    (void)state;
+    got g;
+    assert_int_equal(complete(NULL, "", &g), BD_ARG_COMMAND);
+    assert_int_equal(g.n, bd_cmd_count());
+    assert_int_equal(complete(NULL, "qu", &g), BD_ARG_COMMAND);
+    assert_int_equal(g.n, 2);
+    assert_true(has(&g, "quantize") && has(&g, "quit"));
+    assert_int_equal(complete(NULL, "help se", &g), BD_ARG_COMMAND);
+    assert_int_equal(g.n, 2);
+    assert_true(has(&g, "set") && has(&g, "seed"));
+    assert_int_equal(complete(NULL, "frobnicate x", &g), BD_ARG_NONE);
+    assert_int_equal(g.n, 0);
+}
+
+static void test_complete_layers(void **state)
+{
+    got g;
+    assert_int_equal(complete(*state, "show layer1.0", &g), BD_ARG_LAYER);
+    assert_int_equal(g.n, 2);
+    assert_true(has(&g, "layer1.0.conv1") && has(&g, "layer1.0.conv2"));
+    assert_int_equal(complete(*state, "show ", &g), BD_ARG_LAYER);
+    assert_int_equal(g.n, bd_ws_nlayers(*state));
+    /* one argument only: nothing after it */
+    assert_int_equal(complete(*state, "show fc ", &g), BD_ARG_NONE);
+    assert_int_equal(g.n, 0);
+    /* without a model there are no names, but the kind is known */
+    assert_int_equal(complete(NULL, "show lay", &g), BD_ARG_LAYER);
+    assert_int_equal(g.n, 0);
+}
+
+static void test_complete_words_and_keys(void **state)
+{
+    got g;
+    assert_int_equal(complete(*state, "data ", &g), BD_ARG_WORD);
+    assert_true(has(&g, "calib") && has(&g, "eval") && has(&g, "n="));
+    assert_int_equal(g.n, 3);
+    assert_int_equal(complete(*state, "data c", &g), BD_ARG_WORD);
+    assert_int_equal(g.n, 1);
+    assert_string_equal(g.v[0], "calib");
+    assert_int_equal(complete(*state, "data calib ", &g), BD_ARG_PATH);
+    assert_int_equal(complete(*state, "regime small ", &g), BD_ARG_WORD);
+    assert_int_equal(g.n, 1);
+    assert_string_equal(g.v[0], "first");
+    assert_int_equal(complete(*state, "save out.onnx ", &g), BD_ARG_WORD);
+    assert_true(has(&g, "decoded"));
+
+    /* quantize: layers, "all", iters= and tune= */
+    assert_int_equal(complete(*state, "quantize ", &g), BD_ARG_LAYER);
+    assert_true(has(&g, "all") && has(&g, "iters=") && has(&g, "tune=") && has(&g, "fc"));
+    assert_int_equal(g.n, bd_ws_nlayers(*state) + 3);
+    assert_int_equal(complete(*state, "quantize it", &g), BD_ARG_LAYER);
+    assert_int_equal(g.n, 1);
+    assert_string_equal(g.v[0], "iters=");
+    /* an option does not use up the positional slot, and is not offered twice */
+    assert_int_equal(complete(*state, "quantize iters=5 la", &g), BD_ARG_LAYER);
+    assert_true(has(&g, "layer3.0.conv2") && !has(&g, "iters="));
+    assert_int_equal(complete(*state, "quantize fc ", &g), BD_ARG_NONE);
+    assert_int_equal(g.n, 2);
+    assert_true(has(&g, "iters=") && has(&g, "tune="));
+    /* set: keys, then skip|include second */
+    assert_int_equal(complete(*state, "set fc ", &g), BD_ARG_WORD);
+    assert_true(has(&g, "d=") && has(&g, "k=") && has(&g, "objective=") && has(&g, "skip") &&
+                has(&g, "include"));
+    /* a value after '=' is not completed */
+    assert_int_equal(complete(*state, "quantize iters=", &g), BD_ARG_NONE);
+    assert_int_equal(g.n, 0);
+}
+
+/* ---- the parser's refusals --------------------------------------------------------- */
+
+static void test_table(void **state)
+{
+    (void)state;
+    for (int i = 0; i < bd_cmd_count(); i++) {
+        const bd_cmd_info *c = bd_cmd_at(i);
+        assert_non_null(c->summary);
+        assert_non_null(c->help);
+        assert_int_equal(strncmp(c->usage, c->name, strlen(c->name)), 0);
+        assert_ptr_equal(bd_cmd_find(c->name), c);
+    }
+    assert_null(bd_cmd_at(bd_cmd_count()));
+    assert_null(bd_cmd_find("frobnicate"));
+}
+
+static void expect_refusal(bd_cmd_ctx *ctx, const char *line, const char *message)
+{
+    assert_int_not_equal(bd_cmd_exec(ctx, line), BD_OK);
+    if (!strstr(bd_error_message(), message))
+        fail_msg("'%s': message '%s' lacks '%s'", line, bd_error_message(), message);
+}
+
+static void test_refusals(void **state)
+{
+    bd_cmd_ctx ctx = {.ws = *state};
+    expect_refusal(&ctx, "frobnicate", "unknown command 'frobnicate'");
+    expect_refusal(&ctx, "layers extra", "layers: unexpected 'extra'");
+    expect_refusal(&ctx, "layers n=3", "layers: takes no options");
+    expect_refusal(&ctx, "quantize bogus=1", "quantize: unknown option 'bogus' (it takes iters or tune)");
+    expect_refusal(&ctx, "quantize iters=ten", "quantize: iters wants a whole number");
+    expect_refusal(&ctx, "quantize iters=1 iters=2", "quantize: iters= is given twice");
+    expect_refusal(&ctx, "eval n=0", "eval: n wants a whole number from 1");
+    expect_refusal(&ctx, "show", "show: missing arguments (usage: show LAYER)");
+    expect_refusal(&ctx, "data train x", "data: 'train' is not calib or eval");
+    expect_refusal(&ctx, "regime medium", "regime: 'medium' is not small or large");
+    expect_refusal(&ctx, "set fc", "set: nothing to change");
+    expect_refusal(&ctx, "set fc skip d=4", "set: skip cannot go with");
+    expect_refusal(&ctx, "set fc objective=both", "set: objective is act or weight");
+    expect_refusal(&ctx, "threads many", "threads: N wants a whole number");
+    expect_refusal(&ctx, "help frobnicate", "help: no command 'frobnicate'");
+    expect_refusal(&ctx, "run x.lua", "run: Lua scripts cannot run from here");
+    expect_refusal(&ctx, "show 'open", "show: the single quote at column 6 is not closed");
+    /* a path with '=' in it is not an option */
+    expect_refusal(&ctx, "load ./a=b.onnx", "a=b.onnx");
+    assert_int_equal(bd_cmd_exec(&ctx, "  # nothing"), BD_OK);
+    assert_int_equal(ctx.quit, 0);
+    assert_int_equal(bd_cmd_exec(&ctx, "quit"), BD_OK);
+    assert_int_equal(ctx.quit, 1);
+}
+
+static void test_needs_model(void **state)
+{
+    (void)state;
+    bd_workspace *ws;
+    assert_int_equal(bd_ws_new(&ws), BD_OK);
+    bd_cmd_ctx ctx = {.ws = ws};
+    expect_refusal(&ctx, "layers", "layers: no model is loaded");
+    assert_int_equal(bd_cmd_exec(&ctx, "help"), BD_OK);
+    bd_ws_free(ws);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_split_words),
+        cmocka_unit_test(test_split_quotes_and_escapes),
+        cmocka_unit_test(test_split_comments),
+        cmocka_unit_test(test_split_errors),
+        cmocka_unit_test(test_complete_commands),
+        cmocka_unit_test_setup_teardown(test_complete_layers, setup_ws, teardown_ws),
+        cmocka_unit_test_setup_teardown(test_complete_words_and_keys, setup_ws, teardown_ws),
+        cmocka_unit_test(test_table),
+        cmocka_unit_test_setup_teardown(test_refusals, setup_ws, teardown_ws),
+        cmocka_unit_test(test_needs_model),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,408 @@
+#!/usr/bin/env bash
+# bitdown repl end to end: every command of the command language through
+# piped input on the Fashion-MNIST ResNet, with the numbers it prints checked
+# against each other and against known values (tolerances, not golden text);
+# errors, line numbers and --keep-going; then the terminal side (prompt,
+# completion, history, Ctrl-C) through a pseudo-terminal.
+. "$(dirname "$0")/support/testlib.sh"
+PY=/usr/bin/python3
+
+# repl NAME [ARGS...] <commands: the REPL on the example model; stdout in
+# $TMP/NAME.out, stderr in $TMP/NAME.err, its exit status in $TMP/NAME.rc.
+repl() {
+  local name=$1; shift
+  "$BIN" repl "$@" >"$TMP/$name.out" 2>"$TMP/$name.err"
+  echo $? >"$TMP/$name.rc"
+}
+rc_of() { cat "$TMP/$1.rc"; }
+# expect_error NAME PATTERN: the session exited 1 and said PATTERN on stderr
+expect_error() {
+  [ "$(rc_of "$1")" = 1 ] || fail "$1: exit status $(rc_of "$1"), expected 1"
+  grep -qF -- "$2" "$TMP/$1.err" || fail "$1: stderr lacks '$2': $(cat "$TMP/$1.err")"
+}
+
+# ---- one long session: every command, in an order that changes the state ----
+repl main $M <<EOF
+# the plan as loaded, then the small regime again (comments and blank lines are skipped)
+
+regime small
+layers
+data calib fmnist:train n=$N
+data eval fmnist:test n=500
+data
+quantize layer1.* iters=10
+layers
+size
+show layer1.0.conv1
+eval
+undo
+layers
+size
+   quantize iters=5   # every layer the plan has
+layers
+size
+reset layer2.*
+layers
+save $TMP/q.onnx
+save $TMP/d.onnx decoded
+predict examples/images/fmnist_test_0000_ankle_boot.png
+device cpu
+threads 1
+threads
+seed 3
+set layer3.0.conv2 d=18 k=64
+set fc skip
+layers
+set fc include
+regime large
+regime small first
+help
+help quantize
+quit
+layers
+EOF
+[ "$(rc_of main)" = 0 ] || fail "main session exited $(rc_of main): $(cat "$TMP/main.err")"
+[ ! -s "$TMP/main.err" ] || fail "main session wrote to stderr: $(cat "$TMP/main.err")"
+
+# What the checks below parse: every 'layers' table and every 'size' report.
+cat >"$TMP/parse.py" <<'PY'
+import re
+ROW = re.compile(r"^(\S+) +(.+?) +(\[[^\]]*\]) +(\d+) +(\d+) +(\d+) +([\d.]+) +([\d.]+) +(\S+)  "
+                 r"(float|quantized|tuned)( skip)?$")
+def tables(out):
+    """Every 'layers' table, in order: {name: row dict}."""
+    found, cur = [], None
+    for line in out.splitlines():
+        if line.startswith("layer ") and "bits/w" in line:
+            cur = {}
+            found.append(cur)
+            continue
+        m = ROW.match(line) if cur is not None else None
+        if m:
+            cur[m[1]] = dict(kind=m[2], shape=m[3], params=int(m[4]), d=int(m[5]), k=int(m[6]),
+                             bits=float(m[7]), kb=float(m[8]),
+                             err=None if m[9] == "-" else float(m[9]), state=m[10],
+                             skip=bool(m[11]))
+        else:
+            cur = None
+    return found
+
+def sizes(out):
+    """Every 'size' report, in order: bytes of each part, and the ratio."""
+    return [dict(fp32=int(m[1]), compressed=int(m[2]), codes=int(m[3]), codebooks=int(m[4]),
+                 rest=int(m[5]), ratio=float(m[6]))
+            for m in re.finditer(r"^fp32 +[\d.]+ MB \((\d+) bytes\)\n"
+                                 r"compressed +[\d.]+ MB \((\d+) bytes\)\n"
+                                 r"  codes +[\d.]+ MB \((\d+) bytes\)\n"
+                                 r"  codebooks +[\d.]+ MB \((\d+) bytes\)\n"
+                                 r"  fp32 rest +[\d.]+ MB \((\d+) bytes\)\n"
+                                 r"ratio +([\d.]+)x$", out, re.M)]
+PY
+
+$PY - "$TMP/main.out" "$TMP" <<'PY' || fail "main session: the numbers do not add up (above)"
+import json, math, os, re, sys
+sys.path.insert(0, sys.argv[2])
+import parse
+out = open(sys.argv[1]).read()
+tmp = sys.argv[2]
+bad = []
+def check(cond, what):
+    if not cond:
+        bad.append(what)
+
+T, S = parse.tables(out), parse.sizes(out)
+check(len(T) == 6, "6 layer tables (the 'layers' after quit must not run), got %d" % len(T))
+check(len(S) == 3, "3 size reports, got %d" % len(S))
+if bad:
+    print("\n".join(bad)); sys.exit(1)
+
+# the table as planned by the small regime
+want = {  # name: kind, shape, d, k
+    "conv1": ("conv 3x3", "[16, 1, 3, 3]", 9, 2),
+    "layer1.0.conv1": ("conv 3x3", "[16, 16, 3, 3]", 9, 32),
+    "layer1.0.conv2": ("conv 3x3", "[16, 16, 3, 3]", 9, 32),
+    "layer2.0.downsample.0": ("conv 1x1", "[32, 16, 1, 1]", 4, 16),
+    "layer2.0.conv1": ("conv 3x3", "[32, 16, 3, 3]", 9, 64),
+    "layer2.0.conv2": ("conv 3x3", "[32, 32, 3, 3]", 9, 128),
+    "layer3.0.downsample.0": ("conv 1x1", "[64, 32, 1, 1]", 4, 64),
+    "layer3.0.conv1": ("conv 3x3", "[64, 32, 3, 3]", 9, 256),
+    "layer3.0.conv2": ("conv 3x3", "[64, 64, 3, 3]", 9, 256),
+    "fc": ("fc", "[10, 64]", 4, 32),
+}
+t = T[0]
+check(list(t) == list(want), "table 1 layers: %s" % list(t))
+for name, (kind, shape, d, k) in want.items():
+    r = t.get(name)
+    if not r:
+        continue
+    dims = [int(x) for x in shape.strip("[]").split(", ")]
+    params = 1
+    for x in dims:
+        params *= x
+    check((r["kind"], r["shape"], r["d"], r["k"]) == (kind, shape, d, k), "table 1 %s: %s" % (name, r))
+    check(r["params"] == params, "%s params %d" % (name, r["params"]))
+    check(r["state"] == "float" and r["err"] is None, "%s starts float with no error" % name)
+    check(abs(r["kb"] - params * 4 / 1024) < 0.001, "%s fp32 size %.3f KB" % (name, r["kb"]))
+    check(abs(r["bits"] - math.log2(k) / d) < 0.001, "%s bits/w %.3f" % (name, r["bits"]))
+    check(r["skip"] == (name == "conv1"), "%s skip marker" % name)
+check(re.search(r"^10 layers: 10 float, 0 quantized, 0 tuned; the plan skips 1$", out, re.M),
+      "table footer")
+check("conv1: skip (first conv: kept in fp32)" in out, "regime names the skipped first conv")
+check("fc: d=4 k=32 objective=act (k clamped from 2048 to 32)" in out, "regime names the clamp")
+check(re.search(r"^calib data: fmnist:train n=\d+$", out, re.M) and
+      "eval data: fmnist:test n=500" in out, "data lines")
+
+# quantize layer1.*: those two quantized with an error in (0, 1), the rest float
+def quantized(t):
+    return sorted(n for n, r in t.items() if r["state"] == "quantized")
+t = T[1]
+check(quantized(t) == ["layer1.0.conv1", "layer1.0.conv2"], "after quantize layer1.*: %s" % quantized(t))
+for n, r in t.items():
+    if n.startswith("layer1."):
+        check(r["err"] is not None and 0 < r["err"] < 1, "%s rel error %s" % (n, r["err"]))
+        # 256 uint8 codes and a 32 x 9 fp16 codebook
+        check(abs(r["kb"] * 1024 - (256 + 32 * 9 * 2)) < 1, "%s stored %.3f KB" % (n, r["kb"]))
+    else:
+        check(r["state"] == "float" and r["err"] is None, "%s stays float" % n)
+for n in ("layer1.0.conv1", "layer1.0.conv2"):
+    m = re.search(r"^%s: quantized d=9 k=32, rel error ([\d.]+), (\d+) iterations" % re.escape(n), out, re.M)
+    check(m and abs(float(m[1]) - t[n]["err"]) < 1e-9 and 1 <= int(m[2]) <= 10, "quantize line of %s" % n)
+
+# size: consistent with the table, the split adds up, ratio > 1
+s = S[0]
+check(s["compressed"] == s["codes"] + s["codebooks"] + s["rest"], "size split %s" % s)
+check(s["codes"] + s["codebooks"] == 2 * (256 + 576), "codes + codebooks %s" % s)
+check(s["fp32"] - s["rest"] == 2 * 2304 * 4, "fp32 rest is fp32 less the quantized weights %s" % s)
+check(1 < s["ratio"] and abs(s["ratio"] - s["fp32"] / s["compressed"]) < 0.006, "ratio %s" % s)
+# what the table does not list (biases, BatchNorm) is the same fp32 in both
+outside = s["fp32"] - 4 * sum(r["params"] for r in T[1].values())
+check(abs(s["compressed"] - 1024 * sum(r["kb"] for r in T[1].values()) - outside) < 10,
+      "the table's sizes and the size report agree")
+
+# show: the layer, its divisors, the plan and the codebook
+def field(name):
+    m = re.search(r"^%s +(.*)$" % re.escape(name), out, re.M)
+    return m[1] if m else ""
+check(field("row length") == "144", "show row length")
+check(field("divisors") == "1 2 3 4 6 8 9 12 16 18 24 36 48 72 144", "show divisors")
+check(field("max k") == "32 (d=9: 256 subvectors)", "show max k")
+check(field("state") == "quantized", "show state")
+m = re.match(r"(\d+) of 32$", field("codes used"))
+check(m and 2 <= int(m[1]) <= 32, "show codes used '%s'" % field("codes used"))
+check(1 <= int(field("iterations") or 0) <= 10, "show iterations")
+m = re.match(r"([\d.e-]+) -> ([\d.e-]+)$", field("EM objective"))
+check(m and 0 < float(m[2]) <= float(m[1]), "show EM objective '%s'" % field("EM objective"))
+check(abs(float(field("rel error") or -1) - T[1]["layer1.0.conv1"]["err"]) < 1e-9, "show rel error")
+
+# eval: the teacher near its recorded accuracy, the student not above it
+acc = {}
+for who in ("teacher", "student"):
+    m = re.search(r"^%s top1 ([\d.]+)%% top5 ([\d.]+)%% \((\d+) images\)$" % who, out, re.M)
+    check(m and int(m[3]) == 500, "%s eval line" % who)
+    acc[who] = (float(m[1]), float(m[2])) if m else (0, 0)
+check(90 <= acc["teacher"][0] <= 97 and acc["teacher"][1] >= 98, "teacher accuracy %s" % (acc["teacher"],))
+check(50 <= acc["student"][0] <= acc["teacher"][0], "student accuracy %s" % (acc["student"],))
+
+# undo: all float again, the size as loaded
+check("undid: quantize layer1.*" in out, "undo says what it undid")
+check(quantized(T[2]) == [], "after undo: %s" % quantized(T[2]))
+check(S[1]["compressed"] == S[1]["fp32"] and S[1]["ratio"] == 1.0, "size after undo %s" % S[1])
+check(re.search(r"^size [\d.]+ MB -> ([\d.]+) MB, ratio 1\.00x$", out, re.M), "undo's size line")
+
+# quantize (all): every layer but the skipped first conv; a better ratio
+t = T[3]
+check(quantized(t) == sorted(n for n in want if n != "conv1"), "quantize all: %s" % quantized(t))
+check(t["conv1"]["state"] == "float", "conv1 skipped by the plan")
+check(S[2]["ratio"] > S[0]["ratio"] > 1, "ratio grows: %s" % [x["ratio"] for x in S])
+
+# reset layer2.*: those float again, the rest untouched
+t = T[4]
+check(quantized(t) == sorted(n for n in want if n != "conv1" and not n.startswith("layer2.")),
+      "after reset layer2.*: %s" % quantized(t))
+for n in quantized(t):
+    check(t[n]["err"] == T[3][n]["err"], "%s kept its codebook through reset" % n)
+check(re.search(r"^layer2\.0\.conv1: float$", out, re.M), "reset lists the layers")
+json.dump(t, open(os.path.join(tmp, "saved.json"), "w"))  # for the reload below
+
+# save: the reported size is the file's
+for path, what in (("q.onnx", "compressed"), ("d.onnx", r"decoded \(dense fp32\)")):
+    m = re.search(r"^wrote (\S+): %s, (\d+) bytes$" % what, out, re.M)
+    p = os.path.join(tmp, path)
+    check(m and m[1] == p and os.path.exists(p) and int(m[2]) == os.path.getsize(p), "save %s" % path)
+if os.path.exists(os.path.join(tmp, "d.onnx")) and os.path.exists(os.path.join(tmp, "q.onnx")):
+    check(os.path.getsize(os.path.join(tmp, "d.onnx")) > os.path.getsize(os.path.join(tmp, "q.onnx")),
+          "the decoded file is larger")
+
+# predict: five guesses each, Ankle boot first for the teacher, most likely first
+for who in ("teacher", "student"):
+    rows = re.findall(r"^%s #(\d) +([\d.]+)%% (.+) \((\d+)\)$" % who, out, re.M)
+    check([int(r[0]) for r in rows] == [1, 2, 3, 4, 5], "%s predictions %s" % (who, rows))
+    probs = [float(r[1]) for r in rows]
+    check(probs == sorted(probs, reverse=True), "%s probabilities descend" % who)
+    if who == "teacher":
+        check(rows and rows[0][2] == "Ankle boot" and rows[0][3] == "9" and probs[0] > 90,
+              "teacher's first guess %s" % (rows[:1],))
+
+# settings
+for line in ("device cpu", "threads 1", "seed 3"):
+    check(re.search("^%s$" % line, out, re.M), "'%s' line" % line)
+check(len(re.findall(r"^threads 1$", out, re.M)) == 2, "threads without N shows it")
+
+# set: the plan changes, a quantized layer keeps its codebook; skip marks
+check("layer3.0.conv2: d=18 k=64 objective=act" in out, "set d=18 k=64 line")
+t = T[5]
+check((t["layer3.0.conv2"]["d"], t["layer3.0.conv2"]["k"]) == (18, 64), "set applied %s" % t["layer3.0.conv2"])
+check(t["layer3.0.conv2"]["state"] == "quantized" and t["layer3.0.conv2"]["kb"] == T[4]["layer3.0.conv2"]["kb"],
+      "set keeps the codebook until quantized again")
+check(t["fc"]["skip"] and re.search(r"^fc: skip\b", out, re.M), "set fc skip")
+check(re.search(r"^plan: large regime, 9 of 10 layers to quantize$", out, re.M), "regime large")
+check(re.search(r"^plan: small regime, 10 of 10 layers to quantize$", out, re.M), "regime small first")
+
+# help: every command of the table, and one command's usage
+for c in ("load data regime set layers show quantize reset undo eval predict size save device "
+          "threads seed run help quit").split():
+    check(re.search(r"^  %s +\S" % c, out, re.M), "help lists %s" % c)
+check("usage: quantize [GLOB|all] [iters=N]" in out, "help quantize")
+
+if bad:
+    print("\n".join(bad))
+    sys.exit(1)
+PY
+
+# ---- load: a saved compressed file comes back with the same quantized layers ----
+printf 'layers\nsize\n' | repl reload "$TMP/q.onnx"
+[ "$(rc_of reload)" = 0 ] || fail "reload: $(cat "$TMP/reload.err")"
+$PY - "$TMP" <<'PY' || fail "the reloaded file's layers differ from those saved"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import parse
+saved = json.load(open(sys.argv[1] + "/saved.json"))
+t = parse.tables(open(sys.argv[1] + "/reload.out").read())
+keys = ("d", "k", "kb", "err", "state")  # not the plan's skip: the file does not keep it
+ok = len(t) == 1 and len(saved) == 10 and all(
+    {k: saved[n][k] for k in keys} == {k: t[0].get(n, {}).get(k) for k in keys} for n in saved)
+if not ok:
+    print("saved:   ", saved, "\nreloaded:", t)
+sys.exit(0 if ok else 1)
+PY
+printf 'load %s\nlayers\n' "$TMP/d.onnx" | repl load_decoded
+grep -q "^loaded $TMP/d.onnx: 10 layers, 0 quantized$" "$TMP/load_decoded.out" || fail "load of the decoded file: $(cat "$TMP/load_decoded.out" "$TMP/load_decoded.err")"
+
+# without a model: commands that need one say so; load brings one in
+printf 'help size\nlayers\n' | repl nomodel
+expect_error nomodel "bitdown: line 2: layers: no model is loaded (use 'load PATH')"
+grep -q '^usage: size$' "$TMP/nomodel.out" || fail "help works without a model"
+printf 'load %s\nlayers\ndata eval n=100\neval\n' $M | repl load_later
+[ "$(rc_of load_later)" = 0 ] && grep -q '^10 layers: 10 float' "$TMP/load_later.out" || fail "load then layers"
+grep -q '^eval data: fmnist:test n=100$' "$TMP/load_later.out" || fail "data eval n=100 keeps the model's spec"
+grep -qE '^student top1 [0-9.]+% top5 [0-9.]+% \(100 images\)$' "$TMP/load_later.out" || fail "eval uses the data's n"
+
+# ---- errors: the first one stops a piped session, naming the line ----
+printf 'set layer1.0.conv1 d=7\nlayers\n' | repl bad_d $M
+expect_error bad_d "bitdown: line 1: set: layer 'layer1.0.conv1': d=7 does not divide its row length 144"
+[ ! -s "$TMP/bad_d.out" ] || fail "a failing command did not stop the session: $(cat "$TMP/bad_d.out")"
+printf '# a comment\n\n   \nset layer1.* k=256\nlayers\n' | repl bad_k $M
+expect_error bad_k "bitdown: line 4: set: layer 'layer1.0.conv1': k=256 is too large"
+grep -q 'may be at most 32' "$TMP/bad_k.err" || fail "the k refusal says the largest k allowed"
+
+# --keep-going: every error said, the rest done, exit 1 at the end; a refused
+# set changes nothing
+repl keep $M --keep-going <<EOF
+set layer1.0.conv1 d=7
+set layer1.* k=256
+frobnicate now
+show 'layer1
+show nosuch
+layers extra
+quantize bogus=1
+eval n=abc
+undo
+run $TMP/nothing.lua
+device cuda
+device
+layers
+EOF
+expect_error keep "bitdown: line 1: set: layer 'layer1.0.conv1': d=7"
+for msg in "line 2: set: layer 'layer1.0.conv1': k=256" \
+  "line 3: unknown command 'frobnicate' (try 'help')" \
+  "line 4: show: the single quote at column 6 is not closed" \
+  "line 5: show: no layer 'nosuch'" \
+  "line 6: layers: unexpected 'extra' (usage: layers)" \
+  "line 7: quantize: unknown option 'bogus' (it takes iters or tune)" \
+  "line 8: eval: n wants a whole number from 1 to" \
+  "line 9: undo: nothing to undo" \
+  "line 10: run: " "nothing.lua"; do
+  grep -qF -- "$msg" "$TMP/keep.err" || fail "--keep-going: stderr lacks '$msg': $(cat "$TMP/keep.err")"
+done
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+  echo "SKIP: a GPU is visible; 'device cuda' is checked by the GPU tests"
+else
+  grep -q "^bitdown: line 11: device cuda: .*CPU" "$TMP/keep.err" || fail "device cuda without a GPU: $(cat "$TMP/keep.err")"
+  grep -q '^device cpu$' "$TMP/keep.out" || fail "device stays cpu after cuda fails"
+fi
+grep -qE '^layer1\.0\.conv1 .* 9 +32 .* float$' "$TMP/keep.out" || fail "a refused set changed the plan"
+[ "$(grep -c '^bitdown: line' "$TMP/keep.err")" = 11 ] || fail "--keep-going: one message per failing line"
+
+# piped input gets no prompt and nothing but the answers
+printf 'device cpu\n' | repl quiet $M
+[ "$(cat "$TMP/quiet.out")" = "device cpu" ] || fail "piped output is not just the answer: $(cat "$TMP/quiet.out")"
+repl missing /nonexistent.onnx </dev/null
+expect_error missing "/nonexistent.onnx"
+"$BIN" repl --help | grep -q '^usage: bitdown repl' || fail "repl --help"
+
+# ---- at a terminal: prompt, completion, history, progress bar, Ctrl-C ----
+HIST="$TMP/history"
+$PY - "$BIN" $M "$HIST" <<'PY' || fail "the REPL at a terminal (above)"
+import os, pty, select, sys, time
+binary, model, hist = sys.argv[1:4]
+env = dict(os.environ, BITDOWN_HISTORY=hist, TERM="dumb")
+pid, fd = pty.fork()
+if pid == 0:
+    os.execve(binary, [binary, "repl", model], env)
+seen = b""
+def until(pattern, timeout=60):
+    global seen
+    end = time.time() + timeout
+    while time.time() < end:
+        if pattern in seen:
+            got, seen = seen[:seen.index(pattern) + len(pattern)], seen[seen.index(pattern) + len(pattern):]
+            return got
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try:
+                seen += os.read(fd, 65536)
+            except OSError:
+                break
+    sys.exit("no %r in %r" % (pattern, seen[-2000:]))
+until(b"bitdown> ")
+os.write(fd, b"sho\t")                    # a command completes
+until(b"show ")
+os.write(fd, b"layer3.0.conv\t\t")        # two layer names: both listed
+until(b"layer3.0.conv1  layer3.0.conv2")
+os.write(fd, b"2\r")
+until(b"bitdown> ")
+os.write(fd, b"quantize all it\t")        # an option completes with its '='
+until(b"iters=")
+os.write(fd, b"\x15data calib fmnist:train n=4096\r")
+until(b"bitdown> ")
+os.write(fd, b"quantize\r")               # a progress bar, then Ctrl-C
+until(b"quantize [")
+os.write(fd, b"\x03")
+until(b"canceled")
+until(b"bitdown> ")
+os.write(fd, b"half a line\x03")          # Ctrl-C at the prompt: a fresh line
+until(b"bitdown> ")
+os.write(fd, b"layers\r")
+table = until(b"the plan skips 1")
+if b"10 layers: 10 float, 0 quantized" not in table:
+    sys.exit("Ctrl-C did not roll the quantization back: %r" % table)
+os.write(fd, b"quit\r")
+_, status = os.waitpid(pid, 0)
+if status != 0:
+    sys.exit("exit status %d" % status)
+lines = open(hist).read().splitlines()
+if lines != ["show layer3.0.conv2", "data calib fmnist:train n=4096", "quantize", "layers", "quit"]:
+    sys.exit("history file: %r" % lines)
+PY
+
+finish
