@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +9,9 @@
 
 #include "compressed.h"
 #include "model_meta.h"
+#include "progress_bar.h"
 #include "size.h"
+#include "workspace.h"
 
 int cli_report(bd_status s)
 {
@@ -144,4 +147,33 @@ bd_status cli_load_model(const char *path, bd_graph **g, int describe)
         bd_qlayer_free(&q[i]);
     free(q);
     return BD_OK;
+}
+
+static bd_workspace *attached;
+
+static void cancel_attached(int sig)
+{
+    (void)sig;
+    if (attached)
+        bd_ws_cancel(attached);
+}
+
+void cli_ws_attach(bd_workspace *ws)
+{
+    bd_ws_on_progress(ws, cli_progress_bar(), NULL);
+    attached = ws;
+    signal(SIGINT, cancel_attached);
+}
+
+void cli_ws_detach(void)
+{
+    signal(SIGINT, SIG_DFL);
+    attached = NULL;
+    cli_progress_clear();
+}
+
+void cli_print_accuracy(const char *who, const bd_accuracy *a)
+{
+    printf("%-8s top1 %.2f%% top5 %.2f%% (%lld images)\n", who, a->top1, a->top5,
+           (long long)a->n);
 }

@@ -24,6 +24,15 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) BD_PRINTF(2, 3);
  * compressed one was compressed (layers quantized, size, ratio). */
 bd_status cli_load_model(const char *path, bd_graph **g, int describe);
 
+struct bd_workspace;
+struct bd_accuracy;
+/* For a one-shot command driving a workspace: the progress bar on stderr,
+ * and Ctrl-C cancelling the running operation (which rolls back). */
+void cli_ws_attach(struct bd_workspace *ws);
+void cli_ws_detach(void);
+/* "teacher  top1 X.XX% top5 Y.YY% (N images)" */
+void cli_print_accuracy(const char *who, const struct bd_accuracy *a);
+
 /* Whole-number and list option values; messages name the option. */
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long min, long max, long *out);
 int cli_parse_floats(const char *cmd, const char *opt, const char *s, float *out, int max, int *n);
@@ -56,5 +65,16 @@ int cli_eval(int argc, char **argv);
 int cli_predict(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
+int cli_finetune(int argc, char **argv);
+/* The TUI; without a MODEL argument, on the bundled example model. */
+int cli_tui(int argc, char **argv);
+int cli_repl(int argc, char **argv);
+int cli_run(int argc, char **argv);
+struct bd_workspace;
+/* Runs a Lua script (path), or a chunk of code when path is NULL, on ws:
+ * print() to stdout, a progress bar on stderr, Ctrl-C interrupts; reports
+ * a failure on stderr. */
+int cli_run_lua(struct bd_workspace *ws, const char *path, const char *code, int argc,
+                char **argv);
 
 #endif

@@ -4,16 +4,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bd_lua.h"
 #include "cli.h"
-#include "compressed.h"
-#include "eval.h"
+#include "cmd.h"
 #include "model_meta.h"
-#include "onnx_io.h"
 #include "plan.h"
 #include "progress_bar.h"
+#include "threads.h"
 #include "report.h"
 #include "size.h"
-#include "threads.h"
+#include "workspace.h"
 
 static const char help[] =
     "usage: bitdown quantize MODEL -o OUT.onnx [options]\n\n"
@@ -40,15 +40,28 @@ static const char help[] =
     "  --eval-n N            only the first N evaluation images\n"
     "  --report FILE.json    write the per-layer table and totals as JSON\n"
     "  --decoded             write a plain dense fp32 model instead\n"
-    "  --batch B             images per forward pass (default 64)\n"
-    "  --threads T           CPU threads (default: all cores)\n";
+    "  --batch B             images per forward pass and per fine-tuning step (64)\n"
+    "  --threads T           CPU threads (default: all cores)\n"
+    "  --finetune-layer N    after each layer is quantized, tune its centroids for N\n"
+    "                        steps by distillation (KL to the teacher's softmax)\n"
+    "  --finetune-global N   at the end, tune all centroids together for N steps\n"
+    "  --lr X --momentum X --wd X   SGD settings of fine-tuning (0.01, 0.9, 1e-4)\n"
+    "  --policy NAME[:KEY=VALUE,...]  a Lua policy plans and quantizes instead:\n"
+    "                        lua/policies/NAME.lua (or a path to a .lua file), e.g.\n"
+    "                        small_blocks, large_blocks, size_budget:target_mb=M,\n"
+    "                        error_budget:max_error=E (each file's header says its\n"
+    "                        arguments); -o, --calib, --calib-n, --iters, --seed,\n"
+    "                        --objective, --quantize-first, --eval, --eval-n,\n"
+    "                        --decoded and --threads apply, the other options do not\n";
 
 typedef struct args {
-    const char *model, *out, *calib, *regime, *eval, *report;
+    const char *model, *out, *calib, *regime, *eval, *report, *policy;
     const char *sets[64];
     int nsets;
-    long calib_n, iters, seed, batch, threads, eval_n;
+    long calib_n, iters, seed, batch, threads, eval_n, ft_layer, ft_global;
+    float lr, momentum, wd;
     int objective, quantize_first, decoded, compare;
+    int not_with_policy; /* an option --policy leaves to the policy */
 } args;
 
 static int parse(int argc, char **argv, args *a)
@@ -62,15 +75,24 @@ static int parse(int argc, char **argv, args *a)
         {"eval", required_argument, 0, 'e'},    {"eval-n", required_argument, 0, 'E'},
         {"report", required_argument, 0, 'R'},  {"decoded", no_argument, 0, 'D'},
         {"batch", required_argument, 0, 'b'},   {"threads", required_argument, 0, 't'},
-        {"compare", no_argument, 0, 'C'},       {0, 0, 0, 0}};
+        {"compare", no_argument, 0, 'C'},       {"policy", required_argument, 0, 'P'},
+        {"finetune-layer", required_argument, 0, 'L'},
+        {"finetune-global", required_argument, 0, 'G'},
+        {"lr", required_argument, 0, 'l'},      {"momentum", required_argument, 0, 'm'},
+        {"wd", required_argument, 0, 'w'},      {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->regime = "small";
     a->calib_n = 1024;
+    a->lr = 0.01f;
+    a->momentum = 0.9f;
+    a->wd = 1e-4f;
     a->iters = 100;
     a->batch = 64;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+        if (strchr("rsCRbLGlmw", c))
+            a->not_with_policy = c;
         switch (c) {
         case 'h': fputs(help, stdout); exit(CLI_OK);
         case 'o': a->out = optarg; break;
@@ -81,6 +103,29 @@ static int parse(int argc, char **argv, args *a)
         case 'f': a->quantize_first = 1; break;
         case 'D': a->decoded = 1; break;
         case 'C': a->compare = 1; break;
+        case 'P': a->policy = optarg; break;
+        case 'L':
+            if (cli_parse_int("quantize", "--finetune-layer", optarg, 0, 10000000, &a->ft_layer))
+                return CLI_USAGE;
+            break;
+        case 'G':
+            if (cli_parse_int("quantize", "--finetune-global", optarg, 0, 10000000, &a->ft_global))
+                return CLI_USAGE;
+            break;
+        case 'l':
+        case 'm':
+        case 'w': {
+            float v[1];
+            int nv;
+            if (cli_parse_floats("quantize", c == 'l' ? "--lr" : c == 'm' ? "--momentum" : "--wd",
+                                 optarg, v, 1, &nv) != CLI_OK)
+                return CLI_USAGE;
+            if (v[0] < 0)
+                return cli_usage_error("quantize", "learning rate, momentum and weight decay "
+                                                   "must not be negative");
+            *(c == 'l' ? &a->lr : c == 'm' ? &a->momentum : &a->wd) = v[0];
+            break;
+        }
         case 's':
             if (a->nsets == 64)
                 return cli_usage_error("quantize", "at most 64 --set options");
@@ -123,6 +168,10 @@ static int parse(int argc, char **argv, args *a)
     a->model = argv[optind];
     if (!a->out)
         return cli_usage_error("quantize", "-o OUT.onnx is needed");
+    for (int i = 0; a->policy && a->not_with_policy && opts[i].name; i++)
+        if (opts[i].val == a->not_with_policy)
+            return cli_usage_error("quantize", "--%s does not combine with --policy",
+                                   opts[i].name);
     return CLI_OK;
 }
 
@@ -143,59 +192,174 @@ static int data_spec(const bd_graph *g, const char *given, const char *split, co
     return CLI_OK;
 }
 
-static const char *error_str(double e, char *buf, size_t cap)
+static void print_row(const bd_workspace *ws, int i, int compare)
 {
-    if (e < 0)
-        snprintf(buf, cap, "-");
-    else
-        snprintf(buf, cap, "%.4f", e);
-    return buf;
-}
-
-static void print_row(const bd_layer *l, const bd_tensor *w, const bd_layer_plan *p,
-                      const bd_qlayer *q, int compare)
-{
+    const bd_ws_layer *l = bd_ws_layer_at(ws, i);
+    const bd_qlayer *q = l->state == BD_STATE_FLOAT ? NULL : &l->q;
+    const bd_tensor *w = bd_ws_student(ws)->values[l->layer.weight].init;
     char shape[64], err[32], other[32];
     bd_shape_str(w->ndim, w->dims, shape, sizeof shape);
-    printf("%-26s %-18s ", l->name, shape);
-    if (!q || q->k == 0)
-        printf("%4s %6s %6s %10.2f %10s", "-", "-", "32", (double)bd_layer_params(l) * 4 / 1024, "-");
+    printf("%-26s %-18s ", l->layer.name, shape);
+    if (!q)
+        printf("%4s %6s %6s %10.2f %10s", "-", "-", "32",
+               (double)bd_layer_params(&l->layer) * 4 / 1024, "-");
     else
         printf("%4d %6d %6.3f %10.2f %10s", q->d, q->k, bd_pq_bits_per_weight(q->k, q->d),
-               (double)bd_qlayer_bytes(q) / 1024, error_str(q->rel_error, err, sizeof err));
+               (double)bd_qlayer_bytes(q) / 1024, bd_cmd_error_str(q->rel_error, err, sizeof err));
     if (compare)
-        printf(" %10s", q && q->k ? error_str(q->other_error, other, sizeof other) : "-");
-    if (!q || q->k == 0)
-        printf(" %7s  %s\n", "-", p->note);
+        printf(" %10s", q ? bd_cmd_error_str(q->other_error, other, sizeof other) : "-");
+    if (!q)
+        printf(" %7s  %s\n", "-", l->note);
     else
-        printf(" %7.2f  %s\n", q->seconds, p->note);
+        printf(" %7.2f  %s%s\n", q->seconds, l->state == BD_STATE_TUNED ? "tuned " : "", l->note);
     fflush(stdout);
 }
 
-static bd_status evaluate(const bd_graph *g, const char *spec, long limit, long batch,
-                          const bd_progress *progress, bd_eval_result *r)
+/* --policy: the policy, a Lua program, plans, quantizes, reports and saves
+ * on a workspace; this command sets the workspace up and hands its options
+ * on as the policy's key=value arguments, before the policy's own. */
+static int run_policy(const args *a)
 {
-    bd_preprocess pp;
-    bd_dataset *d = NULL;
-    bd_exec *ex = NULL;
-    BD_TRY(bd_model_preprocess(g, &pp));
-    bd_status s = bd_dataset_open(&d, spec, &pp);
-    if (s == BD_OK)
-        s = bd_exec_new(&ex, g, BD_EXEC_FUSE);
-    if (s == BD_OK) {
-        bd_eval_options eo = {.limit = limit, .batch = (int)batch};
-        s = bd_evaluate(ex, d, &eo, progress, r);
+    enum { MAXARGS = 64 };
+    char spec[4096], path[4096], out[4200], iters[32], calib_buf[4096];
+    char *argv[MAXARGS];
+    int n = 0;
+    snprintf(spec, sizeof spec, "%s", a->policy);
+    char *own = strchr(spec, ':');
+    if (own)
+        *own++ = '\0';
+    if (bd_lua_policy_path(spec, path, sizeof path) != BD_OK)
+        return cli_usage_error("quantize", "%s", bd_error_message());
+    snprintf(out, sizeof out, "out=%s", a->out);
+    snprintf(iters, sizeof iters, "iters=%ld", a->iters);
+    argv[n++] = out;
+    argv[n++] = iters;
+    if (a->quantize_first)
+        argv[n++] = "first=true";
+    if (a->objective == BD_OBJ_WEIGHT)
+        argv[n++] = "objective=weight";
+    if (a->eval)
+        argv[n++] = "eval=true";
+    if (a->decoded)
+        argv[n++] = "decoded=true";
+    int passed_on = n;
+    for (char *w = own ? strtok(own, ",") : NULL; w; w = strtok(NULL, ",")) {
+        if (n == MAXARGS)
+            return cli_usage_error("quantize", "--policy takes at most %d arguments",
+                                   MAXARGS - passed_on);
+        argv[n++] = w;
     }
-    bd_exec_free(ex);
-    bd_dataset_free(d);
+    bd_workspace *ws = NULL;
+    const char *calib_spec = NULL;
+    bd_status s = bd_ws_new(&ws);
+    if (s == BD_OK)
+        s = bd_ws_load(ws, a->model);
+    int rc = s == BD_OK ? data_spec(bd_ws_teacher(ws), a->calib, "train", "--calib", calib_buf,
+                                    sizeof calib_buf, &calib_spec)
+                        : cli_report(s);
+    if (rc == CLI_OK && (s = bd_ws_data(ws, BD_DATA_CALIB, calib_spec, a->calib_n)) == BD_OK &&
+        a->eval)
+        s = bd_ws_data(ws, BD_DATA_EVAL, a->eval, a->eval_n);
+    if (rc == CLI_OK && s != BD_OK)
+        rc = cli_report(s);
+    if (rc == CLI_OK) {
+        bd_ws_seed(ws, (uint64_t)a->seed);
+        rc = cli_run_lua(ws, path, NULL, n, argv);
+    }
+    bd_ws_free(ws);
+    return rc;
+}
+
+/* The plan: the regime, the objective, then each --set in order. */
+static bd_status make_plan(bd_workspace *ws, const args *a)
+{
+    BD_TRY(bd_ws_regime(ws, a->regime, a->quantize_first));
+    bd_ws_change all = {.objective = a->objective, .quantize = -1};
+    if (a->objective == BD_OBJ_WEIGHT)
+        BD_TRY(bd_ws_set(ws, "*", &all));
+    for (int i = 0; i < a->nsets; i++) {
+        char glob[BD_LAYER_NAME_MAX];
+        int skip;
+        bd_ws_change c = {.quantize = -1};
+        BD_TRY(bd_plan_parse_set(a->sets[i], glob, sizeof glob, &c.d, &c.k, &c.objective, &skip));
+        c.quantize = skip ? 0 : 1;
+        BD_TRY(bd_error_context(bd_ws_set(ws, glob, &c), "--set '%s'", a->sets[i]));
+    }
+    return BD_OK;
+}
+
+static bd_status report(const bd_workspace *ws, const char *path, const bd_accuracy *t,
+                        const bd_accuracy *st)
+{
+    int n = bd_ws_nlayers(ws);
+    bd_layer *ls = malloc((size_t)n * sizeof *ls + 1);
+    const bd_qlayer **qp = calloc((size_t)n + 1, sizeof *qp);
+    bd_status s = ls && qp ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; s == BD_OK && i < n; i++) {
+        const bd_ws_layer *l = bd_ws_layer_at(ws, i);
+        ls[i] = l->layer;
+        qp[i] = l->state == BD_STATE_FLOAT ? NULL : &l->q;
+    }
+    bd_model_size size;
+    bd_ws_size(ws, &size);
+    bd_report r = {bd_ws_student(ws), ls, n, qp, &size, t, st};
+    if (s == BD_OK)
+        s = bd_report_write(&r, path);
+    free(ls);
+    free(qp);
     return s;
 }
 
-static void print_accuracy(const char *who, const bd_eval_result *r)
+/* The quantization itself: the table, fine-tuning, size, evaluation. */
+static bd_status work(bd_workspace *ws, const args *a, bd_accuracy *t, bd_accuracy *st)
 {
-    printf("%-8s top1 %.2f%% top5 %.2f%% (%lld images)\n", who,
-           100.0 * (double)r->top1 / (double)r->n, 100.0 * (double)r->top5 / (double)r->n,
-           (long long)r->n);
+    bd_finetune_options ft = {.iters = (int)a->ft_layer, .lr = a->lr, .momentum = a->momentum,
+                              .wd = a->wd};
+    printf("quantizing %s: %d layers, %lld calibration images from %s, %s objective\n\n", a->model,
+           bd_ws_nlayers(ws), (long long)bd_ws_data_n(ws, BD_DATA_CALIB),
+           bd_ws_data_spec(ws, BD_DATA_CALIB),
+           a->objective == BD_OBJ_WEIGHT ? "weight-only" : "activation-aware");
+    printf("%-26s %-18s %4s %6s %6s %10s %10s", "layer", "weight", "d", "k", "bits/w", "size KB",
+           "rel error");
+    if (a->compare)
+        printf(" %10s", a->objective == BD_OBJ_WEIGHT ? "act error" : "w-only err");
+    printf(" %7s\n", "seconds");
+    for (int i = 0; i < bd_ws_nlayers(ws); i++) {
+        if (bd_ws_layer_at(ws, i)->quantize) {
+            bd_status s = bd_ws_quantize_at(ws, i, (int)a->iters, &ft);
+            cli_progress_clear();
+            BD_TRY(s);
+        }
+        print_row(ws, i, a->compare);
+    }
+    if (a->ft_global > 0) {
+        bd_finetune_report r;
+        ft.iters = (int)a->ft_global;
+        bd_status s = bd_ws_finetune(ws, "*", 1, &ft, &r);
+        cli_progress_clear();
+        BD_TRY(s);
+        printf("\nglobal fine-tuning: %d steps, loss %.5f -> %.5f, %.1f images/s\n", r.steps,
+               r.first_loss, r.last_loss, r.images_per_second);
+    }
+    bd_model_size size;
+    bd_ws_size(ws, &size);
+    printf("\nsize: %.4f MB fp32 -> %.4f MB (codes %.4f + codebooks %.4f + fp32 rest %.4f), "
+           "ratio %.2fx\n",
+           bd_mb(size.fp32_bytes), bd_mb(size.compressed_bytes), bd_mb(size.code_bytes),
+           bd_mb(size.codebook_bytes), bd_mb(size.other_bytes), size.ratio);
+    if (a->eval) {
+        BD_TRY(bd_ws_data(ws, BD_DATA_EVAL, a->eval, a->eval_n));
+        bd_status s = bd_ws_eval(ws, 0, t, st);
+        cli_progress_clear();
+        BD_TRY(s);
+        cli_print_accuracy("teacher", t);
+        cli_print_accuracy("student", st);
+    }
+    BD_TRY(bd_ws_save(ws, a->out, a->decoded));
+    if (a->report)
+        BD_TRY(report(ws, a->report, t, st));
+    printf("wrote %s%s\n", a->out, a->decoded ? " (decoded, dense fp32)" : "");
+    return BD_OK;
 }
 
 int cli_quantize(int argc, char **argv)
@@ -206,131 +370,32 @@ int cli_quantize(int argc, char **argv)
         return rc;
     if (a.threads)
         bd_threads_set((int)a.threads);
-    bd_graph *teacher = NULL, *student = NULL, *out = NULL;
-    bd_qlayer *loaded = NULL, *q = NULL;
-    bd_layer *layers = NULL;
-    bd_layer_plan *plan = NULL;
-    const bd_qlayer **qp = NULL;
-    bd_dataset *calib_data = NULL;
-    bd_calib *calib = NULL;
-    bd_eval_result et = {0}, es = {0};
-    int nlayers = 0, nloaded = 0;
-    char calib_buf[4096], eval_buf[4096];
+    if (a.policy)
+        return run_policy(&a);
+    bd_workspace *ws = NULL;
+    char calib_buf[4096];
     const char *calib_spec = NULL;
-    bd_progress progress = cli_progress_start();
-    bd_status s = bd_model_load(a.model, &teacher, &loaded, &nloaded);
+    bd_status s = bd_ws_new(&ws);
     if (s == BD_OK)
-        s = bd_graph_clone(&student, teacher);
+        s = bd_ws_load(ws, a.model);
     if (s == BD_OK)
-        s = bd_layers_find(student, &layers, &nlayers);
-    if (s == BD_OK) {
-        plan = calloc((size_t)nlayers + 1, sizeof *plan);
-        q = calloc((size_t)nlayers + 1, sizeof *q);
-        qp = calloc((size_t)nlayers + 1, sizeof *qp);
-        if (!plan || !q || !qp)
-            s = bd_fail(BD_ENOMEM, "out of memory");
-    }
+        s = bd_ws_batch(ws, (int)a.batch);
     if (s == BD_OK)
-        s = bd_plan_regime(layers, nlayers, a.regime, a.quantize_first, plan);
-    for (int i = 0; s == BD_OK && i < nlayers; i++)
-        plan[i].objective = (bd_objective)a.objective;
-    for (int i = 0; s == BD_OK && i < a.nsets; i++)
-        s = bd_plan_apply(layers, nlayers, a.sets[i], plan);
+        s = make_plan(ws, &a);
     if (s != BD_OK) {
         rc = cli_report(s);
-        goto done;
+    } else if ((rc = data_spec(bd_ws_teacher(ws), a.calib, "train", "--calib", calib_buf,
+                               sizeof calib_buf, &calib_spec)) == CLI_OK) {
+        bd_ws_seed(ws, (uint64_t)a.seed);
+        bd_ws_compare_objectives(ws, a.compare);
+        cli_ws_attach(ws);
+        bd_accuracy t = {0}, st = {0};
+        s = bd_ws_data(ws, BD_DATA_CALIB, calib_spec, a.calib_n);
+        if (s == BD_OK)
+            s = work(ws, &a, &t, &st);
+        cli_ws_detach();
+        rc = s == BD_OK ? CLI_OK : cli_report(s);
     }
-    if ((rc = data_spec(teacher, a.calib, "train", "--calib", calib_buf, sizeof calib_buf,
-                        &calib_spec)) != CLI_OK)
-        goto done;
-    rc = CLI_FAIL;
-    bd_preprocess pp;
-    bd_calib_options co = {.images = a.calib_n, .batch = (int)a.batch, .seed = (uint64_t)a.seed};
-    if ((s = bd_model_preprocess(teacher, &pp)) != BD_OK ||
-        (s = bd_dataset_open(&calib_data, calib_spec, &pp)) != BD_OK ||
-        (s = bd_calib_new(&calib, student, calib_data, &co)) != BD_OK) {
-        cli_report(s);
-        goto done;
-    }
-    printf("quantizing %s: %d layers, %lld calibration images from %s, %s objective\n\n", a.model,
-           nlayers, (long long)bd_calib_images(calib), calib_spec,
-           a.objective == BD_OBJ_WEIGHT ? "weight-only" : "activation-aware");
-    printf("%-26s %-18s %4s %6s %6s %10s %10s", "layer", "weight", "d", "k", "bits/w", "size KB",
-           "rel error");
-    if (a.compare)
-        printf(" %10s", a.objective == BD_OBJ_WEIGHT ? "act error" : "w-only err");
-    printf(" %7s\n", "seconds");
-    for (int i = 0; i < nlayers; i++) {
-        const bd_tensor *w = student->values[layers[i].weight].init;
-        if (plan[i].quantize) {
-            bd_quantize_options qo = {.d = plan[i].d, .k = plan[i].k,
-                                      .objective = plan[i].objective, .iters = (int)a.iters,
-                                      .seed = (uint64_t)a.seed, .compare_objectives = a.compare};
-            s = bd_quantize_layer(calib, student, &layers[i],
-                                  teacher->values[layers[i].weight].init, &qo, &progress, &q[i]);
-            cli_progress_clear();
-            if (s != BD_OK) {
-                cli_report(s);
-                goto done;
-            }
-            qp[i] = &q[i];
-        } else if (i < nloaded && loaded[i].k > 0) {
-            qp[i] = &loaded[i]; /* a compressed input's layer, left as it was */
-        }
-        print_row(&layers[i], w, &plan[i], qp[i], a.compare);
-    }
-    bd_model_size size;
-    bd_model_size_compute(student, layers, nlayers, qp, &size);
-    printf("\nsize: %.4f MB fp32 -> %.4f MB (codes %.4f + codebooks %.4f + fp32 rest %.4f), "
-           "ratio %.2fx\n",
-           bd_mb(size.fp32_bytes), bd_mb(size.compressed_bytes), bd_mb(size.code_bytes),
-           bd_mb(size.codebook_bytes), bd_mb(size.other_bytes), size.ratio);
-    if (a.eval) {
-        const char *spec;
-        if (data_spec(teacher, a.eval, "test", "--eval", eval_buf, sizeof eval_buf, &spec) != CLI_OK)
-            goto done;
-        if ((s = evaluate(teacher, spec, a.eval_n, a.batch, &progress, &et)) != BD_OK ||
-            (s = evaluate(student, spec, a.eval_n, a.batch, &progress, &es)) != BD_OK) {
-            cli_progress_clear();
-            cli_report(s);
-            goto done;
-        }
-        cli_progress_clear();
-        print_accuracy("teacher", &et);
-        print_accuracy("student", &es);
-    }
-    if (a.decoded)
-        s = bd_onnx_save(student, a.out);
-    else if ((s = bd_compressed_export(student, layers, nlayers, qp, &out)) == BD_OK)
-        s = bd_onnx_save(out, a.out);
-    if (s == BD_OK && a.report) {
-        bd_report r = {student, layers, nlayers, qp, &size, a.eval ? &et : NULL,
-                       a.eval ? &es : NULL};
-        s = bd_report_write(&r, a.report);
-    }
-    if (s != BD_OK) {
-        cli_report(s);
-        goto done;
-    }
-    printf("wrote %s%s\n", a.out, a.decoded ? " (decoded, dense fp32)" : "");
-    rc = CLI_OK;
-done:
-    cli_progress_stop();
-    bd_eval_result_free(&et);
-    bd_eval_result_free(&es);
-    bd_calib_free(calib);
-    bd_dataset_free(calib_data);
-    for (int i = 0; i < nlayers; i++)
-        bd_qlayer_free(&q[i]);
-    for (int i = 0; i < nloaded; i++)
-        bd_qlayer_free(&loaded[i]);
-    free(loaded);
-    free(q);
-    free(qp);
-    free(plan);
-    free(layers);
-    bd_graph_free(out);
-    bd_graph_free(student);
-    bd_graph_free(teacher);
+    bd_ws_free(ws);
     return rc;
 }

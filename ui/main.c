@@ -15,6 +15,11 @@ static const cli_command commands[] = {
     {"predict", "top-5 classes of a model for image files", cli_predict},
     {"bench", "forward throughput in images per second", cli_bench},
     {"quantize", "compress a model with activation-aware product quantization", cli_quantize},
+    {"finetune", "tune the codebooks of a compressed model (distillation or labels)",
+     cli_finetune},
+    {"tui", "the interactive workbench (bitdown alone opens it on the example)", cli_tui},
+    {"repl", "interactive commands on a model (readline), or a script of them", cli_repl},
+    {"run", "run a Lua script (the bd module) on a model: policies, batch work", cli_run},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -62,6 +67,8 @@ int main(int argc, char **argv)
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
     bd_threads_set(0);
     if (argc < 2) {
+        if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))
+            return cli_tui(argc, argv); /* on the bundled example */
         usage(stderr);
         return CLI_USAGE;
     }

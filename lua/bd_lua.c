@@ -1,0 +1,910 @@
+#include "bd_lua.h"
+
+#include <glob.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pq.h"
+
+#ifndef BD_SOURCE_DIR
+#error "BD_SOURCE_DIR must name the source tree (CMakeLists.txt defines it)"
+#endif
+#define POLICY_DIR BD_SOURCE_DIR "/lua/policies"
+
+/* One run of a script. Every coroutine of the state reaches it through the
+ * state's extra space (lua_newthread copies it). */
+typedef struct script {
+    const bd_lua_host *host;
+    lua_State *L;         /* the thread that called into the workspace last */
+    int progress_ref;     /* the bd.on_progress function, or LUA_NOREF */
+    int in_callback;      /* the on_progress function is running */
+    char *callback_error; /* why it failed: the operation is being canceled */
+    /* C memory a bd function holds while it builds Lua values (which may
+     * raise a memory error): freed by the next such call or at the end. */
+    void *held;
+} script;
+
+static script *script_of(lua_State *L) { return *(script **)lua_getextraspace(L); }
+
+static void hold(script *s, void *p)
+{
+    free(s->held);
+    s->held = p;
+}
+
+static int interrupted(const script *s)
+{
+    return s->host->interrupt && atomic_load(s->host->interrupt);
+}
+
+/* ---- calling into the workspace ------------------------------------------------ */
+
+/* The workspace, for bd function fn about to use it. */
+static bd_workspace *ws_for(lua_State *L, const char *fn, int need_model)
+{
+    script *s = script_of(L);
+    if (s->in_callback)
+        luaL_error(L, "%s: bd functions cannot be called from inside the on_progress callback",
+                   fn);
+    if (need_model && !bd_ws_loaded(s->host->ws))
+        luaL_error(L, "%s: no model is loaded (call bd.load(PATH) first)", fn);
+    s->L = L;
+    return s->host->ws;
+}
+
+/* Raises the workspace's failure as a Lua error naming fn; also a failure
+ * of the on_progress function during an operation that completed anyway. */
+static void check(lua_State *L, bd_status st, const char *fn)
+{
+    script *s = script_of(L);
+    if (s->callback_error) {
+        lua_pushstring(L, s->callback_error);
+        free(s->callback_error);
+        s->callback_error = NULL;
+        luaL_error(L, "%s: error in the on_progress callback: %s", fn, lua_tostring(L, -1));
+    }
+    if (st != BD_OK)
+        luaL_error(L, "%s: %s", fn, bd_error_message());
+}
+
+typedef struct progress_args {
+    int ref;
+    const char *stage, *message;
+    int64_t done, total;
+    double metric;
+} progress_args;
+
+static int call_progress(lua_State *L)
+{
+    const progress_args *a = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->ref);
+    lua_pushstring(L, a->stage);
+    lua_pushinteger(L, a->done);
+    lua_pushinteger(L, a->total);
+    lua_pushstring(L, a->message);
+    lua_pushnumber(L, a->metric);
+    lua_call(L, 5, 0);
+    return 0;
+}
+
+/* Records why the on_progress function failed (check raises it) and stops
+ * the operation. */
+static void callback_failed(script *s, const char *why)
+{
+    s->callback_error = strdup(why);
+    bd_ws_cancel(s->host->ws);
+}
+
+/* The workspace's progress callback for the whole run. It runs inside a
+ * workspace operation, so nothing may longjmp out of it: the Lua function
+ * runs under lua_pcall, and its failure cancels the operation (which rolls
+ * back) and is raised once the operation has returned (check). */
+static void on_progress(void *user, const char *stage, int64_t done, int64_t total,
+                        const char *message, double metric)
+{
+    script *s = user;
+    if (interrupted(s)) {
+        bd_ws_cancel(s->host->ws);
+        return;
+    }
+    if (s->progress_ref == LUA_NOREF) {
+        if (s->host->progress)
+            s->host->progress(s->host->progress_user, stage, done, total, message, metric);
+        return;
+    }
+    if (s->callback_error)
+        return;
+    lua_State *L = s->L;
+    progress_args a = {s->progress_ref, stage, message, done, total, metric};
+    /* pushing a light C function and a pointer allocates nothing */
+    if (!lua_checkstack(L, 8)) {
+        callback_failed(s, "out of memory for the Lua stack");
+        return;
+    }
+    lua_pushcfunction(L, call_progress);
+    lua_pushlightuserdata(L, &a);
+    s->in_callback = 1;
+    int rc = lua_pcall(L, 1, 0, 0);
+    s->in_callback = 0;
+    if (rc != LUA_OK) {
+        callback_failed(s, lua_isstring(L, -1) ? lua_tostring(L, -1)
+                                               : "an error object that is not a string");
+        lua_pop(L, 1);
+    }
+}
+
+/* ---- arguments and options ------------------------------------------------------- */
+
+/* Checks the options table of fn at index idx against keys. Returns idx,
+ * or 0 when the argument is absent or nil (every option at its default). */
+static int options(lua_State *L, int idx, const char *fn, const char *const *keys)
+{
+    if (lua_isnoneornil(L, idx))
+        return 0;
+    if (!lua_istable(L, idx))
+        luaL_error(L, "%s: argument #%d must be a table of options, not a %s", fn, idx,
+                   luaL_typename(L, idx));
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        const char *key = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        int known = 0;
+        for (int i = 0; key && keys[i] && !known; i++)
+            known = strcmp(key, keys[i]) == 0;
+        if (!known) {
+            const char *shown = luaL_tolstring(L, -1, NULL);
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (int i = 0; keys[i]; i++) {
+                if (i)
+                    luaL_addstring(&b, ", ");
+                luaL_addstring(&b, keys[i]);
+            }
+            luaL_pushresult(&b);
+            luaL_error(L, "%s: unknown option '%s' (it takes %s)", fn, shown, lua_tostring(L, -1));
+        }
+    }
+    return idx;
+}
+
+/* Pushes option key of the table at idx (nil when idx is 0); its type. */
+static int get_option(lua_State *L, int idx, const char *key)
+{
+    if (!idx) {
+        lua_pushnil(L);
+        return LUA_TNIL;
+    }
+    return lua_getfield(L, idx, key);
+}
+
+static lua_Integer opt_int(lua_State *L, int idx, const char *fn, const char *key,
+                           lua_Integer def, lua_Integer min, lua_Integer max)
+{
+    int t = get_option(L, idx, key), isint = 0;
+    lua_Integer v = t == LUA_TNUMBER ? lua_tointegerx(L, -1, &isint) : def;
+    if (t != LUA_TNIL && (!isint || v < min || v > max))
+        luaL_error(L, "%s: option %s must be a whole number from %I to %I, not %s", fn, key, min,
+                   max, luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 1);
+    return v;
+}
+
+static double opt_num(lua_State *L, int idx, const char *fn, const char *key, double def,
+                      double min, double max)
+{
+    int t = get_option(L, idx, key);
+    double v = t == LUA_TNUMBER ? lua_tonumber(L, -1) : def;
+    if (t != LUA_TNIL && (t != LUA_TNUMBER || !(v >= min && v <= max)))
+        luaL_error(L, "%s: option %s must be a number from %f to %f, not %s", fn, key, min, max,
+                   luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 1);
+    return v;
+}
+
+/* A boolean option: 0 or 1, or def (which may be -1: absent). */
+static int opt_bool(lua_State *L, int idx, const char *fn, const char *key, int def)
+{
+    int t = get_option(L, idx, key);
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+        luaL_error(L, "%s: option %s must be true or false, not a %s", fn, key, lua_typename(L, t));
+    int v = t == LUA_TNIL ? def : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* An option that is one of words: its index, or -1 when absent. */
+static int opt_word(lua_State *L, int idx, const char *fn, const char *key,
+                    const char *const *words)
+{
+    int t = get_option(L, idx, key);
+    int v = -1;
+    if (t != LUA_TNIL) {
+        const char *w = t == LUA_TSTRING ? lua_tostring(L, -1) : "";
+        for (int i = 0; words[i] && v < 0; i++)
+            if (strcmp(w, words[i]) == 0)
+                v = i;
+        if (v < 0)
+            luaL_error(L, "%s: option %s must be '%s' or '%s', not %s", fn, key, words[0],
+                       words[1], luaL_tolstring(L, -1, NULL));
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* ---- building results ---------------------------------------------------------------- */
+
+static void set_int(lua_State *L, const char *k, lua_Integer v)
+{
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_num(lua_State *L, const char *k, double v)
+{
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_str(lua_State *L, const char *k, const char *v)
+{
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_bool(lua_State *L, const char *k, int v)
+{
+    lua_pushboolean(L, v);
+    lua_setfield(L, -2, k);
+}
+
+/* The reference's cap on k for layer l cut into blocks of d; 0 when d
+ * does not divide its rows. */
+static int max_k(const bd_layer *l, int64_t d)
+{
+    return d > 0 && l->row_len % d == 0 ? bd_pq_max_k(l->rows * (l->row_len / d)) : 0;
+}
+
+/* The table bd.layers() gives for layer i; with detail, what bd.layer()
+ * adds: the divisors of the row length with the cap on k for each, and the
+ * EM objective per iteration. */
+static void push_layer(lua_State *L, const bd_workspace *ws, int i, int detail)
+{
+    const bd_ws_layer *l = bd_ws_layer_at(ws, i);
+    const bd_layer *ly = &l->layer;
+    const bd_tensor *w = bd_ws_student(ws)->values[ly->weight].init;
+    int quantized = l->state != BD_STATE_FLOAT;
+    char kind[32];
+    lua_createtable(L, 0, 24);
+    set_int(L, "index", i + 1);
+    set_str(L, "name", ly->name);
+    set_str(L, "op", ly->op);
+    set_str(L, "kind", bd_layer_kind(ly, kind, sizeof kind));
+    lua_createtable(L, w->ndim, 0);
+    for (int j = 0; j < w->ndim; j++) {
+        lua_pushinteger(L, w->dims[j]);
+        lua_rawseti(L, -2, j + 1);
+    }
+    lua_setfield(L, -2, "shape");
+    set_int(L, "params", bd_layer_params(ly));
+    set_int(L, "rows", ly->rows);
+    set_int(L, "row_len", ly->row_len);
+    set_int(L, "d", l->d);
+    set_int(L, "k", l->k);
+    set_int(L, "max_k", max_k(ly, l->d));
+    set_str(L, "objective", bd_objective_name(l->objective));
+    set_bool(L, "quantize", l->quantize);
+    if (l->note[0])
+        set_str(L, "note", l->note);
+    set_str(L, "state", bd_layer_state_name(l->state));
+    set_num(L, "bits_per_weight", quantized ? bd_pq_bits_per_weight(l->q.k, l->q.d) : 32);
+    set_int(L, "bytes", quantized ? bd_qlayer_bytes(&l->q) : 4 * bd_layer_params(ly));
+    if (quantized && l->q.rel_error >= 0)
+        set_num(L, "rel_error", l->q.rel_error);
+    if (quantized) {
+        lua_createtable(L, 0, 8);
+        set_int(L, "d", l->q.d);
+        set_int(L, "k", l->q.k);
+        set_str(L, "objective", bd_objective_name(l->q.objective));
+        if (l->q.rel_error >= 0)
+            set_num(L, "rel_error", l->q.rel_error);
+        if (l->q.other_error >= 0)
+            set_num(L, "other_error", l->q.other_error);
+        set_int(L, "iters", l->q.iters);
+        set_num(L, "seconds", l->q.seconds);
+        lua_setfield(L, -2, "codebook");
+    }
+    if (!detail)
+        return;
+    lua_newtable(L); /* divisors */
+    lua_newtable(L); /* max_k_by_d */
+    for (int64_t d = 1, n = 0; d <= ly->row_len; d++) {
+        if (ly->row_len % d)
+            continue;
+        lua_pushinteger(L, d);
+        lua_rawseti(L, -3, ++n);
+        lua_pushinteger(L, max_k(ly, d));
+        lua_rawseti(L, -2, d);
+    }
+    lua_setfield(L, -3, "max_k_by_d");
+    lua_setfield(L, -2, "divisors");
+    if (quantized && l->q.history) {
+        lua_createtable(L, l->q.iters, 0);
+        for (int j = 0; j < l->q.iters; j++) {
+            lua_pushnumber(L, l->q.history[j]);
+            lua_rawseti(L, -2, j + 1);
+        }
+        lua_setfield(L, -2, "history");
+    }
+}
+
+/* The index of the layer named by argument arg. */
+static int layer_arg(lua_State *L, const bd_workspace *ws, int arg, const char *fn)
+{
+    const char *name = luaL_checkstring(L, arg);
+    int i = bd_ws_layer_index(ws, name);
+    if (i < 0)
+        luaL_error(L, "%s: no layer named '%s'", fn, name);
+    return i;
+}
+
+/* ---- the bd functions ------------------------------------------------------------------ */
+
+static int l_layers(lua_State *L)
+{
+    const bd_workspace *ws = ws_for(L, "bd.layers", 1);
+    int n = bd_ws_nlayers(ws);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        push_layer(L, ws, i, 0);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+static int l_layer(lua_State *L)
+{
+    const bd_workspace *ws = ws_for(L, "bd.layer", 1);
+    push_layer(L, ws, layer_arg(L, ws, 1, "bd.layer"), 1);
+    return 1;
+}
+
+static const char *const objectives[] = {"act", "weight", NULL};
+
+static int l_set(lua_State *L)
+{
+    static const char *const keys[] = {"d", "k", "objective", "quantize", NULL};
+    const char *glob = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int o = options(L, 2, "bd.set", keys);
+    bd_ws_change c = {
+        .d = (int)opt_int(L, o, "bd.set", "d", 0, 1, 1 << 20),
+        .k = (int)opt_int(L, o, "bd.set", "k", 0, 1, 65536),
+        .objective = opt_word(L, o, "bd.set", "objective", objectives),
+        .quantize = opt_bool(L, o, "bd.set", "quantize", -1),
+    };
+    check(L, bd_ws_set(ws_for(L, "bd.set", 1), glob, &c), "bd.set");
+    return 0;
+}
+
+static int l_regime(lua_State *L)
+{
+    static const char *const keys[] = {"first", NULL};
+    const char *name = luaL_checkstring(L, 1);
+    int first = opt_bool(L, options(L, 2, "bd.regime", keys), "bd.regime", "first", 0);
+    check(L, bd_ws_regime(ws_for(L, "bd.regime", 1), name, first), "bd.regime");
+    return 0;
+}
+
+/* The functions that take ([glob], [options]): the options' index, and the
+ * glob (NULL: the plan's layers). */
+static int glob_and_options(lua_State *L, const char **glob)
+{
+    *glob = lua_istable(L, 1) ? NULL : luaL_optstring(L, 1, NULL);
+    return lua_istable(L, 1) ? 1 : 2;
+}
+
+/* bd.quantize([glob], [{iters=, tune=}]) -> the layers it quantized; tune:
+ * steps of layer-wise fine-tuning after each layer */
+static int l_quantize(lua_State *L)
+{
+    static const char *const keys[] = {"iters", "tune", NULL};
+    const char *fn = "bd.quantize", *glob;
+    int o = options(L, glob_and_options(L, &glob), fn, keys);
+    int iters = (int)opt_int(L, o, fn, "iters", 0, 1, 100000);
+    bd_finetune_options tune = {.iters = (int)opt_int(L, o, fn, "tune", 0, 0, 1 << 30),
+                                .momentum = -1, .wd = -1};
+    bd_finetune_defaults(&tune);
+    bd_workspace *ws = ws_for(L, fn, 1);
+    script *s = script_of(L);
+    int *idx, n;
+    check(L, bd_ws_select(ws, glob, &idx, &n), fn);
+    hold(s, idx);
+    check(L, bd_ws_quantize_tuned(ws, glob, iters, &tune), fn);
+    lua_createtable(L, n, 0);
+    for (int j = 0; j < n; j++) {
+        push_layer(L, ws, idx[j], 0);
+        lua_rawseti(L, -2, j + 1);
+    }
+    hold(s, NULL);
+    return 1;
+}
+
+/* bd.finetune([glob], {iters=, global=, loss="kl"|"ce", lr=, momentum=, wd=,
+ * batch=, step_every=, gamma=, bn_train=, tune_bias=}) -> {first_loss=,
+ * last_loss=, steps=, seconds=, images_per_second=} */
+static int l_finetune(lua_State *L)
+{
+    static const char *const keys[] = {"iters", "global", "loss", "lr", "momentum",
+                                       "wd", "batch", "step_every", "gamma", "bn_train",
+                                       "tune_bias", NULL};
+    static const char *const losses[] = {"kl", "ce", NULL};
+    const char *fn = "bd.finetune", *glob;
+    int o = options(L, glob_and_options(L, &glob), fn, keys);
+    int loss = opt_word(L, o, fn, "loss", losses);
+    bd_finetune_options t = {
+        .iters = (int)opt_int(L, o, fn, "iters", 100, 1, 1 << 30),
+        .batch = (int)opt_int(L, o, fn, "batch", 0, 1, 1 << 16),
+        .lr = (float)opt_num(L, o, fn, "lr", 0, 1e-12, 1e3),
+        .momentum = (float)opt_num(L, o, fn, "momentum", -1, 0, 1),
+        .wd = (float)opt_num(L, o, fn, "wd", -1, 0, 1),
+        .step_every = (int)opt_int(L, o, fn, "step_every", 0, 1, 1 << 30),
+        .gamma = (float)opt_num(L, o, fn, "gamma", 0, 1e-12, 1),
+        .loss = loss < 0 ? BD_LOSS_KL : (bd_loss_kind)loss,
+        .bn_train = opt_bool(L, o, fn, "bn_train", 0),
+        .tune_bias = opt_bool(L, o, fn, "tune_bias", 0),
+    };
+    int global = opt_bool(L, o, fn, "global", 0);
+    bd_finetune_defaults(&t);
+    bd_finetune_report r;
+    check(L, bd_ws_finetune(ws_for(L, fn, 1), glob, global, &t, &r), fn);
+    lua_createtable(L, 0, 5);
+    set_num(L, "first_loss", r.first_loss);
+    set_num(L, "last_loss", r.last_loss);
+    set_int(L, "steps", r.steps);
+    set_num(L, "seconds", r.seconds);
+    set_num(L, "images_per_second", r.images_per_second);
+    return 1;
+}
+
+static int l_reset(lua_State *L)
+{
+    const char *glob = luaL_optstring(L, 1, NULL);
+    check(L, bd_ws_reset(ws_for(L, "bd.reset", 1), glob), "bd.reset");
+    return 0;
+}
+
+/* bd.undo() -> what was undone, or nil when there was nothing */
+static int l_undo(lua_State *L)
+{
+    bd_workspace *ws = ws_for(L, "bd.undo", 0);
+    if (!bd_ws_undo_label(ws))
+        return 0;
+    char what[256];
+    check(L, bd_ws_undo(ws, what, sizeof what), "bd.undo");
+    lua_pushstring(L, what);
+    return 1;
+}
+
+static void push_ints(lua_State *L, const int *v, int n)
+{
+    lua_createtable(L, n, 0);
+    for (int j = 0; j < n; j++) {
+        lua_pushinteger(L, v[j]);
+        lua_rawseti(L, -2, j + 1);
+    }
+}
+
+/* bd.trial(name, {d=, k=K or {K...}, iters=}) -> {d=, k={...}, errors={...}, bytes={...}}:
+ * d defaults to the plan's, k to every power of two from 2 to the cap. */
+static int l_trial(lua_State *L)
+{
+    static const char *const keys[] = {"d", "k", "iters", NULL};
+    enum { MAXK = 64 };
+    const char *fn = "bd.trial";
+    bd_workspace *ws = ws_for(L, fn, 1);
+    int i = layer_arg(L, ws, 1, fn);
+    const bd_layer *ly = &bd_ws_layer_at(ws, i)->layer;
+    int o = options(L, 2, fn, keys);
+    int d = (int)opt_int(L, o, fn, "d", bd_ws_layer_at(ws, i)->d, 1, 1 << 20);
+    int iters = (int)opt_int(L, o, fn, "iters", 0, 1, 100000);
+    bd_pq_layout lay;
+    check(L, bd_pq_layout_init(ly, d, &lay), fn);
+    int ks[MAXK], nk = 0;
+    int t = get_option(L, o, "k");
+    if (t == LUA_TNIL) {
+        for (int k = 2; k <= bd_pq_max_k(lay.n); k *= 2)
+            ks[nk++] = k;
+        if (nk == 0)
+            luaL_error(L, "%s: layer '%s' with d=%d has too few blocks for 2 centroids", fn,
+                       ly->name, d);
+    } else if (t == LUA_TNUMBER) {
+        ks[nk++] = (int)opt_int(L, o, fn, "k", 0, 1, 65536);
+    } else if (t == LUA_TTABLE) {
+        nk = (int)luaL_len(L, -1);
+        if (nk < 1 || nk > MAXK)
+            luaL_error(L, "%s: option k must list 1 to %d values, not %d", fn, MAXK, nk);
+        for (int j = 0; j < nk; j++) {
+            int isint = 0;
+            lua_rawgeti(L, -1, j + 1);
+            lua_Integer k = lua_tointegerx(L, -1, &isint);
+            if (lua_type(L, -1) != LUA_TNUMBER || !isint || k < 1 || k > 65536)
+                luaL_error(L, "%s: option k[%d] must be a whole number from 1 to 65536", fn, j + 1);
+            ks[j] = (int)k;
+            lua_pop(L, 1);
+        }
+    } else {
+        luaL_error(L, "%s: option k must be a number or a list of numbers, not a %s", fn,
+                   lua_typename(L, t));
+    }
+    lua_pop(L, 1);
+    double errors[MAXK];
+    int64_t bytes[MAXK];
+    check(L, bd_ws_trial(ws, i, d, ks, nk, iters, errors, bytes), fn);
+    lua_createtable(L, 0, 4);
+    set_int(L, "d", d);
+    push_ints(L, ks, nk);
+    lua_setfield(L, -2, "k");
+    lua_createtable(L, nk, 0);
+    for (int j = 0; j < nk; j++) {
+        lua_pushnumber(L, errors[j]);
+        lua_rawseti(L, -2, j + 1);
+    }
+    lua_setfield(L, -2, "errors");
+    lua_createtable(L, nk, 0);
+    for (int j = 0; j < nk; j++) {
+        lua_pushinteger(L, bytes[j]);
+        lua_rawseti(L, -2, j + 1);
+    }
+    lua_setfield(L, -2, "bytes");
+    return 1;
+}
+
+static void push_accuracy(lua_State *L, const bd_accuracy *a)
+{
+    lua_createtable(L, 0, 3);
+    set_num(L, "top1", a->top1);
+    set_num(L, "top5", a->top5);
+    set_int(L, "n", a->n);
+}
+
+/* bd.eval{n=} -> {teacher={top1=, top5=, n=}, student={...}}, in percent */
+static int l_eval(lua_State *L)
+{
+    static const char *const keys[] = {"n", NULL};
+    int64_t n = opt_int(L, options(L, 1, "bd.eval", keys), "bd.eval", "n", 0, 0, INT64_MAX);
+    bd_accuracy t, s;
+    check(L, bd_ws_eval(ws_for(L, "bd.eval", 1), n, &t, &s), "bd.eval");
+    lua_createtable(L, 0, 2);
+    push_accuracy(L, &t);
+    lua_setfield(L, -2, "teacher");
+    push_accuracy(L, &s);
+    lua_setfield(L, -2, "student");
+    return 1;
+}
+
+static void push_prediction(lua_State *L, const bd_workspace *ws, const bd_prediction *p)
+{
+    lua_createtable(L, p->k, 0);
+    for (int j = 0; j < p->k; j++) {
+        lua_createtable(L, 0, 3);
+        set_int(L, "class", p->cls[j]);
+        set_num(L, "prob", p->prob[j]);
+        const char *name = bd_ws_class_name(ws, p->cls[j]);
+        if (name)
+            set_str(L, "name", name);
+        lua_rawseti(L, -2, j + 1);
+    }
+}
+
+/* bd.predict(image) -> {teacher={{class=, name=, prob=}, ...}, student={...}} */
+static int l_predict(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    bd_workspace *ws = ws_for(L, "bd.predict", 1);
+    bd_prediction t, s;
+    check(L, bd_ws_predict(ws, path, &t, &s), "bd.predict");
+    lua_createtable(L, 0, 2);
+    push_prediction(L, ws, &t);
+    lua_setfield(L, -2, "teacher");
+    push_prediction(L, ws, &s);
+    lua_setfield(L, -2, "student");
+    return 1;
+}
+
+static int l_size(lua_State *L)
+{
+    bd_model_size z;
+    bd_ws_size(ws_for(L, "bd.size", 1), &z);
+    lua_createtable(L, 0, 8);
+    set_int(L, "fp32_bytes", z.fp32_bytes);
+    set_int(L, "compressed_bytes", z.compressed_bytes);
+    set_int(L, "code_bytes", z.code_bytes);
+    set_int(L, "codebook_bytes", z.codebook_bytes);
+    set_int(L, "other_bytes", z.other_bytes);
+    set_num(L, "ratio", z.ratio);
+    set_num(L, "fp32_mb", bd_mb(z.fp32_bytes));
+    set_num(L, "compressed_mb", bd_mb(z.compressed_bytes));
+    return 1;
+}
+
+static int l_save(lua_State *L)
+{
+    static const char *const keys[] = {"decoded", NULL};
+    const char *path = luaL_checkstring(L, 1);
+    int decoded = opt_bool(L, options(L, 2, "bd.save", keys), "bd.save", "decoded", 0);
+    check(L, bd_ws_save(ws_for(L, "bd.save", 1), path, decoded), "bd.save");
+    return 0;
+}
+
+static int l_load(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    check(L, bd_ws_load(ws_for(L, "bd.load", 0), path), "bd.load");
+    return 0;
+}
+
+/* bd.data(kind, [spec], [{n=}]) -> {spec=, n=}: sets the calibration or
+ * evaluation data (a nil spec keeps the current one), or with kind alone
+ * says what it is. */
+static int l_data(lua_State *L)
+{
+    static const char *const kinds[] = {"calib", "eval", NULL};
+    static const char *const keys[] = {"n", NULL};
+    bd_data_kind kind = (bd_data_kind)luaL_checkoption(L, 1, NULL, kinds);
+    const char *spec = luaL_optstring(L, 2, NULL);
+    int o = options(L, 3, "bd.data", keys);
+    bd_workspace *ws = ws_for(L, "bd.data", 1);
+    if (spec || o) {
+        int64_t n = opt_int(L, o, "bd.data", "n", 0, 0, INT64_MAX);
+        if (!spec && !(spec = bd_ws_data_spec(ws, kind)))
+            luaL_error(L, "bd.data: no %s data is set, so a spec is needed", kinds[kind]);
+        lua_pushstring(L, spec); /* the workspace's own copy is about to be replaced */
+        check(L, bd_ws_data(ws, kind, lua_tostring(L, -1), n), "bd.data");
+    }
+    lua_createtable(L, 0, 2);
+    if (bd_ws_data_spec(ws, kind))
+        set_str(L, "spec", bd_ws_data_spec(ws, kind));
+    set_int(L, "n", bd_ws_data_n(ws, kind));
+    return 1;
+}
+
+/* bd.device([name]) -> the device in use */
+static int l_device(lua_State *L)
+{
+    const char *name = luaL_optstring(L, 1, NULL);
+    bd_workspace *ws = ws_for(L, "bd.device", 0);
+    if (name)
+        check(L, bd_ws_device(ws, name), "bd.device");
+    lua_pushstring(L, bd_ws_device_name(ws));
+    return 1;
+}
+
+/* bd.on_progress(fn or nil): fn(stage, done, total, message, metric) */
+static int l_on_progress(lua_State *L)
+{
+    if (!lua_isnil(L, 1))
+        luaL_checktype(L, 1, LUA_TFUNCTION);
+    ws_for(L, "bd.on_progress", 0);
+    script *s = script_of(L);
+    lua_settop(L, 1);
+    int ref = lua_isnil(L, 1) ? LUA_NOREF : luaL_ref(L, LUA_REGISTRYINDEX);
+    luaL_unref(L, LUA_REGISTRYINDEX, s->progress_ref);
+    s->progress_ref = ref;
+    return 0;
+}
+
+typedef struct text {
+    char *buf;
+    size_t len, cap;
+    int oom;
+} text;
+
+static void collect(void *user, const char *t)
+{
+    text *o = user;
+    size_t n = strlen(t);
+    if (o->oom)
+        return;
+    if (o->len + n + 1 > o->cap) {
+        size_t cap = 2 * (o->len + n + 1);
+        char *b = realloc(o->buf, cap);
+        if (!b) {
+            o->oom = 1;
+            return;
+        }
+        o->buf = b;
+        o->cap = cap;
+    }
+    memcpy(o->buf + o->len, t, n + 1);
+    o->len += n;
+}
+
+/* bd.cmd(line) -> what the command printed */
+static int l_cmd(lua_State *L)
+{
+    const char *line = luaL_checkstring(L, 1);
+    bd_workspace *ws = ws_for(L, "bd.cmd", 0);
+    script *s = script_of(L);
+    text out = {0};
+    bd_cmd_ctx ctx = {.ws = ws, .print = collect, .user = &out};
+    bd_status st = bd_cmd_exec(&ctx, line);
+    hold(s, out.buf);
+    check(L, st, "bd.cmd");
+    if (out.oom)
+        luaL_error(L, "bd.cmd: out of memory for the output of '%s'", line);
+    lua_pushlstring(L, out.buf ? out.buf : "", out.len);
+    hold(s, NULL);
+    return 1;
+}
+
+static const luaL_Reg bd_functions[] = {
+    {"layers", l_layers},   {"layer", l_layer},     {"set", l_set},
+    {"regime", l_regime},   {"quantize", l_quantize}, {"reset", l_reset},
+    {"undo", l_undo},       {"trial", l_trial},     {"eval", l_eval},
+    {"finetune", l_finetune},
+    {"predict", l_predict}, {"size", l_size},       {"save", l_save},
+    {"load", l_load},       {"data", l_data},       {"device", l_device},
+    {"on_progress", l_on_progress}, {"cmd", l_cmd}, {NULL, NULL}};
+
+static int open_bd(lua_State *L)
+{
+    luaL_newlib(L, bd_functions);
+    return 1;
+}
+
+/* ---- running a script -------------------------------------------------------------------- */
+
+/* print() through the host's callback, formatted as Lua's own. */
+static int host_print(lua_State *L)
+{
+    int n = lua_gettop(L);
+    for (int i = 1; i <= n; i++) {
+        luaL_tolstring(L, i, NULL);
+        lua_pushstring(L, i < n ? "\t" : "\n");
+    }
+    if (n == 0)
+        lua_pushliteral(L, "\n");
+    lua_concat(L, n ? 2 * n : 1);
+    const bd_lua_host *h = script_of(L)->host;
+    h->print(h->print_user, lua_tostring(L, -1));
+    return 0;
+}
+
+static void interrupt_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    if (interrupted(script_of(L)))
+        luaL_error(L, "interrupted");
+}
+
+/* The message handler: the message with a traceback. */
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(an error object that is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+typedef struct job {
+    const char *path; /* a file, or NULL for code */
+    const char *code, *name;
+    int argc;
+    char **argv;
+} job;
+
+/* Everything that may raise, under the outer lua_pcall. */
+static int pmain(lua_State *L)
+{
+    const job *j = lua_touserdata(L, 1);
+    script *s = script_of(L);
+    luaL_openlibs(L);
+    luaL_requiref(L, "bd", open_bd, 1);
+    lua_pop(L, 1);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/?.lua;%s", POLICY_DIR, lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+    if (s->host->print) {
+        lua_pushcfunction(L, host_print);
+        lua_setglobal(L, "print");
+    }
+    lua_createtable(L, j->argc, 1);
+    /* a chunk's name may start with Lua's '=' or '@' */
+    lua_pushstring(L, j->path ? j->path : j->name + (j->name[0] == '=' || j->name[0] == '@'));
+    lua_rawseti(L, -2, 0);
+    for (int i = 0; i < j->argc; i++) {
+        lua_pushstring(L, j->argv[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setglobal(L, "arg");
+    lua_pushcfunction(L, traceback);
+    int rc = j->path ? luaL_loadfile(L, j->path)
+                     : luaL_loadbuffer(L, j->code, strlen(j->code), j->name);
+    if (rc != LUA_OK)
+        return lua_error(L); /* "file:line: message": no traceback to show */
+    luaL_checkstack(L, j->argc, "too many arguments to the script");
+    for (int i = 0; i < j->argc; i++)
+        lua_pushstring(L, j->argv[i]);
+    if (lua_pcall(L, j->argc, 0, 2) != LUA_OK)
+        return lua_error(L);
+    return 0;
+}
+
+static bd_status run(const bd_lua_host *host, const job *j)
+{
+    lua_State *L = luaL_newstate();
+    if (!L)
+        return bd_fail(BD_ENOMEM, "out of memory for a Lua state");
+    script s = {.host = host, .L = L, .progress_ref = LUA_NOREF};
+    *(script **)lua_getextraspace(L) = &s;
+    if (host->interrupt)
+        lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, 1000);
+    bd_ws_on_progress(host->ws, on_progress, &s);
+    lua_pushcfunction(L, pmain);
+    lua_pushlightuserdata(L, (void *)j);
+    int rc = lua_pcall(L, 1, 0, 0);
+    bd_ws_on_progress(host->ws, host->progress, host->progress_user);
+    bd_status st = BD_OK;
+    if (rc != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        st = bd_fail(BD_EINVAL, "%s", msg ? msg : "a Lua error (out of memory)");
+    }
+    lua_close(L);
+    free(s.callback_error);
+    free(s.held);
+    return st;
+}
+
+bd_status bd_lua_run_file(const bd_lua_host *host, const char *path, int argc, char **argv)
+{
+    job j = {.path = path, .argc = argc, .argv = argv};
+    return run(host, &j);
+}
+
+bd_status bd_lua_run_string(const bd_lua_host *host, const char *code, const char *name,
+                            int argc, char **argv)
+{
+    job j = {.code = code, .name = name, .argc = argc, .argv = argv};
+    return run(host, &j);
+}
+
+bd_status bd_lua_run_script(void *host, const char *path, int argc, char **argv)
+{
+    return bd_lua_run_file(host, path, argc, argv);
+}
+
+bd_status bd_lua_policy_path(const char *name, char *buf, size_t cap)
+{
+    size_t n = strlen(name);
+    if (strchr(name, '/') || (n > 4 && strcmp(name + n - 4, ".lua") == 0))
+        snprintf(buf, cap, "%s", name);
+    else
+        snprintf(buf, cap, "%s/%s.lua", POLICY_DIR, name);
+    if (access(buf, R_OK) == 0)
+        return BD_OK;
+    char list[512] = "";
+    glob_t g;
+    if (glob(POLICY_DIR "/*.lua", 0, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc; i++) {
+            const char *base = strrchr(g.gl_pathv[i], '/') + 1;
+            size_t len = strlen(list);
+            snprintf(list + len, sizeof list - len, "%s%.*s", len ? ", " : "",
+                     (int)(strlen(base) - 4), base);
+        }
+        globfree(&g);
+    }
+    return bd_fail(BD_EINVAL, "no policy '%s' (%s is not readable); the policies are: %s", name,
+                   buf, list[0] ? list : "none found in " POLICY_DIR);
+}

@@ -1,0 +1,15 @@
+-- large_blocks: the paper's "large blocks" regime (Stock et al. 2020, sec. 4).
+--
+-- d = 18 for 3x3 convolutions (two kernels per subvector), d = 8 for 1x1
+-- convolutions, d = 4 for fully-connected layers; k = 256, the classifier
+-- 2048; each layer's k clamped to the reference's cap and d moved to the
+-- nearest divisor of its row length where needed (the layer's note says
+-- so); the first conv stays fp32. About twice the compression of
+-- small_blocks for more error. Then quantizes every planned layer in graph
+-- order, each from the student as it stands.
+--
+-- Arguments (key=value): only the common ones of lib/policy.lua:
+--   first=true quantize=false iters=N calib_n=N objective=act|weight
+--   eval=true eval_n=N out=FILE decoded=true
+-- e.g. bitdown quantize M.onnx -o M.q.onnx --policy large_blocks
+require("lib.policy").regime("large", arg)

@@ -1,0 +1,210 @@
+-- What the policies in lua/policies/ share (require "lib.policy"): their
+-- key=value arguments, the candidate (d, k) of a layer measured by quick
+-- trial fits, and the closing part: quantize, report, evaluate, save.
+--
+-- Arguments every policy takes, after its own:
+--   first=true|false   quantize the first conv too (default: the paper's
+--                      choice, fp32)
+--   objective=act|weight  the EM objective of every layer (default act)
+--   quantize=false     only set the plan, quantize nothing
+--   iters=N            EM iterations at most when quantizing (default 100)
+--   calib_n=N          calibration images (default: as set, 1024)
+--   eval=true          evaluate teacher and student afterwards
+--   eval_n=N           evaluation images (default: all)
+--   out=FILE           save the compressed model there
+--   decoded=true       save it as a dense fp32 model instead
+local M = {}
+
+local common = {
+  {"first", "boolean"},
+  {"objective", "word", nil, {act = true, weight = true}},
+  {"quantize", "boolean", true},
+  {"iters", "integer", 100},
+  {"calib_n", "integer"},
+  {"eval", "boolean", false},
+  {"eval_n", "integer"},
+  {"out", "string"},
+  {"decoded", "boolean", false},
+}
+
+local convert = {
+  number = function(v) return tonumber(v) end,
+  integer = function(v)
+    local n = math.tointeger(tonumber(v))
+    return n and n > 0 and n or nil
+  end,
+  boolean = function(v)
+    if type(v) == "boolean" then return v end
+    return ({["true"] = true, ["false"] = false, ["1"] = true, ["0"] = false})[v]
+  end,
+  string = function(v) return type(v) == "string" and v or nil end,
+}
+local wanted = {number = "a number", integer = "a whole number above 0",
+                boolean = "true or false", string = "a string"}
+
+-- The policy's name, for messages: its file's name without ".lua".
+local function policy_name(args)
+  return (tostring(args and args[0] or "policy"):match("([^/]+)%.lua$")) or "policy"
+end
+
+-- Parses args (the script's `arg`: "key=value" words, or named fields when
+-- a script builds the table) against own, a list of {name, type, default,
+-- words, required=}, and the common arguments. Unknown or malformed
+-- arguments are errors that name the policy and list what it takes.
+function M.options(args, own)
+  args = args or {}
+  local name = policy_name(args)
+  local spec, order = {}, {}
+  for _, list in ipairs{own, common} do
+    for _, a in ipairs(list) do
+      spec[a[1]] = a
+      order[#order + 1] = a[1]
+    end
+  end
+  local function fail(fmt, ...) error(name .. ": " .. fmt:format(...), 0) end
+  local opt = {}
+  local function set(key, value)
+    local a = spec[key]
+    if not a then
+      fail("unknown argument '%s' (it takes %s)", tostring(key), table.concat(order, ", "))
+    end
+    local v
+    if a[2] == "word" then
+      v = a[4][value] and value or nil
+    else
+      v = convert[a[2]](value)
+    end
+    if v == nil then
+      local words = {}
+      for w in pairs(a[4] or {}) do words[#words + 1] = w end
+      table.sort(words)
+      fail("argument %s must be %s, not '%s'", key,
+           a[2] == "word" and table.concat(words, " or ") or wanted[a[2]], tostring(value))
+    end
+    opt[key] = v
+  end
+  for i, word in ipairs(args) do
+    local key, value = tostring(word):match("^([%w_]+)=(.*)$")
+    if not key then fail("argument %d is '%s', not key=value", i, tostring(word)) end
+    set(key, value)
+  end
+  for key, value in pairs(args) do
+    if type(key) == "string" then set(key, value) end
+  end
+  for _, a in pairs(spec) do
+    if opt[a[1]] == nil then
+      if a.required then fail("needs %s=... (%s)", a[1], a.required) end
+      opt[a[1]] = a[3]
+    end
+  end
+  return opt, name
+end
+
+-- Applies the common arguments that shape the work before a policy plans.
+function M.prepare(opt)
+  if opt.calib_n then bd.data("calib", nil, {n = opt.calib_n}) end
+  if opt.eval_n then bd.data("eval", nil, {n = opt.eval_n}) end
+  local first = bd.layers()[1]
+  if opt.first ~= nil and first.op == "Conv" then bd.set(first.name, {quantize = opt.first}) end
+  if opt.objective then bd.set("*", {objective = opt.objective}) end
+end
+
+-- The layers the plan quantizes: the ones a budget policy decides.
+function M.planned()
+  local out = {}
+  for _, l in ipairs(bd.layers()) do
+    if l.quantize then out[#out + 1] = l end
+  end
+  return out
+end
+
+-- The divisor of n nearest to want in divisors (the smaller on a tie), as
+-- the regimes choose d.
+local function nearest(divisors, want)
+  local best
+  for _, d in ipairs(divisors) do
+    if not best or math.abs(d - want) < math.abs(best - want) then best = d end
+  end
+  return best
+end
+
+-- Candidate (d, k) for a layer, each with the relative output error a quick
+-- fit of trial_iters EM iterations gives, from the student as it stands,
+-- and the bytes it would store: d the layer's divisors nearest the paper's
+-- block sizes 4, 8, 9 and 18, k every power of two from 2 to the cap.
+function M.candidates(name, trial_iters)
+  local l = bd.layer(name)
+  local out, seen = {}, {}
+  for _, want in ipairs{4, 8, 9, 18} do
+    local d = nearest(l.divisors, want)
+    if not seen[d] and l.max_k_by_d[d] >= 2 then
+      seen[d] = true
+      local t = bd.trial(name, {d = d, iters = trial_iters})
+      for j, k in ipairs(t.k) do
+        out[#out + 1] = {d = d, k = k, error = t.errors[j], bytes = t.bytes[j]}
+      end
+    end
+  end
+  return out
+end
+
+-- Puts a layer's choice in the plan: {d=, k=}, or nil for fp32.
+function M.choose(l, c)
+  if c then
+    bd.set(l.name, {d = c.d, k = c.k, quantize = true})
+  else
+    bd.set(l.name, {quantize = false})
+    if l.state ~= "float" then bd.reset(l.name) end
+  end
+end
+
+local function mb(bytes) return bytes / 2 ^ 20 end
+
+-- The layer table and the size, as `bitdown quantize` prints them.
+function M.report()
+  print(("%-28s %5s %6s %7s %9s %9s  %s"):format("layer", "d", "k", "bits/w", "size KB",
+                                                  "rel err", "state"))
+  for _, l in ipairs(bd.layers()) do
+    -- d and k as quantized, else as planned
+    local dk = l.codebook or (l.quantize and l) or {}
+    local state = l.state ~= "float" and l.state or l.quantize and "planned" or "fp32"
+    print(("%-28s %5s %6s %7.3f %9.2f %9s  %s"):format(l.name, dk.d or "-", dk.k or "-",
+      l.bits_per_weight, l.bytes / 1024, l.rel_error and ("%.4f"):format(l.rel_error) or "-",
+      state))
+  end
+  local z = bd.size()
+  print(("size: %.4f MB fp32 -> %.4f MB (codes %.4f + codebooks %.4f + fp32 rest %.4f), " ..
+         "ratio %.2fx"):format(z.fp32_mb, z.compressed_mb, mb(z.code_bytes),
+                               mb(z.codebook_bytes), mb(z.other_bytes), z.ratio))
+end
+
+-- Quantizes the plan's layers (unless already done, or quantize=false),
+-- reports, evaluates and saves as the common arguments say.
+function M.finish(opt, quantized)
+  if opt.quantize and not quantized and #M.planned() > 0 then
+    bd.quantize(nil, {iters = opt.iters})
+  end
+  M.report()
+  if opt.eval then
+    local e = bd.eval{}
+    for _, who in ipairs{"teacher", "student"} do
+      print(("%-8s top1 %.2f%% top5 %.2f%% (%d images)"):format(who, e[who].top1, e[who].top5,
+                                                                  e[who].n))
+    end
+  end
+  if opt.out then
+    bd.save(opt.out, {decoded = opt.decoded})
+    print(("wrote %s%s"):format(opt.out, opt.decoded and " (decoded, dense fp32)" or ""))
+  end
+end
+
+-- A policy that sets one of the paper's regimes and quantizes.
+function M.regime(regime, args)
+  local opt = M.options(args, {})
+  bd.regime(regime, {first = opt.first == true})
+  M.prepare(opt)
+  M.finish(opt)
+end
+
+M.mb = mb
+return M

@@ -1,0 +1,14 @@
+-- small_blocks: the paper's "small blocks" regime (Stock et al. 2020, sec. 4).
+--
+-- d = 9 for 3x3 convolutions (one subvector is one 3x3 kernel), d = 4 for
+-- 1x1 convolutions and fully-connected layers; k = 256, the classifier
+-- 2048; each layer's k clamped to the reference's cap and d moved to the
+-- nearest divisor of its row length where needed (the layer's note says
+-- so); the first conv stays fp32. Then quantizes every planned layer in
+-- graph order, each from the student as it stands.
+--
+-- Arguments (key=value): only the common ones of lib/policy.lua:
+--   first=true quantize=false iters=N calib_n=N objective=act|weight
+--   eval=true eval_n=N out=FILE decoded=true
+-- e.g. bitdown run --model M.onnx lua/policies/small_blocks.lua out=M.q.onnx
+require("lib.policy").regime("small", arg)

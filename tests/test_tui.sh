@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The TUI end to end, driven inside tmux: what it draws, what its keys do,
+# resizing, cancelling with Esc, quitting. Skipped without tmux.
+set -uo pipefail
+BIN=${BD_BIN:?}
+cd "${BD_SOURCE_DIR:?}"
+command -v tmux >/dev/null || { echo "tmux is not installed: skipping the TUI test"; exit 77; }
+unset TMUX
+TMP=$(mktemp -d)
+SOCK=bd-test-tui-$$
+T() { tmux -L "$SOCK" -f "$TMP/tmux.conf" "$@"; }
+trap 'T kill-server 2>/dev/null; rm -rf "$TMP"' EXIT
+echo 'set -g default-terminal tmux-256color' >"$TMP/tmux.conf"
+failures=0
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+M=examples/fmnist/resnet_bn.onnx
+
+# start SESSION WIDTH HEIGHT COMMAND: the command's exit status lands in $TMP/SESSION.rc
+start() {
+  rm -f "$TMP/$1.rc"
+  T new-session -d -s "$1" -x "$2" -y "$3" \
+    "cd '$PWD' && OMP_NUM_THREADS=2 $4 2>'$TMP/$1.err'; echo \$? >'$TMP/$1.rc'"
+}
+# wait_for SESSION PATTERN [SECONDS]: polls the screen (into $TMP/screen) until
+# an extended regex matches it
+wait_for() {
+  local deadline=$((SECONDS + ${3:-15}))
+  while ((SECONDS < deadline)); do
+    T capture-pane -p -t "$1" >"$TMP/screen" 2>/dev/null && grep -qE -- "$2" "$TMP/screen" && return 0
+    sleep 0.05
+  done
+  echo "--- screen of $1 while waiting for '$2':" >&2
+  cat "$TMP/screen" >&2
+  return 1
+}
+# exited SESSION: waits for the program to end and checks it exited 0
+exited() {
+  local deadline=$((SECONDS + 15))
+  while [ ! -s "$TMP/$1.rc" ] && ((SECONDS < deadline)); do sleep 0.05; done
+  [ "$(cat "$TMP/$1.rc" 2>/dev/null)" = 0 ] ||
+    fail "$1 exited with '$(cat "$TMP/$1.rc" 2>/dev/null)': $(cat "$TMP/$1.err")"
+}
+keys() { T send-keys -t tui "$@"; }
+ratio() { grep -oE 'ratio [0-9.]+x' "$TMP/screen" | head -1; }
+
+mapfile -t LAYERS < <("$BIN" info $M |
+  awk '/^layer +kind/ { on = 1; next } on && NF == 0 { exit } on { print $1 }')
+[ "${#LAYERS[@]}" = 10 ] || fail "bitdown info lists ${#LAYERS[@]} layers, expected 10"
+
+start tui 120 40 "LANG=C.UTF-8 '$BIN' tui $M"
+# The header: the model, its fp32 size, nothing compressed yet. (Screens are
+# drawn top to bottom: wait for the lowest line a check reads.)
+wait_for tui '^ fc ' || fail "no table"
+grep -q 'resnet_bn\.onnx' "$TMP/screen" || fail "the header does not name the model"
+grep -q '0\.2992 MB fp32' "$TMP/screen" || fail "the header lacks the fp32 size"
+[ "$(ratio)" = "ratio 1.00x" ] || fail "before quantizing: '$(ratio)'"
+# The table: every layer, all float
+for l in "${LAYERS[@]}"; do
+  grep -qE "^ ${l//./\\.} .* float" "$TMP/screen" || fail "the table lacks a float row for $l"
+done
+
+# Quantize the second layer: its row turns quantized with an error, the header's size changes
+keys Down q
+wait_for tui '^ layer1\.0\.conv1 .* 0\.[0-9]{4} +quantized' 30 ||
+  fail "q did not quantize layer1.0.conv1"
+r=$(ratio)
+[ -n "$r" ] && [ "$r" != "ratio 1.00x" ] || fail "the header's ratio after quantizing: '$r'"
+grep -q 'EM objective' "$TMP/screen" || fail "the detail pane shows no EM curve"
+grep -q 'codebook 3x3' "$TMP/screen" || fail "the detail pane shows no codebook"
+
+# The ':' line with completion: 'ev' + Tab becomes 'eval '; eval prints top-1 in the log
+keys : e v Tab
+wait_for tui '^:eval *$' || fail "Tab did not complete 'ev' to 'eval'"
+keys 'n=200' Enter
+wait_for tui 'student top-?1 [0-9.]+%' 60 || fail "':eval n=200' printed no student top-1"
+grep -qE 'teacher top-?1 [0-9.]+%' "$TMP/screen" || fail "':eval n=200' printed no teacher top-1"
+grep -qE 'top-1 teacher [0-9.]+%' "$TMP/screen" || fail "the header shows no teacher top-1"
+# History: Up brings the line back
+keys : Up
+wait_for tui '^:eval n=200' || fail "Up did not recall the last command"
+keys Escape
+
+# Undo puts the layer back to float
+keys u
+wait_for tui '^ layer1\.0\.conv1 .* float' || fail "u did not undo the quantization"
+wait_for tui 'ratio 1\.00x' || fail "the header's size after undo: '$(ratio)'"
+
+# d through the divisors of 144 (9 -> 12 -> 9), k through powers of two (32 -> 16 -> 32)
+ROW='^ layer1\.0\.conv1 +conv 3x3 \[16, 16, 3, 3\] +2304'
+wait_for tui "$ROW +9 +32 " || fail "layer1.0.conv1's plan is not d=9 k=32"
+keys ']'
+wait_for tui "$ROW +12 +32 " || fail "] did not set d=12"
+keys k
+wait_for tui "$ROW +12 +16 " || fail "k did not halve k"
+keys K '['
+wait_for tui "$ROW +9 +32 " || fail "K and [ did not restore d=9 k=32"
+
+# The help lists every key
+keys '?'
+wait_for tui "type ':help' for the command language" || fail "? shows no help"
+for what in 'move the selection' 'turn the page' 'focus the next' 'quantize the selected layer' \
+  'quantize all' 'd: previous / next divisor' 'k: halve / double' 'objective:' "take or skip" \
+  'reset the selected layer' 'undo the last change' 'evaluate teacher' 'save the compressed' \
+  'command line' 'cancel the running work' 'redraw' 'this help' 'quit'; do
+  grep -q "$what" "$TMP/screen" || fail "the help lacks '$what'"
+done
+keys Escape
+wait_for tui '^ layer +op' || fail "Esc did not close the help"
+
+# Resizing keeps drawing, down to a tiny terminal and back
+T resize-window -t tui -x 80 -y 24
+wait_for tui '^ conv1 ' && grep -q 'ratio' "$TMP/screen" || fail "nothing sensible at 80x24"
+T resize-window -t tui -x 40 -y 12
+wait_for tui '^ layer1\.0\.conv1 ' || fail "nothing sensible at 40x12"
+T resize-window -t tui -x 12 -y 3
+wait_for tui 'too small' || fail "no 'too small' at 12x3"
+T resize-window -t tui -x 120 -y 40
+wait_for tui 'images: fmnist:test' 30 || fail "no images pane back at 120x40"
+
+# Unsaved work: Q asks; 'n' stays; saving to a path typed at the prompt clears it
+keys q
+wait_for tui '^ layer1\.0\.conv1 .* quantized' 30 || fail "q did not quantize again"
+keys Q
+wait_for tui 'not saved: quit without saving' || fail "Q did not ask about unsaved work"
+keys n
+wait_for tui '\[unsaved\]' || fail "'n' did not keep the TUI"
+keys s
+wait_for tui '^save to: .*resnet_bn\.pq\.onnx' || fail "s proposes no path next to the model"
+keys C-u "$TMP/saved.pq.onnx" Enter
+wait_for tui "wrote $TMP/saved\.pq\.onnx: compressed" 30 || fail "s did not save"
+[ -s "$TMP/saved.pq.onnx" ] || fail "no file at $TMP/saved.pq.onnx"
+
+# Esc during a long quantize (every layer, on all 60000 training images) cancels it
+keys : "data calib fmnist:train n=60000" Enter
+wait_for tui 'calib.*n=60000' 30 || fail "':data calib' said nothing"
+keys A
+wait_for tui 'quantize all .*Esc cancels' 30 || fail "A shows no progress"
+keys Escape
+wait_for tui 'cancelled: :quantize all' 30 || fail "Esc did not cancel"
+n=$(grep -cE '^ [a-z0-9.]+ .*\] .* quantized *$' "$TMP/screen")
+[ "$n" = 1 ] || fail "after cancelling, $n layers are quantized (expected the 1 saved one)"
+
+# Q quits at once when the work is saved
+keys Q
+exited tui
+
+# 'bitdown' alone opens the TUI on the example; a plain terminal without
+# colours or UTF-8 still draws the table and the images
+start plain 80 24 "TERM=vt100 LANG=C '$BIN'"
+wait_for plain '^ layer1\.0\.conv1 ' || fail "bitdown alone: no TUI on the example"
+grep -q 'resnet_bn\.onnx' "$TMP/screen" || fail "bitdown alone: the header does not name the example"
+T send-keys -t plain Tab Tab
+wait_for plain 'Ankle boot' 30 || fail "no images on a vt100"
+T send-keys -t plain : quit Enter
+exited plain
+
+# Without a terminal: the usage, and a refusal
+"$BIN" </dev/null >"$TMP/out" 2>&1
+[ $? = 2 ] && grep -q 'commands:' "$TMP/out" || fail "bitdown alone in a pipe: $(cat "$TMP/out")"
+"$BIN" tui $M </dev/null >"$TMP/out" 2>&1
+[ $? = 2 ] && grep -q 'needs a terminal' "$TMP/out" || fail "bitdown tui in a pipe: $(cat "$TMP/out")"
+
+exit $((failures > 0))

@@ -1,0 +1,98 @@
+/* The TUI's state and what its parts share (DESIGN.md, "Front-ends").
+ *
+ * Threads: the UI thread reads keys, draws ten times a second and queues
+ * jobs; the worker (worker.h) runs them. The UI reads the workspace only
+ * under bd_ws_lock and never calls a bd_ws_* function that changes it. */
+#ifndef BD_TUI_H
+#define BD_TUI_H
+
+#include <stdatomic.h>
+
+#include "cmd.h"
+#include "cmdline.h"
+#include "draw.h"
+#include "images.h"
+#include "log.h"
+#include "worker.h"
+#include "workspace.h"
+
+typedef enum tui_pane { PANE_TABLE, PANE_DETAIL, PANE_IMAGES, PANE_LOG, PANE_COUNT } tui_pane;
+
+typedef enum tui_mode {
+    MODE_KEYS,    /* keys are bindings */
+    MODE_COMMAND, /* the ':' line */
+    MODE_SAVE,    /* the save prompt's path */
+    MODE_QUIT     /* "quit without saving?" */
+} tui_mode;
+
+/* A layer as it was when the model was last loaded or saved, to tell
+ * whether quitting would lose work. */
+typedef struct tui_saved_layer {
+    bd_layer_state state;
+    int d, k, iters;
+    double rel_error;
+} tui_saved_layer;
+
+typedef struct tui {
+    bd_workspace *ws;
+    tui_log log;
+    tui_worker worker;
+    tui_images images;
+    tui_cmdline line;
+    bd_cmd_ctx cmd;        /* the worker's, for ':' lines */
+    atomic_int quit_asked; /* ':quit' ran */
+    int quit;
+    tui_mode mode;
+    tui_pane focus;
+    int sel, top;           /* the selected layer, the first row shown */
+    int help, help_top;     /* the help is shown, scrolled to help_top */
+    int log_back;           /* log lines scrolled back */
+    int codebook_first;     /* first centroid shown in the detail pane */
+    int codebook_page;      /* centroids that fit there */
+    char question[200];     /* MODE_QUIT's */
+    tui_saved_layer *saved; /* under bd_ws_lock */
+    int nsaved;
+} tui;
+
+/* ---- actions.c: the key bindings and the jobs they queue ---------------- */
+
+typedef struct tui_binding {
+    const char *keys; /* as the help shows them */
+    const char *what;
+    int codes[8]; /* the key codes, 0-terminated */
+    void (*act)(tui *t, int key);
+} tui_binding;
+
+const tui_binding *tui_bindings(int *n);
+/* Runs the binding for key; returns 0 if none has it. */
+int tui_dispatch(tui *t, int key);
+/* Queues the ':' line `line` (echoed in the log). */
+void tui_run_command(tui *t, const char *line);
+/* Queues a save to path. */
+void tui_run_save(tui *t, const char *path);
+
+/* ---- tui.c ----------------------------------------------------------------- */
+
+/* Records the workspace's layers as saved; takes bd_ws_lock. */
+void tui_mark_saved(tui *t);
+/* Layers whose quantization differs from the last load or save; call under
+ * bd_ws_lock. */
+int tui_unsaved(const tui *t);
+/* Quits, or asks first when quantization work is unsaved. */
+void tui_request_quit(tui *t);
+/* The selected layer's name (takes bd_ws_lock), "" when there is none. */
+void tui_selected_name(tui *t, char *buf, size_t cap);
+
+/* ---- the panes: table.c, detail.c, help.c --------------------------------- */
+
+/* The layer table, under bd_ws_lock; keeps the selection in view. */
+void tui_table_draw(tui *t, tui_rect r, int focused);
+/* The selected layer's detail, under bd_ws_lock. */
+void tui_detail_draw(tui *t, tui_rect r, int focused);
+/* The help over r; returns the lines it has, for scrolling. */
+int tui_help_draw(tui *t, tui_rect r);
+
+/* Formats bytes as MB with four significant digits. */
+const char *tui_mb(int64_t bytes, char *buf, size_t cap);
+
+#endif
