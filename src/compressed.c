@@ -13,6 +13,7 @@
 #include "onnx_io.h"
 #include "ops.h"
 #include "pq.h"
+#include "text.h"
 
 #define FORMAT_VERSION "pq/1"
 
@@ -90,78 +91,23 @@ static void drop_pq_meta(bd_graph *g)
 
 /* The numbers in the metadata always have a decimal point, whatever locale
  * the UI switched to for ncurses. */
-typedef struct c_numeric {
-    locale_t c, old;
-} c_numeric;
-
-static bd_status c_numeric_enter(c_numeric *l)
-{
-    l->old = (locale_t)0;
-    l->c = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
-    if (!l->c)
-        return bd_fail(BD_ENOMEM, "out of memory (the C locale)");
-    l->old = uselocale(l->c);
-    return BD_OK;
-}
-
-static void c_numeric_leave(c_numeric *l)
-{
-    uselocale(l->old);
-    freelocale(l->c);
-}
-
-typedef struct strbuf {
-    char *s;
-    size_t len, cap;
-    int oom;
-} strbuf;
-
-static void sb_add(strbuf *b, const char *fmt, ...) BD_PRINTF(2, 3);
-
-static void sb_add(strbuf *b, const char *fmt, ...)
-{
-    if (b->oom)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    size_t need = b->len + (size_t)n + 1;
-    if (n >= 0 && need > b->cap) {
-        size_t cap = need > 2 * b->cap ? need : 2 * b->cap;
-        char *s = realloc(b->s, cap);
-        if (s) {
-            b->s = s;
-            b->cap = cap;
-        }
-    }
-    if (n < 0 || need > b->cap) {
-        b->oom = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
 static bd_status set_layer_meta(bd_graph *g, const bd_layer *l, const bd_qlayer *q)
 {
-    c_numeric loc;
-    BD_TRY(c_numeric_enter(&loc));
-    strbuf b = {0};
-    sb_add(&b, "d=%d;k=%d;objective=%s", q->d, q->k, bd_objective_name(q->objective));
+    bd_c_numeric loc;
+    BD_TRY(bd_c_numeric_enter(&loc));
+    bd_strbuf b = {0};
+    bd_strbuf_add(&b, "d=%d;k=%d;objective=%s", q->d, q->k, bd_objective_name(q->objective));
     if (q->rel_error >= 0)
-        sb_add(&b, ";rel_error=%.6g", q->rel_error);
-    sb_add(&b, ";iterations=%d;seconds=%.6g;history=", q->iters, q->seconds);
+        bd_strbuf_add(&b, ";rel_error=%.6g", q->rel_error);
+    bd_strbuf_add(&b, ";iterations=%d;seconds=%.6g;history=", q->iters, q->seconds);
     for (int i = 0; i < q->iters; i++)
-        sb_add(&b, "%s%.4g", i ? "," : "", q->history[i]);
-    c_numeric_leave(&loc);
+        bd_strbuf_add(&b, "%s%.4g", i ? "," : "", q->history[i]);
+    bd_c_numeric_leave(&loc);
     char key[sizeof BD_META_LAYER_PREFIX + BD_LAYER_NAME_MAX];
     snprintf(key, sizeof key, "%s%s", BD_META_LAYER_PREFIX, l->name);
     bd_status st = b.oom ? bd_fail(BD_ENOMEM, "out of memory describing layer '%s'", l->name)
                          : bd_graph_set_meta(g, key, b.s);
-    free(b.s);
+    bd_strbuf_free(&b);
     return st;
 }
 
@@ -292,13 +238,13 @@ static bd_status parse_pq_meta(const bd_graph *g, layer_meta **out, int *n)
     *out = calloc((size_t)g->nmeta + 1, sizeof **out);
     if (!*out)
         return bd_fail(BD_ENOMEM, "out of memory");
-    c_numeric loc;
-    bd_status st = c_numeric_enter(&loc);
+    bd_c_numeric loc;
+    bd_status st = bd_c_numeric_enter(&loc);
     if (st == BD_OK) {
         for (int i = 0; i < g->nmeta && st == BD_OK; i++)
             if (is_pq_key(g->meta[i].key) && strcmp(g->meta[i].key, BD_META_FORMAT) != 0)
                 st = parse_layer_meta(&g->meta[i], &(*out)[(*n)++]);
-        c_numeric_leave(&loc);
+        bd_c_numeric_leave(&loc);
     }
     if (st != BD_OK) {
         free_layer_metas(*out, *n);

@@ -497,6 +497,17 @@ bd_status bd_graph_set_meta(bd_graph *g, const char *key, const char *value)
     return BD_OK;
 }
 
+void bd_graph_del_meta(bd_graph *g, const char *key)
+{
+    for (int i = 0; i < g->nmeta; i++)
+        if (strcmp(g->meta[i].key, key) == 0) {
+            free(g->meta[i].key);
+            free(g->meta[i].value);
+            g->meta[i] = g->meta[--g->nmeta];
+            return;
+        }
+}
+
 const bd_attr *bd_node_attr(const bd_node *n, const char *name)
 {
     for (int i = 0; i < n->nattrs; i++)

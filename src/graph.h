@@ -116,6 +116,8 @@ int bd_graph_use_count(const bd_graph *g, int id);
 
 const char *bd_graph_meta(const bd_graph *g, const char *key); /* NULL if absent */
 bd_status bd_graph_set_meta(bd_graph *g, const char *key, const char *value);
+/* Removes a metadata key (nothing if absent). */
+void bd_graph_del_meta(bd_graph *g, const char *key);
 
 /* Attribute access; a missing attribute gives the default. */
 const bd_attr *bd_node_attr(const bd_node *n, const char *name);

@@ -1,4 +1,5 @@
 #include "workspace.h"
+#include "workspace_internal.h"
 
 #include <fnmatch.h>
 #include <limits.h>
@@ -15,63 +16,6 @@
 #include "onnx_io.h"
 #include "plan.h"
 #include "threads.h"
-
-/* One layer as it was before an operation, to put back on undo or rollback. */
-typedef struct saved_layer {
-    int index;
-    bd_ws_layer layer; /* deep copy (its own codebook) */
-} saved_layer;
-
-/* A parameter other than a layer weight (a bias, BatchNorm's scale, shift
- * and statistics), which fine-tuning may change. */
-typedef struct saved_tensor {
-    int value;
-    bd_tensor *copy;
-} saved_tensor;
-
-typedef struct undo_step {
-    char label[160];
-    int n;
-    saved_layer *saved;
-    int nt;
-    saved_tensor *tensors;
-} undo_step;
-
-enum { UNDO_MAX = 64 };
-
-struct bd_workspace {
-    pthread_mutex_t mu;
-    char *path;
-    bd_graph *teacher, *student;
-    bd_exec *teacher_ex, *student_ex;
-    bd_ws_layer *layers;
-    int nlayers;
-    const bd_tensor **original; /* each layer's weight in the teacher */
-    bd_preprocess pp;
-    char **classes;
-    int nclasses;
-    /* data, by bd_data_kind */
-    char *spec[2];
-    int64_t n[2];
-    bd_dataset *data[2];
-    bd_calib *calib;
-    /* settings */
-    int cuda;
-    int threads;
-    int batch;
-    int compare;
-    uint64_t seed;
-    /* cached results */
-    bd_accuracy teacher_acc, student_acc;
-    char *teacher_acc_key;
-    /* history */
-    undo_step undo[UNDO_MAX];
-    int nundo;
-    /* progress */
-    bd_progress_fn progress_fn;
-    void *progress_user;
-    atomic_int cancel;
-};
 
 const char *bd_layer_state_name(bd_layer_state s)
 {
@@ -128,6 +72,7 @@ static void history_clear(bd_workspace *ws)
 /* Everything that belongs to the loaded model (not the settings). */
 typedef struct model_part {
     char *path;
+    char *teacher_path;
     bd_graph *teacher, *student;
     bd_exec *teacher_ex, *student_ex;
     bd_ws_layer *layers;
@@ -143,6 +88,7 @@ typedef struct model_part {
 static void model_part_free(model_part *m)
 {
     free(m->path);
+    free(m->teacher_path);
     bd_exec_free(m->teacher_ex);
     bd_exec_free(m->student_ex);
     bd_graph_free(m->teacher);
@@ -166,16 +112,17 @@ static void drop_model(bd_workspace *ws)
         bd_dataset_free(ws->data[k]);
         ws->data[k] = NULL;
     }
-    model_part m = {ws->path,     ws->teacher, ws->student, ws->teacher_ex,
-                    ws->student_ex, ws->layers, ws->nlayers, ws->original,
-                    ws->pp,       ws->classes, ws->nclasses, {ws->spec[0], ws->spec[1]},
-                    {0, 0}};
+    model_part m = {ws->path,       ws->teacher_path, ws->teacher, ws->student,
+                    ws->teacher_ex, ws->student_ex,   ws->layers,  ws->nlayers,
+                    ws->original,   ws->pp,           ws->classes, ws->nclasses,
+                    {ws->spec[0], ws->spec[1]},       {0, 0}};
     model_part_free(&m);
     free(ws->teacher_acc_key);
     ws->teacher_acc_key = NULL;
     memset(&ws->teacher_acc, 0, sizeof ws->teacher_acc);
     memset(&ws->student_acc, 0, sizeof ws->student_acc);
     ws->path = NULL;
+    ws->teacher_path = NULL;
     ws->spec[0] = ws->spec[1] = NULL;
     ws->teacher = ws->student = NULL;
     ws->teacher_ex = ws->student_ex = NULL;
@@ -192,6 +139,7 @@ void bd_ws_free(bd_workspace *ws)
     if (!ws)
         return;
     drop_model(ws);
+    free(ws->checkpoint);
     pthread_mutex_destroy(&ws->mu);
     free(ws);
 }
@@ -254,6 +202,14 @@ static bd_graph *original_teacher(const bd_graph *g, const char *orig, const bd_
     return t;
 }
 
+static int nq_any(const bd_qlayer *q, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (q[i].k > 0)
+            return 1;
+    return 0;
+}
+
 static bd_status load_model(const char *path, const char *teacher, model_part *m)
 {
     bd_qlayer *q = NULL;
@@ -289,6 +245,11 @@ static bd_status load_model(const char *path, const char *teacher, model_part *m
         g = NULL;
         const char *orig = teacher ? teacher : bd_graph_meta(m->student, BD_META_TEACHER);
         m->teacher = original_teacher(m->student, orig, ls, m->nlayers, m->original);
+        /* a plain model is its own teacher; a compressed one found its original */
+        char real[PATH_MAX];
+        const char *tp = m->teacher ? orig : nq_any(q, nq) ? NULL : path;
+        if (tp && realpath(tp, real) && !(m->teacher_path = bd_strdup(real)))
+            s = bd_fail(BD_ENOMEM, "out of memory");
         if (!m->teacher && teacher)
             s = bd_fail(BD_EINVAL, "%s is not the model %s was made from (its layers differ)",
                         teacher, path);
@@ -334,6 +295,7 @@ bd_status bd_ws_load_teacher(bd_workspace *ws, const char *path, const char *tea
     bd_ws_lock(ws);
     drop_model(ws);
     ws->path = m.path;
+    ws->teacher_path = m.teacher_path;
     ws->teacher = m.teacher;
     ws->student = m.student;
     ws->teacher_ex = m.teacher_ex;
@@ -349,6 +311,9 @@ bd_status bd_ws_load_teacher(bd_workspace *ws, const char *path, const char *tea
     ws->n[0] = m.n[0];
     ws->n[1] = m.n[1];
     bd_ws_unlock(ws);
+    char ckpt[PATH_MAX];
+    if (ws->autosave && bd_ws_default_checkpoint(path, ckpt, sizeof ckpt) == BD_OK)
+        bd_ws_checkpoint(ws, ckpt);
     return BD_OK;
 }
 
@@ -527,6 +492,7 @@ bd_status bd_ws_undo(bd_workspace *ws, char *what, size_t cap)
     if (what)
         snprintf(what, cap, "%s", u.label);
     step_restore(ws, &u);
+    bd_ws_checkpoint_write(ws, NULL);
     return BD_OK;
 }
 
@@ -588,6 +554,7 @@ bd_status bd_ws_set(bd_workspace *ws, const char *glob, const bd_ws_change *c)
         }
         step_push(ws, &u);
         bd_ws_unlock(ws);
+        bd_ws_checkpoint_write(ws, NULL);
     }
     free(idx);
     return s;
@@ -622,6 +589,7 @@ bd_status bd_ws_regime(bd_workspace *ws, const char *regime, int quantize_first)
         }
         step_push(ws, &u);
         bd_ws_unlock(ws);
+        bd_ws_checkpoint_write(ws, NULL);
     }
     free(plan);
     free(idx);
@@ -752,9 +720,8 @@ static bd_status tune_layers(bd_workspace *ws, const int *idx, int n, const bd_f
     return s;
 }
 
-/* Quantizes the listed layers in order as one undo step. */
-static bd_status quantize_list(bd_workspace *ws, const int *idx, int n, const char *label,
-                               int iters, const bd_finetune_options *tune)
+bd_status bd_ws_quantize_list(bd_workspace *ws, const int *idx, int n, const char *label,
+                              int iters, const bd_finetune_options *tune)
 {
     bd_progress progress = start_op(ws);
     bd_calib *calib;
@@ -791,6 +758,9 @@ static bd_status quantize_list(bd_workspace *ws, const int *idx, int n, const ch
         bd_finetune_report r;
         if (tuning && (s = tune_layers(ws, &idx[done], 1, tune, &progress, &r)) != BD_OK)
             break;
+        /* a crash from here on loses nothing: a resumed session goes on */
+        bd_ws_pending pending = {idx, n, done + 1, iters, tuning ? tune : NULL};
+        bd_ws_checkpoint_write(ws, &pending);
     }
     if (s == BD_OK) {
         bd_progress_report(&progress, "quantize", n, n, "done", 0);
@@ -798,6 +768,7 @@ static bd_status quantize_list(bd_workspace *ws, const int *idx, int n, const ch
     } else if (u.saved) {
         step_restore(ws, &u); /* every layer of this command as it was */
     }
+    bd_ws_checkpoint_write(ws, NULL);
     return s;
 }
 
@@ -808,7 +779,7 @@ bd_status bd_ws_quantize_tuned(bd_workspace *ws, const char *glob, int iters,
     BD_TRY(select_layers(ws, glob, 1, &idx, &n));
     char label[160];
     snprintf(label, sizeof label, "quantize %s", glob ? glob : "all");
-    bd_status s = quantize_list(ws, idx, n, label, iters, tune);
+    bd_status s = bd_ws_quantize_list(ws, idx, n, label, iters, tune);
     free(idx);
     return s;
 }
@@ -820,7 +791,7 @@ bd_status bd_ws_quantize_at(bd_workspace *ws, int i, int iters, const bd_finetun
         return bd_fail(BD_EINVAL, "no layer %d (the model has %d)", i, ws->nlayers);
     char label[160];
     snprintf(label, sizeof label, "quantize %s", ws->layers[i].layer.name);
-    return quantize_list(ws, &i, 1, label, iters, tune);
+    return bd_ws_quantize_list(ws, &i, 1, label, iters, tune);
 }
 
 bd_status bd_ws_quantize(bd_workspace *ws, const char *glob, int iters)
@@ -860,6 +831,7 @@ bd_status bd_ws_finetune(bd_workspace *ws, const char *glob, int global,
     } else if (u.saved) {
         step_restore(ws, &u);
     }
+    bd_ws_checkpoint_write(ws, NULL);
     free(all);
     return s;
 }
@@ -885,6 +857,7 @@ bd_status bd_ws_reset(bd_workspace *ws, const char *glob)
         }
         step_push(ws, &u);
         bd_ws_unlock(ws);
+        bd_ws_checkpoint_write(ws, NULL);
     }
     free(idx);
     return s;
@@ -1091,28 +1064,35 @@ void bd_ws_size(const bd_workspace *ws, bd_model_size *out)
     free(ls);
 }
 
+bd_status bd_ws_export(bd_workspace *ws, bd_graph **out)
+{
+    BD_TRY(need_model(ws));
+    const bd_qlayer **qp;
+    bd_layer *ls;
+    BD_TRY(codebooks(ws, &qp, &ls));
+    *out = NULL;
+    bd_status s = bd_compressed_export(ws->student, ls, ws->nlayers, qp, out);
+    /* where the original is, so that loading this file resumes the work */
+    if (s == BD_OK && ws->teacher_path)
+        s = bd_graph_set_meta(*out, BD_META_TEACHER, ws->teacher_path);
+    if (s != BD_OK) {
+        bd_graph_free(*out);
+        *out = NULL;
+    }
+    free(qp);
+    free(ls);
+    return s;
+}
+
 bd_status bd_ws_save(bd_workspace *ws, const char *path, int decoded)
 {
     BD_TRY(need_model(ws));
     if (decoded)
         return bd_onnx_save(ws->student, path);
-    const bd_qlayer **qp;
-    bd_layer *ls;
-    BD_TRY(codebooks(ws, &qp, &ls));
-    bd_graph *out = NULL;
-    bd_status s = bd_compressed_export(ws->student, ls, ws->nlayers, qp, &out);
-    /* where the original is, so that loading this file resumes the work */
-    const char *orig = bd_graph_meta(ws->teacher, BD_META_TEACHER);
-    char real[PATH_MAX];
-    if (!orig && realpath(ws->path, real))
-        orig = real;
-    if (s == BD_OK && orig)
-        s = bd_graph_set_meta(out, BD_META_TEACHER, orig);
-    if (s == BD_OK)
-        s = bd_onnx_save(out, path);
+    bd_graph *out;
+    BD_TRY(bd_ws_export(ws, &out));
+    bd_status s = bd_onnx_save(out, path);
     bd_graph_free(out);
-    free(qp);
-    free(ls);
     return s;
 }
 

@@ -179,6 +179,34 @@ void bd_ws_size(const bd_workspace *ws, bd_model_size *out);
  * plain dense fp32 model when decoded. Atomic. */
 bd_status bd_ws_save(bd_workspace *ws, const char *path, int decoded);
 
+/* ---- crash safety ----------------------------------------------------------------- */
+
+/* Keeps a checkpoint at path (NULL: none): after every finished layer of a
+ * quantization and after every other change, the student as compressed
+ * ONNX with the plan, the data, the settings and the quantization in
+ * progress, written atomically. After a crash, bd_ws_resume carries on from
+ * it. A checkpoint that cannot be written is reported through the progress
+ * callback (stage "checkpoint"); the work goes on. */
+bd_status bd_ws_checkpoint(bd_workspace *ws, const char *path);
+const char *bd_ws_checkpoint_file(const bd_workspace *ws);
+/* Where a session on model keeps its checkpoint unless told otherwise:
+ * $BITDOWN_STATE_DIR, else $XDG_STATE_HOME/bitdown, else
+ * ~/.local/state/bitdown, in a file named after the model and a hash of its
+ * absolute path. The folder is created. */
+bd_status bd_ws_default_checkpoint(const char *model, char *buf, size_t cap);
+/* With on, every model loaded from now on keeps its checkpoint at its
+ * default place (bd_ws_default_checkpoint); the interactive front-ends do. */
+void bd_ws_autosave(bd_workspace *ws, int on);
+/* Loads model; with resume, and a checkpoint at its default place, resumes
+ * that checkpoint instead (*resumed: as bd_ws_resume; -1 when there was no
+ * checkpoint to resume). */
+bd_status bd_ws_open(bd_workspace *ws, const char *model, int resume, int *resumed);
+/* Loads a checkpoint: the model, its codebooks, the plan, the data and the
+ * settings as they were, and the checkpoint path stays this one; then
+ * finishes a quantization the checkpoint caught in progress, the same way
+ * it would have gone on (*resumed gets the number of layers it quantized). */
+bd_status bd_ws_resume(bd_workspace *ws, const char *checkpoint, int *resumed);
+
 /* ---- settings ------------------------------------------------------------------ */
 
 /* "cpu" or "cuda"; cuda fails with a clear message when no GPU (or no CUDA

@@ -18,7 +18,7 @@
 #include "progress_bar.h"
 
 static const char help[] =
-    "usage: bitdown repl [MODEL] [--keep-going]\n\n"
+    "usage: bitdown repl [MODEL] [--keep-going] [--resume] [--no-checkpoint]\n\n"
     "Reads commands and runs them on one workspace, MODEL loaded first: 'help'\n"
     "lists the commands (quantize layer3.* iters=50, eval n=1000, save out.onnx...),\n"
     "'help COMMAND' describes one.\n\n"
@@ -29,7 +29,13 @@ static const char help[] =
     "From a pipe or file: no prompt; the first failing command stops the REPL with\n"
     "exit status 1 and 'bitdown: line N: <message>' on stderr.\n\n"
     "  --keep-going   from a pipe, go on after a failing command (the exit status\n"
-    "                 is still 1 at the end)\n";
+    "                 is still 1 at the end)\n"
+    "  --resume       carry on from MODEL's checkpoint: the session keeps one (after\n"
+    "                 every finished layer and every change) in\n"
+    "                 $BITDOWN_STATE_DIR or ~/.local/state/bitdown; after a crash\n"
+    "                 this brings back the plan, the quantized layers, the data and\n"
+    "                 settings, and finishes a quantization the crash cut short\n"
+    "  --no-checkpoint  keep no checkpoint\n";
 
 enum { HISTORY_MAX = 1000 };
 
@@ -209,39 +215,50 @@ static void report(long lineno, bd_status s)
         fprintf(stderr, "bitdown: line %ld: %s\n", lineno, msg[0] ? msg : bd_status_name(s));
 }
 
-static int parse_args(int argc, char **argv, const char **model, int *keep_going)
+typedef struct repl_args {
+    const char *model;
+    int keep_going, resume, checkpoint;
+} repl_args;
+
+static int parse_args(int argc, char **argv, repl_args *a)
 {
-    static const struct option opts[] = {
-        {"help", no_argument, 0, 'h'}, {"keep-going", no_argument, 0, 'k'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'},
+                                         {"keep-going", no_argument, 0, 'k'},
+                                         {"resume", no_argument, 0, 'r'},
+                                         {"no-checkpoint", no_argument, 0, 'n'},
+                                         {0, 0, 0, 0}};
     int c;
     optind = 1;
+    a->checkpoint = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'h': fputs(help, stdout); exit(CLI_OK);
-        case 'k': *keep_going = 1; break;
+        case 'k': a->keep_going = 1; break;
+        case 'r': a->resume = 1; break;
+        case 'n': a->checkpoint = 0; break;
         default: return cli_usage_error("repl", "unknown option");
         }
     }
     if (argc - optind > 1)
         return cli_usage_error("repl", "expects at most one MODEL");
-    *model = optind < argc ? argv[optind] : NULL;
+    a->model = optind < argc ? argv[optind] : NULL;
+    if (a->resume && !a->model)
+        return cli_usage_error("repl", "--resume needs the MODEL whose session to resume");
+    if (a->resume && !a->checkpoint)
+        return cli_usage_error("repl", "--resume and --no-checkpoint exclude each other");
     return CLI_OK;
 }
 
 int cli_repl(int argc, char **argv)
 {
-    const char *model = NULL;
-    int keep_going = 0;
-    int rc = parse_args(argc, argv, &model, &keep_going);
+    repl_args a = {0};
+    int rc = parse_args(argc, argv, &a);
     if (rc != CLI_OK)
         return rc;
+    int keep_going = a.keep_going;
     bd_status s = bd_ws_new(&the_ws);
-    if (s == BD_OK && model)
-        s = bd_ws_load(the_ws, model);
-    if (s != BD_OK) {
-        bd_ws_free(the_ws);
+    if (s != BD_OK)
         return cli_report(s);
-    }
     interactive = isatty(STDIN_FILENO);
     bd_ws_on_progress(the_ws, cli_progress_bar(), NULL);
     struct sigaction sa;
@@ -249,6 +266,24 @@ int cli_repl(int argc, char **argv)
     sa.sa_handler = on_sigint;
     sa.sa_flags = SA_RESTART;
     sigaction(SIGINT, &sa, NULL);
+    /* a session keeps a checkpoint, so a crash loses nothing (--resume) */
+    bd_ws_autosave(the_ws, a.checkpoint);
+    int resumed = -1;
+    if (a.model) {
+        busy = 1; /* resuming may finish a quantization: Ctrl-C cancels it */
+        s = bd_ws_open(the_ws, a.model, a.resume, &resumed);
+        busy = 0;
+        cli_progress_clear();
+    }
+    if (s != BD_OK) {
+        bd_ws_free(the_ws);
+        return cli_report(s);
+    }
+    if (a.resume)
+        fprintf(stderr, resumed < 0 ? "bitdown: no checkpoint of %s to resume; starting afresh\n"
+                                    : "bitdown: resumed %s from its checkpoint, %d layers "
+                                      "quantized to finish the work in progress\n",
+                a.model, resumed < 0 ? 0 : resumed);
 
     char hist_buf[4096];
     const char *hist = NULL;

@@ -12,7 +12,7 @@
 #include "tui.h"
 
 static const char help[] =
-    "usage: bitdown tui [MODEL] [-c COMMAND]...\n\n"
+    "usage: bitdown tui [MODEL] [-c COMMAND]... [--resume] [--no-checkpoint]\n\n"
     "The interactive workbench: the layer table with each layer's d, k, size and\n"
     "error, keys to change d and k, quantize, evaluate, undo and save, the selected\n"
     "layer's EM curve, code usage and codebook, evaluation images with the\n"
@@ -20,7 +20,10 @@ static const char help[] =
     "Press '?' inside for every key. MODEL defaults to the bundled example,\n"
     "examples/fmnist/resnet_bn.onnx. Needs a terminal.\n\n"
     "  -c, --command LINE   run a command line first (repeatable), as if typed\n"
-    "                       after ':', e.g. -c 'data eval fmnist:test n=1000'\n";
+    "                       after ':', e.g. -c 'data eval fmnist:test n=1000'\n"
+    "  --resume             carry on from MODEL's checkpoint after a crash (the\n"
+    "                       session keeps one; see 'bitdown repl --help')\n"
+    "  --no-checkpoint      keep no checkpoint\n";
 
 enum { MAX_COMMANDS = 32 };
 
@@ -354,17 +357,25 @@ static void run(tui *t)
     }
 }
 
-static int parse(int argc, char **argv, const char **model, const char **commands, int *ncommands)
+static int parse(int argc, char **argv, const char **model, const char **commands, int *ncommands,
+                 int *resume, int *checkpoint)
 {
-    static const struct option opts[] = {
-        {"help", no_argument, 0, 'h'}, {"command", required_argument, 0, 'c'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'},
+                                         {"command", required_argument, 0, 'c'},
+                                         {"resume", no_argument, 0, 'r'},
+                                         {"no-checkpoint", no_argument, 0, 'n'},
+                                         {0, 0, 0, 0}};
     *model = BD_SOURCE_DIR "/examples/fmnist/resnet_bn.onnx";
     *ncommands = 0;
+    *resume = 0;
+    *checkpoint = 1;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "hc:", opts, NULL)) != -1) {
         switch (c) {
         case 'h': fputs(help, stdout); exit(CLI_OK);
+        case 'r': *resume = 1; break;
+        case 'n': *checkpoint = 0; break;
         case 'c':
             if (*ncommands == MAX_COMMANDS)
                 return cli_usage_error("tui", "at most %d -c options", MAX_COMMANDS);
@@ -385,8 +396,8 @@ static int parse(int argc, char **argv, const char **model, const char **command
 int cli_tui(int argc, char **argv)
 {
     const char *model, *commands[MAX_COMMANDS];
-    int ncommands;
-    int rc = parse(argc, argv, &model, commands, &ncommands);
+    int ncommands, resume, checkpoint, resumed;
+    int rc = parse(argc, argv, &model, commands, &ncommands, &resume, &checkpoint);
     if (rc != CLI_OK)
         return rc;
     /* Wide characters need the user's character set; numbers keep the C
@@ -397,7 +408,11 @@ int cli_tui(int argc, char **argv)
     bd_status s = bd_ws_new(&ws);
     if (s != BD_OK)
         return cli_report(s);
-    s = bd_ws_load(ws, model);
+    /* a session keeps a checkpoint, so a crash loses nothing (--resume) */
+    bd_ws_autosave(ws, checkpoint);
+    if (resume)
+        fprintf(stderr, "bitdown: resuming %s...\n", model);
+    s = bd_ws_open(ws, model, resume, &resumed);
     tui *t = s == BD_OK ? calloc(1, sizeof *t) : NULL;
     if (!t) {
         if (s == BD_OK)

@@ -1,0 +1,99 @@
+/* The workspace's insides, shared by the files that implement it
+ * (workspace.c, checkpoint.c); no front-end includes this. */
+#ifndef BD_WORKSPACE_INTERNAL_H
+#define BD_WORKSPACE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "exec.h"
+#include "workspace.h"
+
+/* One layer as it was before an operation, to put back on undo or rollback. */
+typedef struct saved_layer {
+    int index;
+    bd_ws_layer layer; /* deep copy (its own codebook) */
+} saved_layer;
+
+/* A parameter other than a layer weight (a bias, BatchNorm's scale, shift
+ * and statistics), which fine-tuning may change. */
+typedef struct saved_tensor {
+    int value;
+    bd_tensor *copy;
+} saved_tensor;
+
+typedef struct undo_step {
+    char label[160];
+    int n;
+    saved_layer *saved;
+    int nt;
+    saved_tensor *tensors;
+} undo_step;
+
+enum { UNDO_MAX = 64 };
+
+struct bd_workspace {
+    pthread_mutex_t mu;
+    char *path;
+    char *teacher_path; /* the original model's file (absolute), NULL if unknown */
+    bd_graph *teacher, *student;
+    bd_exec *teacher_ex, *student_ex;
+    bd_ws_layer *layers;
+    int nlayers;
+    const bd_tensor **original; /* each layer's weight in the teacher */
+    bd_preprocess pp;
+    char **classes;
+    int nclasses;
+    /* data, by bd_data_kind */
+    char *spec[2];
+    int64_t n[2];
+    bd_dataset *data[2];
+    bd_calib *calib;
+    /* settings */
+    int cuda;
+    int threads;
+    int batch;
+    int compare;
+    uint64_t seed;
+    /* cached results */
+    bd_accuracy teacher_acc, student_acc;
+    char *teacher_acc_key;
+    /* history */
+    undo_step undo[UNDO_MAX];
+    int nundo;
+    /* progress */
+    bd_progress_fn progress_fn;
+    void *progress_user;
+    atomic_int cancel;
+    /* crash safety (checkpoint.c) */
+    char *checkpoint; /* where to write, NULL: off */
+    int autosave;     /* every model loaded gets its default checkpoint */
+};
+
+/* A quantization in progress, as a checkpoint records it so that a
+ * resumed session finishes it the same way. */
+typedef struct bd_ws_pending {
+    const int *idx; /* the layers, in order */
+    int n;
+    int done; /* how many of them are finished */
+    int iters;
+    const bd_finetune_options *tune; /* NULL: none */
+} bd_ws_pending;
+
+/* Writes the checkpoint (if enabled) atomically: the student as compressed
+ * ONNX with the plan, data, settings and the pending work in its metadata.
+ * A failure is reported through the progress callback, not returned: the
+ * operation itself succeeded. */
+void bd_ws_checkpoint_write(bd_workspace *ws, const bd_ws_pending *pending);
+
+/* The student as a compressed graph (what bd_ws_save writes). */
+bd_status bd_ws_export(bd_workspace *ws, bd_graph **out);
+
+/* Quantizes the listed layers in order as one undo step (the shared body of
+ * bd_ws_quantize_tuned and the continuation of a resumed checkpoint). */
+bd_status bd_ws_quantize_list(bd_workspace *ws, const int *idx, int n, const char *label,
+                              int iters, const bd_finetune_options *tune);
+
+#endif
+
+

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Crash safety: kill -9 during 'quantize all', resume with --resume, and
+# get the same model an uninterrupted run gives; kill -9 during 'save', and
+# the previous file is intact.
+. "$(dirname "$0")/support/testlib.sh"
+MB=examples/fmnist/mobilenet_bn.onnx
+CAL="data calib fmnist:train n=$((N * 4))"
+
+# identical: the two compressed files hold the same tensors
+identical() {
+  /usr/bin/python3 - "$1" "$2" <<'PY'
+import sys, onnx
+a, b = (onnx.load(p) for p in sys.argv[1:3])
+ta = {t.name: t.raw_data for t in a.graph.initializer}
+tb = {t.name: t.raw_data for t in b.graph.initializer}
+sys.exit(0 if ta == tb and len(ta) > 0 else 1)
+PY
+}
+quantized() { "$BIN" info "$1" 2>/dev/null | sed -n 's/^compressed: \([0-9]*\) layers quantized.*/\1/p'; }
+
+# the reference: one uninterrupted run
+printf '%s\nseed 3\nquantize all iters=40 tune=3\nsave %s\n' "$CAL" "$TMP/full.onnx" |
+  BITDOWN_STATE_DIR=$TMP/state-a "$BIN" repl $MB >/dev/null 2>"$TMP/a.err" || fail "the uninterrupted run failed: $(cat "$TMP/a.err")"
+total=$(quantized "$TMP/full.onnx")
+[ "${total:-0}" -gt 10 ] || fail "the reference quantized ${total:-no} layers"
+
+# the same, killed once a few layers are done
+export BITDOWN_STATE_DIR=$TMP/state-b
+printf '%s\nseed 3\nquantize all iters=40 tune=3\nsave %s\n' "$CAL" "$TMP/never.onnx" |
+  "$BIN" repl $MB >/dev/null 2>&1 &
+pid=$!
+ckpt=
+for _ in $(seq 600); do
+  ckpt=$(ls "$BITDOWN_STATE_DIR"/*.checkpoint.onnx 2>/dev/null | head -1)
+  [ -n "$ckpt" ] && [ "$(quantized "$ckpt")" -ge 3 ] 2>/dev/null && break
+  sleep 0.05
+done
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null
+done_before=$(quantized "$ckpt")
+[ -n "$ckpt" ] && [ "${done_before:-0}" -ge 3 ] || fail "no checkpoint with finished layers appeared"
+[ "${done_before:-0}" -lt "${total:-0}" ] || fail "the run finished before it could be killed"
+[ ! -e "$TMP/never.onnx" ] || fail "the killed run got to its save"
+
+# resume: the rest of the quantization, then the same model as the reference
+printf 'save %s\n' "$TMP/resumed.onnx" | "$BIN" repl $MB --resume >"$TMP/r.out" 2>"$TMP/r.err" ||
+  fail "resume failed: $(cat "$TMP/r.err")"
+grep -q "resumed .* from its checkpoint, [1-9][0-9]* layers quantized" "$TMP/r.err" ||
+  fail "resume did not say what it finished: $(cat "$TMP/r.err")"
+[ "$(quantized "$TMP/resumed.onnx")" = "$total" ] || fail "the resumed model has $(quantized "$TMP/resumed.onnx") layers quantized, not $total"
+identical "$TMP/full.onnx" "$TMP/resumed.onnx" || fail "the resumed model differs from the uninterrupted one"
+
+# a kill during save leaves the previous file as it was
+R18=../shared/models/resnet18_bgd_small.onnx
+if [ -f "$R18" ]; then
+  printf 'save %s decoded\n' "$TMP/big.onnx" | "$BIN" repl $R18 --no-checkpoint >/dev/null 2>&1 ||
+    fail "the first save failed"
+  sum=$(md5sum <"$TMP/big.onnx")
+  for delay in 0.05 0.1 0.2 0.3; do
+    (printf 'reset all\nsave %s decoded\nsave %s decoded\nsave %s decoded\n' "$TMP/big.onnx" \
+      "$TMP/big.onnx" "$TMP/big.onnx" | "$BIN" repl $R18 --no-checkpoint >/dev/null 2>&1) &
+    pid=$!
+    sleep $delay
+    kill -9 $pid 2>/dev/null
+    pkill -9 -f "repl $R18" 2>/dev/null
+    wait $pid 2>/dev/null
+    [ "$(md5sum <"$TMP/big.onnx")" = "$sum" ] || fail "a save killed after ${delay}s changed the file"
+  done
+  "$BIN" info "$TMP/big.onnx" >/dev/null || fail "the file does not load after the killed saves"
+else
+  echo "SKIP: $R18 is not there: the kill-during-save check needs a large model"
+fi
+finish
