@@ -6,6 +6,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "conv_direct.h"
 #include "ops.h"
 
 /* Pads for one spatial axis under auto_pad (ONNX Conv semantics). */
@@ -377,6 +378,8 @@ static void conv_tile(const conv_plan *p, int64_t gi, int64_t ti, float *cols, f
 bd_status bd_conv2d(const bd_conv_geom *g, const float *x, const float *w, const bd_epilogue *ep,
                     float *y)
 {
+    if (bd_conv_direct_preferred(g))
+        return bd_conv_direct(g, x, w, ep, y);
     const int64_t ohw = bd_conv_cols(g);
     if (g->group == g->c && g->m == g->c) {
         const int64_t total = g->n * g->c;

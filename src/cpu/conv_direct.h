@@ -1,0 +1,29 @@
+/* Direct 2-D convolution for x86-64 AVX-512 in the style of oneDNN's and
+ * MLAS's NCHWc kernels: 16 output channels per vector register, a register
+ * tile of output pixels times output channel blocks, weights and input
+ * re-laid per call into channel-blocked layouts, the output stored in NCHW
+ * through the same epilogue as bd_conv2d. Without AVX-512 (in the build or
+ * the CPU) it is not available and bd_conv2d keeps its GEMM lowerings. */
+#ifndef BD_CPU_CONV_DIRECT_H
+#define BD_CPU_CONV_DIRECT_H
+
+#include "conv.h"
+
+/* Whether this build and this CPU can run the direct kernel at all. */
+int bd_conv_direct_available(void);
+
+/* Whether bd_conv_direct handles geometry g: available, group 1 and a
+ * multiple of 16 output channels (any input channels, kernel, stride,
+ * dilation, padding and batch). */
+int bd_conv_direct_supported(const bd_conv_geom *g);
+
+/* Whether bd_conv2d should take the direct path for g: supported and, for
+ * that class of shapes, measured faster than its GEMM lowerings. */
+int bd_conv_direct_preferred(const bd_conv_geom *g);
+
+/* y[N][M][OH][OW] = conv(x, w) with the epilogue applied, as bd_conv2d;
+ * BD_EUNSUPPORTED where bd_conv_direct_supported(g) is false. */
+bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
+                         const bd_epilogue *ep, float *y);
+
+#endif

@@ -1,0 +1,199 @@
+/* The AVX-512 direct convolution against a naive loop on odd shapes: batch
+ * sizes that split unevenly over the threads, input channels that are and
+ * are not multiples of 16, rows that no register tile divides, every kernel
+ * size ResNets use, strides, dilations, asymmetric pads, and each part of
+ * the epilogue. Each case also runs through bd_conv2d, which takes the
+ * direct path wherever it is preferred. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "bd_test.h"
+#include "cpu/conv.h"
+#include "cpu/conv_direct.h"
+
+#define TOL 1e-5
+
+typedef struct {
+    int64_t n, c, h, w, m, kh, kw, s, d;
+    int64_t pad_t, pad_l, pad_b, pad_r;
+} direct_case;
+
+enum { EP_NONE, EP_AFFINE, EP_RELU, EP_RESIDUAL_RELU, EP_CLIP, EP_RESIDUAL, EP_KINDS };
+
+static bd_conv_geom geom_of(const direct_case *dc)
+{
+    bd_conv_geom g = {.n = dc->n, .c = dc->c, .h = dc->h, .w = dc->w, .m = dc->m, .group = 1,
+                      .kh = dc->kh, .kw = dc->kw, .sh = dc->s, .sw = dc->s, .dh = dc->d,
+                      .dw = dc->d, .pad_t = dc->pad_t, .pad_l = dc->pad_l, .pad_b = dc->pad_b,
+                      .pad_r = dc->pad_r};
+    g.oh = (dc->h + dc->pad_t + dc->pad_b - (dc->kh - 1) * dc->d - 1) / dc->s + 1;
+    g.ow = (dc->w + dc->pad_l + dc->pad_r - (dc->kw - 1) * dc->d - 1) / dc->s + 1;
+    return g;
+}
+
+/* The convolution and epilogue from their definitions, in double. */
+static void reference(const bd_conv_geom *g, const float *x, const float *w,
+                      const bd_epilogue *ep, float *y)
+{
+    const int64_t ohw = g->oh * g->ow;
+    for (int64_t i = 0; i < g->n; i++)
+        for (int64_t m = 0; m < g->m; m++)
+            for (int64_t oy = 0; oy < g->oh; oy++)
+                for (int64_t ox = 0; ox < g->ow; ox++) {
+                    double acc = 0;
+                    for (int64_t c = 0; c < g->c; c++)
+                        for (int64_t ky = 0; ky < g->kh; ky++)
+                            for (int64_t kx = 0; kx < g->kw; kx++) {
+                                int64_t iy = oy * g->sh - g->pad_t + ky * g->dh;
+                                int64_t ix = ox * g->sw - g->pad_l + kx * g->dw;
+                                if (iy < 0 || iy >= g->h || ix < 0 || ix >= g->w)
+                                    continue;
+                                acc += (double)x[((i * g->c + c) * g->h + iy) * g->w + ix] *
+                                       w[((m * g->c + c) * g->kh + ky) * g->kw + kx];
+                            }
+                    int64_t at = (i * g->m + m) * ohw + oy * g->ow + ox;
+                    double v = acc * (ep->scale ? ep->scale[m] : 1.0) +
+                               (ep->shift ? ep->shift[m] : 0.0) +
+                               (ep->residual ? ep->residual[at] : 0.0);
+                    if (ep->act == BD_ACT_RELU)
+                        v = v > 0 ? v : 0;
+                    if (ep->act == BD_ACT_CLIP)
+                        v = v < ep->lo ? ep->lo : v > ep->hi ? ep->hi : v;
+                    y[at] = (float)v;
+                }
+}
+
+static float *random_floats(int64_t n, uint64_t seed)
+{
+    float *v = malloc((size_t)n * sizeof *v + 1);
+    assert_non_null(v);
+    bd_test_fill_random(v, (size_t)n, seed, -1, 1);
+    return v;
+}
+
+static void run_case(const direct_case *dc, int kind, uint64_t seed)
+{
+    const bd_conv_geom g = geom_of(dc);
+    const int64_t nx = g.n * g.c * g.h * g.w, nw = g.m * g.c * g.kh * g.kw;
+    const int64_t ny = g.n * g.m * g.oh * g.ow;
+    float *x = random_floats(nx, seed), *w = random_floats(nw, seed + 1);
+    float *scale = random_floats(g.m, seed + 2), *shift = random_floats(g.m, seed + 3);
+    float *res = random_floats(ny, seed + 4);
+    float *ref = malloc((size_t)ny * sizeof *ref), *got = malloc((size_t)ny * sizeof *got);
+    assert_true(ref && got);
+    bd_epilogue ep = {.act = BD_ACT_NONE};
+    if (kind != EP_NONE && kind != EP_RESIDUAL) {
+        ep.scale = scale;
+        ep.shift = shift;
+    }
+    if (kind == EP_RESIDUAL_RELU || kind == EP_RESIDUAL)
+        ep.residual = res;
+    if (kind == EP_RELU || kind == EP_RESIDUAL_RELU)
+        ep.act = BD_ACT_RELU;
+    if (kind == EP_CLIP) {
+        /* about the spread of the sums, so that the clamp bites on some
+         * outputs and leaves a scale that measures the error of the rest */
+        float spread = sqrtf((float)(g.c * g.kh * g.kw)) / 3;
+        ep.act = BD_ACT_CLIP;
+        ep.lo = -0.5f * spread;
+        ep.hi = 0.75f * spread;
+    }
+    reference(&g, x, w, &ep, ref);
+    char what[160];
+    snprintf(what, sizeof what,
+             "n%lld c%lld %lldx%lld m%lld k%lldx%lld s%lld d%lld pads %lld,%lld,%lld,%lld "
+             "epilogue %d",
+             (long long)g.n, (long long)g.c, (long long)g.h, (long long)g.w, (long long)g.m,
+             (long long)g.kh, (long long)g.kw, (long long)g.sh, (long long)g.dh,
+             (long long)g.pad_t, (long long)g.pad_l, (long long)g.pad_b, (long long)g.pad_r, kind);
+    for (int via_conv2d = 0; via_conv2d < 2; via_conv2d++) {
+        for (int64_t k = 0; k < ny; k++)
+            got[k] = NAN; /* every output must be written */
+        bd_status st = via_conv2d ? bd_conv2d(&g, x, w, &ep, got)
+                                  : bd_conv_direct(&g, x, w, &ep, got);
+        if (st != BD_OK)
+            fail_msg("%s: %s", what, bd_error_message());
+        double err = bd_test_rel_error(got, ref, (size_t)ny);
+        if (!(err < TOL))
+            fail_msg("%s%s: relative error %g", what, via_conv2d ? " (bd_conv2d)" : "", err);
+    }
+    free(x);
+    free(w);
+    free(scale);
+    free(shift);
+    free(res);
+    free(ref);
+    free(got);
+}
+
+static void skip_without_avx512(void)
+{
+    if (!bd_conv_direct_available())
+        BD_TEST_SKIP("the direct convolution needs AVX-512 in the build and the CPU");
+}
+
+static const direct_case cases[] = {
+    /* n   c   h   w   m  kh kw s  d  pads t l b r */
+    {3, 16, 7, 9, 16, 3, 3, 1, 1, 1, 1, 1, 1},
+    {3, 32, 15, 13, 32, 3, 3, 1, 1, 1, 1, 1, 1},
+    {3, 48, 15, 13, 16, 3, 3, 2, 1, 1, 1, 1, 1},
+    {3, 20, 7, 9, 32, 3, 3, 1, 1, 0, 2, 1, 0},   /* a partial input block, asymmetric pads */
+    {4, 16, 15, 13, 32, 1, 1, 1, 1, 0, 0, 0, 0}, /* 4 images: whole images per thread */
+    {3, 32, 15, 13, 32, 1, 1, 2, 1, 0, 0, 0, 0},
+    {3, 16, 15, 13, 32, 1, 1, 2, 1, 1, 0, 0, 2}, /* padded pointwise: zeros on the grid */
+    {3, 16, 9, 11, 16, 1, 3, 2, 1, 0, 1, 0, 1},  /* one tap tall: only rows subsampled */
+    {1, 3, 15, 13, 16, 7, 7, 2, 1, 3, 3, 3, 3},  /* first layers: few input channels */
+    {3, 1, 7, 9, 16, 3, 3, 1, 1, 1, 1, 1, 1},
+    {3, 3, 15, 13, 32, 7, 7, 2, 1, 2, 3, 1, 0},
+    {3, 16, 15, 13, 64, 3, 3, 1, 2, 2, 2, 2, 2}, /* dilated */
+    {3, 17, 15, 13, 48, 5, 3, 2, 1, 2, 0, 0, 1}, /* 5x3 kernel, 3 output blocks */
+    {1, 64, 7, 7, 128, 3, 3, 1, 1, 1, 1, 1, 1},  /* ResNet's last stage, one image */
+    {2, 16, 3, 2, 16, 3, 3, 1, 1, 1, 1, 1, 1},   /* rows narrower than any tile */
+    {3, 32, 30, 37, 32, 3, 3, 1, 1, 1, 1, 1, 1}, /* rows wider than one tile */
+};
+
+static void test_direct(void **state)
+{
+    (void)state;
+    skip_without_avx512();
+    uint64_t seed = 1;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (int kind = 0; kind < EP_KINDS; kind++, seed += 10)
+            run_case(&cases[k], kind, seed);
+}
+
+/* Few images, each too large for the re-laid input of them all to be held
+ * at once: they go through in chunks, and a thread keeps the weights it
+ * packed for a group from one chunk to the next. */
+static void test_chunks(void **state)
+{
+    (void)state;
+    skip_without_avx512();
+    const direct_case big = {3, 64, 120, 120, 48, 1, 1, 1, 1, 0, 0, 0, 0};
+    run_case(&big, EP_RESIDUAL_RELU, 7);
+}
+
+static void test_unsupported(void **state)
+{
+    (void)state;
+    skip_without_avx512();
+    direct_case dc = {1, 16, 7, 9, 24, 3, 3, 1, 1, 1, 1, 1, 1};
+    bd_conv_geom g = geom_of(&dc);
+    assert_false(bd_conv_direct_supported(&g)); /* 24 output channels */
+    assert_int_equal(bd_conv_direct(&g, NULL, NULL, NULL, NULL), BD_EUNSUPPORTED);
+    g.m = 32;
+    assert_true(bd_conv_direct_supported(&g));
+    g.group = 2;
+    assert_false(bd_conv_direct_supported(&g));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_direct),
+        cmocka_unit_test(test_chunks),
+        cmocka_unit_test(test_unsupported),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
