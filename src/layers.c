@@ -9,23 +9,27 @@ static int generated_name(const char *s)
     return strncmp(s, "onnx::", 6) == 0 || strchr(s, ':') != NULL || s[0] == '\0';
 }
 
-/* "/layer3/layer3.2/conv2/Conv" -> "layer3.2.conv2": each scope either
- * extends the path so far ("layer3" -> "layer3.2") or adds a component. */
+/* "/layer3/layer3.2/conv2/Conv" -> "layer3.2.conv2". PyTorch names a scope
+ * by its module's local name, prefixed with its container's when it is an
+ * element of one ("layer3.2" is element 2 of layer3, "downsample.0" element
+ * 0 of downsample): such a scope replaces its container's component, any
+ * other adds one. */
 static int path_name(const char *node, char *out, size_t cap)
 {
     if (node[0] != '/')
         return 0;
     const char *last = strrchr(node, '/');
+    size_t len = 0, comp = 0; /* comp: where the last component starts in out */
     out[0] = '\0';
-    size_t len = 0;
     for (const char *p = node + 1; p < last;) {
         const char *e = strchr(p, '/');
-        size_t n = (size_t)(e - p);
+        size_t n = (size_t)(e - p), prev = len - comp;
         if (n > 0) {
-            if (len && n > len && strncmp(p, out, len) == 0 && p[len] == '.') {
-                len = 0; /* the scope repeats the path: take it whole */
+            if (len && n > prev && strncmp(p, out + comp, prev) == 0 && p[prev] == '.') {
+                len = comp; /* an element of the last component: it takes its place */
             } else if (len && len + 1 < cap) {
                 out[len++] = '.';
+                comp = len;
             }
             if (len + n >= cap)
                 return 0;

@@ -363,6 +363,31 @@ static bd_status constant_tensor(const bd_node *n, bd_tensor **out)
                         "only value, value_float(s) and value_int(s) constants are supported");
 }
 
+static int is_default_op(const bd_node *n, const char *op)
+{
+    return strcmp(n->op, op) == 0 && (!n->domain[0] || strcmp(n->domain, "ai.onnx") == 0);
+}
+
+/* An Identity of an initializer is that initializer under another name
+ * (exporters wrap weights and biases this way); as a constant, it lets the
+ * executor fuse what reads it. The view shares the initializer's storage;
+ * an initializer nothing else reads then goes. */
+static bd_status identity_constant(bd_graph *g, const bd_node *n, bd_tensor **out)
+{
+    int in = n->inputs[0];
+    const bd_tensor *t = g->values[in].init;
+    BD_TRY(bd_tensor_view(out, t, t->ndim, t->dims));
+    int readers = bd_graph_use_count(g, in);
+    for (int i = 0; i < g->noutputs; i++)
+        readers += g->outputs[i] == in;
+    if (readers == 1)
+        bd_graph_set_init(g, in, NULL);
+    return BD_OK;
+}
+
+/* Constant nodes, and Identity nodes of initializers, become initializers,
+ * so every later stage (layer discovery, fusion, folding) sees one kind of
+ * constant. */
 static bd_status constants_to_initializers(bd_graph *g)
 {
     unsigned char *drop = calloc((size_t)g->nnodes + 1, 1);
@@ -371,7 +396,10 @@ static bd_status constants_to_initializers(bd_graph *g)
     bd_status s = BD_OK;
     for (int i = 0; i < g->nnodes && s == BD_OK; i++) {
         bd_node *n = &g->nodes[i];
-        if (strcmp(n->op, "Constant") != 0 || (n->domain[0] && strcmp(n->domain, "ai.onnx")))
+        int constant = is_default_op(n, "Constant");
+        int alias = is_default_op(n, "Identity") && n->ninputs == 1 && n->inputs[0] >= 0 &&
+                    g->values[n->inputs[0]].init;
+        if (!constant && !alias)
             continue;
         if (n->noutputs != 1 || n->outputs[0] < 0) {
             s = bd_node_fail(n, BD_EFORMAT, "needs exactly one output");
@@ -383,7 +411,7 @@ static bd_status constants_to_initializers(bd_graph *g)
             break;
         }
         bd_tensor *t;
-        s = constant_tensor(n, &t);
+        s = constant ? constant_tensor(n, &t) : identity_constant(g, n, &t);
         if (s == BD_OK) {
             bd_graph_set_init(g, n->outputs[0], t);
             drop[i] = 1;

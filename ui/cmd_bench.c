@@ -7,14 +7,21 @@
 
 #include "cli.h"
 #include "exec.h"
+#include "finetune.h"
+#include "grad.h"
+#include "layers.h"
+#include "train.h"
 #include "threads.h"
 
 static const char help[] =
-    "usage: bitdown bench MODEL [--batch B] [--threads T] [--iters N] [--size HxW]\n\n"
+    "usage: bitdown bench MODEL [--batch B] [--threads T] [--iters N] [--size HxW] [--train]\n\n"
     "Measures forward throughput on random input of the model's input shape (batch\n"
     "B, default 1), after two warm-up passes, and prints images per second and\n"
     "milliseconds per batch (median and best of N passes, default 10).\n\n"
-    "  --size HxW        spatial size where the model leaves it open\n";
+    "  --size HxW        spatial size where the model leaves it open\n"
+    "  --train           training throughput instead: forward and backward with\n"
+    "                    BatchNorm in train mode, gradients of every weight, bias and\n"
+    "                    BatchNorm parameter, cross-entropy on made-up labels\n";
 
 static double now(void)
 {
@@ -61,18 +68,78 @@ static int input_shape(const bd_graph *g, long batch, long h, long w, bd_tensor 
     return CLI_OK;
 }
 
+/* What one timed pass runs. */
+typedef struct pass {
+    bd_graph *g;
+    bd_exec *ex;   /* forward */
+    bd_train *tr;  /* training */
+    int *params, nparams;
+} pass;
+
+static bd_status infer_pass(pass *p, const bd_tensor *x)
+{
+    bd_tensor *y;
+    BD_TRY(bd_exec_run1(p->ex, x, &y));
+    bd_tensor_free(y);
+    return BD_OK;
+}
+
+/* Every layer weight, bias and BatchNorm parameter trains. */
+static bd_status train_setup(pass *p)
+{
+    bd_layer *layers;
+    int n, nextra = 0, *extra = NULL;
+    BD_TRY(bd_layers_find(p->g, &layers, &n));
+    bd_status s = bd_finetune_extra_params(p->g, layers, n, &extra, &nextra);
+    if (s == BD_OK && !(p->params = malloc((size_t)(n + nextra) * sizeof *p->params + 1)))
+        s = bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; s == BD_OK && i < n + nextra; i++)
+        p->params[p->nparams++] = i < n ? layers[i].weight : extra[i - n];
+    bd_train_options o = {.bn_train = 1};
+    if (s == BD_OK)
+        s = bd_train_new(&p->tr, p->g, p->params, p->nparams, &o);
+    free(layers);
+    free(extra);
+    return s;
+}
+
+static bd_status train_pass(pass *p, const bd_tensor *x)
+{
+    bd_tensor *y = NULL, *dy = NULL;
+    bd_tensor **grads = calloc((size_t)p->nparams + 1, sizeof *grads);
+    int *labels = malloc((size_t)x->dims[0] * sizeof *labels);
+    double loss;
+    bd_status s = grads && labels ? bd_train_forward(p->tr, x, &y)
+                                  : bd_fail(BD_ENOMEM, "out of memory");
+    for (int64_t i = 0; s == BD_OK && i < x->dims[0]; i++)
+        labels[i] = (int)(i % y->dims[1]);
+    if (s == BD_OK)
+        s = bd_loss_ce(y, labels, &loss, &dy);
+    if (s == BD_OK)
+        s = bd_train_backward(p->tr, dy, grads);
+    for (int i = 0; grads && i < p->nparams; i++)
+        bd_tensor_free(grads[i]);
+    free(grads);
+    free(labels);
+    bd_tensor_free(y);
+    bd_tensor_free(dy);
+    return s;
+}
+
 int cli_bench(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"help", no_argument, 0, 'h'},          {"batch", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"iters", required_argument, 0, 'n'},
-        {"size", required_argument, 0, 's'},    {0, 0, 0, 0}};
+        {"size", required_argument, 0, 's'},    {"train", no_argument, 0, 'T'},
+        {0, 0, 0, 0}};
     long batch = 1, threads = 0, iters = 10, h = 0, w = 0;
-    int c;
+    int c, training = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'h': fputs(help, stdout); return CLI_OK;
+        case 'T': training = 1; break;
         case 'b':
             if (cli_parse_int("bench", "--batch", optarg, 1, 1 << 16, &batch))
                 return CLI_USAGE;
@@ -102,33 +169,33 @@ int cli_bench(int argc, char **argv)
     if (s != BD_OK)
         return cli_report(s);
     bd_tensor *x = NULL;
-    bd_exec *ex = NULL;
+    pass p = {.g = g};
     double *times = calloc((size_t)iters, sizeof *times);
     int rc = input_shape(g, batch, h, w, &x);
-    if (rc == CLI_OK && (s = bd_exec_new(&ex, g, BD_EXEC_FUSE)) != BD_OK)
+    if (rc == CLI_OK && (s = training ? train_setup(&p) : bd_exec_new(&p.ex, g, BD_EXEC_FUSE)) != BD_OK)
         rc = cli_report(s);
     for (long i = -2; rc == CLI_OK && i < iters; i++) {
-        bd_tensor *y;
         double t0 = now();
-        if ((s = bd_exec_run1(ex, x, &y)) != BD_OK) {
+        if ((s = training ? train_pass(&p, x) : infer_pass(&p, x)) != BD_OK) {
             rc = cli_report(s);
             break;
         }
         if (i >= 0)
             times[i] = now() - t0;
-        bd_tensor_free(y);
     }
     if (rc == CLI_OK) {
         qsort(times, (size_t)iters, sizeof *times, compare_double);
         double median = times[iters / 2];
-        printf("%s: batch %ld, %d threads, %ld passes: %.1f images/s (median %.2f ms, best "
+        printf("%s: batch %ld, %d threads, %ld %s passes: %.1f images/s (median %.2f ms, best "
                "%.2f ms per batch)\n",
-               argv[optind], batch, bd_threads_get(), iters, (double)batch / median,
-               1e3 * median, 1e3 * times[0]);
+               argv[optind], batch, bd_threads_get(), iters, training ? "training" : "forward",
+               (double)batch / median, 1e3 * median, 1e3 * times[0]);
     }
     free(times);
     bd_tensor_free(x);
-    bd_exec_free(ex);
+    bd_exec_free(p.ex);
+    bd_train_free(p.tr);
+    free(p.params);
     bd_graph_free(g);
     return rc;
 }

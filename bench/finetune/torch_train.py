@@ -1,0 +1,42 @@
+#!/usr/bin/python3
+"""PyTorch's training throughput on the example model bitdown is measured on:
+forward and backward with BatchNorm in train mode, gradients of every
+parameter, cross-entropy on made-up labels (what `bitdown bench --train`
+does), random input, median of N passes after two warm-up ones.
+
+usage: torch_train.py resnet|mobilenet BATCH ITERS THREADS
+prints: images/s median_ms
+"""
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../examples/fmnist"))
+import train  # noqa: E402  the example models' definitions
+
+
+def main():
+    name, batch, iters, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = train.ResNet() if name == "resnet" else train.MobileNet()
+    model.train()
+    x = torch.randn(batch, 1, 28, 28)
+    y = torch.arange(batch) % 10
+    loss_fn = torch.nn.CrossEntropyLoss()
+    times = []
+    for i in range(iters + 2):
+        t0 = time.perf_counter()
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    median = times[len(times) // 2]
+    print("%.2f %.3f" % (batch / median, 1e3 * median))
+
+
+if __name__ == "__main__":
+    main()
