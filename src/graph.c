@@ -13,6 +13,19 @@ char *bd_strdup(const char *s)
     return d;
 }
 
+/* The array with room for one more element (doubling), or NULL when out
+ * of memory (the array is then unchanged). */
+static void *grow(void *array, int *cap, int count, size_t elem)
+{
+    if (count < *cap)
+        return array;
+    int n = *cap ? *cap * 2 : 64;
+    void *p = realloc(array, (size_t)n * elem);
+    if (p)
+        *cap = n;
+    return p;
+}
+
 static uint32_t hash_name(const char *s)
 {
     uint32_t h = 2166136261u;
@@ -133,14 +146,10 @@ bd_status bd_graph_value(bd_graph *g, const char *name, int *id)
     }
     if ((g->nvalues + 1) * 2 > g->index_cap)
         BD_TRY(index_grow(g));
-    if (g->nvalues == g->values_cap) {
-        int cap = g->values_cap ? g->values_cap * 2 : 64;
-        bd_value *v = realloc(g->values, (size_t)cap * sizeof *v);
-        if (!v)
-            return bd_fail(BD_ENOMEM, "out of memory");
-        g->values = v;
-        g->values_cap = cap;
-    }
+    bd_value *values = grow(g->values, &g->values_cap, g->nvalues, sizeof *g->values);
+    if (!values)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    g->values = values;
     bd_value *v = &g->values[g->nvalues];
     memset(v, 0, sizeof *v);
     v->name = bd_strdup(name);
@@ -234,14 +243,10 @@ bd_status bd_graph_add_node(bd_graph *g, const char *name, const char *op, const
                             int ninputs, const char *const *inputs, int noutputs,
                             const char *const *outputs, bd_node **node)
 {
-    if (g->nnodes == g->nodes_cap) {
-        int cap = g->nodes_cap ? g->nodes_cap * 2 : 64;
-        bd_node *nodes = realloc(g->nodes, (size_t)cap * sizeof *nodes);
-        if (!nodes)
-            return bd_fail(BD_ENOMEM, "out of memory");
-        g->nodes = nodes;
-        g->nodes_cap = cap;
-    }
+    bd_node *nodes = grow(g->nodes, &g->nodes_cap, g->nnodes, sizeof *g->nodes);
+    if (!nodes)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    g->nodes = nodes;
     bd_node *n = &g->nodes[g->nnodes];
     memset(n, 0, sizeof *n);
     n->name = bd_strdup(name ? name : "");
