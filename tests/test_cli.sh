@@ -51,7 +51,7 @@ done
 [ "$("$BIN" predict $M examples/images/fmnist_test_0000_ankle_boot.png --top 3 | wc -l)" = 4 ] || fail "predict --top 3"
 
 # bench prints a throughput
-"$BIN" bench $M --batch 8 --iters 3 | grep -qE 'batch 8, [0-9]+ threads, 3 passes: [0-9.]+ images/s' || fail "bench output"
+"$BIN" bench $M --batch 8 --iters 3 | grep -qE 'batch 8, [0-9]+ threads, 3 forward passes: [0-9.]+ images/s' || fail "bench output"
 
 # errors: non-zero exit, a message naming what was wrong, nothing on stdout
 expect_fail 2 "unknown command 'frobnicate'" "$BIN" frobnicate
