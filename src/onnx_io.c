@@ -139,15 +139,18 @@ static bd_status fill_typed(const Onnx__TensorProto *tp, const char *what, bd_te
     switch (t->dtype) {
     case BD_F32:
         BD_TRY(typed_count(what, tp->n_float_data, n, "float_data"));
-        memcpy(t->data, tp->float_data, (size_t)n * 4);
+        if (n) /* an empty field's array is NULL, which memcpy must not see */
+            memcpy(t->data, tp->float_data, (size_t)n * 4);
         return BD_OK;
     case BD_F64:
         BD_TRY(typed_count(what, tp->n_double_data, n, "double_data"));
-        memcpy(t->data, tp->double_data, (size_t)n * 8);
+        if (n)
+            memcpy(t->data, tp->double_data, (size_t)n * 8);
         return BD_OK;
     case BD_I64:
         BD_TRY(typed_count(what, tp->n_int64_data, n, "int64_data"));
-        memcpy(t->data, tp->int64_data, (size_t)n * 8);
+        if (n)
+            memcpy(t->data, tp->int64_data, (size_t)n * 8);
         return BD_OK;
     default:
         break;
@@ -214,8 +217,12 @@ static bd_status load_value_info(bd_graph *g, const Onnx__ValueInfoProto *vi, in
     if (!vi->type || vi->type->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE)
         return BD_OK;
     const Onnx__TypeProto__Tensor *tt = vi->type->tensor_type;
-    if (tt->has_elem_type)
+    if (tt->has_elem_type && tt->elem_type != 0) {
+        if (!supported_dtype(tt->elem_type))
+            return bd_fail(BD_EUNSUPPORTED, "value '%s': data type %d is not supported",
+                           vi->name, (int)tt->elem_type);
         v->dtype = (bd_dtype)tt->elem_type;
+    }
     if (!tt->shape)
         return BD_OK;
     if (tt->shape->n_dim > BD_MAX_DIMS)
@@ -480,8 +487,12 @@ static bd_status build_graph(const Onnx__ModelProto *m, const char *dir, bd_grap
     for (size_t i = 0; i < gp->n_input; i++) {
         int id;
         BD_TRY(load_value_info(g, gp->input[i], &id));
-        if (!g->values[id].init) /* old exporters list initializers as inputs too */
-            g->inputs[g->ninputs++] = id;
+        if (g->values[id].init) /* old exporters list initializers as inputs too */
+            continue;
+        for (int j = 0; j < g->ninputs; j++)
+            if (g->inputs[j] == id)
+                return bd_fail(BD_EFORMAT, "graph input '%s' is listed twice", gp->input[i]->name);
+        g->inputs[g->ninputs++] = id;
     }
     for (size_t i = 0; i < gp->n_output; i++)
         BD_TRY(load_value_info(g, gp->output[i], &g->outputs[g->noutputs++]));

@@ -524,13 +524,15 @@ BD_KERNEL(bd_k_pad)
         return bd_k_view(n, out, x, 0, x->dims);
     int64_t nmap = 0;
     for (int d = 0; d < rank; d++) {
-        dims[d] = x->dims[d] + begin[d] + end[d];
+        if (__builtin_add_overflow(x->dims[d], begin[d], &dims[d]) ||
+            __builtin_add_overflow(dims[d], end[d], &dims[d]) ||
+            __builtin_add_overflow(nmap, dims[d], &nmap))
+            return bd_node_fail(n, BD_EINVAL, "pads of axis %d overflow its size", d);
         if (dims[d] < 0)
             return bd_node_fail(n, BD_EINVAL, "pads crop axis %d of size %" PRId64 " below 0", d,
                                 x->dims[d]);
         if (mode != PAD_CONSTANT && x->dims[d] == 0 && dims[d] > 0)
             return bd_node_fail(n, BD_EINVAL, "cannot %s-pad the empty axis %d", mode_name, d);
-        nmap += dims[d];
     }
     BD_TRY(bd_k_output(n, out, x->dtype, rank, dims, 0));
     int64_t total = bd_tensor_count(out[0]);
