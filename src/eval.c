@@ -83,8 +83,20 @@ static bd_status score_batch(const bd_tensor *logits, const int *labels, int b,
     return BD_OK;
 }
 
+static bd_status exec_forward(void *user, const bd_tensor *x, bd_tensor **y)
+{
+    return bd_exec_run1(user, x, y);
+}
+
 bd_status bd_evaluate(bd_exec *ex, const bd_dataset *d, const bd_eval_options *opt,
                       const bd_progress *progress, bd_eval_result *res)
+{
+    return bd_evaluate_with(exec_forward, ex, d, opt, progress, res);
+}
+
+bd_status bd_evaluate_with(bd_eval_forward_fn fwd, void *user, const bd_dataset *d,
+                           const bd_eval_options *opt, const bd_progress *progress,
+                           bd_eval_result *res)
 {
     memset(res, 0, sizeof *res);
     int64_t n = bd_dataset_count(d);
@@ -103,7 +115,7 @@ bd_status bd_evaluate(bd_exec *ex, const bd_dataset *d, const bd_eval_options *o
         bd_tensor *x = NULL, *y = NULL;
         st = bd_dataset_batch(d, idx, b, &x, labels);
         if (st == BD_OK)
-            st = bd_exec_run1(ex, x, &y);
+            st = fwd(user, x, &y);
         if (st == BD_OK)
             st = score_batch(y, labels, b, d, first, res);
         if (st == BD_OK && opt->keep_logits) {

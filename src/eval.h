@@ -27,6 +27,14 @@ typedef struct bd_eval_options {
 
 bd_status bd_evaluate(bd_exec *ex, const bd_dataset *d, const bd_eval_options *opt,
                       const bd_progress *progress, bd_eval_result *res);
+
+/* A forward pass of one batch: *y gets new logits for x. */
+typedef bd_status (*bd_eval_forward_fn)(void *user, const bd_tensor *x, bd_tensor **y);
+
+/* bd_evaluate with the forward passes of fwd (a GPU's executor, device.h). */
+bd_status bd_evaluate_with(bd_eval_forward_fn fwd, void *user, const bd_dataset *d,
+                           const bd_eval_options *opt, const bd_progress *progress,
+                           bd_eval_result *res);
 void bd_eval_result_free(bd_eval_result *res);
 
 /* Indices of the k largest of v[0..n), largest first (ties: lower index). */

@@ -173,31 +173,45 @@ static bd_status decode_into(bd_graph *g, const bd_layer *l, const bd_qlayer *q,
     return bd_qlayer_decode(&view, l, g->values[l->weight].init->data);
 }
 
+/* The CPU engine: the trainer, the teacher's executor and the optimiser
+ * state, all on the host. */
+typedef struct cpu_tuner {
+    bd_graph *student;
+    bd_exec *teacher;
+    const bd_layer *layers;
+    const bd_qlayer *q;
+    bd_finetune_options opt;
+    tuning t;
+    bd_train *tr;
+} cpu_tuner;
+
 /* One SGD step on a batch; *loss gets its loss. */
-static bd_status step(bd_graph *student, bd_exec *teacher, bd_train *tr, const bd_layer *layers,
-                      const bd_qlayer *q, tuning *t, const bd_tensor *x, const int *labels,
-                      const bd_finetune_options *opt, float lr, double *loss)
+static bd_status cpu_step(void *ctx, const bd_tensor *x, const int *labels, float lr,
+                          double *loss)
 {
+    cpu_tuner *c = ctx;
+    tuning *t = &c->t;
+    const bd_finetune_options *opt = &c->opt;
     bd_tensor *logits = NULL, *target = NULL, *dlogits = NULL;
     bd_tensor **grads = calloc((size_t)t->nparams + 1, sizeof *grads);
     if (!grads)
         return bd_fail(BD_ENOMEM, "out of memory");
-    bd_status s = bd_train_forward(tr, x, &logits);
+    bd_status s = bd_train_forward(c->tr, x, &logits);
     if (s == BD_OK && opt->loss == BD_LOSS_KL)
-        s = bd_exec_run1(teacher, x, &target);
+        s = bd_exec_run1(c->teacher, x, &target);
     if (s == BD_OK)
         s = opt->loss == BD_LOSS_KL ? bd_loss_kl(logits, target, loss, &dlogits)
                                     : bd_loss_ce(logits, labels, loss, &dlogits);
     if (s == BD_OK)
-        s = bd_train_backward(tr, dlogits, grads);
+        s = bd_train_backward(c->tr, dlogits, grads);
     for (int i = 0; s == BD_OK && i < t->nlayers; i++) {
-        int64_t count = (int64_t)q[i].k * q[i].d;
-        bd_centroid_gradient(&layers[i], &q[i], grads[i]->data, t->cgrad);
+        int64_t count = (int64_t)c->q[i].k * c->q[i].d;
+        bd_centroid_gradient(&c->layers[i], &c->q[i], grads[i]->data, t->cgrad);
         sgd(t->master[i], t->moment[i], t->cgrad, count, lr, opt->momentum, opt->wd);
-        s = decode_into(student, &layers[i], &q[i], t->master[i]);
+        s = decode_into(c->student, &c->layers[i], &c->q[i], t->master[i]);
     }
     for (int i = t->nlayers; s == BD_OK && i < t->nparams; i++) {
-        bd_tensor *p = student->values[t->params[i]].init;
+        bd_tensor *p = c->student->values[t->params[i]].init;
         /* no weight decay on biases and BatchNorm affine parameters */
         sgd(p->data, t->moment[i], grads[i]->data, bd_tensor_count(p), lr, opt->momentum, 0);
     }
@@ -210,9 +224,53 @@ static bd_status step(bd_graph *student, bd_exec *teacher, bd_train *tr, const b
     return s;
 }
 
+static bd_status cpu_centroids(void *ctx, int i, float *out)
+{
+    const cpu_tuner *c = ctx;
+    memcpy(out, c->t.master[i], (size_t)c->q[i].k * (size_t)c->q[i].d * sizeof *out);
+    return BD_OK;
+}
+
+static void cpu_free(void *ctx)
+{
+    cpu_tuner *c = ctx;
+    bd_train_free(c->tr);
+    tuning_free(&c->t);
+    free(c);
+}
+
+static bd_status cpu_start(void *arg, bd_graph *student, const bd_layer *layers,
+                           const bd_qlayer *q, int n, const bd_finetune_options *opt,
+                           bd_tune_engine *eng)
+{
+    cpu_tuner *c = calloc(1, sizeof *c);
+    if (!c)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    *c = (cpu_tuner){.student = student, .teacher = arg, .layers = layers, .q = q, .opt = *opt};
+    bd_status s = tuning_init(&c->t, student, layers, q, n, opt->tune_bias);
+    if (s != BD_OK) {
+        free(c);
+        return s;
+    }
+    bd_train_options to = {.bn_train = opt->bn_train};
+    *eng = (bd_tune_engine){c, cpu_step, NULL, cpu_centroids, cpu_free};
+    if ((s = bd_train_new(&c->tr, student, c->t.params, c->t.nparams, &to)) != BD_OK)
+        cpu_free(c);
+    return s;
+}
+
 bd_status bd_finetune(bd_graph *student, bd_exec *teacher, const bd_layer *layers, bd_qlayer *q,
                       int n, const bd_dataset *data, const bd_finetune_options *options,
                       const bd_progress *progress, bd_finetune_report *report)
+{
+    return bd_finetune_with(cpu_start, teacher, student, layers, q, n, data, options, progress,
+                            report);
+}
+
+bd_status bd_finetune_with(bd_tune_start_fn start, void *arg, bd_graph *student,
+                           const bd_layer *layers, bd_qlayer *q, int n, const bd_dataset *data,
+                           const bd_finetune_options *options, const bd_progress *progress,
+                           bd_finetune_report *report)
 {
     bd_finetune_options opt = *options;
     bd_finetune_defaults(&opt);
@@ -224,14 +282,11 @@ bd_status bd_finetune(bd_graph *student, bd_exec *teacher, const bd_layer *layer
         return bd_fail(BD_EINVAL, "%s: no images to tune on", bd_dataset_spec(data));
     if (opt.batch > count)
         opt.batch = (int)count;
-    tuning t;
-    BD_TRY(tuning_init(&t, student, layers, q, n, opt.tune_bias));
-    bd_train *tr = NULL;
-    bd_train_options to = {.bn_train = opt.bn_train};
+    bd_tune_engine eng;
+    BD_TRY(start(arg, student, layers, q, n, &opt, &eng));
     int64_t *perm = NULL, *idx = malloc((size_t)opt.batch * sizeof *idx);
     int *labels = malloc((size_t)opt.batch * sizeof *labels);
-    bd_status s = idx && labels ? bd_train_new(&tr, student, t.params, t.nparams, &to)
-                                : bd_fail(BD_ENOMEM, "out of memory");
+    bd_status s = idx && labels ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
     int64_t pos = count, epoch = 0;
     int tenth = opt.iters / 10 > 0 ? opt.iters / 10 : 1;
     double first_sum = 0, last_sum = 0, t0 = now();
@@ -252,7 +307,7 @@ bd_status bd_finetune(bd_graph *student, bd_exec *teacher, const bd_layer *layer
             lr *= powf(opt.gamma, (float)(it / opt.step_every));
         s = bd_dataset_batch(data, idx, opt.batch, &x, labels);
         if (s == BD_OK)
-            s = step(student, teacher, tr, layers, q, &t, x, labels, &opt, lr, &loss);
+            s = eng.step(eng.ctx, x, labels, lr, &loss);
         bd_tensor_free(x);
         if (s != BD_OK)
             break;
@@ -265,11 +320,14 @@ bd_status bd_finetune(bd_graph *student, bd_exec *teacher, const bd_layer *layer
         s = bd_progress_report(progress, "finetune", it + 1, opt.iters, msg, loss);
         report->steps = it + 1;
     }
+    if (s == BD_OK && eng.finish)
+        s = eng.finish(eng.ctx);
     /* what a save writes: the centroids in float16 */
     for (int i = 0; s == BD_OK && i < n; i++) {
         int64_t c = (int64_t)q[i].k * q[i].d;
-        bd_pq_round_fp16(t.master[i], c);
-        memcpy(q[i].centroids, t.master[i], (size_t)c * sizeof(float));
+        if ((s = eng.centroids(eng.ctx, i, q[i].centroids)) != BD_OK)
+            break;
+        bd_pq_round_fp16(q[i].centroids, c);
         s = decode_into(student, &layers[i], &q[i], q[i].centroids);
     }
     if (s == BD_OK) {
@@ -279,8 +337,7 @@ bd_status bd_finetune(bd_graph *student, bd_exec *teacher, const bd_layer *layer
         report->images_per_second =
             report->seconds > 0 ? (double)report->steps * opt.batch / report->seconds : 0;
     }
-    bd_train_free(tr);
-    tuning_free(&t);
+    eng.free(eng.ctx);
     free(perm);
     free(idx);
     free(labels);

@@ -61,6 +61,37 @@ bd_status bd_finetune(bd_graph *student, bd_exec *teacher, const bd_layer *layer
                       int n, const bd_dataset *data, const bd_finetune_options *opt,
                       const bd_progress *progress, bd_finetune_report *report);
 
+/* Where the SGD steps run: on the CPU (bd_finetune) or on a GPU
+ * (device.h). The loop around them (batches in seeded epochs, the learning
+ * rate schedule, progress, the report, and the fp16 rounding and decoding
+ * at the end) is bd_finetune_with's, the same for both. */
+typedef struct bd_tune_engine {
+    void *ctx;
+    /* One SGD step on batch x (labels: its labels, read with BD_LOSS_CE)
+     * at learning rate lr; *loss gets the batch's loss. */
+    bd_status (*step)(void *ctx, const bd_tensor *x, const int *labels, float lr, double *loss);
+    /* After the last step, when the engine keeps tuned values of its own
+     * (a GPU's copies of biases, BatchNorm parameters and statistics):
+     * writes them into the student graph. NULL: nothing to write. */
+    bd_status (*finish)(void *ctx);
+    /* After the last step: the tuned float32 centroids of layer i (k x d). */
+    bd_status (*centroids)(void *ctx, int i, float *out);
+    void (*free)(void *ctx);
+} bd_tune_engine;
+
+/* Sets up an engine for tuning layers[0..n) of student with q (options
+ * with their defaults, batch clamped to the data); returns with eng->ctx
+ * set, or fails having left nothing to free. */
+typedef bd_status (*bd_tune_start_fn)(void *arg, bd_graph *student, const bd_layer *layers,
+                                      const bd_qlayer *q, int n, const bd_finetune_options *opt,
+                                      bd_tune_engine *eng);
+
+/* bd_finetune with the steps on the engine that start sets up. */
+bd_status bd_finetune_with(bd_tune_start_fn start, void *arg, bd_graph *student,
+                           const bd_layer *layers, bd_qlayer *q, int n, const bd_dataset *data,
+                           const bd_finetune_options *opt, const bd_progress *progress,
+                           bd_finetune_report *report);
+
 /* The centroid gradient of a codebook from its layer's weight gradient (as
  * stored): the mean over each centroid's members, k x d into grad (zero for
  * a centroid without members). */

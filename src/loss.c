@@ -96,11 +96,8 @@ bd_status bd_loss_kl(const bd_tensor *student, const bd_tensor *teacher, double 
     return BD_OK;
 }
 
-bd_status bd_loss_ce(const bd_tensor *logits, const int *labels, double *loss,
-                     bd_tensor **dlogits)
+bd_status bd_loss_check_labels(const int *labels, int64_t n, int64_t c)
 {
-    BD_TRY(check_logits("cross-entropy", "logits", logits));
-    const int64_t n = logits->dims[0], c = logits->dims[1];
     if (!labels)
         return bd_fail(BD_EINVAL, "cross-entropy loss: no labels");
     for (int64_t i = 0; i < n; i++)
@@ -109,6 +106,15 @@ bd_status bd_loss_ce(const bd_tensor *logits, const int *labels, double *loss,
                            "cross-entropy loss: label %d of sample %" PRId64
                            " is outside the %" PRId64 " classes",
                            labels[i], i, c);
+    return BD_OK;
+}
+
+bd_status bd_loss_ce(const bd_tensor *logits, const int *labels, double *loss,
+                     bd_tensor **dlogits)
+{
+    BD_TRY(check_logits("cross-entropy", "logits", logits));
+    const int64_t n = logits->dims[0], c = logits->dims[1];
+    BD_TRY(bd_loss_check_labels(labels, n, c));
     double *rows;
     BD_TRY(start("cross-entropy", logits, dlogits, &rows));
     const float *xv = logits->data;

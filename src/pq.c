@@ -82,11 +82,13 @@ void bd_gram_free(bd_gram *gr)
 
 /* Each chunk's sum is formed in float by BLAS and added to the double total,
  * so millions of rows accumulate without float drift. */
-static void add_acc(bd_gram *gr)
+void bd_gram_fold(bd_gram *gr, int64_t rows, int64_t blocks)
 {
     for (int64_t i = 0; i < gr->d; i++)
         for (int64_t j = i; j < gr->d; j++)
             gr->g[i * gr->d + j] += gr->acc[i * gr->d + j];
+    gr->rows += rows;
+    gr->blocks += blocks;
 }
 
 void bd_gram_add_rows(bd_gram *gr, const float *x, int64_t r, int64_t row_len)
@@ -97,9 +99,7 @@ void bd_gram_add_rows(bd_gram *gr, const float *x, int64_t r, int64_t row_len)
     /* r rows of m contiguous blocks are (r*m) rows of d: one SYRK */
     cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)(r * m), 1.0f, x, (int)d,
                 0.0f, gr->acc, (int)d);
-    add_acc(gr);
-    gr->rows += r;
-    gr->blocks += r * m;
+    bd_gram_fold(gr, r, r * m);
 }
 
 void bd_gram_add_cols(bd_gram *gr, const float *cols, int64_t row_len, int64_t ncols)
@@ -110,9 +110,7 @@ void bd_gram_add_cols(bd_gram *gr, const float *cols, int64_t row_len, int64_t n
     for (int64_t b = 0; b < m; b++)
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)d, (int)ncols, 1.0f,
                     cols + b * d * ncols, (int)ncols, b ? 1.0f : 0.0f, gr->acc, (int)d);
-    add_acc(gr);
-    gr->rows += ncols;
-    gr->blocks += ncols * m;
+    bd_gram_fold(gr, ncols, ncols * m);
 }
 
 void bd_gram_finish(bd_gram *gr)
@@ -293,30 +291,56 @@ static void count_members(const int32_t *assign, int64_t n, int k, int64_t *coun
         counts[assign[i]]++;
 }
 
+/* The CPU engine: estep_run and the sums in double, one thread. */
+static bd_status cpu_assign(void *ctx, const float *centroids, int k, int32_t *assign,
+                            int64_t *changed)
+{
+    *changed = estep_run(ctx, centroids, k, assign);
+    return *changed < 0 ? bd_fail(BD_ENOMEM, "out of memory in the E-step") : BD_OK;
+}
+
+static bd_status cpu_sums(void *ctx, const int32_t *assign, int k, double *sums, int64_t *counts)
+{
+    const estep *e = ctx;
+    const int d = e->d;
+    memset(sums, 0, (size_t)k * (size_t)d * sizeof *sums);
+    memset(counts, 0, (size_t)k * sizeof *counts);
+    for (int64_t i = 0; i < e->n; i++) {
+        double *s = sums + (int64_t)assign[i] * d;
+        for (int t = 0; t < d; t++)
+            s[t] += e->sub[i * d + t];
+        counts[assign[i]]++;
+    }
+    return BD_OK;
+}
+
 /* Splits the most populated cluster into every empty one: a copy of its
  * centroid, both nudged apart, then a fresh E-step; repeated until no
  * cluster is empty. A cluster whose members are all the same vector cannot
  * be split, nor can one whose split sent every member one way: neither is
  * chosen again. When no cluster is left to split, the empties stay and are
- * reported. Returns the number left empty, -1 when out of memory. */
-static int repair_empty(const estep *e, float *centroids, int k, int32_t *assign,
-                        int64_t *counts, uint64_t *rng, int *repaired)
+ * reported in *left. */
+static bd_status repair_empty(const bd_pq_engine *eng, const float *sub, int64_t n, int d,
+                              float *centroids, int k, int32_t *assign, int64_t *counts,
+                              uint64_t *rng, int *repaired, int *left)
 {
-    const int d = e->d;
     int64_t *first = malloc((size_t)k * sizeof *first);
     unsigned char *splittable = malloc((size_t)k), *distinct = malloc((size_t)k);
     int *split_now = malloc((size_t)k * sizeof *split_now);
-    int result = -1, empty_before = k + 1, nsplit = 0;
-    if (!first || !splittable || !distinct || !split_now)
+    int empty_before = k + 1, nsplit = 0;
+    bd_status st = BD_OK;
+    if (!first || !splittable || !distinct || !split_now) {
+        st = bd_fail(BD_ENOMEM, "out of memory in the E-step");
         goto done;
+    }
     memset(splittable, 1, (size_t)k);
     for (;;) {
-        count_members(assign, e->n, k, counts);
+        count_members(assign, n, k, counts);
         int empty = 0;
         for (int c = 0; c < k; c++)
             empty += counts[c] == 0;
         if (empty == 0) {
-            result = 0;
+            *left = 0;
             break;
         }
         if (empty >= empty_before) /* last round's splits did not take */
@@ -327,12 +351,12 @@ static int repair_empty(const estep *e, float *centroids, int k, int32_t *assign
         for (int c = 0; c < k; c++)
             first[c] = -1;
         memset(distinct, 0, (size_t)k);
-        for (int64_t i = 0; i < e->n; i++) {
+        for (int64_t i = 0; i < n; i++) {
             int c = assign[i];
             if (first[c] < 0)
                 first[c] = i;
             else if (!distinct[c] &&
-                     memcmp(e->sub + i * d, e->sub + first[c] * d, (size_t)d * sizeof(float)))
+                     memcmp(sub + i * d, sub + first[c] * d, (size_t)d * sizeof(float)))
                 distinct[c] = 1;
         }
         for (int c = 0; c < k; c++)
@@ -362,10 +386,11 @@ static int repair_empty(const estep *e, float *centroids, int k, int32_t *assign
             (*repaired)++;
         }
         if (nsplit == 0) {
-            result = empty;
+            *left = empty;
             break;
         }
-        if (estep_run(e, centroids, k, assign) < 0)
+        int64_t changed;
+        if ((st = eng->assign(eng->ctx, centroids, k, assign, &changed)) != BD_OK)
             break;
     }
 done:
@@ -373,24 +398,7 @@ done:
     free(splittable);
     free(distinct);
     free(split_now);
-    return result;
-}
-
-static void mstep(const float *sub, int64_t n, int d, int k, const int32_t *assign,
-                  float *centroids, double *sums, int64_t *counts)
-{
-    memset(sums, 0, (size_t)k * (size_t)d * sizeof *sums);
-    memset(counts, 0, (size_t)k * sizeof *counts);
-    for (int64_t i = 0; i < n; i++) {
-        double *s = sums + (int64_t)assign[i] * d;
-        for (int t = 0; t < d; t++)
-            s[t] += sub[i * d + t];
-        counts[assign[i]]++;
-    }
-    for (int c = 0; c < k; c++)
-        if (counts[c])
-            for (int t = 0; t < d; t++)
-                centroids[c * d + t] = (float)(sums[c * d + t] / (double)counts[c]);
+    return st;
 }
 
 void bd_pq_result_free(bd_pq_result *res)
@@ -401,19 +409,24 @@ void bd_pq_result_free(bd_pq_result *res)
     memset(res, 0, sizeof *res);
 }
 
-bd_status bd_pq_fit(const float *sub, int64_t n, const bd_gram *gr, const bd_pq_options *opt,
-                    const bd_progress *progress, bd_pq_result *res)
+static bd_status check_fit(int64_t n, int d, int k)
 {
-    memset(res, 0, sizeof *res);
-    const int d = (int)gr->d, k = opt->k;
-    const int iters = opt->iters > 0 ? opt->iters : 100;
     if (d < 1 || d > 64)
         return bd_fail(BD_EINVAL, "block size d=%d is outside 1..64", d);
     if (k < 1 || k > 65536 || (int64_t)k > n)
         return bd_fail(BD_EINVAL, "k=%d centroids for %lld subvectors (k must be 1..%lld)", k,
                        (long long)n, (long long)(n < 65536 ? n : 65536));
-    estep e;
-    BD_TRY(estep_init(&e, sub, n, gr));
+    return BD_OK;
+}
+
+bd_status bd_pq_fit_on(const bd_pq_engine *eng, const float *sub, int64_t n, const bd_gram *gr,
+                       const bd_pq_options *opt, const bd_progress *progress,
+                       bd_pq_result *res)
+{
+    memset(res, 0, sizeof *res);
+    const int d = (int)gr->d, k = opt->k;
+    const int iters = opt->iters > 0 ? opt->iters : 100;
+    BD_TRY(check_fit(n, d, k));
     res->k = k;
     res->d = d;
     res->centroids = malloc((size_t)k * (size_t)d * sizeof *res->centroids);
@@ -437,15 +450,17 @@ bd_status bd_pq_fit(const float *sub, int64_t n, const bd_gram *gr, const bd_pq_
         res->assign[i] = -1;
     uint64_t rng = opt->seed ^ 0x5DEECE66Dull;
     for (int it = 0; it < iters; it++) {
-        int64_t changed = estep_run(&e, res->centroids, k, res->assign);
-        int left = changed < 0 ? -1 : repair_empty(&e, res->centroids, k, res->assign, counts,
-                                                   &rng, &res->empty_repaired);
-        if (changed < 0 || left < 0) {
-            st = bd_fail(BD_ENOMEM, "out of memory in the E-step");
+        int64_t changed;
+        if ((st = eng->assign(eng->ctx, res->centroids, k, res->assign, &changed)) != BD_OK ||
+            (st = repair_empty(eng, sub, n, d, res->centroids, k, res->assign, counts, &rng,
+                               &res->empty_repaired, &res->empty_left)) != BD_OK ||
+            (st = eng->sums(eng->ctx, res->assign, k, sums, counts)) != BD_OK)
             goto done;
-        }
-        res->empty_left = left;
-        mstep(sub, n, d, k, res->assign, res->centroids, sums, counts);
+        /* M-step: each centroid becomes the mean of its members */
+        for (int c = 0; c < k; c++)
+            if (counts[c])
+                for (int t = 0; t < d; t++)
+                    res->centroids[c * d + t] = (float)(sums[c * d + t] / (double)counts[c]);
         double obj = normalised(bd_pq_objective(sub, n, gr, res->centroids, res->assign), gr, n);
         res->objective[it] = obj;
         res->iters = it + 1;
@@ -458,12 +473,24 @@ bd_status bd_pq_fit(const float *sub, int64_t n, const bd_gram *gr, const bd_pq_
             break;
     }
 done:
-    estep_free(&e);
     free(sums);
     free(counts);
     free(perm);
     if (st != BD_OK)
         bd_pq_result_free(res);
+    return st;
+}
+
+bd_status bd_pq_fit(const float *sub, int64_t n, const bd_gram *gr, const bd_pq_options *opt,
+                    const bd_progress *progress, bd_pq_result *res)
+{
+    memset(res, 0, sizeof *res);
+    BD_TRY(check_fit(n, (int)gr->d, opt->k));
+    estep e;
+    BD_TRY(estep_init(&e, sub, n, gr));
+    bd_pq_engine eng = {&e, cpu_assign, cpu_sums};
+    bd_status st = bd_pq_fit_on(&eng, sub, n, gr, opt, progress, res);
+    estep_free(&e);
     return st;
 }
 

@@ -52,6 +52,11 @@ void bd_gram_add_rows(bd_gram *gr, const float *x, int64_t r, int64_t row_len);
 /* Adds the blocks of a transposed chunk: cols[row_len][ncols], one input row
  * per column (the layout im2col produces). */
 void bd_gram_add_cols(bd_gram *gr, const float *cols, int64_t row_len, int64_t ncols);
+/* Adds gr->acc, the float sum of a chunk's blocks (upper triangle,
+ * row-major), to the double total and counts the chunk's rows and blocks:
+ * what every add above ends with, and how a chunk summed elsewhere (on a
+ * GPU) joins the total. */
+void bd_gram_fold(bd_gram *gr, int64_t rows, int64_t blocks);
 /* Symmetrises the sum into g (double). Call once, after the last add. */
 void bd_gram_finish(bd_gram *gr);
 /* The identity, for the weight-only baseline. */
@@ -89,6 +94,27 @@ int bd_pq_max_k(int64_t n);
  * ("em", iteration, iters, ..., objective) and honours cancellation. */
 bd_status bd_pq_fit(const float *sub, int64_t n, const bd_gram *gr, const bd_pq_options *opt,
                     const bd_progress *progress, bd_pq_result *res);
+
+/* Where EM's two heavy steps run, for the n subvectors and the Gram matrix
+ * the engine was made for: bd_pq_fit's own (BLAS and OpenMP) or a GPU's
+ * (device.h). Everything else (initialisation, empty-cluster repair, the
+ * means, the objective, stopping) is bd_pq_fit_on's, the same for both. */
+typedef struct bd_pq_engine {
+    void *ctx;
+    /* E-step: every subvector to its nearest centroid under G, the lowest
+     * index winning ties, written into assign; *changed gets how many
+     * entries changed. */
+    bd_status (*assign)(void *ctx, const float *centroids, int k, int32_t *assign,
+                        int64_t *changed);
+    /* M-step sums: sums[k][d] (double) and counts[k] of the subvectors by
+     * assignment. */
+    bd_status (*sums)(void *ctx, const int32_t *assign, int k, double *sums, int64_t *counts);
+} bd_pq_engine;
+
+/* bd_pq_fit with the heavy steps on eng. */
+bd_status bd_pq_fit_on(const bd_pq_engine *eng, const float *sub, int64_t n, const bd_gram *gr,
+                       const bd_pq_options *opt, const bd_progress *progress,
+                       bd_pq_result *res);
 void bd_pq_result_free(bd_pq_result *res);
 
 /* Assignment of every subvector to its nearest centroid under G (the

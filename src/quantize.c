@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cpu/conv.h"
+#include "device.h"
 #include "exec.h"
 #include "ops.h"
 
@@ -84,6 +85,7 @@ struct bd_calib {
     bd_exec *ex;
     bd_exec_state **states; /* one per batch, or NULL where not held */
     int keep;               /* hold runs between captures (memory allows it) */
+    bd_dexec *dx;           /* the student on the GPU, NULL: on the CPU */
 };
 
 static size_t quarter_of_ram(void)
@@ -128,6 +130,8 @@ bd_status bd_calib_new(bd_calib **out, bd_graph *student, const bd_dataset *d,
     }
     if (s == BD_OK)
         s = bd_exec_new(&c->ex, student, BD_EXEC_FUSE);
+    if (s == BD_OK && opt->device)
+        s = bd_dexec_new(opt->device, student, &c->dx);
     if (s != BD_OK) {
         bd_calib_free(c);
         return s;
@@ -153,6 +157,7 @@ void bd_calib_free(bd_calib *c)
     free(c->states);
     free(c->order);
     bd_exec_free(c->ex);
+    bd_dexec_free(c->dx);
     free(c);
 }
 
@@ -256,6 +261,7 @@ typedef struct capture_job {
     bd_capture *cap;
     int want_gram;
     int64_t first;      /* calibration index of the batch's first image */
+    const int64_t *images; /* which images of the batch the input holds (NULL: all) */
     int64_t capacity;   /* held-out rows at most */
     int64_t per_image;  /* held-out rows per held-out image */
 } capture_job;
@@ -284,7 +290,7 @@ static bd_status capture_conv(capture_job *job, const bd_node *node, const bd_te
         for (int64_t i = 0; i < g.n; i++) {
             if (failed)
                 continue;
-            int64_t img = job->first + i;
+            int64_t img = job->first + (job->images ? job->images[i] : i);
             int held = held_out(job->c, img);
             if (!held && !job->want_gram)
                 continue;
@@ -359,20 +365,112 @@ static bd_status capture_rows(capture_job *job, const bd_node *node, const bd_te
     return BD_OK;
 }
 
-static bd_status batch_state(bd_calib *c, int b, bd_exec_state **st)
+static int batch_images(const bd_calib *c, int b)
 {
     int64_t first = (int64_t)b * c->opt.batch;
-    int n = (int)(c->opt.images - first < c->opt.batch ? c->opt.images - first : c->opt.batch);
+    return (int)(c->opt.images - first < c->opt.batch ? c->opt.images - first : c->opt.batch);
+}
+
+/* The images of calibration batch b. */
+static bd_status load_batch(bd_calib *c, int b, bd_tensor **x)
+{
+    int n = batch_images(c, b);
     int *labels = malloc((size_t)n * sizeof *labels);
     if (!labels)
         return bd_fail(BD_ENOMEM, "out of memory");
-    bd_tensor *x = NULL;
-    bd_status s = bd_dataset_batch(c->data, c->order + first, n, &x, labels);
+    bd_status s = bd_dataset_batch(c->data, c->order + (int64_t)b * c->opt.batch, n, x, labels);
     free(labels);
-    if (s != BD_OK)
-        return s;
-    s = bd_exec_state_new(c->ex, &x, st);
+    return s;
+}
+
+static bd_status batch_state(bd_calib *c, int b, bd_exec_state **st)
+{
+    bd_tensor *x = NULL;
+    BD_TRY(load_batch(c, b, &x));
+    bd_status s = bd_exec_state_new(c->ex, &x, st);
     bd_tensor_free(x);
+    return s;
+}
+
+/* Batch b on the CPU, from its held run if there is one (and holding it
+ * afterwards while memory allows). */
+static bd_status host_batch(bd_calib *c, int b, const bd_layer *l, capture_job *job,
+                            size_t *held_bytes)
+{
+    const bd_node *node = &c->student->nodes[l->node];
+    bd_status s = BD_OK;
+    bd_exec_state *st = c->states[b];
+    if (st && bd_exec_state_node(c->ex, st) > l->node) {
+        bd_exec_state_free(c->ex, st);
+        st = c->states[b] = NULL;
+    }
+    if (!st)
+        s = batch_state(c, b, &st);
+    if (s == BD_OK)
+        s = bd_exec_advance(c->ex, st, l->node);
+    if (s == BD_OK) {
+        const bd_tensor *x = bd_exec_state_value(st, node->inputs[0]);
+        const bd_tensor *w = c->student->values[l->weight].init;
+        if (!x || x->dtype != BD_F32)
+            s = bd_fail(BD_EINVAL, "layer '%s': its input is not a float32 tensor", l->name);
+        else if (strcmp(node->op, "Conv") == 0)
+            s = capture_conv(job, node, x, w);
+        else
+            s = capture_rows(job, node, x);
+    }
+    if (st && c->keep && s == BD_OK) {
+        c->states[b] = st;
+        *held_bytes += bd_exec_state_bytes(c->ex, st);
+        if (*held_bytes > c->opt.cache_bytes) {
+            c->keep = 0; /* too big for memory: recompute from the input from now on */
+            drop_states(c);
+        }
+    } else {
+        bd_exec_state_free(c->ex, st);
+        c->states[b] = NULL;
+    }
+    return s;
+}
+
+/* Batch b on the GPU: the forward up to the layer and a Conv's Gram blocks
+ * stay there; only the held-out images' inputs come back, for the error
+ * metric's rows, chosen by the CPU's own code. A Gemm or MatMul's input
+ * (a row or a few per image) comes back whole and goes the CPU's way. */
+static bd_status device_batch(bd_calib *c, int b, const bd_layer *l, capture_job *job)
+{
+    const bd_node *node = &c->student->nodes[l->node];
+    const int n = batch_images(c, b);
+    bd_tensor *x = NULL, *in = NULL;
+    int64_t *train = malloc(2 * (size_t)n * sizeof *train);
+    bd_status s = train ? load_batch(c, b, &x) : bd_fail(BD_ENOMEM, "out of memory");
+    if (s == BD_OK)
+        s = bd_dexec_until(c->dx, x, l->node);
+    int64_t *held = train + n;
+    int ntrain = 0, nheld = 0;
+    for (int i = 0; s == BD_OK && i < n; i++) {
+        if (held_out(c, job->first + i))
+            held[nheld++] = i;
+        else
+            train[ntrain++] = i;
+    }
+    if (s == BD_OK && strcmp(node->op, "Conv") == 0) {
+        s = bd_dexec_gram(c->dx, l->node, train, ntrain, &job->cap->gram);
+        if (s == BD_OK && nheld > 0)
+            s = bd_dexec_fetch(c->dx, node->inputs[0], held, nheld, &in);
+        if (s == BD_OK && nheld > 0) {
+            capture_job only_held = *job;
+            only_held.images = held;
+            only_held.want_gram = 0;
+            s = capture_conv(&only_held, node, in, c->student->values[l->weight].init);
+        }
+    } else if (s == BD_OK) {
+        s = bd_dexec_fetch(c->dx, node->inputs[0], NULL, n, &in);
+        if (s == BD_OK)
+            s = capture_rows(job, node, in);
+    }
+    bd_tensor_free(in);
+    bd_tensor_free(x);
+    free(train);
     return s;
 }
 
@@ -380,7 +478,6 @@ bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d,
                            const bd_progress *progress, bd_capture *cap)
 {
     memset(cap, 0, sizeof *cap);
-    const bd_node *node = &c->student->nodes[l->node];
     cap->row_len = l->row_len;
     BD_TRY(bd_gram_init(&cap->gram, d));
     int64_t held_images = 0;
@@ -398,42 +495,14 @@ bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d,
         bd_capture_free(cap);
         return bd_fail(BD_ENOMEM, "out of memory for held-out rows of layer '%s'", l->name);
     }
-    capture_job job = {c, l, cap, 1, 0, capacity,
+    capture_job job = {c, l, cap, 1, 0, NULL, capacity,
                        held_images ? (capacity + held_images - 1) / held_images : 0};
-    bd_status s = BD_OK;
+    /* the GPU's copy of the student catches up with weights changed since */
+    bd_status s = c->dx ? bd_dexec_sync(c->dx) : BD_OK;
     size_t held_bytes = 0;
     for (int b = 0; b < c->nbatches && s == BD_OK; b++) {
-        bd_exec_state *st = c->states[b];
-        if (st && bd_exec_state_node(c->ex, st) > l->node) {
-            bd_exec_state_free(c->ex, st);
-            st = c->states[b] = NULL;
-        }
-        if (!st)
-            s = batch_state(c, b, &st);
-        if (s == BD_OK)
-            s = bd_exec_advance(c->ex, st, l->node);
-        if (s == BD_OK) {
-            const bd_tensor *x = bd_exec_state_value(st, node->inputs[0]);
-            const bd_tensor *w = c->student->values[l->weight].init;
-            job.first = (int64_t)b * c->opt.batch;
-            if (!x || x->dtype != BD_F32)
-                s = bd_fail(BD_EINVAL, "layer '%s': its input is not a float32 tensor", l->name);
-            else if (strcmp(node->op, "Conv") == 0)
-                s = capture_conv(&job, node, x, w);
-            else
-                s = capture_rows(&job, node, x);
-        }
-        if (st && c->keep && s == BD_OK) {
-            c->states[b] = st;
-            held_bytes += bd_exec_state_bytes(c->ex, st);
-            if (held_bytes > c->opt.cache_bytes) {
-                c->keep = 0; /* too big for memory: recompute from the input from now on */
-                drop_states(c);
-            }
-        } else {
-            bd_exec_state_free(c->ex, st);
-            c->states[b] = NULL;
-        }
+        job.first = (int64_t)b * c->opt.batch;
+        s = c->dx ? device_batch(c, b, l, &job) : host_batch(c, b, l, &job, &held_bytes);
         if (s == BD_OK) {
             char msg[256];
             snprintf(msg, sizeof msg, "layer %s: batch %d of %d", l->name, b + 1, c->nbatches);
@@ -517,7 +586,8 @@ static bd_status fit(const bd_layer *l, const bd_pq_layout *lay, const float *su
     bd_pq_options po = {.k = opt->k, .iters = opt->iters, .seed = opt->seed,
                         .stop_when_stable = 1};
     bd_pq_result res;
-    bd_status s = bd_pq_fit(sub, lay->n, gram, &po, progress, &res);
+    bd_status s = opt->device ? bd_device_pq_fit(opt->device, sub, lay->n, gram, &po, progress, &res)
+                              : bd_pq_fit(sub, lay->n, gram, &po, progress, &res);
     bd_gram_free(&identity);
     if (s != BD_OK)
         return s;

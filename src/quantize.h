@@ -21,6 +21,9 @@
 
 typedef enum bd_objective { BD_OBJ_ACT = 0, BD_OBJ_WEIGHT = 1 } bd_objective;
 
+/* A GPU (device.h); NULL in an option means the CPU. */
+typedef struct bd_device bd_device;
+
 const char *bd_objective_name(bd_objective o);
 
 /* A quantized layer: its codebook, codes and what was measured. */
@@ -58,10 +61,16 @@ typedef struct bd_calib_options {
     int holdout_every;
     int64_t holdout_rows; /* held-out rows kept per layer (default 4096) */
     size_t cache_bytes;   /* most memory the held runs may use (default 1/4 RAM) */
+    /* Run the calibration forward and sum the Gram matrix on this GPU
+     * (NULL: the CPU). The GPU holds no runs between captures: each
+     * capture runs the batches from the input, which costs the GPU less
+     * than keeping every batch's activations would cost its memory. */
+    bd_device *device;
 } bd_calib_options;
 
 /* The calibration set: `images` samples of d in a seeded order. The student
- * graph is borrowed and must outlive the cache. */
+ * graph is borrowed and must outlive the cache. With a device, fails with
+ * BD_EUNSUPPORTED when the device cannot run the student. */
 bd_status bd_calib_new(bd_calib **out, bd_graph *student, const bd_dataset *d,
                        const bd_calib_options *opt);
 void bd_calib_free(bd_calib *c);
@@ -91,6 +100,7 @@ typedef struct bd_quantize_options {
     int iters;         /* EM iterations (default 100) */
     uint64_t seed;
     int compare_objectives; /* also fit the other objective, to report its error */
+    bd_device *device; /* run EM on this GPU (NULL: the CPU) */
 } bd_quantize_options;
 
 /* Captures the layer's inputs from the student, fits a codebook to the

@@ -11,10 +11,7 @@ struct bd_train {
     int *params;
     int nparams;
     bd_train_options opt;
-    unsigned char *req;   /* per value: the loss's gradient flows through it */
-    unsigned char *keep;  /* per value: the backward reads it */
-    int *last_read;       /* per value: the last node that reads it */
-    int first;            /* the first node that reads a value in req */
+    bd_train_plan plan;
     bd_exec *prefix;      /* runs nodes before `first` (BatchNorm frozen only) */
     /* what the last forward left for the backward */
     bd_tensor **vals;
@@ -25,53 +22,74 @@ struct bd_train {
 
 static int is_bn(const bd_node *n) { return strcmp(n->op, "BatchNormalization") == 0; }
 
-static bd_status plan(bd_train *t)
+void bd_train_plan_free(bd_train_plan *p)
 {
-    const bd_graph *g = t->g;
-    for (int i = 0; i < t->nparams; i++) {
-        int v = t->params[i];
-        if (v < 0 || v >= g->nvalues || !g->values[v].init)
-            return bd_fail(BD_EINVAL, "parameter %d is not an initializer of the graph", v);
-        t->req[v] = 1;
+    free(p->req);
+    free(p->keep);
+    free(p->last_read);
+    memset(p, 0, sizeof *p);
+}
+
+bd_status bd_train_plan_new(const bd_graph *g, const int *params, int n,
+                            int (*supported)(const char *op), bd_train_plan *p)
+{
+    size_t nv = (size_t)g->nvalues + 1;
+    memset(p, 0, sizeof *p);
+    p->req = calloc(nv, 1);
+    p->keep = calloc(nv, 1);
+    p->last_read = malloc(nv * sizeof *p->last_read);
+    if (!p->req || !p->keep || !p->last_read) {
+        bd_train_plan_free(p);
+        return bd_fail(BD_ENOMEM, "out of memory");
     }
-    t->first = -1;
-    for (int i = 0; i < g->nnodes; i++) {
-        const bd_node *n = &g->nodes[i];
+    for (int v = 0; v < g->nvalues; v++)
+        p->last_read[v] = -1;
+    bd_status s = BD_OK;
+    for (int i = 0; s == BD_OK && i < n; i++) {
+        int v = params[i];
+        if (v < 0 || v >= g->nvalues || !g->values[v].init)
+            s = bd_fail(BD_EINVAL, "parameter %d is not an initializer of the graph", v);
+        else
+            p->req[v] = 1;
+    }
+    p->first = -1;
+    for (int i = 0; s == BD_OK && i < g->nnodes; i++) {
+        const bd_node *nd = &g->nodes[i];
         int any = 0;
-        for (int k = 0; k < n->ninputs; k++)
-            any |= n->inputs[k] >= 0 && t->req[n->inputs[k]];
-        for (int k = 0; k < n->ninputs; k++)
-            if (n->inputs[k] >= 0)
-                t->last_read[n->inputs[k]] = i;
+        for (int k = 0; k < nd->ninputs; k++)
+            any |= nd->inputs[k] >= 0 && p->req[nd->inputs[k]];
+        for (int k = 0; k < nd->ninputs; k++)
+            if (nd->inputs[k] >= 0)
+                p->last_read[nd->inputs[k]] = i;
         if (!any)
             continue;
-        if (t->first < 0)
-            t->first = i;
-        if (!bd_grad_supported(n->op))
-            return bd_node_fail(n, BD_EUNSUPPORTED, "op '%s' has no backward pass", n->op);
-        for (int k = 0; k < n->noutputs; k++)
-            if (n->outputs[k] >= 0)
-                t->req[n->outputs[k]] = 1;
+        if (p->first < 0)
+            p->first = i;
+        if (!supported(nd->op)) {
+            s = bd_node_fail(nd, BD_EUNSUPPORTED, "op '%s' has no backward pass", nd->op);
+            break;
+        }
+        for (int k = 0; k < nd->noutputs; k++)
+            if (nd->outputs[k] >= 0)
+                p->req[nd->outputs[k]] = 1;
     }
-    if (t->first < 0)
-        return bd_fail(BD_EINVAL, "no node reads the parameters to train");
-    if (g->noutputs != 1 || !t->req[g->outputs[0]])
-        return bd_fail(BD_EINVAL, "the parameters to train do not reach the model's output");
+    if (s == BD_OK && p->first < 0)
+        s = bd_fail(BD_EINVAL, "no node reads the parameters to train");
+    if (s == BD_OK && (g->noutputs != 1 || !p->req[g->outputs[0]]))
+        s = bd_fail(BD_EINVAL, "the parameters to train do not reach the model's output");
     /* the backward reads the inputs and outputs of every node it visits */
-    for (int i = t->first; i < g->nnodes; i++) {
-        const bd_node *n = &g->nodes[i];
-        for (int k = 0; k < n->ninputs; k++)
-            if (n->inputs[k] >= 0)
-                t->keep[n->inputs[k]] = 1;
-        for (int k = 0; k < n->noutputs; k++)
-            if (n->outputs[k] >= 0)
-                t->keep[n->outputs[k]] = 1;
+    for (int i = p->first; s == BD_OK && i < g->nnodes; i++) {
+        const bd_node *nd = &g->nodes[i];
+        for (int k = 0; k < nd->ninputs; k++)
+            if (nd->inputs[k] >= 0)
+                p->keep[nd->inputs[k]] = 1;
+        for (int k = 0; k < nd->noutputs; k++)
+            if (nd->outputs[k] >= 0)
+                p->keep[nd->outputs[k]] = 1;
     }
-    /* Unfused: a fused step may reach past `first` (a residual Add placed
-     * after it), leaving values the training pass needs uncomputed. */
-    if (!t->opt.bn_train && t->first > 0)
-        BD_TRY(bd_exec_new(&t->prefix, g, 0));
-    return BD_OK;
+    if (s != BD_OK)
+        bd_train_plan_free(p);
+    return s;
 }
 
 bd_status bd_train_new(bd_train **out, bd_graph *g, const int *params, int n,
@@ -87,21 +105,20 @@ bd_status bd_train_new(bd_train **out, bd_graph *g, const int *params, int n,
         t->opt.bn_momentum = 0.1f;
     size_t nv = (size_t)g->nvalues + 1;
     t->params = malloc((size_t)n * sizeof *t->params + 1);
-    t->req = calloc(nv, 1);
-    t->keep = calloc(nv, 1);
-    t->last_read = malloc(nv * sizeof *t->last_read);
     t->vals = calloc(nv, sizeof *t->vals);
     t->owned = calloc(nv, 1);
     t->saved = calloc((size_t)g->nnodes + 1, sizeof *t->saved);
     bd_status s = BD_OK;
-    if (!t->params || !t->req || !t->keep || !t->last_read || !t->vals || !t->owned || !t->saved)
+    if (!t->params || !t->vals || !t->owned || !t->saved)
         s = bd_fail(BD_ENOMEM, "out of memory");
     if (s == BD_OK) {
         memcpy(t->params, params, (size_t)n * sizeof *params);
-        for (int v = 0; v < g->nvalues; v++)
-            t->last_read[v] = -1;
-        s = plan(t);
+        s = bd_train_plan_new(g, params, n, bd_grad_supported, &t->plan);
     }
+    /* Unfused: a fused step may reach past `first` (a residual Add placed
+     * after it), leaving values the training pass needs uncomputed. */
+    if (s == BD_OK && !t->opt.bn_train && t->plan.first > 0)
+        s = bd_exec_new(&t->prefix, g, 0);
     if (s != BD_OK) {
         bd_train_free(t);
         return s;
@@ -130,17 +147,15 @@ void bd_train_free(bd_train *t)
     if (t->vals && t->owned && t->saved)
         drop_state(t);
     bd_exec_free(t->prefix);
+    bd_train_plan_free(&t->plan);
     free(t->params);
-    free(t->req);
-    free(t->keep);
-    free(t->last_read);
     free(t->vals);
     free(t->owned);
     free(t->saved);
     free(t);
 }
 
-int bd_train_first_node(const bd_train *t) { return t->first; }
+int bd_train_first_node(const bd_train *t) { return t->plan.first; }
 
 static bd_status set_value(bd_train *t, int v, const bd_tensor *src)
 {
@@ -186,7 +201,7 @@ static bd_status forward_node(bd_train *t, int i, const bd_grad_ctx *ctx, bd_ten
     BD_TRY(bd_grad_forward(t->g, n, ins, outs, &t->saved[i], ctx));
     if (is_bn(n) && ctx->bn_train && ins[0]->ndim >= 2)
         update_running(t, n, &t->saved[i], bd_tensor_count(ins[0]) / ins[0]->dims[1]);
-    if (i < t->first)
+    if (i < t->plan.first)
         bd_saved_free(&t->saved[i]);
     for (int k = 0; k < n->noutputs; k++) {
         int v = n->outputs[k];
@@ -200,7 +215,7 @@ static bd_status forward_node(bd_train *t, int i, const bd_grad_ctx *ctx, bd_ten
     /* values the backward will not read go as soon as the forward is done */
     for (int k = 0; k < n->ninputs; k++) {
         int v = n->inputs[k];
-        if (v >= 0 && t->owned[v] && !t->keep[v] && t->last_read[v] == i) {
+        if (v >= 0 && t->owned[v] && !t->plan.keep[v] && t->plan.last_read[v] == i) {
             bd_tensor_free(t->vals[v]);
             t->vals[v] = NULL;
             t->owned[v] = 0;
@@ -233,14 +248,14 @@ bd_status bd_train_forward(bd_train *t, const bd_tensor *x, bd_tensor **logits)
     if (t->prefix) { /* frozen layers first, fused, keeping what is alive at `first` */
         bd_exec_state *st;
         BD_TRY(bd_exec_state_new(t->prefix, (bd_tensor *const *)&x, &st));
-        s = bd_exec_advance(t->prefix, st, t->first);
+        s = bd_exec_advance(t->prefix, st, t->plan.first);
         for (int v = 0; s == BD_OK && v < g->nvalues; v++) {
             const bd_tensor *val = g->values[v].init ? NULL : bd_exec_state_value(st, v);
             if (val)
                 s = set_value(t, v, val);
         }
         bd_exec_state_free(t->prefix, st);
-        start = t->first;
+        start = t->plan.first;
     } else {
         s = set_value(t, g->inputs[0], x);
     }
@@ -299,7 +314,7 @@ bd_status bd_train_backward(bd_train *t, const bd_tensor *dlogits, bd_tensor **g
     if (s == BD_OK)
         s = bd_tensor_clone(&dval[g->outputs[0]], dlogits);
     bd_grad_ctx ctx = {.bn_train = t->opt.bn_train};
-    for (int i = g->nnodes - 1; s == BD_OK && i >= t->first; i--) {
+    for (int i = g->nnodes - 1; s == BD_OK && i >= t->plan.first; i--) {
         const bd_node *n = &g->nodes[i];
         int any_out = 0, any_in = 0;
         for (int k = 0; k < n->noutputs; k++) {
@@ -310,7 +325,7 @@ bd_status bd_train_backward(bd_train *t, const bd_tensor *dlogits, bd_tensor **g
         }
         for (int k = 0; k < n->ninputs; k++) {
             int v = n->inputs[k];
-            want[k] = v >= 0 && t->req[v];
+            want[k] = v >= 0 && t->plan.req[v];
             any_in |= want[k];
             ins[k] = v < 0 ? NULL : g->values[v].init ? g->values[v].init : t->vals[v];
             din[k] = NULL;

@@ -13,6 +13,22 @@
 
 typedef struct bd_train bd_train;
 
+/* What training a graph for some parameters involves, worked out once and
+ * shared by this trainer and the GPU's (device.h). */
+typedef struct bd_train_plan {
+    unsigned char *req;  /* per value: the loss's gradient flows through it */
+    unsigned char *keep; /* per value: the backward reads it */
+    int *last_read;      /* per value: the last node that reads it, -1 if none */
+    int first;           /* the first node that reads a value in req */
+} bd_train_plan;
+
+/* Plans training of g for params[0..n) (value ids of initializers);
+ * supported(op) says whether the backward pass has the op. Fails naming
+ * the first node on the gradient's path it lacks. */
+bd_status bd_train_plan_new(const bd_graph *g, const int *params, int n,
+                            int (*supported)(const char *op), bd_train_plan *p);
+void bd_train_plan_free(bd_train_plan *p);
+
 typedef struct bd_train_options {
     /* BatchNormalization on batch statistics, running statistics updated
      * with this momentum (PyTorch's convention: running = (1 - m) running

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "compressed.h"
+#include "device.h"
 #include "eval.h"
 #include "exec.h"
 #include "model_meta.h"
@@ -103,11 +104,21 @@ static void model_part_free(model_part *m)
     memset(m, 0, sizeof *m);
 }
 
+/* The model's executors on the GPU (they read its graphs). */
+static void drop_device_execs(bd_workspace *ws)
+{
+    bd_dexec_free(ws->dev_teacher);
+    bd_dexec_free(ws->dev_student);
+    ws->dev_teacher = ws->dev_student = NULL;
+    ws->device_cannot = 0;
+}
+
 static void drop_model(bd_workspace *ws)
 {
     /* the calibration cache runs the student: it goes first */
     bd_calib_free(ws->calib);
     ws->calib = NULL;
+    drop_device_execs(ws);
     for (int k = 0; k < 2; k++) {
         bd_dataset_free(ws->data[k]);
         ws->data[k] = NULL;
@@ -139,6 +150,7 @@ void bd_ws_free(bd_workspace *ws)
     if (!ws)
         return;
     drop_model(ws);
+    bd_device_close(ws->device);
     free(ws->checkpoint);
     pthread_mutex_destroy(&ws->mu);
     free(ws);
@@ -664,14 +676,56 @@ static bd_progress start_op(bd_workspace *ws)
 
 /* ---- work ------------------------------------------------------------------------- */
 
-static bd_status calib_of(bd_workspace *ws, bd_calib **c)
+/* A GPU that cannot run the model (it lacks an op: BD_EUNSUPPORTED) leaves
+ * the model to the CPU, which is said once; any other failure of the GPU
+ * (CUDA's, memory) is the operation's. */
+static bd_status cpu_instead(bd_workspace *ws, const bd_progress *p, bd_status s)
+{
+    if (s != BD_EUNSUPPORTED)
+        return s;
+    ws->device_cannot = 1;
+    char msg[640];
+    snprintf(msg, sizeof msg, "cuda cannot run this model (%s); the CPU runs it",
+             bd_error_message());
+    bd_error_clear();
+    return bd_progress_report(p, "device", 0, 0, msg, 0);
+}
+
+/* Whether the loaded model runs on the GPU (*on), making its executors
+ * there on first use. */
+static bd_status device_execs(bd_workspace *ws, const bd_progress *p, int *on)
+{
+    *on = 0;
+    if (!ws->device || ws->device_cannot)
+        return BD_OK;
+    if (!ws->dev_student) {
+        bd_status s = bd_dexec_new(ws->device, ws->teacher, &ws->dev_teacher);
+        if (s == BD_OK)
+            s = bd_dexec_new(ws->device, ws->student, &ws->dev_student);
+        if (s != BD_OK) {
+            drop_device_execs(ws);
+            return cpu_instead(ws, p, s);
+        }
+    }
+    *on = 1;
+    return BD_OK;
+}
+
+static bd_status calib_of(bd_workspace *ws, const bd_progress *p, bd_calib **c)
 {
     if (!ws->calib) {
         bd_dataset *d = NULL;
         BD_TRY(data_of(ws, BD_DATA_CALIB, &d));
         bd_calib_options co = {.images = ws->n[BD_DATA_CALIB], .batch = ws->batch,
-                               .seed = ws->seed};
-        BD_TRY(bd_calib_new(&ws->calib, ws->student, d, &co));
+                               .seed = ws->seed,
+                               .device = ws->device_cannot ? NULL : ws->device};
+        bd_status s = bd_calib_new(&ws->calib, ws->student, d, &co);
+        if (s != BD_OK && co.device) {
+            BD_TRY(cpu_instead(ws, p, s));
+            co.device = NULL;
+            s = bd_calib_new(&ws->calib, ws->student, d, &co);
+        }
+        BD_TRY(s);
     }
     *c = ws->calib;
     return BD_OK;
@@ -681,7 +735,7 @@ static bd_quantize_options options_of(const bd_workspace *ws, const bd_ws_layer 
 {
     bd_quantize_options o = {.d = l->d, .k = l->k, .objective = l->objective,
                              .iters = iters > 0 ? iters : 100, .seed = ws->seed,
-                             .compare_objectives = ws->compare};
+                             .compare_objectives = ws->compare, .device = ws->device};
     return o;
 }
 
@@ -703,7 +757,20 @@ static bd_status tune_layers(bd_workspace *ws, const int *idx, int n, const bd_f
         o.seed = ws->seed;
     if (o.batch <= 0)
         o.batch = ws->batch;
+    int on = 0;
     if (s == BD_OK)
+        s = device_execs(ws, progress, &on);
+    if (s == BD_OK && on) {
+        s = bd_dexec_sync(ws->dev_teacher);
+        if (s == BD_OK)
+            s = bd_device_finetune(ws->device, ws->student, ws->dev_teacher, ls, qs, n, d, &o,
+                                   progress, report);
+        if (s != BD_OK) { /* an op the GPU's backward pass lacks: the CPU tunes */
+            s = cpu_instead(ws, progress, s);
+            on = 0;
+        }
+    }
+    if (s == BD_OK && !on)
         s = bd_finetune(ws->student, ws->teacher_ex, ls, qs, n, d, &o, progress, report);
     if (s == BD_OK) {
         bd_ws_lock(ws);
@@ -727,7 +794,7 @@ bd_status bd_ws_quantize_list(bd_workspace *ws, const int *idx, int n, const cha
     bd_calib *calib;
     undo_step u = {0};
     int tuning = tune && tune->iters > 0;
-    bd_status s = calib_of(ws, &calib);
+    bd_status s = calib_of(ws, &progress, &calib);
     for (int j = 0; s == BD_OK && j < n; j++)
         s = bd_plan_check(&ws->layers[idx[j]].layer, ws->layers[idx[j]].d,
                           ws->layers[idx[j]].k);
@@ -874,7 +941,7 @@ bd_status bd_ws_trial(bd_workspace *ws, int i, int d, const int *ks, int nk, int
         BD_TRY(bd_plan_check(&l->layer, d, ks[j]));
     bd_progress progress = start_op(ws);
     bd_calib *calib;
-    BD_TRY(calib_of(ws, &calib));
+    BD_TRY(calib_of(ws, &progress, &calib));
     bd_capture cap;
     BD_TRY(bd_calib_capture(calib, &l->layer, d, &progress, &cap));
     const bd_tensor *orig = ws->original[i];
@@ -900,12 +967,26 @@ bd_status bd_ws_trial(bd_workspace *ws, int i, int d, const int *ks, int nk, int
 
 /* ---- results ------------------------------------------------------------------------- */
 
-static bd_status accuracy(bd_exec *ex, const bd_dataset *d, int64_t n, int batch,
+static bd_status cpu_forward(void *ex, const bd_tensor *x, bd_tensor **y)
+{
+    return bd_exec_run1(ex, x, y);
+}
+
+static bd_status gpu_forward(void *dx, const bd_tensor *x, bd_tensor **y)
+{
+    return bd_dexec_run1(dx, x, y);
+}
+
+/* Top-1 and top-5 of one model: on the GPU when dx is set, else ex. */
+static bd_status accuracy(bd_exec *ex, bd_dexec *dx, const bd_dataset *d, int64_t n, int batch,
                           const bd_progress *p, bd_accuracy *out)
 {
     bd_eval_options eo = {.limit = n, .batch = batch};
     bd_eval_result r;
-    BD_TRY(bd_evaluate(ex, d, &eo, p, &r));
+    if (dx)
+        BD_TRY(bd_dexec_sync(dx));
+    BD_TRY(bd_evaluate_with(dx ? gpu_forward : cpu_forward, dx ? (void *)dx : (void *)ex, d, &eo,
+                            p, &r));
     out->valid = 1;
     out->n = r.n;
     out->top1 = 100.0 * (double)r.top1 / (double)r.n;
@@ -924,9 +1005,13 @@ bd_status bd_ws_eval(bd_workspace *ws, int64_t n, bd_accuracy *teacher, bd_accur
     char key[600];
     snprintf(key, sizeof key, "%s#%lld", ws->spec[BD_DATA_EVAL], (long long)n);
     bd_accuracy t = ws->teacher_acc, st;
+    int on;
+    BD_TRY(device_execs(ws, &progress, &on));
     if (!t.valid || !ws->teacher_acc_key || strcmp(key, ws->teacher_acc_key) != 0)
-        BD_TRY(accuracy(ws->teacher_ex, d, n, ws->batch, &progress, &t));
-    BD_TRY(accuracy(ws->student_ex, d, n, ws->batch, &progress, &st));
+        BD_TRY(accuracy(ws->teacher_ex, on ? ws->dev_teacher : NULL, d, n, ws->batch, &progress,
+                        &t));
+    BD_TRY(accuracy(ws->student_ex, on ? ws->dev_student : NULL, d, n, ws->batch, &progress,
+                    &st));
     char *k = bd_strdup(key);
     if (!k)
         return bd_fail(BD_ENOMEM, "out of memory");
@@ -1098,19 +1183,51 @@ bd_status bd_ws_save(bd_workspace *ws, const char *path, int decoded)
 
 /* ---- settings ------------------------------------------------------------------------ */
 
+/* Puts dev (NULL: the CPU) in use; what ran on the old device is dropped. */
+static void use_device(bd_workspace *ws, bd_device *dev)
+{
+    bd_calib_free(ws->calib); /* it runs on the device it was made for */
+    ws->calib = NULL;
+    drop_device_execs(ws);
+    bd_device *old = ws->device;
+    bd_ws_lock(ws); /* the TUI draws the device's description */
+    ws->device = dev;
+    bd_ws_unlock(ws);
+    bd_device_close(old);
+}
+
 bd_status bd_ws_device(bd_workspace *ws, const char *name)
 {
     if (strcmp(name, "cpu") == 0) {
-        ws->cuda = 0;
+        if (ws->device)
+            use_device(ws, NULL);
         return BD_OK;
     }
-    if (strcmp(name, "cuda") == 0)
-        return bd_fail(BD_EUNSUPPORTED,
-                       "device cuda: this build of bitdown has no CUDA backend; staying on the CPU");
-    return bd_fail(BD_EINVAL, "unknown device '%s' (cpu or cuda)", name);
+    if (strcmp(name, "cuda") != 0)
+        return bd_fail(BD_EINVAL, "unknown device '%s' (cpu or cuda)", name);
+    if (ws->device)
+        return BD_OK;
+    bd_device *dev;
+    bd_status s = bd_device_open(name, &dev);
+    if (s != BD_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", bd_error_message());
+        return bd_fail(s, "device cuda: %s; staying on the CPU", why);
+    }
+    use_device(ws, dev);
+    return BD_OK;
 }
 
-const char *bd_ws_device_name(const bd_workspace *ws) { return ws->cuda ? "cuda" : "cpu"; }
+const char *bd_ws_device_name(const bd_workspace *ws) { return ws->device ? "cuda" : "cpu"; }
+
+const char *bd_ws_device_describe(const bd_workspace *ws, char *buf, size_t cap)
+{
+    if (ws->device)
+        snprintf(buf, cap, "cuda %s", bd_device_describe(ws->device));
+    else
+        snprintf(buf, cap, "cpu %d threads", ws->threads);
+    return buf;
+}
 
 bd_status bd_ws_threads(bd_workspace *ws, int n)
 {

@@ -209,10 +209,17 @@ bd_status bd_ws_resume(bd_workspace *ws, const char *checkpoint, int *resumed);
 
 /* ---- settings ------------------------------------------------------------------ */
 
-/* "cpu" or "cuda"; cuda fails with a clear message when no GPU (or no CUDA
- * build) is there, and the device stays as it was. */
+/* "cpu" or "cuda" (the first GPU); cuda fails with a clear message when no
+ * GPU (or no CUDA build) is there, and the device stays as it was. With
+ * cuda, quantization (the calibration forward, the Gram matrix, EM),
+ * evaluation and fine-tuning run on the GPU; a model with an op the GPU
+ * lacks runs on the CPU, which is said once through the progress callback
+ * (stage "device"). Predictions of single images run on the CPU. */
 bd_status bd_ws_device(bd_workspace *ws, const char *name);
 const char *bd_ws_device_name(const bd_workspace *ws);
+/* What computes, for a header line: "cpu 2 threads", or "cuda" and the
+ * GPU's name and memory. Into buf (cap bytes), which it returns. */
+const char *bd_ws_device_describe(const bd_workspace *ws, char *buf, size_t cap);
 bd_status bd_ws_threads(bd_workspace *ws, int n);
 int bd_ws_get_threads(const bd_workspace *ws);
 /* Images per forward pass for calibration, evaluation and fine-tuning

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "device.h"
 #include "exec.h"
 #include "workspace.h"
 
@@ -50,7 +51,10 @@ struct bd_workspace {
     bd_dataset *data[2];
     bd_calib *calib;
     /* settings */
-    int cuda;
+    bd_device *device; /* the GPU in use, NULL: the CPU */
+    /* the loaded model on the GPU, made on first use */
+    bd_dexec *dev_teacher, *dev_student;
+    int device_cannot; /* the GPU lacks an op of the loaded model: the CPU runs it */
     int threads;
     int batch;
     int compare;

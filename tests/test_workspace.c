@@ -200,12 +200,20 @@ static void test_settings(void **state)
 {
     (void)state;
     bd_workspace *ws = open_ws();
-    assert_int_not_equal(bd_ws_device(ws, "cuda"), BD_OK);
-    assert_non_null(strstr(bd_error_message(), "cuda"));
+    char desc[192];
+    if (bd_ws_device(ws, "cuda") == BD_OK) { /* a GPU: test_cuda checks what runs on it */
+        assert_string_equal(bd_ws_device_name(ws), "cuda");
+        assert_non_null(strstr(bd_ws_device_describe(ws, desc, sizeof desc), "cuda "));
+        assert_int_equal(bd_ws_device(ws, "cpu"), BD_OK);
+    } else {
+        assert_non_null(strstr(bd_error_message(), "device cuda: "));
+        assert_non_null(strstr(bd_error_message(), "staying on the CPU"));
+    }
     assert_string_equal(bd_ws_device_name(ws), "cpu");
     assert_int_not_equal(bd_ws_device(ws, "tpu"), BD_OK);
     assert_int_equal(bd_ws_threads(ws, 1), BD_OK);
     assert_int_equal(bd_ws_get_threads(ws), 1);
+    assert_string_equal(bd_ws_device_describe(ws, desc, sizeof desc), "cpu 1 threads");
     assert_int_not_equal(bd_ws_threads(ws, 0), BD_OK);
     bd_ws_seed(ws, 7);
     assert_int_equal(bd_ws_get_seed(ws), 7);

@@ -184,7 +184,8 @@ BD_KERNEL(bd_k_hard_sigmoid)
     return unary(n, in[0], out, hard_sigmoid_f32, NULL, p);
 }
 
-BD_KERNEL(bd_k_clip)
+bd_status bd_k_clip_bounds(const bd_graph *g, const bd_node *n, bd_tensor *const *in, float *lo,
+                           float *hi)
 {
     static const char *const names[2] = {"min", "max"};
     float p[2] = {-INFINITY, INFINITY};
@@ -202,5 +203,14 @@ BD_KERNEL(bd_k_clip)
                                 names[k], bd_tensor_count(b));
         p[k] = (float)bd_tensor_get_f64(b, 0);
     }
+    *lo = p[0];
+    *hi = p[1];
+    return BD_OK;
+}
+
+BD_KERNEL(bd_k_clip)
+{
+    float p[2];
+    BD_TRY(bd_k_clip_bounds(g, n, in, &p[0], &p[1]));
     return unary(n, in[0], out, clip_f32, NULL, p);
 }

@@ -54,6 +54,13 @@ BD_GRAD(bd_g_reshape); /* Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropou
 BD_GRAD(bd_g_transpose);
 BD_GRAD(bd_g_concat);
 
+/* Softmax (or LogSoftmax) node n on x works on rows of len elements,
+ * inner apart, outer * inner of them: the layout of the opset >= 13
+ * per-axis form, and of the older one, which coerces the input to 2-D at
+ * the axis (inner is then 1). Only x's shape is read. */
+bd_status bd_softmax_rows(const bd_graph *g, const bd_node *n, const bd_tensor *x,
+                          int64_t *outer, int64_t *len, int64_t *inner);
+
 /* dst = scale * src summed over the dims that shape (ndim, dims) is
  * broadcast along to reach src's shape (numpy rules: dims right-aligned,
  * a size-1 or absent dim is broadcast): the gradient of a broadcast

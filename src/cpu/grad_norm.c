@@ -143,11 +143,8 @@ BD_GRAD(bd_g_batchnorm)
     return BD_OK;
 }
 
-/* Softmax over rows of len elements, inner apart: the layout of the
- * opset >= 13 per-axis form, and of the older one, which coerces the input
- * to 2-D at the axis (inner is then 1). */
-static bd_status softmax_rows(const bd_graph *g, const bd_node *n, const bd_tensor *x,
-                              int64_t *outer, int64_t *len, int64_t *inner)
+bd_status bd_softmax_rows(const bd_graph *g, const bd_node *n, const bd_tensor *x,
+                          int64_t *outer, int64_t *len, int64_t *inner)
 {
     int rank = x->ndim > 0 ? x->ndim : 1, axis;
     BD_TRY(bd_k_axis(n, bd_attr_int(n, "axis", g->opset < 13 ? 1 : -1), rank, &axis));
@@ -169,7 +166,7 @@ static bd_status softmax_backward(const bd_grad_args *a, bd_tensor **din, int lo
 {
     const bd_tensor *y = a->out[0];
     int64_t outer, len, inner;
-    BD_TRY(softmax_rows(a->g, a->n, y, &outer, &len, &inner));
+    BD_TRY(bd_softmax_rows(a->g, a->n, y, &outer, &len, &inner));
     BD_TRY(bd_k_output(a->n, &din[0], BD_F32, y->ndim, y->dims, 0));
     const float *yv = y->data, *dyv = a->dy->data;
     float *dxv = din[0]->data;

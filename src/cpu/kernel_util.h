@@ -42,6 +42,11 @@ bd_status bd_k_view(const bd_node *n, bd_tensor **out, const bd_tensor *src, int
 bd_status bd_k_int_list(const bd_node *n, int from_input, const bd_tensor *t, const char *name,
                         int64_t *vals, int cap, int *count);
 
+/* Clip's bounds (attributes before opset 11, optional scalar inputs
+ * since; -inf and inf where absent). in[1] and in[2] are read only. */
+bd_status bd_k_clip_bounds(const bd_graph *g, const bd_node *n, bd_tensor *const *in, float *lo,
+                           float *hi);
+
 /* The numpy broadcast of two shapes; fails naming both shapes. */
 bd_status bd_k_broadcast_shape(const bd_node *n, int na, const int64_t *a, int nb,
                                const int64_t *b, int *nout, int64_t *out);

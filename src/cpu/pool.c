@@ -8,15 +8,11 @@
 #include <string.h>
 
 #include "kernel_util.h"
+#include "pool.h"
 
-enum { SPATIAL = 3 };
+enum { SPATIAL = BD_POOL_SPATIAL };
 
 typedef enum pool_kind { POOL_MAX, POOL_AVG } pool_kind;
-
-typedef struct pool_geom {
-    int64_t in[SPATIAL], out[SPATIAL], kernel[SPATIAL], stride[SPATIAL], dilation[SPATIAL];
-    int64_t pad_begin[SPATIAL], pad_end[SPATIAL];
-} pool_geom;
 
 static void accumulate(const float *x, int64_t count, int64_t stride, pool_kind kind, float *max,
                        double *sum)
@@ -70,9 +66,7 @@ static bd_status pool_ints(const bd_node *n, const char *name, int len, int64_t 
     return BD_OK;
 }
 
-/* Reads kernel_shape, strides, dilations, pads, auto_pad and ceil_mode for
- * an input of shape [N, C, spatial...]. */
-static bd_status pool_geometry(const bd_node *n, const bd_tensor *x, pool_geom *pg)
+bd_status bd_pool_geometry(const bd_node *n, const bd_tensor *x, bd_pool_geom *pg)
 {
     int s = x->ndim - 2;
     if (s < 1 || s > SPATIAL)
@@ -144,7 +138,7 @@ static bd_status pool_geometry(const bd_node *n, const bd_tensor *x, pool_geom *
 /* The window of output position o along spatial dim t: the first input
  * index it reads, how many taps fall inside the input, and how many inside
  * the padded input (the divisor of count_include_pad). */
-static void window(const pool_geom *pg, int t, int64_t o, int64_t *first, int64_t *taps,
+static void window(const bd_pool_geom *pg, int t, int64_t o, int64_t *first, int64_t *taps,
                    int64_t *padded)
 {
     int64_t start = o * pg->stride[t] - pg->pad_begin[t], j0, unused;
@@ -161,7 +155,7 @@ typedef struct row_windows {
 } row_windows;
 
 /* Computes one row (the last spatial dim) of a plane's output. */
-static void pool_row(const pool_geom *pg, const row_windows *rw, const float *x, float *y,
+static void pool_row(const bd_pool_geom *pg, const row_windows *rw, const float *x, float *y,
                      int64_t o0, int64_t o1, pool_kind kind, int include_pad)
 {
     int64_t first[SPATIAL], taps[SPATIAL], padded[SPATIAL];
@@ -193,15 +187,18 @@ static void pool_row(const pool_geom *pg, const row_windows *rw, const float *x,
 static bd_status pool(const bd_node *n, const bd_tensor *x, bd_tensor **out, pool_kind kind,
                       int include_pad)
 {
-    pool_geom pg;
+    bd_pool_geom pg;
     BD_TRY(bd_k_want_f32(n, x, "input"));
-    BD_TRY(pool_geometry(n, x, &pg));
+    BD_TRY(bd_pool_geometry(n, x, &pg));
     int64_t dims[2 + SPATIAL];
     dims[0] = x->dims[0];
     dims[1] = x->dims[1];
     int s = x->ndim - 2;
     memcpy(dims + 2, pg.out + SPATIAL - s, (size_t)s * sizeof *dims);
     BD_TRY(bd_k_output(n, out, BD_F32, x->ndim, dims, 0));
+    /* an empty output needs no window table, whatever length its rows claim */
+    if (bd_tensor_count(out[0]) == 0)
+        return BD_OK;
     int64_t rows_per_plane = pg.out[0] * pg.out[1];
     int64_t rows = x->dims[0] * x->dims[1] * rows_per_plane;
     int64_t in_plane = pg.in[0] * pg.in[1] * pg.in[2];

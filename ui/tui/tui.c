@@ -174,11 +174,11 @@ static void draw_header(tui *t, tui_rect r, int unsaved)
     } else {
         snprintf(acc, sizeof acc, "top-1 not evaluated yet (e)");
     }
-    char line1[512], line2[512];
-    snprintf(line1, sizeof line1, " bitdown %s %s %s %s %d threads %s %d/%d layers quantized%s",
-             tui_sym("\u2502", "|"), bd_ws_path(ws), tui_sym("\u2502", "|"), bd_ws_device_name(ws),
-             bd_ws_get_threads(ws), tui_sym("\u2502", "|"), quantized, n,
-             unsaved ? "  [unsaved]" : "");
+    char line1[512], line2[512], device[192];
+    snprintf(line1, sizeof line1, " bitdown %s %s %s %s %s %d/%d layers quantized%s",
+             tui_sym("\u2502", "|"), bd_ws_path(ws), tui_sym("\u2502", "|"),
+             bd_ws_device_describe(ws, device, sizeof device), tui_sym("\u2502", "|"), quantized,
+             n, unsaved ? "  [unsaved]" : "");
     snprintf(line2, sizeof line2, " %s fp32 %s %s  ratio %.2fx %s %s",
              tui_mb(sz.fp32_bytes, a, sizeof a), tui_sym("\u2192", "->"),
              tui_mb(sz.compressed_bytes, b, sizeof b), sz.ratio, tui_sym("\u2502", "|"), acc);
