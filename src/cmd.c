@@ -174,7 +174,9 @@ static const command commands[] = {
      {BD_ARG_NONE, NULL}, 1, 1, 0, cmd_load},
     {{"data", "data [calib|eval [SPEC]] [n=N]", "set the calibration or evaluation images",
       "Sets the images used for calibration (the inputs whose activations weigh\n"
-      "the quantization) or for evaluation, and how many of them (n=N). SPEC is\n"
+      "the quantization, and fine-tuning's images) or for evaluation, and how many\n"
+      "of them (n=N; calibration: 1024 by default; fine-tuning draws its batches\n"
+      "from the whole set). SPEC is\n"
       "fmnist:train, fmnist:test, idx:IMAGES.gz,LABELS.gz, dir:PATH or list:FILE;\n"
       "without it the current one is kept and only n changes. Without arguments,\n"
       "shows both.",

@@ -19,7 +19,6 @@ static const char help[] =
     "  -o, --output FILE     where to write (atomically)\n"
     "  --teacher MODEL       the original model (default: the one the file names)\n"
     "  --data SPEC           training images (default: the model's dataset, train split)\n"
-    "  --data-n N            use the first N of them in a seeded order (default all)\n"
     "  --mode layer|global   one layer at a time, or all together (default global)\n"
     "  --iters N             SGD steps (per layer with --mode layer; default 500)\n"
     "  --batch B             images per step (default 64)\n"
@@ -37,7 +36,7 @@ static const char help[] =
 
 typedef struct args {
     const char *model, *out, *teacher, *data, *eval;
-    long data_n, eval_n, seed, threads, iters, batch, step;
+    long eval_n, seed, threads, iters, batch, step;
     int global;
     bd_finetune_options o;
 } args;
@@ -66,7 +65,7 @@ static int parse(int argc, char **argv, args *a)
     static const struct option opts[] = {
         {"help", no_argument, 0, 'h'},         {"output", required_argument, 0, 'o'},
         {"teacher", required_argument, 0, 'T'}, {"data", required_argument, 0, 'd'},
-        {"data-n", required_argument, 0, 'N'}, {"mode", required_argument, 0, 'M'},
+        {"mode", required_argument, 0, 'M'},
         {"iters", required_argument, 0, 'i'},  {"batch", required_argument, 0, 'b'},
         {"lr", required_argument, 0, 'l'},     {"momentum", required_argument, 0, 'm'},
         {"wd", required_argument, 0, 'w'},     {"step", required_argument, 0, 's'},
@@ -100,7 +99,6 @@ static int parse(int argc, char **argv, args *a)
         case 'm': rc = number("--momentum", optarg, &a->o.momentum); break;
         case 'w': rc = number("--wd", optarg, &a->o.wd); break;
         case 'g': rc = number("--gamma", optarg, &a->o.gamma); break;
-        case 'N': rc = cli_parse_int("finetune", "--data-n", optarg, 1, 1L << 40, &a->data_n); break;
         case 'E': rc = cli_parse_int("finetune", "--eval-n", optarg, 1, 1L << 40, &a->eval_n); break;
         case 'i': rc = cli_parse_int("finetune", "--iters", optarg, 1, 100000000, &a->iters); break;
         case 'b': rc = cli_parse_int("finetune", "--batch", optarg, 1, 65536, &a->batch); break;
@@ -129,11 +127,11 @@ static int parse(int argc, char **argv, args *a)
 static bd_status tune(bd_workspace *ws, const args *a)
 {
     if (a->data)
-        BD_TRY(bd_ws_data(ws, BD_DATA_CALIB, a->data, a->data_n));
+        BD_TRY(bd_ws_data(ws, BD_DATA_CALIB, a->data, 0));
     else if (!bd_ws_data_spec(ws, BD_DATA_CALIB))
         return bd_fail(BD_EINVAL, "--data is needed: %s names no dataset", a->model);
     else
-        BD_TRY(bd_ws_data(ws, BD_DATA_CALIB, bd_ws_data_spec(ws, BD_DATA_CALIB), a->data_n));
+        BD_TRY(bd_ws_data(ws, BD_DATA_CALIB, bd_ws_data_spec(ws, BD_DATA_CALIB), 0));
     bd_accuracy t, before, after;
     if (a->eval) {
         BD_TRY(bd_ws_data(ws, BD_DATA_EVAL, a->eval, a->eval_n));
