@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "bd_test_node.h"
+#include "cpu/conv.h"
 #include "graph.h"
 #include "ops.h"
 
@@ -164,6 +165,55 @@ static void test_conv(void **state)
     (void)state;
     for (size_t c = 0; c < sizeof conv_cases / sizeof conv_cases[0]; c++)
         run_conv(&conv_cases[c], 10 * c + 1);
+}
+
+/* bd_im2col_range against its definition, on column ranges that start and
+ * end inside an output row and inside an image (the convs themselves only
+ * ask for whole images): pads on every side, strides, dilations, groups. */
+static void test_im2col_range(void **state)
+{
+    (void)state;
+    static const bd_conv_geom geoms[] = {
+        /* n c h w m group kh kw sh sw dh dw pt pl pb pr oh ow */
+        {3, 4, 7, 9, 4, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 7, 9},
+        {2, 3, 11, 8, 3, 1, 3, 2, 2, 3, 1, 2, 2, 0, 1, 3, 6, 3},
+        {2, 2, 5, 6, 2, 1, 1, 3, 1, 1, 1, 1, 0, 4, 0, 0, 5, 8},
+        {2, 2, 4, 4, 2, 1, 2, 2, 1, 1, 2, 2, 3, 3, 3, 3, 8, 8},
+    };
+    for (size_t t = 0; t < sizeof geoms / sizeof geoms[0]; t++) {
+        const bd_conv_geom *g = &geoms[t];
+        const int64_t cg = g->c / g->group, k = bd_conv_rows(g), ohw = g->oh * g->ow;
+        const int64_t total = g->n * ohw;
+        float *x = malloc((size_t)(g->n * g->c * g->h * g->w) * sizeof *x);
+        float *cols = malloc((size_t)(k * total) * sizeof *cols);
+        bd_test_fill_random(x, (size_t)(g->n * g->c * g->h * g->w), 7 + t, -1, 1);
+        const int64_t ranges[][2] = {{0, total}, {1, total - 1}, {ohw - 2, 5}, {g->ow + 1, ohw}};
+        for (int64_t gi = 0; gi < g->group; gi++)
+            for (size_t q = 0; q < sizeof ranges / sizeof ranges[0]; q++) {
+                const int64_t c0 = ranges[q][0], n = ranges[q][1];
+                bd_im2col_range(g, x, gi, c0, n, cols);
+                for (int64_t r = 0; r < k; r++)
+                    for (int64_t j = 0; j < n; j++) {
+                        const int64_t col = c0 + j, img = col / ohw;
+                        const int64_t oy = col % ohw / g->ow, ox = col % g->ow;
+                        const int64_t c = r / (g->kh * g->kw), ki = r / g->kw % g->kh;
+                        const int64_t kj = r % g->kw;
+                        const int64_t iy = oy * g->sh - g->pad_t + ki * g->dh;
+                        const int64_t ix = ox * g->sw - g->pad_l + kj * g->dw;
+                        const float want =
+                            iy < 0 || iy >= g->h || ix < 0 || ix >= g->w
+                                ? 0.0f
+                                : x[((img * g->c + gi * cg + c) * g->h + iy) * g->w + ix];
+                        if (cols[r * n + j] != want)
+                            fail_msg("geometry %zu, group %lld, columns [%lld, +%lld): row %lld "
+                                     "column %lld is %g, not %g",
+                                     t, (long long)gi, (long long)c0, (long long)n, (long long)r,
+                                     (long long)j, cols[r * n + j], want);
+                    }
+            }
+        free(x);
+        free(cols);
+    }
 }
 
 static void test_conv_errors(void **state)
@@ -366,7 +416,8 @@ static void test_matmul_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conv),   cmocka_unit_test(test_conv_errors),
+        cmocka_unit_test(test_conv),   cmocka_unit_test(test_im2col_range),
+        cmocka_unit_test(test_conv_errors),
         cmocka_unit_test(test_gemm),   cmocka_unit_test(test_gemm_errors),
         cmocka_unit_test(test_matmul), cmocka_unit_test(test_matmul_errors),
     };

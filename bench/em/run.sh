@@ -24,6 +24,13 @@ cat >"$TMP/em.lua" <<'LUA'
 local model, spec, n = arg[1], arg[2], tonumber(arg[3])
 bd.load(model)
 bd.data("calib", spec ~= "-" and spec or nil, {n = n})
+-- untimed: the first use of a device pays for its start (the CUDA context,
+-- cuBLAS's handle, the model's upload), which is not a cost of EM
+for _, dev in ipairs{"cpu", "cuda"} do
+  bd.device(dev)
+  bd.quantize(arg[4], {iters = 1})
+  bd.undo()
+end
 for i = 4, #arg do
   local name = arg[i]
   local row = {name}
@@ -58,7 +65,8 @@ run() { # label model spec images layers...
 }
 run resnet_bn examples/fmnist/resnet_bn.onnx - 1024 layer1.0.conv1 layer2.0.conv2 layer3.0.conv2
 R18=$ROOT/../shared/models/resnet18_bgd_small.onnx
-PHOTOS=$(/usr/bin/python3 -c 'import skimage, os; print(os.path.dirname(skimage.__file__) + "/data")' 2>/dev/null || true)
+# BD_PHOTOS: a folder of the same photos, for a GPU machine without Debian's skimage.
+PHOTOS=${BD_PHOTOS:-$(/usr/bin/python3 -c 'import skimage, os; print(os.path.dirname(skimage.__file__) + "/data")' 2>/dev/null || true)}
 if [ -f "$R18" ] && [ -n "$PHOTOS" ]; then
   mkdir -p "$TMP/photos/all"
   for p in astronaut chelsea coffee rocket motorcycle_left motorcycle_right camera page; do

@@ -116,58 +116,58 @@ bd_status bd_conv_geom_from_node(const bd_node *n, const bd_tensor *x, const bd_
     return BD_OK;
 }
 
-/* One output row's worth of im2col for one kernel tap: out[0..n) gets the
- * input row `in` sampled at ox = ox0 .. ox0+n-1 (zero outside [0, w)). Plain
- * loops: rows are often only 7 to 28 wide, where library calls cost more
- * than the copy. */
-__attribute__((optimize("no-tree-loop-distribute-patterns")))
-static void tap_row(const bd_conv_geom *g, const float *in, int64_t x_off, int64_t ox0,
-                    int64_t n, float *out)
+void bd_conv_valid_cols(const bd_conv_geom *g, int64_t x_off, int64_t *lo, int64_t *hi)
 {
-    /* output columns ox whose input column ox*sw + x_off lies in [0, w) */
-    int64_t lo = x_off >= 0 ? 0 : (-x_off + g->sw - 1) / g->sw;
-    int64_t hi = g->w - x_off <= 0 ? 0 : (g->w - x_off + g->sw - 1) / g->sw;
-    lo = lo < ox0 ? 0 : lo - ox0;
-    hi = hi < ox0 ? 0 : hi - ox0;
-    if (hi > n)
-        hi = n;
-    if (lo > hi)
-        lo = hi;
-    for (int64_t j = 0; j < lo; j++)
-        out[j] = 0.0f;
-    const float *src = in + ox0 * g->sw + x_off;
-    if (g->sw == 1) {
-        for (int64_t j = lo; j < hi; j++)
-            out[j] = src[j];
-    } else {
-        for (int64_t j = lo; j < hi; j++)
-            out[j] = src[j * g->sw];
-    }
-    for (int64_t j = hi; j < n; j++)
-        out[j] = 0.0f;
+    int64_t l = x_off >= 0 ? 0 : (-x_off + g->sw - 1) / g->sw;
+    int64_t h = g->w - x_off <= 0 ? 0 : (g->w - x_off + g->sw - 1) / g->sw;
+    if (h > g->ow)
+        h = g->ow;
+    *lo = l < h ? l : h;
+    *hi = h;
 }
 
-/* One row of the im2col matrix, r = (c, ki, kj), over columns [c0, c0 + n). */
+/* One row of the im2col matrix, r = (c, ki, kj), over columns [c0, c0 + n),
+ * walked output row by output row. The valid columns depend only on the
+ * tap, so they are found once; rows are often only 7 to 28 wide, where a
+ * division or a library call per row costs more than the copy. */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
 static void im2col_row(const bd_conv_geom *g, const float *x, int64_t gi, int64_t r, int64_t c0,
                        int64_t n, float *row)
 {
     const int64_t cg = g->c / g->group, ohw = g->oh * g->ow, plane = g->h * g->w;
     const int64_t c = r / (g->kh * g->kw), ki = r / g->kw % g->kh, kj = r % g->kw;
-    const int64_t x_off = kj * g->dw - g->pad_l;
-    /* walk the columns output row by output row */
+    const int64_t x_off = kj * g->dw - g->pad_l, sw = g->sw;
+    int64_t lo, hi;
+    bd_conv_valid_cols(g, x_off, &lo, &hi);
+    int64_t img = c0 / ohw, oy = c0 % ohw / g->ow, ox = c0 % g->ow;
     for (int64_t j = 0; j < n;) {
-        int64_t col = c0 + j, img = col / ohw, p = col % ohw;
-        int64_t oy = p / g->ow, ox = p % g->ow;
-        int64_t len = g->ow - ox < n - j ? g->ow - ox : n - j;
-        int64_t iy = oy * g->sh - g->pad_t + ki * g->dh;
-        if (iy < 0 || iy >= g->h) {
-            for (int64_t t = 0; t < len; t++)
-                row[j + t] = 0.0f;
-        } else {
-            const float *in = x + (img * g->c + gi * cg + c) * plane + iy * g->w;
-            tap_row(g, in, x_off, ox, len, row + j);
+        const int64_t len = g->ow - ox < n - j ? g->ow - ox : n - j, end = ox + len;
+        const int64_t iy = oy * g->sh - g->pad_t + ki * g->dh;
+        float *out = row + j - ox; /* indexed by ox */
+        int64_t a = ox, b = ox; /* [a, b): the valid columns of this stretch */
+        if (iy >= 0 && iy < g->h) {
+            a = lo > ox ? (lo < end ? lo : end) : ox;
+            b = hi < end ? (hi > a ? hi : a) : end;
+            const float *in = x + (img * g->c + gi * cg + c) * plane + iy * g->w + x_off;
+            if (sw == 1) {
+#pragma omp simd
+                for (int64_t t = a; t < b; t++)
+                    out[t] = in[t];
+            } else {
+                for (int64_t t = a; t < b; t++)
+                    out[t] = in[t * sw];
+            }
         }
+        for (int64_t t = ox; t < a; t++)
+            out[t] = 0.0f;
+        for (int64_t t = b; t < end; t++)
+            out[t] = 0.0f;
         j += len;
+        ox = 0;
+        if (++oy == g->oh) {
+            oy = 0;
+            img++;
+        }
     }
 }
 
@@ -227,11 +227,8 @@ static void depthwise_channel(const bd_conv_geom *g, const float *x, const float
             const float *in = x + iy * g->w;
             for (int64_t kj = 0; kj < g->kw; kj++) {
                 float wv = w[ki * g->kw + kj];
-                int64_t x_off = kj * g->dw - g->pad_l;
-                int64_t lo = x_off >= 0 ? 0 : (-x_off + g->sw - 1) / g->sw;
-                int64_t hi = g->w - x_off <= 0 ? 0 : (g->w - x_off + g->sw - 1) / g->sw;
-                if (hi > g->ow)
-                    hi = g->ow;
+                int64_t x_off = kj * g->dw - g->pad_l, lo, hi;
+                bd_conv_valid_cols(g, x_off, &lo, &hi);
                 if (g->sw == 1) {
                     const float *src = in + x_off;
                     for (int64_t ox = lo; ox < hi; ox++)

@@ -31,6 +31,10 @@ bd_status bd_conv_geom_from_node(const bd_node *n, const bd_tensor *x, const bd_
 /* cols[K][OH*OW] from one image's channels of one group, x = [C/group][H][W]. */
 void bd_im2col(const bd_conv_geom *g, const float *x, float *cols);
 
+/* The output columns ox in [0, OW) whose input column ox*sw + x_off lies
+ * in [0, W): [*lo, *hi) (x_off: a tap's column offset, kj*dw - pad_l). */
+void bd_conv_valid_cols(const bd_conv_geom *g, int64_t x_off, int64_t *lo, int64_t *hi);
+
 /* The im2col columns [c0, c0 + n) of the whole batch seen as one matrix of
  * N*OH*OW columns (column j is image j / (OH*OW)), for group gi; x is the
  * whole input [N][C][H][W], cols is [K][n]. */

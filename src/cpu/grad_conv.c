@@ -17,18 +17,6 @@
 #include "conv.h"
 #include "grad_kernels.h"
 
-/* The output columns ox whose input column ox*sw + x_off lies in [0, w):
- * [*lo, *hi). */
-static void valid_cols(const bd_conv_geom *g, int64_t x_off, int64_t *lo, int64_t *hi)
-{
-    int64_t l = x_off >= 0 ? 0 : (-x_off + g->sw - 1) / g->sw;
-    int64_t h = g->w - x_off <= 0 ? 0 : (g->w - x_off + g->sw - 1) / g->sw;
-    if (h > g->ow)
-        h = g->ow;
-    *lo = l < h ? l : h;
-    *hi = h;
-}
-
 /* The adjoint of im2col for one channel of one image: dx[H][W] = the sum
  * of what its kh*kw rows of cols (rows ld apart, this image's columns)
  * took from each input pixel. */
@@ -39,7 +27,7 @@ static void col2im_channel(const bd_conv_geom *g, const float *rows, int64_t ld,
         for (int64_t kj = 0; kj < g->kw; kj++) {
             const float *row = rows + (ki * g->kw + kj) * ld;
             int64_t x_off = kj * g->dw - g->pad_l, lo, hi;
-            valid_cols(g, x_off, &lo, &hi);
+            bd_conv_valid_cols(g, x_off, &lo, &hi);
             for (int64_t oy = 0; oy < g->oh; oy++) {
                 int64_t iy = oy * g->sh - g->pad_t + ki * g->dh;
                 if (iy < 0 || iy >= g->h)
@@ -246,7 +234,7 @@ static void depthwise_plane(const bd_conv_geom *g, const float *x, const float *
             const float *xr = x + iy * g->w;
             for (int64_t kj = 0; kj < g->kw; kj++) {
                 int64_t x_off = kj * g->dw - g->pad_l, lo, hi;
-                valid_cols(g, x_off, &lo, &hi);
+                bd_conv_valid_cols(g, x_off, &lo, &hi);
                 if (dw) {
                     float s = 0.0f;
                     for (int64_t ox = lo; ox < hi; ox++)

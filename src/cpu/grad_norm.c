@@ -57,20 +57,23 @@ bd_status bd_gf_batchnorm(const bd_graph *g, const bd_node *n, bd_tensor *const 
     float *yv = out[0]->data, *mean = saved->t[0]->data, *var = saved->t[1]->data;
 #pragma omp parallel for schedule(static) if (sh.c * per >= BD_PARALLEL_MIN)
     for (int64_t c = 0; c < sh.c; c++) {
-        /* two passes: the variance as the mean of squared deviations */
-        double sum = 0, sq = 0;
+        /* One pass of sums in double, shifted by the channel's first value:
+         * near the mean, so the variance does not come out as the
+         * difference of two large, nearly equal sums. `omp simd` lets the
+         * sums be split across vector lanes. */
+        const double shift = xv[c * sh.s];
+        double s1 = 0, s2 = 0;
         for (int64_t i = 0; i < sh.n; i++) {
             const float *p = xv + (i * sh.c + c) * sh.s;
-            for (int64_t j = 0; j < sh.s; j++)
-                sum += p[j];
+#pragma omp simd reduction(+ : s1, s2)
+            for (int64_t j = 0; j < sh.s; j++) {
+                const double d = p[j] - shift;
+                s1 += d;
+                s2 += d * d;
+            }
         }
-        const double mu = sum / (double)per;
-        for (int64_t i = 0; i < sh.n; i++) {
-            const float *p = xv + (i * sh.c + c) * sh.s;
-            for (int64_t j = 0; j < sh.s; j++)
-                sq += (p[j] - mu) * (p[j] - mu);
-        }
-        const double v = sq / (double)per, k = scale[c] / sqrt(v + eps);
+        const double m1 = s1 / (double)per, v = fmax(s2 / (double)per - m1 * m1, 0.0);
+        const double mu = shift + m1, k = scale[c] / sqrt(v + eps);
         const float fa = (float)k, fb = (float)(bias[c] - mu * k);
         mean[c] = (float)mu;
         var[c] = (float)v;
@@ -118,6 +121,7 @@ BD_GRAD(bd_g_batchnorm)
         double sdy = 0, sdyx = 0;
         for (int64_t i = 0; i < sh.n; i++) {
             const int64_t at = (i * sh.c + c) * sh.s;
+#pragma omp simd reduction(+ : sdy, sdyx)
             for (int64_t j = 0; j < sh.s; j++) {
                 sdy += dy[at + j];
                 sdyx += dy[at + j] * (xv[at + j] - mu);
