@@ -116,16 +116,6 @@ bd_status bd_conv_geom_from_node(const bd_node *n, const bd_tensor *x, const bd_
     return BD_OK;
 }
 
-void bd_conv_valid_cols(const bd_conv_geom *g, int64_t x_off, int64_t *lo, int64_t *hi)
-{
-    int64_t l = x_off >= 0 ? 0 : (-x_off + g->sw - 1) / g->sw;
-    int64_t h = g->w - x_off <= 0 ? 0 : (g->w - x_off + g->sw - 1) / g->sw;
-    if (h > g->ow)
-        h = g->ow;
-    *lo = l < h ? l : h;
-    *hi = h;
-}
-
 /* One row of the im2col matrix, r = (c, ki, kj), over columns [c0, c0 + n),
  * walked output row by output row. The valid columns depend only on the
  * tap, so they are found once; rows are often only 7 to 28 wide, where a
@@ -229,11 +219,14 @@ static void depthwise_channel(const bd_conv_geom *g, const float *x, const float
                 float wv = w[ki * g->kw + kj];
                 int64_t x_off = kj * g->dw - g->pad_l, lo, hi;
                 bd_conv_valid_cols(g, x_off, &lo, &hi);
+                /* omp simd: out and in are different tensors */
                 if (g->sw == 1) {
                     const float *src = in + x_off;
+#pragma omp simd
                     for (int64_t ox = lo; ox < hi; ox++)
                         out[ox] += wv * src[ox];
                 } else {
+#pragma omp simd
                     for (int64_t ox = lo; ox < hi; ox++)
                         out[ox] += wv * in[ox * g->sw + x_off];
                 }

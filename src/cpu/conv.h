@@ -33,7 +33,16 @@ void bd_im2col(const bd_conv_geom *g, const float *x, float *cols);
 
 /* The output columns ox in [0, OW) whose input column ox*sw + x_off lies
  * in [0, W): [*lo, *hi) (x_off: a tap's column offset, kj*dw - pad_l). */
-void bd_conv_valid_cols(const bd_conv_geom *g, int64_t x_off, int64_t *lo, int64_t *hi);
+static inline void bd_conv_valid_cols(const bd_conv_geom *g, int64_t x_off, int64_t *lo,
+                                      int64_t *hi)
+{
+    int64_t l = x_off >= 0 ? 0 : (-x_off + g->sw - 1) / g->sw;
+    int64_t h = g->w - x_off <= 0 ? 0 : (g->w - x_off + g->sw - 1) / g->sw;
+    if (h > g->ow)
+        h = g->ow;
+    *lo = l < h ? l : h;
+    *hi = h;
+}
 
 /* The im2col columns [c0, c0 + n) of the whole batch seen as one matrix of
  * N*OH*OW columns (column j is image j / (OH*OW)), for group gi; x is the

@@ -219,9 +219,13 @@ static bd_status dx_by_conv(const bd_conv_geom *g, const float *w, const float *
 }
 
 /* One image's plane of a depthwise conv: dx (NULL: not wanted) gets the
- * plane's input gradient, dw[kh*kw] the plane's share of the weight's. */
+ * plane's input gradient; acc (NULL: not wanted), [kh*kw][OW], gets each
+ * tap's products added column by column. Rows are 7 to 28 wide: summing
+ * each row to one number would make every row pay for a reduction (a
+ * chain of dependent adds), where adding rows into acc vectorises and
+ * leaves one reduction per tap for the whole channel. */
 static void depthwise_plane(const bd_conv_geom *g, const float *x, const float *w,
-                            const float *dy, float *dx, float *dw)
+                            const float *dy, float *dx, float *acc)
 {
     if (dx)
         memset(dx, 0, (size_t)(g->h * g->w) * sizeof *dx);
@@ -235,15 +239,17 @@ static void depthwise_plane(const bd_conv_geom *g, const float *x, const float *
             for (int64_t kj = 0; kj < g->kw; kj++) {
                 int64_t x_off = kj * g->dw - g->pad_l, lo, hi;
                 bd_conv_valid_cols(g, x_off, &lo, &hi);
-                if (dw) {
-                    float s = 0.0f;
+                /* omp simd: each loop writes one tensor and reads others */
+                if (acc) {
+                    float *a = acc + (ki * g->kw + kj) * g->ow;
+#pragma omp simd
                     for (int64_t ox = lo; ox < hi; ox++)
-                        s += dyr[ox] * xr[ox * g->sw + x_off];
-                    dw[ki * g->kw + kj] += s;
+                        a[ox] += dyr[ox] * xr[ox * g->sw + x_off];
                 }
                 if (dx) {
                     float *dxr = dx + iy * g->w;
                     const float wv = w[ki * g->kw + kj];
+#pragma omp simd
                     for (int64_t ox = lo; ox < hi; ox++)
                         dxr[ox * g->sw + x_off] += wv * dyr[ox];
                 }
@@ -253,21 +259,40 @@ static void depthwise_plane(const bd_conv_geom *g, const float *x, const float *
 }
 
 /* Channel by channel, so each channel's dW is summed by one thread. */
-static void depthwise_backward(const bd_conv_geom *g, const float *x, const float *w,
-                               const float *dy, float *dx, float *dw)
+static bd_status depthwise_backward(const bd_conv_geom *g, const float *x, const float *w,
+                                    const float *dy, float *dx, float *dw)
 {
     const int64_t taps = g->kh * g->kw, plane = g->h * g->w, ohw = g->oh * g->ow;
-#pragma omp parallel for schedule(static) if (g->n * g->c * ohw * taps >= BD_PARALLEL_MIN)
-    for (int64_t c = 0; c < g->c; c++) {
-        float *dwc = dw ? dw + c * taps : NULL;
-        if (dwc)
-            memset(dwc, 0, (size_t)taps * sizeof *dwc);
-        for (int64_t i = 0; i < g->n; i++) {
-            int64_t at = i * g->c + c;
-            depthwise_plane(g, x + at * plane, w + c * taps, dy + at * ohw,
-                            dx ? dx + at * plane : NULL, dwc);
+    int failed = 0;
+#pragma omp parallel if (g->n * g->c * ohw * taps >= BD_PARALLEL_MIN)
+    {
+        float *acc = dw ? malloc((size_t)(taps * g->ow) * sizeof *acc) : NULL;
+        if (dw && !acc) {
+#pragma omp atomic write
+            failed = 1;
         }
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < g->c; c++) {
+            if (dw && !acc)
+                continue;
+            if (acc)
+                memset(acc, 0, (size_t)(taps * g->ow) * sizeof *acc);
+            for (int64_t i = 0; i < g->n; i++) {
+                int64_t at = i * g->c + c;
+                depthwise_plane(g, x + at * plane, w + c * taps, dy + at * ohw,
+                                dx ? dx + at * plane : NULL, acc);
+            }
+            for (int64_t t = 0; acc && t < taps; t++) {
+                double s = 0;
+                for (int64_t ox = 0; ox < g->ow; ox++)
+                    s += acc[t * g->ow + ox];
+                dw[c * taps + t] = (float)s;
+            }
+        }
+        free(acc);
     }
+    return failed ? bd_fail(BD_ENOMEM, "out of memory for a depthwise conv's weight gradient")
+                  : BD_OK;
 }
 
 BD_GRAD(bd_g_conv)
@@ -297,8 +322,8 @@ BD_GRAD(bd_g_conv)
     if (!dx && !dw)
         return BD_OK;
     if (g.group == g.c && g.m == g.c) {
-        depthwise_backward(&g, x->data, w->data, a->dy->data, dx, dw);
-        return BD_OK;
+        bd_status st = depthwise_backward(&g, x->data, w->data, a->dy->data, dx, dw);
+        return st == BD_OK ? st : bd_error_context(st, "node '%s' (Conv)", n->name);
     }
     conv_bwd p = {.g = &g, .x = x->data, .w = w->data, .dy = a->dy->data, .dx = dx,
                   .k = bd_conv_rows(&g), .mg = g.m / g.group,
