@@ -95,18 +95,44 @@ extern "C" bd_status bd_cu_gemm(bd_cu_blas *h, int ta, int tb, int64_t m, int64_
                       "cublasSgemmStridedBatched");
 }
 
-/* Row-major A [d][k] is column-major A^T [k][d]; A A^T is (A^T)^T (A^T),
- * cuBLAS's transposed SYRK. The column-major lower triangle (i >= j at
- * i + j*d) is the row-major upper one. */
-extern "C" bd_status bd_cu_syrk(bd_cu_blas *h, int64_t d, int64_t k, float alpha, const float *a,
-                                int64_t lda, float beta, float *c)
+/* cuBLAS's SYRK computes a d x d result (d is 4 to 16 here) with its
+ * k = ncols loop on a few threads: with the 10^5 to 10^6 columns of a
+ * calibration chunk it took a second per layer on an H100, far behind the
+ * CPU. So split-K: each block's columns go in slices, every (block, slice)
+ * product is one small GEMM of a strided batch, and a GEMV with a vector
+ * of ones sums the products. */
+static const int64_t SLICE_MIN = 1024;
+
+extern "C" bd_status bd_cu_gram_blocks(bd_cu_blas *h, const float *cols, int64_t d, int64_t m,
+                                       int64_t ncols, float *parts, const float *ones,
+                                       int64_t max_parts, float *acc)
 {
-    if (d == 0)
-        return BD_OK;
-    BD_TRY(fits_int("d", d));
-    BD_TRY(fits_int("k", k));
-    BD_TRY(fits_int("lda", lda));
-    return blas_check(cublasSsyrk(h->h, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_T, (int)d, (int)k,
-                                  &alpha, a, (int)lda, &beta, c, (int)d),
-                      "cublasSsyrk");
+    const int64_t dd = d * d;
+    if (max_parts < 1)
+        return bd_fail(BD_EINVAL, "no room for the Gram matrix's partial products");
+    if (m <= 0 || ncols <= 0)
+        return bd_cu_zero(acc, (size_t)dd * sizeof *acc);
+    /* at least ncols / max_parts wide, so one block's slices fit in parts */
+    int64_t slice = (ncols * m + max_parts - 1) / max_parts;
+    slice = slice < SLICE_MIN ? SLICE_MIN : slice;
+    const int64_t full = ncols / slice, rest = ncols - full * slice;
+    const int64_t per_block = full + (rest > 0), group = max_parts / per_block;
+    bd_status s = BD_OK;
+    for (int64_t b0 = 0; s == BD_OK && b0 < m; b0 += group) {
+        const int64_t nb = m - b0 < group ? m - b0 : group;
+        for (int64_t b = 0; s == BD_OK && b < nb; b++) {
+            const float *blk = cols + (b0 + b) * d * ncols, *tail = blk + full * slice;
+            float *out = parts + b * per_block * dd;
+            s = bd_cu_gemm(h, 0, 1, d, d, slice, 1.0f, blk, ncols, slice, blk, ncols, slice, 0.0f,
+                           out, d, dd, full);
+            if (s == BD_OK && rest > 0)
+                s = bd_cu_gemm(h, 0, 1, d, d, rest, 1.0f, tail, ncols, 0, tail, ncols, 0, 0.0f,
+                               out + full * dd, d, 0, 1);
+        }
+        /* acc [1][dd] (+)= ones [1][products] parts [products][dd] */
+        if (s == BD_OK)
+            s = bd_cu_gemm(h, 0, 0, 1, dd, nb * per_block, 1.0f, ones, nb * per_block, 0, parts,
+                           dd, 0, b0 ? 1.0f : 0.0f, acc, dd, 0, 1);
+    }
+    return s;
 }

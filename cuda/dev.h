@@ -58,12 +58,13 @@ bd_status bd_cu_gemm(bd_cu_blas *h, int ta, int tb, int64_t m, int64_t n, int64_
                      const float *a, int64_t lda, int64_t stride_a, const float *b, int64_t ldb,
                      int64_t stride_b, float beta, float *c, int64_t ldc, int64_t stride_c,
                      int64_t count);
-/* As cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, ...): the upper
- * triangle of the row-major d x d matrix C = alpha A A^T + beta C, A
- * row-major [d][k] with leading dimension lda. The lower triangle is left
- * as it was. */
-bd_status bd_cu_syrk(bd_cu_blas *h, int64_t d, int64_t k, float alpha, const float *a,
-                     int64_t lda, float beta, float *c);
+/* acc (d x d, row-major, both triangles) = the sum over blocks b < m of
+ * B_b B_b^T, B_b the rows [b d, b d + d) of cols [m d][ncols]: the Gram
+ * matrix of a layer's input blocks. parts holds max_parts d x d products
+ * and ones max_parts ones (scratch the caller keeps across calls). */
+bd_status bd_cu_gram_blocks(bd_cu_blas *h, const float *cols, int64_t d, int64_t m,
+                            int64_t ncols, float *parts, const float *ones, int64_t max_parts,
+                            float *acc);
 
 /* ---- im2col.cu: convolution's data movement --------------------------------- */
 

@@ -207,8 +207,10 @@ static bd_status held(const bd_dexec *dx, int v, const bd_dt **t)
     return BD_OK;
 }
 
-/* Columns per Gram chunk: at most 64 Mi floats (256 MiB) of im2col. */
-enum { GRAM_BUDGET = 64 << 20 };
+/* Columns per Gram chunk: at most 64 Mi floats (256 MiB) of im2col; the
+ * (block, slice) products bd_cu_gram_blocks sums at once. */
+enum { GRAM_BUDGET = 64 << 20, GRAM_PARTS = 4096 };
+
 
 bd_status bd_dexec_gram(bd_dexec *dx, int node, const int64_t *images, int nimages,
                         bd_gram *gram)
@@ -249,7 +251,9 @@ bd_status bd_dexec_gram(bd_dexec *dx, int node, const int64_t *images, int nimag
     int64_t chunk = K * ohw > 0 ? GRAM_BUDGET / (K * ohw) : nimages;
     chunk = chunk < 1 ? 1 : chunk > nimages ? nimages : chunk;
     int32_t *dlist = NULL;
-    float *cols = NULL, *acc = NULL;
+    float *cols = NULL, *acc = NULL, *ones = NULL, *parts = NULL, *dones = NULL;
+    const size_t pbytes = (size_t)GRAM_PARTS * (size_t)(d * d) * sizeof *parts;
+    const size_t obytes = GRAM_PARTS * sizeof *ones;
     const size_t lbytes = (size_t)nimages * sizeof *dlist;
     const size_t cbytes = (size_t)(chunk * K * ohw) * sizeof *cols;
     const size_t abytes = (size_t)(d * d) * sizeof *acc;
@@ -259,15 +263,25 @@ bd_status bd_dexec_gram(bd_dexec *dx, int node, const int64_t *images, int nimag
     if (s == BD_OK)
         s = bd_dev_alloc(dx->dev, abytes, (void **)&acc);
     if (s == BD_OK)
+        s = bd_dev_alloc(dx->dev, pbytes, (void **)&parts);
+    if (s == BD_OK)
+        s = bd_dev_alloc(dx->dev, obytes, (void **)&dones);
+    if (s == BD_OK && !(ones = malloc(obytes)))
+        s = bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; s == BD_OK && i < GRAM_PARTS; i++)
+        ones[i] = 1.0f;
+    if (s == BD_OK)
+        s = bd_cu_upload(dones, ones, obytes);
+    if (s == BD_OK)
         s = bd_cu_upload(dlist, list, lbytes);
     for (int64_t gi = 0; s == BD_OK && gi < cg.group; gi++)
         for (int64_t i0 = 0; s == BD_OK && i0 < nimages; i0 += chunk) {
             const int64_t ni = nimages - i0 < chunk ? nimages - i0 : chunk, ncols = ni * ohw;
             /* one matrix [K][ni * OH*OW]: block b is rows [b d, b d + d) */
             s = bd_cu_im2col(&cg, x->data, gi, dlist + i0, 0, ni, cols, ohw, ncols);
-            for (int64_t b = 0; s == BD_OK && b < m; b++)
-                s = bd_cu_syrk(dx->dev->blas, d, ncols, 1.0f, cols + b * d * ncols, ncols,
-                               b ? 1.0f : 0.0f, acc);
+            if (s == BD_OK)
+                s = bd_cu_gram_blocks(dx->dev->blas, cols, d, m, ncols, parts, dones, GRAM_PARTS,
+                                      acc);
             if (s == BD_OK)
                 s = bd_cu_download(gram->acc, acc, abytes);
             if (s == BD_OK)
@@ -276,6 +290,9 @@ bd_status bd_dexec_gram(bd_dexec *dx, int node, const int64_t *images, int nimag
     bd_dev_release(dx->dev, dlist, lbytes);
     bd_dev_release(dx->dev, cols, cbytes);
     bd_dev_release(dx->dev, acc, abytes);
+    bd_dev_release(dx->dev, parts, pbytes);
+    bd_dev_release(dx->dev, dones, obytes);
+    free(ones);
     free(list);
     return s == BD_OK ? s : bd_k_in_node(n, s);
 }

@@ -6,7 +6,7 @@
  * Tolerances, and why:
  *  - copies (im2col, the codebook's gather and decode, the reshapes) and
  *    the E-step's argmin on well-separated data: exact.
- *  - GEMM, SYRK, elementwise ops, pooling, BatchNorm, softmax and the
+ *  - GEMM, the Gram blocks, elementwise ops, pooling, BatchNorm, softmax and the
  *    losses: 1e-5 relative to the largest reference value. The GPU computes
  *    the same float products and sums as the CPU, in another order (and
  *    with fused multiply-adds); for the sums here, of at most a few hundred
@@ -135,27 +135,45 @@ static void test_gemm(void **state)
     free(c0);
 }
 
-static void test_syrk(void **state)
+/* The Gram blocks against a double-precision sum: one slice, slices and
+ * a remainder, and partial products that overflow the scratch, so that
+ * several rounds add into acc. */
+static void test_gram_blocks(void **state)
 {
     (void)state;
-    enum { D = 5, K = 37, LDA = 41 };
-    float *a = rand_floats(D * LDA, 4, -1, 1), ref[D * D], got[D * D];
-    bd_test_fill_random(ref, D * D, 5, -1, 1);
-    memcpy(got, ref, sizeof got);
-    float *da = up(a, sizeof(float) * D * LDA), *dc = up(ref, sizeof ref);
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, D, K, 1.0f, a, LDA, 1.0f, ref, D);
-    ok(bd_cu_syrk(dev->blas, D, K, 1.0f, da, LDA, 1.0f, dc));
-    down(got, dc, sizeof got);
-    float gu[D * D] = {0}, ru[D * D] = {0}; /* the upper triangles */
-    for (int i = 0; i < D; i++)
-        for (int j = i; j < D; j++) {
-            gu[i * D + j] = got[i * D + j];
-            ru[i * D + j] = ref[i * D + j];
-        }
-    assert_close(gu, ru, D * D, 1e-5, "syrk");
-    release(da, sizeof(float) * D * LDA);
-    release(dc, sizeof ref);
-    free(a);
+    /* d, m, ncols, max_parts */
+    static const int64_t cases[][4] = {
+        {5, 3, 37, 4096}, {4, 2, 5000, 4096}, {3, 7, 3000, 4}, {3, 4, 9000, 10}};
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        const int64_t d = cases[t][0], m = cases[t][1], ncols = cases[t][2];
+        const int64_t max_parts = cases[t][3], count = m * d * ncols;
+        float *cols = rand_floats((size_t)count, 4 + t, -1, 1);
+        float *ones = malloc((size_t)max_parts * sizeof *ones), got[16 * 16], ref[16 * 16];
+        for (int64_t i = 0; i < max_parts; i++)
+            ones[i] = 1.0f;
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j < d; j++) {
+                double sum = 0;
+                for (int64_t b = 0; b < m; b++)
+                    for (int64_t c = 0; c < ncols; c++)
+                        sum += (double)cols[(b * d + i) * ncols + c] *
+                               cols[(b * d + j) * ncols + c];
+                ref[i * d + j] = (float)sum;
+            }
+        const size_t pbytes = (size_t)(max_parts * d * d) * sizeof(float);
+        float *dcols = up(cols, (size_t)count * sizeof *cols), *dparts = gpu(pbytes);
+        float *dones = up(ones, (size_t)max_parts * sizeof *ones);
+        float *dacc = gpu((size_t)(d * d) * sizeof(float));
+        ok(bd_cu_gram_blocks(dev->blas, dcols, d, m, ncols, dparts, dones, max_parts, dacc));
+        down(got, dacc, (size_t)(d * d) * sizeof(float));
+        assert_close(got, ref, (size_t)(d * d), 1e-5, "gram blocks");
+        release(dcols, (size_t)count * sizeof *cols);
+        release(dparts, pbytes);
+        release(dones, (size_t)max_parts * sizeof *ones);
+        release(dacc, (size_t)(d * d) * sizeof(float));
+        free(cols);
+        free(ones);
+    }
 }
 
 /* ---- im2col, col2im ------------------------------------------------------------ */
@@ -968,7 +986,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm),
-        cmocka_unit_test(test_syrk),
+        cmocka_unit_test(test_gram_blocks),
         cmocka_unit_test(test_im2col),
         cmocka_unit_test(test_col2im),
         cmocka_unit_test(test_estep_argmin),
