@@ -211,7 +211,6 @@ static bd_status held(const bd_dexec *dx, int v, const bd_dt **t)
  * (block, slice) products bd_cu_gram_blocks sums at once. */
 enum { GRAM_BUDGET = 64 << 20, GRAM_PARTS = 4096 };
 
-
 bd_status bd_dexec_gram(bd_dexec *dx, int node, const int64_t *images, int nimages,
                         bd_gram *gram)
 {

@@ -138,14 +138,14 @@ static void im2col_row(const bd_conv_geom *g, const float *x, int64_t gi, int64_
         if (iy >= 0 && iy < g->h) {
             a = lo > ox ? (lo < end ? lo : end) : ox;
             b = hi < end ? (hi > a ? hi : a) : end;
-            const float *in = x + (img * g->c + gi * cg + c) * plane + iy * g->w + x_off;
+            const float *in = x + (img * g->c + gi * cg + c) * plane + iy * g->w;
             if (sw == 1) {
 #pragma omp simd
                 for (int64_t t = a; t < b; t++)
-                    out[t] = in[t];
+                    out[t] = in[t + x_off];
             } else {
                 for (int64_t t = a; t < b; t++)
-                    out[t] = in[t * sw];
+                    out[t] = in[t * sw + x_off];
             }
         }
         for (int64_t t = ox; t < a; t++)
@@ -221,10 +221,9 @@ static void depthwise_channel(const bd_conv_geom *g, const float *x, const float
                 bd_conv_valid_cols(g, x_off, &lo, &hi);
                 /* omp simd: out and in are different tensors */
                 if (g->sw == 1) {
-                    const float *src = in + x_off;
 #pragma omp simd
                     for (int64_t ox = lo; ox < hi; ox++)
-                        out[ox] += wv * src[ox];
+                        out[ox] += wv * in[ox + x_off];
                 } else {
 #pragma omp simd
                     for (int64_t ox = lo; ox < hi; ox++)
