@@ -373,7 +373,8 @@ static int l_layer(lua_State *L)
     return 1;
 }
 
-static const char *const objectives[] = {"act", "weight", NULL};
+/* in bd_objective's order */
+static const char *const objectives[] = {"act", "weight", "feedback", NULL};
 
 static int l_set(lua_State *L)
 {

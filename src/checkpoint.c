@@ -97,8 +97,8 @@ static void describe(const bd_workspace *ws, const bd_ws_pending *p, bd_strbuf *
     for (int k = 0; k < 2; k++)
         if (ws->spec[k])
             bd_strbuf_add(text[2], "%d\t%lld\t%s\n", k, (long long)ws->n[k], ws->spec[k]);
-    bd_strbuf_add(text[3], "seed=%llu batch=%d compare=%d", (unsigned long long)ws->seed,
-                  ws->batch, ws->compare);
+    bd_strbuf_add(text[3], "seed=%llu batch=%d compare=%d restarts=%d tol=%.17g",
+                  (unsigned long long)ws->seed, ws->batch, ws->compare, ws->restarts, ws->tol);
     if (!p)
         return;
     const bd_finetune_options *t = p->tune;
@@ -161,7 +161,9 @@ static bd_status restore_plan(bd_workspace *ws, const char *text)
         bd_ws_layer *l = &ws->layers[i];
         l->d = d;
         l->k = k;
-        l->objective = objective ? BD_OBJ_WEIGHT : BD_OBJ_ACT;
+        if (objective < 0 || objective >= BD_OBJ_COUNT)
+            return bad(KEY_PLAN, "an objective is out of range");
+        l->objective = (bd_objective)objective;
         l->quantize = quantize != 0;
     }
     return BD_OK;
@@ -183,9 +185,14 @@ static bd_status restore_data(bd_workspace *ws, char *text)
 static bd_status restore_settings(bd_workspace *ws, const char *text)
 {
     unsigned long long seed;
-    int batch, compare;
-    if (sscanf(text, "seed=%llu batch=%d compare=%d", &seed, &batch, &compare) != 3)
-        return bad(KEY_SETTINGS, "not 'seed=S batch=B compare=C'");
+    int batch, compare, restarts = BD_PQ_RESTARTS;
+    double tol = BD_PQ_TOL;
+    /* restarts and tol came later: a checkpoint without them had the defaults */
+    int got = sscanf(text, "seed=%llu batch=%d compare=%d restarts=%d tol=%lf", &seed, &batch,
+                     &compare, &restarts, &tol);
+    if (got != 3 && got != 5)
+        return bad(KEY_SETTINGS, "not 'seed=S batch=B compare=C restarts=R tol=X'");
+    BD_TRY(bd_ws_search(ws, restarts, tol));
     bd_ws_seed(ws, seed);
     bd_ws_compare_objectives(ws, compare);
     return bd_ws_batch(ws, batch);

@@ -627,12 +627,9 @@ static bd_status cmd_set(bd_cmd_ctx *ctx, const call *c)
     ch.k = (int)k;
     const char *obj = opt(c, "objective");
     if (obj) {
-        if (strcmp(obj, "act") == 0)
-            ch.objective = BD_OBJ_ACT;
-        else if (strcmp(obj, "weight") == 0)
-            ch.objective = BD_OBJ_WEIGHT;
-        else
-            return bd_fail(BD_EINVAL, "objective is act or weight, not '%s'", obj);
+        bd_objective o;
+        BD_TRY(bd_objective_parse(obj, &o));
+        ch.objective = (int)o;
     }
     if (c->npos > 1) {
         if (c->nopt)

@@ -172,7 +172,7 @@ static int span_is(const char *s, const char *end, const char *word)
 static bd_status parse_objective(const bd_meta *kv, const char *s, const char *end,
                                  bd_objective *out)
 {
-    for (int o = BD_OBJ_ACT; o <= BD_OBJ_WEIGHT; o++)
+    for (int o = 0; o < BD_OBJ_COUNT; o++)
         if (span_is(s, end, bd_objective_name((bd_objective)o))) {
             *out = (bd_objective)o;
             return BD_OK;

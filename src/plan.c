@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "feedback.h"
 #include "pq.h"
 
 int64_t bd_nearest_divisor(int64_t n, int64_t want)
@@ -53,7 +54,14 @@ bd_status bd_plan_regime(const bd_layer *layers, int n, const char *regime, int 
         p->k = want_k < kmax ? want_k : kmax;
         if (p->k != want_k)
             append_note(p, "k clamped from %lld to %lld", want_k, p->k);
-        p->objective = BD_OBJ_ACT;
+        /* error feedback wins on every layer measured (docs/benchmarks.md);
+         * rows too long for its Gram keep the block objective */
+        p->objective = BD_OBJ_FEEDBACK;
+        if (l->row_len > BD_FEEDBACK_MAX_LEN) {
+            p->objective = BD_OBJ_ACT;
+            append_note(p, "rows of %lld: objective act (feedback takes at most %lld)",
+                        l->row_len, BD_FEEDBACK_MAX_LEN);
+        }
         if (!p->quantize)
             snprintf(p->note, sizeof p->note, "first conv: kept in fp32");
     }
@@ -90,12 +98,13 @@ static bd_status parse_settings(const char *spec, const char *rest, int *d, int 
         *eq = '\0';
         const char *key = tok, *val = eq + 1;
         if (strcmp(key, "objective") == 0) {
-            if (strcmp(val, "act") == 0)
-                *obj = BD_OBJ_ACT;
-            else if (strcmp(val, "weight") == 0)
-                *obj = BD_OBJ_WEIGHT;
-            else
-                return bd_fail(BD_EINVAL, "'%s': objective is act or weight, not '%s'", spec, val);
+            bd_objective o;
+            if (bd_objective_parse(val, &o) != BD_OK) {
+                char why[256];
+                snprintf(why, sizeof why, "%s", bd_error_message());
+                return bd_fail(BD_EINVAL, "'%s': %s", spec, why);
+            }
+            *obj = (int)o;
             continue;
         }
         char *end;

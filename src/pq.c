@@ -409,14 +409,204 @@ void bd_pq_result_free(bd_pq_result *res)
     memset(res, 0, sizeof *res);
 }
 
-static bd_status check_fit(int64_t n, int d, int k)
+bd_status bd_pq_check_search(int restarts, double tol)
+{
+    if (restarts < 0 || restarts > BD_PQ_MAX_RESTARTS)
+        return bd_fail(BD_EINVAL, "restarts=%d is outside 1..%d", restarts, BD_PQ_MAX_RESTARTS);
+    if (!(tol >= 0 && tol <= 0.5))
+        return bd_fail(BD_EINVAL, "tol=%g is outside 0..0.5 (a relative improvement per iteration)",
+                       tol);
+    return BD_OK;
+}
+
+static bd_status check_fit(int64_t n, int d, const bd_pq_options *opt)
 {
     if (d < 1 || d > 64)
         return bd_fail(BD_EINVAL, "block size d=%d is outside 1..64", d);
-    if (k < 1 || k > 65536 || (int64_t)k > n)
-        return bd_fail(BD_EINVAL, "k=%d centroids for %lld subvectors (k must be 1..%lld)", k,
+    if (opt->k < 1 || opt->k > 65536 || (int64_t)opt->k > n)
+        return bd_fail(BD_EINVAL, "k=%d centroids for %lld subvectors (k must be 1..%lld)", opt->k,
                        (long long)n, (long long)(n < 65536 ? n : 65536));
+    return bd_pq_check_search(opt->restarts, opt->tol);
+}
+
+/* ---- k-means++ seeding ---------------------------------------------------------- */
+
+/* y[i] = L^T sub[i] with G + eps*I = L L^T, so that |y_i - y_j|^2 is the
+ * metric (w_i - w_j)^T G (w_i - w_j). The ridge keeps a singular G (dead
+ * input channels) factorable; it is far below anything the fit resolves. */
+static float *whiten(const float *sub, int64_t n, const bd_gram *gr)
+{
+    const int d = (int)gr->d;
+    double l[64 * 64] = {0}, trace = 0;
+    for (int i = 0; i < d; i++)
+        trace += gr->g[i * d + i];
+    double eps = 1e-9 * (trace > 0 ? trace / d : 1) + 1e-30;
+    for (int i = 0; i < d; i++)
+        for (int j = 0; j <= i; j++) {
+            double v = gr->g[i * d + j] + (i == j ? eps : 0);
+            for (int t = 0; t < j; t++)
+                v -= l[i * d + t] * l[j * d + t];
+            l[i * d + j] = i == j ? sqrt(v > eps ? v : eps) : v / l[j * d + j];
+        }
+    float *y = malloc((size_t)n * (size_t)d * sizeof *y + 1);
+    if (!y)
+        return NULL;
+#pragma omp parallel for schedule(static) if (n > 4096)
+    for (int64_t i = 0; i < n; i++)
+        for (int t = 0; t < d; t++) {
+            double v = 0;
+            for (int u = t; u < d; u++)
+                v += l[u * d + t] * sub[i * d + u];
+            y[i * d + t] = (float)v;
+        }
+    return y;
+}
+
+/* The D^2 sums are kept per fixed slice of the points, not per thread, so
+ * the draw is the same whatever the thread count. */
+enum { SLICES = 256 };
+
+/* k-means++: the first centroid a uniform draw, each next one a draw with
+ * probability proportional to its squared distance to the nearest centroid
+ * chosen so far. Distances are differences, not expanded dot products, so a
+ * duplicate of a chosen subvector has distance exactly 0 and is never drawn:
+ * the centroids are distinct subvectors. Stops early, with *k_eff < k, when
+ * every subvector coincides with a chosen one. */
+static bd_status seed_kmeanspp(const float *sub, const float *y, int64_t n, int d, int k,
+                               uint64_t seed, float *centroids, int *k_eff)
+{
+    double *dist = malloc((size_t)n * sizeof *dist);
+    if (!dist)
+        return bd_fail(BD_ENOMEM, "out of memory seeding %d centroids", k);
+    double slice_sum[SLICES];
+    const int64_t per = (n + SLICES - 1) / SLICES;
+    uint64_t rng = seed ^ 0xA5A5A5A5DEADBEEFull;
+    int64_t pick = (int64_t)(splitmix(&rng) % (uint64_t)n);
+    int c = 0;
+    for (;;) {
+        memcpy(centroids + (int64_t)c * d, sub + pick * d, (size_t)d * sizeof *centroids);
+        const float *z = y + pick * d;
+        const int first = c == 0;
+        c++;
+        if (c == k)
+            break;
+#pragma omp parallel for schedule(static) if (n > 8192)
+        for (int sl = 0; sl < SLICES; sl++) {
+            double sum = 0;
+            int64_t end = (sl + 1) * per < n ? (sl + 1) * per : n;
+            for (int64_t i = sl * per; i < end; i++) {
+                double e = 0;
+                for (int t = 0; t < d; t++) {
+                    double r = (double)y[i * d + t] - (double)z[t];
+                    e += r * r;
+                }
+                if (first || e < dist[i])
+                    dist[i] = e;
+                sum += dist[i];
+            }
+            slice_sum[sl] = sum;
+        }
+        double total = 0;
+        for (int sl = 0; sl < SLICES; sl++)
+            total += slice_sum[sl];
+        if (!(total > 0))
+            break; /* every subvector is one of the chosen */
+        double r = (double)(splitmix(&rng) >> 11) * 0x1.0p-53 * total;
+        int sl = 0;
+        while (sl < SLICES - 1 && (r >= slice_sum[sl] || slice_sum[sl] == 0)) {
+            r -= slice_sum[sl];
+            sl++;
+        }
+        int64_t end = (sl + 1) * per < n ? (sl + 1) * per : n;
+        pick = -1;
+        for (int64_t i = sl * per; i < end; i++) {
+            if (dist[i] > 0)
+                pick = i; /* rounding can leave r past the last positive one */
+            if (dist[i] > 0 && r < dist[i])
+                break;
+            r -= dist[i];
+        }
+        if (pick < 0) /* a slice whose sum rounded up from zeros: any positive one */
+            for (int64_t i = 0; i < n && pick < 0; i++)
+                if (dist[i] > 0)
+                    pick = i;
+    }
+    free(dist);
+    *k_eff = c;
     return BD_OK;
+}
+
+/* ---- Lloyd iterations ------------------------------------------------------------ */
+
+typedef struct fit_run {
+    const bd_pq_engine *eng;
+    const float *sub, *y;
+    int64_t n;
+    const bd_gram *gr;
+    int iters;
+    double tol;
+    const bd_progress *progress;
+    int restart, restarts;
+} fit_run;
+
+/* One fit from one seed into res (its arrays allocated by the caller for
+ * k centroids, n assignments and iters objectives). */
+static bd_status fit_once(const fit_run *f, int k, uint64_t seed, double *sums, int64_t *counts,
+                          bd_pq_result *res)
+{
+    const int d = (int)f->gr->d;
+    const int64_t n = f->n;
+    BD_TRY(seed_kmeanspp(f->sub, f->y, n, d, k, seed, res->centroids, &res->k));
+    res->exact = res->k < k;
+    k = res->k;
+    for (int64_t i = 0; i < n; i++)
+        res->assign[i] = -1;
+    res->iters = res->empty_repaired = res->empty_left = 0;
+    uint64_t rng = seed ^ 0x5DEECE66Dull;
+    int calm = 0;
+    for (int it = 0; it < f->iters; it++) {
+        int64_t changed;
+        int repaired = res->empty_repaired;
+        BD_TRY(f->eng->assign(f->eng->ctx, res->centroids, k, res->assign, &changed));
+        BD_TRY(repair_empty(f->eng, f->sub, n, d, res->centroids, k, res->assign, counts, &rng,
+                            &res->empty_repaired, &res->empty_left));
+        BD_TRY(f->eng->sums(f->eng->ctx, res->assign, k, sums, counts));
+        /* M-step: each centroid becomes the mean of its members */
+        for (int c = 0; c < k; c++)
+            if (counts[c])
+                for (int t = 0; t < d; t++)
+                    res->centroids[c * d + t] = (float)(sums[c * d + t] / (double)counts[c]);
+        double obj =
+            normalised(bd_pq_objective(f->sub, n, f->gr, res->centroids, res->assign), f->gr, n);
+        res->objective[it] = obj;
+        res->iters = it + 1;
+        char msg[128];
+        snprintf(msg, sizeof msg, "restart %d of %d, iteration %d: objective %.6g, %lld reassigned",
+                 f->restart + 1, f->restarts, it + 1, obj, (long long)changed);
+        BD_TRY(bd_progress_report(f->progress, "em", f->restart * f->iters + it + 1,
+                                  f->restarts * f->iters, msg, obj));
+        if (it > 0 && changed == 0 && res->empty_repaired == repaired)
+            break; /* a fixed point: every later iteration would be this one */
+        double prev = it > 0 ? res->objective[it - 1] : INFINITY;
+        calm = prev - obj < f->tol * prev ? calm + 1 : 0;
+        if (f->tol > 0 && calm >= BD_PQ_PATIENCE)
+            break;
+    }
+    return BD_OK;
+}
+
+static bd_status result_alloc(bd_pq_result *r, int64_t n, int k, int d, int iters)
+{
+    memset(r, 0, sizeof *r);
+    r->k = k;
+    r->d = d;
+    r->centroids = malloc((size_t)k * (size_t)d * sizeof *r->centroids);
+    r->assign = malloc((size_t)n * sizeof *r->assign);
+    r->objective = calloc((size_t)iters, sizeof *r->objective);
+    if (r->centroids && r->assign && r->objective)
+        return BD_OK;
+    bd_pq_result_free(r);
+    return bd_fail(BD_ENOMEM, "out of memory for EM with k=%d on %lld subvectors", k, (long long)n);
 }
 
 bd_status bd_pq_fit_on(const bd_pq_engine *eng, const float *sub, int64_t n, const bd_gram *gr,
@@ -425,57 +615,46 @@ bd_status bd_pq_fit_on(const bd_pq_engine *eng, const float *sub, int64_t n, con
 {
     memset(res, 0, sizeof *res);
     const int d = (int)gr->d, k = opt->k;
-    const int iters = opt->iters > 0 ? opt->iters : 100;
-    BD_TRY(check_fit(n, d, k));
-    res->k = k;
-    res->d = d;
-    res->centroids = malloc((size_t)k * (size_t)d * sizeof *res->centroids);
-    res->assign = malloc((size_t)n * sizeof *res->assign);
-    res->objective = calloc((size_t)iters, sizeof *res->objective);
+    BD_TRY(check_fit(n, d, opt));
+    fit_run f = {eng, sub, NULL, n, gr, opt->iters > 0 ? opt->iters : 100, opt->tol, progress,
+                 0, opt->restarts > 0 ? opt->restarts : 1};
+    bd_pq_result cur = {0};
     double *sums = malloc((size_t)k * (size_t)d * sizeof *sums);
     int64_t *counts = malloc((size_t)k * sizeof *counts);
-    int64_t *perm = NULL;
-    bd_status st = BD_OK;
-    if (!res->centroids || !res->assign || !res->objective || !sums || !counts) {
-        st = bd_fail(BD_ENOMEM, "out of memory for EM with k=%d on %lld subvectors", k,
-                     (long long)n);
-        goto done;
-    }
-    /* k distinct subvectors, chosen by a seeded shuffle */
-    if ((st = bd_permutation(n, opt->seed, &perm)) != BD_OK)
-        goto done;
-    for (int c = 0; c < k; c++)
-        memcpy(res->centroids + (int64_t)c * d, sub + perm[c] * d, (size_t)d * sizeof(float));
-    for (int64_t i = 0; i < n; i++)
-        res->assign[i] = -1;
-    uint64_t rng = opt->seed ^ 0x5DEECE66Dull;
-    for (int it = 0; it < iters; it++) {
-        int64_t changed;
-        if ((st = eng->assign(eng->ctx, res->centroids, k, res->assign, &changed)) != BD_OK ||
-            (st = repair_empty(eng, sub, n, d, res->centroids, k, res->assign, counts, &rng,
-                               &res->empty_repaired, &res->empty_left)) != BD_OK ||
-            (st = eng->sums(eng->ctx, res->assign, k, sums, counts)) != BD_OK)
-            goto done;
-        /* M-step: each centroid becomes the mean of its members */
-        for (int c = 0; c < k; c++)
-            if (counts[c])
-                for (int t = 0; t < d; t++)
-                    res->centroids[c * d + t] = (float)(sums[c * d + t] / (double)counts[c]);
-        double obj = normalised(bd_pq_objective(sub, n, gr, res->centroids, res->assign), gr, n);
-        res->objective[it] = obj;
-        res->iters = it + 1;
-        char msg[96];
-        snprintf(msg, sizeof msg, "iteration %d: objective %.6g, %lld reassigned", it + 1, obj,
-                 (long long)changed);
-        if ((st = bd_progress_report(progress, "em", it + 1, iters, msg, obj)) != BD_OK)
-            goto done;
-        if (opt->stop_when_stable && changed == 0 && it > 0)
+    float *y = whiten(sub, n, gr);
+    f.y = y;
+    bd_status st = sums && counts && y ? BD_OK : bd_fail(BD_ENOMEM, "out of memory for EM with "
+                                                                    "k=%d on %lld subvectors",
+                                                         k, (long long)n);
+    double best = INFINITY;
+    int runs = 0;
+    for (int r = 0; st == BD_OK && r < f.restarts; r++) {
+        f.restart = r;
+        uint64_t s = opt->seed;
+        if (r > 0)
+            s = splitmix(&s) + (uint64_t)r;
+        if ((st = result_alloc(&cur, n, k, d, f.iters)) != BD_OK ||
+            (st = fit_once(&f, k, s, sums, counts, &cur)) != BD_OK)
             break;
+        double obj = cur.objective[cur.iters - 1];
+        if (obj < best) {
+            best = obj;
+            bd_pq_result_free(res);
+            *res = cur;
+            res->best_restart = r;
+        } else {
+            bd_pq_result_free(&cur);
+        }
+        memset(&cur, 0, sizeof cur);
+        runs++;
+        if (res->exact)
+            break; /* every subvector is a centroid: nothing left to improve */
     }
-done:
+    res->restarts = runs;
+    bd_pq_result_free(&cur);
     free(sums);
     free(counts);
-    free(perm);
+    free(y);
     if (st != BD_OK)
         bd_pq_result_free(res);
     return st;
@@ -485,7 +664,7 @@ bd_status bd_pq_fit(const float *sub, int64_t n, const bd_gram *gr, const bd_pq_
                     const bd_progress *progress, bd_pq_result *res)
 {
     memset(res, 0, sizeof *res);
-    BD_TRY(check_fit(n, (int)gr->d, opt->k));
+    BD_TRY(check_fit(n, (int)gr->d, opt));
     estep e;
     BD_TRY(estep_init(&e, sub, n, gr));
     bd_pq_engine eng = {&e, cpu_assign, cpu_sums};

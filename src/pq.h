@@ -64,34 +64,55 @@ bd_status bd_gram_identity(bd_gram *gr, int64_t d);
 
 /* ---- EM ------------------------------------------------------------------ */
 
+/* Defaults and limits of the fit's search (quantize.h's options use them). */
+enum { BD_PQ_RESTARTS = 4, BD_PQ_MAX_RESTARTS = 64, BD_PQ_PATIENCE = 3 };
+#define BD_PQ_TOL 1e-5
+
 typedef struct bd_pq_options {
     int k;          /* centroids (after clamping) */
-    int iters;      /* EM iterations at most (default 100) */
+    int iters;      /* EM iterations at most, per restart (default 100, the reference's) */
     uint64_t seed;
-    /* Stop early when an iteration changes no assignment. */
-    int stop_when_stable;
+    /* Fits from different seeds (restart 0 uses `seed` itself); the lowest
+     * objective is kept. 0 means 1. */
+    int restarts;
+    /* A fit stops when the objective's relative improvement stays below tol
+     * for BD_PQ_PATIENCE iterations in a row, or at a fixed point (no
+     * assignment changed). 0: only at a fixed point or after iters. */
+    double tol;
 } bd_pq_options;
 
 typedef struct bd_pq_result {
+    /* k centroids: fewer than asked when the subvectors have fewer distinct
+     * values (under G) than k; the fit is then exact and `exact` is set. */
     int k, d;
     float *centroids;  /* k x d */
     int32_t *assign;   /* n */
-    /* The normalised objective after each iteration:
+    /* The kept fit's normalised objective after each iteration:
      * sqrt(sum_i (w_i - c_{a_i})^T G (w_i - c_{a_i}) / (blocks * n)), the
      * reference implementation's ||X(W - W^)||_F / sqrt(rows * subvectors). */
     double *objective;
-    int iters;            /* iterations run */
-    int empty_repaired;   /* empty clusters split from the most populated one */
+    int iters;            /* iterations the kept fit ran */
+    int restarts;         /* fits run */
+    int best_restart;     /* which one was kept */
+    int exact;
+    int empty_repaired;   /* empty clusters split from the most populated one, kept fit */
     int empty_left;       /* clusters still empty (only with duplicate subvectors) */
 } bd_pq_result;
+
+/* Fails with a message naming the option when restarts or tol is out of
+ * range (restarts 0..BD_PQ_MAX_RESTARTS, tol 0..0.5). */
+bd_status bd_pq_check_search(int restarts, double tol);
 
 /* The reference implementation's cap: the largest power of two strictly
  * below n/4 (a layer with 256 subvectors gets at most 32 centroids), and
  * never more than 65536. Returns at least 1. */
 int bd_pq_max_k(int64_t n);
 
-/* Runs EM on sub[n][d] under Gram matrix gr. Reports progress per iteration
- * ("em", iteration, iters, ..., objective) and honours cancellation. */
+/* Runs EM on sub[n][d] under Gram matrix gr: per restart, k-means++ seeding
+ * in the metric (w - c)^T G (w - c) (so the initial centroids are distinct
+ * subvectors), then Lloyd iterations. Reports progress per iteration ("em",
+ * iteration over all restarts, restarts * iters, ..., objective) and
+ * honours cancellation. Deterministic for a seed and thread count. */
 bd_status bd_pq_fit(const float *sub, int64_t n, const bd_gram *gr, const bd_pq_options *opt,
                     const bd_progress *progress, bd_pq_result *res);
 

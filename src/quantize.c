@@ -13,9 +13,43 @@
 #include "cpu/conv.h"
 #include "device.h"
 #include "exec.h"
+#include "feedback.h"
 #include "ops.h"
 
-const char *bd_objective_name(bd_objective o) { return o == BD_OBJ_WEIGHT ? "weight" : "act"; }
+static const char *const objective_names[BD_OBJ_COUNT] = {"act", "weight", "feedback"};
+
+const char *bd_objective_name(bd_objective o)
+{
+    return (int)o >= 0 && (int)o < BD_OBJ_COUNT ? objective_names[o] : "act";
+}
+
+const char *bd_objective_names(void) { return "act|weight|feedback"; }
+
+bd_status bd_objective_parse(const char *name, bd_objective *out)
+{
+    for (int o = 0; o < BD_OBJ_COUNT; o++)
+        if (strcmp(name, objective_names[o]) == 0) {
+            *out = (bd_objective)o;
+            return BD_OK;
+        }
+    if (strcmp(name, "gptvq") == 0) {
+        *out = BD_OBJ_FEEDBACK;
+        return BD_OK;
+    }
+    return bd_fail(BD_EINVAL, "objective is %s (or gptvq, the same as feedback), not '%s'",
+                   bd_objective_names(), name);
+}
+
+bd_status bd_objective_check(const bd_layer *l, bd_objective o)
+{
+    if (o == BD_OBJ_FEEDBACK && l->row_len > BD_FEEDBACK_MAX_LEN)
+        return bd_fail(BD_EINVAL,
+                       "layer '%s': rows of %lld values are too long for objective=feedback "
+                       "(at most %d: its %lldx%lld Gram would not fit); use objective=act",
+                       l->name, (long long)l->row_len, BD_FEEDBACK_MAX_LEN, (long long)l->row_len,
+                       (long long)l->row_len);
+    return BD_OK;
+}
 
 void bd_qlayer_free(bd_qlayer *q)
 {
@@ -111,7 +145,7 @@ bd_status bd_calib_new(bd_calib **out, bd_graph *student, const bd_dataset *d,
     if (c->opt.batch <= 0)
         c->opt.batch = 64;
     if (c->opt.holdout_every <= 1)
-        c->opt.holdout_every = 8;
+        c->opt.holdout_every = BD_HOLDOUT_EVERY;
     if (c->opt.holdout_rows <= 0)
         c->opt.holdout_rows = 4096;
     if (c->opt.cache_bytes == 0)
@@ -173,27 +207,80 @@ void bd_calib_changed(bd_calib *c, int node)
         }
 }
 
+static int held_out_rule(int64_t images, int every, int64_t i)
+{
+    if (images < every) /* too few for the rule: hold out the last one */
+        return images > 1 && i == images - 1;
+    return i % every == every - 1;
+}
+
 static int held_out(const bd_calib *c, int64_t i)
 {
-    int every = c->opt.holdout_every;
-    if (c->opt.images < every) /* too few for the rule: hold out the last one */
-        return c->opt.images > 1 && i == c->opt.images - 1;
-    return i % every == every - 1;
+    return held_out_rule(c->opt.images, c->opt.holdout_every, i);
+}
+
+int64_t bd_calib_held_out(int64_t images)
+{
+    if (images < BD_HOLDOUT_EVERY)
+        return images > 1;
+    return images / BD_HOLDOUT_EVERY;
 }
 
 void bd_capture_free(bd_capture *cap)
 {
     bd_gram_free(&cap->gram);
+    for (int64_t gi = 0; cap->rowgram && gi < cap->groups; gi++)
+        bd_gram_free(&cap->rowgram[gi]);
+    free(cap->rowgram);
     free(cap->held);
     free(cap->group);
     memset(cap, 0, sizeof *cap);
 }
 
-/* Per-thread accumulation, merged at the end of every batch. */
+/* Per-thread accumulation, merged at the end of every batch: the block
+ * Gram, or with full rows one row Gram per conv group. */
 typedef struct sink {
-    bd_gram gram;
+    bd_gram *grams;
+    int64_t ngrams;
     float *cols;
 } sink;
+
+static void sink_free(sink *s)
+{
+    for (int64_t i = 0; s->grams && i < s->ngrams; i++)
+        bd_gram_free(&s->grams[i]);
+    free(s->grams);
+    free(s->cols);
+    memset(s, 0, sizeof *s);
+}
+
+static bd_status sink_init(sink *s, const bd_capture *cap, int64_t ncols_floats)
+{
+    s->ngrams = cap->rowgram ? cap->groups : 1;
+    s->grams = calloc((size_t)s->ngrams, sizeof *s->grams);
+    s->cols = malloc((size_t)ncols_floats * sizeof *s->cols + 1);
+    if (!s->grams || !s->cols)
+        return BD_ENOMEM;
+    for (int64_t i = 0; i < s->ngrams; i++)
+        BD_TRY(bd_gram_init(&s->grams[i], cap->rowgram ? cap->row_len : cap->gram.d));
+    return BD_OK;
+}
+
+/* Adds a thread's sums into the capture's. */
+static void sink_merge(bd_capture *cap, const sink *s)
+{
+    for (int64_t i = 0; i < s->ngrams; i++) {
+        bd_gram *dst = cap->rowgram ? &cap->rowgram[i] : &cap->gram;
+        const bd_gram *src = &s->grams[i];
+        for (int64_t k = 0; k < dst->d * dst->d; k++)
+            dst->g[k] += src->g[k];
+        dst->rows += src->rows;
+        dst->blocks += src->blocks;
+    }
+}
+
+/* Where group gi's training rows go. */
+static bd_gram *sink_gram(sink *s, int64_t gi) { return &s->grams[s->ngrams > 1 ? gi : 0]; }
 
 static uint64_t mix(uint64_t x)
 {
@@ -281,8 +368,7 @@ static bd_status capture_conv(capture_job *job, const bd_node *node, const bd_te
     {
         sink *s = &sinks[omp_get_thread_num()];
         float *scratch = malloc((size_t)L * sizeof *scratch);
-        s->cols = malloc((size_t)(L * ohw) * sizeof *s->cols);
-        if (!scratch || !s->cols || bd_gram_init(&s->gram, job->cap->gram.d) != BD_OK) {
+        if (!scratch || sink_init(s, job->cap, L * ohw) != BD_OK) {
 #pragma omp atomic write
             failed = 1;
         }
@@ -297,7 +383,7 @@ static bd_status capture_conv(capture_job *job, const bd_node *node, const bd_te
             for (int64_t gi = 0; gi < g.group; gi++) {
                 bd_im2col(&g, (const float *)x->data + (i * g.c + gi * cg) * g.h * g.w, s->cols);
                 if (!held) {
-                    bd_gram_add_cols(&s->gram, s->cols, L, ohw);
+                    bd_gram_add_cols(sink_gram(s, gi), s->cols, L, ohw);
                     continue;
                 }
                 cols_src src = {s->cols, L, ohw};
@@ -308,17 +394,11 @@ static bd_status capture_conv(capture_job *job, const bd_node *node, const bd_te
             }
         }
         free(scratch);
-        free(s->cols);
     }
     for (int t = 0; t < nthreads; t++) {
-        if (!failed) {
-            bd_gram *dst = &job->cap->gram, *src = &sinks[t].gram;
-            for (int64_t k = 0; k < dst->d * dst->d; k++)
-                dst->g[k] += src->g[k];
-            dst->rows += src->rows;
-            dst->blocks += src->blocks;
-        }
-        bd_gram_free(&sinks[t].gram);
+        if (!failed)
+            sink_merge(job->cap, &sinks[t]);
+        sink_free(&sinks[t]);
     }
     free(sinks);
     return failed ? bd_fail(BD_ENOMEM, "out of memory for the im2col buffers") : BD_OK;
@@ -357,7 +437,7 @@ static bd_status capture_rows(capture_job *job, const bd_node *node, const bd_te
         } else if (job->want_gram) {
             for (int64_t r = 0; r < per; r++)
                 memcpy(train + r * L, mat_row(&src, i * per + r, scratch), (size_t)L * sizeof(float));
-            bd_gram_add_rows(&job->cap->gram, train, per, L);
+            bd_gram_add_rows(job->cap->rowgram ? job->cap->rowgram : &job->cap->gram, train, per, L);
         }
     }
     free(scratch);
@@ -453,7 +533,12 @@ static bd_status device_batch(bd_calib *c, int b, const bd_layer *l, capture_job
         else
             train[ntrain++] = i;
     }
-    if (s == BD_OK && strcmp(node->op, "Conv") == 0) {
+    if (s == BD_OK && strcmp(node->op, "Conv") == 0 && job->cap->rowgram) {
+        /* the full rows' Grams are the CPU's: the inputs come back whole */
+        s = bd_dexec_fetch(c->dx, node->inputs[0], NULL, n, &in);
+        if (s == BD_OK)
+            s = capture_conv(job, node, in, c->student->values[l->weight].init);
+    } else if (s == BD_OK && strcmp(node->op, "Conv") == 0) {
         s = bd_dexec_gram(c->dx, l->node, train, ntrain, &job->cap->gram);
         if (s == BD_OK && nheld > 0)
             s = bd_dexec_fetch(c->dx, node->inputs[0], held, nheld, &in);
@@ -474,12 +559,25 @@ static bd_status device_batch(bd_calib *c, int b, const bd_layer *l, capture_job
     return s;
 }
 
-bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d,
+bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d, int full_row,
                            const bd_progress *progress, bd_capture *cap)
 {
     memset(cap, 0, sizeof *cap);
     cap->row_len = l->row_len;
+    cap->groups = l->groups > 0 ? l->groups : 1;
     BD_TRY(bd_gram_init(&cap->gram, d));
+    if (full_row) {
+        bd_status s = bd_objective_check(l, BD_OBJ_FEEDBACK);
+        cap->rowgram = s == BD_OK ? calloc((size_t)cap->groups, sizeof *cap->rowgram) : NULL;
+        if (s == BD_OK && !cap->rowgram)
+            s = bd_fail(BD_ENOMEM, "out of memory for the row Grams of layer '%s'", l->name);
+        for (int64_t gi = 0; s == BD_OK && gi < cap->groups; gi++)
+            s = bd_gram_init(&cap->rowgram[gi], l->row_len);
+        if (s != BD_OK) {
+            bd_capture_free(cap);
+            return s;
+        }
+    }
     int64_t held_images = 0;
     for (int64_t i = 0; i < c->opt.images; i++)
         held_images += held_out(c, i);
@@ -509,12 +607,18 @@ bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d,
             s = bd_progress_report(progress, "capture", b + 1, c->nbatches, msg, 0);
         }
     }
-    if (s != BD_OK) {
-        bd_capture_free(cap);
-        return s;
+    if (s == BD_OK && cap->rowgram) {
+        for (int64_t gi = 0; gi < cap->groups; gi++)
+            bd_gram_finish(&cap->rowgram[gi]);
+        bd_feedback_layer fl = {NULL, l->rows, l->row_len, cap->groups, cap->rowgram};
+        bd_gram_free(&cap->gram);
+        s = bd_feedback_block_gram(&fl, (int)d, &cap->gram);
+    } else if (s == BD_OK) {
+        bd_gram_finish(&cap->gram);
     }
-    bd_gram_finish(&cap->gram);
-    return BD_OK;
+    if (s != BD_OK)
+        bd_capture_free(cap);
+    return s;
 }
 
 /* ---- metrics ----------------------------------------------------------------- */
@@ -584,13 +688,25 @@ static bd_status fit(const bd_layer *l, const bd_pq_layout *lay, const float *su
                        l->name);
     }
     bd_pq_options po = {.k = opt->k, .iters = opt->iters, .seed = opt->seed,
-                        .stop_when_stable = 1};
+                        .restarts = opt->restarts > 0 ? opt->restarts : BD_PQ_RESTARTS,
+                        .tol = opt->tol >= 0 ? opt->tol : BD_PQ_TOL};
+    if (objective == BD_OBJ_FEEDBACK && !cap->rowgram)
+        return bd_fail(BD_EINVAL, "layer '%s': objective=feedback needs the full rows' Gram, "
+                                  "which this capture did not take",
+                       l->name);
     bd_pq_result res;
     bd_status s = opt->device ? bd_device_pq_fit(opt->device, sub, lay->n, gram, &po, progress, &res)
                               : bd_pq_fit(sub, lay->n, gram, &po, progress, &res);
     bd_gram_free(&identity);
-    if (s != BD_OK)
+    if (s == BD_OK && objective == BD_OBJ_FEEDBACK && !res.exact) {
+        bd_feedback_layer fl = {sub, l->rows, l->row_len, cap->groups, cap->rowgram};
+        s = bd_feedback_pq(&fl, (int)lay->d, res.k, res.centroids, res.assign, BD_FEEDBACK_PASSES,
+                           progress, NULL, NULL);
+    }
+    if (s != BD_OK) {
+        bd_pq_result_free(&res);
         return s;
+    }
     bd_pq_round_fp16(res.centroids, (int64_t)res.k * res.d);
     memset(q, 0, sizeof *q);
     q->d = opt->d;
@@ -638,7 +754,10 @@ bd_status bd_quantize_fit(const bd_capture *cap, const bd_layer *l, const float 
         bd_qlayer other;
         size_t bytes = (size_t)(l->rows * l->row_len) * sizeof(float);
         float *other_hat = malloc(bytes);
-        bd_objective o = opt->objective == BD_OBJ_ACT ? BD_OBJ_WEIGHT : BD_OBJ_ACT;
+        /* feedback is compared with the block objective it starts from */
+        bd_objective o = opt->objective == BD_OBJ_WEIGHT ? BD_OBJ_ACT
+                         : opt->objective == BD_OBJ_ACT  ? BD_OBJ_WEIGHT
+                                                         : BD_OBJ_ACT;
         s = other_hat ? fit(l, &lay, sub, cap, o, opt, NULL, &other, other_hat)
                       : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->name);
         if (s == BD_OK) {
@@ -668,7 +787,7 @@ bd_status bd_quantize_layer(bd_calib *c, bd_graph *student, const bd_layer *l,
         return bd_fail(BD_EINVAL, "layer '%s': the original weight does not match the student's",
                        l->name);
     bd_capture cap;
-    BD_TRY(bd_calib_capture(c, l, opt->d, progress, &cap));
+    BD_TRY(bd_calib_capture(c, l, opt->d, opt->objective == BD_OBJ_FEEDBACK, progress, &cap));
     float *w_hat = malloc(bd_tensor_nbytes(w));
     bd_status s = w_hat ? bd_quantize_fit(&cap, l, original->data, opt, progress, out, w_hat)
                         : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->name);

@@ -19,12 +19,25 @@
 #include "pq.h"
 #include "progress.h"
 
-typedef enum bd_objective { BD_OBJ_ACT = 0, BD_OBJ_WEIGHT = 1 } bd_objective;
+/* act: ||X(W - W^)||^2 through the d x d block Gram (the paper's);
+ * weight: ||W - W^||^2 (plain k-means); feedback: act, then error feedback
+ * across each row's blocks with the full row's Gram (feedback.h). */
+typedef enum bd_objective { BD_OBJ_ACT = 0, BD_OBJ_WEIGHT = 1, BD_OBJ_FEEDBACK = 2 } bd_objective;
+enum { BD_OBJ_COUNT = 3 };
 
 /* A GPU (device.h); NULL in an option means the CPU. */
 typedef struct bd_device bd_device;
 
 const char *bd_objective_name(bd_objective o);
+/* The objective called `name` ("gptvq" also names feedback); fails with a
+ * message listing the names. */
+bd_status bd_objective_parse(const char *name, bd_objective *out);
+/* "act|weight|feedback", for usage lines. */
+const char *bd_objective_names(void);
+/* Whether layer l can be fitted with objective o: feedback needs rows of at
+ * most BD_FEEDBACK_MAX_LEN values; fails with a message naming the layer
+ * and the limit. */
+bd_status bd_objective_check(const bd_layer *l, bd_objective o);
 
 /* A quantized layer: its codebook, codes and what was measured. */
 typedef struct bd_qlayer {
@@ -51,6 +64,11 @@ int64_t bd_qlayer_bytes(const bd_qlayer *q);
 /* ---- calibration ----------------------------------------------------------- */
 
 typedef struct bd_calib bd_calib;
+
+/* By default every 8th calibration image is held out for the error metric. */
+enum { BD_HOLDOUT_EVERY = 8 };
+/* How many of `images` calibration images the default rule holds out. */
+int64_t bd_calib_held_out(int64_t images);
 
 typedef struct bd_calib_options {
     int64_t images;  /* calibration images (default 1024, at most the dataset) */
@@ -82,13 +100,17 @@ int64_t bd_calib_images(const bd_calib *c);
  * held-out rows with their group. */
 typedef struct bd_capture {
     bd_gram gram;
+    /* with full_row: the full row's Gram of each conv group (d = row_len),
+     * from which gram was derived; NULL otherwise */
+    bd_gram *rowgram;
+    int64_t groups;
     int64_t row_len;
     int64_t nheld;
     float *held;     /* nheld x row_len */
     int32_t *group;  /* nheld: the conv group each row belongs to */
 } bd_capture;
 
-bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d,
+bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d, int full_row,
                            const bd_progress *progress, bd_capture *cap);
 void bd_capture_free(bd_capture *cap);
 
@@ -97,7 +119,9 @@ void bd_capture_free(bd_capture *cap);
 typedef struct bd_quantize_options {
     int d, k;          /* k already within bd_pq_max_k */
     bd_objective objective;
-    int iters;         /* EM iterations (default 100) */
+    int iters;         /* EM iterations per restart, at most (default 100) */
+    int restarts;      /* EM fits from different seeds (0: BD_PQ_RESTARTS) */
+    double tol;        /* EM's stopping tolerance (< 0: BD_PQ_TOL; pq.h) */
     uint64_t seed;
     int compare_objectives; /* also fit the other objective, to report its error */
     bd_device *device; /* run EM on this GPU (NULL: the CPU) */

@@ -36,6 +36,8 @@ bd_status bd_ws_new(bd_workspace **out)
     pthread_mutex_init(&ws->mu, NULL);
     ws->threads = bd_threads_get();
     ws->batch = 64;
+    ws->restarts = BD_PQ_RESTARTS;
+    ws->tol = BD_PQ_TOL;
     *out = ws;
     return BD_OK;
 }
@@ -536,8 +538,10 @@ bd_status bd_ws_set(bd_workspace *ws, const char *glob, const bd_ws_change *c)
         int d, k;
         s = changed_dk(&ws->layers[idx[j]], c, &d, &k);
     }
-    if (c->objective > BD_OBJ_WEIGHT)
-        s = bd_fail(BD_EINVAL, "objective must be act or weight");
+    if (c->objective >= BD_OBJ_COUNT)
+        s = bd_fail(BD_EINVAL, "objective must be %s", bd_objective_names());
+    for (int j = 0; j < n && s == BD_OK && c->objective >= 0; j++)
+        s = bd_objective_check(&ws->layers[idx[j]].layer, (bd_objective)c->objective);
     char label[160];
     snprintf(label, sizeof label, "set %s", glob ? glob : "all");
     undo_step u;
@@ -654,7 +658,14 @@ bd_status bd_ws_data(bd_workspace *ws, bd_data_kind kind, const char *spec, int6
 }
 
 const char *bd_ws_data_spec(const bd_workspace *ws, bd_data_kind kind) { return ws->spec[kind]; }
-int64_t bd_ws_data_n(const bd_workspace *ws, bd_data_kind kind) { return ws->n[kind]; }
+int64_t bd_ws_data_n(const bd_workspace *ws, bd_data_kind kind)
+{
+    int64_t n = ws->n[kind] > 0 ? ws->n[kind] : kind == BD_DATA_CALIB ? 1024 : 0;
+    int64_t have = ws->data[kind] ? bd_dataset_count(ws->data[kind]) : -1;
+    if (have >= 0 && (n == 0 || n > have))
+        n = have;
+    return n;
+}
 
 /* ---- progress ------------------------------------------------------------------- */
 
@@ -735,6 +746,7 @@ static bd_quantize_options options_of(const bd_workspace *ws, const bd_ws_layer 
 {
     bd_quantize_options o = {.d = l->d, .k = l->k, .objective = l->objective,
                              .iters = iters > 0 ? iters : 100, .seed = ws->seed,
+                             .restarts = ws->restarts, .tol = ws->tol,
                              .compare_objectives = ws->compare, .device = ws->device};
     return o;
 }
@@ -943,7 +955,7 @@ bd_status bd_ws_trial(bd_workspace *ws, int i, int d, const int *ks, int nk, int
     bd_calib *calib;
     BD_TRY(calib_of(ws, &progress, &calib));
     bd_capture cap;
-    BD_TRY(bd_calib_capture(calib, &l->layer, d, &progress, &cap));
+    BD_TRY(bd_calib_capture(calib, &l->layer, d, l->objective == BD_OBJ_FEEDBACK, &progress, &cap));
     const bd_tensor *orig = ws->original[i];
     float *w_hat = malloc(bd_tensor_nbytes(orig));
     bd_status s = w_hat ? BD_OK : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->layer.name);
@@ -1264,3 +1276,19 @@ void bd_ws_seed(bd_workspace *ws, uint64_t seed)
 }
 
 uint64_t bd_ws_get_seed(const bd_workspace *ws) { return ws->seed; }
+
+bd_status bd_ws_search(bd_workspace *ws, int restarts, double tol)
+{
+    BD_TRY(bd_pq_check_search(restarts, tol));
+    if (restarts < 1)
+        return bd_fail(BD_EINVAL, "restarts=%d is outside 1..%d", restarts, BD_PQ_MAX_RESTARTS);
+    ws->restarts = restarts;
+    ws->tol = tol;
+    return BD_OK;
+}
+
+void bd_ws_get_search(const bd_workspace *ws, int *restarts, double *tol)
+{
+    *restarts = ws->restarts;
+    *tol = ws->tol;
+}

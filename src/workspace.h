@@ -103,6 +103,8 @@ typedef enum bd_data_kind { BD_DATA_CALIB = 0, BD_DATA_EVAL = 1 } bd_data_kind;
  * for calibration, all for evaluation). */
 bd_status bd_ws_data(bd_workspace *ws, bd_data_kind kind, const char *spec, int64_t n);
 const char *bd_ws_data_spec(const bd_workspace *ws, bd_data_kind kind); /* NULL if unset */
+/* The images that will be used: n as set (or the default), at most what
+ * the data set holds. */
 int64_t bd_ws_data_n(const bd_workspace *ws, bd_data_kind kind);
 
 /* ---- work --------------------------------------------------------------------- */
@@ -230,6 +232,12 @@ bd_status bd_ws_batch(bd_workspace *ws, int n);
 void bd_ws_compare_objectives(bd_workspace *ws, int on);
 void bd_ws_seed(bd_workspace *ws, uint64_t seed);
 uint64_t bd_ws_get_seed(const bd_workspace *ws);
+/* EM's search: fits from `restarts` seeds, the best kept, each stopped when
+ * its objective improves by less than tol (relative) for a few iterations
+ * (pq.h; defaults BD_PQ_RESTARTS, BD_PQ_TOL). Out of range: refused, nothing
+ * changed. */
+bd_status bd_ws_search(bd_workspace *ws, int restarts, double tol);
+void bd_ws_get_search(const bd_workspace *ws, int *restarts, double *tol);
 
 /* ---- progress, cancellation, locking ------------------------------------------- */
 

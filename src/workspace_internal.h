@@ -59,6 +59,8 @@ struct bd_workspace {
     int batch;
     int compare;
     uint64_t seed;
+    int restarts; /* EM's search (pq.h) */
+    double tol;
     /* cached results */
     bd_accuracy teacher_acc, student_acc;
     char *teacher_acc_key;

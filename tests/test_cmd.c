@@ -239,7 +239,7 @@ static void test_refusals(void **state)
     expect_refusal(&ctx, "regime medium", "regime: 'medium' is not small or large");
     expect_refusal(&ctx, "set fc", "set: nothing to change");
     expect_refusal(&ctx, "set fc skip d=4", "set: skip cannot go with");
-    expect_refusal(&ctx, "set fc objective=both", "set: objective is act or weight");
+    expect_refusal(&ctx, "set fc objective=both", "set: objective is act|weight|feedback");
     expect_refusal(&ctx, "threads many", "threads: N wants a whole number");
     expect_refusal(&ctx, "help frobnicate", "help: no command 'frobnicate'");
     expect_refusal(&ctx, "run x.lua", "run: Lua scripts cannot run from here");

@@ -379,7 +379,7 @@ static void test_em_fit(void **state)
     enum { N = 2000, D = 4, K = 16 };
     bd_gram gr;
     float *sub = separated(N, D, K, 31, &gr);
-    bd_pq_options opt = {.k = K, .iters = 30, .seed = 5, .stop_when_stable = 1};
+    bd_pq_options opt = {.k = K, .iters = 30, .seed = 5, .tol = 1e-5};
     bd_pq_result cpu, gpu_res;
     ok(bd_pq_fit(sub, N, &gr, &opt, NULL, &cpu));
     ok(bd_device_pq_fit(dev, sub, N, &gr, &opt, NULL, &gpu_res));
@@ -866,8 +866,8 @@ static void test_e2e_gram(void **state)
     for (int i = 0; i < nl; i++) { /* every layer: convs of every kind, and the fc */
         bd_capture a, b;
         int64_t dd = ls[i].kh * ls[i].kw > 1 ? ls[i].kh * ls[i].kw : 4;
-        ok(bd_calib_capture(cc, &ls[i], dd, NULL, &a));
-        ok(bd_calib_capture(gc, &ls[i], dd, NULL, &b));
+        ok(bd_calib_capture(cc, &ls[i], dd, 0, NULL, &a));
+        ok(bd_calib_capture(gc, &ls[i], dd, 0, NULL, &b));
         assert_int_equal(a.gram.rows, b.gram.rows);
         assert_int_equal(a.gram.blocks, b.gram.blocks);
         assert_int_equal(a.nheld, b.nheld);

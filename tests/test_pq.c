@@ -128,7 +128,7 @@ static void test_em_objective_never_rises(void **state)
     bd_pq_options opt = {.k = 64, .iters = 30, .seed = 3};
     bd_pq_result res;
     assert_int_equal(bd_pq_fit(sub, N, &gr, &opt, NULL, &res), BD_OK);
-    assert_int_equal(res.iters, 30);
+    assert_true(res.iters >= 2 && res.iters <= 30);
     for (int i = 1; i < res.iters; i++)
         assert_true(res.objective[i] <= res.objective[i - 1] * (1 + 1e-6));
     assert_true(res.objective[res.iters - 1] < res.objective[0]);
@@ -148,8 +148,9 @@ static void test_em_objective_never_rises(void **state)
     free(x);
 }
 
-/* Duplicate subvectors make initial centroids collide; the repair splits
- * the most populated cluster until every centroid has members. */
+/* Duplicate subvectors: seeding never draws a duplicate, and the repair
+ * splits the most populated cluster should one empty, so every centroid
+ * ends with members. */
 static void test_empty_clusters_repaired(void **state)
 {
     (void)state;
@@ -166,7 +167,6 @@ static void test_empty_clusters_repaired(void **state)
     }
     bd_gram gr;
     assert_int_equal(bd_gram_identity(&gr, D), BD_OK);
-    int repaired_somewhere = 0;
     for (uint64_t seed = 0; seed < 20; seed++) {
         bd_pq_options opt = {.k = K, .iters = 10, .seed = seed};
         bd_pq_result res;
@@ -178,10 +178,8 @@ static void test_empty_clusters_repaired(void **state)
             if (!used[c])
                 fail_msg("seed %llu: cluster %d is empty", (unsigned long long)seed, c);
         assert_int_equal(res.empty_left, 0);
-        repaired_somewhere += res.empty_repaired > 0;
         bd_pq_result_free(&res);
     }
-    assert_true(repaired_somewhere > 0);
     bd_gram_free(&gr);
 }
 

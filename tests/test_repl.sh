@@ -148,7 +148,7 @@ for name, (kind, shape, d, k) in want.items():
 check(re.search(r"^10 layers: 10 float, 0 quantized, 0 tuned; the plan skips 1$", out, re.M),
       "table footer")
 check("conv1: skip (first conv: kept in fp32)" in out, "regime names the skipped first conv")
-check("fc: d=4 k=32 objective=act (k clamped from 2048 to 32)" in out, "regime names the clamp")
+check("fc: d=4 k=32 objective=feedback (k clamped from 2048 to 32)" in out, "regime names the clamp")
 check(re.search(r"^calib data: fmnist:train n=\d+$", out, re.M) and
       "eval data: fmnist:test n=500" in out, "data lines")
 
@@ -249,7 +249,7 @@ for line in ("device cpu", "threads 1", "seed 3"):
 check(len(re.findall(r"^threads 1$", out, re.M)) == 2, "threads without N shows it")
 
 # set: the plan changes, a quantized layer keeps its codebook; skip marks
-check("layer3.0.conv2: d=18 k=64 objective=act" in out, "set d=18 k=64 line")
+check("layer3.0.conv2: d=18 k=64 objective=feedback" in out, "set d=18 k=64 line")
 t = T[5]
 check((t["layer3.0.conv2"]["d"], t["layer3.0.conv2"]["k"]) == (18, 64), "set applied %s" % t["layer3.0.conv2"])
 check(t["layer3.0.conv2"]["state"] == "quantized" and t["layer3.0.conv2"]["kb"] == T[4]["layer3.0.conv2"]["kb"],

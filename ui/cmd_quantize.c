@@ -27,13 +27,21 @@ static const char help[] =
     "  --calib-n N           calibration images (default 1024)\n"
     "  --regime small|large  the paper's block sizes: small d=9 (3x3), 4 (1x1, fc);\n"
     "                        large d=18, 8, 4; k=256, fc k=2048, clamped (default small)\n"
-    "  --set GLOB:d=D,k=K[,objective=act|weight]   override layers matching GLOB\n"
+    "  --set GLOB:d=D,k=K[,objective=act|weight|feedback]   override layers matching GLOB\n"
     "                        (fnmatch, e.g. 'layer3.*'); GLOB:skip keeps them fp32;\n"
     "                        repeatable, applied in order\n"
-    "  --objective act|weight  act: ||X(W-W^)||^2 (default); weight: ||W-W^||^2\n"
-    "  --compare             also fit the other objective on the same inputs and show\n"
-    "                        its error (what the activations buy)\n"
-    "  --iters N             EM iterations at most (default 100; stops when stable)\n"
+    "  --objective act|weight|feedback  act: ||X(W-W^)||^2 through each block's\n"
+    "                        Gram (the paper's); weight: ||W-W^||^2; feedback: act,\n"
+    "                        then error feedback across each row's blocks with the\n"
+    "                        full row's Gram (GPTVQ's update; 'gptvq' also names it)\n"
+    "                        (default: the regime's plan)\n"
+    "  --compare             also fit another objective on the same inputs and show\n"
+    "                        its error (act: weight; weight and feedback: act)\n"
+    "  --iters N             EM iterations per restart at most (default 100)\n"
+    "  --restarts R          EM fits from R seeds (k-means++ each), the best kept\n"
+    "                        (default 4, 1..64)\n"
+    "  --tol X               a fit stops when its objective improves by less than X\n"
+    "                        (relative) for 3 iterations in a row (default 1e-5)\n"
     "  --quantize-first      also quantize the first conv (kept fp32 by default)\n"
     "  --seed S              seed for calibration sampling and EM (default 0)\n"
     "  --eval SPEC           evaluate teacher and student on SPEC afterwards\n"
@@ -58,9 +66,10 @@ typedef struct args {
     const char *model, *out, *calib, *regime, *eval, *report, *policy;
     const char *sets[64];
     int nsets;
-    long calib_n, iters, seed, batch, threads, eval_n, ft_layer, ft_global;
+    long calib_n, iters, seed, batch, threads, eval_n, ft_layer, ft_global, restarts;
     float lr, momentum, wd;
-    int objective, quantize_first, decoded, compare;
+    double tol;
+    int objective, objective_given, quantize_first, decoded, compare;
     int not_with_policy; /* an option --policy leaves to the policy */
 } args;
 
@@ -79,7 +88,8 @@ static int parse(int argc, char **argv, args *a)
         {"finetune-layer", required_argument, 0, 'L'},
         {"finetune-global", required_argument, 0, 'G'},
         {"lr", required_argument, 0, 'l'},      {"momentum", required_argument, 0, 'm'},
-        {"wd", required_argument, 0, 'w'},      {0, 0, 0, 0}};
+        {"wd", required_argument, 0, 'w'},      {"restarts", required_argument, 0, 'x'},
+        {"tol", required_argument, 0, 'T'},     {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->regime = "small";
     a->calib_n = 1024;
@@ -88,6 +98,8 @@ static int parse(int argc, char **argv, args *a)
     a->wd = 1e-4f;
     a->iters = 100;
     a->batch = 64;
+    a->restarts = BD_PQ_RESTARTS;
+    a->tol = BD_PQ_TOL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
@@ -131,11 +143,26 @@ static int parse(int argc, char **argv, args *a)
                 return cli_usage_error("quantize", "at most 64 --set options");
             a->sets[a->nsets++] = optarg;
             break;
-        case 'j':
-            if (strcmp(optarg, "act") && strcmp(optarg, "weight"))
-                return cli_usage_error("quantize", "--objective is act or weight, not '%s'", optarg);
-            a->objective = strcmp(optarg, "weight") == 0 ? BD_OBJ_WEIGHT : BD_OBJ_ACT;
+        case 'j': {
+            bd_objective o;
+            if (bd_objective_parse(optarg, &o) != BD_OK)
+                return cli_usage_error("quantize", "--objective: %s", bd_error_message());
+            a->objective = (int)o;
+            a->objective_given = 1;
             break;
+        }
+        case 'x':
+            if (cli_parse_int("quantize", "--restarts", optarg, 1, BD_PQ_MAX_RESTARTS, &a->restarts))
+                return CLI_USAGE;
+            break;
+        case 'T': {
+            char *end;
+            a->tol = strtod(optarg, &end);
+            if (*end || end == optarg || bd_pq_check_search(1, a->tol) != BD_OK)
+                return cli_usage_error("quantize", "--tol wants a number from 0 to 0.5, not '%s'",
+                                       optarg);
+            break;
+        }
         case 'n':
             if (cli_parse_int("quantize", "--calib-n", optarg, 1, 1L << 30, &a->calib_n))
                 return CLI_USAGE;
@@ -236,8 +263,11 @@ static int run_policy(const args *a)
     argv[n++] = iters;
     if (a->quantize_first)
         argv[n++] = "first=true";
-    if (a->objective == BD_OBJ_WEIGHT)
-        argv[n++] = "objective=weight";
+    char objective[64];
+    if (a->objective_given) {
+        snprintf(objective, sizeof objective, "objective=%s", bd_objective_name(a->objective));
+        argv[n++] = objective;
+    }
     if (a->eval)
         argv[n++] = "eval=true";
     if (a->decoded)
@@ -262,6 +292,8 @@ static int run_policy(const args *a)
         s = bd_ws_data(ws, BD_DATA_EVAL, a->eval, a->eval_n);
     if (rc == CLI_OK && s != BD_OK)
         rc = cli_report(s);
+    if (rc == CLI_OK && (s = bd_ws_search(ws, (int)a->restarts, a->tol)) != BD_OK)
+        rc = cli_report(s);
     if (rc == CLI_OK) {
         bd_ws_seed(ws, (uint64_t)a->seed);
         rc = cli_run_lua(ws, path, NULL, n, argv);
@@ -275,8 +307,9 @@ static bd_status make_plan(bd_workspace *ws, const args *a)
 {
     BD_TRY(bd_ws_regime(ws, a->regime, a->quantize_first));
     bd_ws_change all = {.objective = a->objective, .quantize = -1};
-    if (a->objective == BD_OBJ_WEIGHT)
-        BD_TRY(bd_ws_set(ws, "*", &all));
+    if (a->objective_given)
+        BD_TRY(bd_error_context(bd_ws_set(ws, "*", &all), "--objective %s",
+                                bd_objective_name(a->objective)));
     for (int i = 0; i < a->nsets; i++) {
         char glob[BD_LAYER_NAME_MAX];
         int skip;
@@ -315,14 +348,17 @@ static bd_status work(bd_workspace *ws, const args *a, bd_accuracy *t, bd_accura
 {
     bd_finetune_options ft = {.iters = (int)a->ft_layer, .lr = a->lr, .momentum = a->momentum,
                               .wd = a->wd};
-    printf("quantizing %s: %d layers, %lld calibration images from %s, %s objective\n\n", a->model,
-           bd_ws_nlayers(ws), (long long)bd_ws_data_n(ws, BD_DATA_CALIB),
-           bd_ws_data_spec(ws, BD_DATA_CALIB),
-           a->objective == BD_OBJ_WEIGHT ? "weight-only" : "activation-aware");
+    int64_t images = bd_ws_data_n(ws, BD_DATA_CALIB), held = bd_calib_held_out(images);
+    printf("quantizing %s: %d layers, %lld calibration images from %s (%lld for the fit, %lld held "
+           "out for the errors), objective %s, EM best of %ld from seed %ld\n\n",
+           a->model, bd_ws_nlayers(ws), (long long)images, bd_ws_data_spec(ws, BD_DATA_CALIB),
+           (long long)(images - held), (long long)held,
+           a->objective_given ? bd_objective_name(a->objective) : "as planned", a->restarts,
+           a->seed);
     printf("%-26s %-18s %4s %6s %6s %10s %10s", "layer", "weight", "d", "k", "bits/w", "size KB",
            "rel error");
     if (a->compare)
-        printf(" %10s", a->objective == BD_OBJ_WEIGHT ? "act error" : "w-only err");
+        printf(" %10s", "other obj.");
     printf(" %7s\n", "seconds");
     for (int i = 0; i < bd_ws_nlayers(ws); i++) {
         if (bd_ws_layer_at(ws, i)->quantize) {
@@ -388,9 +424,11 @@ int cli_quantize(int argc, char **argv)
                                sizeof calib_buf, &calib_spec)) == CLI_OK) {
         bd_ws_seed(ws, (uint64_t)a.seed);
         bd_ws_compare_objectives(ws, a.compare);
+        s = bd_ws_search(ws, (int)a.restarts, a.tol);
         cli_ws_attach(ws);
         bd_accuracy t = {0}, st = {0};
-        s = bd_ws_data(ws, BD_DATA_CALIB, calib_spec, a.calib_n);
+        if (s == BD_OK)
+            s = bd_ws_data(ws, BD_DATA_CALIB, calib_spec, a.calib_n);
         if (s == BD_OK)
             s = work(ws, &a, &t, &st);
         cli_ws_detach();

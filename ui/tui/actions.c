@@ -127,7 +127,7 @@ static bd_status job_plan(tui *t, const tui_job *j)
         break;
     }
     case PLAN_OBJECTIVE:
-        c.objective = l->objective == BD_OBJ_ACT ? BD_OBJ_WEIGHT : BD_OBJ_ACT;
+        c.objective = (l->objective + 1) % BD_OBJ_COUNT;
         break;
     default: c.quantize = !l->quantize; break;
     }
@@ -356,7 +356,7 @@ static const tui_binding bindings[] = {
      {'[', ']', '-', '+', '='},
      act_plan},
     {"k K", "k: halve / double (up to what the layer allows)", {'k', 'K'}, act_plan},
-    {"o", "objective: activation-aware / weight-only", {'o'}, act_plan},
+    {"o", "objective: act (activation-aware) / weight / feedback (across blocks)", {'o'}, act_plan},
     {"x", "take or skip the layer in 'quantize all'", {'x'}, act_plan},
     {"r", "reset the selected layer to float", {'r'}, act_reset},
     {"u", "undo the last change", {'u'}, act_undo},

@@ -1,0 +1,443 @@
+#include "feedback.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* LAPACK's Cholesky routines, from the OpenBLAS that provides cblas (it
+ * ships no lapacke.h here); column-major, so a symmetric matrix passes as
+ * it is and a factor comes back transposed. */
+void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
+void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info);
+
+/* Relative damping of H's diagonal (GPTQ damps by 1% of its mean; relative
+ * damping keeps a diagonal H's metric proportional to H itself), and a floor
+ * for inputs that never fire. */
+#define DAMP 0.01
+#define FLOOR 1e-8
+
+static bd_status check_layer(const bd_feedback_layer *fl, int d)
+{
+    if (fl->L > BD_FEEDBACK_MAX_LEN)
+        return bd_fail(BD_EINVAL,
+                       "rows of %lld values are longer than error feedback takes (at most %d)",
+                       (long long)fl->L, BD_FEEDBACK_MAX_LEN);
+    if (d < 1 || d > 64 || fl->L % d || fl->groups < 1 || fl->rows % fl->groups)
+        return bd_fail(BD_EINVAL, "error feedback: d=%d, %lld rows of %lld in %lld groups", d,
+                       (long long)fl->rows, (long long)fl->L, (long long)fl->groups);
+    return BD_OK;
+}
+
+/* U with (H + damping)^-1 = U^T U, U upper triangular, row-major in u. */
+static bd_status inverse_factor(const bd_gram *h, double *u)
+{
+    const int L = (int)h->d;
+    double mean = 0;
+    for (int i = 0; i < L; i++)
+        mean += h->g[(int64_t)i * L + i];
+    mean /= L;
+    const double floor = FLOOR * (mean > 0 ? mean : 1);
+    memcpy(u, h->g, (size_t)L * (size_t)L * sizeof *u);
+    for (int i = 0; i < L; i++)
+        u[(int64_t)i * L + i] += DAMP * u[(int64_t)i * L + i] + floor;
+    int info = 0;
+    dpotrf_("U", &L, u, &L, &info);
+    if (info == 0)
+        dpotri_("U", &L, u, &L, &info);
+    if (info != 0)
+        return bd_fail(BD_EINVAL, "error feedback: the damped input Gram is not positive "
+                                  "definite (LAPACK info %d)",
+                       info);
+    /* the inverse's upper triangle (column-major) is u[j*L + i], i <= j */
+    for (int j = 0; j < L; j++)
+        for (int i = 0; i < j; i++)
+            u[(int64_t)i * L + j] = u[(int64_t)j * L + i];
+    dpotrf_("U", &L, u, &L, &info);
+    if (info != 0)
+        return bd_fail(BD_EINVAL, "error feedback: the inverse Gram is not positive definite "
+                                  "(LAPACK info %d)",
+                       info);
+    /* column-major upper factor -> row-major upper factor */
+    for (int i = 0; i < L; i++)
+        for (int j = 0; j < i; j++) {
+            u[(int64_t)j * L + i] = u[(int64_t)i * L + j];
+            u[(int64_t)i * L + j] = 0;
+        }
+    return BD_OK;
+}
+
+/* inv = the inverse of the upper triangular d x d block of u at (c0, c0). */
+static void block_inverse(const double *u, int64_t L, int64_t c0, int d, double *inv)
+{
+    memset(inv, 0, (size_t)d * (size_t)d * sizeof *inv);
+    for (int j = 0; j < d; j++) {
+        /* column j of inv solves U_bb x = e_j, bottom to top */
+        for (int i = j; i >= 0; i--) {
+            double v = i == j ? 1.0 : 0.0;
+            for (int t = i + 1; t <= j; t++)
+                v -= u[(c0 + i) * L + c0 + t] * inv[t * d + j];
+            inv[i * d + j] = v / u[(c0 + i) * L + c0 + i];
+        }
+    }
+}
+
+bd_status bd_feedback_pass(const bd_feedback_layer *fl, int d, bd_feedback_quantizer quantize,
+                           void *ctx, const bd_progress *progress)
+{
+    BD_TRY(check_layer(fl, d));
+    const int64_t L = fl->L, mg = fl->rows / fl->groups, m = L / d;
+    double *u = malloc((size_t)L * (size_t)L * sizeof *u);
+    float *w = malloc((size_t)(mg * L) * sizeof *w);
+    float *wb = malloc((size_t)(mg * d) * sizeof *wb), *qb = malloc((size_t)(mg * d) * sizeof *qb);
+    float *q = malloc((size_t)d * (size_t)L * sizeof *q);
+    double inv[64 * 64], metric[64 * 64];
+    bd_status s = u && w && wb && qb && q ? BD_OK : bd_fail(BD_ENOMEM, "out of memory for error "
+                                                                       "feedback on rows of %lld",
+                                                            (long long)L);
+    for (int64_t gi = 0; s == BD_OK && gi < fl->groups; gi++) {
+        if ((s = inverse_factor(&fl->h[gi], u)) != BD_OK)
+            break;
+        memcpy(w, fl->w + gi * mg * L, (size_t)(mg * L) * sizeof *w);
+        for (int64_t b = 0; s == BD_OK && b < m; b++) {
+            const int64_t c0 = b * d, rest = L - c0 - d;
+            block_inverse(u, L, c0, d, inv);
+            for (int i = 0; i < d; i++)
+                for (int j = 0; j < d; j++) {
+                    double v = 0;
+                    for (int t = (i > j ? i : j); t < d; t++)
+                        v += inv[i * d + t] * inv[j * d + t];
+                    metric[i * d + j] = v;
+                }
+            for (int64_t r = 0; r < mg; r++)
+                memcpy(wb + r * d, w + r * L + c0, (size_t)d * sizeof *wb);
+            if ((s = quantize(ctx, gi, b, wb, mg, d, metric, qb)) != BD_OK)
+                break;
+            if (rest == 0)
+                continue;
+            /* q = U_bb^-1 U_b,rest; then W[:, rest] -= E q with E = wb - qb */
+            for (int i = 0; i < d; i++)
+                for (int64_t c = 0; c < rest; c++) {
+                    double v = 0;
+                    for (int t = i; t < d; t++)
+                        v += inv[i * d + t] * u[(c0 + t) * L + c0 + d + c];
+                    q[i * rest + c] = (float)v;
+                }
+            for (int64_t i = 0; i < mg * d; i++)
+                wb[i] -= qb[i];
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)rest, d, -1.0f, wb,
+                        d, q, (int)rest, 1.0f, w + c0 + d, (int)L);
+        }
+        if (s == BD_OK && fl->groups > 1) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "error feedback: group %lld of %lld", (long long)gi + 1,
+                     (long long)fl->groups);
+            s = bd_progress_report(progress, "feedback", gi + 1, fl->groups, msg, 0);
+        }
+    }
+    free(u);
+    free(w);
+    free(wb);
+    free(qb);
+    free(q);
+    return s;
+}
+
+/* Each group's H in float for the GEMMs of the objective and its
+ * gradient, which cancellation does not threaten: they are sums of
+ * products of residuals, not differences of large sums. */
+static float *float_grams(const bd_feedback_layer *fl)
+{
+    const int64_t LL = fl->L * fl->L;
+    float *hf = malloc((size_t)(fl->groups * LL) * sizeof *hf);
+    if (hf)
+        for (int64_t gi = 0; gi < fl->groups; gi++)
+            for (int64_t i = 0; i < LL; i++)
+                hf[gi * LL + i] = (float)fl->h[gi].g[i];
+    return hf;
+}
+
+/* out = X H per group (rows x L), X rows x L. */
+static void times_h(const bd_feedback_layer *fl, const float *hf, const float *x, float *out)
+{
+    const int64_t L = fl->L, mg = fl->rows / fl->groups;
+    for (int64_t gi = 0; gi < fl->groups; gi++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)L, (int)L, 1.0f,
+                    x + gi * mg * L, (int)L, hf + gi * L * L, (int)L, 0.0f, out + gi * mg * L,
+                    (int)L);
+}
+
+static double objective_with(const bd_feedback_layer *fl, const float *hf, const float *w_hat,
+                             float *diff, float *dh)
+{
+    const int64_t count = fl->rows * fl->L;
+    for (int64_t i = 0; i < count; i++)
+        diff[i] = fl->w[i] - w_hat[i];
+    times_h(fl, hf, diff, dh);
+    double f = 0;
+    for (int64_t i = 0; i < count; i++)
+        f += (double)diff[i] * (double)dh[i];
+    return f;
+}
+
+double bd_feedback_objective(const bd_feedback_layer *fl, const float *w_hat)
+{
+    const int64_t count = fl->rows * fl->L;
+    float *hf = float_grams(fl);
+    float *diff = malloc((size_t)count * sizeof *diff), *dh = malloc((size_t)count * sizeof *dh);
+    double f = hf && diff && dh ? objective_with(fl, hf, w_hat, diff, dh) : NAN;
+    free(hf);
+    free(diff);
+    free(dh);
+    return f;
+}
+
+bd_status bd_feedback_block_gram(const bd_feedback_layer *fl, int d, bd_gram *out)
+{
+    BD_TRY(check_layer(fl, d));
+    BD_TRY(bd_gram_init(out, d));
+    const int64_t L = fl->L, m = L / d;
+    for (int64_t gi = 0; gi < fl->groups; gi++) {
+        for (int64_t b = 0; b < m; b++)
+            for (int i = 0; i < d; i++)
+                for (int j = 0; j < d; j++)
+                    out->g[i * d + j] += fl->h[gi].g[(b * d + i) * L + b * d + j];
+        out->rows += fl->h[gi].rows;
+        out->blocks += fl->h[gi].rows * m;
+    }
+    return BD_OK;
+}
+
+/* ---- PQ ---------------------------------------------------------------------- */
+
+typedef struct pq_ctx {
+    const float *centroids;
+    int k;
+    int64_t mg, m;
+    int32_t *assign; /* rows * m */
+} pq_ctx;
+
+static bd_status pq_quantize(void *ctx, int64_t group, int64_t block, const float *wb,
+                             int64_t rows, int d, const double *metric, float *qb)
+{
+    pq_ctx *c = ctx;
+    int32_t *codes = malloc((size_t)rows * sizeof *codes);
+    if (!codes)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    bd_gram g = {.d = d, .g = (double *)metric, .rows = 1, .blocks = 1};
+    bd_status s = bd_pq_assign(wb, rows, &g, c->centroids, c->k, codes, NULL);
+    for (int64_t r = 0; s == BD_OK && r < rows; r++) {
+        c->assign[(group * c->mg + r) * c->m + block] = codes[r];
+        memcpy(qb + r * d, c->centroids + (int64_t)codes[r] * d, (size_t)d * sizeof *qb);
+    }
+    free(codes);
+    return s;
+}
+
+/* The refit of the codebook to fixed codes: minimise
+ * f(C) = sum_r (w_r - w^_r(C))^T H (w_r - w^_r(C)), a quadratic in C whose
+ * normal equations A(C) = b have A(C) = S(decode(C) H), b = S(W H), S the
+ * sum of a row's blocks into their centroids. Conjugate gradients from the
+ * current codebook, preconditioned by each centroid's own d x d block of A
+ * (the sum of H's diagonal blocks over its members), never raise f. */
+enum { CG_ITERS = 8 };
+
+typedef struct refit {
+    const bd_feedback_layer *fl;
+    const float *hf;
+    int d, k;
+    const int32_t *assign;
+    float *x, *xh; /* rows x L scratch */
+    double *prec;  /* k x d x d: the inverse of each centroid's block (Cholesky-solved) */
+} refit;
+
+static void scatter(const refit *r, const float *xh, double *out)
+{
+    const int d = r->d;
+    const int64_t n = r->fl->rows * r->fl->L / d;
+    memset(out, 0, (size_t)r->k * (size_t)d * sizeof *out);
+    for (int64_t i = 0; i < n; i++)
+        for (int t = 0; t < d; t++)
+            out[(int64_t)r->assign[i] * d + t] += xh[i * d + t];
+}
+
+static void apply_a(const refit *r, const double *c, double *out)
+{
+    const int d = r->d;
+    const int64_t n = r->fl->rows * r->fl->L / d;
+    for (int64_t i = 0; i < n; i++)
+        for (int t = 0; t < d; t++)
+            r->x[i * d + t] = (float)c[(int64_t)r->assign[i] * d + t];
+    times_h(r->fl, r->hf, r->x, r->xh);
+    scatter(r, r->xh, out);
+}
+
+static void precondition(const refit *r, const double *in, double *out)
+{
+    const int d = r->d;
+    for (int c = 0; c < r->k; c++) {
+        const double *p = r->prec + (int64_t)c * d * d;
+        for (int i = 0; i < d; i++) {
+            double v = 0;
+            for (int j = 0; j < d; j++)
+                v += p[i * d + j] * in[(int64_t)c * d + j];
+            out[(int64_t)c * d + i] = v;
+        }
+    }
+}
+
+/* prec[c] = (sum of H's diagonal blocks over c's members)^-1, by a small
+ * Gauss-Jordan with a ridge; an unused centroid gets the identity. */
+static void build_preconditioner(refit *r)
+{
+    const int d = r->d;
+    const int64_t L = r->fl->L, m = L / d, mg = r->fl->rows / r->fl->groups;
+    const int64_t n = r->fl->rows * m;
+    double *blk = calloc((size_t)r->k * (size_t)d * (size_t)d, sizeof *blk);
+    if (!blk) {
+        for (int c = 0; c < r->k; c++)
+            for (int i = 0; i < d * d; i++)
+                r->prec[(int64_t)c * d * d + i] = i % (d + 1) == 0;
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        int64_t gi = (i / m) / mg, b = i % m;
+        double *a = blk + (int64_t)r->assign[i] * d * d;
+        const double *h = r->fl->h[gi].g;
+        for (int s = 0; s < d; s++)
+            for (int t = 0; t < d; t++)
+                a[s * d + t] += h[(b * d + s) * L + b * d + t];
+    }
+    for (int c = 0; c < r->k; c++) {
+        double a[64 * 128];
+        const double *src = blk + (int64_t)c * d * d;
+        double tr = 0;
+        for (int i = 0; i < d; i++)
+            tr += src[i * d + i];
+        for (int i = 0; i < d; i++)
+            for (int j = 0; j < 2 * d; j++)
+                a[i * 2 * d + j] = j < d ? src[i * d + j] + (i == j ? 1e-6 * tr / d + 1e-30 : 0)
+                                         : (j - d == i);
+        for (int col = 0; col < d; col++) {
+            double piv = a[col * 2 * d + col];
+            for (int j = 0; j < 2 * d; j++)
+                a[col * 2 * d + j] /= piv;
+            for (int i = 0; i < d; i++)
+                if (i != col) {
+                    double f = a[i * 2 * d + col];
+                    for (int j = 0; j < 2 * d; j++)
+                        a[i * 2 * d + j] -= f * a[col * 2 * d + j];
+                }
+        }
+        for (int i = 0; i < d; i++)
+            for (int j = 0; j < d; j++)
+                r->prec[(int64_t)c * d * d + i * d + j] = a[i * 2 * d + d + j];
+    }
+    free(blk);
+}
+
+static double dot(const double *a, const double *b, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+static bd_status refit_codebook(refit *r, float *centroids)
+{
+    const int64_t kd = (int64_t)r->k * r->d, count = r->fl->rows * r->fl->L;
+    double *c = malloc((size_t)kd * sizeof *c), *res = malloc((size_t)kd * sizeof *res);
+    double *z = malloc((size_t)kd * sizeof *z), *p = malloc((size_t)kd * sizeof *p);
+    double *ap = malloc((size_t)kd * sizeof *ap);
+    if (!c || !res || !z || !p || !ap) {
+        free(c), free(res), free(z), free(p), free(ap);
+        return bd_fail(BD_ENOMEM, "out of memory refitting a codebook");
+    }
+    for (int64_t i = 0; i < kd; i++)
+        c[i] = centroids[i];
+    build_preconditioner(r);
+    /* res = b - A(c) = S((W - decode(c)) H) */
+    for (int64_t i = 0; i < count; i++)
+        r->x[i] = r->fl->w[i] - centroids[(int64_t)r->assign[i / r->d] * r->d + i % r->d];
+    times_h(r->fl, r->hf, r->x, r->xh);
+    scatter(r, r->xh, res);
+    precondition(r, res, z);
+    memcpy(p, z, (size_t)kd * sizeof *p);
+    double rz = dot(res, z, kd);
+    for (int it = 0; it < CG_ITERS && rz > 0; it++) {
+        apply_a(r, p, ap);
+        double pap = dot(p, ap, kd);
+        if (!(pap > 0))
+            break;
+        double alpha = rz / pap;
+        for (int64_t i = 0; i < kd; i++) {
+            c[i] += alpha * p[i];
+            res[i] -= alpha * ap[i];
+        }
+        precondition(r, res, z);
+        double rz_next = dot(res, z, kd);
+        for (int64_t i = 0; i < kd; i++)
+            p[i] = z[i] + rz_next / rz * p[i];
+        rz = rz_next;
+    }
+    for (int64_t i = 0; i < kd; i++)
+        centroids[i] = (float)c[i];
+    free(c), free(res), free(z), free(p), free(ap);
+    return BD_OK;
+}
+
+bd_status bd_feedback_pq(const bd_feedback_layer *fl, int d, int k, float *centroids,
+                         int32_t *assign, int passes, const bd_progress *progress,
+                         double *before, double *after)
+{
+    BD_TRY(check_layer(fl, d));
+    const int64_t count = fl->rows * fl->L, n = count / d, kd = (int64_t)k * d;
+    float *hf = float_grams(fl);
+    float *x = malloc((size_t)count * sizeof *x), *xh = malloc((size_t)count * sizeof *xh);
+    float *w_hat = malloc((size_t)count * sizeof *w_hat);
+    float *cand = malloc((size_t)kd * sizeof *cand);
+    int32_t *codes = malloc((size_t)n * sizeof *codes);
+    double *prec = malloc((size_t)kd * (size_t)d * sizeof *prec);
+    bd_status s = hf && x && xh && w_hat && cand && codes && prec
+                      ? BD_OK
+                      : bd_fail(BD_ENOMEM, "out of memory for error feedback on %lld weights",
+                                (long long)count);
+    double best = INFINITY;
+    if (s == BD_OK) {
+        bd_pq_decode(centroids, d, assign, n, w_hat);
+        best = objective_with(fl, hf, w_hat, x, xh);
+        if (before)
+            *before = best;
+        memcpy(cand, centroids, (size_t)kd * sizeof *cand);
+    }
+    for (int p = 0; s == BD_OK && p < passes; p++) {
+        pq_ctx pc = {cand, k, fl->rows / fl->groups, fl->L / d, codes};
+        if ((s = bd_feedback_pass(fl, d, pq_quantize, &pc, progress)) != BD_OK)
+            break;
+        refit r = {fl, hf, d, k, codes, x, xh, prec};
+        if ((s = refit_codebook(&r, cand)) != BD_OK)
+            break;
+        bd_pq_decode(cand, d, codes, n, w_hat);
+        double f = objective_with(fl, hf, w_hat, x, xh);
+        if (f < best) {
+            best = f;
+            memcpy(centroids, cand, (size_t)kd * sizeof *cand);
+            memcpy(assign, codes, (size_t)n * sizeof *codes);
+        }
+        char msg[96];
+        snprintf(msg, sizeof msg, "error feedback pass %d of %d: objective %.6g", p + 1, passes, f);
+        s = bd_progress_report(progress, "feedback", p + 1, passes, msg, f);
+    }
+    if (after)
+        *after = best;
+    free(hf);
+    free(x);
+    free(xh);
+    free(w_hat);
+    free(cand);
+    free(codes);
+    free(prec);
+    return s;
+}
