@@ -413,10 +413,15 @@ static int glob_and_options(lua_State *L, const char **glob)
  * steps of layer-wise fine-tuning after each layer */
 static int l_quantize(lua_State *L)
 {
-    static const char *const keys[] = {"iters", "tune", NULL};
+    static const char *const keys[] = {"iters", "tune", "restarts", "tol", NULL};
     const char *fn = "bd.quantize", *glob;
     int o = options(L, glob_and_options(L, &glob), fn, keys);
     int iters = (int)opt_int(L, o, fn, "iters", 0, 1, 100000);
+    int restarts0;
+    double tol0;
+    bd_ws_get_search(ws_for(L, fn, 1), &restarts0, &tol0);
+    int restarts = (int)opt_int(L, o, fn, "restarts", restarts0, 1, BD_PQ_MAX_RESTARTS);
+    double tol = opt_num(L, o, fn, "tol", tol0, 0, 0.5);
     bd_finetune_options tune = {.iters = (int)opt_int(L, o, fn, "tune", 0, 0, 1 << 30),
                                 .momentum = -1, .wd = -1};
     bd_finetune_defaults(&tune);
@@ -425,7 +430,12 @@ static int l_quantize(lua_State *L)
     int *idx, n;
     check(L, bd_ws_select(ws, glob, &idx, &n), fn);
     hold(s, idx);
-    check(L, bd_ws_quantize_tuned(ws, glob, iters, &tune), fn);
+    /* restarts= and tol= hold for this call only */
+    bd_status st = bd_ws_search(ws, restarts, tol);
+    if (st == BD_OK)
+        st = bd_ws_quantize_tuned(ws, glob, iters, &tune);
+    bd_ws_search(ws, restarts0, tol0);
+    check(L, st, fn);
     lua_createtable(L, n, 0);
     for (int j = 0; j < n; j++) {
         push_layer(L, ws, idx[j], 0);

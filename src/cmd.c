@@ -160,7 +160,7 @@ static const char *const decoded_word[] = {"decoded", NULL};
 static const char *const devices[] = {"cpu", "cuda", NULL};
 static const char *const n_key[] = {"n", NULL};
 static const char *const set_keys[] = {"d", "k", "objective", NULL};
-static const char *const quantize_keys[] = {"iters", "tune", NULL};
+static const char *const quantize_keys[] = {"iters", "tune", "restarts", "tol", NULL};
 static const char *const finetune_keys[] = {"mode", "iters", "batch", "lr",   "momentum", "wd",
                                             "step", "gamma", "loss",  "bn", "bias",     NULL};
 
@@ -214,11 +214,14 @@ static const command commands[] = {
       "first to last iteration, relative error and time.",
       BD_ARG_LAYER, NULL, NULL},
      {BD_ARG_NONE, NULL}, 1, 1, 1, cmd_show},
-    {{"quantize", "quantize [GLOB|all] [iters=N] [tune=N]",
+    {{"quantize", "quantize [GLOB|all] [iters=N] [restarts=R] [tol=X] [tune=N]",
       "quantize layers with the plan's d and k",
       "Quantizes the layers matching GLOB (default all: every layer the plan does\n"
-      "not skip), in graph order, each from the student as it stands, with at most\n"
-      "N EM iterations (default 100). tune=N tunes each layer's centroids for N\n"
+      "not skip), in graph order, each from the student as it stands, with the\n"
+      "plan's objective. EM runs from R seeds (default 4, 1..64; k-means++ each)\n"
+      "and keeps the best; each fit stops after N iterations (default 100) or when\n"
+      "its objective improves by less than X (relative, default 1e-5) for 3\n"
+      "iterations in a row. tune=N tunes each layer's centroids for N\n"
       "steps by distillation right after it is quantized (layer-wise fine-tuning,\n"
       "default settings of 'finetune'). One undo step; Ctrl-C cancels and leaves\n"
       "every layer as it was.",
@@ -744,14 +747,26 @@ static bd_status cmd_show(bd_cmd_ctx *ctx, const call *c)
 
 static bd_status cmd_quantize(bd_cmd_ctx *ctx, const call *c)
 {
-    long long iters = 0, tune = 0;
+    long long iters = 0, tune = 0, restarts;
+    int restarts0;
+    double tol0;
+    bd_ws_get_search(ctx->ws, &restarts0, &tol0);
+    restarts = restarts0;
+    float tolf = (float)tol0;
     BD_TRY(opt_whole(c, "iters", 1, 100000, &iters));
     BD_TRY(opt_whole(c, "tune", 0, 10000000, &tune));
+    BD_TRY(opt_whole(c, "restarts", 1, BD_PQ_MAX_RESTARTS, &restarts));
+    BD_TRY(opt_number(c, "tol", 0, 0.5, &tolf));
+    double tol = opt(c, "tol") ? (double)tolf : tol0;
     const char *glob = c->npos ? c->pos[0] : NULL;
     int *idx, n;
     BD_TRY(bd_ws_select(ctx->ws, glob, &idx, &n));
     bd_finetune_options fo = {.iters = (int)tune, .momentum = -1, .wd = -1};
-    bd_status s = bd_ws_quantize_tuned(ctx->ws, glob, (int)iters, &fo);
+    /* restarts= and tol= hold for this call only */
+    bd_status s = bd_ws_search(ctx->ws, (int)restarts, tol);
+    if (s == BD_OK)
+        s = bd_ws_quantize_tuned(ctx->ws, glob, (int)iters, &fo);
+    bd_ws_search(ctx->ws, restarts0, tol0);
     for (int j = 0; s == BD_OK && j < n; j++) {
         const bd_ws_layer *l = bd_ws_layer_at(ctx->ws, idx[j]);
         char err[32];

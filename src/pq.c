@@ -592,6 +592,9 @@ static bd_status fit_once(const fit_run *f, int k, uint64_t seed, double *sums, 
         if (f->tol > 0 && calm >= BD_PQ_PATIENCE)
             break;
     }
+    /* every subvector on its centroid: no restart or refinement can improve it */
+    if (res->iters > 0 && res->objective[res->iters - 1] == 0)
+        res->exact = 1;
     return BD_OK;
 }
 

@@ -83,7 +83,8 @@ typedef struct bd_pq_options {
 
 typedef struct bd_pq_result {
     /* k centroids: fewer than asked when the subvectors have fewer distinct
-     * values (under G) than k; the fit is then exact and `exact` is set. */
+     * values (under G) than k. `exact` is set when every subvector equals
+     * its centroid (always so with fewer distinct values than k). */
     int k, d;
     float *centroids;  /* k x d */
     int32_t *assign;   /* n */
