@@ -293,6 +293,123 @@ static void test_fit_refuses_bad_k(void **state)
     bd_gram_free(&gr);
 }
 
+/* Subvectors that are exactly K distinct vectors, each repeated: seeding
+ * must draw every one of them (a duplicate drawn would leave one out and
+ * the error above 0), so the fit is exact from its first iteration; with
+ * more centroids asked than distinct vectors, k shrinks to what exists. */
+static void test_seeding_draws_distinct_subvectors(void **state)
+{
+    (void)state;
+    enum { D = 9, DISTINCT = 12, COPIES = 40, N = DISTINCT * COPIES };
+    float base[DISTINCT * D], *sub = malloc(N * D * sizeof *sub);
+    bd_test_fill_random(base, DISTINCT * D, 21, -1, 1);
+    for (int i = 0; i < N; i++) /* interleaved, so no slice holds one vector */
+        memcpy(sub + i * D, base + ((i * 7) % DISTINCT) * D, D * sizeof *sub);
+    float *x = malloc(300 * D * sizeof *x);
+    bd_test_fill_random(x, 300 * D, 22, 0, 1);
+    bd_gram gr;
+    gram_from_rows(&gr, x, 300, D);
+    for (uint64_t seed = 0; seed < 10; seed++) {
+        for (int k = DISTINCT; k <= 2 * DISTINCT; k += DISTINCT) {
+            bd_pq_options opt = {.k = k, .iters = 20, .seed = seed, .restarts = 1};
+            bd_pq_result res;
+            assert_int_equal(bd_pq_fit(sub, N, &gr, &opt, NULL, &res), BD_OK);
+            assert_int_equal(res.k, DISTINCT);
+            assert_true(res.exact);
+            assert_true(res.objective[0] < 1e-6);
+            assert_true(bd_pq_objective(sub, N, &gr, res.centroids, res.assign) < 1e-6);
+            /* the centroids are the distinct vectors, each once */
+            for (int c = 0; c < res.k; c++)
+                for (int e = 0; e < c; e++)
+                    assert_memory_not_equal(res.centroids + c * D, res.centroids + e * D,
+                                            D * sizeof(float));
+            bd_pq_result_free(&res);
+        }
+    }
+    bd_gram_free(&gr);
+    free(sub);
+    free(x);
+}
+
+/* Restart 0 is the plain run from the same seed, and the best is kept: more
+ * restarts never end higher. They do end lower somewhere, or they would be
+ * pointless on these clustered-but-overlapping data. */
+static void test_restarts_never_worse(void **state)
+{
+    (void)state;
+    enum { N = 3000, D = 4, K = 32 };
+    float *sub = malloc(N * D * sizeof *sub), *x = malloc(400 * D * sizeof *x);
+    bd_test_fill_random(sub, N * D, 31, -1, 1);
+    bd_test_fill_random(x, 400 * D, 32, 0, 1);
+    bd_gram gr;
+    gram_from_rows(&gr, x, 400, D);
+    int lower = 0;
+    for (uint64_t seed = 0; seed < 6; seed++) {
+        bd_pq_options one = {.k = K, .iters = 100, .seed = seed, .restarts = 1, .tol = 1e-5};
+        bd_pq_options many = one;
+        many.restarts = 5;
+        bd_pq_result a, b;
+        assert_int_equal(bd_pq_fit(sub, N, &gr, &one, NULL, &a), BD_OK);
+        assert_int_equal(bd_pq_fit(sub, N, &gr, &many, NULL, &b), BD_OK);
+        double fa = bd_pq_objective(sub, N, &gr, a.centroids, a.assign);
+        double fb = bd_pq_objective(sub, N, &gr, b.centroids, b.assign);
+        assert_true(fb <= fa);
+        assert_int_equal(b.restarts, 5);
+        lower += fb < fa * (1 - 1e-6);
+        bd_pq_result_free(&a);
+        bd_pq_result_free(&b);
+    }
+    assert_true(lower > 0);
+    bd_gram_free(&gr);
+    free(sub);
+    free(x);
+}
+
+/* Tolerance stopping ends a fit before the cap once it has converged, and
+ * tol 0 runs to a fixed point; both agree on an objective no higher than
+ * the stopped one allows. */
+static void test_tolerance_stops(void **state)
+{
+    (void)state;
+    enum { N = 4000, D = 4, K = 64 };
+    float *sub = malloc(N * D * sizeof *sub);
+    bd_test_fill_random(sub, N * D, 41, -1, 1);
+    bd_gram gr;
+    assert_int_equal(bd_gram_identity(&gr, D), BD_OK);
+    bd_pq_options loose = {.k = K, .iters = 100, .seed = 1, .restarts = 1, .tol = 1e-2};
+    bd_pq_options tight = loose;
+    tight.tol = 0;
+    bd_pq_result a, b;
+    assert_int_equal(bd_pq_fit(sub, N, &gr, &loose, NULL, &a), BD_OK);
+    assert_int_equal(bd_pq_fit(sub, N, &gr, &tight, NULL, &b), BD_OK);
+    assert_true(a.iters < b.iters);
+    assert_true(a.iters >= BD_PQ_PATIENCE + 1);
+    assert_true(b.objective[b.iters - 1] <= a.objective[a.iters - 1]);
+    bd_pq_result_free(&a);
+    bd_pq_result_free(&b);
+    bd_gram_free(&gr);
+    free(sub);
+}
+
+static void test_search_refuses_bad_settings(void **state)
+{
+    (void)state;
+    float sub[64 * 2];
+    bd_test_fill_random(sub, 64 * 2, 5, -1, 1);
+    bd_gram gr;
+    assert_int_equal(bd_gram_identity(&gr, 2), BD_OK);
+    bd_pq_result res;
+    bd_pq_options bad_restarts = {.k = 4, .iters = 3, .restarts = BD_PQ_MAX_RESTARTS + 1};
+    assert_int_equal(bd_pq_fit(sub, 64, &gr, &bad_restarts, NULL, &res), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "restarts=65"));
+    bd_pq_options bad_tol = {.k = 4, .iters = 3, .tol = 0.75};
+    assert_int_equal(bd_pq_fit(sub, 64, &gr, &bad_tol, NULL, &res), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "tol=0.75"));
+    bd_pq_options neg_tol = {.k = 4, .iters = 3, .tol = -1};
+    assert_int_equal(bd_pq_fit(sub, 64, &gr, &neg_tol, NULL, &res), BD_EINVAL);
+    bd_gram_free(&gr);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -304,6 +421,10 @@ int main(void)
         cmocka_unit_test(test_layout_refuses_bad_d),
         cmocka_unit_test(test_k_clamp_like_the_reference),
         cmocka_unit_test(test_fit_refuses_bad_k),
+        cmocka_unit_test(test_seeding_draws_distinct_subvectors),
+        cmocka_unit_test(test_restarts_never_worse),
+        cmocka_unit_test(test_tolerance_stops),
+        cmocka_unit_test(test_search_refuses_bad_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

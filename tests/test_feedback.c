@@ -1,0 +1,175 @@
+/* Error feedback across blocks (feedback.h): on inputs whose correlations
+ * cross block boundaries it must lower the output error below the block
+ * objective's fit; with a diagonal H whose blocks are alike it has nothing
+ * to add and must equal it; the block Gram it derives is pq.h's; bad
+ * layers are refused with the limit named. */
+#include "bd_test.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "feedback.h"
+#include "pq.h"
+
+/* H = X^T X of `n` rows of length L. */
+static void gram_of(const float *x, int64_t n, int64_t L, bd_gram *h)
+{
+    assert_int_equal(bd_gram_init(h, L), BD_OK);
+    bd_gram_add_rows(h, x, n, L);
+    bd_gram_finish(h);
+}
+
+/* ||X (W - W^)^T||_F^2 straight from the rows. */
+static double output_error(const float *x, int64_t n, const float *w, const float *w_hat,
+                           int64_t rows, int64_t L)
+{
+    double e = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t r = 0; r < rows; r++) {
+            double v = 0;
+            for (int64_t c = 0; c < L; c++)
+                v += (double)x[i * L + c] * ((double)w[r * L + c] - w_hat[r * L + c]);
+            e += v * v;
+        }
+    return e;
+}
+
+typedef struct fitted {
+    bd_pq_result res;
+    float *w_hat;
+    double block_err, feedback_err;
+} fitted;
+
+/* The block fit of w under G derived from h, then feedback; both errors
+ * measured on the rows x. */
+static void fit_both(const float *x, int64_t n, const float *w, int64_t rows, int64_t L, int d,
+                     int k, const bd_gram *h, fitted *f)
+{
+    bd_feedback_layer fl = {w, rows, L, 1, h};
+    bd_gram g;
+    assert_int_equal(bd_feedback_block_gram(&fl, d, &g), BD_OK);
+    bd_pq_options opt = {.k = k, .iters = 100, .seed = 3, .restarts = 2, .tol = 1e-7};
+    assert_int_equal(bd_pq_fit(w, rows * L / d, &g, &opt, NULL, &f->res), BD_OK);
+    f->w_hat = malloc((size_t)(rows * L) * sizeof *f->w_hat);
+    bd_pq_decode(f->res.centroids, d, f->res.assign, rows * L / d, f->w_hat);
+    f->block_err = output_error(x, n, w, f->w_hat, rows, L);
+    double before, after;
+    assert_int_equal(bd_feedback_pq(&fl, d, f->res.k, f->res.centroids, f->res.assign,
+                                    BD_FEEDBACK_PASSES, NULL, &before, &after),
+                     BD_OK);
+    assert_true(after <= before);
+    /* the objective it reports is the output error itself */
+    assert_true(fabs(before - f->block_err) <= 1e-3 * f->block_err);
+    bd_pq_decode(f->res.centroids, d, f->res.assign, rows * L / d, f->w_hat);
+    f->feedback_err = output_error(x, n, w, f->w_hat, rows, L);
+    assert_true(fabs(after - f->feedback_err) <= 1e-3 * f->feedback_err);
+    bd_gram_free(&g);
+}
+
+static void fitted_free(fitted *f)
+{
+    bd_pq_result_free(&f->res);
+    free(f->w_hat);
+}
+
+/* Inputs built so the feedback must win: each input value is the one
+ * before it plus a little noise (the smooth neighbourhoods of an image), so
+ * an error in one block is undone almost exactly by the next block's
+ * first value, which the block objective cannot see. */
+static void test_feedback_wins_on_correlated_inputs(void **state)
+{
+    (void)state;
+    enum { N = 600, ROWS = 48, L = 36, D = 4, K = 16 };
+    float *x = malloc(N * L * sizeof *x), *w = malloc(ROWS * L * sizeof *w);
+    float *noise = malloc(N * L * sizeof *noise);
+    bd_test_fill_random(noise, N * L, 51, -1, 1);
+    bd_test_fill_random(w, ROWS * L, 52, -1, 1);
+    for (int i = 0; i < N; i++) {
+        x[i * L] = noise[i * L];
+        for (int c = 1; c < L; c++)
+            x[i * L + c] = 0.95f * x[i * L + c - 1] + 0.3f * noise[i * L + c];
+    }
+    bd_gram h;
+    gram_of(x, N, L, &h);
+    fitted f;
+    fit_both(x, N, w, ROWS, L, D, K, &h, &f);
+    if (!(f.feedback_err < 0.8 * f.block_err))
+        fail_msg("feedback %.6g vs block %.6g: not 20%% lower", f.feedback_err, f.block_err);
+    fitted_free(&f);
+    bd_gram_free(&h);
+    free(x);
+    free(w);
+    free(noise);
+}
+
+/* A diagonal H with the same diagonal in every block: no correlation to
+ * feed back (U is diagonal, nothing moves), each block's metric is the
+ * block Gram up to a factor, and the refit's minimiser is the mean, so the
+ * converged block fit is already optimal and must come back unchanged. */
+static void test_feedback_equals_block_when_h_is_diagonal(void **state)
+{
+    (void)state;
+    enum { ROWS = 40, L = 24, D = 6, K = 8 };
+    float *w = malloc(ROWS * L * sizeof *w);
+    bd_test_fill_random(w, ROWS * L, 61, -1, 1);
+    /* X = diag(sqrt(v)) repeated: rows of x are scaled unit vectors */
+    const float v[D] = {4.0f, 0.25f, 1.0f, 9.0f, 0.5f, 2.0f};
+    float *x = calloc(L * L, sizeof *x);
+    for (int c = 0; c < L; c++)
+        x[c * L + c] = sqrtf(v[c % D]);
+    bd_gram h;
+    gram_of(x, L, L, &h);
+    fitted f;
+    fit_both(x, L, w, ROWS, L, D, K, &h, &f);
+    assert_true(fabs(f.feedback_err - f.block_err) <= 1e-6 * f.block_err);
+    fitted_free(&f);
+    bd_gram_free(&h);
+    free(x);
+    free(w);
+}
+
+/* The derived block Gram equals pq.h's accumulation of the same rows. */
+static void test_block_gram_matches_pq(void **state)
+{
+    (void)state;
+    enum { N = 50, L = 12, D = 3 };
+    float x[N * L];
+    bd_test_fill_random(x, N * L, 71, -1, 1);
+    bd_gram h, direct, derived;
+    gram_of(x, N, L, &h);
+    assert_int_equal(bd_gram_init(&direct, D), BD_OK);
+    bd_gram_add_rows(&direct, x, N, L);
+    bd_gram_finish(&direct);
+    bd_feedback_layer fl = {NULL, 1, L, 1, &h};
+    assert_int_equal(bd_feedback_block_gram(&fl, D, &derived), BD_OK);
+    assert_int_equal(derived.blocks, direct.blocks);
+    assert_int_equal(derived.rows, direct.rows);
+    for (int i = 0; i < D * D; i++)
+        assert_true(fabs(derived.g[i] - direct.g[i]) <= 1e-5 * (fabs(direct.g[i]) + 1));
+    bd_gram_free(&h);
+    bd_gram_free(&direct);
+    bd_gram_free(&derived);
+}
+
+static void test_feedback_refuses_long_rows(void **state)
+{
+    (void)state;
+    bd_gram h = {.d = BD_FEEDBACK_MAX_LEN + 4};
+    float w[4] = {0};
+    bd_feedback_layer fl = {w, 1, BD_FEEDBACK_MAX_LEN + 4, 1, &h};
+    int32_t assign[1] = {0};
+    assert_int_equal(bd_feedback_pq(&fl, 4, 1, w, assign, 1, NULL, NULL, NULL), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "8192"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_feedback_wins_on_correlated_inputs),
+        cmocka_unit_test(test_feedback_equals_block_when_h_is_diagonal),
+        cmocka_unit_test(test_block_gram_matches_pq),
+        cmocka_unit_test(test_feedback_refuses_long_rows),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
