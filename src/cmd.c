@@ -220,7 +220,7 @@ static const command commands[] = {
       "not skip), in graph order, each from the student as it stands, with the\n"
       "plan's objective. EM runs from R seeds (default 4, 1..64; k-means++ each)\n"
       "and keeps the best; each fit stops after N iterations (default 100) or when\n"
-      "its objective improves by less than X (relative, default 1e-5) for 3\n"
+      "its objective improves by less than X (relative, default 1e-4) for 3\n"
       "iterations in a row. tune=N tunes each layer's centroids for N\n"
       "steps by distillation right after it is quantized (layer-wise fine-tuning,\n"
       "default settings of 'finetune'). One undo step; Ctrl-C cancels and leaves\n"

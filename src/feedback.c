@@ -10,7 +10,8 @@
  * ships no lapacke.h here); column-major, so a symmetric matrix passes as
  * it is and a factor comes back transposed. */
 void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
-void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info);
+void dtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *lda,
+             int *info);
 
 /* Relative damping of H's diagonal (GPTQ damps by 1% of its mean; relative
  * damping keeps a diagonal H's metric proportional to H itself), and a floor
@@ -30,41 +31,50 @@ static bd_status check_layer(const bd_feedback_layer *fl, int d)
     return BD_OK;
 }
 
-/* U with (H + damping)^-1 = U^T U, U upper triangular, row-major in u. */
+/* U with (H + damping)^-1 = U^T U, U upper triangular, row-major in u.
+ * With J the reversal, Cholesky of J H J = M M^T gives H = (J M J)(J M J)^T
+ * with J M J upper, so U = (J M J)^-1 = J M^-1 J: one factorisation and one
+ * triangular inverse (2/3 L^3), where inverting H and factoring the
+ * inverse would take twice that. */
 static bd_status inverse_factor(const bd_gram *h, double *u)
 {
     const int L = (int)h->d;
+    const int64_t LL = (int64_t)L * L;
     double mean = 0;
     for (int i = 0; i < L; i++)
         mean += h->g[(int64_t)i * L + i];
     mean /= L;
     const double floor = FLOOR * (mean > 0 ? mean : 1);
-    memcpy(u, h->g, (size_t)L * (size_t)L * sizeof *u);
+    /* J H J is H read backwards (H is symmetric, so either major order) */
+    for (int64_t x = 0; x < LL; x++)
+        u[x] = h->g[LL - 1 - x];
     for (int i = 0; i < L; i++)
         u[(int64_t)i * L + i] += DAMP * u[(int64_t)i * L + i] + floor;
     int info = 0;
-    dpotrf_("U", &L, u, &L, &info);
+    dpotrf_("L", &L, u, &L, &info);
     if (info == 0)
-        dpotri_("U", &L, u, &L, &info);
+        dtrtri_("L", "N", &L, u, &L, &info);
     if (info != 0)
         return bd_fail(BD_EINVAL, "error feedback: the damped input Gram is not positive "
                                   "definite (LAPACK info %d)",
                        info);
-    /* the inverse's upper triangle (column-major) is u[j*L + i], i <= j */
-    for (int j = 0; j < L; j++)
-        for (int i = 0; i < j; i++)
-            u[(int64_t)i * L + j] = u[(int64_t)j * L + i];
-    dpotrf_("U", &L, u, &L, &info);
-    if (info != 0)
-        return bd_fail(BD_EINVAL, "error feedback: the inverse Gram is not positive definite "
-                                  "(LAPACK info %d)",
-                       info);
-    /* column-major upper factor -> row-major upper factor */
-    for (int i = 0; i < L; i++)
-        for (int j = 0; j < i; j++) {
-            u[(int64_t)j * L + i] = u[(int64_t)i * L + j];
-            u[(int64_t)i * L + j] = 0;
+    /* M^-1 (p, q), p >= q, is at u[p + q*L] (column-major); U(i, j) =
+     * M^-1(L-1-i, L-1-j) belongs at row-major i*L + j = LL-1 - (p*L + q):
+     * transpose, then reverse */
+    for (int p = 0; p < L; p++)
+        for (int q = 0; q < p; q++) {
+            double t = u[(int64_t)p + (int64_t)q * L];
+            u[(int64_t)p + (int64_t)q * L] = u[(int64_t)q + (int64_t)p * L];
+            u[(int64_t)q + (int64_t)p * L] = t;
         }
+    for (int64_t x = 0; x < LL / 2; x++) {
+        double t = u[x];
+        u[x] = u[LL - 1 - x];
+        u[LL - 1 - x] = t;
+    }
+    for (int i = 0; i < L; i++)
+        for (int j = 0; j < i; j++)
+            u[(int64_t)i * L + j] = 0;
     return BD_OK;
 }
 
@@ -83,22 +93,38 @@ static void block_inverse(const double *u, int64_t L, int64_t c0, int d, double 
     }
 }
 
-bd_status bd_feedback_pass(const bd_feedback_layer *fl, int d, bd_feedback_quantizer quantize,
-                           void *ctx, const bd_progress *progress)
+/* Every group's U, groups x L x L, computed once for all passes. */
+static bd_status inverse_factors(const bd_feedback_layer *fl, double **out)
 {
-    BD_TRY(check_layer(fl, d));
+    const int64_t LL = fl->L * fl->L;
+    double *u = malloc((size_t)(fl->groups * LL) * sizeof *u);
+    if (!u)
+        return bd_fail(BD_ENOMEM, "out of memory for error feedback on rows of %lld",
+                       (long long)fl->L);
+    for (int64_t gi = 0; gi < fl->groups; gi++) {
+        bd_status s = inverse_factor(&fl->h[gi], u + gi * LL);
+        if (s != BD_OK) {
+            free(u);
+            return s;
+        }
+    }
+    *out = u;
+    return BD_OK;
+}
+
+static bd_status pass_with(const bd_feedback_layer *fl, const double *factors, int d,
+                           bd_feedback_quantizer quantize, void *ctx, const bd_progress *progress)
+{
     const int64_t L = fl->L, mg = fl->rows / fl->groups, m = L / d;
-    double *u = malloc((size_t)L * (size_t)L * sizeof *u);
     float *w = malloc((size_t)(mg * L) * sizeof *w);
     float *wb = malloc((size_t)(mg * d) * sizeof *wb), *qb = malloc((size_t)(mg * d) * sizeof *qb);
     float *q = malloc((size_t)d * (size_t)L * sizeof *q);
     double inv[64 * 64], metric[64 * 64];
-    bd_status s = u && w && wb && qb && q ? BD_OK : bd_fail(BD_ENOMEM, "out of memory for error "
-                                                                       "feedback on rows of %lld",
-                                                            (long long)L);
+    bd_status s = w && wb && qb && q ? BD_OK : bd_fail(BD_ENOMEM, "out of memory for error "
+                                                                  "feedback on rows of %lld",
+                                                       (long long)L);
     for (int64_t gi = 0; s == BD_OK && gi < fl->groups; gi++) {
-        if ((s = inverse_factor(&fl->h[gi], u)) != BD_OK)
-            break;
+        const double *u = factors + gi * L * L;
         memcpy(w, fl->w + gi * mg * L, (size_t)(mg * L) * sizeof *w);
         for (int64_t b = 0; s == BD_OK && b < m; b++) {
             const int64_t c0 = b * d, rest = L - c0 - d;
@@ -136,11 +162,21 @@ bd_status bd_feedback_pass(const bd_feedback_layer *fl, int d, bd_feedback_quant
             s = bd_progress_report(progress, "feedback", gi + 1, fl->groups, msg, 0);
         }
     }
-    free(u);
     free(w);
     free(wb);
     free(qb);
     free(q);
+    return s;
+}
+
+bd_status bd_feedback_pass(const bd_feedback_layer *fl, int d, bd_feedback_quantizer quantize,
+                           void *ctx, const bd_progress *progress)
+{
+    BD_TRY(check_layer(fl, d));
+    double *u;
+    BD_TRY(inverse_factors(fl, &u));
+    bd_status s = pass_with(fl, u, d, quantize, ctx, progress);
+    free(u);
     return s;
 }
 
@@ -241,7 +277,7 @@ static bd_status pq_quantize(void *ctx, int64_t group, int64_t block, const floa
  * sum of a row's blocks into their centroids. Conjugate gradients from the
  * current codebook, preconditioned by each centroid's own d x d block of A
  * (the sum of H's diagonal blocks over its members), never raise f. */
-enum { CG_ITERS = 8 };
+enum { CG_ITERS = 4 };
 
 typedef struct refit {
     const bd_feedback_layer *fl;
@@ -404,6 +440,9 @@ bd_status bd_feedback_pq(const bd_feedback_layer *fl, int d, int k, float *centr
                       ? BD_OK
                       : bd_fail(BD_ENOMEM, "out of memory for error feedback on %lld weights",
                                 (long long)count);
+    double *u = NULL;
+    if (s == BD_OK)
+        s = inverse_factors(fl, &u);
     double best = INFINITY;
     if (s == BD_OK) {
         bd_pq_decode(centroids, d, assign, n, w_hat);
@@ -414,7 +453,7 @@ bd_status bd_feedback_pq(const bd_feedback_layer *fl, int d, int k, float *centr
     }
     for (int p = 0; s == BD_OK && p < passes; p++) {
         pq_ctx pc = {cand, k, fl->rows / fl->groups, fl->L / d, codes};
-        if ((s = bd_feedback_pass(fl, d, pq_quantize, &pc, progress)) != BD_OK)
+        if ((s = pass_with(fl, u, d, pq_quantize, &pc, progress)) != BD_OK)
             break;
         refit r = {fl, hf, d, k, codes, x, xh, prec};
         if ((s = refit_codebook(&r, cand)) != BD_OK)
@@ -439,5 +478,6 @@ bd_status bd_feedback_pq(const bd_feedback_layer *fl, int d, int k, float *centr
     free(cand);
     free(codes);
     free(prec);
+    free(u);
     return s;
 }

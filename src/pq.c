@@ -142,52 +142,245 @@ int bd_pq_max_k(int64_t n)
 }
 
 /* What one E-step needs besides the centroids: the subvectors times G
- * (fixed for the whole fit) and G in float for the centroid terms. */
+ * (fixed for the whole fit) and G in float for the centroid terms; and,
+ * between the E-steps of one fit, Hamerly's bounds: per subvector an upper
+ * bound on its distance to its centroid and a lower bound on its distance
+ * to every other one, valid for the centroids in `prev`. Distances are the
+ * seminorm sqrt((w - c)^T G (w - c)), for which the triangle inequality
+ * holds, so after the centroids move by delta the bounds loosen by delta
+ * and a subvector whose upper bound stays below its lower bound (or below
+ * half its centroid's distance to the nearest other one) cannot change
+ * centroid: it is skipped. Late in a fit almost every subvector is, which
+ * is what makes k = 2048 on half a million subvectors affordable. */
 typedef struct estep {
     const float *sub;
     int64_t n;
     int d;
-    float *gf; /* d x d */
-    float *sg; /* n x d: sub * G */
+    float *gf;  /* d x d */
+    float *sg;  /* n x d: sub * G */
+    float *wgw; /* n: w^T G w */
+    float *upper, *lower, *prev;
+    int prev_k, bounded;
+    unsigned char *todo;
+    int64_t *list;
 } estep;
+
+static void estep_free(estep *e)
+{
+    free(e->gf);
+    free(e->sg);
+    free(e->wgw);
+    free(e->upper);
+    free(e->lower);
+    free(e->prev);
+    free(e->todo);
+    free(e->list);
+    memset(e, 0, sizeof *e);
+}
 
 static bd_status estep_init(estep *e, const float *sub, int64_t n, const bd_gram *gr)
 {
+    memset(e, 0, sizeof *e);
     e->sub = sub;
     e->n = n;
     e->d = (int)gr->d;
+    const size_t nn = (size_t)n + 1;
     e->gf = malloc((size_t)(e->d * e->d) * sizeof *e->gf);
-    e->sg = malloc((size_t)n * (size_t)e->d * sizeof *e->sg + 1);
-    if (!e->gf || !e->sg) {
-        free(e->gf);
-        free(e->sg);
+    e->sg = malloc(nn * (size_t)e->d * sizeof *e->sg);
+    e->wgw = malloc(nn * sizeof *e->wgw);
+    e->upper = malloc(nn * sizeof *e->upper);
+    e->lower = malloc(nn * sizeof *e->lower);
+    e->todo = malloc(nn);
+    e->list = malloc(nn * sizeof *e->list);
+    if (!e->gf || !e->sg || !e->wgw || !e->upper || !e->lower || !e->todo || !e->list) {
+        estep_free(e);
         return bd_fail(BD_ENOMEM, "out of memory for %lld subvectors", (long long)n);
     }
     for (int i = 0; i < e->d * e->d; i++)
         e->gf[i] = (float)gr->g[i];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, e->d, e->d, 1.0f, sub, e->d,
                 e->gf, e->d, 0.0f, e->sg, e->d);
+    for (int64_t i = 0; i < n; i++) {
+        float v = 0;
+        for (int t = 0; t < e->d; t++)
+            v += sub[i * e->d + t] * e->sg[i * e->d + t];
+        e->wgw[i] = v;
+    }
     return BD_OK;
 }
 
-static void estep_free(estep *e)
+/* sqrt of w_i^T G w_i - 2 (G w_i)^T c + c^T G c, clamped at 0 where
+ * rounding takes the expansion below it. */
+static float dist_to(const estep *e, int64_t i, const float *c, float cgc)
 {
-    free(e->gf);
-    free(e->sg);
+    float dot = 0;
+    for (int t = 0; t < e->d; t++)
+        dot += e->sg[i * e->d + t] * c[t];
+    float v = e->wgw[i] - 2 * dot + cgc;
+    return v > 0 ? sqrtf(v) : 0;
 }
 
-/* argmin_c c^T G c - 2 (G w)^T c for every subvector, as GEMMs over chunks of
- * rows (each chunk's score block stays in cache) and a row argmin. Returns
- * the number of assignments that changed, or -1 when out of memory. */
-static int64_t estep_run(const estep *e, const float *centroids, int k, int32_t *assign)
+/* The nearest and second nearest centroid of every listed subvector, as
+ * GEMMs over chunks of them (each chunk's score block stays in cache) and
+ * a row scan; sets assign, the bounds and *changed. Returns -1 when out of
+ * memory. */
+static int scan(estep *e, const float *centroids, const float *cgc, int k, const int64_t *list,
+                int64_t count, int32_t *assign, int64_t *changed_out)
+{
+    const int d = e->d;
+    int64_t chunk = 32768 / k;
+    if (chunk < 64)
+        chunk = 64;
+    if (chunk > 1024)
+        chunk = 1024;
+    const int64_t nchunks = (count + chunk - 1) / chunk;
+    int64_t changed = 0;
+    int failed = 0;
+#pragma omp parallel reduction(+ : changed)
+    {
+        float *scores = malloc((size_t)chunk * (size_t)k * sizeof *scores);
+        float *rows = malloc((size_t)chunk * (size_t)d * sizeof *rows);
+        if (!scores || !rows) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic)
+        for (int64_t ci = 0; ci < nchunks; ci++) {
+            if (!scores || !rows)
+                continue;
+            int64_t j0 = ci * chunk, nr = count - j0 < chunk ? count - j0 : chunk;
+            for (int64_t r = 0; r < nr; r++)
+                memcpy(rows + r * d, e->sg + list[j0 + r] * d, (size_t)d * sizeof *rows);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, k, d, -2.0f, rows, d,
+                        centroids, d, 0.0f, scores, k);
+            for (int64_t r = 0; r < nr; r++) {
+                /* branch-free passes that vectorise: the minimum, its first
+                 * index (ties to the lowest), then the minimum of the rest;
+                 * one branchy pass tracking both cost four times as much */
+                float *sc = scores + r * k;
+                float bv = INFINITY, second = INFINITY;
+#pragma omp simd reduction(min : bv)
+                for (int c = 0; c < k; c++) {
+                    sc[c] += cgc[c];
+                    bv = sc[c] < bv ? sc[c] : bv;
+                }
+                int best = 0;
+                while (best < k - 1 && sc[best] != bv)
+                    best++;
+                sc[best] = INFINITY;
+#pragma omp simd reduction(min : second)
+                for (int c = 0; c < k; c++)
+                    second = sc[c] < second ? sc[c] : second;
+                const int64_t i = list[j0 + r];
+                float w = e->wgw[i];
+                e->upper[i] = w + bv > 0 ? sqrtf(w + bv) : 0;
+                e->lower[i] = w + second > 0 ? sqrtf(w + second) : 0;
+                if (assign[i] != best) {
+                    assign[i] = best;
+                    changed++;
+                }
+            }
+        }
+        free(scores);
+        free(rows);
+    }
+    *changed_out = changed;
+    return failed ? -1 : 0;
+}
+
+/* Which subvectors the bounds cannot settle, after the centroids moved from
+ * e->prev to `centroids`; into e->list, their count returned. */
+static int64_t unsettled(estep *e, const float *centroids, const float *cg, const float *cgc,
+                         int k, const int32_t *assign)
+{
+    const int d = e->d;
+    float *delta = malloc((size_t)k * sizeof *delta), *half = malloc((size_t)k * sizeof *half);
+    if (!delta || !half) {
+        free(delta);
+        free(half);
+        for (int64_t i = 0; i < e->n; i++)
+            e->list[i] = i;
+        return e->n;
+    }
+    int far = 0;
+    for (int c = 0; c < k; c++) {
+        double v = 0;
+        for (int s = 0; s < d; s++)
+            for (int t = 0; t < d; t++)
+                v += ((double)centroids[c * d + s] - e->prev[c * d + s]) * e->gf[s * d + t] *
+                     ((double)centroids[c * d + t] - e->prev[c * d + t]);
+        delta[c] = v > 0 ? (float)sqrt(v) : 0;
+        if (delta[c] > delta[far])
+            far = c;
+    }
+    float second = 0;
+    for (int c = 0; c < k; c++)
+        if (c != far && delta[c] > second)
+            second = delta[c];
+    /* half the distance to the nearest other centroid: k^2 d, skipped where
+     * that would cost more than the scans it saves */
+#pragma omp parallel for schedule(static) if (k > 64)
+    for (int c = 0; c < k; c++) {
+        float best = INFINITY;
+        if (k <= 4096)
+            for (int o = 0; o < k; o++) {
+                if (o == c)
+                    continue;
+                float dot = 0;
+                for (int t = 0; t < d; t++)
+                    dot += centroids[c * d + t] * cg[o * d + t];
+                float v = cgc[c] + cgc[o] - 2 * dot;
+                if (v < best)
+                    best = v;
+            }
+        half[c] = k <= 4096 && best > 0 && best < INFINITY ? 0.5f * sqrtf(best) : 0;
+    }
+#pragma omp parallel for schedule(static) if (e->n > 8192)
+    for (int64_t i = 0; i < e->n; i++) {
+        int a = assign[i];
+        float u = e->upper[i] + delta[a], l = e->lower[i] - (a == far ? second : delta[far]);
+        float m = l > half[a] ? l : half[a];
+        e->lower[i] = l;
+        e->todo[i] = 0;
+        if (u <= m) {
+            e->upper[i] = u;
+            continue;
+        }
+        u = dist_to(e, i, centroids + (int64_t)a * d, cgc[a]);
+        e->upper[i] = u;
+        e->todo[i] = u > m;
+    }
+    int64_t count = 0;
+    for (int64_t i = 0; i < e->n; i++)
+        if (e->todo[i])
+            e->list[count++] = i;
+    free(delta);
+    free(half);
+    return count;
+}
+
+/* One E-step: every subvector to its nearest centroid under G. The first
+ * E-step of a fit (or one after k changed) scans everything; later ones
+ * scan only what the bounds leave open. Returns the number of assignments
+ * that changed, or -1 when out of memory. */
+static int64_t estep_run(estep *e, const float *centroids, int k, int32_t *assign)
 {
     const int d = e->d;
     float *cg = malloc((size_t)k * (size_t)d * sizeof *cg);
     float *cgc = malloc((size_t)k * sizeof *cgc);
-    if (!cg || !cgc) {
+    float *prev = e->prev_k == k ? e->prev : malloc((size_t)k * (size_t)d * sizeof *prev);
+    if (!cg || !cgc || !prev) {
         free(cg);
         free(cgc);
+        if (prev != e->prev)
+            free(prev);
         return -1;
+    }
+    if (prev != e->prev) {
+        free(e->prev);
+        e->prev = prev;
+        e->prev_k = k;
+        e->bounded = 0;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, d, d, 1.0f, centroids, d, e->gf, d,
                 0.0f, cg, d);
@@ -197,50 +390,24 @@ static int64_t estep_run(const estep *e, const float *centroids, int k, int32_t 
             s += centroids[c * d + t] * cg[c * d + t];
         cgc[c] = s;
     }
-    int64_t chunk = 32768 / k;
-    if (chunk < 16)
-        chunk = 16;
-    if (chunk > 1024)
-        chunk = 1024;
-    const int64_t nchunks = (e->n + chunk - 1) / chunk;
-    int64_t changed = 0;
-    int failed = 0;
-#pragma omp parallel reduction(+ : changed)
-    {
-        float *scores = malloc((size_t)chunk * (size_t)k * sizeof *scores);
-        if (!scores) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(dynamic)
-        for (int64_t ci = 0; ci < nchunks; ci++) {
-            if (!scores)
-                continue;
-            int64_t i0 = ci * chunk, rows = e->n - i0 < chunk ? e->n - i0 : chunk;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, k, d, -2.0f,
-                        e->sg + i0 * d, d, centroids, d, 0.0f, scores, k);
-            for (int64_t r = 0; r < rows; r++) {
-                const float *s = scores + r * k;
-                int best = 0;
-                float bv = s[0] + cgc[0];
-                for (int c = 1; c < k; c++) {
-                    float v = s[c] + cgc[c];
-                    if (v < bv) {
-                        bv = v;
-                        best = c;
-                    }
-                }
-                if (assign[i0 + r] != best) {
-                    assign[i0 + r] = best;
-                    changed++;
-                }
-            }
-        }
-        free(scores);
+    int fresh = !e->bounded;
+    for (int64_t i = 0; !fresh && i < e->n; i++)
+        fresh = assign[i] < 0;
+    int64_t count;
+    if (fresh) {
+        for (int64_t i = 0; i < e->n; i++)
+            e->list[i] = i;
+        count = e->n;
+    } else {
+        count = unsettled(e, centroids, cg, cgc, k, assign);
     }
+    int64_t changed = 0;
+    int st = scan(e, centroids, cgc, k, e->list, count, assign, &changed);
+    memcpy(e->prev, centroids, (size_t)k * (size_t)d * sizeof *e->prev);
+    e->bounded = st == 0;
     free(cg);
     free(cgc);
-    return failed ? -1 : changed;
+    return st < 0 ? -1 : changed;
 }
 
 /* (w - c)^T G (w - c) in double, where float cancellation would lose it. */
@@ -475,7 +642,7 @@ enum { SLICES = 256 };
 static bd_status seed_kmeanspp(const float *sub, const float *y, int64_t n, int d, int k,
                                uint64_t seed, float *centroids, int *k_eff)
 {
-    double *dist = malloc((size_t)n * sizeof *dist);
+    float *dist = malloc((size_t)n * sizeof *dist);
     if (!dist)
         return bd_fail(BD_ENOMEM, "out of memory seeding %d centroids", k);
     double slice_sum[SLICES];
@@ -492,17 +659,20 @@ static bd_status seed_kmeanspp(const float *sub, const float *y, int64_t n, int 
             break;
 #pragma omp parallel for schedule(static) if (n > 8192)
         for (int sl = 0; sl < SLICES; sl++) {
-            double sum = 0;
+            /* in float, so it vectorises: a draw needs the weights to a few
+             * digits, and a duplicate's difference is exactly 0 either way */
+            float sum = 0;
             int64_t end = (sl + 1) * per < n ? (sl + 1) * per : n;
+#pragma omp simd reduction(+ : sum)
             for (int64_t i = sl * per; i < end; i++) {
-                double e = 0;
+                float e = 0;
                 for (int t = 0; t < d; t++) {
-                    double r = (double)y[i * d + t] - (double)z[t];
+                    float r = y[i * d + t] - z[t];
                     e += r * r;
                 }
-                if (first || e < dist[i])
-                    dist[i] = e;
-                sum += dist[i];
+                float m = first || e < dist[i] ? e : dist[i];
+                dist[i] = m;
+                sum += m;
             }
             slice_sum[sl] = sum;
         }
@@ -543,32 +713,84 @@ typedef struct fit_run {
     const float *sub, *y;
     int64_t n;
     const bd_gram *gr;
+    double wgw; /* sum_i w_i^T G w_i */
     int iters;
     double tol;
     const bd_progress *progress;
     int restart, restarts;
 } fit_run;
 
-/* One fit from one seed into res (its arrays allocated by the caller for
- * k centroids, n assignments and iters objectives). */
-static bd_status fit_once(const fit_run *f, int k, uint64_t seed, double *sums, int64_t *counts,
-                          bd_pq_result *res)
+/* The objective after an M-step, from the sums alone: with every centroid
+ * the mean s_c / n_c of its members, sum_i (w_i - c)^T G (w_i - c) =
+ * sum_i w_i^T G w_i - sum_c s_c^T G s_c / n_c, in k d^2 instead of n d^2
+ * (in double: the terms are within a few digits of each other, far from
+ * double's 16). The last iteration's value is then recomputed from the
+ * residuals. */
+static double objective_of_means(const fit_run *f, const double *sums, const int64_t *counts,
+                                 int k)
+{
+    const int d = (int)f->gr->d;
+    double explained = 0;
+    for (int c = 0; c < k; c++) {
+        if (!counts[c])
+            continue;
+        const double *s = sums + (int64_t)c * d;
+        double q = 0;
+        for (int i = 0; i < d; i++) {
+            double row = 0;
+            for (int j = 0; j < d; j++)
+                row += f->gr->g[i * d + j] * s[j];
+            q += s[i] * row;
+        }
+        explained += q / (double)counts[c];
+    }
+    double v = f->wgw - explained;
+    return v > 0 ? v : 0;
+}
+
+/* sum_i w_i^T G w_i in double. */
+static double total_energy(const float *sub, int64_t n, const bd_gram *gr)
+{
+    const int d = (int)gr->d;
+    double total = 0;
+    float zero[64] = {0};
+#pragma omp parallel for reduction(+ : total) schedule(static) if (n > 4096)
+    for (int64_t i = 0; i < n; i++)
+        total += residual_energy(sub + i * d, zero, gr->g, d);
+    return total;
+}
+
+/* One fit from one seed, run in steps: fit_steps runs it up to `limit`
+ * iterations (seeding it first), and a later call resumes it. */
+typedef struct fit_state {
+    bd_pq_result res;
+    int k;        /* asked for */
+    uint64_t rng; /* empty-cluster repair's nudges */
+    int calm;     /* iterations in a row under the tolerance */
+    int done;     /* converged, stopped or at the cap */
+} fit_state;
+
+static bd_status fit_steps(const fit_run *f, fit_state *fs, uint64_t seed, int limit, double *sums,
+                           int64_t *counts)
 {
     const int d = (int)f->gr->d;
     const int64_t n = f->n;
-    BD_TRY(seed_kmeanspp(f->sub, f->y, n, d, k, seed, res->centroids, &res->k));
-    res->exact = res->k < k;
-    k = res->k;
+    bd_pq_result *res = &fs->res;
+    if (res->iters == 0) {
+        BD_TRY(seed_kmeanspp(f->sub, f->y, n, d, fs->k, seed, res->centroids, &res->k));
+        res->exact = res->k < fs->k;
+        fs->rng = seed ^ 0x5DEECE66Dull;
+    }
+    /* -1: a full E-step, which resuming needs too, as the engine's bounds
+     * belong to whichever fit it served last */
     for (int64_t i = 0; i < n; i++)
         res->assign[i] = -1;
-    res->iters = res->empty_repaired = res->empty_left = 0;
-    uint64_t rng = seed ^ 0x5DEECE66Dull;
-    int calm = 0;
-    for (int it = 0; it < f->iters; it++) {
+    const int k = res->k;
+    for (int it = res->iters; it < limit && !fs->done; it++) {
         int64_t changed;
         int repaired = res->empty_repaired;
         BD_TRY(f->eng->assign(f->eng->ctx, res->centroids, k, res->assign, &changed));
-        BD_TRY(repair_empty(f->eng, f->sub, n, d, res->centroids, k, res->assign, counts, &rng,
+        BD_TRY(repair_empty(f->eng, f->sub, n, d, res->centroids, k, res->assign, counts, &fs->rng,
                             &res->empty_repaired, &res->empty_left));
         BD_TRY(f->eng->sums(f->eng->ctx, res->assign, k, sums, counts));
         /* M-step: each centroid becomes the mean of its members */
@@ -576,25 +798,29 @@ static bd_status fit_once(const fit_run *f, int k, uint64_t seed, double *sums, 
             if (counts[c])
                 for (int t = 0; t < d; t++)
                     res->centroids[c * d + t] = (float)(sums[c * d + t] / (double)counts[c]);
-        double obj =
-            normalised(bd_pq_objective(f->sub, n, f->gr, res->centroids, res->assign), f->gr, n);
+        double obj = normalised(objective_of_means(f, sums, counts, k), f->gr, n);
         res->objective[it] = obj;
         res->iters = it + 1;
         char msg[128];
         snprintf(msg, sizeof msg, "restart %d of %d, iteration %d: objective %.6g, %lld reassigned",
                  f->restart + 1, f->restarts, it + 1, obj, (long long)changed);
-        BD_TRY(bd_progress_report(f->progress, "em", f->restart * f->iters + it + 1,
-                                  f->restarts * f->iters, msg, obj));
-        if (it > 0 && changed == 0 && res->empty_repaired == repaired)
-            break; /* a fixed point: every later iteration would be this one */
+        BD_TRY(bd_progress_report(f->progress, "em", it + 1, f->iters, msg, obj));
         double prev = it > 0 ? res->objective[it - 1] : INFINITY;
-        calm = prev - obj < f->tol * prev ? calm + 1 : 0;
-        if (f->tol > 0 && calm >= BD_PQ_PATIENCE)
-            break;
+        fs->calm = prev - obj < f->tol * prev ? fs->calm + 1 : 0;
+        /* a fixed point (every later iteration would be this one), or calm */
+        if ((it > 0 && changed == 0 && res->empty_repaired == repaired) ||
+            (f->tol > 0 && fs->calm >= BD_PQ_PATIENCE))
+            fs->done = 1;
     }
+    if (res->iters >= f->iters)
+        fs->done = 1;
+    /* the last value exactly, from the residuals of the rounded centroids */
+    if (res->iters > 0)
+        res->objective[res->iters - 1] =
+            normalised(bd_pq_objective(f->sub, n, f->gr, res->centroids, res->assign), f->gr, n);
     /* every subvector on its centroid: no restart or refinement can improve it */
     if (res->iters > 0 && res->objective[res->iters - 1] == 0)
-        res->exact = 1;
+        res->exact = fs->done = 1;
     return BD_OK;
 }
 
@@ -619,9 +845,10 @@ bd_status bd_pq_fit_on(const bd_pq_engine *eng, const float *sub, int64_t n, con
     memset(res, 0, sizeof *res);
     const int d = (int)gr->d, k = opt->k;
     BD_TRY(check_fit(n, d, opt));
-    fit_run f = {eng, sub, NULL, n, gr, opt->iters > 0 ? opt->iters : 100, opt->tol, progress,
-                 0, opt->restarts > 0 ? opt->restarts : 1};
-    bd_pq_result cur = {0};
+    fit_run f = {eng,      sub, NULL, n, gr, total_energy(sub, n, gr), opt->iters > 0 ? opt->iters : 100,
+                 opt->tol, progress, 0, opt->restarts > 0 ? opt->restarts : 1};
+    fit_state run[BD_PQ_MAX_RESTARTS];
+    memset(run, 0, sizeof run);
     double *sums = malloc((size_t)k * (size_t)d * sizeof *sums);
     int64_t *counts = malloc((size_t)k * sizeof *counts);
     float *y = whiten(sub, n, gr);
@@ -629,37 +856,59 @@ bd_status bd_pq_fit_on(const bd_pq_engine *eng, const float *sub, int64_t n, con
     bd_status st = sums && counts && y ? BD_OK : bd_fail(BD_ENOMEM, "out of memory for EM with "
                                                                     "k=%d on %lld subvectors",
                                                          k, (long long)n);
-    double best = INFINITY;
-    int runs = 0;
+    uint64_t seeds[BD_PQ_MAX_RESTARTS];
+    for (int r = 0; r < f.restarts; r++) {
+        seeds[r] = opt->seed;
+        if (r > 0)
+            seeds[r] = splitmix(&seeds[r]) + (uint64_t)r;
+        run[r].k = k;
+    }
+    /* Restart 0 runs to the end: it is the plain fit, and the result is never
+     * worse than it. The others run BD_PQ_TRIAL iterations; the one lowest
+     * then runs on only if it is below where restart 0 stood at the same
+     * iteration. Lloyd's ranking is mostly settled that early, and a full run
+     * of every restart would cost `restarts` times the fit. */
+    int winner = 0, runs = 0, challenger = -1;
     for (int r = 0; st == BD_OK && r < f.restarts; r++) {
         f.restart = r;
-        uint64_t s = opt->seed;
-        if (r > 0)
-            s = splitmix(&s) + (uint64_t)r;
-        if ((st = result_alloc(&cur, n, k, d, f.iters)) != BD_OK ||
-            (st = fit_once(&f, k, s, sums, counts, &cur)) != BD_OK)
+        int limit = r == 0 ? f.iters : (BD_PQ_TRIAL < f.iters ? BD_PQ_TRIAL : f.iters);
+        if ((st = result_alloc(&run[r].res, n, k, d, f.iters)) != BD_OK ||
+            (st = fit_steps(&f, &run[r], seeds[r], limit, sums, counts)) != BD_OK)
             break;
-        double obj = cur.objective[cur.iters - 1];
-        if (obj < best) {
-            best = obj;
-            bd_pq_result_free(res);
-            *res = cur;
-            res->best_restart = r;
-        } else {
-            bd_pq_result_free(&cur);
-        }
-        memset(&cur, 0, sizeof cur);
         runs++;
-        if (res->exact)
+        if (run[r].res.exact) {
+            winner = r;
+            challenger = -1;
             break; /* every subvector is a centroid: nothing left to improve */
+        }
+        if (r == 0)
+            continue;
+        const bd_pq_result *c = &run[r].res;
+        if (challenger < 0 || c->objective[c->iters - 1] <
+                                  run[challenger].res.objective[run[challenger].res.iters - 1])
+            challenger = r;
     }
-    res->restarts = runs;
-    bd_pq_result_free(&cur);
+    if (st == BD_OK && challenger > 0) {
+        const bd_pq_result *c = &run[challenger].res, *z = &run[0].res;
+        int at = c->iters < z->iters ? c->iters : z->iters;
+        if (c->objective[c->iters - 1] < z->objective[at - 1]) {
+            f.restart = challenger;
+            st = fit_steps(&f, &run[challenger], seeds[challenger], f.iters, sums, counts);
+            if (st == BD_OK && c->objective[c->iters - 1] < z->objective[z->iters - 1])
+                winner = challenger;
+        }
+    }
+    if (st == BD_OK) {
+        *res = run[winner].res;
+        memset(&run[winner].res, 0, sizeof run[winner].res);
+        res->best_restart = winner;
+        res->restarts = runs;
+    }
+    for (int r = 0; r < f.restarts; r++)
+        bd_pq_result_free(&run[r].res);
     free(sums);
     free(counts);
     free(y);
-    if (st != BD_OK)
-        bd_pq_result_free(res);
     return st;
 }
 

@@ -65,8 +65,8 @@ bd_status bd_gram_identity(bd_gram *gr, int64_t d);
 /* ---- EM ------------------------------------------------------------------ */
 
 /* Defaults and limits of the fit's search (quantize.h's options use them). */
-enum { BD_PQ_RESTARTS = 4, BD_PQ_MAX_RESTARTS = 64, BD_PQ_PATIENCE = 3 };
-#define BD_PQ_TOL 1e-5
+enum { BD_PQ_RESTARTS = 4, BD_PQ_MAX_RESTARTS = 64, BD_PQ_PATIENCE = 3, BD_PQ_TRIAL = 10 };
+#define BD_PQ_TOL 1e-4
 
 typedef struct bd_pq_options {
     int k;          /* centroids (after clamping) */

@@ -41,7 +41,7 @@ static const char help[] =
     "  --restarts R          EM fits from R seeds (k-means++ each), the best kept\n"
     "                        (default 4, 1..64)\n"
     "  --tol X               a fit stops when its objective improves by less than X\n"
-    "                        (relative) for 3 iterations in a row (default 1e-5)\n"
+    "                        (relative) for 3 iterations in a row (default 1e-4)\n"
     "  --quantize-first      also quantize the first conv (kept fp32 by default)\n"
     "  --seed S              seed for calibration sampling and EM (default 0)\n"
     "  --eval SPEC           evaluate teacher and student on SPEC afterwards\n"
