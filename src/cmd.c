@@ -189,10 +189,12 @@ static const command commands[] = {
       "The first conv stays in fp32 unless 'first' is given. One undo step.",
       BD_ARG_WORD, regimes, NULL},
      {BD_ARG_WORD, first_word}, 1, 2, 1, cmd_regime},
-    {{"set", "set GLOB [d=D] [k=K] [objective=act|weight] | set GLOB skip|include",
+    {{"set", "set GLOB [d=D] [k=K] [objective=act|weight|feedback] | set GLOB skip|include",
       "change the plan of the layers matching GLOB",
-      "Changes block size d, centroids k or the objective (act: ||X(W-W^)||^2, the\n"
-      "paper's; weight: ||W-W^||^2, plain k-means) of every layer matching GLOB\n"
+      "Changes block size d, centroids k or the objective (act: ||X(W-W^)||^2\n"
+      "through each block's Gram, the paper's; weight: ||W-W^||^2, plain k-means;\n"
+      "feedback, the default: act, then error feedback across each row's blocks\n"
+      "with the full row's Gram, for rows of at most 8192) of every layer matching GLOB\n"
       "(layer3.*, *conv1; all: every layer); skip keeps them in fp32 when\n"
       "quantizing all, include takes them back. Refused as a whole, naming the\n"
       "layer, if any layer cannot take the change. A quantized layer keeps its\n"
@@ -697,12 +699,16 @@ static void print_codebook(bd_cmd_ctx *ctx, const bd_qlayer *q)
     out(ctx, "bits/w now    %.3f\n", bd_pq_bits_per_weight(q->k, q->d));
     out(ctx, "subvectors    %lld\n", (long long)q->n);
     out(ctx, "codes used    %d of %d\n", codes_used(q), q->k);
-    out(ctx, "iterations    %d\n", q->iters);
+    out(ctx, "iterations    %d (fit %d of %d restarts kept)%s\n", q->iters, q->best_restart + 1,
+        q->restarts, q->exact ? ", exact: every subvector is a centroid" : "");
+    if (q->fit_rows > 0)
+        out(ctx, "input rows    %lld fitted, %lld held out for the error\n", (long long)q->fit_rows,
+            (long long)q->held_rows);
     if (q->history && q->iters > 0)
         out(ctx, "EM objective  %.6g -> %.6g\n", q->history[0], q->history[q->iters - 1]);
     out(ctx, "rel error     %s\n", bd_cmd_error_str(q->rel_error, err, sizeof err));
     if (q->other_error >= 0)
-        out(ctx, "%-13s %s\n", q->objective == BD_OBJ_ACT ? "weight-only" : "act-aware",
+        out(ctx, "%-13s %s\n", q->objective == BD_OBJ_ACT ? "weight-only" : "act-aware (block)",
             bd_cmd_error_str(q->other_error, err, sizeof err));
     if (q->empty_repaired)
         out(ctx, "empty fixed   %d\n", q->empty_repaired);

@@ -781,6 +781,8 @@ static bd_status fit_steps(const fit_run *f, fit_state *fs, uint64_t seed, int l
         res->exact = res->k < fs->k;
         fs->rng = seed ^ 0x5DEECE66Dull;
     }
+    if (fs->done || res->iters >= limit)
+        return BD_OK;
     /* -1: a full E-step, which resuming needs too, as the engine's bounds
      * belong to whichever fit it served last */
     for (int64_t i = 0; i < n; i++)

@@ -714,6 +714,11 @@ static bd_status fit(const bd_layer *l, const bd_pq_layout *lay, const float *su
     q->objective = objective;
     q->n = lay->n;
     q->iters = res.iters;
+    q->restarts = res.restarts;
+    q->best_restart = res.best_restart;
+    q->exact = res.exact;
+    q->fit_rows = cap->gram.rows;
+    q->held_rows = cap->nheld;
     q->empty_repaired = res.empty_repaired;
     q->centroids = res.centroids;
     q->codes = res.assign;

@@ -50,8 +50,12 @@ typedef struct bd_qlayer {
     /* The same for the other objective fitted on the same inputs (with
      * compare_objectives), so the user sees what the activations buy. */
     double other_error;
-    double *history;    /* the normalised EM objective per iteration */
+    double *history;    /* the normalised EM objective per iteration, kept fit */
     int iters;
+    int restarts, best_restart; /* EM fits run, and the one kept */
+    int exact;          /* every subvector is a centroid (k may be below the plan's) */
+    int64_t fit_rows;   /* calibration input rows in the Gram matrices */
+    int64_t held_rows;  /* held-out rows the error was measured on */
     double seconds;
     int empty_repaired;
 } bd_qlayer;

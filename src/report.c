@@ -46,6 +46,11 @@ static cJSON *layer_json(const bd_report *r, int i)
     cJSON_AddItemToObject(o, "objective_history", hist ? hist : cJSON_CreateArray());
     cJSON_AddNumberToObject(o, "seconds", q->seconds);
     cJSON_AddNumberToObject(o, "empty_clusters_repaired", q->empty_repaired);
+    cJSON_AddNumberToObject(o, "restarts", q->restarts);
+    cJSON_AddNumberToObject(o, "best_restart", q->best_restart);
+    cJSON_AddBoolToObject(o, "exact", q->exact);
+    cJSON_AddNumberToObject(o, "fit_rows", (double)q->fit_rows);
+    cJSON_AddNumberToObject(o, "held_out_rows", (double)q->held_rows);
     return o;
 }
 

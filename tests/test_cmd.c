@@ -179,10 +179,11 @@ static void test_complete_words_and_keys(void **state)
     assert_int_equal(complete(*state, "save out.onnx ", &g), BD_ARG_WORD);
     assert_true(has(&g, "decoded"));
 
-    /* quantize: layers, "all", iters= and tune= */
+    /* quantize: layers, "all", iters=, tune=, restarts= and tol= */
     assert_int_equal(complete(*state, "quantize ", &g), BD_ARG_LAYER);
-    assert_true(has(&g, "all") && has(&g, "iters=") && has(&g, "tune=") && has(&g, "fc"));
-    assert_int_equal(g.n, bd_ws_nlayers(*state) + 3);
+    assert_true(has(&g, "all") && has(&g, "iters=") && has(&g, "tune=") && has(&g, "fc") &&
+                has(&g, "restarts=") && has(&g, "tol="));
+    assert_int_equal(g.n, bd_ws_nlayers(*state) + 5);
     assert_int_equal(complete(*state, "quantize it", &g), BD_ARG_LAYER);
     assert_int_equal(g.n, 1);
     assert_string_equal(g.v[0], "iters=");
@@ -190,7 +191,7 @@ static void test_complete_words_and_keys(void **state)
     assert_int_equal(complete(*state, "quantize iters=5 la", &g), BD_ARG_LAYER);
     assert_true(has(&g, "layer3.0.conv2") && !has(&g, "iters="));
     assert_int_equal(complete(*state, "quantize fc ", &g), BD_ARG_NONE);
-    assert_int_equal(g.n, 2);
+    assert_int_equal(g.n, 4);
     assert_true(has(&g, "iters=") && has(&g, "tune="));
     /* set: keys, then skip|include second */
     assert_int_equal(complete(*state, "set fc ", &g), BD_ARG_WORD);
@@ -230,9 +231,12 @@ static void test_refusals(void **state)
     expect_refusal(&ctx, "frobnicate", "unknown command 'frobnicate'");
     expect_refusal(&ctx, "layers extra", "layers: unexpected 'extra'");
     expect_refusal(&ctx, "layers n=3", "layers: takes no options");
-    expect_refusal(&ctx, "quantize bogus=1", "quantize: unknown option 'bogus' (it takes iters or tune)");
+    expect_refusal(&ctx, "quantize bogus=1", "quantize: unknown option 'bogus' (it takes iters, tune, restarts or tol)");
     expect_refusal(&ctx, "quantize iters=ten", "quantize: iters wants a whole number");
     expect_refusal(&ctx, "quantize iters=1 iters=2", "quantize: iters= is given twice");
+    expect_refusal(&ctx, "quantize restarts=0", "quantize: restarts wants a whole number from 1 to 64");
+    expect_refusal(&ctx, "quantize restarts=65", "quantize: restarts wants a whole number from 1 to 64");
+    expect_refusal(&ctx, "quantize tol=0.9", "quantize: tol wants a number from 0 to 0.5");
     expect_refusal(&ctx, "eval n=0", "eval: n wants a whole number from 1");
     expect_refusal(&ctx, "show", "show: missing arguments (usage: show LAYER)");
     expect_refusal(&ctx, "data train x", "data: 'train' is not calib or eval");

@@ -6,11 +6,13 @@
 #include "bd_test.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "feedback.h"
 #include "pq.h"
+#include "quantize.h"
 
 /* H = X^T X of `n` rows of length L. */
 static void gram_of(const float *x, int64_t n, int64_t L, bd_gram *h)
@@ -163,6 +165,29 @@ static void test_feedback_refuses_long_rows(void **state)
     assert_non_null(strstr(bd_error_message(), "8192"));
 }
 
+/* The plan's check: a layer whose rows are too long for feedback is named,
+ * with the limit; the other objectives take it. */
+static void test_objective_check_names_layer(void **state)
+{
+    (void)state;
+    bd_layer l;
+    memset(&l, 0, sizeof l);
+    snprintf(l.name, sizeof l.name, "layer9.wide");
+    l.rows = 4;
+    l.row_len = BD_FEEDBACK_MAX_LEN + 9;
+    assert_int_equal(bd_objective_check(&l, BD_OBJ_FEEDBACK), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "layer9.wide"));
+    assert_non_null(strstr(bd_error_message(), "8192"));
+    assert_int_equal(bd_objective_check(&l, BD_OBJ_ACT), BD_OK);
+    l.row_len = BD_FEEDBACK_MAX_LEN;
+    assert_int_equal(bd_objective_check(&l, BD_OBJ_FEEDBACK), BD_OK);
+    bd_objective o;
+    assert_int_equal(bd_objective_parse("gptvq", &o), BD_OK);
+    assert_int_equal(o, BD_OBJ_FEEDBACK);
+    assert_int_equal(bd_objective_parse("both", &o), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "act|weight|feedback"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -170,6 +195,7 @@ int main(void)
         cmocka_unit_test(test_feedback_equals_block_when_h_is_diagonal),
         cmocka_unit_test(test_block_gram_matches_pq),
         cmocka_unit_test(test_feedback_refuses_long_rows),
+        cmocka_unit_test(test_objective_check_names_layer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -368,6 +368,40 @@ static void test_restarts_never_worse(void **state)
 /* Tolerance stopping ends a fit before the cap once it has converged, and
  * tol 0 runs to a fixed point; both agree on an objective no higher than
  * the stopped one allows. */
+/* Small layers converge inside the trial iterations of a restart: the fit
+ * kept must still be a whole one, every code a centroid, its objective the
+ * exact one. */
+static void test_restarts_converged_in_trial(void **state)
+{
+    (void)state;
+    enum { N = 240, D = 2, K = 12, BLOBS = 13 };
+    /* 13 tight blobs for 12 centroids: fits converge in a few iterations,
+     * to optima that differ by which two blobs share a centroid */
+    float sub[N * D], centre[BLOBS * D];
+    bd_test_fill_random(centre, BLOBS * D, 81, -4, 4);
+    bd_test_fill_random(sub, N * D, 82, -0.05f, 0.05f);
+    for (int i = 0; i < N; i++)
+        for (int t = 0; t < D; t++)
+            sub[i * D + t] += centre[(i % BLOBS) * D + t];
+    bd_gram gr;
+    assert_int_equal(bd_gram_identity(&gr, D), BD_OK);
+    int other_kept = 0;
+    for (uint64_t seed = 0; seed < 24; seed++) {
+        bd_pq_options opt = {.k = K, .iters = 100, .seed = seed, .restarts = 8, .tol = 1e-3};
+        bd_pq_result res;
+        assert_int_equal(bd_pq_fit(sub, N, &gr, &opt, NULL, &res), BD_OK);
+        for (int i = 0; i < N; i++)
+            assert_true(res.assign[i] >= 0 && res.assign[i] < res.k);
+        double exact = sqrt(bd_pq_objective(sub, N, &gr, res.centroids, res.assign) /
+                            ((double)gr.blocks * N));
+        assert_true(fabs(exact - res.objective[res.iters - 1]) <= 1e-9 * exact);
+        other_kept += res.best_restart > 0 && res.iters < BD_PQ_TRIAL;
+        bd_pq_result_free(&res);
+    }
+    assert_true(other_kept > 0); /* the case this test is for did happen */
+    bd_gram_free(&gr);
+}
+
 static void test_tolerance_stops(void **state)
 {
     (void)state;
@@ -423,6 +457,7 @@ int main(void)
         cmocka_unit_test(test_fit_refuses_bad_k),
         cmocka_unit_test(test_seeding_draws_distinct_subvectors),
         cmocka_unit_test(test_restarts_never_worse),
+        cmocka_unit_test(test_restarts_converged_in_trial),
         cmocka_unit_test(test_tolerance_stops),
         cmocka_unit_test(test_search_refuses_bad_settings),
     };
