@@ -699,8 +699,10 @@ static void print_codebook(bd_cmd_ctx *ctx, const bd_qlayer *q)
     out(ctx, "bits/w now    %.3f\n", bd_pq_bits_per_weight(q->k, q->d));
     out(ctx, "subvectors    %lld\n", (long long)q->n);
     out(ctx, "codes used    %d of %d\n", codes_used(q), q->k);
-    out(ctx, "iterations    %d (fit %d of %d restarts kept)%s\n", q->iters, q->best_restart + 1,
-        q->restarts, q->exact ? ", exact: every subvector is a centroid" : "");
+    out(ctx, "iterations    %d\n", q->iters);
+    if (q->restarts > 0)
+        out(ctx, "restarts      %d, fit %d kept%s\n", q->restarts, q->best_restart + 1,
+            q->exact ? "; exact: every subvector is a centroid" : "");
     if (q->fit_rows > 0)
         out(ctx, "input rows    %lld fitted, %lld held out for the error\n", (long long)q->fit_rows,
             (long long)q->held_rows);
