@@ -250,11 +250,12 @@ BD_GRAD(bd_g_clip)
 }
 
 /* dx = dy * f'(x), with f' from x, y = f(x) or the node's parameters p,
- * whichever is cheapest. */
+ * whichever is cheapest. Inlined into each activation's kernel so that f
+ * is too, rather than called per element. */
 typedef float (*derivative_fn)(float x, float y, const float *p);
 
-static bd_status pointwise(const bd_grad_args *a, bd_tensor **din, derivative_fn f,
-                           const float *p)
+static inline __attribute__((always_inline)) bd_status
+pointwise(const bd_grad_args *a, bd_tensor **din, derivative_fn f, const float *p)
 {
     const bd_tensor *x = a->in[0];
     BD_TRY(bd_k_output(a->n, &din[0], BD_F32, x->ndim, x->dims, 0));
