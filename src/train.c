@@ -18,6 +18,12 @@ struct bd_train {
     unsigned char *owned;
     bd_saved *saved; /* per node */
     int ready;
+    /* the plan's fold values, computed by the first forward on an input
+     * of shape fold_dims (fold_ndim -1: none yet) and reused while the
+     * input keeps it */
+    bd_tensor **folded;
+    int fold_ndim;
+    int64_t fold_dims[BD_MAX_DIMS];
 };
 
 static int is_bn(const bd_node *n) { return strcmp(n->op, "BatchNormalization") == 0; }
@@ -27,7 +33,27 @@ void bd_train_plan_free(bd_train_plan *p)
     free(p->req);
     free(p->keep);
     free(p->last_read);
+    free(p->fold);
     memset(p, 0, sizeof *p);
+}
+
+/* A node whose outputs depend on shapes alone: Shape, or a node reading a
+ * shape and otherwise only constants that training leaves alone. */
+static int folds(const bd_graph *g, const bd_node *n, const bd_train_plan *p)
+{
+    if (strcmp(n->op, "Shape") == 0)
+        return 1;
+    int from_shape = 0;
+    for (int k = 0; k < n->ninputs; k++) {
+        int v = n->inputs[k];
+        if (v < 0)
+            continue;
+        if (p->fold[v])
+            from_shape = 1;
+        else if (!g->values[v].init || p->req[v])
+            return 0;
+    }
+    return from_shape;
 }
 
 bd_status bd_train_plan_new(const bd_graph *g, const int *params, int n,
@@ -38,7 +64,8 @@ bd_status bd_train_plan_new(const bd_graph *g, const int *params, int n,
     p->req = calloc(nv, 1);
     p->keep = calloc(nv, 1);
     p->last_read = malloc(nv * sizeof *p->last_read);
-    if (!p->req || !p->keep || !p->last_read) {
+    p->fold = calloc(nv, 1);
+    if (!p->req || !p->keep || !p->last_read || !p->fold) {
         bd_train_plan_free(p);
         return bd_fail(BD_ENOMEM, "out of memory");
     }
@@ -61,6 +88,12 @@ bd_status bd_train_plan_new(const bd_graph *g, const int *params, int n,
         for (int k = 0; k < nd->ninputs; k++)
             if (nd->inputs[k] >= 0)
                 p->last_read[nd->inputs[k]] = i;
+        if (folds(g, nd, p)) {
+            for (int k = 0; k < nd->noutputs; k++)
+                if (nd->outputs[k] >= 0)
+                    p->fold[nd->outputs[k]] = 1;
+            continue;
+        }
         if (!any)
             continue;
         if (p->first < 0)
@@ -108,8 +141,10 @@ bd_status bd_train_new(bd_train **out, bd_graph *g, const int *params, int n,
     t->vals = calloc(nv, sizeof *t->vals);
     t->owned = calloc(nv, 1);
     t->saved = calloc((size_t)g->nnodes + 1, sizeof *t->saved);
+    t->folded = calloc(nv, sizeof *t->folded);
+    t->fold_ndim = -1;
     bd_status s = BD_OK;
-    if (!t->params || !t->vals || !t->owned || !t->saved)
+    if (!t->params || !t->vals || !t->owned || !t->saved || !t->folded)
         s = bd_fail(BD_ENOMEM, "out of memory");
     if (s == BD_OK) {
         memcpy(t->params, params, (size_t)n * sizeof *params);
@@ -146,6 +181,9 @@ void bd_train_free(bd_train *t)
         return;
     if (t->vals && t->owned && t->saved)
         drop_state(t);
+    for (int v = 0; t->folded && v < t->g->nvalues; v++)
+        bd_tensor_free(t->folded[v]);
+    free(t->folded);
     bd_exec_free(t->prefix);
     bd_train_plan_free(&t->plan);
     free(t->params);
@@ -224,6 +262,43 @@ static bd_status forward_node(bd_train *t, int i, const bd_grad_ctx *ctx, bd_ten
     return BD_OK;
 }
 
+static int is_fold(const bd_train *t, const bd_node *n)
+{
+    return n->noutputs > 0 && n->outputs[0] >= 0 && t->plan.fold[n->outputs[0]];
+}
+
+/* Puts the folded values of an input shaped like x in place, or, for a new
+ * shape, forgets them for the forward to compute again. 1 if they are. */
+static int use_folded(bd_train *t, const bd_tensor *x)
+{
+    if (t->fold_ndim == x->ndim &&
+        memcmp(t->fold_dims, x->dims, (size_t)x->ndim * sizeof *x->dims) == 0) {
+        for (int v = 0; v < t->g->nvalues; v++)
+            if (t->folded[v])
+                t->vals[v] = t->folded[v]; /* not owned: the cache keeps it */
+        return 1;
+    }
+    for (int v = 0; v < t->g->nvalues; v++) {
+        bd_tensor_free(t->folded[v]);
+        t->folded[v] = NULL;
+    }
+    t->fold_ndim = x->ndim;
+    memcpy(t->fold_dims, x->dims, (size_t)x->ndim * sizeof *x->dims);
+    return 0;
+}
+
+/* Moves fold node n's fresh outputs into the cache. */
+static void keep_folded(bd_train *t, const bd_node *n)
+{
+    for (int k = 0; k < n->noutputs; k++) {
+        int v = n->outputs[k];
+        if (v >= 0 && t->owned[v]) {
+            t->folded[v] = t->vals[v];
+            t->owned[v] = 0;
+        }
+    }
+}
+
 static int max_io(const bd_graph *g)
 {
     int m = 1;
@@ -264,8 +339,15 @@ bd_status bd_train_forward(bd_train *t, const bd_tensor *x, bd_tensor **logits)
     if (!ins || !outs)
         s = bd_fail(BD_ENOMEM, "out of memory");
     bd_grad_ctx ctx = {.bn_train = t->opt.bn_train};
-    for (int i = start; s == BD_OK && i < g->nnodes; i++)
+    const int folded = s == BD_OK && use_folded(t, x);
+    for (int i = start; s == BD_OK && i < g->nnodes; i++) {
+        const bd_node *n = &g->nodes[i];
+        if (is_fold(t, n) && folded)
+            continue;
         s = forward_node(t, i, &ctx, ins, outs);
+        if (s == BD_OK && is_fold(t, n))
+            keep_folded(t, n);
+    }
     free(ins);
     free(outs);
     const bd_tensor *y = s == BD_OK ? t->vals[g->outputs[0]] : NULL;
@@ -275,6 +357,7 @@ bd_status bd_train_forward(bd_train *t, const bd_tensor *x, bd_tensor **logits)
         s = bd_tensor_view(logits, y, y->ndim, y->dims);
     if (s != BD_OK) {
         drop_state(t);
+        t->fold_ndim = -1; /* the cache may lack some */
         return s;
     }
     t->ready = 1;

@@ -19,12 +19,18 @@ typedef struct bd_train_plan {
     unsigned char *req;  /* per value: the loss's gradient flows through it */
     unsigned char *keep; /* per value: the backward reads it */
     int *last_read;      /* per value: the last node that reads it, -1 if none */
+    /* per value: a function of tensor shapes alone (Shape, and what the
+     * untrained constants make of its result: Gather, Concat, Reshape
+     * targets, ConstantOfShape), so fixed once the input's shape is; no
+     * gradient flows through it */
+    unsigned char *fold;
     int first;           /* the first node that reads a value in req */
 } bd_train_plan;
 
 /* Plans training of g for params[0..n) (value ids of initializers);
  * supported(op) says whether the backward pass has the op. Fails naming
- * the first node on the gradient's path it lacks. */
+ * the first node on the gradient's path it lacks; shape computations are
+ * off that path. */
 bd_status bd_train_plan_new(const bd_graph *g, const int *params, int n,
                             int (*supported)(const char *op), bd_train_plan *p);
 void bd_train_plan_free(bd_train_plan *p);

@@ -310,7 +310,7 @@ BD_GRAD(bd_g_conv)
         BD_TRY(bd_k_output(n, &din[1], BD_F32, w->ndim, w->dims, 0));
         dw = din[1]->data;
     }
-    if (a->want[2]) {
+    if (n->ninputs > 2 && a->want[2]) { /* want has one entry per input */
         /* [M, 1, 1]: summed over N and the spatial dims */
         int64_t dims[BD_MAX_DIMS];
         const int nd = a->dy->ndim - 1;

@@ -1,6 +1,7 @@
 /* Backward of the elementwise ops: the broadcasting arithmetic, whose
- * gradients are summed back to each operand's shape, and the activations
- * Relu and Clip. */
+ * gradients are summed back to each operand's shape, and the activations. */
+#include <math.h>
+
 #include "grad_kernels.h"
 
 /* Offset of flat index i of dims (rank nd) laid out with strides. */
@@ -95,7 +96,8 @@ BD_GRAD(bd_g_sub)
     return BD_OK;
 }
 
-/* A broadcast-map run (kernel_util.h): out = dy * other. */
+/* Broadcast-map runs (kernel_util.h) over operands that broadcast to dy's
+ * shape. */
 static void mul_run(const void *ctx, void *out, const void *const *in, const int *step,
                     int64_t count)
 {
@@ -112,25 +114,101 @@ static void mul_run(const void *ctx, void *out, const void *const *in, const int
     }
 }
 
+static void div_run(const void *ctx, void *out, const void *const *in, const int *step,
+                    int64_t count)
+{
+    (void)ctx;
+    float *o = out;
+    const float *p = in[0], *q = in[1];
+    for (int64_t j = 0; j < count; j++)
+        o[j] = p[j * step[0]] / q[j * step[1]];
+}
+
+/* d(x^e)/dx = e * x^(e - 1) */
+static void pow_d_run(const void *ctx, void *out, const void *const *in, const int *step,
+                      int64_t count)
+{
+    (void)ctx;
+    float *o = out;
+    const float *x = in[0], *e = in[1];
+    for (int64_t j = 0; j < count; j++) {
+        const float v = e[j * step[1]];
+        o[j] = v * powf(x[j * step[0]], v - 1);
+    }
+}
+
+/* A new tensor shaped like dy, mapped by run from ops p and q. */
+static bd_status full_map(const bd_grad_args *a, const bd_tensor *p, const bd_tensor *q,
+                          bd_k_run run, bd_tensor **out)
+{
+    const bd_tensor *ops[2] = {p, q};
+    BD_TRY(bd_k_output(a->n, out, BD_F32, a->dy->ndim, a->dy->dims, 0));
+    bd_k_broadcast_map(*out, 2, ops, run, NULL);
+    return BD_OK;
+}
+
+/* The gradient of operand x from full, its dy-shaped gradient before the
+ * broadcast is undone, which this consumes. */
+static bd_status reduce_full(const bd_grad_args *a, bd_tensor *full, const bd_tensor *x,
+                             float scale, bd_tensor **out)
+{
+    if (scale == 1.0f && bd_tensor_same_shape(full, x)) {
+        *out = full;
+        return BD_OK;
+    }
+    bd_status st = bd_grad_sum_to(a->n, full, x, scale, out);
+    bd_tensor_free(full);
+    return st;
+}
+
 BD_GRAD(bd_g_mul)
 {
+    /* the other operand is float32 too: the forward took the same types */
     for (int i = 0; i < 2; i++) {
-        if (!a->want[i])
-            continue;
-        /* the other operand is float32 too: the forward took the same types */
-        const bd_tensor *x = a->in[i], *ops[2] = {a->dy, a->in[1 - i]};
         bd_tensor *prod;
-        BD_TRY(bd_k_output(a->n, &prod, BD_F32, a->dy->ndim, a->dy->dims, 0));
-        bd_k_broadcast_map(prod, 2, ops, mul_run, NULL);
-        if (bd_tensor_same_shape(prod, x)) {
-            din[i] = prod;
-            continue;
+        if (a->want[i]) {
+            BD_TRY(full_map(a, a->dy, a->in[1 - i], mul_run, &prod));
+            BD_TRY(reduce_full(a, prod, a->in[i], 1.0f, &din[i]));
         }
-        bd_status st = bd_grad_sum_to(a->n, prod, x, 1.0f, &din[i]);
-        bd_tensor_free(prod);
-        BD_TRY(st);
     }
     return BD_OK;
+}
+
+/* y = p / q: dp = dy / q, dq = -dy * p / q^2 = -(dy / q) * y. */
+BD_GRAD(bd_g_div)
+{
+    bd_tensor *quot;
+    BD_TRY(full_map(a, a->dy, a->in[1], div_run, &quot));
+    if (a->want[1]) {
+        bd_tensor *prod;
+        bd_status st = full_map(a, quot, a->out[0], mul_run, &prod);
+        if (st == BD_OK)
+            st = reduce_full(a, prod, a->in[1], -1.0f, &din[1]);
+        if (st != BD_OK) {
+            bd_tensor_free(quot);
+            return st;
+        }
+    }
+    if (!a->want[0]) {
+        bd_tensor_free(quot);
+        return BD_OK;
+    }
+    return reduce_full(a, quot, a->in[0], 1.0f, &din[0]);
+}
+
+/* The exponent gets no gradient (grad.c's table): the zoo's are constants
+ * (x^2 of a variance, x^0.5 of a norm). */
+BD_GRAD(bd_g_pow)
+{
+    bd_tensor *d;
+    BD_TRY(full_map(a, a->in[0], a->in[1], pow_d_run, &d));
+    const int64_t count = bd_tensor_count(d);
+    float *restrict dv = d->data;
+    const float *restrict dy = a->dy->data;
+#pragma omp parallel for simd if (count >= BD_PARALLEL_MIN) schedule(static)
+    for (int64_t i = 0; i < count; i++)
+        dv[i] *= dy[i];
+    return reduce_full(a, d, a->in[0], 1.0f, &din[0]);
 }
 
 /* The gradient is loaded whether it passes or not: a select between two
@@ -169,4 +247,102 @@ BD_GRAD(bd_g_clip)
         dx[i] = xv[i] == yv[i] ? g : 0.0f;
     }
     return BD_OK;
+}
+
+/* dx = dy * f'(x), with f' from x, y = f(x) or the node's parameters p,
+ * whichever is cheapest. Inlined into each activation's kernel so that f
+ * is too, rather than called per element. */
+typedef float (*derivative_fn)(float x, float y, const float *p);
+
+static inline __attribute__((always_inline)) bd_status
+pointwise(const bd_grad_args *a, bd_tensor **din, derivative_fn f, const float *p)
+{
+    const bd_tensor *x = a->in[0];
+    BD_TRY(bd_k_output(a->n, &din[0], BD_F32, x->ndim, x->dims, 0));
+    const int64_t count = bd_tensor_count(x);
+    const float *restrict xv = x->data, *restrict yv = a->out[0]->data;
+    const float *restrict dy = a->dy->data;
+    float *restrict dx = din[0]->data;
+#pragma omp parallel for if (count >= BD_PARALLEL_MIN) schedule(static)
+    for (int64_t i = 0; i < count; i++)
+        dx[i] = dy[i] * f(xv[i], yv[i], p);
+    return BD_OK;
+}
+
+static float sigmoid_d(float x, float y, const float *p)
+{
+    (void)x, (void)p;
+    return y * (1 - y);
+}
+
+/* Zero where the output is clamped, as torch's hardsigmoid_backward. */
+static float hard_sigmoid_d(float x, float y, const float *p)
+{
+    const float v = p[0] * x + p[1];
+    (void)y;
+    return v > 0 && v < 1 ? p[0] : 0;
+}
+
+/* torch's hardswish_backward: 0 below -3, 1 above 3, x/3 + 1/2 between. */
+static float hard_swish_d(float x, float y, const float *p)
+{
+    (void)y, (void)p;
+    return x < -3 ? 0 : x > 3 ? 1 : x / 3 + 0.5f;
+}
+
+static float tanh_d(float x, float y, const float *p)
+{
+    (void)x, (void)p;
+    return 1 - y * y;
+}
+
+static float exp_d(float x, float y, const float *p)
+{
+    (void)x, (void)p;
+    return y;
+}
+
+static float sqrt_d(float x, float y, const float *p)
+{
+    (void)x, (void)p;
+    return 0.5f / y;
+}
+
+static float neg_d(float x, float y, const float *p)
+{
+    (void)x, (void)y, (void)p;
+    return -1;
+}
+
+static float erf_d(float x, float y, const float *p)
+{
+    (void)y, (void)p;
+    return 1.1283791670955126f * expf(-x * x); /* 2 / sqrt(pi) */
+}
+
+static float leaky_relu_d(float x, float y, const float *p)
+{
+    (void)y;
+    return x >= 0 ? 1 : p[0];
+}
+
+BD_GRAD(bd_g_sigmoid) { return pointwise(a, din, sigmoid_d, NULL); }
+BD_GRAD(bd_g_hard_swish) { return pointwise(a, din, hard_swish_d, NULL); }
+BD_GRAD(bd_g_tanh) { return pointwise(a, din, tanh_d, NULL); }
+BD_GRAD(bd_g_exp) { return pointwise(a, din, exp_d, NULL); }
+BD_GRAD(bd_g_sqrt) { return pointwise(a, din, sqrt_d, NULL); }
+BD_GRAD(bd_g_neg) { return pointwise(a, din, neg_d, NULL); }
+BD_GRAD(bd_g_erf) { return pointwise(a, din, erf_d, NULL); }
+
+/* The defaults are the forward's (elementwise.c). */
+BD_GRAD(bd_g_hard_sigmoid)
+{
+    const float p[2] = {bd_attr_float(a->n, "alpha", 0.2f), bd_attr_float(a->n, "beta", 0.5f)};
+    return pointwise(a, din, hard_sigmoid_d, p);
+}
+
+BD_GRAD(bd_g_leaky_relu)
+{
+    const float p[1] = {bd_attr_float(a->n, "alpha", 0.01f)};
+    return pointwise(a, din, leaky_relu_d, p);
 }

@@ -43,7 +43,7 @@ BD_GRAD(bd_g_gemm)
             cblas_sgemm(CblasRowMajor, CblasTrans, trans(ta), nn, k, m, alpha, dy, nn, A->data,
                         lda, 0.0f, d, k);
     }
-    if (a->want[2])
+    if (n->ninputs > 2 && a->want[2]) /* want has one entry per input */
         BD_TRY(bd_grad_sum_to(n, a->dy, C, beta, &din[2]));
     return BD_OK;
 }

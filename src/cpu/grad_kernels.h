@@ -41,8 +41,20 @@ BD_GRAD(bd_g_matmul);
 BD_GRAD(bd_g_add);
 BD_GRAD(bd_g_sub);
 BD_GRAD(bd_g_mul);
+BD_GRAD(bd_g_div);
+BD_GRAD(bd_g_pow); /* the base only */
 BD_GRAD(bd_g_relu);
+BD_GRAD(bd_g_leaky_relu);
 BD_GRAD(bd_g_clip);
+BD_GRAD(bd_g_sigmoid);
+BD_GRAD(bd_g_hard_sigmoid);
+BD_GRAD(bd_g_hard_swish);
+BD_GRAD(bd_g_tanh);
+BD_GRAD(bd_g_exp);
+BD_GRAD(bd_g_sqrt);
+BD_GRAD(bd_g_neg);
+BD_GRAD(bd_g_erf);
+BD_GRAD(bd_g_reduce_mean);
 BD_GRAD(bd_g_batchnorm);
 BD_GRAD(bd_g_softmax);
 BD_GRAD(bd_g_log_softmax);
@@ -53,6 +65,8 @@ BD_GRAD(bd_g_global_maxpool);
 BD_GRAD(bd_g_reshape); /* Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout */
 BD_GRAD(bd_g_transpose);
 BD_GRAD(bd_g_concat);
+BD_GRAD(bd_g_pad);
+BD_GRAD(bd_g_slice);
 
 /* Softmax (or LogSoftmax) node n on x works on rows of len elements,
  * inner apart, outer * inner of them: the layout of the opset >= 13

@@ -194,3 +194,34 @@ static bd_status softmax_backward(const bd_grad_args *a, bd_tensor **din, int lo
 
 BD_GRAD(bd_g_softmax) { return softmax_backward(a, din, 0); }
 BD_GRAD(bd_g_log_softmax) { return softmax_backward(a, din, 1); }
+
+/* Every input element gets dy of its mean over the count averaged: dy
+ * read with the reduced dims kept as 1, broadcast back to x's shape. */
+BD_GRAD(bd_g_reduce_mean)
+{
+    const bd_tensor *x = a->in[0];
+    int reduced[BD_MAX_DIMS], none;
+    BD_TRY(bd_k_reduce_axes(a->g, a->n, a->in, reduced, &none));
+    if (none)
+        return bd_k_view(a->n, &din[0], a->dy, x->ndim, x->dims);
+    int64_t kept[BD_MAX_DIMS], strides[BD_MAX_DIMS], mean_of = 1;
+    for (int d = 0; d < x->ndim; d++) {
+        kept[d] = reduced[d] ? 1 : x->dims[d];
+        mean_of *= reduced[d] ? x->dims[d] : 1;
+    }
+    bd_tensor *dyk;
+    BD_TRY(bd_k_view(a->n, &dyk, a->dy, x->ndim, kept));
+    bd_k_broadcast_strides(dyk, x->ndim, strides);
+    bd_status st = bd_k_output(a->n, &din[0], BD_F32, x->ndim, x->dims, 0);
+    if (st == BD_OK) {
+        bd_k_strided_copy(din[0], dyk->data, 0, strides);
+        const int64_t count = bd_tensor_count(x);
+        const float scale = mean_of ? 1.0f / (float)mean_of : 0.0f;
+        float *dx = din[0]->data;
+#pragma omp parallel for simd if (count >= BD_PARALLEL_MIN) schedule(static)
+        for (int64_t i = 0; i < count; i++)
+            dx[i] *= scale;
+    }
+    bd_tensor_free(dyk);
+    return st;
+}

@@ -1,6 +1,9 @@
 /* Backward of the shape ops: the reshapes hand dy back as a view in the
  * input's shape; Transpose and Concat move it back with the strided copy
- * their forwards use (kernel_util.h). */
+ * their forwards use (kernel_util.h); Pad and Slice scatter it back
+ * through the forward's own index maps. */
+#include <stdlib.h>
+
 #include "grad_kernels.h"
 
 /* Reshape, Flatten, Squeeze, Unsqueeze, Identity and Dropout (which drops
@@ -52,6 +55,79 @@ BD_GRAD(bd_g_concat)
             bd_k_strided_copy(din[k], a->dy->data, start * strides[axis], strides);
         }
         start += x->dims[axis];
+    }
+    return BD_OK;
+}
+
+/* Offset in the source of row r (every dim but the last) of a layout of
+ * rank nd with dims and element strides. */
+static int64_t row_offset(int64_t r, int nd, const int64_t *dims, const int64_t *strides)
+{
+    int64_t off = 0;
+    for (int d = nd - 2; d >= 0; d--) {
+        off += r % dims[d] * strides[d];
+        r /= dims[d];
+    }
+    return off;
+}
+
+/* Every input element the output read gets the sum of what it received:
+ * one for the constant mode, several at reflected or repeated edges. Serial,
+ * since those sums would race. */
+BD_GRAD(bd_g_pad)
+{
+    const bd_tensor *x = a->in[0];
+    int64_t dims[BD_MAX_DIMS], begin[BD_MAX_DIMS], xs[BD_MAX_DIMS], *map[BD_MAX_DIMS], *maps;
+    if (x->ndim == 0)
+        return bd_k_view(a->n, &din[0], a->dy, 0, x->dims);
+    BD_TRY(bd_k_pad_maps(a->g, a->n, a->in, dims, begin, map, &maps));
+    bd_status st = bd_k_output(a->n, &din[0], BD_F32, x->ndim, x->dims, 1);
+    if (st != BD_OK || !maps) {
+        free(maps);
+        return st;
+    }
+    bd_k_strides(x->ndim, x->dims, xs);
+    const int rank = x->ndim;
+    const int64_t len = dims[rank - 1], rows = bd_tensor_count(a->dy) / len;
+    const float *dy = a->dy->data;
+    float *dx = din[0]->data;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t off = 0, rest = r;
+        for (int d = rank - 2; d >= 0 && off >= 0; d--) {
+            int64_t m = map[d][rest % dims[d]];
+            off = m < 0 ? -1 : off + m * xs[d];
+            rest /= dims[d];
+        }
+        for (int64_t j = 0; off >= 0 && j < len; j++)
+            if (map[rank - 1][j] >= 0)
+                dx[off + map[rank - 1][j]] += dy[r * len + j];
+    }
+    free(maps);
+    return BD_OK;
+}
+
+/* dy goes back where the forward read it; the rest of dx is zero. Slices
+ * never read an element twice, so rows scatter in parallel. */
+BD_GRAD(bd_g_slice)
+{
+    const bd_tensor *x = a->in[0], *dy = a->dy;
+    int64_t dims[BD_MAX_DIMS], strides[BD_MAX_DIMS], offset;
+    BD_TRY(bd_k_slice_layout(a->g, a->n, a->in, dims, strides, &offset));
+    if (x->ndim == 0) /* no axes to slice */
+        return bd_k_view(a->n, &din[0], dy, 0, x->dims);
+    BD_TRY(bd_k_output(a->n, &din[0], BD_F32, x->ndim, x->dims, 1));
+    const int64_t count = bd_tensor_count(dy);
+    if (count == 0)
+        return BD_OK;
+    const int rank = x->ndim;
+    const int64_t len = dims[rank - 1], step = strides[rank - 1], rows = count / len;
+    const float *dv = dy->data;
+    float *dx = din[0]->data;
+#pragma omp parallel for if (count >= BD_PARALLEL_MIN) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        float *o = dx + offset + row_offset(r, rank, dims, strides);
+        for (int64_t j = 0; j < len; j++)
+            o[j * step] = dv[r * len + j];
     }
     return BD_OK;
 }

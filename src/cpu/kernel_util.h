@@ -47,6 +47,24 @@ bd_status bd_k_int_list(const bd_node *n, int from_input, const bd_tensor *t, co
 bd_status bd_k_clip_bounds(const bd_graph *g, const bd_node *n, bd_tensor *const *in, float *lo,
                            float *hi);
 
+/* Which dims of in[0] a Reduce* node n reduces (axes from the attribute
+ * before opset 18, the optional input since; all of them when absent),
+ * or *none: the node passes its input through (noop_with_empty_axes). */
+bd_status bd_k_reduce_axes(const bd_graph *g, const bd_node *n, bd_tensor *const *in,
+                           int *reduced, int *none);
+
+/* Pad node n on in[0]: the output dims, the padding before each dim, and
+ * map[d][o], the input index that output index o along dim d reads (-1:
+ * the constant), in one block *maps that the caller frees (NULL when the
+ * output is empty or the rank 0, which pads nothing). */
+bd_status bd_k_pad_maps(const bd_graph *g, const bd_node *n, bd_tensor *const *in, int64_t *dims,
+                        int64_t *begin, int64_t **map, int64_t **maps);
+
+/* Slice node n on in[0]: the output dims, and where output element
+ * (i0, i1, ...) lies in the input, offset + sum(ik * strides[k]). */
+bd_status bd_k_slice_layout(const bd_graph *g, const bd_node *n, bd_tensor *const *in,
+                            int64_t *dims, int64_t *strides, int64_t *offset);
+
 /* The numpy broadcast of two shapes; fails naming both shapes. */
 bd_status bd_k_broadcast_shape(const bd_node *n, int na, const int64_t *a, int nb,
                                const int64_t *b, int *nout, int64_t *out);

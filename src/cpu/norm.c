@@ -111,23 +111,34 @@ static bd_status softmax(const bd_graph *g, const bd_node *n, const bd_tensor *x
 BD_KERNEL(bd_k_softmax) { return softmax(g, n, in[0], out, 0); }
 BD_KERNEL(bd_k_log_softmax) { return softmax(g, n, in[0], out, 1); }
 
-BD_KERNEL(bd_k_reduce_mean)
+bd_status bd_k_reduce_axes(const bd_graph *g, const bd_node *n, bd_tensor *const *in,
+                           int *reduced, int *none)
 {
     const bd_tensor *x = in[0];
-    BD_TRY(bd_k_want_f32(n, x, "input"));
     int64_t axes[BD_MAX_DIMS];
     int naxes;
     /* Opset 18 moved axes from an attribute to an optional input. */
     BD_TRY(bd_k_int_list(n, g->opset >= 18, bd_k_opt(n, in, 1), "axes", axes, BD_MAX_DIMS,
                          &naxes));
-    if (naxes <= 0 && g->opset >= 18 && bd_attr_int(n, "noop_with_empty_axes", 0))
-        return bd_k_view(n, out, x, x->ndim, x->dims);
+    *none = naxes <= 0 && g->opset >= 18 && bd_attr_int(n, "noop_with_empty_axes", 0);
+    if (*none)
+        return BD_OK;
     BD_TRY(bd_k_axes(n, axes, naxes > 0 ? naxes : 0, x->ndim));
-    int reduced[BD_MAX_DIMS] = {0};
     for (int d = 0; d < x->ndim; d++)
         reduced[d] = naxes <= 0;
     for (int i = 0; i < naxes; i++)
         reduced[axes[i]] = 1;
+    return BD_OK;
+}
+
+BD_KERNEL(bd_k_reduce_mean)
+{
+    const bd_tensor *x = in[0];
+    BD_TRY(bd_k_want_f32(n, x, "input"));
+    int reduced[BD_MAX_DIMS], none;
+    BD_TRY(bd_k_reduce_axes(g, n, in, reduced, &none));
+    if (none)
+        return bd_k_view(n, out, x, x->ndim, x->dims);
     int keepdims = bd_attr_int(n, "keepdims", 1) != 0;
     int64_t odims[BD_MAX_DIMS];
     int ond = 0;

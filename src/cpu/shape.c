@@ -332,7 +332,8 @@ BD_KERNEL(bd_k_shape)
     return BD_OK;
 }
 
-BD_KERNEL(bd_k_slice)
+bd_status bd_k_slice_layout(const bd_graph *g, const bd_node *n, bd_tensor *const *in,
+                            int64_t *dims, int64_t *strides, int64_t *offset_out)
 {
     const bd_tensor *x = in[0];
     static const char *const names[4] = {"starts", "ends", "axes", "steps"};
@@ -358,10 +359,10 @@ BD_KERNEL(bd_k_slice)
             steps[i] = 1;
     }
     BD_TRY(bd_k_axes(n, axes, ns, x->ndim));
-    int64_t xs[BD_MAX_DIMS], dims[BD_MAX_DIMS], strides[BD_MAX_DIMS], offset = 0;
+    int64_t xs[BD_MAX_DIMS], offset = 0;
     bd_k_strides(x->ndim, x->dims, xs);
-    memcpy(dims, x->dims, sizeof dims);
-    memcpy(strides, xs, sizeof strides);
+    memcpy(dims, x->dims, (size_t)x->ndim * sizeof *dims);
+    memcpy(strides, xs, (size_t)x->ndim * sizeof *strides);
     for (int i = 0; i < ns; i++) {
         int a = (int)axes[i];
         int64_t size = x->dims[a], step = steps[i], len;
@@ -389,6 +390,15 @@ BD_KERNEL(bd_k_slice)
         strides[a] = len > 1 ? xs[a] * step : 0;
         offset += start * xs[a];
     }
+    *offset_out = offset;
+    return BD_OK;
+}
+
+BD_KERNEL(bd_k_slice)
+{
+    const bd_tensor *x = in[0];
+    int64_t dims[BD_MAX_DIMS], strides[BD_MAX_DIMS], offset;
+    BD_TRY(bd_k_slice_layout(g, n, in, dims, strides, &offset));
     BD_TRY(bd_k_output(n, out, x->dtype, x->ndim, dims, 0));
     bd_k_strided_copy(out[0], x->data, offset, strides);
     return BD_OK;
@@ -506,7 +516,8 @@ static void pad_span(char *o, const char *src, int64_t off, const int64_t *map, 
                map[j] < 0 ? (const char *)value : src + (size_t)(off + map[j]) * es, es);
 }
 
-BD_KERNEL(bd_k_pad)
+bd_status bd_k_pad_maps(const bd_graph *g, const bd_node *n, bd_tensor *const *in, int64_t *dims,
+                        int64_t *begin, int64_t **map, int64_t **maps)
 {
     const bd_tensor *x = in[0];
     const char *mode_name = bd_attr_string(n, "mode", "constant");
@@ -516,13 +527,10 @@ BD_KERNEL(bd_k_pad)
     if (mode == PAD_CONSTANT && strcmp(mode_name, "constant") != 0)
         return bd_node_fail(n, BD_EUNSUPPORTED, "mode '%s' is not supported", mode_name);
     int rank = x->ndim;
-    int64_t begin[BD_MAX_DIMS], end[BD_MAX_DIMS], dims[BD_MAX_DIMS], xs[BD_MAX_DIMS];
-    unsigned char value[8];
+    int64_t end[BD_MAX_DIMS];
+    *maps = NULL;
     BD_TRY(pad_amounts(g, n, in, rank, begin, end));
-    BD_TRY(pad_value(g, n, in, x, value));
-    if (rank == 0) /* nothing to pad */
-        return bd_k_view(n, out, x, 0, x->dims);
-    int64_t nmap = 0;
+    int64_t nmap = 0, total = 1;
     for (int d = 0; d < rank; d++) {
         if (__builtin_add_overflow(x->dims[d], begin[d], &dims[d]) ||
             __builtin_add_overflow(dims[d], end[d], &dims[d]) ||
@@ -533,22 +541,38 @@ BD_KERNEL(bd_k_pad)
                                 x->dims[d]);
         if (mode != PAD_CONSTANT && x->dims[d] == 0 && dims[d] > 0)
             return bd_node_fail(n, BD_EINVAL, "cannot %s-pad the empty axis %d", mode_name, d);
+        total *= dims[d];
     }
-    BD_TRY(bd_k_output(n, out, x->dtype, rank, dims, 0));
-    int64_t total = bd_tensor_count(out[0]);
-    if (total == 0)
+    if (rank == 0 || total == 0)
         return BD_OK;
-    /* map[d][o]: the input index that output index o along dim d reads, -1
-     * for the constant. */
-    int64_t *maps = malloc((size_t)nmap * sizeof *maps), *map[BD_MAX_DIMS];
-    if (!maps)
+    *maps = malloc((size_t)nmap * sizeof **maps);
+    if (!*maps)
         return bd_node_fail(n, BD_ENOMEM, "out of memory");
     int64_t at = 0;
     for (int d = 0; d < rank; at += dims[d], d++) {
-        map[d] = maps + at;
+        map[d] = *maps + at;
         for (int64_t o = 0; o < dims[d]; o++)
             map[d][o] = pad_source(o - begin[d], x->dims[d], mode);
     }
+    return BD_OK;
+}
+
+BD_KERNEL(bd_k_pad)
+{
+    const bd_tensor *x = in[0];
+    int rank = x->ndim;
+    int64_t begin[BD_MAX_DIMS], dims[BD_MAX_DIMS], xs[BD_MAX_DIMS], *map[BD_MAX_DIMS], *maps;
+    unsigned char value[8];
+    BD_TRY(bd_k_pad_maps(g, n, in, dims, begin, map, &maps));
+    bd_status st = pad_value(g, n, in, x, value);
+    if (st == BD_OK)
+        st = rank == 0 ? bd_k_view(n, out, x, 0, x->dims)
+                       : bd_k_output(n, out, x->dtype, rank, dims, 0);
+    if (st != BD_OK || !maps) {
+        free(maps);
+        return st;
+    }
+    int64_t total = bd_tensor_count(out[0]);
     bd_k_strides(rank, x->dims, xs);
     size_t es = bd_dtype_size(x->dtype);
     int64_t len = dims[rank - 1], rows = total / len;
