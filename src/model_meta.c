@@ -92,12 +92,6 @@ static bd_status meta_floats(const bd_graph *g, const char *key, int channels, i
     return BD_OK;
 }
 
-int bd_model_has_preprocess(const bd_graph *g)
-{
-    return bd_graph_meta(g, BD_META_RESIZE) || bd_graph_meta(g, BD_META_CROP) ||
-           bd_graph_meta(g, BD_META_MEAN) || bd_graph_meta(g, BD_META_STD);
-}
-
 bd_status bd_model_preprocess(const bd_graph *g, bd_preprocess *pp)
 {
     bd_preprocess_default(pp);

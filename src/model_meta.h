@@ -25,10 +25,6 @@
  * the input's channel count and static H/W from its declared shape. Fails
  * with a message naming the key when a value does not parse. */
 bd_status bd_model_preprocess(const bd_graph *g, bd_preprocess *pp);
-/* Whether the model says how to preprocess its images (any of resize,
- * crop, mean, std); without it the defaults feed raw [0, 1] pixels, which
- * is wrong for almost every plain PyTorch export. */
-int bd_model_has_preprocess(const bd_graph *g);
 
 /* Class names from the metadata (NULL when absent); *n gets the count.
  * Free with bd_class_names_free. */

@@ -658,42 +658,6 @@ bd_status bd_ws_data(bd_workspace *ws, bd_data_kind kind, const char *spec, int6
 }
 
 const char *bd_ws_data_spec(const bd_workspace *ws, bd_data_kind kind) { return ws->spec[kind]; }
-
-bd_status bd_ws_preprocess(bd_workspace *ws, const bd_preprocess *pp)
-{
-    BD_TRY(need_model(ws));
-    bd_preprocess model;
-    BD_TRY(bd_model_preprocess(ws->teacher, &model));
-    const bd_graph *t = ws->teacher;
-    const char *input = t->ninputs > 0 ? t->values[t->inputs[0]].name : "input";
-    if (pp->channels != model.channels)
-        return bd_fail(BD_EINVAL, "%s: its input '%s' takes %d channel%s, not %d", ws->path, input,
-                       model.channels, model.channels == 1 ? "" : "s", pp->channels);
-    bd_dataset *d[2] = {NULL, NULL};
-    for (int k = 0; k < 2; k++) {
-        bd_status s = ws->spec[k] ? bd_dataset_open(&d[k], ws->spec[k], pp) : BD_OK;
-        if (s != BD_OK) {
-            bd_dataset_free(d[0]);
-            return s;
-        }
-    }
-    bd_ws_lock(ws);
-    for (int k = 0; k < 2; k++) {
-        bd_dataset_free(ws->data[k]);
-        ws->data[k] = d[k];
-    }
-    ws->pp = *pp;
-    bd_calib_free(ws->calib);
-    ws->calib = NULL;
-    ws->student_acc.valid = 0;
-    ws->teacher_acc.valid = 0;
-    free(ws->teacher_acc_key);
-    ws->teacher_acc_key = NULL;
-    bd_ws_unlock(ws);
-    return BD_OK;
-}
-
-const bd_preprocess *bd_ws_get_preprocess(const bd_workspace *ws) { return &ws->pp; }
 int64_t bd_ws_data_n(const bd_workspace *ws, bd_data_kind kind)
 {
     int64_t n = ws->n[kind] > 0 ? ws->n[kind] : kind == BD_DATA_CALIB ? 1024 : 0;

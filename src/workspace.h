@@ -103,13 +103,6 @@ typedef enum bd_data_kind { BD_DATA_CALIB = 0, BD_DATA_EVAL = 1 } bd_data_kind;
  * for calibration, all for evaluation). */
 bd_status bd_ws_data(bd_workspace *ws, bd_data_kind kind, const char *spec, int64_t n);
 const char *bd_ws_data_spec(const bd_workspace *ws, bd_data_kind kind); /* NULL if unset */
-/* Replaces the preprocessing of every image the workspace reads (from the
- * model's metadata at load) with pp, and reopens the data sets with it.
- * Fails, changing nothing, when pp's channel count is not the model's input's
- * or a data set cannot be reopened. A load starts again from the model's. */
-bd_status bd_ws_preprocess(bd_workspace *ws, const bd_preprocess *pp);
-const bd_preprocess *bd_ws_get_preprocess(const bd_workspace *ws);
-
 /* The images that will be used: n as set (or the default), at most what
  * the data set holds. */
 int64_t bd_ws_data_n(const bd_workspace *ws, bd_data_kind kind);

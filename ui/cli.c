@@ -71,21 +71,18 @@ int cli_preprocess_option(cli_preprocess *cp, int c, const char *arg)
     case 1004: cp->std = arg; return 1;
     case 1005: cp->gray = 1; return 1;
     case 1006: cp->rgb = 1; return 1;
-    case 1007: cp->threads = arg; return 1;
     default: return 0;
     }
 }
 
-static int per_channel(const char *cmd, const char *opt, const char *s, int channels, float *dst)
+static int per_channel(const char *cmd, const char *opt, const char *s, float *dst)
 {
     float v[3];
     int n;
     if (cli_parse_floats(cmd, opt, s, v, 3, &n) != CLI_OK)
         return CLI_USAGE;
-    if (n != 1 && n != channels)
-        return cli_usage_error(cmd, "%s has %d values, but the model's images have %d channel%s "
-                                    "(give one value, or one per channel)",
-                               opt, n, channels, channels == 1 ? "" : "s");
+    if (n == 2)
+        return cli_usage_error(cmd, "%s wants one value or three", opt);
     for (int c = 0; c < 3; c++)
         dst[c] = v[n == 1 ? 0 : c];
     return CLI_OK;
@@ -108,48 +105,20 @@ int cli_preprocess_resolve(const char *cmd, const cli_preprocess *cp, const bd_g
             return CLI_USAGE;
         pp->crop = (int)v;
     }
+    if (cp->mean && per_channel(cmd, "--mean", cp->mean, pp->mean) != CLI_OK)
+        return CLI_USAGE;
+    if (cp->std && per_channel(cmd, "--std", cp->std, pp->std) != CLI_OK)
+        return CLI_USAGE;
+    for (int c = 0; c < 3; c++)
+        if (pp->std[c] == 0.0f)
+            return cli_usage_error(cmd, "a standard deviation of 0 would divide by zero");
     if (cp->gray && cp->rgb)
         return cli_usage_error(cmd, "--gray and --rgb exclude each other");
     if (cp->gray)
         pp->channels = 1;
     if (cp->rgb)
         pp->channels = 3;
-    if (cp->mean && per_channel(cmd, "--mean", cp->mean, pp->channels, pp->mean) != CLI_OK)
-        return CLI_USAGE;
-    if (cp->std && per_channel(cmd, "--std", cp->std, pp->channels, pp->std) != CLI_OK)
-        return CLI_USAGE;
-    for (int c = 0; c < 3; c++)
-        if (pp->std[c] == 0.0f)
-            return cli_usage_error(cmd, "a standard deviation of 0 would divide by zero");
-    if (!cp->resize && !cp->crop && !cp->mean && !cp->std && !bd_model_has_preprocess(g))
-        fprintf(stderr,
-                "bitdown %s: warning: the model has no preprocessing metadata and no --resize, "
-                "--crop, --mean or --std was given, so its images go in as raw pixels scaled to "
-                "[0, 1] (ImageNet models usually want --resize 256 --crop 224 --mean "
-                "0.485,0.456,0.406 --std 0.229,0.224,0.225)\n",
-                cmd);
     return CLI_OK;
-}
-
-int cli_workspace_options(const char *cmd, bd_workspace *ws, const cli_preprocess *cp)
-{
-    if (cp->threads) {
-        long t;
-        if (cli_parse_int(cmd, "--threads", cp->threads, 1, 1024, &t) != CLI_OK)
-            return CLI_USAGE;
-        bd_status s = bd_ws_threads(ws, (int)t);
-        if (s != BD_OK)
-            return cli_report(s);
-    }
-    const bd_graph *g = bd_ws_teacher(ws);
-    if (!g)
-        return CLI_OK;
-    bd_preprocess pp;
-    int rc = cli_preprocess_resolve(cmd, cp, g, &pp);
-    if (rc != CLI_OK)
-        return rc;
-    bd_status s = bd_ws_preprocess(ws, &pp);
-    return s == BD_OK ? CLI_OK : cli_report(s);
 }
 
 bd_status cli_load_model(const char *path, bd_graph **g, int describe)

@@ -42,25 +42,16 @@ int cli_parse_floats(const char *cmd, const char *opt, const char *s, float *out
 typedef struct cli_preprocess {
     const char *resize, *crop, *mean, *std;
     int gray, rgb;
-    const char *threads; /* --threads, where a subcommand takes it from here */
 } cli_preprocess;
 #define CLI_PREPROCESS_LONGOPTS                                                           \
     {"resize", required_argument, 0, 1001}, {"crop", required_argument, 0, 1002},         \
         {"mean", required_argument, 0, 1003}, {"std", required_argument, 0, 1004},        \
         {"gray", no_argument, 0, 1005}, {"rgb", no_argument, 0, 1006}
-/* The same and --threads, for the subcommands that open a workspace. */
-#define CLI_WORKSPACE_LONGOPTS CLI_PREPROCESS_LONGOPTS, {"threads", required_argument, 0, 1007}
 /* Records option c if it is one of the above; returns 1 if it was. */
 int cli_preprocess_option(cli_preprocess *cp, int c, const char *arg);
-/* The model's preprocessing with the options applied on top; a warning on
- * stderr when the model carries no preprocessing metadata and no option
- * says how to preprocess (its images would go in as raw [0, 1] pixels). */
+/* The model's preprocessing with the options applied on top. */
 int cli_preprocess_resolve(const char *cmd, const cli_preprocess *cp, const bd_graph *g,
                            bd_preprocess *pp);
-struct bd_workspace;
-/* After a workspace loaded its model: --threads, and the options over the
- * model's metadata for every image it reads. */
-int cli_workspace_options(const char *cmd, struct bd_workspace *ws, const cli_preprocess *cp);
 #define CLI_PREPROCESS_HELP                                                                 \
     "  --resize S        resize the shorter side to S pixels first (0: no resize)\n"       \
     "  --crop C          centre crop C x C (0: no crop)\n"                                  \
@@ -68,7 +59,6 @@ int cli_workspace_options(const char *cmd, struct bd_workspace *ws, const cli_pr
     "  --std a[,b,c]     per-channel standard deviation divided by\n"                      \
     "  --gray | --rgb    convert images to 1 or 3 channels\n"                              \
     "  (the defaults come from the model's metadata; see docs/metadata.md)\n"
-#define CLI_WORKSPACE_HELP CLI_PREPROCESS_HELP "  --threads T       CPU threads (default: all cores)\n"
 
 int cli_info(int argc, char **argv);
 int cli_eval(int argc, char **argv);

@@ -50,9 +50,6 @@ static const char help[] =
     "  --decoded             write a plain dense fp32 model instead\n"
     "  --batch B             images per forward pass and per fine-tuning step (64)\n"
     "  --threads T           CPU threads (default: all cores)\n"
-    "  --resize S --crop C --mean a[,b,c] --std a[,b,c] --gray --rgb\n"
-    "                        how images are preprocessed, over the model's\n"
-    "                        metadata (docs/metadata.md; see 'bitdown eval --help')\n"
     "  --finetune-layer N    after each layer is quantized, tune its centroids for N\n"
     "                        steps by distillation (KL to the teacher's softmax)\n"
     "  --finetune-global N   at the end, tune all centroids together for N steps\n"
@@ -74,7 +71,6 @@ typedef struct args {
     double tol;
     int objective, objective_given, quantize_first, decoded, compare;
     int not_with_policy; /* an option --policy leaves to the policy */
-    cli_preprocess cp;
 } args;
 
 static int parse(int argc, char **argv, args *a)
@@ -93,8 +89,7 @@ static int parse(int argc, char **argv, args *a)
         {"finetune-global", required_argument, 0, 'G'},
         {"lr", required_argument, 0, 'l'},      {"momentum", required_argument, 0, 'm'},
         {"wd", required_argument, 0, 'w'},      {"restarts", required_argument, 0, 'x'},
-        {"tol", required_argument, 0, 'T'},     CLI_PREPROCESS_LONGOPTS,
-        {0, 0, 0, 0}};
+        {"tol", required_argument, 0, 'T'},     {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->regime = "small";
     a->calib_n = 1024;
@@ -110,8 +105,6 @@ static int parse(int argc, char **argv, args *a)
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
         if (strchr("rsCRbLGlmw", c))
             a->not_with_policy = c;
-        if (cli_preprocess_option(&a->cp, c, optarg))
-            continue;
         switch (c) {
         case 'h': fputs(help, stdout); exit(CLI_OK);
         case 'o': a->out = optarg; break;
@@ -291,10 +284,9 @@ static int run_policy(const args *a)
     bd_status s = bd_ws_new(&ws);
     if (s == BD_OK)
         s = bd_ws_load(ws, a->model);
-    int rc = s == BD_OK ? cli_workspace_options("quantize", ws, &a->cp) : cli_report(s);
-    if (rc == CLI_OK)
-        rc = data_spec(bd_ws_teacher(ws), a->calib, "train", "--calib", calib_buf,
-                                    sizeof calib_buf, &calib_spec);
+    int rc = s == BD_OK ? data_spec(bd_ws_teacher(ws), a->calib, "train", "--calib", calib_buf,
+                                    sizeof calib_buf, &calib_spec)
+                        : cli_report(s);
     if (rc == CLI_OK && (s = bd_ws_data(ws, BD_DATA_CALIB, calib_spec, a->calib_n)) == BD_OK &&
         a->eval)
         s = bd_ws_data(ws, BD_DATA_EVAL, a->eval, a->eval_n);
@@ -428,8 +420,7 @@ int cli_quantize(int argc, char **argv)
         s = make_plan(ws, &a);
     if (s != BD_OK) {
         rc = cli_report(s);
-    } else if ((rc = cli_workspace_options("quantize", ws, &a.cp)) == CLI_OK &&
-               (rc = data_spec(bd_ws_teacher(ws), a.calib, "train", "--calib", calib_buf,
+    } else if ((rc = data_spec(bd_ws_teacher(ws), a.calib, "train", "--calib", calib_buf,
                                sizeof calib_buf, &calib_spec)) == CLI_OK) {
         bd_ws_seed(ws, (uint64_t)a.seed);
         bd_ws_compare_objectives(ws, a.compare);

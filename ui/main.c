@@ -31,7 +31,7 @@ static void usage(FILE *f)
                "commands:\n");
     for (int i = 0; i < NCOMMANDS; i++)
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\n'bitdown COMMAND --help' describes a command; --version says which bitdown.\n");
+    fprintf(f, "\n'bitdown COMMAND --help' describes a command.\n");
 }
 
 char *openblas_get_corename(void);
@@ -72,12 +72,6 @@ int main(int argc, char **argv)
         usage(stderr);
         return CLI_USAGE;
     }
-    /* bitdown --version, and bitdown COMMAND --version */
-    for (int i = 1; i < argc && i <= 2; i++)
-        if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
-            printf("bitdown %s\n", BD_VERSION);
-            return CLI_OK;
-        }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(stdout);

@@ -35,8 +35,7 @@ static const char help[] =
     "                 $BITDOWN_STATE_DIR or ~/.local/state/bitdown; after a crash\n"
     "                 this brings back the plan, the quantized layers, the data and\n"
     "                 settings, and finishes a quantization the crash cut short\n"
-    "  --no-checkpoint  keep no checkpoint\n"
-    "MODEL's images (calibration, evaluation, predict), over its metadata:\n" CLI_WORKSPACE_HELP;
+    "  --no-checkpoint  keep no checkpoint\n";
 
 enum { HISTORY_MAX = 1000 };
 
@@ -219,7 +218,6 @@ static void report(long lineno, bd_status s)
 typedef struct repl_args {
     const char *model;
     int keep_going, resume, checkpoint;
-    cli_preprocess cp;
 } repl_args;
 
 static int parse_args(int argc, char **argv, repl_args *a)
@@ -228,14 +226,11 @@ static int parse_args(int argc, char **argv, repl_args *a)
                                          {"keep-going", no_argument, 0, 'k'},
                                          {"resume", no_argument, 0, 'r'},
                                          {"no-checkpoint", no_argument, 0, 'n'},
-                                         CLI_WORKSPACE_LONGOPTS,
                                          {0, 0, 0, 0}};
     int c;
     optind = 1;
     a->checkpoint = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (cli_preprocess_option(&a->cp, c, optarg))
-            continue;
         switch (c) {
         case 'h': fputs(help, stdout); exit(CLI_OK);
         case 'k': a->keep_going = 1; break;
@@ -283,10 +278,6 @@ int cli_repl(int argc, char **argv)
     if (s != BD_OK) {
         bd_ws_free(the_ws);
         return cli_report(s);
-    }
-    if ((rc = cli_workspace_options("repl", the_ws, &a.cp)) != CLI_OK) {
-        bd_ws_free(the_ws);
-        return rc;
     }
     if (a.resume)
         fprintf(stderr, resumed < 0 ? "bitdown: no checkpoint of %s to resume; starting afresh\n"
