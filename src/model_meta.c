@@ -92,6 +92,16 @@ static bd_status meta_floats(const bd_graph *g, const char *key, int channels, i
     return BD_OK;
 }
 
+int bd_model_has_preprocess(const bd_graph *g)
+{
+    static const char *const keys[] = {BD_META_COLOR, BD_META_RESIZE, BD_META_CROP, BD_META_MEAN,
+                                       BD_META_STD};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (bd_graph_meta(g, keys[i]))
+            return 1;
+    return 0;
+}
+
 bd_status bd_model_preprocess(const bd_graph *g, bd_preprocess *pp)
 {
     bd_preprocess_default(pp);

@@ -656,6 +656,25 @@ bd_status bd_ws_data(bd_workspace *ws, bd_data_kind kind, const char *spec, int6
 const char *bd_ws_data_spec(const bd_workspace *ws, bd_data_kind kind) { return ws->spec[kind]; }
 int64_t bd_ws_data_n(const bd_workspace *ws, bd_data_kind kind) { return ws->n[kind]; }
 
+bd_status bd_ws_set_preprocess(bd_workspace *ws, const bd_preprocess *pp)
+{
+    BD_TRY(need_model(ws));
+    bd_ws_lock(ws);
+    ws->pp = *pp;
+    for (int k = 0; k < 2; k++) { /* data_of reopens them with the new preprocessing */
+        bd_dataset_free(ws->data[k]);
+        ws->data[k] = NULL;
+    }
+    bd_calib_free(ws->calib);
+    ws->calib = NULL;
+    ws->teacher_acc.valid = 0;
+    ws->student_acc.valid = 0;
+    bd_ws_unlock(ws);
+    return BD_OK;
+}
+
+const bd_preprocess *bd_ws_preprocess(const bd_workspace *ws) { return &ws->pp; }
+
 /* ---- progress ------------------------------------------------------------------- */
 
 void bd_ws_on_progress(bd_workspace *ws, bd_progress_fn fn, void *user)
