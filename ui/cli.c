@@ -75,6 +75,11 @@ int cli_preprocess_option(cli_preprocess *cp, int c, const char *arg)
     }
 }
 
+int cli_preprocess_given(const cli_preprocess *cp)
+{
+    return cp->resize || cp->crop || cp->mean || cp->std || cp->gray || cp->rgb;
+}
+
 static int per_channel(const char *cmd, const char *opt, const char *s, float *dst, int *n)
 {
     float v[3];
@@ -123,8 +128,7 @@ int cli_preprocess_resolve(const char *cmd, const cli_preprocess *cp, const bd_g
                                nmean > 1 ? "mean" : "std", nmean > 1 ? nmean : nstd);
     /* A plain PyTorch export carries no preprocessing: its inputs would only
      * be scaled to [0, 1], and every accuracy measured on them is wrong. */
-    if (!bd_model_has_preprocess(g) && !cp->resize && !cp->crop && !cp->mean && !cp->std &&
-        !cp->gray && !cp->rgb)
+    if (!bd_model_has_preprocess(g) && !cli_preprocess_given(cp))
         fprintf(stderr,
                 "bitdown %s: WARNING: the model has no preprocessing metadata and no "
                 "--resize/--crop/--mean/--std was given; images are only scaled to [0, 1], "

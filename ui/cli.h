@@ -51,6 +51,8 @@ typedef struct cli_preprocess {
         {"gray", no_argument, 0, 1005}, {"rgb", no_argument, 0, 1006}
 /* Records option c if it is one of the above; returns 1 if it was. */
 int cli_preprocess_option(cli_preprocess *cp, int c, const char *arg);
+/* Whether any of them was given. */
+int cli_preprocess_given(const cli_preprocess *cp);
 /* The model's preprocessing with the options applied on top; warns on
  * stderr when the model has no preprocessing metadata and no option says
  * what to do instead. A mean or std with more channels than the model's
