@@ -29,6 +29,11 @@ bd_status bd_model_preprocess(const bd_graph *g, bd_preprocess *pp);
  * export does not, and its inputs are then only scaled to [0, 1]. */
 int bd_model_has_preprocess(const bd_graph *g);
 
+/* One setting by name, as the data command and bd.data give it: resize,
+ * crop (pixels, 0 = none), mean, std (one value, or one per channel of
+ * pp->channels), color (gray | rgb). The message names the key and value. */
+bd_status bd_preprocess_set(bd_preprocess *pp, const char *key, const char *value);
+
 /* Class names from the metadata (NULL when absent); *n gets the count.
  * Free with bd_class_names_free. */
 bd_status bd_model_class_names(const bd_graph *g, char ***names, int *n);

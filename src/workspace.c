@@ -659,6 +659,11 @@ int64_t bd_ws_data_n(const bd_workspace *ws, bd_data_kind kind) { return ws->n[k
 bd_status bd_ws_set_preprocess(bd_workspace *ws, const bd_preprocess *pp)
 {
     BD_TRY(need_model(ws));
+    const bd_graph *g = ws->teacher;
+    const bd_value *in = g->ninputs > 0 ? &g->values[g->inputs[0]] : NULL;
+    if (in && in->ndim >= 2 && in->dims[1] > 0 && in->dims[1] != pp->channels)
+        return bd_fail(BD_EINVAL, "input '%s' of %s has %lld channels, not %d", in->name,
+                       ws->path, (long long)in->dims[1], pp->channels);
     bd_ws_lock(ws);
     ws->pp = *pp;
     for (int k = 0; k < 2; k++) { /* data_of reopens them with the new preprocessing */
