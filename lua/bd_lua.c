@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "model_meta.h"
 #include "pq.h"
 
 #ifndef BD_SOURCE_DIR
@@ -659,24 +660,39 @@ static int l_load(lua_State *L)
     return 0;
 }
 
-/* bd.data(kind, [spec], [{n=}]) -> {spec=, n=}: sets the calibration or
- * evaluation data (a nil spec keeps the current one), or with kind alone
- * says what it is. */
+/* bd.data(kind, [spec], [{n=, color=, resize=, crop=, mean=, std=}]) ->
+ * {spec=, n=}: sets the calibration or evaluation data (a nil spec keeps the
+ * current one) and the preprocessing of all images, or with kind alone says
+ * what it is. color first: it decides how many values mean and std take. */
 static int l_data(lua_State *L)
 {
     static const char *const kinds[] = {"calib", "eval", NULL};
-    static const char *const keys[] = {"n", NULL};
+    static const char *const keys[] = {"n", "color", "resize", "crop", "mean", "std", NULL};
     bd_data_kind kind = (bd_data_kind)luaL_checkoption(L, 1, NULL, kinds);
     const char *spec = luaL_optstring(L, 2, NULL);
     int o = options(L, 3, "bd.data", keys);
     bd_workspace *ws = ws_for(L, "bd.data", 1);
-    if (spec || o) {
+    bd_preprocess pp = *bd_ws_preprocess(ws);
+    int changed = 0;
+    for (int i = 1; o && keys[i]; i++) {
+        if (get_option(L, o, keys[i]) != LUA_TNIL) {
+            check(L, bd_preprocess_set(&pp, keys[i], luaL_tolstring(L, -1, NULL)), "bd.data");
+            lua_pop(L, 1);
+            changed = 1;
+        }
+        lua_pop(L, 1);
+    }
+    int has_n = get_option(L, o, "n") != LUA_TNIL;
+    lua_pop(L, 1);
+    if (spec || has_n) {
         int64_t n = opt_int(L, o, "bd.data", "n", 0, 0, INT64_MAX);
         if (!spec && !(spec = bd_ws_data_spec(ws, kind)))
             luaL_error(L, "bd.data: no %s data is set, so a spec is needed", kinds[kind]);
         lua_pushstring(L, spec); /* the workspace's own copy is about to be replaced */
         check(L, bd_ws_data(ws, kind, lua_tostring(L, -1), n), "bd.data");
     }
+    if (changed)
+        check(L, bd_ws_set_preprocess(ws, &pp), "bd.data");
     lua_createtable(L, 0, 2);
     if (bd_ws_data_spec(ws, kind))
         set_str(L, "spec", bd_ws_data_spec(ws, kind));

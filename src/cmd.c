@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "model_meta.h"
 #include "pq.h"
 
 /* ---- splitting ------------------------------------------------------------------ */
@@ -159,6 +160,7 @@ static const char *const all_word[] = {"all", NULL};
 static const char *const decoded_word[] = {"decoded", NULL};
 static const char *const devices[] = {"cpu", "cuda", NULL};
 static const char *const n_key[] = {"n", NULL};
+static const char *const data_keys[] = {"n", "color", "resize", "crop", "mean", "std", NULL};
 static const char *const set_keys[] = {"d", "k", "objective", NULL};
 static const char *const quantize_keys[] = {"iters", "tune", "restarts", "tol", NULL};
 static const char *const finetune_keys[] = {"mode", "iters", "batch", "lr",   "momentum", "wd",
@@ -172,15 +174,20 @@ static const command commands[] = {
       "model's dataset (train split for calibration, test split for evaluation).",
       BD_ARG_PATH, NULL, NULL},
      {BD_ARG_NONE, NULL}, 1, 1, 0, cmd_load},
-    {{"data", "data [calib|eval [SPEC]] [n=N]", "set the calibration or evaluation images",
+    {{"data", "data [calib|eval [SPEC]] [n=N] [color=gray|rgb resize=S crop=C mean=M std=S]",
+      "set the calibration or evaluation images, and their preprocessing",
       "Sets the images used for calibration (the inputs whose activations weigh\n"
       "the quantization, and fine-tuning's images) or for evaluation, and how many\n"
       "of them (n=N; calibration: 1024 by default; fine-tuning draws its batches\n"
       "from the whole set). SPEC is\n"
       "fmnist:train, fmnist:test, idx:IMAGES.gz,LABELS.gz, dir:PATH or list:FILE;\n"
       "without it the current one is kept and only n changes. Without arguments,\n"
-      "shows both.",
-      BD_ARG_WORD, data_kinds, n_key},
+      "shows both and the preprocessing.\n"
+      "color, resize, crop, mean and std replace what the model's metadata says\n"
+      "about preprocessing (as --gray/--rgb, --resize, --crop, --mean, --std do on\n"
+      "the command line) for all images, calibration and evaluation alike; mean and\n"
+      "std take one value or one per channel (mean=0.485,0.456,0.406).",
+      BD_ARG_WORD, data_kinds, data_keys},
      {BD_ARG_PATH, NULL}, 0, 2, 1, cmd_data},
     {{"regime", "regime small|large [first]", "replace the plan with the paper's block sizes",
       "small: d=9 for 3x3 convs, 4 for 1x1 convs and fully-connected layers;\n"
@@ -581,13 +588,46 @@ static bd_status cmd_load(bd_cmd_ctx *ctx, const call *c)
     return BD_OK;
 }
 
+static void print_preprocess(bd_cmd_ctx *ctx)
+{
+    const bd_preprocess *pp = bd_ws_preprocess(ctx->ws);
+    out(ctx, "preprocessing: %s resize=%d crop=%d mean=%g,%g,%g std=%g,%g,%g\n",
+        pp->channels == 1 ? "gray" : "rgb", pp->resize, pp->crop, pp->mean[0], pp->mean[1],
+        pp->mean[2], pp->std[0], pp->std[1], pp->std[2]);
+}
+
+/* The workspace's preprocessing with the line's options applied; color
+ * first, since it decides how many values mean and std may have. */
+static bd_status data_preprocess(bd_cmd_ctx *ctx, const call *c, bd_preprocess *pp, int *changed)
+{
+    *pp = *bd_ws_preprocess(ctx->ws);
+    *changed = 0;
+    for (int i = 1; data_keys[i]; i++) {
+        const char *v = opt(c, data_keys[i]);
+        if (v) {
+            BD_TRY(bd_preprocess_set(pp, data_keys[i], v));
+            *changed = 1;
+        }
+    }
+    return BD_OK;
+}
+
 static bd_status cmd_data(bd_cmd_ctx *ctx, const call *c)
 {
+    bd_preprocess pp;
+    int changed;
+    BD_TRY(data_preprocess(ctx, c, &pp, &changed));
     if (c->npos == 0) {
-        if (c->nopt)
+        if (opt(c, "n"))
             return bd_fail(BD_EINVAL, "n= needs calib or eval (usage: %s)", c->cmd->info.usage);
+        if (changed) {
+            BD_TRY(bd_ws_set_preprocess(ctx->ws, &pp));
+            print_preprocess(ctx);
+            return BD_OK;
+        }
         print_data(ctx, BD_DATA_CALIB);
         print_data(ctx, BD_DATA_EVAL);
+        print_preprocess(ctx);
         return BD_OK;
     }
     bd_data_kind kind = strcmp(c->pos[0], "calib") == 0 ? BD_DATA_CALIB : BD_DATA_EVAL;
@@ -604,7 +644,11 @@ static bd_status cmd_data(bd_cmd_ctx *ctx, const call *c)
     bd_status s = bd_ws_data(ctx->ws, kind, copy, n);
     free(copy);
     BD_TRY(s);
+    if (changed)
+        BD_TRY(bd_ws_set_preprocess(ctx->ws, &pp));
     print_data(ctx, kind);
+    if (changed)
+        print_preprocess(ctx);
     return BD_OK;
 }
 

@@ -39,57 +39,100 @@ static const char *skip_space(const char *s)
     return s;
 }
 
-static bd_status bad_value(const char *key, const char *value, const char *why)
+static bd_status bad_value(const char *what, const char *key, const char *value, const char *why)
 {
-    return bd_fail(BD_EFORMAT, "model metadata %s = '%s': %s", key, value, why);
+    return bd_fail(BD_EFORMAT, "%s %s = '%s': %s", what, key, value, why);
 }
 
-static bd_status meta_size(const bd_graph *g, const char *key, int *out)
+static bd_status parse_size(const char *what, const char *key, const char *v, int *out)
 {
-    const char *v = bd_graph_meta(g, key);
-    if (!v)
-        return BD_OK;
     char *end;
     errno = 0;
     long n = strtol(v, &end, 10);
     if (end == v || *skip_space(end) || errno)
-        return bad_value(key, v, "not a whole number");
+        return bad_value(what, key, v, "not a whole number");
     if (n < 0 || n > MAX_SIDE)
-        return bad_value(key, v, "out of range");
+        return bad_value(what, key, v, "out of range");
     *out = (int)n;
     return BD_OK;
 }
 
 /* One value for every channel, or one per channel; std must be positive. */
-static bd_status meta_floats(const bd_graph *g, const char *key, int channels, int positive,
-                             float *out)
+static bd_status parse_floats(const char *what, const char *key, const char *v, int channels,
+                              int positive, float *out)
 {
-    const char *v = bd_graph_meta(g, key);
-    if (!v)
-        return BD_OK;
     double vals[3];
     int n = 0;
     for (const char *p = v;;) {
         if (n == 3)
-            return bad_value(key, v, "more than three values");
+            return bad_value(what, key, v, "more than three values");
         p = parse_double(p, &vals[n]);
         if (!p)
-            return bad_value(key, v, "not a comma-separated list of numbers");
+            return bad_value(what, key, v, "not a comma-separated list of numbers");
         if (positive && !(vals[n] > 0))
-            return bad_value(key, v, "must be positive");
+            return bad_value(what, key, v, "must be positive");
         n++;
         p = skip_space(p);
         if (!*p)
             break;
         if (*p++ != ',')
-            return bad_value(key, v, "not a comma-separated list of numbers");
+            return bad_value(what, key, v, "not a comma-separated list of numbers");
     }
     if (n != 1 && n != channels)
-        return bd_fail(BD_EFORMAT, "model metadata %s = '%s': %d values for %d channels", key,
-                       v, n, channels);
+        return bd_fail(BD_EFORMAT, "%s %s = '%s': %d values for %d channels", what, key, v, n,
+                       channels);
     for (int c = 0; c < 3; c++)
         out[c] = (float)vals[n == 1 ? 0 : c];
     return BD_OK;
+}
+
+static bd_status parse_color(const char *what, const char *key, const char *v, int *channels)
+{
+    int c = strcmp(v, "gray") == 0 ? 1 : strcmp(v, "rgb") == 0 ? 3 : 0;
+    if (!c)
+        return bad_value(what, key, v, "expected gray or rgb");
+    *channels = c;
+    return BD_OK;
+}
+
+bd_status bd_preprocess_set(bd_preprocess *pp, const char *key, const char *value)
+{
+    static const char what[] = "preprocessing option";
+    if (strcmp(key, "resize") == 0)
+        return parse_size(what, key, value, &pp->resize);
+    if (strcmp(key, "crop") == 0)
+        return parse_size(what, key, value, &pp->crop);
+    if (strcmp(key, "mean") == 0)
+        return parse_floats(what, key, value, pp->channels, 0, pp->mean);
+    if (strcmp(key, "std") == 0)
+        return parse_floats(what, key, value, pp->channels, 1, pp->std);
+    if (strcmp(key, "color") == 0)
+        return parse_color(what, key, value, &pp->channels);
+    return bd_fail(BD_EINVAL, "unknown preprocessing option '%s' (resize, crop, mean, std, color)",
+                   key);
+}
+
+static bd_status meta_size(const bd_graph *g, const char *key, int *out)
+{
+    const char *v = bd_graph_meta(g, key);
+    return v ? parse_size("model metadata", key, v, out) : BD_OK;
+}
+
+static bd_status meta_floats(const bd_graph *g, const char *key, int channels, int positive,
+                             float *out)
+{
+    const char *v = bd_graph_meta(g, key);
+    return v ? parse_floats("model metadata", key, v, channels, positive, out) : BD_OK;
+}
+
+int bd_model_has_preprocess(const bd_graph *g)
+{
+    static const char *const keys[] = {BD_META_COLOR, BD_META_RESIZE, BD_META_CROP, BD_META_MEAN,
+                                       BD_META_STD};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (bd_graph_meta(g, keys[i]))
+            return 1;
+    return 0;
 }
 
 bd_status bd_model_preprocess(const bd_graph *g, bd_preprocess *pp)
@@ -116,9 +159,8 @@ bd_status bd_model_preprocess(const bd_graph *g, bd_preprocess *pp)
     }
     const char *color = bd_graph_meta(g, BD_META_COLOR);
     if (color) {
-        int c = strcmp(color, "gray") == 0 ? 1 : strcmp(color, "rgb") == 0 ? 3 : 0;
-        if (!c)
-            return bad_value(BD_META_COLOR, color, "expected gray or rgb");
+        int c;
+        BD_TRY(parse_color("model metadata", BD_META_COLOR, color, &c));
         if (declared && c != declared)
             return bd_fail(BD_EFORMAT, "model metadata %s = '%s', but input '%s' has %d channels",
                            BD_META_COLOR, color, g->values[g->inputs[0]].name, declared);

@@ -25,6 +25,14 @@
  * the input's channel count and static H/W from its declared shape. Fails
  * with a message naming the key when a value does not parse. */
 bd_status bd_model_preprocess(const bd_graph *g, bd_preprocess *pp);
+/* Whether the metadata says anything about preprocessing; a plain PyTorch
+ * export does not, and its inputs are then only scaled to [0, 1]. */
+int bd_model_has_preprocess(const bd_graph *g);
+
+/* One setting by name, as the data command and bd.data give it: resize,
+ * crop (pixels, 0 = none), mean, std (one value, or one per channel of
+ * pp->channels), color (gray | rgb). The message names the key and value. */
+bd_status bd_preprocess_set(bd_preprocess *pp, const char *key, const char *value);
 
 /* Class names from the metadata (NULL when absent); *n gets the count.
  * Free with bd_class_names_free. */

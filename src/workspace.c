@@ -667,6 +667,30 @@ int64_t bd_ws_data_n(const bd_workspace *ws, bd_data_kind kind)
     return n;
 }
 
+bd_status bd_ws_set_preprocess(bd_workspace *ws, const bd_preprocess *pp)
+{
+    BD_TRY(need_model(ws));
+    const bd_graph *g = ws->teacher;
+    const bd_value *in = g->ninputs > 0 ? &g->values[g->inputs[0]] : NULL;
+    if (in && in->ndim >= 2 && in->dims[1] > 0 && in->dims[1] != pp->channels)
+        return bd_fail(BD_EINVAL, "input '%s' of %s has %lld channels, not %d", in->name,
+                       ws->path, (long long)in->dims[1], pp->channels);
+    bd_ws_lock(ws);
+    ws->pp = *pp;
+    for (int k = 0; k < 2; k++) { /* data_of reopens them with the new preprocessing */
+        bd_dataset_free(ws->data[k]);
+        ws->data[k] = NULL;
+    }
+    bd_calib_free(ws->calib);
+    ws->calib = NULL;
+    ws->teacher_acc.valid = 0;
+    ws->student_acc.valid = 0;
+    bd_ws_unlock(ws);
+    return BD_OK;
+}
+
+const bd_preprocess *bd_ws_preprocess(const bd_workspace *ws) { return &ws->pp; }
+
 /* ---- progress ------------------------------------------------------------------- */
 
 void bd_ws_on_progress(bd_workspace *ws, bd_progress_fn fn, void *user)

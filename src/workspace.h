@@ -106,6 +106,11 @@ const char *bd_ws_data_spec(const bd_workspace *ws, bd_data_kind kind); /* NULL 
 /* The images that will be used: n as set (or the default), at most what
  * the data set holds. */
 int64_t bd_ws_data_n(const bd_workspace *ws, bd_data_kind kind);
+/* Replaces the preprocessing the model's metadata gave (the command line's
+ * --resize, --mean, ... or the data command's options); data already set is
+ * reopened with it on next use and calibration is redone. */
+bd_status bd_ws_set_preprocess(bd_workspace *ws, const bd_preprocess *pp);
+const bd_preprocess *bd_ws_preprocess(const bd_workspace *ws);
 
 /* ---- work --------------------------------------------------------------------- */
 

@@ -65,4 +65,35 @@ expect_fail 1 "$TMP/bad.onnx" "$BIN" predict $M "$TMP/bad.onnx"
 expect_fail 2 "--mean wants one value or three" "$BIN" eval $M --mean 1,2
 expect_fail 2 "--size wants HxW" "$BIN" bench $M --size big
 
+# preprocessing: the same flags on every command that reads images; a mean
+# or std with more channels than the model's input is refused, nothing written
+rm -f "$TMP/pp.onnx"
+for c in eval predict quantize finetune tui repl run; do
+  "$BIN" "$c" --help | grep -q -- "--resize S" || fail "$c --help lacks the preprocessing options"
+done
+expect_fail 2 "--mean has 3 values, but the model's input has 1 channel" "$BIN" quantize $M -o "$TMP/pp.onnx" --mean 1,2,3
+expect_fail 2 "--std has 3 values, but the model's input has 1 channel" "$BIN" finetune $M -o "$TMP/pp.onnx" --std 1,2,3
+expect_fail 2 "--mean has 3 values" "$BIN" eval $M --mean 0.5,0.5,0.5
+expect_fail 2 "--mean has 3 values" "$BIN" run --model $M --mean 1,2,3 -e 'print(1)'
+expect_fail 2 "--mean has 3 values" "$BIN" repl $M --mean 1,2,3 </dev/null
+expect_fail 2 "preprocessing options need --model" "$BIN" run --mean 0.5 -e 'print(1)'
+[ "$("$BIN" run --model $M --mean 0.5 --std 0.5 -e 'print(1)')" = 1 ] || fail "run --mean --std"
+# the TUI takes them too (it needs a terminal, which is all it says here)
+expect_fail 2 "needs a terminal" "$BIN" tui --resize 28 --crop 28 --gray $M
+[ ! -e "$TMP/pp.onnx" ] || fail "a refused preprocessing option still wrote a model"
+"$BIN" predict $M examples/images/fmnist_test_0000_ankle_boot.png 2>"$TMP/err" >/dev/null || fail "predict failed"
+! grep -q "preprocessing metadata" "$TMP/err" || fail "a model with metadata warned: $(cat "$TMP/err")"
+# a plain PyTorch export (no metadata) warns loudly unless flags say what to do
+R=../shared/models/resnet18_bgd_small.onnx
+if [ -e "$R" ]; then
+  img=examples/images/fmnist_test_0000_ankle_boot.png
+  "$BIN" predict "$R" "$img" 2>"$TMP/err" >/dev/null || fail "predict on a plain export failed"
+  grep -q "no preprocessing metadata" "$TMP/err" || fail "plain export: no warning: $(cat "$TMP/err")"
+  "$BIN" predict "$R" "$img" --resize 256 --crop 224 --mean 0.485,0.456,0.406 \
+    --std 0.229,0.224,0.225 2>"$TMP/err" >/dev/null || fail "predict with flags failed"
+  ! grep -q "preprocessing" "$TMP/err" || fail "plain export with flags still warned"
+  "$BIN" run --model "$R" -e 'print(1)' 2>"$TMP/err" >/dev/null || fail "run on a plain export failed"
+  grep -q "no preprocessing metadata" "$TMP/err" || fail "run on a plain export: no warning"
+fi
+
 finish

@@ -348,4 +348,15 @@ grep -q "no policy 'nosuch' .*the policies are: error_budget, large_blocks, size
 [ $? = 2 ] && grep -q -- "--set does not combine with --policy" "$TMP/err" || fail "--policy with --set: $(cat "$TMP/err")"
 [ ! -e "$TMP/x.onnx" ] || fail "a refused --policy wrote its output"
 
+# bd.data sets the preprocessing; a bad value names the option and changes nothing
+"$BIN" run --model $M -e '
+assert(not pcall(bd.data, "eval", nil, {mean = "1,2,3"}))
+local ok, err = pcall(bd.data, "eval", nil, {color = "purple"})
+assert(not ok and err:find("color = .purple.: expected gray or rgb"), err)
+local before = bd.eval{n = 200}.teacher
+bd.data("eval", nil, {mean = 5, std = "0.1"})
+local after = bd.eval{n = 200}.teacher
+print(before.top1 > 90 and after.top1 < 50)' >"$TMP/pp" 2>&1 || fail "bd.data preprocessing: $(cat "$TMP/pp")"
+[ "$(cat "$TMP/pp")" = true ] || fail "bd.data preprocessing did not reach bd.eval: $(cat "$TMP/pp")"
+
 finish

@@ -405,4 +405,14 @@ if lines != ["show layer3.0.conv2", "data calib fmnist:train n=4096", "quantize"
     sys.exit("history file: %r" % lines)
 PY
 
+# data sets the preprocessing of every image: evaluation sees it, a mean
+# with more values than the input's channels is refused and changes nothing
+printf 'eval n=200\ndata mean=5 std=0.1\neval n=200\ndata mean=5,5,5\ndata color=rgb\ndata\n' |
+  "$BIN" repl $M --keep-going >"$TMP/pp" 2>"$TMP/pp.err"
+[ "$(grep -c '^teacher top1 94.50%' "$TMP/pp")" = 1 ] || fail "data mean= did not reach eval: $(cat "$TMP/pp")"
+grep -q "mean = '5,5,5': 3 values for 1 channels" "$TMP/pp.err" || fail "data mean=5,5,5: $(cat "$TMP/pp.err")"
+grep -q "input 'input' of .* has 1 channels, not 3" "$TMP/pp.err" || fail "data color=rgb: $(cat "$TMP/pp.err")"
+[ "$(tail -1 "$TMP/pp")" = "preprocessing: gray resize=0 crop=0 mean=5,5,5 std=0.1,0.1,0.1" ] ||
+  fail "refused data options changed the preprocessing: $(tail -1 "$TMP/pp")"
+
 finish

@@ -75,16 +75,20 @@ int cli_preprocess_option(cli_preprocess *cp, int c, const char *arg)
     }
 }
 
-static int per_channel(const char *cmd, const char *opt, const char *s, float *dst)
+int cli_preprocess_given(const cli_preprocess *cp)
+{
+    return cp->resize || cp->crop || cp->mean || cp->std || cp->gray || cp->rgb;
+}
+
+static int per_channel(const char *cmd, const char *opt, const char *s, float *dst, int *n)
 {
     float v[3];
-    int n;
-    if (cli_parse_floats(cmd, opt, s, v, 3, &n) != CLI_OK)
+    if (cli_parse_floats(cmd, opt, s, v, 3, n) != CLI_OK)
         return CLI_USAGE;
-    if (n == 2)
+    if (*n == 2)
         return cli_usage_error(cmd, "%s wants one value or three", opt);
     for (int c = 0; c < 3; c++)
-        dst[c] = v[n == 1 ? 0 : c];
+        dst[c] = v[*n == 1 ? 0 : c];
     return CLI_OK;
 }
 
@@ -95,6 +99,7 @@ int cli_preprocess_resolve(const char *cmd, const cli_preprocess *cp, const bd_g
     if (s != BD_OK)
         return cli_report(s);
     long v;
+    int nmean = 1, nstd = 1, model_channels = pp->channels;
     if (cp->resize) {
         if (cli_parse_int(cmd, "--resize", cp->resize, 0, 65536, &v) != CLI_OK)
             return CLI_USAGE;
@@ -105,9 +110,9 @@ int cli_preprocess_resolve(const char *cmd, const cli_preprocess *cp, const bd_g
             return CLI_USAGE;
         pp->crop = (int)v;
     }
-    if (cp->mean && per_channel(cmd, "--mean", cp->mean, pp->mean) != CLI_OK)
+    if (cp->mean && per_channel(cmd, "--mean", cp->mean, pp->mean, &nmean) != CLI_OK)
         return CLI_USAGE;
-    if (cp->std && per_channel(cmd, "--std", cp->std, pp->std) != CLI_OK)
+    if (cp->std && per_channel(cmd, "--std", cp->std, pp->std, &nstd) != CLI_OK)
         return CLI_USAGE;
     for (int c = 0; c < 3; c++)
         if (pp->std[c] == 0.0f)
@@ -118,7 +123,28 @@ int cli_preprocess_resolve(const char *cmd, const cli_preprocess *cp, const bd_g
         pp->channels = 1;
     if (cp->rgb)
         pp->channels = 3;
+    if ((nmean > 1 || nstd > 1) && model_channels == 1)
+        return cli_usage_error(cmd, "--%s has %d values, but the model's input has 1 channel",
+                               nmean > 1 ? "mean" : "std", nmean > 1 ? nmean : nstd);
+    /* A plain PyTorch export carries no preprocessing: its inputs would only
+     * be scaled to [0, 1], and every accuracy measured on them is wrong. */
+    if (!bd_model_has_preprocess(g) && !cli_preprocess_given(cp))
+        fprintf(stderr,
+                "bitdown %s: WARNING: the model has no preprocessing metadata and no "
+                "--resize/--crop/--mean/--std was given; images are only scaled to [0, 1], "
+                "which is wrong for most exported models (see docs/metadata.md)\n",
+                cmd);
     return CLI_OK;
+}
+
+int cli_preprocess_ws(const char *cmd, const cli_preprocess *cp, bd_workspace *ws)
+{
+    bd_preprocess pp;
+    int rc = cli_preprocess_resolve(cmd, cp, bd_ws_teacher(ws), &pp);
+    if (rc != CLI_OK)
+        return rc;
+    bd_status s = bd_ws_set_preprocess(ws, &pp);
+    return s == BD_OK ? CLI_OK : cli_report(s);
 }
 
 bd_status cli_load_model(const char *path, bd_graph **g, int describe)

@@ -7,6 +7,8 @@
 #include "graph.h"
 #include "status.h"
 
+struct bd_workspace;
+
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 
 typedef struct cli_command {
@@ -24,7 +26,6 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) BD_PRINTF(2, 3);
  * compressed one was compressed (layers quantized, size, ratio). */
 bd_status cli_load_model(const char *path, bd_graph **g, int describe);
 
-struct bd_workspace;
 struct bd_accuracy;
 /* For a one-shot command driving a workspace: the progress bar on stderr,
  * and Ctrl-C cancelling the running operation (which rolls back). */
@@ -37,8 +38,9 @@ void cli_print_accuracy(const char *who, const struct bd_accuracy *a);
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long min, long max, long *out);
 int cli_parse_floats(const char *cmd, const char *opt, const char *s, float *out, int max, int *n);
 
-/* Preprocessing options shared by eval and predict: --resize --crop --mean
- * --std --gray --rgb. They override what the model's metadata says. */
+/* Preprocessing options shared by every command that reads images (eval,
+ * predict, quantize, finetune): --resize --crop --mean --std --gray --rgb.
+ * They override what the model's metadata says. */
 typedef struct cli_preprocess {
     const char *resize, *crop, *mean, *std;
     int gray, rgb;
@@ -49,9 +51,16 @@ typedef struct cli_preprocess {
         {"gray", no_argument, 0, 1005}, {"rgb", no_argument, 0, 1006}
 /* Records option c if it is one of the above; returns 1 if it was. */
 int cli_preprocess_option(cli_preprocess *cp, int c, const char *arg);
-/* The model's preprocessing with the options applied on top. */
+/* Whether any of them was given. */
+int cli_preprocess_given(const cli_preprocess *cp);
+/* The model's preprocessing with the options applied on top; warns on
+ * stderr when the model has no preprocessing metadata and no option says
+ * what to do instead. A mean or std with more channels than the model's
+ * input is a usage error. */
 int cli_preprocess_resolve(const char *cmd, const cli_preprocess *cp, const bd_graph *g,
                            bd_preprocess *pp);
+/* The same, applied to a workspace's loaded model. */
+int cli_preprocess_ws(const char *cmd, const cli_preprocess *cp, struct bd_workspace *ws);
 #define CLI_PREPROCESS_HELP                                                                 \
     "  --resize S        resize the shorter side to S pixels first (0: no resize)\n"       \
     "  --crop C          centre crop C x C (0: no crop)\n"                                  \

@@ -32,13 +32,14 @@ static const char help[] =
     "  --eval SPEC           evaluate teacher and student on SPEC afterwards\n"
     "  --eval-n N            only the first N evaluation images\n"
     "  --seed S              order of the images (default 0)\n"
-    "  --threads T           CPU threads (default: all cores)\n";
+    "  --threads T           CPU threads (default: all cores)\n" CLI_PREPROCESS_HELP;
 
 typedef struct args {
     const char *model, *out, *teacher, *data, *eval;
     long eval_n, seed, threads, iters, batch, step;
     int global;
     bd_finetune_options o;
+    cli_preprocess cp;
 } args;
 
 static int pick(const char *opt, const char *v, const char *a, const char *b, int *out)
@@ -73,7 +74,7 @@ static int parse(int argc, char **argv, args *a)
         {"bn", required_argument, 0, 'B'},     {"bias", no_argument, 0, 'x'},
         {"eval", required_argument, 0, 'e'},   {"eval-n", required_argument, 0, 'E'},
         {"seed", required_argument, 0, 'S'},   {"threads", required_argument, 0, 't'},
-        {0, 0, 0, 0}};
+        CLI_PREPROCESS_LONGOPTS,               {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->global = 1;
     a->iters = 500;
@@ -85,6 +86,8 @@ static int parse(int argc, char **argv, args *a)
     int c, loss = 0, bn = 0, rc = CLI_OK;
     optind = 1;
     while (rc == CLI_OK && (c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+        if (cli_preprocess_option(&a->cp, c, optarg))
+            continue;
         switch (c) {
         case 'h': fputs(help, stdout); exit(CLI_OK);
         case 'o': a->out = optarg; break;
@@ -170,6 +173,10 @@ int cli_finetune(int argc, char **argv)
     bd_status s = bd_ws_new(&ws);
     if (s == BD_OK)
         s = bd_ws_load_teacher(ws, a.model, a.teacher);
+    if (s == BD_OK && (rc = cli_preprocess_ws("finetune", &a.cp, ws)) != CLI_OK) {
+        bd_ws_free(ws);
+        return rc;
+    }
     if (s == BD_OK && (s = bd_ws_batch(ws, (int)a.batch)) == BD_OK) {
         bd_ws_seed(ws, (uint64_t)a.seed);
         cli_ws_attach(ws);

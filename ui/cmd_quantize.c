@@ -60,7 +60,8 @@ static const char help[] =
     "                        error_budget:max_error=E (each file's header says its\n"
     "                        arguments); -o, --calib, --calib-n, --iters, --seed,\n"
     "                        --objective, --quantize-first, --eval, --eval-n,\n"
-    "                        --decoded and --threads apply, the other options do not\n";
+    "                        --decoded, --threads and the preprocessing options\n"
+    "                        apply, the other options do not\n" CLI_PREPROCESS_HELP;
 
 typedef struct args {
     const char *model, *out, *calib, *regime, *eval, *report, *policy;
@@ -71,6 +72,7 @@ typedef struct args {
     double tol;
     int objective, objective_given, quantize_first, decoded, compare;
     int not_with_policy; /* an option --policy leaves to the policy */
+    cli_preprocess cp;
 } args;
 
 static int parse(int argc, char **argv, args *a)
@@ -89,7 +91,8 @@ static int parse(int argc, char **argv, args *a)
         {"finetune-global", required_argument, 0, 'G'},
         {"lr", required_argument, 0, 'l'},      {"momentum", required_argument, 0, 'm'},
         {"wd", required_argument, 0, 'w'},      {"restarts", required_argument, 0, 'x'},
-        {"tol", required_argument, 0, 'T'},     {0, 0, 0, 0}};
+        {"tol", required_argument, 0, 'T'},     CLI_PREPROCESS_LONGOPTS,
+        {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->regime = "small";
     a->calib_n = 1024;
@@ -103,6 +106,8 @@ static int parse(int argc, char **argv, args *a)
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+        if (cli_preprocess_option(&a->cp, c, optarg))
+            continue;
         if (strchr("rsCRbLGlmw", c))
             a->not_with_policy = c;
         switch (c) {
@@ -284,9 +289,10 @@ static int run_policy(const args *a)
     bd_status s = bd_ws_new(&ws);
     if (s == BD_OK)
         s = bd_ws_load(ws, a->model);
-    int rc = s == BD_OK ? data_spec(bd_ws_teacher(ws), a->calib, "train", "--calib", calib_buf,
+    int rc = s == BD_OK ? cli_preprocess_ws("quantize", &a->cp, ws) : cli_report(s);
+    rc = rc == CLI_OK ? data_spec(bd_ws_teacher(ws), a->calib, "train", "--calib", calib_buf,
                                     sizeof calib_buf, &calib_spec)
-                        : cli_report(s);
+                      : rc;
     if (rc == CLI_OK && (s = bd_ws_data(ws, BD_DATA_CALIB, calib_spec, a->calib_n)) == BD_OK &&
         a->eval)
         s = bd_ws_data(ws, BD_DATA_EVAL, a->eval, a->eval_n);
@@ -420,7 +426,8 @@ int cli_quantize(int argc, char **argv)
         s = make_plan(ws, &a);
     if (s != BD_OK) {
         rc = cli_report(s);
-    } else if ((rc = data_spec(bd_ws_teacher(ws), a.calib, "train", "--calib", calib_buf,
+    } else if ((rc = cli_preprocess_ws("quantize", &a.cp, ws)) == CLI_OK &&
+               (rc = data_spec(bd_ws_teacher(ws), a.calib, "train", "--calib", calib_buf,
                                sizeof calib_buf, &calib_spec)) == CLI_OK) {
         bd_ws_seed(ws, (uint64_t)a.seed);
         bd_ws_compare_objectives(ws, a.compare);

@@ -15,7 +15,7 @@ static const char help[] =
     "arg[0] is the script and arg[1..] its ARGS, which are also the chunk's '...'.\n"
     "An error is reported with its file:line and a traceback, and exits 1.\n\n"
     "  --model MODEL   load MODEL before the script runs (else the script calls bd.load)\n"
-    "  -e CODE         run CODE instead of a file\n\n"
+    "  -e CODE         run CODE instead of a file\n" CLI_PREPROCESS_HELP "\n"
     "The policies in lua/policies/ are scripts that take key=value ARGS, e.g.\n"
     "  bitdown run --model M.onnx lua/policies/size_budget.lua target_mb=0.05 out=M.q.onnx\n";
 
@@ -43,12 +43,16 @@ int cli_run(int argc, char **argv)
 {
     static const struct option opts[] = {{"help", no_argument, 0, 'h'},
                                          {"model", required_argument, 0, 'm'},
+                                         CLI_PREPROCESS_LONGOPTS,
                                          {0, 0, 0, 0}};
     const char *model = NULL, *code = NULL;
+    cli_preprocess cp = {0};
     int c;
     optind = 1;
     /* '+': the options end at the script, whose ARGS may look like options */
     while ((c = getopt_long(argc, argv, "+he:", opts, NULL)) != -1) {
+        if (cli_preprocess_option(&cp, c, optarg))
+            continue;
         switch (c) {
         case 'h': fputs(help, stdout); return CLI_OK;
         case 'm': model = optarg; break;
@@ -58,12 +62,16 @@ int cli_run(int argc, char **argv)
     }
     if (!code && optind == argc)
         return cli_usage_error("run", "expects a SCRIPT.lua (or -e CODE)");
+    if (!model && cli_preprocess_given(&cp))
+        return cli_usage_error("run", "the preprocessing options need --model");
     const char *path = code ? NULL : argv[optind++];
     bd_workspace *ws = NULL;
     bd_status s = bd_ws_new(&ws);
     if (s == BD_OK && model)
         s = bd_ws_load(ws, model);
-    int rc = s == BD_OK ? cli_run_lua(ws, path, code, argc - optind, argv + optind) : cli_report(s);
+    int rc = s != BD_OK ? cli_report(s) : model ? cli_preprocess_ws("run", &cp, ws) : CLI_OK;
+    if (rc == CLI_OK)
+        rc = cli_run_lua(ws, path, code, argc - optind, argv + optind);
     bd_ws_free(ws);
     return rc;
 }

@@ -35,7 +35,7 @@ static const char help[] =
     "                 $BITDOWN_STATE_DIR or ~/.local/state/bitdown; after a crash\n"
     "                 this brings back the plan, the quantized layers, the data and\n"
     "                 settings, and finishes a quantization the crash cut short\n"
-    "  --no-checkpoint  keep no checkpoint\n";
+    "  --no-checkpoint  keep no checkpoint\n" CLI_PREPROCESS_HELP;
 
 enum { HISTORY_MAX = 1000 };
 
@@ -218,6 +218,7 @@ static void report(long lineno, bd_status s)
 typedef struct repl_args {
     const char *model;
     int keep_going, resume, checkpoint;
+    cli_preprocess cp;
 } repl_args;
 
 static int parse_args(int argc, char **argv, repl_args *a)
@@ -226,11 +227,14 @@ static int parse_args(int argc, char **argv, repl_args *a)
                                          {"keep-going", no_argument, 0, 'k'},
                                          {"resume", no_argument, 0, 'r'},
                                          {"no-checkpoint", no_argument, 0, 'n'},
+                                         CLI_PREPROCESS_LONGOPTS,
                                          {0, 0, 0, 0}};
     int c;
     optind = 1;
     a->checkpoint = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (cli_preprocess_option(&a->cp, c, optarg))
+            continue;
         switch (c) {
         case 'h': fputs(help, stdout); exit(CLI_OK);
         case 'k': a->keep_going = 1; break;
@@ -244,6 +248,8 @@ static int parse_args(int argc, char **argv, repl_args *a)
     a->model = optind < argc ? argv[optind] : NULL;
     if (a->resume && !a->model)
         return cli_usage_error("repl", "--resume needs the MODEL whose session to resume");
+    if (!a->model && cli_preprocess_given(&a->cp))
+        return cli_usage_error("repl", "the preprocessing options need a MODEL (or use 'data')");
     if (a->resume && !a->checkpoint)
         return cli_usage_error("repl", "--resume and --no-checkpoint exclude each other");
     return CLI_OK;
@@ -275,9 +281,9 @@ int cli_repl(int argc, char **argv)
         busy = 0;
         cli_progress_clear();
     }
-    if (s != BD_OK) {
+    if (s != BD_OK || (a.model && (rc = cli_preprocess_ws("repl", &a.cp, the_ws)) != CLI_OK)) {
         bd_ws_free(the_ws);
-        return cli_report(s);
+        return s != BD_OK ? cli_report(s) : rc;
     }
     if (a.resume)
         fprintf(stderr, resumed < 0 ? "bitdown: no checkpoint of %s to resume; starting afresh\n"

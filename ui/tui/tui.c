@@ -23,7 +23,7 @@ static const char help[] =
     "                       after ':', e.g. -c 'data eval fmnist:test n=1000'\n"
     "  --resume             carry on from MODEL's checkpoint after a crash (the\n"
     "                       session keeps one; see 'bitdown repl --help')\n"
-    "  --no-checkpoint      keep no checkpoint\n";
+    "  --no-checkpoint      keep no checkpoint\n" CLI_PREPROCESS_HELP;
 
 enum { MAX_COMMANDS = 32 };
 
@@ -358,12 +358,13 @@ static void run(tui *t)
 }
 
 static int parse(int argc, char **argv, const char **model, const char **commands, int *ncommands,
-                 int *resume, int *checkpoint)
+                 int *resume, int *checkpoint, cli_preprocess *cp)
 {
     static const struct option opts[] = {{"help", no_argument, 0, 'h'},
                                          {"command", required_argument, 0, 'c'},
                                          {"resume", no_argument, 0, 'r'},
                                          {"no-checkpoint", no_argument, 0, 'n'},
+                                         CLI_PREPROCESS_LONGOPTS,
                                          {0, 0, 0, 0}};
     *model = BD_SOURCE_DIR "/examples/fmnist/resnet_bn.onnx";
     *ncommands = 0;
@@ -372,6 +373,8 @@ static int parse(int argc, char **argv, const char **model, const char **command
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "hc:", opts, NULL)) != -1) {
+        if (cli_preprocess_option(cp, c, optarg))
+            continue;
         switch (c) {
         case 'h': fputs(help, stdout); exit(CLI_OK);
         case 'r': *resume = 1; break;
@@ -397,7 +400,8 @@ int cli_tui(int argc, char **argv)
 {
     const char *model, *commands[MAX_COMMANDS];
     int ncommands, resume, checkpoint, resumed;
-    int rc = parse(argc, argv, &model, commands, &ncommands, &resume, &checkpoint);
+    cli_preprocess cp = {0};
+    int rc = parse(argc, argv, &model, commands, &ncommands, &resume, &checkpoint, &cp);
     if (rc != CLI_OK)
         return rc;
     /* Wide characters need the user's character set; numbers keep the C
@@ -413,6 +417,10 @@ int cli_tui(int argc, char **argv)
     if (resume)
         fprintf(stderr, "bitdown: resuming %s...\n", model);
     s = bd_ws_open(ws, model, resume, &resumed);
+    if (s == BD_OK && (rc = cli_preprocess_ws("tui", &cp, ws)) != CLI_OK) {
+        bd_ws_free(ws);
+        return rc;
+    }
     tui *t = s == BD_OK ? calloc(1, sizeof *t) : NULL;
     if (!t) {
         if (s == BD_OK)
