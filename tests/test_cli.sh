@@ -96,4 +96,18 @@ if [ -e "$R" ]; then
   grep -q "no preprocessing metadata" "$TMP/err" || fail "run on a plain export: no warning"
 fi
 
+# the quantize header counts the images a small data set really has, not --calib-n
+/usr/bin/python3 - "$TMP" <<'PY'
+import sys
+from PIL import Image
+with open(sys.argv[1] + "/three.txt", "w") as f:
+    for i in range(3):
+        Image.new("L", (28, 28), 40 * i).save("%s/img%d.png" % (sys.argv[1], i))
+        print("%s/img%d.png %d" % (sys.argv[1], i, i), file=f)
+PY
+"$BIN" quantize $M -o "$TMP/three.onnx" --calib "list:$TMP/three.txt" --calib-n 1024 --set '*:skip' \
+  --set 'fc:d=4,k=8' >"$TMP/out" 2>"$TMP/err" || fail "quantize on 3 images: $(cat "$TMP/err")"
+grep -q "3 calibration images from list:$TMP/three.txt (2 for the fit, 1 held out" "$TMP/out" \
+  || fail "quantize header on 3 images: $(head -1 "$TMP/out")"
+
 finish

@@ -165,6 +165,58 @@ static void test_feedback_refuses_long_rows(void **state)
     assert_non_null(strstr(bd_error_message(), "8192"));
 }
 
+/* The pass with a scalar quantizer (round to a grid, d = 1) is GPTQ: on
+ * the correlated inputs it must beat rounding every weight to nearest. */
+typedef struct grid {
+    float step;
+    float *out; /* rows x L, what the pass chose */
+    int64_t L;
+} grid;
+
+static bd_status round_to_grid(void *ctx, int64_t group, int64_t block, const float *wb,
+                               int64_t rows, int d, const double *metric, float *qb)
+{
+    (void)group;
+    (void)metric;
+    grid *g = ctx;
+    for (int64_t r = 0; r < rows * d; r++) {
+        qb[r] = g->step * roundf(wb[r] / g->step);
+        g->out[(r / d) * g->L + block * d + r % d] = qb[r];
+    }
+    return BD_OK;
+}
+
+static void test_scalar_feedback_beats_rounding(void **state)
+{
+    (void)state;
+    enum { N = 500, ROWS = 16, L = 32 };
+    float *x = malloc(N * L * sizeof *x), *w = malloc(ROWS * L * sizeof *w);
+    float *noise = malloc(N * L * sizeof *noise), *rtn = malloc(ROWS * L * sizeof *rtn);
+    float *fed = malloc(ROWS * L * sizeof *fed);
+    bd_test_fill_random(noise, N * L, 91, -1, 1);
+    bd_test_fill_random(w, ROWS * L, 92, -1, 1);
+    for (int i = 0; i < N; i++) {
+        x[i * L] = noise[i * L];
+        for (int c = 1; c < L; c++)
+            x[i * L + c] = 0.9f * x[i * L + c - 1] + 0.4f * noise[i * L + c];
+    }
+    bd_gram h;
+    gram_of(x, N, L, &h);
+    const float step = 0.25f;
+    for (int i = 0; i < ROWS * L; i++)
+        rtn[i] = step * roundf(w[i] / step);
+    grid g = {step, fed, L};
+    bd_feedback_layer fl = {w, ROWS, L, 1, &h};
+    assert_int_equal(bd_feedback_pass(&fl, 1, round_to_grid, &g, NULL), BD_OK);
+    for (int i = 0; i < ROWS * L; i++) /* every value on the grid */
+        assert_true(fabsf(fed[i] / step - roundf(fed[i] / step)) < 1e-4f);
+    double e_rtn = output_error(x, N, w, rtn, ROWS, L), e_fed = output_error(x, N, w, fed, ROWS, L);
+    if (!(e_fed < 0.8 * e_rtn))
+        fail_msg("feedback %.6g vs round-to-nearest %.6g: not 20%% lower", e_fed, e_rtn);
+    bd_gram_free(&h);
+    free(x), free(w), free(noise), free(rtn), free(fed);
+}
+
 /* The plan's check: a layer whose rows are too long for feedback is named,
  * with the limit; the other objectives take it. */
 static void test_objective_check_names_layer(void **state)
@@ -196,6 +248,7 @@ int main(void)
         cmocka_unit_test(test_block_gram_matches_pq),
         cmocka_unit_test(test_feedback_refuses_long_rows),
         cmocka_unit_test(test_objective_check_names_layer),
+        cmocka_unit_test(test_scalar_feedback_beats_rounding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
