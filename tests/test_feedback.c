@@ -22,6 +22,19 @@ static void gram_of(const float *x, int64_t n, int64_t L, bd_gram *h)
     bd_gram_finish(h);
 }
 
+/* Rows of length L in which each value is the one before it times a plus
+ * b times noise: the smooth neighbourhoods of an image, correlated across
+ * any block boundary. */
+static float *correlated_rows(int64_t n, int64_t L, float a, float b, uint64_t seed)
+{
+    float *x = malloc((size_t)(n * L) * sizeof *x);
+    bd_test_fill_random(x, n * L, seed, -1, 1);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t c = 1; c < L; c++)
+            x[i * L + c] = a * x[i * L + c - 1] + b * x[i * L + c];
+    return x;
+}
+
 /* ||X (W - W^)^T||_F^2 straight from the rows. */
 static double output_error(const float *x, int64_t n, const float *w, const float *w_hat,
                            int64_t rows, int64_t L)
@@ -83,15 +96,8 @@ static void test_feedback_wins_on_correlated_inputs(void **state)
 {
     (void)state;
     enum { N = 600, ROWS = 48, L = 36, D = 4, K = 16 };
-    float *x = malloc(N * L * sizeof *x), *w = malloc(ROWS * L * sizeof *w);
-    float *noise = malloc(N * L * sizeof *noise);
-    bd_test_fill_random(noise, N * L, 51, -1, 1);
+    float *x = correlated_rows(N, L, 0.95f, 0.3f, 51), *w = malloc(ROWS * L * sizeof *w);
     bd_test_fill_random(w, ROWS * L, 52, -1, 1);
-    for (int i = 0; i < N; i++) {
-        x[i * L] = noise[i * L];
-        for (int c = 1; c < L; c++)
-            x[i * L + c] = 0.95f * x[i * L + c - 1] + 0.3f * noise[i * L + c];
-    }
     bd_gram h;
     gram_of(x, N, L, &h);
     fitted f;
@@ -102,7 +108,6 @@ static void test_feedback_wins_on_correlated_inputs(void **state)
     bd_gram_free(&h);
     free(x);
     free(w);
-    free(noise);
 }
 
 /* A diagonal H with the same diagonal in every block: no correlation to
@@ -190,16 +195,9 @@ static void test_scalar_feedback_beats_rounding(void **state)
 {
     (void)state;
     enum { N = 500, ROWS = 16, L = 32 };
-    float *x = malloc(N * L * sizeof *x), *w = malloc(ROWS * L * sizeof *w);
-    float *noise = malloc(N * L * sizeof *noise), *rtn = malloc(ROWS * L * sizeof *rtn);
-    float *fed = malloc(ROWS * L * sizeof *fed);
-    bd_test_fill_random(noise, N * L, 91, -1, 1);
+    float *x = correlated_rows(N, L, 0.9f, 0.4f, 91), *w = malloc(ROWS * L * sizeof *w);
+    float *rtn = malloc(ROWS * L * sizeof *rtn), *fed = malloc(ROWS * L * sizeof *fed);
     bd_test_fill_random(w, ROWS * L, 92, -1, 1);
-    for (int i = 0; i < N; i++) {
-        x[i * L] = noise[i * L];
-        for (int c = 1; c < L; c++)
-            x[i * L + c] = 0.9f * x[i * L + c - 1] + 0.4f * noise[i * L + c];
-    }
     bd_gram h;
     gram_of(x, N, L, &h);
     const float step = 0.25f;
@@ -214,7 +212,7 @@ static void test_scalar_feedback_beats_rounding(void **state)
     if (!(e_fed < 0.8 * e_rtn))
         fail_msg("feedback %.6g vs round-to-nearest %.6g: not 20%% lower", e_fed, e_rtn);
     bd_gram_free(&h);
-    free(x), free(w), free(noise), free(rtn), free(fed);
+    free(x), free(w), free(rtn), free(fed);
 }
 
 /* The plan's check: a layer whose rows are too long for feedback is named,

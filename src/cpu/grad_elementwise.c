@@ -4,16 +4,6 @@
 
 #include "grad_kernels.h"
 
-/* Offset of flat index i of dims (rank nd) laid out with strides. */
-static int64_t offset_of(int64_t i, int nd, const int64_t *dims, const int64_t *strides)
-{
-    int64_t off = 0;
-    for (int d = nd - 1; d >= 0; d--) {
-        off += i % dims[d] * strides[d];
-        i /= dims[d];
-    }
-    return off;
-}
 
 void bd_grad_sum_into(const bd_tensor *src, int ndim, const int64_t *dims, float scale,
                       float *dst)
@@ -51,10 +41,10 @@ void bd_grad_sum_into(const bd_tensor *src, int ndim, const int64_t *dims, float
     const float *x = src->data;
 #pragma omp parallel for if (kept * summed >= BD_PARALLEL_MIN) schedule(static)
     for (int64_t o = 0; o < kept; o++) {
-        int64_t base = offset_of(o, nk, kdim, kstride);
+        int64_t base = bd_k_offset_of(o, nk, kdim, kstride);
         double sum = 0;
         for (int64_t q = 0; q < runs; q++) {
-            const float *p = x + base + offset_of(q, ns - 1, sdim, sstride);
+            const float *p = x + base + bd_k_offset_of(q, ns - 1, sdim, sstride);
             for (int64_t j = 0; j < run; j++)
                 sum += p[j * run_stride];
         }

@@ -59,17 +59,6 @@ BD_GRAD(bd_g_concat)
     return BD_OK;
 }
 
-/* Offset in the source of row r (every dim but the last) of a layout of
- * rank nd with dims and element strides. */
-static int64_t row_offset(int64_t r, int nd, const int64_t *dims, const int64_t *strides)
-{
-    int64_t off = 0;
-    for (int d = nd - 2; d >= 0; d--) {
-        off += r % dims[d] * strides[d];
-        r /= dims[d];
-    }
-    return off;
-}
 
 /* Every input element the output read gets the sum of what it received:
  * one for the constant mode, several at reflected or repeated edges. Serial,
@@ -125,7 +114,7 @@ BD_GRAD(bd_g_slice)
     float *dx = din[0]->data;
 #pragma omp parallel for if (count >= BD_PARALLEL_MIN) schedule(static)
     for (int64_t r = 0; r < rows; r++) {
-        float *o = dx + offset + row_offset(r, rank, dims, strides);
+        float *o = dx + offset + bd_k_offset_of(r, rank - 1, dims, strides);
         for (int64_t j = 0; j < len; j++)
             o[j * step] = dv[r * len + j];
     }

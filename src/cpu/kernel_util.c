@@ -159,14 +159,12 @@ static int coalesce(int ndim, int64_t *dims, int nops, int64_t (*strides)[BD_MAX
     return m;
 }
 
-/* Element offset of the start of inner row `row` (dims[0..m-2] are the outer
- * dims). */
-static int64_t row_offset(int m, const int64_t *dims, const int64_t *strides, int64_t row)
+int64_t bd_k_offset_of(int64_t i, int nd, const int64_t *dims, const int64_t *strides)
 {
     int64_t off = 0;
-    for (int d = m - 2; d >= 0; d--) {
-        off += row % dims[d] * strides[d];
-        row /= dims[d];
+    for (int d = nd - 1; d >= 0; d--) {
+        off += i % dims[d] * strides[d];
+        i /= dims[d];
     }
     return off;
 }
@@ -199,7 +197,7 @@ void bd_k_broadcast_map(bd_tensor *out, int nin, const bd_tensor *const *in, bd_
             int64_t count = len - col < end - i ? len - col : end - i;
             const void *src[MAP_MAX_IN];
             for (int k = 0; k < nin; k++) {
-                int64_t off = row_offset(m, dims, strides[k], row) + col * step[k];
+                int64_t off = bd_k_offset_of(row, m - 1, dims, strides[k]) + col * step[k];
                 src[k] = (const char *)in[k]->data + off * isize[k];
             }
             run(ctx, (char *)out->data + i * osize, src, step, count);
@@ -241,7 +239,7 @@ void bd_k_strided_copy(bd_tensor *out, const void *src, int64_t offset, const in
     size_t es = bd_dtype_size(out->dtype);
 #pragma omp parallel for if (total >= BD_PARALLEL_MIN) schedule(static)
     for (int64_t row = 0; row < rows; row++) {
-        int64_t off = offset + row_offset(m, dims, st[0], row);
+        int64_t off = offset + bd_k_offset_of(row, m - 1, dims, st[0]);
         copy_run((char *)out->data + (size_t)(row * len) * es,
                  (const char *)src + (size_t)off * es, st[0][m - 1], len, es);
     }

@@ -91,6 +91,10 @@ void bd_k_broadcast_map(bd_tensor *out, int nin, const bd_tensor *const *in, bd_
 /* Fills out (any dtype) with out[i0, i1, ...] = src[offset + sum(ik * strides[k])]:
  * strides in elements, negative or zero allowed. Transpose, Slice, Expand
  * and ConstantOfShape are all this copy. */
+/* Element offset of flat index i of dims[0..nd-1] laid out with strides:
+ * with nd one less than a layout's rank, the start of row i. */
+int64_t bd_k_offset_of(int64_t i, int nd, const int64_t *dims, const int64_t *strides);
+
 void bd_k_strided_copy(bd_tensor *out, const void *src, int64_t offset, const int64_t *strides);
 
 #endif
