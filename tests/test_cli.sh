@@ -19,6 +19,14 @@ for c in info eval predict bench; do
 done
 "$BIN" --help | grep -q "commands:" || fail "bitdown --help lists no commands"
 
+# --version and -V, on the top level and after every subcommand, exit 0
+v=$(sed -n 's/^project(bitdown VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
+for c in "" info eval predict bench quantize finetune tui repl run; do
+  for opt in --version -V; do
+    [ "$("$BIN" $c $opt 2>&1)" = "bitdown $v" ] || fail "bitdown $c $opt: $("$BIN" $c $opt 2>&1)"
+  done
+done
+
 # info: every layer of the example with its weight shape, and totals
 "$BIN" info $M >"$TMP/info" || fail "info failed"
 grep -qE '^layer1\.0\.conv1 +conv 3x3 +\[16, 16, 3, 3\] +2304 ' "$TMP/info" || fail "info: layer1.0.conv1 row"
