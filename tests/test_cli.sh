@@ -72,6 +72,9 @@ expect_fail 1 "nope:x" "$BIN" eval $M --data nope:x
 expect_fail 1 "$TMP/bad.onnx" "$BIN" predict $M "$TMP/bad.onnx"
 expect_fail 2 "--mean wants one value or three" "$BIN" eval $M --mean 1,2
 expect_fail 2 "--size wants HxW" "$BIN" bench $M --size big
+printf 'a\nb\nc\n' >"$TMP/three.txt"
+expect_fail 2 "$TMP/three.txt has 3 class names, but the model has 10 outputs" \
+  "$BIN" predict $M examples/images/fmnist_test_0000_ankle_boot.png --classes "$TMP/three.txt"
 
 # preprocessing: the same flags on every command that reads images; a mean
 # or std with more channels than the model's input is refused, nothing written
