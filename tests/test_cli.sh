@@ -72,6 +72,12 @@ expect_fail 1 "nope:x" "$BIN" eval $M --data nope:x
 expect_fail 1 "$TMP/bad.onnx" "$BIN" predict $M "$TMP/bad.onnx"
 expect_fail 2 "--mean wants one value or three" "$BIN" eval $M --mean 1,2
 expect_fail 2 "--size wants HxW" "$BIN" bench $M --size big
+# a bad option is reported once, by name
+for c in info eval predict bench quantize finetune repl run tui; do
+  expect_fail 2 "option '--frob' is unknown or lacks its value" "$BIN" $c --frob
+  [ "$(wc -l <"$TMP/err")" = 2 ] || fail "$c --frob: $(cat "$TMP/err")"
+done
+expect_fail 2 "option '--data' is unknown or lacks its value" "$BIN" eval $M --data
 printf 'a\nb\nc\n' >"$TMP/three.txt"
 expect_fail 2 "$TMP/three.txt has 3 class names, but the model has 10 outputs" \
   "$BIN" predict $M examples/images/fmnist_test_0000_ankle_boot.png --classes "$TMP/three.txt"

@@ -83,7 +83,7 @@ int cli_predict(int argc, char **argv)
             if (cli_parse_int("predict", "--top", optarg, 1, 64, &top))
                 return CLI_USAGE;
             break;
-        default: return cli_usage_error("predict", "unknown option");
+        default: return cli_bad_option("predict", argv);
         }
     }
     if (argc - optind < 2)

@@ -1,5 +1,6 @@
 /* bitdown's command line: one subcommand per task. */
 #include <cblas.h>
+#include <getopt.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,7 @@ int main(int argc, char **argv)
     mallopt(M_MMAP_THRESHOLD, 1 << 30);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
     bd_threads_set(0);
+    opterr = 0; /* cli_bad_option reports a bad option, once */
     if (argc < 2) {
         if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))
             return cli_tui(argc, argv); /* on the bundled example */

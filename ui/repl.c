@@ -241,7 +241,7 @@ static int parse_args(int argc, char **argv, repl_args *a)
         case 'k': a->keep_going = 1; break;
         case 'r': a->resume = 1; break;
         case 'n': a->checkpoint = 0; break;
-        default: return cli_usage_error("repl", "unknown option");
+        default: return cli_bad_option("repl", argv);
         }
     }
     if (argc - optind > 1)
