@@ -19,6 +19,14 @@ for c in info eval predict bench; do
 done
 "$BIN" --help | grep -q "commands:" || fail "bitdown --help lists no commands"
 
+# --version and -V, on the top level and after every subcommand, exit 0
+v=$(sed -n 's/^project(bitdown VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
+for c in "" info eval predict bench quantize finetune tui repl run; do
+  for opt in --version -V; do
+    [ "$("$BIN" $c $opt 2>&1)" = "bitdown $v" ] || fail "bitdown $c $opt: $("$BIN" $c $opt 2>&1)"
+  done
+done
+
 # info: every layer of the example with its weight shape, and totals
 "$BIN" info $M >"$TMP/info" || fail "info failed"
 grep -qE '^layer1\.0\.conv1 +conv 3x3 +\[16, 16, 3, 3\] +2304 ' "$TMP/info" || fail "info: layer1.0.conv1 row"
@@ -64,6 +72,15 @@ expect_fail 1 "nope:x" "$BIN" eval $M --data nope:x
 expect_fail 1 "$TMP/bad.onnx" "$BIN" predict $M "$TMP/bad.onnx"
 expect_fail 2 "--mean wants one value or three" "$BIN" eval $M --mean 1,2
 expect_fail 2 "--size wants HxW" "$BIN" bench $M --size big
+# a bad option is reported once, by name
+for c in info eval predict bench quantize finetune repl run tui; do
+  expect_fail 2 "option '--frob' is unknown or lacks its value" "$BIN" $c --frob
+  [ "$(wc -l <"$TMP/err")" = 2 ] || fail "$c --frob: $(cat "$TMP/err")"
+done
+expect_fail 2 "option '--data' is unknown or lacks its value" "$BIN" eval $M --data
+printf 'a\nb\nc\n' >"$TMP/three.txt"
+expect_fail 2 "$TMP/three.txt has 3 class names, but the model has 10 outputs" \
+  "$BIN" predict $M examples/images/fmnist_test_0000_ankle_boot.png --classes "$TMP/three.txt"
 
 # preprocessing: the same flags on every command that reads images; a mean
 # or std with more channels than the model's input is refused, nothing written

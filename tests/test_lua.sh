@@ -269,8 +269,16 @@ grep -q "cannot open $TMP/nothing.lua" "$TMP/err" || fail "missing script: $(cat
 "$BIN" run >/dev/null 2>&1; [ $? = 2 ] || fail "run without a script is not a usage error"
 "$BIN" run --model "$TMP/nothing.onnx" "$TMP/syntax.lua" >/dev/null 2>&1 && fail "run --model of a missing file exited 0"
 "$BIN" run --help | grep -q "usage: bitdown run" || fail "run --help"
-# Ctrl-C stops a script, even one busy in Lua
-timeout --preserve-status -s INT 1 "$BIN" run -e 'while true do end' >/dev/null 2>"$TMP/err"
+# Ctrl-C stops a script, even one busy in Lua. The signal goes when the
+# script says it runs, not after a fixed delay: a loaded machine (or an
+# ASan build) may take longer than any delay just to start.
+mkfifo "$TMP/started"
+"$BIN" run -e 'print("started") while true do end' >"$TMP/started" 2>"$TMP/err" &
+pid=$!
+read -r -t 120 line <"$TMP/started"
+[ "$line" = started ] || fail "the Ctrl-C script did not start: $(cat "$TMP/err")"
+kill -INT $pid
+wait $pid
 [ $? = 1 ] && grep -q "^bitdown: interrupted" "$TMP/err" || fail "Ctrl-C: $(cat "$TMP/err")"
 
 # ---- arg and ... ----------------------------------------------------------------------

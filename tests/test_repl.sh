@@ -374,6 +374,7 @@ def until(pattern, timeout=60):
             except OSError:
                 break
     sys.exit("no %r in %r" % (pattern, seen[-2000:]))
+until(b"loaded " + model.encode() + b": 10 layers, 0.31 MB")  # says what it loaded
 until(b"bitdown> ")
 os.write(fd, b"sho\t")                    # a command completes
 until(b"show ")

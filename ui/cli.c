@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,6 +30,11 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "\n(see 'bitdown %s --help')\n", cmd);
     return CLI_USAGE;
+}
+
+int cli_bad_option(const char *cmd, char **argv)
+{
+    return cli_usage_error(cmd, "option '%s' is unknown or lacks its value", argv[optind - 1]);
 }
 
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long min, long max, long *out)

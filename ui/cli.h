@@ -21,6 +21,9 @@ typedef struct cli_command {
 int cli_report(bd_status s);
 /* Prints "bitdown <cmd>: <message>" and a hint to --help; returns CLI_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) BD_PRINTF(2, 3);
+/* After getopt_long returned '?' (main turns getopt's own message off, so
+ * the problem is said once): names the option; returns CLI_USAGE. */
+int cli_bad_option(const char *cmd, char **argv);
 
 /* Loads a model, plain or compressed; with `describe`, says on stdout how a
  * compressed one was compressed (layers quantized, size, ratio). */

@@ -157,7 +157,7 @@ int cli_bench(int argc, char **argv)
                 return cli_usage_error("bench", "--size wants HxW, e.g. 224x224, not '%s'",
                                        optarg);
             break;
-        default: return cli_usage_error("bench", "unknown option");
+        default: return cli_bad_option("bench", argv);
         }
     }
     if (optind != argc - 1)

@@ -82,7 +82,7 @@ int cli_eval(int argc, char **argv)
             if (cli_parse_int("eval", "--threads", optarg, 1, 1024, &threads))
                 return CLI_USAGE;
             break;
-        default: return cli_usage_error("eval", "unknown option");
+        default: return cli_bad_option("eval", argv);
         }
     }
     if (optind != argc - 1)

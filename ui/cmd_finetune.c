@@ -108,7 +108,7 @@ static int parse(int argc, char **argv, args *a)
         case 's': rc = cli_parse_int("finetune", "--step", optarg, 0, 100000000, &a->step); break;
         case 'S': rc = cli_parse_int("finetune", "--seed", optarg, 0, 1L << 62, &a->seed); break;
         case 't': rc = cli_parse_int("finetune", "--threads", optarg, 1, 1024, &a->threads); break;
-        default: return cli_usage_error("finetune", "unknown option");
+        default: return cli_bad_option("finetune", argv);
         }
     }
     if (rc != CLI_OK)

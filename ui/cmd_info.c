@@ -34,7 +34,7 @@ int cli_info(int argc, char **argv)
             fputs(help, stdout);
             return CLI_OK;
         }
-        return cli_usage_error("info", "unknown option");
+        return cli_bad_option("info", argv);
     }
     if (optind != argc - 1)
         return cli_usage_error("info", "expects one MODEL");

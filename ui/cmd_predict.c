@@ -83,7 +83,7 @@ int cli_predict(int argc, char **argv)
             if (cli_parse_int("predict", "--top", optarg, 1, 64, &top))
                 return CLI_USAGE;
             break;
-        default: return cli_usage_error("predict", "unknown option");
+        default: return cli_bad_option("predict", argv);
         }
     }
     if (argc - optind < 2)
@@ -100,6 +100,13 @@ int cli_predict(int argc, char **argv)
         goto done;
     s = classes ? bd_class_names_load(classes, &names, &nnames)
                 : bd_model_class_names(g, &names, &nnames);
+    const bd_value *out = g->noutputs > 0 ? &g->values[g->outputs[0]] : NULL;
+    if (s == BD_OK && classes && out && out->ndim == 2 && out->dims[1] > 0 &&
+        out->dims[1] != nnames) {
+        rc = cli_usage_error("predict", "%s has %d class names, but the model has %lld outputs",
+                             classes, nnames, (long long)out->dims[1]);
+        goto done;
+    }
     if (s == BD_OK)
         s = bd_exec_new(&ex, g, BD_EXEC_FUSE);
     if (s != BD_OK) {

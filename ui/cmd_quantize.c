@@ -192,7 +192,7 @@ static int parse(int argc, char **argv, args *a)
             if (cli_parse_int("quantize", "--threads", optarg, 1, 1024, &a->threads))
                 return CLI_USAGE;
             break;
-        default: return cli_usage_error("quantize", "unknown option");
+        default: return cli_bad_option("quantize", argv);
         }
     }
     if (optind != argc - 1)

@@ -57,7 +57,7 @@ int cli_run(int argc, char **argv)
         case 'h': fputs(help, stdout); return CLI_OK;
         case 'm': model = optarg; break;
         case 'e': code = optarg; break;
-        default: return cli_usage_error("run", "unknown option");
+        default: return cli_bad_option("run", argv);
         }
     }
     if (!code && optind == argc)

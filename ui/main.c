@@ -1,5 +1,6 @@
 /* bitdown's command line: one subcommand per task. */
 #include <cblas.h>
+#include <getopt.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +32,27 @@ static void usage(FILE *f)
                "commands:\n");
     for (int i = 0; i < NCOMMANDS; i++)
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\n'bitdown COMMAND --help' describes a command.\n");
+    fprintf(f, "\n'bitdown COMMAND --help' describes a command; 'bitdown --version' (or -V,\n"
+               "also after any COMMAND) prints the version.\n");
+}
+
+static int is_version(const char *arg)
+{
+    return strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0;
+}
+
+/* --version anywhere among a command's options, so no subcommand needs its
+ * own; run's arguments after its options belong to the script, so there
+ * only the first counts. */
+static int wants_version(int argc, char **argv)
+{
+    if (is_version(argv[1]))
+        return 1;
+    int last = strcmp(argv[1], "run") == 0 ? 2 : argc - 1;
+    for (int i = 2; i <= last && i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (is_version(argv[i]))
+            return 1;
+    return 0;
 }
 
 char *openblas_get_corename(void);
@@ -66,11 +87,16 @@ int main(int argc, char **argv)
     mallopt(M_MMAP_THRESHOLD, 1 << 30);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
     bd_threads_set(0);
+    opterr = 0; /* cli_bad_option reports a bad option, once */
     if (argc < 2) {
         if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))
             return cli_tui(argc, argv); /* on the bundled example */
         usage(stderr);
         return CLI_USAGE;
+    }
+    if (wants_version(argc, argv)) {
+        printf("bitdown %s\n", BD_VERSION);
+        return CLI_OK;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {

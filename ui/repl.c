@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "cmd.h"
 #include "progress_bar.h"
+#include "size.h"
 
 static const char help[] =
     "usage: bitdown repl [MODEL] [--keep-going] [--resume] [--no-checkpoint]\n\n"
@@ -240,7 +241,7 @@ static int parse_args(int argc, char **argv, repl_args *a)
         case 'k': a->keep_going = 1; break;
         case 'r': a->resume = 1; break;
         case 'n': a->checkpoint = 0; break;
-        default: return cli_usage_error("repl", "unknown option");
+        default: return cli_bad_option("repl", argv);
         }
     }
     if (argc - optind > 1)
@@ -285,6 +286,10 @@ int cli_repl(int argc, char **argv)
         bd_ws_free(the_ws);
         return s != BD_OK ? cli_report(s) : rc;
     }
+    struct stat st;
+    if (interactive && a.model && stat(a.model, &st) == 0)
+        printf("loaded %s: %d layers, %.2f MB\n", a.model, bd_ws_nlayers(the_ws),
+               bd_mb((int64_t)st.st_size));
     if (a.resume)
         fprintf(stderr, resumed < 0 ? "bitdown: no checkpoint of %s to resume; starting afresh\n"
                                     : "bitdown: resumed %s from its checkpoint, %d layers "

@@ -384,7 +384,7 @@ static int parse(int argc, char **argv, const char **model, const char **command
                 return cli_usage_error("tui", "at most %d -c options", MAX_COMMANDS);
             commands[(*ncommands)++] = optarg;
             break;
-        default: return cli_usage_error("tui", "unknown option");
+        default: return cli_bad_option("tui", argv);
         }
     }
     if (argc - optind > 1)
