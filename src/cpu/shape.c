@@ -530,7 +530,7 @@ bd_status bd_k_pad_maps(const bd_graph *g, const bd_node *n, bd_tensor *const *i
     int64_t end[BD_MAX_DIMS];
     *maps = NULL;
     BD_TRY(pad_amounts(g, n, in, rank, begin, end));
-    int64_t nmap = 0, total = 1;
+    int64_t nmap = 0, total;
     for (int d = 0; d < rank; d++) {
         if (__builtin_add_overflow(x->dims[d], begin[d], &dims[d]) ||
             __builtin_add_overflow(dims[d], end[d], &dims[d]) ||
@@ -541,10 +541,20 @@ bd_status bd_k_pad_maps(const bd_graph *g, const bd_node *n, bd_tensor *const *i
                                 x->dims[d]);
         if (mode != PAD_CONSTANT && x->dims[d] == 0 && dims[d] > 0)
             return bd_node_fail(n, BD_EINVAL, "cannot %s-pad the empty axis %d", mode_name, d);
-        total *= dims[d];
     }
-    if (rank == 0 || total == 0)
+    if (rank == 0)
         return BD_OK;
+    /* the output's size is checked before its maps are made: pads can ask
+     * for more than any tensor may hold, or than int64 counts */
+    BD_TRY(bd_k_in_node(n, bd_shape_count(rank, dims, &total, "output")));
+    if (total == 0)
+        return BD_OK;
+    size_t es = bd_dtype_size(x->dtype) ? bd_dtype_size(x->dtype) : 1;
+    if ((size_t)total > bd_tensor_limit() / es ||
+        (size_t)nmap > bd_tensor_limit() / sizeof **maps)
+        return bd_node_fail(n, BD_ENOMEM, "the padded output of %" PRId64 " elements is larger "
+                                          "than a tensor may be (%zu bytes)",
+                            total, bd_tensor_limit());
     *maps = malloc((size_t)nmap * sizeof **maps);
     if (!*maps)
         return bd_node_fail(n, BD_ENOMEM, "out of memory");
