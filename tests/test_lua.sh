@@ -277,7 +277,12 @@ mkfifo "$TMP/started"
 pid=$!
 read -r -t 120 line <"$TMP/started"
 [ "$line" = started ] || fail "the Ctrl-C script did not start: $(cat "$TMP/err")"
-kill -INT $pid
+# again until it ends: a signal that lands while the run is still arming
+# its interrupt flag is lost, as a user's first Ctrl-C can be
+for _ in $(seq 1 600); do
+  kill -INT $pid 2>/dev/null || break
+  sleep 0.2
+done
 wait $pid
 [ $? = 1 ] && grep -q "^bitdown: interrupted" "$TMP/err" || fail "Ctrl-C: $(cat "$TMP/err")"
 
