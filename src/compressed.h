@@ -1,4 +1,4 @@
-/* The compressed file is ONNX (DESIGN.md): each quantized weight is an
+/* The compressed file is ONNX (docs/format.md): each quantized weight is an
  * expression of standard operators,
  *     codes (uint8 | uint16, [n]) -> Cast(int64) -> Gather(centroids fp16 [k, d])
  *       -> Cast(float) -> Reshape(weight shape)        (rows stored contiguously)

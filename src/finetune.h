@@ -1,4 +1,4 @@
-/* Fine-tuning the codebooks (DESIGN.md, "Fine-tuning"): the centroids are
+/* Fine-tuning the codebooks (docs/method.md, "Fine-tuning"): the centroids are
  * the parameters. A centroid's gradient is the mean of the gradients of the
  * weights that point to it (the reference's CentroidSGD); SGD with momentum
  * and weight decay and a step schedule updates it, and the layer's weight

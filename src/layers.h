@@ -1,7 +1,7 @@
 /* The quantizable layers of a graph: every Conv, Gemm and MatMul whose
  * weight is a constant, named the way PyTorch users know them.
  *
- * Naming (DESIGN.md): the weight initializer's name without ".weight"
+ * Naming (docs/method.md, "Layout"): the weight initializer's name without ".weight"
  * ("layer3.2.conv2"); if the exporter generated that name ("onnx::Conv_206",
  * as after BatchNorm folding), the module path in the node's name
  * ("/layer3/layer3.2/conv2/Conv" -> "layer3.2.conv2"); failing both, the node

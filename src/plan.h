@@ -1,6 +1,6 @@
 /* The layer plan: which layers to quantize, with which d and k.
  *
- * The paper's regimes as a starting point (DESIGN.md):
+ * The paper's regimes as a starting point (docs/method.md, "Order and calibration"):
  *   small: d = 9 for 3x3 convs, 4 for 1x1 convs and fully-connected layers;
  *   large: d = 18 for 3x3, 8 for 1x1, 4 for fully-connected;
  * k = 256, 2048 for fully-connected (the classifier); the first conv stays

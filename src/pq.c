@@ -161,7 +161,7 @@ typedef struct estep {
     float *wgw; /* n: w^T G w */
     float *upper, *lower, *prev;
     int prev_k, bounded;
-    unsigned char *todo;
+    unsigned char *open; /* n: the bounds left the subvector undecided */
     int64_t *list;
 } estep;
 
@@ -173,7 +173,7 @@ static void estep_free(estep *e)
     free(e->upper);
     free(e->lower);
     free(e->prev);
-    free(e->todo);
+    free(e->open);
     free(e->list);
     memset(e, 0, sizeof *e);
 }
@@ -190,9 +190,9 @@ static bd_status estep_init(estep *e, const float *sub, int64_t n, const bd_gram
     e->wgw = malloc(nn * sizeof *e->wgw);
     e->upper = malloc(nn * sizeof *e->upper);
     e->lower = malloc(nn * sizeof *e->lower);
-    e->todo = malloc(nn);
+    e->open = malloc(nn);
     e->list = malloc(nn * sizeof *e->list);
-    if (!e->gf || !e->sg || !e->wgw || !e->upper || !e->lower || !e->todo || !e->list) {
+    if (!e->gf || !e->sg || !e->wgw || !e->upper || !e->lower || !e->open || !e->list) {
         estep_free(e);
         return bd_fail(BD_ENOMEM, "out of memory for %lld subvectors", (long long)n);
     }
@@ -341,18 +341,18 @@ static int64_t unsettled(estep *e, const float *centroids, const float *cg, cons
         float u = e->upper[i] + delta[a], l = e->lower[i] - (a == far ? second : delta[far]);
         float m = l > half[a] ? l : half[a];
         e->lower[i] = l;
-        e->todo[i] = 0;
+        e->open[i] = 0;
         if (u <= m) {
             e->upper[i] = u;
             continue;
         }
         u = dist_to(e, i, centroids + (int64_t)a * d, cgc[a]);
         e->upper[i] = u;
-        e->todo[i] = u > m;
+        e->open[i] = u > m;
     }
     int64_t count = 0;
     for (int64_t i = 0; i < e->n; i++)
-        if (e->todo[i])
+        if (e->open[i])
             e->list[count++] = i;
     free(delta);
     free(half);

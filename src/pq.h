@@ -1,5 +1,5 @@
-/* Product quantization of one layer's weight, activation-aware (DESIGN.md,
- * "The method, precisely").
+/* Product quantization of one layer's weight, activation-aware (docs/method.md,
+ * "Layout", "The Gram matrix" and "EM").
  *
  * A weight is `rows` rows of `row_len` values (layers.h); each row is cut
  * into m = row_len / d contiguous subvectors of d values, and all rows*m

@@ -260,7 +260,7 @@ static int64_t file_size(const char *path)
     return (int64_t)st.st_size;
 }
 
-/* What DESIGN.md calls the stored size: codes and fp16 codebooks of the
+/* What docs/method.md calls the stored size: codes and fp16 codebooks of the
  * quantized layers, 4 bytes per value of every other initializer. */
 static int64_t computed_size(const student *s)
 {

@@ -1,4 +1,4 @@
-/* Layer discovery and naming (DESIGN.md): the weight's name without
+/* Layer discovery and naming (docs/method.md, "Layout"): the weight's name without
  * ".weight"; for an exporter's generated weight name, the module path in the
  * node's name; failing both, the node name; names made unique. */
 #include "bd_test.h"

@@ -1,4 +1,4 @@
-/* The TUI's state and what its parts share (DESIGN.md, "Front-ends").
+/* The TUI's state and what its parts share (docs/architecture.md).
  *
  * Threads: the UI thread reads keys, draws ten times a second and queues
  * jobs; the worker (worker.h) runs them. The UI reads the workspace only
