@@ -740,7 +740,7 @@ static void print_codebook(bd_cmd_ctx *ctx, const bd_qlayer *q)
 {
     char err[32];
     out(ctx, "codebook      d=%d k=%d objective=%s\n", q->d, q->k, bd_objective_name(q->objective));
-    out(ctx, "bits/w now    %.3f\n", bd_pq_bits_per_weight(q->k, q->d));
+    out(ctx, "bits/w now    %.3f\n", bd_qlayer_bits_per_weight(q));
     out(ctx, "subvectors    %lld\n", (long long)q->n);
     out(ctx, "codes used    %d of %d\n", codes_used(q), q->k);
     out(ctx, "iterations    %d\n", q->iters);

@@ -15,7 +15,7 @@
 
 #include "graph.h"
 #include "layers.h"
-#include "quantize.h"
+#include "codec.h"
 
 #define BD_META_FORMAT "bitdown.format"
 #define BD_META_LAYER_PREFIX "bitdown.layer."

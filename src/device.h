@@ -29,7 +29,7 @@
 #include "layers.h"
 #include "pq.h"
 #include "progress.h"
-#include "quantize.h"
+#include "codec.h"
 #include "tensor.h"
 
 typedef struct bd_device bd_device;

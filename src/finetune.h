@@ -21,7 +21,7 @@
 #include "graph.h"
 #include "layers.h"
 #include "progress.h"
-#include "quantize.h"
+#include "codec.h"
 
 typedef enum bd_loss_kind { BD_LOSS_KL = 0, BD_LOSS_CE = 1 } bd_loss_kind;
 

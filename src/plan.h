@@ -11,7 +11,7 @@
 #define BD_PLAN_H
 
 #include "layers.h"
-#include "quantize.h"
+#include "codec.h"
 
 typedef struct bd_layer_plan {
     int quantize;

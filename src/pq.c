@@ -959,8 +959,6 @@ void bd_pq_round_fp16(float *centroids, int64_t count)
         centroids[i] = bd_f16_to_f32(bd_f32_to_f16(centroids[i]));
 }
 
-int64_t bd_pq_code_bytes(int64_t n, int k) { return n * (k <= 256 ? 1 : 2); }
-
 int64_t bd_pq_codebook_bytes(int k, int d) { return (int64_t)k * d * 2; }
 
 double bd_pq_bits_per_weight(int k, int d) { return log2((double)k) / (double)d; }

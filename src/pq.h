@@ -158,8 +158,6 @@ void bd_pq_round_fp16(float *centroids, int64_t count);
 
 /* ---- stored sizes ---------------------------------------------------------- */
 
-/* Bytes of the codes as stored: uint8 for k <= 256, uint16 above. */
-int64_t bd_pq_code_bytes(int64_t n, int k);
 /* Bytes of the fp16 codebook. */
 int64_t bd_pq_codebook_bytes(int k, int d);
 /* log2(k) / d: the paper's bits per weight. */

@@ -16,30 +16,6 @@
 #include "feedback.h"
 #include "ops.h"
 
-static const char *const objective_names[BD_OBJ_COUNT] = {"act", "weight", "feedback"};
-
-const char *bd_objective_name(bd_objective o)
-{
-    return (int)o >= 0 && (int)o < BD_OBJ_COUNT ? objective_names[o] : "act";
-}
-
-const char *bd_objective_names(void) { return "act|weight|feedback"; }
-
-bd_status bd_objective_parse(const char *name, bd_objective *out)
-{
-    for (int o = 0; o < BD_OBJ_COUNT; o++)
-        if (strcmp(name, objective_names[o]) == 0) {
-            *out = (bd_objective)o;
-            return BD_OK;
-        }
-    if (strcmp(name, "gptvq") == 0) {
-        *out = BD_OBJ_FEEDBACK;
-        return BD_OK;
-    }
-    return bd_fail(BD_EINVAL, "objective is %s (or gptvq, the same as feedback), not '%s'",
-                   bd_objective_names(), name);
-}
-
 bd_status bd_objective_check(const bd_layer *l, bd_objective o)
 {
     if (o == BD_OBJ_FEEDBACK && l->row_len > BD_FEEDBACK_MAX_LEN)
@@ -48,63 +24,6 @@ bd_status bd_objective_check(const bd_layer *l, bd_objective o)
                        "(at most %d: its %lldx%lld Gram would not fit); use objective=act",
                        l->name, (long long)l->row_len, BD_FEEDBACK_MAX_LEN, (long long)l->row_len,
                        (long long)l->row_len);
-    return BD_OK;
-}
-
-void bd_qlayer_free(bd_qlayer *q)
-{
-    if (!q)
-        return;
-    free(q->centroids);
-    free(q->codes);
-    free(q->history);
-    memset(q, 0, sizeof *q);
-}
-
-bd_status bd_qlayer_copy(bd_qlayer *dst, const bd_qlayer *src)
-{
-    *dst = *src;
-    dst->centroids = NULL;
-    dst->codes = NULL;
-    dst->history = NULL;
-    size_t nc = (size_t)src->k * (size_t)src->d;
-    if (src->k > 0) {
-        dst->centroids = malloc(nc * sizeof *dst->centroids);
-        dst->codes = malloc((size_t)src->n * sizeof *dst->codes + 1);
-    }
-    if (src->iters > 0)
-        dst->history = malloc((size_t)src->iters * sizeof *dst->history);
-    if ((src->k > 0 && (!dst->centroids || !dst->codes)) || (src->iters > 0 && !dst->history)) {
-        bd_qlayer_free(dst);
-        return bd_fail(BD_ENOMEM, "out of memory copying a codebook");
-    }
-    if (src->k > 0) {
-        memcpy(dst->centroids, src->centroids, nc * sizeof *dst->centroids);
-        memcpy(dst->codes, src->codes, (size_t)src->n * sizeof *dst->codes);
-    }
-    if (src->iters > 0)
-        memcpy(dst->history, src->history, (size_t)src->iters * sizeof *dst->history);
-    return BD_OK;
-}
-
-int64_t bd_qlayer_bytes(const bd_qlayer *q)
-{
-    return bd_pq_code_bytes(q->n, q->k) + bd_pq_codebook_bytes(q->k, q->d);
-}
-
-bd_status bd_qlayer_decode(const bd_qlayer *q, const bd_layer *l, float *w)
-{
-    bd_pq_layout lay;
-    BD_TRY(bd_pq_layout_init(l, q->d, &lay));
-    if (lay.n != q->n)
-        return bd_fail(BD_EINVAL, "layer '%s': %lld codes for %lld subvectors", l->name,
-                       (long long)q->n, (long long)lay.n);
-    float *sub = malloc((size_t)(lay.n * lay.d) * sizeof *sub);
-    if (!sub)
-        return bd_fail(BD_ENOMEM, "out of memory decoding layer '%s'", l->name);
-    bd_pq_decode(q->centroids, q->d, q->codes, q->n, sub);
-    bd_pq_scatter(&lay, sub, w);
-    free(sub);
     return BD_OK;
 }
 

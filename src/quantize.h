@@ -13,57 +13,20 @@
 
 #include <stdint.h>
 
+#include "codec.h"
 #include "data.h"
 #include "graph.h"
 #include "layers.h"
 #include "pq.h"
 #include "progress.h"
 
-/* act: ||X(W - W^)||^2 through the d x d block Gram (the paper's);
- * weight: ||W - W^||^2 (plain k-means); feedback: act, then error feedback
- * across each row's blocks with the full row's Gram (feedback.h). */
-typedef enum bd_objective { BD_OBJ_ACT = 0, BD_OBJ_WEIGHT = 1, BD_OBJ_FEEDBACK = 2 } bd_objective;
-enum { BD_OBJ_COUNT = 3 };
-
 /* A GPU (device.h); NULL in an option means the CPU. */
 typedef struct bd_device bd_device;
 
-const char *bd_objective_name(bd_objective o);
-/* The objective called `name` ("gptvq" also names feedback); fails with a
- * message listing the names. */
-bd_status bd_objective_parse(const char *name, bd_objective *out);
-/* "act|weight|feedback", for usage lines. */
-const char *bd_objective_names(void);
 /* Whether layer l can be fitted with objective o: feedback needs rows of at
  * most BD_FEEDBACK_MAX_LEN values; fails with a message naming the layer
  * and the limit. */
 bd_status bd_objective_check(const bd_layer *l, bd_objective o);
-
-/* A quantized layer: its codebook, codes and what was measured. */
-typedef struct bd_qlayer {
-    int d, k;
-    bd_objective objective;
-    int64_t n;          /* subvectors */
-    float *centroids;   /* k x d, each value exactly representable in fp16 */
-    int32_t *codes;     /* n */
-    double rel_error;   /* ||X(W - W^)|| / ||XW|| on held-out rows; < 0 unknown */
-    /* The same for the other objective fitted on the same inputs (with
-     * compare_objectives), so the user sees what the activations buy. */
-    double other_error;
-    double *history;    /* the normalised EM objective per iteration, kept fit */
-    int iters;
-    int restarts, best_restart; /* EM fits run, and the one kept */
-    int exact;          /* every subvector is a centroid (k may be below the plan's) */
-    int64_t fit_rows;   /* calibration input rows in the Gram matrices */
-    int64_t held_rows;  /* held-out rows the error was measured on */
-    double seconds;
-    int empty_repaired;
-} bd_qlayer;
-
-void bd_qlayer_free(bd_qlayer *q);
-bd_status bd_qlayer_copy(bd_qlayer *dst, const bd_qlayer *src);
-/* Bytes as stored: codes (uint8/uint16) + fp16 codebook. */
-int64_t bd_qlayer_bytes(const bd_qlayer *q);
 
 /* ---- calibration ----------------------------------------------------------- */
 
@@ -152,8 +115,5 @@ bd_status bd_quantize_fit(const bd_capture *cap, const bd_layer *l, const float 
 /* ||X(W - W^)||_F / ||X W||_F over held-out rows, W and W^ as stored. */
 double bd_relative_error(const bd_capture *cap, const bd_layer *l, const float *w,
                          const float *w_hat);
-
-/* Writes W^ = decode(q) into the weight tensor w (as stored) of layer l. */
-bd_status bd_qlayer_decode(const bd_qlayer *q, const bd_layer *l, float *w);
 
 #endif

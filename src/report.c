@@ -34,7 +34,7 @@ static cJSON *layer_json(const bd_report *r, int i)
     cJSON_AddNumberToObject(o, "d", q->d);
     cJSON_AddNumberToObject(o, "k", q->k);
     cJSON_AddStringToObject(o, "objective", bd_objective_name(q->objective));
-    cJSON_AddNumberToObject(o, "bits_per_weight", bd_pq_bits_per_weight(q->k, q->d));
+    cJSON_AddNumberToObject(o, "bits_per_weight", bd_qlayer_bits_per_weight(q));
     cJSON_AddNumberToObject(o, "bytes", (double)bd_qlayer_bytes(q));
     if (q->rel_error >= 0)
         cJSON_AddNumberToObject(o, "rel_error", q->rel_error);

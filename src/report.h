@@ -8,7 +8,7 @@
 
 #include "graph.h"
 #include "layers.h"
-#include "quantize.h"
+#include "codec.h"
 #include "size.h"
 #include "workspace.h"
 

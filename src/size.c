@@ -17,8 +17,8 @@ void bd_model_size_compute(const bd_graph *g, const bd_layer *layers, int nlayer
     for (int i = 0; i < nlayers; i++) {
         if (!q || !q[i] || q[i]->k == 0)
             continue;
-        out->code_bytes += bd_pq_code_bytes(q[i]->n, q[i]->k);
-        out->codebook_bytes += bd_pq_codebook_bytes(q[i]->k, q[i]->d);
+        out->code_bytes += bd_qlayer_code_bytes(q[i]);
+        out->codebook_bytes += bd_qlayer_table_bytes(q[i]);
         quantized_fp32 += 4 * bd_layer_params(&layers[i]);
     }
     out->other_bytes = out->fp32_bytes - quantized_fp32;

@@ -1,5 +1,5 @@
-/* Stored size, as the paper counts it: codes (uint8 for k <= 256, uint16
- * above), fp16 codebooks, and fp32 for everything else (biases, BatchNorm,
+/* Stored size, as the paper counts it: codes bit-packed at log2(k) or b
+ * bits, fp16 codebooks or scales (codec.h), and fp32 for everything else (biases, BatchNorm,
  * layers left unquantized). Only floating-point initializers count as
  * parameters; integer constants (shapes) are not model weights. */
 #ifndef BD_SIZE_H
@@ -9,12 +9,12 @@
 
 #include "graph.h"
 #include "layers.h"
-#include "quantize.h"
+#include "codec.h"
 
 typedef struct bd_model_size {
     int64_t fp32_bytes;     /* the uncompressed model: every parameter in fp32 */
     int64_t code_bytes;     /* codes of the quantized layers */
-    int64_t codebook_bytes; /* their fp16 codebooks */
+    int64_t codebook_bytes; /* their fp16 codebooks, scales and zero points */
     int64_t other_bytes;    /* fp32 for every other parameter */
     int64_t compressed_bytes;
     double ratio;           /* fp32_bytes / compressed_bytes */

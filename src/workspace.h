@@ -24,7 +24,7 @@
 #include "graph.h"
 #include "layers.h"
 #include "progress.h"
-#include "quantize.h"
+#include "codec.h"
 #include "size.h"
 
 typedef enum bd_layer_state {

@@ -8,6 +8,7 @@
 
 #include "device.h"
 #include "exec.h"
+#include "quantize.h"
 #include "workspace.h"
 
 /* One layer as it was before an operation, to put back on undo or rollback. */

@@ -278,11 +278,13 @@ pid=$!
 read -r -t 120 line <"$TMP/started"
 [ "$line" = started ] || fail "the Ctrl-C script did not start: $(cat "$TMP/err")"
 # Once under ASan the first signal was lost and the script ran on: send it
-# again whenever the process has not ended within 0.2 s of the last one
-# (tail returns as soon as it ends).
-for _ in $(seq 1 600); do
+# again while the process has neither ended within 2 s of the last one (tail
+# returns as soon as it ends) nor said it was interrupted. A signal that
+# lands after that, while it exits, would kill it with status 130 instead.
+for _ in $(seq 1 60); do
+  grep -q "interrupted" "$TMP/err" && break
   kill -INT $pid 2>/dev/null || break
-  timeout 0.2 tail --pid=$pid -f /dev/null
+  timeout 2 tail --pid=$pid -f /dev/null
 done
 wait $pid
 [ $? = 1 ] && grep -q "^bitdown: interrupted" "$TMP/err" || fail "Ctrl-C: $(cat "$TMP/err")"

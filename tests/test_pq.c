@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "pq.h"
 
 /* G = sum over rows x of x x^T, the way the reference stacks activations. */
@@ -274,8 +275,10 @@ static void test_k_clamp_like_the_reference(void **state)
     assert_int_equal(bd_pq_max_k(262144), 32768);
     assert_int_equal(bd_pq_max_k(4), 1);
     assert_int_equal(bd_pq_max_k(1LL << 40), 65536);
-    assert_int_equal(bd_pq_code_bytes(100, 256), 100);
-    assert_int_equal(bd_pq_code_bytes(100, 257), 200);
+    assert_int_equal(bd_packed_bytes(100, bd_code_bits(256)), 100);
+    assert_int_equal(bd_packed_bytes(100, bd_code_bits(257)), 113);
+    assert_int_equal(bd_packed_bytes(3, bd_code_bits(32)), 2);
+    assert_int_equal(bd_code_bits(1), 0);
     assert_int_equal(bd_pq_codebook_bytes(256, 9), 256 * 9 * 2);
     assert_true(fabs(bd_pq_bits_per_weight(256, 9) - 8.0 / 9) < 1e-12);
 }

@@ -9,7 +9,9 @@
 #include "cmd.h"
 #include "model_meta.h"
 #include "plan.h"
+#include "pq.h"
 #include "progress_bar.h"
+#include "quantize.h"
 #include "threads.h"
 #include "report.h"
 #include "size.h"
@@ -236,7 +238,7 @@ static void print_row(const bd_workspace *ws, int i, int compare)
         printf("%4s %6s %6s %10.2f %10s", "-", "-", "32",
                (double)bd_layer_params(&l->layer) * 4 / 1024, "-");
     else
-        printf("%4d %6d %6.3f %10.2f %10s", q->d, q->k, bd_pq_bits_per_weight(q->k, q->d),
+        printf("%4d %6d %6.3f %10.2f %10s", q->d, q->k, bd_qlayer_bits_per_weight(q),
                (double)bd_qlayer_bytes(q) / 1024, bd_cmd_error_str(q->rel_error, err, sizeof err));
     if (compare)
         printf(" %10s", q ? bd_cmd_error_str(q->other_error, other, sizeof other) : "-");

@@ -148,7 +148,7 @@ void tui_detail_draw(tui *t, tui_rect r, int focused)
              bd_layer_kind(ly, kind, sizeof kind), shape, (long long)ly->rows,
              (long long)ly->row_len, (long long)(ly->rows * m), l->d);
     text_line(r, &y, TS_NORMAL, buf);
-    int64_t plan_bytes = bd_pq_code_bytes(ly->rows * m, l->k) + bd_pq_codebook_bytes(l->k, l->d);
+    int64_t plan_bytes = bd_packed_bytes(ly->rows * m, bd_code_bits(l->k)) + bd_pq_codebook_bytes(l->k, l->d);
     snprintf(buf, sizeof buf,
              "plan: d=%d k=%d (at most %d), %s objective: %.3f bits/w, %.2f KB; %s", l->d, l->k,
              bd_pq_max_k(ly->rows * m), bd_objective_name(l->objective),

@@ -1,0 +1,188 @@
+#include "codec.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "pq.h"
+
+static const char *const objective_names[BD_OBJ_COUNT] = {"act", "weight", "feedback"};
+
+const char *bd_objective_name(bd_objective o)
+{
+    return (int)o >= 0 && (int)o < BD_OBJ_COUNT ? objective_names[o] : "act";
+}
+
+const char *bd_objective_names(void) { return "act|weight|feedback"; }
+
+bd_status bd_objective_parse(const char *name, bd_objective *out)
+{
+    for (int o = 0; o < BD_OBJ_COUNT; o++)
+        if (strcmp(name, objective_names[o]) == 0) {
+            *out = (bd_objective)o;
+            return BD_OK;
+        }
+    if (strcmp(name, "gptvq") == 0) {
+        *out = BD_OBJ_FEEDBACK;
+        return BD_OK;
+    }
+    return bd_fail(BD_EINVAL, "objective is %s (or gptvq, the same as feedback), not '%s'",
+                   bd_objective_names(), name);
+}
+
+const char *bd_format_name(bd_format f) { return f == BD_FMT_INT ? "int" : "pq"; }
+
+bd_status bd_int_spec_check(const bd_layer *l, const bd_int_spec *s)
+{
+    if (s->bits < BD_INT_MIN_BITS || s->bits > BD_INT_MAX_BITS)
+        return bd_fail(BD_EINVAL, "layer '%s': int=%d is not allowed; bits are %d to %d", l->name,
+                       s->bits, BD_INT_MIN_BITS, BD_INT_MAX_BITS);
+    return BD_OK;
+}
+
+void bd_qlayer_free(bd_qlayer *q)
+{
+    if (!q)
+        return;
+    free(q->centroids);
+    free(q->scales);
+    free(q->zeros);
+    free(q->codes);
+    free(q->history);
+    memset(q, 0, sizeof *q);
+}
+
+/* A copy of n floats of src into *dst (NULL for none). */
+static int dup_floats(float **dst, const float *src, int64_t n)
+{
+    *dst = NULL;
+    if (!src || n <= 0)
+        return 1;
+    *dst = malloc((size_t)n * sizeof **dst);
+    if (*dst)
+        memcpy(*dst, src, (size_t)n * sizeof **dst);
+    return *dst != NULL;
+}
+
+bd_status bd_qlayer_copy(bd_qlayer *dst, const bd_qlayer *src)
+{
+    *dst = *src;
+    dst->codes = NULL;
+    dst->history = NULL;
+    int ok = dup_floats(&dst->centroids, src->centroids, (int64_t)src->k * src->d) &&
+             dup_floats(&dst->scales, src->scales, src->nscales) &&
+             dup_floats(&dst->zeros, src->zeros, src->nscales);
+    if (ok && src->codes && src->n > 0) {
+        dst->codes = malloc((size_t)src->n * sizeof *dst->codes);
+        ok = dst->codes != NULL;
+        if (ok)
+            memcpy(dst->codes, src->codes, (size_t)src->n * sizeof *dst->codes);
+    }
+    if (ok && src->history && src->iters > 0) {
+        dst->history = malloc((size_t)src->iters * sizeof *dst->history);
+        ok = dst->history != NULL;
+        if (ok)
+            memcpy(dst->history, src->history, (size_t)src->iters * sizeof *dst->history);
+    }
+    if (!ok) {
+        bd_qlayer_free(dst);
+        return bd_fail(BD_ENOMEM, "out of memory copying a quantized layer");
+    }
+    return BD_OK;
+}
+
+int bd_code_bits(int k)
+{
+    int b = 0;
+    while (b < 31 && (1 << b) < k)
+        b++;
+    return b;
+}
+
+int64_t bd_packed_bytes(int64_t n, int bits) { return (n * bits + 7) / 8; }
+
+void bd_pack_bits(const int32_t *codes, int64_t n, int bits, uint8_t *out)
+{
+    memset(out, 0, (size_t)bd_packed_bytes(n, bits));
+    uint64_t acc = 0; /* bits not yet written, low first */
+    int held = 0;
+    int64_t o = 0;
+    for (int64_t i = 0; i < n; i++) {
+        acc |= (uint64_t)(uint32_t)codes[i] << held;
+        held += bits;
+        while (held >= 8) {
+            out[o++] = (uint8_t)acc;
+            acc >>= 8;
+            held -= 8;
+        }
+    }
+    if (held > 0)
+        out[o] = (uint8_t)acc;
+}
+
+void bd_unpack_bits(const uint8_t *in, int64_t n, int bits, int32_t *codes)
+{
+    const uint64_t mask = bits >= 32 ? 0xffffffffu : ((uint64_t)1 << bits) - 1;
+    uint64_t acc = 0;
+    int held = 0;
+    int64_t o = 0;
+    for (int64_t i = 0; i < n; i++) {
+        while (held < bits) {
+            acc |= (uint64_t)in[o++] << held;
+            held += 8;
+        }
+        codes[i] = (int32_t)(acc & mask);
+        acc >>= bits;
+        held -= bits;
+    }
+}
+
+int64_t bd_qlayer_code_bytes(const bd_qlayer *q)
+{
+    return bd_packed_bytes(q->n, q->format == BD_FMT_INT ? q->ints.bits : bd_code_bits(q->k));
+}
+
+int64_t bd_qlayer_table_bytes(const bd_qlayer *q)
+{
+    if (q->format == BD_FMT_INT)
+        return 2 * q->nscales * (q->ints.symmetric ? 1 : 2);
+    return bd_pq_codebook_bytes(q->k, q->d);
+}
+
+int64_t bd_qlayer_bytes(const bd_qlayer *q)
+{
+    return q->k > 0 ? bd_qlayer_code_bytes(q) + bd_qlayer_table_bytes(q) : 0;
+}
+
+double bd_qlayer_bits_per_weight(const bd_qlayer *q)
+{
+    return q->format == BD_FMT_INT ? (double)q->ints.bits : bd_pq_bits_per_weight(q->k, q->d);
+}
+
+bd_status bd_qlayer_decode(const bd_qlayer *q, const bd_layer *l, float *w)
+{
+    const int64_t d = q->format == BD_FMT_INT ? 1 : q->d;
+    bd_pq_layout lay;
+    BD_TRY(bd_pq_layout_init(l, d, &lay));
+    if (lay.n != q->n)
+        return bd_fail(BD_EINVAL, "layer '%s': %lld codes for %lld %s", l->name,
+                       (long long)q->n, (long long)lay.n,
+                       q->format == BD_FMT_INT ? "weights" : "subvectors");
+    if (q->format == BD_FMT_INT && q->nscales != 1 && q->nscales != lay.rows)
+        return bd_fail(BD_EINVAL, "layer '%s': %lld scales for %lld rows", l->name,
+                       (long long)q->nscales, (long long)lay.rows);
+    float *sub = malloc((size_t)(lay.n * lay.d) * sizeof *sub);
+    if (!sub)
+        return bd_fail(BD_ENOMEM, "out of memory decoding layer '%s'", l->name);
+    if (q->format == BD_FMT_INT) {
+        for (int64_t r = 0; r < lay.rows; r++) {
+            const float s = bd_int_scale(q, r), z = bd_int_zero(q, r);
+            for (int64_t j = 0; j < lay.row_len; j++)
+                sub[r * lay.row_len + j] = s * ((float)q->codes[r * lay.row_len + j] - z);
+        }
+    } else {
+        bd_pq_decode(q->centroids, q->d, q->codes, q->n, sub);
+    }
+    bd_pq_scatter(&lay, sub, w);
+    free(sub);
+    return BD_OK;
+}

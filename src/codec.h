@@ -1,0 +1,115 @@
+/* How a quantized layer is stored: its codec (docs/format.md).
+ *
+ * Two codecs share one record, bd_qlayer, so the workspace, undo,
+ * checkpoints, reports and files hold either without knowing which:
+ *   pq:  n = rows * row_len / d codes of log2(k) bits into one fp16
+ *        codebook of k centroids of d values (pq.h);
+ *   int: n = rows * row_len codes of b bits (b = 2..8), each weight
+ *        s * (u - z) with u its code, s and z fp16 per output row
+ *        (per_channel) or one for the tensor; symmetric fixes z = 2^(b-1),
+ *        so the grid is -2^(b-1) .. 2^(b-1) - 1 steps of s around 0.
+ * An int layer is also "k = 2^b levels of d = 1 value", so everything that
+ * only asks whether a layer is quantized (k > 0), how many codes it has or
+ * of how many bits, reads the same fields for both.
+ *
+ * Codes are stored bit-packed, least significant bit first: code i takes
+ * bits [i*b, (i+1)*b) of the byte string, bit j being bit (j mod 8) of
+ * byte j / 8. */
+#ifndef BD_CODEC_H
+#define BD_CODEC_H
+
+#include <stdint.h>
+
+#include "layers.h"
+#include "status.h"
+
+typedef enum bd_format { BD_FMT_PQ = 0, BD_FMT_INT = 1 } bd_format;
+
+enum { BD_INT_MIN_BITS = 2, BD_INT_MAX_BITS = 8 };
+
+/* act: ||X(W - W^)||^2 through the layer's input Gram (the paper's);
+ * weight: ||W - W^||^2 (plain k-means, or round-to-nearest on min/max for
+ * int); feedback: act, then error feedback across each row (feedback.h). */
+typedef enum bd_objective { BD_OBJ_ACT = 0, BD_OBJ_WEIGHT = 1, BD_OBJ_FEEDBACK = 2 } bd_objective;
+enum { BD_OBJ_COUNT = 3 };
+
+const char *bd_objective_name(bd_objective o);
+/* The objective called `name` ("gptvq" also names feedback); fails with a
+ * message listing the names. */
+bd_status bd_objective_parse(const char *name, bd_objective *out);
+/* "act|weight|feedback", for usage lines. */
+const char *bd_objective_names(void);
+const char *bd_format_name(bd_format f);
+
+/* An int layer's grid. */
+typedef struct bd_int_spec {
+    int bits;        /* BD_INT_MIN_BITS .. BD_INT_MAX_BITS */
+    int per_channel; /* one scale per output row, else one per tensor */
+    int symmetric;   /* z fixed at 2^(bits-1), not stored */
+} bd_int_spec;
+
+/* Fails, naming the layer, when bits are outside 2..8. */
+bd_status bd_int_spec_check(const bd_layer *l, const bd_int_spec *s);
+
+/* A quantized layer: its codes, codebook or scales, and what was measured. */
+typedef struct bd_qlayer {
+    bd_format format;
+    int d, k;           /* pq: block size and centroids; int: 1 and 2^bits */
+    bd_int_spec ints;   /* int only */
+    bd_objective objective;
+    int64_t n;          /* codes */
+    float *centroids;   /* pq: k x d, each value exactly representable in fp16 */
+    int64_t nscales;    /* int: rows (per_channel) or 1 */
+    float *scales;      /* int: nscales, fp16 values */
+    float *zeros;       /* int: nscales fp16 values, NULL when symmetric */
+    int32_t *codes;     /* n, each in [0, k) */
+    double rel_error;   /* ||X(W - W^)|| / ||XW|| on held-out rows; < 0 unknown */
+    /* The same for the other objective fitted on the same inputs (with
+     * compare_objectives), so the user sees what the activations buy. */
+    double other_error;
+    double *history;    /* the normalised EM objective per iteration, kept fit */
+    int iters;
+    int restarts, best_restart; /* EM fits run, and the one kept */
+    int exact;          /* every subvector is a centroid (k may be below the plan's) */
+    int64_t fit_rows;   /* calibration input rows in the Gram matrices */
+    int64_t held_rows;  /* held-out rows the error was measured on */
+    double seconds;
+    int empty_repaired;
+} bd_qlayer;
+
+void bd_qlayer_free(bd_qlayer *q);
+bd_status bd_qlayer_copy(bd_qlayer *dst, const bd_qlayer *src);
+
+/* Bits of one code: ceil(log2(k)), 0 for k = 1. */
+int bd_code_bits(int k);
+/* Bytes of n codes of `bits` bits, packed. */
+int64_t bd_packed_bytes(int64_t n, int bits);
+/* Packs n codes (each below 2^bits) into bd_packed_bytes(n, bits) bytes. */
+void bd_pack_bits(const int32_t *codes, int64_t n, int bits, uint8_t *out);
+/* The inverse. */
+void bd_unpack_bits(const uint8_t *in, int64_t n, int bits, int32_t *codes);
+
+/* Bytes as stored: packed codes + the fp16 codebook, or scales and zeros. */
+int64_t bd_qlayer_code_bytes(const bd_qlayer *q);
+int64_t bd_qlayer_table_bytes(const bd_qlayer *q);
+int64_t bd_qlayer_bytes(const bd_qlayer *q);
+/* Code bits per weight: log2(k) / d for pq (as the paper counts), bits for
+ * int. */
+double bd_qlayer_bits_per_weight(const bd_qlayer *q);
+
+/* Writes W^ = decode(q) into the weight tensor w (as stored) of layer l;
+ * fails, naming the layer, when q's sizes do not fit it. */
+bd_status bd_qlayer_decode(const bd_qlayer *q, const bd_layer *l, float *w);
+
+/* The int grid of row r (scale, zero point). */
+static inline float bd_int_zero(const bd_qlayer *q, int64_t r)
+{
+    int64_t i = q->nscales > 1 ? r : 0;
+    return q->zeros ? q->zeros[i] : (float)(1 << (q->ints.bits - 1));
+}
+static inline float bd_int_scale(const bd_qlayer *q, int64_t r)
+{
+    return q->scales[q->nscales > 1 ? r : 0];
+}
+
+#endif
