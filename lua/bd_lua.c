@@ -294,8 +294,12 @@ static void push_layer(lua_State *L, const bd_workspace *ws, int i, int detail)
     set_int(L, "params", bd_layer_params(ly));
     set_int(L, "rows", ly->rows);
     set_int(L, "row_len", ly->row_len);
+    set_str(L, "format", bd_format_name(l->format));
     set_int(L, "d", l->d);
     set_int(L, "k", l->k);
+    set_int(L, "bits", l->ints.bits);
+    set_str(L, "per", l->ints.per_channel ? "channel" : "tensor");
+    set_bool(L, "sym", l->ints.symmetric);
     set_int(L, "max_k", max_k(ly, l->d));
     set_str(L, "objective", bd_objective_name(l->objective));
     set_bool(L, "quantize", l->quantize);
@@ -308,8 +312,11 @@ static void push_layer(lua_State *L, const bd_workspace *ws, int i, int detail)
         set_num(L, "rel_error", l->q.rel_error);
     if (quantized) {
         lua_createtable(L, 0, 8);
+        set_str(L, "format", bd_format_name(l->q.format));
         set_int(L, "d", l->q.d);
         set_int(L, "k", l->q.k);
+        if (l->q.format == BD_FMT_INT)
+            set_int(L, "bits", l->q.ints.bits);
         set_str(L, "objective", bd_objective_name(l->q.objective));
         if (l->q.rel_error >= 0)
             set_num(L, "rel_error", l->q.rel_error);
@@ -379,13 +386,20 @@ static const char *const objectives[] = {"act", "weight", "feedback", NULL};
 
 static int l_set(lua_State *L)
 {
-    static const char *const keys[] = {"d", "k", "objective", "quantize", NULL};
+    static const char *const keys[] = {"d",   "k",   "bits",      "per",      "sym",
+                                       "format", "objective", "quantize", NULL};
+    static const char *const pers[] = {"tensor", "channel", NULL};
+    static const char *const formats[] = {"pq", "int", NULL}; /* in bd_format's order */
     const char *glob = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     int o = options(L, 2, "bd.set", keys);
     bd_ws_change c = {
         .d = (int)opt_int(L, o, "bd.set", "d", 0, 1, 1 << 20),
         .k = (int)opt_int(L, o, "bd.set", "k", 0, 1, 65536),
+        .bits = (int)opt_int(L, o, "bd.set", "bits", 0, BD_INT_MIN_BITS, BD_INT_MAX_BITS),
+        .per_channel = opt_word(L, o, "bd.set", "per", pers),
+        .symmetric = opt_bool(L, o, "bd.set", "sym", -1),
+        .format = opt_word(L, o, "bd.set", "format", formats),
         .objective = opt_word(L, o, "bd.set", "objective", objectives),
         .quantize = opt_bool(L, o, "bd.set", "quantize", -1),
     };

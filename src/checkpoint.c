@@ -91,8 +91,9 @@ static void describe(const bd_workspace *ws, const bd_ws_pending *p, bd_strbuf *
     bd_strbuf_add(text[0], "%s", realpath(ws->path, real) ? real : ws->path);
     for (int i = 0; i < ws->nlayers; i++) {
         const bd_ws_layer *l = &ws->layers[i];
-        bd_strbuf_add(text[1], "%s %d %d %d %d\n", l->layer.name, l->d, l->k, (int)l->objective,
-                      l->quantize);
+        bd_strbuf_add(text[1], "%s %d %d %d %d %d %d %d %d\n", l->layer.name, l->d, l->k,
+                      (int)l->objective, l->quantize, (int)l->format, l->ints.bits,
+                      l->ints.per_channel, l->ints.symmetric);
     }
     for (int k = 0; k < 2; k++)
         if (ws->spec[k])
@@ -151,20 +152,34 @@ static bd_status bad(const char *key, const char *what)
 static bd_status restore_plan(bd_workspace *ws, const char *text)
 {
     char name[BD_LAYER_NAME_MAX];
-    int d, k, objective, quantize, used;
-    for (const char *p = text; *p; p += used) {
-        if (sscanf(p, "%127s %d %d %d %d\n%n", name, &d, &k, &objective, &quantize, &used) != 5)
-            return bad(KEY_PLAN, "a line is not 'name d k objective quantize'");
+    for (const char *p = text; *p;) {
+        int d, k, objective, quantize, used = 0;
+        /* the int fields came later: a line without them planned PQ */
+        int format = BD_FMT_PQ, bits = 8, per_channel = 1, symmetric = 0;
+        int got = sscanf(p, "%127s %d %d %d %d %d %d %d %d%n", name, &d, &k, &objective, &quantize,
+                         &format, &bits, &per_channel, &symmetric, &used);
+        if (got == 5)
+            sscanf(p, "%*s %*d %*d %*d %*d%n", &used);
+        if ((got != 5 && got != 9) || (p[used] != '\n' && p[used] != '\0'))
+            return bad(KEY_PLAN, "a line is not 'name d k objective quantize [format bits "
+                                 "per_channel symmetric]'");
+        p += used + (p[used] == '\n');
         int i = bd_ws_layer_index(ws, name);
         if (i < 0)
             return bad(KEY_PLAN, "it names a layer the model does not have");
         bd_ws_layer *l = &ws->layers[i];
-        l->d = d;
-        l->k = k;
+        bd_int_spec ints = {bits, per_channel != 0, symmetric != 0};
         if (objective < 0 || objective >= BD_OBJ_COUNT)
             return bad(KEY_PLAN, "an objective is out of range");
+        if ((format != BD_FMT_PQ && format != BD_FMT_INT) ||
+            bd_int_spec_check(&l->layer, &ints) != BD_OK)
+            return bad(KEY_PLAN, "a format or its bits are out of range");
+        l->d = d;
+        l->k = k;
         l->objective = (bd_objective)objective;
         l->quantize = quantize != 0;
+        l->format = (bd_format)format;
+        l->ints = ints;
     }
     return BD_OK;
 }

@@ -153,7 +153,7 @@ static bd_status cmd_help(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_quit(bd_cmd_ctx *ctx, const call *c);
 
 static const char *const data_kinds[] = {"calib", "eval", NULL};
-static const char *const regimes[] = {"small", "large", NULL};
+static const char *const regimes[] = {"small", "large", "int8", "int4", NULL};
 static const char *const first_word[] = {"first", NULL};
 static const char *const skip_include[] = {"skip", "include", NULL};
 static const char *const all_word[] = {"all", NULL};
@@ -161,7 +161,7 @@ static const char *const decoded_word[] = {"decoded", NULL};
 static const char *const devices[] = {"cpu", "cuda", NULL};
 static const char *const n_key[] = {"n", NULL};
 static const char *const data_keys[] = {"n", "color", "resize", "crop", "mean", "std", NULL};
-static const char *const set_keys[] = {"d", "k", "objective", NULL};
+static const char *const set_keys[] = {"d", "k", "int", "per", "sym", "format", "objective", NULL};
 static const char *const quantize_keys[] = {"iters", "tune", "restarts", "tol", NULL};
 static const char *const finetune_keys[] = {"mode", "iters", "batch", "lr",   "momentum", "wd",
                                             "step", "gamma", "loss",  "bn", "bias",     NULL};
@@ -540,10 +540,9 @@ static const char *shape_of(const bd_workspace *ws, const bd_ws_layer *l, char *
 /* "layer3.0.conv1: d=9 k=256 objective=act" or "...: skip", and the note. */
 static void print_plan(bd_cmd_ctx *ctx, const bd_ws_layer *l)
 {
-    char plan[64] = "skip";
-    if (l->quantize)
-        snprintf(plan, sizeof plan, "d=%d k=%d objective=%s", l->d, l->k,
-                 bd_objective_name(l->objective));
+    char plan[96];
+    bd_layer_plan p = bd_ws_plan_of(l);
+    bd_plan_describe(&p, plan, sizeof plan);
     out(ctx, "%s: %s%s%s%s\n", l->layer.name, plan, l->note[0] ? " (" : "", l->note,
         l->note[0] ? ")" : "");
 }
@@ -668,23 +667,14 @@ static bd_status cmd_regime(bd_cmd_ctx *ctx, const call *c)
 
 static bd_status cmd_set(bd_cmd_ctx *ctx, const call *c)
 {
-    bd_ws_change ch = {0, 0, -1, -1};
-    long long d = 0, k = 0;
-    BD_TRY(opt_whole(c, "d", 1, 65536, &d));
-    BD_TRY(opt_whole(c, "k", 1, 65536, &k));
-    ch.d = (int)d;
-    ch.k = (int)k;
-    const char *obj = opt(c, "objective");
-    if (obj) {
-        bd_objective o;
-        BD_TRY(bd_objective_parse(obj, &o));
-        ch.objective = (int)o;
-    }
+    bd_ws_change ch = BD_PLAN_CHANGE_NONE;
+    for (int i = 0; i < c->nopt; i++)
+        BD_TRY(bd_plan_parse_setting("set", c->key[i], c->val[i], &ch));
     if (c->npos > 1) {
         if (c->nopt)
-            return bd_fail(BD_EINVAL, "%s cannot go with d=, k= or objective= (usage: %s)",
+            return bd_fail(BD_EINVAL, "%s cannot go with other settings (usage: %s)",
                            c->pos[1], c->cmd->info.usage);
-        ch.quantize = strcmp(c->pos[1], "include") == 0;
+        BD_TRY(bd_plan_parse_setting("set", c->pos[1], NULL, &ch));
     } else if (!c->nopt) {
         return bd_fail(BD_EINVAL, "nothing to change (usage: %s)", c->cmd->info.usage);
     }
@@ -739,9 +729,12 @@ static int codes_used(const bd_qlayer *q)
 static void print_codebook(bd_cmd_ctx *ctx, const bd_qlayer *q)
 {
     char err[32];
-    out(ctx, "codebook      d=%d k=%d objective=%s\n", q->d, q->k, bd_objective_name(q->objective));
+    char format[64];
+    bd_qlayer_describe(q, format, sizeof format);
+    out(ctx, "%-13s %s objective=%s\n", q->format == BD_FMT_INT ? "grid" : "codebook", format,
+        bd_objective_name(q->objective));
     out(ctx, "bits/w now    %.3f\n", bd_qlayer_bits_per_weight(q));
-    out(ctx, "subvectors    %lld\n", (long long)q->n);
+    out(ctx, "%-13s %lld\n", q->format == BD_FMT_INT ? "weights" : "subvectors", (long long)q->n);
     out(ctx, "codes used    %d of %d\n", codes_used(q), q->k);
     out(ctx, "iterations    %d\n", q->iters);
     if (q->restarts > 0)
@@ -780,15 +773,19 @@ static bd_status cmd_show(bd_cmd_ctx *ctx, const call *c)
         if (ly->row_len % v == 0)
             used += snprintf(divisors + used, sizeof divisors - (size_t)used, " %lld", (long long)v);
     out(ctx, "divisors     %s\n", divisors);
-    out(ctx, "plan          d=%d k=%d objective=%s%s\n", l->d, l->k, bd_objective_name(l->objective),
-        l->quantize ? "" : " skip");
+    bd_layer_plan p = bd_ws_plan_of(l);
+    p.quantize = 1;
+    char plan[96];
+    bd_plan_describe(&p, plan, sizeof plan);
+    out(ctx, "plan          %s%s\n", plan, l->quantize ? "" : " skip");
     if (l->note[0])
         out(ctx, "note          %s\n", l->note);
     bd_pq_layout lay;
     if (bd_pq_layout_init(ly, l->d, &lay) == BD_OK)
         out(ctx, "max k         %d (d=%d: %lld subvectors)\n", bd_pq_max_k(lay.n), l->d,
             (long long)lay.n);
-    out(ctx, "bits/w plan   %.3f\n", bd_pq_bits_per_weight(l->k, l->d));
+    out(ctx, "bits/w plan   %.3f\n",
+        l->format == BD_FMT_INT ? (double)l->ints.bits : bd_pq_bits_per_weight(l->k, l->d));
     out(ctx, "state         %s\n", bd_layer_state_name(l->state));
     out(ctx, "size KB       %.3f (fp32 %.3f)\n", (double)stored_bytes(l) / 1024,
         (double)bd_layer_params(ly) * 4 / 1024);
@@ -822,8 +819,10 @@ static bd_status cmd_quantize(bd_cmd_ctx *ctx, const call *c)
     for (int j = 0; s == BD_OK && j < n; j++) {
         const bd_ws_layer *l = bd_ws_layer_at(ctx->ws, idx[j]);
         char err[32];
-        out(ctx, "%s: quantized d=%d k=%d, rel error %s, %d iterations, %.2f s\n", l->layer.name,
-            l->q.d, l->q.k, bd_cmd_error_str(l->q.rel_error, err, sizeof err), l->q.iters, l->q.seconds);
+        char format[64];
+        bd_qlayer_describe(&l->q, format, sizeof format);
+        out(ctx, "%s: quantized %s, rel error %s, %d iterations, %.2f s\n", l->layer.name, format,
+            bd_cmd_error_str(l->q.rel_error, err, sizeof err), l->q.iters, l->q.seconds);
     }
     free(idx);
     BD_TRY(s);

@@ -1,8 +1,10 @@
 #include "codec.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "feedback.h"
 #include "pq.h"
 
 static const char *const objective_names[BD_OBJ_COUNT] = {"act", "weight", "feedback"};
@@ -27,6 +29,17 @@ bd_status bd_objective_parse(const char *name, bd_objective *out)
     }
     return bd_fail(BD_EINVAL, "objective is %s (or gptvq, the same as feedback), not '%s'",
                    bd_objective_names(), name);
+}
+
+bd_status bd_objective_check(const bd_layer *l, bd_objective o)
+{
+    if (o == BD_OBJ_FEEDBACK && l->row_len > BD_FEEDBACK_MAX_LEN)
+        return bd_fail(BD_EINVAL,
+                       "layer '%s': rows of %lld values are too long for objective=feedback "
+                       "(at most %d: its %lldx%lld Gram would not fit); use objective=act",
+                       l->name, (long long)l->row_len, BD_FEEDBACK_MAX_LEN, (long long)l->row_len,
+                       (long long)l->row_len);
+    return BD_OK;
 }
 
 const char *bd_format_name(bd_format f) { return f == BD_FMT_INT ? "int" : "pq"; }
@@ -156,6 +169,26 @@ int64_t bd_qlayer_bytes(const bd_qlayer *q)
 double bd_qlayer_bits_per_weight(const bd_qlayer *q)
 {
     return q->format == BD_FMT_INT ? (double)q->ints.bits : bd_pq_bits_per_weight(q->k, q->d);
+}
+
+void bd_qlayer_describe(const bd_qlayer *q, char *buf, size_t cap)
+{
+    if (q->format == BD_FMT_INT)
+        snprintf(buf, cap, "int=%d per=%s sym=%d", q->ints.bits,
+                 q->ints.per_channel ? "channel" : "tensor", q->ints.symmetric);
+    else
+        snprintf(buf, cap, "d=%d k=%d", q->d, q->k);
+}
+
+void bd_qlayer_dk(const bd_qlayer *q, char d[8], char k[8])
+{
+    if (q->format == BD_FMT_INT) {
+        snprintf(d, 8, "-");
+        snprintf(k, 8, "int%d", q->ints.bits);
+    } else {
+        snprintf(d, 8, "%d", q->d);
+        snprintf(k, 8, "%d", q->k);
+    }
 }
 
 bd_status bd_qlayer_decode(const bd_qlayer *q, const bd_layer *l, float *w)

@@ -18,6 +18,7 @@
 #ifndef BD_CODEC_H
 #define BD_CODEC_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "layers.h"
@@ -39,6 +40,11 @@ const char *bd_objective_name(bd_objective o);
 bd_status bd_objective_parse(const char *name, bd_objective *out);
 /* "act|weight|feedback", for usage lines. */
 const char *bd_objective_names(void);
+/* Whether layer l can be fitted with objective o: feedback needs rows of at
+ * most BD_FEEDBACK_MAX_LEN values; fails with a message naming the layer
+ * and the limit. */
+bd_status bd_objective_check(const bd_layer *l, bd_objective o);
+
 const char *bd_format_name(bd_format f);
 
 /* An int layer's grid. */
@@ -96,6 +102,13 @@ int64_t bd_qlayer_bytes(const bd_qlayer *q);
 /* Code bits per weight: log2(k) / d for pq (as the paper counts), bits for
  * int. */
 double bd_qlayer_bits_per_weight(const bd_qlayer *q);
+
+/* "d=9 k=256" for pq, "int=8 per=channel sym=0" for int (the set syntax). */
+void bd_qlayer_describe(const bd_qlayer *q, char *buf, size_t cap);
+
+/* What the tables print in their d and k columns: "9" and "256" for pq,
+ * "-" and "int8" for int. */
+void bd_qlayer_dk(const bd_qlayer *q, char d[8], char k[8]);
 
 /* Writes W^ = decode(q) into the weight tensor w (as stored) of layer l;
  * fails, naming the layer, when q's sizes do not fit it. */

@@ -205,16 +205,38 @@ static void times_h(const bd_feedback_layer *fl, const float *hf, const float *x
 }
 
 static double objective_with(const bd_feedback_layer *fl, const float *hf, const float *w_hat,
-                             float *diff, float *dh)
+                             float *diff, float *dh, double *per_row)
 {
     const int64_t count = fl->rows * fl->L;
     for (int64_t i = 0; i < count; i++)
         diff[i] = fl->w[i] - w_hat[i];
     times_h(fl, hf, diff, dh);
     double f = 0;
-    for (int64_t i = 0; i < count; i++)
-        f += (double)diff[i] * (double)dh[i];
+    for (int64_t r = 0; r < fl->rows; r++) {
+        double fr = 0;
+        for (int64_t i = r * fl->L; i < (r + 1) * fl->L; i++)
+            fr += (double)diff[i] * (double)dh[i];
+        if (per_row)
+            per_row[r] = fr;
+        f += fr;
+    }
     return f;
+}
+
+bd_status bd_feedback_row_errors(const bd_feedback_layer *fl, const float *w_hat, double *err)
+{
+    const int64_t count = fl->rows * fl->L;
+    float *hf = float_grams(fl);
+    float *diff = malloc((size_t)count * sizeof *diff), *dh = malloc((size_t)count * sizeof *dh);
+    bd_status s = hf && diff && dh ? BD_OK
+                                   : bd_fail(BD_ENOMEM, "out of memory for the output error of "
+                                                        "rows of %lld", (long long)fl->L);
+    if (s == BD_OK)
+        objective_with(fl, hf, w_hat, diff, dh, err);
+    free(hf);
+    free(diff);
+    free(dh);
+    return s;
 }
 
 double bd_feedback_objective(const bd_feedback_layer *fl, const float *w_hat)
@@ -222,7 +244,7 @@ double bd_feedback_objective(const bd_feedback_layer *fl, const float *w_hat)
     const int64_t count = fl->rows * fl->L;
     float *hf = float_grams(fl);
     float *diff = malloc((size_t)count * sizeof *diff), *dh = malloc((size_t)count * sizeof *dh);
-    double f = hf && diff && dh ? objective_with(fl, hf, w_hat, diff, dh) : NAN;
+    double f = hf && diff && dh ? objective_with(fl, hf, w_hat, diff, dh, NULL) : NAN;
     free(hf);
     free(diff);
     free(dh);
@@ -446,7 +468,7 @@ bd_status bd_feedback_pq(const bd_feedback_layer *fl, int d, int k, float *centr
     double best = INFINITY;
     if (s == BD_OK) {
         bd_pq_decode(centroids, d, assign, n, w_hat);
-        best = objective_with(fl, hf, w_hat, x, xh);
+        best = objective_with(fl, hf, w_hat, x, xh, NULL);
         if (before)
             *before = best;
         memcpy(cand, centroids, (size_t)kd * sizeof *cand);
@@ -459,7 +481,7 @@ bd_status bd_feedback_pq(const bd_feedback_layer *fl, int d, int k, float *centr
         if ((s = refit_codebook(&r, cand)) != BD_OK)
             break;
         bd_pq_decode(cand, d, codes, n, w_hat);
-        double f = objective_with(fl, hf, w_hat, x, xh);
+        double f = objective_with(fl, hf, w_hat, x, xh, NULL);
         if (f < best) {
             best = f;
             memcpy(centroids, cand, (size_t)kd * sizeof *cand);

@@ -55,6 +55,9 @@ bd_status bd_feedback_pass(const bd_feedback_layer *fl, int d, bd_feedback_quant
 /* sum_r (w_r - w^_r)^T H (w_r - w^_r) over every row, W^ given as rows x L. */
 double bd_feedback_objective(const bd_feedback_layer *fl, const float *w_hat);
 
+/* Its terms: err[r] for row r. */
+bd_status bd_feedback_row_errors(const bd_feedback_layer *fl, const float *w_hat, double *err);
+
 /* The d x d block Gram (pq.h's G = sum over blocks of the diagonal d x d
  * blocks of every group's H), so one capture of H serves both objectives. */
 bd_status bd_feedback_block_gram(const bd_feedback_layer *fl, int d, bd_gram *out);

@@ -13,22 +13,59 @@
 #include "layers.h"
 #include "codec.h"
 
+/* A layer's plan keeps both codecs' settings, so switching its format
+ * back and forth loses neither. */
 typedef struct bd_layer_plan {
     int quantize;
-    int d, k;
+    bd_format format;
+    int d, k;          /* pq */
+    bd_int_spec ints;  /* int */
     bd_objective objective;
     char note[160]; /* what was adjusted, for the user */
 } bd_layer_plan;
 
-/* Fills plan[0..n) for a regime ("small" or "large"). */
+/* "d=9 k=256 objective=feedback" or "int=4 per=channel sym=0
+ * objective=feedback" ("skip" when not quantized), in the set syntax. */
+void bd_plan_describe(const bd_layer_plan *p, char *buf, size_t cap);
+
+/* The int regimes' grid for b bits: per output channel, asymmetric. */
+bd_int_spec bd_plan_int_default(int bits);
+
+/* Fills plan[0..n) for a regime: "small" or "large" (PQ), or "int8",
+ * "int4" (any "intB", B = 2..8). Every regime leaves the first conv in
+ * fp32 unless quantize_first. */
 bd_status bd_plan_regime(const bd_layer *layers, int n, const char *regime, int quantize_first,
                          bd_layer_plan *plan);
 
-/* Parses "GLOB:d=D,k=K[,objective=act|weight]" or "GLOB:skip" (the
- * --set syntax): glob into glob[cap]; d, k 0 and objective -1 when not
- * given; *skip 1 for skip. */
-bd_status bd_plan_parse_set(const char *spec, char *glob, size_t cap, int *d, int *k,
-                            int *objective, int *skip);
+/* A change to some layers' plans; each field 0 or -1 leaves it as it is. */
+typedef struct bd_plan_change {
+    int d, k;        /* 0: unchanged; either makes the layer pq */
+    int objective;   /* -1, else bd_objective */
+    int quantize;    /* -1, 0 skip, 1 include */
+    int format;      /* -1, else bd_format (int=B and d=/k= set it too) */
+    int bits;        /* 0, else the layer becomes int with these bits */
+    int per_channel; /* -1, else int's granularity */
+    int symmetric;   /* -1, else int's symmetry */
+} bd_plan_change;
+
+#define BD_PLAN_CHANGE_NONE                                                                    \
+    ((bd_plan_change){.objective = -1, .quantize = -1, .format = -1, .per_channel = -1,       \
+                      .symmetric = -1})
+
+/* Applies c to layer l's plan p. Checked first: on failure (a k the layer
+ * cannot take, bits outside 2..8, k= with int=, ...) p is unchanged and the
+ * message names the layer. */
+bd_status bd_plan_apply(const bd_layer *l, const bd_plan_change *c, bd_layer_plan *p);
+
+/* Reads one "key=value" setting of a change (d, k, objective, int, per,
+ * sym, format; "skip" and "include" alone); `where` names the spec in
+ * messages. */
+bd_status bd_plan_parse_setting(const char *where, const char *key, const char *value,
+                                bd_plan_change *c);
+
+/* Parses "GLOB:d=D,k=K[,objective=...]", "GLOB:int=B[,per=channel|tensor]
+ * [,sym=0|1]" or "GLOB:skip" (the --set syntax): glob into glob[cap]. */
+bd_status bd_plan_parse_set(const char *spec, char *glob, size_t cap, bd_plan_change *c);
 
 /* Checks one layer's d and k; the message names the layer. */
 bd_status bd_plan_check(const bd_layer *l, int d, int k);

@@ -14,18 +14,9 @@
 #include "device.h"
 #include "exec.h"
 #include "feedback.h"
+#include "int_fit.h"
 #include "ops.h"
 
-bd_status bd_objective_check(const bd_layer *l, bd_objective o)
-{
-    if (o == BD_OBJ_FEEDBACK && l->row_len > BD_FEEDBACK_MAX_LEN)
-        return bd_fail(BD_EINVAL,
-                       "layer '%s': rows of %lld values are too long for objective=feedback "
-                       "(at most %d: its %lldx%lld Gram would not fit); use objective=act",
-                       l->name, (long long)l->row_len, BD_FEEDBACK_MAX_LEN, (long long)l->row_len,
-                       (long long)l->row_len);
-    return BD_OK;
-}
 
 /* ---- calibration ----------------------------------------------------------- */
 
@@ -652,6 +643,12 @@ static bd_status fit(const bd_layer *l, const bd_pq_layout *lay, const float *su
 static bd_status check_options(const bd_layer *l, const bd_quantize_options *opt,
                                bd_pq_layout *lay)
 {
+    if (opt->format == BD_FMT_INT) {
+        BD_TRY(bd_int_spec_check(l, &opt->ints));
+        if (opt->objective != BD_OBJ_WEIGHT)
+            BD_TRY(bd_objective_check(l, BD_OBJ_FEEDBACK));
+        return bd_pq_layout_init(l, 1, lay);
+    }
     BD_TRY(bd_pq_layout_init(l, opt->d, lay));
     int kmax = bd_pq_max_k(lay->n);
     if (opt->k < 1 || opt->k > kmax)
@@ -660,6 +657,48 @@ static bd_status check_options(const bd_layer *l, const bd_quantize_options *opt
                        "can be 1 to %d",
                        l->name, opt->k, opt->d, (long long)lay->n, kmax);
     return BD_OK;
+}
+
+void bd_quantize_capture_needs(const bd_quantize_options *opt, int64_t *d, int *full_row)
+{
+    *d = opt->format == BD_FMT_INT ? 1 : opt->d;
+    *full_row = opt->format == BD_FMT_INT ? opt->objective != BD_OBJ_WEIGHT || opt->compare_objectives
+                                          : opt->objective == BD_OBJ_FEEDBACK;
+}
+
+/* The int codec's fit, the counterpart of fit() for PQ. */
+static bd_status fit_int(const bd_layer *l, const float *sub, const bd_capture *cap,
+                         bd_objective objective, const bd_quantize_options *opt,
+                         const bd_progress *progress, bd_qlayer *q, float *w_hat)
+{
+    if (objective != BD_OBJ_WEIGHT && !cap->rowgram)
+        return bd_fail(BD_EINVAL, "layer '%s': the int fit needs the full rows' Gram, which this "
+                                  "capture did not take",
+                       l->name);
+    bd_feedback_layer fl = {sub, l->rows, l->row_len, cap->groups,
+                            objective == BD_OBJ_WEIGHT ? NULL : cap->rowgram};
+    float *rows = malloc((size_t)(l->rows * l->row_len) * sizeof *rows);
+    bd_status s = rows ? bd_int_fit(&fl, &opt->ints, objective, progress, q, rows)
+                       : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->name);
+    if (s == BD_OK) {
+        bd_pq_layout lay;
+        bd_pq_layout_init(l, 1, &lay);
+        bd_pq_scatter(&lay, rows, w_hat);
+        q->fit_rows = cap->gram.rows;
+        q->held_rows = cap->nheld;
+    }
+    free(rows);
+    return s;
+}
+
+static bd_status fit_any(const bd_layer *l, const bd_pq_layout *lay, const float *sub,
+                         const bd_capture *cap, bd_objective objective,
+                         const bd_quantize_options *opt, const bd_progress *progress,
+                         bd_qlayer *q, float *w_hat)
+{
+    return opt->format == BD_FMT_INT
+               ? fit_int(l, sub, cap, objective, opt, progress, q, w_hat)
+               : fit(l, lay, sub, cap, objective, opt, progress, q, w_hat);
 }
 
 bd_status bd_quantize_fit(const bd_capture *cap, const bd_layer *l, const float *original,
@@ -673,7 +712,7 @@ bd_status bd_quantize_fit(const bd_capture *cap, const bd_layer *l, const float 
     if (!sub)
         return bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->name);
     bd_pq_gather(&lay, original, sub);
-    bd_status s = fit(l, &lay, sub, cap, opt->objective, opt, progress, q, w_hat);
+    bd_status s = fit_any(l, &lay, sub, cap, opt->objective, opt, progress, q, w_hat);
     if (s == BD_OK && opt->compare_objectives) {
         bd_qlayer other;
         size_t bytes = (size_t)(l->rows * l->row_len) * sizeof(float);
@@ -682,7 +721,7 @@ bd_status bd_quantize_fit(const bd_capture *cap, const bd_layer *l, const float 
         bd_objective o = opt->objective == BD_OBJ_WEIGHT ? BD_OBJ_ACT
                          : opt->objective == BD_OBJ_ACT  ? BD_OBJ_WEIGHT
                                                          : BD_OBJ_ACT;
-        s = other_hat ? fit(l, &lay, sub, cap, o, opt, NULL, &other, other_hat)
+        s = other_hat ? fit_any(l, &lay, sub, cap, o, opt, NULL, &other, other_hat)
                       : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->name);
         if (s == BD_OK) {
             q->other_error = bd_relative_error(cap, l, original, other_hat);
@@ -711,7 +750,10 @@ bd_status bd_quantize_layer(bd_calib *c, bd_graph *student, const bd_layer *l,
         return bd_fail(BD_EINVAL, "layer '%s': the original weight does not match the student's",
                        l->name);
     bd_capture cap;
-    BD_TRY(bd_calib_capture(c, l, opt->d, opt->objective == BD_OBJ_FEEDBACK, progress, &cap));
+    int64_t d;
+    int full_row;
+    bd_quantize_capture_needs(opt, &d, &full_row);
+    BD_TRY(bd_calib_capture(c, l, d, full_row, progress, &cap));
     float *w_hat = malloc(bd_tensor_nbytes(w));
     bd_status s = w_hat ? bd_quantize_fit(&cap, l, original->data, opt, progress, out, w_hat)
                         : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->name);

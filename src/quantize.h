@@ -23,10 +23,6 @@
 /* A GPU (device.h); NULL in an option means the CPU. */
 typedef struct bd_device bd_device;
 
-/* Whether layer l can be fitted with objective o: feedback needs rows of at
- * most BD_FEEDBACK_MAX_LEN values; fails with a message naming the layer
- * and the limit. */
-bd_status bd_objective_check(const bd_layer *l, bd_objective o);
 
 /* ---- calibration ----------------------------------------------------------- */
 
@@ -84,7 +80,9 @@ void bd_capture_free(bd_capture *cap);
 /* ---- one layer --------------------------------------------------------------- */
 
 typedef struct bd_quantize_options {
-    int d, k;          /* k already within bd_pq_max_k */
+    bd_format format;
+    int d, k;          /* pq: k already within bd_pq_max_k */
+    bd_int_spec ints;  /* int */
     bd_objective objective;
     int iters;         /* EM iterations per restart, at most (default 100) */
     int restarts;      /* EM fits from different seeds (0: BD_PQ_RESTARTS) */
@@ -93,6 +91,11 @@ typedef struct bd_quantize_options {
     int compare_objectives; /* also fit the other objective, to report its error */
     bd_device *device; /* run EM on this GPU (NULL: the CPU) */
 } bd_quantize_options;
+
+/* What a capture for these options must take: the block size, and whether
+ * the full rows' Gram (PQ's feedback, and every int fit but round to
+ * nearest, which with compare_objectives compares with one that does). */
+void bd_quantize_capture_needs(const bd_quantize_options *opt, int64_t *d, int *full_row);
 
 /* Captures the layer's inputs from the student, fits a codebook to the
  * ORIGINAL weight (the teacher's, as stored: re-quantizing starts from it,

@@ -31,8 +31,14 @@ static cJSON *layer_json(const bd_report *r, int i)
         cJSON_AddNumberToObject(o, "bytes", (double)(4 * params));
         return o;
     }
+    cJSON_AddStringToObject(o, "format", bd_format_name(q->format));
     cJSON_AddNumberToObject(o, "d", q->d);
     cJSON_AddNumberToObject(o, "k", q->k);
+    if (q->format == BD_FMT_INT) {
+        cJSON_AddNumberToObject(o, "bits", q->ints.bits);
+        cJSON_AddStringToObject(o, "per", q->ints.per_channel ? "channel" : "tensor");
+        cJSON_AddBoolToObject(o, "symmetric", q->ints.symmetric);
+    }
     cJSON_AddStringToObject(o, "objective", bd_objective_name(q->objective));
     cJSON_AddNumberToObject(o, "bits_per_weight", bd_qlayer_bits_per_weight(q));
     cJSON_AddNumberToObject(o, "bytes", (double)bd_qlayer_bytes(q));

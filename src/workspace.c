@@ -163,6 +163,24 @@ static bd_status need_model(const bd_workspace *ws)
     return ws->student ? BD_OK : bd_fail(BD_EINVAL, "no model is loaded (use 'load MODEL')");
 }
 
+bd_layer_plan bd_ws_plan_of(const bd_ws_layer *l)
+{
+    bd_layer_plan p = {l->quantize, l->format, l->d, l->k, l->ints, l->objective, ""};
+    memcpy(p.note, l->note, sizeof p.note);
+    return p;
+}
+
+static void set_plan(bd_ws_layer *l, const bd_layer_plan *p)
+{
+    l->quantize = p->quantize;
+    l->format = p->format;
+    l->d = p->d;
+    l->k = p->k;
+    l->ints = p->ints;
+    l->objective = p->objective;
+    memcpy(l->note, p->note, sizeof l->note);
+}
+
 /* Sets a layer's plan from the regime, keeping a state it already has. */
 static bd_status plan_layers(bd_ws_layer *layers, int n, const char *regime, int quantize_first)
 {
@@ -173,13 +191,8 @@ static bd_status plan_layers(bd_ws_layer *layers, int n, const char *regime, int
         ls[i] = layers[i].layer;
     if (s == BD_OK)
         s = bd_plan_regime(ls, n, regime, quantize_first, plan);
-    for (int i = 0; s == BD_OK && i < n; i++) {
-        layers[i].quantize = plan[i].quantize;
-        layers[i].d = plan[i].d;
-        layers[i].k = plan[i].k;
-        layers[i].objective = plan[i].objective;
-        snprintf(layers[i].note, sizeof layers[i].note, "%s", plan[i].note);
-    }
+    for (int i = 0; s == BD_OK && i < n; i++)
+        set_plan(&layers[i], &plan[i]);
     free(ls);
     free(plan);
     return s;
@@ -517,31 +530,15 @@ const char *bd_ws_undo_label(const bd_workspace *ws)
 
 /* ---- the plan ----------------------------------------------------------------- */
 
-/* The new (d, k) of a layer under a change: an explicit k must fit; a k
- * kept from before is clamped to what a new d allows. */
-static bd_status changed_dk(const bd_ws_layer *l, const bd_ws_change *c, int *d, int *k)
-{
-    *d = c->d ? c->d : l->d;
-    bd_pq_layout lay;
-    BD_TRY(bd_pq_layout_init(&l->layer, *d, &lay));
-    int kmax = bd_pq_max_k(lay.n);
-    *k = c->k ? c->k : (l->k < kmax ? l->k : kmax);
-    return c->k ? bd_plan_check(&l->layer, *d, *k) : BD_OK;
-}
-
 bd_status bd_ws_set(bd_workspace *ws, const char *glob, const bd_ws_change *c)
 {
     int *idx, n;
     BD_TRY(select_layers(ws, glob, 0, &idx, &n));
     bd_status s = BD_OK;
     for (int j = 0; j < n && s == BD_OK; j++) {
-        int d, k;
-        s = changed_dk(&ws->layers[idx[j]], c, &d, &k);
+        bd_layer_plan p = bd_ws_plan_of(&ws->layers[idx[j]]);
+        s = bd_plan_apply(&ws->layers[idx[j]].layer, c, &p);
     }
-    if (c->objective >= BD_OBJ_COUNT)
-        s = bd_fail(BD_EINVAL, "objective must be %s", bd_objective_names());
-    for (int j = 0; j < n && s == BD_OK && c->objective >= 0; j++)
-        s = bd_objective_check(&ws->layers[idx[j]].layer, (bd_objective)c->objective);
     char label[160];
     snprintf(label, sizeof label, "set %s", glob ? glob : "all");
     undo_step u;
@@ -550,23 +547,9 @@ bd_status bd_ws_set(bd_workspace *ws, const char *glob, const bd_ws_change *c)
     if (s == BD_OK) {
         bd_ws_lock(ws);
         for (int j = 0; j < n; j++) {
-            bd_ws_layer *l = &ws->layers[idx[j]];
-            int d, k;
-            changed_dk(l, c, &d, &k);
-            if (k != l->k && !c->k)
-                snprintf(l->note, sizeof l->note, "k clamped from %d to %d", l->k, k);
-            else if (c->d || c->k)
-                l->note[0] = '\0';
-            l->d = d;
-            l->k = k;
-            if (c->objective >= 0)
-                l->objective = (bd_objective)c->objective;
-            if (c->quantize == 0)
-                snprintf(l->note, sizeof l->note, "skipped by the plan");
-            else if (c->quantize == 1 && !l->quantize)
-                l->note[0] = '\0';
-            if (c->quantize >= 0)
-                l->quantize = c->quantize;
+            bd_layer_plan p = bd_ws_plan_of(&ws->layers[idx[j]]);
+            bd_plan_apply(&ws->layers[idx[j]].layer, c, &p); /* checked above */
+            set_plan(&ws->layers[idx[j]], &p);
         }
         step_push(ws, &u);
         bd_ws_unlock(ws);
@@ -596,12 +579,8 @@ bd_status bd_ws_regime(bd_workspace *ws, const char *regime, int quantize_first)
     if (s == BD_OK) {
         bd_ws_lock(ws);
         for (int i = 0; i < ws->nlayers; i++) {
-            bd_ws_layer *l = &ws->layers[i];
-            l->quantize = plan[i].quantize;
-            l->d = plan[i].d;
-            l->k = plan[i].k;
-            l->objective = plan[i].objective;
-            memcpy(l->note, plan[i].note, sizeof l->note);
+            bd_layer_plan p = bd_ws_plan_of(&plan[i]);
+            set_plan(&ws->layers[i], &p);
         }
         step_push(ws, &u);
         bd_ws_unlock(ws);
@@ -768,7 +747,8 @@ static bd_status calib_of(bd_workspace *ws, const bd_progress *p, bd_calib **c)
 
 static bd_quantize_options options_of(const bd_workspace *ws, const bd_ws_layer *l, int iters)
 {
-    bd_quantize_options o = {.d = l->d, .k = l->k, .objective = l->objective,
+    bd_quantize_options o = {.format = l->format, .d = l->d, .k = l->k, .ints = l->ints,
+                             .objective = l->objective,
                              .iters = iters > 0 ? iters : 100, .seed = ws->seed,
                              .restarts = ws->restarts, .tol = ws->tol,
                              .compare_objectives = ws->compare, .device = ws->device};
@@ -859,7 +839,8 @@ bd_status bd_ws_quantize_list(bd_workspace *ws, const int *idx, int n, const cha
         ws->student_acc.valid = 0;
         bd_ws_unlock(ws);
         bd_finetune_report r;
-        if (tuning && (s = tune_layers(ws, &idx[done], 1, tune, &progress, &r)) != BD_OK)
+        if (tuning && l->q.format == BD_FMT_PQ &&
+            (s = tune_layers(ws, &idx[done], 1, tune, &progress, &r)) != BD_OK)
             break;
         /* a crash from here on loses nothing: a resumed session goes on */
         bd_ws_pending pending = {idx, n, done + 1, iters, tuning ? tune : NULL};
@@ -907,12 +888,19 @@ bd_status bd_ws_finetune(bd_workspace *ws, const char *glob, int global,
 {
     int *all, n, nq = 0;
     BD_TRY(select_layers(ws, glob, 0, &all, &n));
-    for (int j = 0; j < n; j++)
-        if (ws->layers[all[j]].state != BD_STATE_FLOAT)
+    int nint = 0;
+    /* fine-tuning moves codebooks; an int layer's scales stay as fitted */
+    for (int j = 0; j < n; j++) {
+        const bd_ws_layer *l = &ws->layers[all[j]];
+        nint += l->state != BD_STATE_FLOAT && l->q.format == BD_FMT_INT;
+        if (l->state != BD_STATE_FLOAT && l->q.format == BD_FMT_PQ)
             all[nq++] = all[j];
+    }
     if (nq == 0) {
         free(all);
-        return bd_fail(BD_EINVAL, "no quantized layer matches '%s': quantize first",
+        return bd_fail(BD_EINVAL, nint ? "the layers matching '%s' are int: fine-tuning tunes PQ "
+                                         "codebooks only"
+                                       : "no quantized layer matches '%s': quantize first",
                        glob ? glob : "all");
     }
     bd_progress progress = start_op(ws);
@@ -978,14 +966,18 @@ bd_status bd_ws_trial(bd_workspace *ws, int i, int d, const int *ks, int nk, int
     bd_progress progress = start_op(ws);
     bd_calib *calib;
     BD_TRY(calib_of(ws, &progress, &calib));
+    bd_quantize_options o = options_of(ws, l, iters);
+    o.format = BD_FMT_PQ; /* trials weigh k for PQ */
+    o.d = d;
+    int64_t cd;
+    int full_row;
+    bd_quantize_capture_needs(&o, &cd, &full_row);
     bd_capture cap;
-    BD_TRY(bd_calib_capture(calib, &l->layer, d, l->objective == BD_OBJ_FEEDBACK, &progress, &cap));
+    BD_TRY(bd_calib_capture(calib, &l->layer, cd, full_row, &progress, &cap));
     const bd_tensor *orig = ws->original[i];
     float *w_hat = malloc(bd_tensor_nbytes(orig));
     bd_status s = w_hat ? BD_OK : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->layer.name);
     for (int j = 0; s == BD_OK && j < nk; j++) {
-        bd_quantize_options o = options_of(ws, l, iters);
-        o.d = d;
         o.k = ks[j];
         bd_qlayer q;
         s = bd_quantize_fit(&cap, &l->layer, orig->data, &o, &progress, &q, w_hat);

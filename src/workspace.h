@@ -25,6 +25,7 @@
 #include "layers.h"
 #include "progress.h"
 #include "codec.h"
+#include "plan.h"
 #include "size.h"
 
 typedef enum bd_layer_state {
@@ -39,13 +40,18 @@ typedef struct bd_ws_layer {
     bd_layer layer; /* name, op, node and weight ids in the student */
     /* the plan */
     int quantize; /* taken by "quantize all" (the first conv is not, by default) */
-    int d, k;
+    bd_format format;
+    int d, k;          /* pq */
+    bd_int_spec ints;  /* int */
     bd_objective objective;
     char note[160]; /* what the plan adjusted (clamped k, nearest d) */
     /* the state */
     bd_layer_state state;
     bd_qlayer q; /* the codebook, when quantized or tuned (q.k > 0) */
 } bd_ws_layer;
+
+/* A layer's plan fields as a bd_layer_plan. */
+bd_layer_plan bd_ws_plan_of(const bd_ws_layer *l);
 
 typedef struct bd_workspace bd_workspace;
 
@@ -79,19 +85,14 @@ int bd_ws_layer_index(const bd_workspace *ws, const char *name);
  * *idx is malloc'ed. */
 bd_status bd_ws_select(const bd_workspace *ws, const char *glob, int **idx, int *n);
 
-/* A change to the plan; fields left at 0 (or -1 for objective and
- * quantize) stay as they are. */
-typedef struct bd_ws_change {
-    int d, k;
-    int objective; /* -1 unchanged, else bd_objective */
-    int quantize;  /* -1 unchanged, 0 skip, 1 include */
-} bd_ws_change;
+/* A change to the plan (plan.h: start from BD_PLAN_CHANGE_NONE). */
+typedef bd_plan_change bd_ws_change;
 
 /* Applies a change to every layer matching glob; refused as a whole (with a
  * message naming the layer and what it allows) if any layer cannot take it.
  * A layer already quantized keeps its codebook until quantized again. */
 bd_status bd_ws_set(bd_workspace *ws, const char *glob, const bd_ws_change *c);
-/* Replaces the plan with a regime ("small" or "large"). */
+/* Replaces the plan with a regime (bd_plan_regime: small, large, int8, ...). */
 bd_status bd_ws_regime(bd_workspace *ws, const char *regime, int quantize_first);
 
 /* ---- data ------------------------------------------------------------------- */

@@ -242,7 +242,7 @@ static void test_refusals(void **state)
     expect_refusal(&ctx, "eval n=0", "eval: n wants a whole number from 1");
     expect_refusal(&ctx, "show", "show: missing arguments (usage: show LAYER)");
     expect_refusal(&ctx, "data train x", "data: 'train' is not calib or eval");
-    expect_refusal(&ctx, "regime medium", "regime: 'medium' is not small or large");
+    expect_refusal(&ctx, "regime medium", "regime: 'medium' is not small, large, int8 or int4");
     expect_refusal(&ctx, "set fc", "set: nothing to change");
     expect_refusal(&ctx, "set fc skip d=4", "set: skip cannot go with");
     expect_refusal(&ctx, "set fc objective=both", "set: objective is act|weight|feedback");

@@ -160,8 +160,8 @@ check(quantized(t) == ["layer1.0.conv1", "layer1.0.conv2"], "after quantize laye
 for n, r in t.items():
     if n.startswith("layer1."):
         check(r["err"] is not None and 0 < r["err"] < 1, "%s rel error %s" % (n, r["err"]))
-        # 256 uint8 codes and a 32 x 9 fp16 codebook
-        check(abs(r["kb"] * 1024 - (256 + 32 * 9 * 2)) < 1, "%s stored %.3f KB" % (n, r["kb"]))
+        # 256 codes of 5 bits and a 32 x 9 fp16 codebook
+        check(abs(r["kb"] * 1024 - (160 + 32 * 9 * 2)) < 1, "%s stored %.3f KB" % (n, r["kb"]))
     else:
         check(r["state"] == "float" and r["err"] is None, "%s stays float" % n)
 for n in ("layer1.0.conv1", "layer1.0.conv2"):
@@ -171,7 +171,7 @@ for n in ("layer1.0.conv1", "layer1.0.conv2"):
 # size: consistent with the table, the split adds up, ratio > 1
 s = S[0]
 check(s["compressed"] == s["codes"] + s["codebooks"] + s["rest"], "size split %s" % s)
-check(s["codes"] + s["codebooks"] == 2 * (256 + 576), "codes + codebooks %s" % s)
+check(s["codes"] + s["codebooks"] == 2 * (160 + 576), "codes + codebooks %s" % s)
 check(s["fp32"] - s["rest"] == 2 * 2304 * 4, "fp32 rest is fp32 less the quantized weights %s" % s)
 check(1 < s["ratio"] and abs(s["ratio"] - s["fp32"] / s["compressed"]) < 0.006, "ratio %s" % s)
 # what the table does not list (biases, BatchNorm) is the same fp32 in both

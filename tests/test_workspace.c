@@ -62,11 +62,13 @@ static void test_plan_and_select(void **state)
     assert_non_null(strstr(bd_error_message(), "no layer matches 'nothing*'"));
 
     /* a change that one layer cannot take changes none */
-    bd_ws_change c = {.d = 18, .k = 0, .objective = -1, .quantize = -1};
+    bd_ws_change c = BD_PLAN_CHANGE_NONE;
+    c.d = 18;
     assert_int_not_equal(bd_ws_set(ws, "layer3.*", &c), BD_OK); /* 1x1 downsample: row 32 */
     assert_non_null(strstr(bd_error_message(), "layer3.0.downsample.0"));
     assert_int_equal(bd_ws_layer_at(ws, bd_ws_layer_index(ws, "layer3.0.conv2"))->d, 9);
-    bd_ws_change big = {.k = 512, .objective = -1, .quantize = -1};
+    bd_ws_change big = BD_PLAN_CHANGE_NONE;
+    big.k = 512;
     assert_int_not_equal(bd_ws_set(ws, "layer1.0.conv1", &big), BD_OK);
     assert_non_null(strstr(bd_error_message(), "at most 32"));
     assert_null(bd_ws_undo_label(ws));

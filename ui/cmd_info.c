@@ -81,8 +81,10 @@ int cli_info(int argc, char **argv)
             char err[32] = "-";
             if (qp[i]->rel_error >= 0)
                 snprintf(err, sizeof err, "%.4f", qp[i]->rel_error);
-            printf(" %5d %6d %7.3f %10.4f %9s", qp[i]->d, qp[i]->k,
-                   bd_qlayer_bits_per_weight(qp[i]), bd_mb(bd_qlayer_bytes(qp[i])), err);
+            char d[8], k[8];
+            bd_qlayer_dk(qp[i], d, k);
+            printf(" %5s %6s %7.3f %10.4f %9s", d, k, bd_qlayer_bits_per_weight(qp[i]),
+                   bd_mb(bd_qlayer_bytes(qp[i])), err);
         } else if (quantized) {
             printf(" %5s %6s %7s %10.4f %9s", "-", "-", "32", bd_mb(p * 4), "-");
         }

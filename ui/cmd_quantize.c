@@ -237,9 +237,12 @@ static void print_row(const bd_workspace *ws, int i, int compare)
     if (!q)
         printf("%4s %6s %6s %10.2f %10s", "-", "-", "32",
                (double)bd_layer_params(&l->layer) * 4 / 1024, "-");
-    else
-        printf("%4d %6d %6.3f %10.2f %10s", q->d, q->k, bd_qlayer_bits_per_weight(q),
+    else {
+        char d[8], k[8];
+        bd_qlayer_dk(q, d, k);
+        printf("%4s %6s %6.3f %10.2f %10s", d, k, bd_qlayer_bits_per_weight(q),
                (double)bd_qlayer_bytes(q) / 1024, bd_cmd_error_str(q->rel_error, err, sizeof err));
+    }
     if (compare)
         printf(" %10s", q ? bd_cmd_error_str(q->other_error, other, sizeof other) : "-");
     if (!q)
@@ -314,16 +317,17 @@ static int run_policy(const args *a)
 static bd_status make_plan(bd_workspace *ws, const args *a)
 {
     BD_TRY(bd_ws_regime(ws, a->regime, a->quantize_first));
-    bd_ws_change all = {.objective = a->objective, .quantize = -1};
+    bd_ws_change all = BD_PLAN_CHANGE_NONE;
+    all.objective = a->objective;
     if (a->objective_given)
         BD_TRY(bd_error_context(bd_ws_set(ws, "*", &all), "--objective %s",
                                 bd_objective_name(a->objective)));
     for (int i = 0; i < a->nsets; i++) {
         char glob[BD_LAYER_NAME_MAX];
-        int skip;
-        bd_ws_change c = {.quantize = -1};
-        BD_TRY(bd_plan_parse_set(a->sets[i], glob, sizeof glob, &c.d, &c.k, &c.objective, &skip));
-        c.quantize = skip ? 0 : 1;
+        bd_ws_change c;
+        BD_TRY(bd_plan_parse_set(a->sets[i], glob, sizeof glob, &c));
+        if (c.quantize < 0) /* a layer given settings is taken */
+            c.quantize = 1;
         BD_TRY(bd_error_context(bd_ws_set(ws, glob, &c), "--set '%s'", a->sets[i]));
     }
     return BD_OK;

@@ -101,7 +101,7 @@ static bd_status job_plan(tui *t, const tui_job *j)
         return bd_fail(BD_EINVAL, "no layer '%s' (the model changed)", j->arg);
     const bd_ws_layer *l = bd_ws_layer_at(t->ws, i);
     int64_t rows = l->layer.rows, len = l->layer.row_len;
-    bd_ws_change c = {0, 0, -1, -1};
+    bd_ws_change c = BD_PLAN_CHANGE_NONE;
     switch (j->what) {
     case PLAN_D: {
         int64_t d = step_divisor(len, l->d, j->step);

@@ -148,11 +148,20 @@ void tui_detail_draw(tui *t, tui_rect r, int focused)
              bd_layer_kind(ly, kind, sizeof kind), shape, (long long)ly->rows,
              (long long)ly->row_len, (long long)(ly->rows * m), l->d);
     text_line(r, &y, TS_NORMAL, buf);
-    int64_t plan_bytes = bd_packed_bytes(ly->rows * m, bd_code_bits(l->k)) + bd_pq_codebook_bytes(l->k, l->d);
-    snprintf(buf, sizeof buf,
-             "plan: d=%d k=%d (at most %d), %s objective: %.3f bits/w, %.2f KB; %s", l->d, l->k,
-             bd_pq_max_k(ly->rows * m), bd_objective_name(l->objective),
-             bd_pq_bits_per_weight(l->k, l->d), (double)plan_bytes / 1024,
+    int64_t plan_bytes = l->format == BD_FMT_INT
+                             ? bd_packed_bytes(ly->rows * ly->row_len, l->ints.bits) +
+                                   2 * (l->ints.per_channel ? ly->rows : 1) *
+                                       (l->ints.symmetric ? 1 : 2)
+                             : bd_packed_bytes(ly->rows * m, bd_code_bits(l->k)) +
+                                   bd_pq_codebook_bytes(l->k, l->d);
+    bd_layer_plan p = bd_ws_plan_of(l);
+    p.quantize = 1;
+    char plan[96];
+    bd_plan_describe(&p, plan, sizeof plan);
+    snprintf(buf, sizeof buf, "plan: %s (k at most %d): %.3f bits/w, %.2f KB; %s", plan,
+             bd_pq_max_k(ly->rows * m),
+             l->format == BD_FMT_INT ? (double)l->ints.bits : bd_pq_bits_per_weight(l->k, l->d),
+             (double)plan_bytes / 1024,
              l->quantize ? "taken by 'quantize all'" : "skipped by 'quantize all' (x)");
     text_line(r, &y, TS_NORMAL, buf);
     divisors_line(l, buf, sizeof buf);
@@ -171,9 +180,11 @@ void tui_detail_draw(tui *t, tui_rect r, int focused)
     char repaired[48] = "";
     if (q->empty_repaired)
         snprintf(repaired, sizeof repaired, ", %d empty clusters split", q->empty_repaired);
-    snprintf(buf, sizeof buf, "%s: d=%d k=%d, %s objective, rel error %.4f%s, %.2f s%s",
-             bd_layer_state_name(l->state), q->d, q->k, bd_objective_name(q->objective),
-             q->rel_error, other, q->seconds, repaired);
+    char format[64];
+    bd_qlayer_describe(q, format, sizeof format);
+    snprintf(buf, sizeof buf, "%s: %s, %s objective, rel error %.4f%s, %.2f s%s",
+             bd_layer_state_name(l->state), format, bd_objective_name(q->objective), q->rel_error,
+             other, q->seconds, repaired);
     text_line(r, &y, TS_OK, buf);
 
     /* What is left: the EM curve, the usage histogram, the codebook. */
@@ -189,6 +200,7 @@ void tui_detail_draw(tui *t, tui_rect r, int focused)
     int hist_h = left >= 9 ? 3 : left >= 3 ? 1 : 0;
     if (hist_h)
         usage_plot(q, u, r, &y, hist_h);
-    codebook(t, q, u, r, y, focused);
+    if (q->format == BD_FMT_PQ)
+        codebook(t, q, u, r, y, focused);
     free(u);
 }

@@ -25,7 +25,14 @@ static void cell(const tui *t, const bd_ws_layer *l, enum col c, char *buf, size
     int64_t params = bd_layer_params(&l->layer);
     /* '*': the plan differs from the codebook in use, so quantizing again
      * would change the layer. */
-    const char *pending = coded && (q->d != l->d || q->k != l->k) ? "*" : "";
+    const char *pending =
+        coded && (q->format != l->format ||
+                  (l->format == BD_FMT_PQ ? q->d != l->d || q->k != l->k
+                                          : q->ints.bits != l->ints.bits ||
+                                                q->ints.per_channel != l->ints.per_channel ||
+                                                q->ints.symmetric != l->ints.symmetric))
+            ? "*"
+            : "";
     switch (c) {
     case C_NAME: snprintf(buf, cap, "%s", l->layer.name); break;
     case C_OP: bd_layer_kind(&l->layer, buf, cap); break;
@@ -33,10 +40,20 @@ static void cell(const tui *t, const bd_ws_layer *l, enum col c, char *buf, size
         bd_value_shape_str(&bd_ws_student(t->ws)->values[l->layer.weight], buf, cap);
         break;
     case C_PARAMS: snprintf(buf, cap, "%lld", (long long)params); break;
-    case C_D: snprintf(buf, cap, "%d%s", l->d, pending); break;
-    case C_K: snprintf(buf, cap, "%d%s", l->k, pending); break;
+    case C_D:
+        if (l->format == BD_FMT_INT)
+            snprintf(buf, cap, "-%s", pending);
+        else
+            snprintf(buf, cap, "%d%s", l->d, pending);
+        break;
+    case C_K:
+        if (l->format == BD_FMT_INT)
+            snprintf(buf, cap, "int%d%s", l->ints.bits, pending);
+        else
+            snprintf(buf, cap, "%d%s", l->k, pending);
+        break;
     case C_BITS:
-        snprintf(buf, cap, "%.3g", coded ? bd_pq_bits_per_weight(q->k, q->d) : 32.0);
+        snprintf(buf, cap, "%.3g", coded ? bd_qlayer_bits_per_weight(q) : 32.0);
         break;
     case C_SIZE:
         snprintf(buf, cap, "%.2f", (double)(coded ? bd_qlayer_bytes(q) : 4 * params) / 1024);
