@@ -575,6 +575,38 @@ static void test_examples_file_size(void **state)
     }
 }
 
+/* Packing and unpacking give the codes back for every width and odd
+ * lengths, in the documented bit order. */
+static void test_pack_roundtrip(void **state)
+{
+    (void)state;
+    static const int64_t lens[] = {1, 3, 7, 13, 101, 1001};
+    uint64_t r = 12345;
+    for (int b = 1; b <= 16; b++)
+        for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+            int64_t n = lens[li];
+            int32_t *codes = malloc((size_t)n * sizeof *codes), *back = malloc((size_t)n * 4);
+            uint8_t *packed = malloc((size_t)bd_packed_bytes(n, b));
+            assert_true(codes && back && packed);
+            assert_int_equal(bd_packed_bytes(n, b), (n * b + 7) / 8);
+            for (int64_t i = 0; i < n; i++) {
+                r = r * 6364136223846793005ull + 1442695040888963407ull;
+                codes[i] = (int32_t)((r >> 33) & ((1u << b) - 1));
+            }
+            bd_pack_bits(codes, n, b, packed);
+            bd_unpack_bits(packed, n, b, back);
+            assert_memory_equal(codes, back, (size_t)n * sizeof *codes);
+            free(codes);
+            free(back);
+            free(packed);
+        }
+    /* 1, 2, 3 in 3 bits: 001 010 011, low bits first */
+    uint8_t two[2];
+    bd_pack_bits((const int32_t[]){1, 2, 3}, 3, 3, two);
+    assert_int_equal(two[0], 1 | 2 << 3 | (3 & 3) << 6);
+    assert_int_equal(two[1], 3 >> 2);
+}
+
 /* ---- bad input --------------------------------------------------------------- */
 
 static int value_id(const bd_graph *g, const char *name)
@@ -857,6 +889,7 @@ int main(void)
         cmocka_unit_test(test_resnet18_roundtrip),
         cmocka_unit_test(test_transposed_roundtrip),
         cmocka_unit_test(test_examples_file_size),
+        cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_tampered_codes),
         cmocka_unit_test(test_float32_table),
         cmocka_unit_test(test_foreign_order),
