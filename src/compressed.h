@@ -1,15 +1,16 @@
-/* The compressed file is ONNX (docs/format.md): each quantized weight is an
- * expression of standard operators,
- *     codes (uint8 | uint16, [n]) -> Cast(int64) -> Gather(centroids fp16 [k, d])
- *       -> Cast(float) -> Reshape(weight shape)        (rows stored contiguously)
- *       -> Reshape([rows, row_len]) -> Transpose        (Gemm transB=0, MatMul)
- * so any ONNX runtime runs it and the file's size is the compressed size.
- * Per-layer choices go in metadata_props under "bitdown.layer.<name>".
+/* The compressed file is ONNX (docs/format.md): the codes of each code
+ * width are one bit-packed uint8 string that standard int64 operators
+ * unpack and Split per layer; each quantized weight is then Gather(fp16
+ * centroids) -> Cast -> Reshape (pq) or (u - z) * s on fp16 scales (int),
+ * [-> Transpose for Gemm transB=0 and MatMul], so any ONNX runtime runs it
+ * and the file's tensors are the compressed size. Per-layer choices go in
+ * metadata_props under "bitdown.layer.<name>".
  *
  * Export builds such a graph from a student whose quantized layers hold
- * decoded weights; import recognises the pattern in a loaded graph, replaces
- * it by the dense decoded weight (so the executor and every other stage see
- * a plain initializer) and gives the codes and codebooks back. */
+ * decoded weights; import recognises the pattern (and format 1's
+ * byte-aligned codes) in a loaded graph, replaces it by the dense decoded
+ * weight (so the executor and every other stage see a plain initializer)
+ * and gives the codes and codebooks or grids back. */
 #ifndef BD_COMPRESSED_H
 #define BD_COMPRESSED_H
 
@@ -29,19 +30,21 @@
  * stale bitdown.layer.* keys are not). layers[] must be those of student
  * (bd_layers_find). Fails, naming the layer, if a weight is shared by other
  * nodes, if a centroid is not a float16 value, or if the student's weight is
- * not decode(q[i]) bit for bit (it was changed after quantization). */
+ * not decode(q[i]) bit for bit (it was changed after quantization). Nodes
+ * come out unnamed and computed values short-named. */
 bd_status bd_compressed_export(const bd_graph *student, const bd_layer *layers, int nlayers,
                                const bd_qlayer *const *q, bd_graph **out);
 
-/* Recognises every decoding expression in g (a Gather from a float16
- * table of uint8/uint16 codes, its intermediate values read by nothing
- * else), replaces it by the weight it computes, and returns for each layer
+/* Recognises every decoding expression in g (packed codes unpacked and
+ * split, or format 1's uint8/uint16 codes, then a Gather from a float16
+ * table or an int grid, intermediate values read by nothing else), replaces it by the weight it computes, and returns for each layer
  * of the rewritten graph (in bd_layers_find order) its bd_qlayer, or an
  * all-zero one (k == 0) for a layer that is not quantized, including one
  * whose expression cuts rows another way than bitdown's layout. *q is an
  * array of *nlayers entries (bd_qlayer_free each, then free). d and k come
  * from the codebook; objective, rel_error (-1 when absent), history and
- * seconds from the metadata, whose bitdown.* PQ keys are then removed. A
+ * seconds from the metadata (history only from format 1 files), whose
+ * bitdown.* keys are then removed. A
  * malformed expression (codes out of range, sizes that do not agree) or
  * metadata value fails with a message naming the tensor or key, leaving g
  * as it was (except when memory runs out after the rewrite, which leaves

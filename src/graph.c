@@ -43,9 +43,8 @@ static void index_insert(int *index, int cap, const char *name, int id)
     index[i] = id + 1;
 }
 
-static bd_status index_grow(bd_graph *g)
+static bd_status index_build(bd_graph *g, int cap)
 {
-    int cap = g->index_cap ? g->index_cap * 2 : 64;
     int *index = calloc((size_t)cap, sizeof *index);
     if (!index)
         return bd_fail(BD_ENOMEM, "out of memory");
@@ -56,6 +55,8 @@ static bd_status index_grow(bd_graph *g)
     g->index_cap = cap;
     return BD_OK;
 }
+
+static bd_status index_grow(bd_graph *g) { return index_build(g, g->index_cap ? g->index_cap * 2 : 64); }
 
 bd_status bd_graph_new(bd_graph **out)
 {
@@ -160,6 +161,21 @@ bd_status bd_graph_value(bd_graph *g, const char *name, int *id)
     index_insert(g->index, g->index_cap, name, g->nvalues);
     *id = g->nvalues++;
     return BD_OK;
+}
+
+bd_status bd_graph_rename(bd_graph *g, int id, const char *name)
+{
+    int other = bd_graph_find(g, name);
+    if (other >= 0 && other != id)
+        return bd_fail(BD_EINVAL, "value '%s' cannot be called '%s': another value is",
+                       g->values[id].name, name);
+    char *copy = bd_strdup(name);
+    if (!copy)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    free(g->values[id].name);
+    g->values[id].name = copy;
+    /* open addressing has no deletion: the index is rebuilt */
+    return index_build(g, g->index_cap);
 }
 
 void bd_graph_set_init(bd_graph *g, int id, bd_tensor *t)

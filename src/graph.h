@@ -94,6 +94,8 @@ bd_status bd_graph_clone(bd_graph **out, const bd_graph *g);
 int bd_graph_find(const bd_graph *g, const char *name);
 /* The id of the value with this name, created (undeclared) if missing. */
 bd_status bd_graph_value(bd_graph *g, const char *name, int *id);
+/* Gives value id another name; fails if another value has it. */
+bd_status bd_graph_rename(bd_graph *g, int id, const char *name);
 /* Sets value id's initializer, taking ownership of t (the old one is freed). */
 void bd_graph_set_init(bd_graph *g, int id, bd_tensor *t);
 

@@ -706,9 +706,10 @@ static Onnx__NodeProto *node_proto(arena *ar, const bd_graph *g, const bd_node *
     for (int i = 0; i < n->nattrs; i++)
         if (!(attrs[i] = attr_proto(ar, &n->attrs[i])))
             return NULL;
-    np->name = n->name;
+    /* An absent field is ONNX's empty string, in no bytes at all. */
+    np->name = n->name[0] ? n->name : NULL;
     np->op_type = n->op;
-    np->domain = n->domain;
+    np->domain = n->domain[0] ? n->domain : NULL;
     np->n_input = (size_t)n->ninputs;
     np->input = in;
     np->n_output = (size_t)n->noutputs;

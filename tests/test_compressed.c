@@ -17,6 +17,7 @@
 #include "model_meta.h"
 #include "onnx_io.h"
 #include "pq.h"
+#include "size.h"
 
 enum { IMAGES = 8 };
 
@@ -83,9 +84,10 @@ static void make_qlayer(const bd_layer *l, float *w, int k, uint64_t seed, bd_ql
     free(sub);
 }
 
-/* Quantizes every layer of s->g that block_size allows; the first layer
- * that may have more than 256 centroids gets them, so uint16 codes are
- * covered. */
+/* Quantizes every layer of s->g that block_size allows. The first layer
+ * that may have more than 256 centroids gets up to 300 (9-bit codes), every
+ * third layer one centroid less than a power of two, so codes of many
+ * widths, and codebooks that do not fill them, are covered. */
 static void quantize_all(student *s)
 {
     int wide = 0;
@@ -97,10 +99,14 @@ static void quantize_all(student *s)
         if (!block_size(l))
             continue;
         int k = bd_pq_max_k(bd_layer_params(l) / block_size(l));
-        if (k > 256 && !wide)
+        if (k > 256 && !wide) {
             wide = 1;
-        else if (k > 256)
+            k = k < 300 ? k : 300;
+        } else if (k > 256) {
             k = 256;
+        } else if (i % 3 == 1 && k > 2) {
+            k--;
+        }
         make_qlayer(l, s->g->values[l->weight].init->data, k, 1000 + (uint64_t)i, &s->q[i]);
     }
     assert_true(wide);
@@ -260,76 +266,86 @@ static int64_t file_size(const char *path)
     return (int64_t)st.st_size;
 }
 
-/* What docs/method.md calls the stored size: codes and fp16 codebooks of the
- * quantized layers, 4 bytes per value of every other initializer. */
+/* The payload bitdown reports (size.h). */
 static int64_t computed_size(const student *s)
 {
-    int64_t total = 0;
-    for (int v = 0; v < s->g->nvalues; v++) {
-        const bd_tensor *t = s->g->values[v].init;
-        int layer = -1;
-        for (int i = 0; i < s->n; i++)
-            if (s->layers[i].weight == v && s->q[i].k)
-                layer = i;
-        if (layer >= 0)
-            total += bd_qlayer_bytes(&s->q[layer]);
-        else if (t)
-            total += t->dtype == BD_F32 ? 4 * bd_tensor_count(t) : (int64_t)bd_tensor_nbytes(t);
-    }
-    return total;
+    const bd_qlayer **qp = calloc((size_t)s->n + 1, sizeof *qp);
+    assert_non_null(qp);
+    for (int i = 0; i < s->n; i++)
+        qp[i] = s->q[i].k ? &s->q[i] : NULL;
+    bd_model_size size;
+    bd_model_size_compute(s->g, s->layers, s->n, qp, &size);
+    free(qp);
+    return size.compressed_bytes;
 }
 
-static int64_t tensor_bytes(const bd_graph *g)
+/* The bytes of g's initializers of one type. */
+static int64_t tensor_bytes(const bd_graph *g, bd_dtype dtype)
 {
     int64_t total = 0;
     for (int v = 0; v < g->nvalues; v++)
-        if (g->values[v].init)
+        if (g->values[v].init && g->values[v].init->dtype == dtype)
             total += (int64_t)bd_tensor_nbytes(g->values[v].init);
     return total;
 }
 
-/* The bytes of g's file that are not tensor data: names, nodes, metadata. */
-static int64_t structure_bytes(const bd_graph *g)
+static int code_bits(const bd_qlayer *q)
 {
-    void *data;
-    size_t len;
-    ok(bd_onnx_serialize(g, &data, &len));
-    free(data);
-    return (int64_t)len - tensor_bytes(g);
+    return q->format == BD_FMT_INT ? q->ints.bits : bd_code_bits(q->k);
 }
 
-/* The exported graph's tensors are exactly the computed size plus one int64
- * shape per quantized layer: codes in uint8/uint16, centroids in fp16. */
+/* The exported tensors are what size.h counts: fp16 tables, fp32 for the
+ * rest (and a float32 zero point per symmetric bit width), the codes of
+ * each bit width packed as one string with 2 bytes of padding (at most a
+ * byte a layer less than packing layer by layer), and a few int64 shapes
+ * and constants. */
 static void check_payload(const student *s, const bd_graph *c)
 {
-    int64_t shapes = 0;
+    bd_model_size size;
+    const bd_qlayer **qp = calloc((size_t)s->n + 1, sizeof *qp);
+    int64_t per_bits[17] = {0}, packed = 0, nq = 0, sym = 0;
+    assert_non_null(qp);
     for (int i = 0; i < s->n; i++)
-        if (s->q[i].k)
-            shapes += 8 * (s->layers[i].transposed ? 2 : s->g->values[s->layers[i].weight].ndim);
-    assert_int_equal(tensor_bytes(c), computed_size(s) + shapes);
+        if (s->q[i].k) {
+            qp[i] = &s->q[i];
+            per_bits[code_bits(&s->q[i])] += s->q[i].n;
+            sym |= s->q[i].format == BD_FMT_INT && !s->q[i].zeros ? 1 << s->q[i].ints.bits : 0;
+            nq++;
+        }
+    bd_model_size_compute(s->g, s->layers, s->n, qp, &size);
+    free(qp);
+    int groups = 0;
+    for (int b = 0; b <= 16; b++)
+        if (per_bits[b]) {
+            packed += bd_packed_bytes(per_bits[b], b) + 2;
+            groups++;
+        }
+    assert_int_equal(tensor_bytes(c, BD_F16), size.codebook_bytes);
+    assert_int_equal(tensor_bytes(c, BD_F32), size.other_bytes + 4 * __builtin_popcount(sym));
+    assert_int_equal(tensor_bytes(c, BD_U8), packed);
+    assert_true(packed - 2 * groups <= size.code_bytes && size.code_bytes < packed + nq);
+    assert_true(tensor_bytes(c, BD_I64) <= 8 * (24 + 6 * nq));
 }
 
-/* The file's size against the computed size plus the structure the plain
- * model already had. Only where the weights outweigh the structure is it
- * within 2%: the expressions add some 800 bytes a layer, a fifth of a
- * Fashion-MNIST model. */
+/* The file is the payload plus its graph: at most 5% + 4 KB more. */
 static void check_file_size(const student *s, const char *path, int strict)
 {
-    int64_t size = file_size(path), want = computed_size(s), base = structure_bytes(s->g);
-    double off = (double)(size - want - base) / (double)(want + base);
-    print_message("  %s: file %lld bytes, computed compressed size %lld + structure %lld "
-                  "(%+.2f%%)\n", s->name, (long long)size, (long long)want, (long long)base,
-                  100 * off);
+    int64_t size = file_size(path), want = computed_size(s);
+    print_message("  %s: file %lld bytes, payload %lld (%+.2f%%, %+lld bytes)\n", s->name,
+                  (long long)size, (long long)want, 100.0 * (double)(size - want) / (double)want,
+                  (long long)(size - want));
     if (strict)
-        assert_true(fabs(off) <= 0.02);
+        assert_true(size <= want + want / 20 + 4096);
 }
 
 static void assert_same_qlayer(const bd_qlayer *a, const bd_qlayer *b, const char *layer)
 {
-    print_message("  %-28s d=%d k=%-4d n=%lld\n", layer, b->d, b->k, (long long)b->n);
+    print_message("  %-28s %s d=%d k=%-4d n=%lld\n", layer, bd_format_name(b->format), b->d, b->k,
+                  (long long)b->n);
     assert_int_equal(a->k, b->k);
     if (!b->k)
         return;
+    assert_int_equal(a->format, b->format);
     assert_int_equal(a->d, b->d);
     assert_int_equal(a->n, b->n);
     assert_int_equal(a->objective, b->objective);
@@ -337,9 +353,18 @@ static void assert_same_qlayer(const bd_qlayer *a, const bd_qlayer *b, const cha
     assert_true(a->seconds == b->seconds);
     assert_int_equal(a->iters, b->iters);
     assert_memory_equal(a->codes, b->codes, (size_t)b->n * sizeof *b->codes);
-    assert_memory_equal(a->centroids, b->centroids, (size_t)b->k * b->d * sizeof(float));
-    if (b->iters)
-        assert_memory_equal(a->history, b->history, (size_t)b->iters * sizeof(double));
+    if (b->format == BD_FMT_PQ) {
+        assert_memory_equal(a->centroids, b->centroids, (size_t)b->k * b->d * sizeof(float));
+        return;
+    }
+    assert_int_equal(a->ints.bits, b->ints.bits);
+    assert_int_equal(a->ints.per_channel, b->ints.per_channel);
+    assert_int_equal(a->ints.symmetric, b->ints.symmetric);
+    assert_int_equal(a->nscales, b->nscales);
+    assert_memory_equal(a->scales, b->scales, (size_t)b->nscales * sizeof(float));
+    assert_int_equal(!a->zeros, !b->zeros);
+    if (b->zeros)
+        assert_memory_equal(a->zeros, b->zeros, (size_t)b->nscales * sizeof(float));
 }
 
 /* ONNX's own checker, where Debian's python3-onnx is installed. */
@@ -421,7 +446,7 @@ static void check_roundtrip(student *s, int check_size)
     bd_layer *layers;
     int n, nl;
     const char *path = tmp_path(s->name, ".onnx");
-    assert_string_equal(bd_graph_meta(c, BD_META_FORMAT), "pq/1");
+    assert_string_equal(bd_graph_meta(c, BD_META_FORMAT), "packed/2");
     check_payload(s, c);
     ok(bd_onnx_save(c, path));
     bd_graph_free(c);
@@ -504,6 +529,84 @@ static void test_transposed_roundtrip(void **state)
     free_student(&s);
 }
 
+/* Every example quantized as the small regime plans it (k = 256, or what
+ * the layer allows; 3x3 in blocks of 9, the rest of 4): its file is at most
+ * 5% + 4 KB larger than the payload bitdown reports. Only ResNet-18 meets
+ * that yet: the Fashion-MNIST files are 5 to 7 KB over their payload (one
+ * unpacking expression per code width, a graph, metadata), so for them the
+ * numbers are printed, not asserted. */
+static void test_examples_file_size(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"resnet", "resnet_bn", "mobilenet", "mobilenet_bn",
+                                        "resnet18"};
+    for (size_t e = 0; e < sizeof names / sizeof *names; e++) {
+        char path[256];
+        student s;
+        if (e < 4)
+            snprintf(path, sizeof path, "examples/fmnist/%s.onnx", names[e]);
+        else
+            snprintf(path, sizeof path, "../shared/models/resnet18_bgd_small.onnx");
+        if (access(bd_test_path(path), R_OK) != 0) {
+            print_message("  skipped %s: missing\n", path);
+            continue;
+        }
+        memset(&s, 0, sizeof s);
+        s.name = names[e];
+        ok(bd_onnx_load(bd_test_path(path), &s.g));
+        ok(bd_layers_find(s.g, &s.layers, &s.n));
+        s.q = calloc((size_t)s.n + 1, sizeof *s.q);
+        assert_non_null(s.q);
+        for (int i = 1; i < s.n; i++) { /* the first conv stays fp32 */
+            const bd_layer *l = &s.layers[i];
+            if (!block_size(l))
+                continue;
+            int k = bd_pq_max_k(bd_layer_params(l) / block_size(l));
+            make_qlayer(l, s.g->values[l->weight].init->data, k < 256 ? k : 256, 50 + (uint64_t)i,
+                        &s.q[i]);
+        }
+        bd_graph *c = export_all(&s);
+        const char *out = tmp_path(names[e], "_plan.onnx");
+        check_payload(&s, c);
+        ok(bd_onnx_save(c, out));
+        bd_graph_free(c);
+        check_file_size(&s, out, e == 4);
+        free_student(&s);
+    }
+}
+
+/* Packing and unpacking give the codes back for every width and odd
+ * lengths, in the documented bit order. */
+static void test_pack_roundtrip(void **state)
+{
+    (void)state;
+    static const int64_t lens[] = {1, 3, 7, 13, 101, 1001};
+    uint64_t r = 12345;
+    for (int b = 1; b <= 16; b++)
+        for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+            int64_t n = lens[li];
+            int32_t *codes = malloc((size_t)n * sizeof *codes), *back = malloc((size_t)n * 4);
+            uint8_t *packed = malloc((size_t)bd_packed_bytes(n, b));
+            assert_true(codes && back && packed);
+            assert_int_equal(bd_packed_bytes(n, b), (n * b + 7) / 8);
+            for (int64_t i = 0; i < n; i++) {
+                r = r * 6364136223846793005ull + 1442695040888963407ull;
+                codes[i] = (int32_t)((r >> 33) & ((1u << b) - 1));
+            }
+            bd_pack_bits(codes, n, b, packed);
+            bd_unpack_bits(packed, n, b, back);
+            assert_memory_equal(codes, back, (size_t)n * sizeof *codes);
+            free(codes);
+            free(back);
+            free(packed);
+        }
+    /* 1, 2, 3 in 3 bits: 001 010 011, low bits first */
+    uint8_t two[2];
+    bd_pack_bits((const int32_t[]){1, 2, 3}, 3, 3, two);
+    assert_int_equal(two[0], 1 | 2 << 3 | (3 & 3) << 6);
+    assert_int_equal(two[1], 3 >> 2);
+}
+
 /* ---- bad input --------------------------------------------------------------- */
 
 static int value_id(const bd_graph *g, const char *name)
@@ -547,30 +650,77 @@ static void assert_import_fails(bd_graph *g, const char *what)
     assert_int_equal(g->nmeta, nmeta);
 }
 
-/* A file whose codes point past the codebook fails on load, naming the codes
- * tensor and the first bad index. */
+/* The packed codes of the layers of `bits` bits in c, and where layer i's
+ * start among them. */
+static int packed_codes(const student *s, const bd_graph *c, int layer, int64_t *total,
+                        int64_t *offset)
+{
+    int bits = code_bits(&s->q[layer]);
+    *total = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->q[i].k && code_bits(&s->q[i]) == bits) {
+            if (i == layer)
+                *offset = *total;
+            *total += s->q[i].n;
+        }
+    for (int v = 0; v < c->nvalues; v++) {
+        const bd_tensor *t = c->values[v].init;
+        if (t && t->dtype == BD_U8 && bd_tensor_count(t) == bd_packed_bytes(*total, bits) + 2)
+            return v;
+    }
+    fail_msg("no packed codes of %d bits", bits);
+    return -1;
+}
+
+/* A file whose codes point past a codebook of 5 centroids (3-bit codes)
+ * fails on load, naming the packed codes, the weight and the bad index. */
 static void test_tampered_codes(void **state)
 {
     (void)state;
     student s;
     load_fmnist(&s, "resnet_bn");
+    int i = layer_index(s.layers, s.n, "layer1.0.conv1");
+    const bd_layer *l = &s.layers[i];
+    bd_qlayer_free(&s.q[i]);
+    make_qlayer(l, s.g->values[l->weight].init->data, 5, 3, &s.q[i]);
     bd_graph *c = export_all(&s), *back = (bd_graph *)1;
     bd_qlayer *q;
     int n;
-    int i = layer_index(s.layers, s.n, "layer1.0.conv1");
-    bd_tensor *codes = c->values[value_id(c, "layer1.0.conv1.weight.codes")].init;
-    assert_int_equal(codes->dtype, BD_U8);
-    ((uint8_t *)codes->data)[37] = (uint8_t)s.q[i].k;
+    int64_t total, offset = 0;
+    int p = packed_codes(&s, c, i, &total, &offset);
+    bd_tensor *packed = c->values[p].init;
+    int32_t *codes = malloc((size_t)total * sizeof *codes);
+    assert_non_null(codes);
+    bd_unpack_bits(packed->data, total, 3, codes);
+    codes[offset + 37] = 7;
+    bd_pack_bits(codes, total, 3, packed->data);
+    free(codes);
     const char *path = tmp_path("tampered", ".onnx");
     ok(bd_onnx_save(c, path));
     assert_int_not_equal(bd_model_load(path, &back, &q, &n), BD_OK);
     print_message("  %s\n", bd_error_message());
     assert_null(back);
-    assert_non_null(strstr(bd_error_message(), "layer1.0.conv1.weight.codes"));
+    char what[64];
+    snprintf(what, sizeof what, "tensor '%s'", c->values[p].name);
+    assert_non_null(strstr(bd_error_message(), what));
+    assert_non_null(strstr(bd_error_message(), "layer1.0.conv1.weight"));
     assert_non_null(strstr(bd_error_message(), "index 37"));
-    assert_import_fails(c, "layer1.0.conv1.weight.codes");
+    assert_import_fails(c, what);
+    /* one byte short of what its codes need */
+    bd_tensor *cut;
+    ok(bd_tensor_new(&cut, BD_U8, 1, (int64_t[]){bd_tensor_count(packed) - 1}, "cut"));
+    bd_graph_set_init(c, p, cut);
+    assert_import_fails(c, what);
+    assert_non_null(strstr(bd_error_message(), "bytes for"));
     bd_graph_free(c);
     free_student(&s);
+}
+
+/* The node that computes value v. */
+static bd_node *producer_id(bd_graph *g, int v)
+{
+    assert_true(g->values[v].producer >= 0);
+    return &g->nodes[g->values[v].producer];
 }
 
 /* Loads c and checks the layer called name is not quantized (or not a layer
@@ -603,7 +753,9 @@ static void test_float32_table(void **state)
     student s;
     load_fmnist(&s, "resnet_bn");
     bd_graph *c = export_all(&s);
-    int t = value_id(c, "layer2.0.conv1.weight.centroids");
+    bd_node *cast = producer_id(c, producer_of(c, "layer2.0.conv1.weight")->inputs[0]);
+    int t = producer_id(c, cast->inputs[0])->inputs[0];
+    assert_string_equal(producer_id(c, cast->inputs[0])->op, "Gather");
     bd_tensor *f32;
     ok(bd_tensor_cast(&f32, c->values[t].init, BD_F32));
     bd_graph_set_init(c, t, f32);
@@ -634,9 +786,11 @@ static void test_foreign_order(void **state)
     bd_node *reshape = producer_of(c, w);
     assert_string_equal(reshape->op, "Reshape");
     reshape->outputs[0] = foreign;
-    int64_t *shape = c->values[value_id(c, "layer2.0.conv1.weight.shape")].init->data;
-    shape[0] = cin;
-    shape[1] = cout;
+    /* the shape may be shared with other layers: this one gets its own */
+    int own;
+    ok(bd_graph_value(c, "own_shape", &own));
+    bd_graph_set_init(c, own, BD_TEST_INTS(cin, cout, 3, 3));
+    reshape->inputs[1] = own;
     bd_node *tr = add_node(c, "Transpose", 1, (const char *[]){"foreign"}, w);
     bd_test_attr_ints(tr, "perm", 4, (int64_t[]){1, 0, 2, 3});
     ok(bd_graph_sort(c));
@@ -734,6 +888,8 @@ int main(void)
         cmocka_unit_test(test_mobilenet_roundtrip),
         cmocka_unit_test(test_resnet18_roundtrip),
         cmocka_unit_test(test_transposed_roundtrip),
+        cmocka_unit_test(test_examples_file_size),
+        cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_tampered_codes),
         cmocka_unit_test(test_float32_table),
         cmocka_unit_test(test_foreign_order),

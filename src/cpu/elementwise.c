@@ -18,6 +18,13 @@ static int64_t wrap_mul(int64_t x, int64_t y) { return (int64_t)((uint64_t)x * (
  * Zero divisors are refused before the map runs. */
 static int64_t int_div(int64_t x, int64_t y) { return y == -1 ? wrap_sub(0, x) : x / y; }
 
+/* ONNX's integer Mod takes the divisor's sign (Python's %), not C's. */
+static int64_t int_mod(int64_t x, int64_t y)
+{
+    int64_t r = y == -1 ? 0 : x % y;
+    return r != 0 && (r < 0) != (y < 0) ? r + y : r;
+}
+
 static int64_t int_pow(int64_t x, int64_t y)
 {
     if (y < 0) /* only 1 and -1 have integer reciprocals */
@@ -64,11 +71,13 @@ BINARY_RUN(sub_f32, float, x - y)
 BINARY_RUN(mul_f32, float, x * y)
 BINARY_RUN(div_f32, float, x / y)
 BINARY_RUN(pow_f32, float, powf(x, y))
+BINARY_RUN(fmod_f32, float, fmodf(x, y))
 BINARY_RUN(add_i64, int64_t, wrap_add(x, y))
 BINARY_RUN(sub_i64, int64_t, wrap_sub(x, y))
 BINARY_RUN(mul_i64, int64_t, wrap_mul(x, y))
 BINARY_RUN(div_i64, int64_t, int_div(x, y))
 BINARY_RUN(pow_i64, int64_t, int_pow(x, y))
+BINARY_RUN(mod_i64, int64_t, int_mod(x, y))
 
 static bd_status binary(const bd_node *n, bd_tensor *const *in, bd_tensor **out, bd_k_run f32,
                         bd_k_run i64)
@@ -96,19 +105,36 @@ BD_KERNEL(bd_k_sub) { (void)g; return binary(n, in, out, sub_f32, sub_i64); }
 BD_KERNEL(bd_k_mul) { (void)g; return binary(n, in, out, mul_f32, mul_i64); }
 BD_KERNEL(bd_k_pow) { (void)g; return binary(n, in, out, pow_f32, pow_i64); }
 
+/* Integer divisors are checked before the map runs: a zero would trap. */
+static bd_status int_divisor_check(const bd_node *n, bd_tensor *const *in)
+{
+    const bd_tensor *b = in[1];
+    if (in[0]->dtype != BD_I64 || b->dtype != BD_I64)
+        return BD_OK;
+    const int64_t *d = b->data;
+    int64_t count = bd_tensor_count(b);
+    for (int64_t i = 0; i < count; i++)
+        if (d[i] == 0)
+            return bd_node_fail(n, BD_EINVAL,
+                                "integer division by zero (divisor element %" PRId64 ")", i);
+    return BD_OK;
+}
+
 BD_KERNEL(bd_k_div)
 {
     (void)g;
-    const bd_tensor *b = in[1];
-    if (in[0]->dtype == BD_I64 && b->dtype == BD_I64) {
-        const int64_t *d = b->data;
-        int64_t count = bd_tensor_count(b);
-        for (int64_t i = 0; i < count; i++)
-            if (d[i] == 0)
-                return bd_node_fail(n, BD_EINVAL,
-                                    "integer division by zero (divisor element %" PRId64 ")", i);
-    }
+    BD_TRY(int_divisor_check(n, in));
     return binary(n, in, out, div_f32, div_i64);
+}
+
+/* Floats need fmod=1 (C's fmodf), as ONNX requires; integers take either. */
+BD_KERNEL(bd_k_mod)
+{
+    (void)g;
+    if (in[0]->dtype == BD_F32 && bd_attr_int(n, "fmod", 0) != 1)
+        return bd_node_fail(n, BD_EINVAL, "float inputs need fmod=1");
+    BD_TRY(int_divisor_check(n, in));
+    return binary(n, in, out, fmod_f32, mod_i64);
 }
 
 /* Unary ops see x, and p: the op's float parameters (alpha, beta, bounds). */

@@ -3,6 +3,7 @@
  * input's storage; Transpose, Slice, Expand and ConstantOfShape are strided
  * copies (kernel_util.h). */
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -613,5 +614,84 @@ BD_KERNEL(bd_k_pad)
         pad_span(o, src, off, last, hi, len, value, es);
     }
     free(maps);
+    return BD_OK;
+}
+
+/* Split along one axis into the sizes given (the 'split' input since opset
+ * 13, the attribute before), or into equal parts. */
+BD_KERNEL(bd_k_split)
+{
+    const bd_tensor *x = in[0];
+    int axis, parts = n->noutputs;
+    BD_TRY(bd_k_axis(n, bd_attr_int(n, "axis", 0), x->ndim, &axis));
+    int64_t *sizes = malloc((size_t)parts * sizeof *sizes);
+    if (!sizes)
+        return bd_node_fail(n, BD_ENOMEM, "out of memory");
+    const bd_tensor *given = g->opset >= 13 ? bd_k_opt(n, in, 1) : NULL;
+    const int64_t *attr = NULL;
+    int nattr = g->opset < 13 ? bd_attr_ints(n, "split", &attr) : -1;
+    int64_t total = 0, len = x->dims[axis];
+    bd_status st = BD_OK;
+    if ((given && bd_tensor_count(given) != parts) || (attr && nattr != parts))
+        st = bd_node_fail(n, BD_EINVAL, "'split' does not have one size per output (%d)", parts);
+    for (int i = 0; st == BD_OK && i < parts; i++) {
+        sizes[i] = given ? bd_tensor_get_i64(given, i) : attr ? attr[i] : len / parts;
+        if (sizes[i] < 0)
+            st = bd_node_fail(n, BD_EINVAL, "split size %d is negative", i);
+        total += sizes[i];
+    }
+    if (st == BD_OK && (given || attr ? total != len : len % parts != 0))
+        st = bd_node_fail(n, BD_EINVAL, "the sizes add up to %" PRId64 ", axis %d has %" PRId64,
+                          given || attr ? total : len, axis, len);
+    int64_t outer = 1, inner = 1;
+    for (int d = 0; d < x->ndim; d++)
+        if (d < axis)
+            outer *= x->dims[d];
+        else if (d > axis)
+            inner *= x->dims[d];
+    size_t es = bd_dtype_size(x->dtype);
+    int64_t start = 0;
+    for (int i = 0; st == BD_OK && i < parts; i++) {
+        int64_t dims[BD_MAX_DIMS];
+        memcpy(dims, x->dims, (size_t)x->ndim * sizeof *dims);
+        dims[axis] = sizes[i];
+        st = bd_k_output(n, &out[i], x->dtype, x->ndim, dims, 0);
+        size_t block = (size_t)(sizes[i] * inner) * es;
+        for (int64_t o = 0; st == BD_OK && o < outer && block; o++)
+            memcpy((char *)out[i]->data + (size_t)o * block,
+                   (const char *)x->data + ((size_t)(o * len + start) * (size_t)inner) * es,
+                   block);
+        start += sizes[i];
+    }
+    free(sizes);
+    return st;
+}
+
+/* start, start + delta, ... short of limit, in the inputs' type (int64 or
+ * float32). */
+BD_KERNEL(bd_k_range)
+{
+    (void)g;
+    for (int k = 0; k < 3; k++)
+        if (bd_tensor_count(in[k]) != 1 || in[k]->dtype != in[0]->dtype)
+            return bd_node_fail(n, BD_EINVAL, "inputs must be three scalars of one type");
+    bd_dtype t = in[0]->dtype;
+    if (t != BD_I64 && t != BD_F32)
+        return bd_node_fail(n, BD_EUNSUPPORTED, "inputs are %s; only float32 and int64 are "
+                            "supported", bd_dtype_name(t));
+    double start = bd_tensor_get_f64(in[0], 0), limit = bd_tensor_get_f64(in[1], 0),
+           delta = bd_tensor_get_f64(in[2], 0);
+    if (delta == 0)
+        return bd_node_fail(n, BD_EINVAL, "delta is 0");
+    double steps = ceil((limit - start) / delta);
+    int64_t count = steps > 0 ? (int64_t)steps : 0;
+    BD_TRY(bd_k_output(n, out, t, 1, &count, 0));
+    for (int64_t i = 0; i < count; i++) {
+        if (t == BD_I64)
+            ((int64_t *)out[0]->data)[i] =
+                bd_tensor_get_i64(in[0], 0) + i * bd_tensor_get_i64(in[2], 0);
+        else
+            ((float *)out[0]->data)[i] = (float)(start + (double)i * delta);
+    }
     return BD_OK;
 }
