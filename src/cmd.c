@@ -189,16 +189,22 @@ static const command commands[] = {
       "std take one value or one per channel (mean=0.485,0.456,0.406).",
       BD_ARG_WORD, data_kinds, data_keys},
      {BD_ARG_PATH, NULL}, 0, 2, 1, cmd_data},
-    {{"regime", "regime small|large [first]", "replace the plan with the paper's block sizes",
+    {{"regime", "regime small|large|int8|int4 [first]", "replace the plan with a regime",
       "small: d=9 for 3x3 convs, 4 for 1x1 convs and fully-connected layers;\n"
       "large: d=18 for 3x3, 8 for 1x1, 4 for fully-connected. k=256, 2048 for\n"
       "fully-connected layers, clamped to what each layer allows (said per layer).\n"
+      "int8, int4 (any intB, B = 2..8): scalar ints of B bits, per output channel,\n"
+      "asymmetric, fitted to the activations with error feedback.\n"
       "The first conv stays in fp32 unless 'first' is given. One undo step.",
       BD_ARG_WORD, regimes, NULL},
      {BD_ARG_WORD, first_word}, 1, 2, 1, cmd_regime},
-    {{"set", "set GLOB [d=D] [k=K] [objective=act|weight|feedback] | set GLOB skip|include",
+    {{"set",
+      "set GLOB [d=D] [k=K] | [int=B] [per=channel|tensor] [sym=0|1] [format=pq|int] "
+      "[objective=act|weight|feedback] | set GLOB skip|include",
       "change the plan of the layers matching GLOB",
-      "Changes block size d, centroids k or the objective (act: ||X(W-W^)||^2\n"
+      "Changes block size d or centroids k (PQ), or makes the layers int=B\n"
+      "(B = 2..8 bits; per=channel or tensor scales, sym=1 a grid symmetric about 0;\n"
+      "format= switches back and forth keeping both settings), or the objective (act: ||X(W-W^)||^2\n"
       "through each block's Gram, the paper's; weight: ||W-W^||^2, plain k-means;\n"
       "feedback, the default: act, then error feedback across each row's blocks\n"
       "with the full row's Gram, for rows of at most 8192) of every layer matching GLOB\n"
@@ -669,12 +675,12 @@ static bd_status cmd_set(bd_cmd_ctx *ctx, const call *c)
 {
     bd_ws_change ch = BD_PLAN_CHANGE_NONE;
     for (int i = 0; i < c->nopt; i++)
-        BD_TRY(bd_plan_parse_setting("set", c->key[i], c->val[i], &ch));
+        BD_TRY(bd_plan_parse_setting(NULL, c->key[i], c->val[i], &ch));
     if (c->npos > 1) {
         if (c->nopt)
             return bd_fail(BD_EINVAL, "%s cannot go with other settings (usage: %s)",
                            c->pos[1], c->cmd->info.usage);
-        BD_TRY(bd_plan_parse_setting("set", c->pos[1], NULL, &ch));
+        BD_TRY(bd_plan_parse_setting(NULL, c->pos[1], NULL, &ch));
     } else if (!c->nopt) {
         return bd_fail(BD_EINVAL, "nothing to change (usage: %s)", c->cmd->info.usage);
     }

@@ -1,6 +1,7 @@
 #include "plan.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,6 +164,18 @@ bd_status bd_plan_apply(const bd_layer *l, const bd_plan_change *c, bd_layer_pla
     return BD_OK;
 }
 
+/* A message about a setting, after "'where': " when where is given. */
+__attribute__((format(printf, 2, 3))) static bd_status fail_at(const char *where,
+                                                               const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return where ? bd_fail(BD_EINVAL, "'%s': %s", where, msg) : bd_fail(BD_EINVAL, "%s", msg);
+}
+
 /* A whole number in [lo, hi] for key, from the whole of value. */
 static bd_status parse_int(const char *where, const char *key, const char *value, long lo,
                            long hi, int *out)
@@ -171,8 +184,8 @@ static bd_status parse_int(const char *where, const char *key, const char *value
     errno = 0;
     long v = strtol(value, &end, 10);
     if (errno || *end || end == value || v < lo || v > hi)
-        return bd_fail(BD_EINVAL, "'%s': %s wants a whole number from %ld to %ld, not '%s'", where,
-                       key, lo, hi, value);
+        return fail_at(where, "%s wants a whole number from %ld to %ld, not '%s'", key, lo, hi,
+                       value);
     *out = (int)v;
     return BD_OK;
 }
@@ -185,26 +198,26 @@ bd_status bd_plan_parse_setting(const char *where, const char *key, const char *
         return BD_OK;
     }
     if (!value)
-        return bd_fail(BD_EINVAL, "'%s': '%s' is not key=value", where, key);
+        return fail_at(where, "'%s' is not key=value", key);
     if (strcmp(key, "objective") == 0) {
         bd_objective o;
         if (bd_objective_parse(value, &o) != BD_OK) {
             char why[256];
             snprintf(why, sizeof why, "%s", bd_error_message());
-            return bd_fail(BD_EINVAL, "'%s': %s", where, why);
+            return fail_at(where, "%s", why);
         }
         c->objective = (int)o;
         return BD_OK;
     }
     if (strcmp(key, "format") == 0) {
         if (strcmp(value, "pq") && strcmp(value, "int"))
-            return bd_fail(BD_EINVAL, "'%s': format is pq or int, not '%s'", where, value);
+            return fail_at(where, "format is pq or int, not '%s'", value);
         c->format = strcmp(value, "int") == 0 ? BD_FMT_INT : BD_FMT_PQ;
         return BD_OK;
     }
     if (strcmp(key, "per") == 0) {
         if (strcmp(value, "channel") && strcmp(value, "tensor"))
-            return bd_fail(BD_EINVAL, "'%s': per is channel or tensor, not '%s'", where, value);
+            return fail_at(where, "per is channel or tensor, not '%s'", value);
         c->per_channel = strcmp(value, "channel") == 0;
         return BD_OK;
     }
@@ -216,9 +229,9 @@ bd_status bd_plan_parse_setting(const char *where, const char *key, const char *
         return parse_int(where, key, value, 1, 65536, &c->d);
     if (strcmp(key, "k") == 0)
         return parse_int(where, key, value, 1, 65536, &c->k);
-    return bd_fail(BD_EINVAL, "'%s': unknown setting '%s' (d, k, int, per, sym, format, objective "
+    return fail_at(where, "unknown setting '%s' (d, k, int, per, sym, format, objective "
                               "or skip)",
-                   where, key);
+                   key);
 }
 
 bd_status bd_plan_parse_set(const char *spec, char *glob, size_t cap, bd_plan_change *c)

@@ -58,8 +58,8 @@ typedef struct bd_plan_change {
 bd_status bd_plan_apply(const bd_layer *l, const bd_plan_change *c, bd_layer_plan *p);
 
 /* Reads one "key=value" setting of a change (d, k, objective, int, per,
- * sym, format; "skip" and "include" alone); `where` names the spec in
- * messages. */
+ * sym, format; "skip" and "include" alone); `where` (may be NULL) names
+ * the spec in messages. */
 bd_status bd_plan_parse_setting(const char *where, const char *key, const char *value,
                                 bd_plan_change *c);
 

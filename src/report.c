@@ -89,6 +89,8 @@ bd_status bd_report_json(const bd_report *r, char **json)
     const bd_model_size *s = r->size;
     cJSON_AddNumberToObject(totals, "fp32_bytes", (double)s->fp32_bytes);
     cJSON_AddNumberToObject(totals, "compressed_bytes", (double)s->compressed_bytes);
+    if (r->file_bytes > 0)
+        cJSON_AddNumberToObject(totals, "file_bytes", (double)r->file_bytes);
     cJSON_AddNumberToObject(totals, "code_bytes", (double)s->code_bytes);
     cJSON_AddNumberToObject(totals, "codebook_bytes", (double)s->codebook_bytes);
     cJSON_AddNumberToObject(totals, "other_fp32_bytes", (double)s->other_bytes);

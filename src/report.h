@@ -1,7 +1,7 @@
 /* The JSON report of a quantization: per layer name, op, shape, d, k,
  * bits_per_weight, bytes, rel_error, objective history, seconds; totals
- * fp32_bytes, compressed_bytes (with the split into codes, codebooks and
- * the fp32 rest), ratio, and top-1/top-5 of teacher and student when they
+ * fp32_bytes, compressed_bytes (the payload, with the split into codes,
+ * codebooks and the fp32 rest), file_bytes (the file as written), ratio, and top-1/top-5 of teacher and student when they
  * were evaluated. Written atomically. */
 #ifndef BD_REPORT_H
 #define BD_REPORT_H
@@ -19,6 +19,7 @@ typedef struct bd_report {
     const bd_qlayer *const *q; /* NULL / k == 0: not quantized */
     const bd_model_size *size;
     const bd_accuracy *teacher, *student; /* NULL (or not valid) when not evaluated */
+    int64_t file_bytes; /* the file written; <= 0: none */
 } bd_report;
 
 /* The report as a JSON string (malloc'ed). */

@@ -44,10 +44,6 @@ assert t["student"]["images"] == 500 and t["teacher"]["top1"] > 85
 PY
 
 # ONNX's checker, then ONNX Runtime against bitdown's own logits
-/usr/bin/python3 -c 'import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)' \
-  "$TMP/q.onnx" || fail "onnx.checker rejects the compressed file"
-"$BIN" eval "$TMP/q.onnx" --data fmnist:test --limit 64 --logits "$TMP/ours.f32" >"$TMP/eval" || fail "eval on the compressed file"
-grep -q 'compressed model' "$TMP/eval" || fail "eval does not say the model is compressed"
 if [ -f .deps/node_modules/onnxruntime-node/package.json ] && command -v node >/dev/null; then
   /usr/bin/python3 - "$TMP/in.f32" <<'PY'
 import gzip, sys, numpy as np
@@ -55,9 +51,18 @@ with gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz") as
     x = np.frombuffer(f.read(), np.uint8, offset=16)[:64 * 784].reshape(64, 1, 28, 28)
 ((x / 255.0 - 0.2860) / 0.3530).astype("<f4").tofile(sys.argv[1])
 PY
-  NODE_PATH=$PWD/.deps/node_modules node tests/support/ort_run.js "$TMP/q.onnx" "$TMP/in.f32" 64 1 28 28 "$TMP/ort.f32" ||
-    fail "ONNX Runtime could not run the compressed file"
-  /usr/bin/python3 - "$TMP/ours.f32" "$TMP/ort.f32" <<'PY' || fail "ONNX Runtime's logits differ from bitdown's"
+else
+  echo "SKIP: onnxruntime-node is not installed (./bd deps installs it)"
+fi
+runtimes_agree() {
+  /usr/bin/python3 -c 'import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)' \
+    "$1" || fail "onnx.checker rejects $1"
+  "$BIN" eval "$1" --data fmnist:test --limit 64 --logits "$TMP/rt.f32" >"$TMP/eval" || fail "eval on $1"
+  grep -q 'compressed model' "$TMP/eval" || fail "eval does not say $1 is compressed"
+  [ -f "$TMP/in.f32" ] || return 0
+  NODE_PATH=$PWD/.deps/node_modules node tests/support/ort_run.js "$1" "$TMP/in.f32" 64 1 28 28 "$TMP/ort.f32" ||
+    fail "ONNX Runtime could not run $1"
+  /usr/bin/python3 - "$TMP/rt.f32" "$TMP/ort.f32" <<'PY' || fail "ONNX Runtime's logits differ from bitdown's on $1"
 import sys, numpy as np
 a = np.fromfile(sys.argv[1], "<f4").reshape(64, 10)
 b = np.fromfile(sys.argv[2], "<f4").reshape(64, 10)
@@ -65,9 +70,38 @@ err = (np.abs(a - b).max(1) / np.abs(b).max(1)).max()
 print("ONNX Runtime vs bitdown: %.2e" % err)
 sys.exit(0 if err < 1e-4 else 1)
 PY
-else
-  echo "SKIP: onnxruntime-node is not installed (./bd deps installs it)"
-fi
+}
+runtimes_agree "$TMP/q.onnx"
+cp "$TMP/rt.f32" "$TMP/ours.f32"
+
+# int layers beside PQ ones: 4 bits per channel, 3 bits symmetric per tensor
+# in layer3, the classifier in PQ; the file runs everywhere and loads back
+# with every layer's format
+"$BIN" quantize $M -o "$TMP/int.onnx" --calib-n 128 --regime int4 \
+  --set 'layer3.*:int=3,per=tensor,sym=1' --set 'fc:d=4,k=16' --report "$TMP/int.json" \
+  >"$TMP/out" 2>"$TMP/err" || fail "quantize --regime int4 failed: $(cat "$TMP/err")"
+grep -qE '^layer1\.0\.conv1 .* - +int4 +4\.000 ' "$TMP/out" || fail "int4 row: $(cat "$TMP/out")"
+/usr/bin/python3 - "$TMP/int.json" "$TMP/int.onnx" <<'PY' || fail "int report"
+import json, os, sys
+r = {l["name"]: l for l in json.load(open(sys.argv[1]))["layers"]}
+assert r["layer1.0.conv1"]["format"] == "int" and r["layer1.0.conv1"]["bits"] == 4, r["layer1.0.conv1"]
+assert r["layer1.0.conv1"]["per"] == "channel" and not r["layer1.0.conv1"]["symmetric"]
+assert r["layer3.0.conv2"]["bits"] == 3 and r["layer3.0.conv2"]["per"] == "tensor"
+assert r["fc"]["format"] == "pq" and r["fc"]["k"] == 16
+# 3 bits of 36864 weights and one fp16 scale
+assert r["layer3.0.conv2"]["bytes"] == 36864 * 3 // 8 + 2, r["layer3.0.conv2"]["bytes"]
+t = json.load(open(sys.argv[1]))["totals"]
+assert t["file_bytes"] == os.path.getsize(sys.argv[2]), t
+PY
+runtimes_agree "$TMP/int.onnx"
+"$BIN" info "$TMP/int.onnx" >"$TMP/info" || fail "info on the int file"
+grep -qE '^layer3\.0\.conv2 .* - +int3 +3\.000 ' "$TMP/info" || fail "info: int3 layer: $(cat "$TMP/info")"
+grep -qE '^fc .* 4 +16 ' "$TMP/info" || fail "info: the pq classifier: $(cat "$TMP/info")"
+"$BIN" quantize $M -o "$TMP/bad.onnx" --set 'fc:int=9' >/dev/null 2>"$TMP/err" && fail "int=9 accepted"
+grep -q "int wants a whole number from 2 to 8, not '9'" "$TMP/err" || fail "int=9: $(cat "$TMP/err")"
+[ ! -e "$TMP/bad.onnx" ] || fail "a refused plan wrote a file"
+"$BIN" quantize $M -o "$TMP/bad.onnx" --set 'fc:int=4,k=8' >/dev/null 2>"$TMP/err" && fail "int= with k= accepted"
+grep -q "layer 'fc': int= is a format of its own" "$TMP/err" || fail "int= with k=: $(cat "$TMP/err")"
 
 # info shows d, k and sizes of the compressed file
 "$BIN" info "$TMP/q.onnx" >"$TMP/info" || fail "info on the compressed file"

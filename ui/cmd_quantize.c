@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bd_lua.h"
 #include "cli.h"
@@ -27,9 +28,11 @@ static const char help[] =
     "  --calib SPEC          calibration images (default: the model's dataset,\n"
     "                        train split); see 'bitdown eval --help' for SPEC\n"
     "  --calib-n N           calibration images (default 1024)\n"
-    "  --regime small|large  the paper's block sizes: small d=9 (3x3), 4 (1x1, fc);\n"
-    "                        large d=18, 8, 4; k=256, fc k=2048, clamped (default small)\n"
+    "  --regime small|large|int8|int4  the paper's block sizes: small d=9 (3x3), 4\n"
+    "                        (1x1, fc); large d=18, 8, 4; k=256, fc k=2048, clamped\n"
+    "                        (default small); intB: B-bit ints per channel (B = 2..8)\n"
     "  --set GLOB:d=D,k=K[,objective=act|weight|feedback]   override layers matching GLOB\n"
+    "  --set GLOB:int=B[,per=channel|tensor][,sym=0|1]   make them B-bit ints\n"
     "                        (fnmatch, e.g. 'layer3.*'); GLOB:skip keeps them fp32;\n"
     "                        repeatable, applied in order\n"
     "  --objective act|weight|feedback  act: ||X(W-W^)||^2 through each block's\n"
@@ -334,8 +337,10 @@ static bd_status make_plan(bd_workspace *ws, const args *a)
 }
 
 static bd_status report(const bd_workspace *ws, const char *path, const bd_accuracy *t,
-                        const bd_accuracy *st)
+                        const bd_accuracy *st, const char *written)
 {
+    struct stat sb;
+    int64_t file_bytes = stat(written, &sb) == 0 ? (int64_t)sb.st_size : 0;
     int n = bd_ws_nlayers(ws);
     bd_layer *ls = malloc((size_t)n * sizeof *ls + 1);
     const bd_qlayer **qp = calloc((size_t)n + 1, sizeof *qp);
@@ -347,7 +352,7 @@ static bd_status report(const bd_workspace *ws, const char *path, const bd_accur
     }
     bd_model_size size;
     bd_ws_size(ws, &size);
-    bd_report r = {bd_ws_student(ws), ls, n, qp, &size, t, st};
+    bd_report r = {bd_ws_student(ws), ls, n, qp, &size, t, st, file_bytes};
     if (s == BD_OK)
         s = bd_report_write(&r, path);
     free(ls);
@@ -405,7 +410,7 @@ static bd_status work(bd_workspace *ws, const args *a, bd_accuracy *t, bd_accura
     }
     BD_TRY(bd_ws_save(ws, a->out, a->decoded));
     if (a->report)
-        BD_TRY(report(ws, a->report, t, st));
+        BD_TRY(report(ws, a->report, t, st, a->out));
     printf("wrote %s%s\n", a->out, a->decoded ? " (decoded, dense fp32)" : "");
     return BD_OK;
 }
