@@ -527,9 +527,55 @@ static void push_ints(lua_State *L, const int *v, int n)
 
 /* bd.trial(name, {d=, k=K or {K...}, iters=}) -> {d=, k={...}, errors={...}, bytes={...}}:
  * d defaults to the plan's, k to every power of two from 2 to the cap. */
+/* A number or a list of whole numbers from lo to hi at option key of
+ * table o into v[0..*n), at most cap of them; *n = 0 when absent. */
+static void opt_ints(lua_State *L, int o, const char *fn, const char *key, int lo, int hi, int *v,
+                     int cap, int *n)
+{
+    int t = get_option(L, o, key);
+    *n = 0;
+    if (t == LUA_TNUMBER) {
+        lua_pop(L, 1);
+        v[(*n)++] = (int)opt_int(L, o, fn, key, 0, lo, hi);
+        return;
+    }
+    if (t == LUA_TTABLE) {
+        *n = (int)luaL_len(L, -1);
+        if (*n < 1 || *n > cap)
+            luaL_error(L, "%s: option %s must list 1 to %d values, not %d", fn, key, cap, *n);
+        for (int j = 0; j < *n; j++) {
+            int isint = 0;
+            lua_rawgeti(L, -1, j + 1);
+            lua_Integer x = lua_tointegerx(L, -1, &isint);
+            if (lua_type(L, -1) != LUA_TNUMBER || !isint || x < lo || x > hi)
+                luaL_error(L, "%s: option %s[%d] must be a whole number from %d to %d", fn, key,
+                           j + 1, lo, hi);
+            v[j] = (int)x;
+            lua_pop(L, 1);
+        }
+    } else if (t != LUA_TNIL) {
+        luaL_error(L, "%s: option %s must be a number or a list of numbers, not a %s", fn, key,
+                   lua_typename(L, t));
+    }
+    lua_pop(L, 1);
+}
+
+static void push_list(lua_State *L, const char *key, const double *x, const int64_t *b, int n)
+{
+    lua_createtable(L, n, 0);
+    for (int j = 0; j < n; j++) {
+        if (x)
+            lua_pushnumber(L, x[j]);
+        else
+            lua_pushinteger(L, b[j]);
+        lua_rawseti(L, -2, j + 1);
+    }
+    lua_setfield(L, -2, key);
+}
+
 static int l_trial(lua_State *L)
 {
-    static const char *const keys[] = {"d", "k", "iters", NULL};
+    static const char *const keys[] = {"d", "k", "bits", "iters", NULL};
     enum { MAXK = 64 };
     const char *fn = "bd.trial";
     bd_workspace *ws = ws_for(L, fn, 1);
@@ -538,55 +584,39 @@ static int l_trial(lua_State *L)
     int o = options(L, 2, fn, keys);
     int d = (int)opt_int(L, o, fn, "d", bd_ws_layer_at(ws, i)->d, 1, 1 << 20);
     int iters = (int)opt_int(L, o, fn, "iters", 0, 1, 100000);
+    int ks[MAXK], nk, bits[MAXK], nb;
+    opt_ints(L, o, fn, "k", 1, 65536, ks, MAXK, &nk);
+    opt_ints(L, o, fn, "bits", BD_INT_MIN_BITS, BD_INT_MAX_BITS, bits, MAXK, &nb);
+    int has_d = get_option(L, o, "d") != LUA_TNIL;
+    lua_pop(L, 1);
+    if (nb && (nk || has_d))
+        luaL_error(L, "%s: bits is a format of its own; d and k apply to pq only", fn);
     bd_pq_layout lay;
-    check(L, bd_pq_layout_init(ly, d, &lay), fn);
-    int ks[MAXK], nk = 0;
-    int t = get_option(L, o, "k");
-    if (t == LUA_TNIL) {
-        for (int k = 2; k <= bd_pq_max_k(lay.n); k *= 2)
-            ks[nk++] = k;
+    if (!nb) {
+        check(L, bd_pq_layout_init(ly, d, &lay), fn);
+        if (nk == 0) /* every power of two up to the cap */
+            for (int k = 2; k <= bd_pq_max_k(lay.n) && nk < MAXK; k *= 2)
+                ks[nk++] = k;
         if (nk == 0)
             luaL_error(L, "%s: layer '%s' with d=%d has too few blocks for 2 centroids", fn,
                        ly->name, d);
-    } else if (t == LUA_TNUMBER) {
-        ks[nk++] = (int)opt_int(L, o, fn, "k", 0, 1, 65536);
-    } else if (t == LUA_TTABLE) {
-        nk = (int)luaL_len(L, -1);
-        if (nk < 1 || nk > MAXK)
-            luaL_error(L, "%s: option k must list 1 to %d values, not %d", fn, MAXK, nk);
-        for (int j = 0; j < nk; j++) {
-            int isint = 0;
-            lua_rawgeti(L, -1, j + 1);
-            lua_Integer k = lua_tointegerx(L, -1, &isint);
-            if (lua_type(L, -1) != LUA_TNUMBER || !isint || k < 1 || k > 65536)
-                luaL_error(L, "%s: option k[%d] must be a whole number from 1 to 65536", fn, j + 1);
-            ks[j] = (int)k;
-            lua_pop(L, 1);
-        }
-    } else {
-        luaL_error(L, "%s: option k must be a number or a list of numbers, not a %s", fn,
-                   lua_typename(L, t));
     }
-    lua_pop(L, 1);
     double errors[MAXK];
     int64_t bytes[MAXK];
-    check(L, bd_ws_trial(ws, i, d, ks, nk, iters, errors, bytes), fn);
+    check(L, bd_ws_trial(ws, i, nb ? BD_FMT_INT : BD_FMT_PQ, d, nb ? bits : ks, nb ? nb : nk, iters,
+                         errors, bytes),
+          fn);
     lua_createtable(L, 0, 4);
-    set_int(L, "d", d);
-    push_ints(L, ks, nk);
-    lua_setfield(L, -2, "k");
-    lua_createtable(L, nk, 0);
-    for (int j = 0; j < nk; j++) {
-        lua_pushnumber(L, errors[j]);
-        lua_rawseti(L, -2, j + 1);
+    if (nb) {
+        push_ints(L, bits, nb);
+        lua_setfield(L, -2, "bits");
+    } else {
+        set_int(L, "d", d);
+        push_ints(L, ks, nk);
+        lua_setfield(L, -2, "k");
     }
-    lua_setfield(L, -2, "errors");
-    lua_createtable(L, nk, 0);
-    for (int j = 0; j < nk; j++) {
-        lua_pushinteger(L, bytes[j]);
-        lua_rawseti(L, -2, j + 1);
-    }
-    lua_setfield(L, -2, "bytes");
+    push_list(L, "errors", errors, NULL, nb ? nb : nk);
+    push_list(L, "bytes", NULL, bytes, nb ? nb : nk);
     return 1;
 }
 

@@ -954,21 +954,27 @@ bd_status bd_ws_reset(bd_workspace *ws, const char *glob)
     return s;
 }
 
-bd_status bd_ws_trial(bd_workspace *ws, int i, int d, const int *ks, int nk, int iters,
-                      double *errors, int64_t *bytes)
+bd_status bd_ws_trial(bd_workspace *ws, int i, bd_format format, int d, const int *values, int n,
+                      int iters, double *errors, int64_t *bytes)
 {
     BD_TRY(need_model(ws));
     if (i < 0 || i >= ws->nlayers)
         return bd_fail(BD_EINVAL, "no layer %d (the model has %d)", i, ws->nlayers);
     const bd_ws_layer *l = &ws->layers[i];
-    for (int j = 0; j < nk; j++)
-        BD_TRY(bd_plan_check(&l->layer, d, ks[j]));
+    bd_quantize_options o = options_of(ws, l, iters);
+    o.format = format;
+    o.d = d;
+    o.ints = bd_plan_int_default(8);
+    if (format == BD_FMT_INT && bd_objective_check(&l->layer, BD_OBJ_FEEDBACK) != BD_OK)
+        o.objective = BD_OBJ_WEIGHT;
+    for (int j = 0; j < n; j++) {
+        o.ints.bits = values[j];
+        BD_TRY(format == BD_FMT_INT ? bd_int_spec_check(&l->layer, &o.ints)
+                                    : bd_plan_check(&l->layer, d, values[j]));
+    }
     bd_progress progress = start_op(ws);
     bd_calib *calib;
     BD_TRY(calib_of(ws, &progress, &calib));
-    bd_quantize_options o = options_of(ws, l, iters);
-    o.format = BD_FMT_PQ; /* trials weigh k for PQ */
-    o.d = d;
     int64_t cd;
     int full_row;
     bd_quantize_capture_needs(&o, &cd, &full_row);
@@ -977,8 +983,9 @@ bd_status bd_ws_trial(bd_workspace *ws, int i, int d, const int *ks, int nk, int
     const bd_tensor *orig = ws->original[i];
     float *w_hat = malloc(bd_tensor_nbytes(orig));
     bd_status s = w_hat ? BD_OK : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->layer.name);
-    for (int j = 0; s == BD_OK && j < nk; j++) {
-        o.k = ks[j];
+    for (int j = 0; s == BD_OK && j < n; j++) {
+        o.k = values[j];
+        o.ints.bits = values[j];
         bd_qlayer q;
         s = bd_quantize_fit(&cap, &l->layer, orig->data, &o, &progress, &q, w_hat);
         if (s == BD_OK) {

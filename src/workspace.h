@@ -142,13 +142,15 @@ bd_status bd_ws_undo(bd_workspace *ws, char *what, size_t cap);
 const char *bd_ws_undo_label(const bd_workspace *ws);
 
 /* A quick fit that changes nothing: the relative output error layer i
- * would get with block size d and each of the nk values of k, fitted and
- * measured as a real quantization would be, from the student as it stands
- * (one capture of the layer's inputs serves every k). For policies that
- * search the plan. errors[j] gets the error for ks[j]; bytes[j] (if not
- * NULL) the layer's stored size then. */
-bd_status bd_ws_trial(bd_workspace *ws, int i, int d, const int *ks, int nk, int iters,
-                      double *errors, int64_t *bytes);
+ * would get with each of n settings, fitted and measured as a real
+ * quantization would be, from the student as it stands (one capture of the
+ * layer's inputs serves them all). For policies that search the plan. PQ:
+ * block size d and values[j] the k; int: values[j] the bits, per channel
+ * and asymmetric, with the plan's objective (round to nearest where the
+ * row is too long for the full-row Gram). errors[j] gets the error;
+ * bytes[j] (if not NULL) the layer's stored size then. */
+bd_status bd_ws_trial(bd_workspace *ws, int i, bd_format format, int d, const int *values, int n,
+                      int iters, double *errors, int64_t *bytes);
 
 /* ---- results ---------------------------------------------------------------- */
 

@@ -139,13 +139,22 @@ static void test_trial_changes_nothing(void **state)
     int ks[3] = {16, 64, 256};
     double err[3];
     int64_t bytes[3];
-    assert_int_equal(bd_ws_trial(ws, i, 9, ks, 3, 10, err, bytes), BD_OK);
+    assert_int_equal(bd_ws_trial(ws, i, BD_FMT_PQ, 9, ks, 3, 10, err, bytes), BD_OK);
     assert_true(err[0] > err[1] && err[1] > err[2]); /* more centroids, less error */
     assert_true(bytes[0] < bytes[1] && bytes[1] < bytes[2]);
     assert_int_equal(student_hash(ws), before);
     assert_int_equal(bd_ws_layer_at(ws, i)->state, BD_STATE_FLOAT);
     int bad = 4096;
-    assert_int_not_equal(bd_ws_trial(ws, i, 9, &bad, 1, 10, err, NULL), BD_OK);
+    assert_int_not_equal(bd_ws_trial(ws, i, BD_FMT_PQ, 9, &bad, 1, 10, err, NULL), BD_OK);
+    /* int: more bits, less error, and the bytes the codec counts */
+    int bits[3] = {2, 4, 8};
+    assert_int_equal(bd_ws_trial(ws, i, BD_FMT_INT, 0, bits, 3, 0, err, bytes), BD_OK);
+    assert_true(err[0] > err[1] && err[1] > err[2] && err[2] < 0.01);
+    for (int j = 0; j < 3; j++)
+        assert_int_equal(bytes[j], 64 * 576 * bits[j] / 8 + 64 * 2 * 2);
+    assert_int_equal(student_hash(ws), before);
+    bad = 9;
+    assert_int_not_equal(bd_ws_trial(ws, i, BD_FMT_INT, 0, &bad, 1, 0, err, NULL), BD_OK);
     bd_ws_free(ws);
 }
 

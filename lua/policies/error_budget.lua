@@ -14,6 +14,8 @@
 -- Arguments (key=value):
 --   max_error=E      the bound on each layer's relative output error (needed)
 --   trial_iters=N    EM iterations of each trial fit (default 10)
+--   formats=all|pq|int  the candidates: PQ (d, k), int (2 to 8 bits per
+--                    channel), or both (default)
 --   and the common ones of lib/policy.lua: first=true quantize=false iters=N
 --   calib_n=N objective=act|weight eval=true eval_n=N out=FILE decoded=true
 -- e.g. bitdown run --model M.onnx lua/policies/error_budget.lua max_error=0.1
@@ -22,6 +24,7 @@ local P = require("lib.policy")
 local opt, name = P.options(arg, {
   {"max_error", "number", nil, required = "the bound on each layer's relative error"},
   {"trial_iters", "integer", 10},
+  {"formats", "word", "all", {pq = true, int = true, all = true}},
 })
 if opt.max_error <= 0 then error(name .. ": max_error must be above 0", 0) end
 P.prepare(opt)
@@ -31,7 +34,7 @@ print(("%s: max_error %g; %d layers, trial fits of %d EM iterations"):format(
   name, opt.max_error, #layers, opt.trial_iters))
 local kept = {}
 for _, l in ipairs(layers) do
-  local cs = P.candidates(l.name, opt.trial_iters)
+  local cs = P.candidates(l.name, opt.trial_iters, opt.formats)
   table.sort(cs, function(a, b)
     if a.bytes ~= b.bytes then return a.bytes < b.bytes end
     return a.error < b.error

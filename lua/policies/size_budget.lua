@@ -3,20 +3,25 @@
 -- For every layer the plan quantizes, quick trial fits (bd.trial: a few EM
 -- iterations, from the student as it stands) measure the relative output
 -- error of candidate (d, k): d the layer's divisors nearest the paper's 4,
--- 8, 9 and 18, k every power of two from 2 to the layer's cap; keeping the
--- layer in fp32 is a candidate too (no error, 4 bytes a weight). Then it
+-- 8, 9 and 18, k every power of two from 2 to the layer's cap; and of int
+-- grids of 2 to 8 bits per channel; keeping the layer in fp32 is a
+-- candidate too (no error, 4 bytes a weight). Then it
 -- picks one candidate per layer so that the stored size as bd.size()
--- counts it (codes + fp16 codebooks + fp32 for everything else) is at most
--- the target, with the least sum of the layers' errors: a multiple-choice
--- knapsack, solved exactly by dynamic programming over sizes counted in
--- 1/4096ths of the budget (rounded up, so the target holds). Sizes depend
--- only on (d, k), so the size planned is the size reached. Then it
+-- counts it (packed codes + fp16 codebooks or scales + fp32 for everything
+-- else) is at most the target, with the least sum of the layers' errors: a
+-- multiple-choice knapsack, solved exactly by dynamic programming over
+-- sizes counted in 1/4096ths of the budget (rounded up, so the target
+-- holds) -- exact where a Lagrangian sweep over the error/size frontier
+-- would miss the choices inside its convex hull. Sizes depend only on the
+-- setting, so the size planned is the size reached. Then it
 -- quantizes and says how close to the target it came.
 --
 -- Arguments (key=value):
 --   target_mb=M      the size to meet, in MB (2^20 bytes); or
 --   target_ratio=R   the compression ratio to meet (the fp32 size / R)
 --   trial_iters=N    EM iterations of each trial fit (default 10)
+--   formats=all|pq|int  the candidates: PQ (d, k), int (2 to 8 bits per
+--                    channel), or both (default)
 --   and the common ones of lib/policy.lua: first=true quantize=false iters=N
 --   calib_n=N objective=act|weight eval=true eval_n=N out=FILE decoded=true
 -- e.g. bitdown quantize M.onnx -o M.q.onnx --policy size_budget:target_mb=0.05
@@ -26,6 +31,7 @@ local opt, name = P.options(arg, {
   {"target_mb", "number"},
   {"target_ratio", "number"},
   {"trial_iters", "integer", 10},
+  {"formats", "word", "all", {pq = true, int = true, all = true}},
 })
 local goal = opt.target_mb or opt.target_ratio
 if (opt.target_mb == nil) == (opt.target_ratio == nil) or goal <= 0 then
@@ -47,7 +53,7 @@ local base, smallest = size.compressed_bytes, 0
 local choices = {}
 for i, l in ipairs(layers) do
   base = base - l.bytes
-  local cs = P.candidates(l.name, opt.trial_iters)
+  local cs = P.candidates(l.name, opt.trial_iters, opt.formats)
   cs[#cs + 1] = {fp32 = true, error = 0, bytes = 4 * l.params}
   local least = math.huge
   for _, c in ipairs(cs) do least = math.min(least, c.bytes) end

@@ -5,7 +5,8 @@
 -- Arguments every policy takes, after its own:
 --   first=true|false   quantize the first conv too (default: the paper's
 --                      choice, fp32)
---   objective=act|weight  the EM objective of every layer (default act)
+--   objective=act|weight|feedback  the objective of every layer (default:
+--                      the plan's, feedback)
 --   quantize=false     only set the plan, quantize nothing
 --   iters=N            EM iterations at most when quantizing (default 100)
 --   calib_n=N          calibration images (default: as set, 1024)
@@ -17,7 +18,7 @@ local M = {}
 
 local common = {
   {"first", "boolean"},
-  {"objective", "word", nil, {act = true, weight = true}},
+  {"objective", "word", nil, {act = true, weight = true, feedback = true}},
   {"quantize", "boolean", true},
   {"iters", "integer", 100},
   {"calib_n", "integer"},
@@ -128,29 +129,46 @@ local function nearest(divisors, want)
   return best
 end
 
--- Candidate (d, k) for a layer, each with the relative output error a quick
--- fit of trial_iters EM iterations gives, from the student as it stands,
--- and the bytes it would store: d the layer's divisors nearest the paper's
--- block sizes 4, 8, 9 and 18, k every power of two from 2 to the cap.
-function M.candidates(name, trial_iters)
+-- The bits an int candidate may take: 8 is the usual safe choice, below 4
+-- the output error climbs fast, so every width there is worth a trial.
+local int_bits = {2, 3, 4, 5, 6, 8}
+
+-- Candidate settings for a layer, each with the relative output error a
+-- quick fit gives (trial_iters EM iterations for PQ), from the student as
+-- it stands, and the bytes it would store. formats is "pq", "int" or "all":
+-- PQ with d the layer's divisors nearest the paper's block sizes 4, 8, 9
+-- and 18 and k every power of two from 2 to the cap; int with the bits
+-- above, per channel.
+function M.candidates(name, trial_iters, formats)
   local l = bd.layer(name)
   local out, seen = {}, {}
-  for _, want in ipairs{4, 8, 9, 18} do
-    local d = nearest(l.divisors, want)
-    if not seen[d] and l.max_k_by_d[d] >= 2 then
-      seen[d] = true
-      local t = bd.trial(name, {d = d, iters = trial_iters})
-      for j, k in ipairs(t.k) do
-        out[#out + 1] = {d = d, k = k, error = t.errors[j], bytes = t.bytes[j]}
+  formats = formats or "pq"
+  if formats ~= "int" then
+    for _, want in ipairs{4, 8, 9, 18} do
+      local d = nearest(l.divisors, want)
+      if not seen[d] and l.max_k_by_d[d] >= 2 then
+        seen[d] = true
+        local t = bd.trial(name, {d = d, iters = trial_iters})
+        for j, k in ipairs(t.k) do
+          out[#out + 1] = {d = d, k = k, error = t.errors[j], bytes = t.bytes[j]}
+        end
       end
+    end
+  end
+  if formats ~= "pq" then
+    local t = bd.trial(name, {bits = int_bits})
+    for j, b in ipairs(t.bits) do
+      out[#out + 1] = {bits = b, error = t.errors[j], bytes = t.bytes[j]}
     end
   end
   return out
 end
 
--- Puts a layer's choice in the plan: {d=, k=}, or nil for fp32.
+-- Puts a layer's choice in the plan: {d=, k=} or {bits=}, or nil for fp32.
 function M.choose(l, c)
-  if c then
+  if c and c.bits then
+    bd.set(l.name, {bits = c.bits, per = "channel", quantize = true})
+  elseif c then
     bd.set(l.name, {d = c.d, k = c.k, quantize = true})
   else
     bd.set(l.name, {quantize = false})
@@ -165,10 +183,12 @@ function M.report()
   print(("%-28s %5s %6s %7s %9s %9s  %s"):format("layer", "d", "k", "bits/w", "size KB",
                                                   "rel err", "state"))
   for _, l in ipairs(bd.layers()) do
-    -- d and k as quantized, else as planned
+    -- d and k as quantized, else as planned; int layers show their bits
     local dk = l.codebook or (l.quantize and l) or {}
+    local d, k = dk.d, dk.k
+    if dk.format == "int" then d, k = "-", "int" .. dk.bits end
     local state = l.state ~= "float" and l.state or l.quantize and "planned" or "fp32"
-    print(("%-28s %5s %6s %7.3f %9.2f %9s  %s"):format(l.name, dk.d or "-", dk.k or "-",
+    print(("%-28s %5s %6s %7.3f %9.2f %9s  %s"):format(l.name, d or "-", k or "-",
       l.bits_per_weight, l.bytes / 1024, l.rel_error and ("%.4f"):format(l.rel_error) or "-",
       state))
   end
