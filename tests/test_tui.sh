@@ -94,12 +94,23 @@ keys k
 wait_for tui "$ROW +12 +16 " || fail "k did not halve k"
 keys K '['
 wait_for tui "$ROW +9 +32 " || fail "K and [ did not restore d=9 k=32"
+# i makes it an 8-bit int layer, k takes a bit off, q quantizes it as int7,
+# i and undo bring the PQ plan back
+keys i
+wait_for tui "$ROW +- +int8 " || fail "i did not make the layer int8"
+keys k
+wait_for tui "$ROW +- +int7 " || fail "k did not take a bit off the int layer"
+keys q
+wait_for tui "$ROW +- +int7 +7 .* quantized" 60 || fail "q did not quantize the int7 layer"
+keys u i
+wait_for tui "$ROW +9 +32 " || fail "u and i did not restore d=9 k=32"
 
 # The help lists every key
 keys '?'
 wait_for tui "type ':help' for the command language" || fail "? shows no help"
 for what in 'move the selection' 'turn the page' 'focus the next' 'quantize the selected layer' \
-  'quantize all' 'd: previous / next divisor' 'k: halve / double' 'objective:' "take or skip" \
+  'quantize all' 'd: previous / next divisor' 'k: halve / double' 'format: PQ' 'objective:' \
+  "take or skip" \
   'reset the selected layer' 'undo the last change' 'evaluate teacher' 'save the compressed' \
   'command line' 'cancel the running work' 'redraw' 'this help' 'quit'; do
   grep -q "$what" "$TMP/screen" || fail "the help lacks '$what'"

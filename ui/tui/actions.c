@@ -61,7 +61,7 @@ static bd_status job_command(tui *t, const tui_job *j)
     return BD_OK;
 }
 
-enum { PLAN_D, PLAN_K, PLAN_OBJECTIVE, PLAN_INCLUDE };
+enum { PLAN_D, PLAN_K, PLAN_OBJECTIVE, PLAN_INCLUDE, PLAN_FORMAT };
 
 /* The divisor of n after (step > 0) or before cur; cur itself at the ends. */
 static int64_t step_divisor(int64_t n, int64_t cur, int step)
@@ -102,7 +102,16 @@ static bd_status job_plan(tui *t, const tui_job *j)
     const bd_ws_layer *l = bd_ws_layer_at(t->ws, i);
     int64_t rows = l->layer.rows, len = l->layer.row_len;
     bd_ws_change c = BD_PLAN_CHANGE_NONE;
+    int is_int = l->format == BD_FMT_INT;
+    if (is_int && j->what == PLAN_D) {
+        tui_log_addf(&t->log, TS_WARN, "%s: an int layer has no block size ('i' makes it PQ)",
+                     l->layer.name);
+        return BD_OK;
+    }
     switch (j->what) {
+    case PLAN_FORMAT:
+        c.format = is_int ? BD_FMT_PQ : BD_FMT_INT;
+        break;
     case PLAN_D: {
         int64_t d = step_divisor(len, l->d, j->step);
         if (d == l->d) {
@@ -116,6 +125,15 @@ static bd_status job_plan(tui *t, const tui_job *j)
         break;
     }
     case PLAN_K: {
+        if (is_int) {
+            c.bits = l->ints.bits + j->step;
+            if (c.bits >= BD_INT_MIN_BITS && c.bits <= BD_INT_MAX_BITS)
+                break;
+            tui_log_addf(&t->log, TS_WARN, "%s: int%d is the %s (%d to %d bits)", l->layer.name,
+                         l->ints.bits, j->step > 0 ? "most" : "least", BD_INT_MIN_BITS,
+                         BD_INT_MAX_BITS);
+            return BD_OK;
+        }
         int k = step_pow2(l->k, j->step), kmax = bd_pq_max_k(rows * (len / l->d));
         if (k < 1 || k > kmax) {
             tui_log_addf(&t->log, TS_WARN,
@@ -135,8 +153,11 @@ static bd_status job_plan(tui *t, const tui_job *j)
     glob_quote(j->arg, glob, sizeof glob);
     BD_TRY(bd_ws_set(t->ws, glob, &c));
     l = bd_ws_layer_at(t->ws, i);
-    tui_log_addf(&t->log, TS_NORMAL, "%s: plan d=%d k=%d, %s objective, %s 'quantize all'%s%s",
-                 l->layer.name, l->d, l->k, bd_objective_name(l->objective),
+    bd_layer_plan p = bd_ws_plan_of(l);
+    p.quantize = 1;
+    char plan[96];
+    bd_plan_describe(&p, plan, sizeof plan);
+    tui_log_addf(&t->log, TS_NORMAL, "%s: plan %s, %s 'quantize all'%s%s", l->layer.name, plan,
                  l->quantize ? "taken by" : "skipped by", l->note[0] ? "; " : "", l->note);
     return BD_OK;
 }
@@ -227,6 +248,7 @@ static void act_plan(tui *t, int key)
     int what = key == 'k' || key == 'K' ? PLAN_K
                : key == 'o'             ? PLAN_OBJECTIVE
                : key == 'x'             ? PLAN_INCLUDE
+               : key == 'i'             ? PLAN_FORMAT
                                         : PLAN_D;
     int step = key == ']' || key == '+' || key == '=' || key == 'K' ? 1 : -1;
     submit(t, job_plan, 0, name, what, step, "plan");
@@ -355,7 +377,9 @@ static const tui_binding bindings[] = {
      "d: previous / next divisor of the layer's row length",
      {'[', ']', '-', '+', '='},
      act_plan},
-    {"k K", "k: halve / double (up to what the layer allows)", {'k', 'K'}, act_plan},
+    {"k K", "k: halve / double (up to what the layer allows); int: one bit less / more",
+     {'k', 'K'}, act_plan},
+    {"i", "format: PQ (codebook) / int (B-bit grid per channel)", {'i'}, act_plan},
     {"o", "objective: act (activation-aware) / weight / feedback (across blocks)", {'o'}, act_plan},
     {"x", "take or skip the layer in 'quantize all'", {'x'}, act_plan},
     {"r", "reset the selected layer to float", {'r'}, act_reset},
