@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Lua scripting end to end: every bd function and its errors, a script that
 # fails mid-operation leaving the workspace intact, syntax and runtime
-# errors with file:line and a traceback, arg passing, and the policies
-# (size_budget within 5% of its target on both example models,
-# error_budget's bound on every layer, bitdown quantize --policy).
+# errors with file:line and a traceback, arg passing, bd.data's
+# preprocessing. The policies have tests/test_policies.sh.
 . "$(dirname "$0")/support/testlib.sh"
 MB=examples/fmnist/mobilenet_bn.onnx
 
@@ -300,69 +299,6 @@ LUA
 "$BIN" run "$TMP/args.lua" one "two words" --three 2>&1 | grep -q "args ok" || fail "arg passing"
 [ "$("$BIN" run -e 'print(arg[0], #arg, ...)' x y)" = "$(printf '(command line)\t2\tx\ty')" ] ||
   fail "-e with args: $("$BIN" run -e 'print(arg[0], #arg, ...)' x y 2>&1)"
-
-# ---- policies -------------------------------------------------------------------------------
-# size_budget lands within 5% of a quarter of the fp32 size on both models
-cat >"$TMP/budget.lua" <<LUA
-local target = bd.size().fp32_mb / 4
-arg = {[0] = "lua/policies/size_budget.lua", "target_mb=" .. target, "calib_n=$N",
-       "iters=5", "trial_iters=4"}
-dofile(arg[0])
-local got = bd.size().compressed_mb
-assert(got <= target and got >= 0.95 * target, ("%.5f MB for a target of %.5f MB"):format(got, target))
-for _, l in ipairs(bd.layers()) do
-  assert(l.state == "float" or l.rel_error < 1, l.name)
-end
-print(("budget ok: %.5f of %.5f MB"):format(got, target))
-LUA
-for model in $M $MB; do
-  "$BIN" run --model $model -e "dofile('$TMP/budget.lua')" >"$TMP/out" 2>&1 || fail "size_budget on $model: $(cat "$TMP/out")"
-  grep -q "budget ok" "$TMP/out" || fail "size_budget on $model: $(cat "$TMP/out")"
-done
-
-# error_budget: every layer it quantized is within the bound, and it compressed
-cat >"$TMP/bound.lua" <<LUA
-arg = {[0] = "lua/policies/error_budget.lua", "max_error=0.2", "calib_n=$N", "iters=5",
-       "trial_iters=4"}
-dofile(arg[0])
-local quantized = 0
-for _, l in ipairs(bd.layers()) do
-  if l.state ~= "float" then
-    quantized = quantized + 1
-    assert(l.rel_error <= 0.2, ("%s: %.4f"):format(l.name, l.rel_error))
-  end
-end
-assert(quantized >= 5 and bd.size().ratio > 2, quantized)
-print("bound ok")
-LUA
-run bound --model $M
-grep -q "bound ok" "$TMP/bound.out" || fail "error_budget: $(cat "$TMP/bound.out")"
-
-# the regimes, as a plan only
-"$BIN" run --model $M lua/policies/large_blocks.lua quantize=false first=true >"$TMP/out" 2>&1 || fail "large_blocks: $(cat "$TMP/out")"
-grep -qE '^layer3\.0\.conv2 +18 +256 .* planned$' "$TMP/out" || fail "large_blocks plan: $(cat "$TMP/out")"
-grep -qE '^conv1 +9 +2 .* planned$' "$TMP/out" || fail "large_blocks first=true: $(cat "$TMP/out")"
-"$BIN" run --model $M lua/policies/small_blocks.lua bogus=1 >/dev/null 2>"$TMP/err" && fail "a bad policy argument exited 0"
-grep -q "small_blocks: unknown argument 'bogus' (it takes first, " "$TMP/err" || fail "policy argument error: $(cat "$TMP/err")"
-"$BIN" run --model $M lua/policies/size_budget.lua >/dev/null 2>"$TMP/err" && fail "size_budget without a target exited 0"
-grep -q "size_budget: needs one of target_mb=M or target_ratio=R" "$TMP/err" || fail "size_budget target: $(cat "$TMP/err")"
-
-# bitdown quantize --policy writes a file whose size info agrees with the policy's
-"$BIN" quantize $M -o "$TMP/p.onnx" --calib-n $N --iters 5 \
-  --policy size_budget:target_mb=0.05,trial_iters=4 >"$TMP/out" 2>&1 || fail "quantize --policy: $(cat "$TMP/out")"
-reached=$(sed -n 's/.*reached \([0-9.]*\) MB.*/\1/p' "$TMP/out")
-grep -q "^wrote $TMP/p.onnx" "$TMP/out" || fail "quantize --policy wrote nothing: $(cat "$TMP/out")"
-"$BIN" info "$TMP/p.onnx" >"$TMP/info" || fail "info on the policy's file"
-grep -qE "^compressed: [0-9]+ layers quantized, $reached MB " "$TMP/info" ||
-  fail "info disagrees with the policy's $reached MB: $(grep compressed "$TMP/info")"
-awk -v r="$reached" 'BEGIN { exit !(r <= 0.05 && r >= 0.0475) }' || fail "quantize --policy reached $reached MB"
-"$BIN" quantize $M -o "$TMP/x.onnx" --policy nosuch >/dev/null 2>"$TMP/err"
-[ $? = 2 ] || fail "an unknown policy is not a usage error"
-grep -q "no policy 'nosuch' .*the policies are: error_budget, large_blocks, size_budget, small_blocks" "$TMP/err" ||
-  fail "unknown policy message: $(cat "$TMP/err")"
-"$BIN" quantize $M -o "$TMP/x.onnx" --policy small_blocks --set fc:skip >/dev/null 2>"$TMP/err"
-[ $? = 2 ] && grep -q -- "--set does not combine with --policy" "$TMP/err" || fail "--policy with --set: $(cat "$TMP/err")"
-[ ! -e "$TMP/x.onnx" ] || fail "a refused --policy wrote its output"
 
 # bd.data sets the preprocessing; a bad value names the option and changes nothing
 "$BIN" run --model $M -e '
