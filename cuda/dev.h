@@ -239,6 +239,30 @@ struct bd_device {
     int ncache, cache_cap;
 };
 
+/* device.h's entry points as the backend implements them. The core's
+ * functions of device.h's names forward to these through the plugin's
+ * table (cuda/plugin.c); their own names keep the two apart in a program
+ * that links both, as tests/test_cuda.c does. */
+bd_status bd_cuda_device_open(const char *name, bd_device **out);
+void bd_cuda_device_close(bd_device *dev);
+const char *bd_cuda_device_describe(const bd_device *dev);
+bd_status bd_cuda_dexec_new(bd_device *dev, const bd_graph *g, bd_dexec **out);
+void bd_cuda_dexec_free(bd_dexec *dx);
+bd_status bd_cuda_dexec_sync(bd_dexec *dx);
+bd_status bd_cuda_dexec_run1(bd_dexec *dx, const bd_tensor *x, bd_tensor **y);
+bd_status bd_cuda_dexec_until(bd_dexec *dx, const bd_tensor *x, int node);
+bd_status bd_cuda_dexec_gram(bd_dexec *dx, int node, const int64_t *images, int nimages,
+                             bd_gram *gram);
+bd_status bd_cuda_dexec_fetch(bd_dexec *dx, int value, const int64_t *images, int nimages,
+                              bd_tensor **out);
+bd_status bd_cuda_device_pq_fit(bd_device *dev, const float *sub, int64_t n, const bd_gram *gr,
+                                const bd_pq_options *opt, const bd_progress *progress,
+                                bd_pq_result *res);
+bd_status bd_cuda_device_finetune(bd_device *dev, bd_graph *student, bd_dexec *teacher,
+                                  const bd_layer *layers, bd_qlayer *q, int n,
+                                  const bd_dataset *data, const bd_finetune_options *opt,
+                                  const bd_progress *progress, bd_finetune_report *report);
+
 /* Makes the device the calling thread's (every public entry point first). */
 bd_status bd_dev_enter(bd_device *dev);
 /* GPU memory from the cache (a freed block of the same rounded size) or

@@ -7,11 +7,9 @@
 
 #include "dev.h"
 
-int bd_device_built(void) { return 1; }
-
 bd_status bd_dev_enter(bd_device *dev) { return bd_cu_set_device(dev->ordinal); }
 
-bd_status bd_device_open(const char *name, bd_device **out)
+bd_status bd_cuda_device_open(const char *name, bd_device **out)
 {
     *out = NULL;
     if (strcmp(name, "cuda") != 0)
@@ -61,7 +59,7 @@ static void cache_flush(bd_device *dev)
     dev->ncache = 0;
 }
 
-void bd_device_close(bd_device *dev)
+void bd_cuda_device_close(bd_device *dev)
 {
     if (!dev)
         return;
@@ -72,7 +70,7 @@ void bd_device_close(bd_device *dev)
     free(dev);
 }
 
-const char *bd_device_describe(const bd_device *dev) { return dev->desc; }
+const char *bd_cuda_device_describe(const bd_device *dev) { return dev->desc; }
 
 /* Sizes are rounded so that nearly equal requests share blocks. */
 static size_t rounded(size_t bytes) { return (bytes + 511) / 512 * 512; }

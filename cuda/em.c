@@ -168,9 +168,9 @@ static bd_status em_init(gpu_em *e, bd_device *dev, const float *sub, int64_t n,
     return s;
 }
 
-bd_status bd_device_pq_fit(bd_device *dev, const float *sub, int64_t n, const bd_gram *gr,
-                           const bd_pq_options *opt, const bd_progress *progress,
-                           bd_pq_result *res)
+bd_status bd_cuda_device_pq_fit(bd_device *dev, const float *sub, int64_t n, const bd_gram *gr,
+                                const bd_pq_options *opt, const bd_progress *progress,
+                                bd_pq_result *res)
 {
     memset(res, 0, sizeof *res);
     BD_TRY(bd_dev_enter(dev));

@@ -33,7 +33,7 @@ static void drop_run(bd_dexec *dx)
     dx->next = 0;
 }
 
-void bd_dexec_free(bd_dexec *dx)
+void bd_cuda_dexec_free(bd_dexec *dx)
 {
     if (!dx)
         return;
@@ -48,7 +48,7 @@ void bd_dexec_free(bd_dexec *dx)
     free(dx);
 }
 
-bd_status bd_dexec_new(bd_device *dev, const bd_graph *g, bd_dexec **out)
+bd_status bd_cuda_dexec_new(bd_device *dev, const bd_graph *g, bd_dexec **out)
 {
     *out = NULL;
     BD_TRY(bd_dev_enter(dev));
@@ -65,7 +65,7 @@ bd_status bd_dexec_new(bd_device *dev, const bd_graph *g, bd_dexec **out)
     dx->vals = calloc(nv, sizeof *dx->vals);
     dx->left = calloc(nv, sizeof *dx->left);
     if (!dx->uses || !dx->is_output || !dx->vals || !dx->left) {
-        bd_dexec_free(dx);
+        bd_cuda_dexec_free(dx);
         return bd_fail(BD_ENOMEM, "out of memory planning the graph for the GPU");
     }
     dx->maxio = 1;
@@ -81,14 +81,14 @@ bd_status bd_dexec_new(bd_device *dev, const bd_graph *g, bd_dexec **out)
         dx->is_output[g->outputs[i]] = 1;
     bd_status s = bd_dparams_init(&dx->params, dev, g, 1);
     if (s != BD_OK) {
-        bd_dexec_free(dx);
+        bd_cuda_dexec_free(dx);
         return s;
     }
     *out = dx;
     return BD_OK;
 }
 
-bd_status bd_dexec_sync(bd_dexec *dx)
+bd_status bd_cuda_dexec_sync(bd_dexec *dx)
 {
     BD_TRY(bd_dev_enter(dx->dev));
     return bd_dparams_sync(&dx->params);
@@ -167,7 +167,7 @@ bd_status bd_dexec_forward(bd_dexec *dx, const bd_dt *x, bd_dt **y)
     return s;
 }
 
-bd_status bd_dexec_run1(bd_dexec *dx, const bd_tensor *x, bd_tensor **y)
+bd_status bd_cuda_dexec_run1(bd_dexec *dx, const bd_tensor *x, bd_tensor **y)
 {
     *y = NULL;
     BD_TRY(bd_dev_enter(dx->dev));
@@ -181,7 +181,7 @@ bd_status bd_dexec_run1(bd_dexec *dx, const bd_tensor *x, bd_tensor **y)
     return s;
 }
 
-bd_status bd_dexec_until(bd_dexec *dx, const bd_tensor *x, int node)
+bd_status bd_cuda_dexec_until(bd_dexec *dx, const bd_tensor *x, int node)
 {
     BD_TRY(bd_dev_enter(dx->dev));
     bd_dt *xd = NULL;
@@ -211,8 +211,8 @@ static bd_status held(const bd_dexec *dx, int v, const bd_dt **t)
  * (block, slice) products bd_cu_gram_blocks sums at once. */
 enum { GRAM_BUDGET = 64 << 20, GRAM_PARTS = 4096 };
 
-bd_status bd_dexec_gram(bd_dexec *dx, int node, const int64_t *images, int nimages,
-                        bd_gram *gram)
+bd_status bd_cuda_dexec_gram(bd_dexec *dx, int node, const int64_t *images, int nimages,
+                             bd_gram *gram)
 {
     BD_TRY(bd_dev_enter(dx->dev));
     const bd_graph *g = dx->g;
@@ -296,8 +296,8 @@ bd_status bd_dexec_gram(bd_dexec *dx, int node, const int64_t *images, int nimag
     return s == BD_OK ? s : bd_k_in_node(n, s);
 }
 
-bd_status bd_dexec_fetch(bd_dexec *dx, int value, const int64_t *images, int nimages,
-                         bd_tensor **out)
+bd_status bd_cuda_dexec_fetch(bd_dexec *dx, int value, const int64_t *images, int nimages,
+                              bd_tensor **out)
 {
     *out = NULL;
     BD_TRY(bd_dev_enter(dx->dev));

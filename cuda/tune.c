@@ -274,10 +274,10 @@ static bd_status gpu_start(void *arg, bd_graph *student, const bd_layer *layers,
     return BD_OK;
 }
 
-bd_status bd_device_finetune(bd_device *dev, bd_graph *student, bd_dexec *teacher,
-                             const bd_layer *layers, bd_qlayer *q, int n, const bd_dataset *data,
-                             const bd_finetune_options *opt, const bd_progress *progress,
-                             bd_finetune_report *report)
+bd_status bd_cuda_device_finetune(bd_device *dev, bd_graph *student, bd_dexec *teacher,
+                                  const bd_layer *layers, bd_qlayer *q, int n,
+                                  const bd_dataset *data, const bd_finetune_options *opt,
+                                  const bd_progress *progress, bd_finetune_report *report)
 {
     memset(report, 0, sizeof *report);
     BD_TRY(bd_dev_enter(dev));

@@ -1,8 +1,10 @@
 /* The compute device: a GPU through the CUDA backend (cuda/), as the core
  * sees it. The core never includes a CUDA header; it calls this interface,
- * which cuda/ implements when bitdown is built with nvcc and
- * src/device_none.c implements otherwise (opening a device then fails with
- * a message saying so, and nothing else is ever reached).
+ * which src/device_plugin.c implements by forwarding to the CUDA plugin
+ * (libbitdown_cuda.so, built from cuda/ when bitdown is built with nvcc),
+ * loaded by the first bd_device_open("cuda"). Without the plugin, or when
+ * it cannot load, opening a device fails with a message saying why, and
+ * nothing else is ever reached.
  *
  * What runs on the GPU (docs/architecture.md, "The device"): the forward
  * pass of a graph (evaluation, the calibration forward), the Gram matrix of
@@ -34,12 +36,11 @@
 
 typedef struct bd_device bd_device;
 
-/* 1 when this build has the CUDA backend, else 0. */
-int bd_device_built(void);
-
 /* Opens a device by name: "cuda" is the first GPU. Fails with a message
- * that says why: this build has no CUDA backend, no driver is installed, no
- * GPU is visible, or the GPU cannot run this build's code. */
+ * that says why: the CUDA plugin is not found (a build without nvcc) or
+ * does not load (the CUDA libraries are missing: dlerror's reason), no
+ * driver is installed, no GPU is visible, or the GPU cannot run this
+ * build's code. */
 bd_status bd_device_open(const char *name, bd_device **out);
 void bd_device_close(bd_device *dev);
 /* The GPU's name and memory, for a header line:
