@@ -60,7 +60,14 @@ grep -q "size_budget: needs one of target_mb=M or target_ratio=R" "$TMP/err" || 
 
 # bitdown quantize --policy writes a file whose size info agrees with the policy's
 "$BIN" quantize $M -o "$TMP/p.onnx" --calib-n $N --iters 5 \
-  --policy size_budget:target_mb=0.05,trial_iters=4 >"$TMP/out" 2>&1 || fail "quantize --policy: $(cat "$TMP/out")"
+  --policy size_budget:target_mb=0.05,trial_iters=4 --report "$TMP/p.json" >"$TMP/out" 2>&1 ||
+  fail "quantize --policy: $(cat "$TMP/out")"
+/usr/bin/python3 - "$TMP/p.json" "$TMP/p.onnx" <<'PY' || fail "the --policy report"
+import json, os, sys
+t = json.load(open(sys.argv[1]))["totals"]
+assert t["file_bytes"] == os.path.getsize(sys.argv[2]), t
+assert 0.0475 * 2**20 <= t["compressed_bytes"] <= 0.05 * 2**20, t
+PY
 reached=$(sed -n 's/.*reached \([0-9.]*\) MB.*/\1/p' "$TMP/out")
 grep -q "^wrote $TMP/p.onnx" "$TMP/out" || fail "quantize --policy wrote nothing: $(cat "$TMP/out")"
 "$BIN" info "$TMP/p.onnx" >"$TMP/info" || fail "info on the policy's file"

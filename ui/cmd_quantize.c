@@ -65,8 +65,8 @@ static const char help[] =
     "                        error_budget:max_error=E (each file's header says its\n"
     "                        arguments); -o, --calib, --calib-n, --iters, --seed,\n"
     "                        --objective, --quantize-first, --eval, --eval-n,\n"
-    "                        --decoded, --threads and the preprocessing options\n"
-    "                        apply, the other options do not\n" CLI_PREPROCESS_HELP;
+    "                        --decoded, --report, --threads and the preprocessing\n"
+    "                        options apply, the other options do not\n" CLI_PREPROCESS_HELP;
 
 typedef struct args {
     const char *model, *out, *calib, *regime, *eval, *report, *policy;
@@ -113,7 +113,7 @@ static int parse(int argc, char **argv, args *a)
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
         if (cli_preprocess_option(&a->cp, c, optarg))
             continue;
-        if (strchr("rsCRbLGlmw", c))
+        if (strchr("rsCbLGlmw", c))
             a->not_with_policy = c;
         switch (c) {
         case 'h': fputs(help, stdout); exit(CLI_OK);
@@ -255,6 +255,30 @@ static void print_row(const bd_workspace *ws, int i, int compare)
     fflush(stdout);
 }
 
+static bd_status report(const bd_workspace *ws, const char *path, const bd_accuracy *t,
+                        const bd_accuracy *st, const char *written)
+{
+    struct stat sb;
+    int64_t file_bytes = stat(written, &sb) == 0 ? (int64_t)sb.st_size : 0;
+    int n = bd_ws_nlayers(ws);
+    bd_layer *ls = malloc((size_t)n * sizeof *ls + 1);
+    const bd_qlayer **qp = calloc((size_t)n + 1, sizeof *qp);
+    bd_status s = ls && qp ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; s == BD_OK && i < n; i++) {
+        const bd_ws_layer *l = bd_ws_layer_at(ws, i);
+        ls[i] = l->layer;
+        qp[i] = l->state == BD_STATE_FLOAT ? NULL : &l->q;
+    }
+    bd_model_size size;
+    bd_ws_size(ws, &size);
+    bd_report r = {bd_ws_student(ws), ls, n, qp, &size, t, st, file_bytes};
+    if (s == BD_OK)
+        s = bd_report_write(&r, path);
+    free(ls);
+    free(qp);
+    return s;
+}
+
 /* --policy: the policy, a Lua program, plans, quantizes, reports and saves
  * on a workspace; this command sets the workspace up and hands its options
  * on as the policy's key=value arguments, before the policy's own. */
@@ -312,6 +336,9 @@ static int run_policy(const args *a)
         bd_ws_seed(ws, (uint64_t)a->seed);
         rc = cli_run_lua(ws, path, NULL, n, argv);
     }
+    /* the policy evaluates as it likes: the report has the sizes */
+    if (rc == CLI_OK && a->report && (s = report(ws, a->report, NULL, NULL, a->out)) != BD_OK)
+        rc = cli_report(s);
     bd_ws_free(ws);
     return rc;
 }
@@ -336,29 +363,6 @@ static bd_status make_plan(bd_workspace *ws, const args *a)
     return BD_OK;
 }
 
-static bd_status report(const bd_workspace *ws, const char *path, const bd_accuracy *t,
-                        const bd_accuracy *st, const char *written)
-{
-    struct stat sb;
-    int64_t file_bytes = stat(written, &sb) == 0 ? (int64_t)sb.st_size : 0;
-    int n = bd_ws_nlayers(ws);
-    bd_layer *ls = malloc((size_t)n * sizeof *ls + 1);
-    const bd_qlayer **qp = calloc((size_t)n + 1, sizeof *qp);
-    bd_status s = ls && qp ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
-    for (int i = 0; s == BD_OK && i < n; i++) {
-        const bd_ws_layer *l = bd_ws_layer_at(ws, i);
-        ls[i] = l->layer;
-        qp[i] = l->state == BD_STATE_FLOAT ? NULL : &l->q;
-    }
-    bd_model_size size;
-    bd_ws_size(ws, &size);
-    bd_report r = {bd_ws_student(ws), ls, n, qp, &size, t, st, file_bytes};
-    if (s == BD_OK)
-        s = bd_report_write(&r, path);
-    free(ls);
-    free(qp);
-    return s;
-}
 
 /* The quantization itself: the table, fine-tuning, size, evaluation. */
 static bd_status work(bd_workspace *ws, const args *a, bd_accuracy *t, bd_accuracy *st)
