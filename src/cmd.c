@@ -703,9 +703,13 @@ static bd_status cmd_layers(bd_cmd_ctx *ctx, const call *c)
     for (int i = 0; i < n; i++) {
         const bd_ws_layer *l = bd_ws_layer_at(ctx->ws, i);
         char kind[32], shape[64], err[32];
-        out(ctx, "%-24s %-9s %-16s %9lld %4d %6d %7.3f %10.3f %8s  %s%s\n", l->layer.name,
+        /* the plan's format: d and k, or "-" and intB */
+        bd_qlayer planned = {.format = l->format, .d = l->d, .k = l->k, .ints = l->ints};
+        char d[8], k[8];
+        bd_qlayer_dk(&planned, d, k);
+        out(ctx, "%-24s %-9s %-16s %9lld %4s %6s %7.3f %10.3f %8s  %s%s\n", l->layer.name,
             bd_layer_kind(&l->layer, kind, sizeof kind), shape_of(ctx->ws, l, shape, sizeof shape),
-            (long long)bd_layer_params(&l->layer), l->d, l->k, bd_pq_bits_per_weight(l->k, l->d),
+            (long long)bd_layer_params(&l->layer), d, k, bd_qlayer_bits_per_weight(&planned),
             (double)stored_bytes(l) / 1024,
             bd_cmd_error_str(l->state == BD_STATE_FLOAT ? -1 : l->q.rel_error, err, sizeof err),
             bd_layer_state_name(l->state), l->quantize ? "" : " skip");

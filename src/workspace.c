@@ -261,8 +261,15 @@ static bd_status load_model(const char *path, const char *teacher, model_part *m
         l->state = BD_STATE_QUANTIZED;
         l->q = q[i];
         memset(&q[i], 0, sizeof q[i]);
-        l->d = l->q.d;
-        l->k = l->q.k;
+        /* the plan becomes what the file holds; an int layer keeps the
+         * regime's d and k for a switch back to PQ */
+        l->format = l->q.format;
+        if (l->q.format == BD_FMT_INT) {
+            l->ints = l->q.ints;
+        } else {
+            l->d = l->q.d;
+            l->k = l->q.k;
+        }
         l->objective = l->q.objective;
         l->quantize = 1;
         l->note[0] = '\0';

@@ -285,6 +285,23 @@ if not ok:
     print("saved:   ", saved, "\nreloaded:", t)
 sys.exit(0 if ok else 1)
 PY
+# int layers: planned, quantized, saved and loaded back with their grids
+printf 'set layer3.* int=3 per=tensor\nlayers\nquantize layer3.*\nshow layer3.0.conv2\nsave %s\n' \
+  "$TMP/i.onnx" | repl int_save $M
+[ "$(rc_of int_save)" = 0 ] || fail "int session: $(cat "$TMP/int_save.err")"
+grep -qE '^layer3\.0\.conv2 .* - +int3 +3\.000 ' "$TMP/int_save.out" || fail "set int=3 plan row: $(cat "$TMP/int_save.out")"
+grep -q '^layer3.0.conv2: quantized int=3 per=tensor sym=0, rel error' "$TMP/int_save.out" ||
+  fail "quantize line of an int layer: $(cat "$TMP/int_save.out")"
+grep -q '^grid          int=3 per=tensor sym=0 objective=feedback$' "$TMP/int_save.out" ||
+  fail "show of an int layer: $(cat "$TMP/int_save.out")"
+printf 'show layer3.0.conv2\nset layer3.0.conv2 k=16\n' | repl int_load "$TMP/i.onnx"
+grep -q '^grid          int=3 per=tensor sym=0 objective=' "$TMP/int_load.out" ||
+  fail "the reloaded int layer: $(cat "$TMP/int_load.out" "$TMP/int_load.err")"
+grep -q 'weights       36864' "$TMP/int_load.out" || fail "the reloaded int layer's codes: $(cat "$TMP/int_load.out")"
+grep -q '^layer3.0.conv2: d=9 k=16 objective=' "$TMP/int_load.out" || fail "k= makes an int layer PQ again: $(cat "$TMP/int_load.out")"
+printf 'set layer3.0.conv2 int=9\n' | repl int_bad $M
+expect_error int_bad "int wants a whole number from 2 to 8, not '9'"
+
 printf 'load %s\nlayers\n' "$TMP/d.onnx" | repl load_decoded
 grep -q "^loaded $TMP/d.onnx: 10 layers, 0 quantized$" "$TMP/load_decoded.out" || fail "load of the decoded file: $(cat "$TMP/load_decoded.out" "$TMP/load_decoded.err")"
 
