@@ -132,21 +132,30 @@ void bd_pack_bits(const int32_t *codes, int64_t n, int bits, uint8_t *out)
         out[o] = (uint8_t)acc;
 }
 
-void bd_unpack_bits(const uint8_t *in, int64_t n, int bits, int32_t *codes)
+void bd_unpack_bits_from(const uint8_t *in, int64_t first, int64_t n, int bits, int32_t *codes)
 {
-    const uint64_t mask = bits >= 32 ? 0xffffffffu : ((uint64_t)1 << bits) - 1;
+    const uint64_t mask = ((uint64_t)1 << bits) - 1;
+    const int64_t bit0 = first * bits;
+    int64_t o = bit0 / 8;
+    int skip = (int)(bit0 % 8), held = 0;
     uint64_t acc = 0;
-    int held = 0;
-    int64_t o = 0;
     for (int64_t i = 0; i < n; i++) {
-        while (held < bits) {
+        while (held < bits + skip) {
             acc |= (uint64_t)in[o++] << held;
             held += 8;
         }
+        acc >>= skip;
+        held -= skip;
+        skip = 0;
         codes[i] = (int32_t)(acc & mask);
         acc >>= bits;
         held -= bits;
     }
+}
+
+void bd_unpack_bits(const uint8_t *in, int64_t n, int bits, int32_t *codes)
+{
+    bd_unpack_bits_from(in, 0, n, bits, codes);
 }
 
 int64_t bd_qlayer_code_bytes(const bd_qlayer *q)
@@ -191,31 +200,58 @@ void bd_qlayer_dk(const bd_qlayer *q, char d[8], char k[8])
     }
 }
 
+/* The layout q decodes into for layer l, checked against q's sizes. */
+static bd_status decode_layout(const bd_qlayer *q, const bd_layer *l, bd_pq_layout *lay)
+{
+    BD_TRY(bd_pq_layout_init(l, q->format == BD_FMT_INT ? 1 : q->d, lay));
+    if (lay->n != q->n)
+        return bd_fail(BD_EINVAL, "layer '%s': %lld codes for %lld %s", l->name,
+                       (long long)q->n, (long long)lay->n,
+                       q->format == BD_FMT_INT ? "weights" : "subvectors");
+    if (q->format == BD_FMT_INT && q->nscales != 1 && q->nscales != lay->rows)
+        return bd_fail(BD_EINVAL, "layer '%s': %lld scales for %lld rows", l->name,
+                       (long long)q->nscales, (long long)lay->rows);
+    return BD_OK;
+}
+
+/* Codes first..first+count of q (in `codes`) decoded into their places in
+ * the weight as stored: code i is row i / m's block i % m, whose values go
+ * to columns (i % m) * d.. of that row. */
+static void decode_codes(const bd_qlayer *q, const bd_pq_layout *lay, const int32_t *codes,
+                         int64_t first, int64_t count, float *w)
+{
+    for (int64_t c = 0; c < count; c++) {
+        const int64_t i = first + c, r = i / lay->m, j0 = (i % lay->m) * lay->d;
+        const float *v = q->format == BD_FMT_PQ ? q->centroids + (int64_t)codes[c] * q->d : NULL;
+        const float s = v ? 0 : bd_int_scale(q, r), z = v ? 0 : bd_int_zero(q, r);
+        for (int64_t t = 0; t < lay->d; t++) {
+            const int64_t j = j0 + t;
+            w[lay->transposed ? j * lay->rows + r : r * lay->row_len + j] =
+                v ? v[t] : s * ((float)codes[c] - z);
+        }
+    }
+}
+
 bd_status bd_qlayer_decode(const bd_qlayer *q, const bd_layer *l, float *w)
 {
-    const int64_t d = q->format == BD_FMT_INT ? 1 : q->d;
     bd_pq_layout lay;
-    BD_TRY(bd_pq_layout_init(l, d, &lay));
-    if (lay.n != q->n)
-        return bd_fail(BD_EINVAL, "layer '%s': %lld codes for %lld %s", l->name,
-                       (long long)q->n, (long long)lay.n,
-                       q->format == BD_FMT_INT ? "weights" : "subvectors");
-    if (q->format == BD_FMT_INT && q->nscales != 1 && q->nscales != lay.rows)
-        return bd_fail(BD_EINVAL, "layer '%s': %lld scales for %lld rows", l->name,
-                       (long long)q->nscales, (long long)lay.rows);
-    float *sub = malloc((size_t)(lay.n * lay.d) * sizeof *sub);
-    if (!sub)
-        return bd_fail(BD_ENOMEM, "out of memory decoding layer '%s'", l->name);
-    if (q->format == BD_FMT_INT) {
-        for (int64_t r = 0; r < lay.rows; r++) {
-            const float s = bd_int_scale(q, r), z = bd_int_zero(q, r);
-            for (int64_t j = 0; j < lay.row_len; j++)
-                sub[r * lay.row_len + j] = s * ((float)q->codes[r * lay.row_len + j] - z);
-        }
-    } else {
-        bd_pq_decode(q->centroids, q->d, q->codes, q->n, sub);
+    BD_TRY(decode_layout(q, l, &lay));
+    decode_codes(q, &lay, q->codes, 0, q->n, w);
+    return BD_OK;
+}
+
+bd_status bd_qlayer_decode_packed(const bd_qlayer *q, const uint8_t *packed, const bd_layer *l,
+                                  float *w)
+{
+    enum { CHUNK = 1024 };
+    bd_pq_layout lay;
+    BD_TRY(decode_layout(q, l, &lay));
+    const int bits = q->format == BD_FMT_INT ? q->ints.bits : bd_code_bits(q->k);
+    int32_t codes[CHUNK];
+    for (int64_t first = 0; first < q->n; first += CHUNK) {
+        const int64_t count = q->n - first < CHUNK ? q->n - first : CHUNK;
+        bd_unpack_bits_from(packed, first, count, bits, codes);
+        decode_codes(q, &lay, codes, first, count, w);
     }
-    bd_pq_scatter(&lay, sub, w);
-    free(sub);
     return BD_OK;
 }

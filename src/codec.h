@@ -94,6 +94,8 @@ int64_t bd_packed_bytes(int64_t n, int bits);
 void bd_pack_bits(const int32_t *codes, int64_t n, int bits, uint8_t *out);
 /* The inverse. */
 void bd_unpack_bits(const uint8_t *in, int64_t n, int bits, int32_t *codes);
+/* Codes first..first+n-1 of a packed string. */
+void bd_unpack_bits_from(const uint8_t *in, int64_t first, int64_t n, int bits, int32_t *codes);
 
 /* Bytes as stored: packed codes + the fp16 codebook, or scales and zeros. */
 int64_t bd_qlayer_code_bytes(const bd_qlayer *q);
@@ -113,6 +115,12 @@ void bd_qlayer_dk(const bd_qlayer *q, char d[8], char k[8]);
 /* Writes W^ = decode(q) into the weight tensor w (as stored) of layer l;
  * fails, naming the layer, when q's sizes do not fit it. */
 bd_status bd_qlayer_decode(const bd_qlayer *q, const bd_layer *l, float *w);
+
+/* The same from q's table and its codes packed (bd_pack_bits at
+ * bd_code_bits(k) or the int bits), q->codes unused: no unpacked copy of
+ * the codes is made. */
+bd_status bd_qlayer_decode_packed(const bd_qlayer *q, const uint8_t *packed, const bd_layer *l,
+                                  float *w);
 
 /* The int grid of row r (scale, zero point). */
 static inline float bd_int_zero(const bd_qlayer *q, int64_t r)

@@ -124,13 +124,10 @@ bd_status bd_tensor_new_raw(bd_tensor **out, bd_dtype dtype, int ndim, const int
     return tensor_alloc(out, dtype, ndim, dims, what, 0);
 }
 
-bd_status bd_tensor_view(bd_tensor **out, const bd_tensor *src, int ndim, const int64_t *dims)
+/* A view of src's storage with the given shape, n elements, n at most
+ * src's count. */
+static bd_status view_of(bd_tensor **out, const bd_tensor *src, int ndim, const int64_t *dims)
 {
-    int64_t n;
-    BD_TRY(bd_shape_count(ndim, dims, &n, "view"));
-    if (n != bd_tensor_count(src))
-        return bd_fail(BD_EINVAL, "cannot view %" PRId64 " elements as %" PRId64,
-                       bd_tensor_count(src), n);
     bd_tensor *t = calloc(1, sizeof *t);
     if (!t)
         return bd_fail(BD_ENOMEM, "out of memory");
@@ -143,6 +140,26 @@ bd_status bd_tensor_view(bd_tensor **out, const bd_tensor *src, int ndim, const 
     t->storage->refs++;
     *out = t;
     return BD_OK;
+}
+
+bd_status bd_tensor_view(bd_tensor **out, const bd_tensor *src, int ndim, const int64_t *dims)
+{
+    int64_t n;
+    BD_TRY(bd_shape_count(ndim, dims, &n, "view"));
+    if (n != bd_tensor_count(src))
+        return bd_fail(BD_EINVAL, "cannot view %" PRId64 " elements as %" PRId64,
+                       bd_tensor_count(src), n);
+    return view_of(out, src, ndim, dims);
+}
+
+bd_status bd_tensor_view_head(bd_tensor **out, const bd_tensor *src, int ndim, const int64_t *dims)
+{
+    int64_t n;
+    BD_TRY(bd_shape_count(ndim, dims, &n, "view"));
+    if (n > bd_tensor_count(src))
+        return bd_fail(BD_EINVAL, "cannot view the first %" PRId64 " of %" PRId64 " elements", n,
+                       bd_tensor_count(src));
+    return view_of(out, src, ndim, dims);
 }
 
 bd_status bd_tensor_clone(bd_tensor **out, const bd_tensor *src)

@@ -64,6 +64,10 @@ bd_status bd_tensor_new_raw(bd_tensor **out, bd_dtype dtype, int ndim, const int
                             const char *what);
 /* A new header sharing src's storage with another shape of equal count. */
 bd_status bd_tensor_view(bd_tensor **out, const bd_tensor *src, int ndim, const int64_t *dims);
+/* A view of the first elements of src (same dtype) with the given shape,
+ * which may hold fewer elements than src: one buffer serving tensors of
+ * several shapes in turn. */
+bd_status bd_tensor_view_head(bd_tensor **out, const bd_tensor *src, int ndim, const int64_t *dims);
 /* A deep copy. */
 bd_status bd_tensor_clone(bd_tensor **out, const bd_tensor *src);
 void bd_tensor_free(bd_tensor *t);

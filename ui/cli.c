@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "compressed.h"
+#include "lazy_weights.h"
 #include "model_meta.h"
 #include "progress_bar.h"
 #include "size.h"
@@ -153,32 +154,42 @@ int cli_preprocess_ws(const char *cmd, const cli_preprocess *cp, bd_workspace *w
     return s == BD_OK ? CLI_OK : cli_report(s);
 }
 
-bd_status cli_load_model(const char *path, bd_graph **g, int describe)
+bd_status cli_load_model(const char *path, bd_graph **g, int describe, bd_lazy_weights **lw)
 {
     bd_qlayer *q;
     int n;
+    if (lw)
+        *lw = NULL;
     BD_TRY(bd_model_load(path, g, &q, &n));
     bd_layer *layers = NULL;
     const bd_qlayer **qp = calloc((size_t)n + 1, sizeof *qp);
-    int quantized = 0;
+    int quantized = 0, nlayers = 0;
     for (int i = 0; qp && i < n; i++)
         if (q[i].k > 0) {
             qp[i] = &q[i];
             quantized++;
         }
-    int nlayers;
-    if (describe && quantized && qp && bd_layers_find(*g, &layers, &nlayers) == BD_OK) {
+    bd_status s = qp ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    if (s == BD_OK && quantized)
+        s = bd_layers_find(*g, &layers, &nlayers);
+    if (s == BD_OK && describe && quantized) {
         bd_model_size size;
         bd_model_size_compute(*g, layers, nlayers, qp, &size);
         printf("compressed model: %d of %d layers quantized, %.4f MB (fp32 %.4f MB), ratio %.2fx\n",
                quantized, nlayers, bd_mb(size.compressed_bytes), bd_mb(size.fp32_bytes), size.ratio);
     }
+    if (s == BD_OK && lw && quantized)
+        s = bd_lazy_weights_new(*g, layers, q, n, lw);
     free(layers);
     free(qp);
     for (int i = 0; i < n; i++)
         bd_qlayer_free(&q[i]);
     free(q);
-    return BD_OK;
+    if (s != BD_OK) {
+        bd_graph_free(*g);
+        *g = NULL;
+    }
+    return s;
 }
 
 static bd_workspace *attached;

@@ -26,8 +26,13 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) BD_PRINTF(2, 3);
 int cli_bad_option(const char *cmd, char **argv);
 
 /* Loads a model, plain or compressed; with `describe`, says on stdout how a
- * compressed one was compressed (layers quantized, size, ratio). */
-bd_status cli_load_model(const char *path, bd_graph **g, int describe);
+ * compressed one was compressed (layers quantized, size, ratio). With lw,
+ * a compressed model's quantized weights stay as stored (*lw, NULL for a
+ * plain model) and are decoded one layer at a time by the executor that
+ * runs it (bd_lazy_weights_attach); without, they are decoded in place. */
+struct bd_lazy_weights;
+bd_status cli_load_model(const char *path, bd_graph **g, int describe,
+                         struct bd_lazy_weights **lw);
 
 struct bd_accuracy;
 /* For a one-shot command driving a workspace: the progress bar on stderr,

@@ -165,7 +165,7 @@ int cli_bench(int argc, char **argv)
     if (threads)
         bd_threads_set((int)threads);
     bd_graph *g;
-    bd_status s = cli_load_model(argv[optind], &g, 0);
+    bd_status s = cli_load_model(argv[optind], &g, 0, NULL);
     if (s != BD_OK)
         return cli_report(s);
     bd_tensor *x = NULL;

@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "compressed.h"
+#include "lazy_weights.h"
 #include "size.h"
 #include "eval.h"
 #include "fileio.h"
@@ -95,7 +96,8 @@ int cli_eval(int argc, char **argv)
     bd_eval_result r = {0};
     char spec[4096];
     int rc = CLI_FAIL;
-    bd_status s = cli_load_model(argv[optind], &g, 1);
+    bd_lazy_weights *lw = NULL;
+    bd_status s = cli_load_model(argv[optind], &g, 1, &lw);
     if (s != BD_OK)
         return cli_report(s);
     const char *dataset = bd_graph_meta(g, BD_META_DATASET);
@@ -117,6 +119,8 @@ int cli_eval(int argc, char **argv)
         cli_report(s);
         goto done;
     }
+    if (lw)
+        bd_lazy_weights_attach(lw, ex);
     bd_eval_options eo = {.limit = limit, .batch = (int)batch, .keep_logits = logits != NULL};
     if ((s = bd_evaluate(ex, d, &eo, NULL, &r)) != BD_OK) {
         cli_report(s);
@@ -132,5 +136,6 @@ done:
     bd_exec_free(ex);
     bd_dataset_free(d);
     bd_graph_free(g);
+    bd_lazy_weights_free(lw);
     return rc;
 }

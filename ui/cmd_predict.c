@@ -89,7 +89,7 @@ int cli_predict(int argc, char **argv)
     if (argc - optind < 2)
         return cli_usage_error("predict", "expects a MODEL and at least one IMAGE");
     bd_graph *g;
-    bd_status s = cli_load_model(argv[optind], &g, 0);
+    bd_status s = cli_load_model(argv[optind], &g, 0, NULL);
     if (s != BD_OK)
         return cli_report(s);
     char **names = NULL;
