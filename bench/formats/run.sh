@@ -17,7 +17,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-RATIOS=${BD_BENCH_RATIOS:-6 10 16}
+RATIOS=${BD_BENCH_RATIOS:-4 6 9}
 
 # one NAME MODEL VARIANT CALIB N EVAL ARGS...: quantize, report, evaluate
 one() {
