@@ -613,14 +613,15 @@ static int is_io(const bd_graph *g, int id)
     return in_list(g->inputs, g->ninputs, id) || in_list(g->outputs, g->noutputs, id);
 }
 
-/* Names are a noticeable part of a small model's file: nodes go unnamed
- * and every computed value and every value export added (ids from
- * first_new on) gets a short name. The graph's inputs and outputs and the
- * student's initializers keep theirs: the layers' weights name the layers
- * (bd_layers_find), and a saved student loads back as the same tensors. A weight named
- * by the runtime ("onnx::Conv_12"), whose layer took its node's name, gets
+/* Names are a noticeable part of a small model's file (a BatchNormalization
+ * names four tensors, an exporter's constants carry the node path): nodes
+ * go unnamed and every value but the graph's inputs and outputs and the
+ * layers' weights gets a short name. The weights keep theirs because they
+ * name the layers (bd_layers_find) and tie a loaded file to its original
+ * model (workspace.c); nothing else is found by name. A weight named by
+ * the runtime ("onnx::Conv_12"), whose layer took its node's name, gets
  * that name instead, so the layer keeps it without its node's. */
-static bd_status shorten_names(bd_graph *g, const bd_layer *layers, int nlayers, int first_new)
+static bd_status shorten_names(bd_graph *g, const bd_layer *layers, int nlayers)
 {
     for (int i = 0; i < g->nnodes; i++)
         g->nodes[i].name[0] = '\0';
@@ -639,8 +640,7 @@ static bd_status shorten_names(bd_graph *g, const bd_layer *layers, int nlayers,
     int next = 0;
     for (int v = 0; v < g->nvalues && st == BD_OK; v++) {
         const bd_value *val = &g->values[v];
-        if (keep[v] || is_io(g, v) || (!val->init && val->producer < 0) ||
-            (val->init && v < first_new))
+        if (keep[v] || is_io(g, v) || (!val->init && val->producer < 0))
             continue;
         char name[16];
         do {
@@ -698,7 +698,7 @@ bd_status bd_compressed_export(const bd_graph *student, const bd_layer *layers, 
     if (st == BD_OK)
         st = bd_graph_sort(x.g);
     if (st == BD_OK)
-        st = shorten_names(x.g, layers, nlayers, student->nvalues);
+        st = shorten_names(x.g, layers, nlayers);
     free(codes);
     free(x.consts);
     if (st != BD_OK) {
