@@ -16,7 +16,8 @@
 #include "text.h"
 
 /* Files of format 1 (byte-aligned codes, one expression per layer) still load. */
-#define FORMAT_VERSION "packed/2"
+#define FORMAT_VERSION "packed/3"
+#define FORMAT_V2 "packed/2"
 #define FORMAT_V1 "pq/1"
 
 /* ---- graph helpers ---------------------------------------------------------- */
@@ -62,7 +63,7 @@ static int sole_reader(const bd_graph *g, int v)
 
 static int is_pq_key(const char *key)
 {
-    return strcmp(key, BD_META_FORMAT) == 0 ||
+    return strcmp(key, BD_META_FORMAT) == 0 || strcmp(key, BD_META_LAYERS) == 0 ||
            strncmp(key, BD_META_LAYER_PREFIX, strlen(BD_META_LAYER_PREFIX)) == 0;
 }
 
@@ -82,45 +83,53 @@ static void drop_pq_meta(bd_graph *g)
     g->nmeta = kept;
 }
 
-/* The numbers in the metadata always have a decimal point, whatever locale
- * the UI switched to for ncurses. The EM history per iteration is not
- * written: it made the metadata a large part of a small model's file. */
-static bd_status set_layer_meta(bd_graph *g, const bd_layer *l, const bd_qlayer *q)
+/* One line of "bitdown.layers": what the expression cannot say. d, k and
+ * the int grid are the expression's; the EM history per iteration is not
+ * written. Both made the metadata a large part of a small model's file.
+ * The numbers always have a decimal point, whatever locale the UI switched
+ * to for ncurses. */
+static void describe_layer(bd_strbuf *b, const bd_layer *l, const bd_qlayer *q)
+{
+    bd_strbuf_add(b, "%s o=%s", l->name, bd_objective_name(q->objective));
+    if (q->rel_error >= 0)
+        bd_strbuf_add(b, ";e=%.6g", q->rel_error);
+    bd_strbuf_add(b, ";i=%d;t=%.6g\n", q->iters, q->seconds);
+}
+
+static bd_status set_layers_meta(bd_graph *g, const bd_layer *layers, int nlayers,
+                                 const bd_qlayer *const *q)
 {
     bd_c_numeric loc;
     BD_TRY(bd_c_numeric_enter(&loc));
     bd_strbuf b = {0};
-    if (q->format == BD_FMT_INT)
-        bd_strbuf_add(&b, "f=int;b=%d;ch=%d;sym=%d", q->ints.bits, q->nscales > 1,
-                      q->zeros == NULL);
-    else
-        bd_strbuf_add(&b, "f=pq;d=%d;k=%d", q->d, q->k);
-    bd_strbuf_add(&b, ";o=%s", bd_objective_name(q->objective));
-    if (q->rel_error >= 0)
-        bd_strbuf_add(&b, ";e=%.6g", q->rel_error);
-    bd_strbuf_add(&b, ";i=%d;t=%.6g", q->iters, q->seconds);
+    for (int i = 0; i < nlayers; i++)
+        if (q[i])
+            describe_layer(&b, &layers[i], q[i]);
     bd_c_numeric_leave(&loc);
-    char key[sizeof BD_META_LAYER_PREFIX + BD_LAYER_NAME_MAX];
-    snprintf(key, sizeof key, "%s%s", BD_META_LAYER_PREFIX, l->name);
-    bd_status st = b.oom ? bd_fail(BD_ENOMEM, "out of memory describing layer '%s'", l->name)
-                         : bd_graph_set_meta(g, key, b.s);
+    bd_status st = b.oom ? bd_fail(BD_ENOMEM, "out of memory describing the layers")
+                         : b.s ? bd_graph_set_meta(g, BD_META_LAYERS, b.s) : BD_OK;
     bd_strbuf_free(&b);
     return st;
 }
 
-/* What "bitdown.layer.<name>" says. d and k are there for people reading the
- * file; the expression itself is what counts. */
+/* What the metadata says about one layer. */
 typedef struct layer_meta {
-    const char *name; /* inside the graph's metadata key */
+    char name[BD_LAYER_NAME_MAX];
     bd_objective objective;
     double rel_error, seconds;
     int iters;
     double *history;
 } layer_meta;
 
-static bd_status bad_meta(const bd_meta *kv, const char *why)
+/* Where a layer's description is, for messages: the key and the text. */
+typedef struct meta_src {
+    const char *key, *text, *end;
+} meta_src;
+
+static bd_status bad_meta(const meta_src *src, const char *why)
 {
-    return bd_fail(BD_EFORMAT, "model metadata %s = '%s': %s", kv->key, kv->value, why);
+    return bd_fail(BD_EFORMAT, "model metadata %s = '%.*s': %s", src->key,
+                   (int)(src->end - src->text), src->text, why);
 }
 
 /* A number filling exactly [s, end). */
@@ -141,19 +150,20 @@ static int parse_count(const char *s, const char *end, double lo, double hi, int
     return 1;
 }
 
-static bd_status parse_history(const bd_meta *kv, const char *s, const char *end, layer_meta *m)
+static bd_status parse_history(const meta_src *src, const char *s, const char *end,
+                               layer_meta *m)
 {
     int count = s < end;
     for (const char *p = s; p < end; p++)
         count += *p == ',';
     m->history = malloc((size_t)count * sizeof *m->history + 1);
     if (!m->history)
-        return bd_fail(BD_ENOMEM, "out of memory reading %s", kv->key);
+        return bd_fail(BD_ENOMEM, "out of memory reading %s", src->key);
     for (int i = 0; i < count; i++) {
         const char *comma = memchr(s, ',', (size_t)(end - s));
         const char *stop = comma ? comma : end;
         if (!parse_number(s, stop, &m->history[i]))
-            return bad_meta(kv, "history is not a comma-separated list of numbers");
+            return bad_meta(src, "history is not a comma-separated list of numbers");
         s = stop + 1;
     }
     m->iters = count;
@@ -166,7 +176,7 @@ static int span_is(const char *s, const char *end, const char *word)
     return strlen(word) == (size_t)(end - s) && strncmp(s, word, (size_t)(end - s)) == 0;
 }
 
-static bd_status parse_objective(const bd_meta *kv, const char *s, const char *end,
+static bd_status parse_objective(const meta_src *src, const char *s, const char *end,
                                  bd_objective *out)
 {
     for (int o = 0; o < BD_OBJ_COUNT; o++)
@@ -174,7 +184,7 @@ static bd_status parse_objective(const bd_meta *kv, const char *s, const char *e
             *out = (bd_objective)o;
             return BD_OK;
         }
-    return bad_meta(kv, "the objective is neither act nor weight");
+    return bad_meta(src, "the objective is neither act nor weight");
 }
 
 /* Whether the item's name [p, eq) is the short or (format 1) long one. */
@@ -183,52 +193,51 @@ static int item_is(const char *p, const char *eq, const char *brief, const char 
     return span_is(p, eq, brief) || span_is(p, eq, full);
 }
 
-/* "f=pq;d=9;k=256;o=act;e=0.01;i=37;t=1.25" (format 1 spelled objective,
- * rel_error, iterations, seconds and added history=...). f, d, k, b, ch and
- * sym are there for people reading the file; the expression itself is what
- * counts. Unknown items are skipped, so later versions may add some. */
-static bd_status parse_layer_meta(const bd_meta *kv, layer_meta *m)
+/* The items [s, end) of a layer's description: "o=act;e=0.01;i=37;t=1.25"
+ * (format 1 spelled objective, rel_error, iterations, seconds and added
+ * history=...; packed/2 added f, d, k, b, ch and sym, which only informed).
+ * Unknown items are skipped, so later versions may add some. */
+static bd_status parse_layer_meta(const meta_src *src, const char *s, const char *end,
+                                  layer_meta *m)
 {
-    memset(m, 0, sizeof *m);
-    m->name = kv->key + strlen(BD_META_LAYER_PREFIX);
     m->rel_error = -1;
     int iters = -1, history = 0, informative;
-    for (const char *p = kv->value; *p;) {
-        const char *end = strchr(p, ';');
-        if (!end)
-            end = p + strlen(p);
-        const char *eq = memchr(p, '=', (size_t)(end - p));
+    for (const char *p = s; p < end;) {
+        const char *stop = memchr(p, ';', (size_t)(end - p));
+        if (!stop)
+            stop = end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
         if (!eq)
-            return bad_meta(kv, "an item is not name=value");
+            return bad_meta(src, "an item is not name=value");
         const char *v = eq + 1;
         if (span_is(p, eq, "d") || span_is(p, eq, "k")) {
-            if (!parse_count(v, end, 1, 65536, &informative))
-                return bad_meta(kv, "d and k must be whole numbers from 1 to 65536");
+            if (!parse_count(v, stop, 1, 65536, &informative))
+                return bad_meta(src, "d and k must be whole numbers from 1 to 65536");
         } else if (span_is(p, eq, "b") || span_is(p, eq, "ch") || span_is(p, eq, "sym")) {
-            if (!parse_count(v, end, 0, 16, &informative))
-                return bad_meta(kv, "b, ch and sym must be whole numbers from 0 to 16");
+            if (!parse_count(v, stop, 0, 16, &informative))
+                return bad_meta(src, "b, ch and sym must be whole numbers from 0 to 16");
         } else if (span_is(p, eq, "f")) {
-            if (!span_is(v, end, "pq") && !span_is(v, end, "int"))
-                return bad_meta(kv, "the format f is neither pq nor int");
+            if (!span_is(v, stop, "pq") && !span_is(v, stop, "int"))
+                return bad_meta(src, "the format f is neither pq nor int");
         } else if (item_is(p, eq, "o", "objective")) {
-            BD_TRY(parse_objective(kv, v, end, &m->objective));
+            BD_TRY(parse_objective(src, v, stop, &m->objective));
         } else if (item_is(p, eq, "e", "rel_error") || item_is(p, eq, "t", "seconds")) {
             double x;
-            if (!parse_number(v, end, &x))
-                return bad_meta(kv, "rel_error (e) and seconds (t) must be numbers");
+            if (!parse_number(v, stop, &x))
+                return bad_meta(src, "rel_error (e) and seconds (t) must be numbers");
             *(item_is(p, eq, "t", "seconds") ? &m->seconds : &m->rel_error) = x;
         } else if (item_is(p, eq, "i", "iterations")) {
-            if (!parse_count(v, end, 0, 1e6, &iters))
-                return bad_meta(kv, "iterations (i) must be a whole number from 0 to 1000000");
+            if (!parse_count(v, stop, 0, 1e6, &iters))
+                return bad_meta(src, "iterations (i) must be a whole number from 0 to 1000000");
         } else if (span_is(p, eq, "history")) {
             free(m->history);
-            BD_TRY(parse_history(kv, v, end, m));
+            BD_TRY(parse_history(src, v, stop, m));
             history = 1;
         }
-        p = *end ? end + 1 : end;
+        p = stop < end ? stop + 1 : end;
     }
     if (history && iters >= 0 && iters != m->iters)
-        return bad_meta(kv, "the history does not have one value per iteration");
+        return bad_meta(src, "the history does not have one value per iteration");
     if (!history)
         m->iters = iters > 0 ? iters : 0;
     return BD_OK;
@@ -241,15 +250,55 @@ static void free_layer_metas(layer_meta *m, int n)
     free(m);
 }
 
+/* A layer called [name, name_end), described by [s, end). */
+static bd_status add_layer_meta(const meta_src *src, const char *name, const char *name_end,
+                                const char *s, const char *end, layer_meta *m)
+{
+    memset(m, 0, sizeof *m);
+    if (name == name_end || name_end - name >= BD_LAYER_NAME_MAX)
+        return bad_meta(src, "a layer name is empty or too long");
+    memcpy(m->name, name, (size_t)(name_end - name));
+    return parse_layer_meta(src, s, end, m);
+}
+
+/* "bitdown.layers" holds a line "NAME ITEMS" per quantized layer; files
+ * before packed/3 had a key "bitdown.layer.NAME" = ITEMS per layer. */
+static bd_status parse_meta_entry(const bd_meta *kv, layer_meta *out, int *n)
+{
+    const char *v = kv->value, *vend = v + strlen(v);
+    if (strcmp(kv->key, BD_META_LAYERS) != 0) {
+        meta_src src = {kv->key, v, vend};
+        const char *name = kv->key + strlen(BD_META_LAYER_PREFIX);
+        return add_layer_meta(&src, name, name + strlen(name), v, vend, &out[(*n)++]);
+    }
+    for (const char *line = v; line < vend;) {
+        const char *nl = memchr(line, '\n', (size_t)(vend - line)), *end = nl ? nl : vend;
+        meta_src src = {kv->key, line, end};
+        const char *sp = memchr(line, ' ', (size_t)(end - line));
+        if (!sp)
+            return bad_meta(&src, "a line is not 'NAME ITEMS'");
+        BD_TRY(add_layer_meta(&src, line, sp, sp + 1, end, &out[(*n)++]));
+        line = end < vend ? end + 1 : vend;
+    }
+    return BD_OK;
+}
+
 static bd_status parse_pq_meta(const bd_graph *g, layer_meta **out, int *n)
 {
     const char *format = bd_graph_meta(g, BD_META_FORMAT);
-    if (format && strcmp(format, FORMAT_VERSION) != 0 && strcmp(format, FORMAT_V1) != 0)
+    if (format && strcmp(format, FORMAT_VERSION) != 0 && strcmp(format, FORMAT_V2) != 0 &&
+        strcmp(format, FORMAT_V1) != 0)
         return bd_fail(BD_EUNSUPPORTED,
                        "model metadata %s = '%s': this bitdown reads formats " FORMAT_VERSION
-                       " and " FORMAT_V1, BD_META_FORMAT, format);
+                       ", " FORMAT_V2 " and " FORMAT_V1, BD_META_FORMAT, format);
+    /* at most a layer per key or per line */
+    size_t cap = (size_t)g->nmeta + 1;
+    for (int i = 0; i < g->nmeta; i++)
+        if (strcmp(g->meta[i].key, BD_META_LAYERS) == 0)
+            for (const char *c = g->meta[i].value; *c; c++)
+                cap += *c == '\n';
     *n = 0;
-    *out = calloc((size_t)g->nmeta + 1, sizeof **out);
+    *out = calloc(cap, sizeof **out);
     if (!*out)
         return bd_fail(BD_ENOMEM, "out of memory");
     bd_c_numeric loc;
@@ -257,7 +306,7 @@ static bd_status parse_pq_meta(const bd_graph *g, layer_meta **out, int *n)
     if (st == BD_OK) {
         for (int i = 0; i < g->nmeta && st == BD_OK; i++)
             if (is_pq_key(g->meta[i].key) && strcmp(g->meta[i].key, BD_META_FORMAT) != 0)
-                st = parse_layer_meta(&g->meta[i], &(*out)[(*n)++]);
+                st = parse_meta_entry(&g->meta[i], *out, n);
         bd_c_numeric_leave(&loc);
     }
     if (st != BD_OK) {
@@ -341,6 +390,11 @@ static int code_bits(const bd_qlayer *q)
     return q->format == BD_FMT_INT ? q->ints.bits : bd_code_bits(q->k);
 }
 
+static int is_io(const bd_graph *g, int id)
+{
+    return in_list(g->inputs, g->ninputs, id) || in_list(g->outputs, g->noutputs, id);
+}
+
 /* What export adds to the graph: values under temporary names (the file's
  * names are given at the end), small constants once each. */
 typedef struct exporter {
@@ -398,6 +452,82 @@ static bd_status constant(exporter *x, bd_dtype dtype, int ndim, const int64_t *
     return BD_OK;
 }
 
+/* Whether a's n values are all v. */
+static int all_are(const bd_attr *a, int64_t v)
+{
+    for (int i = 0; i < a->n; i++)
+        if (a->ints[i] != v)
+            return 0;
+    return 1;
+}
+
+/* An attribute of Conv, Gemm or Flatten at its ONNX default, or Conv's
+ * kernel_shape, which its weight's shape gives: the file need not say it. */
+static int says_nothing(const bd_node *n, const bd_attr *a)
+{
+    const char *op = n->op, *name = a->name;
+    if (n->domain[0])
+        return 0;
+    if (strcmp(op, "Conv") == 0 && a->type == BD_ATTR_INTS)
+        return strcmp(name, "kernel_shape") == 0 ||
+               ((strcmp(name, "strides") == 0 || strcmp(name, "dilations") == 0) &&
+                all_are(a, 1)) ||
+               (strcmp(name, "pads") == 0 && all_are(a, 0));
+    if (strcmp(op, "Conv") == 0)
+        return (a->type == BD_ATTR_INT && strcmp(name, "group") == 0 && a->i == 1) ||
+               (a->type == BD_ATTR_STRING && strcmp(name, "auto_pad") == 0 &&
+                strcmp(a->s, "NOTSET") == 0);
+    if (strcmp(op, "Gemm") == 0)
+        return (a->type == BD_ATTR_FLOAT && a->f == 1.0f &&
+                (strcmp(name, "alpha") == 0 || strcmp(name, "beta") == 0)) ||
+               (a->type == BD_ATTR_INT && a->i == 0 &&
+                (strcmp(name, "transA") == 0 || strcmp(name, "transB") == 0));
+    return strcmp(op, "Flatten") == 0 && a->type == BD_ATTR_INT && a->i == 1 &&
+           strcmp(name, "axis") == 0;
+}
+
+static void drop_default_attrs(bd_graph *g)
+{
+    for (int i = 0; i < g->nnodes; i++)
+        for (int k = g->nodes[i].nattrs - 1; k >= 0; k--)
+            if (says_nothing(&g->nodes[i], &g->nodes[i].attrs[k]))
+                bd_node_del_attr(&g->nodes[i], k);
+}
+
+/* The model's own small constants (scalars, short int64 lists: exporters
+ * repeat Clip's 0 and 6 once per node) are stored once, and the ones
+ * export adds reuse them. None is a parameter that training changes. */
+static bd_status share_constants(exporter *x)
+{
+    bd_graph *g = x->g;
+    for (int v = 0; v < g->nvalues; v++) {
+        const bd_tensor *t = g->values[v].init;
+        if (!t || is_io(g, v) || !(t->ndim == 0 || (t->dtype == BD_I64 && bd_tensor_count(t) <= 8)))
+            continue;
+        int same = -1;
+        for (int i = 0; i < x->nconsts && same < 0; i++) {
+            const bd_tensor *c = g->values[x->consts[i]].init;
+            if (c->dtype == t->dtype && bd_tensor_same_shape(c, t) &&
+                memcmp(c->data, t->data, bd_tensor_nbytes(t)) == 0)
+                same = x->consts[i];
+        }
+        if (same >= 0) {
+            for (int i = 0; i < g->nnodes; i++)
+                for (int k = 0; k < g->nodes[i].ninputs; k++)
+                    if (g->nodes[i].inputs[k] == v)
+                        g->nodes[i].inputs[k] = same;
+            bd_graph_set_init(g, v, NULL);
+            continue;
+        }
+        int *grown = realloc(x->consts, (size_t)(x->nconsts + 1) * sizeof *grown);
+        if (!grown)
+            return bd_fail(BD_ENOMEM, "out of memory");
+        x->consts = grown;
+        x->consts[x->nconsts++] = v;
+    }
+    return BD_OK;
+}
+
 static bd_status scalar(exporter *x, int64_t v, char *name)
 {
     return constant(x, BD_I64, 0, NULL, &v, name);
@@ -430,116 +560,134 @@ static bd_attr int_attr(const char *name, int64_t v)
     return (bd_attr){.name = (char *)name, .type = BD_ATTR_INT, .i = v};
 }
 
-/* The codes of every layer of `bits` bits, packed into one byte string in
- * layer order, and the expression unpacking them (docs/format.md): code i
- * is bits [i*b, i*b + b) of the little-endian 24-bit word of bytes
- * i*b/8 .. i*b/8 + 2, so 2 zero bytes pad the string. Its Split gives each
- * layer's codes, int64, under codes[layer]. */
-static bd_status export_codes(exporter *x, const bd_qlayer *const *q, int nlayers, int bits, char (*codes)[NAME_CAP])
+/* The width a code takes in the file: a zero-width code (one centroid)
+ * takes one bit, as no Reshape can cut bits into rows of zero. */
+static int file_bits(int bits)
 {
-    int64_t total = 0, nsplit = 0, *sizes = malloc((size_t)nlayers * sizeof *sizes + 1);
-    if (!sizes)
+    return bits > 0 ? bits : 1;
+}
+
+/* Code `code` as bits [at, at + bits) of p, least significant bit first. */
+static void put_code(uint8_t *p, int64_t at, int32_t code, int bits)
+{
+    for (int k = 0; k < bits; k++, at++)
+        p[at >> 3] |= (uint8_t)((code >> k & 1) << (at & 7));
+}
+
+/* A Split of `from` along axis 0 into the given sizes, under the given
+ * output names (fresh ones where empty). */
+static bd_status split(exporter *x, const char *from, int n, const int64_t *sizes,
+                       char (*outs)[NAME_CAP])
+{
+    char s[NAME_CAP];
+    const char **names = malloc((size_t)n * sizeof *names + 1);
+    if (!names)
         return bd_fail(BD_ENOMEM, "out of memory");
-    for (int i = 0; i < nlayers; i++)
-        if (q[i] && code_bits(q[i]) == bits) {
-            total += q[i]->n;
-            sizes[nsplit++] = q[i]->n;
-        }
-    int64_t len = bd_packed_bytes(total, bits) + 2;
-    int32_t *all = malloc((size_t)total * sizeof *all + 1);
-    bd_tensor *packed = NULL;
-    bd_status st = all ? bd_tensor_new(&packed, BD_U8, 1, &len, "packed codes")
-                       : bd_fail(BD_ENOMEM, "out of memory");
-    if (st == BD_OK) {
-        int64_t at = 0;
-        for (int i = 0; i < nlayers; i++)
-            if (q[i] && code_bits(q[i]) == bits) {
-                memcpy(all + at, q[i]->codes, (size_t)q[i]->n * sizeof *all);
-                at += q[i]->n;
-            }
-        bd_pack_bits(all, total, bits, packed->data);
+    bd_status st = int_list(x, n, sizes, s);
+    for (int j = 0; j < n && st == BD_OK; j++) {
+        if (!outs[j][0])
+            fresh_name(x, outs[j]);
+        names[j] = outs[j];
     }
-    free(all);
-    static const int64_t pow2[8] = {1, 2, 4, 8, 16, 32, 64, 128};
-    char p[NAME_CAP], c0[NAME_CAP], c1[NAME_CAP], c2[NAME_CAP], c8[NAME_CAP], c256[NAME_CAP],
-        c65536[NAME_CAP], n[NAME_CAP], b[NAME_CAP], m[NAME_CAP], shifts[NAME_CAP],
-        split[NAME_CAP];
-    char v[16][NAME_CAP] = {{0}};
+    bd_node *node;
+    if (st == BD_OK)
+        st = bd_graph_add_node(x->g, "", "Split", "", 2, (const char *[]){from, s}, n, names,
+                               &node);
+    free(names);
+    return st;
+}
+
+/* The codes of all layers as one bit string, and the expression unpacking
+ * them (docs/format.md): one uint8 [L, 1] initializer whose bits (least
+ * significant first) hold the codes of each width in turn, narrowest first,
+ * layer by layer. Its bytes become bits once (Div by the powers of two, Mod
+ * 2); a Split cuts the bits of each width, a MatMul by [1, 2, ..., 2^(b-1)]
+ * sums each code's b bits, and a Split per width gives each layer its
+ * codes, int64, under codes[layer]. A part with a single piece needs no
+ * Split. A few nodes for the whole model, where one expression per width
+ * took 19. */
+static bd_status export_codes(exporter *x, const bd_qlayer *const *q, int nlayers,
+                              char (*codes)[NAME_CAP])
+{
+    int64_t count[17] = {0}, bits_total = 0;
+    int layers_of[17] = {0}, nwidths = 0;
+    for (int i = 0; i < nlayers; i++)
+        if (q[i]) {
+            int b = file_bits(code_bits(q[i]));
+            count[b] += q[i]->n;
+            nwidths += layers_of[b]++ == 0;
+            bits_total += q[i]->n * b;
+        }
+    int64_t dims[2] = {(bits_total + 7) / 8, 1}, pad = 8 * dims[0] - bits_total;
+    bd_tensor *packed;
+    BD_TRY(bd_tensor_new(&packed, BD_U8, 2, dims, "packed codes"));
+    int64_t at = 0;
+    for (int b = 1; b <= 16; b++)
+        for (int i = 0; i < nlayers; i++)
+            if (q[i] && file_bits(code_bits(q[i])) == b)
+                for (int64_t j = 0; j < q[i]->n; j++, at += b)
+                    put_code(packed->data, at, q[i]->codes[j], b);
+    static const int64_t pow2[16] = {1,    2,    4,    8,    16,   32,    64,    128,
+                                     256,  512,  1024, 2048, 4096, 8192, 16384, 32768};
+    char p[NAME_CAP], shifts[NAME_CAP], two[NAME_CAP], flat[NAME_CAP], v[3][NAME_CAP] = {{0}};
+    char bits[NAME_CAP] = "", (*part)[NAME_CAP] = calloc(18, sizeof *part);
+    int64_t sizes[18], nparts = 0;
     bd_attr to_i64 = int_attr("to", BD_I64);
-    if (st == BD_OK)
-        st = add_init(x, packed, p);
-    if (st == BD_OK)
-        st = scalar(x, 0, c0);
-    if (st == BD_OK)
-        st = scalar(x, 1, c1);
-    if (st == BD_OK)
-        st = scalar(x, 2, c2);
-    if (st == BD_OK)
-        st = scalar(x, 8, c8);
-    if (st == BD_OK)
-        st = scalar(x, 256, c256);
-    if (st == BD_OK)
-        st = scalar(x, 65536, c65536);
-    if (st == BD_OK)
-        st = scalar(x, total, n);
-    if (st == BD_OK)
-        st = scalar(x, bits, b);
-    if (st == BD_OK)
-        st = scalar(x, (int64_t)1 << bits, m);
+    bd_status st = part ? add_init(x, packed, p) : bd_fail(BD_ENOMEM, "out of memory");
+    if (!part)
+        bd_tensor_free(packed);
     if (st == BD_OK)
         st = int_list(x, 8, pow2, shifts);
     if (st == BD_OK)
-        st = int_list(x, (int)nsplit, sizes, split);
-    free(sizes);
-    enum { BYTES, I, BIT, BYTE, SH, B0, Y1, B1, Y2, B2, M1, M2, W1, W, SCALE, Q };
+        st = scalar(x, 2, two);
     if (st == BD_OK)
-        st = STEP(x, "Cast", v[BYTES], &to_i64, p);
+        st = int_list(x, 1, (const int64_t[]){-1}, flat);
     if (st == BD_OK)
-        st = STEP(x, "Range", v[I], NULL, c0, n, c1);
+        st = STEP(x, "Cast", v[0], &to_i64, p);
     if (st == BD_OK)
-        st = STEP(x, "Mul", v[BIT], NULL, v[I], b);
+        st = STEP(x, "Div", v[1], NULL, v[0], shifts);
     if (st == BD_OK)
-        st = STEP(x, "Div", v[BYTE], NULL, v[BIT], c8);
+        st = STEP(x, "Mod", v[2], NULL, v[1], two);
     if (st == BD_OK)
-        st = STEP(x, "Mod", v[SH], NULL, v[BIT], c8);
-    if (st == BD_OK)
-        st = STEP(x, "Gather", v[B0], NULL, v[BYTES], v[BYTE]);
-    if (st == BD_OK)
-        st = STEP(x, "Add", v[Y1], NULL, v[BYTE], c1);
-    if (st == BD_OK)
-        st = STEP(x, "Gather", v[B1], NULL, v[BYTES], v[Y1]);
-    if (st == BD_OK)
-        st = STEP(x, "Add", v[Y2], NULL, v[BYTE], c2);
-    if (st == BD_OK)
-        st = STEP(x, "Gather", v[B2], NULL, v[BYTES], v[Y2]);
-    if (st == BD_OK)
-        st = STEP(x, "Mul", v[M1], NULL, v[B1], c256);
-    if (st == BD_OK)
-        st = STEP(x, "Mul", v[M2], NULL, v[B2], c65536);
-    if (st == BD_OK)
-        st = STEP(x, "Add", v[W1], NULL, v[B0], v[M1]);
-    if (st == BD_OK)
-        st = STEP(x, "Add", v[W], NULL, v[W1], v[M2]);
-    if (st == BD_OK)
-        st = STEP(x, "Gather", v[SCALE], NULL, shifts, v[SH]);
-    if (st == BD_OK)
-        st = STEP(x, "Div", v[Q], NULL, v[W], v[SCALE]);
-    char u[NAME_CAP] = "";
-    if (st == BD_OK)
-        st = STEP(x, "Mod", u, NULL, v[Q], m);
-    const char **outs = malloc((size_t)nsplit * sizeof *outs + 1);
-    if (st == BD_OK && !outs)
+        st = STEP(x, "Reshape", bits, NULL, v[2], flat);
+    for (int b = 1; b <= 16; b++)
+        if (count[b])
+            sizes[nparts++] = count[b] * b;
+    if (pad)
+        sizes[nparts++] = pad;
+    if (st == BD_OK && nparts > 1)
+        st = split(x, bits, (int)nparts, sizes, part);
+    else if (st == BD_OK)
+        snprintf(part[0], NAME_CAP, "%s", bits);
+    int64_t *nper = malloc((size_t)nlayers * sizeof *nper + 1);
+    char(*outs)[NAME_CAP] = calloc((size_t)nlayers + 1, sizeof *outs);
+    if (st == BD_OK && (!nper || !outs))
         st = bd_fail(BD_ENOMEM, "out of memory");
-    for (int i = 0, j = 0; st == BD_OK && i < nlayers; i++)
-        if (q[i] && code_bits(q[i]) == bits) {
-            fresh_name(x, codes[i]);
-            outs[j++] = codes[i];
-        }
-    bd_node *node;
-    if (st == BD_OK)
-        st = bd_graph_add_node(x->g, "", "Split", "", 2, (const char *[]){u, split},
-                               (int)nsplit, outs, &node);
+    for (int b = 1, k = 0; b <= 16 && st == BD_OK; b++) {
+        if (!count[b])
+            continue;
+        char shape[NAME_CAP], powers[NAME_CAP], rows[NAME_CAP] = "", sum[NAME_CAP] = "";
+        st = int_list(x, 2, (const int64_t[]){-1, b}, shape);
+        if (st == BD_OK)
+            st = int_list(x, b, pow2, powers);
+        if (st == BD_OK)
+            st = STEP(x, "Reshape", rows, NULL, part[k++], shape);
+        if (st == BD_OK)
+            st = STEP(x, "MatMul", sum, NULL, rows, powers);
+        int n = 0;
+        for (int i = 0; i < nlayers && st == BD_OK; i++)
+            if (q[i] && file_bits(code_bits(q[i])) == b)
+                nper[n++] = q[i]->n;
+        if (st == BD_OK && n > 1)
+            st = split(x, sum, n, nper, outs);
+        for (int i = 0, j = 0; i < nlayers && st == BD_OK; i++)
+            if (q[i] && file_bits(code_bits(q[i])) == b)
+                snprintf(codes[i], NAME_CAP, "%s", n > 1 ? outs[j++] : sum);
+        memset(outs, 0, (size_t)n * sizeof *outs);
+    }
+    free(nper);
     free(outs);
+    free(part);
     return st;
 }
 
@@ -608,11 +756,6 @@ static bd_status export_weight(exporter *x, const bd_layer *l, const bd_qlayer *
     return STEP(x, "Reshape", wname, NULL, cur, shape);
 }
 
-static int is_io(const bd_graph *g, int id)
-{
-    return in_list(g->inputs, g->ninputs, id) || in_list(g->outputs, g->noutputs, id);
-}
-
 /* Names are a noticeable part of a small model's file (a BatchNormalization
  * names four tensors, an exporter's constants carry the node path): nodes
  * go unnamed and every value but the graph's inputs and outputs and the
@@ -675,7 +818,10 @@ bd_status bd_compressed_export(const bd_graph *student, const bd_layer *layers, 
     st = bd_graph_set_meta(x.g, BD_META_FORMAT, FORMAT_VERSION);
     /* The clone adds values and nodes in the student's order, so the layers'
      * value and node ids are valid in it; new nodes are only appended. */
-    unsigned used_bits = 0;
+    if (st == BD_OK)
+        st = share_constants(&x);
+    drop_default_attrs(x.g);
+    int quantized = 0;
     for (int i = 0; i < nlayers && st == BD_OK; i++) {
         if (!q[i])
             continue;
@@ -683,18 +829,15 @@ bd_status bd_compressed_export(const bd_graph *student, const bd_layer *layers, 
             st = bd_fail(BD_EINVAL, "layer '%s' is not a layer of this graph", layers[i].name);
         else
             st = check_exportable(x.g, &layers[i], q[i]);
-        if (st == BD_OK)
-            used_bits |= 1u << code_bits(q[i]);
+        quantized = 1;
     }
-    for (int b = 0; b <= 16 && st == BD_OK; b++)
-        if (used_bits >> b & 1)
-            st = export_codes(&x, q, nlayers, b, codes);
+    if (st == BD_OK && quantized)
+        st = export_codes(&x, q, nlayers, codes);
     for (int i = 0; i < nlayers && st == BD_OK; i++)
-        if (q[i]) {
+        if (q[i])
             st = export_weight(&x, &layers[i], q[i], codes[i]);
-            if (st == BD_OK)
-                st = set_layer_meta(x.g, &layers[i], q[i]);
-        }
+    if (st == BD_OK)
+        st = set_layers_meta(x.g, layers, nlayers, q);
     if (st == BD_OK)
         st = bd_graph_sort(x.g);
     if (st == BD_OK)
@@ -711,12 +854,13 @@ bd_status bd_compressed_export(const bd_graph *student, const bd_layer *layers, 
 
 /* ---- import ------------------------------------------------------------------- */
 
-/* Unpacked codes: a Split of the unpacking expression of one byte string. */
+/* Codes of one width, unpacked from a byte string: the outputs of a Split,
+ * or the unpacking node's own when it gives one layer's codes. */
 typedef struct group {
-    int split;          /* the Split node */
+    int node;           /* the Split, or the unpacking node */
     int packed;         /* the uint8 initializer */
     int bits;
-    int32_t *codes;     /* bd_unpack_bits of all of it */
+    int32_t *codes;     /* all of them, as the expression computes them */
     int64_t *offset;    /* where output j's codes start */
 } group;
 
@@ -764,38 +908,61 @@ static int log2_exact(int64_t v)
     return -1;
 }
 
-/* Structure only: whether Split node si splits, along axis 0 into constant
- * sizes, the codes Mod(x, 2^b) computes from constants alone, one of them a
- * uint8 string, the values in between read by nothing else. Marks those
- * nodes in cone. */
-static int match_group(const bd_graph *g, int si, unsigned char *cone, group *gr)
+/* The code width b that node n unpacks, or -1: Mod(x, 2^b) (format
+ * packed/2) or MatMul(x, [1, 2, ..., 2^(b-1)]) (packed/3), int64. */
+static int unpacked_bits(const bd_graph *g, const bd_node *n)
 {
-    const bd_node *split = &g->nodes[si];
-    if (strcmp(split->op, "Split") != 0 || split->ninputs != 2 || split->domain[0] ||
-        bd_attr_int(split, "axis", 0) != 0)
-        return 0;
-    const bd_tensor *sizes = bd_node_const_input(g, split, 1);
-    const bd_node *mod = producer(g, split->inputs[0]);
-    if (!sizes || sizes->dtype != BD_I64 || bd_tensor_count(sizes) != split->noutputs || !mod ||
-        !is_node(mod, "Mod", 2) || sole_reader(g, split->inputs[0]) != si)
-        return 0;
-    const bd_tensor *m = bd_node_const_input(g, mod, 1);
-    int bits = m && m->dtype == BD_I64 && bd_tensor_count(m) == 1
-                   ? log2_exact(bd_tensor_get_i64(m, 0)) : -1;
+    const bd_tensor *c = n->ninputs == 2 ? bd_node_const_input(g, n, 1) : NULL;
+    if (!c || c->dtype != BD_I64)
+        return -1;
+    if (is_node(n, "Mod", 2))
+        return bd_tensor_count(c) == 1 ? log2_exact(bd_tensor_get_i64(c, 0)) : -1;
+    if (!is_node(n, "MatMul", 2) || c->ndim != 1 || c->dims[0] < 1 || c->dims[0] > 16)
+        return -1;
+    for (int k = 0; k < c->dims[0]; k++)
+        if (bd_tensor_get_i64(c, k) != (int64_t)1 << k)
+            return -1;
+    return (int)c->dims[0];
+}
+
+/* Structure only: whether node i gives codes, either as a Split (along axis
+ * 0, into constant sizes) of what an unpacking node computes, or as an
+ * unpacking node whose output a pq or int chain reads (a Gather as indices,
+ * a Cast); and whether that node is computed from constants alone, one of
+ * them a uint8 string, by ops bitdown runs. Marks the unpacking node and
+ * what it is computed from in cone. Other nodes may read values of the cone
+ * (packed/3's bits serve every width): import keeps what they read. */
+static int match_group(const bd_graph *g, int i, unsigned char *cone, group *gr)
+{
+    const bd_node *n = &g->nodes[i], *unpack = n;
+    if (strcmp(n->op, "Split") == 0 && n->ninputs == 2 && !n->domain[0] &&
+        bd_attr_int(n, "axis", 0) == 0) {
+        const bd_tensor *sizes = bd_node_const_input(g, n, 1);
+        unpack = producer(g, n->inputs[0]);
+        if (!sizes || sizes->dtype != BD_I64 || bd_tensor_count(sizes) != n->noutputs ||
+            !unpack || sole_reader(g, n->inputs[0]) != i)
+            return 0;
+    } else {
+        int r = n->noutputs == 1 ? sole_reader(g, n->outputs[0]) : -1;
+        if (r < 0 || !((is_node(&g->nodes[r], "Gather", 2) && g->nodes[r].inputs[1] == n->outputs[0]) ||
+                       is_node(&g->nodes[r], "Cast", 1)))
+            return 0;
+    }
+    int bits = unpacked_bits(g, unpack);
     if (bits < 0)
         return 0;
-    /* the cone of Mod: walk producers back to the constants */
+    /* the cone of the unpacking node: walk producers back to the constants */
     memset(cone, 0, (size_t)g->nnodes);
     int *stack = malloc((size_t)g->nnodes * sizeof *stack + 1), top = 0, packed = -1, ok = 1;
     if (!stack)
         return 0;
-    stack[top++] = g->values[split->inputs[0]].producer;
+    stack[top++] = (int)(unpack - g->nodes);
     cone[stack[0]] = 1;
     while (top > 0 && ok) {
-        const bd_node *n = &g->nodes[stack[--top]];
-        ok = !n->domain[0] && n->noutputs == 1 && bd_op_lookup("", n->op);
-        for (int k = 0; k < n->ninputs && ok; k++) {
-            int v = n->inputs[k];
+        const bd_node *c = &g->nodes[stack[--top]];
+        ok = !c->domain[0] && bd_op_lookup("", c->op) && !read_outside_nodes(g, c->outputs[0]);
+        for (int k = 0; k < c->ninputs && ok; k++) {
+            int v = c->inputs[k];
             const bd_value *val = v >= 0 ? &g->values[v] : NULL;
             if (val && val->init) {
                 if (val->init->dtype == BD_U8 && packed != v)
@@ -811,57 +978,64 @@ static int match_group(const bd_graph *g, int si, unsigned char *cone, group *gr
         }
     }
     free(stack);
-    /* nothing outside reads what the cone computes, but the Split its codes */
-    for (int i = 0; i < g->nnodes && ok; i++)
-        for (int k = 0; k < g->nodes[i].ninputs && ok; k++) {
-            int v = g->nodes[i].inputs[k], p = v >= 0 ? g->values[v].producer : -1;
-            if (p >= 0 && cone[p] && !cone[i] && i != si)
-                ok = 0;
-        }
-    for (int i = 0; i < g->nnodes && ok; i++)
-        if (cone[i])
-            ok = !read_outside_nodes(g, g->nodes[i].outputs[0]);
     if (!ok || packed < 0)
         return 0;
     memset(gr, 0, sizeof *gr);
-    gr->split = si;
+    gr->node = i;
     gr->packed = packed;
     gr->bits = bits;
     return 1;
 }
 
-/* The group's codes, read back with bd_unpack_bits; the byte string must be
- * exactly as long as its codes need (and the 2 bytes of padding). */
-static bd_status unpack_group(const bd_graph *g, group *gr)
+/* The group's codes, from vals, where its cone's run left them. A
+ * packed/2 string must be exactly as long as its codes need (and the 2
+ * bytes of padding); a packed/3 string that is too short fails to unpack. */
+static bd_status unpack_group(const bd_graph *g, bd_tensor *const *vals, group *gr)
 {
-    const bd_node *split = &g->nodes[gr->split];
-    const bd_tensor *sizes = bd_node_const_input(g, split, 1);
+    const bd_node *n = &g->nodes[gr->node];
     const bd_value *p = &g->values[gr->packed];
+    int is_split = strcmp(n->op, "Split") == 0, from = is_split ? n->inputs[0] : n->outputs[0];
     int64_t total = 0;
-    gr->offset = malloc((size_t)(split->noutputs + 1) * sizeof *gr->offset);
+    gr->offset = malloc((size_t)(n->noutputs + 1) * sizeof *gr->offset);
     if (!gr->offset)
         return bd_fail(BD_ENOMEM, "out of memory");
-    for (int j = 0; j < split->noutputs; j++) {
-        int64_t s = bd_tensor_get_i64(sizes, j);
+    gr->offset[0] = 0;
+    for (int j = 0; j < n->noutputs && is_split; j++) {
+        int64_t s = bd_tensor_get_i64(bd_node_const_input(g, n, 1), j);
         if (s < 0 || s > ((int64_t)1 << 40))
             return bd_fail(BD_EFORMAT, "tensor '%s': split size %lld of the codes of '%s' is "
-                           "not a count", g->values[split->inputs[1]].name, (long long)s,
-                           p->name);
+                           "not a count", g->values[n->inputs[1]].name, (long long)s, p->name);
         gr->offset[j] = total;
         total += s;
     }
-    gr->offset[split->noutputs] = total;
     int64_t want = bd_packed_bytes(total, gr->bits) + 2;
-    if (bd_tensor_count(p->init) != want)
+    if (is_split && is_node(producer(g, from), "Mod", 2) && bd_tensor_count(p->init) != want)
         return bd_fail(BD_EFORMAT, "tensor '%s': %lld bytes for %lld codes of %d bits (%lld "
                        "expected, with 2 bytes of padding)", p->name,
                        (long long)bd_tensor_count(p->init), (long long)total, gr->bits,
                        (long long)want);
-    gr->codes = malloc((size_t)total * sizeof *gr->codes + 1);
-    if (!gr->codes)
-        return bd_fail(BD_ENOMEM, "out of memory reading '%s'", p->name);
-    bd_unpack_bits(p->init->data, total, gr->bits, gr->codes);
-    return BD_OK;
+    const bd_tensor *t = vals[from];
+    bd_status st = BD_OK;
+    if (!t || t->dtype != BD_I64 || t->ndim != 1 || (is_split && t->dims[0] != total))
+        st = bd_fail(BD_EFORMAT, "tensor '%s': it unpacks to %lld values, not the %lld int64 "
+                     "codes its split names", p->name, t ? (long long)bd_tensor_count(t) : 0,
+                     (long long)total);
+    if (st == BD_OK) {
+        total = t->dims[0];
+        gr->offset[n->noutputs] = total;
+        gr->codes = malloc((size_t)total * sizeof *gr->codes + 1);
+        if (!gr->codes)
+            st = bd_fail(BD_ENOMEM, "out of memory reading '%s'", p->name);
+    }
+    for (int64_t i = 0; st == BD_OK && i < total; i++) {
+        int64_t c = ((const int64_t *)t->data)[i];
+        if (c < 0 || c >= (int64_t)1 << gr->bits)
+            st = bd_fail(BD_EFORMAT, "tensor '%s': code %lld at index %lld is not a %d-bit code",
+                         p->name, (long long)c, (long long)i, gr->bits);
+        else
+            gr->codes[i] = (int32_t)c;
+    }
+    return st;
 }
 
 /* Where value v's codes come from: output j of a group, returned as group
@@ -870,7 +1044,7 @@ static int group_output(const bd_graph *g, const found *f, int v, int *j)
 {
     int p = v >= 0 ? g->values[v].producer : -1;
     for (int i = 0; p >= 0 && i < f->ngroups; i++)
-        if (f->groups[i].split == p)
+        if (f->groups[i].node == p)
             for (*j = 0; *j < g->nodes[p].noutputs; (*j)++)
                 if (g->nodes[p].outputs[*j] == v)
                     return i;
@@ -1076,7 +1250,8 @@ static bd_status add_chain(const bd_graph *g, found *f, int start, chain *ch)
         q->k = (int)tv->init->dims[0];
         q->d = (int)tv->init->dims[1];
         int gi = group_output(g, f, n->inputs[1], &j);
-        if (gi >= 0 && f->groups[gi].bits != bd_code_bits(q->k))
+        if (gi >= 0 && f->groups[gi].bits != bd_code_bits(q->k) &&
+            f->groups[gi].bits != file_bits(bd_code_bits(q->k)))
             return bd_fail(BD_EFORMAT, "tensor '%s': codes of %d bits for the %d centroids of "
                            "'%s' (%d bits expected) of '%s'", src->name, f->groups[gi].bits,
                            q->k, tv->name, bd_code_bits(q->k), w);
@@ -1100,45 +1275,13 @@ static bd_status add_chain(const bd_graph *g, found *f, int start, chain *ch)
     return BD_OK;
 }
 
-static bd_status find_all(const bd_graph *g, found *f)
-{
-    memset(f, 0, sizeof *f);
-    f->groups = calloc((size_t)g->nnodes + 1, sizeof *f->groups);
-    f->chains = calloc((size_t)g->nnodes + 1, sizeof *f->chains);
-    f->mark = calloc((size_t)g->nnodes + 1, 1);
-    f->owner = calloc((size_t)g->nnodes + 1, sizeof *f->owner);
-    unsigned char *cone = malloc((size_t)g->nnodes + 1);
-    bd_status st = f->groups && f->chains && f->mark && f->owner && cone
-                       ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
-    for (int i = 0; i < g->nnodes && st == BD_OK; i++) {
-        group *gr = &f->groups[f->ngroups];
-        if (!match_group(g, i, cone, gr))
-            continue;
-        f->ngroups++;
-        st = unpack_group(g, gr);
-        for (int k = 0; k < g->nnodes; k++)
-            if (cone[k] || k == i) {
-                f->mark[k] = 1;
-                f->owner[k] = gr->packed;
-            }
-    }
-    free(cone);
-    for (int i = 0; i < g->nnodes && st == BD_OK; i++) {
-        chain *ch = &f->chains[f->nchains];
-        st = add_chain(g, f, i, ch);
-        if (ch->weight >= 0)
-            f->nchains++;
-        else
-            bd_qlayer_free(&ch->q);
-    }
-    return st;
-}
-
 /* Runs the marked nodes (in the graph's order, which is topological) with
  * bitdown's ops, so every weight is what any ONNX runtime computes from
  * the file. vals[v] gets the values that unmarked nodes or the graph's
- * outputs read; the others are freed as soon as their readers ran. */
-static bd_status run_marked(const bd_graph *g, const found *f, bd_tensor **vals)
+ * outputs read; the others are freed as soon as their readers ran. A node
+ * that fails names the value owner[node]. */
+static bd_status run_nodes(const bd_graph *g, const unsigned char *mark, const int *owner,
+                           bd_tensor **vals)
 {
     int *left = calloc((size_t)g->nvalues + 1, sizeof *left);
     unsigned char *kept = calloc((size_t)g->nvalues + 1, 1);
@@ -1146,7 +1289,7 @@ static bd_status run_marked(const bd_graph *g, const found *f, bd_tensor **vals)
     for (int i = 0; i < g->nnodes && st == BD_OK; i++)
         for (int k = 0; k < g->nodes[i].ninputs; k++) {
             int v = g->nodes[i].inputs[k];
-            if (v >= 0 && f->mark[i])
+            if (v >= 0 && mark[i])
                 left[v]++;
             else if (v >= 0)
                 kept[v] = 1;
@@ -1154,7 +1297,7 @@ static bd_status run_marked(const bd_graph *g, const found *f, bd_tensor **vals)
     for (int i = 0; st == BD_OK && i < g->noutputs; i++)
         kept[g->outputs[i]] = 1;
     for (int i = 0; i < g->nnodes && st == BD_OK; i++) {
-        if (!f->mark[i])
+        if (!mark[i])
             continue;
         const bd_node *n = &g->nodes[i];
         bd_tensor **in = malloc((size_t)(n->ninputs + n->noutputs) * sizeof *in + 1);
@@ -1169,7 +1312,7 @@ static bd_status run_marked(const bd_graph *g, const found *f, bd_tensor **vals)
         st = bd_op_run(g, n, in, in + n->ninputs);
         if (st != BD_OK)
             st = bd_error_context(st, "the decoding expression of '%s'",
-                                  g->values[f->owner[i]].name);
+                                  g->values[owner[i]].name);
         for (int k = 0; st == BD_OK && k < n->noutputs; k++)
             if (n->outputs[k] >= 0)
                 vals[n->outputs[k]] = in[n->ninputs + k];
@@ -1184,6 +1327,50 @@ static bd_status run_marked(const bd_graph *g, const found *f, bd_tensor **vals)
     }
     free(left);
     free(kept);
+    return st;
+}
+
+static bd_status find_all(const bd_graph *g, found *f)
+{
+    memset(f, 0, sizeof *f);
+    f->groups = calloc((size_t)g->nnodes + 1, sizeof *f->groups);
+    f->chains = calloc((size_t)g->nnodes + 1, sizeof *f->chains);
+    f->mark = calloc((size_t)g->nnodes + 1, 1);
+    f->owner = calloc((size_t)g->nnodes + 1, sizeof *f->owner);
+    unsigned char *cone = malloc((size_t)g->nnodes + 1), *cones = calloc((size_t)g->nnodes + 1, 1);
+    bd_tensor **vals = calloc((size_t)g->nvalues + 1, sizeof *vals);
+    bd_status st = f->groups && f->chains && f->mark && f->owner && cone && cones && vals
+                       ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; i < g->nnodes && st == BD_OK; i++) {
+        group *gr = &f->groups[f->ngroups];
+        if (!match_group(g, i, cone, gr))
+            continue;
+        f->ngroups++;
+        for (int k = 0; k < g->nnodes; k++)
+            if (cone[k] || k == i) {
+                f->mark[k] = 1;
+                cones[k] |= cone[k];
+                f->owner[k] = gr->packed;
+            }
+    }
+    /* once for all groups: packed/3's widths share their bits */
+    if (st == BD_OK && f->ngroups)
+        st = run_nodes(g, cones, f->owner, vals);
+    for (int i = 0; i < f->ngroups && st == BD_OK; i++)
+        st = unpack_group(g, vals, &f->groups[i]);
+    for (int v = 0; vals && v < g->nvalues; v++)
+        bd_tensor_free(vals[v]);
+    free(vals);
+    free(cones);
+    free(cone);
+    for (int i = 0; i < g->nnodes && st == BD_OK; i++) {
+        chain *ch = &f->chains[f->nchains];
+        st = add_chain(g, f, i, ch);
+        if (ch->weight >= 0)
+            f->nchains++;
+        else
+            bd_qlayer_free(&ch->q);
+    }
     return st;
 }
 
@@ -1289,7 +1476,7 @@ bd_status bd_compressed_import(bd_graph *g, bd_qlayer **q, int *nlayers)
     if (st == BD_OK && !(vals = calloc((size_t)g->nvalues + 1, sizeof *vals)))
         st = bd_fail(BD_ENOMEM, "out of memory");
     if (st == BD_OK)
-        st = run_marked(g, &f, vals);
+        st = run_nodes(g, f.mark, f.owner, vals);
     if (st == BD_OK) {
         replace_marked(g, &f, vals);
         st = layer_qlayers(g, f.chains, f.nchains, m, nm, q, nlayers);

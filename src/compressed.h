@@ -19,6 +19,9 @@
 #include "codec.h"
 
 #define BD_META_FORMAT "bitdown.format"
+/* A line "NAME o=act;e=0.01;i=37;t=1.25" per quantized layer. */
+#define BD_META_LAYERS "bitdown.layers"
+/* Files before packed/3: a key per layer, "bitdown.layer.NAME". */
 #define BD_META_LAYER_PREFIX "bitdown.layer."
 /* The original model a compressed file was made from (its path), so that
  * loading the file resumes the work with the real teacher. */
