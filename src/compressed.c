@@ -691,69 +691,72 @@ static bd_status export_codes(exporter *x, const bd_qlayer *const *q, int nlayer
     return st;
 }
 
-/* A float16 table of n values as [rows, cols]. */
-static bd_status fp16_table(exporter *x, const float *v, int64_t rows, int64_t cols, char *name)
+/* A float16 table of the given shape. */
+static bd_status fp16_table(exporter *x, const float *v, int ndim, const int64_t *dims,
+                            char *name)
 {
     bd_tensor *t;
-    int64_t dims[2] = {rows, cols};
-    BD_TRY(bd_tensor_new_raw(&t, BD_F16, 2, dims, "a float16 table"));
-    for (int64_t i = 0; i < rows * cols; i++)
+    BD_TRY(bd_tensor_new_raw(&t, BD_F16, ndim, dims, "a float16 table"));
+    for (int64_t i = 0; i < bd_tensor_count(t); i++)
         ((uint16_t *)t->data)[i] = bd_f32_to_f16(v[i]);
     return add_init(x, t, name);
 }
 
 /* The layer's weight from its codes: pq gathers centroids; int computes
- * (u - z) * s on [rows, row_len]. Either ends in the weight's shape, by a
- * Reshape or, when it is stored transposed, a Transpose. */
+ * (u - z) * s, z and s one per row or one in all, broadcast along the
+ * rows. Both work on the weight's shape, or on [rows, row_len] then a
+ * Transpose when the weight is stored transposed. Shapes begin with -1
+ * (Reshape works out the rows), so layers that agree in their other
+ * dimensions share one. */
 static bd_status export_weight(exporter *x, const bd_layer *l, const bd_qlayer *q,
                                const char *codes)
 {
     const bd_tensor *w = x->g->values[l->weight].init;
-    const int64_t rows[2] = {l->rows, l->row_len};
-    int64_t dims[BD_MAX_DIMS];
-    const int ndim = w->ndim;
-    memcpy(dims, w->dims, sizeof dims);
+    int64_t dims[BD_MAX_DIMS] = {-1, l->row_len};
+    int ndim = 2;
+    if (!l->transposed) {
+        memcpy(dims, w->dims, sizeof dims);
+        ndim = w->ndim;
+        dims[0] = -1;
+    }
     bd_attr to_f32 = int_attr("to", BD_F32);
-    char t[NAME_CAP], cur[NAME_CAP] = "", shape[NAME_CAP], wname[BD_LAYER_NAME_MAX + 64];
-    snprintf(wname, sizeof wname, "%s", x->g->values[l->weight].name);
+    char t[NAME_CAP], shape[NAME_CAP], f[NAME_CAP] = "", out[BD_LAYER_NAME_MAX + 64] = "";
+    if (!l->transposed)
+        snprintf(out, sizeof out, "%s", x->g->values[l->weight].name);
+    BD_TRY(int_list(x, ndim, dims, shape));
     if (q->format == BD_FMT_INT) {
-        char rshape[NAME_CAP], f[NAME_CAP] = "", z[NAME_CAP] = "", s[NAME_CAP] = "",
-                               sub[NAME_CAP] = "";
+        char u[NAME_CAP] = "", z[NAME_CAP] = "", s[NAME_CAP] = "", sub[NAME_CAP] = "";
+        int64_t per[BD_MAX_DIMS];
+        for (int i = 0; i < ndim; i++)
+            per[i] = i == 0 ? q->nscales : 1;
         BD_TRY(STEP(x, "Cast", f, &to_f32, codes));
-        BD_TRY(int_list(x, 2, rows, rshape));
-        BD_TRY(STEP(x, "Reshape", cur, NULL, f, rshape));
+        BD_TRY(STEP(x, "Reshape", u, NULL, f, shape));
         if (q->zeros) {
-            BD_TRY(fp16_table(x, q->zeros, q->nscales, 1, t));
+            BD_TRY(fp16_table(x, q->zeros, ndim, per, t));
             BD_TRY(STEP(x, "Cast", z, &to_f32, t));
         } else {
             float zero = (float)(1 << (q->ints.bits - 1));
             BD_TRY(constant(x, BD_F32, 0, NULL, &zero, z));
         }
-        BD_TRY(STEP(x, "Sub", sub, NULL, cur, z));
-        BD_TRY(fp16_table(x, q->scales, q->nscales, 1, t));
+        BD_TRY(STEP(x, "Sub", sub, NULL, u, z));
+        BD_TRY(fp16_table(x, q->scales, ndim, per, t));
         BD_TRY(STEP(x, "Cast", s, &to_f32, t));
-        cur[0] = '\0';
-        BD_TRY(STEP(x, "Mul", cur, NULL, sub, s));
+        BD_TRY(STEP(x, "Mul", out, NULL, sub, s));
     } else {
-        char gathered[NAME_CAP] = "", f[NAME_CAP] = "";
-        BD_TRY(fp16_table(x, q->centroids, q->k, q->d, t));
+        char gathered[NAME_CAP] = "";
+        BD_TRY(fp16_table(x, q->centroids, 2, (const int64_t[]){q->k, q->d}, t));
         BD_TRY(STEP(x, "Gather", gathered, NULL, t, codes));
         BD_TRY(STEP(x, "Cast", f, &to_f32, gathered));
-        if (l->transposed) {
-            BD_TRY(int_list(x, 2, rows, shape));
-            BD_TRY(STEP(x, "Reshape", cur, NULL, f, shape));
-        } else {
-            snprintf(cur, sizeof cur, "%s", f);
-        }
+        BD_TRY(STEP(x, "Reshape", out, NULL, f, shape));
     }
     bd_graph_set_init(x->g, l->weight, NULL);
-    if (l->transposed) {
-        bd_attr perm = {.name = (char *)"perm", .type = BD_ATTR_INTS, .n = 2,
-                        .ints = (int64_t[]){1, 0}};
-        return STEP(x, "Transpose", wname, &perm, cur);
-    }
-    BD_TRY(int_list(x, ndim, dims, shape));
-    return STEP(x, "Reshape", wname, NULL, cur, shape);
+    if (!l->transposed)
+        return BD_OK;
+    char wname[BD_LAYER_NAME_MAX + 64];
+    snprintf(wname, sizeof wname, "%s", x->g->values[l->weight].name);
+    bd_attr perm = {.name = (char *)"perm", .type = BD_ATTR_INTS, .n = 2,
+                    .ints = (int64_t[]){1, 0}};
+    return STEP(x, "Transpose", wname, &perm, out);
 }
 
 /* Names are a noticeable part of a small model's file (a BatchNormalization
@@ -1093,9 +1096,9 @@ static int final_step(const bd_graph *g, int v, int *out)
     return r;
 }
 
-/* A grid: Cast(float)(codes) -> Reshape([rows, row_len]) -> Sub(z) ->
- * Mul(Cast(scales)) -> Reshape | Transpose, z a float32 scalar 2^(b-1) or
- * Cast(zeros). Returns the nodes in nodes[], their count, or 0. */
+/* A grid: Cast(float)(codes) -> Reshape -> Sub(z) -> Mul(Cast(scales))
+ * [-> Reshape | Transpose], z a float32 scalar 2^(b-1) or Cast(zeros).
+ * Returns the nodes in nodes[], their count, or 0. */
 static int match_int(const bd_graph *g, int ci, int bits, int *nodes, int *scales, int *zeros)
 {
     const bd_node *cast = &g->nodes[ci];
@@ -1104,8 +1107,7 @@ static int match_int(const bd_graph *g, int ci, int bits, int *nodes, int *scale
     int nn = 0, v;
     nodes[nn++] = ci;
     int r = next_node(g, cast->outputs[0], "Reshape", 2, 0);
-    const bd_tensor *shape = r >= 0 ? bd_node_const_input(g, &g->nodes[r], 1) : NULL;
-    if (!shape || bd_tensor_count(shape) != 2)
+    if (r < 0 || !bd_node_const_input(g, &g->nodes[r], 1))
         return 0;
     nodes[nn++] = r;
     int sub = next_node(g, g->nodes[r].outputs[0], "Sub", 2, 0);
@@ -1129,10 +1131,11 @@ static int match_int(const bd_graph *g, int ci, int bits, int *nodes, int *scale
         return 0;
     nodes[nn++] = scast;
     nodes[nn++] = mul;
+    /* packed/3 computes the weight's shape before Sub, so the Mul gives the
+     * weight unless it is stored transposed; packed/2 reshaped after it */
     int last = final_step(g, g->nodes[mul].outputs[0], &v);
-    if (last < 0)
-        return 0;
-    nodes[nn++] = last;
+    if (last >= 0)
+        nodes[nn++] = last;
     return nn;
 }
 
@@ -1232,12 +1235,13 @@ static bd_status add_chain(const bd_graph *g, found *f, int start, chain *ch)
         q->nscales = bd_tensor_count(s->init);
         q->ints.per_channel = q->nscales > 1;
         q->ints.symmetric = z == NULL;
-        if ((q->nscales != 1 && q->nscales != rows) ||
+        /* packed/2 names the rows; packed/3's -1 leaves them to the layer */
+        if ((q->nscales != 1 && rows > 0 && q->nscales != rows) ||
             (z && bd_tensor_count(z->init) != q->nscales))
-            return bd_fail(BD_EFORMAT, "tensor '%s': %lld scales and %lld zero points for the "
-                           "%lld rows of '%s' (1 or %lld of each expected)", s->name, (long long)q->nscales,
-                           (long long)(z ? bd_tensor_count(z->init) : 0), (long long)rows,
-                           w, (long long)rows);
+            return bd_fail(BD_EFORMAT, "tensor '%s': %lld scales and %lld zero points for '%s' "
+                           "(1 or one per row of each expected)", s->name,
+                           (long long)q->nscales,
+                           (long long)(z ? bd_tensor_count(z->init) : 0), w);
         q->scales = malloc((size_t)q->nscales * sizeof *q->scales);
         q->zeros = z ? malloc((size_t)q->nscales * sizeof *q->zeros) : NULL;
         if (!q->scales || (z && !q->zeros))
@@ -1401,7 +1405,8 @@ static void replace_marked(bd_graph *g, const found *f, bd_tensor **vals)
 static bd_status same_layout(const bd_graph *g, const bd_layer *l, const chain *ch, int *same)
 {
     *same = 0;
-    if (bd_graph_use_count(g, l->weight) != 1)
+    if (bd_graph_use_count(g, l->weight) != 1 ||
+        (ch->q.format == BD_FMT_INT && ch->q.nscales != 1 && ch->q.nscales != l->rows))
         return BD_OK;
     const bd_tensor *w = g->values[l->weight].init;
     float *decoded = malloc(bd_tensor_nbytes(w) + 1);
