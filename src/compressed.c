@@ -83,28 +83,28 @@ static void drop_pq_meta(bd_graph *g)
     g->nmeta = kept;
 }
 
-/* One line of "bitdown.layers": what the expression cannot say. d, k and
- * the int grid are the expression's; the EM history per iteration is not
- * written. Both made the metadata a large part of a small model's file.
- * The numbers always have a decimal point, whatever locale the UI switched
- * to for ncurses. */
-static void describe_layer(bd_strbuf *b, const bd_layer *l, const bd_qlayer *q)
+/* One line of "bitdown.layers": what the expression cannot say, for the
+ * layer at index i in layer order (its weight's name names it already). d,
+ * k and the int grid are the expression's; the EM history per iteration is
+ * not written. All of it made the metadata a large part of a small model's
+ * file. The numbers always have a decimal point, whatever locale the UI
+ * switched to for ncurses. */
+static void describe_layer(bd_strbuf *b, int i, const bd_qlayer *q)
 {
-    bd_strbuf_add(b, "%s o=%s", l->name, bd_objective_name(q->objective));
+    bd_strbuf_add(b, "%d o=%s", i, bd_objective_name(q->objective));
     if (q->rel_error >= 0)
         bd_strbuf_add(b, ";e=%.6g", q->rel_error);
     bd_strbuf_add(b, ";i=%d;t=%.6g\n", q->iters, q->seconds);
 }
 
-static bd_status set_layers_meta(bd_graph *g, const bd_layer *layers, int nlayers,
-                                 const bd_qlayer *const *q)
+static bd_status set_layers_meta(bd_graph *g, int nlayers, const bd_qlayer *const *q)
 {
     bd_c_numeric loc;
     BD_TRY(bd_c_numeric_enter(&loc));
     bd_strbuf b = {0};
     for (int i = 0; i < nlayers; i++)
         if (q[i])
-            describe_layer(&b, &layers[i], q[i]);
+            describe_layer(&b, i, q[i]);
     bd_c_numeric_leave(&loc);
     bd_status st = b.oom ? bd_fail(BD_ENOMEM, "out of memory describing the layers")
                          : b.s ? bd_graph_set_meta(g, BD_META_LAYERS, b.s) : BD_OK;
@@ -114,7 +114,8 @@ static bd_status set_layers_meta(bd_graph *g, const bd_layer *layers, int nlayer
 
 /* What the metadata says about one layer. */
 typedef struct layer_meta {
-    char name[BD_LAYER_NAME_MAX];
+    char name[BD_LAYER_NAME_MAX]; /* before packed/3 */
+    int index;                    /* packed/3: in layer order; -1 before */
     bd_objective objective;
     double rel_error, seconds;
     int iters;
@@ -250,34 +251,28 @@ static void free_layer_metas(layer_meta *m, int n)
     free(m);
 }
 
-/* A layer called [name, name_end), described by [s, end). */
-static bd_status add_layer_meta(const meta_src *src, const char *name, const char *name_end,
-                                const char *s, const char *end, layer_meta *m)
-{
-    memset(m, 0, sizeof *m);
-    if (name == name_end || name_end - name >= BD_LAYER_NAME_MAX)
-        return bad_meta(src, "a layer name is empty or too long");
-    memcpy(m->name, name, (size_t)(name_end - name));
-    return parse_layer_meta(src, s, end, m);
-}
-
-/* "bitdown.layers" holds a line "NAME ITEMS" per quantized layer; files
+/* "bitdown.layers" holds a line "INDEX ITEMS" per quantized layer; files
  * before packed/3 had a key "bitdown.layer.NAME" = ITEMS per layer. */
 static bd_status parse_meta_entry(const bd_meta *kv, layer_meta *out, int *n)
 {
     const char *v = kv->value, *vend = v + strlen(v);
     if (strcmp(kv->key, BD_META_LAYERS) != 0) {
         meta_src src = {kv->key, v, vend};
-        const char *name = kv->key + strlen(BD_META_LAYER_PREFIX);
-        return add_layer_meta(&src, name, name + strlen(name), v, vend, &out[(*n)++]);
+        layer_meta *m = &out[(*n)++];
+        memset(m, 0, sizeof *m);
+        m->index = -1;
+        snprintf(m->name, sizeof m->name, "%s", kv->key + strlen(BD_META_LAYER_PREFIX));
+        return parse_layer_meta(&src, v, vend, m);
     }
     for (const char *line = v; line < vend;) {
         const char *nl = memchr(line, '\n', (size_t)(vend - line)), *end = nl ? nl : vend;
         meta_src src = {kv->key, line, end};
         const char *sp = memchr(line, ' ', (size_t)(end - line));
-        if (!sp)
-            return bad_meta(&src, "a line is not 'NAME ITEMS'");
-        BD_TRY(add_layer_meta(&src, line, sp, sp + 1, end, &out[(*n)++]));
+        layer_meta *m = &out[(*n)++];
+        memset(m, 0, sizeof *m);
+        if (!sp || !parse_count(line, sp, 0, 1e6, &m->index))
+            return bad_meta(&src, "a line is not 'INDEX ITEMS', INDEX a layer's place");
+        BD_TRY(parse_layer_meta(&src, sp + 1, end, m));
         line = end < vend ? end + 1 : vend;
     }
     return BD_OK;
@@ -461,8 +456,10 @@ static int all_are(const bd_attr *a, int64_t v)
     return 1;
 }
 
-/* An attribute of Conv, Gemm or Flatten at its ONNX default, or Conv's
- * kernel_shape, which its weight's shape gives: the file need not say it. */
+/* An attribute of Conv, Gemm, Flatten or BatchNormalization at its ONNX
+ * default, or Conv's kernel_shape, which its weight's shape gives: the file
+ * need not say it. Every reader, bitdown's trainer included, takes the
+ * default when it is absent. */
 static int says_nothing(const bd_node *n, const bd_attr *a)
 {
     const char *op = n->op, *name = a->name;
@@ -482,6 +479,9 @@ static int says_nothing(const bd_node *n, const bd_attr *a)
                 (strcmp(name, "alpha") == 0 || strcmp(name, "beta") == 0)) ||
                (a->type == BD_ATTR_INT && a->i == 0 &&
                 (strcmp(name, "transA") == 0 || strcmp(name, "transB") == 0));
+    if (strcmp(op, "BatchNormalization") == 0)
+        return a->type == BD_ATTR_FLOAT && ((strcmp(name, "epsilon") == 0 && a->f == 1e-5f) ||
+                                            (strcmp(name, "momentum") == 0 && a->f == 0.9f));
     return strcmp(op, "Flatten") == 0 && a->type == BD_ATTR_INT && a->i == 1 &&
            strcmp(name, "axis") == 0;
 }
@@ -840,7 +840,7 @@ bd_status bd_compressed_export(const bd_graph *student, const bd_layer *layers, 
         if (q[i])
             st = export_weight(&x, &layers[i], q[i], codes[i]);
     if (st == BD_OK)
-        st = set_layers_meta(x.g, layers, nlayers, q);
+        st = set_layers_meta(x.g, nlayers, q);
     if (st == BD_OK)
         st = bd_graph_sort(x.g);
     if (st == BD_OK)
@@ -1421,11 +1421,11 @@ static bd_status same_layout(const bd_graph *g, const bd_layer *l, const chain *
     return BD_OK;
 }
 
-/* Moves what the metadata says about layer `name` into q. */
-static void apply_meta(layer_meta *m, int nm, const char *name, bd_qlayer *q)
+/* Moves what the metadata says about layer `index`, called name, into q. */
+static void apply_meta(layer_meta *m, int nm, int index, const char *name, bd_qlayer *q)
 {
     for (int i = 0; i < nm; i++)
-        if (strcmp(m[i].name, name) == 0) {
+        if (m[i].index >= 0 ? m[i].index == index : strcmp(m[i].name, name) == 0) {
             q->objective = m[i].objective;
             q->rel_error = m[i].rel_error;
             q->seconds = m[i].seconds;
@@ -1454,7 +1454,7 @@ static bd_status layer_qlayers(const bd_graph *g, chain *ch, int nch, layer_meta
                 continue;
             out[i] = ch[c].q;
             memset(&ch[c].q, 0, sizeof ch[c].q);
-            apply_meta(m, nm, layers[i].name, &out[i]);
+            apply_meta(m, nm, i, layers[i].name, &out[i]);
         }
     free(layers);
     if (st != BD_OK) {

@@ -19,7 +19,8 @@
 #include "codec.h"
 
 #define BD_META_FORMAT "bitdown.format"
-/* A line "NAME o=act;e=0.01;i=37;t=1.25" per quantized layer. */
+/* A line "INDEX o=act;e=0.01;i=37;t=1.25" per quantized layer, INDEX its
+ * place in layer order (bd_layers_find). */
 #define BD_META_LAYERS "bitdown.layers"
 /* Files before packed/3: a key per layer, "bitdown.layer.NAME". */
 #define BD_META_LAYER_PREFIX "bitdown.layer."
