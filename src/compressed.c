@@ -84,17 +84,23 @@ static void drop_pq_meta(bd_graph *g)
 }
 
 /* One line of "bitdown.layers": what the expression cannot say, for the
- * layer at index i in layer order (its weight's name names it already). d,
- * k and the int grid are the expression's; the EM history per iteration is
- * not written. All of it made the metadata a large part of a small model's
- * file. The numbers always have a decimal point, whatever locale the UI
- * switched to for ncurses. */
-static void describe_layer(bd_strbuf *b, int i, const bd_qlayer *q)
+ * layer at index i in layer order (its weight's name names it already),
+ * the objective and iterations only where they differ from the line before
+ * (prev), 4 significant digits. d, k and the int grid are the
+ * expression's; the EM history per iteration is not written. All of it
+ * made the metadata a large part of a small model's file. The numbers
+ * always have a decimal point, whatever locale the UI switched to for
+ * ncurses. */
+static void describe_layer(bd_strbuf *b, int i, const bd_qlayer *q, const bd_qlayer *prev)
 {
-    bd_strbuf_add(b, "%d o=%s", i, bd_objective_name(q->objective));
+    bd_strbuf_add(b, "%d ", i);
+    if (!prev || prev->objective != q->objective)
+        bd_strbuf_add(b, "o=%s;", bd_objective_name(q->objective));
+    if (!prev || prev->iters != q->iters)
+        bd_strbuf_add(b, "i=%d;", q->iters);
     if (q->rel_error >= 0)
-        bd_strbuf_add(b, ";e=%.6g", q->rel_error);
-    bd_strbuf_add(b, ";i=%d;t=%.6g\n", q->iters, q->seconds);
+        bd_strbuf_add(b, "e=%.4g;", q->rel_error);
+    bd_strbuf_add(b, "t=%.4g\n", q->seconds);
 }
 
 static bd_status set_layers_meta(bd_graph *g, int nlayers, const bd_qlayer *const *q)
@@ -102,9 +108,12 @@ static bd_status set_layers_meta(bd_graph *g, int nlayers, const bd_qlayer *cons
     bd_c_numeric loc;
     BD_TRY(bd_c_numeric_enter(&loc));
     bd_strbuf b = {0};
+    const bd_qlayer *prev = NULL;
     for (int i = 0; i < nlayers; i++)
-        if (q[i])
-            describe_layer(&b, i, q[i]);
+        if (q[i]) {
+            describe_layer(&b, i, q[i], prev);
+            prev = q[i];
+        }
     bd_c_numeric_leave(&loc);
     bd_status st = b.oom ? bd_fail(BD_ENOMEM, "out of memory describing the layers")
                          : b.s ? bd_graph_set_meta(g, BD_META_LAYERS, b.s) : BD_OK;
@@ -197,7 +206,8 @@ static int item_is(const char *p, const char *eq, const char *brief, const char 
 /* The items [s, end) of a layer's description: "o=act;e=0.01;i=37;t=1.25"
  * (format 1 spelled objective, rel_error, iterations, seconds and added
  * history=...; packed/2 added f, d, k, b, ch and sym, which only informed).
- * Unknown items are skipped, so later versions may add some. */
+ * The objective and iterations m holds stand when absent. Unknown items
+ * are skipped, so later versions may add some. */
 static bd_status parse_layer_meta(const meta_src *src, const char *s, const char *end,
                                   layer_meta *m)
 {
@@ -239,8 +249,8 @@ static bd_status parse_layer_meta(const meta_src *src, const char *s, const char
     }
     if (history && iters >= 0 && iters != m->iters)
         return bad_meta(src, "the history does not have one value per iteration");
-    if (!history)
-        m->iters = iters > 0 ? iters : 0;
+    if (!history && iters >= 0)
+        m->iters = iters;
     return BD_OK;
 }
 
@@ -251,7 +261,8 @@ static void free_layer_metas(layer_meta *m, int n)
     free(m);
 }
 
-/* "bitdown.layers" holds a line "INDEX ITEMS" per quantized layer; files
+/* "bitdown.layers" holds a line "INDEX ITEMS" per quantized layer, its
+ * objective and iterations those of the line before unless given; files
  * before packed/3 had a key "bitdown.layer.NAME" = ITEMS per layer. */
 static bd_status parse_meta_entry(const bd_meta *kv, layer_meta *out, int *n)
 {
@@ -270,6 +281,10 @@ static bd_status parse_meta_entry(const bd_meta *kv, layer_meta *out, int *n)
         const char *sp = memchr(line, ' ', (size_t)(end - line));
         layer_meta *m = &out[(*n)++];
         memset(m, 0, sizeof *m);
+        if (line > v) {
+            m->objective = m[-1].objective;
+            m->iters = m[-1].iters;
+        }
         if (!sp || !parse_count(line, sp, 0, 1e6, &m->index))
             return bad_meta(&src, "a line is not 'INDEX ITEMS', INDEX a layer's place");
         BD_TRY(parse_layer_meta(&src, sp + 1, end, m));
@@ -567,6 +582,38 @@ static int file_bits(int bits)
     return bits > 0 ? bits : 1;
 }
 
+/* About what a code width costs in the file besides its codes (its
+ * Reshape, MatMul and Split, their constants, names and framing), as
+ * measured on the Fashion-MNIST examples. */
+enum { WIDTH_BYTES = 160 };
+
+/* The width each layer's codes take in the file (width[i], 0 for a layer
+ * not quantized). A width whose pq codes would take fewer extra bytes in
+ * the next wider width than the width itself costs moves up: a codebook's
+ * index fits in any width at least its own. Int layers keep theirs, which
+ * is how the file gives their bits. */
+static void choose_widths(const bd_qlayer *const *q, int nlayers, int *width)
+{
+    int64_t count[17] = {0};
+    int fixed[17] = {0};
+    for (int i = 0; i < nlayers; i++) {
+        width[i] = q[i] ? file_bits(code_bits(q[i])) : 0;
+        count[width[i]] += q[i] ? q[i]->n : 0;
+        fixed[width[i]] |= q[i] && q[i]->format == BD_FMT_INT;
+    }
+    for (int b = 1; b < 16; b++) {
+        int up = b + 1;
+        while (up < 16 && !count[up])
+            up++;
+        if (!count[b] || fixed[b] || !count[up] || count[b] * (up - b) / 8 >= WIDTH_BYTES)
+            continue;
+        count[up] += count[b];
+        count[b] = 0;
+        for (int i = 0; i < nlayers; i++)
+            width[i] = width[i] == b ? up : width[i];
+    }
+}
+
 /* Code `code` as bits [at, at + bits) of p, least significant bit first. */
 static void put_code(uint8_t *p, int64_t at, int32_t code, int bits)
 {
@@ -599,8 +646,8 @@ static bd_status split(exporter *x, const char *from, int n, const int64_t *size
 
 /* The codes of all layers as one bit string, and the expression unpacking
  * them (docs/format.md): one uint8 [L, 1] initializer whose bits (least
- * significant first) hold the codes of each width in turn, narrowest first,
- * layer by layer. Its bytes become bits once (Div by the powers of two, Mod
+ * significant first) hold the codes of each width (choose_widths) in turn,
+ * narrowest first, layer by layer. Its bytes become bits once (Div by the powers of two, Mod
  * 2); a Split cuts the bits of each width, a MatMul by [1, 2, ..., 2^(b-1)]
  * sums each code's b bits, and a Split per width gives each layer its
  * codes, int64, under codes[layer]. A part with a single piece needs no
@@ -610,21 +657,26 @@ static bd_status export_codes(exporter *x, const bd_qlayer *const *q, int nlayer
                               char (*codes)[NAME_CAP])
 {
     int64_t count[17] = {0}, bits_total = 0;
-    int layers_of[17] = {0}, nwidths = 0;
+    int *width = malloc((size_t)nlayers * sizeof *width + 1);
+    if (!width)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    choose_widths(q, nlayers, width);
     for (int i = 0; i < nlayers; i++)
         if (q[i]) {
-            int b = file_bits(code_bits(q[i]));
-            count[b] += q[i]->n;
-            nwidths += layers_of[b]++ == 0;
-            bits_total += q[i]->n * b;
+            count[width[i]] += q[i]->n;
+            bits_total += q[i]->n * width[i];
         }
     int64_t dims[2] = {(bits_total + 7) / 8, 1}, pad = 8 * dims[0] - bits_total;
     bd_tensor *packed;
-    BD_TRY(bd_tensor_new(&packed, BD_U8, 2, dims, "packed codes"));
+    bd_status st = bd_tensor_new(&packed, BD_U8, 2, dims, "packed codes");
+    if (st != BD_OK) {
+        free(width);
+        return st;
+    }
     int64_t at = 0;
     for (int b = 1; b <= 16; b++)
         for (int i = 0; i < nlayers; i++)
-            if (q[i] && file_bits(code_bits(q[i])) == b)
+            if (q[i] && width[i] == b)
                 for (int64_t j = 0; j < q[i]->n; j++, at += b)
                     put_code(packed->data, at, q[i]->codes[j], b);
     static const int64_t pow2[16] = {1,    2,    4,    8,    16,   32,    64,    128,
@@ -633,7 +685,7 @@ static bd_status export_codes(exporter *x, const bd_qlayer *const *q, int nlayer
     char bits[NAME_CAP] = "", (*part)[NAME_CAP] = calloc(18, sizeof *part);
     int64_t sizes[18], nparts = 0;
     bd_attr to_i64 = int_attr("to", BD_I64);
-    bd_status st = part ? add_init(x, packed, p) : bd_fail(BD_ENOMEM, "out of memory");
+    st = part ? add_init(x, packed, p) : bd_fail(BD_ENOMEM, "out of memory");
     if (!part)
         bd_tensor_free(packed);
     if (st == BD_OK)
@@ -676,18 +728,19 @@ static bd_status export_codes(exporter *x, const bd_qlayer *const *q, int nlayer
             st = STEP(x, "MatMul", sum, NULL, rows, powers);
         int n = 0;
         for (int i = 0; i < nlayers && st == BD_OK; i++)
-            if (q[i] && file_bits(code_bits(q[i])) == b)
+            if (q[i] && width[i] == b)
                 nper[n++] = q[i]->n;
         if (st == BD_OK && n > 1)
             st = split(x, sum, n, nper, outs);
         for (int i = 0, j = 0; i < nlayers && st == BD_OK; i++)
-            if (q[i] && file_bits(code_bits(q[i])) == b)
+            if (q[i] && width[i] == b)
                 snprintf(codes[i], NAME_CAP, "%s", n > 1 ? outs[j++] : sum);
         memset(outs, 0, (size_t)n * sizeof *outs);
     }
     free(nper);
     free(outs);
     free(part);
+    free(width);
     return st;
 }
 
@@ -1254,10 +1307,10 @@ static bd_status add_chain(const bd_graph *g, found *f, int start, chain *ch)
         q->k = (int)tv->init->dims[0];
         q->d = (int)tv->init->dims[1];
         int gi = group_output(g, f, n->inputs[1], &j);
-        if (gi >= 0 && f->groups[gi].bits != bd_code_bits(q->k) &&
-            f->groups[gi].bits != file_bits(bd_code_bits(q->k)))
+        /* packed/3 may store codes wider than they need, never narrower */
+        if (gi >= 0 && f->groups[gi].bits < bd_code_bits(q->k))
             return bd_fail(BD_EFORMAT, "tensor '%s': codes of %d bits for the %d centroids of "
-                           "'%s' (%d bits expected) of '%s'", src->name, f->groups[gi].bits,
+                           "'%s' (%d bits at least) of '%s'", src->name, f->groups[gi].bits,
                            q->k, tv->name, bd_code_bits(q->k), w);
         for (int64_t i = 0; i < q->n; i++)
             if (q->codes[i] >= q->k)
