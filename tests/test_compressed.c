@@ -624,6 +624,249 @@ static void test_pack_roundtrip(void **state)
     assert_int_equal(two[1], 3 >> 2);
 }
 
+/* ---- files of earlier formats ------------------------------------------------ */
+
+/* A fresh value name for the expressions below, valid for 4096 more. */
+static const char *old_value(void)
+{
+    static char names[4096][16];
+    static int next;
+    char *n = names[next % 4096];
+    snprintf(n, 16, "old%d", next++);
+    return n;
+}
+
+static const char *old_init(bd_graph *g, bd_tensor *t)
+{
+    const char *name = old_value();
+    add_init(g, name, t);
+    return name;
+}
+
+static const char *old_step(bd_graph *g, const char *op, int nin, const char *const *in)
+{
+    const char *out = old_value();
+    add_node(g, op, nin, in, out);
+    return out;
+}
+
+static bd_tensor *scalar_i64(int64_t v)
+{
+    bd_tensor *t;
+    ok(bd_tensor_new(&t, BD_I64, 0, NULL, "scalar"));
+    *(int64_t *)t->data = v;
+    return t;
+}
+
+/* Both earlier formats end a pq layer alike: Gather(float16 [k, d] table,
+ * codes) -> Cast(float) -> Reshape to the weight's shape, or to [rows,
+ * row_len] and Transpose(perm = [1, 0]) when it is stored transposed. */
+static void old_pq_weight(bd_graph *g, const bd_layer *l, const bd_qlayer *q, const char *codes)
+{
+    const bd_tensor *w = g->values[l->weight].init;
+    bd_tensor *table;
+    ok(bd_tensor_new(&table, BD_F16, 2, (int64_t[]){q->k, q->d}, "table"));
+    for (int64_t i = 0; i < (int64_t)q->k * q->d; i++)
+        ((uint16_t *)table->data)[i] = bd_f32_to_f16(q->centroids[i]);
+    const char *t = old_init(g, table);
+    const char *gathered = old_step(g, "Gather", 2, (const char *[]){t, codes});
+    const char *f = old_value();
+    bd_test_attr_int(add_node(g, "Cast", 1, (const char *[]){gathered}, f), "to", BD_F32);
+    char wname[BD_LAYER_NAME_MAX + 16];
+    snprintf(wname, sizeof wname, "%s", g->values[l->weight].name);
+    if (l->transposed) {
+        const char *shape = old_init(g, bd_test_ints(2, (int64_t[]){l->rows, l->row_len}));
+        const char *r = old_step(g, "Reshape", 2, (const char *[]){f, shape});
+        bd_test_attr_ints(add_node(g, "Transpose", 1, (const char *[]){r}, wname), "perm", 2,
+                          (int64_t[]){1, 0});
+    } else {
+        const char *shape = old_init(g, bd_test_ints(w->ndim, w->dims));
+        add_node(g, "Reshape", 2, (const char *[]){f, shape}, wname);
+    }
+    bd_graph_set_init(g, l->weight, NULL);
+}
+
+/* s->g as format 1 (pq/1) wrote it: per layer, uint8 codes (uint16 past
+ * 256 centroids) -> Cast(int64) -> the pq chain, and a key per layer with
+ * the long item names and the EM history. */
+static bd_graph *format1_file(const student *s)
+{
+    bd_graph *g;
+    ok(bd_graph_clone(&g, s->g));
+    ok(bd_graph_set_meta(g, "bitdown.format", "pq/1"));
+    for (int i = 0; i < s->n; i++) {
+        const bd_qlayer *q = &s->q[i];
+        if (!q->k)
+            continue;
+        bd_tensor *codes;
+        ok(bd_tensor_new(&codes, q->k > 256 ? BD_U16 : BD_U8, 1, &q->n, "codes"));
+        for (int64_t j = 0; j < q->n; j++)
+            if (q->k > 256)
+                ((uint16_t *)codes->data)[j] = (uint16_t)q->codes[j];
+            else
+                ((uint8_t *)codes->data)[j] = (uint8_t)q->codes[j];
+        const char *c = old_init(g, codes), *wide = old_value();
+        bd_test_attr_int(add_node(g, "Cast", 1, (const char *[]){c}, wide), "to", BD_I64);
+        old_pq_weight(g, &s->layers[i], q, wide);
+        char key[200], value[1024];
+        int at = snprintf(value, sizeof value, "d=%d;k=%d;objective=%s", q->d, q->k,
+                          bd_objective_name(q->objective));
+        if (q->rel_error >= 0)
+            at += snprintf(value + at, sizeof value - (size_t)at, ";rel_error=%.6g", q->rel_error);
+        at += snprintf(value + at, sizeof value - (size_t)at, ";iterations=%d;seconds=%.6g;history=",
+                       q->iters, q->seconds);
+        for (int k = 0; k < q->iters; k++)
+            at += snprintf(value + at, sizeof value - (size_t)at, "%s%.6g", k ? "," : "",
+                           q->history[k]);
+        snprintf(key, sizeof key, "bitdown.layer.%s", s->layers[i].name);
+        ok(bd_graph_set_meta(g, key, value));
+    }
+    ok(bd_graph_sort(g));
+    return g;
+}
+
+/* s->g as format packed/2 wrote it: the codes of each width packed into a
+ * uint8 string with 2 bytes of padding, unpacked in int64 by 24-bit words
+ * (Range, Mul, Div, Mod, three Gathers, shifts by a Gather of powers of
+ * two) and Split per layer; short per-layer keys. */
+static bd_graph *packed2_file(const student *s)
+{
+    bd_graph *g;
+    ok(bd_graph_clone(&g, s->g));
+    ok(bd_graph_set_meta(g, "bitdown.format", "packed/2"));
+    const char *codes[64];
+    assert_true(s->n <= 64);
+    for (int bits = 1; bits <= 16; bits++) {
+        int64_t total = 0, sizes[64], nsplit = 0;
+        for (int i = 0; i < s->n; i++)
+            if (s->q[i].k && code_bits(&s->q[i]) == bits) {
+                sizes[nsplit++] = s->q[i].n;
+                total += s->q[i].n;
+            }
+        if (!nsplit)
+            continue;
+        int32_t *all = malloc((size_t)total * sizeof *all);
+        bd_tensor *packed;
+        int64_t len = bd_packed_bytes(total, bits) + 2;
+        assert_non_null(all);
+        ok(bd_tensor_new(&packed, BD_U8, 1, &len, "packed"));
+        for (int i = 0, at = 0; i < s->n; i++)
+            if (s->q[i].k && code_bits(&s->q[i]) == bits) {
+                memcpy(all + at, s->q[i].codes, (size_t)s->q[i].n * sizeof *all);
+                at += (int)s->q[i].n;
+            }
+        bd_pack_bits(all, total, bits, packed->data);
+        free(all);
+        const char *p = old_init(g, packed), *G = old_value();
+        bd_test_attr_int(add_node(g, "Cast", 1, (const char *[]){p}, G), "to", BD_I64);
+        const char *c0 = old_init(g, scalar_i64(0)), *c1 = old_init(g, scalar_i64(1)),
+                   *c2 = old_init(g, scalar_i64(2)), *c8 = old_init(g, scalar_i64(8)),
+                   *c256 = old_init(g, scalar_i64(256)), *c65536 = old_init(g, scalar_i64(65536)),
+                   *n = old_init(g, scalar_i64(total)), *b = old_init(g, scalar_i64(bits)),
+                   *m = old_init(g, scalar_i64((int64_t)1 << bits)),
+                   *shifts = old_init(g, bd_test_ints(8, (int64_t[]){1, 2, 4, 8, 16, 32, 64, 128})),
+                   *split = old_init(g, bd_test_ints((int)nsplit, sizes));
+        const char *i = old_step(g, "Range", 3, (const char *[]){c0, n, c1});
+        const char *bit = old_step(g, "Mul", 2, (const char *[]){i, b});
+        const char *byte = old_step(g, "Div", 2, (const char *[]){bit, c8});
+        const char *sh = old_step(g, "Mod", 2, (const char *[]){bit, c8});
+        const char *b0 = old_step(g, "Gather", 2, (const char *[]){G, byte});
+        const char *y1 = old_step(g, "Add", 2, (const char *[]){byte, c1});
+        const char *b1 = old_step(g, "Gather", 2, (const char *[]){G, y1});
+        const char *y2 = old_step(g, "Add", 2, (const char *[]){byte, c2});
+        const char *b2 = old_step(g, "Gather", 2, (const char *[]){G, y2});
+        const char *m1 = old_step(g, "Mul", 2, (const char *[]){b1, c256});
+        const char *m2 = old_step(g, "Mul", 2, (const char *[]){b2, c65536});
+        const char *w1 = old_step(g, "Add", 2, (const char *[]){b0, m1});
+        const char *w = old_step(g, "Add", 2, (const char *[]){w1, m2});
+        const char *scale = old_step(g, "Gather", 2, (const char *[]){shifts, sh});
+        const char *qv = old_step(g, "Div", 2, (const char *[]){w, scale});
+        const char *u = old_step(g, "Mod", 2, (const char *[]){qv, m});
+        const char *outs[64];
+        for (int k = 0, j = 0; k < s->n; k++)
+            if (s->q[k].k && code_bits(&s->q[k]) == bits)
+                outs[j++] = codes[k] = old_value();
+        bd_node *node;
+        ok(bd_graph_add_node(g, "", "Split", "", 2, (const char *[]){u, split}, (int)nsplit,
+                             outs, &node));
+    }
+    for (int i = 0; i < s->n; i++) {
+        const bd_qlayer *q = &s->q[i];
+        if (!q->k)
+            continue;
+        old_pq_weight(g, &s->layers[i], q, codes[i]);
+        char key[200], value[256];
+        int at = snprintf(value, sizeof value, "f=pq;d=%d;k=%d;o=%s", q->d, q->k,
+                          bd_objective_name(q->objective));
+        if (q->rel_error >= 0)
+            at += snprintf(value + at, sizeof value - (size_t)at, ";e=%.6g", q->rel_error);
+        snprintf(value + at, sizeof value - (size_t)at, ";i=%d;t=%.6g", q->iters, q->seconds);
+        snprintf(key, sizeof key, "bitdown.layer.%s", s->layers[i].name);
+        ok(bd_graph_set_meta(g, key, value));
+    }
+    ok(bd_graph_sort(g));
+    return g;
+}
+
+/* A file of an earlier format loads as the same codes, codebooks, weights
+ * and logits (and, from format 1, the EM history); ONNX Runtime still runs
+ * it to those logits. */
+static void check_old_file(student *s, bd_graph *old, const char *name, int history)
+{
+    const char *path = tmp_path(name, ".onnx");
+    bd_graph *back;
+    bd_qlayer *q;
+    bd_layer *layers;
+    int n, nl;
+    ok(bd_onnx_save(old, path));
+    bd_graph_free(old);
+    ok(bd_model_load(path, &back, &q, &n));
+    ok(bd_layers_find(back, &layers, &nl));
+    assert_int_equal(n, s->n);
+    for (int i = 0; i < n; i++) {
+        const bd_tensor *w = s->g->values[s->layers[i].weight].init;
+        assert_string_equal(layers[i].name, s->layers[i].name);
+        assert_same_qlayer(&q[i], &s->q[i], layers[i].name);
+        for (int k = 0; history && k < s->q[i].iters; k++)
+            assert_true(q[i].history[k] == s->q[i].history[k]);
+        assert_memory_equal(back->values[layers[i].weight].init->data, w->data,
+                            bd_tensor_nbytes(w));
+    }
+    assert_false(has_pq_meta(back));
+    bd_tensor *y = run(s->g, s->x), *y2 = run(back, s->x);
+    assert_memory_equal(y->data, y2->data, bd_tensor_nbytes(y));
+    check_ort(path, s->x, y);
+    bd_tensor_free(y);
+    bd_tensor_free(y2);
+    free(layers);
+    free_qlayers(q, n);
+    bd_graph_free(back);
+}
+
+static void test_format1_loads(void **state)
+{
+    (void)state;
+    student s;
+    load_fmnist(&s, "resnet_bn"); /* a layer of 300 centroids: uint16 codes */
+    check_old_file(&s, format1_file(&s), "format1", 1);
+    free_student(&s);
+    tiny_student(&s);
+    check_old_file(&s, format1_file(&s), "format1_tiny", 1);
+    free_student(&s);
+}
+
+static void test_packed2_loads(void **state)
+{
+    (void)state;
+    student s;
+    load_fmnist(&s, "mobilenet");
+    check_old_file(&s, packed2_file(&s), "packed2", 0);
+    free_student(&s);
+    tiny_student(&s);
+    check_old_file(&s, packed2_file(&s), "packed2_tiny", 0);
+    free_student(&s);
+}
+
 /* ---- bad input --------------------------------------------------------------- */
 
 static int value_id(const bd_graph *g, const char *name)
@@ -900,6 +1143,8 @@ int main(void)
         cmocka_unit_test(test_transposed_roundtrip),
         cmocka_unit_test(test_examples_file_size),
         cmocka_unit_test(test_pack_roundtrip),
+        cmocka_unit_test(test_format1_loads),
+        cmocka_unit_test(test_packed2_loads),
         cmocka_unit_test(test_tampered_codes),
         cmocka_unit_test(test_float32_table),
         cmocka_unit_test(test_foreign_order),
