@@ -84,23 +84,27 @@ static void drop_pq_meta(bd_graph *g)
 }
 
 /* One line of "bitdown.layers": what the expression cannot say, for the
- * layer at index i in layer order (its weight's name names it already),
- * the objective and iterations only where they differ from the line before
- * (prev), 4 significant digits. d, k and the int grid are the
+ * layer at index i in layer order (its weight's name names it already; the
+ * index only when it does not follow the line before's), the objective and
+ * iterations only where they differ from the line before (prev, at index
+ * prev_i), the error to 4 significant digits and the seconds to 2. d, k
+ * and the int grid are the
  * expression's; the EM history per iteration is not written. All of it
  * made the metadata a large part of a small model's file. The numbers
  * always have a decimal point, whatever locale the UI switched to for
  * ncurses. */
-static void describe_layer(bd_strbuf *b, int i, const bd_qlayer *q, const bd_qlayer *prev)
+static void describe_layer(bd_strbuf *b, int i, const bd_qlayer *q, const bd_qlayer *prev,
+                           int prev_i)
 {
-    bd_strbuf_add(b, "%d ", i);
+    if (!prev || i != prev_i + 1)
+        bd_strbuf_add(b, "%d ", i);
     if (!prev || prev->objective != q->objective)
         bd_strbuf_add(b, "o=%s;", bd_objective_name(q->objective));
     if (!prev || prev->iters != q->iters)
         bd_strbuf_add(b, "i=%d;", q->iters);
     if (q->rel_error >= 0)
         bd_strbuf_add(b, "e=%.4g;", q->rel_error);
-    bd_strbuf_add(b, "t=%.4g\n", q->seconds);
+    bd_strbuf_add(b, "t=%.2g\n", q->seconds);
 }
 
 static bd_status set_layers_meta(bd_graph *g, int nlayers, const bd_qlayer *const *q)
@@ -109,10 +113,11 @@ static bd_status set_layers_meta(bd_graph *g, int nlayers, const bd_qlayer *cons
     BD_TRY(bd_c_numeric_enter(&loc));
     bd_strbuf b = {0};
     const bd_qlayer *prev = NULL;
-    for (int i = 0; i < nlayers; i++)
+    for (int i = 0, prev_i = -1; i < nlayers; i++)
         if (q[i]) {
-            describe_layer(&b, i, q[i], prev);
+            describe_layer(&b, i, q[i], prev, prev_i);
             prev = q[i];
+            prev_i = i;
         }
     bd_c_numeric_leave(&loc);
     bd_status st = b.oom ? bd_fail(BD_ENOMEM, "out of memory describing the layers")
@@ -261,9 +266,10 @@ static void free_layer_metas(layer_meta *m, int n)
     free(m);
 }
 
-/* "bitdown.layers" holds a line "INDEX ITEMS" per quantized layer, its
- * objective and iterations those of the line before unless given; files
- * before packed/3 had a key "bitdown.layer.NAME" = ITEMS per layer. */
+/* "bitdown.layers" holds a line "[INDEX ]ITEMS" per quantized layer, its
+ * index one past the line before's and its objective and iterations those
+ * of the line before unless given; files before packed/3 had a key
+ * "bitdown.layer.NAME" = ITEMS per layer. */
 static bd_status parse_meta_entry(const bd_meta *kv, layer_meta *out, int *n)
 {
     const char *v = kv->value, *vend = v + strlen(v);
@@ -278,16 +284,22 @@ static bd_status parse_meta_entry(const bd_meta *kv, layer_meta *out, int *n)
     for (const char *line = v; line < vend;) {
         const char *nl = memchr(line, '\n', (size_t)(vend - line)), *end = nl ? nl : vend;
         meta_src src = {kv->key, line, end};
-        const char *sp = memchr(line, ' ', (size_t)(end - line));
+        const char *sp = memchr(line, ' ', (size_t)(end - line)), *items = line;
         layer_meta *m = &out[(*n)++];
         memset(m, 0, sizeof *m);
         if (line > v) {
+            m->index = m[-1].index + 1;
             m->objective = m[-1].objective;
             m->iters = m[-1].iters;
         }
-        if (!sp || !parse_count(line, sp, 0, 1e6, &m->index))
-            return bad_meta(&src, "a line is not 'INDEX ITEMS', INDEX a layer's place");
-        BD_TRY(parse_layer_meta(&src, sp + 1, end, m));
+        if (sp) {
+            if (!parse_count(line, sp, 0, 1e6, &m->index))
+                return bad_meta(&src, "a line is not '[INDEX ]ITEMS', INDEX a layer's place");
+            items = sp + 1;
+        } else if (line == v) {
+            return bad_meta(&src, "the first line does not give its layer's INDEX");
+        }
+        BD_TRY(parse_layer_meta(&src, items, end, m));
         line = end < vend ? end + 1 : vend;
     }
     return BD_OK;
@@ -407,13 +419,28 @@ static int is_io(const bd_graph *g, int id)
 
 /* What export adds to the graph: values under temporary names (the file's
  * names are given at the end), small constants once each. */
+enum { NAME_CAP = 24 };
+
+/* Float16 tables of one shape but the first dimension (pq codebooks of one
+ * d, int scales and zero points of one rank), stored as one: a Cast and a
+ * Split cost less than an initializer and a Cast each. */
+typedef struct pool {
+    int ndim;
+    int64_t tail[BD_MAX_DIMS]; /* dims[1..ndim) */
+    int64_t rows, row_len;
+    uint16_t *data;
+    int n;                     /* pieces */
+    int64_t *sizes;            /* their rows */
+    char (*names)[NAME_CAP];   /* the values they become */
+} pool;
+
 typedef struct exporter {
     bd_graph *g;
     int next;          /* temporary names */
     int *consts, nconsts;
+    pool *pools;
+    int npools;
 } exporter;
-
-enum { NAME_CAP = 24 };
 
 static void fresh_name(exporter *x, char *name)
 {
@@ -744,15 +771,84 @@ static bd_status export_codes(exporter *x, const bd_qlayer *const *q, int nlayer
     return st;
 }
 
-/* A float16 table of the given shape. */
+/* A float16 table of the given shape, as float32 under a fresh name: a
+ * piece of its pool, which flush_pools stores. */
 static bd_status fp16_table(exporter *x, const float *v, int ndim, const int64_t *dims,
                             char *name)
 {
-    bd_tensor *t;
-    BD_TRY(bd_tensor_new_raw(&t, BD_F16, ndim, dims, "a float16 table"));
-    for (int64_t i = 0; i < bd_tensor_count(t); i++)
-        ((uint16_t *)t->data)[i] = bd_f32_to_f16(v[i]);
-    return add_init(x, t, name);
+    pool *p = NULL;
+    int64_t row_len = 1;
+    for (int i = 1; i < ndim; i++)
+        row_len *= dims[i];
+    for (int i = 0; i < x->npools && !p; i++)
+        if (x->pools[i].ndim == ndim &&
+            memcmp(x->pools[i].tail, dims + 1, (size_t)(ndim - 1) * sizeof *dims) == 0)
+            p = &x->pools[i];
+    if (!p) {
+        pool *grown = realloc(x->pools, (size_t)(x->npools + 1) * sizeof *grown);
+        if (!grown)
+            return bd_fail(BD_ENOMEM, "out of memory");
+        x->pools = grown;
+        p = &x->pools[x->npools++];
+        memset(p, 0, sizeof *p);
+        p->ndim = ndim;
+        memcpy(p->tail, dims + 1, (size_t)(ndim - 1) * sizeof *dims);
+        p->row_len = row_len;
+    }
+    uint16_t *data = realloc(p->data, (size_t)((p->rows + dims[0]) * row_len) * sizeof *data + 1);
+    if (data)
+        p->data = data;
+    int64_t *sizes = realloc(p->sizes, (size_t)(p->n + 1) * sizeof *sizes);
+    if (sizes)
+        p->sizes = sizes;
+    char(*names)[NAME_CAP] = realloc(p->names, (size_t)(p->n + 1) * sizeof *names);
+    if (names)
+        p->names = names;
+    if (!data || !sizes || !names)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    for (int64_t i = 0; i < dims[0] * row_len; i++)
+        p->data[p->rows * row_len + i] = bd_f32_to_f16(v[i]);
+    p->rows += dims[0];
+    p->sizes[p->n] = dims[0];
+    fresh_name(x, name);
+    snprintf(p->names[p->n++], NAME_CAP, "%s", name);
+    return BD_OK;
+}
+
+static bd_status split(exporter *x, const char *from, int n, const int64_t *sizes,
+                       char (*outs)[NAME_CAP]);
+
+/* Each pool as one float16 initializer, Cast to float and (with more than
+ * one piece) Split into its pieces. */
+static bd_status flush_pools(exporter *x)
+{
+    bd_attr to_f32 = int_attr("to", BD_F32);
+    for (int i = 0; i < x->npools; i++) {
+        pool *p = &x->pools[i];
+        int64_t dims[BD_MAX_DIMS] = {p->rows};
+        memcpy(dims + 1, p->tail, (size_t)(p->ndim - 1) * sizeof *dims);
+        bd_tensor *t;
+        char name[NAME_CAP], f[NAME_CAP] = "";
+        BD_TRY(bd_tensor_new_raw(&t, BD_F16, p->ndim, dims, "a float16 table"));
+        memcpy(t->data, p->data, bd_tensor_nbytes(t));
+        BD_TRY(add_init(x, t, name));
+        if (p->n == 1)
+            snprintf(f, sizeof f, "%s", p->names[0]);
+        BD_TRY(STEP(x, "Cast", f, &to_f32, name));
+        if (p->n > 1)
+            BD_TRY(split(x, f, p->n, p->sizes, p->names));
+    }
+    return BD_OK;
+}
+
+static void free_pools(exporter *x)
+{
+    for (int i = 0; i < x->npools; i++) {
+        free(x->pools[i].data);
+        free(x->pools[i].sizes);
+        free(x->pools[i].names);
+    }
+    free(x->pools);
 }
 
 /* The layer's weight from its codes: pq gathers centroids; int computes
@@ -785,21 +881,17 @@ static bd_status export_weight(exporter *x, const bd_layer *l, const bd_qlayer *
         BD_TRY(STEP(x, "Cast", f, &to_f32, codes));
         BD_TRY(STEP(x, "Reshape", u, NULL, f, shape));
         if (q->zeros) {
-            BD_TRY(fp16_table(x, q->zeros, ndim, per, t));
-            BD_TRY(STEP(x, "Cast", z, &to_f32, t));
+            BD_TRY(fp16_table(x, q->zeros, ndim, per, z));
         } else {
             float zero = (float)(1 << (q->ints.bits - 1));
             BD_TRY(constant(x, BD_F32, 0, NULL, &zero, z));
         }
         BD_TRY(STEP(x, "Sub", sub, NULL, u, z));
-        BD_TRY(fp16_table(x, q->scales, ndim, per, t));
-        BD_TRY(STEP(x, "Cast", s, &to_f32, t));
+        BD_TRY(fp16_table(x, q->scales, ndim, per, s));
         BD_TRY(STEP(x, "Mul", out, NULL, sub, s));
     } else {
-        char gathered[NAME_CAP] = "";
         BD_TRY(fp16_table(x, q->centroids, 2, (const int64_t[]){q->k, q->d}, t));
-        BD_TRY(STEP(x, "Gather", gathered, NULL, t, codes));
-        BD_TRY(STEP(x, "Cast", f, &to_f32, gathered));
+        BD_TRY(STEP(x, "Gather", f, NULL, t, codes));
         BD_TRY(STEP(x, "Reshape", out, NULL, f, shape));
     }
     bd_graph_set_init(x->g, l->weight, NULL);
@@ -836,24 +928,40 @@ static bd_status shorten_names(bd_graph *g, const bd_layer *layers, int nlayers)
         if (strcmp(w, own) != 0 && strcmp(w, layers[i].name) != 0 && bd_graph_find(g, own) < 0)
             st = bd_graph_rename(g, layers[i].weight, own);
     }
-    int next = 0;
-    for (int v = 0; v < g->nvalues && st == BD_OK; v++) {
+    /* the values named most often get the shortest names */
+    int *uses = calloc((size_t)g->nvalues + 1, sizeof *uses), most = 0, next = 0;
+    if (!uses)
+        st = bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; i < g->nnodes && uses; i++) {
+        for (int k = 0; k < g->nodes[i].ninputs; k++)
+            uses[g->nodes[i].inputs[k] >= 0 ? g->nodes[i].inputs[k] : g->nvalues]++;
+        for (int k = 0; k < g->nodes[i].noutputs; k++)
+            uses[g->nodes[i].outputs[k] >= 0 ? g->nodes[i].outputs[k] : g->nvalues]++;
+    }
+    for (int v = 0; v < g->nvalues && uses; v++) {
+        uses[v] += g->values[v].init != NULL;
+        most = uses[v] > most ? uses[v] : most;
+    }
+    for (int u = most, v = 0; u > 0 && st == BD_OK; v = v + 1 < g->nvalues ? v + 1 : (u--, 0)) {
         const bd_value *val = &g->values[v];
-        if (keep[v] || is_io(g, v) || (!val->init && val->producer < 0))
+        if (uses[v] != u || keep[v] || is_io(g, v) || (!val->init && val->producer < 0))
             continue;
+        static const char digits[] =
+            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
         char name[16];
         do {
             int k = next++, len = 0;
             char rev[16];
             do
-                rev[len++] = "0123456789abcdefghijklmnopqrstuvwxyz"[k % 36];
-            while ((k /= 36) > 0);
+                rev[len++] = digits[k % 62];
+            while ((k /= 62) > 0);
             for (int j = 0; j < len; j++)
                 name[j] = rev[len - 1 - j];
             name[len] = '\0';
         } while (bd_graph_find(g, name) >= 0);
         st = bd_graph_rename(g, v, name);
     }
+    free(uses);
     free(keep);
     return st;
 }
@@ -895,11 +1003,14 @@ bd_status bd_compressed_export(const bd_graph *student, const bd_layer *layers, 
     if (st == BD_OK)
         st = set_layers_meta(x.g, nlayers, q);
     if (st == BD_OK)
+        st = flush_pools(&x);
+    if (st == BD_OK)
         st = bd_graph_sort(x.g);
     if (st == BD_OK)
         st = shorten_names(x.g, layers, nlayers);
     free(codes);
     free(x.consts);
+    free_pools(&x);
     if (st != BD_OK) {
         bd_graph_free(x.g);
         return st;
@@ -1117,23 +1228,72 @@ static int next_node(const bd_graph *g, int v, const char *op, int nin, int slot
     return r;
 }
 
-/* A Cast(to float) of a float16 initializer read by node `reader` alone: the
- * initializer's value id, or -1. */
-static int fp16_cast(const bd_graph *g, int v, int reader, int *cast)
+/* Rows [first, first + rows) of a float16 initializer, as float. */
+typedef struct piece {
+    int table; /* the initializer; -1: none */
+    int64_t first, rows;
+} piece;
+
+/* Whether float value v, read by node `reader` alone, is a piece of a
+ * float16 table: Cast(float) of the initializer, or (packed/3, which stores
+ * the tables of one shape as one) output j of a Split along axis 0 into
+ * constant sizes of that Cast, read by the Split alone. Adds the nodes to
+ * nodes[*nn]. */
+static int fp16_piece(const bd_graph *g, int v, int reader, piece *p, int *nodes, int *nn)
 {
-    const bd_node *c = producer(g, v);
-    *cast = v >= 0 ? g->values[v].producer : -1;
-    if (!c || !is_node(c, "Cast", 1) || bd_attr_int(c, "to", 0) != BD_F32 ||
-        sole_reader(g, v) != reader)
-        return -1;
-    const bd_tensor *t = bd_node_const_input(g, c, 0);
-    return t && t->dtype == BD_F16 ? c->inputs[0] : -1;
+    const bd_node *n = producer(g, v);
+    int split = -1;
+    if (!n || sole_reader(g, v) != reader)
+        return 0;
+    p->first = 0;
+    p->rows = -1;
+    if (strcmp(n->op, "Split") == 0 && n->ninputs == 2 && !n->domain[0] &&
+        bd_attr_int(n, "axis", 0) == 0) {
+        const bd_tensor *sizes = bd_node_const_input(g, n, 1);
+        if (!sizes || sizes->dtype != BD_I64 || bd_tensor_count(sizes) != n->noutputs)
+            return 0;
+        for (int j = 0; j < n->noutputs && p->rows < 0; j++) {
+            int64_t size = bd_tensor_get_i64(sizes, j);
+            if (size < 0)
+                return 0;
+            if (n->outputs[j] == v)
+                p->rows = size;
+            else
+                p->first += size;
+        }
+        split = g->values[v].producer;
+        v = n->inputs[0];
+        n = producer(g, v);
+        if (!n || sole_reader(g, v) != split)
+            return 0;
+    }
+    const bd_tensor *t = is_node(n, "Cast", 1) && bd_attr_int(n, "to", 0) == BD_F32
+                             ? bd_node_const_input(g, n, 0) : NULL;
+    if (!t || t->dtype != BD_F16 || t->ndim < 1 || t->dims[0] < 1)
+        return 0;
+    if (split < 0)
+        p->rows = t->dims[0];
+    if (p->first + p->rows > t->dims[0])
+        return 0;
+    if (split >= 0)
+        nodes[(*nn)++] = split;
+    nodes[(*nn)++] = g->values[v].producer;
+    p->table = n->inputs[0];
+    return 1;
 }
 
-static void floats_of_fp16(const bd_tensor *t, float *out)
+static int64_t piece_count(const bd_graph *g, const piece *p)
 {
-    for (int64_t i = 0; i < bd_tensor_count(t); i++)
-        out[i] = bd_f16_to_f32(((const uint16_t *)t->data)[i]);
+    const bd_tensor *t = g->values[p->table].init;
+    return p->rows * (bd_tensor_count(t) / t->dims[0]);
+}
+
+static void piece_floats(const bd_graph *g, const piece *p, float *out)
+{
+    const bd_tensor *t = g->values[p->table].init;
+    const uint16_t *v = (const uint16_t *)t->data + p->first * (bd_tensor_count(t) / t->dims[0]);
+    for (int64_t i = 0; i < piece_count(g, p); i++)
+        out[i] = bd_f16_to_f32(v[i]);
 }
 
 /* The final step: a Reshape to a constant shape, or a Transpose. Returns
@@ -1152,7 +1312,8 @@ static int final_step(const bd_graph *g, int v, int *out)
 /* A grid: Cast(float)(codes) -> Reshape -> Sub(z) -> Mul(Cast(scales))
  * [-> Reshape | Transpose], z a float32 scalar 2^(b-1) or Cast(zeros).
  * Returns the nodes in nodes[], their count, or 0. */
-static int match_int(const bd_graph *g, int ci, int bits, int *nodes, int *scales, int *zeros)
+static int match_int(const bd_graph *g, int ci, int bits, int *nodes, piece *scales,
+                     piece *zeros)
 {
     const bd_node *cast = &g->nodes[ci];
     if (bits < BD_INT_MIN_BITS || bits > BD_INT_MAX_BITS || bd_attr_int(cast, "to", 0) != BD_F32)
@@ -1167,22 +1328,19 @@ static int match_int(const bd_graph *g, int ci, int bits, int *nodes, int *scale
     if (sub < 0)
         return 0;
     nodes[nn++] = sub;
-    int zv = g->nodes[sub].inputs[1], zcast;
+    int zv = g->nodes[sub].inputs[1];
     const bd_tensor *z = g->values[zv].init;
-    *zeros = -1;
+    zeros->table = -1;
     if (z) {
         if (z->dtype != BD_F32 || bd_tensor_count(z) != 1 ||
             ((const float *)z->data)[0] != (float)(1 << (bits - 1)))
             return 0;
-    } else if ((*zeros = fp16_cast(g, zv, sub, &zcast)) >= 0) {
-        nodes[nn++] = zcast;
-    } else {
+    } else if (!fp16_piece(g, zv, sub, zeros, nodes, &nn)) {
         return 0;
     }
-    int mul = next_node(g, g->nodes[sub].outputs[0], "Mul", 2, 0), scast;
-    if (mul < 0 || (*scales = fp16_cast(g, g->nodes[mul].inputs[1], mul, &scast)) < 0)
+    int mul = next_node(g, g->nodes[sub].outputs[0], "Mul", 2, 0);
+    if (mul < 0 || !fp16_piece(g, g->nodes[mul].inputs[1], mul, scales, nodes, &nn))
         return 0;
-    nodes[nn++] = scast;
     nodes[nn++] = mul;
     /* packed/3 computes the weight's shape before Sub, so the Mul gives the
      * weight unless it is stored transposed; packed/2 reshaped after it */
@@ -1192,23 +1350,33 @@ static int match_int(const bd_graph *g, int ci, int bits, int *nodes, int *scale
     return nn;
 }
 
-/* A codebook: Gather(float16 [k, d], codes) -> Cast(float) -> Reshape
- * [-> Transpose]. Returns the node count, or 0. */
-static int match_pq(const bd_graph *g, int gi, int *nodes)
+/* A codebook: Gather(a piece of a float16 [K, d] table, codes) ->
+ * Reshape, or (before packed/3) Gather(float16 [k, d], codes) ->
+ * Cast(float) -> Reshape; either [-> Transpose]. Returns the node count, or
+ * 0. */
+static int match_pq(const bd_graph *g, int gi, int *nodes, piece *table)
 {
     const bd_node *gather = &g->nodes[gi];
-    const bd_tensor *table = bd_node_const_input(g, gather, 0);
-    if (bd_attr_int(gather, "axis", 0) != 0 || !table || table->dtype != BD_F16 ||
-        table->ndim != 2 || table->dims[0] < 1 || table->dims[0] > 65536 || table->dims[1] < 1)
+    const bd_tensor *t = bd_node_const_input(g, gather, 0);
+    int nn = 0, after = gather->outputs[0];
+    if (bd_attr_int(gather, "axis", 0) != 0)
         return 0;
-    int nn = 0;
     nodes[nn++] = gi;
-    int cast = sole_reader(g, gather->outputs[0]);
-    if (cast < 0 || !is_node(&g->nodes[cast], "Cast", 1) ||
-        bd_attr_int(&g->nodes[cast], "to", 0) != BD_F32)
+    if (t) {
+        int cast = sole_reader(g, after);
+        if (t->dtype != BD_F16 || t->ndim < 1 || cast < 0 || !is_node(&g->nodes[cast], "Cast", 1) ||
+            bd_attr_int(&g->nodes[cast], "to", 0) != BD_F32)
+            return 0;
+        *table = (piece){gather->inputs[0], 0, t->dims[0]};
+        nodes[nn++] = cast;
+        after = g->nodes[cast].outputs[0];
+    } else if (!fp16_piece(g, gather->inputs[0], gi, table, nodes, &nn)) {
         return 0;
-    nodes[nn++] = cast;
-    int r = next_node(g, g->nodes[cast].outputs[0], "Reshape", 2, 0);
+    }
+    t = g->values[table->table].init;
+    if (t->ndim != 2 || table->rows < 1 || table->rows > 65536 || t->dims[1] < 1)
+        return 0;
+    int r = next_node(g, after, "Reshape", 2, 0);
     if (r < 0 || !bd_node_const_input(g, &g->nodes[r], 1))
         return 0;
     nodes[nn++] = r;
@@ -1258,12 +1426,13 @@ static bd_status chain_codes(const bd_graph *g, const found *f, int v, int reade
 static bd_status add_chain(const bd_graph *g, found *f, int start, chain *ch)
 {
     const bd_node *n = &g->nodes[start];
-    int nodes[8], nn = 0, scales = -1, zeros = -1, cast = -1, j;
+    int nodes[12], nn = 0, cast = -1, j;
+    piece scales = {-1, 0, 0}, zeros = {-1, 0, 0}, table = {-1, 0, 0};
     memset(ch, 0, sizeof *ch);
     ch->weight = -1;
     ch->q.rel_error = ch->q.other_error = -1;
     if (is_node(n, "Gather", 2)) {
-        if (!(nn = match_pq(g, start, nodes)))
+        if (!(nn = match_pq(g, start, nodes, &table)))
             return BD_OK;
         BD_TRY(chain_codes(g, f, n->inputs[1], start, ch, &cast));
     } else if (is_node(n, "Cast", 1)) {
@@ -1278,33 +1447,33 @@ static bd_status add_chain(const bd_graph *g, found *f, int start, chain *ch)
         return BD_OK;
     const bd_value *src = &g->values[ch->source];
     const char *w = g->values[g->nodes[nodes[nn - 1]].outputs[0]].name;
-    if (scales >= 0) {
-        const bd_value *s = &g->values[scales], *z = zeros >= 0 ? &g->values[zeros] : NULL;
+    if (scales.table >= 0) {
+        const bd_value *s = &g->values[scales.table];
         int64_t rows = bd_tensor_get_i64(bd_node_const_input(g, &g->nodes[nodes[1]], 1), 0);
+        int64_t nz = zeros.table >= 0 ? piece_count(g, &zeros) : 0;
         q->format = BD_FMT_INT;
         q->ints.bits = f->groups[group_output(g, f, n->inputs[0], &j)].bits;
         q->k = 1 << q->ints.bits;
         q->d = 1;
-        q->nscales = bd_tensor_count(s->init);
+        q->nscales = piece_count(g, &scales);
         q->ints.per_channel = q->nscales > 1;
-        q->ints.symmetric = z == NULL;
+        q->ints.symmetric = zeros.table < 0;
         /* packed/2 names the rows; packed/3's -1 leaves them to the layer */
         if ((q->nscales != 1 && rows > 0 && q->nscales != rows) ||
-            (z && bd_tensor_count(z->init) != q->nscales))
+            (zeros.table >= 0 && nz != q->nscales))
             return bd_fail(BD_EFORMAT, "tensor '%s': %lld scales and %lld zero points for '%s' "
                            "(1 or one per row of each expected)", s->name,
-                           (long long)q->nscales,
-                           (long long)(z ? bd_tensor_count(z->init) : 0), w);
-        q->scales = malloc((size_t)q->nscales * sizeof *q->scales);
-        q->zeros = z ? malloc((size_t)q->nscales * sizeof *q->zeros) : NULL;
-        if (!q->scales || (z && !q->zeros))
+                           (long long)q->nscales, (long long)nz, w);
+        q->scales = malloc((size_t)q->nscales * sizeof *q->scales + 1);
+        q->zeros = nz ? malloc((size_t)nz * sizeof *q->zeros) : NULL;
+        if (!q->scales || (nz && !q->zeros))
             return bd_fail(BD_ENOMEM, "out of memory reading '%s'", s->name);
-        floats_of_fp16(s->init, q->scales);
-        if (z)
-            floats_of_fp16(z->init, q->zeros);
+        piece_floats(g, &scales, q->scales);
+        if (nz)
+            piece_floats(g, &zeros, q->zeros);
     } else {
-        const bd_value *tv = &g->values[n->inputs[0]];
-        q->k = (int)tv->init->dims[0];
+        const bd_value *tv = &g->values[table.table];
+        q->k = (int)table.rows;
         q->d = (int)tv->init->dims[1];
         int gi = group_output(g, f, n->inputs[1], &j);
         /* packed/3 may store codes wider than they need, never narrower */
@@ -1320,7 +1489,7 @@ static bd_status add_chain(const bd_graph *g, found *f, int start, chain *ch)
         q->centroids = malloc((size_t)q->k * q->d * sizeof *q->centroids);
         if (!q->centroids)
             return bd_fail(BD_ENOMEM, "out of memory reading the codebook '%s'", tv->name);
-        floats_of_fp16(tv->init, q->centroids);
+        piece_floats(g, &table, q->centroids);
     }
     ch->weight = g->nodes[nodes[nn - 1]].outputs[0];
     if (cast >= 0)

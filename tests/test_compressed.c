@@ -60,7 +60,7 @@ static void make_qlayer(const bd_layer *l, float *w, int k, uint64_t seed, bd_ql
     q->objective = seed % 2 ? BD_OBJ_WEIGHT : BD_OBJ_ACT;
     /* decimal values with few digits survive the metadata's %.6g exactly */
     q->rel_error = seed % 3 ? (double)(seed % 997) / 10000.0 : -1;
-    q->seconds = (double)(seed % 50) / 4.0;
+    q->seconds = (double)(seed % 50) / 5.0; /* 2 significant digits */
     q->iters = (int)(seed % 4);
     q->centroids = malloc((size_t)k * lay.d * sizeof(float));
     q->codes = malloc((size_t)lay.n * sizeof(int32_t));
@@ -910,6 +910,13 @@ static void assert_import_fails(bd_graph *g, const char *what)
     assert_int_equal(g->nmeta, nmeta);
 }
 
+/* The node that computes value v. */
+static bd_node *producer_id(bd_graph *g, int v)
+{
+    assert_true(g->values[v].producer >= 0);
+    return &g->nodes[g->values[v].producer];
+}
+
 /* The packed codes in c: its one uint8 string. */
 static int packed_codes(const bd_graph *c)
 {
@@ -920,7 +927,8 @@ static int packed_codes(const bd_graph *c)
     return -1;
 }
 
-/* A file whose codes point past their codebook (8 centroids cut to 5)
+/* A file whose codes point past their codebook (8 centroids cut to 5 in
+ * its pool)
  * fails on load, naming the packed codes, the weight and the first bad
  * index; so does one whose string is a byte short. */
 static void test_tampered_codes(void **state)
@@ -939,13 +947,27 @@ static void test_tampered_codes(void **state)
     bd_graph *c = export_all(&s), *back = (bd_graph *)1;
     bd_qlayer *q;
     int n;
-    bd_node *gather = producer_of(c, "layer1.0.conv1.weight");
-    while (strcmp(gather->op, "Gather") != 0)
-        gather = producer_of(c, c->values[gather->inputs[0]].name);
-    bd_tensor *table = c->values[gather->inputs[0]].init, *cut5;
-    ok(bd_tensor_new(&cut5, BD_F16, 2, (int64_t[]){5, table->dims[1]}, "five"));
-    memcpy(cut5->data, table->data, bd_tensor_nbytes(cut5));
-    bd_graph_set_init(c, gather->inputs[0], cut5);
+    /* the layer's piece of its pool: Gather <- Split <- Cast <- float16 table */
+    bd_node *gather = producer_id(c, producer_of(c, "layer1.0.conv1.weight")->inputs[0]);
+    bd_node *split = producer_id(c, gather->inputs[0]);
+    int pool = producer_id(c, split->inputs[0])->inputs[0], j = 0, sizes;
+    assert_string_equal(split->op, "Split");
+    bd_tensor *table = c->values[pool].init, *cut3, *five;
+    const bd_tensor *was = c->values[split->inputs[1]].init;
+    int64_t first = 0, d = table->dims[1];
+    while (split->outputs[j] != gather->inputs[0])
+        first += bd_tensor_get_i64(was, j++);
+    assert_int_equal(bd_tensor_get_i64(was, j), 8);
+    ok(bd_tensor_new(&cut3, BD_F16, 2, (int64_t[]){table->dims[0] - 3, d}, "cut"));
+    memcpy(cut3->data, table->data, (size_t)((first + 5) * d) * 2);
+    memcpy((uint16_t *)cut3->data + (first + 5) * d, (uint16_t *)table->data + (first + 8) * d,
+           (size_t)((table->dims[0] - first - 8) * d) * 2);
+    ok(bd_tensor_cast(&five, was, BD_I64));
+    ((int64_t *)five->data)[j] = 5;
+    ok(bd_graph_value(c, "five", &sizes));
+    bd_graph_set_init(c, sizes, five);
+    split->inputs[1] = sizes;
+    bd_graph_set_init(c, pool, cut3);
     const char *path = tmp_path("tampered", ".onnx");
     ok(bd_onnx_save(c, path));
     assert_int_not_equal(bd_model_load(path, &back, &q, &n), BD_OK);
@@ -967,13 +989,6 @@ static void test_tampered_codes(void **state)
     assert_import_fails(c, what);
     bd_graph_free(c);
     free_student(&s);
-}
-
-/* The node that computes value v. */
-static bd_node *producer_id(bd_graph *g, int v)
-{
-    assert_true(g->values[v].producer >= 0);
-    return &g->nodes[g->values[v].producer];
 }
 
 /* Loads c and checks the layer called name is not quantized (or not a layer
@@ -1006,12 +1021,16 @@ static void test_float32_table(void **state)
     student s;
     load_fmnist(&s, "resnet_bn");
     bd_graph *c = export_all(&s);
-    bd_node *cast = producer_id(c, producer_of(c, "layer2.0.conv1.weight")->inputs[0]);
-    int t = producer_id(c, cast->inputs[0])->inputs[0];
-    assert_string_equal(producer_id(c, cast->inputs[0])->op, "Gather");
+    bd_node *gather = producer_id(c, producer_of(c, "layer2.0.conv1.weight")->inputs[0]);
+    assert_string_equal(gather->op, "Gather");
+    const bd_qlayer *q = &s.q[layer_index(s.layers, s.n, "layer2.0.conv1")];
+    int t;
+    ok(bd_graph_value(c, "f32_table", &t));
     bd_tensor *f32;
-    ok(bd_tensor_cast(&f32, c->values[t].init, BD_F32));
+    ok(bd_tensor_new(&f32, BD_F32, 2, (int64_t[]){q->k, q->d}, "table"));
+    memcpy(f32->data, q->centroids, bd_tensor_nbytes(f32));
     bd_graph_set_init(c, t, f32);
+    gather->inputs[0] = t;
     bd_graph *back = load_with_plain_layer(&s, c, "layer2.0.conv1");
     bd_tensor *y = run(s.g, s.x), *y2 = run(back, s.x);
     assert_memory_equal(y->data, y2->data, bd_tensor_nbytes(y));
