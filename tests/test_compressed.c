@@ -18,6 +18,7 @@
 #include "onnx_io.h"
 #include "pq.h"
 #include "size.h"
+#include "workspace.h"
 
 enum { IMAGES = 8 };
 
@@ -344,14 +345,20 @@ static void check_payload(const student *s, const bd_graph *c)
 }
 
 /* The file is the payload plus its graph: at most 5% + 4 KB more. */
-static void check_file_size(const student *s, const char *path, int strict)
+static void check_size(const char *name, const char *path, int64_t want, int strict)
 {
-    int64_t size = file_size(path), want = computed_size(s);
-    print_message("  %s: file %lld bytes, payload %lld (%+.2f%%, %+lld bytes)\n", s->name,
-                  (long long)size, (long long)want, 100.0 * (double)(size - want) / (double)want,
-                  (long long)(size - want));
+    int64_t size = file_size(path);
+    print_message("  %s: file %lld bytes, payload %lld (%+.2f%%, %+lld bytes, %lld allowed)\n",
+                  name, (long long)size, (long long)want,
+                  100.0 * (double)(size - want) / (double)want, (long long)(size - want),
+                  (long long)(want / 20 + 4096));
     if (strict)
         assert_true(size <= want + want / 20 + 4096);
+}
+
+static void check_file_size(const student *s, const char *path, int strict)
+{
+    check_size(s->name, path, computed_size(s), strict);
 }
 
 static void assert_same_qlayer(const bd_qlayer *a, const bd_qlayer *b, const char *layer)
@@ -546,50 +553,62 @@ static void test_transposed_roundtrip(void **state)
     free_student(&s);
 }
 
-/* Every example quantized as the small regime plans it (k = 256, or what
- * the layer allows; 3x3 in blocks of 9, the rest of 4): its file is at most
- * 5% + 4 KB larger than the payload bitdown reports. Only ResNet-18 meets
- * that yet: the Fashion-MNIST files are 5 to 7 KB over their payload (one
- * unpacking expression per code width, a graph, metadata), so for them the
- * numbers are printed, not asserted. */
+/* Every Fashion-MNIST example quantized by the workbench in each regime
+ * (a small calibration, few EM iterations), and ResNet-18 with the
+ * codebooks above: its file is at most 5% + 4 KB larger than the payload
+ * bitdown reports. The large regime is printed, not asserted: on
+ * mobilenet_bn its file is still about 150 bytes over (docs/format.md). */
 static void test_examples_file_size(void **state)
 {
     (void)state;
-    static const char *const names[] = {"resnet", "resnet_bn", "mobilenet", "mobilenet_bn",
-                                        "resnet18"};
-    for (size_t e = 0; e < sizeof names / sizeof *names; e++) {
-        char path[256];
-        student s;
-        if (e < 4)
-            snprintf(path, sizeof path, "examples/fmnist/%s.onnx", names[e]);
-        else
-            snprintf(path, sizeof path, "../shared/models/resnet18_bgd_small.onnx");
-        if (access(bd_test_path(path), R_OK) != 0) {
-            print_message("  skipped %s: missing\n", path);
-            continue;
+    static const char *const names[] = {"resnet", "resnet_bn", "mobilenet", "mobilenet_bn"};
+    static const char *const regimes[] = {"small", "large", "int4"};
+    for (size_t e = 0; e < sizeof names / sizeof *names; e++)
+        for (size_t r = 0; r < sizeof regimes / sizeof *regimes; r++) {
+            char model[256], out[512], name[64];
+            snprintf(model, sizeof model, "examples/fmnist/%s.onnx", names[e]);
+            snprintf(name, sizeof name, "%s %s", names[e], regimes[r]);
+            snprintf(out, sizeof out, "%s", tmp_path(names[e], regimes[r]));
+            bd_workspace *ws;
+            bd_model_size size;
+            ok(bd_ws_new(&ws));
+            ok(bd_ws_load(ws, bd_test_path(model)));
+            ok(bd_ws_regime(ws, regimes[r], 0));
+            ok(bd_ws_data(ws, BD_DATA_CALIB, "fmnist:train", 128));
+            ok(bd_ws_search(ws, 1, BD_PQ_TOL));
+            ok(bd_ws_quantize(ws, NULL, 5));
+            bd_ws_size(ws, &size);
+            ok(bd_ws_save(ws, out, 0));
+            check_size(name, out, size.compressed_bytes, strcmp(regimes[r], "large") != 0);
+            bd_ws_free(ws);
         }
-        memset(&s, 0, sizeof s);
-        s.name = names[e];
-        ok(bd_onnx_load(bd_test_path(path), &s.g));
-        ok(bd_layers_find(s.g, &s.layers, &s.n));
-        s.q = calloc((size_t)s.n + 1, sizeof *s.q);
-        assert_non_null(s.q);
-        for (int i = 1; i < s.n; i++) { /* the first conv stays fp32 */
-            const bd_layer *l = &s.layers[i];
-            if (!block_size(l))
-                continue;
-            int k = bd_pq_max_k(bd_layer_params(l) / block_size(l));
-            make_qlayer(l, s.g->values[l->weight].init->data, k < 256 ? k : 256, 50 + (uint64_t)i,
-                        &s.q[i]);
-        }
-        bd_graph *c = export_all(&s);
-        const char *out = tmp_path(names[e], "_plan.onnx");
-        check_payload(&s, c);
-        ok(bd_onnx_save(c, out));
-        bd_graph_free(c);
-        check_file_size(&s, out, e == 4);
-        free_student(&s);
+    const char *path = bd_test_path("../shared/models/resnet18_bgd_small.onnx");
+    if (access(path, R_OK) != 0) {
+        print_message("  skipped %s: missing\n", path);
+        return;
     }
+    student s;
+    memset(&s, 0, sizeof s);
+    s.name = "resnet18";
+    ok(bd_onnx_load(path, &s.g));
+    ok(bd_layers_find(s.g, &s.layers, &s.n));
+    s.q = calloc((size_t)s.n + 1, sizeof *s.q);
+    assert_non_null(s.q);
+    for (int i = 1; i < s.n; i++) { /* the first conv stays fp32 */
+        const bd_layer *l = &s.layers[i];
+        if (!block_size(l))
+            continue;
+        int k = bd_pq_max_k(bd_layer_params(l) / block_size(l));
+        make_qlayer(l, s.g->values[l->weight].init->data, k < 256 ? k : 256, 50 + (uint64_t)i,
+                    &s.q[i]);
+    }
+    bd_graph *c = export_all(&s);
+    const char *out = tmp_path("resnet18", "_plan.onnx");
+    check_payload(&s, c);
+    ok(bd_onnx_save(c, out));
+    bd_graph_free(c);
+    check_file_size(&s, out, 1);
+    free_student(&s);
 }
 
 /* Packing and unpacking give the codes back for every width and odd
