@@ -87,7 +87,8 @@ static void drop_pq_meta(bd_graph *g)
  * layer at index i in layer order (its weight's name names it already; the
  * index only when it does not follow the line before's), the objective and
  * iterations only where they differ from the line before (prev, at index
- * prev_i), the error to 4 significant digits and the seconds to 2. d, k
+ * prev_i), the error to 4 decimals (as tables show it) and the seconds to
+ * 2 significant digits. d, k
  * and the int grid are the
  * expression's; the EM history per iteration is not written. All of it
  * made the metadata a large part of a small model's file. The numbers
@@ -103,7 +104,7 @@ static void describe_layer(bd_strbuf *b, int i, const bd_qlayer *q, const bd_qla
     if (!prev || prev->iters != q->iters)
         bd_strbuf_add(b, "i=%d;", q->iters);
     if (q->rel_error >= 0)
-        bd_strbuf_add(b, "e=%.4g;", q->rel_error);
+        bd_strbuf_add(b, "e=%.4f;", q->rel_error);
     bd_strbuf_add(b, "t=%.2g\n", q->seconds);
 }
 
