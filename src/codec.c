@@ -113,11 +113,40 @@ int bd_code_bits(int k)
 
 int64_t bd_packed_bytes(int64_t n, int bits) { return (n * bits + 7) / 8; }
 
-void bd_pack_bits(const int32_t *codes, int64_t n, int bits, uint8_t *out, int64_t at)
+void bd_pack_bits(const int32_t *codes, int64_t n, int bits, uint8_t *out)
 {
-    for (int64_t i = 0; i < n; i++)
-        for (int k = 0; k < bits; k++, at++)
-            out[at >> 3] |= (uint8_t)(((uint32_t)codes[i] >> k & 1) << (at & 7));
+    memset(out, 0, (size_t)bd_packed_bytes(n, bits));
+    uint64_t acc = 0; /* bits not yet written, low first */
+    int held = 0;
+    int64_t o = 0;
+    for (int64_t i = 0; i < n; i++) {
+        acc |= (uint64_t)(uint32_t)codes[i] << held;
+        held += bits;
+        while (held >= 8) {
+            out[o++] = (uint8_t)acc;
+            acc >>= 8;
+            held -= 8;
+        }
+    }
+    if (held > 0)
+        out[o] = (uint8_t)acc;
+}
+
+void bd_unpack_bits(const uint8_t *in, int64_t n, int bits, int32_t *codes)
+{
+    const uint64_t mask = bits >= 32 ? 0xffffffffu : ((uint64_t)1 << bits) - 1;
+    uint64_t acc = 0;
+    int held = 0;
+    int64_t o = 0;
+    for (int64_t i = 0; i < n; i++) {
+        while (held < bits) {
+            acc |= (uint64_t)in[o++] << held;
+            held += 8;
+        }
+        codes[i] = (int32_t)(acc & mask);
+        acc >>= bits;
+        held -= bits;
+    }
 }
 
 int64_t bd_qlayer_code_bytes(const bd_qlayer *q)

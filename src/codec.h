@@ -90,11 +90,10 @@ bd_status bd_qlayer_copy(bd_qlayer *dst, const bd_qlayer *src);
 int bd_code_bits(int k);
 /* Bytes of n codes of `bits` bits, packed. */
 int64_t bd_packed_bytes(int64_t n, int bits);
-/* Writes n codes (each below 2^bits) into out as bits [at, at + n * bits),
- * each code least significant bit first, bit j of out being bit j % 8 of
- * byte j / 8; ORs them in, so out starts zeroed (bd_packed_bytes(n, bits)
- * bytes hold n codes from bit 0). */
-void bd_pack_bits(const int32_t *codes, int64_t n, int bits, uint8_t *out, int64_t at);
+/* Packs n codes (each below 2^bits) into bd_packed_bytes(n, bits) bytes. */
+void bd_pack_bits(const int32_t *codes, int64_t n, int bits, uint8_t *out);
+/* The inverse. */
+void bd_unpack_bits(const uint8_t *in, int64_t n, int bits, int32_t *codes);
 
 /* Bytes as stored: packed codes + the fp16 codebook, or scales and zeros. */
 int64_t bd_qlayer_code_bytes(const bd_qlayer *q);
