@@ -642,13 +642,6 @@ static void choose_widths(const bd_qlayer *const *q, int nlayers, int *width)
     }
 }
 
-/* Code `code` as bits [at, at + bits) of p, least significant bit first. */
-static void put_code(uint8_t *p, int64_t at, int32_t code, int bits)
-{
-    for (int k = 0; k < bits; k++, at++)
-        p[at >> 3] |= (uint8_t)((code >> k & 1) << (at & 7));
-}
-
 /* A Split of `from` along axis 0 into the given sizes, under the given
  * output names (fresh ones where empty). */
 static bd_status split(exporter *x, const char *from, int n, const int64_t *sizes,
@@ -704,9 +697,10 @@ static bd_status export_codes(exporter *x, const bd_qlayer *const *q, int nlayer
     int64_t at = 0;
     for (int b = 1; b <= 16; b++)
         for (int i = 0; i < nlayers; i++)
-            if (q[i] && width[i] == b)
-                for (int64_t j = 0; j < q[i]->n; j++, at += b)
-                    put_code(packed->data, at, q[i]->codes[j], b);
+            if (q[i] && width[i] == b) {
+                bd_pack_bits_at(q[i]->codes, q[i]->n, b, packed->data, at);
+                at += q[i]->n * b;
+            }
     static const int64_t pow2[16] = {1,    2,    4,    8,    16,   32,    64,    128,
                                      256,  512,  1024, 2048, 4096, 8192, 16384, 32768};
     char p[NAME_CAP], shifts[NAME_CAP], two[NAME_CAP], flat[NAME_CAP], v[3][NAME_CAP] = {{0}};

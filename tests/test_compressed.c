@@ -641,6 +641,19 @@ static void test_pack_roundtrip(void **state)
     bd_pack_bits((const int32_t[]){1, 2, 3}, 3, 3, two);
     assert_int_equal(two[0], 1 | 2 << 3 | (3 & 3) << 6);
     assert_int_equal(two[1], 3 >> 2);
+    /* from an odd bit, behind what is there: the same bits, shifted */
+    for (int b = 1; b <= 16; b++) {
+        int32_t codes[37];
+        uint8_t at0[80] = {0}, at5[80] = {0xff};
+        for (int i = 0; i < 37; i++)
+            codes[i] = (int32_t)((i * 2654435761u) >> 7 & ((1u << b) - 1));
+        bd_pack_bits(codes, 37, b, at0);
+        at5[0] = 0x1f; /* five bits already written */
+        bd_pack_bits_at(codes, 37, b, at5, 5);
+        assert_int_equal(at5[0] & 0x1f, 0x1f);
+        for (int64_t j = 0; j < 37 * b; j++)
+            assert_int_equal(at5[(j + 5) >> 3] >> ((j + 5) & 7) & 1, at0[j >> 3] >> (j & 7) & 1);
+    }
 }
 
 /* ---- files of earlier formats ------------------------------------------------ */
