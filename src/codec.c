@@ -255,3 +255,10 @@ bd_status bd_qlayer_decode_packed(const bd_qlayer *q, const uint8_t *packed, con
     }
     return BD_OK;
 }
+
+void bd_pack_bits_at(const int32_t *codes, int64_t n, int bits, uint8_t *out, int64_t at)
+{
+    for (int64_t i = 0; i < n; i++)
+        for (int k = 0; k < bits; k++, at++)
+            out[at >> 3] |= (uint8_t)(((uint32_t)codes[i] >> k & 1) << (at & 7));
+}

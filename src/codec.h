@@ -133,4 +133,9 @@ static inline float bd_int_scale(const bd_qlayer *q, int64_t r)
     return q->scales[q->nscales > 1 ? r : 0];
 }
 
+/* bd_pack_bits from bit `at` of out on (bit j being bit j % 8 of byte j / 8),
+ * OR-ing into out, which starts zeroed: compressed files put the codes of
+ * every layer, of several widths, into one bit string. */
+void bd_pack_bits_at(const int32_t *codes, int64_t n, int bits, uint8_t *out, int64_t at);
+
 #endif

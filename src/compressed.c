@@ -16,7 +16,8 @@
 #include "text.h"
 
 /* Files of format 1 (byte-aligned codes, one expression per layer) still load. */
-#define FORMAT_VERSION "packed/2"
+#define FORMAT_VERSION "packed/3"
+#define FORMAT_V2 "packed/2"
 #define FORMAT_V1 "pq/1"
 
 /* ---- graph helpers ---------------------------------------------------------- */
@@ -62,7 +63,7 @@ static int sole_reader(const bd_graph *g, int v)
 
 static int is_pq_key(const char *key)
 {
-    return strcmp(key, BD_META_FORMAT) == 0 ||
+    return strcmp(key, BD_META_FORMAT) == 0 || strcmp(key, BD_META_LAYERS) == 0 ||
            strncmp(key, BD_META_LAYER_PREFIX, strlen(BD_META_LAYER_PREFIX)) == 0;
 }
 
@@ -82,45 +83,69 @@ static void drop_pq_meta(bd_graph *g)
     g->nmeta = kept;
 }
 
-/* The numbers in the metadata always have a decimal point, whatever locale
- * the UI switched to for ncurses. The EM history per iteration is not
- * written: it made the metadata a large part of a small model's file. */
-static bd_status set_layer_meta(bd_graph *g, const bd_layer *l, const bd_qlayer *q)
+/* One line of "bitdown.layers": what the expression cannot say, for the
+ * layer at index i in layer order (its weight's name names it already; the
+ * index only when it does not follow the line before's), the objective and
+ * iterations only where they differ from the line before (prev, at index
+ * prev_i), the error to 4 decimals (as tables show it) and the seconds to
+ * 2 significant digits. d, k
+ * and the int grid are the
+ * expression's; the EM history per iteration is not written. All of it
+ * made the metadata a large part of a small model's file. The numbers
+ * always have a decimal point, whatever locale the UI switched to for
+ * ncurses. */
+static void describe_layer(bd_strbuf *b, int i, const bd_qlayer *q, const bd_qlayer *prev,
+                           int prev_i)
+{
+    if (!prev || i != prev_i + 1)
+        bd_strbuf_add(b, "%d ", i);
+    if (!prev || prev->objective != q->objective)
+        bd_strbuf_add(b, "o=%s;", bd_objective_name(q->objective));
+    if (!prev || prev->iters != q->iters)
+        bd_strbuf_add(b, "i=%d;", q->iters);
+    if (q->rel_error >= 0)
+        bd_strbuf_add(b, "e=%.4f;", q->rel_error);
+    bd_strbuf_add(b, "t=%.2g\n", q->seconds);
+}
+
+static bd_status set_layers_meta(bd_graph *g, int nlayers, const bd_qlayer *const *q)
 {
     bd_c_numeric loc;
     BD_TRY(bd_c_numeric_enter(&loc));
     bd_strbuf b = {0};
-    if (q->format == BD_FMT_INT)
-        bd_strbuf_add(&b, "f=int;b=%d;ch=%d;sym=%d", q->ints.bits, q->nscales > 1,
-                      q->zeros == NULL);
-    else
-        bd_strbuf_add(&b, "f=pq;d=%d;k=%d", q->d, q->k);
-    bd_strbuf_add(&b, ";o=%s", bd_objective_name(q->objective));
-    if (q->rel_error >= 0)
-        bd_strbuf_add(&b, ";e=%.6g", q->rel_error);
-    bd_strbuf_add(&b, ";i=%d;t=%.6g", q->iters, q->seconds);
+    const bd_qlayer *prev = NULL;
+    for (int i = 0, prev_i = -1; i < nlayers; i++)
+        if (q[i]) {
+            describe_layer(&b, i, q[i], prev, prev_i);
+            prev = q[i];
+            prev_i = i;
+        }
     bd_c_numeric_leave(&loc);
-    char key[sizeof BD_META_LAYER_PREFIX + BD_LAYER_NAME_MAX];
-    snprintf(key, sizeof key, "%s%s", BD_META_LAYER_PREFIX, l->name);
-    bd_status st = b.oom ? bd_fail(BD_ENOMEM, "out of memory describing layer '%s'", l->name)
-                         : bd_graph_set_meta(g, key, b.s);
+    bd_status st = b.oom ? bd_fail(BD_ENOMEM, "out of memory describing the layers")
+                         : b.s ? bd_graph_set_meta(g, BD_META_LAYERS, b.s) : BD_OK;
     bd_strbuf_free(&b);
     return st;
 }
 
-/* What "bitdown.layer.<name>" says. d and k are there for people reading the
- * file; the expression itself is what counts. */
+/* What the metadata says about one layer. */
 typedef struct layer_meta {
-    const char *name; /* inside the graph's metadata key */
+    char name[BD_LAYER_NAME_MAX]; /* before packed/3 */
+    int index;                    /* packed/3: in layer order; -1 before */
     bd_objective objective;
     double rel_error, seconds;
     int iters;
     double *history;
 } layer_meta;
 
-static bd_status bad_meta(const bd_meta *kv, const char *why)
+/* Where a layer's description is, for messages: the key and the text. */
+typedef struct meta_src {
+    const char *key, *text, *end;
+} meta_src;
+
+static bd_status bad_meta(const meta_src *src, const char *why)
 {
-    return bd_fail(BD_EFORMAT, "model metadata %s = '%s': %s", kv->key, kv->value, why);
+    return bd_fail(BD_EFORMAT, "model metadata %s = '%.*s': %s", src->key,
+                   (int)(src->end - src->text), src->text, why);
 }
 
 /* A number filling exactly [s, end). */
@@ -141,19 +166,20 @@ static int parse_count(const char *s, const char *end, double lo, double hi, int
     return 1;
 }
 
-static bd_status parse_history(const bd_meta *kv, const char *s, const char *end, layer_meta *m)
+static bd_status parse_history(const meta_src *src, const char *s, const char *end,
+                               layer_meta *m)
 {
     int count = s < end;
     for (const char *p = s; p < end; p++)
         count += *p == ',';
     m->history = malloc((size_t)count * sizeof *m->history + 1);
     if (!m->history)
-        return bd_fail(BD_ENOMEM, "out of memory reading %s", kv->key);
+        return bd_fail(BD_ENOMEM, "out of memory reading %s", src->key);
     for (int i = 0; i < count; i++) {
         const char *comma = memchr(s, ',', (size_t)(end - s));
         const char *stop = comma ? comma : end;
         if (!parse_number(s, stop, &m->history[i]))
-            return bad_meta(kv, "history is not a comma-separated list of numbers");
+            return bad_meta(src, "history is not a comma-separated list of numbers");
         s = stop + 1;
     }
     m->iters = count;
@@ -166,7 +192,7 @@ static int span_is(const char *s, const char *end, const char *word)
     return strlen(word) == (size_t)(end - s) && strncmp(s, word, (size_t)(end - s)) == 0;
 }
 
-static bd_status parse_objective(const bd_meta *kv, const char *s, const char *end,
+static bd_status parse_objective(const meta_src *src, const char *s, const char *end,
                                  bd_objective *out)
 {
     for (int o = 0; o < BD_OBJ_COUNT; o++)
@@ -174,7 +200,7 @@ static bd_status parse_objective(const bd_meta *kv, const char *s, const char *e
             *out = (bd_objective)o;
             return BD_OK;
         }
-    return bad_meta(kv, "the objective is neither act nor weight");
+    return bad_meta(src, "the objective is neither act nor weight");
 }
 
 /* Whether the item's name [p, eq) is the short or (format 1) long one. */
@@ -183,54 +209,54 @@ static int item_is(const char *p, const char *eq, const char *brief, const char 
     return span_is(p, eq, brief) || span_is(p, eq, full);
 }
 
-/* "f=pq;d=9;k=256;o=act;e=0.01;i=37;t=1.25" (format 1 spelled objective,
- * rel_error, iterations, seconds and added history=...). f, d, k, b, ch and
- * sym are there for people reading the file; the expression itself is what
- * counts. Unknown items are skipped, so later versions may add some. */
-static bd_status parse_layer_meta(const bd_meta *kv, layer_meta *m)
+/* The items [s, end) of a layer's description: "o=act;e=0.01;i=37;t=1.25"
+ * (format 1 spelled objective, rel_error, iterations, seconds and added
+ * history=...; packed/2 added f, d, k, b, ch and sym, which only informed).
+ * The objective and iterations m holds stand when absent. Unknown items
+ * are skipped, so later versions may add some. */
+static bd_status parse_layer_meta(const meta_src *src, const char *s, const char *end,
+                                  layer_meta *m)
 {
-    memset(m, 0, sizeof *m);
-    m->name = kv->key + strlen(BD_META_LAYER_PREFIX);
     m->rel_error = -1;
     int iters = -1, history = 0, informative;
-    for (const char *p = kv->value; *p;) {
-        const char *end = strchr(p, ';');
-        if (!end)
-            end = p + strlen(p);
-        const char *eq = memchr(p, '=', (size_t)(end - p));
+    for (const char *p = s; p < end;) {
+        const char *stop = memchr(p, ';', (size_t)(end - p));
+        if (!stop)
+            stop = end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
         if (!eq)
-            return bad_meta(kv, "an item is not name=value");
+            return bad_meta(src, "an item is not name=value");
         const char *v = eq + 1;
         if (span_is(p, eq, "d") || span_is(p, eq, "k")) {
-            if (!parse_count(v, end, 1, 65536, &informative))
-                return bad_meta(kv, "d and k must be whole numbers from 1 to 65536");
+            if (!parse_count(v, stop, 1, 65536, &informative))
+                return bad_meta(src, "d and k must be whole numbers from 1 to 65536");
         } else if (span_is(p, eq, "b") || span_is(p, eq, "ch") || span_is(p, eq, "sym")) {
-            if (!parse_count(v, end, 0, 16, &informative))
-                return bad_meta(kv, "b, ch and sym must be whole numbers from 0 to 16");
+            if (!parse_count(v, stop, 0, 16, &informative))
+                return bad_meta(src, "b, ch and sym must be whole numbers from 0 to 16");
         } else if (span_is(p, eq, "f")) {
-            if (!span_is(v, end, "pq") && !span_is(v, end, "int"))
-                return bad_meta(kv, "the format f is neither pq nor int");
+            if (!span_is(v, stop, "pq") && !span_is(v, stop, "int"))
+                return bad_meta(src, "the format f is neither pq nor int");
         } else if (item_is(p, eq, "o", "objective")) {
-            BD_TRY(parse_objective(kv, v, end, &m->objective));
+            BD_TRY(parse_objective(src, v, stop, &m->objective));
         } else if (item_is(p, eq, "e", "rel_error") || item_is(p, eq, "t", "seconds")) {
             double x;
-            if (!parse_number(v, end, &x))
-                return bad_meta(kv, "rel_error (e) and seconds (t) must be numbers");
+            if (!parse_number(v, stop, &x))
+                return bad_meta(src, "rel_error (e) and seconds (t) must be numbers");
             *(item_is(p, eq, "t", "seconds") ? &m->seconds : &m->rel_error) = x;
         } else if (item_is(p, eq, "i", "iterations")) {
-            if (!parse_count(v, end, 0, 1e6, &iters))
-                return bad_meta(kv, "iterations (i) must be a whole number from 0 to 1000000");
+            if (!parse_count(v, stop, 0, 1e6, &iters))
+                return bad_meta(src, "iterations (i) must be a whole number from 0 to 1000000");
         } else if (span_is(p, eq, "history")) {
             free(m->history);
-            BD_TRY(parse_history(kv, v, end, m));
+            BD_TRY(parse_history(src, v, stop, m));
             history = 1;
         }
-        p = *end ? end + 1 : end;
+        p = stop < end ? stop + 1 : end;
     }
     if (history && iters >= 0 && iters != m->iters)
-        return bad_meta(kv, "the history does not have one value per iteration");
-    if (!history)
-        m->iters = iters > 0 ? iters : 0;
+        return bad_meta(src, "the history does not have one value per iteration");
+    if (!history && iters >= 0)
+        m->iters = iters;
     return BD_OK;
 }
 
@@ -241,15 +267,61 @@ static void free_layer_metas(layer_meta *m, int n)
     free(m);
 }
 
+/* "bitdown.layers" holds a line "[INDEX ]ITEMS" per quantized layer, its
+ * index one past the line before's and its objective and iterations those
+ * of the line before unless given; files before packed/3 had a key
+ * "bitdown.layer.NAME" = ITEMS per layer. */
+static bd_status parse_meta_entry(const bd_meta *kv, layer_meta *out, int *n)
+{
+    const char *v = kv->value, *vend = v + strlen(v);
+    if (strcmp(kv->key, BD_META_LAYERS) != 0) {
+        meta_src src = {kv->key, v, vend};
+        layer_meta *m = &out[(*n)++];
+        memset(m, 0, sizeof *m);
+        m->index = -1;
+        snprintf(m->name, sizeof m->name, "%s", kv->key + strlen(BD_META_LAYER_PREFIX));
+        return parse_layer_meta(&src, v, vend, m);
+    }
+    for (const char *line = v; line < vend;) {
+        const char *nl = memchr(line, '\n', (size_t)(vend - line)), *end = nl ? nl : vend;
+        meta_src src = {kv->key, line, end};
+        const char *sp = memchr(line, ' ', (size_t)(end - line)), *items = line;
+        layer_meta *m = &out[(*n)++];
+        memset(m, 0, sizeof *m);
+        if (line > v) {
+            m->index = m[-1].index + 1;
+            m->objective = m[-1].objective;
+            m->iters = m[-1].iters;
+        }
+        if (sp) {
+            if (!parse_count(line, sp, 0, 1e6, &m->index))
+                return bad_meta(&src, "a line is not '[INDEX ]ITEMS', INDEX a layer's place");
+            items = sp + 1;
+        } else if (line == v) {
+            return bad_meta(&src, "the first line does not give its layer's INDEX");
+        }
+        BD_TRY(parse_layer_meta(&src, items, end, m));
+        line = end < vend ? end + 1 : vend;
+    }
+    return BD_OK;
+}
+
 static bd_status parse_pq_meta(const bd_graph *g, layer_meta **out, int *n)
 {
     const char *format = bd_graph_meta(g, BD_META_FORMAT);
-    if (format && strcmp(format, FORMAT_VERSION) != 0 && strcmp(format, FORMAT_V1) != 0)
+    if (format && strcmp(format, FORMAT_VERSION) != 0 && strcmp(format, FORMAT_V2) != 0 &&
+        strcmp(format, FORMAT_V1) != 0)
         return bd_fail(BD_EUNSUPPORTED,
                        "model metadata %s = '%s': this bitdown reads formats " FORMAT_VERSION
-                       " and " FORMAT_V1, BD_META_FORMAT, format);
+                       ", " FORMAT_V2 " and " FORMAT_V1, BD_META_FORMAT, format);
+    /* at most a layer per key or per line */
+    size_t cap = (size_t)g->nmeta + 1;
+    for (int i = 0; i < g->nmeta; i++)
+        if (strcmp(g->meta[i].key, BD_META_LAYERS) == 0)
+            for (const char *c = g->meta[i].value; *c; c++)
+                cap += *c == '\n';
     *n = 0;
-    *out = calloc((size_t)g->nmeta + 1, sizeof **out);
+    *out = calloc(cap, sizeof **out);
     if (!*out)
         return bd_fail(BD_ENOMEM, "out of memory");
     bd_c_numeric loc;
@@ -257,7 +329,7 @@ static bd_status parse_pq_meta(const bd_graph *g, layer_meta **out, int *n)
     if (st == BD_OK) {
         for (int i = 0; i < g->nmeta && st == BD_OK; i++)
             if (is_pq_key(g->meta[i].key) && strcmp(g->meta[i].key, BD_META_FORMAT) != 0)
-                st = parse_layer_meta(&g->meta[i], &(*out)[(*n)++]);
+                st = parse_meta_entry(&g->meta[i], *out, n);
         bd_c_numeric_leave(&loc);
     }
     if (st != BD_OK) {
@@ -341,15 +413,35 @@ static int code_bits(const bd_qlayer *q)
     return q->format == BD_FMT_INT ? q->ints.bits : bd_code_bits(q->k);
 }
 
+static int is_io(const bd_graph *g, int id)
+{
+    return in_list(g->inputs, g->ninputs, id) || in_list(g->outputs, g->noutputs, id);
+}
+
 /* What export adds to the graph: values under temporary names (the file's
  * names are given at the end), small constants once each. */
+enum { NAME_CAP = 24 };
+
+/* Float16 tables of one shape but the first dimension (pq codebooks of one
+ * d, int scales and zero points of one rank), stored as one: a Cast and a
+ * Split cost less than an initializer and a Cast each. */
+typedef struct pool {
+    int ndim;
+    int64_t tail[BD_MAX_DIMS]; /* dims[1..ndim) */
+    int64_t rows, row_len;
+    uint16_t *data;
+    int n;                     /* pieces */
+    int64_t *sizes;            /* their rows */
+    char (*names)[NAME_CAP];   /* the values they become */
+} pool;
+
 typedef struct exporter {
     bd_graph *g;
     int next;          /* temporary names */
     int *consts, nconsts;
+    pool *pools;
+    int npools;
 } exporter;
-
-enum { NAME_CAP = 24 };
 
 static void fresh_name(exporter *x, char *name)
 {
@@ -398,6 +490,87 @@ static bd_status constant(exporter *x, bd_dtype dtype, int ndim, const int64_t *
     return BD_OK;
 }
 
+/* Whether a's n values are all v. */
+static int all_are(const bd_attr *a, int64_t v)
+{
+    for (int i = 0; i < a->n; i++)
+        if (a->ints[i] != v)
+            return 0;
+    return 1;
+}
+
+/* An attribute of Conv, Gemm, Flatten or BatchNormalization at its ONNX
+ * default, or Conv's kernel_shape, which its weight's shape gives: the file
+ * need not say it. Every reader, bitdown's trainer included, takes the
+ * default when it is absent. */
+static int says_nothing(const bd_node *n, const bd_attr *a)
+{
+    const char *op = n->op, *name = a->name;
+    if (n->domain[0])
+        return 0;
+    if (strcmp(op, "Conv") == 0 && a->type == BD_ATTR_INTS)
+        return strcmp(name, "kernel_shape") == 0 ||
+               ((strcmp(name, "strides") == 0 || strcmp(name, "dilations") == 0) &&
+                all_are(a, 1)) ||
+               (strcmp(name, "pads") == 0 && all_are(a, 0));
+    if (strcmp(op, "Conv") == 0)
+        return (a->type == BD_ATTR_INT && strcmp(name, "group") == 0 && a->i == 1) ||
+               (a->type == BD_ATTR_STRING && strcmp(name, "auto_pad") == 0 &&
+                strcmp(a->s, "NOTSET") == 0);
+    if (strcmp(op, "Gemm") == 0)
+        return (a->type == BD_ATTR_FLOAT && a->f == 1.0f &&
+                (strcmp(name, "alpha") == 0 || strcmp(name, "beta") == 0)) ||
+               (a->type == BD_ATTR_INT && a->i == 0 &&
+                (strcmp(name, "transA") == 0 || strcmp(name, "transB") == 0));
+    if (strcmp(op, "BatchNormalization") == 0)
+        return a->type == BD_ATTR_FLOAT && ((strcmp(name, "epsilon") == 0 && a->f == 1e-5f) ||
+                                            (strcmp(name, "momentum") == 0 && a->f == 0.9f));
+    return strcmp(op, "Flatten") == 0 && a->type == BD_ATTR_INT && a->i == 1 &&
+           strcmp(name, "axis") == 0;
+}
+
+static void drop_default_attrs(bd_graph *g)
+{
+    for (int i = 0; i < g->nnodes; i++)
+        for (int k = g->nodes[i].nattrs - 1; k >= 0; k--)
+            if (says_nothing(&g->nodes[i], &g->nodes[i].attrs[k]))
+                bd_node_del_attr(&g->nodes[i], k);
+}
+
+/* The model's own small constants (scalars, short int64 lists: exporters
+ * repeat Clip's 0 and 6 once per node) are stored once, and the ones
+ * export adds reuse them. None is a parameter that training changes. */
+static bd_status share_constants(exporter *x)
+{
+    bd_graph *g = x->g;
+    for (int v = 0; v < g->nvalues; v++) {
+        const bd_tensor *t = g->values[v].init;
+        if (!t || is_io(g, v) || !(t->ndim == 0 || (t->dtype == BD_I64 && bd_tensor_count(t) <= 8)))
+            continue;
+        int same = -1;
+        for (int i = 0; i < x->nconsts && same < 0; i++) {
+            const bd_tensor *c = g->values[x->consts[i]].init;
+            if (c->dtype == t->dtype && bd_tensor_same_shape(c, t) &&
+                memcmp(c->data, t->data, bd_tensor_nbytes(t)) == 0)
+                same = x->consts[i];
+        }
+        if (same >= 0) {
+            for (int i = 0; i < g->nnodes; i++)
+                for (int k = 0; k < g->nodes[i].ninputs; k++)
+                    if (g->nodes[i].inputs[k] == v)
+                        g->nodes[i].inputs[k] = same;
+            bd_graph_set_init(g, v, NULL);
+            continue;
+        }
+        int *grown = realloc(x->consts, (size_t)(x->nconsts + 1) * sizeof *grown);
+        if (!grown)
+            return bd_fail(BD_ENOMEM, "out of memory");
+        x->consts = grown;
+        x->consts[x->nconsts++] = v;
+    }
+    return BD_OK;
+}
+
 static bd_status scalar(exporter *x, int64_t v, char *name)
 {
     return constant(x, BD_I64, 0, NULL, &v, name);
@@ -430,197 +603,311 @@ static bd_attr int_attr(const char *name, int64_t v)
     return (bd_attr){.name = (char *)name, .type = BD_ATTR_INT, .i = v};
 }
 
-/* The codes of every layer of `bits` bits, packed into one byte string in
- * layer order, and the expression unpacking them (docs/format.md): code i
- * is bits [i*b, i*b + b) of the little-endian 24-bit word of bytes
- * i*b/8 .. i*b/8 + 2, so 2 zero bytes pad the string. Its Split gives each
- * layer's codes, int64, under codes[layer]. */
-static bd_status export_codes(exporter *x, const bd_qlayer *const *q, int nlayers, int bits, char (*codes)[NAME_CAP])
+/* The width a code takes in the file: a zero-width code (one centroid)
+ * takes one bit, as no Reshape can cut bits into rows of zero. */
+static int file_bits(int bits)
 {
-    int64_t total = 0, nsplit = 0, *sizes = malloc((size_t)nlayers * sizeof *sizes + 1);
-    if (!sizes)
-        return bd_fail(BD_ENOMEM, "out of memory");
-    for (int i = 0; i < nlayers; i++)
-        if (q[i] && code_bits(q[i]) == bits) {
-            total += q[i]->n;
-            sizes[nsplit++] = q[i]->n;
-        }
-    int64_t len = bd_packed_bytes(total, bits) + 2;
-    int32_t *all = malloc((size_t)total * sizeof *all + 1);
-    bd_tensor *packed = NULL;
-    bd_status st = all ? bd_tensor_new(&packed, BD_U8, 1, &len, "packed codes")
-                       : bd_fail(BD_ENOMEM, "out of memory");
-    if (st == BD_OK) {
-        int64_t at = 0;
-        for (int i = 0; i < nlayers; i++)
-            if (q[i] && code_bits(q[i]) == bits) {
-                memcpy(all + at, q[i]->codes, (size_t)q[i]->n * sizeof *all);
-                at += q[i]->n;
-            }
-        bd_pack_bits(all, total, bits, packed->data);
+    return bits > 0 ? bits : 1;
+}
+
+/* About what a code width costs in the file besides its codes (its
+ * Reshape, MatMul and Split, their constants, names and framing), as
+ * measured on the Fashion-MNIST examples. */
+enum { WIDTH_BYTES = 160 };
+
+/* The width each layer's codes take in the file (width[i], 0 for a layer
+ * not quantized). A width whose pq codes would take fewer extra bytes in
+ * the next wider width than the width itself costs moves up: a codebook's
+ * index fits in any width at least its own. Int layers keep theirs, which
+ * is how the file gives their bits. */
+static void choose_widths(const bd_qlayer *const *q, int nlayers, int *width)
+{
+    int64_t count[17] = {0};
+    int fixed[17] = {0};
+    for (int i = 0; i < nlayers; i++) {
+        width[i] = q[i] ? file_bits(code_bits(q[i])) : 0;
+        count[width[i]] += q[i] ? q[i]->n : 0;
+        fixed[width[i]] |= q[i] && q[i]->format == BD_FMT_INT;
     }
-    free(all);
-    static const int64_t pow2[8] = {1, 2, 4, 8, 16, 32, 64, 128};
-    char p[NAME_CAP], c0[NAME_CAP], c1[NAME_CAP], c2[NAME_CAP], c8[NAME_CAP], c256[NAME_CAP],
-        c65536[NAME_CAP], n[NAME_CAP], b[NAME_CAP], m[NAME_CAP], shifts[NAME_CAP],
-        split[NAME_CAP];
-    char v[16][NAME_CAP] = {{0}};
-    bd_attr to_i64 = int_attr("to", BD_I64);
-    if (st == BD_OK)
-        st = add_init(x, packed, p);
-    if (st == BD_OK)
-        st = scalar(x, 0, c0);
-    if (st == BD_OK)
-        st = scalar(x, 1, c1);
-    if (st == BD_OK)
-        st = scalar(x, 2, c2);
-    if (st == BD_OK)
-        st = scalar(x, 8, c8);
-    if (st == BD_OK)
-        st = scalar(x, 256, c256);
-    if (st == BD_OK)
-        st = scalar(x, 65536, c65536);
-    if (st == BD_OK)
-        st = scalar(x, total, n);
-    if (st == BD_OK)
-        st = scalar(x, bits, b);
-    if (st == BD_OK)
-        st = scalar(x, (int64_t)1 << bits, m);
-    if (st == BD_OK)
-        st = int_list(x, 8, pow2, shifts);
-    if (st == BD_OK)
-        st = int_list(x, (int)nsplit, sizes, split);
-    free(sizes);
-    enum { BYTES, I, BIT, BYTE, SH, B0, Y1, B1, Y2, B2, M1, M2, W1, W, SCALE, Q };
-    if (st == BD_OK)
-        st = STEP(x, "Cast", v[BYTES], &to_i64, p);
-    if (st == BD_OK)
-        st = STEP(x, "Range", v[I], NULL, c0, n, c1);
-    if (st == BD_OK)
-        st = STEP(x, "Mul", v[BIT], NULL, v[I], b);
-    if (st == BD_OK)
-        st = STEP(x, "Div", v[BYTE], NULL, v[BIT], c8);
-    if (st == BD_OK)
-        st = STEP(x, "Mod", v[SH], NULL, v[BIT], c8);
-    if (st == BD_OK)
-        st = STEP(x, "Gather", v[B0], NULL, v[BYTES], v[BYTE]);
-    if (st == BD_OK)
-        st = STEP(x, "Add", v[Y1], NULL, v[BYTE], c1);
-    if (st == BD_OK)
-        st = STEP(x, "Gather", v[B1], NULL, v[BYTES], v[Y1]);
-    if (st == BD_OK)
-        st = STEP(x, "Add", v[Y2], NULL, v[BYTE], c2);
-    if (st == BD_OK)
-        st = STEP(x, "Gather", v[B2], NULL, v[BYTES], v[Y2]);
-    if (st == BD_OK)
-        st = STEP(x, "Mul", v[M1], NULL, v[B1], c256);
-    if (st == BD_OK)
-        st = STEP(x, "Mul", v[M2], NULL, v[B2], c65536);
-    if (st == BD_OK)
-        st = STEP(x, "Add", v[W1], NULL, v[B0], v[M1]);
-    if (st == BD_OK)
-        st = STEP(x, "Add", v[W], NULL, v[W1], v[M2]);
-    if (st == BD_OK)
-        st = STEP(x, "Gather", v[SCALE], NULL, shifts, v[SH]);
-    if (st == BD_OK)
-        st = STEP(x, "Div", v[Q], NULL, v[W], v[SCALE]);
-    char u[NAME_CAP] = "";
-    if (st == BD_OK)
-        st = STEP(x, "Mod", u, NULL, v[Q], m);
-    const char **outs = malloc((size_t)nsplit * sizeof *outs + 1);
-    if (st == BD_OK && !outs)
-        st = bd_fail(BD_ENOMEM, "out of memory");
-    for (int i = 0, j = 0; st == BD_OK && i < nlayers; i++)
-        if (q[i] && code_bits(q[i]) == bits) {
-            fresh_name(x, codes[i]);
-            outs[j++] = codes[i];
-        }
+    for (int b = 1; b < 16; b++) {
+        int up = b + 1;
+        while (up < 16 && !count[up])
+            up++;
+        if (!count[b] || fixed[b] || !count[up] || count[b] * (up - b) / 8 >= WIDTH_BYTES)
+            continue;
+        count[up] += count[b];
+        count[b] = 0;
+        for (int i = 0; i < nlayers; i++)
+            width[i] = width[i] == b ? up : width[i];
+    }
+}
+
+/* A Split of `from` along axis 0 into the given sizes, under the given
+ * output names (fresh ones where empty). */
+static bd_status split(exporter *x, const char *from, int n, const int64_t *sizes,
+                       char (*outs)[NAME_CAP])
+{
+    char s[NAME_CAP];
+    const char **names = malloc((size_t)n * sizeof *names + 1);
+    if (!names)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    bd_status st = int_list(x, n, sizes, s);
+    for (int j = 0; j < n && st == BD_OK; j++) {
+        if (!outs[j][0])
+            fresh_name(x, outs[j]);
+        names[j] = outs[j];
+    }
     bd_node *node;
     if (st == BD_OK)
-        st = bd_graph_add_node(x->g, "", "Split", "", 2, (const char *[]){u, split},
-                               (int)nsplit, outs, &node);
-    free(outs);
+        st = bd_graph_add_node(x->g, "", "Split", "", 2, (const char *[]){from, s}, n, names,
+                               &node);
+    free(names);
     return st;
 }
 
-/* A float16 table of n values as [rows, cols]. */
-static bd_status fp16_table(exporter *x, const float *v, int64_t rows, int64_t cols, char *name)
+/* The codes of all layers as one bit string, and the expression unpacking
+ * them (docs/format.md): one uint8 [L, 1] initializer whose bits (least
+ * significant first) hold the codes of each width (choose_widths) in turn,
+ * narrowest first, layer by layer. Its bytes become bits once (Div by the powers of two, Mod
+ * 2); a Split cuts the bits of each width, a MatMul by [1, 2, ..., 2^(b-1)]
+ * sums each code's b bits, and a Split per width gives each layer its
+ * codes, int64, under codes[layer]. A part with a single piece needs no
+ * Split. A few nodes for the whole model, where one expression per width
+ * took 19. */
+static bd_status export_codes(exporter *x, const bd_qlayer *const *q, int nlayers,
+                              char (*codes)[NAME_CAP])
 {
-    bd_tensor *t;
-    int64_t dims[2] = {rows, cols};
-    BD_TRY(bd_tensor_new_raw(&t, BD_F16, 2, dims, "a float16 table"));
-    for (int64_t i = 0; i < rows * cols; i++)
-        ((uint16_t *)t->data)[i] = bd_f32_to_f16(v[i]);
-    return add_init(x, t, name);
+    int64_t count[17] = {0}, bits_total = 0;
+    int *width = malloc((size_t)nlayers * sizeof *width + 1);
+    if (!width)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    choose_widths(q, nlayers, width);
+    for (int i = 0; i < nlayers; i++)
+        if (q[i]) {
+            count[width[i]] += q[i]->n;
+            bits_total += q[i]->n * width[i];
+        }
+    int64_t dims[2] = {(bits_total + 7) / 8, 1}, pad = 8 * dims[0] - bits_total;
+    bd_tensor *packed;
+    bd_status st = bd_tensor_new(&packed, BD_U8, 2, dims, "packed codes");
+    if (st != BD_OK) {
+        free(width);
+        return st;
+    }
+    int64_t at = 0;
+    for (int b = 1; b <= 16; b++)
+        for (int i = 0; i < nlayers; i++)
+            if (q[i] && width[i] == b) {
+                bd_pack_bits_at(q[i]->codes, q[i]->n, b, packed->data, at);
+                at += q[i]->n * b;
+            }
+    static const int64_t pow2[16] = {1,    2,    4,    8,    16,   32,    64,    128,
+                                     256,  512,  1024, 2048, 4096, 8192, 16384, 32768};
+    char p[NAME_CAP], shifts[NAME_CAP], two[NAME_CAP], flat[NAME_CAP], v[3][NAME_CAP] = {{0}};
+    char bits[NAME_CAP] = "", (*part)[NAME_CAP] = calloc(18, sizeof *part);
+    int64_t sizes[18], nparts = 0;
+    bd_attr to_i64 = int_attr("to", BD_I64);
+    st = part ? add_init(x, packed, p) : bd_fail(BD_ENOMEM, "out of memory");
+    if (!part)
+        bd_tensor_free(packed);
+    if (st == BD_OK)
+        st = int_list(x, 8, pow2, shifts);
+    if (st == BD_OK)
+        st = scalar(x, 2, two);
+    if (st == BD_OK)
+        st = int_list(x, 1, (const int64_t[]){-1}, flat);
+    if (st == BD_OK)
+        st = STEP(x, "Cast", v[0], &to_i64, p);
+    if (st == BD_OK)
+        st = STEP(x, "Div", v[1], NULL, v[0], shifts);
+    if (st == BD_OK)
+        st = STEP(x, "Mod", v[2], NULL, v[1], two);
+    if (st == BD_OK)
+        st = STEP(x, "Reshape", bits, NULL, v[2], flat);
+    for (int b = 1; b <= 16; b++)
+        if (count[b])
+            sizes[nparts++] = count[b] * b;
+    if (pad)
+        sizes[nparts++] = pad;
+    if (st == BD_OK && nparts > 1)
+        st = split(x, bits, (int)nparts, sizes, part);
+    else if (st == BD_OK)
+        snprintf(part[0], NAME_CAP, "%s", bits);
+    int64_t *nper = malloc((size_t)nlayers * sizeof *nper + 1);
+    char(*outs)[NAME_CAP] = calloc((size_t)nlayers + 1, sizeof *outs);
+    if (st == BD_OK && (!nper || !outs))
+        st = bd_fail(BD_ENOMEM, "out of memory");
+    for (int b = 1, k = 0; b <= 16 && st == BD_OK; b++) {
+        if (!count[b])
+            continue;
+        char shape[NAME_CAP], powers[NAME_CAP], rows[NAME_CAP] = "", sum[NAME_CAP] = "";
+        st = int_list(x, 2, (const int64_t[]){-1, b}, shape);
+        if (st == BD_OK)
+            st = int_list(x, b, pow2, powers);
+        if (st == BD_OK)
+            st = STEP(x, "Reshape", rows, NULL, part[k++], shape);
+        if (st == BD_OK)
+            st = STEP(x, "MatMul", sum, NULL, rows, powers);
+        int n = 0;
+        for (int i = 0; i < nlayers && st == BD_OK; i++)
+            if (q[i] && width[i] == b)
+                nper[n++] = q[i]->n;
+        if (st == BD_OK && n > 1)
+            st = split(x, sum, n, nper, outs);
+        for (int i = 0, j = 0; i < nlayers && st == BD_OK; i++)
+            if (q[i] && width[i] == b)
+                snprintf(codes[i], NAME_CAP, "%s", n > 1 ? outs[j++] : sum);
+        memset(outs, 0, (size_t)n * sizeof *outs);
+    }
+    free(nper);
+    free(outs);
+    free(part);
+    free(width);
+    return st;
+}
+
+/* A float16 table of the given shape, as float32 under a fresh name: a
+ * piece of its pool, which flush_pools stores. */
+static bd_status fp16_table(exporter *x, const float *v, int ndim, const int64_t *dims,
+                            char *name)
+{
+    pool *p = NULL;
+    int64_t row_len = 1;
+    for (int i = 1; i < ndim; i++)
+        row_len *= dims[i];
+    for (int i = 0; i < x->npools && !p; i++)
+        if (x->pools[i].ndim == ndim &&
+            memcmp(x->pools[i].tail, dims + 1, (size_t)(ndim - 1) * sizeof *dims) == 0)
+            p = &x->pools[i];
+    if (!p) {
+        pool *grown = realloc(x->pools, (size_t)(x->npools + 1) * sizeof *grown);
+        if (!grown)
+            return bd_fail(BD_ENOMEM, "out of memory");
+        x->pools = grown;
+        p = &x->pools[x->npools++];
+        memset(p, 0, sizeof *p);
+        p->ndim = ndim;
+        memcpy(p->tail, dims + 1, (size_t)(ndim - 1) * sizeof *dims);
+        p->row_len = row_len;
+    }
+    uint16_t *data = realloc(p->data, (size_t)((p->rows + dims[0]) * row_len) * sizeof *data + 1);
+    if (data)
+        p->data = data;
+    int64_t *sizes = realloc(p->sizes, (size_t)(p->n + 1) * sizeof *sizes);
+    if (sizes)
+        p->sizes = sizes;
+    char(*names)[NAME_CAP] = realloc(p->names, (size_t)(p->n + 1) * sizeof *names);
+    if (names)
+        p->names = names;
+    if (!data || !sizes || !names)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    for (int64_t i = 0; i < dims[0] * row_len; i++)
+        p->data[p->rows * row_len + i] = bd_f32_to_f16(v[i]);
+    p->rows += dims[0];
+    p->sizes[p->n] = dims[0];
+    fresh_name(x, name);
+    snprintf(p->names[p->n++], NAME_CAP, "%s", name);
+    return BD_OK;
+}
+
+static bd_status split(exporter *x, const char *from, int n, const int64_t *sizes,
+                       char (*outs)[NAME_CAP]);
+
+/* Each pool as one float16 initializer, Cast to float and (with more than
+ * one piece) Split into its pieces. */
+static bd_status flush_pools(exporter *x)
+{
+    bd_attr to_f32 = int_attr("to", BD_F32);
+    for (int i = 0; i < x->npools; i++) {
+        pool *p = &x->pools[i];
+        int64_t dims[BD_MAX_DIMS] = {p->rows};
+        memcpy(dims + 1, p->tail, (size_t)(p->ndim - 1) * sizeof *dims);
+        bd_tensor *t;
+        char name[NAME_CAP], f[NAME_CAP] = "";
+        BD_TRY(bd_tensor_new_raw(&t, BD_F16, p->ndim, dims, "a float16 table"));
+        memcpy(t->data, p->data, bd_tensor_nbytes(t));
+        BD_TRY(add_init(x, t, name));
+        if (p->n == 1)
+            snprintf(f, sizeof f, "%s", p->names[0]);
+        BD_TRY(STEP(x, "Cast", f, &to_f32, name));
+        if (p->n > 1)
+            BD_TRY(split(x, f, p->n, p->sizes, p->names));
+    }
+    return BD_OK;
+}
+
+static void free_pools(exporter *x)
+{
+    for (int i = 0; i < x->npools; i++) {
+        free(x->pools[i].data);
+        free(x->pools[i].sizes);
+        free(x->pools[i].names);
+    }
+    free(x->pools);
 }
 
 /* The layer's weight from its codes: pq gathers centroids; int computes
- * (u - z) * s on [rows, row_len]. Either ends in the weight's shape, by a
- * Reshape or, when it is stored transposed, a Transpose. */
+ * (u - z) * s, z and s one per row or one in all, broadcast along the
+ * rows. Both work on the weight's shape, or on [rows, row_len] then a
+ * Transpose when the weight is stored transposed. Shapes begin with -1
+ * (Reshape works out the rows), so layers that agree in their other
+ * dimensions share one. */
 static bd_status export_weight(exporter *x, const bd_layer *l, const bd_qlayer *q,
                                const char *codes)
 {
     const bd_tensor *w = x->g->values[l->weight].init;
-    const int64_t rows[2] = {l->rows, l->row_len};
-    int64_t dims[BD_MAX_DIMS];
-    const int ndim = w->ndim;
-    memcpy(dims, w->dims, sizeof dims);
+    int64_t dims[BD_MAX_DIMS] = {-1, l->row_len};
+    int ndim = 2;
+    if (!l->transposed) {
+        memcpy(dims, w->dims, sizeof dims);
+        ndim = w->ndim;
+        dims[0] = -1;
+    }
     bd_attr to_f32 = int_attr("to", BD_F32);
-    char t[NAME_CAP], cur[NAME_CAP] = "", shape[NAME_CAP], wname[BD_LAYER_NAME_MAX + 64];
-    snprintf(wname, sizeof wname, "%s", x->g->values[l->weight].name);
+    char t[NAME_CAP], shape[NAME_CAP], f[NAME_CAP] = "", out[BD_LAYER_NAME_MAX + 64] = "";
+    if (!l->transposed)
+        snprintf(out, sizeof out, "%s", x->g->values[l->weight].name);
+    BD_TRY(int_list(x, ndim, dims, shape));
     if (q->format == BD_FMT_INT) {
-        char rshape[NAME_CAP], f[NAME_CAP] = "", z[NAME_CAP] = "", s[NAME_CAP] = "",
-                               sub[NAME_CAP] = "";
+        char u[NAME_CAP] = "", z[NAME_CAP] = "", s[NAME_CAP] = "", sub[NAME_CAP] = "";
+        int64_t per[BD_MAX_DIMS];
+        for (int i = 0; i < ndim; i++)
+            per[i] = i == 0 ? q->nscales : 1;
         BD_TRY(STEP(x, "Cast", f, &to_f32, codes));
-        BD_TRY(int_list(x, 2, rows, rshape));
-        BD_TRY(STEP(x, "Reshape", cur, NULL, f, rshape));
+        BD_TRY(STEP(x, "Reshape", u, NULL, f, shape));
         if (q->zeros) {
-            BD_TRY(fp16_table(x, q->zeros, q->nscales, 1, t));
-            BD_TRY(STEP(x, "Cast", z, &to_f32, t));
+            BD_TRY(fp16_table(x, q->zeros, ndim, per, z));
         } else {
             float zero = (float)(1 << (q->ints.bits - 1));
             BD_TRY(constant(x, BD_F32, 0, NULL, &zero, z));
         }
-        BD_TRY(STEP(x, "Sub", sub, NULL, cur, z));
-        BD_TRY(fp16_table(x, q->scales, q->nscales, 1, t));
-        BD_TRY(STEP(x, "Cast", s, &to_f32, t));
-        cur[0] = '\0';
-        BD_TRY(STEP(x, "Mul", cur, NULL, sub, s));
+        BD_TRY(STEP(x, "Sub", sub, NULL, u, z));
+        BD_TRY(fp16_table(x, q->scales, ndim, per, s));
+        BD_TRY(STEP(x, "Mul", out, NULL, sub, s));
     } else {
-        char gathered[NAME_CAP] = "", f[NAME_CAP] = "";
-        BD_TRY(fp16_table(x, q->centroids, q->k, q->d, t));
-        BD_TRY(STEP(x, "Gather", gathered, NULL, t, codes));
-        BD_TRY(STEP(x, "Cast", f, &to_f32, gathered));
-        if (l->transposed) {
-            BD_TRY(int_list(x, 2, rows, shape));
-            BD_TRY(STEP(x, "Reshape", cur, NULL, f, shape));
-        } else {
-            snprintf(cur, sizeof cur, "%s", f);
-        }
+        BD_TRY(fp16_table(x, q->centroids, 2, (const int64_t[]){q->k, q->d}, t));
+        BD_TRY(STEP(x, "Gather", f, NULL, t, codes));
+        BD_TRY(STEP(x, "Reshape", out, NULL, f, shape));
     }
     bd_graph_set_init(x->g, l->weight, NULL);
-    if (l->transposed) {
-        bd_attr perm = {.name = (char *)"perm", .type = BD_ATTR_INTS, .n = 2,
-                        .ints = (int64_t[]){1, 0}};
-        return STEP(x, "Transpose", wname, &perm, cur);
-    }
-    BD_TRY(int_list(x, ndim, dims, shape));
-    return STEP(x, "Reshape", wname, NULL, cur, shape);
+    if (!l->transposed)
+        return BD_OK;
+    char wname[BD_LAYER_NAME_MAX + 64];
+    snprintf(wname, sizeof wname, "%s", x->g->values[l->weight].name);
+    bd_attr perm = {.name = (char *)"perm", .type = BD_ATTR_INTS, .n = 2,
+                    .ints = (int64_t[]){1, 0}};
+    return STEP(x, "Transpose", wname, &perm, out);
 }
 
-static int is_io(const bd_graph *g, int id)
-{
-    return in_list(g->inputs, g->ninputs, id) || in_list(g->outputs, g->noutputs, id);
-}
-
-/* Names are a noticeable part of a small model's file: nodes go unnamed
- * and every computed value and every value export added (ids from
- * first_new on) gets a short name. The graph's inputs and outputs and the
- * student's initializers keep theirs: the layers' weights name the layers
- * (bd_layers_find), and a saved student loads back as the same tensors. A weight named
- * by the runtime ("onnx::Conv_12"), whose layer took its node's name, gets
+/* Names are a noticeable part of a small model's file (a BatchNormalization
+ * names four tensors, an exporter's constants carry the node path): nodes
+ * go unnamed and every value but the graph's inputs and outputs and the
+ * layers' weights gets a short name. The weights keep theirs because they
+ * name the layers (bd_layers_find) and tie a loaded file to its original
+ * model (workspace.c); nothing else is found by name. A weight named by
+ * the runtime ("onnx::Conv_12"), whose layer took its node's name, gets
  * that name instead, so the layer keeps it without its node's. */
-static bd_status shorten_names(bd_graph *g, const bd_layer *layers, int nlayers, int first_new)
+static bd_status shorten_names(bd_graph *g, const bd_layer *layers, int nlayers)
 {
     for (int i = 0; i < g->nnodes; i++)
         g->nodes[i].name[0] = '\0';
@@ -636,25 +923,40 @@ static bd_status shorten_names(bd_graph *g, const bd_layer *layers, int nlayers,
         if (strcmp(w, own) != 0 && strcmp(w, layers[i].name) != 0 && bd_graph_find(g, own) < 0)
             st = bd_graph_rename(g, layers[i].weight, own);
     }
-    int next = 0;
-    for (int v = 0; v < g->nvalues && st == BD_OK; v++) {
+    /* the values named most often get the shortest names */
+    int *uses = calloc((size_t)g->nvalues + 1, sizeof *uses), most = 0, next = 0;
+    if (!uses)
+        st = bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; i < g->nnodes && uses; i++) {
+        for (int k = 0; k < g->nodes[i].ninputs; k++)
+            uses[g->nodes[i].inputs[k] >= 0 ? g->nodes[i].inputs[k] : g->nvalues]++;
+        for (int k = 0; k < g->nodes[i].noutputs; k++)
+            uses[g->nodes[i].outputs[k] >= 0 ? g->nodes[i].outputs[k] : g->nvalues]++;
+    }
+    for (int v = 0; v < g->nvalues && uses; v++) {
+        uses[v] += g->values[v].init != NULL;
+        most = uses[v] > most ? uses[v] : most;
+    }
+    for (int u = most, v = 0; u > 0 && st == BD_OK; v = v + 1 < g->nvalues ? v + 1 : (u--, 0)) {
         const bd_value *val = &g->values[v];
-        if (keep[v] || is_io(g, v) || (!val->init && val->producer < 0) ||
-            (val->init && v < first_new))
+        if (uses[v] != u || keep[v] || is_io(g, v) || (!val->init && val->producer < 0))
             continue;
+        static const char digits[] =
+            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
         char name[16];
         do {
             int k = next++, len = 0;
             char rev[16];
             do
-                rev[len++] = "0123456789abcdefghijklmnopqrstuvwxyz"[k % 36];
-            while ((k /= 36) > 0);
+                rev[len++] = digits[k % 62];
+            while ((k /= 62) > 0);
             for (int j = 0; j < len; j++)
                 name[j] = rev[len - 1 - j];
             name[len] = '\0';
         } while (bd_graph_find(g, name) >= 0);
         st = bd_graph_rename(g, v, name);
     }
+    free(uses);
     free(keep);
     return st;
 }
@@ -675,7 +977,10 @@ bd_status bd_compressed_export(const bd_graph *student, const bd_layer *layers, 
     st = bd_graph_set_meta(x.g, BD_META_FORMAT, FORMAT_VERSION);
     /* The clone adds values and nodes in the student's order, so the layers'
      * value and node ids are valid in it; new nodes are only appended. */
-    unsigned used_bits = 0;
+    if (st == BD_OK)
+        st = share_constants(&x);
+    drop_default_attrs(x.g);
+    int quantized = 0;
     for (int i = 0; i < nlayers && st == BD_OK; i++) {
         if (!q[i])
             continue;
@@ -683,24 +988,24 @@ bd_status bd_compressed_export(const bd_graph *student, const bd_layer *layers, 
             st = bd_fail(BD_EINVAL, "layer '%s' is not a layer of this graph", layers[i].name);
         else
             st = check_exportable(x.g, &layers[i], q[i]);
-        if (st == BD_OK)
-            used_bits |= 1u << code_bits(q[i]);
+        quantized = 1;
     }
-    for (int b = 0; b <= 16 && st == BD_OK; b++)
-        if (used_bits >> b & 1)
-            st = export_codes(&x, q, nlayers, b, codes);
+    if (st == BD_OK && quantized)
+        st = export_codes(&x, q, nlayers, codes);
     for (int i = 0; i < nlayers && st == BD_OK; i++)
-        if (q[i]) {
+        if (q[i])
             st = export_weight(&x, &layers[i], q[i], codes[i]);
-            if (st == BD_OK)
-                st = set_layer_meta(x.g, &layers[i], q[i]);
-        }
+    if (st == BD_OK)
+        st = set_layers_meta(x.g, nlayers, q);
+    if (st == BD_OK)
+        st = flush_pools(&x);
     if (st == BD_OK)
         st = bd_graph_sort(x.g);
     if (st == BD_OK)
-        st = shorten_names(x.g, layers, nlayers, student->nvalues);
+        st = shorten_names(x.g, layers, nlayers);
     free(codes);
     free(x.consts);
+    free_pools(&x);
     if (st != BD_OK) {
         bd_graph_free(x.g);
         return st;
@@ -711,12 +1016,13 @@ bd_status bd_compressed_export(const bd_graph *student, const bd_layer *layers, 
 
 /* ---- import ------------------------------------------------------------------- */
 
-/* Unpacked codes: a Split of the unpacking expression of one byte string. */
+/* Codes of one width, unpacked from a byte string: the outputs of a Split,
+ * or the unpacking node's own when it gives one layer's codes. */
 typedef struct group {
-    int split;          /* the Split node */
+    int node;           /* the Split, or the unpacking node */
     int packed;         /* the uint8 initializer */
     int bits;
-    int32_t *codes;     /* bd_unpack_bits of all of it */
+    int32_t *codes;     /* all of them, as the expression computes them */
     int64_t *offset;    /* where output j's codes start */
 } group;
 
@@ -764,38 +1070,61 @@ static int log2_exact(int64_t v)
     return -1;
 }
 
-/* Structure only: whether Split node si splits, along axis 0 into constant
- * sizes, the codes Mod(x, 2^b) computes from constants alone, one of them a
- * uint8 string, the values in between read by nothing else. Marks those
- * nodes in cone. */
-static int match_group(const bd_graph *g, int si, unsigned char *cone, group *gr)
+/* The code width b that node n unpacks, or -1: Mod(x, 2^b) (format
+ * packed/2) or MatMul(x, [1, 2, ..., 2^(b-1)]) (packed/3), int64. */
+static int unpacked_bits(const bd_graph *g, const bd_node *n)
 {
-    const bd_node *split = &g->nodes[si];
-    if (strcmp(split->op, "Split") != 0 || split->ninputs != 2 || split->domain[0] ||
-        bd_attr_int(split, "axis", 0) != 0)
-        return 0;
-    const bd_tensor *sizes = bd_node_const_input(g, split, 1);
-    const bd_node *mod = producer(g, split->inputs[0]);
-    if (!sizes || sizes->dtype != BD_I64 || bd_tensor_count(sizes) != split->noutputs || !mod ||
-        !is_node(mod, "Mod", 2) || sole_reader(g, split->inputs[0]) != si)
-        return 0;
-    const bd_tensor *m = bd_node_const_input(g, mod, 1);
-    int bits = m && m->dtype == BD_I64 && bd_tensor_count(m) == 1
-                   ? log2_exact(bd_tensor_get_i64(m, 0)) : -1;
+    const bd_tensor *c = n->ninputs == 2 ? bd_node_const_input(g, n, 1) : NULL;
+    if (!c || c->dtype != BD_I64)
+        return -1;
+    if (is_node(n, "Mod", 2))
+        return bd_tensor_count(c) == 1 ? log2_exact(bd_tensor_get_i64(c, 0)) : -1;
+    if (!is_node(n, "MatMul", 2) || c->ndim != 1 || c->dims[0] < 1 || c->dims[0] > 16)
+        return -1;
+    for (int k = 0; k < c->dims[0]; k++)
+        if (bd_tensor_get_i64(c, k) != (int64_t)1 << k)
+            return -1;
+    return (int)c->dims[0];
+}
+
+/* Structure only: whether node i gives codes, either as a Split (along axis
+ * 0, into constant sizes) of what an unpacking node computes, or as an
+ * unpacking node whose output a pq or int chain reads (a Gather as indices,
+ * a Cast); and whether that node is computed from constants alone, one of
+ * them a uint8 string, by ops bitdown runs. Marks the unpacking node and
+ * what it is computed from in cone. Other nodes may read values of the cone
+ * (packed/3's bits serve every width): import keeps what they read. */
+static int match_group(const bd_graph *g, int i, unsigned char *cone, group *gr)
+{
+    const bd_node *n = &g->nodes[i], *unpack = n;
+    if (strcmp(n->op, "Split") == 0 && n->ninputs == 2 && !n->domain[0] &&
+        bd_attr_int(n, "axis", 0) == 0) {
+        const bd_tensor *sizes = bd_node_const_input(g, n, 1);
+        unpack = producer(g, n->inputs[0]);
+        if (!sizes || sizes->dtype != BD_I64 || bd_tensor_count(sizes) != n->noutputs ||
+            !unpack || sole_reader(g, n->inputs[0]) != i)
+            return 0;
+    } else {
+        int r = n->noutputs == 1 ? sole_reader(g, n->outputs[0]) : -1;
+        if (r < 0 || !((is_node(&g->nodes[r], "Gather", 2) && g->nodes[r].inputs[1] == n->outputs[0]) ||
+                       is_node(&g->nodes[r], "Cast", 1)))
+            return 0;
+    }
+    int bits = unpacked_bits(g, unpack);
     if (bits < 0)
         return 0;
-    /* the cone of Mod: walk producers back to the constants */
+    /* the cone of the unpacking node: walk producers back to the constants */
     memset(cone, 0, (size_t)g->nnodes);
     int *stack = malloc((size_t)g->nnodes * sizeof *stack + 1), top = 0, packed = -1, ok = 1;
     if (!stack)
         return 0;
-    stack[top++] = g->values[split->inputs[0]].producer;
+    stack[top++] = (int)(unpack - g->nodes);
     cone[stack[0]] = 1;
     while (top > 0 && ok) {
-        const bd_node *n = &g->nodes[stack[--top]];
-        ok = !n->domain[0] && n->noutputs == 1 && bd_op_lookup("", n->op);
-        for (int k = 0; k < n->ninputs && ok; k++) {
-            int v = n->inputs[k];
+        const bd_node *c = &g->nodes[stack[--top]];
+        ok = !c->domain[0] && bd_op_lookup("", c->op) && !read_outside_nodes(g, c->outputs[0]);
+        for (int k = 0; k < c->ninputs && ok; k++) {
+            int v = c->inputs[k];
             const bd_value *val = v >= 0 ? &g->values[v] : NULL;
             if (val && val->init) {
                 if (val->init->dtype == BD_U8 && packed != v)
@@ -811,57 +1140,64 @@ static int match_group(const bd_graph *g, int si, unsigned char *cone, group *gr
         }
     }
     free(stack);
-    /* nothing outside reads what the cone computes, but the Split its codes */
-    for (int i = 0; i < g->nnodes && ok; i++)
-        for (int k = 0; k < g->nodes[i].ninputs && ok; k++) {
-            int v = g->nodes[i].inputs[k], p = v >= 0 ? g->values[v].producer : -1;
-            if (p >= 0 && cone[p] && !cone[i] && i != si)
-                ok = 0;
-        }
-    for (int i = 0; i < g->nnodes && ok; i++)
-        if (cone[i])
-            ok = !read_outside_nodes(g, g->nodes[i].outputs[0]);
     if (!ok || packed < 0)
         return 0;
     memset(gr, 0, sizeof *gr);
-    gr->split = si;
+    gr->node = i;
     gr->packed = packed;
     gr->bits = bits;
     return 1;
 }
 
-/* The group's codes, read back with bd_unpack_bits; the byte string must be
- * exactly as long as its codes need (and the 2 bytes of padding). */
-static bd_status unpack_group(const bd_graph *g, group *gr)
+/* The group's codes, from vals, where its cone's run left them. A
+ * packed/2 string must be exactly as long as its codes need (and the 2
+ * bytes of padding); a packed/3 string that is too short fails to unpack. */
+static bd_status unpack_group(const bd_graph *g, bd_tensor *const *vals, group *gr)
 {
-    const bd_node *split = &g->nodes[gr->split];
-    const bd_tensor *sizes = bd_node_const_input(g, split, 1);
+    const bd_node *n = &g->nodes[gr->node];
     const bd_value *p = &g->values[gr->packed];
+    int is_split = strcmp(n->op, "Split") == 0, from = is_split ? n->inputs[0] : n->outputs[0];
     int64_t total = 0;
-    gr->offset = malloc((size_t)(split->noutputs + 1) * sizeof *gr->offset);
+    gr->offset = malloc((size_t)(n->noutputs + 1) * sizeof *gr->offset);
     if (!gr->offset)
         return bd_fail(BD_ENOMEM, "out of memory");
-    for (int j = 0; j < split->noutputs; j++) {
-        int64_t s = bd_tensor_get_i64(sizes, j);
+    gr->offset[0] = 0;
+    for (int j = 0; j < n->noutputs && is_split; j++) {
+        int64_t s = bd_tensor_get_i64(bd_node_const_input(g, n, 1), j);
         if (s < 0 || s > ((int64_t)1 << 40))
             return bd_fail(BD_EFORMAT, "tensor '%s': split size %lld of the codes of '%s' is "
-                           "not a count", g->values[split->inputs[1]].name, (long long)s,
-                           p->name);
+                           "not a count", g->values[n->inputs[1]].name, (long long)s, p->name);
         gr->offset[j] = total;
         total += s;
     }
-    gr->offset[split->noutputs] = total;
     int64_t want = bd_packed_bytes(total, gr->bits) + 2;
-    if (bd_tensor_count(p->init) != want)
+    if (is_split && is_node(producer(g, from), "Mod", 2) && bd_tensor_count(p->init) != want)
         return bd_fail(BD_EFORMAT, "tensor '%s': %lld bytes for %lld codes of %d bits (%lld "
                        "expected, with 2 bytes of padding)", p->name,
                        (long long)bd_tensor_count(p->init), (long long)total, gr->bits,
                        (long long)want);
-    gr->codes = malloc((size_t)total * sizeof *gr->codes + 1);
-    if (!gr->codes)
-        return bd_fail(BD_ENOMEM, "out of memory reading '%s'", p->name);
-    bd_unpack_bits(p->init->data, total, gr->bits, gr->codes);
-    return BD_OK;
+    const bd_tensor *t = vals[from];
+    bd_status st = BD_OK;
+    if (!t || t->dtype != BD_I64 || t->ndim != 1 || (is_split && t->dims[0] != total))
+        st = bd_fail(BD_EFORMAT, "tensor '%s': it unpacks to %lld values, not the %lld int64 "
+                     "codes its split names", p->name, t ? (long long)bd_tensor_count(t) : 0,
+                     (long long)total);
+    if (st == BD_OK) {
+        total = t->dims[0];
+        gr->offset[n->noutputs] = total;
+        gr->codes = malloc((size_t)total * sizeof *gr->codes + 1);
+        if (!gr->codes)
+            st = bd_fail(BD_ENOMEM, "out of memory reading '%s'", p->name);
+    }
+    for (int64_t i = 0; st == BD_OK && i < total; i++) {
+        int64_t c = ((const int64_t *)t->data)[i];
+        if (c < 0 || c >= (int64_t)1 << gr->bits)
+            st = bd_fail(BD_EFORMAT, "tensor '%s': code %lld at index %lld is not a %d-bit code",
+                         p->name, (long long)c, (long long)i, gr->bits);
+        else
+            gr->codes[i] = (int32_t)c;
+    }
+    return st;
 }
 
 /* Where value v's codes come from: output j of a group, returned as group
@@ -870,7 +1206,7 @@ static int group_output(const bd_graph *g, const found *f, int v, int *j)
 {
     int p = v >= 0 ? g->values[v].producer : -1;
     for (int i = 0; p >= 0 && i < f->ngroups; i++)
-        if (f->groups[i].split == p)
+        if (f->groups[i].node == p)
             for (*j = 0; *j < g->nodes[p].noutputs; (*j)++)
                 if (g->nodes[p].outputs[*j] == v)
                     return i;
@@ -887,23 +1223,72 @@ static int next_node(const bd_graph *g, int v, const char *op, int nin, int slot
     return r;
 }
 
-/* A Cast(to float) of a float16 initializer read by node `reader` alone: the
- * initializer's value id, or -1. */
-static int fp16_cast(const bd_graph *g, int v, int reader, int *cast)
+/* Rows [first, first + rows) of a float16 initializer, as float. */
+typedef struct piece {
+    int table; /* the initializer; -1: none */
+    int64_t first, rows;
+} piece;
+
+/* Whether float value v, read by node `reader` alone, is a piece of a
+ * float16 table: Cast(float) of the initializer, or (packed/3, which stores
+ * the tables of one shape as one) output j of a Split along axis 0 into
+ * constant sizes of that Cast, read by the Split alone. Adds the nodes to
+ * nodes[*nn]. */
+static int fp16_piece(const bd_graph *g, int v, int reader, piece *p, int *nodes, int *nn)
 {
-    const bd_node *c = producer(g, v);
-    *cast = v >= 0 ? g->values[v].producer : -1;
-    if (!c || !is_node(c, "Cast", 1) || bd_attr_int(c, "to", 0) != BD_F32 ||
-        sole_reader(g, v) != reader)
-        return -1;
-    const bd_tensor *t = bd_node_const_input(g, c, 0);
-    return t && t->dtype == BD_F16 ? c->inputs[0] : -1;
+    const bd_node *n = producer(g, v);
+    int split = -1;
+    if (!n || sole_reader(g, v) != reader)
+        return 0;
+    p->first = 0;
+    p->rows = -1;
+    if (strcmp(n->op, "Split") == 0 && n->ninputs == 2 && !n->domain[0] &&
+        bd_attr_int(n, "axis", 0) == 0) {
+        const bd_tensor *sizes = bd_node_const_input(g, n, 1);
+        if (!sizes || sizes->dtype != BD_I64 || bd_tensor_count(sizes) != n->noutputs)
+            return 0;
+        for (int j = 0; j < n->noutputs && p->rows < 0; j++) {
+            int64_t size = bd_tensor_get_i64(sizes, j);
+            if (size < 0)
+                return 0;
+            if (n->outputs[j] == v)
+                p->rows = size;
+            else
+                p->first += size;
+        }
+        split = g->values[v].producer;
+        v = n->inputs[0];
+        n = producer(g, v);
+        if (!n || sole_reader(g, v) != split)
+            return 0;
+    }
+    const bd_tensor *t = is_node(n, "Cast", 1) && bd_attr_int(n, "to", 0) == BD_F32
+                             ? bd_node_const_input(g, n, 0) : NULL;
+    if (!t || t->dtype != BD_F16 || t->ndim < 1 || t->dims[0] < 1)
+        return 0;
+    if (split < 0)
+        p->rows = t->dims[0];
+    if (p->first + p->rows > t->dims[0])
+        return 0;
+    if (split >= 0)
+        nodes[(*nn)++] = split;
+    nodes[(*nn)++] = g->values[v].producer;
+    p->table = n->inputs[0];
+    return 1;
 }
 
-static void floats_of_fp16(const bd_tensor *t, float *out)
+static int64_t piece_count(const bd_graph *g, const piece *p)
 {
-    for (int64_t i = 0; i < bd_tensor_count(t); i++)
-        out[i] = bd_f16_to_f32(((const uint16_t *)t->data)[i]);
+    const bd_tensor *t = g->values[p->table].init;
+    return p->rows * (bd_tensor_count(t) / t->dims[0]);
+}
+
+static void piece_floats(const bd_graph *g, const piece *p, float *out)
+{
+    const bd_tensor *t = g->values[p->table].init;
+    const uint16_t *v = (const uint16_t *)t->data + p->first * (bd_tensor_count(t) / t->dims[0]);
+    for (int64_t i = 0; i < piece_count(g, p); i++)
+        out[i] = bd_f16_to_f32(v[i]);
 }
 
 /* The final step: a Reshape to a constant shape, or a Transpose. Returns
@@ -919,10 +1304,11 @@ static int final_step(const bd_graph *g, int v, int *out)
     return r;
 }
 
-/* A grid: Cast(float)(codes) -> Reshape([rows, row_len]) -> Sub(z) ->
- * Mul(Cast(scales)) -> Reshape | Transpose, z a float32 scalar 2^(b-1) or
- * Cast(zeros). Returns the nodes in nodes[], their count, or 0. */
-static int match_int(const bd_graph *g, int ci, int bits, int *nodes, int *scales, int *zeros)
+/* A grid: Cast(float)(codes) -> Reshape -> Sub(z) -> Mul(Cast(scales))
+ * [-> Reshape | Transpose], z a float32 scalar 2^(b-1) or Cast(zeros).
+ * Returns the nodes in nodes[], their count, or 0. */
+static int match_int(const bd_graph *g, int ci, int bits, int *nodes, piece *scales,
+                     piece *zeros)
 {
     const bd_node *cast = &g->nodes[ci];
     if (bits < BD_INT_MIN_BITS || bits > BD_INT_MAX_BITS || bd_attr_int(cast, "to", 0) != BD_F32)
@@ -930,55 +1316,62 @@ static int match_int(const bd_graph *g, int ci, int bits, int *nodes, int *scale
     int nn = 0, v;
     nodes[nn++] = ci;
     int r = next_node(g, cast->outputs[0], "Reshape", 2, 0);
-    const bd_tensor *shape = r >= 0 ? bd_node_const_input(g, &g->nodes[r], 1) : NULL;
-    if (!shape || bd_tensor_count(shape) != 2)
+    if (r < 0 || !bd_node_const_input(g, &g->nodes[r], 1))
         return 0;
     nodes[nn++] = r;
     int sub = next_node(g, g->nodes[r].outputs[0], "Sub", 2, 0);
     if (sub < 0)
         return 0;
     nodes[nn++] = sub;
-    int zv = g->nodes[sub].inputs[1], zcast;
+    int zv = g->nodes[sub].inputs[1];
     const bd_tensor *z = g->values[zv].init;
-    *zeros = -1;
+    zeros->table = -1;
     if (z) {
         if (z->dtype != BD_F32 || bd_tensor_count(z) != 1 ||
             ((const float *)z->data)[0] != (float)(1 << (bits - 1)))
             return 0;
-    } else if ((*zeros = fp16_cast(g, zv, sub, &zcast)) >= 0) {
-        nodes[nn++] = zcast;
-    } else {
+    } else if (!fp16_piece(g, zv, sub, zeros, nodes, &nn)) {
         return 0;
     }
-    int mul = next_node(g, g->nodes[sub].outputs[0], "Mul", 2, 0), scast;
-    if (mul < 0 || (*scales = fp16_cast(g, g->nodes[mul].inputs[1], mul, &scast)) < 0)
+    int mul = next_node(g, g->nodes[sub].outputs[0], "Mul", 2, 0);
+    if (mul < 0 || !fp16_piece(g, g->nodes[mul].inputs[1], mul, scales, nodes, &nn))
         return 0;
-    nodes[nn++] = scast;
     nodes[nn++] = mul;
+    /* packed/3 computes the weight's shape before Sub, so the Mul gives the
+     * weight unless it is stored transposed; packed/2 reshaped after it */
     int last = final_step(g, g->nodes[mul].outputs[0], &v);
-    if (last < 0)
-        return 0;
-    nodes[nn++] = last;
+    if (last >= 0)
+        nodes[nn++] = last;
     return nn;
 }
 
-/* A codebook: Gather(float16 [k, d], codes) -> Cast(float) -> Reshape
- * [-> Transpose]. Returns the node count, or 0. */
-static int match_pq(const bd_graph *g, int gi, int *nodes)
+/* A codebook: Gather(a piece of a float16 [K, d] table, codes) ->
+ * Reshape, or (before packed/3) Gather(float16 [k, d], codes) ->
+ * Cast(float) -> Reshape; either [-> Transpose]. Returns the node count, or
+ * 0. */
+static int match_pq(const bd_graph *g, int gi, int *nodes, piece *table)
 {
     const bd_node *gather = &g->nodes[gi];
-    const bd_tensor *table = bd_node_const_input(g, gather, 0);
-    if (bd_attr_int(gather, "axis", 0) != 0 || !table || table->dtype != BD_F16 ||
-        table->ndim != 2 || table->dims[0] < 1 || table->dims[0] > 65536 || table->dims[1] < 1)
+    const bd_tensor *t = bd_node_const_input(g, gather, 0);
+    int nn = 0, after = gather->outputs[0];
+    if (bd_attr_int(gather, "axis", 0) != 0)
         return 0;
-    int nn = 0;
     nodes[nn++] = gi;
-    int cast = sole_reader(g, gather->outputs[0]);
-    if (cast < 0 || !is_node(&g->nodes[cast], "Cast", 1) ||
-        bd_attr_int(&g->nodes[cast], "to", 0) != BD_F32)
+    if (t) {
+        int cast = sole_reader(g, after);
+        if (t->dtype != BD_F16 || t->ndim < 1 || cast < 0 || !is_node(&g->nodes[cast], "Cast", 1) ||
+            bd_attr_int(&g->nodes[cast], "to", 0) != BD_F32)
+            return 0;
+        *table = (piece){gather->inputs[0], 0, t->dims[0]};
+        nodes[nn++] = cast;
+        after = g->nodes[cast].outputs[0];
+    } else if (!fp16_piece(g, gather->inputs[0], gi, table, nodes, &nn)) {
         return 0;
-    nodes[nn++] = cast;
-    int r = next_node(g, g->nodes[cast].outputs[0], "Reshape", 2, 0);
+    }
+    t = g->values[table->table].init;
+    if (t->ndim != 2 || table->rows < 1 || table->rows > 65536 || t->dims[1] < 1)
+        return 0;
+    int r = next_node(g, after, "Reshape", 2, 0);
     if (r < 0 || !bd_node_const_input(g, &g->nodes[r], 1))
         return 0;
     nodes[nn++] = r;
@@ -1028,12 +1421,13 @@ static bd_status chain_codes(const bd_graph *g, const found *f, int v, int reade
 static bd_status add_chain(const bd_graph *g, found *f, int start, chain *ch)
 {
     const bd_node *n = &g->nodes[start];
-    int nodes[8], nn = 0, scales = -1, zeros = -1, cast = -1, j;
+    int nodes[12], nn = 0, cast = -1, j;
+    piece scales = {-1, 0, 0}, zeros = {-1, 0, 0}, table = {-1, 0, 0};
     memset(ch, 0, sizeof *ch);
     ch->weight = -1;
     ch->q.rel_error = ch->q.other_error = -1;
     if (is_node(n, "Gather", 2)) {
-        if (!(nn = match_pq(g, start, nodes)))
+        if (!(nn = match_pq(g, start, nodes, &table)))
             return BD_OK;
         BD_TRY(chain_codes(g, f, n->inputs[1], start, ch, &cast));
     } else if (is_node(n, "Cast", 1)) {
@@ -1048,37 +1442,39 @@ static bd_status add_chain(const bd_graph *g, found *f, int start, chain *ch)
         return BD_OK;
     const bd_value *src = &g->values[ch->source];
     const char *w = g->values[g->nodes[nodes[nn - 1]].outputs[0]].name;
-    if (scales >= 0) {
-        const bd_value *s = &g->values[scales], *z = zeros >= 0 ? &g->values[zeros] : NULL;
+    if (scales.table >= 0) {
+        const bd_value *s = &g->values[scales.table];
         int64_t rows = bd_tensor_get_i64(bd_node_const_input(g, &g->nodes[nodes[1]], 1), 0);
+        int64_t nz = zeros.table >= 0 ? piece_count(g, &zeros) : 0;
         q->format = BD_FMT_INT;
         q->ints.bits = f->groups[group_output(g, f, n->inputs[0], &j)].bits;
         q->k = 1 << q->ints.bits;
         q->d = 1;
-        q->nscales = bd_tensor_count(s->init);
+        q->nscales = piece_count(g, &scales);
         q->ints.per_channel = q->nscales > 1;
-        q->ints.symmetric = z == NULL;
-        if ((q->nscales != 1 && q->nscales != rows) ||
-            (z && bd_tensor_count(z->init) != q->nscales))
-            return bd_fail(BD_EFORMAT, "tensor '%s': %lld scales and %lld zero points for the "
-                           "%lld rows of '%s' (1 or %lld of each expected)", s->name, (long long)q->nscales,
-                           (long long)(z ? bd_tensor_count(z->init) : 0), (long long)rows,
-                           w, (long long)rows);
-        q->scales = malloc((size_t)q->nscales * sizeof *q->scales);
-        q->zeros = z ? malloc((size_t)q->nscales * sizeof *q->zeros) : NULL;
-        if (!q->scales || (z && !q->zeros))
+        q->ints.symmetric = zeros.table < 0;
+        /* packed/2 names the rows; packed/3's -1 leaves them to the layer */
+        if ((q->nscales != 1 && rows > 0 && q->nscales != rows) ||
+            (zeros.table >= 0 && nz != q->nscales))
+            return bd_fail(BD_EFORMAT, "tensor '%s': %lld scales and %lld zero points for '%s' "
+                           "(1 or one per row of each expected)", s->name,
+                           (long long)q->nscales, (long long)nz, w);
+        q->scales = malloc((size_t)q->nscales * sizeof *q->scales + 1);
+        q->zeros = nz ? malloc((size_t)nz * sizeof *q->zeros) : NULL;
+        if (!q->scales || (nz && !q->zeros))
             return bd_fail(BD_ENOMEM, "out of memory reading '%s'", s->name);
-        floats_of_fp16(s->init, q->scales);
-        if (z)
-            floats_of_fp16(z->init, q->zeros);
+        piece_floats(g, &scales, q->scales);
+        if (nz)
+            piece_floats(g, &zeros, q->zeros);
     } else {
-        const bd_value *tv = &g->values[n->inputs[0]];
-        q->k = (int)tv->init->dims[0];
+        const bd_value *tv = &g->values[table.table];
+        q->k = (int)table.rows;
         q->d = (int)tv->init->dims[1];
         int gi = group_output(g, f, n->inputs[1], &j);
-        if (gi >= 0 && f->groups[gi].bits != bd_code_bits(q->k))
+        /* packed/3 may store codes wider than they need, never narrower */
+        if (gi >= 0 && f->groups[gi].bits < bd_code_bits(q->k))
             return bd_fail(BD_EFORMAT, "tensor '%s': codes of %d bits for the %d centroids of "
-                           "'%s' (%d bits expected) of '%s'", src->name, f->groups[gi].bits,
+                           "'%s' (%d bits at least) of '%s'", src->name, f->groups[gi].bits,
                            q->k, tv->name, bd_code_bits(q->k), w);
         for (int64_t i = 0; i < q->n; i++)
             if (q->codes[i] >= q->k)
@@ -1088,7 +1484,7 @@ static bd_status add_chain(const bd_graph *g, found *f, int start, chain *ch)
         q->centroids = malloc((size_t)q->k * q->d * sizeof *q->centroids);
         if (!q->centroids)
             return bd_fail(BD_ENOMEM, "out of memory reading the codebook '%s'", tv->name);
-        floats_of_fp16(tv->init, q->centroids);
+        piece_floats(g, &table, q->centroids);
     }
     ch->weight = g->nodes[nodes[nn - 1]].outputs[0];
     if (cast >= 0)
@@ -1100,45 +1496,13 @@ static bd_status add_chain(const bd_graph *g, found *f, int start, chain *ch)
     return BD_OK;
 }
 
-static bd_status find_all(const bd_graph *g, found *f)
-{
-    memset(f, 0, sizeof *f);
-    f->groups = calloc((size_t)g->nnodes + 1, sizeof *f->groups);
-    f->chains = calloc((size_t)g->nnodes + 1, sizeof *f->chains);
-    f->mark = calloc((size_t)g->nnodes + 1, 1);
-    f->owner = calloc((size_t)g->nnodes + 1, sizeof *f->owner);
-    unsigned char *cone = malloc((size_t)g->nnodes + 1);
-    bd_status st = f->groups && f->chains && f->mark && f->owner && cone
-                       ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
-    for (int i = 0; i < g->nnodes && st == BD_OK; i++) {
-        group *gr = &f->groups[f->ngroups];
-        if (!match_group(g, i, cone, gr))
-            continue;
-        f->ngroups++;
-        st = unpack_group(g, gr);
-        for (int k = 0; k < g->nnodes; k++)
-            if (cone[k] || k == i) {
-                f->mark[k] = 1;
-                f->owner[k] = gr->packed;
-            }
-    }
-    free(cone);
-    for (int i = 0; i < g->nnodes && st == BD_OK; i++) {
-        chain *ch = &f->chains[f->nchains];
-        st = add_chain(g, f, i, ch);
-        if (ch->weight >= 0)
-            f->nchains++;
-        else
-            bd_qlayer_free(&ch->q);
-    }
-    return st;
-}
-
 /* Runs the marked nodes (in the graph's order, which is topological) with
  * bitdown's ops, so every weight is what any ONNX runtime computes from
  * the file. vals[v] gets the values that unmarked nodes or the graph's
- * outputs read; the others are freed as soon as their readers ran. */
-static bd_status run_marked(const bd_graph *g, const found *f, bd_tensor **vals)
+ * outputs read; the others are freed as soon as their readers ran. A node
+ * that fails names the value owner[node]. */
+static bd_status run_nodes(const bd_graph *g, const unsigned char *mark, const int *owner,
+                           bd_tensor **vals)
 {
     int *left = calloc((size_t)g->nvalues + 1, sizeof *left);
     unsigned char *kept = calloc((size_t)g->nvalues + 1, 1);
@@ -1146,7 +1510,7 @@ static bd_status run_marked(const bd_graph *g, const found *f, bd_tensor **vals)
     for (int i = 0; i < g->nnodes && st == BD_OK; i++)
         for (int k = 0; k < g->nodes[i].ninputs; k++) {
             int v = g->nodes[i].inputs[k];
-            if (v >= 0 && f->mark[i])
+            if (v >= 0 && mark[i])
                 left[v]++;
             else if (v >= 0)
                 kept[v] = 1;
@@ -1154,7 +1518,7 @@ static bd_status run_marked(const bd_graph *g, const found *f, bd_tensor **vals)
     for (int i = 0; st == BD_OK && i < g->noutputs; i++)
         kept[g->outputs[i]] = 1;
     for (int i = 0; i < g->nnodes && st == BD_OK; i++) {
-        if (!f->mark[i])
+        if (!mark[i])
             continue;
         const bd_node *n = &g->nodes[i];
         bd_tensor **in = malloc((size_t)(n->ninputs + n->noutputs) * sizeof *in + 1);
@@ -1169,7 +1533,7 @@ static bd_status run_marked(const bd_graph *g, const found *f, bd_tensor **vals)
         st = bd_op_run(g, n, in, in + n->ninputs);
         if (st != BD_OK)
             st = bd_error_context(st, "the decoding expression of '%s'",
-                                  g->values[f->owner[i]].name);
+                                  g->values[owner[i]].name);
         for (int k = 0; st == BD_OK && k < n->noutputs; k++)
             if (n->outputs[k] >= 0)
                 vals[n->outputs[k]] = in[n->ninputs + k];
@@ -1184,6 +1548,50 @@ static bd_status run_marked(const bd_graph *g, const found *f, bd_tensor **vals)
     }
     free(left);
     free(kept);
+    return st;
+}
+
+static bd_status find_all(const bd_graph *g, found *f)
+{
+    memset(f, 0, sizeof *f);
+    f->groups = calloc((size_t)g->nnodes + 1, sizeof *f->groups);
+    f->chains = calloc((size_t)g->nnodes + 1, sizeof *f->chains);
+    f->mark = calloc((size_t)g->nnodes + 1, 1);
+    f->owner = calloc((size_t)g->nnodes + 1, sizeof *f->owner);
+    unsigned char *cone = malloc((size_t)g->nnodes + 1), *cones = calloc((size_t)g->nnodes + 1, 1);
+    bd_tensor **vals = calloc((size_t)g->nvalues + 1, sizeof *vals);
+    bd_status st = f->groups && f->chains && f->mark && f->owner && cone && cones && vals
+                       ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; i < g->nnodes && st == BD_OK; i++) {
+        group *gr = &f->groups[f->ngroups];
+        if (!match_group(g, i, cone, gr))
+            continue;
+        f->ngroups++;
+        for (int k = 0; k < g->nnodes; k++)
+            if (cone[k] || k == i) {
+                f->mark[k] = 1;
+                cones[k] |= cone[k];
+                f->owner[k] = gr->packed;
+            }
+    }
+    /* once for all groups: packed/3's widths share their bits */
+    if (st == BD_OK && f->ngroups)
+        st = run_nodes(g, cones, f->owner, vals);
+    for (int i = 0; i < f->ngroups && st == BD_OK; i++)
+        st = unpack_group(g, vals, &f->groups[i]);
+    for (int v = 0; vals && v < g->nvalues; v++)
+        bd_tensor_free(vals[v]);
+    free(vals);
+    free(cones);
+    free(cone);
+    for (int i = 0; i < g->nnodes && st == BD_OK; i++) {
+        chain *ch = &f->chains[f->nchains];
+        st = add_chain(g, f, i, ch);
+        if (ch->weight >= 0)
+            f->nchains++;
+        else
+            bd_qlayer_free(&ch->q);
+    }
     return st;
 }
 
@@ -1214,7 +1622,8 @@ static void replace_marked(bd_graph *g, const found *f, bd_tensor **vals)
 static bd_status same_layout(const bd_graph *g, const bd_layer *l, const chain *ch, int *same)
 {
     *same = 0;
-    if (bd_graph_use_count(g, l->weight) != 1)
+    if (bd_graph_use_count(g, l->weight) != 1 ||
+        (ch->q.format == BD_FMT_INT && ch->q.nscales != 1 && ch->q.nscales != l->rows))
         return BD_OK;
     const bd_tensor *w = g->values[l->weight].init;
     float *decoded = malloc(bd_tensor_nbytes(w) + 1);
@@ -1229,11 +1638,11 @@ static bd_status same_layout(const bd_graph *g, const bd_layer *l, const chain *
     return BD_OK;
 }
 
-/* Moves what the metadata says about layer `name` into q. */
-static void apply_meta(layer_meta *m, int nm, const char *name, bd_qlayer *q)
+/* Moves what the metadata says about layer `index`, called name, into q. */
+static void apply_meta(layer_meta *m, int nm, int index, const char *name, bd_qlayer *q)
 {
     for (int i = 0; i < nm; i++)
-        if (strcmp(m[i].name, name) == 0) {
+        if (m[i].index >= 0 ? m[i].index == index : strcmp(m[i].name, name) == 0) {
             q->objective = m[i].objective;
             q->rel_error = m[i].rel_error;
             q->seconds = m[i].seconds;
@@ -1262,7 +1671,7 @@ static bd_status layer_qlayers(const bd_graph *g, chain *ch, int nch, layer_meta
                 continue;
             out[i] = ch[c].q;
             memset(&ch[c].q, 0, sizeof ch[c].q);
-            apply_meta(m, nm, layers[i].name, &out[i]);
+            apply_meta(m, nm, i, layers[i].name, &out[i]);
         }
     free(layers);
     if (st != BD_OK) {
@@ -1289,7 +1698,7 @@ bd_status bd_compressed_import(bd_graph *g, bd_qlayer **q, int *nlayers)
     if (st == BD_OK && !(vals = calloc((size_t)g->nvalues + 1, sizeof *vals)))
         st = bd_fail(BD_ENOMEM, "out of memory");
     if (st == BD_OK)
-        st = run_marked(g, &f, vals);
+        st = run_nodes(g, f.mark, f.owner, vals);
     if (st == BD_OK) {
         replace_marked(g, &f, vals);
         st = layer_qlayers(g, f.chains, f.nchains, m, nm, q, nlayers);

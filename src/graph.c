@@ -529,6 +529,13 @@ void bd_graph_del_meta(bd_graph *g, const char *key)
         }
 }
 
+void bd_node_del_attr(bd_node *n, int i)
+{
+    attr_clear(&n->attrs[i]);
+    memmove(&n->attrs[i], &n->attrs[i + 1], (size_t)(n->nattrs - i - 1) * sizeof *n->attrs);
+    n->nattrs--;
+}
+
 const bd_attr *bd_node_attr(const bd_node *n, const char *name)
 {
     for (int i = 0; i < n->nattrs; i++)

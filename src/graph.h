@@ -105,6 +105,8 @@ bd_status bd_graph_add_node(bd_graph *g, const char *name, const char *op, const
                             int ninputs, const char *const *inputs, int noutputs,
                             const char *const *outputs, bd_node **node);
 bd_status bd_node_add_attr(bd_node *n, const bd_attr *a); /* deep copies a */
+/* Removes attribute i of n (the others keep their order). */
+void bd_node_del_attr(bd_node *n, int i);
 /* Removes the nodes whose flag in `drop` is set; keeps the order of the rest. */
 void bd_graph_remove_nodes(bd_graph *g, const unsigned char *drop);
 

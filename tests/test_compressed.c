@@ -18,6 +18,7 @@
 #include "onnx_io.h"
 #include "pq.h"
 #include "size.h"
+#include "workspace.h"
 
 enum { IMAGES = 8 };
 
@@ -60,7 +61,7 @@ static void make_qlayer(const bd_layer *l, float *w, int k, uint64_t seed, bd_ql
     q->objective = seed % 2 ? BD_OBJ_WEIGHT : BD_OBJ_ACT;
     /* decimal values with few digits survive the metadata's %.6g exactly */
     q->rel_error = seed % 3 ? (double)(seed % 997) / 10000.0 : -1;
-    q->seconds = (double)(seed % 50) / 4.0;
+    q->seconds = (double)(seed % 50) / 5.0; /* 2 significant digits */
     q->iters = (int)(seed % 4);
     q->centroids = malloc((size_t)k * lay.d * sizeof(float));
     q->codes = malloc((size_t)lay.n * sizeof(int32_t));
@@ -294,48 +295,70 @@ static int code_bits(const bd_qlayer *q)
     return q->format == BD_FMT_INT ? q->ints.bits : bd_code_bits(q->k);
 }
 
+/* The width a code takes in the file (compressed.c): one bit at least. */
+static int file_bits(const bd_qlayer *q)
+{
+    return code_bits(q) > 0 ? code_bits(q) : 1;
+}
+
+/* The bytes of the student's float scalars, which the file may share. */
+static int64_t scalar_bytes(const bd_graph *g)
+{
+    int64_t total = 0;
+    for (int v = 0; v < g->nvalues; v++)
+        if (g->values[v].init && g->values[v].init->ndim == 0 &&
+            g->values[v].init->dtype == BD_F32)
+            total += 4;
+    return total;
+}
+
 /* The exported tensors are what size.h counts: fp16 tables, fp32 for the
- * rest (and a float32 zero point per symmetric bit width), the codes of
- * each bit width packed as one string with 2 bytes of padding (at most a
- * byte a layer less than packing layer by layer), and a few int64 shapes
- * and constants. */
+ * rest (less the float scalars stored once, plus a float32 zero point per
+ * symmetric bit width), all codes packed as one bit string (packed tight,
+ * at most a byte a layer less than packing layer by layer, or a little
+ * more where narrow codes take a wider width), and a few int64 shapes and
+ * constants. */
 static void check_payload(const student *s, const bd_graph *c)
 {
     bd_model_size size;
     const bd_qlayer **qp = calloc((size_t)s->n + 1, sizeof *qp);
-    int64_t per_bits[17] = {0}, packed = 0, nq = 0, sym = 0;
+    int64_t bits = 0, nq = 0, sym = 0;
     assert_non_null(qp);
     for (int i = 0; i < s->n; i++)
         if (s->q[i].k) {
             qp[i] = &s->q[i];
-            per_bits[code_bits(&s->q[i])] += s->q[i].n;
+            bits += s->q[i].n * file_bits(&s->q[i]);
             sym |= s->q[i].format == BD_FMT_INT && !s->q[i].zeros ? 1 << s->q[i].ints.bits : 0;
             nq++;
         }
     bd_model_size_compute(s->g, s->layers, s->n, qp, &size);
     free(qp);
-    int groups = 0;
-    for (int b = 0; b <= 16; b++)
-        if (per_bits[b]) {
-            packed += bd_packed_bytes(per_bits[b], b) + 2;
-            groups++;
-        }
+    int64_t packed = (bits + 7) / 8, f32 = tensor_bytes(c, BD_F32), u8 = tensor_bytes(c, BD_U8);
     assert_int_equal(tensor_bytes(c, BD_F16), size.codebook_bytes);
-    assert_int_equal(tensor_bytes(c, BD_F32), size.other_bytes + 4 * __builtin_popcount(sym));
-    assert_int_equal(tensor_bytes(c, BD_U8), packed);
-    assert_true(packed - 2 * groups <= size.code_bytes && size.code_bytes < packed + nq);
-    assert_true(tensor_bytes(c, BD_I64) <= 8 * (24 + 6 * nq));
+    assert_true(f32 <= size.other_bytes + 4 * __builtin_popcount(sym));
+    assert_true(f32 >= size.other_bytes - scalar_bytes(s->g));
+    /* narrow widths may move up where that costs fewer bytes than a width */
+    assert_true(u8 >= packed && u8 < packed + 160 * 15);
+    assert_true(packed <= size.code_bytes && size.code_bytes < packed + nq);
+    /* shapes and split sizes per layer; powers of two and shapes per width */
+    assert_true(tensor_bytes(c, BD_I64) <= 8 * (24 + 6 * nq + 16 * 18));
 }
 
 /* The file is the payload plus its graph: at most 5% + 4 KB more. */
-static void check_file_size(const student *s, const char *path, int strict)
+static void check_size(const char *name, const char *path, int64_t want, int strict)
 {
-    int64_t size = file_size(path), want = computed_size(s);
-    print_message("  %s: file %lld bytes, payload %lld (%+.2f%%, %+lld bytes)\n", s->name,
-                  (long long)size, (long long)want, 100.0 * (double)(size - want) / (double)want,
-                  (long long)(size - want));
+    int64_t size = file_size(path);
+    print_message("  %s: file %lld bytes, payload %lld (%+.2f%%, %+lld bytes, %lld allowed)\n",
+                  name, (long long)size, (long long)want,
+                  100.0 * (double)(size - want) / (double)want, (long long)(size - want),
+                  (long long)(want / 20 + 4096));
     if (strict)
         assert_true(size <= want + want / 20 + 4096);
+}
+
+static void check_file_size(const student *s, const char *path, int strict)
+{
+    check_size(s->name, path, computed_size(s), strict);
 }
 
 static void assert_same_qlayer(const bd_qlayer *a, const bd_qlayer *b, const char *layer)
@@ -432,6 +455,7 @@ static int has_pq_meta(const bd_graph *g)
 {
     for (int i = 0; i < g->nmeta; i++)
         if (strcmp(g->meta[i].key, BD_META_FORMAT) == 0 ||
+            strcmp(g->meta[i].key, BD_META_LAYERS) == 0 ||
             strncmp(g->meta[i].key, BD_META_LAYER_PREFIX, strlen(BD_META_LAYER_PREFIX)) == 0)
             return 1;
     return 0;
@@ -446,7 +470,7 @@ static void check_roundtrip(student *s, int check_size)
     bd_layer *layers;
     int n, nl;
     const char *path = tmp_path(s->name, ".onnx");
-    assert_string_equal(bd_graph_meta(c, BD_META_FORMAT), "packed/2");
+    assert_string_equal(bd_graph_meta(c, BD_META_FORMAT), "packed/3");
     check_payload(s, c);
     ok(bd_onnx_save(c, path));
     bd_graph_free(c);
@@ -529,50 +553,62 @@ static void test_transposed_roundtrip(void **state)
     free_student(&s);
 }
 
-/* Every example quantized as the small regime plans it (k = 256, or what
- * the layer allows; 3x3 in blocks of 9, the rest of 4): its file is at most
- * 5% + 4 KB larger than the payload bitdown reports. Only ResNet-18 meets
- * that yet: the Fashion-MNIST files are 5 to 7 KB over their payload (one
- * unpacking expression per code width, a graph, metadata), so for them the
- * numbers are printed, not asserted. */
+/* Every Fashion-MNIST example quantized by the workbench in each regime
+ * (a small calibration, few EM iterations), and ResNet-18 with the
+ * codebooks above: its file is at most 5% + 4 KB larger than the payload
+ * bitdown reports. The large regime is printed, not asserted: on
+ * mobilenet_bn its file is still about 150 bytes over (docs/format.md). */
 static void test_examples_file_size(void **state)
 {
     (void)state;
-    static const char *const names[] = {"resnet", "resnet_bn", "mobilenet", "mobilenet_bn",
-                                        "resnet18"};
-    for (size_t e = 0; e < sizeof names / sizeof *names; e++) {
-        char path[256];
-        student s;
-        if (e < 4)
-            snprintf(path, sizeof path, "examples/fmnist/%s.onnx", names[e]);
-        else
-            snprintf(path, sizeof path, "../shared/models/resnet18_bgd_small.onnx");
-        if (access(bd_test_path(path), R_OK) != 0) {
-            print_message("  skipped %s: missing\n", path);
-            continue;
+    static const char *const names[] = {"resnet", "resnet_bn", "mobilenet", "mobilenet_bn"};
+    static const char *const regimes[] = {"small", "large", "int4"};
+    for (size_t e = 0; e < sizeof names / sizeof *names; e++)
+        for (size_t r = 0; r < sizeof regimes / sizeof *regimes; r++) {
+            char model[256], out[512], name[64];
+            snprintf(model, sizeof model, "examples/fmnist/%s.onnx", names[e]);
+            snprintf(name, sizeof name, "%s %s", names[e], regimes[r]);
+            snprintf(out, sizeof out, "%s", tmp_path(names[e], regimes[r]));
+            bd_workspace *ws;
+            bd_model_size size;
+            ok(bd_ws_new(&ws));
+            ok(bd_ws_load(ws, bd_test_path(model)));
+            ok(bd_ws_regime(ws, regimes[r], 0));
+            ok(bd_ws_data(ws, BD_DATA_CALIB, "fmnist:train", 128));
+            ok(bd_ws_search(ws, 1, BD_PQ_TOL));
+            ok(bd_ws_quantize(ws, NULL, 5));
+            bd_ws_size(ws, &size);
+            ok(bd_ws_save(ws, out, 0));
+            check_size(name, out, size.compressed_bytes, strcmp(regimes[r], "large") != 0);
+            bd_ws_free(ws);
         }
-        memset(&s, 0, sizeof s);
-        s.name = names[e];
-        ok(bd_onnx_load(bd_test_path(path), &s.g));
-        ok(bd_layers_find(s.g, &s.layers, &s.n));
-        s.q = calloc((size_t)s.n + 1, sizeof *s.q);
-        assert_non_null(s.q);
-        for (int i = 1; i < s.n; i++) { /* the first conv stays fp32 */
-            const bd_layer *l = &s.layers[i];
-            if (!block_size(l))
-                continue;
-            int k = bd_pq_max_k(bd_layer_params(l) / block_size(l));
-            make_qlayer(l, s.g->values[l->weight].init->data, k < 256 ? k : 256, 50 + (uint64_t)i,
-                        &s.q[i]);
-        }
-        bd_graph *c = export_all(&s);
-        const char *out = tmp_path(names[e], "_plan.onnx");
-        check_payload(&s, c);
-        ok(bd_onnx_save(c, out));
-        bd_graph_free(c);
-        check_file_size(&s, out, e == 4);
-        free_student(&s);
+    const char *path = bd_test_path("../shared/models/resnet18_bgd_small.onnx");
+    if (access(path, R_OK) != 0) {
+        print_message("  skipped %s: missing\n", path);
+        return;
     }
+    student s;
+    memset(&s, 0, sizeof s);
+    s.name = "resnet18";
+    ok(bd_onnx_load(path, &s.g));
+    ok(bd_layers_find(s.g, &s.layers, &s.n));
+    s.q = calloc((size_t)s.n + 1, sizeof *s.q);
+    assert_non_null(s.q);
+    for (int i = 1; i < s.n; i++) { /* the first conv stays fp32 */
+        const bd_layer *l = &s.layers[i];
+        if (!block_size(l))
+            continue;
+        int k = bd_pq_max_k(bd_layer_params(l) / block_size(l));
+        make_qlayer(l, s.g->values[l->weight].init->data, k < 256 ? k : 256, 50 + (uint64_t)i,
+                    &s.q[i]);
+    }
+    bd_graph *c = export_all(&s);
+    const char *out = tmp_path("resnet18", "_plan.onnx");
+    check_payload(&s, c);
+    ok(bd_onnx_save(c, out));
+    bd_graph_free(c);
+    check_file_size(&s, out, 1);
+    free_student(&s);
 }
 
 /* Packing and unpacking give the codes back for every width and odd
@@ -605,6 +641,262 @@ static void test_pack_roundtrip(void **state)
     bd_pack_bits((const int32_t[]){1, 2, 3}, 3, 3, two);
     assert_int_equal(two[0], 1 | 2 << 3 | (3 & 3) << 6);
     assert_int_equal(two[1], 3 >> 2);
+    /* from an odd bit, behind what is there: the same bits, shifted */
+    for (int b = 1; b <= 16; b++) {
+        int32_t codes[37];
+        uint8_t at0[80] = {0}, at5[80] = {0xff};
+        for (int i = 0; i < 37; i++)
+            codes[i] = (int32_t)((i * 2654435761u) >> 7 & ((1u << b) - 1));
+        bd_pack_bits(codes, 37, b, at0);
+        at5[0] = 0x1f; /* five bits already written */
+        bd_pack_bits_at(codes, 37, b, at5, 5);
+        assert_int_equal(at5[0] & 0x1f, 0x1f);
+        for (int64_t j = 0; j < 37 * b; j++)
+            assert_int_equal(at5[(j + 5) >> 3] >> ((j + 5) & 7) & 1, at0[j >> 3] >> (j & 7) & 1);
+    }
+}
+
+/* ---- files of earlier formats ------------------------------------------------ */
+
+/* A fresh value name for the expressions below, valid for 4096 more. */
+static const char *old_value(void)
+{
+    static char names[4096][16];
+    static int next;
+    char *n = names[next % 4096];
+    snprintf(n, 16, "old%d", next++);
+    return n;
+}
+
+static const char *old_init(bd_graph *g, bd_tensor *t)
+{
+    const char *name = old_value();
+    add_init(g, name, t);
+    return name;
+}
+
+static const char *old_step(bd_graph *g, const char *op, int nin, const char *const *in)
+{
+    const char *out = old_value();
+    add_node(g, op, nin, in, out);
+    return out;
+}
+
+static bd_tensor *scalar_i64(int64_t v)
+{
+    bd_tensor *t;
+    ok(bd_tensor_new(&t, BD_I64, 0, NULL, "scalar"));
+    *(int64_t *)t->data = v;
+    return t;
+}
+
+/* Both earlier formats end a pq layer alike: Gather(float16 [k, d] table,
+ * codes) -> Cast(float) -> Reshape to the weight's shape, or to [rows,
+ * row_len] and Transpose(perm = [1, 0]) when it is stored transposed. */
+static void old_pq_weight(bd_graph *g, const bd_layer *l, const bd_qlayer *q, const char *codes)
+{
+    const bd_tensor *w = g->values[l->weight].init;
+    bd_tensor *table;
+    ok(bd_tensor_new(&table, BD_F16, 2, (int64_t[]){q->k, q->d}, "table"));
+    for (int64_t i = 0; i < (int64_t)q->k * q->d; i++)
+        ((uint16_t *)table->data)[i] = bd_f32_to_f16(q->centroids[i]);
+    const char *t = old_init(g, table);
+    const char *gathered = old_step(g, "Gather", 2, (const char *[]){t, codes});
+    const char *f = old_value();
+    bd_test_attr_int(add_node(g, "Cast", 1, (const char *[]){gathered}, f), "to", BD_F32);
+    char wname[BD_LAYER_NAME_MAX + 16];
+    snprintf(wname, sizeof wname, "%s", g->values[l->weight].name);
+    if (l->transposed) {
+        const char *shape = old_init(g, bd_test_ints(2, (int64_t[]){l->rows, l->row_len}));
+        const char *r = old_step(g, "Reshape", 2, (const char *[]){f, shape});
+        bd_test_attr_ints(add_node(g, "Transpose", 1, (const char *[]){r}, wname), "perm", 2,
+                          (int64_t[]){1, 0});
+    } else {
+        const char *shape = old_init(g, bd_test_ints(w->ndim, w->dims));
+        add_node(g, "Reshape", 2, (const char *[]){f, shape}, wname);
+    }
+    bd_graph_set_init(g, l->weight, NULL);
+}
+
+/* s->g as format 1 (pq/1) wrote it: per layer, uint8 codes (uint16 past
+ * 256 centroids) -> Cast(int64) -> the pq chain, and a key per layer with
+ * the long item names and the EM history. */
+static bd_graph *format1_file(const student *s)
+{
+    bd_graph *g;
+    ok(bd_graph_clone(&g, s->g));
+    ok(bd_graph_set_meta(g, "bitdown.format", "pq/1"));
+    for (int i = 0; i < s->n; i++) {
+        const bd_qlayer *q = &s->q[i];
+        if (!q->k)
+            continue;
+        bd_tensor *codes;
+        ok(bd_tensor_new(&codes, q->k > 256 ? BD_U16 : BD_U8, 1, &q->n, "codes"));
+        for (int64_t j = 0; j < q->n; j++)
+            if (q->k > 256)
+                ((uint16_t *)codes->data)[j] = (uint16_t)q->codes[j];
+            else
+                ((uint8_t *)codes->data)[j] = (uint8_t)q->codes[j];
+        const char *c = old_init(g, codes), *wide = old_value();
+        bd_test_attr_int(add_node(g, "Cast", 1, (const char *[]){c}, wide), "to", BD_I64);
+        old_pq_weight(g, &s->layers[i], q, wide);
+        char key[200], value[1024];
+        int at = snprintf(value, sizeof value, "d=%d;k=%d;objective=%s", q->d, q->k,
+                          bd_objective_name(q->objective));
+        if (q->rel_error >= 0)
+            at += snprintf(value + at, sizeof value - (size_t)at, ";rel_error=%.6g", q->rel_error);
+        at += snprintf(value + at, sizeof value - (size_t)at, ";iterations=%d;seconds=%.6g;history=",
+                       q->iters, q->seconds);
+        for (int k = 0; k < q->iters; k++)
+            at += snprintf(value + at, sizeof value - (size_t)at, "%s%.6g", k ? "," : "",
+                           q->history[k]);
+        snprintf(key, sizeof key, "bitdown.layer.%s", s->layers[i].name);
+        ok(bd_graph_set_meta(g, key, value));
+    }
+    ok(bd_graph_sort(g));
+    return g;
+}
+
+/* s->g as format packed/2 wrote it: the codes of each width packed into a
+ * uint8 string with 2 bytes of padding, unpacked in int64 by 24-bit words
+ * (Range, Mul, Div, Mod, three Gathers, shifts by a Gather of powers of
+ * two) and Split per layer; short per-layer keys. */
+static bd_graph *packed2_file(const student *s)
+{
+    bd_graph *g;
+    ok(bd_graph_clone(&g, s->g));
+    ok(bd_graph_set_meta(g, "bitdown.format", "packed/2"));
+    const char *codes[64];
+    assert_true(s->n <= 64);
+    for (int bits = 1; bits <= 16; bits++) {
+        int64_t total = 0, sizes[64], nsplit = 0;
+        for (int i = 0; i < s->n; i++)
+            if (s->q[i].k && code_bits(&s->q[i]) == bits) {
+                sizes[nsplit++] = s->q[i].n;
+                total += s->q[i].n;
+            }
+        if (!nsplit)
+            continue;
+        int32_t *all = malloc((size_t)total * sizeof *all);
+        bd_tensor *packed;
+        int64_t len = bd_packed_bytes(total, bits) + 2;
+        assert_non_null(all);
+        ok(bd_tensor_new(&packed, BD_U8, 1, &len, "packed"));
+        for (int i = 0, at = 0; i < s->n; i++)
+            if (s->q[i].k && code_bits(&s->q[i]) == bits) {
+                memcpy(all + at, s->q[i].codes, (size_t)s->q[i].n * sizeof *all);
+                at += (int)s->q[i].n;
+            }
+        bd_pack_bits(all, total, bits, packed->data);
+        free(all);
+        const char *p = old_init(g, packed), *G = old_value();
+        bd_test_attr_int(add_node(g, "Cast", 1, (const char *[]){p}, G), "to", BD_I64);
+        const char *c0 = old_init(g, scalar_i64(0)), *c1 = old_init(g, scalar_i64(1)),
+                   *c2 = old_init(g, scalar_i64(2)), *c8 = old_init(g, scalar_i64(8)),
+                   *c256 = old_init(g, scalar_i64(256)), *c65536 = old_init(g, scalar_i64(65536)),
+                   *n = old_init(g, scalar_i64(total)), *b = old_init(g, scalar_i64(bits)),
+                   *m = old_init(g, scalar_i64((int64_t)1 << bits)),
+                   *shifts = old_init(g, bd_test_ints(8, (int64_t[]){1, 2, 4, 8, 16, 32, 64, 128})),
+                   *split = old_init(g, bd_test_ints((int)nsplit, sizes));
+        const char *i = old_step(g, "Range", 3, (const char *[]){c0, n, c1});
+        const char *bit = old_step(g, "Mul", 2, (const char *[]){i, b});
+        const char *byte = old_step(g, "Div", 2, (const char *[]){bit, c8});
+        const char *sh = old_step(g, "Mod", 2, (const char *[]){bit, c8});
+        const char *b0 = old_step(g, "Gather", 2, (const char *[]){G, byte});
+        const char *y1 = old_step(g, "Add", 2, (const char *[]){byte, c1});
+        const char *b1 = old_step(g, "Gather", 2, (const char *[]){G, y1});
+        const char *y2 = old_step(g, "Add", 2, (const char *[]){byte, c2});
+        const char *b2 = old_step(g, "Gather", 2, (const char *[]){G, y2});
+        const char *m1 = old_step(g, "Mul", 2, (const char *[]){b1, c256});
+        const char *m2 = old_step(g, "Mul", 2, (const char *[]){b2, c65536});
+        const char *w1 = old_step(g, "Add", 2, (const char *[]){b0, m1});
+        const char *w = old_step(g, "Add", 2, (const char *[]){w1, m2});
+        const char *scale = old_step(g, "Gather", 2, (const char *[]){shifts, sh});
+        const char *qv = old_step(g, "Div", 2, (const char *[]){w, scale});
+        const char *u = old_step(g, "Mod", 2, (const char *[]){qv, m});
+        const char *outs[64];
+        for (int k = 0, j = 0; k < s->n; k++)
+            if (s->q[k].k && code_bits(&s->q[k]) == bits)
+                outs[j++] = codes[k] = old_value();
+        bd_node *node;
+        ok(bd_graph_add_node(g, "", "Split", "", 2, (const char *[]){u, split}, (int)nsplit,
+                             outs, &node));
+    }
+    for (int i = 0; i < s->n; i++) {
+        const bd_qlayer *q = &s->q[i];
+        if (!q->k)
+            continue;
+        old_pq_weight(g, &s->layers[i], q, codes[i]);
+        char key[200], value[256];
+        int at = snprintf(value, sizeof value, "f=pq;d=%d;k=%d;o=%s", q->d, q->k,
+                          bd_objective_name(q->objective));
+        if (q->rel_error >= 0)
+            at += snprintf(value + at, sizeof value - (size_t)at, ";e=%.6g", q->rel_error);
+        snprintf(value + at, sizeof value - (size_t)at, ";i=%d;t=%.6g", q->iters, q->seconds);
+        snprintf(key, sizeof key, "bitdown.layer.%s", s->layers[i].name);
+        ok(bd_graph_set_meta(g, key, value));
+    }
+    ok(bd_graph_sort(g));
+    return g;
+}
+
+/* A file of an earlier format loads as the same codes, codebooks, weights
+ * and logits (and, from format 1, the EM history); ONNX Runtime still runs
+ * it to those logits. */
+static void check_old_file(student *s, bd_graph *old, const char *name, int history)
+{
+    const char *path = tmp_path(name, ".onnx");
+    bd_graph *back;
+    bd_qlayer *q;
+    bd_layer *layers;
+    int n, nl;
+    ok(bd_onnx_save(old, path));
+    bd_graph_free(old);
+    ok(bd_model_load(path, &back, &q, &n));
+    ok(bd_layers_find(back, &layers, &nl));
+    assert_int_equal(n, s->n);
+    for (int i = 0; i < n; i++) {
+        const bd_tensor *w = s->g->values[s->layers[i].weight].init;
+        assert_string_equal(layers[i].name, s->layers[i].name);
+        assert_same_qlayer(&q[i], &s->q[i], layers[i].name);
+        for (int k = 0; history && k < s->q[i].iters; k++)
+            assert_true(q[i].history[k] == s->q[i].history[k]);
+        assert_memory_equal(back->values[layers[i].weight].init->data, w->data,
+                            bd_tensor_nbytes(w));
+    }
+    assert_false(has_pq_meta(back));
+    bd_tensor *y = run(s->g, s->x), *y2 = run(back, s->x);
+    assert_memory_equal(y->data, y2->data, bd_tensor_nbytes(y));
+    check_ort(path, s->x, y);
+    bd_tensor_free(y);
+    bd_tensor_free(y2);
+    free(layers);
+    free_qlayers(q, n);
+    bd_graph_free(back);
+}
+
+static void test_format1_loads(void **state)
+{
+    (void)state;
+    student s;
+    load_fmnist(&s, "resnet_bn"); /* a layer of 300 centroids: uint16 codes */
+    check_old_file(&s, format1_file(&s), "format1", 1);
+    free_student(&s);
+    tiny_student(&s);
+    check_old_file(&s, format1_file(&s), "format1_tiny", 1);
+    free_student(&s);
+}
+
+static void test_packed2_loads(void **state)
+{
+    (void)state;
+    student s;
+    load_fmnist(&s, "mobilenet");
+    check_old_file(&s, packed2_file(&s), "packed2", 0);
+    free_student(&s);
+    tiny_student(&s);
+    check_old_file(&s, packed2_file(&s), "packed2_tiny", 0);
+    free_student(&s);
 }
 
 /* ---- bad input --------------------------------------------------------------- */
@@ -650,30 +942,27 @@ static void assert_import_fails(bd_graph *g, const char *what)
     assert_int_equal(g->nmeta, nmeta);
 }
 
-/* The packed codes of the layers of `bits` bits in c, and where layer i's
- * start among them. */
-static int packed_codes(const student *s, const bd_graph *c, int layer, int64_t *total,
-                        int64_t *offset)
+/* The node that computes value v. */
+static bd_node *producer_id(bd_graph *g, int v)
 {
-    int bits = code_bits(&s->q[layer]);
-    *total = 0;
-    for (int i = 0; i < s->n; i++)
-        if (s->q[i].k && code_bits(&s->q[i]) == bits) {
-            if (i == layer)
-                *offset = *total;
-            *total += s->q[i].n;
-        }
-    for (int v = 0; v < c->nvalues; v++) {
-        const bd_tensor *t = c->values[v].init;
-        if (t && t->dtype == BD_U8 && bd_tensor_count(t) == bd_packed_bytes(*total, bits) + 2)
+    assert_true(g->values[v].producer >= 0);
+    return &g->nodes[g->values[v].producer];
+}
+
+/* The packed codes in c: its one uint8 string. */
+static int packed_codes(const bd_graph *c)
+{
+    for (int v = 0; v < c->nvalues; v++)
+        if (c->values[v].init && c->values[v].init->dtype == BD_U8)
             return v;
-    }
-    fail_msg("no packed codes of %d bits", bits);
+    fail_msg("no packed codes");
     return -1;
 }
 
-/* A file whose codes point past a codebook of 5 centroids (3-bit codes)
- * fails on load, naming the packed codes, the weight and the bad index. */
+/* A file whose codes point past their codebook (8 centroids cut to 5 in
+ * its pool)
+ * fails on load, naming the packed codes, the weight and the first bad
+ * index; so does one whose string is a byte short. */
 static void test_tampered_codes(void **state)
 {
     (void)state;
@@ -682,45 +971,56 @@ static void test_tampered_codes(void **state)
     int i = layer_index(s.layers, s.n, "layer1.0.conv1");
     const bd_layer *l = &s.layers[i];
     bd_qlayer_free(&s.q[i]);
-    make_qlayer(l, s.g->values[l->weight].init->data, 5, 3, &s.q[i]);
+    make_qlayer(l, s.g->values[l->weight].init->data, 8, 3, &s.q[i]);
+    int64_t bad = 0;
+    while (bad < s.q[i].n && s.q[i].codes[bad] < 5)
+        bad++;
+    assert_true(bad < s.q[i].n);
     bd_graph *c = export_all(&s), *back = (bd_graph *)1;
     bd_qlayer *q;
     int n;
-    int64_t total, offset = 0;
-    int p = packed_codes(&s, c, i, &total, &offset);
-    bd_tensor *packed = c->values[p].init;
-    int32_t *codes = malloc((size_t)total * sizeof *codes);
-    assert_non_null(codes);
-    bd_unpack_bits(packed->data, total, 3, codes);
-    codes[offset + 37] = 7;
-    bd_pack_bits(codes, total, 3, packed->data);
-    free(codes);
+    /* the layer's piece of its pool: Gather <- Split <- Cast <- float16 table */
+    bd_node *gather = producer_id(c, producer_of(c, "layer1.0.conv1.weight")->inputs[0]);
+    bd_node *split = producer_id(c, gather->inputs[0]);
+    int pool = producer_id(c, split->inputs[0])->inputs[0], j = 0, sizes;
+    assert_string_equal(split->op, "Split");
+    bd_tensor *table = c->values[pool].init, *cut3, *five;
+    const bd_tensor *was = c->values[split->inputs[1]].init;
+    int64_t first = 0, d = table->dims[1];
+    while (split->outputs[j] != gather->inputs[0])
+        first += bd_tensor_get_i64(was, j++);
+    assert_int_equal(bd_tensor_get_i64(was, j), 8);
+    ok(bd_tensor_new(&cut3, BD_F16, 2, (int64_t[]){table->dims[0] - 3, d}, "cut"));
+    memcpy(cut3->data, table->data, (size_t)((first + 5) * d) * 2);
+    memcpy((uint16_t *)cut3->data + (first + 5) * d, (uint16_t *)table->data + (first + 8) * d,
+           (size_t)((table->dims[0] - first - 8) * d) * 2);
+    ok(bd_tensor_cast(&five, was, BD_I64));
+    ((int64_t *)five->data)[j] = 5;
+    ok(bd_graph_value(c, "five", &sizes));
+    bd_graph_set_init(c, sizes, five);
+    split->inputs[1] = sizes;
+    bd_graph_set_init(c, pool, cut3);
     const char *path = tmp_path("tampered", ".onnx");
     ok(bd_onnx_save(c, path));
     assert_int_not_equal(bd_model_load(path, &back, &q, &n), BD_OK);
     print_message("  %s\n", bd_error_message());
     assert_null(back);
-    char what[64];
+    int p = packed_codes(c);
+    char what[64], index[64];
     snprintf(what, sizeof what, "tensor '%s'", c->values[p].name);
+    snprintf(index, sizeof index, "index %lld ", (long long)bad);
     assert_non_null(strstr(bd_error_message(), what));
     assert_non_null(strstr(bd_error_message(), "layer1.0.conv1.weight"));
-    assert_non_null(strstr(bd_error_message(), "index 37"));
+    assert_non_null(strstr(bd_error_message(), index));
     assert_import_fails(c, what);
     /* one byte short of what its codes need */
-    bd_tensor *cut;
-    ok(bd_tensor_new(&cut, BD_U8, 1, (int64_t[]){bd_tensor_count(packed) - 1}, "cut"));
+    bd_tensor *packed = c->values[p].init, *cut;
+    ok(bd_tensor_new(&cut, BD_U8, 2, (int64_t[]){packed->dims[0] - 1, 1}, "cut"));
     bd_graph_set_init(c, p, cut);
+    snprintf(what, sizeof what, "'%s'", c->values[p].name);
     assert_import_fails(c, what);
-    assert_non_null(strstr(bd_error_message(), "bytes for"));
     bd_graph_free(c);
     free_student(&s);
-}
-
-/* The node that computes value v. */
-static bd_node *producer_id(bd_graph *g, int v)
-{
-    assert_true(g->values[v].producer >= 0);
-    return &g->nodes[g->values[v].producer];
 }
 
 /* Loads c and checks the layer called name is not quantized (or not a layer
@@ -753,12 +1053,16 @@ static void test_float32_table(void **state)
     student s;
     load_fmnist(&s, "resnet_bn");
     bd_graph *c = export_all(&s);
-    bd_node *cast = producer_id(c, producer_of(c, "layer2.0.conv1.weight")->inputs[0]);
-    int t = producer_id(c, cast->inputs[0])->inputs[0];
-    assert_string_equal(producer_id(c, cast->inputs[0])->op, "Gather");
+    bd_node *gather = producer_id(c, producer_of(c, "layer2.0.conv1.weight")->inputs[0]);
+    assert_string_equal(gather->op, "Gather");
+    const bd_qlayer *q = &s.q[layer_index(s.layers, s.n, "layer2.0.conv1")];
+    int t;
+    ok(bd_graph_value(c, "f32_table", &t));
     bd_tensor *f32;
-    ok(bd_tensor_cast(&f32, c->values[t].init, BD_F32));
+    ok(bd_tensor_new(&f32, BD_F32, 2, (int64_t[]){q->k, q->d}, "table"));
+    memcpy(f32->data, q->centroids, bd_tensor_nbytes(f32));
     bd_graph_set_init(c, t, f32);
+    gather->inputs[0] = t;
     bd_graph *back = load_with_plain_layer(&s, c, "layer2.0.conv1");
     bd_tensor *y = run(s.g, s.x), *y2 = run(back, s.x);
     assert_memory_equal(y->data, y2->data, bd_tensor_nbytes(y));
@@ -890,6 +1194,8 @@ int main(void)
         cmocka_unit_test(test_transposed_roundtrip),
         cmocka_unit_test(test_examples_file_size),
         cmocka_unit_test(test_pack_roundtrip),
+        cmocka_unit_test(test_format1_loads),
+        cmocka_unit_test(test_packed2_loads),
         cmocka_unit_test(test_tampered_codes),
         cmocka_unit_test(test_float32_table),
         cmocka_unit_test(test_foreign_order),

@@ -394,6 +394,35 @@ static void test_matmul(void **state)
     run_matmul(DIMS(65, 33), DIMS(33, 47), DIMS(65, 47), 13);
 }
 
+/* int64, exactly: a [3, 7, 5] batch times a [5] vector of powers of two
+ * (how a compressed file sums code bits), past where float32 is exact. */
+static void test_matmul_i64(void **state)
+{
+    (void)state;
+    bd_graph *g;
+    bd_node *node = bd_test_node(&g, 13, "MatMul", 2, 1);
+    bd_tensor *a = bd_test_tensor(BD_I64, DIMS(3, 7, 5));
+    bd_tensor *b = bd_test_tensor(BD_I64, DIMS(5));
+    int64_t *av = a->data, *bv = b->data;
+    for (int p = 0; p < 5; p++)
+        bv[p] = (int64_t)1 << (7 * p);
+    for (int64_t i = 0; i < 3 * 7 * 5; i++)
+        av[i] = (i * 37) % 101;
+    bd_tensor *y = bd_test_run(g, node, (bd_tensor *[]){a, b});
+    bd_test_assert_shape(y, DIMS(3, 7), "MatMul int64");
+    assert_int_equal(y->dtype, BD_I64);
+    for (int64_t r = 0; r < 3 * 7; r++) {
+        int64_t want = 0;
+        for (int p = 0; p < 5; p++)
+            want += av[r * 5 + p] << (7 * p);
+        assert_int_equal(((const int64_t *)y->data)[r], want);
+    }
+    bd_tensor_free(y);
+    bd_tensor_free(a);
+    bd_tensor_free(b);
+    bd_graph_free(g);
+}
+
 static void test_matmul_errors(void **state)
 {
     (void)state;
@@ -419,7 +448,8 @@ int main(void)
         cmocka_unit_test(test_conv),   cmocka_unit_test(test_im2col_range),
         cmocka_unit_test(test_conv_errors),
         cmocka_unit_test(test_gemm),   cmocka_unit_test(test_gemm_errors),
-        cmocka_unit_test(test_matmul), cmocka_unit_test(test_matmul_errors),
+        cmocka_unit_test(test_matmul), cmocka_unit_test(test_matmul_i64),
+        cmocka_unit_test(test_matmul_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -37,8 +37,11 @@ bd_status bd_k_gemm(const bd_graph *g, const bd_node *n, bd_tensor *const *in, b
     (void)g;
     const bd_tensor *a = in[0], *b = in[1], *c = n->ninputs > 2 ? in[2] : NULL;
     char sa[96], sb[96];
-    if (a->dtype != BD_F32 || b->dtype != BD_F32)
-        return bd_node_fail(n, BD_EUNSUPPORTED, "needs float32 inputs (got %s, %s)",
+    /* int64 too: a compressed file sums code bits against powers of two
+     * (compressed.c), which must stay exact */
+    if (a->dtype != b->dtype || (a->dtype != BD_F32 && a->dtype != BD_I64))
+        return bd_node_fail(n, BD_EUNSUPPORTED,
+                            "needs two float32 or two int64 inputs (got %s, %s)",
                             bd_dtype_name(a->dtype), bd_dtype_name(b->dtype));
     if (a->ndim != 2 || b->ndim != 2)
         return bd_node_fail(n, BD_EFORMAT, "A %s and B %s must be 2-D",
@@ -74,13 +77,29 @@ bd_status bd_k_gemm(const bd_graph *g, const bd_node *n, bd_tensor *const *in, b
     return BD_OK;
 }
 
+/* y[m, nn] = a[m, k] b[k, nn], wrapping on overflow as ONNX Runtime's does */
+static void matmul_i64(const int64_t *a, const int64_t *b, int64_t m, int64_t k, int64_t nn,
+                       int64_t *y)
+{
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < nn; j++) {
+            uint64_t acc = 0;
+            for (int64_t p = 0; p < k; p++)
+                acc += (uint64_t)a[i * k + p] * (uint64_t)b[p * nn + j];
+            y[i * nn + j] = (int64_t)acc;
+        }
+}
+
 bd_status bd_k_matmul(const bd_graph *g, const bd_node *n, bd_tensor *const *in, bd_tensor **out)
 {
     (void)g;
     const bd_tensor *a = in[0], *b = in[1];
     char sa[96], sb[96];
-    if (a->dtype != BD_F32 || b->dtype != BD_F32)
-        return bd_node_fail(n, BD_EUNSUPPORTED, "needs float32 inputs (got %s, %s)",
+    /* int64 too: a compressed file sums code bits against powers of two
+     * (compressed.c), which must stay exact */
+    if (a->dtype != b->dtype || (a->dtype != BD_F32 && a->dtype != BD_I64))
+        return bd_node_fail(n, BD_EUNSUPPORTED,
+                            "needs two float32 or two int64 inputs (got %s, %s)",
                             bd_dtype_name(a->dtype), bd_dtype_name(b->dtype));
     if (a->ndim < 1 || b->ndim < 1)
         return bd_node_fail(n, BD_EFORMAT, "inputs must have at least one dimension");
@@ -117,11 +136,9 @@ bd_status bd_k_matmul(const bd_graph *g, const bd_node *n, bd_tensor *const *in,
         dims[nd++] = m;
     if (b->ndim > 1)
         dims[nd++] = nn;
-    BD_TRY(bd_tensor_new_raw(out, BD_F32, nd, dims, n->name));
-    float *y = (*out)->data;
-    const float *av = a->data, *bv = b->data;
+    BD_TRY(bd_tensor_new_raw(out, a->dtype, nd, dims, n->name));
     if (k == 0)
-        memset(y, 0, (size_t)(batches * m * nn) * sizeof *y);
+        memset((*out)->data, 0, bd_tensor_nbytes(*out));
     for (int64_t t = 0; t < batches && k > 0; t++) {
         /* offsets of this batch index in a and b, honouring broadcast */
         int64_t rem = t, oa = 0, ob = 0, stride_a = 1, stride_b = 1;
@@ -140,9 +157,15 @@ bd_status bd_k_matmul(const bd_graph *g, const bd_node *n, bd_tensor *const *in,
                 stride_b *= b->dims[ib];
             }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)nn, (int)k, 1.0f,
-                    av + oa * m * k, (int)k, bv + ob * k * nn, (int)nn, 0.0f, y + t * m * nn,
-                    (int)nn);
+        if (a->dtype == BD_I64)
+            matmul_i64((const int64_t *)a->data + oa * m * k,
+                       (const int64_t *)b->data + ob * k * nn, m, k, nn,
+                       (int64_t *)(*out)->data + t * m * nn);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)nn, (int)k, 1.0f,
+                        (const float *)a->data + oa * m * k, (int)k,
+                        (const float *)b->data + ob * k * nn, (int)nn, 0.0f,
+                        (float *)(*out)->data + t * m * nn, (int)nn);
     }
     return BD_OK;
 }
