@@ -132,10 +132,9 @@ void bd_pack_bits(const int32_t *codes, int64_t n, int bits, uint8_t *out)
         out[o] = (uint8_t)acc;
 }
 
-void bd_unpack_bits_from(const uint8_t *in, int64_t first, int64_t n, int bits, int32_t *codes)
+void bd_unpack_bits_at(const uint8_t *in, int64_t bit0, int64_t n, int bits, int32_t *codes)
 {
     const uint64_t mask = ((uint64_t)1 << bits) - 1;
-    const int64_t bit0 = first * bits;
     int64_t o = bit0 / 8;
     int skip = (int)(bit0 % 8), held = 0;
     uint64_t acc = 0;
@@ -151,6 +150,11 @@ void bd_unpack_bits_from(const uint8_t *in, int64_t first, int64_t n, int bits, 
         acc >>= bits;
         held -= bits;
     }
+}
+
+void bd_unpack_bits_from(const uint8_t *in, int64_t first, int64_t n, int bits, int32_t *codes)
+{
+    bd_unpack_bits_at(in, first * bits, n, bits, codes);
 }
 
 void bd_unpack_bits(const uint8_t *in, int64_t n, int bits, int32_t *codes)

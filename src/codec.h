@@ -96,6 +96,8 @@ void bd_pack_bits(const int32_t *codes, int64_t n, int bits, uint8_t *out);
 void bd_unpack_bits(const uint8_t *in, int64_t n, int bits, int32_t *codes);
 /* Codes first..first+n-1 of a packed string. */
 void bd_unpack_bits_from(const uint8_t *in, int64_t first, int64_t n, int bits, int32_t *codes);
+/* n codes of `bits` bits starting at bit bit0 of a string. */
+void bd_unpack_bits_at(const uint8_t *in, int64_t bit0, int64_t n, int bits, int32_t *codes);
 
 /* Bytes as stored: packed codes + the fp16 codebook, or scales and zeros. */
 int64_t bd_qlayer_code_bytes(const bd_qlayer *q);

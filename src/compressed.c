@@ -1024,6 +1024,7 @@ typedef struct group {
     int bits;
     int32_t *codes;     /* all of them, as the expression computes them */
     int64_t *offset;    /* where output j's codes start */
+    int direct;         /* read straight from the string, the cone not run */
 } group;
 
 /* One decoding expression found in a graph. */
@@ -1039,6 +1040,7 @@ typedef struct found {
     chain *chains;
     int nchains;
     unsigned char *mark; /* per node: part of an expression */
+    unsigned char *skip; /* per node: its result read from the string instead */
     int *owner;          /* per node: the value named when it fails to run */
 } found;
 
@@ -1053,6 +1055,7 @@ static void found_free(found *f)
     free(f->groups);
     free(f->chains);
     free(f->mark);
+    free(f->skip);
     free(f->owner);
 }
 
@@ -1198,6 +1201,103 @@ static bd_status unpack_group(const bd_graph *g, bd_tensor *const *vals, group *
             gr->codes[i] = (int32_t)c;
     }
     return st;
+}
+
+/* The node producing v if it is `op` with nin inputs, else NULL. */
+static const bd_node *made_by(const bd_graph *g, int v, const char *op, int nin)
+{
+    const bd_node *n = producer(g, v);
+    return n && is_node(n, op, nin) ? n : NULL;
+}
+
+/* Whether constant input k of n holds exactly the int64 values want[0..n). */
+static int const_is(const bd_graph *g, const bd_node *n, int k, const int64_t *want, int count)
+{
+    const bd_tensor *t = bd_node_const_input(g, n, k);
+    if (!t || t->dtype != BD_I64 || bd_tensor_count(t) != count)
+        return 0;
+    for (int i = 0; i < count; i++)
+        if (bd_tensor_get_i64(t, i) != want[i])
+            return 0;
+    return 1;
+}
+
+/* packed/3's unpacking of group gr, recognised node by node: the bits of
+ * the uint8 string (Cast, Div by [1, 2, ..., 128], Mod 2, Reshape [-1]),
+ * maybe a Split of them by width, Reshape [-1, b] and the MatMul. Then the
+ * codes are read from the string at their bit offset, which spares running
+ * the cone: its int64 bits take 64 times the string's bytes. */
+static int direct_group(const bd_graph *g, group *gr)
+{
+    static const int64_t shifts[8] = {1, 2, 4, 8, 16, 32, 64, 128}, two = 2, flat = -1;
+    const bd_node *n = &g->nodes[gr->node];
+    const bd_node *mm = strcmp(n->op, "Split") == 0 ? producer(g, n->inputs[0]) : n;
+    if (!mm || !is_node(mm, "MatMul", 2))
+        return 0;
+    const bd_node *rows = made_by(g, mm->inputs[0], "Reshape", 2);
+    if (!rows || !const_is(g, rows, 1, (const int64_t[]){-1, gr->bits}, 2))
+        return 0;
+    int x = rows->inputs[0];
+    int64_t bit0 = 0, nbits = -1;
+    const bd_node *cut = made_by(g, x, "Split", 2);
+    if (cut) {
+        const bd_tensor *sizes = bd_node_const_input(g, cut, 1);
+        if (!sizes || sizes->dtype != BD_I64 || bd_tensor_count(sizes) != cut->noutputs)
+            return 0;
+        const int64_t most = 8 * bd_tensor_count(g->values[gr->packed].init);
+        for (int j = 0; j < cut->noutputs && nbits < 0; j++) {
+            int64_t c = bd_tensor_get_i64(sizes, j);
+            if (c < 0 || c > most || bit0 > most)
+                return 0;
+            if (cut->outputs[j] == x)
+                nbits = c;
+            else
+                bit0 += c;
+        }
+        x = cut->inputs[0];
+    }
+    const bd_node *fl = made_by(g, x, "Reshape", 2);
+    const bd_node *mod = fl ? made_by(g, fl->inputs[0], "Mod", 2) : NULL;
+    const bd_node *div = mod ? made_by(g, mod->inputs[0], "Div", 2) : NULL;
+    const bd_node *cast = div ? made_by(g, div->inputs[0], "Cast", 1) : NULL;
+    if (!cast || !const_is(g, fl, 1, &flat, 1) || !const_is(g, mod, 1, &two, 1) ||
+        !const_is(g, div, 1, shifts, 8) || cast->inputs[0] != gr->packed ||
+        bd_attr_int(mod, "fmod", 0) != 0)
+        return 0;
+    const bd_tensor *p = g->values[gr->packed].init;
+    if (nbits < 0)
+        nbits = 8 * bd_tensor_count(p);
+    if (bit0 < 0 || nbits < 0 || nbits % gr->bits || bit0 + nbits > 8 * bd_tensor_count(p))
+        return 0;
+    const int64_t total = nbits / gr->bits;
+    int64_t sum = 0;
+    if (strcmp(n->op, "Split") == 0) {
+        const bd_tensor *sizes = bd_node_const_input(g, n, 1);
+        for (int j = 0; j < n->noutputs; j++) {
+            int64_t c = bd_tensor_get_i64(sizes, j);
+            if (c < 0 || c > total)
+                return 0;
+            sum += c;
+        }
+        if (sum != total)
+            return 0;
+    }
+    gr->offset = malloc((size_t)(n->noutputs + 1) * sizeof *gr->offset);
+    gr->codes = malloc((size_t)total * sizeof *gr->codes + 1);
+    if (!gr->offset || !gr->codes) {
+        free(gr->offset);
+        free(gr->codes);
+        gr->offset = NULL;
+        gr->codes = NULL;
+        return 0;
+    }
+    gr->offset[0] = 0;
+    for (int j = 0; strcmp(n->op, "Split") == 0 && j < n->noutputs; j++)
+        gr->offset[j + 1] = gr->offset[j] + bd_tensor_get_i64(bd_node_const_input(g, n, 1), j);
+    gr->offset[n->noutputs] = total;
+    bd_unpack_bits_at(p->data, bit0, total, gr->bits, gr->codes);
+    gr->direct = 1;
+    return 1;
 }
 
 /* Where value v's codes come from: output j of a group, returned as group
@@ -1557,28 +1657,36 @@ static bd_status find_all(const bd_graph *g, found *f)
     f->groups = calloc((size_t)g->nnodes + 1, sizeof *f->groups);
     f->chains = calloc((size_t)g->nnodes + 1, sizeof *f->chains);
     f->mark = calloc((size_t)g->nnodes + 1, 1);
+    f->skip = calloc((size_t)g->nnodes + 1, 1);
     f->owner = calloc((size_t)g->nnodes + 1, sizeof *f->owner);
     unsigned char *cone = malloc((size_t)g->nnodes + 1), *cones = calloc((size_t)g->nnodes + 1, 1);
     bd_tensor **vals = calloc((size_t)g->nvalues + 1, sizeof *vals);
-    bd_status st = f->groups && f->chains && f->mark && f->owner && cone && cones && vals
-                       ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    bd_status st = f->groups && f->chains && f->mark && f->skip && f->owner && cone && cones &&
+                           vals
+                       ? BD_OK
+                       : bd_fail(BD_ENOMEM, "out of memory");
+    int run = 0;
     for (int i = 0; i < g->nnodes && st == BD_OK; i++) {
         group *gr = &f->groups[f->ngroups];
         if (!match_group(g, i, cone, gr))
             continue;
         f->ngroups++;
+        int direct = direct_group(g, gr);
+        run |= !direct;
         for (int k = 0; k < g->nnodes; k++)
             if (cone[k] || k == i) {
                 f->mark[k] = 1;
-                cones[k] |= cone[k];
+                f->skip[k] |= direct;
+                cones[k] |= cone[k] && !direct;
                 f->owner[k] = gr->packed;
             }
     }
     /* once for all groups: packed/3's widths share their bits */
-    if (st == BD_OK && f->ngroups)
+    if (st == BD_OK && run)
         st = run_nodes(g, cones, f->owner, vals);
     for (int i = 0; i < f->ngroups && st == BD_OK; i++)
-        st = unpack_group(g, vals, &f->groups[i]);
+        if (!f->groups[i].direct)
+            st = unpack_group(g, vals, &f->groups[i]);
     for (int v = 0; vals && v < g->nvalues; v++)
         bd_tensor_free(vals[v]);
     free(vals);
@@ -1685,6 +1793,28 @@ static bd_status layer_qlayers(const bd_graph *g, chain *ch, int nch, layer_meta
     return BD_OK;
 }
 
+/* The values the skipped nodes of direct groups would have computed that
+ * the rest of an expression reads: each output of the group's node, its
+ * codes as int64. */
+static bd_status seed_direct(const bd_graph *g, const found *f, bd_tensor **vals)
+{
+    for (int i = 0; i < f->ngroups; i++) {
+        const group *gr = &f->groups[i];
+        const bd_node *n = &g->nodes[gr->node];
+        for (int j = 0; gr->direct && j < n->noutputs; j++) {
+            int64_t count = gr->offset[j + 1] - gr->offset[j];
+            bd_tensor *t;
+            if (n->outputs[j] < 0)
+                continue;
+            BD_TRY(bd_tensor_new_raw(&t, BD_I64, 1, &count, g->values[n->outputs[j]].name));
+            for (int64_t c = 0; c < count; c++)
+                ((int64_t *)t->data)[c] = gr->codes[gr->offset[j] + c];
+            vals[n->outputs[j]] = t;
+        }
+    }
+    return BD_OK;
+}
+
 bd_status bd_compressed_import(bd_graph *g, bd_qlayer **q, int *nlayers)
 {
     *q = NULL;
@@ -1698,7 +1828,11 @@ bd_status bd_compressed_import(bd_graph *g, bd_qlayer **q, int *nlayers)
     if (st == BD_OK && !(vals = calloc((size_t)g->nvalues + 1, sizeof *vals)))
         st = bd_fail(BD_ENOMEM, "out of memory");
     if (st == BD_OK)
-        st = run_nodes(g, f.mark, f.owner, vals);
+        st = seed_direct(g, &f, vals);
+    for (int i = 0; st == BD_OK && i < g->nnodes; i++)
+        f.skip[i] = f.mark[i] && !f.skip[i]; /* now: the nodes left to run */
+    if (st == BD_OK)
+        st = run_nodes(g, f.skip, f.owner, vals);
     if (st == BD_OK) {
         replace_marked(g, &f, vals);
         st = layer_qlayers(g, f.chains, f.nchains, m, nm, q, nlayers);
