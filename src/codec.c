@@ -116,20 +116,7 @@ int64_t bd_packed_bytes(int64_t n, int bits) { return (n * bits + 7) / 8; }
 void bd_pack_bits(const int32_t *codes, int64_t n, int bits, uint8_t *out)
 {
     memset(out, 0, (size_t)bd_packed_bytes(n, bits));
-    uint64_t acc = 0; /* bits not yet written, low first */
-    int held = 0;
-    int64_t o = 0;
-    for (int64_t i = 0; i < n; i++) {
-        acc |= (uint64_t)(uint32_t)codes[i] << held;
-        held += bits;
-        while (held >= 8) {
-            out[o++] = (uint8_t)acc;
-            acc >>= 8;
-            held -= 8;
-        }
-    }
-    if (held > 0)
-        out[o] = (uint8_t)acc;
+    bd_pack_bits_at(codes, n, bits, out, 0);
 }
 
 void bd_unpack_bits_at(const uint8_t *in, int64_t bit0, int64_t n, int bits, int32_t *codes)
@@ -262,7 +249,20 @@ bd_status bd_qlayer_decode_packed(const bd_qlayer *q, const uint8_t *packed, con
 
 void bd_pack_bits_at(const int32_t *codes, int64_t n, int bits, uint8_t *out, int64_t at)
 {
-    for (int64_t i = 0; i < n; i++)
-        for (int k = 0; k < bits; k++, at++)
-            out[at >> 3] |= (uint8_t)(((uint32_t)codes[i] >> k & 1) << (at & 7));
+    /* bits not yet written, low first; those below `held` at the start are
+     * the string's own, which OR keeps */
+    uint64_t acc = 0;
+    int held = (int)(at & 7);
+    int64_t o = at >> 3;
+    for (int64_t i = 0; i < n; i++) {
+        acc |= (uint64_t)(uint32_t)codes[i] << held;
+        held += bits;
+        while (held >= 8) {
+            out[o++] |= (uint8_t)acc;
+            acc >>= 8;
+            held -= 8;
+        }
+    }
+    if (held > 0)
+        out[o] |= (uint8_t)acc;
 }
