@@ -1239,8 +1239,9 @@ static int direct_group(const bd_graph *g, group *gr)
         return 0;
     int x = rows->inputs[0];
     int64_t bit0 = 0, nbits = -1;
-    const bd_node *cut = made_by(g, x, "Split", 2);
-    if (cut) {
+    const bd_node *cut = producer(g, x); /* a Split by width, when several */
+    if (cut && strcmp(cut->op, "Split") == 0 && cut->ninputs == 2 && !cut->domain[0] &&
+        bd_attr_int(cut, "axis", 0) == 0) {
         const bd_tensor *sizes = bd_node_const_input(g, cut, 1);
         if (!sizes || sizes->dtype != BD_I64 || bd_tensor_count(sizes) != cut->noutputs)
             return 0;
@@ -1601,8 +1602,67 @@ static bd_status add_chain(const bd_graph *g, found *f, int start, chain *ch)
  * the file. vals[v] gets the values that unmarked nodes or the graph's
  * outputs read; the others are freed as soon as their readers ran. A node
  * that fails names the value owner[node]. */
+/* What an import's second run does beyond running nodes: it makes the
+ * codes of direct groups as their readers need them (not all at once), and
+ * in a lazy import it keeps of each layer's weight only a fingerprint and
+ * its shape: a view of the largest weight seen so far, contents undefined. */
+typedef struct run_ctx {
+    const found *f;
+    int lazy;
+    uint64_t *print;    /* per value: the fingerprint of a lazy weight */
+    bd_tensor *scratch; /* what the views share */
+} run_ctx;
+
+static uint64_t fingerprint(const void *data, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ ((const unsigned char *)data)[i]) * 1099511628211ull;
+    return h;
+}
+
+static int is_chain_weight(const found *f, int v)
+{
+    for (int c = 0; c < f->nchains; c++)
+        if (f->chains[c].weight == v)
+            return 1;
+    return 0;
+}
+
+/* vals[v] for a value a direct group's node gives: its codes as int64. */
+static bd_status seed(const bd_graph *g, const found *f, int v, bd_tensor **vals)
+{
+    int j, gi = group_output(g, f, v, &j);
+    if (gi < 0 || !f->groups[gi].direct)
+        return BD_OK;
+    const group *gr = &f->groups[gi];
+    int64_t count = gr->offset[j + 1] - gr->offset[j];
+    bd_tensor *t;
+    BD_TRY(bd_tensor_new_raw(&t, BD_I64, 1, &count, g->values[v].name));
+    for (int64_t c = 0; c < count; c++)
+        ((int64_t *)t->data)[c] = gr->codes[gr->offset[j] + c];
+    vals[v] = t;
+    return BD_OK;
+}
+
+/* A lazy import's weight: its fingerprint kept, the tensor a view. */
+static bd_status shape_only(run_ctx *rc, int v, bd_tensor **vals)
+{
+    bd_tensor *t = vals[v], *view;
+    rc->print[v] = fingerprint(t->data, bd_tensor_nbytes(t));
+    if (!rc->scratch || bd_tensor_count(t) > bd_tensor_count(rc->scratch)) {
+        bd_tensor_free(rc->scratch);
+        rc->scratch = NULL;
+        BD_TRY(bd_tensor_view(&rc->scratch, t, t->ndim, t->dims));
+    }
+    BD_TRY(bd_tensor_view_head(&view, rc->scratch, t->ndim, t->dims));
+    bd_tensor_free(t);
+    vals[v] = view;
+    return BD_OK;
+}
+
 static bd_status run_nodes(const bd_graph *g, const unsigned char *mark, const int *owner,
-                           bd_tensor **vals)
+                           run_ctx *rc, bd_tensor **vals)
 {
     int *left = calloc((size_t)g->nvalues + 1, sizeof *left);
     unsigned char *kept = calloc((size_t)g->nvalues + 1, 1);
@@ -1626,17 +1686,29 @@ static bd_status run_nodes(const bd_graph *g, const unsigned char *mark, const i
             st = bd_fail(BD_ENOMEM, "out of memory");
             break;
         }
+        for (int k = 0; rc && k < n->ninputs && st == BD_OK; k++) {
+            int v = n->inputs[k];
+            if (v >= 0 && !g->values[v].init && !vals[v])
+                st = seed(g, rc->f, v, vals);
+        }
         for (int k = 0; k < n->ninputs; k++)
             in[k] = n->inputs[k] < 0 ? NULL : g->values[n->inputs[k]].init
                                                   ? g->values[n->inputs[k]].init
                                                   : vals[n->inputs[k]];
-        st = bd_op_run(g, n, in, in + n->ninputs);
+        if (st == BD_OK)
+            st = bd_op_run(g, n, in, in + n->ninputs);
         if (st != BD_OK)
             st = bd_error_context(st, "the decoding expression of '%s'",
                                   g->values[owner[i]].name);
-        for (int k = 0; st == BD_OK && k < n->noutputs; k++)
-            if (n->outputs[k] >= 0)
-                vals[n->outputs[k]] = in[n->ninputs + k];
+        for (int k = 0; st == BD_OK && k < n->noutputs; k++) {
+            int v = n->outputs[k];
+            if (v < 0)
+                continue;
+            vals[v] = in[n->ninputs + k];
+            if (rc && rc->lazy && kept[v] && vals[v] && vals[v]->dtype == BD_F32 &&
+                is_chain_weight(rc->f, v))
+                st = shape_only(rc, v, vals);
+        }
         for (int k = 0; k < n->ninputs; k++) {
             int v = n->inputs[k];
             if (v >= 0 && !g->values[v].init && --left[v] == 0 && !kept[v]) {
@@ -1683,7 +1755,7 @@ static bd_status find_all(const bd_graph *g, found *f)
     }
     /* once for all groups: packed/3's widths share their bits */
     if (st == BD_OK && run)
-        st = run_nodes(g, cones, f->owner, vals);
+        st = run_nodes(g, cones, f->owner, NULL, vals);
     for (int i = 0; i < f->ngroups && st == BD_OK; i++)
         if (!f->groups[i].direct)
             st = unpack_group(g, vals, &f->groups[i]);
@@ -1727,18 +1799,21 @@ static void replace_marked(bd_graph *g, const found *f, bd_tensor **vals)
 
 /* Whether the codes of ch, laid out as layer l's weight, are the dense
  * weight: a foreign expression may cut rows another way. */
-static bd_status same_layout(const bd_graph *g, const bd_layer *l, const chain *ch, int *same)
+static bd_status same_layout(const bd_graph *g, const bd_layer *l, const chain *ch,
+                             const run_ctx *rc, int *same)
 {
     *same = 0;
-    if (bd_graph_use_count(g, l->weight) != 1 ||
-        (ch->q.format == BD_FMT_INT && ch->q.nscales != 1 && ch->q.nscales != l->rows))
+    if (bd_graph_use_count(g, l->weight) != 1)
         return BD_OK;
     const bd_tensor *w = g->values[l->weight].init;
     float *decoded = malloc(bd_tensor_nbytes(w) + 1);
     if (!decoded)
         return bd_fail(BD_ENOMEM, "out of memory checking layer '%s'", l->name);
     bd_status st = bd_qlayer_decode(&ch->q, l, decoded);
-    *same = st == BD_OK && memcmp(decoded, w->data, bd_tensor_nbytes(w)) == 0;
+    /* a lazy import kept the weight's fingerprint, not the weight */
+    *same = st == BD_OK && (rc->lazy ? fingerprint(decoded, bd_tensor_nbytes(w)) ==
+                                           rc->print[l->weight]
+                                     : memcmp(decoded, w->data, bd_tensor_nbytes(w)) == 0);
     free(decoded);
     if (st == BD_ENOMEM)
         return st;
@@ -1762,7 +1837,7 @@ static void apply_meta(layer_meta *m, int nm, int index, const char *name, bd_ql
 }
 
 static bd_status layer_qlayers(const bd_graph *g, chain *ch, int nch, layer_meta *m, int nm,
-                               bd_qlayer **q, int *nlayers)
+                               const run_ctx *rc, bd_qlayer **q, int *nlayers)
 {
     bd_layer *layers;
     int n;
@@ -1774,7 +1849,7 @@ static bd_status layer_qlayers(const bd_graph *g, chain *ch, int nch, layer_meta
             int same;
             if (ch[c].weight != layers[i].weight || ch[c].q.k == 0)
                 continue;
-            st = same_layout(g, &layers[i], &ch[c], &same);
+            st = same_layout(g, &layers[i], &ch[c], rc, &same);
             if (st != BD_OK || !same)
                 continue;
             out[i] = ch[c].q;
@@ -1782,6 +1857,11 @@ static bd_status layer_qlayers(const bd_graph *g, chain *ch, int nch, layer_meta
             apply_meta(m, nm, i, layers[i].name, &out[i]);
         }
     free(layers);
+    /* a lazy import has no dense weight to fall back on */
+    for (int c = 0; rc->lazy && st == BD_OK && c < nch; c++)
+        if (ch[c].q.k > 0)
+            st = bd_fail(BD_EUNSUPPORTED, "weight '%s' is not in bitdown's layout: it loads "
+                         "decoded only", g->values[ch[c].weight].name);
     if (st != BD_OK) {
         for (int i = 0; out && i < n; i++)
             bd_qlayer_free(&out[i]);
@@ -1793,29 +1873,7 @@ static bd_status layer_qlayers(const bd_graph *g, chain *ch, int nch, layer_meta
     return BD_OK;
 }
 
-/* The values the skipped nodes of direct groups would have computed that
- * the rest of an expression reads: each output of the group's node, its
- * codes as int64. */
-static bd_status seed_direct(const bd_graph *g, const found *f, bd_tensor **vals)
-{
-    for (int i = 0; i < f->ngroups; i++) {
-        const group *gr = &f->groups[i];
-        const bd_node *n = &g->nodes[gr->node];
-        for (int j = 0; gr->direct && j < n->noutputs; j++) {
-            int64_t count = gr->offset[j + 1] - gr->offset[j];
-            bd_tensor *t;
-            if (n->outputs[j] < 0)
-                continue;
-            BD_TRY(bd_tensor_new_raw(&t, BD_I64, 1, &count, g->values[n->outputs[j]].name));
-            for (int64_t c = 0; c < count; c++)
-                ((int64_t *)t->data)[c] = gr->codes[gr->offset[j] + c];
-            vals[n->outputs[j]] = t;
-        }
-    }
-    return BD_OK;
-}
-
-bd_status bd_compressed_import(bd_graph *g, bd_qlayer **q, int *nlayers)
+static bd_status import(bd_graph *g, int lazy, bd_qlayer **q, int *nlayers)
 {
     *q = NULL;
     *nlayers = 0;
@@ -1823,42 +1881,68 @@ bd_status bd_compressed_import(bd_graph *g, bd_qlayer **q, int *nlayers)
     int nm;
     found f;
     bd_tensor **vals = NULL;
+    run_ctx rc = {.f = &f, .lazy = lazy};
     BD_TRY(parse_pq_meta(g, &m, &nm));
     bd_status st = find_all(g, &f);
-    if (st == BD_OK && !(vals = calloc((size_t)g->nvalues + 1, sizeof *vals)))
+    if (st == BD_OK && (!(vals = calloc((size_t)g->nvalues + 1, sizeof *vals)) ||
+                        !(rc.print = calloc((size_t)g->nvalues + 1, sizeof *rc.print))))
         st = bd_fail(BD_ENOMEM, "out of memory");
-    if (st == BD_OK)
-        st = seed_direct(g, &f, vals);
     for (int i = 0; st == BD_OK && i < g->nnodes; i++)
         f.skip[i] = f.mark[i] && !f.skip[i]; /* now: the nodes left to run */
     if (st == BD_OK)
-        st = run_nodes(g, f.skip, f.owner, vals);
+        st = run_nodes(g, f.skip, f.owner, &rc, vals);
+    /* codes that a node outside every expression reads (a chain bitdown
+     * does not take) stay, as constants */
+    for (int i = 0; st == BD_OK && i < g->nnodes; i++)
+        for (int k = 0; !f.mark[i] && k < g->nodes[i].ninputs && st == BD_OK; k++) {
+            int v = g->nodes[i].inputs[k];
+            if (v >= 0 && !g->values[v].init && !vals[v])
+                st = seed(g, &f, v, vals);
+        }
     if (st == BD_OK) {
         replace_marked(g, &f, vals);
-        st = layer_qlayers(g, f.chains, f.nchains, m, nm, q, nlayers);
+        st = layer_qlayers(g, f.chains, f.nchains, m, nm, &rc, q, nlayers);
     }
     if (st == BD_OK)
         drop_pq_meta(g);
     for (int v = 0; vals && v < g->nvalues; v++)
         bd_tensor_free(vals[v]);
     free(vals);
+    free(rc.print);
+    bd_tensor_free(rc.scratch);
     found_free(&f);
     free_layer_metas(m, nm);
     return st;
 }
 
-bd_status bd_model_load(const char *path, bd_graph **g, bd_qlayer **q, int *nlayers)
+bd_status bd_compressed_import(bd_graph *g, bd_qlayer **q, int *nlayers)
+{
+    return import(g, 0, q, nlayers);
+}
+
+static bd_status model_load(const char *path, int lazy, bd_graph **g, bd_qlayer **q,
+                            int *nlayers)
 {
     *g = NULL;
     *q = NULL;
     *nlayers = 0;
     bd_graph *loaded;
     BD_TRY(bd_onnx_load(path, &loaded));
-    bd_status st = bd_compressed_import(loaded, q, nlayers);
+    bd_status st = import(loaded, lazy, q, nlayers);
     if (st != BD_OK) {
         bd_graph_free(loaded);
         return bd_error_context(st, "%s", path);
     }
     *g = loaded;
     return BD_OK;
+}
+
+bd_status bd_model_load(const char *path, bd_graph **g, bd_qlayer **q, int *nlayers)
+{
+    return model_load(path, 0, g, q, nlayers);
+}
+
+bd_status bd_model_load_lazy(const char *path, bd_graph **g, bd_qlayer **q, int *nlayers)
+{
+    return model_load(path, 1, g, q, nlayers);
 }

@@ -61,4 +61,12 @@ bd_status bd_compressed_import(bd_graph *g, bd_qlayer **q, int *nlayers);
 /* Loads an ONNX file, plain or compressed: bd_onnx_load + import. */
 bd_status bd_model_load(const char *path, bd_graph **g, bd_qlayer **q, int *nlayers);
 
+/* The same without ever holding every dense weight: each quantized layer's
+ * weight is computed once to check it against its codes, then kept as a
+ * placeholder of its shape (contents undefined) that bd_lazy_weights_new
+ * (lazy_weights.h) must replace before the graph runs. Fails with
+ * BD_EUNSUPPORTED where a weight would have to stay dense (an expression
+ * not in bitdown's layout): load such a file with bd_model_load. */
+bd_status bd_model_load_lazy(const char *path, bd_graph **g, bd_qlayer **q, int *nlayers);
+
 #endif

@@ -160,7 +160,12 @@ bd_status cli_load_model(const char *path, bd_graph **g, int describe, bd_lazy_w
     int n;
     if (lw)
         *lw = NULL;
-    BD_TRY(bd_model_load(path, g, &q, &n));
+    /* a lazy load never holds every dense weight; a file it cannot take
+     * loads decoded */
+    bd_status ls = lw ? bd_model_load_lazy(path, g, &q, &n) : BD_EUNSUPPORTED;
+    if (ls == BD_EUNSUPPORTED)
+        ls = bd_model_load(path, g, &q, &n);
+    BD_TRY(ls);
     bd_layer *layers = NULL;
     const bd_qlayer **qp = calloc((size_t)n + 1, sizeof *qp);
     int quantized = 0, nlayers = 0;

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# bitdown eval of a compressed model runs from its stored form: its peak
+# resident memory stays below the dense model's by at least the dense
+# weights' size (the paper's ResNet-18 compressed with PQ small holds its
+# codes, one decoded layer and the activations, never every dense weight),
+# and its logits are the dense-decoded file's. Skipped under the sanitizers
+# (their shadow memory is most of any peak), or without the model or
+# /usr/bin/time.
+. "$(dirname "$0")/support/testlib.sh"
+R=../shared/models/resnet18_bgd_small.onnx
+[ -e "$R" ] || { echo "SKIP: no $R"; exit 77; }
+[ -z "${BD_SANITIZED:-}" ] || { echo "SKIP: peaks under the sanitizers mean nothing"; exit 77; }
+[ -x /usr/bin/time ] || { echo "SKIP: no /usr/bin/time"; exit 77; }
+mkdir -p "$TMP/img/all"
+for f in examples/images/*.png; do ln -s "$PWD/$f" "$TMP/img/all/"; done
+PRE=(--rgb --resize 256 --crop 224 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225)
+"$BIN" quantize "$R" -o "$TMP/q.onnx" --regime small --calib "dir:$TMP/img" --calib-n 8 --iters 5 \
+  --restarts 1 "${PRE[@]}" --report "$TMP/r.json" >/dev/null 2>"$TMP/err" ||
+  fail "quantize: $(cat "$TMP/err")"
+"$BIN" quantize "$R" -o "$TMP/d.onnx" --regime small --calib "dir:$TMP/img" --calib-n 8 --iters 5 \
+  --restarts 1 "${PRE[@]}" --decoded >/dev/null 2>"$TMP/err" || fail "quantize --decoded: $(cat "$TMP/err")"
+# peak MODEL NAME: the eval's peak resident KB; its logits in $TMP/NAME.f32
+peak() {
+  /usr/bin/time -f %M -o "$TMP/$2.kb" "$BIN" eval "$1" --data "dir:$TMP/img" "${PRE[@]}" --batch 8 \
+    --logits "$TMP/$2.f32" >/dev/null 2>"$TMP/err" || fail "eval $1: $(cat "$TMP/err")"
+  tail -1 "$TMP/$2.kb"
+}
+dense=$(peak "$TMP/d.onnx" dense)
+packed=$(peak "$TMP/q.onnx" packed)
+weights=$(/usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["totals"]["fp32_bytes"] // 1024)' "$TMP/r.json")
+echo "eval peak: dense $dense KB, compressed $packed KB; dense weights $weights KB"
+((packed + weights <= dense)) ||
+  fail "the compressed eval peaked at $packed KB, not $weights KB (the dense weights) below the dense one's $dense KB"
+cmp -s "$TMP/dense.f32" "$TMP/packed.f32" || fail "the compressed eval's logits differ from the decoded file's"
+finish
