@@ -13,7 +13,7 @@ cat >"$TMP/budget.lua" <<LUA
 local target = bd.size().fp32_mb / 4
 local formats = ...
 arg = {[0] = "lua/policies/size_budget.lua", "target_mb=" .. target, "calib_n=$N",
-       "iters=5", "trial_iters=4", "formats=" .. formats}
+       "iters=3", "trial_iters=2", "formats=" .. formats}
 dofile(arg[0])
 local got = bd.size().compressed_mb
 assert(got <= target and got >= 0.95 * target, ("%.5f MB for a target of %.5f MB"):format(got, target))
@@ -60,7 +60,7 @@ grep -q "size_budget: needs one of target_mb=M or target_ratio=R" "$TMP/err" || 
 
 # bitdown quantize --policy writes a file whose size info agrees with the policy's
 "$BIN" quantize $M -o "$TMP/p.onnx" --calib-n $N --iters 5 \
-  --policy size_budget:target_mb=0.05,trial_iters=4 --report "$TMP/p.json" >"$TMP/out" 2>&1 ||
+  --policy size_budget:target_mb=0.05,trial_iters=4,formats=pq --report "$TMP/p.json" >"$TMP/out" 2>&1 ||
   fail "quantize --policy: $(cat "$TMP/out")"
 /usr/bin/python3 - "$TMP/p.json" "$TMP/p.onnx" <<'PY' || fail "the --policy report"
 import json, os, sys
