@@ -37,7 +37,6 @@ bd_status bd_lazy_weights_new(bd_graph *g, const bd_layer *layers, bd_qlayer *q,
                               bd_lazy_weights **out)
 {
     *out = NULL;
-    bd_lazy_weights *lw = calloc(1, sizeof *lw);
     int nq = 0;
     int64_t most = 1;
     for (int i = 0; i < n; i++)
@@ -49,6 +48,7 @@ bd_status bd_lazy_weights_new(bd_graph *g, const bd_layer *layers, bd_qlayer *q,
                                layers[i].name);
             most = bd_tensor_count(w) > most ? bd_tensor_count(w) : most;
         }
+    bd_lazy_weights *lw = calloc(1, sizeof *lw);
     bd_status s = lw ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
     if (s == BD_OK) {
         lw->g = g;

@@ -35,21 +35,6 @@ static float *correlated_rows(int64_t n, int64_t L, float a, float b, uint64_t s
     return x;
 }
 
-/* ||X (W - W^)^T||_F^2 straight from the rows. */
-static double output_error(const float *x, int64_t n, const float *w, const float *w_hat,
-                           int64_t rows, int64_t L)
-{
-    double e = 0;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t r = 0; r < rows; r++) {
-            double v = 0;
-            for (int64_t c = 0; c < L; c++)
-                v += (double)x[i * L + c] * ((double)w[r * L + c] - w_hat[r * L + c]);
-            e += v * v;
-        }
-    return e;
-}
-
 typedef struct fitted {
     bd_pq_result res;
     float *w_hat;
@@ -68,7 +53,7 @@ static void fit_both(const float *x, int64_t n, const float *w, int64_t rows, in
     assert_int_equal(bd_pq_fit(w, rows * L / d, &g, &opt, NULL, &f->res), BD_OK);
     f->w_hat = malloc((size_t)(rows * L) * sizeof *f->w_hat);
     bd_pq_decode(f->res.centroids, d, f->res.assign, rows * L / d, f->w_hat);
-    f->block_err = output_error(x, n, w, f->w_hat, rows, L);
+    f->block_err = bd_test_output_error(x, n, w, f->w_hat, rows, L);
     double before, after;
     assert_int_equal(bd_feedback_pq(&fl, d, f->res.k, f->res.centroids, f->res.assign,
                                     BD_FEEDBACK_PASSES, NULL, &before, &after),
@@ -77,7 +62,7 @@ static void fit_both(const float *x, int64_t n, const float *w, int64_t rows, in
     /* the objective it reports is the output error itself */
     assert_true(fabs(before - f->block_err) <= 1e-3 * f->block_err);
     bd_pq_decode(f->res.centroids, d, f->res.assign, rows * L / d, f->w_hat);
-    f->feedback_err = output_error(x, n, w, f->w_hat, rows, L);
+    f->feedback_err = bd_test_output_error(x, n, w, f->w_hat, rows, L);
     assert_true(fabs(after - f->feedback_err) <= 1e-3 * f->feedback_err);
     bd_gram_free(&g);
 }
@@ -208,7 +193,8 @@ static void test_scalar_feedback_beats_rounding(void **state)
     assert_int_equal(bd_feedback_pass(&fl, 1, round_to_grid, &g, NULL), BD_OK);
     for (int i = 0; i < ROWS * L; i++) /* every value on the grid */
         assert_true(fabsf(fed[i] / step - roundf(fed[i] / step)) < 1e-4f);
-    double e_rtn = output_error(x, N, w, rtn, ROWS, L), e_fed = output_error(x, N, w, fed, ROWS, L);
+    double e_rtn = bd_test_output_error(x, N, w, rtn, ROWS, L);
+    double e_fed = bd_test_output_error(x, N, w, fed, ROWS, L);
     if (!(e_fed < 0.8 * e_rtn))
         fail_msg("feedback %.6g vs round-to-nearest %.6g: not 20%% lower", e_fed, e_rtn);
     bd_gram_free(&h);

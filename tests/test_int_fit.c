@@ -32,20 +32,6 @@ static void gram_of(const float *x, int64_t n, bd_gram *h)
     bd_gram_finish(h);
 }
 
-/* sum_i ||W x_i - W^ x_i||^2, straight from the rows. */
-static double output_error(const float *x, const float *w, const float *w_hat)
-{
-    double e = 0;
-    for (int64_t i = 0; i < N; i++)
-        for (int64_t r = 0; r < ROWS; r++) {
-            double v = 0;
-            for (int64_t c = 0; c < L; c++)
-                v += (double)x[i * L + c] * ((double)w[r * L + c] - w_hat[r * L + c]);
-            e += v * v;
-        }
-    return e;
-}
-
 /* The layer the fits see: ROWS rows of L, one group. */
 static bd_layer layer(void)
 {
@@ -144,7 +130,8 @@ static void test_activation_aware_beats_rounding(void **state)
     bd_qlayer a, b;
     assert_int_equal(bd_int_fit(&fl, &spec, BD_OBJ_WEIGHT, NULL, &a, rtn), BD_OK);
     assert_int_equal(bd_int_fit(&fl, &spec, BD_OBJ_ACT, NULL, &b, act), BD_OK);
-    double e_rtn = output_error(x, w, rtn), e_act = output_error(x, w, act);
+    double e_rtn = bd_test_output_error(x, N, w, rtn, ROWS, L);
+    double e_act = bd_test_output_error(x, N, w, act, ROWS, L);
     if (!(e_act < 0.5 * e_rtn))
         fail_msg("activation-aware %.6g vs round to nearest %.6g: not half", e_act, e_rtn);
     /* the objective the fit reports agrees with the rows' error */
@@ -178,7 +165,8 @@ static void test_feedback_beats_rounding(void **state)
         assert_int_equal(bd_int_fit(&fl, &spec, BD_OBJ_FEEDBACK, NULL, &f, fed), BD_OK);
         /* the same grids: feedback only chooses other codes on them */
         assert_memory_equal(a.scales, f.scales, ROWS * sizeof *a.scales);
-        double e_act = output_error(x, w, act), e_fed = output_error(x, w, fed);
+        double e_act = bd_test_output_error(x, N, w, act, ROWS, L);
+    double e_fed = bd_test_output_error(x, N, w, fed, ROWS, L);
         if (!(e_fed < 0.8 * e_act))
             fail_msg("%d bits: feedback %.6g vs rounding on the same grid %.6g", bits, e_fed,
                      e_act);

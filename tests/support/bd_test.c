@@ -92,3 +92,17 @@ void bd_test_fill_random(float *x, size_t n, uint64_t seed, float lo, float hi)
         x[i] = lo + (hi - lo) * (float)((s >> 11) * (1.0 / 9007199254740992.0));
     }
 }
+
+double bd_test_output_error(const float *x, int64_t n, const float *w, const float *w_hat,
+                            int64_t rows, int64_t L)
+{
+    double e = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t r = 0; r < rows; r++) {
+            double v = 0;
+            for (int64_t c = 0; c < L; c++)
+                v += (double)x[i * L + c] * ((double)w[r * L + c] - w_hat[r * L + c]);
+            e += v * v;
+        }
+    return e;
+}

@@ -22,6 +22,11 @@ int bd_test_write_file(const char *path, const void *data, size_t len);
 double bd_test_rel_error(const float *a, const float *b, size_t n);
 /* Deterministic pseudo-random floats in [lo, hi). */
 void bd_test_fill_random(float *x, size_t n, uint64_t seed, float lo, float hi);
+/* sum_i ||W x_i - W^ x_i||^2 over n input rows x (n x L), W and W^ rows x L,
+ * straight from the rows (the truth the quantizers' objectives are checked
+ * against). */
+double bd_test_output_error(const float *x, int64_t n, const float *w, const float *w_hat,
+                            int64_t rows, int64_t L);
 /* Skips the calling cmocka test (or the whole program) with a reason. */
 #define BD_TEST_SKIP(...)                       \
     do {                                        \
