@@ -166,7 +166,7 @@ static void test_feedback_beats_rounding(void **state)
         /* the same grids: feedback only chooses other codes on them */
         assert_memory_equal(a.scales, f.scales, ROWS * sizeof *a.scales);
         double e_act = bd_test_output_error(x, N, w, act, ROWS, L);
-    double e_fed = bd_test_output_error(x, N, w, fed, ROWS, L);
+        double e_fed = bd_test_output_error(x, N, w, fed, ROWS, L);
         if (!(e_fed < 0.8 * e_act))
             fail_msg("%d bits: feedback %.6g vs rounding on the same grid %.6g", bits, e_fed,
                      e_act);
