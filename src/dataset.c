@@ -11,6 +11,8 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "rng.h"
+
 #define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
 
 /* Fashion-MNIST's published label names (Xiao, Rasul and Vollgraf, 2017). */
@@ -488,29 +490,6 @@ bd_status bd_dataset_get(const bd_dataset *d, int64_t i, bd_tensor **x, int *lab
 
 /* ---- shuffling ---- */
 
-/* splitmix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number
- * generators", OOPSLA 2014): 64-bit state, integer-only, so the sequence is
- * the same on every machine and compiler. */
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [0, bound): draws below 2^64 mod bound are rejected, so the
- * modulo has no bias. */
-static uint64_t uniform_below(uint64_t *state, uint64_t bound)
-{
-    uint64_t reject = (0 - bound) % bound;
-    for (;;) {
-        uint64_t r = splitmix64(state);
-        if (r >= reject)
-            return r % bound;
-    }
-}
-
 bd_status bd_permutation(int64_t n, uint64_t seed, int64_t **perm)
 {
     if (n < 0 || (uint64_t)n > bd_tensor_limit() / sizeof **perm)
@@ -522,7 +501,7 @@ bd_status bd_permutation(int64_t n, uint64_t seed, int64_t **perm)
         p[i] = i;
     uint64_t state = seed;
     for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)uniform_below(&state, (uint64_t)i + 1);
+        int64_t j = (int64_t)bd_rng_below(&state, (uint64_t)i + 1);
         int64_t t = p[i];
         p[i] = p[j];
         p[j] = t;

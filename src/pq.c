@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "data.h"
+#include "rng.h"
 #include "tensor.h"
 
 /* ---- layout ---------------------------------------------------------------- */
@@ -443,14 +444,6 @@ static double normalised(double objective, const bd_gram *gr, int64_t n)
     return sqrt(objective > 0 ? objective / denom : 0);
 }
 
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static void count_members(const int32_t *assign, int64_t n, int k, int64_t *counts)
 {
     memset(counts, 0, (size_t)k * sizeof *counts);
@@ -542,7 +535,7 @@ static bd_status repair_empty(const bd_pq_engine *eng, const float *sub, int64_t
                 scale = fmaxf(scale, fabsf(centroids[big * d + t]));
             float eps = 1e-6f * scale + 1e-12f;
             for (int t = 0; t < d; t++) {
-                float nudge = (splitmix(rng) & 1) ? eps : -eps;
+                float nudge = (bd_splitmix64(rng) & 1) ? eps : -eps;
                 centroids[c * d + t] = centroids[big * d + t] + nudge;
                 centroids[big * d + t] -= nudge;
             }
@@ -648,7 +641,7 @@ static bd_status seed_kmeanspp(const float *sub, const float *y, int64_t n, int 
     double slice_sum[SLICES];
     const int64_t per = (n + SLICES - 1) / SLICES;
     uint64_t rng = seed ^ 0xA5A5A5A5DEADBEEFull;
-    int64_t pick = (int64_t)(splitmix(&rng) % (uint64_t)n);
+    int64_t pick = (int64_t)(bd_splitmix64(&rng) % (uint64_t)n);
     int c = 0;
     for (;;) {
         memcpy(centroids + (int64_t)c * d, sub + pick * d, (size_t)d * sizeof *centroids);
@@ -681,7 +674,7 @@ static bd_status seed_kmeanspp(const float *sub, const float *y, int64_t n, int 
             total += slice_sum[sl];
         if (!(total > 0))
             break; /* every subvector is one of the chosen */
-        double r = (double)(splitmix(&rng) >> 11) * 0x1.0p-53 * total;
+        double r = bd_rng_uniform(&rng) * total;
         int sl = 0;
         while (sl < SLICES - 1 && (r >= slice_sum[sl] || slice_sum[sl] == 0)) {
             r -= slice_sum[sl];
@@ -862,7 +855,7 @@ bd_status bd_pq_fit_on(const bd_pq_engine *eng, const float *sub, int64_t n, con
     for (int r = 0; r < f.restarts; r++) {
         seeds[r] = opt->seed;
         if (r > 0)
-            seeds[r] = splitmix(&seeds[r]) + (uint64_t)r;
+            seeds[r] = bd_splitmix64(&seeds[r]) + (uint64_t)r;
         run[r].k = k;
     }
     /* Restart 0 runs to the end: it is the plain fit, and the result is never

@@ -1,0 +1,136 @@
+/* Training every float parameter of a model (docs/method.md, "Training"):
+ * conv and linear weights, biases, BatchNorm scales and shifts (and the
+ * running statistics, in train mode), from the loaded weights or from a
+ * seeded re-initialisation; SGD with momentum (Nesterov optional), weight
+ * decay on weights only (not on biases and BatchNorm, which decay would only
+ * fight), a schedule, label smoothing, augmentation, the labels' loss or
+ * distillation from a teacher, optionally with Quant-Noise
+ * (quant_noise.h); an evaluation after every epoch and a checkpoint that
+ * --resume continues bit-identically.
+ *
+ * Every random choice (the order of the images, augmentation, noise masks,
+ * the re-initialisation) comes from a stream of (seed, epoch, step, ...),
+ * so a run resumed from a checkpoint ends exactly where an uninterrupted
+ * one does on the same thread count. */
+#ifndef BD_TRAINING_H
+#define BD_TRAINING_H
+
+#include <stdint.h>
+
+#include "augment.h"
+#include "data.h"
+#include "exec.h"
+#include "finetune.h"
+#include "graph.h"
+#include "options.h"
+#include "plan.h"
+#include "progress.h"
+#include "quant_noise.h"
+
+typedef enum bd_schedule {
+    BD_SCHED_CONSTANT = 0,
+    BD_SCHED_STEP,     /* lr * gamma^(epoch / step) */
+    BD_SCHED_COSINE,   /* lr * (1 + cos(pi t / T)) / 2, per step */
+    BD_SCHED_ONECYCLE  /* PyTorch's OneCycleLR: cosine warm-up from lr/div to lr
+                          over `warmup` of the steps, then down to lr/(div*final),
+                          momentum cycled between 0.85 and the set momentum
+                          the other way */
+} bd_schedule;
+
+typedef struct bd_training_options {
+    int epochs;            /* default 1 */
+    int64_t steps;         /* steps per epoch (0: one pass over the data) */
+    int batch;             /* default 128 */
+    float lr;              /* default 0.1 */
+    float momentum;        /* default 0.9 */
+    int nesterov;
+    float wd;              /* default 5e-4, on weights (ndim > 1) only */
+    int schedule;          /* bd_schedule, default cosine */
+    int step;              /* BD_SCHED_STEP: epochs between decays (default 30) */
+    float gamma;           /* BD_SCHED_STEP: default 0.1 */
+    float warmup;          /* BD_SCHED_ONECYCLE: share of the steps (default 0.25) */
+    float div;             /* BD_SCHED_ONECYCLE: initial lr = lr / div (default 10) */
+    float final_div;       /* BD_SCHED_ONECYCLE: final lr = lr / (div * final_div) (default 100) */
+    float smoothing;       /* label smoothing, in [0, 1) */
+    int loss;              /* bd_loss_kind: BD_LOSS_CE (default) or BD_LOSS_KL (from the teacher) */
+    int bn;                /* 0: train mode (default), 1: frozen */
+    float bn_momentum;     /* default 0.1 */
+    bd_augment augment;    /* default: bd_augment_default of the data */
+    int init;              /* 0: the loaded weights; 1: re-initialised (from scratch) */
+    uint64_t seed;
+    bd_noise_spec noise;   /* kind BD_NOISE_NONE: plain training */
+    int eval_quantized;    /* also evaluate the noise's fully quantized model */
+    int64_t eval_n;        /* evaluate the first N images only (0: all) */
+} bd_training_options;
+
+/* The table every front-end reads (options.h). */
+extern const bd_opt bd_training_opts[];
+
+/* Zero fields to their defaults (momentum, wd and smoothing keep an
+ * explicit 0 only when given by bd_training_options_init's caller: start
+ * from bd_training_options_init). */
+void bd_training_options_init(bd_training_options *o);
+
+/* One epoch, as the run reports it. */
+typedef struct bd_training_epoch {
+    int epoch;           /* 1-based */
+    double loss;         /* mean training loss */
+    double train_top1;   /* on the augmented (and noisy) training batches, % */
+    double top1, top5;   /* float model on the evaluation data, %; < 0 when none */
+    double quant_top1;   /* fully quantized model (eval_quantized), %; < 0 when not run */
+    double lr;           /* at the epoch's last step */
+    double seconds;
+} bd_training_epoch;
+
+typedef struct bd_training_report {
+    int epochs;                 /* epochs in the run, with those resumed */
+    int first;                  /* the first epoch this call ran (1-based) */
+    bd_training_epoch *per_epoch; /* epochs entries (resumed ones from the checkpoint) */
+    double images_per_second;
+} bd_training_report;
+void bd_training_report_free(bd_training_report *r);
+
+/* Called after every epoch (after its evaluation and checkpoint), for
+ * front-ends that draw curves. */
+typedef void (*bd_epoch_fn)(void *user, const bd_training_epoch *e, int epochs);
+
+typedef struct bd_training_io {
+    const bd_dataset *train;   /* images with labels */
+    const bd_dataset *eval;    /* may be NULL: no evaluation */
+    const bd_preprocess *pp;   /* how train's images were preprocessed (augmentation's padding) */
+    bd_exec *teacher;          /* BD_LOSS_KL's targets; may be NULL otherwise */
+    const bd_layer_plan *plan; /* the noise's layout (NULL: the spec's regime) */
+    const char *checkpoint;    /* written after every epoch (NULL: none) */
+    int resume;                /* continue from checkpoint */
+    const bd_progress *progress;
+    bd_epoch_fn on_epoch;
+    void *user;
+} bd_training_io;
+
+/* Trains g in place. Checked before anything changes: options in range,
+ * labels for a label loss, a teacher for distillation, the noise against
+ * the layers, the checkpoint against the model when resuming. On failure or
+ * cancellation after training began, g holds the last finished step's
+ * weights: the caller keeps a copy to restore. */
+bd_status bd_training_run(bd_graph *g, const bd_training_options *opt, const bd_training_io *io,
+                          bd_training_report *report);
+
+/* The learning rate and momentum at step t of T (0-based), for tests and
+ * for front-ends that plot the schedule. */
+void bd_training_schedule(const bd_training_options *o, int64_t t, int64_t T,
+                          int64_t steps_per_epoch, float *lr, float *momentum);
+
+/* The value ids training updates: every float initializer a Conv, Gemm or
+ * MatMul reads as weight or bias, a BatchNormalization (or
+ * LayerNormalization, InstanceNormalization) as scale or shift, a PRelu as
+ * slope, and tensors (not scalars) an Add or Mul applies. *ids is
+ * malloc'ed. */
+bd_status bd_training_params(const bd_graph *g, int **ids, int *n);
+
+/* Re-initialises g's parameters from seed as PyTorch's layers do by
+ * default: weights and biases uniform in +-1/sqrt(fan_in) (kaiming_uniform
+ * with a = sqrt(5)), normalisation scales 1 and shifts 0, running means 0
+ * and variances 1. */
+bd_status bd_training_reinit(bd_graph *g, uint64_t seed);
+
+#endif
