@@ -62,6 +62,10 @@ static void step_clear(undo_step *u)
         bd_tensor_free(u->tensors[i].copy);
     free(u->saved);
     free(u->tensors);
+    bd_exec_free(u->teacher_ex);
+    bd_graph_free(u->teacher);
+    free(u->original);
+    free(u->teacher_path);
     memset(u, 0, sizeof *u);
 }
 
@@ -145,6 +149,10 @@ static void drop_model(bd_workspace *ws)
     ws->classes = NULL;
     ws->nclasses = 0;
     history_clear(ws);
+    free(ws->train_epochs);
+    ws->train_epochs = NULL;
+    ws->ntrain_epochs = 0;
+    ws->trained = ws->training = 0;
 }
 
 void bd_ws_free(bd_workspace *ws)
@@ -489,6 +497,26 @@ static void invalidate_all(bd_workspace *ws)
         bd_calib_changed(ws->calib, -1);
 }
 
+/* Exchanges the workspace's teacher with the one step u holds. The GPU's
+ * executors read the teacher's graph: they are made again on next use. */
+static void swap_teacher(bd_workspace *ws, undo_step *u)
+{
+    bd_graph *g = ws->teacher;
+    bd_exec *ex = ws->teacher_ex;
+    const bd_tensor **original = ws->original;
+    char *path = ws->teacher_path;
+    ws->teacher = u->teacher;
+    ws->teacher_ex = u->teacher_ex;
+    ws->original = u->original;
+    ws->teacher_path = u->teacher_path;
+    u->teacher = g;
+    u->teacher_ex = ex;
+    u->original = original;
+    u->teacher_path = path;
+    drop_device_execs(ws);
+    ws->teacher_acc.valid = 0;
+}
+
 /* Puts the saved layers back (their plan, state, codebook and weight).
  * Takes ownership of the saved copies. */
 static void step_restore(bd_workspace *ws, undo_step *u)
@@ -512,6 +540,8 @@ static void step_restore(bd_workspace *ws, undo_step *u)
         bd_tensor *t = ws->student->values[u->tensors[j].value].init;
         memcpy(t->data, u->tensors[j].copy->data, bd_tensor_nbytes(t));
     }
+    if (u->teacher)
+        swap_teacher(ws, u);
     if (u->nt) /* any node may have changed: nothing held is still valid */
         invalidate_all(ws);
     bd_ws_unlock(ws);
@@ -1005,6 +1035,168 @@ bd_status bd_ws_trial(bd_workspace *ws, int i, bd_format format, int d, const in
     free(w_hat);
     bd_capture_free(&cap);
     return s;
+}
+
+/* ---- training ------------------------------------------------------------------------ */
+
+typedef struct train_run {
+    bd_workspace *ws;
+    bd_epoch_fn fn;
+    void *user;
+} train_run;
+
+/* Each finished epoch goes into the workspace's record (room for every
+ * epoch was made before the run) for another thread to draw, then to the
+ * caller. */
+static void train_epoch(void *user, const bd_training_epoch *e, int epochs)
+{
+    train_run *r = user;
+    bd_workspace *ws = r->ws;
+    bd_ws_lock(ws);
+    if (ws->ntrain_epochs < ws->train_opt.epochs)
+        ws->train_epochs[ws->ntrain_epochs++] = *e;
+    bd_ws_unlock(ws);
+    if (r->fn)
+        r->fn(r->user, e, epochs);
+}
+
+static bd_status float_only(const bd_workspace *ws)
+{
+    for (int i = 0; i < ws->nlayers; i++) {
+        const bd_ws_layer *l = &ws->layers[i];
+        if (l->state != BD_STATE_FLOAT)
+            return bd_fail(BD_EINVAL,
+                           "layer '%s' is %s: training changes float weights, so reset the "
+                           "quantized and tuned layers first ('reset all'; 'finetune' tunes "
+                           "quantized layers)",
+                           l->layer.name, bd_layer_state_name(l->state));
+    }
+    return BD_OK;
+}
+
+/* The undo step of a training run that ended in g: a copy of every student
+ * parameter g changed. */
+static bd_status train_step(const bd_workspace *ws, const bd_graph *g, undo_step *u)
+{
+    const bd_graph *st = ws->student;
+    memset(u, 0, sizeof *u);
+    snprintf(u->label, sizeof u->label, "train");
+    u->tensors = calloc((size_t)st->nvalues + 1, sizeof *u->tensors);
+    if (!u->tensors)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    for (int v = 0; v < st->nvalues; v++) {
+        const bd_tensor *t = st->values[v].init, *trained = g->values[v].init;
+        if (!t || t->dtype != BD_F32 || memcmp(t->data, trained->data, bd_tensor_nbytes(t)) == 0)
+            continue;
+        BD_TRY(bd_tensor_clone(&u->tensors[u->nt].copy, t));
+        u->tensors[u->nt++].value = v;
+    }
+    return BD_OK;
+}
+
+bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch_fn on_epoch,
+                      void *user, bd_training_report *report)
+{
+    BD_TRY(need_model(ws));
+    BD_TRY(float_only(ws));
+    bd_dataset *train = NULL, *eval = NULL;
+    BD_TRY(data_of(ws, BD_DATA_CALIB, &train));
+    if (ws->spec[BD_DATA_EVAL])
+        BD_TRY(data_of(ws, BD_DATA_EVAL, &eval));
+    bd_training_options o = *opt;
+    if (o.seed == 0)
+        o.seed = ws->seed;
+    if (o.eval_n == 0)
+        o.eval_n = ws->n[BD_DATA_EVAL];
+    bd_layer_plan *plan = malloc((size_t)ws->nlayers * sizeof *plan + 1);
+    bd_training_epoch *epochs = calloc((size_t)(o.epochs > 0 ? o.epochs : 0) + 1, sizeof *epochs);
+    const bd_tensor **original = calloc((size_t)ws->nlayers + 1, sizeof *original);
+    bd_status s = plan && epochs && original ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; s == BD_OK && i < ws->nlayers; i++)
+        plan[i] = bd_ws_plan_of(&ws->layers[i]);
+    /* the run trains a copy, so a failure or a cancel leaves the model as it was */
+    bd_graph *g = NULL;
+    if (s == BD_OK)
+        s = bd_graph_clone(&g, ws->student);
+    if (s != BD_OK) {
+        free(plan);
+        free(epochs);
+        free(original);
+        return s;
+    }
+    bd_progress progress = start_op(ws);
+    bd_ws_lock(ws);
+    free(ws->train_epochs);
+    ws->train_epochs = epochs;
+    ws->ntrain_epochs = 0;
+    ws->train_opt = o;
+    ws->trained = ws->training = 1;
+    bd_ws_unlock(ws);
+    if (ws->device)
+        s = bd_progress_report(&progress, "device", 0, 0, "training runs on the CPU", 0);
+    train_run run = {ws, on_epoch, user};
+    bd_training_io io = {.train = train, .eval = eval, .pp = &ws->pp, .teacher = ws->teacher_ex,
+                         .plan = plan, .progress = &progress, .on_epoch = train_epoch,
+                         .user = &run};
+    bd_training_report r = {0};
+    if (s == BD_OK)
+        s = bd_training_run(g, &o, &io, &r);
+    bd_exec *ex = NULL;
+    if (s == BD_OK)
+        s = bd_exec_new(&ex, g, BD_EXEC_FUSE);
+    undo_step u = {0};
+    if (s == BD_OK)
+        s = train_step(ws, g, &u);
+    bd_ws_lock(ws);
+    ws->training = 0;
+    if (s == BD_OK) {
+        for (int j = 0; j < u.nt; j++) {
+            bd_tensor *t = ws->student->values[u.tensors[j].value].init;
+            memcpy(t->data, g->values[u.tensors[j].value].init->data, bd_tensor_nbytes(t));
+        }
+        /* the trained copy is the teacher from now on; the clone kept the
+         * student's value ids, so the layers' weights are found by them */
+        for (int i = 0; i < ws->nlayers; i++)
+            original[i] = g->values[ws->layers[i].layer.weight].init;
+        u.teacher = g;
+        u.teacher_ex = ex;
+        u.original = original;
+        swap_teacher(ws, &u);
+        invalidate_all(ws);
+        step_push(ws, &u);
+    }
+    bd_ws_unlock(ws);
+    if (s == BD_OK) {
+        bd_ws_checkpoint_write(ws, NULL);
+        if (report)
+            *report = r;
+        else
+            bd_training_report_free(&r);
+    } else {
+        step_clear(&u);
+        bd_exec_free(ex);
+        bd_graph_free(g);
+        free(original);
+        bd_training_report_free(&r);
+    }
+    free(plan);
+    return s;
+}
+
+int bd_ws_last_training(const bd_workspace *ws, bd_training_options *opt,
+                        const bd_training_epoch **epochs, int *n, int *running)
+{
+    if (!ws->trained)
+        return 0;
+    if (opt)
+        *opt = ws->train_opt;
+    if (epochs)
+        *epochs = ws->train_epochs;
+    if (n)
+        *n = ws->ntrain_epochs;
+    if (running)
+        *running = ws->training;
+    return 1;
 }
 
 /* ---- results ------------------------------------------------------------------------- */

@@ -27,6 +27,7 @@
 #include "codec.h"
 #include "plan.h"
 #include "size.h"
+#include "training.h"
 
 typedef enum bd_layer_state {
     BD_STATE_FLOAT = 0,
@@ -135,7 +136,8 @@ bd_status bd_ws_finetune(bd_workspace *ws, const char *glob, int global,
                          const bd_finetune_options *opt, bd_finetune_report *report);
 /* Puts the matching layers back to float (the teacher's weights). */
 bd_status bd_ws_reset(bd_workspace *ws, const char *glob);
-/* Undoes the last change (a quantize, reset, set or regime); what gets a
+/* Undoes the last change (a quantize, finetune, reset, set, regime or
+ * train); what gets a
  * description of what was undone. BD_EINVAL when there is nothing to undo. */
 bd_status bd_ws_undo(bd_workspace *ws, char *what, size_t cap);
 /* Description of what undo would undo, or NULL. */
@@ -151,6 +153,42 @@ const char *bd_ws_undo_label(const bd_workspace *ws);
  * bytes[j] (if not NULL) the layer's stored size then. */
 bd_status bd_ws_trial(bd_workspace *ws, int i, bd_format format, int d, const int *values, int n,
                       int iters, double *errors, int64_t *bytes);
+
+/* ---- training ------------------------------------------------------------------ */
+
+/* Trains the float model (training.h): every float parameter of the
+ * student, on the calibration data (the whole set: the n of 'data calib'
+ * is calibration's; labels are needed for the labels' loss), evaluated
+ * after each epoch on the evaluation data when that is set (opt->eval_n
+ * images, 0: the evaluation data's n). The preprocessing is the
+ * workspace's, the noise's blocks are laid out as the plan says, the seed
+ * is the workspace's when opt->seed is 0, and distillation (BD_LOSS_KL)
+ * learns from the teacher as it stands. Training runs on the CPU whatever
+ * the device (said through the progress callback, stage "device").
+ *
+ * Refused, changing nothing, while any layer is quantized or tuned. On
+ * success the trained model replaces both the teacher and the student's
+ * float parameters (weights, biases, BatchNorm and its running
+ * statistics), so a later quantize starts from it and distils from it;
+ * cached results are dropped, and saves no longer name the original file
+ * as the teacher (it is not the teacher any more). One undo step, "train",
+ * puts every parameter and the teacher back. Failed or cancelled: the
+ * model, plan and history as they were.
+ *
+ * on_epoch (may be NULL) is called on the calling thread after each
+ * epoch, for a front-end that prints or plots as the run goes. report (may
+ * be NULL) gets the run's report; free it with bd_training_report_free. */
+bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch_fn on_epoch,
+                      void *user, bd_training_report *report);
+
+/* The last training run on the loaded model, for display from another
+ * thread (call under bd_ws_lock): its options (the seed resolved), the
+ * epochs it finished so far (while it runs too, and those a failed or
+ * cancelled run finished: *epochs stays valid until the lock is released)
+ * and whether it is running. Returns 0, setting nothing, when no run was
+ * started since the model was loaded. */
+int bd_ws_last_training(const bd_workspace *ws, bd_training_options *opt,
+                        const bd_training_epoch **epochs, int *n, int *running);
 
 /* ---- results ---------------------------------------------------------------- */
 

@@ -9,6 +9,7 @@
 #include "device.h"
 #include "exec.h"
 #include "quantize.h"
+#include "training.h"
 #include "workspace.h"
 
 /* One layer as it was before an operation, to put back on undo or rollback. */
@@ -30,6 +31,12 @@ typedef struct undo_step {
     saved_layer *saved;
     int nt;
     saved_tensor *tensors;
+    /* Training replaces the teacher with the trained model; its step keeps
+     * the teacher that was (NULL in every other step) to put back. */
+    bd_graph *teacher;
+    bd_exec *teacher_ex;
+    const bd_tensor **original;
+    char *teacher_path;
 } undo_step;
 
 enum { UNDO_MAX = 64 };
@@ -68,6 +75,11 @@ struct bd_workspace {
     /* history */
     undo_step undo[UNDO_MAX];
     int nundo;
+    /* the last training run, for display (bd_ws_last_training) */
+    int trained, training;
+    bd_training_options train_opt;
+    bd_training_epoch *train_epochs;
+    int ntrain_epochs;
     /* progress */
     bd_progress_fn progress_fn;
     void *progress_user;
