@@ -103,7 +103,7 @@ bd_status bd_cmd_split(const char *line, char ***argv, int *argc)
 
 /* A parsed line: positional words and key=value options, borrowed from the
  * split words. */
-enum { MAX_WORDS = 64, MAX_OPTS = 16 };
+enum { MAX_WORDS = 64, MAX_OPTS = 32 };
 typedef struct command command;
 typedef struct call {
     const command *cmd;
@@ -139,6 +139,7 @@ static bd_status cmd_layers(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_show(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_quantize(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_finetune(bd_cmd_ctx *ctx, const call *c);
+static bd_status cmd_train(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_reset(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_undo(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_eval(bd_cmd_ctx *ctx, const call *c);
@@ -172,7 +173,7 @@ static const command commands[] = {
       "history. A compressed file written by 'save' comes back with its quantized\n"
       "layers. The plan starts as the small regime; the data default to the\n"
       "model's dataset (train split for calibration, test split for evaluation).",
-      BD_ARG_PATH, NULL, NULL},
+      BD_ARG_PATH, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 1, 1, 0, cmd_load},
     {{"data", "data [calib|eval [SPEC]] [n=N] [color=gray|rgb resize=S crop=C mean=M std=S]",
       "set the calibration or evaluation images, and their preprocessing",
@@ -187,7 +188,7 @@ static const command commands[] = {
       "about preprocessing (as --gray/--rgb, --resize, --crop, --mean, --std do on\n"
       "the command line) for all images, calibration and evaluation alike; mean and\n"
       "std take one value or one per channel (mean=0.485,0.456,0.406).",
-      BD_ARG_WORD, data_kinds, data_keys},
+      BD_ARG_WORD, data_kinds, data_keys, NULL},
      {BD_ARG_PATH, NULL}, 0, 2, 1, cmd_data},
     {{"regime", "regime small|large|int8|int4 [first]", "replace the plan with a regime",
       "small: d=9 for 3x3 convs, 4 for 1x1 convs and fully-connected layers;\n"
@@ -196,7 +197,7 @@ static const command commands[] = {
       "int8, int4 (any intB, B = 2..8): scalar ints of B bits, per output channel,\n"
       "asymmetric, fitted to the activations with error feedback.\n"
       "The first conv stays in fp32 unless 'first' is given. One undo step.",
-      BD_ARG_WORD, regimes, NULL},
+      BD_ARG_WORD, regimes, NULL, NULL},
      {BD_ARG_WORD, first_word}, 1, 2, 1, cmd_regime},
     {{"set",
       "set GLOB [d=D] [k=K] | [int=B] [per=channel|tensor] [sym=0|1] [format=pq|int] "
@@ -212,7 +213,7 @@ static const command commands[] = {
       "quantizing all, include takes them back. Refused as a whole, naming the\n"
       "layer, if any layer cannot take the change. A quantized layer keeps its\n"
       "codebook until quantized again. One undo step.",
-      BD_ARG_LAYER, NULL, set_keys},
+      BD_ARG_LAYER, NULL, set_keys, NULL},
      {BD_ARG_WORD, skip_include}, 1, 2, 1, cmd_set},
     {{"layers", "layers", "the layer table: plan, size, error and state of every layer",
       "One line per quantizable layer: name, kind, weight shape, parameters, the\n"
@@ -220,14 +221,14 @@ static const command commands[] = {
       "in KB (fp32 while float), relative output error ||X(W-W^)||/||XW|| ('-'\n"
       "when unknown) and state (float, quantized, tuned); 'skip' marks layers the\n"
       "plan leaves in fp32.",
-      BD_ARG_NONE, NULL, NULL},
+      BD_ARG_NONE, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_layers},
     {{"show", "show LAYER", "everything about one layer",
       "Shape, row length and its divisors (the block sizes d it allows), the plan\n"
       "and the largest k allowed for its d, the state and, when quantized, the\n"
       "codebook: d, k, codes actually used, EM iterations, the EM objective from\n"
       "first to last iteration, relative error and time.",
-      BD_ARG_LAYER, NULL, NULL},
+      BD_ARG_LAYER, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 1, 1, 1, cmd_show},
     {{"quantize", "quantize [GLOB|all] [iters=N] [restarts=R] [tol=X] [tune=N]",
       "quantize layers with the plan's d and k",
@@ -240,7 +241,7 @@ static const command commands[] = {
       "steps by distillation right after it is quantized (layer-wise fine-tuning,\n"
       "default settings of 'finetune'). One undo step; Ctrl-C cancels and leaves\n"
       "every layer as it was.",
-      BD_ARG_LAYER, all_word, quantize_keys},
+      BD_ARG_LAYER, all_word, quantize_keys, NULL},
      {BD_ARG_NONE, NULL}, 0, 1, 1, cmd_quantize},
     {{"finetune",
       "finetune [GLOB|all] [mode=layer|global] [iters=N] [batch=B] [lr=X] [momentum=X] "
@@ -256,67 +257,80 @@ static const command commands[] = {
       "step=N steps. bn=train normalises with batch statistics and updates the\n"
       "running ones; bias=1 also tunes biases and BatchNorm scales and shifts.\n"
       "The codes do not change. One undo step; Ctrl-C cancels and restores.",
-      BD_ARG_LAYER, all_word, finetune_keys},
+      BD_ARG_LAYER, all_word, finetune_keys, NULL},
      {BD_ARG_NONE, NULL}, 0, 1, 1, cmd_finetune},
+    {{"train", "train [key=value ...]", "train the float model's weights (optionally with Quant-Noise)",
+      "Trains every float parameter of the model (weights, biases, BatchNorm and\n"
+      "its running statistics) by SGD on the calibration data (all of it, with\n"
+      "labels for loss=ce), and evaluates it after every epoch on the evaluation\n"
+      "data (eval_n images; default: as set with 'data eval'). Quant-Noise\n"
+      "(noise=pq:p=0.1, int8:p=0.5, ...) lays its blocks out as the plan does.\n"
+      "One line per epoch: loss, top-1 on the training batches, top-1 on the\n"
+      "evaluation data, learning rate, seconds. The trained model becomes both\n"
+      "the teacher and the student, so 'quantize' starts from it and distils\n"
+      "from it. Every layer must be float ('reset all' first). seed=0 takes the\n"
+      "workspace's seed. One undo step; Ctrl-C cancels and changes nothing.",
+      BD_ARG_NONE, NULL, NULL, bd_training_opts},
+     {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_train},
     {{"reset", "reset GLOB", "put layers back to float",
       "Puts the layers matching GLOB (all: every layer) back to the teacher's fp32\n"
       "weights. One undo step.",
-      BD_ARG_LAYER, all_word, NULL},
+      BD_ARG_LAYER, all_word, NULL, NULL},
      {BD_ARG_NONE, NULL}, 1, 1, 1, cmd_reset},
     {{"undo", "undo", "undo the last quantize, finetune, reset, set or regime",
       "Puts back the layers the last quantize, finetune, reset, set or regime\n"
       "changed (with the biases and BatchNorm statistics a finetune touched), and\n"
       "says what it undid.",
-      BD_ARG_NONE, NULL, NULL},
+      BD_ARG_NONE, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_undo},
     {{"eval", "eval [n=N]", "top-1 / top-5 of teacher and student",
       "Evaluates teacher and student on the evaluation data (the first N images;\n"
       "default: as set with 'data eval'). The teacher's result is remembered.",
-      BD_ARG_NONE, NULL, n_key},
+      BD_ARG_NONE, NULL, n_key, NULL},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_eval},
     {{"predict", "predict IMAGE", "top-5 classes of teacher and student for an image",
       "Runs teacher and student on a JPEG or PNG file, preprocessed as the model\n"
       "says, and prints each one's five likeliest classes.",
-      BD_ARG_PATH, NULL, NULL},
+      BD_ARG_PATH, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 1, 1, 1, cmd_predict},
     {{"size", "size", "fp32 and compressed size, the split, the ratio",
       "The model's size in fp32, and as it would be stored now: codes (uint8 up\n"
       "to k=256, uint16 above), fp16 codebooks and fp32 for everything else; MB\n"
       "are 2^20 bytes.",
-      BD_ARG_NONE, NULL, NULL},
+      BD_ARG_NONE, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_size},
     {{"save", "save PATH [decoded]", "write the student as compressed (or dense) ONNX",
       "Writes the student as standard ONNX, atomically: quantized layers as codes\n"
       "and fp16 codebooks (any ONNX runtime runs it; 'load' resumes from it), or\n"
       "with 'decoded' as a plain dense fp32 model.",
-      BD_ARG_PATH, NULL, NULL},
+      BD_ARG_PATH, NULL, NULL, NULL},
      {BD_ARG_WORD, decoded_word}, 1, 2, 1, cmd_save},
     {{"device", "device [cpu|cuda]", "compute on the CPU or a GPU",
       "Chooses where the work runs. cuda fails with a message when there is no GPU\n"
       "or no CUDA build, and the device stays as it was. Without an argument,\n"
       "shows the device.",
-      BD_ARG_WORD, devices, NULL},
+      BD_ARG_WORD, devices, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 1, 0, cmd_device},
     {{"threads", "threads [N]", "CPU threads",
       "Sets the number of CPU threads (1 to 1024); without N, shows it.",
-      BD_ARG_NONE, NULL, NULL},
+      BD_ARG_NONE, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 1, 0, cmd_threads},
     {{"seed", "seed [N]", "seed of calibration sampling and EM",
       "Sets the seed that picks the calibration images and initialises EM; the\n"
       "same seed gives the same result. Without N, shows it.",
-      BD_ARG_NONE, NULL, NULL},
+      BD_ARG_NONE, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 1, 0, cmd_seed},
     {{"run", "run SCRIPT.lua [ARGS...]", "run a Lua script on this workspace",
       "Runs a Lua script with the bd module bound to this workspace; ARGS are the\n"
       "script's arguments.",
-      BD_ARG_PATH, NULL, NULL},
+      BD_ARG_PATH, NULL, NULL, NULL},
      {BD_ARG_PATH, NULL}, 1, -1, 0, cmd_run},
     {{"help", "help [COMMAND]", "list the commands, or describe one",
       "Without an argument, lists the commands; with one, prints its usage and\n"
       "what it does.",
-      BD_ARG_COMMAND, NULL, NULL},
+      BD_ARG_COMMAND, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 1, 0, cmd_help},
-    {{"quit", "quit", "leave", "Stops reading commands.", BD_ARG_NONE, NULL, NULL},
+    {{"quit", "quit", "leave", "Stops reading commands.", BD_ARG_NONE, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 0, 0, cmd_quit},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
@@ -385,12 +399,22 @@ static int option_key_len(const char *w)
     return (int)(eq - w);
 }
 
-/* The table's spelling of the key of option word w (klen long), or NULL. */
-static const char *table_key(const char *const *keys, const char *w, int klen)
+/* Key i of a command's options, from its list or its option table; NULL
+ * past the last. */
+static const char *key_at(const bd_cmd_info *info, int i)
 {
-    for (; keys && *keys; keys++)
-        if ((int)strlen(*keys) == klen && strncmp(*keys, w, (size_t)klen) == 0)
-            return *keys;
+    if (info->opts)
+        return i < bd_opt_count(info->opts) ? info->opts[i].key : NULL;
+    return info->keys ? info->keys[i] : NULL;
+}
+
+/* The command's spelling of the key of option word w (klen long), or NULL. */
+static const char *command_key(const bd_cmd_info *info, const char *w, int klen)
+{
+    const char *k;
+    for (int i = 0; (k = key_at(info, i)); i++)
+        if ((int)strlen(k) == klen && strncmp(k, w, (size_t)klen) == 0)
+            return k;
     return NULL;
 }
 
@@ -412,15 +436,19 @@ static bd_status parse(const command *cmd, char **argv, int argc, call *c)
         char *w = argv[i];
         int klen = option_key_len(w);
         if (klen) {
-            const char *key = table_key(cmd->info.keys, w, klen);
-            if (!key && !cmd->info.keys)
+            const char *key = command_key(&cmd->info, w, klen);
+            if (!key && !key_at(&cmd->info, 0))
                 return bd_fail(BD_EINVAL, "takes no options, not '%s' (usage: %s)", w, usage);
+            if (!key && cmd->info.opts)
+                return bd_fail(BD_EINVAL, "unknown option '%.*s' (see 'help %s')", klen, w,
+                               cmd->info.name);
             if (!key)
                 return bd_fail(BD_EINVAL, "unknown option '%.*s' (it takes %s)", klen, w,
                                list_str(cmd->info.keys, buf, sizeof buf));
             if (opt(c, key))
                 return bd_fail(BD_EINVAL, "%s= is given twice", key);
-            /* keys are few and never repeated, so MAX_OPTS holds them all */
+            if (c->nopt == MAX_OPTS)
+                return bd_fail(BD_EINVAL, "more than %d options", MAX_OPTS);
             c->key[c->nopt] = key;
             c->val[c->nopt++] = w + klen + 1;
             continue;
@@ -874,6 +902,47 @@ static bd_status cmd_finetune(bd_cmd_ctx *ctx, const call *c)
     return BD_OK;
 }
 
+/* A percentage, or "-" when there is none (negative). */
+static const char *percent_str(double v, char *buf, size_t cap)
+{
+    if (v < 0)
+        snprintf(buf, cap, "-");
+    else
+        snprintf(buf, cap, "%.2f%%", v);
+    return buf;
+}
+
+static void print_epoch(void *user, const bd_training_epoch *e, int epochs)
+{
+    char train[16], top1[16], quant[48] = "";
+    if (e->quant_top1 >= 0)
+        snprintf(quant, sizeof quant, " quantized top1 %.2f%%", e->quant_top1);
+    out(user, "epoch %d/%d loss %.4f train top1 %s eval top1 %s%s lr %.4g %.1f s\n", e->epoch,
+        epochs, e->loss, percent_str(e->train_top1, train, sizeof train),
+        percent_str(e->top1, top1, sizeof top1), quant, e->lr, e->seconds);
+}
+
+static bd_status cmd_train(bd_cmd_ctx *ctx, const call *c)
+{
+    bd_training_options o;
+    bd_training_options_init(&o);
+    for (int i = 0; i < c->nopt; i++)
+        BD_TRY(bd_opt_set(bd_training_opts, &o, "train", c->key[i], c->val[i]));
+    bd_training_report r;
+    BD_TRY(bd_ws_train(ctx->ws, &o, print_epoch, ctx, &r));
+    const bd_training_epoch *first = r.epochs > 0 ? &r.per_epoch[0] : NULL,
+                            *last = r.epochs > 0 ? &r.per_epoch[r.epochs - 1] : NULL;
+    char top1[16], noise[96];
+    bd_noise_describe(&o.noise, noise, sizeof noise);
+    if (last)
+        out(ctx, "trained: %d epoch%s, loss %.4f -> %.4f, eval top1 %s, noise %s, %.1f images/s; "
+                 "the teacher and the student are the trained model\n",
+            r.epochs, r.epochs == 1 ? "" : "s", first->loss, last->loss,
+            percent_str(last->top1, top1, sizeof top1), noise, r.images_per_second);
+    bd_training_report_free(&r);
+    return BD_OK;
+}
+
 static bd_status cmd_reset(bd_cmd_ctx *ctx, const call *c)
 {
     const char *glob = every_layer(c->pos[0]);
@@ -1009,6 +1078,11 @@ static bd_status cmd_help(bd_cmd_ctx *ctx, const call *c)
         if (!cmd)
             return bd_fail(BD_EINVAL, "no command '%s' (try 'help')", c->pos[0]);
         out(ctx, "usage: %s\n%s\n", cmd->info.usage, cmd->info.help);
+        if (cmd->info.opts) {
+            char keys[8192];
+            bd_opt_help(cmd->info.opts, "", keys, sizeof keys);
+            out(ctx, "options:\n%s", keys);
+        }
         return BD_OK;
     }
     out(ctx, "commands:\n");
@@ -1111,9 +1185,10 @@ bd_arg_kind bd_cmd_complete(const bd_workspace *ws, int word, char *const *argv,
     int p = 0;
     for (int i = 1; i < word; i++)
         p += option_key_len(argv[i]) == 0;
-    for (const char *const *k = cmd->info.keys; k && *k; k++) {
+    const char *k;
+    for (int j = 0; (k = key_at(&cmd->info, j)); j++) {
         char cand[64];
-        snprintf(cand, sizeof cand, "%s=", *k);
+        snprintf(cand, sizeof cand, "%s=", k);
         int given = 0;
         for (int i = 1; i < word; i++)
             given |= has_prefix(argv[i], cand);

@@ -9,6 +9,7 @@
 #ifndef BD_CMD_H
 #define BD_CMD_H
 
+#include "options.h"
 #include "status.h"
 #include "workspace.h"
 
@@ -29,6 +30,9 @@ typedef struct bd_cmd_info {
     bd_arg_kind arg;
     const char *const *words; /* for BD_ARG_WORD, NULL-terminated; may be NULL */
     const char *const *keys;  /* the key= options it takes, NULL-terminated */
+    /* or, for an operation with an option table (options.h), that table:
+     * its keys are the command's, parsed by bd_opt_set, listed by 'help' */
+    const bd_opt *opts;
 } bd_cmd_info;
 
 int bd_cmd_count(void);
