@@ -497,6 +497,66 @@ static int l_finetune(lua_State *L)
     return 1;
 }
 
+/* bd.train{epochs=, lr=, noise="pq:p=0.1", ...}: every field is a key of
+ * the training options' table (options.h), a number or boolean given as
+ * its text -> {{epoch=, loss=, train_top1=, top1=, top5=, quant_top1=,
+ * lr=, seconds=}, ...}, one per epoch; top1, top5 and quant_top1 are nil
+ * when the run did not measure them */
+static int l_train(lua_State *L)
+{
+    const char *fn = "bd.train";
+    bd_training_options o;
+    bd_training_options_init(&o);
+    if (!lua_isnoneornil(L, 1) && !lua_istable(L, 1))
+        luaL_error(L, "%s: argument #1 must be a table of options, not a %s", fn,
+                   luaL_typename(L, 1));
+    for (lua_pushnil(L); !lua_isnoneornil(L, 1) && lua_next(L, 1); lua_pop(L, 1)) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "%s: option names are strings, not %s", fn,
+                       luaL_tolstring(L, -2, NULL));
+        char number[64];
+        const char *value = number;
+        switch (lua_type(L, -1)) {
+        case LUA_TBOOLEAN: value = lua_toboolean(L, -1) ? "1" : "0"; break;
+        case LUA_TNUMBER:
+            if (lua_isinteger(L, -1))
+                snprintf(number, sizeof number, LUA_INTEGER_FMT, lua_tointeger(L, -1));
+            else
+                snprintf(number, sizeof number, "%.17g", (double)lua_tonumber(L, -1));
+            break;
+        case LUA_TSTRING: value = lua_tostring(L, -1); break;
+        default:
+            luaL_error(L, "%s: option %s must be a number, a boolean or a string, not a %s", fn,
+                       lua_tostring(L, -2), luaL_typename(L, -1));
+        }
+        /* the message names fn and the key already */
+        if (bd_opt_set(bd_training_opts, &o, fn, lua_tostring(L, -2), value) != BD_OK)
+            luaL_error(L, "%s", bd_error_message());
+    }
+    bd_training_report r;
+    check(L, bd_ws_train(ws_for(L, fn, 1), &o, NULL, NULL, &r), fn);
+    hold(script_of(L), r.per_epoch); /* freed even if building the tables raises */
+    lua_createtable(L, r.epochs, 0);
+    for (int i = 0; i < r.epochs; i++) {
+        const bd_training_epoch *e = &r.per_epoch[i];
+        lua_createtable(L, 0, 8);
+        set_int(L, "epoch", e->epoch);
+        set_num(L, "loss", e->loss);
+        set_num(L, "train_top1", e->train_top1);
+        if (e->top1 >= 0) {
+            set_num(L, "top1", e->top1);
+            set_num(L, "top5", e->top5);
+        }
+        if (e->quant_top1 >= 0)
+            set_num(L, "quant_top1", e->quant_top1);
+        set_num(L, "lr", e->lr);
+        set_num(L, "seconds", e->seconds);
+        lua_rawseti(L, -2, i + 1);
+    }
+    hold(script_of(L), NULL);
+    return 1;
+}
+
 static int l_reset(lua_State *L)
 {
     const char *glob = luaL_optstring(L, 1, NULL);
@@ -817,7 +877,7 @@ static const luaL_Reg bd_functions[] = {
     {"layers", l_layers},   {"layer", l_layer},     {"set", l_set},
     {"regime", l_regime},   {"quantize", l_quantize}, {"reset", l_reset},
     {"undo", l_undo},       {"trial", l_trial},     {"eval", l_eval},
-    {"finetune", l_finetune},
+    {"finetune", l_finetune}, {"train", l_train},
     {"predict", l_predict}, {"size", l_size},       {"save", l_save},
     {"load", l_load},       {"data", l_data},       {"device", l_device},
     {"on_progress", l_on_progress}, {"cmd", l_cmd}, {NULL, NULL}};
