@@ -164,8 +164,23 @@ static bd_status job_plan(tui *t, const tui_job *j)
 
 /* ---- what the UI thread queues ------------------------------------------------ */
 
+/* A ':train' line is what 't' runs next, and its run is worth watching. */
+static void note_train(tui *t, const char *line)
+{
+    char **argv;
+    int argc;
+    if (bd_cmd_split(line, &argv, &argc) != BD_OK)
+        return;
+    if (argc > 0 && strcmp(argv[0], "train") == 0) {
+        snprintf(t->train_line, sizeof t->train_line, "%s", line);
+        t->show_train = 1;
+    }
+    bd_cmd_free_words(argv, argc);
+}
+
 void tui_run_command(tui *t, const char *line)
 {
+    note_train(t, line);
     tui_log_addf(&t->log, TS_ACCENT, ":%s", line);
     t->log_back = 0;
     char label[128];
@@ -273,6 +288,18 @@ static void act_finetune(tui *t, int key)
     tui_run_command(t, "finetune");
 }
 
+static void act_train(tui *t, int key)
+{
+    (void)key;
+    tui_run_command(t, t->train_line[0] ? t->train_line : "train");
+}
+
+static void act_train_pane(tui *t, int key)
+{
+    (void)key;
+    t->show_train = !t->show_train;
+}
+
 static void act_save(tui *t, int key)
 {
     (void)key;
@@ -336,9 +363,10 @@ static void act_move(tui *t, int key)
             t->log_back = (int)tui_log_count(&t->log);
         break;
     default:
-        if (!sideways) {
+        if (!sideways) { /* a layer to look at: its detail */
             t->sel += delta;
             t->codebook_first = 0;
+            t->show_train = 0;
         }
         break; /* the table clamps the selection, knowing how many layers */
     }
@@ -389,6 +417,11 @@ static const tui_binding bindings[] = {
      "fine-tune the quantized layers' centroids by distillation (':help finetune')",
      {'f'},
      act_finetune},
+    {"t",
+     "train the weights: the last ':train' line again, else the defaults (':help train')",
+     {'t'},
+     act_train},
+    {"T", "show the training pane / the selected layer's detail", {'T'}, act_train_pane},
     {"s", "save the compressed model (asks where)", {'s'}, act_save},
     {":",
      "command line: Up/Down history, Tab completes, ':help' lists commands",

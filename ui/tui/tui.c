@@ -240,7 +240,7 @@ static void draw_bottom(tui *t, int y, int w)
         tui_blank(y, 0, w, TS_HEADER);
         tui_text(y, 0, w, TS_HEADER,
                  t->help ? " Up/Down scroll the help, any other key closes it"
-                         : " q quantize  A all  [ ] d  k K k  r reset  u undo  e eval  f tune  s save  "
+                         : " q quantize  A all  [ ] d  k K k  r reset  u undo  e eval  f tune  t train  s save  "
                            "Tab pane  : command  ? help  Q quit");
         break;
     }
@@ -256,12 +256,19 @@ static void frame(tui *t)
         return;
     }
     char undo[200] = "";
+    tui_train_observe(t);
     bd_ws_lock(t->ws);
+    int running = 0;
+    if (bd_ws_last_training(t->ws, NULL, NULL, NULL, &running) && running)
+        t->show_train = 1;
     layout l = compute_layout(t, bd_ws_nlayers(t->ws));
     draw_header(t, l.header, tui_unsaved(t));
     tui_table_draw(t, l.table, t->focus == PANE_TABLE);
     if (l.detail.h > 0) {
-        tui_detail_draw(t, l.detail, t->focus == PANE_DETAIL);
+        if (t->show_train)
+            tui_train_draw(t, l.detail, t->focus == PANE_DETAIL);
+        else
+            tui_detail_draw(t, l.detail, t->focus == PANE_DETAIL);
         if (l.images.h > 0) /* the border between detail and images */
             mvvline(l.detail.y, l.detail.w, ACS_VLINE | tui_style_attr(TS_TITLE), l.detail.h);
     }

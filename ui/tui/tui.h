@@ -25,6 +25,21 @@ typedef enum tui_mode {
     MODE_QUIT     /* "quit without saving?" */
 } tui_mode;
 
+enum { TUI_TRAIN_SAMPLES = 256 };
+
+/* What the UI thread remembers of a training run's progress reports: the
+ * latest one of stage "train" (the worker keeps only the latest of any
+ * stage, and evaluation reports its own) and the loss along the run. */
+typedef struct tui_train_view {
+    int seen;
+    tui_progress last;
+    int64_t first_done; /* the first report's step and time, for the ETA */
+    double first_seconds;
+    double loss[TUI_TRAIN_SAMPLES];
+    int nloss, stride, pending_n;
+    double pending;
+} tui_train_view;
+
 /* A layer as it was when the model was last loaded or saved, to tell
  * whether quitting would lose work. */
 typedef struct tui_saved_layer {
@@ -52,6 +67,9 @@ typedef struct tui {
     char question[200];     /* MODE_QUIT's */
     tui_saved_layer *saved; /* under bd_ws_lock */
     int nsaved;
+    int show_train;             /* the training pane instead of the detail pane */
+    char train_line[TUI_LINE_MAX]; /* the last ':train' line, which 't' runs again */
+    tui_train_view train;
 } tui;
 
 /* ---- actions.c: the key bindings and the jobs they queue ---------------- */
@@ -91,6 +109,13 @@ void tui_table_draw(tui *t, tui_rect r, int focused);
 void tui_detail_draw(tui *t, tui_rect r, int focused);
 /* The help over r; returns the lines it has, for scrolling. */
 int tui_help_draw(tui *t, tui_rect r);
+
+/* ---- train.c: the training pane ------------------------------------------- */
+
+/* Takes the worker's progress in; call every frame, outside bd_ws_lock. */
+void tui_train_observe(tui *t);
+/* The last training run, under bd_ws_lock. */
+void tui_train_draw(tui *t, tui_rect r, int focused);
 
 /* Formats bytes as MB with four significant digits. */
 const char *tui_mb(int64_t bytes, char *buf, size_t cap);
