@@ -63,6 +63,10 @@ bd_status bd_loss_kl(const bd_tensor *student, const bd_tensor *teacher, double 
 /* Cross-entropy with labels: -sum_n log p_s[label_n] / N. */
 bd_status bd_loss_ce(const bd_tensor *logits, const int *labels, double *loss,
                      bd_tensor **dlogits);
+/* Cross-entropy against labels smoothed by s in [0, 1): the target is
+ * (1 - s) one-hot + s / classes. s = 0 is bd_loss_ce. */
+bd_status bd_loss_ce_smooth(const bd_tensor *logits, const int *labels, double s, double *loss,
+                            bd_tensor **dlogits);
 /* Fails unless labels[0..n) are all classes of c (what bd_loss_ce checks
  * first; the GPU's loss checks the same). */
 bd_status bd_loss_check_labels(const int *labels, int64_t n, int64_t c);

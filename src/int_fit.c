@@ -50,16 +50,24 @@ static int32_t code_of(float w, float s, float z, int levels)
     return u < 0 ? 0 : u > (float)(levels - 1) ? levels - 1 : (int32_t)u;
 }
 
+void bd_int_round(const bd_qlayer *q, int64_t rows, int64_t L, const float *w, int32_t *codes,
+                  float *w_hat)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float s = bd_int_scale(q, r), z = bd_int_zero(q, r);
+        for (int64_t j = r * L; j < (r + 1) * L; j++) {
+            const int32_t c = code_of(w[j], s, z, q->k);
+            if (codes)
+                codes[j] = c;
+            w_hat[j] = s * ((float)c - z);
+        }
+    }
+}
+
 /* Every weight rounded to its grid: q's codes, decoded into w_hat. */
 static void round_rows(const bd_feedback_layer *fl, bd_qlayer *q, float *w_hat)
 {
-    for (int64_t r = 0; r < fl->rows; r++) {
-        const float s = bd_int_scale(q, r), z = bd_int_zero(q, r);
-        for (int64_t j = r * fl->L; j < (r + 1) * fl->L; j++) {
-            q->codes[j] = code_of(fl->w[j], s, z, q->k);
-            w_hat[j] = s * ((float)q->codes[j] - z);
-        }
-    }
+    bd_int_round(q, fl->rows, fl->L, fl->w, q->codes, w_hat);
 }
 
 /* Clipping ratio i of BD_INT_CLIP_STEPS, from 1 down to 0.05. */

@@ -27,4 +27,10 @@ enum { BD_INT_CLIP_STEPS = 20 };
 bd_status bd_int_fit(const bd_feedback_layer *fl, const bd_int_spec *spec, bd_objective objective,
                      const bd_progress *progress, bd_qlayer *q, float *w_hat);
 
+/* Rounds rows x L weights w (same layout) to q's grid: codes (may be NULL)
+ * and the decoded values into w_hat. Quant-Noise fake-quantizes with it
+ * between refreshes of the grid. */
+void bd_int_round(const bd_qlayer *q, int64_t rows, int64_t L, const float *w, int32_t *codes,
+                  float *w_hat);
+
 #endif

@@ -109,24 +109,38 @@ bd_status bd_loss_check_labels(const int *labels, int64_t n, int64_t c)
     return BD_OK;
 }
 
-bd_status bd_loss_ce(const bd_tensor *logits, const int *labels, double *loss,
-                     bd_tensor **dlogits)
+bd_status bd_loss_ce_smooth(const bd_tensor *logits, const int *labels, double smoothing,
+                            double *loss, bd_tensor **dlogits)
 {
     BD_TRY(check_logits("cross-entropy", "logits", logits));
     const int64_t n = logits->dims[0], c = logits->dims[1];
     BD_TRY(bd_loss_check_labels(labels, n, c));
+    if (!(smoothing >= 0 && smoothing < 1))
+        return bd_fail(BD_EINVAL, "cross-entropy loss: label smoothing %g is outside [0, 1)",
+                       smoothing);
     double *rows;
     BD_TRY(start("cross-entropy", logits, dlogits, &rows));
     const float *xv = logits->data;
     float *g = dlogits ? (*dlogits)->data : NULL;
+    /* the target is (1 - s) one-hot + s / c, PyTorch's label smoothing */
+    const double spread = smoothing / (double)c, hit = 1 - smoothing + spread;
 #pragma omp parallel for schedule(static) if (n * c >= BD_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) {
         const float *x = xv + i * c;
         const double lse = row_lse(x, c);
-        rows[i] = lse - x[labels[i]];
+        double mean = 0;
+        for (int64_t j = 0; smoothing > 0 && j < c; j++)
+            mean += x[j];
+        rows[i] = (1 - smoothing) * (lse - x[labels[i]]) + smoothing * (lse - mean / (double)c);
         for (int64_t j = 0; g && j < c; j++)
-            g[i * c + j] = (float)((exp(x[j] - lse) - (j == labels[i])) / (double)n);
+            g[i * c + j] = (float)((exp(x[j] - lse) - (j == labels[i] ? hit : spread)) / (double)n);
     }
     *loss = total(rows, n);
     return BD_OK;
+}
+
+bd_status bd_loss_ce(const bd_tensor *logits, const int *labels, double *loss,
+                     bd_tensor **dlogits)
+{
+    return bd_loss_ce_smooth(logits, labels, 0, loss, dlogits);
 }

@@ -42,9 +42,13 @@ const bd_opt *bd_opt_find(const bd_opt *table, const char *key);
 bd_status bd_opt_set(const bd_opt *table, void *obj, const char *where, const char *key,
                      const char *value);
 
-/* Help for every entry, one per line: "  PREFIXkey ARG   help", with
- * PREFIX "--" for the command line and "" for the command language. */
-void bd_opt_help(const bd_opt *table, const char *prefix, char *buf, size_t cap);
+/* An entry's name on the command line: "--" and the key with '-' for '_'
+ * (eval_n: --eval-n). */
+void bd_opt_cli_name(const bd_opt *o, char *buf, size_t cap);
+
+/* Help for every entry, one per line: "  --eval-n N   help" for the command
+ * line (cli set), "  eval_n=N   help" for the command language. */
+void bd_opt_help(const bd_opt *table, int cli, char *buf, size_t cap);
 
 /* "key key key ..." of a table, for usage lines and completion lists. */
 int bd_opt_count(const bd_opt *table);

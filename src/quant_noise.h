@@ -45,7 +45,6 @@ typedef struct bd_noise_spec {
     int bits;        /* BD_NOISE_INT: 2..8 */
     char regime[16]; /* the blocks' layout: "small" or "large" (pq), "intB" */
     int refresh;     /* steps between codebook refits / grid refreshes (0: default) */
-    int k;           /* pq-centroid: centroids per codebook (0: the regime's) */
 } bd_noise_spec;
 
 enum { BD_NOISE_REFRESH_PQ = 100, BD_NOISE_REFRESH_INT = 1 };
@@ -80,6 +79,11 @@ int64_t bd_noise_blocks(const bd_noise *nz, int i);
 /* Writes the noisy weights of `step` into g (keeping the masters); refits
  * codebooks or grids first when the step is due for it. */
 bd_status bd_noise_apply(bd_noise *nz, bd_graph *g, uint64_t seed, int64_t step);
+
+/* The next bd_noise_apply refits every codebook and grid, due or not. The
+ * trainer calls it at every epoch's start, so a run resumed from an epoch's
+ * checkpoint refits exactly where an uninterrupted one does. */
+void bd_noise_refit_next(bd_noise *nz);
 
 /* Puts the master weights back into g; grads[i] (the gradient of layer i's
  * noisy weight, shaped like it; NULL to skip) becomes the master's. */

@@ -83,6 +83,7 @@ int cli_predict(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
 int cli_finetune(int argc, char **argv);
+int cli_train(int argc, char **argv);
 /* The TUI; without a MODEL argument, on the bundled example model. */
 int cli_tui(int argc, char **argv);
 int cli_repl(int argc, char **argv);

@@ -18,6 +18,7 @@ static const cli_command commands[] = {
     {"quantize", "compress a model with activation-aware product quantization", cli_quantize},
     {"finetune", "tune the codebooks of a compressed model (distillation or labels)",
      cli_finetune},
+    {"train", "train a model's weights, optionally with Quant-Noise", cli_train},
     {"tui", "the interactive workbench (bitdown alone opens it on the example)", cli_tui},
     {"repl", "interactive commands on a model (readline), or a script of them", cli_repl},
     {"run", "run a Lua script (the bd module) on a model: policies, batch work", cli_run},
