@@ -497,7 +497,7 @@ static int l_finetune(lua_State *L)
     return 1;
 }
 
-/* bd.train{epochs=, lr=, noise="pq:p=0.1", ...}: every field is a key of
+/* bd.train{epochs=, lr=, quant_noise="pq:p=0.1", ...}: every field is a key of
  * the training options' table (options.h), a number or boolean given as
  * its text -> {{epoch=, loss=, train_top1=, top1=, top5=, quant_top1=,
  * lr=, seconds=}, ...}, one per epoch; top1, top5 and quant_top1 are nil

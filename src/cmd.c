@@ -264,7 +264,7 @@ static const command commands[] = {
       "its running statistics) by SGD on the calibration data (all of it, with\n"
       "labels for loss=ce), and evaluates it after every epoch on the evaluation\n"
       "data (eval_n images; default: as set with 'data eval'). Quant-Noise\n"
-      "(noise=pq:p=0.1, int8:p=0.5, ...) lays its blocks out as the plan does.\n"
+      "(quant_noise=pq:p=0.1, int8:p=0.5, ...) lays its blocks out as the plan does.\n"
       "One line per epoch: loss, top-1 on the training batches, top-1 on the\n"
       "evaluation data, learning rate, seconds. The trained model becomes both\n"
       "the teacher and the student, so 'quantize' starts from it and distils\n"
@@ -1080,7 +1080,7 @@ static bd_status cmd_help(bd_cmd_ctx *ctx, const call *c)
         out(ctx, "usage: %s\n%s\n", cmd->info.usage, cmd->info.help);
         if (cmd->info.opts) {
             char keys[8192];
-            bd_opt_help(cmd->info.opts, "", keys, sizeof keys);
+            bd_opt_help(cmd->info.opts, 0, keys, sizeof keys);
             out(ctx, "options:\n%s", keys);
         }
         return BD_OK;

@@ -199,6 +199,13 @@ static void test_complete_words_and_keys(void **state)
     assert_int_equal(complete(*state, "set fc ", &g), BD_ARG_WORD);
     assert_true(has(&g, "d=") && has(&g, "k=") && has(&g, "objective=") && has(&g, "skip") &&
                 has(&g, "include"));
+    /* train: the keys of its option table, and nothing positional */
+    assert_int_equal(complete(*state, "train ", &g), BD_ARG_NONE);
+    assert_int_equal(g.n, bd_opt_count(bd_training_opts));
+    assert_true(has(&g, "epochs=") && has(&g, "quant_noise=") && has(&g, "eval_n="));
+    assert_int_equal(complete(*state, "train lr=0.1 eval", &g), BD_ARG_NONE);
+    assert_int_equal(g.n, 2);
+    assert_true(has(&g, "eval_n=") && has(&g, "eval_quantized="));
     /* a value after '=' is not completed */
     assert_int_equal(complete(*state, "quantize iters=", &g), BD_ARG_NONE);
     assert_int_equal(g.n, 0);
@@ -240,6 +247,10 @@ static void test_refusals(void **state)
     expect_refusal(&ctx, "quantize restarts=65", "quantize: restarts wants a whole number from 1 to 64");
     expect_refusal(&ctx, "quantize tol=0.9", "quantize: tol wants a number from 0 to 0.5");
     expect_refusal(&ctx, "eval n=0", "eval: n wants a whole number from 1");
+    expect_refusal(&ctx, "train bogus=1", "train: unknown option 'bogus' (see 'help train')");
+    expect_refusal(&ctx, "train lr=-1", "train: lr must lie in");
+    expect_refusal(&ctx, "train epochs=1 epochs=2", "train: epochs= is given twice");
+    expect_refusal(&ctx, "train all", "train: unexpected 'all'");
     expect_refusal(&ctx, "show", "show: missing arguments (usage: show LAYER)");
     expect_refusal(&ctx, "data train x", "data: 'train' is not calib or eval");
     expect_refusal(&ctx, "regime medium", "regime: 'medium' is not small, large, int8 or int4");

@@ -215,6 +215,36 @@ LUA
 run errors
 grep -q "errors ok" "$TMP/errors.out" || fail "errors: $(cat "$TMP/errors.out")"
 
+# ---- bd.train: every field an option of the training table, one result per epoch ----
+cat >"$TMP/train.lua" <<'LUA'
+bd.data("eval", nil, {n = 50})
+local r = bd.train{epochs = 2, steps = 2, batch = 16, lr = 0.01, nesterov = true,
+                   quant_noise = "pq:p=0.1", eval_quantized = true, augment = "none"}
+assert(#r == 2, #r)
+for i, e in ipairs(r) do
+  assert(e.epoch == i and e.loss > 0 and e.train_top1 >= 0 and e.train_top1 <= 100, i)
+  assert(e.top1 >= 0 and e.top1 <= 100 and e.top5 >= e.top1 and e.quant_top1 >= 0, i)
+  assert(e.lr > 0 and e.seconds > 0, i)
+end
+assert(bd.undo() == "train")
+-- the fully quantized model is measured only on request
+r = bd.train{steps = 1, batch = 8, seed = 3}
+assert(#r == 1 and r[1].top1 and r[1].quant_top1 == nil)
+bd.undo()
+fails("bd.train: unknown option 'bogus'", bd.train, {bogus = 1})
+fails("bd.train: lr must lie in", bd.train, {lr = -1})
+fails("bd.train: option epochs must be a number, a boolean or a string, not a table", bd.train,
+      {epochs = {}})
+fails("bd.train: argument #1 must be a table of options, not a number", bd.train, 3)
+bd.quantize("fc", {iters = 2})
+fails("bd.train: layer 'fc' is quantized", bd.train, {steps = 1})
+bd.undo()
+assert(all_float() and bd.undo() == nil)
+print("train ok")
+LUA
+run train --model $M
+grep -q "train ok" "$TMP/train.out" || fail "bd.train: $(cat "$TMP/train.out")"
+
 # ---- an error inside on_progress cancels bd.quantize and rolls it back -----------
 cat >"$TMP/rollback.lua" <<LUA
 bd.data("calib", nil, {n = $N})

@@ -259,8 +259,8 @@ check(re.search(r"^plan: large regime, 9 of 10 layers to quantize$", out, re.M),
 check(re.search(r"^plan: small regime, 10 of 10 layers to quantize$", out, re.M), "regime small first")
 
 # help: every command of the table, and one command's usage
-for c in ("load data regime set layers show quantize reset undo eval predict size save device "
-          "threads seed run help quit").split():
+for c in ("load data regime set layers show quantize finetune train reset undo eval predict size "
+          "save device threads seed run help quit").split():
     check(re.search(r"^  %s +\S" % c, out, re.M), "help lists %s" % c)
 check("usage: quantize [GLOB|all] [iters=N]" in out, "help quantize")
 
@@ -313,6 +313,27 @@ printf 'load %s\nlayers\ndata eval n=100\neval\n' $M | repl load_later
 [ "$(rc_of load_later)" = 0 ] && grep -q '^10 layers: 10 float' "$TMP/load_later.out" || fail "load then layers"
 grep -q '^eval data: fmnist:test n=100$' "$TMP/load_later.out" || fail "data eval n=100 keeps the model's spec"
 grep -qE '^student top1 [0-9.]+% top5 [0-9.]+% \(100 images\)$' "$TMP/load_later.out" || fail "eval uses the data's n"
+
+# ---- train: one line per epoch and a summary; undo; its options' help ----
+printf 'data eval fmnist:test n=50\ntrain epochs=2 steps=3 batch=16 lr=0.01\nundo\nhelp train\n' |
+  repl train $M
+[ "$(rc_of train)" = 0 ] || fail "train session: $(cat "$TMP/train.err")"
+for e in 1 2; do
+  grep -qE "^epoch $e/2 loss [0-9.]+ train top1 [0-9.]+% eval top1 [0-9.]+% lr [0-9.e-]+ [0-9.]+ s$" \
+    "$TMP/train.out" || fail "train printed no line for epoch $e: $(cat "$TMP/train.out")"
+done
+grep -qE '^trained: 2 epochs, loss [0-9.]+ -> [0-9.]+, eval top1 [0-9.]+%, noise none' \
+  "$TMP/train.out" || fail "train printed no summary: $(cat "$TMP/train.out")"
+grep -q '^undid: train$' "$TMP/train.out" || fail "undo after train: $(cat "$TMP/train.out")"
+for k in epochs= lr= quant_noise= eval_n=; do
+  grep -qE "^  $k" "$TMP/train.out" || fail "help train lacks the option $k"
+done
+printf 'train lr=-1\n' | repl train_lr $M
+expect_error train_lr "bitdown: line 1: train: lr must lie in"
+printf 'train bogus=1\n' | repl train_bogus $M
+expect_error train_bogus "bitdown: line 1: train: unknown option 'bogus'"
+printf 'quantize fc iters=2\ntrain steps=1\n' | repl train_quantized $M
+expect_error train_quantized "bitdown: line 2: train: layer 'fc' is quantized"
 
 # ---- errors: the first one stops a piped session, naming the line ----
 printf 'set layer1.0.conv1 d=7\nlayers\n' | repl bad_d $M

@@ -19,13 +19,12 @@ static bd_workspace *open_ws(void)
     return ws;
 }
 
-/* A hash of the student's parameters, each with the op and input slot that
+/* A hash of a graph's parameters, each with the op and input slot that
  * read it (in any order), to see that nothing changed. Names are not part
  * of it: a compressed file shortens the names of everything but the
  * layers' weights (docs/format.md). */
-static uint64_t student_hash(const bd_workspace *ws)
+static uint64_t graph_hash(const bd_graph *g)
 {
-    const bd_graph *g = bd_ws_student(ws);
     uint64_t total = 0;
     for (int i = 0; i < g->nnodes; i++)
         for (int k = 0; k < g->nodes[i].ninputs; k++) {
@@ -43,6 +42,9 @@ static uint64_t student_hash(const bd_workspace *ws)
         }
     return total;
 }
+
+static uint64_t student_hash(const bd_workspace *ws) { return graph_hash(bd_ws_student(ws)); }
+static uint64_t teacher_hash(const bd_workspace *ws) { return graph_hash(bd_ws_teacher(ws)); }
 
 static void test_plan_and_select(void **state)
 {
@@ -211,6 +213,124 @@ static void test_eval_predict_save_resume(void **state)
     bd_ws_free(ws);
 }
 
+static void cancel_in_training(void *user, const char *stage, int64_t done, int64_t total,
+                               const char *message, double metric)
+{
+    (void)total;
+    (void)message;
+    (void)metric;
+    if (strcmp(stage, "train") == 0 && done == 2)
+        bd_ws_cancel(user);
+}
+
+typedef struct epochs_seen {
+    int n;
+    double loss[8];
+} epochs_seen;
+
+static void on_epoch(void *user, const bd_training_epoch *e, int epochs)
+{
+    epochs_seen *seen = user;
+    assert_int_equal(e->epoch, seen->n + 1);
+    assert_int_equal(epochs, 3);
+    seen->loss[seen->n++] = e->loss;
+}
+
+/* The workspace as it was: both models bit for bit and the history. */
+static void assert_unchanged(const bd_workspace *ws, uint64_t student, uint64_t teacher,
+                             const char *undo)
+{
+    assert_int_equal(student_hash(ws), student);
+    assert_int_equal(teacher_hash(ws), teacher);
+    if (undo)
+        assert_string_equal(bd_ws_undo_label(ws), undo);
+    else
+        assert_null(bd_ws_undo_label(ws));
+}
+
+static void test_train_undo_refusals(void **state)
+{
+    (void)state;
+    bd_workspace *ws = open_ws();
+    assert_int_equal(bd_ws_data(ws, BD_DATA_EVAL, "fmnist:test", 100), BD_OK);
+    bd_accuracy t0, s0;
+    assert_int_equal(bd_ws_eval(ws, 0, &t0, &s0), BD_OK);
+    uint64_t student = student_hash(ws), teacher = teacher_hash(ws);
+    assert_int_equal(student, teacher);
+
+    /* from scratch, so that a few steps surely bring the loss down */
+    bd_training_options o;
+    bd_training_options_init(&o);
+    assert_int_equal(bd_opt_set(bd_training_opts, &o, "t", "epochs", "3"), BD_OK);
+    assert_int_equal(bd_opt_set(bd_training_opts, &o, "t", "steps", "4"), BD_OK);
+    assert_int_equal(bd_opt_set(bd_training_opts, &o, "t", "batch", "32"), BD_OK);
+    assert_int_equal(bd_opt_set(bd_training_opts, &o, "t", "lr", "0.05"), BD_OK);
+    assert_int_equal(bd_opt_set(bd_training_opts, &o, "t", "init", "scratch"), BD_OK);
+
+    /* refused before anything changes: a bad option, a quantized layer */
+    assert_int_not_equal(bd_opt_set(bd_training_opts, &o, "t", "lr", "-1"), BD_OK);
+    assert_non_null(strstr(bd_error_message(), "lr"));
+    bd_training_options bad = o;
+    bad.lr = -1;
+    assert_int_not_equal(bd_ws_train(ws, &bad, NULL, NULL, NULL), BD_OK);
+    assert_non_null(strstr(bd_error_message(), "lr"));
+    assert_unchanged(ws, student, teacher, NULL);
+    assert_int_equal(bd_ws_quantize(ws, "layer1.0.conv1", 2), BD_OK);
+    uint64_t quantized = student_hash(ws);
+    assert_int_not_equal(bd_ws_train(ws, &o, NULL, NULL, NULL), BD_OK);
+    assert_non_null(strstr(bd_error_message(), "layer 'layer1.0.conv1' is quantized"));
+    assert_non_null(strstr(bd_error_message(), "reset"));
+    assert_unchanged(ws, quantized, teacher, "quantize layer1.0.conv1");
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+
+    /* cancelled during the run: as before */
+    bd_ws_on_progress(ws, cancel_in_training, ws);
+    assert_int_equal(bd_ws_train(ws, &o, NULL, NULL, NULL), BD_ECANCELED);
+    bd_ws_on_progress(ws, NULL, NULL);
+    assert_unchanged(ws, student, teacher, NULL);
+
+    epochs_seen seen = {0};
+    bd_training_report r;
+    assert_int_equal(bd_ws_train(ws, &o, on_epoch, &seen, &r), BD_OK);
+    assert_int_equal(seen.n, 3);
+    assert_int_equal(r.epochs, 3);
+    assert_true(r.per_epoch[2].loss < r.per_epoch[0].loss);
+    assert_true(r.per_epoch[2].top1 >= 0 && r.per_epoch[2].top1 <= 100);
+    bd_training_report_free(&r);
+    /* what a display reads */
+    bd_training_options ran;
+    const bd_training_epoch *e;
+    int n, running;
+    assert_true(bd_ws_last_training(ws, &ran, &e, &n, &running));
+    assert_int_equal(n, 3);
+    assert_false(running);
+    assert_true(e[2].loss == seen.loss[2]);
+    assert_int_equal(ran.eval_n, 100); /* the evaluation data's n */
+    /* the trained model is the teacher and the student; results are stale */
+    uint64_t trained = student_hash(ws);
+    assert_true(trained != student);
+    assert_int_equal(teacher_hash(ws), trained);
+    bd_accuracy t, s;
+    bd_ws_last_eval(ws, &t, &s);
+    assert_false(t.valid);
+    assert_false(s.valid);
+    assert_int_equal(bd_ws_eval(ws, 0, &t, &s), BD_OK);
+    assert_true(t.top1 == s.top1);
+    /* quantizing works from the trained weights, and undo takes it all back */
+    assert_int_equal(bd_ws_quantize(ws, "layer1.0.conv1", 2), BD_OK);
+    assert_int_equal(bd_ws_reset(ws, "layer1.0.conv1"), BD_OK);
+    assert_int_equal(student_hash(ws), trained);
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    char what[64];
+    assert_int_equal(bd_ws_undo(ws, what, sizeof what), BD_OK);
+    assert_string_equal(what, "train");
+    assert_unchanged(ws, student, teacher, NULL);
+    assert_int_equal(bd_ws_eval(ws, 0, &t, &s), BD_OK);
+    assert_true(t.top1 == t0.top1 && s.top1 == s0.top1);
+    bd_ws_free(ws);
+}
+
 static void test_settings(void **state)
 {
     (void)state;
@@ -244,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_quantize_cancel_undo_reset),
         cmocka_unit_test(test_trial_changes_nothing),
         cmocka_unit_test(test_eval_predict_save_resume),
+        cmocka_unit_test(test_train_undo_refusals),
         cmocka_unit_test(test_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
