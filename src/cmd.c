@@ -277,10 +277,10 @@ static const command commands[] = {
       "weights. One undo step.",
       BD_ARG_LAYER, all_word, NULL, NULL},
      {BD_ARG_NONE, NULL}, 1, 1, 1, cmd_reset},
-    {{"undo", "undo", "undo the last quantize, finetune, reset, set or regime",
+    {{"undo", "undo", "undo the last quantize, finetune, train, reset, set or regime",
       "Puts back the layers the last quantize, finetune, reset, set or regime\n"
-      "changed (with the biases and BatchNorm statistics a finetune touched), and\n"
-      "says what it undid.",
+      "changed (with the biases and BatchNorm statistics a finetune touched), or\n"
+      "every parameter and the teacher a train changed, and says what it undid.",
       BD_ARG_NONE, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_undo},
     {{"eval", "eval [n=N]", "top-1 / top-5 of teacher and student",

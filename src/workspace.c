@@ -140,6 +140,7 @@ static void drop_model(bd_workspace *ws)
     memset(&ws->student_acc, 0, sizeof ws->student_acc);
     ws->path = NULL;
     ws->teacher_path = NULL;
+    ws->trained_teacher = 0;
     ws->spec[0] = ws->spec[1] = NULL;
     ws->teacher = ws->student = NULL;
     ws->teacher_ex = ws->student_ex = NULL;
@@ -505,14 +506,17 @@ static void swap_teacher(bd_workspace *ws, undo_step *u)
     bd_exec *ex = ws->teacher_ex;
     const bd_tensor **original = ws->original;
     char *path = ws->teacher_path;
+    int trained = ws->trained_teacher;
     ws->teacher = u->teacher;
     ws->teacher_ex = u->teacher_ex;
     ws->original = u->original;
     ws->teacher_path = u->teacher_path;
+    ws->trained_teacher = u->trained_teacher;
     u->teacher = g;
     u->teacher_ex = ex;
     u->original = original;
     u->teacher_path = path;
+    u->trained_teacher = trained;
     drop_device_execs(ws);
     ws->teacher_acc.valid = 0;
 }
@@ -1108,6 +1112,8 @@ bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch
         o.seed = ws->seed;
     if (o.eval_n == 0)
         o.eval_n = ws->n[BD_DATA_EVAL];
+    if (!o.augment.is_set) /* as the run would, so that the record says what it did */
+        bd_augment_default(ws->spec[BD_DATA_CALIB], &o.augment);
     bd_layer_plan *plan = malloc((size_t)ws->nlayers * sizeof *plan + 1);
     bd_training_epoch *epochs = calloc((size_t)(o.epochs > 0 ? o.epochs : 0) + 1, sizeof *epochs);
     const bd_tensor **original = calloc((size_t)ws->nlayers + 1, sizeof *original);
@@ -1161,6 +1167,7 @@ bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch
         u.teacher = g;
         u.teacher_ex = ex;
         u.original = original;
+        u.trained_teacher = 1;
         swap_teacher(ws, &u);
         invalidate_all(ws);
         step_push(ws, &u);
@@ -1391,9 +1398,13 @@ bd_status bd_ws_export(bd_workspace *ws, bd_graph **out)
     BD_TRY(codebooks(ws, &qp, &ls));
     *out = NULL;
     bd_status s = bd_compressed_export(ws->student, ls, ws->nlayers, qp, out);
-    /* where the original is, so that loading this file resumes the work */
+    /* where the original is, so that loading this file resumes the work;
+     * a teacher trained here is no file's, and the one the loaded file
+     * named is not the teacher any more */
     if (s == BD_OK && ws->teacher_path)
         s = bd_graph_set_meta(*out, BD_META_TEACHER, ws->teacher_path);
+    if (s == BD_OK && ws->trained_teacher)
+        bd_graph_del_meta(*out, BD_META_TEACHER);
     if (s != BD_OK) {
         bd_graph_free(*out);
         *out = NULL;

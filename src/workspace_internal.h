@@ -37,6 +37,7 @@ typedef struct undo_step {
     bd_exec *teacher_ex;
     const bd_tensor **original;
     char *teacher_path;
+    int trained_teacher;
 } undo_step;
 
 enum { UNDO_MAX = 64 };
@@ -45,6 +46,7 @@ struct bd_workspace {
     pthread_mutex_t mu;
     char *path;
     char *teacher_path; /* the original model's file (absolute), NULL if unknown */
+    int trained_teacher; /* the teacher was trained here: no file holds it */
     bd_graph *teacher, *student;
     bd_exec *teacher_ex, *student_ex;
     bd_ws_layer *layers;

@@ -59,6 +59,25 @@ for l in "${LAYERS[@]}"; do
   grep -qE "^ ${l//./\\.} .* float" "$TMP/screen" || fail "the table lacks a float row for $l"
 done
 
+# Training: ':train' runs with the line's options and the training pane shows
+# its epochs; undo takes it back; 't' runs the last ':train' line again
+keys : "data eval fmnist:test n=50" Enter
+wait_for tui 'eval data: fmnist:test n=50' || fail "':data eval' said nothing"
+keys : "train epochs=2 steps=2 batch=16" Enter
+wait_for tui 'u undoes: train' 120 || fail "':train' did not finish"
+wait_for tui '^ +2 +[0-9.]+ +[0-9.]+% +[0-9.]+% ' || fail "the training pane lacks epoch 2's row"
+grep -q 'training: 2 of 2 epochs done' "$TMP/screen" || fail "the training pane's title"
+grep -q 'noise none' "$TMP/screen" || fail "the training pane does not say the noise"
+grep -q 'eval top-1 by epoch' "$TMP/screen" || fail "the training pane has no top-1 curve"
+keys u
+wait_for tui 'undid: train' || fail "u did not undo the training"
+wait_for tui '^ ready' || fail "an undo step is left after undoing the training"
+keys t
+wait_for tui 'u undoes: train' 120 || fail "t did not train"
+grep -q 'training: 2 of 2 epochs done' "$TMP/screen" || fail "the training pane after t"
+keys u
+wait_for tui '^ ready' || fail "u did not undo t's training"
+
 # Quantize the second layer: its row turns quantized with an error, the header's size changes
 keys Down q
 wait_for tui '^ layer1\.0\.conv1 .* 0\.[0-9]{4} +quantized' 30 ||
@@ -112,6 +131,7 @@ for what in 'move the selection' 'turn the page' 'focus the next' 'quantize the 
   'quantize all' 'd: previous / next divisor' 'k: halve / double' 'format: PQ' 'objective:' \
   "take or skip" \
   'reset the selected layer' 'undo the last change' 'evaluate teacher' 'save the compressed' \
+  'train the weights' 'training pane' \
   'command line' 'cancel the running work' 'redraw' 'this help' 'quit'; do
   grep -q "$what" "$TMP/screen" || fail "the help lacks '$what'"
 done

@@ -316,6 +316,16 @@ static void test_train_undo_refusals(void **state)
     assert_false(s.valid);
     assert_int_equal(bd_ws_eval(ws, 0, &t, &s), BD_OK);
     assert_true(t.top1 == s.top1);
+    /* a file saved now does not name the untrained original as its teacher */
+    char path[600];
+    snprintf(path, sizeof path, "%s/trained.onnx", bd_test_tmpdir());
+    assert_int_equal(bd_ws_save(ws, path, 0), BD_OK);
+    bd_workspace *again;
+    assert_int_equal(bd_ws_new(&again), BD_OK);
+    assert_int_equal(bd_ws_load(again, path), BD_OK);
+    assert_null(bd_graph_meta(bd_ws_student(again), "bitdown.teacher"));
+    assert_int_equal(teacher_hash(again), trained);
+    bd_ws_free(again);
     /* quantizing works from the trained weights, and undo takes it all back */
     assert_int_equal(bd_ws_quantize(ws, "layer1.0.conv1", 2), BD_OK);
     assert_int_equal(bd_ws_reset(ws, "layer1.0.conv1"), BD_OK);

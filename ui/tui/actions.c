@@ -291,7 +291,9 @@ static void act_finetune(tui *t, int key)
 static void act_train(tui *t, int key)
 {
     (void)key;
-    tui_run_command(t, t->train_line[0] ? t->train_line : "train");
+    char line[sizeof t->train_line]; /* tui_run_command writes t->train_line */
+    snprintf(line, sizeof line, "%s", t->train_line[0] ? t->train_line : "train");
+    tui_run_command(t, line);
 }
 
 static void act_train_pane(tui *t, int key)

@@ -118,14 +118,13 @@ void tui_train_draw(tui *t, tui_rect r, int focused)
         snprintf(buf, sizeof buf, "%s  ETA %s", v->last.message, eta);
         line(r, &y, TS_ACCENT, buf);
     }
-    char noise[96], augment[64], steps[32] = "a pass over the data";
+    char noise[96], augment[64], steps[32] = "one pass";
     bd_noise_describe(&o.noise, noise, sizeof noise);
     bd_augment_describe(&o.augment, augment, sizeof augment);
     if (o.steps > 0)
         snprintf(steps, sizeof steps, "%lld steps", (long long)o.steps);
-    snprintf(buf, sizeof buf, "noise %s  epochs of %s  batch %d  lr %g  seed %llu  augment %s",
-             noise, steps, o.batch, (double)o.lr, (unsigned long long)o.seed,
-             o.augment.is_set ? augment : "the data's default");
+    snprintf(buf, sizeof buf, "noise %s  augment %s  epochs of %s  batch %d  lr %g  seed %llu",
+             noise, augment, steps, o.batch, (double)o.lr, (unsigned long long)o.seed);
     line(r, &y, TS_NORMAL, buf);
 
     int left = r.y + r.h - y;

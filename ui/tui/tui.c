@@ -14,9 +14,10 @@
 static const char help[] =
     "usage: bitdown tui [MODEL] [-c COMMAND]... [--resume] [--no-checkpoint]\n\n"
     "The interactive workbench: the layer table with each layer's d, k, size and\n"
-    "error, keys to change d and k, quantize, evaluate, undo and save, the selected\n"
-    "layer's EM curve, code usage and codebook, evaluation images with the\n"
-    "teacher's and student's predictions, and a ':' line for the command language.\n"
+    "error, keys to change d and k, quantize, evaluate, train, undo and save, the\n"
+    "selected layer's EM curve, code usage and codebook, a training run's curves,\n"
+    "evaluation images with the teacher's and student's predictions, and a ':'\n"
+    "line for the command language.\n"
     "Press '?' inside for every key. MODEL defaults to the bundled example,\n"
     "examples/fmnist/resnet_bn.onnx. Needs a terminal.\n\n"
     "  -c, --command LINE   run a command line first (repeatable), as if typed\n"
