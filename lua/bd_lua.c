@@ -534,7 +534,14 @@ static int l_train(lua_State *L)
             luaL_error(L, "%s", bd_error_message());
     }
     bd_training_report r;
-    check(L, bd_ws_train(ws_for(L, fn, 1), &o, NULL, NULL, &r), fn);
+    bd_status st = bd_ws_train(ws_for(L, fn, 1), &o, NULL, NULL, &r);
+    if (st != BD_OK && strncmp(bd_error_message(), "train: ", 7) == 0) {
+        /* the trainer names itself as the command language would; here fn does */
+        char why[1024];
+        snprintf(why, sizeof why, "%s", bd_error_message() + 7);
+        bd_fail(st, "%s", why);
+    }
+    check(L, st, fn);
     hold(script_of(L), r.per_epoch); /* freed even if building the tables raises */
     lua_createtable(L, r.epochs, 0);
     for (int i = 0; i < r.epochs; i++) {

@@ -236,6 +236,7 @@ fails("bd.train: lr must lie in", bd.train, {lr = -1})
 fails("bd.train: option epochs must be a number, a boolean or a string, not a table", bd.train,
       {epochs = {}})
 fails("bd.train: argument #1 must be a table of options, not a number", bd.train, 3)
+fails("bd.train: eval_quantized evaluates the noise's quantizer", bd.train, {eval_quantized = true})
 bd.quantize("fc", {iters = 2})
 fails("bd.train: layer 'fc' is quantized", bd.train, {steps = 1})
 bd.undo()
