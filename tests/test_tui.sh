@@ -77,6 +77,15 @@ wait_for tui 'u undoes: train' 120 || fail "t did not train"
 grep -q 'training: 2 of 2 epochs done' "$TMP/screen" || fail "the training pane after t"
 keys u
 wait_for tui '^ ready' || fail "u did not undo t's training"
+# While a run goes the pane shows its epoch, step, loss and ETA; Esc cancels it
+keys : "train steps=100000 batch=16" Enter
+wait_for tui 'epoch 1/1, step [0-9]+/100000: loss [0-9.]+, lr [0-9.e-]+ +ETA [0-9]' 60 ||
+  fail "the training pane shows no progress while a run goes"
+grep -q 'training: running, 0 of 1 epochs done' "$TMP/screen" || fail "the pane's title while running"
+keys Escape
+wait_for tui 'cancelled: :train steps=100000' 30 || fail "Esc did not cancel the training"
+wait_for tui 'training: stopped after 0 of 1 epochs' || fail "the pane after a cancelled run"
+wait_for tui '^ ready' || fail "a cancelled training left an undo step"
 
 # Quantize the second layer: its row turns quantized with an error, the header's size changes
 keys Down q
