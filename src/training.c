@@ -12,6 +12,7 @@
 #include "fileio.h"
 #include "grad.h"
 #include "layers.h"
+#include "pq.h"
 #include "rng.h"
 #include "train.h"
 
@@ -227,6 +228,15 @@ void bd_training_schedule(const bd_training_options *o, int64_t t, int64_t T,
 
 /* ---- a run ------------------------------------------------------------------- */
 
+/* A quantized PQ layer whose centroids train. */
+typedef struct codebook {
+    int layer;     /* index in run.layers */
+    int param;     /* its weight's index in run.params (the backward's gradient) */
+    float *master; /* k x d, float32 while training */
+    float *moment;
+    float *grad;
+} codebook;
+
 typedef struct run {
     bd_graph *g;
     const bd_training_options *o;
@@ -240,6 +250,10 @@ typedef struct run {
     bd_tensor **lgrads;  /* per layer: its weight's gradient this step (or NULL) */
     int *layer_param;    /* per layer: index into params, or -1 */
     bd_noise *noise;
+    bd_layer_plan *plan; /* the noise's layout, quantized layers left out */
+    codebook *cb;
+    int ncb;
+    int *is_layer_param; /* per parameter: its update is a codebook's (1) or none (2) */
     bd_train *tr;
     int64_t count, steps, total;
     int64_t *idx;
@@ -257,6 +271,14 @@ static void run_free(run *r)
     free(r->lgrads);
     free(r->layer_param);
     bd_noise_free(r->noise);
+    for (int i = 0; r->cb && i < r->ncb; i++) {
+        free(r->cb[i].master);
+        free(r->cb[i].moment);
+        free(r->cb[i].grad);
+    }
+    free(r->cb);
+    free(r->plan);
+    free(r->is_layer_param);
     bd_train_free(r->tr);
     free(r->idx);
     free(r->labels);
@@ -283,6 +305,49 @@ static bd_status check_options(const bd_training_options *o, const bd_training_i
     return BD_OK;
 }
 
+static int is_quantized(const run *r, int l) { return r->io->q && r->io->q[l].k > 0; }
+
+/* The noise's plan without the quantized layers, and a codebook to train
+ * for every quantized PQ layer; an int layer's weight is no parameter. */
+static bd_status quantized_layers(run *r)
+{
+    const int n = r->nlayers;
+    r->plan = calloc((size_t)n + 1, sizeof *r->plan);
+    r->cb = calloc((size_t)n + 1, sizeof *r->cb);
+    r->is_layer_param = calloc((size_t)r->nparams + 1, sizeof *r->is_layer_param);
+    if (!r->plan || !r->cb || !r->is_layer_param)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    if (r->io->plan)
+        memcpy(r->plan, r->io->plan, (size_t)n * sizeof *r->plan);
+    else if (r->o->noise.kind != BD_NOISE_NONE)
+        BD_TRY(bd_plan_regime(r->layers, n, r->o->noise.regime, 0, r->plan));
+    for (int l = 0; l < n; l++) {
+        if (!is_quantized(r, l))
+            continue;
+        r->plan[l].quantize = 0;
+        const bd_qlayer *q = &r->io->q[l];
+        const int pi = r->layer_param[l];
+        if (pi < 0)
+            continue;
+        if (q->format != BD_FMT_PQ) {
+            r->is_layer_param[pi] = 2;
+            continue;
+        }
+        codebook *c = &r->cb[r->ncb++];
+        const size_t count = (size_t)q->k * (size_t)q->d;
+        c->layer = l;
+        c->param = pi;
+        c->master = malloc(count * sizeof *c->master);
+        c->moment = calloc(count, sizeof *c->moment);
+        c->grad = malloc(count * sizeof *c->grad);
+        if (!c->master || !c->moment || !c->grad)
+            return bd_fail(BD_ENOMEM, "out of memory for the codebook of '%s'", r->layers[l].name);
+        memcpy(c->master, q->centroids, count * sizeof *c->master);
+        r->is_layer_param[pi] = 1;
+    }
+    return BD_OK;
+}
+
 static bd_status run_init(run *r, bd_graph *g, const bd_training_options *o,
                           const bd_training_io *io)
 {
@@ -300,20 +365,22 @@ static bd_status run_init(run *r, bd_graph *g, const bd_training_options *o,
     r->layer_param = malloc(((size_t)r->nlayers + 1) * sizeof *r->layer_param);
     if (!r->moment || !r->decay || !r->lgrads || !r->layer_param)
         return bd_fail(BD_ENOMEM, "out of memory");
-    for (int i = 0; i < r->nparams; i++) {
-        const bd_tensor *t = g->values[r->params[i]].init;
-        r->decay[i] = t->ndim > 1;
-        if (!(r->moment[i] = calloc((size_t)bd_tensor_count(t) + 1, sizeof(float))))
-            return bd_fail(BD_ENOMEM, "out of memory for the optimiser's momentum");
-    }
     for (int l = 0; l < r->nlayers; l++) {
         r->layer_param[l] = -1;
         for (int i = 0; i < r->nparams; i++)
             if (r->params[i] == r->layers[l].weight)
                 r->layer_param[l] = i;
     }
+    BD_TRY(quantized_layers(r));
+    for (int i = 0; i < r->nparams; i++) {
+        const bd_tensor *t = g->values[r->params[i]].init;
+        r->decay[i] = t->ndim > 1;
+        if (!r->is_layer_param[i] &&
+            !(r->moment[i] = calloc((size_t)bd_tensor_count(t) + 1, sizeof(float))))
+            return bd_fail(BD_ENOMEM, "out of memory for the optimiser's momentum");
+    }
     if (o->noise.kind != BD_NOISE_NONE)
-        BD_TRY(bd_noise_new(&r->noise, g, r->layers, r->nlayers, io->plan, &o->noise));
+        BD_TRY(bd_noise_new(&r->noise, g, r->layers, r->nlayers, r->plan, &o->noise));
     r->count = bd_dataset_count(io->train);
     const int batch = o->batch < r->count ? o->batch : (int)r->count;
     r->steps = o->steps > 0 ? o->steps : r->count / batch;
@@ -352,6 +419,15 @@ static int64_t argmax_hits(const bd_tensor *logits, const int *labels)
     return hits;
 }
 
+/* Writes layer c's weight decoded from centroids. */
+static bd_status decode_codebook(run *r, const codebook *c, float *centroids)
+{
+    bd_qlayer view = r->io->q[c->layer];
+    view.centroids = centroids;
+    return bd_qlayer_decode(&view, &r->layers[c->layer],
+                            r->g->values[r->layers[c->layer].weight].init->data);
+}
+
 /* One step on batch x: noise in, forward, loss, backward, noise out, SGD. */
 static bd_status step(run *r, const bd_tensor *x, int64_t t, float lr, float m, double *loss,
                       int64_t *hits)
@@ -379,8 +455,17 @@ static bd_status step(run *r, const bd_tensor *x, int64_t t, float lr, float m, 
     }
     for (int i = 0; s == BD_OK && i < r->nparams; i++) {
         bd_tensor *p = r->g->values[r->params[i]].init;
-        sgd(p->data, r->moment[i], grads[i]->data, bd_tensor_count(p), lr, m,
-            r->decay[i] ? o->wd : 0, o->nesterov);
+        if (!r->is_layer_param[i])
+            sgd(p->data, r->moment[i], grads[i]->data, bd_tensor_count(p), lr, m,
+                r->decay[i] ? o->wd : 0, o->nesterov);
+    }
+    for (int i = 0; s == BD_OK && i < r->ncb; i++) {
+        codebook *c = &r->cb[i];
+        const bd_layer *l = &r->layers[c->layer];
+        const bd_qlayer *q = &r->io->q[c->layer];
+        bd_centroid_gradient(l, q, grads[c->param]->data, c->grad);
+        sgd(c->master, c->moment, c->grad, (int64_t)q->k * q->d, lr, m, o->wd, o->nesterov);
+        s = decode_codebook(r, c, c->master);
     }
     *hits = s == BD_OK ? argmax_hits(logits, r->labels) : 0;
     for (int i = 0; i < r->nparams; i++)
@@ -459,9 +544,20 @@ static bd_status checkpoint_write(const run *r, const char *path, const bd_train
         put(&b, r->g->values[v].name, (size_t)len);
         put_i64(&b, count);
         put(&b, t->data, (size_t)count * sizeof(float));
-        put_i64(&b, pi >= 0);
-        if (pi >= 0)
+        put_i64(&b, pi >= 0 && r->moment[pi]);
+        if (pi >= 0 && r->moment[pi])
             put(&b, r->moment[pi], (size_t)count * sizeof(float));
+    }
+    put_i64(&b, r->ncb);
+    for (int i = 0; i < r->ncb; i++) {
+        const codebook *c = &r->cb[i];
+        const char *name = r->layers[c->layer].name;
+        const int64_t count = (int64_t)r->io->q[c->layer].k * r->io->q[c->layer].d;
+        put_i64(&b, (int64_t)strlen(name));
+        put(&b, name, strlen(name));
+        put_i64(&b, count);
+        put(&b, c->master, (size_t)count * sizeof(float));
+        put(&b, c->moment, (size_t)count * sizeof(float));
     }
     bd_status s = b.failed ? bd_fail(BD_ENOMEM, "out of memory for the checkpoint %s", path)
                            : BD_OK;
@@ -485,6 +581,37 @@ static int take(reader *rd, void *out, size_t n)
     memcpy(out, rd->p + rd->at, n);
     rd->at += n;
     return 1;
+}
+
+/* The codebooks' records: every quantized layer's, by name, in order. */
+static bd_status read_codebooks(run *r, reader *rd, const char *path, int copy)
+{
+    int64_t n = -1;
+    if (!take(rd, &n, 8) || n != r->ncb)
+        return bd_fail(BD_EINVAL, "%s holds %" PRId64 " codebooks; the model has %d quantized "
+                       "pq layers", path, n, r->ncb);
+    for (int i = 0; i < r->ncb; i++) {
+        const codebook *c = &r->cb[i];
+        const char *name = r->layers[c->layer].name;
+        const int64_t want = (int64_t)r->io->q[c->layer].k * r->io->q[c->layer].d;
+        int64_t len = 0, count = 0;
+        char got[BD_LAYER_NAME_MAX];
+        if (!take(rd, &len, 8) || len < 0 || len >= (int64_t)sizeof got ||
+            !take(rd, got, (size_t)len))
+            return bd_fail(BD_EFORMAT, "%s: truncated", path);
+        got[len] = '\0';
+        const size_t bytes = (size_t)want * sizeof(float);
+        if (strcmp(got, name) || !take(rd, &count, 8) || count != want ||
+            rd->len - rd->at < 2 * bytes)
+            return bd_fail(BD_EINVAL, "%s: the codebook of '%s' does not match this model's",
+                           path, name);
+        if (copy) {
+            memcpy(c->master, rd->p + rd->at, bytes);
+            memcpy(c->moment, rd->p + rd->at + bytes, bytes);
+        }
+        rd->at += 2 * bytes;
+    }
+    return BD_OK;
 }
 
 /* Reads the checkpoint into the model and optimiser, all or nothing:
@@ -552,10 +679,12 @@ static bd_status checkpoint_read(run *r, const char *path, bd_training_epoch **r
                 s = bd_fail(BD_EFORMAT, "%s: truncated at '%s'", path, name);
                 break;
             }
-            if (has && pass && pi >= 0)
+            if (has && pass && pi >= 0 && r->moment[pi])
                 memcpy(r->moment[pi], rd.p + rd.at, bytes);
             rd.at += has ? bytes : 0;
         }
+        if (s == BD_OK)
+            s = read_codebooks(r, &rd, path, pass);
         if (!pass)
             rd.at = start;
     }
@@ -688,6 +817,13 @@ bd_status bd_training_run(bd_graph *g, const bd_training_options *options,
         report->epochs = e + 1;
         if (io->on_epoch)
             io->on_epoch(io->user, &rec[e], o.epochs);
+    }
+    for (int i = 0; s == BD_OK && i < r.ncb; i++) { /* what a save writes: fp16 centroids */
+        const codebook *c = &r.cb[i];
+        bd_qlayer *q = &io->q[c->layer];
+        memcpy(q->centroids, c->master, (size_t)q->k * (size_t)q->d * sizeof(float));
+        bd_pq_round_fp16(q->centroids, (int64_t)q->k * q->d);
+        s = decode_codebook(&r, c, q->centroids);
     }
     if (s == BD_OK) {
         report->epochs = o.epochs;

@@ -100,6 +100,13 @@ typedef struct bd_training_io {
     const bd_preprocess *pp;   /* how train's images were preprocessed (augmentation's padding) */
     bd_exec *teacher;          /* BD_LOSS_KL's targets; may be NULL otherwise */
     const bd_layer_plan *plan; /* the noise's layout (NULL: the spec's regime) */
+    /* Per layer of bd_layers_find(g) (NULL: none is quantized): a layer
+     * whose q has k > 0 is quantized. A PQ layer trains its centroids
+     * instead of its weight (finetune.h's centroid gradient: iterative PQ's
+     * training between stages) and gets no noise; an int layer stays as it
+     * is. On success the tuned centroids, rounded to fp16, are in q and the
+     * weights decoded from them. */
+    bd_qlayer *q;
     const char *checkpoint;    /* written after every epoch (NULL: none) */
     int resume;                /* continue from checkpoint */
     const bd_progress *progress;

@@ -440,6 +440,81 @@ static void test_mask_rate_and_layout(void **state)
     bd_graph_free(g);
 }
 
+/* A quantized layer trains its centroids (iterative PQ between stages):
+ * the step on each centroid is lr times the mean of its members' weight
+ * gradients, worked out by hand, the weight is decoded from the centroids,
+ * rounded to fp16 at the end; an int layer stays exactly as it was. */
+static void test_quantized_layer_trains_centroids(void **state)
+{
+    (void)state;
+    bd_graph *g = tiny_model();
+    bd_dataset *d = tiny_data();
+    bd_layer *layers;
+    int nl;
+    assert_int_equal(bd_layers_find(g, &layers, &nl), BD_OK);
+    bd_pq_layout lay;
+    assert_int_equal(bd_pq_layout_init(&layers[0], D, &lay), BD_OK);
+    float sub[ROWS * COLS];
+    bd_pq_gather(&lay, weights(g), sub);
+    bd_gram id;
+    assert_int_equal(bd_gram_identity(&id, D), BD_OK);
+    bd_pq_options po = {.k = 4, .iters = 20, .seed = 1, .restarts = 1};
+    bd_pq_result res = {0};
+    assert_int_equal(bd_pq_fit(sub, lay.n, &id, &po, NULL, &res), BD_OK);
+    bd_gram_free(&id);
+    bd_pq_round_fp16(res.centroids, 4 * D);
+    bd_qlayer q = {.format = BD_FMT_PQ, .d = D, .k = 4, .n = lay.n, .centroids = res.centroids,
+                   .codes = res.assign};
+    assert_int_equal(bd_qlayer_decode(&q, &layers[0], weights(g)), BD_OK);
+    float c0[4 * D], b0[ROWS];
+    memcpy(c0, res.centroids, sizeof c0);
+    memcpy(b0, bias(g), sizeof b0);
+    double wt[ROWS * COLS], dw[ROWS * COLS], db[ROWS];
+    for (int k = 0; k < ROWS * COLS; k++)
+        wt[k] = weights(g)[k];
+    loss_of(wt, b0, dw, db);
+    double cg[4 * D] = {0};
+    int members[4] = {0};
+    for (int64_t b = 0; b < lay.n; b++) {
+        const int c = q.codes[b];
+        members[c]++;
+        for (int t = 0; t < D; t++) /* block b of row r: columns (b % 4) * 2 + t */
+            cg[c * D + t] += dw[(b / (COLS / D)) * COLS + (b % (COLS / D)) * D + t];
+    }
+    bd_training_options o = one_step();
+    bd_training_io io = tiny_io(d, NULL);
+    io.q = &q;
+    bd_training_report rep;
+    assert_int_equal(bd_training_run(g, &o, &io, &rep), BD_OK);
+    bd_training_report_free(&rep);
+    int moved = 0;
+    for (int c = 0; c < 4; c++)
+        for (int t = 0; t < D; t++) {
+            const double want = c0[c * D + t] - 0.5 * (members[c] ? cg[c * D + t] / members[c] : 0);
+            assert_float_equal(q.centroids[c * D + t], want, 1e-3 * fabs(want) + 1e-6);
+            moved += q.centroids[c * D + t] != c0[c * D + t];
+        }
+    assert_true(moved > 0);
+    float decoded[ROWS * COLS];
+    assert_int_equal(bd_qlayer_decode(&q, &layers[0], decoded), BD_OK);
+    assert_memory_equal(decoded, weights(g), sizeof decoded);
+    for (int r = 0; r < ROWS; r++)
+        assert_float_equal(bias(g)[r], b0[r] - 0.5 * db[r], 2e-6);
+
+    /* an int layer: its weight is no parameter */
+    float w1[ROWS * COLS];
+    memcpy(w1, weights(g), sizeof w1);
+    bd_qlayer qi = {.format = BD_FMT_INT, .d = 1, .k = 256};
+    io.q = &qi;
+    assert_int_equal(bd_training_run(g, &o, &io, &rep), BD_OK);
+    bd_training_report_free(&rep);
+    assert_memory_equal(w1, weights(g), sizeof w1);
+    bd_pq_result_free(&res);
+    free(layers);
+    bd_dataset_free(d);
+    bd_graph_free(g);
+}
+
 static atomic_int cancel_flag;
 
 static void stop_at_step_3(void *user, const char *stage, int64_t done, int64_t total,
@@ -675,6 +750,7 @@ int main(void)
         cmocka_unit_test(test_noise_gradient_finite_differences),
         cmocka_unit_test(test_int8_p1_is_qat),
         cmocka_unit_test(test_p0_is_plain_training),
+        cmocka_unit_test(test_quantized_layer_trains_centroids),
         cmocka_unit_test(test_mask_rate_and_layout),
         cmocka_unit_test(test_resume_is_bit_identical),
         cmocka_unit_test(test_schedules_match_pytorch),
