@@ -12,6 +12,7 @@
 #include "fileio.h"
 #include "grad.h"
 #include "layers.h"
+#include "pq.h"
 #include "rng.h"
 #include "train.h"
 
@@ -225,41 +226,121 @@ void bd_training_schedule(const bd_training_options *o, int64_t t, int64_t T,
     *momentum = (float)m;
 }
 
-/* ---- a run ------------------------------------------------------------------- */
+/* ---- the state of a run ------------------------------------------------------ */
 
-typedef struct run {
-    bd_graph *g;
-    const bd_training_options *o;
-    const bd_training_io *io;
-    int nparams;
-    int *params;
-    float **moment;      /* per parameter */
-    int *decay;          /* per parameter: weight decay applies (ndim > 1) */
-    bd_layer *layers;
-    int nlayers;
-    bd_tensor **lgrads;  /* per layer: its weight's gradient this step (or NULL) */
-    int *layer_param;    /* per layer: index into params, or -1 */
-    bd_noise *noise;
-    bd_train *tr;
-    int64_t count, steps, total;
-    int64_t *idx;
-    int *labels;
-} run;
-
-static void run_free(run *r)
+static void state_free(bd_training_state *st)
 {
-    for (int i = 0; r->moment && i < r->nparams; i++)
-        free(r->moment[i]);
-    free(r->moment);
-    free(r->decay);
-    free(r->params);
-    free(r->layers);
-    free(r->lgrads);
-    free(r->layer_param);
-    bd_noise_free(r->noise);
-    bd_train_free(r->tr);
-    free(r->idx);
-    free(r->labels);
+    for (int i = 0; st->moment && i < st->nparams; i++)
+        free(st->moment[i]);
+    for (int i = 0; st->cb && i < st->ncb; i++) {
+        free(st->cb[i].master);
+        free(st->cb[i].moment);
+    }
+    free(st->moment);
+    free(st->kind);
+    free(st->decay);
+    free(st->params);
+    free(st->layers);
+    free(st->layer_param);
+    free(st->plan);
+    free(st->cb);
+    memset(st, 0, sizeof *st);
+}
+
+static int is_quantized(const bd_training_state *st, int l)
+{
+    return st->io->q && st->io->q[l].k > 0;
+}
+
+/* The noise's plan without the quantized layers, and a codebook to train
+ * for every quantized PQ layer; an int layer's weight is frozen. */
+static bd_status quantized_layers(bd_training_state *st)
+{
+    const int n = st->nlayers;
+    if (st->io->plan)
+        memcpy(st->plan, st->io->plan, (size_t)n * sizeof *st->plan);
+    else if (st->o->noise.kind != BD_NOISE_NONE)
+        BD_TRY(bd_plan_regime(st->layers, n, st->o->noise.regime, 0, st->plan));
+    for (int l = 0; l < n; l++) {
+        if (!is_quantized(st, l))
+            continue;
+        st->plan[l].quantize = 0;
+        const bd_qlayer *q = &st->io->q[l];
+        const int pi = st->layer_param[l];
+        if (pi < 0)
+            continue;
+        st->kind[pi] = q->format == BD_FMT_PQ ? BD_PARAM_CODEBOOK : BD_PARAM_FROZEN;
+        if (q->format != BD_FMT_PQ)
+            continue;
+        bd_training_codebook *c = &st->cb[st->ncb++];
+        const size_t count = (size_t)q->k * (size_t)q->d;
+        *c = (bd_training_codebook){.layer = l, .param = pi};
+        c->master = malloc(count * sizeof *c->master);
+        c->moment = calloc(count, sizeof *c->moment);
+        if (!c->master || !c->moment)
+            return bd_fail(BD_ENOMEM, "out of memory for the codebook of '%s'",
+                           st->layers[l].name);
+        memcpy(c->master, q->centroids, count * sizeof *c->master);
+    }
+    return BD_OK;
+}
+
+static bd_status state_init(bd_training_state *st, bd_graph *g, const bd_training_options *o,
+                            const bd_training_io *io)
+{
+    memset(st, 0, sizeof *st);
+    *st = (bd_training_state){.g = g, .o = o, .io = io};
+    BD_TRY(bd_training_params(g, &st->params, &st->nparams));
+    if (st->nparams == 0)
+        return bd_fail(BD_EINVAL, "train: the model has no float parameters to train");
+    BD_TRY(bd_layers_find(g, &st->layers, &st->nlayers));
+    const size_t np = (size_t)st->nparams + 1, nl = (size_t)st->nlayers + 1;
+    st->moment = calloc(np, sizeof *st->moment);
+    st->kind = calloc(np, sizeof *st->kind);
+    st->decay = calloc(np, sizeof *st->decay);
+    st->layer_param = malloc(nl * sizeof *st->layer_param);
+    st->plan = calloc(nl, sizeof *st->plan);
+    st->cb = calloc(nl, sizeof *st->cb);
+    if (!st->moment || !st->kind || !st->decay || !st->layer_param || !st->plan || !st->cb)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    for (int l = 0; l < st->nlayers; l++) {
+        st->layer_param[l] = -1;
+        for (int i = 0; i < st->nparams; i++)
+            if (st->params[i] == st->layers[l].weight)
+                st->layer_param[l] = i;
+    }
+    BD_TRY(quantized_layers(st));
+    for (int i = 0; i < st->nparams; i++) {
+        const bd_tensor *t = g->values[st->params[i]].init;
+        st->decay[i] = t->ndim > 1;
+        if (st->kind[i] == BD_PARAM_SGD &&
+            !(st->moment[i] = calloc((size_t)bd_tensor_count(t) + 1, sizeof(float))))
+            return bd_fail(BD_ENOMEM, "out of memory for the optimiser's momentum");
+    }
+    const int64_t count = bd_dataset_count(io->train);
+    const int batch = o->batch < count ? o->batch : (int)count;
+    st->steps = o->steps > 0 ? o->steps : count / batch;
+    st->total = st->steps * o->epochs;
+    return BD_OK;
+}
+
+void bd_training_sgd(float *p, float *v, const float *grad, int64_t n, float lr, float m,
+                     float wd, int nesterov)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float g = grad[i] + wd * p[i];
+        v[i] = m * v[i] + g;
+        p[i] -= lr * (nesterov ? g + m * v[i] : v[i]);
+    }
+}
+
+bd_status bd_training_decode(const bd_training_state *st, int i, const float *centroids)
+{
+    const bd_training_codebook *c = &st->cb[i];
+    bd_qlayer view = st->io->q[c->layer];
+    view.centroids = (float *)centroids;
+    return bd_qlayer_decode(&view, &st->layers[c->layer],
+                            st->g->values[st->layers[c->layer].weight].init->data);
 }
 
 static bd_status check_options(const bd_training_options *o, const bd_training_io *io)
@@ -280,292 +361,8 @@ static bd_status check_options(const bd_training_options *o, const bd_training_i
     if (o->eval_quantized && o->noise.kind == BD_NOISE_NONE)
         return bd_fail(BD_EINVAL,
                        "train: eval_quantized evaluates the noise's quantizer: set quant_noise too");
-    return BD_OK;
-}
-
-static bd_status run_init(run *r, bd_graph *g, const bd_training_options *o,
-                          const bd_training_io *io)
-{
-    memset(r, 0, sizeof *r);
-    r->g = g;
-    r->o = o;
-    r->io = io;
-    BD_TRY(bd_training_params(g, &r->params, &r->nparams));
-    if (r->nparams == 0)
-        return bd_fail(BD_EINVAL, "train: the model has no float parameters to train");
-    BD_TRY(bd_layers_find(g, &r->layers, &r->nlayers));
-    r->moment = calloc((size_t)r->nparams + 1, sizeof *r->moment);
-    r->decay = calloc((size_t)r->nparams + 1, sizeof *r->decay);
-    r->lgrads = calloc((size_t)r->nlayers + 1, sizeof *r->lgrads);
-    r->layer_param = malloc(((size_t)r->nlayers + 1) * sizeof *r->layer_param);
-    if (!r->moment || !r->decay || !r->lgrads || !r->layer_param)
-        return bd_fail(BD_ENOMEM, "out of memory");
-    for (int i = 0; i < r->nparams; i++) {
-        const bd_tensor *t = g->values[r->params[i]].init;
-        r->decay[i] = t->ndim > 1;
-        if (!(r->moment[i] = calloc((size_t)bd_tensor_count(t) + 1, sizeof(float))))
-            return bd_fail(BD_ENOMEM, "out of memory for the optimiser's momentum");
-    }
-    for (int l = 0; l < r->nlayers; l++) {
-        r->layer_param[l] = -1;
-        for (int i = 0; i < r->nparams; i++)
-            if (r->params[i] == r->layers[l].weight)
-                r->layer_param[l] = i;
-    }
-    if (o->noise.kind != BD_NOISE_NONE)
-        BD_TRY(bd_noise_new(&r->noise, g, r->layers, r->nlayers, io->plan, &o->noise));
-    r->count = bd_dataset_count(io->train);
-    const int batch = o->batch < r->count ? o->batch : (int)r->count;
-    r->steps = o->steps > 0 ? o->steps : r->count / batch;
-    r->total = r->steps * o->epochs;
-    r->idx = malloc((size_t)batch * sizeof *r->idx);
-    r->labels = malloc((size_t)batch * sizeof *r->labels);
-    if (!r->idx || !r->labels)
-        return bd_fail(BD_ENOMEM, "out of memory");
-    bd_train_options to = {.bn_train = o->bn == 0, .bn_momentum = o->bn_momentum};
-    return bd_train_new(&r->tr, g, r->params, r->nparams, &to);
-}
-
-/* PyTorch's SGD: g += wd p; v = m v + g; p -= lr (nesterov ? g + m v : v). */
-static void sgd(float *p, float *v, const float *grad, int64_t count, float lr, float m, float wd,
-                int nesterov)
-{
-    for (int64_t i = 0; i < count; i++) {
-        const float g = grad[i] + wd * p[i];
-        v[i] = m * v[i] + g;
-        p[i] -= lr * (nesterov ? g + m * v[i] : v[i]);
-    }
-}
-
-static int64_t argmax_hits(const bd_tensor *logits, const int *labels)
-{
-    const int64_t n = logits->dims[0], c = logits->dims[1];
-    const float *x = logits->data;
-    int64_t hits = 0;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t best = 0;
-        for (int64_t j = 1; j < c; j++)
-            if (x[i * c + j] > x[i * c + best])
-                best = j;
-        hits += best == labels[i];
-    }
-    return hits;
-}
-
-/* One step on batch x: noise in, forward, loss, backward, noise out, SGD. */
-static bd_status step(run *r, const bd_tensor *x, int64_t t, float lr, float m, double *loss,
-                      int64_t *hits)
-{
-    const bd_training_options *o = r->o;
-    bd_tensor *logits = NULL, *target = NULL, *dlogits = NULL;
-    bd_tensor **grads = calloc((size_t)r->nparams + 1, sizeof *grads);
-    if (!grads)
-        return bd_fail(BD_ENOMEM, "out of memory");
-    bd_status s = r->noise ? bd_noise_apply(r->noise, r->g, o->seed, t) : BD_OK;
-    if (s == BD_OK)
-        s = bd_train_forward(r->tr, x, &logits);
-    if (s == BD_OK && o->loss == BD_LOSS_KL)
-        s = bd_exec_run1(r->io->teacher, x, &target);
-    if (s == BD_OK)
-        s = o->loss == BD_LOSS_KL
-                ? bd_loss_kl(logits, target, loss, &dlogits)
-                : bd_loss_ce_smooth(logits, r->labels, o->smoothing, loss, &dlogits);
-    if (s == BD_OK)
-        s = bd_train_backward(r->tr, dlogits, grads);
-    if (r->noise) {
-        for (int l = 0; l < r->nlayers; l++)
-            r->lgrads[l] = s == BD_OK && r->layer_param[l] >= 0 ? grads[r->layer_param[l]] : NULL;
-        bd_noise_restore(r->noise, r->g, r->lgrads);
-    }
-    for (int i = 0; s == BD_OK && i < r->nparams; i++) {
-        bd_tensor *p = r->g->values[r->params[i]].init;
-        sgd(p->data, r->moment[i], grads[i]->data, bd_tensor_count(p), lr, m,
-            r->decay[i] ? o->wd : 0, o->nesterov);
-    }
-    *hits = s == BD_OK ? argmax_hits(logits, r->labels) : 0;
-    for (int i = 0; i < r->nparams; i++)
-        bd_tensor_free(grads[i]);
-    free(grads);
-    bd_tensor_free(logits);
-    bd_tensor_free(target);
-    bd_tensor_free(dlogits);
-    return s;
-}
-
-/* ---- checkpoints ------------------------------------------------------------
- * A checkpoint holds every float initializer of the model by name (weights,
- * biases, BatchNorm parameters and running statistics), the momentum of
- * every trained one, the epochs done with their results, and what the
- * stream of random choices depends on (seed, steps per epoch), checked on
- * resume. Everything else a run does is a function of those. */
-
-static const char magic[8] = {'B', 'D', 'T', 'R', 'A', 'I', 'N', '1'};
-
-typedef struct buf {
-    unsigned char *p;
-    size_t len, cap;
-    int failed;
-} buf;
-
-static void put(buf *b, const void *v, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n > b->cap) {
-        size_t cap = (b->cap ? b->cap * 2 : 4096) + n;
-        unsigned char *p = realloc(b->p, cap);
-        if (!p) {
-            b->failed = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, v, n);
-    b->len += n;
-}
-
-static void put_i64(buf *b, int64_t v) { put(b, &v, sizeof v); }
-
-static int param_index(const run *r, int v)
-{
-    for (int i = 0; i < r->nparams; i++)
-        if (r->params[i] == v)
-            return i;
-    return -1;
-}
-
-static bd_status checkpoint_write(const run *r, const char *path, const bd_training_epoch *rec,
-                                  int done)
-{
-    buf b = {0};
-    put(&b, magic, sizeof magic);
-    put_i64(&b, done);
-    put_i64(&b, r->steps);
-    put_i64(&b, (int64_t)r->o->seed);
-    for (int e = 0; e < done; e++)
-        put(&b, &rec[e], sizeof rec[e]);
-    int64_t nv = 0;
-    for (int v = 0; v < r->g->nvalues; v++)
-        nv += float_init(r->g, v);
-    put_i64(&b, nv);
-    for (int v = 0; v < r->g->nvalues; v++) {
-        if (!float_init(r->g, v))
-            continue;
-        const bd_tensor *t = r->g->values[v].init;
-        const int64_t len = (int64_t)strlen(r->g->values[v].name), count = bd_tensor_count(t);
-        const int pi = param_index(r, v);
-        put_i64(&b, len);
-        put(&b, r->g->values[v].name, (size_t)len);
-        put_i64(&b, count);
-        put(&b, t->data, (size_t)count * sizeof(float));
-        put_i64(&b, pi >= 0);
-        if (pi >= 0)
-            put(&b, r->moment[pi], (size_t)count * sizeof(float));
-    }
-    bd_status s = b.failed ? bd_fail(BD_ENOMEM, "out of memory for the checkpoint %s", path)
-                           : BD_OK;
-    if (s == BD_OK) {
-        const void *chunk = b.p;
-        s = bd_write_file_atomic(path, 1, &chunk, &b.len);
-    }
-    free(b.p);
-    return s;
-}
-
-typedef struct reader {
-    const unsigned char *p;
-    size_t len, at;
-} reader;
-
-static int take(reader *rd, void *out, size_t n)
-{
-    if (rd->len - rd->at < n)
-        return 0;
-    memcpy(out, rd->p + rd->at, n);
-    rd->at += n;
-    return 1;
-}
-
-/* Reads the checkpoint into the model and optimiser, all or nothing:
- * every record is checked against the model before anything is copied. */
-static bd_status checkpoint_read(run *r, const char *path, bd_training_epoch **rec, int *done)
-{
-    void *data;
-    size_t len;
-    BD_TRY(bd_read_file(path, (size_t)1 << 40, &data, &len));
-    reader rd = {data, len, 0};
-    char m[8];
-    int64_t ndone = 0, steps = 0, seed = 0, nv = 0;
-    bd_status s = BD_OK;
-    if (!take(&rd, m, sizeof m) || memcmp(m, magic, sizeof m) || !take(&rd, &ndone, 8) ||
-        !take(&rd, &steps, 8) || !take(&rd, &seed, 8) || ndone < 0 || ndone > 1000000)
-        s = bd_fail(BD_EFORMAT, "%s is not a bitdown training checkpoint", path);
-    else if (steps != r->steps || (uint64_t)seed != r->o->seed)
-        s = bd_fail(BD_EINVAL,
-                    "%s was written by a run with seed %" PRId64 " and %" PRId64
-                    " steps per epoch; this one has seed %" PRIu64 " and %" PRId64
-                    ": resume with the same seed, data, batch and steps",
-                    path, seed, steps, r->o->seed, r->steps);
-    else if (ndone > r->o->epochs)
-        s = bd_fail(BD_EINVAL, "%s has %" PRId64 " epochs done, more than the %d asked", path,
-                    ndone, r->o->epochs);
-    bd_training_epoch *e = s == BD_OK ? calloc((size_t)r->o->epochs + 1, sizeof *e) : NULL;
-    if (s == BD_OK && !e)
-        s = bd_fail(BD_ENOMEM, "out of memory");
-    for (int64_t i = 0; s == BD_OK && i < ndone; i++)
-        if (!take(&rd, &e[i], sizeof e[i]))
-            s = bd_fail(BD_EFORMAT, "%s: truncated", path);
-    /* two passes: check, then copy */
-    for (int pass = 0; s == BD_OK && pass < 2; pass++) {
-        size_t start = rd.at;
-        if (!take(&rd, &nv, 8) || nv < 0) {
-            s = bd_fail(BD_EFORMAT, "%s: truncated", path);
-            break;
-        }
-        for (int64_t i = 0; s == BD_OK && i < nv; i++) {
-            int64_t nlen, count, has;
-            char name[1024];
-            if (!take(&rd, &nlen, 8) || nlen < 0 || nlen >= (int64_t)sizeof name ||
-                !take(&rd, name, (size_t)nlen)) {
-                s = bd_fail(BD_EFORMAT, "%s: truncated", path);
-                break;
-            }
-            name[nlen] = '\0';
-            int v = bd_graph_find(r->g, name);
-            if (v < 0 || !float_init(r->g, v) ||
-                !take(&rd, &count, 8) || count != bd_tensor_count(r->g->values[v].init)) {
-                s = bd_fail(BD_EINVAL, "%s: tensor '%s' is not in the model, or has another size",
-                            path, name);
-                break;
-            }
-            const size_t bytes = (size_t)count * sizeof(float);
-            if (rd.len - rd.at < bytes) {
-                s = bd_fail(BD_EFORMAT, "%s: truncated at '%s'", path, name);
-                break;
-            }
-            if (pass)
-                memcpy(r->g->values[v].init->data, rd.p + rd.at, bytes);
-            rd.at += bytes;
-            const int pi = param_index(r, v);
-            if (!take(&rd, &has, 8) || (has && rd.len - rd.at < bytes)) {
-                s = bd_fail(BD_EFORMAT, "%s: truncated at '%s'", path, name);
-                break;
-            }
-            if (has && pass && pi >= 0)
-                memcpy(r->moment[pi], rd.p + rd.at, bytes);
-            rd.at += has ? bytes : 0;
-        }
-        if (!pass)
-            rd.at = start;
-    }
-    free(data);
-    if (s != BD_OK) {
-        free(e);
-        return s;
-    }
-    *rec = e;
-    *done = (int)ndone;
+    if (io->resume && !io->checkpoint)
+        return bd_fail(BD_EINVAL, "train: resuming needs a checkpoint file");
     return BD_OK;
 }
 
@@ -588,6 +385,24 @@ static bd_status evaluate(bd_graph *g, const bd_training_io *io, int64_t limit, 
     return s;
 }
 
+/* The fully quantized model of the noise's quantizer, evaluated: the
+ * noise of the state's plan, applied with p = 1 and taken back. */
+static bd_status evaluate_quantized(bd_training_state *st, double *top1)
+{
+    bd_noise *nz;
+    double top5;
+    BD_TRY(bd_noise_new(&nz, st->g, st->layers, st->nlayers, st->plan, &st->o->noise));
+    bd_status s = bd_noise_apply_all(nz, st->g);
+    if (s == BD_OK) {
+        s = evaluate(st->g, st->io, st->o->eval_n, top1, &top5);
+        bd_noise_restore(nz, st->g, NULL);
+    }
+    bd_noise_free(nz);
+    return s;
+}
+
+/* ---- the loop ------------------------------------------------------------------ */
+
 static double now(void)
 {
     struct timespec ts;
@@ -595,39 +410,48 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static bd_status epoch(run *r, int e, bd_training_epoch *out, double *images, double *busy)
+typedef struct loop {
+    bd_training_state *st;
+    bd_training_engine *eng;
+    int64_t count;
+    int batch;
+    int64_t *idx;
+    int *labels;
+} loop;
+
+static bd_status epoch(loop *lp, int e, bd_training_epoch *out, double *images, double *busy)
 {
-    const bd_training_options *o = r->o;
-    const int batch = o->batch < r->count ? o->batch : (int)r->count;
-    int64_t *perm = NULL, pos = r->count;
+    bd_training_state *st = lp->st;
+    const bd_training_options *o = st->o;
+    const int batch = lp->batch;
+    int64_t *perm = NULL, pos = lp->count;
     uint64_t round = 0;
     double loss_sum = 0, t0 = now();
     int64_t hits = 0, seen = 0;
     bd_status s = BD_OK;
     float lr = o->lr, m = o->momentum;
-    if (r->noise)
-        bd_noise_refit_next(r->noise);
-    for (int64_t k = 0; s == BD_OK && k < r->steps; k++) {
-        const int64_t t = (int64_t)e * r->steps + k;
-        if (pos + batch > r->count) { /* the next pass over the data, in a new order */
+    for (int64_t k = 0; s == BD_OK && k < st->steps; k++) {
+        const int64_t t = (int64_t)e * st->steps + k;
+        if (pos + batch > lp->count) { /* the next pass over the data, in a new order */
             free(perm);
             perm = NULL;
-            s = bd_permutation(r->count, bd_rng_stream(o->seed, 0x0D, (uint64_t)e, round++), &perm);
+            s = bd_permutation(lp->count, bd_rng_stream(o->seed, 0x0D, (uint64_t)e, round++),
+                               &perm);
             pos = 0;
             if (s != BD_OK)
                 break;
         }
-        memcpy(r->idx, perm + pos, (size_t)batch * sizeof *r->idx);
+        memcpy(lp->idx, perm + pos, (size_t)batch * sizeof *lp->idx);
         pos += batch;
         bd_tensor *x = NULL;
         double loss = 0;
         int64_t h = 0;
-        bd_training_schedule(o, t, r->total, r->steps, &lr, &m);
-        s = bd_dataset_batch(r->io->train, r->idx, batch, &x, r->labels);
+        bd_training_schedule(o, t, st->total, st->steps, &lr, &m);
+        s = bd_dataset_batch(st->io->train, lp->idx, batch, &x, lp->labels);
         if (s == BD_OK)
-            s = bd_augment_batch(&o->augment, r->io->pp, x, o->seed, t * batch);
+            s = bd_augment_batch(&o->augment, st->io->pp, x, o->seed, t * batch);
         if (s == BD_OK)
-            s = step(r, x, t, lr, m, &loss, &h);
+            s = lp->eng->step(lp->eng->ctx, x, lp->labels, t, lr, m, &loss, &h);
         bd_tensor_free(x);
         if (s != BD_OK)
             break;
@@ -636,67 +460,94 @@ static bd_status epoch(run *r, int e, bd_training_epoch *out, double *images, do
         seen += batch;
         char msg[160];
         snprintf(msg, sizeof msg, "epoch %d/%d, step %" PRId64 "/%" PRId64 ": loss %.4f, lr %.4g",
-                 e + 1, o->epochs, k + 1, r->steps, loss, lr);
-        s = bd_progress_report(r->io->progress, "train", t + 1, r->total, msg, loss);
+                 e + 1, o->epochs, k + 1, st->steps, loss, lr);
+        s = bd_progress_report(st->io->progress, "train", t + 1, st->total, msg, loss);
     }
     free(perm);
     *busy += now() - t0;
     *images += (double)seen;
-    *out = (bd_training_epoch){.epoch = e + 1, .loss = loss_sum / (double)(r->steps ? r->steps : 1),
+    *out = (bd_training_epoch){.epoch = e + 1,
+                               .loss = loss_sum / (double)(st->steps ? st->steps : 1),
                                .train_top1 = seen ? 100.0 * (double)hits / (double)seen : 0,
                                .top1 = -1, .top5 = -1, .quant_top1 = -1, .lr = lr};
-    if (s == BD_OK && r->io->eval)
-        s = evaluate(r->g, r->io, o->eval_n, &out->top1, &out->top5);
-    if (s == BD_OK && r->io->eval && o->eval_quantized) {
-        double q5;
-        if ((s = bd_noise_apply_all(r->noise, r->g)) == BD_OK) {
-            s = evaluate(r->g, r->io, o->eval_n, &out->quant_top1, &q5);
-            bd_noise_restore(r->noise, r->g, NULL);
-        }
-    }
+    if (s == BD_OK && lp->eng->store)
+        s = lp->eng->store(lp->eng->ctx);
+    if (s == BD_OK && st->io->eval)
+        s = evaluate(st->g, st->io, o->eval_n, &out->top1, &out->top5);
+    if (s == BD_OK && st->io->eval && o->eval_quantized)
+        s = evaluate_quantized(st, &out->quant_top1);
     out->seconds = now() - t0;
     return s;
 }
 
-bd_status bd_training_run(bd_graph *g, const bd_training_options *options,
-                          const bd_training_io *io, bd_training_report *report)
+static bd_status train_epochs(bd_training_state *st, bd_training_engine *eng,
+                              bd_training_report *report)
+{
+    const bd_training_io *io = st->io;
+    const bd_training_options *o = st->o;
+    loop lp = {.st = st, .eng = eng, .count = bd_dataset_count(io->train)};
+    lp.batch = o->batch < lp.count ? o->batch : (int)lp.count;
+    lp.idx = malloc((size_t)lp.batch * sizeof *lp.idx);
+    lp.labels = malloc((size_t)lp.batch * sizeof *lp.labels);
+    bd_training_epoch *rec = NULL;
+    int done = 0;
+    bd_status s = lp.idx && lp.labels ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    if (s == BD_OK && io->resume) {
+        if ((s = bd_training_checkpoint_read(st, io->checkpoint, &rec, &done)) == BD_OK &&
+            eng->load)
+            s = eng->load(eng->ctx);
+    } else if (s == BD_OK && !(rec = calloc((size_t)o->epochs + 1, sizeof *rec)))
+        s = bd_fail(BD_ENOMEM, "out of memory");
+    double images = 0, busy = 0;
+    report->first = done + 1;
+    for (int e = done; s == BD_OK && e < o->epochs; e++) {
+        if ((s = epoch(&lp, e, &rec[e], &images, &busy)) != BD_OK)
+            break;
+        if (io->checkpoint &&
+            (s = bd_training_checkpoint_write(st, io->checkpoint, rec, e + 1)) != BD_OK)
+            break;
+        if (io->on_epoch)
+            io->on_epoch(io->user, &rec[e], o->epochs);
+    }
+    for (int i = 0; s == BD_OK && i < st->ncb; i++) { /* what a save writes: fp16 centroids */
+        bd_qlayer *q = &io->q[st->cb[i].layer];
+        memcpy(q->centroids, st->cb[i].master, (size_t)q->k * (size_t)q->d * sizeof(float));
+        bd_pq_round_fp16(q->centroids, (int64_t)q->k * q->d);
+        s = bd_training_decode(st, i, q->centroids);
+    }
+    if (s == BD_OK) {
+        report->epochs = o->epochs;
+        report->per_epoch = rec;
+        report->images_per_second = busy > 0 ? images / busy : 0;
+    } else
+        free(rec);
+    free(lp.idx);
+    free(lp.labels);
+    return s;
+}
+
+bd_status bd_training_run_with(bd_training_start_fn start, void *arg, bd_graph *g,
+                               const bd_training_options *options, const bd_training_io *io,
+                               bd_training_report *report)
 {
     memset(report, 0, sizeof *report);
     bd_training_options o = *options;
     if (!o.augment.is_set)
         bd_augment_default(io->train ? bd_dataset_spec(io->train) : "", &o.augment);
     BD_TRY(check_options(&o, io));
-    if (io->resume && !io->checkpoint)
-        return bd_fail(BD_EINVAL, "train: resuming needs a checkpoint file");
-    run r;
-    bd_status s = run_init(&r, g, &o, io);
-    bd_training_epoch *rec = NULL;
-    int done = 0;
-    if (s == BD_OK && io->resume)
-        s = checkpoint_read(&r, io->checkpoint, &rec, &done);
-    else if (s == BD_OK && !(rec = calloc((size_t)o.epochs + 1, sizeof *rec)))
-        s = bd_fail(BD_ENOMEM, "out of memory");
+    bd_training_state st;
+    bd_status s = state_init(&st, g, &o, io);
+    for (int l = 0; s == BD_OK && o.init && l < st.nlayers; l++)
+        if (is_quantized(&st, l))
+            s = bd_fail(BD_EINVAL, "train: init=scratch would forget the codes of quantized "
+                                   "layer '%s': reset it first", st.layers[l].name);
     if (s == BD_OK && !io->resume && o.init)
         s = bd_training_reinit(g, o.seed);
-    double images = 0, busy = 0;
-    report->first = done + 1;
-    for (int e = done; s == BD_OK && e < o.epochs; e++) {
-        if ((s = epoch(&r, e, &rec[e], &images, &busy)) != BD_OK)
-            break;
-        if (io->checkpoint && (s = checkpoint_write(&r, io->checkpoint, rec, e + 1)) != BD_OK)
-            break;
-        report->epochs = e + 1;
-        if (io->on_epoch)
-            io->on_epoch(io->user, &rec[e], o.epochs);
+    bd_training_engine eng = {0};
+    if (s == BD_OK && (s = start(arg, &st, &eng)) == BD_OK) {
+        s = train_epochs(&st, &eng, report);
+        eng.free(eng.ctx);
     }
-    if (s == BD_OK) {
-        report->epochs = o.epochs;
-        report->per_epoch = rec;
-        report->images_per_second = busy > 0 ? images / busy : 0;
-    } else {
-        free(rec);
-        report->epochs = 0;
-    }
-    run_free(&r);
+    state_free(&st);
     return s;
 }

@@ -100,12 +100,104 @@ typedef struct bd_training_io {
     const bd_preprocess *pp;   /* how train's images were preprocessed (augmentation's padding) */
     bd_exec *teacher;          /* BD_LOSS_KL's targets; may be NULL otherwise */
     const bd_layer_plan *plan; /* the noise's layout (NULL: the spec's regime) */
+    /* Per layer of bd_layers_find(g) (NULL: none is quantized): a layer
+     * whose q has k > 0 is quantized. A PQ layer trains its centroids
+     * instead of its weight (finetune.h's centroid gradient: iterative PQ's
+     * training between stages) and gets no noise; an int layer stays as it
+     * is. On success the tuned centroids, rounded to fp16, are in q and the
+     * weights decoded from them. */
+    bd_qlayer *q;
     const char *checkpoint;    /* written after every epoch (NULL: none) */
     int resume;                /* continue from checkpoint */
     const bd_progress *progress;
     bd_epoch_fn on_epoch;
     void *user;
 } bd_training_io;
+
+/* ---- where the steps run ------------------------------------------------
+ * The loop (the data's order, augmentation, the schedule, progress,
+ * evaluation, checkpoints, the report) is bd_training_run_with's, the same
+ * for every engine; an engine takes the steps: the CPU's (bd_training_run)
+ * or a GPU's (device.h). */
+
+/* How a parameter is updated. */
+enum {
+    BD_PARAM_SGD = 0,      /* itself, by SGD */
+    BD_PARAM_CODEBOOK = 1, /* a quantized PQ layer's weight: its codebook trains */
+    BD_PARAM_FROZEN = 2    /* a quantized int layer's weight: not at all */
+};
+
+/* A quantized PQ layer whose centroids train. */
+typedef struct bd_training_codebook {
+    int layer;     /* index in layers */
+    int param;     /* its weight's index in params (the backward's gradient) */
+    float *master; /* k x d, float32 while training */
+    float *moment; /* k x d */
+} bd_training_codebook;
+
+/* What a run trains, worked out once; the host's copy of the truth, which
+ * evaluation and checkpoints read between epochs. */
+typedef struct bd_training_state {
+    bd_graph *g;
+    const bd_training_options *o; /* defaults filled in */
+    const bd_training_io *io;
+    int nparams;
+    int *params;          /* value ids (bd_training_params) */
+    int *kind;            /* per parameter: BD_PARAM_* */
+    int *decay;           /* per parameter: weight decay applies (rank > 1) */
+    float **moment;       /* per BD_PARAM_SGD parameter: its momentum; else NULL */
+    bd_layer *layers;     /* bd_layers_find(g) */
+    int nlayers;
+    int *layer_param;     /* per layer: its weight's index in params, or -1 */
+    bd_layer_plan *plan;  /* the noise's layout, quantized layers left out */
+    int ncb;
+    bd_training_codebook *cb;
+    int64_t steps, total; /* per epoch, in the run */
+} bd_training_state;
+
+typedef struct bd_training_engine {
+    void *ctx;
+    /* Step t (0-based over the run) on batch x with its labels at this
+     * learning rate and momentum: the noise of step t, forward, loss,
+     * backward, the update; *loss gets the batch's loss, *hits how many
+     * images the (noisy) model got right. */
+    bd_status (*step)(void *ctx, const bd_tensor *x, const int *labels, int64_t t, float lr,
+                      float momentum, double *loss, int64_t *hits);
+    /* Copies the engine's own values (parameters, running statistics,
+     * momentum, codebooks) into the state; NULL when the state is the
+     * engine's own. Called before evaluation and checkpoints. */
+    bd_status (*store)(void *ctx);
+    /* The reverse, after a resume filled the state; NULL likewise. */
+    bd_status (*load)(void *ctx);
+    void (*free)(void *ctx);
+} bd_training_engine;
+
+typedef bd_status (*bd_training_start_fn)(void *arg, const bd_training_state *st,
+                                          bd_training_engine *eng);
+
+/* bd_training_run with the steps on the engine start sets up. */
+bd_status bd_training_run_with(bd_training_start_fn start, void *arg, bd_graph *g,
+                               const bd_training_options *opt, const bd_training_io *io,
+                               bd_training_report *report);
+
+/* PyTorch's SGD on n values: g += wd p; v = m v + g; p -= lr (nesterov ?
+ * g + m v : v). */
+void bd_training_sgd(float *p, float *v, const float *grad, int64_t n, float lr, float m,
+                     float wd, int nesterov);
+
+/* Writes codebook i's layer weight, decoded from centroids, into st->g. */
+bd_status bd_training_decode(const bd_training_state *st, int i, const float *centroids);
+
+/* The checkpoint after `done` epochs (rec[0..done)), written atomically:
+ * every float initializer by name, the momentum of the trained ones, the
+ * codebooks, and what the stream of random choices depends on (seed,
+ * steps per epoch), which reading checks. Reading is all or nothing: every
+ * record is checked against the model before anything is copied; *rec
+ * gets room for all the run's epochs. */
+bd_status bd_training_checkpoint_write(const bd_training_state *st, const char *path,
+                                       const bd_training_epoch *rec, int done);
+bd_status bd_training_checkpoint_read(bd_training_state *st, const char *path,
+                                      bd_training_epoch **rec, int *done);
 
 /* Trains g in place. Checked before anything changes: options in range,
  * labels for a label loss, a teacher for distillation, the noise against
