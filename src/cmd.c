@@ -259,7 +259,8 @@ static const command commands[] = {
       "The codes do not change. One undo step; Ctrl-C cancels and restores.",
       BD_ARG_LAYER, all_word, finetune_keys, NULL},
      {BD_ARG_NONE, NULL}, 0, 1, 1, cmd_finetune},
-    {{"train", "train [key=value ...]", "train the float model's weights (optionally with Quant-Noise)",
+    {{"train", "train [key=value ...]",
+      "train the float model's weights (optionally with Quant-Noise)",
       "Trains every float parameter of the model (weights, biases, BatchNorm and\n"
       "its running statistics) by SGD on the calibration data (all of it, with\n"
       "labels for loss=ce), and evaluates it after every epoch on the evaluation\n"

@@ -241,8 +241,8 @@ static void draw_bottom(tui *t, int y, int w)
         tui_blank(y, 0, w, TS_HEADER);
         tui_text(y, 0, w, TS_HEADER,
                  t->help ? " Up/Down scroll the help, any other key closes it"
-                         : " q quantize  A all  [ ] d  k K k  r reset  u undo  e eval  f tune  t train  s save  "
-                           "Tab pane  : command  ? help  Q quit");
+                         : " q quantize  A all  [ ] d  k K k  r reset  u undo  e eval  f tune  "
+                           "t train  s save  Tab pane  : command  ? help  Q quit");
         break;
     }
     curs_set(0);
