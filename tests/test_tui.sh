@@ -69,6 +69,10 @@ wait_for tui '^ +2 +[0-9.]+ +[0-9.]+% +[0-9.]+% ' || fail "the training pane lac
 grep -q 'training: 2 of 2 epochs done' "$TMP/screen" || fail "the training pane's title"
 grep -q 'noise none' "$TMP/screen" || fail "the training pane does not say the noise"
 grep -q 'eval top-1 by epoch' "$TMP/screen" || fail "the training pane has no top-1 curve"
+keys Q
+wait_for tui 'the trained weights are not saved: quit without saving' ||
+  fail "Q did not ask about the unsaved training"
+keys n
 keys u
 wait_for tui 'undid: train' || fail "u did not undo the training"
 wait_for tui '^ ready' || fail "an undo step is left after undoing the training"

@@ -56,6 +56,7 @@ void tui_mark_saved(tui *t)
         t->saved = s;
         t->nsaved = n;
     }
+    t->trained_unsaved = 0;
     bd_ws_unlock(t->ws);
 }
 
@@ -76,9 +77,9 @@ void tui_request_quit(tui *t)
 {
     int busy = tui_worker_busy(&t->worker, 1);
     bd_ws_lock(t->ws);
-    int unsaved = tui_unsaved(t);
+    int unsaved = tui_unsaved(t), trained = t->trained_unsaved;
     bd_ws_unlock(t->ws);
-    if (!busy && !unsaved) {
+    if (!busy && !unsaved && !trained) {
         t->quit = 1;
         return;
     }
@@ -86,6 +87,10 @@ void tui_request_quit(tui *t)
         snprintf(t->question, sizeof t->question,
                  "%s%d quantized layer%s not saved: quit without saving? (y/n)",
                  busy ? "work is running and " : "", unsaved, unsaved == 1 ? " is" : "s are");
+    else if (trained)
+        snprintf(t->question, sizeof t->question,
+                 "%sthe trained weights are not saved: quit without saving? (y/n)",
+                 busy ? "work is running and " : "");
     else
         snprintf(t->question, sizeof t->question, "work is running: cancel it and quit? (y/n)");
     t->mode = MODE_QUIT;
@@ -263,7 +268,7 @@ static void frame(tui *t)
     if (bd_ws_last_training(t->ws, NULL, NULL, NULL, &running) && running)
         t->show_train = 1;
     layout l = compute_layout(t, bd_ws_nlayers(t->ws));
-    draw_header(t, l.header, tui_unsaved(t));
+    draw_header(t, l.header, tui_unsaved(t) + t->trained_unsaved);
     tui_table_draw(t, l.table, t->focus == PANE_TABLE);
     if (l.detail.h > 0) {
         if (t->show_train)

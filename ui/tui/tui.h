@@ -67,6 +67,7 @@ typedef struct tui {
     char question[200];     /* MODE_QUIT's */
     tui_saved_layer *saved; /* under bd_ws_lock */
     int nsaved;
+    int trained_unsaved;        /* trainings since the last load or save (under bd_ws_lock) */
     int show_train;             /* the training pane instead of the detail pane */
     char train_line[TUI_LINE_MAX]; /* the last ':train' line, which 't' runs again */
     tui_train_view train;
@@ -96,7 +97,7 @@ void tui_mark_saved(tui *t);
 /* Layers whose quantization differs from the last load or save; call under
  * bd_ws_lock. */
 int tui_unsaved(const tui *t);
-/* Quits, or asks first when quantization work is unsaved. */
+/* Quits, or asks first when quantization or training work is unsaved. */
 void tui_request_quit(tui *t);
 /* The selected layer's name (takes bd_ws_lock), "" when there is none. */
 void tui_selected_name(tui *t, char *buf, size_t cap);
