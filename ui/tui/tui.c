@@ -265,8 +265,10 @@ static void frame(tui *t)
     tui_train_observe(t);
     bd_ws_lock(t->ws);
     int running = 0;
-    if (bd_ws_last_training(t->ws, NULL, NULL, NULL, &running) && running)
+    bd_ws_last_training(t->ws, NULL, NULL, NULL, &running);
+    if (running && !t->train_running) /* a run started (by a command or a script) */
         t->show_train = 1;
+    t->train_running = running;
     layout l = compute_layout(t, bd_ws_nlayers(t->ws));
     draw_header(t, l.header, tui_unsaved(t) + t->trained_unsaved);
     tui_table_draw(t, l.table, t->focus == PANE_TABLE);

@@ -69,6 +69,7 @@ typedef struct tui {
     int nsaved;
     int trained_unsaved;        /* trainings since the last load or save (under bd_ws_lock) */
     int show_train;             /* the training pane instead of the detail pane */
+    int train_running;          /* as the last frame saw it */
     char train_line[TUI_LINE_MAX]; /* the last ':train' line, which 't' runs again */
     tui_train_view train;
 } tui;
