@@ -33,6 +33,7 @@
 #include "progress.h"
 #include "codec.h"
 #include "tensor.h"
+#include "training.h"
 
 typedef struct bd_device bd_device;
 
@@ -109,5 +110,18 @@ bd_status bd_device_finetune(bd_device *dev, bd_graph *student, bd_dexec *teache
                              const bd_layer *layers, bd_qlayer *q, int n, const bd_dataset *data,
                              const bd_finetune_options *opt, const bd_progress *progress,
                              bd_finetune_report *report);
+
+/* ---- training ------------------------------------------------------------------ */
+
+/* training.h's engine on the device (arg: the bd_device *), for
+ * bd_training_run_with: Quant-Noise (bd_noise_mask's masks and the CPU's
+ * codebook and grid fits, made on the host, applied on the device), the
+ * forward and backward, the loss (a teacher for loss=kl runs on the device
+ * too), SGD and the codebooks' centroid SGD; a step uploads the batch, its
+ * labels and the masks and brings back each image's loss and hit. store
+ * and load copy parameters, running statistics, momentum and codebooks
+ * between the device and the state. */
+bd_status bd_device_training_start(void *arg, const bd_training_state *st,
+                                   bd_training_engine *eng);
 
 #endif

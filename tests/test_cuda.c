@@ -740,7 +740,7 @@ static void test_softmax_losses(void **state)
             ok(bd_cu_loss_kl(ds, dt, N, C, drows, dg));
         } else {
             ok(bd_loss_ce(s, labels, &ref_loss, &ref_grad));
-            ok(bd_cu_loss_ce(ds, dl, N, C, drows, dg));
+            ok(bd_cu_loss_ce(ds, dl, N, C, 0, drows, dg));
         }
         down(rows, drows, sizeof rows);
         for (int i = 0; i < N; i++)
