@@ -1097,7 +1097,28 @@ static bd_qlayer *quantize_one(bd_graph *g, const char *name)
     return q;
 }
 
-static void free_quantized(bd_graph *g, bd_qlayer *q)
+/* A copy of q (per layer of g) for another run, whose codebooks it tunes. */
+static bd_qlayer *copy_quantized(const bd_graph *g, const bd_qlayer *q)
+{
+    bd_layer *ls;
+    int nl;
+    ok(bd_layers_find(g, &ls, &nl));
+    bd_qlayer *c = calloc((size_t)nl, sizeof *c);
+    for (int i = 0; i < nl; i++)
+        if (q[i].k > 0) {
+            c[i] = q[i];
+            const size_t kd = (size_t)q[i].k * (size_t)q[i].d * sizeof(float);
+            const size_t codes = (size_t)q[i].n * sizeof(int32_t);
+            c[i].centroids = malloc(kd);
+            c[i].codes = malloc(codes);
+            memcpy(c[i].centroids, q[i].centroids, kd);
+            memcpy(c[i].codes, q[i].codes, codes);
+        }
+    free(ls);
+    return c;
+}
+
+static void free_quantized(const bd_graph *g, bd_qlayer *q)
 {
     bd_layer *ls;
     int nl;
@@ -1162,7 +1183,7 @@ static void check_training(const char *noise, int quantized, double tol)
     bd_graph *w0, *a, *b;
     ok(bd_onnx_load(bd_test_path("examples/fmnist/resnet_bn.onnx"), &w0));
     bd_qlayer *qa = quantized ? quantize_one(w0, "layer2.0.conv2") : NULL;
-    bd_qlayer *qb = quantized ? quantize_one(w0, "layer2.0.conv2") : NULL;
+    bd_qlayer *qb = quantized ? copy_quantized(w0, qa) : NULL;
     ok(bd_graph_clone(&a, w0));
     ok(bd_graph_clone(&b, w0));
     bd_preprocess pp;
@@ -1238,8 +1259,8 @@ static void test_e2e_training_resume(void **state)
     (void)state;
     bd_graph *w0, *a, *b, *c;
     ok(bd_onnx_load(bd_test_path("examples/fmnist/resnet_bn.onnx"), &w0));
-    bd_qlayer *qa = quantize_one(w0, "layer2.0.conv2"), *qb = quantize_one(w0, "layer2.0.conv2"),
-              *qc = quantize_one(w0, "layer2.0.conv2");
+    bd_qlayer *qa = quantize_one(w0, "layer2.0.conv2"), *qb = copy_quantized(w0, qa),
+              *qc = copy_quantized(w0, qa);
     ok(bd_graph_clone(&a, w0));
     ok(bd_graph_clone(&b, w0));
     ok(bd_graph_clone(&c, w0));
