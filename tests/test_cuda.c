@@ -1232,9 +1232,29 @@ static void test_e2e_training(void **state)
 {
     (void)state;
     check_training("none", 0, 1e-3);
+}
+
+static void test_e2e_training_pq(void **state)
+{
+    (void)state;
     check_training("pq:p=0.2", 0, 1e-3);
+}
+
+static void test_e2e_training_int8(void **state)
+{
+    (void)state;
     check_training("int8:p=0.5", 0, 1e-2);
+}
+
+static void test_e2e_training_pq_centroid(void **state)
+{
+    (void)state;
     check_training("pq-centroid:p=0.3,refresh=2", 0, 1e-2);
+}
+
+static void test_e2e_training_codebook(void **state)
+{
+    (void)state;
     check_training("none", 1, 1e-3);
 }
 
@@ -1357,6 +1377,10 @@ int main(void)
         cmocka_unit_test(test_e2e_finetune),
         cmocka_unit_test(test_training_kernels),
         cmocka_unit_test(test_e2e_training),
+        cmocka_unit_test(test_e2e_training_pq),
+        cmocka_unit_test(test_e2e_training_int8),
+        cmocka_unit_test(test_e2e_training_pq_centroid),
+        cmocka_unit_test(test_e2e_training_codebook),
         cmocka_unit_test(test_e2e_training_resume),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
