@@ -25,7 +25,12 @@
  *    layer's relative output error must agree within 1e-3 of itself.
  *  - fine-tuning: the losses of the first and last steps within 1e-3
  *    relative; ten SGD steps from the same codebook amplify the forward's
- *    1e-5 differences little. */
+ *    1e-5 differences little.
+ *  - training's SGD, hits and Quant-Noise's block drop and int8 noise on a
+ *    weight: exact (the same float operations, products rounded first).
+ *  - six training steps: the weights within 1e-4 to 1e-2 of the change
+ *    training made (check_training says which and why); a resumed GPU run
+ *    within 1e-4 of an uninterrupted one (identical on an H200). */
 #include "bd_test.h"
 
 #include <stdio.h>
@@ -1156,12 +1161,12 @@ static bd_dataset *fmnist_train(const bd_graph *g, bd_preprocess *pp)
     return d;
 }
 
-static bd_training_options few_steps(const char *noise)
+static bd_training_options few_steps(const char *noise, int epochs)
 {
     bd_training_options o;
     bd_training_options_init(&o);
-    o.epochs = 2;
-    o.steps = 3;
+    o.epochs = epochs;
+    o.steps = 6 / epochs;
     o.batch = 32;
     o.lr = 0.05f;
     o.nesterov = 1;
@@ -1171,14 +1176,16 @@ static bd_training_options few_steps(const char *noise)
     return o;
 }
 
-/* A few steps on the GPU against the same steps on the CPU: the same
- * options, seed, masks and data; quantized: layer2.0.conv2 is a PQ layer
- * training its centroids. The trained weights (BatchNorm's running
- * statistics with them) differ by at most tol of how far training moved
- * them: the forward's 1e-6 differences (summation order) carried through
- * six steps; the int noise may also round a weight within an ulp of a
- * grid's midpoint the other way, one grid step on one weight. */
-static void check_training(const char *noise, int quantized, double tol)
+/* Six steps on the GPU against the same steps on the CPU: the same
+ * options, seed, masks and data, in `epochs` epochs; quantized:
+ * layer2.0.conv2 is a PQ layer training its centroids. The trained weights
+ * (BatchNorm's running statistics with them) differ by at most tol of how
+ * far training moved them, and each epoch's loss by tol of itself: the
+ * forward's 1e-6 differences (summation order) carried through six steps.
+ * On an H200 (2026-12-04): 8.9e-6 plain, 1.4e-4 with block drop (whose
+ * 1/(1-p) and dropped blocks make the steps larger and less smooth),
+ * 4.3e-6 int8, 2.7e-5 with the PQ layer. */
+static void check_training(const char *noise, int epochs, int quantized, double tol)
 {
     bd_graph *w0, *a, *b;
     ok(bd_onnx_load(bd_test_path("examples/fmnist/resnet_bn.onnx"), &w0));
@@ -1188,22 +1195,22 @@ static void check_training(const char *noise, int quantized, double tol)
     ok(bd_graph_clone(&b, w0));
     bd_preprocess pp;
     bd_dataset *d = fmnist_train(w0, &pp);
-    bd_training_options o = few_steps(noise);
+    bd_training_options o = few_steps(noise, epochs);
     bd_training_io io = {.train = d, .pp = &pp, .q = qa};
     bd_training_report ra, rb;
     ok(bd_training_run(a, &o, &io, &ra));
     io.q = qb;
     ok(bd_training_run_with(bd_device_training_start, dev, b, &o, &io, &rb));
     const double gap = trained_gap(w0, a, b);
-    print_message("%s%s: GPU - CPU = %.3g of the training's change; losses %.6f %.6f (CPU) "
-                  "%.6f %.6f (GPU)\n",
-                  noise, quantized ? " with a PQ layer" : "", gap, ra.per_epoch[0].loss,
-                  ra.per_epoch[1].loss, rb.per_epoch[0].loss, rb.per_epoch[1].loss);
+    print_message("%s%s: GPU - CPU = %.3g of the training's change; last loss %.6f (CPU), "
+                  "%.6f (GPU)\n",
+                  noise, quantized ? " with a PQ layer" : "", gap,
+                  ra.per_epoch[epochs - 1].loss, rb.per_epoch[epochs - 1].loss);
     if (!(gap <= tol))
         fail_msg("%s: the GPU's weights differ from the CPU's by %g of the change (tolerance %g)",
                  noise, gap, tol);
-    for (int e = 0; e < 2; e++)
-        if (!(fabs(ra.per_epoch[e].loss - rb.per_epoch[e].loss) <= 1e-4 * ra.per_epoch[e].loss))
+    for (int e = 0; e < epochs; e++)
+        if (!(fabs(ra.per_epoch[e].loss - rb.per_epoch[e].loss) <= tol * ra.per_epoch[e].loss))
             fail_msg("%s: epoch %d's loss %g (CPU), %g (GPU)", noise, e + 1, ra.per_epoch[e].loss,
                      rb.per_epoch[e].loss);
     if (quantized) {
@@ -1231,31 +1238,39 @@ static void check_training(const char *noise, int quantized, double tol)
 static void test_e2e_training(void **state)
 {
     (void)state;
-    check_training("none", 0, 1e-3);
+    check_training("none", 2, 0, 1e-4);
 }
 
 static void test_e2e_training_pq(void **state)
 {
     (void)state;
-    check_training("pq:p=0.2", 0, 1e-3);
+    check_training("pq:p=0.2", 2, 0, 1e-3);
 }
 
 static void test_e2e_training_int8(void **state)
 {
     (void)state;
-    check_training("int8:p=0.5", 0, 1e-2);
+    check_training("int8:p=0.5", 2, 0, 1e-4);
 }
 
+/* One epoch and one fit of the codebooks, at step 0 on the same weights:
+ * weight k-means is not continuous in its input (its seeding and stopping
+ * rule), and a refit on weights that differ in their last bits can give
+ * another codebook, on the CPU alone too (a 1e-6 nudge of the weights moved
+ * six steps with refresh=1 by a third of their change). The refits
+ * themselves are the CPU's code; the resumed run below checks the GPU's
+ * use of them. A block almost equidistant from two centroids may be
+ * assigned either way, hence the looser bound. */
 static void test_e2e_training_pq_centroid(void **state)
 {
     (void)state;
-    check_training("pq-centroid:p=0.3,refresh=2", 0, 1e-2);
+    check_training("pq-centroid:p=0.3", 1, 0, 1e-2);
 }
 
 static void test_e2e_training_codebook(void **state)
 {
     (void)state;
-    check_training("none", 1, 1e-3);
+    check_training("none", 2, 1, 2e-4);
 }
 
 static atomic_int cancel_flag;
@@ -1271,9 +1286,9 @@ static void stop_at_step_4(void *user, const char *stage, int64_t done, int64_t 
 /* store and load: a GPU run stopped in its second epoch and resumed from
  * the first epoch's checkpoint ends where an uninterrupted GPU run does
  * (the parameters, momentum, running statistics, a PQ layer's codebook
- * and its momentum, and the noise's refits at the epoch's start), up to
- * the GPU's own run-to-run differences (atomic adds in MaxPool's backward
- * and the centroid sums). */
+ * and its momentum, and the noise's refits at the epoch's start, every
+ * step here), up to the GPU's own run-to-run differences (atomic adds in
+ * MaxPool's backward and the centroid sums); identical on an H200. */
 static void test_e2e_training_resume(void **state)
 {
     (void)state;
@@ -1286,7 +1301,7 @@ static void test_e2e_training_resume(void **state)
     ok(bd_graph_clone(&c, w0));
     bd_preprocess pp;
     bd_dataset *d = fmnist_train(w0, &pp);
-    bd_training_options o = few_steps("pq-centroid:p=0.3,refresh=1");
+    bd_training_options o = few_steps("pq-centroid:p=0.3,refresh=1", 2);
     char ca[600], cb[600];
     snprintf(ca, sizeof ca, "%s/gpu_a.ckpt", bd_test_tmpdir());
     snprintf(cb, sizeof cb, "%s/gpu_b.ckpt", bd_test_tmpdir());
