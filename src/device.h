@@ -9,12 +9,14 @@
  * What runs on the GPU (docs/architecture.md, "The device"): the forward
  * pass of a graph (evaluation, the calibration forward), the Gram matrix of
  * a layer's inputs (im2col + SYRK), EM's E-step (GEMM + argmin) and M-step
- * sums, and the whole forward and backward pass of fine-tuning with the
- * losses, centroid gradients and SGD. What stays on the host: the data
- * (batches are uploaded), the held-out rows of the error metric and the
- * metric itself, EM's control flow (initialisation, empty-cluster repair,
- * the means, the objective) and fine-tuning's loop, which are the CPU's own
- * code (bd_pq_fit_on, bd_finetune_with).
+ * sums, the whole forward and backward pass of fine-tuning with the
+ * losses, centroid gradients and SGD, and training's steps with
+ * Quant-Noise. What stays on the host: the data (batches are uploaded),
+ * the held-out rows of the error metric and the metric itself, EM's
+ * control flow (initialisation, empty-cluster repair, the means, the
+ * objective), fine-tuning's and training's loops, and Quant-Noise's masks
+ * and fits, which are the CPU's own code (bd_pq_fit_on, bd_finetune_with,
+ * bd_training_run_with, quant_noise.h).
  *
  * A device is used by one thread at a time (the workspace's operations run
  * one at a time); every entry point selects the device for the calling
