@@ -151,6 +151,34 @@ bd_status bd_cu_axpy(int64_t n, float a, const float *x, float *y);
 bd_status bd_cu_sgd(float *p, float *v, const float *g, int64_t n, float lr, float momentum,
                     float wd);
 
+/* ---- training.cu: training's own steps (training.c on the GPU) ------------------ */
+
+/* bd_training_sgd: g = grad + wd p; v = m v + g; p -= lr (nesterov ? g + m v : v),
+ * each product rounded before its sum as on the CPU. */
+bd_status bd_cu_training_sgd(float *p, float *v, const float *grad, int64_t n, float lr,
+                             float m, float wd, int nesterov);
+/* hit[i] = 1 if row i of logits [n][c] has its first maximum at labels[i]. */
+bd_status bd_cu_hits(const float *logits, const int32_t *labels, int64_t n, int64_t c,
+                     int32_t *hit);
+/* Quant-Noise on a weight as stored (rows x row_len in pq.h's layout, blocks
+ * of d along a row, mask[b] = 1 for a hit block b):
+ *   drop:     hit blocks 0, kept ones times keep (block drop);
+ *   keep:     kept blocks times keep (block drop's gradient);
+ *   centroid: hit block b becomes centroids[assign[b]] (k x d);
+ *   int:      hit weights fake-quantized on the grid of their row
+ *             (scales, zeros per row, or one for all when nscales is 1;
+ *             zeros NULL: zero point zero0), levels codes, as bd_int_round. */
+typedef struct bd_cu_blocks {
+    int64_t rows, row_len, d;
+    int transposed;
+} bd_cu_blocks;
+bd_status bd_cu_noise_drop(const bd_cu_blocks *b, const uint8_t *mask, float keep, float *w);
+bd_status bd_cu_noise_keep(const bd_cu_blocks *b, const uint8_t *mask, float keep, float *grad);
+bd_status bd_cu_noise_centroid(const bd_cu_blocks *b, const uint8_t *mask,
+                               const float *centroids, const int32_t *assign, float *w);
+bd_status bd_cu_noise_int(const bd_cu_blocks *b, const uint8_t *mask, const float *scales,
+                          const float *zeros, int64_t nscales, float zero0, int levels, float *w);
+
 /* ---- pool.cu ------------------------------------------------------------------ */
 
 typedef enum bd_cu_pool_kind {
@@ -207,11 +235,11 @@ bd_status bd_cu_softmax_backward(const float *y, const float *dy, int64_t outer,
 /* Per-sample losses on logits [n][c] into rows[n] (double) and the
  * gradient (already divided by n) into dlogits, as loss.c: KL(teacher ||
  * student) on softmax outputs, and cross-entropy with labels (in GPU
- * memory, checked by the caller). */
+ * memory, checked by the caller) smoothed as bd_loss_ce_smooth's. */
 bd_status bd_cu_loss_kl(const float *student, const float *teacher, int64_t n, int64_t c,
                         double *rows, float *dlogits);
 bd_status bd_cu_loss_ce(const float *logits, const int32_t *labels, int64_t n, int64_t c,
-                        double *rows, float *dlogits);
+                        double smoothing, double *rows, float *dlogits);
 
 #ifdef __cplusplus
 }
@@ -223,6 +251,7 @@ bd_status bd_cu_loss_ce(const float *logits, const int32_t *labels, int64_t n, i
 #include "device.h"
 #include "graph.h"
 #include "train.h"
+#include "training.h"
 
 /* A freed block kept for reuse: cudaFree waits for the whole GPU, and a
  * training step frees and allocates the same sizes again and again. */
@@ -262,6 +291,8 @@ bd_status bd_cuda_device_finetune(bd_device *dev, bd_graph *student, bd_dexec *t
                                   const bd_layer *layers, bd_qlayer *q, int n,
                                   const bd_dataset *data, const bd_finetune_options *opt,
                                   const bd_progress *progress, bd_finetune_report *report);
+bd_status bd_cuda_device_training_start(void *arg, const bd_training_state *st,
+                                        bd_training_engine *eng);
 
 /* Makes the device the calling thread's (every public entry point first). */
 bd_status bd_dev_enter(bd_device *dev);

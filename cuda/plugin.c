@@ -19,4 +19,5 @@ __attribute__((visibility("default"))) const bd_device_plugin bd_cuda_plugin = {
     .dexec_fetch = bd_cuda_dexec_fetch,
     .device_pq_fit = bd_cuda_device_pq_fit,
     .device_finetune = bd_cuda_device_finetune,
+    .device_training_start = bd_cuda_device_training_start,
 };

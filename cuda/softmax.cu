@@ -117,23 +117,28 @@ extern "C" bd_status bd_cu_loss_kl(const float *student, const float *teacher, i
 }
 
 static __global__ void loss_ce_kernel(const float *xv, const int32_t *labels, int64_t n,
-                                      int64_t c, double *rows, float *g)
+                                      int64_t c, double smoothing, double *rows, float *g)
 {
+    /* the target is (1 - s) one-hot + s / c, PyTorch's label smoothing */
+    const double spread = smoothing / (double)c, hit = 1 - smoothing + spread;
     CU_FOR(i, n)
     {
         const float *x = xv + i * c;
         const double lse = row_lse(x, c);
-        rows[i] = lse - x[labels[i]];
+        double mean = 0;
+        for (int64_t j = 0; smoothing > 0 && j < c; j++)
+            mean += x[j];
+        rows[i] = (1 - smoothing) * (lse - x[labels[i]]) + smoothing * (lse - mean / (double)c);
         for (int64_t j = 0; g && j < c; j++)
-            g[i * c + j] = (float)((exp(x[j] - lse) - (j == labels[i])) / (double)n);
+            g[i * c + j] = (float)((exp(x[j] - lse) - (j == labels[i] ? hit : spread)) / (double)n);
     }
 }
 
 extern "C" bd_status bd_cu_loss_ce(const float *logits, const int32_t *labels, int64_t n,
-                                   int64_t c, double *rows, float *dlogits)
+                                   int64_t c, double smoothing, double *rows, float *dlogits)
 {
     if (n <= 0)
         return BD_OK;
-    loss_ce_kernel<<<cu_blocks(n), CU_THREADS>>>(logits, labels, n, c, rows, dlogits);
+    loss_ce_kernel<<<cu_blocks(n), CU_THREADS>>>(logits, labels, n, c, smoothing, rows, dlogits);
     return cu_launched("the cross-entropy loss");
 }

@@ -140,7 +140,7 @@ static bd_status gpu_step(void *ctx, const bd_tensor *x, const int *labels, floa
     if (s == BD_OK)
         s = opt->loss == BD_LOSS_KL
                 ? bd_cu_loss_kl(logits->data, target->data, n, c, t->rows, dlogits->data)
-                : bd_cu_loss_ce(logits->data, t->labels, n, c, t->rows, dlogits->data);
+                : bd_cu_loss_ce(logits->data, t->labels, n, c, 0, t->rows, dlogits->data);
     if (s == BD_OK)
         s = bd_cu_download(t->host_rows, t->rows, (size_t)n * sizeof *t->host_rows);
     if (s == BD_OK) { /* summed in order, as loss.c's total() */

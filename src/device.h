@@ -9,12 +9,14 @@
  * What runs on the GPU (docs/architecture.md, "The device"): the forward
  * pass of a graph (evaluation, the calibration forward), the Gram matrix of
  * a layer's inputs (im2col + SYRK), EM's E-step (GEMM + argmin) and M-step
- * sums, and the whole forward and backward pass of fine-tuning with the
- * losses, centroid gradients and SGD. What stays on the host: the data
- * (batches are uploaded), the held-out rows of the error metric and the
- * metric itself, EM's control flow (initialisation, empty-cluster repair,
- * the means, the objective) and fine-tuning's loop, which are the CPU's own
- * code (bd_pq_fit_on, bd_finetune_with).
+ * sums, the whole forward and backward pass of fine-tuning with the
+ * losses, centroid gradients and SGD, and training's steps with
+ * Quant-Noise. What stays on the host: the data (batches are uploaded),
+ * the held-out rows of the error metric and the metric itself, EM's
+ * control flow (initialisation, empty-cluster repair, the means, the
+ * objective), fine-tuning's and training's loops, and Quant-Noise's masks
+ * and fits, which are the CPU's own code (bd_pq_fit_on, bd_finetune_with,
+ * bd_training_run_with, quant_noise.h).
  *
  * A device is used by one thread at a time (the workspace's operations run
  * one at a time); every entry point selects the device for the calling
@@ -33,6 +35,7 @@
 #include "progress.h"
 #include "codec.h"
 #include "tensor.h"
+#include "training.h"
 
 typedef struct bd_device bd_device;
 
@@ -109,5 +112,18 @@ bd_status bd_device_finetune(bd_device *dev, bd_graph *student, bd_dexec *teache
                              const bd_layer *layers, bd_qlayer *q, int n, const bd_dataset *data,
                              const bd_finetune_options *opt, const bd_progress *progress,
                              bd_finetune_report *report);
+
+/* ---- training ------------------------------------------------------------------ */
+
+/* training.h's engine on the device (arg: the bd_device *), for
+ * bd_training_run_with: Quant-Noise (bd_noise_mask's masks and the CPU's
+ * codebook and grid fits, made on the host, applied on the device), the
+ * forward and backward, the loss (a teacher for loss=kl runs on the device
+ * too), SGD and the codebooks' centroid SGD; a step uploads the batch, its
+ * labels and the masks and brings back each image's loss and hit. store
+ * and load copy parameters, running statistics, momentum and codebooks
+ * between the device and the state. */
+bd_status bd_device_training_start(void *arg, const bd_training_state *st,
+                                   bd_training_engine *eng);
 
 #endif

@@ -164,3 +164,9 @@ bd_status bd_device_finetune(bd_device *dev, bd_graph *student, bd_dexec *teache
     return backend->device_finetune(dev, student, teacher, layers, q, n, data, opt, progress,
                                     report);
 }
+
+bd_status bd_device_training_start(void *arg, const bd_training_state *st,
+                                   bd_training_engine *eng)
+{
+    return backend->device_training_start(arg, st, eng);
+}

@@ -46,6 +46,8 @@ typedef struct bd_device_plugin {
                                  const bd_layer *layers, bd_qlayer *q, int n,
                                  const bd_dataset *data, const bd_finetune_options *opt,
                                  const bd_progress *progress, bd_finetune_report *report);
+    bd_status (*device_training_start)(void *arg, const bd_training_state *st,
+                                       bd_training_engine *eng);
 } bd_device_plugin;
 
 /* Defined by the plugin (cuda/plugin.c) and exported from it; everything

@@ -150,6 +150,8 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
     return BD_OK;
 }
 
+const bd_graph *bd_exec_graph(const bd_exec *ex) { return ex->g; }
+
 void bd_exec_free(bd_exec *ex)
 {
     if (!ex)

@@ -25,6 +25,8 @@ typedef bd_status (*bd_exec_hook)(void *user, const bd_graph *g, int node,
 
 bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags);
 void bd_exec_free(bd_exec *ex);
+/* The graph it runs (a device builds its own executor of it: a GPU's teacher). */
+const bd_graph *bd_exec_graph(const bd_exec *ex);
 
 void bd_exec_set_hook(bd_exec *ex, bd_exec_hook hook, void *user);
 

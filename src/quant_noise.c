@@ -360,6 +360,44 @@ bd_status bd_noise_apply_all(bd_noise *x, bd_graph *g)
     return s;
 }
 
+int bd_noise_refit_due(const bd_noise *x, int64_t step)
+{
+    if (x->spec.kind != BD_NOISE_PQ_CENTROID && x->spec.kind != BD_NOISE_INT)
+        return 0;
+    for (int j = 0; j < x->n; j++)
+        if (x->nz[j].fitted_at < 0)
+            return 1;
+    return x->n > 0 && step % refresh_every(x) == 0;
+}
+
+bd_status bd_noise_refit(bd_noise *x, const bd_graph *g, uint64_t seed, int64_t step)
+{
+    if (!bd_noise_refit_due(x, step))
+        return BD_OK;
+    for (int j = 0; j < x->n; j++) {
+        noised *z = &x->nz[j];
+        bd_pq_gather(&z->lay, g->values[z->weight].init->data, z->sub);
+        BD_TRY(ensure_fit(x, z, seed, step, step % refresh_every(x) == 0));
+    }
+    return BD_OK;
+}
+
+const bd_pq_result *bd_noise_codebook(const bd_noise *x, int i)
+{
+    if (!bd_noise_block(x, i) || x->spec.kind != BD_NOISE_PQ_CENTROID)
+        return NULL;
+    const noised *z = &x->nz[x->which[i]];
+    return z->fitted_at >= 0 ? &z->codebook : NULL;
+}
+
+const bd_qlayer *bd_noise_grid(const bd_noise *x, int i)
+{
+    if (!bd_noise_block(x, i) || x->spec.kind != BD_NOISE_INT)
+        return NULL;
+    const noised *z = &x->nz[x->which[i]];
+    return z->fitted_at >= 0 ? &z->grid : NULL;
+}
+
 void bd_noise_refit_next(bd_noise *x)
 {
     for (int j = 0; j < x->n; j++)

@@ -29,7 +29,9 @@
 
 #include "graph.h"
 #include "layers.h"
+#include "codec.h"
 #include "plan.h"
+#include "pq.h"
 #include "tensor.h"
 
 typedef enum bd_noise_kind {
@@ -84,6 +86,19 @@ bd_status bd_noise_apply(bd_noise *nz, bd_graph *g, uint64_t seed, int64_t step)
  * trainer calls it at every epoch's start, so a run resumed from an epoch's
  * checkpoint refits exactly where an uninterrupted one does. */
 void bd_noise_refit_next(bd_noise *nz);
+
+/* For an engine that applies the noise itself (a GPU's, device.h) with
+ * bd_noise_mask's masks and the CPU's quantizers: whether bd_noise_apply
+ * at `step` would refit the codebooks or grids (their first use, after
+ * bd_noise_refit_next, and every `refresh` steps), and the refit itself, of
+ * the master weights in g, as bd_noise_apply would do it. */
+int bd_noise_refit_due(const bd_noise *nz, int64_t step);
+bd_status bd_noise_refit(bd_noise *nz, const bd_graph *g, uint64_t seed, int64_t step);
+/* Layer i's current quantizer, once fitted: pq-centroid's codebook (k x d,
+ * as weight k-means left it), or int's grid (scales and zeros per row of
+ * the layout); NULL otherwise. */
+const bd_pq_result *bd_noise_codebook(const bd_noise *nz, int i);
+const bd_qlayer *bd_noise_grid(const bd_noise *nz, int i);
 
 /* Puts the master weights back into g; grads[i] (the gradient of layer i's
  * noisy weight, shaped like it; NULL to skip) becomes the master's. */

@@ -509,6 +509,8 @@ static bd_status train_epochs(bd_training_state *st, bd_training_engine *eng,
         if (io->on_epoch)
             io->on_epoch(io->user, &rec[e], o->epochs);
     }
+    if (s == BD_ECANCELED && eng->store) /* the last finished step, as the contract says */
+        eng->store(eng->ctx);
     for (int i = 0; s == BD_OK && i < st->ncb; i++) { /* what a save writes: fp16 centroids */
         bd_qlayer *q = &io->q[st->cb[i].layer];
         memcpy(q->centroids, st->cb[i].master, (size_t)q->k * (size_t)q->d * sizeof(float));

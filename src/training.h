@@ -201,9 +201,10 @@ bd_status bd_training_checkpoint_read(bd_training_state *st, const char *path,
 
 /* Trains g in place. Checked before anything changes: options in range,
  * labels for a label loss, a teacher for distillation, the noise against
- * the layers, the checkpoint against the model when resuming. On failure or
- * cancellation after training began, g holds the last finished step's
- * weights: the caller keeps a copy to restore. */
+ * the layers, the checkpoint against the model when resuming. After a
+ * cancellation g holds the last finished step's weights; after a failure
+ * once training began, weights that may be half-updated: either way the
+ * caller keeps a copy to restore. */
 bd_status bd_training_run(bd_graph *g, const bd_training_options *opt, const bd_training_io *io,
                           bd_training_report *report);
 

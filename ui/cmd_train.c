@@ -7,13 +7,15 @@
 #include <string.h>
 
 #include "cli.h"
+#include "device.h"
 #include "model_meta.h"
 #include "onnx_io.h"
 #include "progress_bar.h"
 #include "threads.h"
 #include "training.h"
 
-enum { OPT_TABLE = 2000, OPT_DATA = 1100, OPT_EVAL, OPT_TEACHER, OPT_CKPT, OPT_RESUME, OPT_THREADS };
+enum { OPT_TABLE = 2000, OPT_DATA = 1100, OPT_EVAL, OPT_TEACHER, OPT_CKPT, OPT_RESUME, OPT_THREADS,
+       OPT_DEVICE };
 
 static void usage(void)
 {
@@ -33,12 +35,14 @@ static void usage(void)
            "  --checkpoint FILE        written after every epoch (default: OUT.ckpt)\n"
            "  --resume                 continue from the checkpoint\n"
            "  --threads T              CPU threads (default: all cores)\n"
+           "  --device cpu|cuda        where the steps run (default cpu); cuda: the first\n"
+           "                           GPU, with the same results to float rounding\n"
            "%s" CLI_PREPROCESS_HELP,
            opts);
 }
 
 typedef struct args {
-    const char *model, *out, *data, *eval, *teacher, *checkpoint;
+    const char *model, *out, *data, *eval, *teacher, *checkpoint, *device;
     int resume;
     long threads;
     bd_training_options o;
@@ -47,7 +51,7 @@ typedef struct args {
 
 static int parse(int argc, char **argv, args *a)
 {
-    enum { NFIXED = 14, MAXOPTS = 96 };
+    enum { NFIXED = 15, MAXOPTS = 96 };
     static struct option opts[MAXOPTS];
     static char names[MAXOPTS][48];
     const struct option fixed[NFIXED] = {
@@ -56,6 +60,7 @@ static int parse(int argc, char **argv, args *a)
         {"teacher", required_argument, 0, OPT_TEACHER},
         {"checkpoint", required_argument, 0, OPT_CKPT},
         {"resume", no_argument, 0, OPT_RESUME}, {"threads", required_argument, 0, OPT_THREADS},
+        {"device", required_argument, 0, OPT_DEVICE},
         CLI_PREPROCESS_LONGOPTS};
     int n = 0;
     for (; n < NFIXED && fixed[n].name; n++)
@@ -89,6 +94,11 @@ static int parse(int argc, char **argv, args *a)
         case OPT_TEACHER: a->teacher = optarg; break;
         case OPT_CKPT: a->checkpoint = optarg; break;
         case OPT_RESUME: a->resume = 1; break;
+        case OPT_DEVICE:
+            if (strcmp(optarg, "cpu") != 0 && strcmp(optarg, "cuda") != 0)
+                return cli_usage_error("train", "--device is cpu or cuda, not '%s'", optarg);
+            a->device = strcmp(optarg, "cuda") == 0 ? "cuda" : NULL;
+            break;
         case OPT_THREADS:
             if (cli_parse_int("train", "--threads", optarg, 1, 1024, &a->threads) != CLI_OK)
                 return CLI_USAGE;
@@ -141,6 +151,7 @@ static bd_status train(const args *a, bd_graph *g, const bd_preprocess *pp)
     bd_dataset *data = NULL, *eval = NULL;
     bd_graph *tg = NULL;
     bd_exec *teacher = NULL;
+    bd_device *dev = NULL;
     char ckpt[4096];
     snprintf(ckpt, sizeof ckpt, "%s.ckpt", a->out);
     bd_status s = open_data(a, g, pp, &data, &eval);
@@ -149,6 +160,11 @@ static bd_status train(const args *a, bd_graph *g, const bd_preprocess *pp)
         if (s == BD_OK)
             s = bd_exec_new(&teacher, tg, BD_EXEC_FUSE);
     }
+    if (s == BD_OK && a->device && (s = bd_device_open(a->device, &dev)) != BD_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", bd_error_message());
+        s = bd_fail(s, "--device cuda: %s", why);
+    }
     bd_training_report r = {0};
     if (s == BD_OK) {
         bd_progress progress = cli_progress_start();
@@ -156,7 +172,8 @@ static bd_status train(const args *a, bd_graph *g, const bd_preprocess *pp)
                              .checkpoint = a->checkpoint ? a->checkpoint : ckpt,
                              .resume = a->resume, .progress = &progress,
                              .on_epoch = print_epoch};
-        s = bd_training_run(g, &a->o, &io, &r);
+        s = dev ? bd_training_run_with(bd_device_training_start, dev, g, &a->o, &io, &r)
+                : bd_training_run(g, &a->o, &io, &r);
         cli_progress_stop();
     }
     if (s == BD_OK) {
@@ -173,6 +190,7 @@ static bd_status train(const args *a, bd_graph *g, const bd_preprocess *pp)
         printf("wrote %s\n", a->out);
     bd_training_report_free(&r);
     bd_exec_free(teacher);
+    bd_device_close(dev);
     bd_graph_free(tg);
     bd_dataset_free(data);
     bd_dataset_free(eval);
