@@ -1138,14 +1138,27 @@ bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch
     ws->train_opt = o;
     ws->trained = ws->training = 1;
     bd_ws_unlock(ws);
-    if (ws->device)
-        s = bd_progress_report(&progress, "device", 0, 0, "training runs on the CPU", 0);
     train_run run = {ws, on_epoch, user};
     bd_training_io io = {.train = train, .eval = eval, .pp = &ws->pp, .teacher = ws->teacher_ex,
                          .plan = plan, .progress = &progress, .on_epoch = train_epoch,
                          .user = &run};
     bd_training_report r = {0};
-    if (s == BD_OK)
+    int cpu = !ws->device || ws->device_cannot;
+    if (!cpu) {
+        s = bd_training_run_with(bd_device_training_start, ws->device, g, &o, &io, &r);
+        if (s == BD_EUNSUPPORTED) { /* an op the device lacks: the CPU trains a fresh copy */
+            bd_graph_free(g);
+            g = NULL;
+            s = cpu_instead(ws, &progress, s);
+            if (s == BD_OK)
+                s = bd_graph_clone(&g, ws->student);
+            bd_ws_lock(ws);
+            ws->ntrain_epochs = 0;
+            bd_ws_unlock(ws);
+            cpu = 1;
+        }
+    }
+    if (s == BD_OK && cpu)
         s = bd_training_run(g, &o, &io, &r);
     bd_exec *ex = NULL;
     if (s == BD_OK)

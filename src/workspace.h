@@ -163,8 +163,9 @@ bd_status bd_ws_trial(bd_workspace *ws, int i, bd_format format, int d, const in
  * images, 0: the evaluation data's n). The preprocessing is the
  * workspace's, the noise's blocks are laid out as the plan says, the seed
  * is the workspace's when opt->seed is 0, and distillation (BD_LOSS_KL)
- * learns from the teacher as it stands. Training runs on the CPU whatever
- * the device (said through the progress callback, stage "device").
+ * learns from the teacher as it stands. With cuda the steps run on the
+ * GPU; a model with an op the GPU lacks trains on the CPU, which is said
+ * once (stage "device").
  *
  * Refused, changing nothing, while any layer is quantized or tuned. On
  * success the trained model replaces both the teacher and the student's
