@@ -39,10 +39,10 @@ quantize() {
     for f in "$@"; do
       echo "regime $f"
       echo "quantize all restarts=1"
-      echo "finetune iters=$TUNE loss=ce bn=train bias=1"
-      echo "eval"
-      echo "undo"
-      echo "undo"
+      case $f in # fine-tuning tunes PQ codebooks; int layers keep their fit
+        int*) echo "eval"; echo "undo" ;;
+        *) echo "finetune iters=$TUNE loss=ce bn=train bias=1"; echo "eval"; echo "undo"; echo "undo" ;;
+      esac
     done
   } | "$BIN" repl "$model" --no-checkpoint 2>/dev/null |
     sed -n 's/^student top1 \([0-9.]*\)%.*/\1/p' | paste -d' ' <(printf '%s\n' "$@") -
@@ -53,27 +53,31 @@ noise_for() { # format p
     int*) echo "$1:p=$2" ;;
   esac
 }
-: >"$TMP/results"
-for m in $MODELS; do
+# BD_QN_RESULTS=FILE tabulates the lines of an earlier run (a stopped one,
+# say) instead of running anything
+results=${BD_QN_RESULTS:-$TMP/results}
+[ -n "${BD_QN_RESULTS:-}" ] || { : >"$results"; run=1; }
+for m in ${run:+$MODELS}; do
   for s in $SEEDS; do
-    quantize "examples/fmnist/$m.onnx" "$s" $FORMATS | sed "s/^/$m $s a /" >>"$TMP/results"
+    quantize "examples/fmnist/$m.onnx" "$s" $FORMATS | sed "s/^/$m $s a /" >>"$results"
     train "$m" "$s" "" "$TMP/plain.onnx"
-    quantize "$TMP/plain.onnx" "$s" $FORMATS | sed "s/^/$m $s b /" >>"$TMP/results"
+    quantize "$TMP/plain.onnx" "$s" $FORMATS | sed "s/^/$m $s b /" >>"$results"
     for f in $FORMATS; do
       for p in 0.05 0.1 0.2 1; do
         train "$m" "$s" "$(noise_for "$f" "$p")" "$TMP/noisy.onnx"
-        quantize "$TMP/noisy.onnx" "$s" "$f" | sed "s/^/$m $s p=$p /" >>"$TMP/results"
+        quantize "$TMP/noisy.onnx" "$s" "$f" | sed "s/^/$m $s p=$p /" >>"$results"
       done
     done
   done
 done
 {
-  echo "Command: \`./bd bench quant_noise\` ($(date -u +%Y-%m-%d)). Top-1 (%) on the 10 000 test images after quantizing with the regime (\`quantize all restarts=1\`, 1024 calibration images) and $TUNE steps of global fine-tuning (\`finetune loss=ce bn=train bias=1\`), so every column of a row has the same compressed size. Columns: (a) the shipped teacher; (b) the teacher trained $STEPS more steps of 128 images (\`bitdown train --steps $STEPS --lr 0.01 --nesterov --schedule cosine\`) without noise; p=…: the same training with Quant-Noise at that rate (\`pq:p=P,regime=R\` for PQ, \`intB:p=P\` for int); p=1: QAT (\`pq-centroid:p=1\` for PQ). Mean ± half the range over seeds $SEEDS (seed of training, calibration and EM)."
+  echo "Command: \`BD_QN_STEPS=$STEPS BD_QN_TUNE=$TUNE BD_QN_SEEDS=\"$SEEDS\" BD_QN_MODELS=\"$MODELS\" ./bd bench quant_noise\` ($(date -u +%Y-%m-%d), $THREADS threads). Top-1 (%) on the 10 000 test images after quantizing with the regime (\`quantize all restarts=1\`, 1024 calibration images) and, for PQ, $TUNE steps of global fine-tuning (\`finetune loss=ce bn=train bias=1\`; fine-tuning tunes PQ codebooks only, so int rows are the fit alone), so every column of a row has the same compressed size. Columns: (a) the shipped teacher; (b) the teacher trained $STEPS more steps of 128 images (\`bitdown train --steps $STEPS --lr 0.01 --nesterov --schedule cosine\`) without noise; p=…: the same training with Quant-Noise at that rate (\`pq:p=P,regime=R\` for PQ, \`intB:p=P\` for int); p=1: QAT (\`pq-centroid:p=1\` for PQ). Mean ± half the range over seeds $SEEDS (seed of training, calibration and EM)."
   echo
   echo "| model | format | (a) teacher | (b) trained | p=0.05 | p=0.1 | p=0.2 | p=1 (QAT) |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|"
-  /usr/bin/python3 - "$TMP/results" <<'PY'
+  /usr/bin/python3 - "$results" $SEEDS <<'PY'
 import sys, collections
+nseeds = len(sys.argv) - 2
 rows = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     m, s, col, fmt, top1 = line.split()
@@ -84,7 +88,10 @@ for m in dict.fromkeys(k[0] for k in rows):
         cells = []
         for c in cols:
             v = rows.get((m, fmt, c), [])
-            cells.append("%.2f ± %.2f" % (sum(v) / len(v), (max(v) - min(v)) / 2) if v else "-")
+            cell = "%.2f ± %.2f" % (sum(v) / len(v), (max(v) - min(v)) / 2) if v else "-"
+            if v and len(v) < nseeds:  # a stopped run: say how many seeds the cell has
+                cell = "%.2f (%d seed%s)" % (sum(v) / len(v), len(v), "" if len(v) == 1 else "s")
+            cells.append(cell)
         print("| %s | %s | %s |" % (m, fmt, " | ".join(cells)))
 PY
 } >"$out"
