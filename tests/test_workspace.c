@@ -1,6 +1,7 @@
 /* The workspace: plan changes refused as a whole, quantize with rollback on
- * cancel, undo, reset, trial fits that change nothing, evaluation, and
- * saving then loading a compressed file that resumes the work. */
+ * cancel, undo, reset, trial fits that change nothing, evaluation, saving
+ * then loading a compressed file that resumes the work, and training with
+ * and without quantized layers. */
 #include "bd_test.h"
 
 #include <stdio.h>
