@@ -90,13 +90,6 @@ bd_status bd_finetune_extra_params(const bd_graph *g, const bd_layer *layers, in
     return BD_OK;
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* v = momentum v + (g + wd p); p -= lr v, over count values. */
 static void sgd(float *p, float *v, const float *g, int64_t count, float lr, float momentum,
                 float wd)
@@ -289,7 +282,7 @@ bd_status bd_finetune_with(bd_tune_start_fn start, void *arg, bd_graph *student,
     bd_status s = idx && labels ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
     int64_t pos = count, epoch = 0;
     int tenth = opt.iters / 10 > 0 ? opt.iters / 10 : 1;
-    double first_sum = 0, last_sum = 0, t0 = now();
+    double first_sum = 0, last_sum = 0, t0 = bd_now();
     for (int it = 0; s == BD_OK && it < opt.iters; it++) {
         if (pos + opt.batch > count) { /* a new epoch, in a new seeded order */
             free(perm);
@@ -333,7 +326,7 @@ bd_status bd_finetune_with(bd_tune_start_fn start, void *arg, bd_graph *student,
     if (s == BD_OK) {
         report->first_loss = first_sum / tenth;
         report->last_loss = last_sum / tenth;
-        report->seconds = now() - t0;
+        report->seconds = bd_now() - t0;
         report->images_per_second =
             report->seconds > 0 ? (double)report->steps * opt.batch / report->seconds : 0;
     }

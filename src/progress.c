@@ -1,5 +1,7 @@
 #include "progress.h"
 
+#include <time.h>
+
 int bd_progress_canceled(const bd_progress *p)
 {
     return p && p->cancel && atomic_load(p->cancel);
@@ -13,4 +15,11 @@ bd_status bd_progress_report(const bd_progress *p, const char *stage, int64_t do
     if (bd_progress_canceled(p))
         return bd_fail(BD_ECANCELED, "%s: canceled", stage);
     return BD_OK;
+}
+
+double bd_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

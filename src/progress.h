@@ -26,4 +26,8 @@ bd_status bd_progress_report(const bd_progress *p, const char *stage, int64_t do
 
 int bd_progress_canceled(const bd_progress *p);
 
+/* Seconds on the monotonic clock: what long operations time themselves
+ * with (rates, ETAs), never moved by changes of the wall clock. */
+double bd_now(void);
+
 #endif

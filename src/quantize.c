@@ -576,13 +576,6 @@ double bd_relative_error(const bd_capture *cap, const bd_layer *l, const float *
 
 /* ---- one layer ----------------------------------------------------------------- */
 
-static double seconds_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* One fit of `original` under the objective's metric, decoded into w_hat. */
 static bd_status fit(const bd_layer *l, const bd_pq_layout *lay, const float *sub,
                      const bd_capture *cap, bd_objective objective, const bd_quantize_options *opt,
@@ -742,7 +735,7 @@ bd_status bd_quantize_layer(bd_calib *c, bd_graph *student, const bd_layer *l,
                             const bd_progress *progress, bd_qlayer *out)
 {
     memset(out, 0, sizeof *out);
-    double t0 = seconds_now();
+    double t0 = bd_now();
     bd_tensor *w = student->values[l->weight].init;
     bd_pq_layout lay;
     BD_TRY(check_options(l, opt, &lay));
@@ -760,7 +753,7 @@ bd_status bd_quantize_layer(bd_calib *c, bd_graph *student, const bd_layer *l,
     if (s == BD_OK) {
         memcpy(w->data, w_hat, bd_tensor_nbytes(w)); /* the only change to the student */
         bd_calib_changed(c, l->node);
-        out->seconds = seconds_now() - t0;
+        out->seconds = bd_now() - t0;
     }
     free(w_hat);
     bd_capture_free(&cap);

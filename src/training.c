@@ -403,13 +403,6 @@ static bd_status evaluate_quantized(bd_training_state *st, double *top1)
 
 /* ---- the loop ------------------------------------------------------------------ */
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 typedef struct loop {
     bd_training_state *st;
     bd_training_engine *eng;
@@ -426,7 +419,7 @@ static bd_status epoch(loop *lp, int e, bd_training_epoch *out, double *images, 
     const int batch = lp->batch;
     int64_t *perm = NULL, pos = lp->count;
     uint64_t round = 0;
-    double loss_sum = 0, t0 = now();
+    double loss_sum = 0, t0 = bd_now();
     int64_t hits = 0, seen = 0;
     bd_status s = BD_OK;
     float lr = o->lr, m = o->momentum;
@@ -464,7 +457,7 @@ static bd_status epoch(loop *lp, int e, bd_training_epoch *out, double *images, 
         s = bd_progress_report(st->io->progress, "train", t + 1, st->total, msg, loss);
     }
     free(perm);
-    *busy += now() - t0;
+    *busy += bd_now() - t0;
     *images += (double)seen;
     *out = (bd_training_epoch){.epoch = e + 1,
                                .loss = loss_sum / (double)(st->steps ? st->steps : 1),
@@ -476,7 +469,7 @@ static bd_status epoch(loop *lp, int e, bd_training_epoch *out, double *images, 
         s = evaluate(st->g, st->io, o->eval_n, &out->top1, &out->top5);
     if (s == BD_OK && st->io->eval && o->eval_quantized)
         s = evaluate_quantized(st, &out->quant_top1);
-    out->seconds = now() - t0;
+    out->seconds = bd_now() - t0;
     return s;
 }
 

@@ -23,13 +23,6 @@ static const char help[] =
     "                    BatchNorm in train mode, gradients of every weight, bias and\n"
     "                    BatchNorm parameter, cross-entropy on made-up labels\n";
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int compare_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -175,13 +168,13 @@ int cli_bench(int argc, char **argv)
     if (rc == CLI_OK && (s = training ? train_setup(&p) : bd_exec_new(&p.ex, g, BD_EXEC_FUSE)) != BD_OK)
         rc = cli_report(s);
     for (long i = -2; rc == CLI_OK && i < iters; i++) {
-        double t0 = now();
+        double t0 = bd_now();
         if ((s = training ? train_pass(&p, x) : infer_pass(&p, x)) != BD_OK) {
             rc = cli_report(s);
             break;
         }
         if (i >= 0)
-            times[i] = now() - t0;
+            times[i] = bd_now() - t0;
     }
     if (rc == CLI_OK) {
         qsort(times, (size_t)iters, sizeof *times, compare_double);

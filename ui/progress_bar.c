@@ -16,19 +16,12 @@ static void on_sigint(int sig)
     atomic_store(&cancel_flag, 1);
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void draw(void *user, const char *stage, int64_t done, int64_t total, const char *message,
                  double metric)
 {
     (void)user;
     (void)metric;
-    double t = now();
+    double t = bd_now();
     if (done < total && t - last_draw < 0.1) /* at most ten redraws a second */
         return;
     last_draw = t;
