@@ -938,11 +938,19 @@ static bd_status cmd_train(bd_cmd_ctx *ctx, const call *c)
                             *last = r.epochs > 0 ? &r.per_epoch[r.epochs - 1] : NULL;
     char top1[16], noise[96];
     bd_noise_describe(&o.noise, noise, sizeof noise);
+    /* training leaves quantized layers quantized (PQ ones tuned): with any,
+     * the teacher stayed */
+    int quantized = 0;
+    for (int i = 0; i < bd_ws_nlayers(ctx->ws); i++)
+        quantized |= bd_ws_layer_at(ctx->ws, i)->state != BD_STATE_FLOAT;
     if (last)
         out(ctx, "trained: %d epoch%s, loss %.4f -> %.4f, eval top1 %s, noise %s, %.1f images/s; "
-                 "the teacher and the student are the trained model\n",
+                 "%s\n",
             r.epochs, r.epochs == 1 ? "" : "s", first->loss, last->loss,
-            percent_str(last->top1, top1, sizeof top1), noise, r.images_per_second);
+            percent_str(last->top1, top1, sizeof top1), noise, r.images_per_second,
+            quantized ? "the PQ layers are tuned, the float layers start from their trained "
+                        "weights, the teacher is as it was"
+                      : "the teacher and the student are the trained model");
     bd_training_report_free(&r);
     return BD_OK;
 }
