@@ -12,9 +12,11 @@
 --                       the globs of one, e.g. "layer1.*;layer2.*;layer3.*,fc";
 --                       every glob must match a layer the plan quantizes
 --                       (checked before anything changes); planned layers
---                       no stage names stay float. Default: the planned layers in graph order (bottom up,
---                       as the paper's CNNs are), cut into `groups` runs of
---                       about equal parameter count
+--                       no stage names stay float. Default: the planned
+--                       layers in graph order (bottom up, as the paper's
+--                       CNNs are), cut into `groups` runs of about equal
+--                       parameter count (each cut at the layer boundary
+--                       nearest its share)
 --   groups=N            stages of the default split (default 4)
 --   epochs=N            training epochs after each stage (default 1)
 --   steps=N             steps per epoch (default: a pass over the data)
@@ -54,8 +56,8 @@ end
 local planned = P.planned()
 if #planned == 0 then fail("the plan quantizes no layer") end
 
--- The layers a glob matches among the planned ones, by bd.layers' own
--- matching (bd.layer-table names), in graph order.
+-- The layers a glob matches among the planned ones, by the workspace's own
+-- matching (bd.layers(glob)), in graph order.
 local function matches(glob)
   local want = {}
   for _, l in ipairs(bd.layers(glob)) do want[l.name] = true end
