@@ -292,6 +292,7 @@ static bd_status load_model(const char *path, const char *teacher, model_part *m
         m->layers[i].layer = ls[i];
     if (s == BD_OK)
         s = plan_layers(m->layers, m->nlayers, "small", 0);
+    const int compressed = nq_any(q, nq); /* before the codebooks move into the layers */
     for (int i = 0; s == BD_OK && i < m->nlayers && i < nq; i++) {
         if (q[i].k == 0)
             continue;
@@ -319,7 +320,7 @@ static bd_status load_model(const char *path, const char *teacher, model_part *m
         m->teacher = original_teacher(m->student, orig, ls, m->nlayers, m->original);
         /* a plain model is its own teacher; a compressed one found its original */
         char real[PATH_MAX];
-        const char *tp = m->teacher ? orig : nq_any(q, nq) ? NULL : path;
+        const char *tp = m->teacher ? orig : compressed ? NULL : path;
         if (tp && realpath(tp, real) && !(m->teacher_path = bd_strdup(real)))
             s = bd_fail(BD_ENOMEM, "out of memory");
         if (!m->teacher && teacher)

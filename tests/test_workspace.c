@@ -324,6 +324,17 @@ static void test_train_undo_refusals(void **state)
     bd_ws_free(again);
     /* quantizing works from the trained weights, and undo takes it all back */
     assert_int_equal(bd_ws_quantize(ws, "layer1.0.conv1", 2), BD_OK);
+    /* a compressed file that names no teacher is not the teacher of a file
+     * saved from it (no file holds the teacher) */
+    char resaved[600];
+    snprintf(resaved, sizeof resaved, "%s/trained-again.onnx", bd_test_tmpdir());
+    assert_int_equal(bd_ws_save(ws, path, 0), BD_OK);
+    assert_int_equal(bd_ws_new(&again), BD_OK);
+    assert_int_equal(bd_ws_load(again, path), BD_OK);
+    assert_int_equal(bd_ws_save(again, resaved, 0), BD_OK);
+    assert_int_equal(bd_ws_load(again, resaved), BD_OK);
+    assert_null(bd_graph_meta(bd_ws_student(again), "bitdown.teacher"));
+    bd_ws_free(again);
     assert_int_equal(bd_ws_reset(ws, "layer1.0.conv1"), BD_OK);
     assert_int_equal(student_hash(ws), trained);
     assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
