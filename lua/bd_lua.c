@@ -362,15 +362,30 @@ static int layer_arg(lua_State *L, const bd_workspace *ws, int arg, const char *
 
 /* ---- the bd functions ------------------------------------------------------------------ */
 
+/* Every layer, or those a glob matches as quantize's would ("all": the
+ * plan's); none matching is an empty table, for scripts that filter. */
 static int l_layers(lua_State *L)
 {
+    const char *glob = luaL_optstring(L, 1, NULL);
     const bd_workspace *ws = ws_for(L, "bd.layers", 1);
-    int n = bd_ws_nlayers(ws);
-    lua_createtable(L, n, 0);
-    for (int i = 0; i < n; i++) {
-        push_layer(L, ws, i, 0);
-        lua_rawseti(L, -2, i + 1);
+    int n = bd_ws_nlayers(ws), *idx = NULL;
+    if (glob) {
+        bd_status st = bd_ws_select(ws, glob, &idx, &n);
+        if (st == BD_EINVAL) { /* no layer matches */
+            bd_error_clear();
+            n = 0;
+        } else {
+            check(L, st, "bd.layers");
+        }
+        hold(script_of(L), idx); /* freed even if building the tables raises */
     }
+    lua_createtable(L, n, 0);
+    for (int j = 0; j < n; j++) {
+        push_layer(L, ws, idx ? idx[j] : j, 0);
+        lua_rawseti(L, -2, j + 1);
+    }
+    if (glob)
+        hold(script_of(L), NULL);
     return 1;
 }
 

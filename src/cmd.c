@@ -260,22 +260,25 @@ static const command commands[] = {
       BD_ARG_LAYER, all_word, finetune_keys, NULL},
      {BD_ARG_NONE, NULL}, 0, 1, 1, cmd_finetune},
     {{"train", "train [key=value ...]",
-      "train the float model's weights (optionally with Quant-Noise)",
+      "train the model's weights (optionally with Quant-Noise)",
       "Trains every float parameter of the model (weights, biases, BatchNorm and\n"
       "its running statistics) by SGD on the calibration data (all of it, with\n"
       "labels for loss=ce), and evaluates it after every epoch on the evaluation\n"
       "data (eval_n images; default: as set with 'data eval'). Quant-Noise\n"
       "(quant_noise=pq:p=0.1, int8:p=0.5, ...) lays its blocks out as the plan does.\n"
       "One line per epoch: loss, top-1 on the training batches, top-1 on the\n"
-      "evaluation data, learning rate, seconds. The trained model becomes both\n"
-      "the teacher and the student, so 'quantize' starts from it and distils\n"
-      "from it. Every layer must be float ('reset all' first). seed=0 takes the\n"
+      "evaluation data, learning rate, seconds. With every layer float, the\n"
+      "trained model becomes both the teacher and the student, so 'quantize'\n"
+      "starts from it and distils from it. With layers quantized (iterative PQ),\n"
+      "PQ layers train their centroids (and become tuned), int layers stay, the\n"
+      "float layers train (the noise only on them) and 'quantize' and 'reset'\n"
+      "start from their trained weights; the teacher stays. seed=0 takes the\n"
       "workspace's seed. One undo step; Ctrl-C cancels and changes nothing.",
       BD_ARG_NONE, NULL, NULL, bd_training_opts},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_train},
     {{"reset", "reset GLOB", "put layers back to float",
-      "Puts the layers matching GLOB (all: every layer) back to the teacher's fp32\n"
-      "weights. One undo step.",
+      "Puts the layers matching GLOB (all: every layer) back to their fp32 weights:\n"
+      "the teacher's, or what 'train' trained them to. One undo step.",
       BD_ARG_LAYER, all_word, NULL, NULL},
      {BD_ARG_NONE, NULL}, 1, 1, 1, cmd_reset},
     {{"undo", "undo", "undo the last quantize, finetune, train, reset, set or regime",
@@ -935,11 +938,19 @@ static bd_status cmd_train(bd_cmd_ctx *ctx, const call *c)
                             *last = r.epochs > 0 ? &r.per_epoch[r.epochs - 1] : NULL;
     char top1[16], noise[96];
     bd_noise_describe(&o.noise, noise, sizeof noise);
+    /* training leaves quantized layers quantized (PQ ones tuned): with any,
+     * the teacher stayed */
+    int quantized = 0;
+    for (int i = 0; i < bd_ws_nlayers(ctx->ws); i++)
+        quantized |= bd_ws_layer_at(ctx->ws, i)->state != BD_STATE_FLOAT;
     if (last)
         out(ctx, "trained: %d epoch%s, loss %.4f -> %.4f, eval top1 %s, noise %s, %.1f images/s; "
-                 "the teacher and the student are the trained model\n",
+                 "%s\n",
             r.epochs, r.epochs == 1 ? "" : "s", first->loss, last->loss,
-            percent_str(last->top1, top1, sizeof top1), noise, r.images_per_second);
+            percent_str(last->top1, top1, sizeof top1), noise, r.images_per_second,
+            quantized ? "the PQ layers are tuned, the float layers start from their trained "
+                        "weights, the teacher is as it was"
+                      : "the teacher and the student are the trained model");
     bd_training_report_free(&r);
     return BD_OK;
 }

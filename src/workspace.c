@@ -65,6 +65,7 @@ static void step_clear(undo_step *u)
     bd_exec_free(u->teacher_ex);
     bd_graph_free(u->teacher);
     free(u->original);
+    bd_graph_free(u->source);
     free(u->teacher_path);
     memset(u, 0, sizeof *u);
 }
@@ -90,6 +91,7 @@ typedef struct model_part {
     int nclasses;
     char *spec[2];
     int64_t n[2];
+    bd_graph *source;
 } model_part;
 
 static void model_part_free(model_part *m)
@@ -104,6 +106,7 @@ static void model_part_free(model_part *m)
         layer_clear(&m->layers[i]);
     free(m->layers);
     free(m->original);
+    bd_graph_free(m->source);
     bd_class_names_free(m->classes, m->nclasses);
     free(m->spec[0]);
     free(m->spec[1]);
@@ -132,7 +135,8 @@ static void drop_model(bd_workspace *ws)
     model_part m = {ws->path,       ws->teacher_path, ws->teacher, ws->student,
                     ws->teacher_ex, ws->student_ex,   ws->layers,  ws->nlayers,
                     ws->original,   ws->pp,           ws->classes, ws->nclasses,
-                    {ws->spec[0], ws->spec[1]},       {0, 0}};
+                    {ws->spec[0], ws->spec[1]},       {0, 0},
+                    ws->source};
     model_part_free(&m);
     free(ws->teacher_acc_key);
     ws->teacher_acc_key = NULL;
@@ -147,6 +151,7 @@ static void drop_model(bd_workspace *ws)
     ws->layers = NULL;
     ws->nlayers = 0;
     ws->original = NULL;
+    ws->source = NULL;
     ws->classes = NULL;
     ws->nclasses = 0;
     history_clear(ws);
@@ -246,6 +251,30 @@ static int nq_any(const bd_qlayer *q, int n)
     return 0;
 }
 
+/* A float layer of a compressed file whose weight is not its teacher's was
+ * trained in the session that saved it (training with quantized layers):
+ * that weight is its float source, as it was there. A quantized layer's
+ * source did not go into the file; the teacher's weight stands in. */
+static bd_status float_sources(model_part *m)
+{
+    int trained = 0;
+    for (int i = 0; i < m->nlayers; i++) {
+        const bd_tensor *w = m->student->values[m->layers[i].layer.weight].init;
+        trained |= m->layers[i].state == BD_STATE_FLOAT &&
+                   memcmp(w->data, m->original[i]->data, bd_tensor_nbytes(w)) != 0;
+    }
+    if (!trained)
+        return BD_OK;
+    BD_TRY(bd_graph_clone(&m->source, m->student)); /* a clone keeps the ids */
+    for (int i = 0; i < m->nlayers; i++) {
+        bd_tensor *w = m->source->values[m->layers[i].layer.weight].init;
+        if (m->layers[i].state != BD_STATE_FLOAT)
+            memcpy(w->data, m->original[i]->data, bd_tensor_nbytes(w));
+        m->original[i] = w;
+    }
+    return BD_OK;
+}
+
 static bd_status load_model(const char *path, const char *teacher, model_part *m)
 {
     bd_qlayer *q = NULL;
@@ -263,6 +292,7 @@ static bd_status load_model(const char *path, const char *teacher, model_part *m
         m->layers[i].layer = ls[i];
     if (s == BD_OK)
         s = plan_layers(m->layers, m->nlayers, "small", 0);
+    const int compressed = nq_any(q, nq); /* before the codebooks move into the layers */
     for (int i = 0; s == BD_OK && i < m->nlayers && i < nq; i++) {
         if (q[i].k == 0)
             continue;
@@ -290,7 +320,7 @@ static bd_status load_model(const char *path, const char *teacher, model_part *m
         m->teacher = original_teacher(m->student, orig, ls, m->nlayers, m->original);
         /* a plain model is its own teacher; a compressed one found its original */
         char real[PATH_MAX];
-        const char *tp = m->teacher ? orig : nq_any(q, nq) ? NULL : path;
+        const char *tp = m->teacher ? orig : compressed ? NULL : path;
         if (tp && realpath(tp, real) && !(m->teacher_path = bd_strdup(real)))
             s = bd_fail(BD_ENOMEM, "out of memory");
         if (!m->teacher && teacher)
@@ -300,6 +330,8 @@ static bd_status load_model(const char *path, const char *teacher, model_part *m
             for (int i = 0; i < m->nlayers; i++) /* a clone keeps the ids */
                 m->original[i] = m->teacher->values[ls[i].weight].init;
     }
+    if (s == BD_OK)
+        s = float_sources(m);
     if (s == BD_OK)
         s = bd_model_preprocess(m->teacher, &m->pp);
     if (s == BD_OK)
@@ -346,6 +378,7 @@ bd_status bd_ws_load_teacher(bd_workspace *ws, const char *path, const char *tea
     ws->layers = m.layers;
     ws->nlayers = m.nlayers;
     ws->original = m.original;
+    ws->source = m.source;
     ws->pp = m.pp;
     ws->classes = m.classes;
     ws->nclasses = m.nclasses;
@@ -498,23 +531,31 @@ static void invalidate_all(bd_workspace *ws)
         bd_calib_changed(ws->calib, -1);
 }
 
+/* Exchanges the layers' float sources with those step u holds. */
+static void swap_sources(bd_workspace *ws, undo_step *u)
+{
+    const bd_tensor **original = ws->original;
+    bd_graph *source = ws->source;
+    ws->original = u->original;
+    ws->source = u->source;
+    u->original = original;
+    u->source = source;
+}
+
 /* Exchanges the workspace's teacher with the one step u holds. The GPU's
  * executors read the teacher's graph: they are made again on next use. */
 static void swap_teacher(bd_workspace *ws, undo_step *u)
 {
     bd_graph *g = ws->teacher;
     bd_exec *ex = ws->teacher_ex;
-    const bd_tensor **original = ws->original;
     char *path = ws->teacher_path;
     int trained = ws->trained_teacher;
     ws->teacher = u->teacher;
     ws->teacher_ex = u->teacher_ex;
-    ws->original = u->original;
     ws->teacher_path = u->teacher_path;
     ws->trained_teacher = u->trained_teacher;
     u->teacher = g;
     u->teacher_ex = ex;
-    u->original = original;
     u->teacher_path = path;
     u->trained_teacher = trained;
     drop_device_execs(ws);
@@ -544,6 +585,8 @@ static void step_restore(bd_workspace *ws, undo_step *u)
         bd_tensor *t = ws->student->values[u->tensors[j].value].init;
         memcpy(t->data, u->tensors[j].copy->data, bd_tensor_nbytes(t));
     }
+    if (u->original)
+        swap_sources(ws, u);
     if (u->teacher)
         swap_teacher(ws, u);
     if (u->nt) /* any node may have changed: nothing held is still valid */
@@ -1064,45 +1107,77 @@ static void train_epoch(void *user, const bd_training_epoch *e, int epochs)
         r->fn(r->user, e, epochs);
 }
 
-static bd_status float_only(const bd_workspace *ws)
+/* Copies of the quantized layers' codebooks, per layer, for a run to train
+ * (the run trains a PQ layer's centroids in place); *q stays NULL when
+ * every layer is float. */
+static bd_status codebook_copies(const bd_workspace *ws, bd_qlayer **q)
 {
+    *q = NULL;
+    int any = 0;
+    for (int i = 0; i < ws->nlayers; i++)
+        any |= ws->layers[i].state != BD_STATE_FLOAT;
+    if (!any)
+        return BD_OK;
+    if (!(*q = calloc((size_t)ws->nlayers + 1, sizeof **q)))
+        return bd_fail(BD_ENOMEM, "out of memory");
     for (int i = 0; i < ws->nlayers; i++) {
-        const bd_ws_layer *l = &ws->layers[i];
-        if (l->state != BD_STATE_FLOAT)
-            return bd_fail(BD_EINVAL,
-                           "layer '%s' is %s: training changes float weights, so reset the "
-                           "quantized and tuned layers first ('reset all'; 'finetune' tunes "
-                           "quantized layers)",
-                           l->layer.name, bd_layer_state_name(l->state));
+        if (ws->layers[i].state == BD_STATE_FLOAT)
+            continue;
+        bd_status s = bd_qlayer_copy(&(*q)[i], &ws->layers[i].q);
+        if (s != BD_OK) {
+            for (int j = 0; j < i; j++)
+                bd_qlayer_free(&(*q)[j]);
+            free(*q);
+            *q = NULL;
+            return s;
+        }
     }
     return BD_OK;
 }
 
-/* The undo step of a training run that ended in g: a copy of every student
- * parameter g changed. */
-static bd_status train_step(const bd_workspace *ws, const bd_graph *g, undo_step *u)
+static void codebook_copies_free(bd_qlayer *q, int n)
 {
+    for (int i = 0; q && i < n; i++)
+        bd_qlayer_free(&q[i]);
+    free(q);
+}
+
+/* The undo step of a training run that ended in g: the quantized layers as
+ * they are (q, the run's codebooks: NULL when none) and a copy of every
+ * student parameter g changed. */
+static bd_status train_step(const bd_workspace *ws, const bd_graph *g, const bd_qlayer *q,
+                            undo_step *u)
+{
+    int *idx = malloc((size_t)ws->nlayers * sizeof *idx + 1), n = 0;
+    if (!idx)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; q && i < ws->nlayers; i++)
+        if (q[i].k > 0)
+            idx[n++] = i;
+    bd_status s = step_begin(ws, idx, n, "train", u);
+    free(idx);
+    BD_TRY(s);
     const bd_graph *st = ws->student;
-    memset(u, 0, sizeof *u);
-    snprintf(u->label, sizeof u->label, "train");
     u->tensors = calloc((size_t)st->nvalues + 1, sizeof *u->tensors);
     if (!u->tensors)
-        return bd_fail(BD_ENOMEM, "out of memory");
-    for (int v = 0; v < st->nvalues; v++) {
+        s = bd_fail(BD_ENOMEM, "out of memory");
+    for (int v = 0; s == BD_OK && v < st->nvalues; v++) {
         const bd_tensor *t = st->values[v].init, *trained = g->values[v].init;
         if (!t || t->dtype != BD_F32 || memcmp(t->data, trained->data, bd_tensor_nbytes(t)) == 0)
             continue;
-        BD_TRY(bd_tensor_clone(&u->tensors[u->nt].copy, t));
-        u->tensors[u->nt++].value = v;
+        s = bd_tensor_clone(&u->tensors[u->nt].copy, t);
+        if (s == BD_OK)
+            u->tensors[u->nt++].value = v;
     }
-    return BD_OK;
+    if (s != BD_OK)
+        step_clear(u);
+    return s;
 }
 
 bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch_fn on_epoch,
                       void *user, bd_training_report *report)
 {
     BD_TRY(need_model(ws));
-    BD_TRY(float_only(ws));
     bd_dataset *train = NULL, *eval = NULL;
     BD_TRY(data_of(ws, BD_DATA_CALIB, &train));
     if (ws->spec[BD_DATA_EVAL])
@@ -1120,11 +1195,15 @@ bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch
     bd_status s = plan && epochs && original ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
     for (int i = 0; s == BD_OK && i < ws->nlayers; i++)
         plan[i] = bd_ws_plan_of(&ws->layers[i]);
-    /* the run trains a copy, so a failure or a cancel leaves the model as it was */
+    /* the run trains copies, so a failure or a cancel leaves the model as it was */
     bd_graph *g = NULL;
+    bd_qlayer *q = NULL;
+    if (s == BD_OK)
+        s = codebook_copies(ws, &q);
     if (s == BD_OK)
         s = bd_graph_clone(&g, ws->student);
     if (s != BD_OK) {
+        codebook_copies_free(q, ws->nlayers);
         free(plan);
         free(epochs);
         free(original);
@@ -1140,16 +1219,21 @@ bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch
     bd_ws_unlock(ws);
     train_run run = {ws, on_epoch, user};
     bd_training_io io = {.train = train, .eval = eval, .pp = &ws->pp, .teacher = ws->teacher_ex,
-                         .plan = plan, .progress = &progress, .on_epoch = train_epoch,
+                         .plan = plan, .q = q, .progress = &progress, .on_epoch = train_epoch,
                          .user = &run};
     bd_training_report r = {0};
     int cpu = !ws->device || ws->device_cannot;
     if (!cpu) {
         s = bd_training_run_with(bd_device_training_start, ws->device, g, &o, &io, &r);
-        if (s == BD_EUNSUPPORTED) { /* an op the device lacks: the CPU trains a fresh copy */
+        if (s == BD_EUNSUPPORTED) { /* an op the device lacks: the CPU trains fresh copies */
             bd_graph_free(g);
             g = NULL;
+            codebook_copies_free(q, ws->nlayers);
+            q = io.q = NULL;
             s = cpu_instead(ws, &progress, s);
+            if (s == BD_OK)
+                s = codebook_copies(ws, &q);
+            io.q = q;
             if (s == BD_OK)
                 s = bd_graph_clone(&g, ws->student);
             bd_ws_lock(ws);
@@ -1161,11 +1245,11 @@ bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch
     if (s == BD_OK && cpu)
         s = bd_training_run(g, &o, &io, &r);
     bd_exec *ex = NULL;
-    if (s == BD_OK)
+    if (s == BD_OK && !q) /* the trained model will be the teacher */
         s = bd_exec_new(&ex, g, BD_EXEC_FUSE);
     undo_step u = {0};
     if (s == BD_OK)
-        s = train_step(ws, g, &u);
+        s = train_step(ws, g, q, &u);
     bd_ws_lock(ws);
     ws->training = 0;
     if (s == BD_OK) {
@@ -1173,19 +1257,38 @@ bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch
             bd_tensor *t = ws->student->values[u.tensors[j].value].init;
             memcpy(t->data, g->values[u.tensors[j].value].init->data, bd_tensor_nbytes(t));
         }
-        /* the trained copy is the teacher from now on; the clone kept the
-         * student's value ids, so the layers' weights are found by them */
-        for (int i = 0; i < ws->nlayers; i++)
-            original[i] = g->values[ws->layers[i].layer.weight].init;
-        u.teacher = g;
-        u.teacher_ex = ex;
+        /* g becomes every layer's float source (with quantized layers) or
+         * the teacher (without); the clone kept the student's value ids, so
+         * the layers' weights are found by them. A quantized layer's source
+         * stays what it was quantized from; a PQ one keeps its trained
+         * codebook, an int one was frozen. */
+        for (int i = 0; i < ws->nlayers; i++) {
+            bd_tensor *w = g->values[ws->layers[i].layer.weight].init;
+            if (q && q[i].k > 0) {
+                memcpy(w->data, ws->original[i]->data, bd_tensor_nbytes(w));
+                if (q[i].format == BD_FMT_PQ) {
+                    layer_clear(&ws->layers[i]);
+                    ws->layers[i].q = q[i];
+                    memset(&q[i], 0, sizeof q[i]);
+                    ws->layers[i].state = BD_STATE_TUNED;
+                }
+            }
+            original[i] = w;
+        }
         u.original = original;
-        u.trained_teacher = 1;
-        swap_teacher(ws, &u);
+        u.source = q ? g : NULL;
+        swap_sources(ws, &u);
+        if (!q) {
+            u.teacher = g;
+            u.teacher_ex = ex;
+            u.trained_teacher = 1;
+            swap_teacher(ws, &u);
+        }
         invalidate_all(ws);
         step_push(ws, &u);
     }
     bd_ws_unlock(ws);
+    codebook_copies_free(q, ws->nlayers);
     if (s == BD_OK) {
         bd_ws_checkpoint_write(ws, NULL);
         if (report)

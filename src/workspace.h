@@ -8,8 +8,12 @@
  * Every operation either completes or leaves the workspace exactly as it
  * was (on an error, or when cancelled), with a message naming what was
  * wrong. A layer's weight in the student is always a function of its state:
- * the teacher's weight when float, the decoded codebook when quantized or
- * tuned; so undo restores states and codebooks, never whole models.
+ * its float source when float, the decoded codebook when quantized or
+ * tuned; so undo restores states and codebooks, never whole models. A
+ * layer's float source is its weight in the teacher, until training with
+ * quantized layers trains the float ones (bd_ws_train): their trained
+ * weights are their sources from then on. Quantizing a layer starts from
+ * its float source, and reset puts it back.
  *
  * Threads: operations run on one thread at a time (the TUI's worker);
  * bd_ws_lock / bd_ws_unlock let another thread read the layer table and the
@@ -134,7 +138,7 @@ bd_status bd_ws_quantize_at(bd_workspace *ws, int i, int iters, const bd_finetun
  * everything as it was (BatchNorm statistics and biases included). */
 bd_status bd_ws_finetune(bd_workspace *ws, const char *glob, int global,
                          const bd_finetune_options *opt, bd_finetune_report *report);
-/* Puts the matching layers back to float (the teacher's weights). */
+/* Puts the matching layers back to float (their float sources). */
 bd_status bd_ws_reset(bd_workspace *ws, const char *glob);
 /* Undoes the last change (a quantize, finetune, reset, set, regime or
  * train); what gets a
@@ -156,8 +160,8 @@ bd_status bd_ws_trial(bd_workspace *ws, int i, bd_format format, int d, const in
 
 /* ---- training ------------------------------------------------------------------ */
 
-/* Trains the float model (training.h): every float parameter of the
- * student, on the calibration data (the whole set: the n of 'data calib'
+/* Trains the student (training.h): every float parameter, on the
+ * calibration data (the whole set: the n of 'data calib'
  * is calibration's; labels are needed for the labels' loss), evaluated
  * after each epoch on the evaluation data when that is set (opt->eval_n
  * images, 0: the evaluation data's n). The preprocessing is the
@@ -167,14 +171,23 @@ bd_status bd_ws_trial(bd_workspace *ws, int i, bd_format format, int d, const in
  * GPU; a model with an op the GPU lacks trains on the CPU, which is said
  * once (stage "device").
  *
- * Refused, changing nothing, while any layer is quantized or tuned. On
- * success the trained model replaces both the teacher and the student's
- * float parameters (weights, biases, BatchNorm and its running
- * statistics), so a later quantize starts from it and distils from it;
- * cached results are dropped, and saves no longer name the original file
- * as the teacher (it is not the teacher any more). One undo step, "train",
- * puts every parameter and the teacher back. Failed or cancelled: the
- * model, plan and history as they were.
+ * With every layer float, the trained model replaces both the teacher and
+ * the student's float parameters (weights, biases, BatchNorm and its
+ * running statistics), so a later quantize starts from it and distils from
+ * it, and saves no longer name the original file as the teacher (it is not
+ * the teacher any more).
+ *
+ * With layers quantized or tuned (iterative PQ, docs/method.md): a PQ
+ * layer trains its centroids (each one's gradient the mean of its
+ * members') and becomes tuned, an int layer stays as it is, the float
+ * layers train as weights (the noise only on them) and their trained
+ * weights become their float sources; biases, BatchNorm and its running
+ * statistics go into the student. The teacher stays as it is.
+ *
+ * Either way cached results of the student are dropped. One undo step,
+ * "train", puts every parameter, codebook, state, float source and the
+ * teacher back. Failed or cancelled: the model, plan and history as they
+ * were.
  *
  * on_epoch (may be NULL) is called on the calling thread after each
  * epoch, for a front-end that prints or plots as the run goes. report (may

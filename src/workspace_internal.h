@@ -31,11 +31,15 @@ typedef struct undo_step {
     saved_layer *saved;
     int nt;
     saved_tensor *tensors;
-    /* Training replaces the teacher with the trained model; its step keeps
-     * the teacher that was (NULL in every other step) to put back. */
+    /* Training changes where the layers' float weights come from: its step
+     * keeps the original[] and source that were (original NULL in every
+     * other step) to put back. */
+    const bd_tensor **original;
+    bd_graph *source;
+    /* Training without quantized layers also replaces the teacher with the
+     * trained model; its step keeps the teacher that was (NULL otherwise). */
     bd_graph *teacher;
     bd_exec *teacher_ex;
-    const bd_tensor **original;
     char *teacher_path;
     int trained_teacher;
 } undo_step;
@@ -51,7 +55,13 @@ struct bd_workspace {
     bd_exec *teacher_ex, *student_ex;
     bd_ws_layer *layers;
     int nlayers;
-    const bd_tensor **original; /* each layer's weight in the teacher */
+    /* Each layer's float source: what its weight is when float, and what
+     * quantize and reset start from. Its weight in the teacher, or in
+     * source once training with quantized layers trained the float ones. */
+    const bd_tensor **original;
+    /* Every layer's float source as its weight (the value ids are the
+     * student's), or NULL while the teacher's weights are the sources. */
+    bd_graph *source;
     bd_preprocess pp;
     char **classes;
     int nclasses;

@@ -2,7 +2,8 @@
 # The Lua policies of lua/policies/ end to end: size_budget within 5% of its
 # target on both example models (PQ and int candidates on one, PQ alone on
 # the other), error_budget's bound on every layer it quantized, the regimes
-# as plans, their argument errors, and bitdown quantize --policy.
+# as plans, their argument errors, bitdown quantize --policy, and ipq's
+# stages with training between them.
 . "$(dirname "$0")/support/testlib.sh"
 MB=examples/fmnist/mobilenet_bn.onnx
 
@@ -76,10 +77,35 @@ grep -qE "^compressed: [0-9]+ layers quantized, $reached MB " "$TMP/info" ||
 awk -v r="$reached" 'BEGIN { exit !(r <= 0.05 && r >= 0.0475) }' || fail "quantize --policy reached $reached MB"
 "$BIN" quantize $M -o "$TMP/x.onnx" --policy nosuch >/dev/null 2>"$TMP/err"
 [ $? = 2 ] || fail "an unknown policy is not a usage error"
-grep -q "no policy 'nosuch' .*the policies are: error_budget, large_blocks, size_budget, small_blocks" "$TMP/err" ||
+grep -q "no policy 'nosuch' .*the policies are: error_budget, ipq, large_blocks, size_budget, small_blocks" "$TMP/err" ||
   fail "unknown policy message: $(cat "$TMP/err")"
 "$BIN" quantize $M -o "$TMP/x.onnx" --policy small_blocks --set fc:skip >/dev/null 2>"$TMP/err"
 [ $? = 2 ] && grep -q -- "--set does not combine with --policy" "$TMP/err" || fail "--policy with --set: $(cat "$TMP/err")"
 [ ! -e "$TMP/x.onnx" ] || fail "a refused --policy wrote its output"
+
+# ipq: every stage quantized, then trained (a few steps), the output naming
+# each; the saved file is the student (same top-1 on the same images), its
+# layers tuned; a stage glob matching nothing fails first and writes nothing
+"$BIN" quantize $M -o "$TMP/ipq.onnx" --calib-n $N --iters 2 --eval fmnist:test --eval-n 50 \
+  --policy 'ipq:stages=layer1.*,layer2.0.down*;layer2.*;layer3.*,fc,steps=3,batch=32' >"$TMP/out" 2>&1 ||
+  fail "ipq: $(cat "$TMP/out")"
+for i in 1 2 3; do
+  grep -q "^stage $i/3: quantized " "$TMP/out" && grep -q "^stage $i/3: trained 1 epoch " "$TMP/out" ||
+    fail "ipq stage $i: $(cat "$TMP/out")"
+done
+grep -q "^stage 1/3: quantized layer1.0.conv1 layer1.0.conv2 layer2.0.downsample.0$" "$TMP/out" &&
+  grep -q "^stage 2/3: quantized layer2.0.conv1 layer2.0.conv2$" "$TMP/out" &&
+  grep -q "^stage 1/3: trained 1 epoch (7 float layers with pq:p=0.1)" "$TMP/out" &&
+  grep -q "^stage 3/3: trained 1 epoch (1 float layer)" "$TMP/out" || fail "ipq stages: $(cat "$TMP/out")"
+[ "$(grep -cE ' tuned$' "$TMP/out")" = 9 ] || fail "ipq left layers untuned: $(cat "$TMP/out")"
+top1=$(sed -n 's/^student  top1 \([0-9.]*\)% .*(50 images)$/\1/p' "$TMP/out")
+[ -n "$top1" ] || fail "ipq evaluated nothing: $(cat "$TMP/out")"
+"$BIN" eval "$TMP/ipq.onnx" --data fmnist:test --limit 50 >"$TMP/eval" 2>&1 || fail "eval of ipq's file: $(cat "$TMP/eval")"
+grep -q "^top1 $top1% " "$TMP/eval" || fail "ipq's file: $(cat "$TMP/eval"), the student had $top1%"
+"$BIN" quantize $M -o "$TMP/bad.onnx" --calib-n $N --policy 'ipq:stages=layer1.*;nope*,fc' >"$TMP/out" 2>&1 &&
+  fail "ipq with a stage matching nothing exited 0"
+grep -q "ipq: stage 2: 'nope\*' matches no layer the plan quantizes" "$TMP/out" || fail "ipq's bad stage: $(cat "$TMP/out")"
+grep -q "quantized\|trained" "$TMP/out" && fail "ipq worked before refusing a stage: $(cat "$TMP/out")"
+[ ! -e "$TMP/bad.onnx" ] || fail "ipq wrote a file after refusing a stage"
 
 finish

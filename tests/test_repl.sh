@@ -332,8 +332,14 @@ printf 'train lr=-1\n' | repl train_lr $M
 expect_error train_lr "bitdown: line 1: train: lr must lie in"
 printf 'train bogus=1\n' | repl train_bogus $M
 expect_error train_bogus "bitdown: line 1: train: unknown option 'bogus'"
-printf 'quantize fc iters=2\ntrain steps=1\n' | repl train_quantized $M
-expect_error train_quantized "bitdown: line 2: train: layer 'fc' is quantized"
+# with a layer quantized: its codebook trains, the teacher stays; undo takes it back
+printf 'data eval fmnist:test n=20\nquantize fc iters=2\ntrain steps=1 batch=8\nlayers\nundo\nlayers\n' |
+  repl train_quantized $M
+[ "$(rc_of train_quantized)" = 0 ] || fail "train with a quantized layer: $(cat "$TMP/train_quantized.err")"
+grep -q "^trained: 1 epoch, .*; the PQ layers are tuned, the float layers start from their trained weights, the teacher is as it was$" "$TMP/train_quantized.out" &&
+  grep -qE '^fc .* tuned$' "$TMP/train_quantized.out" && grep -q '^undid: train$' "$TMP/train_quantized.out" &&
+  [ "$(grep -E '^fc ' "$TMP/train_quantized.out" | tail -1 | awk '{print $NF}')" = quantized ] ||
+  fail "train with a quantized layer: $(cat "$TMP/train_quantized.out")"
 
 # ---- errors: the first one stops a piped session, naming the line ----
 printf 'set layer1.0.conv1 d=7\nlayers\n' | repl bad_d $M

@@ -1,6 +1,7 @@
 /* The workspace: plan changes refused as a whole, quantize with rollback on
- * cancel, undo, reset, trial fits that change nothing, evaluation, and
- * saving then loading a compressed file that resumes the work. */
+ * cancel, undo, reset, trial fits that change nothing, evaluation, saving
+ * then loading a compressed file that resumes the work, and training with
+ * and without quantized layers. */
 #include "bd_test.h"
 
 #include <stdio.h>
@@ -8,6 +9,8 @@
 #include <string.h>
 
 #include "workspace.h"
+
+#include <limits.h>
 
 static bd_workspace *open_ws(void)
 {
@@ -267,7 +270,7 @@ static void test_train_undo_refusals(void **state)
     assert_int_equal(bd_opt_set(bd_training_opts, &o, "t", "lr", "0.05"), BD_OK);
     assert_int_equal(bd_opt_set(bd_training_opts, &o, "t", "init", "scratch"), BD_OK);
 
-    /* refused before anything changes: a bad option, a quantized layer */
+    /* refused before anything changes: a bad option */
     assert_int_not_equal(bd_opt_set(bd_training_opts, &o, "t", "lr", "-1"), BD_OK);
     assert_non_null(strstr(bd_error_message(), "lr"));
     bd_training_options bad = o;
@@ -275,13 +278,6 @@ static void test_train_undo_refusals(void **state)
     assert_int_not_equal(bd_ws_train(ws, &bad, NULL, NULL, NULL), BD_OK);
     assert_non_null(strstr(bd_error_message(), "lr"));
     assert_unchanged(ws, student, teacher, NULL);
-    assert_int_equal(bd_ws_quantize(ws, "layer1.0.conv1", 2), BD_OK);
-    uint64_t quantized = student_hash(ws);
-    assert_int_not_equal(bd_ws_train(ws, &o, NULL, NULL, NULL), BD_OK);
-    assert_non_null(strstr(bd_error_message(), "layer 'layer1.0.conv1' is quantized"));
-    assert_non_null(strstr(bd_error_message(), "reset"));
-    assert_unchanged(ws, quantized, teacher, "quantize layer1.0.conv1");
-    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
 
     /* cancelled during the run: as before */
     bd_ws_on_progress(ws, cancel_in_training, ws);
@@ -328,6 +324,17 @@ static void test_train_undo_refusals(void **state)
     bd_ws_free(again);
     /* quantizing works from the trained weights, and undo takes it all back */
     assert_int_equal(bd_ws_quantize(ws, "layer1.0.conv1", 2), BD_OK);
+    /* a compressed file that names no teacher is not the teacher of a file
+     * saved from it (no file holds the teacher) */
+    char resaved[600];
+    snprintf(resaved, sizeof resaved, "%s/trained-again.onnx", bd_test_tmpdir());
+    assert_int_equal(bd_ws_save(ws, path, 0), BD_OK);
+    assert_int_equal(bd_ws_new(&again), BD_OK);
+    assert_int_equal(bd_ws_load(again, path), BD_OK);
+    assert_int_equal(bd_ws_save(again, resaved, 0), BD_OK);
+    assert_int_equal(bd_ws_load(again, resaved), BD_OK);
+    assert_null(bd_graph_meta(bd_ws_student(again), "bitdown.teacher"));
+    bd_ws_free(again);
     assert_int_equal(bd_ws_reset(ws, "layer1.0.conv1"), BD_OK);
     assert_int_equal(student_hash(ws), trained);
     assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
@@ -338,6 +345,198 @@ static void test_train_undo_refusals(void **state)
     assert_unchanged(ws, student, teacher, NULL);
     assert_int_equal(bd_ws_eval(ws, 0, &t, &s), BD_OK);
     assert_true(t.top1 == t0.top1 && s.top1 == s0.top1);
+    bd_ws_free(ws);
+}
+
+static const bd_ws_layer *layer_named(const bd_workspace *ws, const char *name)
+{
+    const bd_ws_layer *l = bd_ws_layer_at(ws, bd_ws_layer_index(ws, name));
+    assert_non_null(l);
+    return l;
+}
+
+static const bd_tensor *weight_of(const bd_workspace *ws, const char *name)
+{
+    return bd_ws_student(ws)->values[layer_named(ws, name)->layer.weight].init;
+}
+
+/* A copy of a layer's weight in the student. */
+static float *weight_copy(const bd_workspace *ws, const char *name)
+{
+    const bd_tensor *w = weight_of(ws, name);
+    float *c = malloc(bd_tensor_nbytes(w));
+    assert_non_null(c);
+    memcpy(c, w->data, bd_tensor_nbytes(w));
+    return c;
+}
+
+static void assert_weight(const bd_workspace *ws, const char *name, const float *want)
+{
+    const bd_tensor *w = weight_of(ws, name);
+    assert_memory_equal(w->data, want, bd_tensor_nbytes(w));
+}
+
+static void assert_same_codebook(const bd_qlayer *a, const bd_qlayer *b)
+{
+    assert_int_equal(a->k, b->k);
+    assert_int_equal(a->d, b->d);
+    assert_int_equal(a->n, b->n);
+    assert_int_equal(a->format, b->format);
+    assert_memory_equal(a->codes, b->codes, (size_t)a->n * sizeof *a->codes);
+    if (a->format == BD_FMT_PQ) {
+        assert_memory_equal(a->centroids, b->centroids,
+                            (size_t)a->k * (size_t)a->d * sizeof(float));
+        return;
+    }
+    assert_int_equal(a->nscales, b->nscales);
+    assert_memory_equal(a->scales, b->scales, (size_t)a->nscales * sizeof(float));
+    assert_true(!a->zeros == !b->zeros);
+    if (a->zeros)
+        assert_memory_equal(a->zeros, b->zeros, (size_t)a->nscales * sizeof(float));
+}
+
+/* Quantizes a layer, keeps a copy of its codebook, and takes it back. */
+static void quantize_probe(bd_workspace *ws, const char *name, bd_qlayer *q)
+{
+    assert_int_equal(bd_ws_quantize(ws, name, 2), BD_OK);
+    assert_int_equal(bd_qlayer_copy(q, &layer_named(ws, name)->q), BD_OK);
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+}
+
+/* Training with layers quantized (iterative PQ's step between stages): PQ
+ * codebooks train and become tuned, an int layer stays, float layers train
+ * and their trained weights are what quantize and reset start from, the
+ * teacher stays; cancel and undo leave everything bit for bit as it was,
+ * and a saved file brings the trained float sources back. */
+static void test_train_quantized(void **state)
+{
+    (void)state;
+    const char *pq = "layer1.0.conv1", *in = "layer1.0.conv2", *fl = "layer2.0.conv1";
+    bd_workspace *ws = open_ws();
+    assert_int_equal(bd_ws_data(ws, BD_DATA_EVAL, "fmnist:test", 50), BD_OK);
+    bd_ws_change c = BD_PLAN_CHANGE_NONE;
+    c.bits = 8;
+    assert_int_equal(bd_ws_set(ws, in, &c), BD_OK);
+    assert_int_equal(bd_ws_quantize(ws, "layer1.*", 2), BD_OK);
+    const uint64_t student = student_hash(ws), teacher = teacher_hash(ws);
+    assert_true(student != teacher);
+    bd_qlayer q0 = {0}, qi = {0}, before = {0};
+    assert_int_equal(bd_qlayer_copy(&q0, &layer_named(ws, pq)->q), BD_OK);
+    assert_int_equal(bd_qlayer_copy(&qi, &layer_named(ws, in)->q), BD_OK);
+    float *w_int = weight_copy(ws, in), *w_teacher = weight_copy(ws, fl);
+    quantize_probe(ws, fl, &before); /* from the teacher's weight */
+
+    bd_training_options o;
+    bd_training_options_init(&o);
+    assert_int_equal(bd_opt_set(bd_training_opts, &o, "t", "steps", "3"), BD_OK);
+    assert_int_equal(bd_opt_set(bd_training_opts, &o, "t", "batch", "32"), BD_OK);
+    assert_int_equal(bd_opt_set(bd_training_opts, &o, "t", "lr", "0.05"), BD_OK);
+    assert_int_equal(bd_opt_set(bd_training_opts, &o, "t", "loss", "kl"), BD_OK);
+    assert_int_equal(bd_opt_set(bd_training_opts, &o, "t", "quant_noise", "pq:p=0.1"), BD_OK);
+
+    /* cancelled: everything as it was */
+    bd_ws_on_progress(ws, cancel_in_training, ws);
+    assert_int_equal(bd_ws_train(ws, &o, NULL, NULL, NULL), BD_ECANCELED);
+    bd_ws_on_progress(ws, NULL, NULL);
+    assert_unchanged(ws, student, teacher, "quantize layer1.*");
+    assert_int_equal(layer_named(ws, pq)->state, BD_STATE_QUANTIZED);
+    assert_same_codebook(&layer_named(ws, pq)->q, &q0);
+
+    assert_int_equal(bd_ws_train(ws, &o, NULL, NULL, NULL), BD_OK);
+    assert_string_equal(bd_ws_undo_label(ws), "train");
+    assert_int_equal(teacher_hash(ws), teacher); /* still the original */
+    const uint64_t trained = student_hash(ws);
+    assert_true(trained != student);
+    /* the PQ layer's centroids trained (its assignment did not), and its
+     * weight is their decoding */
+    const bd_ws_layer *lp = layer_named(ws, pq);
+    assert_int_equal(lp->state, BD_STATE_TUNED);
+    assert_memory_equal(lp->q.codes, q0.codes, (size_t)q0.n * sizeof *q0.codes);
+    assert_memory_not_equal(lp->q.centroids, q0.centroids,
+                            (size_t)q0.k * (size_t)q0.d * sizeof(float));
+    float *decoded = weight_copy(ws, pq);
+    assert_int_equal(bd_qlayer_decode(&lp->q, &lp->layer, decoded), BD_OK);
+    assert_weight(ws, pq, decoded);
+    free(decoded);
+    /* the int layer stayed */
+    assert_int_equal(layer_named(ws, in)->state, BD_STATE_QUANTIZED);
+    assert_same_codebook(&layer_named(ws, in)->q, &qi);
+    assert_weight(ws, in, w_int);
+    /* the float layer trained: its trained weight is its float source */
+    assert_memory_not_equal(weight_of(ws, fl)->data, w_teacher, bd_tensor_nbytes(weight_of(ws, fl)));
+    float *w_trained = weight_copy(ws, fl);
+    assert_int_equal(bd_ws_reset(ws, fl), BD_OK);
+    assert_int_equal(student_hash(ws), trained);
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    bd_qlayer after = {0};
+    quantize_probe(ws, fl, &after);
+    assert_int_equal(student_hash(ws), trained);
+    assert_int_equal(bd_ws_quantize(ws, fl, 2), BD_OK);
+    assert_int_equal(bd_ws_reset(ws, fl), BD_OK);
+    assert_weight(ws, fl, w_trained);
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+
+    /* quantizing it there is quantizing the trained weight: a workspace on
+     * the student as it stands, decoded, whose own weights are the sources */
+    char path[600], dense[600], real[PATH_MAX];
+    snprintf(dense, sizeof dense, "%s/ipq-dense.onnx", bd_test_tmpdir());
+    assert_int_equal(bd_ws_save(ws, dense, 1), BD_OK);
+    bd_workspace *plain;
+    assert_int_equal(bd_ws_new(&plain), BD_OK);
+    assert_int_equal(bd_ws_load(plain, dense), BD_OK);
+    assert_int_equal(bd_ws_data(plain, BD_DATA_CALIB, "fmnist:train", 128), BD_OK);
+    bd_qlayer direct = {0};
+    quantize_probe(plain, fl, &direct);
+    assert_same_codebook(&after, &direct);
+    assert_memory_not_equal(after.centroids, before.centroids,
+                            (size_t)after.k * (size_t)after.d * sizeof(float));
+    bd_ws_free(plain);
+
+    /* a saved file still names the original teacher, and loading it brings
+     * the trained float source back */
+    snprintf(path, sizeof path, "%s/ipq.onnx", bd_test_tmpdir());
+    assert_int_equal(bd_ws_save(ws, path, 0), BD_OK);
+    bd_workspace *again;
+    assert_int_equal(bd_ws_new(&again), BD_OK);
+    assert_int_equal(bd_ws_load(again, path), BD_OK);
+    assert_non_null(realpath(bd_test_path("examples/fmnist/resnet_bn.onnx"), real));
+    assert_string_equal(bd_graph_meta(bd_ws_student(again), "bitdown.teacher"), real);
+    assert_int_equal(teacher_hash(again), teacher);
+    assert_int_equal(student_hash(again), trained);
+    assert_int_equal(layer_named(again, pq)->state, BD_STATE_QUANTIZED);
+    assert_int_equal(bd_ws_data(again, BD_DATA_CALIB, "fmnist:train", 128), BD_OK);
+    assert_int_equal(bd_ws_quantize(again, fl, 2), BD_OK);
+    assert_int_equal(bd_ws_reset(again, fl), BD_OK);
+    assert_weight(again, fl, w_trained);
+    bd_ws_free(again);
+
+    /* one undo takes it all back: weights, statistics, codebooks, states,
+     * float sources */
+    char what[64];
+    assert_int_equal(bd_ws_undo(ws, what, sizeof what), BD_OK);
+    assert_string_equal(what, "train");
+    assert_unchanged(ws, student, teacher, "quantize layer1.*");
+    assert_int_equal(layer_named(ws, pq)->state, BD_STATE_QUANTIZED);
+    assert_same_codebook(&layer_named(ws, pq)->q, &q0);
+    assert_same_codebook(&layer_named(ws, in)->q, &qi);
+    bd_qlayer undone = {0};
+    quantize_probe(ws, fl, &undone);
+    assert_same_codebook(&undone, &before);
+    assert_int_equal(bd_ws_quantize(ws, fl, 2), BD_OK);
+    assert_int_equal(bd_ws_reset(ws, fl), BD_OK);
+    assert_weight(ws, fl, w_teacher);
+    assert_int_equal(student_hash(ws), student);
+
+    bd_qlayer_free(&q0);
+    bd_qlayer_free(&qi);
+    bd_qlayer_free(&before);
+    bd_qlayer_free(&after);
+    bd_qlayer_free(&direct);
+    bd_qlayer_free(&undone);
+    free(w_int);
+    free(w_teacher);
+    free(w_trained);
     bd_ws_free(ws);
 }
 
@@ -375,6 +574,7 @@ int main(void)
         cmocka_unit_test(test_trial_changes_nothing),
         cmocka_unit_test(test_eval_predict_save_resume),
         cmocka_unit_test(test_train_undo_refusals),
+        cmocka_unit_test(test_train_quantized),
         cmocka_unit_test(test_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

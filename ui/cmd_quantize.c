@@ -63,8 +63,9 @@ static const char help[] =
     "  --policy NAME[:KEY=VALUE,...]  a Lua policy plans and quantizes instead:\n"
     "                        lua/policies/NAME.lua (or a path to a .lua file), e.g.\n"
     "                        small_blocks, large_blocks, size_budget:target_mb=M,\n"
-    "                        error_budget:max_error=E (each file's header says its\n"
-    "                        arguments); -o, --calib, --calib-n, --iters, --seed,\n"
+    "                        error_budget:max_error=E, ipq:stages=\"A;B,C\" (each\n"
+    "                        file's header says its arguments; a word without '='\n"
+    "                        continues the value before it); -o, --calib, --calib-n, --iters, --seed,\n"
     "                        --objective, --quantize-first, --eval, --eval-n,\n"
     "                        --decoded, --report, --threads and the preprocessing\n"
     "                        options apply, the other options do not\n" CLI_PREPROCESS_HELP;
@@ -311,11 +312,19 @@ static int run_policy(const args *a)
     if (a->decoded)
         argv[n++] = "decoded=true";
     int passed_on = n;
-    for (char *w = own ? strtok(own, ",") : NULL; w; w = strtok(NULL, ",")) {
+    /* an argument ends at the first ',' before a word with '=', so that a
+     * value may hold commas (ipq's stages=a,b;c) */
+    for (char *w = own; w && *w;) {
+        char *c = w;
+        while ((c = strchr(c, ',')) && !memchr(c + 1, '=', strcspn(c + 1, ",")))
+            c++;
+        if (c)
+            *c++ = '\0';
         if (n == MAXARGS)
             return cli_usage_error("quantize", "--policy takes at most %d arguments",
                                    MAXARGS - passed_on);
         argv[n++] = w;
+        w = c;
     }
     bd_workspace *ws = NULL;
     const char *calib_spec = NULL;

@@ -10,18 +10,23 @@
 --   regime=small|large  the blocks (default small)
 --   stages=GLOBS        the stages in order: ';' between stages, ',' between
 --                       the globs of one, e.g. "layer1.*;layer2.*;layer3.*,fc";
---                       every glob must match a layer the plan quantizes.
---                       Default: the planned layers in graph order (bottom up,
---                       as the paper's CNNs are), cut into `groups` runs of
---                       about equal parameter count
+--                       every glob must match a layer the plan quantizes
+--                       (checked before anything changes); planned layers
+--                       no stage names stay float. Default: the planned
+--                       layers in graph order (bottom up, as the paper's
+--                       CNNs are), cut into `groups` runs of about equal
+--                       parameter count (each cut at the layer boundary
+--                       nearest its share)
 --   groups=N            stages of the default split (default 4)
 --   epochs=N            training epochs after each stage (default 1)
 --   steps=N             steps per epoch (default: a pass over the data)
+--   batch=N             images per step (default: training's, 128)
 --   lr=X                peak learning rate of each stage's cosine (default 0.01)
 --   p=X                 Quant-Noise rate on the float layers (default 0.1; 0: none)
 --   loss=kl|ce          distil the teacher (default) or use the labels
 --   final=true|false    also train after the last stage (default true: the
 --                       centroids of every layer together)
+--   quantize=false      only show the stages
 --   and the common ones of lib/policy.lua: first=true iters=N calib_n=N
 --   objective=act|weight|feedback eval=true eval_n=N out=FILE decoded=true
 -- e.g. bitdown quantize M.onnx -o M.q.onnx --policy ipq:stages="layer1.*;layer2.*;layer3.*;fc"
@@ -33,6 +38,7 @@ local opt, name = P.options(arg, {
   {"groups", "integer", 4},
   {"epochs", "integer", 1},
   {"steps", "integer"},
+  {"batch", "integer"},
   {"lr", "number", 0.01},
   {"p", "number", 0.1},
   {"loss", "word", "kl", {kl = true, ce = true}},
@@ -42,12 +48,16 @@ if opt.p < 0 or opt.p > 1 then error(name .. ": p must lie in [0, 1]", 0) end
 if opt.lr <= 0 then error(name .. ": lr must be above 0", 0) end
 
 bd.regime(opt.regime, {first = opt.first == true})
-P.prepare(opt)
+-- an argument that cannot work changes nothing: the regime is taken back
+local function fail(fmt, ...)
+  bd.undo()
+  error(name .. ": " .. fmt:format(...), 0)
+end
 local planned = P.planned()
-if #planned == 0 then error(name .. ": the plan quantizes no layer", 0) end
+if #planned == 0 then fail("the plan quantizes no layer") end
 
--- The layers a glob matches among the planned ones, by bd.layers' own
--- matching (bd.layer-table names), in graph order.
+-- The layers a glob matches among the planned ones, by the workspace's own
+-- matching (bd.layers(glob)), in graph order.
 local function matches(glob)
   local want = {}
   for _, l in ipairs(bd.layers(glob)) do want[l.name] = true end
@@ -69,7 +79,7 @@ if opt.stages then
     for glob in text:gmatch("[^,]+") do
       local found = matches(glob)
       if #found == 0 then
-        error(("%s: stage %d: '%s' matches no layer the plan quantizes"):format(name, i, glob), 0)
+        fail("stage %d: '%s' matches no layer the plan quantizes", i, glob)
       end
       for _, n in ipairs(found) do
         if not taken[n] then
@@ -78,7 +88,7 @@ if opt.stages then
         end
       end
     end
-    if #stage == 0 then error(("%s: stage %d is empty"):format(name, i), 0) end
+    if #stage == 0 then fail("stage %d is empty", i) end
     stages[#stages + 1] = stage
   end
 else
@@ -87,35 +97,51 @@ else
   local groups = math.min(opt.groups, #planned)
   local stage, acc = {}, 0
   for j, l in ipairs(planned) do
-    stage[#stage + 1] = l.name
-    acc = acc + l.params
-    -- cut when this stage holds its share, leaving a layer for every stage to come
-    local left = #planned - j
-    if (acc >= total * (#stages + 1) / groups and left >= groups - #stages - 1) or
-       left == groups - #stages - 1 then
+    -- a stage ends at the cut nearest its share of the parameters, and
+    -- early enough to leave a layer for every stage after it
+    local left, open = #planned - j + 1, groups - #stages
+    local share = total * (#stages + 1) / groups
+    if #stage > 0 and open > 1 and
+       (left == open - 1 or acc + l.params - share > share - acc) then
       stages[#stages + 1] = stage
       stage = {}
     end
+    stage[#stage + 1] = l.name
+    acc = acc + l.params
   end
   if #stage > 0 then stages[#stages + 1] = stage end
 end
 
+P.prepare(opt)
+
+-- Every float layer trains as weights; the noise falls on the planned ones
+-- (the plan lays out its blocks; the others get none).
 local function train(i)
-  local floats = 0
+  local floats, noised = 0, false
   for _, l in ipairs(bd.layers()) do
-    if l.quantize and l.state == "float" then floats = floats + 1 end
+    if l.state == "float" then
+      floats = floats + 1
+      noised = noised or l.quantize
+    end
   end
   local args = {epochs = opt.epochs, lr = opt.lr, loss = opt.loss, schedule = "cosine",
-                steps = opt.steps}
-  if floats > 0 and opt.p > 0 then args.quant_noise = ("pq:p=%g"):format(opt.p) end
+                steps = opt.steps, batch = opt.batch}
+  if noised and opt.p > 0 then args.quant_noise = ("pq:p=%g"):format(opt.p) end
   local r = bd.train(args)
   local last = r[#r]
-  print(("stage %d/%d: trained %d epoch%s (%d float layers%s), loss %.4f%s"):format(
-    i, #stages, #r, #r == 1 and "" or "s", floats,
+  print(("stage %d/%d: trained %d epoch%s (%d float layer%s%s), loss %.4f%s"):format(
+    i, #stages, #r, #r == 1 and "" or "s", floats, floats == 1 and "" or "s",
     args.quant_noise and (" with " .. args.quant_noise) or "", last.loss,
     last.top1 and last.top1 >= 0 and (", top1 %.2f%%"):format(last.top1) or ""))
 end
 
+if not opt.quantize then
+  for i, stage in ipairs(stages) do
+    print(("stage %d/%d: %s"):format(i, #stages, table.concat(stage, " ")))
+  end
+  P.finish(opt, true)
+  return
+end
 for i, stage in ipairs(stages) do
   for _, n in ipairs(stage) do bd.quantize(n, {iters = opt.iters}) end
   print(("stage %d/%d: quantized %s"):format(i, #stages, table.concat(stage, " ")))
