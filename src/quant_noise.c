@@ -38,7 +38,10 @@ bd_status bd_noise_parse(const char *where, const char *text, bd_noise_spec *out
                        "%s: quant-noise kind '%s' is not one of pq, pq-centroid, int8, int4 "
                        "(intB, B = %d..%d)",
                        where, buf, BD_INT_MIN_BITS, BD_INT_MAX_BITS);
-    snprintf(s.regime, sizeof s.regime, s.kind == BD_NOISE_INT ? "int%d" : "small", s.bits);
+    if (s.kind == BD_NOISE_INT)
+        snprintf(s.regime, sizeof s.regime, "int%d", s.bits);
+    else
+        snprintf(s.regime, sizeof s.regime, "small");
     s.p = -1;
     for (char *save = NULL, *item = colon ? strtok_r(colon + 1, ",", &save) : NULL; item;
          item = strtok_r(NULL, ",", &save)) {
