@@ -94,6 +94,20 @@ void bd_training_report_free(bd_training_report *r);
  * front-ends that draw curves. */
 typedef void (*bd_epoch_fn)(void *user, const bd_training_epoch *e, int epochs);
 
+/* A transform of the layer weights that every step and evaluation sees
+ * (BitPruning's learned-bits quantizer, bitprune.h): apply writes the
+ * transformed weights over the masters in g (step < 0: for an evaluation),
+ * restore puts the masters back and, given the per-layer gradients of the
+ * transformed weights (grads[l] for layer l of bd_layers_find, NULL where
+ * none; grads NULL after an evaluation or a failure), turns them into the
+ * masters' and updates the hook's own parameters at this learning rate.
+ * Runs on the CPU's engine only. */
+typedef struct bd_training_hook {
+    void *ctx;
+    bd_status (*apply)(void *ctx, bd_graph *g, int64_t step);
+    void (*restore)(void *ctx, bd_graph *g, bd_tensor *const *grads, int64_t step, float lr);
+} bd_training_hook;
+
 typedef struct bd_training_io {
     const bd_dataset *train;   /* images with labels */
     const bd_dataset *eval;    /* may be NULL: no evaluation */
@@ -107,7 +121,8 @@ typedef struct bd_training_io {
      * is. On success the tuned centroids, rounded to fp16, are in q and the
      * weights decoded from them. */
     bd_qlayer *q;
-    const char *checkpoint;    /* written after every epoch (NULL: none) */
+    const bd_training_hook *hook; /* NULL: the weights as they are */
+    const char *checkpoint;    /* written after every epoch (NULL: none; none with a hook) */
     int resume;                /* continue from checkpoint */
     const bd_progress *progress;
     bd_epoch_fn on_epoch;

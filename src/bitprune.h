@@ -1,0 +1,154 @@
+/* BitPruning (docs/method.md, "BitPruning"): every quantizable layer's
+ * weight (or each of its output channels) gets a continuous bit length n,
+ * learned by training with a penalty on the bits; then the bit lengths are
+ * rounded and frozen, the network fine-tuned at them, and every layer
+ * stored as an int codec (codec.h) of its own bits.
+ *
+ * The quantizer. Q_b is the int codec's b-bit grid fitted by its weight
+ * objective (int_fit.h: per output channel, asymmetric, on the row's
+ * min/max), refreshed from the master weights at every step. The range is
+ * set from statistics rather than learned because it is then exactly the
+ * grid the saved file stores: what training saw at the end is what the
+ * codec writes, with no second fit that could move it. For n between b and
+ * b + 1 (b = floor(n), at most max - 1):
+ *
+ *     Q_n(w) = (b + 1 - n) Q_b(w) + (n - b) Q_{b+1}(w)
+ *
+ * which is Q_b at integer n. The weight gets the gradient straight through
+ * (dQ_n/dw = 1: min/max never clips), n gets <dL/dQ_n, Q_{b+1}(w) - Q_b(w)>
+ * summed over its weights, plus lambda times the cost's derivative.
+ *
+ * The cost is the mean bit length weighted by what the user wants to save:
+ *   memory: each tensor's share of the quantized weights (sum P n / sum P),
+ *   ops:    each tensor's share of the multiply-accumulates (MACs of one
+ *           image, from one forward pass; sum M n / sum M): bit-operations
+ *           per MAC per activation bit, since activations stay float.
+ * lambda is fixed (lambda >= 0), or adjusted every step so the cost reaches
+ * target_bits (target_mb: the size's target turned into memory mean bits):
+ * lambda *= exp(rate * clamp(cost - target, -1, 1)), a multiplicative
+ * controller, because the scale of the loss's pull on n is unknown and
+ * differs by orders of magnitude between models.
+ *
+ * Rounding: each n to its nearest integer (the quantizer the forward
+ * weighted more); then, while a target is not met, the tensor rounded up the
+ * most (n furthest below its rounded value, ties to the larger tensor) is
+ * lowered by one bit: the smallest departure from what was learned that
+ * meets the target. */
+#ifndef BD_BITPRUNE_H
+#define BD_BITPRUNE_H
+
+#include <stdint.h>
+
+#include "codec.h"
+#include "graph.h"
+#include "layers.h"
+#include "options.h"
+#include "training.h"
+
+typedef enum bd_bits_cost { BD_BITS_MEMORY = 0, BD_BITS_OPS = 1 } bd_bits_cost;
+typedef enum bd_bits_grain { BD_BITS_LAYER = 0, BD_BITS_CHANNEL = 1 } bd_bits_grain;
+
+typedef struct bd_bitprune_options {
+    bd_training_options train; /* the learning phase: epochs, lr, batch, seed, ... */
+    double target_bits;  /* > 0: lambda adapts until the cost's mean bits reach it */
+    double target_mb;    /* > 0: ... until the compressed model is this many MiB (memory cost) */
+    double lambda;       /* >= 0: fixed; < 0 (the default): not given */
+    int cost;            /* bd_bits_cost (default memory) */
+    int granularity;     /* bd_bits_grain (default layer) */
+    int min_bits, max_bits; /* the range of n (default 1..8, within 1..16) */
+    float init_bits;     /* where n starts (default max_bits) */
+    float bits_lr;       /* learning rate of n, scaled by the schedule (default 0.01) */
+    float lambda_rate;   /* the controller's step (default 0.05) */
+    double lambda_init;  /* the controller's first lambda (default 1e-3) */
+    int finetune_epochs; /* at the rounded bits, frozen (default 1; 0: none) */
+    float finetune_lr;   /* default 0: train.lr / 10 */
+} bd_bitprune_options;
+
+/* BitPruning's own settings; training's are bd_training_opts' (applied to
+ * .train). bd_bitprune_set and bd_bitprune_help read both, so every
+ * front-end offers the two tables as one. */
+extern const bd_opt bd_bitprune_opts[];
+
+void bd_bitprune_options_init(bd_bitprune_options *o);
+
+/* key=value from either table; fails like bd_opt_set, obj untouched. */
+bd_status bd_bitprune_set(bd_bitprune_options *o, const char *where, const char *key,
+                          const char *value);
+/* Both tables' help (bd_opt_help's format), BitPruning's first. */
+void bd_bitprune_help(int cli, char *buf, size_t cap);
+
+/* What the run is doing, for front-ends that draw the bit lengths moving;
+ * valid during the callback only. */
+typedef struct bd_bitprune_live {
+    int nlayers;
+    const double *bits;   /* per layer (bd_layers_find's order): mean n of its tensors */
+    double mean_bits;     /* memory-weighted mean of n */
+    double ops_bits;      /* MAC-weighted mean of n */
+    double lambda;
+    int64_t bytes;        /* the model's compressed size at the current n (rounded) */
+    int64_t step, steps;  /* over the learning phase */
+    int phase;            /* 0: learning, 1: fine-tuning at the rounded bits */
+} bd_bitprune_live;
+
+typedef void (*bd_bits_fn)(void *user, const bd_bitprune_live *live);
+
+typedef struct bd_bitprune_io {
+    const bd_dataset *train;
+    const bd_dataset *eval;    /* may be NULL */
+    const bd_preprocess *pp;
+    bd_exec *teacher;          /* for train.loss = kl */
+    const uint8_t *skip;       /* per layer: 1 leaves it float (NULL: quantize all) */
+    const bd_progress *progress;
+    bd_epoch_fn on_epoch;      /* both phases' epochs, in turn */
+    bd_bits_fn on_bits;        /* every few steps and at every phase's end; may be NULL */
+    void *user;
+} bd_bitprune_io;
+
+/* Per quantized layer, what was learned and kept. */
+typedef struct bd_bitprune_layer {
+    int layer;           /* index in bd_layers_find's order */
+    double learned;      /* mean n before rounding */
+    double bits;         /* mean bits after rounding (per channel: the rows' mean) */
+    int min_bits, max_bits; /* over its channels (equal for layer granularity) */
+    int64_t params, macs;
+} bd_bitprune_layer;
+
+typedef struct bd_bitprune_report {
+    bd_training_report learn, tune;
+    int nlayers;              /* quantized layers */
+    bd_bitprune_layer *layers;
+    double mean_bits;         /* memory-weighted mean weight bits, rounded */
+    double mean_bits_layers;  /* unweighted mean over layers */
+    double ops_bits;          /* MAC-weighted */
+    double lambda;            /* the last */
+    double learned_mean;      /* memory-weighted mean n before rounding */
+    double *mean_per_epoch;   /* learn.epochs entries: mean n at each epoch's end */
+} bd_bitprune_report;
+void bd_bitprune_report_free(bd_bitprune_report *r);
+
+/* Learns the bit lengths of g's layers (every layer bd_layers_find gives,
+ * but those io->skip names), rounds them, fine-tunes, and leaves in q
+ * (nlayers of bd_layers_find, skipped ones with k = 0) each quantized
+ * layer's int codec (per-channel asymmetric grid, bits per layer or per
+ * row), in g the decoded weights and trained float parameters. Checked
+ * before anything changes: the options (one of target_bits, target_mb,
+ * lambda; the range within 1..16; a target the range can meet), a model
+ * with a quantizable layer, none of them already quantized. On failure g
+ * may be half-trained (the caller keeps a copy), q is untouched. */
+bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *o, const bd_bitprune_io *io,
+                          bd_qlayer *q, bd_bitprune_report *report);
+
+/* ---- the pieces, for tests and engines ------------------------------------- */
+
+/* Q_n of rows x L weights w (pq.h's layout with d = 1), n per row
+ * (bits[r]), into out; with dq non-NULL also Q_{b+1} - Q_b per weight, the
+ * direction n's gradient takes. */
+bd_status bd_bitprune_quantize(const float *w, int64_t rows, int64_t L, const float *bits,
+                               int max_bits, float *out, float *dq);
+
+/* The multiply-accumulates of one image in each layer (macs[nlayers]), by
+ * one forward pass on `input` (one image). */
+bd_status bd_bitprune_macs(const bd_graph *g, const bd_layer *layers, int nlayers,
+                           const bd_tensor *input, int64_t *macs);
+
+#endif
