@@ -42,61 +42,7 @@ P.prepare(opt)
 local size = bd.size()
 local target = opt.target_mb and math.floor(opt.target_mb * 2 ^ 20)
                or math.floor(size.fp32_bytes / opt.target_ratio)
-local layers = P.planned()
-if #layers == 0 then error(name .. ": the plan quantizes no layer", 0) end
-print(("%s: target %.4f MB; trial fits of %d layers, %d EM iterations each"):format(
-  name, P.mb(target), #layers, opt.trial_iters))
-
--- What every other parameter takes stays as it is; the decided layers
--- share the rest.
-local base, smallest = size.compressed_bytes, 0
-local choices = {}
-for i, l in ipairs(layers) do
-  base = base - l.bytes
-  local cs = P.candidates(l.name, opt.trial_iters, opt.formats)
-  cs[#cs + 1] = {fp32 = true, error = 0, bytes = 4 * l.params}
-  local least = math.huge
-  for _, c in ipairs(cs) do least = math.min(least, c.bytes) end
-  smallest = smallest + least
-  choices[i] = cs
-end
-local budget = target - base
-if budget < smallest then
-  error(("%s: target %.4f MB is below the smallest size these candidates reach, %.4f MB"):format(
-    name, P.mb(target), P.mb(base + smallest)), 0)
-end
-
--- The knapsack: best[b] is the least error of the layers so far within b
--- units; pick[i][b] the choice of layer i that gets it.
-local unit = math.max(1, budget / 4096)
-local units = math.floor(budget / unit)
-for _, cs in ipairs(choices) do
-  for _, c in ipairs(cs) do c.cost = math.ceil(c.bytes / unit) end
-end
-local best, pick = {}, {}
-for b = 0, units do best[b] = 0 end
-for i, cs in ipairs(choices) do
-  local next_best, p = {}, {}
-  for b = 0, units do
-    local e, j_best = math.huge, nil
-    for j, c in ipairs(cs) do
-      if c.cost <= b then
-        local v = best[b - c.cost] + c.error
-        if v < e then e, j_best = v, j end
-      end
-    end
-    next_best[b], p[b] = e, j_best
-  end
-  best, pick[i] = next_best, p
-end
-
-local planned, total_error, b = base, best[units], units
-for i = #layers, 1, -1 do
-  local c = choices[i][pick[i][b]]
-  b = b - c.cost
-  planned = planned + c.bytes
-  P.choose(layers[i], not c.fp32 and c or nil)
-end
+local planned, total_error = P.size_budget(name, target, opt.trial_iters, opt.formats)
 
 P.finish(opt)
 local reached = opt.quantize and bd.size().compressed_bytes or planned

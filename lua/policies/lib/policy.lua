@@ -178,6 +178,72 @@ end
 
 local function mb(bytes) return bytes / 2 ^ 20 end
 
+-- Plans the layers the plan quantizes so that the stored size is at most
+-- target bytes with the least sum of their trial errors (size_budget.lua
+-- says how): candidates of `formats` ("pq", "int" or "all") measured by
+-- trial fits of trial_iters EM iterations, fp32 a candidate too, then a
+-- multiple-choice knapsack. Sets the plan (quantizes nothing); returns the
+-- planned bytes and the sum of the chosen trial errors. name names the
+-- caller in messages.
+function M.size_budget(name, target, trial_iters, formats)
+  local layers = M.planned()
+  if #layers == 0 then error(name .. ": the plan quantizes no layer", 0) end
+  print(("%s: target %.4f MB; trial fits of %d layers, %d EM iterations each"):format(
+    name, M.mb(target), #layers, trial_iters))
+
+  -- What every other parameter takes stays as it is; the decided layers
+  -- share the rest.
+  local base, smallest = bd.size().compressed_bytes, 0
+  local choices = {}
+  for i, l in ipairs(layers) do
+    base = base - l.bytes
+    local cs = M.candidates(l.name, trial_iters, formats)
+    cs[#cs + 1] = {fp32 = true, error = 0, bytes = 4 * l.params}
+    local least = math.huge
+    for _, c in ipairs(cs) do least = math.min(least, c.bytes) end
+    smallest = smallest + least
+    choices[i] = cs
+  end
+  local budget = target - base
+  if budget < smallest then
+    error(("%s: target %.4f MB is below the smallest size these candidates reach, %.4f MB"):format(
+      name, M.mb(target), M.mb(base + smallest)), 0)
+  end
+
+  -- The knapsack: best[b] is the least error of the layers so far within b
+  -- units; pick[i][b] the choice of layer i that gets it.
+  local unit = math.max(1, budget / 4096)
+  local units = math.floor(budget / unit)
+  for _, cs in ipairs(choices) do
+    for _, c in ipairs(cs) do c.cost = math.ceil(c.bytes / unit) end
+  end
+  local best, pick = {}, {}
+  for b = 0, units do best[b] = 0 end
+  for i, cs in ipairs(choices) do
+    local next_best, p = {}, {}
+    for b = 0, units do
+      local e, j_best = math.huge, nil
+      for j, c in ipairs(cs) do
+        if c.cost <= b then
+          local v = best[b - c.cost] + c.error
+          if v < e then e, j_best = v, j end
+        end
+      end
+      next_best[b], p[b] = e, j_best
+    end
+    best, pick[i] = next_best, p
+  end
+
+  local planned, total_error, b = base, best[units], units
+  for i = #layers, 1, -1 do
+    local c = choices[i][pick[i][b]]
+    b = b - c.cost
+    planned = planned + c.bytes
+    M.choose(layers[i], not c.fp32 and c or nil)
+  end
+  return planned, total_error
+end
+
 -- The layer table and the size, as `bitdown quantize` prints them.
 function M.report()
   print(("%-28s %5s %6s %7s %9s %9s  %s"):format("layer", "d", "k", "bits/w", "size KB",
