@@ -18,7 +18,7 @@ static const char *const grain_words[] = {"layer", "channel", NULL};
 #define OFF(f) offsetof(bd_bitprune_options, f)
 const bd_opt bd_bitprune_opts[] = {
     {"target_bits", BD_OPT_FLOAT, OFF(target_bits), 0, 16, NULL, 0, NULL, "B",
-     "mean weight bits to reach (memory-weighted; MAC-weighted with cost=ops)"},
+     "mean bits per weight to reach (over all quantized weights)"},
     {"target_mb", BD_OPT_FLOAT, OFF(target_mb), 0, 1e6, NULL, 0, NULL, "S",
      "compressed size to reach, in MiB"},
     {"lambda", BD_OPT_FLOAT, OFF(lambda), 0, 1e6, NULL, 0, NULL, "L",
@@ -322,10 +322,10 @@ static void learn_bits(bitprune *b, int64_t step, float lr)
         const double path = b->start + (b->target - b->start) * along;
         double sg = 0, ss = 0;
         for (int t = 0; t < b->nt; t++) {
-            sg += b->share[t] * b->grad[t];
-            ss += b->share[t] * b->share[t];
+            sg += b->pshare[t] * b->grad[t];
+            ss += b->pshare[t] * b->share[t];
         }
-        const double gap = weighted_mean(b, b->share, 0) - path;
+        const double gap = weighted_mean(b, b->pshare, 0) - path;
         b->lambda = ((double)b->o->track * gap / rate - sg) / ss;
     }
     for (int t = 0; t < b->nt; t++) {
@@ -385,8 +385,6 @@ static bd_status check(const bd_bitprune_options *o)
         return bd_fail(BD_EINVAL,
                        "bitprune: a mean of %g bits cannot be met with bit lengths in %d..%d",
                        (double)o->target_bits, o->min_bits, o->max_bits);
-    if (o->target_mb > 0 && o->cost != BD_BITS_MEMORY)
-        return bd_fail(BD_EINVAL, "bitprune: target_mb is a size: it needs cost=memory");
     if (o->train.noise.kind != BD_NOISE_NONE)
         return bd_fail(BD_EINVAL, "bitprune: quant_noise and the learned bit lengths would "
                                   "both rewrite the weights: leave quant_noise out");
@@ -592,7 +590,7 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
         b.target = o.target_bits;
     b.lambda = o.lambda >= 0 ? o.lambda : 0;
     if (s == BD_OK)
-        b.start = weighted_mean(&b, b.share, 0);
+        b.start = weighted_mean(&b, b.pshare, 0);
     if (s == BD_OK && !(b.per_epoch = calloc((size_t)o.train.epochs + 1, sizeof *b.per_epoch)))
         s = bd_fail(BD_ENOMEM, "out of memory");
     if (s == BD_OK)
@@ -609,7 +607,7 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
                 sum += b.n[t];
             per_layer[i] = sum / b.bl[i].ntens;
         }
-        bd_bitprune_round(b.n, b.share, b.nt, b.target, o.min_bits, b.grad);
+        bd_bitprune_round(b.n, b.pshare, b.nt, b.target, o.min_bits, b.grad);
         memcpy(b.n, b.grad, (size_t)b.nt * sizeof *b.n);
         b.frozen = 1;
         b.phase = 1;

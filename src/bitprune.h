@@ -23,13 +23,15 @@
  *   ops:    each tensor's share of the multiply-accumulates (MACs of one
  *           image, from one forward pass; sum M n / sum M): bit-operations
  *           per MAC per activation bit, since activations stay float.
- * lambda is fixed (lambda >= 0, the paper's), or, with target_bits
- * (target_mb: the size's target turned into memory mean bits), worked out
- * at every step as the multiplier that moves the cost a share `track` of
- * the way to its path: a line from where n starts to the target over the
+ * lambda is fixed (lambda >= 0, the paper's), or, with target_bits (the
+ * mean bits per weight, weighted by weights whatever the cost: what the
+ * model stores; target_mb: the size's target turned into that mean), worked
+ * out at every step as the multiplier that moves the mean a share `track`
+ * of the way to its path: a line from where n starts to the target over the
  * first `ramp` of the learning steps, then the target. The step moves n by
- * -rate (g + lambda share), so cost changes by -rate (<share, g> + lambda
- * |share|^2) and lambda follows in closed form. Solving rather than
+ * -rate (g + lambda share), so the mean (weights' shares p) changes by
+ * -rate (<p, g> + lambda <p, share>) and lambda follows in closed form; the
+ * cost decides where the bits go, the target how many there are. Solving rather than
  * adapting lambda makes it scale-free (the loss's pull on n differs by
  * orders of magnitude between models) and lets it turn negative when the
  * cost is below its path, so the target is reached, not overshot to the
@@ -57,8 +59,8 @@ typedef enum bd_bits_grain { BD_BITS_LAYER = 0, BD_BITS_CHANNEL = 1 } bd_bits_gr
 
 typedef struct bd_bitprune_options {
     bd_training_options train; /* the learning phase: epochs, lr, batch, seed, ... */
-    float target_bits;   /* > 0: lambda adapts until the cost's mean bits reach it */
-    float target_mb;     /* > 0: ... until the compressed model is this many MiB (memory cost) */
+    float target_bits;   /* > 0: lambda is solved for until the mean bits per weight reach it */
+    float target_mb;     /* > 0: ... until the compressed model is this many MiB */
     float lambda;        /* >= 0: fixed; < 0 (the default): not given */
     int cost;            /* bd_bits_cost (default memory) */
     int granularity;     /* bd_bits_grain (default layer) */
@@ -153,8 +155,8 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *o, const bd_bi
 bd_status bd_bitprune_quantize(const float *w, int64_t rows, int64_t L, const float *bits,
                                int max_bits, float *out, float *dq);
 
-/* The rounding rule on nt bit lengths n, each with its share of the cost:
- * nearest, then while sum share * bits exceeds target (<= 0: none), the
+/* The rounding rule on nt bit lengths n, each with its share of the
+ * weights: nearest, then while sum share * bits exceeds target (<= 0: none), the
  * one rounded up the most (ties: the larger share) goes down a bit, never
  * below min_bits. */
 void bd_bitprune_round(const double *n, const double *share, int nt, double target, int min_bits,

@@ -323,6 +323,12 @@ static void test_target_is_met(void **state)
     assert_true(x.r.mean_bits <= 3.5 + 1e-9);
     assert_true(x.r.mean_bits > 2.5);
     run_free(&x);
+    /* the ops cost moves the bits elsewhere, the target is the same mean */
+    o.cost = BD_BITS_OPS;
+    run_it(&x, &o);
+    assert_float_equal(x.r.learned_mean, 3.5, 0.05);
+    assert_true(x.r.mean_bits <= 3.5 + 1e-9);
+    run_free(&x);
 }
 
 /* ---- costs ------------------------------------------------------------------------ */
