@@ -208,6 +208,7 @@ typedef struct bitprune {
     int nt;          /* tensors (layers or channels) */
     double *n;       /* each one's bit length */
     double *grad;    /* the loss's gradient with respect to it, this step */
+    uint8_t *held;   /* held at a bound this step (solving for lambda) */
     double *count;   /* its weights */
     double *share;   /* its share of the cost: weights or MACs */
     double *pshare;  /* its share of the weights */
@@ -237,6 +238,7 @@ static void bp_free(bitprune *b)
     free(b->bl);
     free(b->n);
     free(b->grad);
+    free(b->held);
     free(b->count);
     free(b->share);
     free(b->pshare);
@@ -320,13 +322,29 @@ static void learn_bits(bitprune *b, int64_t step, float lr)
         const double ramp = (double)b->o->ramp * (double)b->steps;
         const double along = ramp > 0 && step + 1 < ramp ? (double)(step + 1) / ramp : 1;
         const double path = b->start + (b->target - b->start) * along;
-        double sg = 0, ss = 0;
-        for (int t = 0; t < b->nt; t++) {
-            sg += b->pshare[t] * b->grad[t];
-            ss += b->pshare[t] * b->share[t];
-        }
         const double gap = weighted_mean(b, b->pshare, 0) - path;
-        b->lambda = ((double)b->o->track * gap / rate - sg) / ss;
+        /* tensors held at a bound this step do not move the mean: solved
+         * again without them until none is left to hold */
+        for (int t = 0; t < b->nt; t++)
+            b->held[t] = 0;
+        for (int again = 1; again;) {
+            double sg = 0, ss = 0;
+            for (int t = 0; t < b->nt; t++)
+                if (!b->held[t]) {
+                    sg += b->pshare[t] * b->grad[t];
+                    ss += b->pshare[t] * b->share[t];
+                }
+            if (ss <= 0)
+                break;
+            b->lambda = ((double)b->o->track * gap / rate - sg) / ss;
+            again = 0;
+            for (int t = 0; t < b->nt; t++) {
+                const double to = b->n[t] - rate * (b->grad[t] + b->lambda * b->share[t]);
+                if (!b->held[t] && ((b->n[t] <= b->o->min_bits && to < b->o->min_bits) ||
+                                    (b->n[t] >= b->o->max_bits && to > b->o->max_bits)))
+                    again = b->held[t] = 1;
+            }
+        }
     }
     for (int t = 0; t < b->nt; t++) {
         double n = b->n[t] - rate * (b->grad[t] + b->lambda * b->share[t]);
@@ -457,11 +475,12 @@ static bd_status setup(bitprune *b, const bd_graph *g, const bd_bitprune_options
     const size_t nt = (size_t)b->nt + 1;
     b->n = malloc(nt * sizeof *b->n);
     b->grad = calloc(nt, sizeof *b->grad);
+    b->held = calloc(nt, sizeof *b->held);
     b->count = malloc(nt * sizeof *b->count);
     b->share = malloc(nt * sizeof *b->share);
     b->pshare = malloc(nt * sizeof *b->pshare);
     b->mshare = malloc(nt * sizeof *b->mshare);
-    if (s == BD_OK && !(b->n && b->grad && b->count && b->share && b->pshare && b->mshare))
+    if (s == BD_OK && !(b->n && b->grad && b->held && b->count && b->share && b->pshare && b->mshare))
         s = bd_fail(BD_ENOMEM, "out of memory");
     double all_macs = 0;
     for (int i = 0; s == BD_OK && i < b->nbl; i++) {

@@ -30,7 +30,8 @@
  * of the way to its path: a line from where n starts to the target over the
  * first `ramp` of the learning steps, then the target. The step moves n by
  * -rate (g + lambda share), so the mean (weights' shares p) changes by
- * -rate (<p, g> + lambda <p, share>) and lambda follows in closed form; the
+ * -rate (<p, g> + lambda <p, share>) and lambda follows in closed form
+ * (solved again without the tensors a bound holds, which do not move); the
  * cost decides where the bits go, the target how many there are. Solving rather than
  * adapting lambda makes it scale-free (the loss's pull on n differs by
  * orders of magnitude between models) and lets it turn negative when the
