@@ -42,6 +42,17 @@ void cli_ws_detach(void);
 /* "teacher  top1 X.XX% top5 Y.YY% (N images)" */
 void cli_print_accuracy(const char *who, const struct bd_accuracy *a);
 
+/* The data spec of a command working on a workspace: the option's value
+ * (given), or the model's dataset with the split; refused, naming the
+ * option, when neither is there. *spec points at given or into buf. */
+int cli_data_spec(const char *cmd, const bd_graph *g, const char *given, const char *split,
+                  const char *option, char *buf, size_t cap, const char **spec);
+/* --report FILE.json (report.h) of the workspace's student, the accuracies
+ * when evaluated (may be NULL), the size of the file written. */
+bd_status cli_write_report(const struct bd_workspace *ws, const char *path,
+                           const struct bd_accuracy *t, const struct bd_accuracy *st,
+                           const char *written);
+
 /* Whole-number and list option values; messages name the option. */
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long min, long max, long *out);
 int cli_parse_floats(const char *cmd, const char *opt, const char *s, float *out, int max, int *n);
