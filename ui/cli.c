@@ -266,3 +266,32 @@ bd_status cli_write_report(const bd_workspace *ws, const char *path, const bd_ac
     free(qp);
     return s;
 }
+
+void cli_table_longopts(const bd_opt *const *tables, int ntables, int base, struct option *opts,
+                        char (*names)[48], int *n, int max)
+{
+    int index = 0;
+    for (int t = 0; t < ntables; t++)
+        for (const bd_opt *o = tables[t]; o->key && *n < max - 1; o++, index++) {
+            bd_opt_cli_name(o, names[*n], sizeof names[*n]);
+            opts[*n] = (struct option){names[*n] + 2,
+                                       o->type == BD_OPT_FLAG ? no_argument : required_argument,
+                                       0, base + index};
+            ++*n;
+        }
+    opts[*n] = (struct option){0, 0, 0, 0};
+}
+
+const bd_opt *cli_table_entry(const bd_opt *const *tables, int ntables, int index,
+                              const char *arg, const char **value)
+{
+    for (int t = 0; t < ntables && index >= 0; t++) {
+        int count = bd_opt_count(tables[t]);
+        if (index < count) {
+            *value = tables[t][index].type == BD_OPT_FLAG ? "1" : arg;
+            return &tables[t][index];
+        }
+        index -= count;
+    }
+    return NULL;
+}

@@ -5,6 +5,7 @@
 
 #include "data.h"
 #include "graph.h"
+#include "options.h"
 #include "status.h"
 
 struct bd_workspace;
@@ -53,6 +54,18 @@ bd_status cli_write_report(const struct bd_workspace *ws, const char *path,
                            const struct bd_accuracy *t, const struct bd_accuracy *st,
                            const char *written);
 
+/* Option tables (options.h) on the command line: every entry of the
+ * tables, in turn, as a --key long option with val base + its index over
+ * them all, appended to opts from *n (at most max entries with the ending
+ * zero one, which is written); names (max entries) holds the spellings. */
+struct option;
+void cli_table_longopts(const bd_opt *const *tables, int ntables, int base, struct option *opts,
+                        char (*names)[48], int *n, int max);
+/* The entry of the index'th option of the tables (val - base), NULL past
+ * them; the value to set it with: arg, or "1" for a flag. */
+const bd_opt *cli_table_entry(const bd_opt *const *tables, int ntables, int index,
+                              const char *arg, const char **value);
+
 /* Whole-number and list option values; messages name the option. */
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long min, long max, long *out);
 int cli_parse_floats(const char *cmd, const char *opt, const char *s, float *out, int max, int *n);
@@ -95,6 +108,7 @@ int cli_bench(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
 int cli_finetune(int argc, char **argv);
 int cli_train(int argc, char **argv);
+int cli_bitprune(int argc, char **argv);
 /* The TUI; without a MODEL argument, on the bundled example model. */
 int cli_tui(int argc, char **argv);
 int cli_repl(int argc, char **argv);
