@@ -511,6 +511,9 @@ bd_status bd_cuda_device_training_start(void *arg, const bd_training_state *st,
                                         bd_training_engine *eng)
 {
     bd_device *dev = arg;
+    if (st->io->hook)
+        return bd_fail(BD_EINVAL, "train: the GPU's steps take no weight hook (BitPruning's "
+                                  "learned bit lengths train on the CPU)");
     BD_TRY(bd_dev_enter(dev));
     gpu_trainer *t = calloc(1, sizeof *t);
     if (!t)

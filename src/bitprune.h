@@ -23,11 +23,18 @@
  *   ops:    each tensor's share of the multiply-accumulates (MACs of one
  *           image, from one forward pass; sum M n / sum M): bit-operations
  *           per MAC per activation bit, since activations stay float.
- * lambda is fixed (lambda >= 0), or adjusted every step so the cost reaches
- * target_bits (target_mb: the size's target turned into memory mean bits):
- * lambda *= exp(rate * clamp(cost - target, -1, 1)), a multiplicative
- * controller, because the scale of the loss's pull on n is unknown and
- * differs by orders of magnitude between models.
+ * lambda is fixed (lambda >= 0, the paper's), or, with target_bits
+ * (target_mb: the size's target turned into memory mean bits), worked out
+ * at every step as the multiplier that moves the cost a share `track` of
+ * the way to its path: a line from where n starts to the target over the
+ * first `ramp` of the learning steps, then the target. The step moves n by
+ * -rate (g + lambda share), so cost changes by -rate (<share, g> + lambda
+ * |share|^2) and lambda follows in closed form. Solving rather than
+ * adapting lambda makes it scale-free (the loss's pull on n differs by
+ * orders of magnitude between models) and lets it turn negative when the
+ * cost is below its path, so the target is reached, not overshot to the
+ * minimum; the allocation between tensors stays the loss's. The gradual
+ * path lets the weights follow the bits down, as gradual pruning does.
  *
  * Rounding: each n to its nearest integer (the quantizer the forward
  * weighted more); then, while a target is not met, the tensor rounded up the
@@ -50,16 +57,16 @@ typedef enum bd_bits_grain { BD_BITS_LAYER = 0, BD_BITS_CHANNEL = 1 } bd_bits_gr
 
 typedef struct bd_bitprune_options {
     bd_training_options train; /* the learning phase: epochs, lr, batch, seed, ... */
-    double target_bits;  /* > 0: lambda adapts until the cost's mean bits reach it */
-    double target_mb;    /* > 0: ... until the compressed model is this many MiB (memory cost) */
-    double lambda;       /* >= 0: fixed; < 0 (the default): not given */
+    float target_bits;   /* > 0: lambda adapts until the cost's mean bits reach it */
+    float target_mb;     /* > 0: ... until the compressed model is this many MiB (memory cost) */
+    float lambda;        /* >= 0: fixed; < 0 (the default): not given */
     int cost;            /* bd_bits_cost (default memory) */
     int granularity;     /* bd_bits_grain (default layer) */
     int min_bits, max_bits; /* the range of n (default 1..8, within 1..16) */
     float init_bits;     /* where n starts (default max_bits) */
     float bits_lr;       /* learning rate of n, scaled by the schedule (default 0.01) */
-    float lambda_rate;   /* the controller's step (default 0.05) */
-    double lambda_init;  /* the controller's first lambda (default 1e-3) */
+    float ramp;          /* with a target: share of the learning steps to reach it (default 0.5) */
+    float track;         /* with a target: share of the gap to the path closed per step (default 0.2) */
     int finetune_epochs; /* at the rounded bits, frozen (default 1; 0: none) */
     float finetune_lr;   /* default 0: train.lr / 10 */
 } bd_bitprune_options;
@@ -145,6 +152,13 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *o, const bd_bi
  * direction n's gradient takes. */
 bd_status bd_bitprune_quantize(const float *w, int64_t rows, int64_t L, const float *bits,
                                int max_bits, float *out, float *dq);
+
+/* The rounding rule on nt bit lengths n, each with its share of the cost:
+ * nearest, then while sum share * bits exceeds target (<= 0: none), the
+ * one rounded up the most (ties: the larger share) goes down a bit, never
+ * below min_bits. */
+void bd_bitprune_round(const double *n, const double *share, int nt, double target, int min_bits,
+                       double *bits);
 
 /* The multiply-accumulates of one image in each layer (macs[nlayers]), by
  * one forward pass on `input` (one image). */

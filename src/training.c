@@ -361,6 +361,8 @@ static bd_status check_options(const bd_training_options *o, const bd_training_i
     if (o->eval_quantized && o->noise.kind == BD_NOISE_NONE)
         return bd_fail(BD_EINVAL,
                        "train: eval_quantized evaluates the noise's quantizer: set quant_noise too");
+    if (io->hook && (io->checkpoint || o->noise.kind != BD_NOISE_NONE))
+        return bd_fail(BD_EINVAL, "train: a weight hook takes neither a checkpoint nor noise");
     if (io->resume && !io->checkpoint)
         return bd_fail(BD_EINVAL, "train: resuming needs a checkpoint file");
     return BD_OK;
@@ -368,20 +370,31 @@ static bd_status check_options(const bd_training_options *o, const bd_training_i
 
 /* ---- evaluation ------------------------------------------------------------- */
 
+/* The model the steps train: with a hook, its transformed weights. */
 static bd_status evaluate(bd_graph *g, const bd_training_io *io, int64_t limit, double *top1,
                           double *top5)
 {
+    const bd_training_hook *h = io->hook;
+    if (h)
+        BD_TRY(h->apply(h->ctx, g, -1));
     bd_exec *ex;
-    BD_TRY(bd_exec_new(&ex, g, BD_EXEC_FUSE));
+    bd_status s = bd_exec_new(&ex, g, BD_EXEC_FUSE);
+    if (s != BD_OK) {
+        if (h)
+            h->restore(h->ctx, g, NULL, -1, 0);
+        return s;
+    }
     bd_eval_options eo = {.limit = limit};
     bd_eval_result res = {0};
-    bd_status s = bd_evaluate(ex, io->eval, &eo, io->progress, &res);
+    s = bd_evaluate(ex, io->eval, &eo, io->progress, &res);
     if (s == BD_OK && res.n > 0) {
         *top1 = 100.0 * (double)res.top1 / (double)res.n;
         *top5 = 100.0 * (double)res.top5 / (double)res.n;
     }
     bd_eval_result_free(&res);
     bd_exec_free(ex);
+    if (h)
+        h->restore(h->ctx, g, NULL, -1, 0);
     return s;
 }
 

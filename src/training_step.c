@@ -1,5 +1,5 @@
-/* The CPU's training steps (training.h's engine): Quant-Noise written over
- * the master weights, the trainer's forward and backward, the loss, the
+/* The CPU's training steps (training.h's engine): Quant-Noise or the
+ * weight hook written over the master weights, the trainer's forward and backward, the loss, the
  * noise taken back with its gradient mapped, SGD on the parameters and the
  * codebooks. The state's arrays are this engine's own, so there is nothing
  * to store or load. */
@@ -75,7 +75,10 @@ static bd_status cpu_step(void *ctx, const bd_tensor *x, const int *labels, int6
     bd_tensor **grads = calloc((size_t)st->nparams + 1, sizeof *grads);
     if (!grads)
         return bd_fail(BD_ENOMEM, "out of memory");
+    const bd_training_hook *hook = st->io->hook;
     bd_status s = c->noise ? bd_noise_apply(c->noise, st->g, o->seed, t) : BD_OK;
+    if (s == BD_OK && hook && (s = hook->apply(hook->ctx, st->g, t)) != BD_OK)
+        hook = NULL; /* it put the masters back itself */
     if (s == BD_OK)
         s = bd_train_forward(c->tr, x, &logits);
     if (s == BD_OK && o->loss == BD_LOSS_KL)
@@ -85,9 +88,11 @@ static bd_status cpu_step(void *ctx, const bd_tensor *x, const int *labels, int6
                                   : bd_loss_ce_smooth(logits, labels, o->smoothing, loss, &dlogits);
     if (s == BD_OK)
         s = bd_train_backward(c->tr, dlogits, grads);
+    for (int l = 0; l < st->nlayers; l++)
+        c->lgrads[l] = s == BD_OK && st->layer_param[l] >= 0 ? grads[st->layer_param[l]] : NULL;
+    if (hook)
+        hook->restore(hook->ctx, st->g, s == BD_OK ? c->lgrads : NULL, t, lr);
     if (c->noise) {
-        for (int l = 0; l < st->nlayers; l++)
-            c->lgrads[l] = s == BD_OK && st->layer_param[l] >= 0 ? grads[st->layer_param[l]] : NULL;
         bd_noise_restore(c->noise, st->g, c->lgrads);
         if (s == BD_OK && (t + 1) % st->steps == 0)
             bd_noise_refit_next(c->noise);

@@ -1,0 +1,678 @@
+#include "bitprune.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/conv.h"
+#include "exec.h"
+#include "int_fit.h"
+#include "pq.h"
+#include "size.h"
+
+static const char *const cost_words[] = {"memory", "ops", NULL};
+static const char *const grain_words[] = {"layer", "channel", NULL};
+
+#define OFF(f) offsetof(bd_bitprune_options, f)
+const bd_opt bd_bitprune_opts[] = {
+    {"target_bits", BD_OPT_FLOAT, OFF(target_bits), 0, 16, NULL, 0, NULL, "B",
+     "mean weight bits to reach (memory-weighted; MAC-weighted with cost=ops)"},
+    {"target_mb", BD_OPT_FLOAT, OFF(target_mb), 0, 1e6, NULL, 0, NULL, "S",
+     "compressed size to reach, in MiB"},
+    {"lambda", BD_OPT_FLOAT, OFF(lambda), 0, 1e6, NULL, 0, NULL, "L",
+     "a fixed weight of the bits' penalty, instead of a target"},
+    {"cost", BD_OPT_WORD, OFF(cost), 0, 0, cost_words, 0, NULL, "memory|ops",
+     "what the penalty weighs: each tensor's weights or its multiply-accumulates (default memory)"},
+    {"granularity", BD_OPT_WORD, OFF(granularity), 0, 0, grain_words, 0, NULL, "layer|channel",
+     "a bit length per layer or per output channel (default layer)"},
+    {"min_bits", BD_OPT_INT, OFF(min_bits), 1, 16, NULL, 0, NULL, "N",
+     "the fewest bits a tensor may learn (default 1)"},
+    {"max_bits", BD_OPT_INT, OFF(max_bits), 1, 16, NULL, 0, NULL, "N",
+     "the most bits a tensor may learn (default 8)"},
+    {"init_bits", BD_OPT_FLOAT, OFF(init_bits), 1, 16, NULL, 0, NULL, "X",
+     "where the bit lengths start (default max_bits)"},
+    {"bits_lr", BD_OPT_FLOAT, OFF(bits_lr), 0, 100, NULL, 0, NULL, "X",
+     "learning rate of the bit lengths, following lr's schedule (default 0.01)"},
+    {"ramp", BD_OPT_FLOAT, OFF(ramp), 0.001, 1, NULL, 0, NULL, "X",
+     "with a target: share of the learning steps over which the mean goes to it (default 0.5)"},
+    {"track", BD_OPT_FLOAT, OFF(track), 0.001, 1, NULL, 0, NULL, "X",
+     "with a target: share of the gap to the mean's path closed per step (default 0.2)"},
+    {"finetune_epochs", BD_OPT_INT, OFF(finetune_epochs), 0, 100000, NULL, 0, NULL, "N",
+     "epochs of fine-tuning at the rounded bits (default 1)"},
+    {"finetune_lr", BD_OPT_FLOAT, OFF(finetune_lr), 0, 1e3, NULL, 0, NULL, "X",
+     "learning rate of the fine-tuning (default lr/10)"},
+    {NULL, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL}};
+#undef OFF
+
+void bd_bitprune_options_init(bd_bitprune_options *o)
+{
+    *o = (bd_bitprune_options){.lambda = -1, .min_bits = BD_INT_MIN_BITS, .max_bits = 8,
+                               .bits_lr = 0.01f, .ramp = 0.5f, .track = 0.2f,
+                               .finetune_epochs = 1};
+    bd_training_options_init(&o->train);
+}
+
+bd_status bd_bitprune_set(bd_bitprune_options *o, const char *where, const char *key,
+                          const char *value)
+{
+    if (bd_opt_find(bd_bitprune_opts, key))
+        return bd_opt_set(bd_bitprune_opts, o, where, key, value);
+    return bd_opt_set(bd_training_opts, &o->train, where, key, value);
+}
+
+void bd_bitprune_help(int cli, char *buf, size_t cap)
+{
+    bd_opt_help(bd_bitprune_opts, cli, buf, cap);
+    const size_t used = strlen(buf);
+    if (used + 1 < cap)
+        bd_opt_help(bd_training_opts, cli, buf + used, cap - used);
+}
+
+void bd_bitprune_report_free(bd_bitprune_report *r)
+{
+    bd_training_report_free(&r->learn);
+    bd_training_report_free(&r->tune);
+    free(r->layers);
+    free(r->mean_per_epoch);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- the quantizer ------------------------------------------------------------ */
+
+/* The two integer bit lengths around n and n's weight on the upper one. */
+static void bracket(float n, int max_bits, int *lo, float *t)
+{
+    int b = (int)floorf(n);
+    if (b >= max_bits)
+        b = max_bits - 1;
+    if (b < BD_INT_MIN_BITS) /* a range of one value: n is that value */
+        b = BD_INT_MIN_BITS;
+    *lo = b;
+    *t = n - (float)b;
+    if (*t < 0)
+        *t = 0;
+}
+
+/* Q_b of one row: the int codec's weight fit, per channel, asymmetric. */
+static bd_status quantize_row(const float *w, int64_t L, int bits, float *out)
+{
+    const bd_feedback_layer fl = {.w = w, .rows = 1, .L = L, .groups = 1};
+    const bd_int_spec spec = {.bits = bits, .per_channel = 1};
+    bd_qlayer q;
+    bd_status s = bd_int_fit(&fl, &spec, BD_OBJ_WEIGHT, NULL, &q, out);
+    bd_qlayer_free(&q);
+    return s;
+}
+
+bd_status bd_bitprune_quantize(const float *w, int64_t rows, int64_t L, const float *bits,
+                               int max_bits, float *out, float *dq)
+{
+    float *hi = malloc((size_t)L * sizeof *hi);
+    if (!hi)
+        return bd_fail(BD_ENOMEM, "out of memory for the bit lengths' quantizer");
+    bd_status s = BD_OK;
+    for (int64_t r = 0; s == BD_OK && r < rows; r++) {
+        const float *x = w + r * L;
+        float *y = out + r * L, t;
+        int b;
+        bracket(bits[r], max_bits, &b, &t);
+        const int upper = b < BD_INT_MAX_BITS && (t > 0 || dq); /* Q_{b+1} is needed */
+        if (upper && t >= 1 && !dq) { /* n = b + 1 exactly */
+            s = quantize_row(x, L, b + 1, y);
+            continue;
+        }
+        if ((s = quantize_row(x, L, b, y)) != BD_OK)
+            break;
+        if (!upper) {
+            if (dq)
+                memset(dq + r * L, 0, (size_t)L * sizeof *dq);
+            continue;
+        }
+        if ((s = quantize_row(x, L, b + 1, hi)) != BD_OK)
+            break;
+        for (int64_t j = 0; j < L; j++) {
+            const float d = hi[j] - y[j];
+            y[j] += t * d;
+            if (dq)
+                dq[r * L + j] = d;
+        }
+    }
+    free(hi);
+    return s;
+}
+
+/* ---- multiply-accumulates ------------------------------------------------------ */
+
+typedef struct macs_ctx {
+    const bd_layer *layers;
+    int n;
+    int64_t *macs;
+} macs_ctx;
+
+static bd_status count_macs(void *user, const bd_graph *g, int node, bd_tensor *const *in)
+{
+    macs_ctx *c = user;
+    for (int i = 0; i < c->n; i++) {
+        const bd_layer *l = &c->layers[i];
+        if (l->node != node)
+            continue;
+        if (!strcmp(l->op, "Conv")) {
+            bd_conv_geom geom;
+            BD_TRY(bd_conv_geom_from_node(&g->nodes[node], in[0], in[1], &geom));
+            c->macs[i] = geom.m * geom.oh * geom.ow * bd_conv_rows(&geom);
+        } else /* one row_len-long dot product per output value */
+            c->macs[i] = bd_tensor_count(in[0]) / l->row_len * l->rows * l->row_len;
+    }
+    return BD_OK;
+}
+
+bd_status bd_bitprune_macs(const bd_graph *g, const bd_layer *layers, int nlayers,
+                           const bd_tensor *input, int64_t *macs)
+{
+    int last = 0;
+    for (int i = 0; i < nlayers; i++) {
+        macs[i] = 0;
+        last = layers[i].node > last ? layers[i].node : last;
+    }
+    bd_exec *ex;
+    BD_TRY(bd_exec_new(&ex, g, 0));
+    macs_ctx c = {layers, nlayers, macs};
+    bd_exec_set_hook(ex, count_macs, &c);
+    bd_tensor *in = (bd_tensor *)input;
+    bd_status s = bd_exec_run_until(ex, &in, last);
+    bd_exec_free(ex);
+    return s;
+}
+
+/* ---- the learned bit lengths: training's hook -------------------------------------- */
+
+typedef struct bp_layer {
+    int layer;         /* in bd_layers_find's order */
+    int weight;        /* its value id */
+    bd_pq_layout lay;  /* d = 1: rows x row_len */
+    int first;         /* its first tensor in the run's n[] */
+    int ntens;         /* 1 or rows */
+    float *master;     /* the weight as stored, while the quantized one is in g */
+    float *sub, *q, *dq, *rowbits;
+} bp_layer;
+
+typedef struct bitprune {
+    const bd_bitprune_options *o;
+    const bd_bitprune_io *io;
+    const bd_layer *layers;
+    int nlayers;
+    bp_layer *bl;
+    int nbl;
+    int nt;          /* tensors (layers or channels) */
+    double *n;       /* each one's bit length */
+    double *grad;    /* the loss's gradient with respect to it, this step */
+    double *count;   /* its weights */
+    double *share;   /* its share of the cost: weights or MACs */
+    double *pshare;  /* its share of the weights */
+    double *mshare;  /* its share of the MACs */
+    int64_t total_weights;
+    int64_t fixed_bytes; /* the compressed model but its codes */
+    double lambda, target;
+    double start;    /* the cost's mean where n starts */
+    int frozen;      /* at the rounded bits: n is not learned */
+    int phase;
+    int64_t steps;   /* of the phase */
+    double *live;    /* per layer, for on_bits */
+    int64_t *macs;   /* per layer, of one image */
+    double *per_epoch; /* the learning's mean n at each epoch's end */
+} bitprune;
+
+static void bp_free(bitprune *b)
+{
+    for (int i = 0; i < b->nbl; i++) {
+        bp_layer *l = &b->bl[i];
+        free(l->master);
+        free(l->sub);
+        free(l->q);
+        free(l->dq);
+        free(l->rowbits);
+    }
+    free(b->bl);
+    free(b->n);
+    free(b->grad);
+    free(b->count);
+    free(b->share);
+    free(b->pshare);
+    free(b->mshare);
+    free(b->live);
+    free(b->macs);
+    free(b->per_epoch);
+}
+
+static double weighted_mean(const bitprune *b, const double *w, int rounded)
+{
+    double m = 0;
+    for (int t = 0; t < b->nt; t++)
+        m += w[t] * (rounded ? floor(b->n[t] + 0.5) : b->n[t]);
+    return m;
+}
+
+/* The compressed size with every tensor at its bits rounded to nearest. */
+static int64_t rounded_bytes(const bitprune *b)
+{
+    double bits = 0;
+    for (int t = 0; t < b->nt; t++)
+        bits += b->count[t] * floor(b->n[t] + 0.5);
+    return b->fixed_bytes + (int64_t)ceil(bits / 8);
+}
+
+static void report_live(bitprune *b, int64_t step)
+{
+    if (!b->io->on_bits)
+        return;
+    for (int l = 0; l < b->nlayers; l++)
+        b->live[l] = 0;
+    for (int i = 0; i < b->nbl; i++) {
+        const bp_layer *l = &b->bl[i];
+        double sum = 0;
+        for (int t = l->first; t < l->first + l->ntens; t++)
+            sum += b->n[t];
+        b->live[l->layer] = sum / l->ntens;
+    }
+    const bd_bitprune_live live = {.nlayers = b->nlayers, .bits = b->live,
+                                   .mean_bits = weighted_mean(b, b->pshare, 0),
+                                   .ops_bits = weighted_mean(b, b->mshare, 0),
+                                   .lambda = b->lambda, .bytes = rounded_bytes(b),
+                                   .step = step, .steps = b->steps, .phase = b->phase};
+    b->io->on_bits(b->io->user, &live);
+}
+
+static bd_status hook_apply(void *ctx, bd_graph *g, int64_t step)
+{
+    (void)step;
+    bitprune *b = ctx;
+    for (int i = 0; i < b->nbl; i++) {
+        bp_layer *l = &b->bl[i];
+        float *w = g->values[l->weight].init->data;
+        const int64_t count = l->lay.n;
+        memcpy(l->master, w, (size_t)count * sizeof *w);
+        bd_pq_gather(&l->lay, w, l->sub);
+        for (int64_t r = 0; r < l->lay.rows; r++)
+            l->rowbits[r] = (float)b->n[l->first + (l->ntens > 1 ? r : 0)];
+        const int learn = !b->frozen && step >= 0;
+        bd_status s = bd_bitprune_quantize(l->sub, l->lay.rows, l->lay.row_len, l->rowbits,
+                                           b->o->max_bits, l->q, learn ? l->dq : NULL);
+        if (s != BD_OK) {
+            for (int j = 0; j < i; j++) /* the masters back, as restore would */
+                memcpy(g->values[b->bl[j].weight].init->data, b->bl[j].master,
+                       (size_t)b->bl[j].lay.n * sizeof(float));
+            return s;
+        }
+        bd_pq_scatter(&l->lay, l->q, w);
+    }
+    return BD_OK;
+}
+
+/* n's step at `step` of the phase: the loss's pull and lambda's, at the
+ * schedule's share of the learning rate; with a target, lambda solved for
+ * (bitprune.h). */
+static void learn_bits(bitprune *b, int64_t step, float lr)
+{
+    const double rate = (double)b->o->bits_lr * (double)lr / (double)b->o->train.lr;
+    if (b->target > 0 && rate > 0) {
+        const double ramp = (double)b->o->ramp * (double)b->steps;
+        const double along = ramp > 0 && step + 1 < ramp ? (double)(step + 1) / ramp : 1;
+        const double path = b->start + (b->target - b->start) * along;
+        double sg = 0, ss = 0;
+        for (int t = 0; t < b->nt; t++) {
+            sg += b->share[t] * b->grad[t];
+            ss += b->share[t] * b->share[t];
+        }
+        const double gap = weighted_mean(b, b->share, 0) - path;
+        b->lambda = ((double)b->o->track * gap / rate - sg) / ss;
+    }
+    for (int t = 0; t < b->nt; t++) {
+        double n = b->n[t] - rate * (b->grad[t] + b->lambda * b->share[t]);
+        n = n < b->o->min_bits ? b->o->min_bits : n > b->o->max_bits ? b->o->max_bits : n;
+        b->n[t] = n;
+    }
+}
+
+static void hook_restore(void *ctx, bd_graph *g, bd_tensor *const *grads, int64_t step, float lr)
+{
+    bitprune *b = ctx;
+    for (int i = 0; i < b->nbl; i++) {
+        bp_layer *l = &b->bl[i];
+        memcpy(g->values[l->weight].init->data, l->master, (size_t)l->lay.n * sizeof(float));
+    }
+    if (!grads || b->frozen || step < 0)
+        return;
+    /* The weights' gradient passes straight through; n's is the gradient
+     * along the step between the two quantizers. */
+    for (int t = 0; t < b->nt; t++)
+        b->grad[t] = 0;
+    for (int i = 0; i < b->nbl; i++) {
+        bp_layer *l = &b->bl[i];
+        if (!grads[l->layer])
+            continue;
+        bd_pq_gather(&l->lay, grads[l->layer]->data, l->sub);
+        const int64_t L = l->lay.row_len;
+        for (int64_t r = 0; r < l->lay.rows; r++) {
+            double dot = 0;
+            for (int64_t j = r * L; j < (r + 1) * L; j++)
+                dot += (double)l->sub[j] * (double)l->dq[j];
+            b->grad[l->first + (l->ntens > 1 ? r : 0)] += dot;
+        }
+    }
+    learn_bits(b, step, lr);
+    const int64_t every = b->steps / 50 > 1 ? b->steps / 50 : 1;
+    if ((step + 1) % every == 0)
+        report_live(b, step + 1);
+}
+
+/* ---- setting up -------------------------------------------------------------------- */
+
+static bd_status check(const bd_bitprune_options *o)
+{
+    const int given = (o->target_bits > 0) + (o->target_mb > 0) + (o->lambda >= 0);
+    if (given != 1)
+        return bd_fail(BD_EINVAL, "bitprune: give exactly one of target_bits, target_mb and "
+                                  "lambda (%d given)", given);
+    if (o->min_bits < BD_INT_MIN_BITS || o->max_bits > BD_INT_MAX_BITS || o->min_bits > o->max_bits)
+        return bd_fail(BD_EINVAL, "bitprune: the bit range %d..%d is not within %d..%d",
+                       o->min_bits, o->max_bits, BD_INT_MIN_BITS, BD_INT_MAX_BITS);
+    if (o->init_bits > 0 && (o->init_bits < o->min_bits || o->init_bits > o->max_bits))
+        return bd_fail(BD_EINVAL, "bitprune: init_bits %g lies outside the range %d..%d",
+                       (double)o->init_bits, o->min_bits, o->max_bits);
+    if (o->target_bits > 0 && (o->target_bits < o->min_bits || o->target_bits > o->max_bits))
+        return bd_fail(BD_EINVAL,
+                       "bitprune: a mean of %g bits cannot be met with bit lengths in %d..%d",
+                       (double)o->target_bits, o->min_bits, o->max_bits);
+    if (o->target_mb > 0 && o->cost != BD_BITS_MEMORY)
+        return bd_fail(BD_EINVAL, "bitprune: target_mb is a size: it needs cost=memory");
+    if (o->train.noise.kind != BD_NOISE_NONE)
+        return bd_fail(BD_EINVAL, "bitprune: quant_noise and the learned bit lengths would "
+                                  "both rewrite the weights: leave quant_noise out");
+    return BD_OK;
+}
+
+/* The compressed model's bytes but its codes: every quantized layer's
+ * table (a per-channel asymmetric grid) and every other parameter. */
+static void fixed_bytes(bitprune *b, const bd_graph *g)
+{
+    bd_qlayer *q = calloc((size_t)b->nlayers + 1, sizeof *q);
+    const bd_qlayer **qp = calloc((size_t)b->nlayers + 1, sizeof *qp);
+    if (!q || !qp) {
+        b->fixed_bytes = 0;
+        free(q);
+        free(qp);
+        return;
+    }
+    bd_model_size size;
+    for (int i = 0; i < b->nbl; i++) {
+        const bd_layer *l = &b->layers[b->bl[i].layer];
+        bd_qlayer *x = &q[b->bl[i].layer];
+        /* a stand-in of the same table: sizes only, nothing to decode */
+        *x = (bd_qlayer){.format = BD_FMT_INT, .d = 1, .k = 2, .n = bd_layer_params(l),
+                         .nscales = l->rows, .ints = {.bits = 1, .per_channel = 1}};
+        qp[b->bl[i].layer] = x;
+    }
+    bd_model_size_compute(g, b->layers, b->nlayers, qp, &size);
+    b->fixed_bytes = size.compressed_bytes - size.code_bytes;
+    free(q);
+    free(qp);
+}
+
+static bd_status setup(bitprune *b, const bd_graph *g, const bd_bitprune_options *o,
+                       const bd_bitprune_io *io, const bd_layer *layers, int nlayers)
+{
+    *b = (bitprune){.o = o, .io = io, .layers = layers, .nlayers = nlayers};
+    b->bl = calloc((size_t)nlayers + 1, sizeof *b->bl);
+    int64_t *macs = b->macs = calloc((size_t)nlayers + 1, sizeof *macs);
+    b->live = calloc((size_t)nlayers + 1, sizeof *b->live);
+    if (!b->bl || !macs || !b->live)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    for (int l = 0; l < nlayers; l++) {
+        const bd_value *v = &g->values[layers[l].weight];
+        if ((io->skip && io->skip[l]) || !v->init || v->init->dtype != BD_F32)
+            continue;
+        bp_layer *x = &b->bl[b->nbl++];
+        *x = (bp_layer){.layer = l, .weight = layers[l].weight, .first = b->nt,
+                        .ntens = o->granularity == BD_BITS_CHANNEL ? (int)layers[l].rows : 1};
+        BD_TRY(bd_pq_layout_init(&layers[l], 1, &x->lay));
+        const size_t count = (size_t)x->lay.n;
+        x->master = malloc(count * sizeof(float));
+        x->sub = malloc(count * sizeof(float));
+        x->q = malloc(count * sizeof(float));
+        x->dq = malloc(count * sizeof(float));
+        x->rowbits = malloc((size_t)x->lay.rows * sizeof(float));
+        if (!x->master || !x->sub || !x->q || !x->dq || !x->rowbits)
+            return bd_fail(BD_ENOMEM, "out of memory for layer '%s'", layers[l].name);
+        b->nt += x->ntens;
+    }
+    if (b->nbl == 0)
+        return bd_fail(BD_EINVAL, "bitprune: the model has no quantizable layer (Conv, Gemm or "
+                                  "MatMul with a float weight) to learn bit lengths for");
+    bd_tensor *x = NULL;
+    int label;
+    bd_status s = bd_dataset_get(io->train, 0, &x, &label);
+    if (s == BD_OK)
+        s = bd_bitprune_macs(g, layers, nlayers, x, macs);
+    bd_tensor_free(x);
+    const size_t nt = (size_t)b->nt + 1;
+    b->n = malloc(nt * sizeof *b->n);
+    b->grad = calloc(nt, sizeof *b->grad);
+    b->count = malloc(nt * sizeof *b->count);
+    b->share = malloc(nt * sizeof *b->share);
+    b->pshare = malloc(nt * sizeof *b->pshare);
+    b->mshare = malloc(nt * sizeof *b->mshare);
+    if (s == BD_OK && !(b->n && b->grad && b->count && b->share && b->pshare && b->mshare))
+        s = bd_fail(BD_ENOMEM, "out of memory");
+    double all_macs = 0;
+    for (int i = 0; s == BD_OK && i < b->nbl; i++) {
+        const bp_layer *l = &b->bl[i];
+        b->total_weights += l->lay.n;
+        all_macs += (double)macs[l->layer];
+    }
+    for (int i = 0; s == BD_OK && i < b->nbl; i++) {
+        const bp_layer *l = &b->bl[i];
+        for (int t = l->first; t < l->first + l->ntens; t++) {
+            b->count[t] = (double)l->lay.n / l->ntens;
+            b->n[t] = o->init_bits > 0 ? o->init_bits : o->max_bits;
+            b->pshare[t] = b->count[t] / (double)b->total_weights;
+            b->mshare[t] = all_macs > 0 ? (double)macs[l->layer] / l->ntens / all_macs : 0;
+            b->share[t] = o->cost == BD_BITS_OPS ? b->mshare[t] : b->pshare[t];
+        }
+    }
+    if (s == BD_OK)
+        fixed_bytes(b, g);
+    return s;
+}
+
+/* What target_mb leaves the codes, in memory-weighted mean bits. */
+static bd_status size_target(bitprune *b)
+{
+    const double bytes = (double)b->o->target_mb * (1 << 20);
+    const double bits = (bytes - (double)b->fixed_bytes) * 8 / (double)b->total_weights;
+    if (bits < b->o->min_bits)
+        return bd_fail(BD_EINVAL,
+                       "bitprune: %g MiB cannot be met: at %d bits per weight the model takes "
+                       "%.4f MiB",
+                       (double)b->o->target_mb, b->o->min_bits,
+                       bd_mb(b->fixed_bytes +
+                             (int64_t)ceil((double)b->total_weights * b->o->min_bits / 8)));
+    b->target = bits < b->o->max_bits ? bits : b->o->max_bits;
+    return BD_OK;
+}
+
+void bd_bitprune_round(const double *n, const double *share, int nt, double target, int min_bits,
+                       double *r)
+{
+    for (int t = 0; t < nt; t++)
+        r[t] = floor(n[t] + 0.5);
+    for (;;) {
+        double mean = 0;
+        for (int t = 0; t < nt; t++)
+            mean += share[t] * r[t];
+        if (!(target > 0) || mean <= target + 1e-9)
+            return;
+        int best = -1;
+        for (int t = 0; t < nt; t++) {
+            if (r[t] <= min_bits)
+                continue;
+            const double up = r[t] - n[t], best_up = best >= 0 ? r[best] - n[best] : 0;
+            if (best < 0 || up > best_up + 1e-12 ||
+                (fabs(up - best_up) <= 1e-12 && share[t] > share[best]))
+                best = t;
+        }
+        if (best < 0)
+            return;
+        r[best] -= 1;
+    }
+}
+
+/* The saved codec of each layer: the grid the hook applied, at the rounded
+ * bits, and its decoded weight in g. */
+static bd_status final_codecs(bitprune *b, bd_graph *g, bd_qlayer *out)
+{
+    bd_status s = BD_OK;
+    for (int i = 0; s == BD_OK && i < b->nbl; i++) {
+        bp_layer *l = &b->bl[i];
+        bd_pq_gather(&l->lay, g->values[l->weight].init->data, l->sub);
+        const bd_feedback_layer fl = {.w = l->sub, .rows = l->lay.rows, .L = l->lay.row_len,
+                                      .groups = 1};
+        const bd_int_spec spec = {.bits = (int)b->n[l->first], .per_channel = 1};
+        s = bd_int_fit(&fl, &spec, BD_OBJ_WEIGHT, NULL, &out[l->layer], l->q);
+        if (s == BD_OK)
+            bd_pq_scatter(&l->lay, l->q, g->values[l->weight].init->data);
+    }
+    return s;
+}
+
+/* The learning's mean n at each epoch's end, then the caller's callback. */
+static void on_epoch(void *user, const bd_training_epoch *e, int epochs)
+{
+    bitprune *b = user;
+    if (b->phase == 0 && b->per_epoch && e->epoch >= 1 && e->epoch <= epochs)
+        b->per_epoch[e->epoch - 1] = weighted_mean(b, b->pshare, 0);
+    if (b->io->on_epoch)
+        b->io->on_epoch(b->io->user, e, epochs);
+}
+
+static bd_status run_phase(bitprune *b, bd_graph *g, const bd_training_options *to,
+                           bd_training_report *rep)
+{
+    const bd_training_hook hook = {.ctx = b, .apply = hook_apply, .restore = hook_restore};
+    const bd_training_io tio = {.train = b->io->train, .eval = b->io->eval, .pp = b->io->pp,
+                                .teacher = b->io->teacher, .hook = &hook,
+                                .progress = b->io->progress, .on_epoch = on_epoch,
+                                .user = b};
+    const int64_t count = bd_dataset_count(b->io->train);
+    const int64_t batch = to->batch < count ? to->batch : count;
+    b->steps = (to->steps > 0 ? to->steps : count / batch) * to->epochs;
+    bd_status s = bd_training_run(g, to, &tio, rep);
+    if (s == BD_OK)
+        report_live(b, b->steps);
+    return s;
+}
+
+bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_bitprune_io *io,
+                          bd_qlayer *q, bd_bitprune_report *report)
+{
+    memset(report, 0, sizeof *report);
+    bd_bitprune_options o = *opt;
+    BD_TRY(check(&o));
+    if (!io->train || bd_dataset_count(io->train) < 1)
+        return bd_fail(BD_EINVAL, "bitprune: no training data");
+    bd_layer *layers;
+    int nlayers;
+    BD_TRY(bd_layers_find(g, &layers, &nlayers));
+    bitprune b;
+    bd_status s = setup(&b, g, &o, io, layers, nlayers);
+    if (s == BD_OK && o.target_mb > 0)
+        s = size_target(&b);
+    else if (s == BD_OK && o.target_bits > 0)
+        b.target = o.target_bits;
+    b.lambda = o.lambda >= 0 ? o.lambda : 0;
+    if (s == BD_OK)
+        b.start = weighted_mean(&b, b.share, 0);
+    if (s == BD_OK && !(b.per_epoch = calloc((size_t)o.train.epochs + 1, sizeof *b.per_epoch)))
+        s = bd_fail(BD_ENOMEM, "out of memory");
+    if (s == BD_OK)
+        s = run_phase(&b, g, &o.train, &report->learn);
+    double learned_mean = 0;
+    double *per_layer = calloc((size_t)nlayers + 1, sizeof *per_layer);
+    if (s == BD_OK && !per_layer)
+        s = bd_fail(BD_ENOMEM, "out of memory");
+    if (s == BD_OK) {
+        learned_mean = weighted_mean(&b, b.pshare, 0);
+        for (int i = 0; i < b.nbl; i++) {
+            double sum = 0;
+            for (int t = b.bl[i].first; t < b.bl[i].first + b.bl[i].ntens; t++)
+                sum += b.n[t];
+            per_layer[i] = sum / b.bl[i].ntens;
+        }
+        bd_bitprune_round(b.n, b.share, b.nt, b.target, o.min_bits, b.grad);
+        memcpy(b.n, b.grad, (size_t)b.nt * sizeof *b.n);
+        b.frozen = 1;
+        b.phase = 1;
+    }
+    if (s == BD_OK && o.finetune_epochs > 0) {
+        bd_training_options ft = o.train;
+        ft.epochs = o.finetune_epochs;
+        ft.lr = o.finetune_lr > 0 ? o.finetune_lr : o.train.lr / 10;
+        ft.init = 0;
+        ft.seed = o.train.seed + 1; /* another order of the images than the learning's */
+        s = run_phase(&b, g, &ft, &report->tune);
+    }
+    bd_qlayer *fresh = calloc((size_t)nlayers + 1, sizeof *fresh);
+    if (s == BD_OK && !fresh)
+        s = bd_fail(BD_ENOMEM, "out of memory");
+    if (s == BD_OK)
+        s = final_codecs(&b, g, fresh);
+    if (s == BD_OK) {
+        report->nlayers = b.nbl;
+        report->layers = calloc((size_t)b.nbl + 1, sizeof *report->layers);
+        report->mean_per_epoch = b.per_epoch;
+        b.per_epoch = NULL;
+        if (!report->layers)
+            s = bd_fail(BD_ENOMEM, "out of memory");
+    }
+    if (s == BD_OK) {
+        double unweighted = 0;
+        for (int i = 0; i < b.nbl; i++) {
+            const bp_layer *l = &b.bl[i];
+            bd_bitprune_layer *r = &report->layers[i];
+            double sum = 0;
+            int lo = 99, hi = 0;
+            for (int t = l->first; t < l->first + l->ntens; t++) {
+                sum += b.n[t];
+                lo = (int)b.n[t] < lo ? (int)b.n[t] : lo;
+                hi = (int)b.n[t] > hi ? (int)b.n[t] : hi;
+            }
+            *r = (bd_bitprune_layer){.layer = l->layer, .learned = per_layer[i],
+                                     .bits = sum / l->ntens, .min_bits = lo, .max_bits = hi,
+                                     .params = l->lay.n,
+                                     .macs = b.macs[l->layer]};
+            unweighted += r->bits;
+        }
+        report->mean_bits = weighted_mean(&b, b.pshare, 0);
+        report->ops_bits = weighted_mean(&b, b.mshare, 0);
+        report->mean_bits_layers = unweighted / b.nbl;
+        report->lambda = b.lambda;
+        report->learned_mean = learned_mean;
+        for (int l = 0; l < nlayers; l++) {
+            bd_qlayer_free(&q[l]);
+            q[l] = fresh[l];
+        }
+        free(fresh);
+        fresh = NULL;
+    }
+    if (fresh)
+        for (int l = 0; l < nlayers; l++)
+            bd_qlayer_free(&fresh[l]);
+    free(fresh);
+    free(per_layer);
+    if (s != BD_OK)
+        bd_bitprune_report_free(report);
+    bp_free(&b);
+    free(layers);
+    return s;
+}

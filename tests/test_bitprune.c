@@ -1,0 +1,471 @@
+/* BitPruning's learned bit lengths against truths worked out here: the
+ * interpolated quantizer is the int codec's grid at integer n and the
+ * straight line between two grids in between; n's gradient equals central
+ * finite differences of the training loss; lambda = 0 leaves n where it
+ * starts and a large lambda drives every n to the minimum; the memory and
+ * ops costs are hand counts on a tiny conv net; the rounding rule on cases
+ * worked by hand; the saved codecs have exactly the rounded bits and
+ * decode to the model's weights. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bd_test.h"
+#include "bitprune.h"
+#include "int_fit.h"
+
+enum { N = 8, CLASSES = 3 }; /* 8 images of 4 x 4 pixels */
+
+static int add_value(bd_graph *g, const char *name)
+{
+    int id;
+    assert_int_equal(bd_graph_value(g, name, &id), BD_OK);
+    return id;
+}
+
+static void add_init(bd_graph *g, const char *name, int ndim, const int64_t *dims, uint64_t seed)
+{
+    bd_tensor *t;
+    assert_int_equal(bd_tensor_new(&t, BD_F32, ndim, dims, name), BD_OK);
+    bd_test_fill_random(t->data, (size_t)bd_tensor_count(t), seed, -1, 1);
+    bd_graph_set_init(g, add_value(g, name), t);
+}
+
+/* x [n, 1, 4, 4] -> Conv(W [2, 1, 3, 3], no padding) -> Relu -> [n, 2, 2, 2]
+ * -> Flatten -> Gemm(W [3, 8], transB) -> logits. One image: the conv
+ * makes 2 x 2 x 2 outputs of 9 MACs (72), the Gemm 3 of 8 (24); their
+ * weights are 18 and 24. */
+static bd_graph *tiny_model(void)
+{
+    bd_graph *g;
+    assert_int_equal(bd_graph_new(&g), BD_OK);
+    g->opset = 13;
+    int x = add_value(g, "x");
+    g->values[x].dtype = BD_F32;
+    g->values[x].ndim = 4;
+    memcpy(g->values[x].dims, (int64_t[]){-1, 1, 4, 4}, 4 * sizeof(int64_t));
+    g->inputs = malloc(sizeof *g->inputs);
+    g->inputs[0] = x;
+    g->ninputs = 1;
+    add_init(g, "conv.weight", 4, (int64_t[]){2, 1, 3, 3}, 21);
+    add_init(g, "conv.bias", 1, (int64_t[]){2}, 22);
+    add_init(g, "fc.weight", 2, (int64_t[]){CLASSES, 8}, 23);
+    add_init(g, "fc.bias", 1, (int64_t[]){CLASSES}, 24);
+    bd_node *n;
+    const char *cin[] = {"x", "conv.weight", "conv.bias"}, *cout[] = {"c"};
+    assert_int_equal(bd_graph_add_node(g, "conv", "Conv", "", 3, cin, 1, cout, &n), BD_OK);
+    const char *rin[] = {"c"}, *rout[] = {"r"};
+    assert_int_equal(bd_graph_add_node(g, "relu", "Relu", "", 1, rin, 1, rout, &n), BD_OK);
+    const char *fin[] = {"r"}, *fout[] = {"flat"};
+    assert_int_equal(bd_graph_add_node(g, "flatten", "Flatten", "", 1, fin, 1, fout, &n), BD_OK);
+    const char *gin[] = {"flat", "fc.weight", "fc.bias"}, *gout[] = {"logits"};
+    assert_int_equal(bd_graph_add_node(g, "fc", "Gemm", "", 3, gin, 1, gout, &n), BD_OK);
+    bd_attr a = {.name = "transB", .type = BD_ATTR_INT, .i = 1};
+    assert_int_equal(bd_node_add_attr(n, &a), BD_OK);
+    g->outputs = malloc(sizeof *g->outputs);
+    g->outputs[0] = bd_graph_find(g, "logits");
+    g->noutputs = 1;
+    return g;
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static bd_preprocess pp;
+
+static bd_dataset *tiny_data(void)
+{
+    char img[512], lab[512], spec[1100];
+    snprintf(img, sizeof img, "%s/bp_img.idx", bd_test_tmpdir());
+    snprintf(lab, sizeof lab, "%s/bp_lab.idx", bd_test_tmpdir());
+    unsigned char ib[16 + N * 16], lb[8 + N];
+    put_be32(ib, 0x803);
+    put_be32(ib + 4, N);
+    put_be32(ib + 8, 4);
+    put_be32(ib + 12, 4);
+    put_be32(lb, 0x801);
+    put_be32(lb + 4, N);
+    for (int i = 0; i < N; i++) {
+        lb[8 + i] = (unsigned char)((i * 7 + 1) % CLASSES);
+        for (int j = 0; j < 16; j++)
+            ib[16 + i * 16 + j] = (unsigned char)((i * 37 + j * 91 + i * j * 13) % 256);
+    }
+    assert_int_equal(bd_test_write_file(img, ib, sizeof ib), 0);
+    assert_int_equal(bd_test_write_file(lab, lb, sizeof lb), 0);
+    snprintf(spec, sizeof spec, "idx:%s,%s", img, lab);
+    bd_preprocess_default(&pp);
+    bd_dataset *d;
+    assert_int_equal(bd_dataset_open(&d, spec, &pp), BD_OK);
+    return d;
+}
+
+/* Whole-batch plain SGD steps: no momentum, decay, schedule or
+ * augmentation; lr small, so the weights barely move. */
+static bd_bitprune_options plain(int steps)
+{
+    bd_bitprune_options o;
+    bd_bitprune_options_init(&o);
+    o.train.steps = steps;
+    o.train.batch = N;
+    o.train.lr = 1e-3f;
+    o.train.momentum = 0;
+    o.train.wd = 0;
+    o.train.schedule = BD_SCHED_CONSTANT;
+    o.train.seed = 3;
+    o.finetune_epochs = 0;
+    assert_int_equal(bd_augment_parse("test", "none", &o.train.augment), BD_OK);
+    return o;
+}
+
+typedef struct run {
+    bd_graph *g;
+    bd_dataset *d;
+    bd_qlayer q[2];
+    bd_bitprune_report r;
+} run;
+
+static void run_it(run *x, const bd_bitprune_options *o)
+{
+    memset(x, 0, sizeof *x);
+    x->g = tiny_model();
+    x->d = tiny_data();
+    const bd_bitprune_io io = {.train = x->d, .pp = &pp};
+    assert_int_equal(bd_bitprune_run(x->g, o, &io, x->q, &x->r), BD_OK);
+    assert_int_equal(x->r.nlayers, 2);
+}
+
+static void run_free(run *x)
+{
+    for (int i = 0; i < 2; i++)
+        bd_qlayer_free(&x->q[i]);
+    bd_bitprune_report_free(&x->r);
+    bd_dataset_free(x->d);
+    bd_graph_free(x->g);
+}
+
+/* ---- the quantizer ------------------------------------------------------------- */
+
+/* The int codec's weight fit of rows x L at b bits, decoded. */
+static void codec_grid(const float *w, int64_t rows, int64_t L, int b, float *out)
+{
+    const bd_feedback_layer fl = {.w = w, .rows = rows, .L = L, .groups = 1};
+    const bd_int_spec spec = {.bits = b, .per_channel = 1};
+    bd_qlayer q;
+    assert_int_equal(bd_int_fit(&fl, &spec, BD_OBJ_WEIGHT, NULL, &q, out), BD_OK);
+    bd_qlayer_free(&q);
+}
+
+static void test_interpolation_is_the_grid_at_integers(void **state)
+{
+    (void)state;
+    enum { R = 3, L = 37 };
+    float w[R * L], out[R * L], dq[R * L], lo[R * L], hi[R * L], bits[R];
+    bd_test_fill_random(w, R * L, 5, -2, 3);
+    for (int b = BD_INT_MIN_BITS; b <= 8; b++) {
+        for (int r = 0; r < R; r++)
+            bits[r] = (float)b;
+        assert_int_equal(bd_bitprune_quantize(w, R, L, bits, 8, out, NULL), BD_OK);
+        codec_grid(w, R, L, b, lo);
+        assert_memory_equal(out, lo, sizeof out);
+    }
+    /* in between: (b + 1 - n) Q_b + (n - b) Q_{b+1}, dq = Q_{b+1} - Q_b */
+    const float n[R] = {3.25f, 5.5f, 7.75f};
+    assert_int_equal(bd_bitprune_quantize(w, R, L, n, 8, out, dq), BD_OK);
+    for (int r = 0; r < R; r++) {
+        const int b = (int)n[r];
+        codec_grid(w + r * L, 1, L, b, lo + r * L);
+        codec_grid(w + r * L, 1, L, b + 1, hi + r * L);
+        const float t = n[r] - (float)b;
+        for (int j = r * L; j < (r + 1) * L; j++) {
+            assert_float_equal(out[j], (1 - t) * lo[j] + t * hi[j], 1e-6);
+            assert_float_equal(dq[j], hi[j] - lo[j], 1e-6);
+        }
+    }
+    /* n at the top of the range: Q_max, the gradient's direction still the
+     * step down to max - 1 */
+    for (int r = 0; r < R; r++)
+        bits[r] = 6;
+    assert_int_equal(bd_bitprune_quantize(w, R, L, bits, 6, out, dq), BD_OK);
+    codec_grid(w, R, L, 6, hi);
+    codec_grid(w, R, L, 5, lo);
+    for (int j = 0; j < R * L; j++) {
+        assert_float_equal(out[j], hi[j], 1e-6);
+        assert_float_equal(dq[j], hi[j] - lo[j], 1e-6);
+    }
+}
+
+/* The training loss (mean cross-entropy of the batch) with every layer
+ * quantized at bits[layer], in double. */
+static double loss_at(const bd_graph *g0, const bd_dataset *d, const float bits[2])
+{
+    bd_graph *g;
+    assert_int_equal(bd_graph_clone(&g, g0), BD_OK);
+    bd_layer *layers;
+    int n;
+    assert_int_equal(bd_layers_find(g, &layers, &n), BD_OK);
+    for (int l = 0; l < n; l++) {
+        bd_tensor *w = g->values[layers[l].weight].init;
+        float *out = malloc((size_t)bd_tensor_count(w) * sizeof *out);
+        float *rb = malloc((size_t)layers[l].rows * sizeof *rb);
+        for (int64_t r = 0; r < layers[l].rows; r++)
+            rb[r] = bits[l];
+        /* both layers store their rows contiguously: no gather needed */
+        assert_int_equal(bd_bitprune_quantize(w->data, layers[l].rows, layers[l].row_len, rb, 8,
+                                              out, NULL),
+                         BD_OK);
+        memcpy(w->data, out, (size_t)bd_tensor_count(w) * sizeof *out);
+        free(out);
+        free(rb);
+    }
+    int64_t idx[N];
+    int labels[N];
+    for (int i = 0; i < N; i++)
+        idx[i] = i;
+    bd_tensor *x, *logits;
+    assert_int_equal(bd_dataset_batch(d, idx, N, &x, labels), BD_OK);
+    bd_exec *ex;
+    assert_int_equal(bd_exec_new(&ex, g, 0), BD_OK);
+    assert_int_equal(bd_exec_run1(ex, x, &logits), BD_OK);
+    double loss = 0;
+    const float *z = logits->data;
+    for (int i = 0; i < N; i++) {
+        double m = z[i * CLASSES], s = 0;
+        for (int c = 1; c < CLASSES; c++)
+            m = fmax(m, z[i * CLASSES + c]);
+        for (int c = 0; c < CLASSES; c++)
+            s += exp(z[i * CLASSES + c] - m);
+        loss += m + log(s) - z[i * CLASSES + labels[i]];
+    }
+    bd_tensor_free(x);
+    bd_tensor_free(logits);
+    bd_exec_free(ex);
+    free(layers);
+    bd_graph_free(g);
+    return loss / N;
+}
+
+/* One step with lambda = 0 moves n by -bits_lr * dL/dn: that step, read
+ * back from the report, against central differences of the loss. Between
+ * two integers Q_n is linear in n, so the differences see the same
+ * quantizers the gradient does. */
+static void test_bits_gradient_finite_differences(void **state)
+{
+    (void)state;
+    bd_bitprune_options o = plain(1);
+    o.lambda = 0;
+    o.init_bits = 3.4f;
+    o.bits_lr = 1;
+    run x;
+    run_it(&x, &o);
+    bd_graph *g0 = tiny_model();
+    const double h = 1e-3;
+    for (int l = 0; l < 2; l++) {
+        float up[2] = {3.4f, 3.4f}, down[2] = {3.4f, 3.4f};
+        up[l] += (float)h;
+        down[l] -= (float)h;
+        const double fd = (loss_at(g0, x.d, up) - loss_at(g0, x.d, down)) / ((double)up[l] - down[l]);
+        const double analytic = -(x.r.layers[l].learned - (double)3.4f) / o.bits_lr;
+        /* the tolerance: float32 logits' rounding over 2h, far below the
+         * gradient itself (asserted non-trivial) */
+        assert_true(fabs(fd) > 1e-3);
+        assert_float_equal(analytic, fd, 1e-3 * fabs(fd) + 2e-5);
+    }
+    bd_graph_free(g0);
+    run_free(&x);
+}
+
+/* ---- lambda --------------------------------------------------------------------- */
+
+static void test_lambda_zero_keeps_bits_large_lambda_drives_to_min(void **state)
+{
+    (void)state;
+    bd_bitprune_options o = plain(4);
+    o.lambda = 0;
+    o.init_bits = 5;
+    run x;
+    run_it(&x, &o);
+    for (int l = 0; l < 2; l++) {
+        assert_true(fabs(x.r.layers[l].learned - 5) < 0.05);
+        assert_int_equal(x.q[l].ints.bits, 5);
+    }
+    run_free(&x);
+
+    o.lambda = 1e4f;
+    o.min_bits = 2;
+    o.bits_lr = 1;
+    run_it(&x, &o);
+    for (int l = 0; l < 2; l++) {
+        assert_float_equal(x.r.layers[l].learned, 2, 0);
+        assert_int_equal(x.q[l].ints.bits, 2);
+    }
+    assert_float_equal(x.r.mean_bits, 2, 0);
+    run_free(&x);
+}
+
+/* A target: the mean follows its path down and the rounded model meets it,
+ * close below (the rule lowers one tensor at a time), not at the minimum. */
+static void test_target_is_met(void **state)
+{
+    (void)state;
+    bd_bitprune_options o = plain(40);
+    o.target_bits = 3.5f;
+    o.min_bits = 2;
+    o.bits_lr = 0.5f;
+    run x;
+    run_it(&x, &o);
+    assert_float_equal(x.r.learned_mean, 3.5, 0.05);
+    assert_true(x.r.mean_bits <= 3.5 + 1e-9);
+    assert_true(x.r.mean_bits > 2.5);
+    run_free(&x);
+}
+
+/* ---- costs ------------------------------------------------------------------------ */
+
+static void test_costs_are_hand_counts(void **state)
+{
+    (void)state;
+    bd_bitprune_options o = plain(1);
+    o.lambda = 1e4f;
+    o.bits_lr = 1;
+    o.min_bits = 3;
+    o.max_bits = 3; /* every n pinned at 3 ... */
+    run x;
+    run_it(&x, &o);
+    assert_int_equal(x.r.layers[0].params, 18);
+    assert_int_equal(x.r.layers[1].params, 24);
+    assert_int_equal(x.r.layers[0].macs, 72);
+    assert_int_equal(x.r.layers[1].macs, 24);
+    run_free(&x);
+
+    /* ... and now apart: per channel the conv's 2 and the fc's 3 rows each
+     * learn their own; the means weigh them by weights and by MACs */
+    o = plain(3);
+    o.lambda = 0;
+    o.granularity = BD_BITS_CHANNEL;
+    o.init_bits = 6;
+    o.min_bits = 2;
+    o.max_bits = 6;
+    o.bits_lr = 50; /* the loss alone moves them apart */
+    run_it(&x, &o);
+    double pm = 0, mm = 0;
+    for (int l = 0; l < 2; l++) {
+        pm += (double)x.r.layers[l].params * x.r.layers[l].bits;
+        mm += (double)x.r.layers[l].macs * x.r.layers[l].bits;
+    }
+    assert_float_equal(x.r.mean_bits, pm / 42, 1e-12);
+    assert_float_equal(x.r.ops_bits, mm / 96, 1e-12);
+    assert_float_equal(x.r.mean_bits_layers, (x.r.layers[0].bits + x.r.layers[1].bits) / 2, 1e-12);
+    run_free(&x);
+}
+
+/* ---- rounding and the saved codecs ------------------------------------------------- */
+
+static void test_rounding_rule(void **state)
+{
+    (void)state;
+    const double n[4] = {3.4, 5.6, 2.5, 7.49};
+    const double share[4] = {0.1, 0.2, 0.3, 0.4};
+    double r[4];
+    bd_bitprune_round(n, share, 4, 0, 1, r); /* no target: nearest, halves up */
+    assert_memory_equal(r, ((double[]){3, 6, 3, 7}), sizeof r);
+    /* 0.3 + 1.2 + 0.9 + 2.8 = 5.2 > 5: the one rounded up the most (2.5 -> 3,
+     * by 0.5) goes down; 4.9 meets it */
+    bd_bitprune_round(n, share, 4, 5, 1, r);
+    assert_memory_equal(r, ((double[]){3, 6, 2, 7}), sizeof r);
+    /* 4.6: then 5.6 -> 6 (0.4 up) goes down too (4.7), then the one least
+     * far below its value, 3.4 -> 3 (0.4 below; 7.49 -> 7 is 0.49): 4.6 */
+    bd_bitprune_round(n, share, 4, 4.6, 1, r);
+    assert_memory_equal(r, ((double[]){2, 5, 2, 7}), sizeof r);
+    /* never below the minimum */
+    bd_bitprune_round(n, share, 4, 1, 2, r);
+    assert_memory_equal(r, ((double[]){2, 2, 2, 2}), sizeof r);
+}
+
+static void test_codecs_have_the_rounded_bits(void **state)
+{
+    (void)state;
+    bd_bitprune_options o = plain(2);
+    o.lambda = 0;
+    o.init_bits = 4.3f;
+    o.finetune_epochs = 1;
+    run x;
+    run_it(&x, &o);
+    bd_layer *layers;
+    int n;
+    assert_int_equal(bd_layers_find(x.g, &layers, &n), BD_OK);
+    for (int l = 0; l < 2; l++) {
+        assert_int_equal(x.q[l].format, BD_FMT_INT);
+        assert_int_equal(x.q[l].ints.bits, (int)floor(x.r.layers[l].learned + 0.5));
+        assert_float_equal(x.r.layers[l].bits, x.q[l].ints.bits, 0);
+        /* the model's weight is the codec's decode */
+        const bd_tensor *w = x.g->values[layers[l].weight].init;
+        float *dec = malloc((size_t)bd_tensor_count(w) * sizeof *dec);
+        assert_int_equal(bd_qlayer_decode(&x.q[l], &layers[l], dec), BD_OK);
+        assert_memory_equal(dec, w->data, (size_t)bd_tensor_count(w) * sizeof *dec);
+        free(dec);
+    }
+    assert_int_equal(x.r.tune.epochs, 1);
+    free(layers);
+    run_free(&x);
+}
+
+/* ---- bad input ----------------------------------------------------------------------- */
+
+static void test_bad_input_changes_nothing(void **state)
+{
+    (void)state;
+    bd_graph *g = tiny_model(), *ref;
+    assert_int_equal(bd_graph_clone(&ref, g), BD_OK);
+    bd_dataset *d = tiny_data();
+    const bd_bitprune_io io = {.train = d, .pp = &pp};
+    bd_qlayer q[2] = {0};
+    bd_bitprune_report r;
+    bd_bitprune_options o = plain(1);
+    assert_int_equal(bd_bitprune_run(g, &o, &io, q, &r), BD_EINVAL); /* no target nor lambda */
+    o.lambda = 1;
+    o.target_bits = 3;
+    assert_int_equal(bd_bitprune_run(g, &o, &io, q, &r), BD_EINVAL); /* two of them */
+    o.lambda = -1;
+    o.target_bits = 1.5f;
+    o.min_bits = 2;
+    assert_int_equal(bd_bitprune_run(g, &o, &io, q, &r), BD_EINVAL); /* below the minimum */
+    assert_non_null(strstr(bd_error_message(), "cannot be met"));
+    o.target_bits = 0;
+    o.target_mb = 1e-6f;
+    assert_int_equal(bd_bitprune_run(g, &o, &io, q, &r), BD_EINVAL); /* a size too small */
+    assert_non_null(strstr(bd_error_message(), "cannot be met"));
+    bd_bitprune_options_init(&o);
+    assert_int_equal(bd_bitprune_set(&o, "t", "max_bits", "17"), BD_EINVAL);
+    assert_int_equal(bd_bitprune_set(&o, "t", "lambda", "-1"), BD_EINVAL);
+    assert_int_equal(bd_bitprune_set(&o, "t", "epochs", "3"), BD_OK); /* training's table */
+    assert_int_equal(o.train.epochs, 3);
+    for (int i = 0; i < g->nvalues; i++)
+        if (g->values[i].init && g->values[i].init->dtype == BD_F32)
+            assert_memory_equal(g->values[i].init->data, ref->values[i].init->data,
+                                (size_t)bd_tensor_count(g->values[i].init) * sizeof(float));
+    assert_int_equal(q[0].k, 0);
+    bd_dataset_free(d);
+    bd_graph_free(g);
+    bd_graph_free(ref);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_interpolation_is_the_grid_at_integers),
+        cmocka_unit_test(test_bits_gradient_finite_differences),
+        cmocka_unit_test(test_lambda_zero_keeps_bits_large_lambda_drives_to_min),
+        cmocka_unit_test(test_target_is_met),
+        cmocka_unit_test(test_costs_are_hand_counts),
+        cmocka_unit_test(test_rounding_rule),
+        cmocka_unit_test(test_codecs_have_the_rounded_bits),
+        cmocka_unit_test(test_bad_input_changes_nothing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
