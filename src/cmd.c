@@ -941,14 +941,20 @@ static const char *percent_str(double v, char *buf, size_t cap)
     return buf;
 }
 
-static void print_epoch(void *user, const bd_training_epoch *e, int epochs)
+static void print_epoch_of(bd_cmd_ctx *ctx, const char *phase, const bd_training_epoch *e,
+                           int epochs)
 {
     char train[16], top1[16], quant[48] = "";
     if (e->quant_top1 >= 0)
         snprintf(quant, sizeof quant, " quantized top1 %.2f%%", e->quant_top1);
-    out(user, "epoch %d/%d loss %.4f train top1 %s eval top1 %s%s lr %.4g %.1f s\n", e->epoch,
-        epochs, e->loss, percent_str(e->train_top1, train, sizeof train),
+    out(ctx, "%sepoch %d/%d loss %.4f train top1 %s eval top1 %s%s lr %.4g %.1f s\n", phase,
+        e->epoch, epochs, e->loss, percent_str(e->train_top1, train, sizeof train),
         percent_str(e->top1, top1, sizeof top1), quant, e->lr, e->seconds);
+}
+
+static void print_epoch(void *user, const bd_training_epoch *e, int epochs)
+{
+    print_epoch_of(user, "", e, epochs);
 }
 
 static bd_status cmd_train(bd_cmd_ctx *ctx, const call *c)
@@ -989,6 +995,18 @@ const char *bd_cmd_bits_str(const bd_bitprune_layer *l, char *buf, size_t cap)
     return buf;
 }
 
+/* BitPruning's epochs come learning's first, then fine-tuning's. */
+typedef struct bitprune_epochs {
+    bd_cmd_ctx *ctx;
+    int learn, seen;
+} bitprune_epochs;
+
+static void print_bitprune_epoch(void *user, const bd_training_epoch *e, int epochs)
+{
+    bitprune_epochs *p = user;
+    print_epoch_of(p->ctx, p->seen++ < p->learn ? "learn " : "tune ", e, epochs);
+}
+
 static bd_status cmd_bitprune(bd_cmd_ctx *ctx, const call *c)
 {
     bd_bitprune_options o;
@@ -996,7 +1014,8 @@ static bd_status cmd_bitprune(bd_cmd_ctx *ctx, const call *c)
     for (int i = 0; i < c->nopt; i++)
         BD_TRY(bd_bitprune_set(&o, "bitprune", c->key[i], c->val[i]));
     bd_bitprune_report r;
-    BD_TRY(bd_ws_bitprune(ctx->ws, &o, print_epoch, ctx, &r));
+    bitprune_epochs seen = {ctx, o.train.epochs, 0};
+    BD_TRY(bd_ws_bitprune(ctx->ws, &o, print_bitprune_epoch, &seen, &r));
     for (int j = 0; j < r.nlayers; j++) {
         const bd_bitprune_layer *l = &r.layers[j];
         char bits[48];

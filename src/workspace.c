@@ -1186,8 +1186,8 @@ static bd_status train_step(const bd_workspace *ws, const bd_graph *g, const bd_
  * (without: ex is its executor); the clone kept the student's value ids, so
  * the layers' weights are found by them. A layer with a codebook in q keeps
  * its source as it was (what it was quantized from); a PQ one takes its
- * trained codebook, as does a float one the run quantized (both tuned),
- * while an int one was frozen. original (nlayers, the run's) and g pass to
+ * trained codebook, as does a float one the run quantized (both tuned, the
+ * latter's plan its int codec's), while an int one was frozen. original (nlayers, the run's) and g pass to
  * the undo step u, which is pushed. */
 static void adopt_run(bd_workspace *ws, bd_graph *g, bd_qlayer *q, bd_exec *ex,
                       const bd_tensor **original, undo_step *u)
@@ -1200,7 +1200,15 @@ static void adopt_run(bd_workspace *ws, bd_graph *g, bd_qlayer *q, bd_exec *ex,
         bd_tensor *w = g->values[ws->layers[i].layer.weight].init;
         if (q && q[i].k > 0) {
             memcpy(w->data, ws->original[i]->data, bd_tensor_nbytes(w));
-            if (q[i].format == BD_FMT_PQ || ws->layers[i].state == BD_STATE_FLOAT) {
+            bd_ws_layer *l = &ws->layers[i];
+            if (l->state == BD_STATE_FLOAT && q[i].format == BD_FMT_INT) {
+                /* the run chose the codec: the plan says it, so that the
+                 * table shows it and quantizing again keeps its bits */
+                l->format = BD_FMT_INT;
+                l->ints = q[i].ints;
+                l->objective = q[i].objective;
+            }
+            if (q[i].format == BD_FMT_PQ || l->state == BD_STATE_FLOAT) {
                 layer_clear(&ws->layers[i]);
                 ws->layers[i].q = q[i];
                 memset(&q[i], 0, sizeof q[i]);

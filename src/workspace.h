@@ -218,7 +218,8 @@ int bd_ws_last_training(const bd_workspace *ws, bd_training_options *opt,
  * is on the CPU whatever the device.
  *
  * On success the quantized layers are in state "tuned" (their codecs came
- * out of training) and keep their float sources as they were, the weights
+ * out of training), their plans say their int codecs (format int, the
+ * learned bits), and they keep their float sources as they were, the weights
  * before the run, so 'reset' returns them to that; the layers left float
  * trained, and their trained weights are their sources from then on;
  * biases and BatchNorm go into the student; the teacher stays. Cached

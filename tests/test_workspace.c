@@ -604,6 +604,9 @@ static void test_bitprune(void **state)
         assert_int_equal(l->state, BD_STATE_TUNED);
         assert_int_equal(l->q.format, BD_FMT_INT);
         assert_in_range(l->q.ints.bits, 2, 8);
+        /* the plan says the codec, so the layer table shows its bits */
+        assert_int_equal(l->format, BD_FMT_INT);
+        assert_int_equal(l->ints.bits, l->q.ints.bits);
         /* the student's weight is the codec's decoding */
         float *decoded = weight_copy(ws, l->layer.name);
         assert_int_equal(bd_qlayer_decode(&l->q, &l->layer, decoded), BD_OK);
@@ -628,8 +631,10 @@ static void test_bitprune(void **state)
     /* undo takes back every weight, state and float source */
     assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
     assert_unchanged(ws, student, teacher, NULL);
-    for (int i = 0; i < bd_ws_nlayers(ws); i++)
+    for (int i = 0; i < bd_ws_nlayers(ws); i++) {
         assert_int_equal(bd_ws_layer_at(ws, i)->state, BD_STATE_FLOAT);
+        assert_int_equal(bd_ws_layer_at(ws, i)->format, BD_FMT_PQ);
+    }
     assert_int_equal(bd_ws_quantize(ws, "layer1.0.conv1", 2), BD_OK);
     assert_int_equal(bd_ws_reset(ws, "layer1.0.conv1"), BD_OK);
     assert_int_equal(student_hash(ws), student);

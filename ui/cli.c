@@ -295,3 +295,16 @@ const bd_opt *cli_table_entry(const bd_opt *const *tables, int ntables, int inde
     }
     return NULL;
 }
+
+void cli_print_epoch(const char *phase, const bd_training_epoch *e, int epochs)
+{
+    cli_progress_clear();
+    printf("%sepoch %d/%d: loss %.4f, train top1 %.2f%%", phase, e->epoch, epochs, e->loss,
+           e->train_top1);
+    if (e->top1 >= 0)
+        printf(", eval top1 %.2f%% top5 %.2f%%", e->top1, e->top5);
+    if (e->quant_top1 >= 0)
+        printf(", quantized top1 %.2f%%", e->quant_top1);
+    printf(", lr %.4g, %.1f s\n", e->lr, e->seconds);
+    fflush(stdout);
+}

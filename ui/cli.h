@@ -66,6 +66,11 @@ void cli_table_longopts(const bd_opt *const *tables, int ntables, int base, stru
 const bd_opt *cli_table_entry(const bd_opt *const *tables, int ntables, int index,
                               const char *arg, const char **value);
 
+/* "PHASEepoch E/N: loss ..., eval top1 ..." on stdout, over the progress
+ * bar, as a training run's epoch ends (phase "" or "learn ", ...). */
+struct bd_training_epoch;
+void cli_print_epoch(const char *phase, const struct bd_training_epoch *e, int epochs);
+
 /* Whole-number and list option values; messages name the option. */
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long min, long max, long *out);
 int cli_parse_floats(const char *cmd, const char *opt, const char *s, float *out, int max, int *n);

@@ -102,15 +102,15 @@ static int parse(int argc, char **argv, args *a)
     return CLI_OK;
 }
 
+/* BitPruning's epochs come learning's first, then fine-tuning's. */
+typedef struct epochs_seen {
+    int learn, seen;
+} epochs_seen;
+
 static void print_epoch(void *user, const bd_training_epoch *e, int epochs)
 {
-    (void)user;
-    cli_progress_clear();
-    printf("epoch %d/%d: loss %.4f, train top1 %.2f%%", e->epoch, epochs, e->loss, e->train_top1);
-    if (e->top1 >= 0)
-        printf(", eval top1 %.2f%% top5 %.2f%%", e->top1, e->top5);
-    printf(", lr %.4g, %.1f s\n", e->lr, e->seconds);
-    fflush(stdout);
+    epochs_seen *p = user;
+    cli_print_epoch(p->seen++ < p->learn ? "learn " : "tune ", e, epochs);
 }
 
 static void print_result(const bd_workspace *ws, const bd_bitprune_report *r)
@@ -147,7 +147,8 @@ static bd_status bitprune(bd_workspace *ws, const args *a, const char *data)
     BD_TRY(bd_ws_data(ws, BD_DATA_CALIB, data, 0));
     BD_TRY(set_eval(ws, a));
     bd_bitprune_report r;
-    bd_status s = bd_ws_bitprune(ws, &a->o, print_epoch, NULL, &r);
+    epochs_seen seen = {a->o.train.epochs, 0};
+    bd_status s = bd_ws_bitprune(ws, &a->o, print_epoch, &seen, &r);
     cli_progress_clear();
     BD_TRY(s);
     print_result(ws, &r);

@@ -112,14 +112,7 @@ static int parse(int argc, char **argv, args *a)
 static void print_epoch(void *user, const bd_training_epoch *e, int epochs)
 {
     (void)user;
-    cli_progress_clear();
-    printf("epoch %d/%d: loss %.4f, train top1 %.2f%%", e->epoch, epochs, e->loss, e->train_top1);
-    if (e->top1 >= 0)
-        printf(", eval top1 %.2f%% top5 %.2f%%", e->top1, e->top5);
-    if (e->quant_top1 >= 0)
-        printf(", quantized top1 %.2f%%", e->quant_top1);
-    printf(", lr %.4g, %.1f s\n", e->lr, e->seconds);
-    fflush(stdout);
+    cli_print_epoch("", e, epochs);
 }
 
 /* The training and evaluation data: as given, or the splits of the
