@@ -86,7 +86,9 @@ expect_fail 2 "$TMP/three.txt has 3 class names, but the model has 10 outputs" \
 # or std with more channels than the model's input is refused, nothing written
 rm -f "$TMP/pp.onnx"
 for c in eval predict quantize finetune bitprune tui repl run; do
-  "$BIN" "$c" --help | grep -q -- "--resize S" || fail "$c --help lacks the preprocessing options"
+  # through a file: grep -q leaving early would break a long help's pipe
+  "$BIN" "$c" --help >"$TMP/help" && grep -q -- "--resize S" "$TMP/help" ||
+    fail "$c --help lacks the preprocessing options"
 done
 expect_fail 2 "--mean has 3 values, but the model's input has 1 channel" "$BIN" quantize $M -o "$TMP/pp.onnx" --mean 1,2,3
 expect_fail 2 "--std has 3 values, but the model's input has 1 channel" "$BIN" finetune $M -o "$TMP/pp.onnx" --std 1,2,3
