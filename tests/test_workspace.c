@@ -585,6 +585,15 @@ static void test_bitprune(void **state)
     assert_non_null(strstr(bd_error_message(), "layer1.0.conv1"));
     assert_unchanged(ws, quantized, teacher, "quantize layer1.0.conv1");
     assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    /* cancelled during the learning: as before, and the record says it stopped */
+    bd_ws_on_progress(ws, cancel_in_training, ws);
+    assert_int_equal(bd_ws_bitprune(ws, &o, NULL, NULL, NULL), BD_ECANCELED);
+    bd_ws_on_progress(ws, NULL, NULL);
+    assert_unchanged(ws, student, teacher, NULL);
+    int stopped_at, still;
+    assert_true(bd_ws_last_bitprune(ws, NULL, NULL, NULL, &stopped_at, &still));
+    assert_int_equal(stopped_at, 0);
+    assert_false(still);
 
     int seen = 0;
     bd_bitprune_report r;
