@@ -512,16 +512,24 @@ static int l_finetune(lua_State *L)
     return 1;
 }
 
-/* bd.train{epochs=, lr=, quant_noise="pq:p=0.1", ...}: every field is a key of
- * the training options' table (options.h), a number or boolean given as
- * its text -> {{epoch=, loss=, train_top1=, top1=, top5=, quant_top1=,
- * lr=, seconds=}, ...}, one per epoch; top1, top5 and quant_top1 are nil
- * when the run did not measure them */
-static int l_train(lua_State *L)
+/* Sets one option of obj from its key and value text (an option table's
+ * setter: training's or BitPruning's). */
+typedef bd_status (*opt_setter)(void *obj, const char *where, const char *key, const char *value);
+
+static bd_status set_training(void *obj, const char *where, const char *key, const char *value)
 {
-    const char *fn = "bd.train";
-    bd_training_options o;
-    bd_training_options_init(&o);
+    return bd_opt_set(bd_training_opts, obj, where, key, value);
+}
+
+static bd_status set_bitprune(void *obj, const char *where, const char *key, const char *value)
+{
+    return bd_bitprune_set(obj, where, key, value);
+}
+
+/* Argument 1, a table whose every field is a key of fn's options, a number
+ * or a boolean given as its text, into obj. */
+static void read_options(lua_State *L, const char *fn, opt_setter set, void *obj)
+{
     if (!lua_isnoneornil(L, 1) && !lua_istable(L, 1))
         luaL_error(L, "%s: argument #1 must be a table of options, not a %s", fn,
                    luaL_typename(L, 1));
@@ -545,36 +553,139 @@ static int l_train(lua_State *L)
                        lua_tostring(L, -2), luaL_typename(L, -1));
         }
         /* the message names fn and the key already */
-        if (bd_opt_set(bd_training_opts, &o, fn, lua_tostring(L, -2), value) != BD_OK)
+        if (set(obj, fn, lua_tostring(L, -2), value) != BD_OK)
             luaL_error(L, "%s", bd_error_message());
     }
-    bd_training_report r;
-    bd_status st = bd_ws_train(ws_for(L, fn, 1), &o, NULL, NULL, &r);
-    if (st != BD_OK && strncmp(bd_error_message(), "train: ", 7) == 0) {
-        /* the trainer names itself as the command language would; here fn does */
+}
+
+/* Raises st's message, named by fn rather than by the command-language
+ * name (prefix, "train: ") the operation gave itself. */
+static void check_run(lua_State *L, bd_status st, const char *fn, const char *prefix)
+{
+    size_t len = strlen(prefix);
+    if (st != BD_OK && strncmp(bd_error_message(), prefix, len) == 0) {
         char why[1024];
-        snprintf(why, sizeof why, "%s", bd_error_message() + 7);
+        snprintf(why, sizeof why, "%s", bd_error_message() + len);
         bd_fail(st, "%s", why);
     }
     check(L, st, fn);
+}
+
+/* Epoch e as a table on the stack; phase (may be NULL) names its phase. */
+static void push_epoch(lua_State *L, const bd_training_epoch *e, const char *phase)
+{
+    lua_createtable(L, 0, 9);
+    set_int(L, "epoch", e->epoch);
+    if (phase)
+        set_str(L, "phase", phase);
+    set_num(L, "loss", e->loss);
+    set_num(L, "train_top1", e->train_top1);
+    if (e->top1 >= 0) {
+        set_num(L, "top1", e->top1);
+        set_num(L, "top5", e->top5);
+    }
+    if (e->quant_top1 >= 0)
+        set_num(L, "quant_top1", e->quant_top1);
+    set_num(L, "lr", e->lr);
+    set_num(L, "seconds", e->seconds);
+}
+
+/* bd.train{epochs=, lr=, quant_noise="pq:p=0.1", ...}: every field is a key of
+ * the training options' table (options.h), a number or boolean given as
+ * its text -> {{epoch=, loss=, train_top1=, top1=, top5=, quant_top1=,
+ * lr=, seconds=}, ...}, one per epoch; top1, top5 and quant_top1 are nil
+ * when the run did not measure them */
+static int l_train(lua_State *L)
+{
+    const char *fn = "bd.train";
+    bd_training_options o;
+    bd_training_options_init(&o);
+    read_options(L, fn, set_training, &o);
+    bd_training_report r;
+    check_run(L, bd_ws_train(ws_for(L, fn, 1), &o, NULL, NULL, &r), fn, "train: ");
     hold(script_of(L), r.per_epoch); /* freed even if building the tables raises */
     lua_createtable(L, r.epochs, 0);
     for (int i = 0; i < r.epochs; i++) {
-        const bd_training_epoch *e = &r.per_epoch[i];
-        lua_createtable(L, 0, 8);
-        set_int(L, "epoch", e->epoch);
-        set_num(L, "loss", e->loss);
-        set_num(L, "train_top1", e->train_top1);
-        if (e->top1 >= 0) {
-            set_num(L, "top1", e->top1);
-            set_num(L, "top5", e->top5);
-        }
-        if (e->quant_top1 >= 0)
-            set_num(L, "quant_top1", e->quant_top1);
-        set_num(L, "lr", e->lr);
-        set_num(L, "seconds", e->seconds);
+        push_epoch(L, &r.per_epoch[i], NULL);
         lua_rawseti(L, -2, i + 1);
     }
+    hold(script_of(L), NULL);
+    return 1;
+}
+
+/* A BitPruning report's layers and epochs in one block, so that hold frees
+ * it whatever building the tables raises. */
+typedef struct bitprune_result {
+    int nlayers, learn, tune;
+    bd_bitprune_layer *layers;
+    bd_training_epoch *epochs; /* learn, then tune */
+} bitprune_result;
+
+static bitprune_result *bitprune_result_of(const bd_bitprune_report *r)
+{
+    size_t nl = (size_t)r->nlayers, ne = (size_t)r->learn.epochs + (size_t)r->tune.epochs;
+    bitprune_result *b = malloc(sizeof *b + nl * sizeof *b->layers + ne * sizeof *b->epochs);
+    if (!b)
+        return NULL;
+    b->nlayers = r->nlayers;
+    b->learn = r->learn.epochs;
+    b->tune = r->tune.epochs;
+    b->layers = (bd_bitprune_layer *)(b + 1);
+    b->epochs = (bd_training_epoch *)(b->layers + nl);
+    memcpy(b->layers, r->layers, nl * sizeof *b->layers);
+    memcpy(b->epochs, r->learn.per_epoch, (size_t)b->learn * sizeof *b->epochs);
+    memcpy(b->epochs + b->learn, r->tune.per_epoch, (size_t)b->tune * sizeof *b->epochs);
+    return b;
+}
+
+/* bd.bitprune{target_bits=4, epochs=2, ...}: every field is a key of
+ * BitPruning's table or training's, given as bd.train's are -> {mean_bits=,
+ * mean_bits_layers=, learned_mean=, lambda=, size= (compressed bytes),
+ * layers={{name=, learned=, bits=, min_bits=, max_bits=, params=}, ...},
+ * epochs={{phase="learn"|"tune", epoch=, loss=, ...}, ...}} */
+static int l_bitprune(lua_State *L)
+{
+    const char *fn = "bd.bitprune";
+    bd_bitprune_options o;
+    bd_bitprune_options_init(&o);
+    read_options(L, fn, set_bitprune, &o);
+    bd_workspace *ws = ws_for(L, fn, 1);
+    bd_bitprune_report r;
+    check_run(L, bd_ws_bitprune(ws, &o, NULL, NULL, &r), fn, "bitprune: ");
+    bitprune_result *b = bitprune_result_of(&r);
+    const double mean = r.mean_bits, per_layer = r.mean_bits_layers, learned = r.learned_mean,
+                 lambda = r.lambda;
+    bd_bitprune_report_free(&r);
+    if (!b)
+        luaL_error(L, "%s: out of memory", fn);
+    hold(script_of(L), b);
+    bd_model_size size;
+    bd_ws_size(ws, &size);
+    lua_createtable(L, 0, 7);
+    set_num(L, "mean_bits", mean);
+    set_num(L, "mean_bits_layers", per_layer);
+    set_num(L, "learned_mean", learned);
+    set_num(L, "lambda", lambda);
+    set_int(L, "size", size.compressed_bytes);
+    lua_createtable(L, b->nlayers, 0);
+    for (int j = 0; j < b->nlayers; j++) {
+        const bd_bitprune_layer *l = &b->layers[j];
+        lua_createtable(L, 0, 6);
+        set_str(L, "name", bd_ws_layer_at(ws, l->layer)->layer.name);
+        set_num(L, "learned", l->learned);
+        set_num(L, "bits", l->bits);
+        set_int(L, "min_bits", l->min_bits);
+        set_int(L, "max_bits", l->max_bits);
+        set_int(L, "params", l->params);
+        lua_rawseti(L, -2, j + 1);
+    }
+    lua_setfield(L, -2, "layers");
+    lua_createtable(L, b->learn + b->tune, 0);
+    for (int i = 0; i < b->learn + b->tune; i++) {
+        push_epoch(L, &b->epochs[i], i < b->learn ? "learn" : "tune");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "epochs");
     hold(script_of(L), NULL);
     return 1;
 }
@@ -899,7 +1010,7 @@ static const luaL_Reg bd_functions[] = {
     {"layers", l_layers},   {"layer", l_layer},     {"set", l_set},
     {"regime", l_regime},   {"quantize", l_quantize}, {"reset", l_reset},
     {"undo", l_undo},       {"trial", l_trial},     {"eval", l_eval},
-    {"finetune", l_finetune}, {"train", l_train},
+    {"finetune", l_finetune}, {"train", l_train}, {"bitprune", l_bitprune},
     {"predict", l_predict}, {"size", l_size},       {"save", l_save},
     {"load", l_load},       {"data", l_data},       {"device", l_device},
     {"on_progress", l_on_progress}, {"cmd", l_cmd}, {NULL, NULL}};

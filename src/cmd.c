@@ -140,6 +140,7 @@ static bd_status cmd_show(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_quantize(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_finetune(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_train(bd_cmd_ctx *ctx, const call *c);
+static bd_status cmd_bitprune(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_reset(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_undo(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_eval(bd_cmd_ctx *ctx, const call *c);
@@ -173,7 +174,7 @@ static const command commands[] = {
       "history. A compressed file written by 'save' comes back with its quantized\n"
       "layers. The plan starts as the small regime; the data default to the\n"
       "model's dataset (train split for calibration, test split for evaluation).",
-      BD_ARG_PATH, NULL, NULL, NULL},
+      BD_ARG_PATH, NULL, NULL, {NULL}},
      {BD_ARG_NONE, NULL}, 1, 1, 0, cmd_load},
     {{"data", "data [calib|eval [SPEC]] [n=N] [color=gray|rgb resize=S crop=C mean=M std=S]",
       "set the calibration or evaluation images, and their preprocessing",
@@ -188,7 +189,7 @@ static const command commands[] = {
       "about preprocessing (as --gray/--rgb, --resize, --crop, --mean, --std do on\n"
       "the command line) for all images, calibration and evaluation alike; mean and\n"
       "std take one value or one per channel (mean=0.485,0.456,0.406).",
-      BD_ARG_WORD, data_kinds, data_keys, NULL},
+      BD_ARG_WORD, data_kinds, data_keys, {NULL}},
      {BD_ARG_PATH, NULL}, 0, 2, 1, cmd_data},
     {{"regime", "regime small|large|int8|int4 [first]", "replace the plan with a regime",
       "small: d=9 for 3x3 convs, 4 for 1x1 convs and fully-connected layers;\n"
@@ -197,7 +198,7 @@ static const command commands[] = {
       "int8, int4 (any intB, B = 2..8): scalar ints of B bits, per output channel,\n"
       "asymmetric, fitted to the activations with error feedback.\n"
       "The first conv stays in fp32 unless 'first' is given. One undo step.",
-      BD_ARG_WORD, regimes, NULL, NULL},
+      BD_ARG_WORD, regimes, NULL, {NULL}},
      {BD_ARG_WORD, first_word}, 1, 2, 1, cmd_regime},
     {{"set",
       "set GLOB [d=D] [k=K] | [int=B] [per=channel|tensor] [sym=0|1] [format=pq|int] "
@@ -213,7 +214,7 @@ static const command commands[] = {
       "quantizing all, include takes them back. Refused as a whole, naming the\n"
       "layer, if any layer cannot take the change. A quantized layer keeps its\n"
       "codebook until quantized again. One undo step.",
-      BD_ARG_LAYER, NULL, set_keys, NULL},
+      BD_ARG_LAYER, NULL, set_keys, {NULL}},
      {BD_ARG_WORD, skip_include}, 1, 2, 1, cmd_set},
     {{"layers", "layers", "the layer table: plan, size, error and state of every layer",
       "One line per quantizable layer: name, kind, weight shape, parameters, the\n"
@@ -221,14 +222,14 @@ static const command commands[] = {
       "in KB (fp32 while float), relative output error ||X(W-W^)||/||XW|| ('-'\n"
       "when unknown) and state (float, quantized, tuned); 'skip' marks layers the\n"
       "plan leaves in fp32.",
-      BD_ARG_NONE, NULL, NULL, NULL},
+      BD_ARG_NONE, NULL, NULL, {NULL}},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_layers},
     {{"show", "show LAYER", "everything about one layer",
       "Shape, row length and its divisors (the block sizes d it allows), the plan\n"
       "and the largest k allowed for its d, the state and, when quantized, the\n"
       "codebook: d, k, codes actually used, EM iterations, the EM objective from\n"
       "first to last iteration, relative error and time.",
-      BD_ARG_LAYER, NULL, NULL, NULL},
+      BD_ARG_LAYER, NULL, NULL, {NULL}},
      {BD_ARG_NONE, NULL}, 1, 1, 1, cmd_show},
     {{"quantize", "quantize [GLOB|all] [iters=N] [restarts=R] [tol=X] [tune=N]",
       "quantize layers with the plan's d and k",
@@ -241,7 +242,7 @@ static const command commands[] = {
       "steps by distillation right after it is quantized (layer-wise fine-tuning,\n"
       "default settings of 'finetune'). One undo step; Ctrl-C cancels and leaves\n"
       "every layer as it was.",
-      BD_ARG_LAYER, all_word, quantize_keys, NULL},
+      BD_ARG_LAYER, all_word, quantize_keys, {NULL}},
      {BD_ARG_NONE, NULL}, 0, 1, 1, cmd_quantize},
     {{"finetune",
       "finetune [GLOB|all] [mode=layer|global] [iters=N] [batch=B] [lr=X] [momentum=X] "
@@ -257,7 +258,7 @@ static const command commands[] = {
       "step=N steps. bn=train normalises with batch statistics and updates the\n"
       "running ones; bias=1 also tunes biases and BatchNorm scales and shifts.\n"
       "The codes do not change. One undo step; Ctrl-C cancels and restores.",
-      BD_ARG_LAYER, all_word, finetune_keys, NULL},
+      BD_ARG_LAYER, all_word, finetune_keys, {NULL}},
      {BD_ARG_NONE, NULL}, 0, 1, 1, cmd_finetune},
     {{"train", "train [key=value ...]",
       "train the model's weights (optionally with Quant-Noise)",
@@ -274,67 +275,85 @@ static const command commands[] = {
       "float layers train (the noise only on them) and 'quantize' and 'reset'\n"
       "start from their trained weights; the teacher stays. seed=0 takes the\n"
       "workspace's seed. One undo step; Ctrl-C cancels and changes nothing.",
-      BD_ARG_NONE, NULL, NULL, bd_training_opts},
+      BD_ARG_NONE, NULL, NULL, {bd_training_opts}},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_train},
+    {{"bitprune", "bitprune target_bits=B|target_mb=S|lambda=L [key=value ...]",
+      "learn each layer's bit length and store the layers as int codecs",
+      "BitPruning (docs/method.md): every layer the plan quantizes (as 'quantize\n"
+      "all' takes them; every layer must be float) gets a continuous bit length,\n"
+      "learned by training with a penalty on the bits until the mean reaches\n"
+      "target_bits (or the size target_mb, or with a fixed lambda); the lengths\n"
+      "are rounded, the network fine-tuned at them (finetune_epochs), and each\n"
+      "layer stored as an int codec of its bits. cost=ops weighs the bits by\n"
+      "multiply-accumulates, granularity=channel learns one length per output\n"
+      "channel. Training's keys (epochs, steps, lr, loss=kl, ...) set the\n"
+      "learning phase, on the calibration data (all of it), evaluated on the\n"
+      "evaluation data. One line per epoch, then per layer its learned and\n"
+      "rounded bits, the mean bits and the size. The layers become tuned; their\n"
+      "float sources stay as they were. One undo step; Ctrl-C cancels and\n"
+      "changes nothing.",
+      BD_ARG_NONE, NULL, NULL, {bd_bitprune_opts, bd_training_opts}},
+     {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_bitprune},
     {{"reset", "reset GLOB", "put layers back to float",
       "Puts the layers matching GLOB (all: every layer) back to their fp32 weights:\n"
       "the teacher's, or what 'train' trained them to. One undo step.",
-      BD_ARG_LAYER, all_word, NULL, NULL},
+      BD_ARG_LAYER, all_word, NULL, {NULL}},
      {BD_ARG_NONE, NULL}, 1, 1, 1, cmd_reset},
-    {{"undo", "undo", "undo the last quantize, finetune, train, reset, set or regime",
+    {{"undo", "undo", "undo the last quantize, finetune, train, bitprune, reset, set or regime",
       "Puts back the layers the last quantize, finetune, reset, set or regime\n"
       "changed (with the biases and BatchNorm statistics a finetune touched), or\n"
-      "every parameter and the teacher a train changed, and says what it undid.",
-      BD_ARG_NONE, NULL, NULL, NULL},
+      "every parameter and the teacher a train or bitprune changed, and says\n"
+      "what it undid.",
+      BD_ARG_NONE, NULL, NULL, {NULL}},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_undo},
     {{"eval", "eval [n=N]", "top-1 / top-5 of teacher and student",
       "Evaluates teacher and student on the evaluation data (the first N images;\n"
       "default: as set with 'data eval'). The teacher's result is remembered.",
-      BD_ARG_NONE, NULL, n_key, NULL},
+      BD_ARG_NONE, NULL, n_key, {NULL}},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_eval},
     {{"predict", "predict IMAGE", "top-5 classes of teacher and student for an image",
       "Runs teacher and student on a JPEG or PNG file, preprocessed as the model\n"
       "says, and prints each one's five likeliest classes.",
-      BD_ARG_PATH, NULL, NULL, NULL},
+      BD_ARG_PATH, NULL, NULL, {NULL}},
      {BD_ARG_NONE, NULL}, 1, 1, 1, cmd_predict},
     {{"size", "size", "fp32 and compressed size, the split, the ratio",
       "The model's size in fp32, and as it would be stored now: codes (uint8 up\n"
       "to k=256, uint16 above), fp16 codebooks and fp32 for everything else; MB\n"
       "are 2^20 bytes.",
-      BD_ARG_NONE, NULL, NULL, NULL},
+      BD_ARG_NONE, NULL, NULL, {NULL}},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_size},
     {{"save", "save PATH [decoded]", "write the student as compressed (or dense) ONNX",
       "Writes the student as standard ONNX, atomically: quantized layers as codes\n"
       "and fp16 codebooks (any ONNX runtime runs it; 'load' resumes from it), or\n"
       "with 'decoded' as a plain dense fp32 model.",
-      BD_ARG_PATH, NULL, NULL, NULL},
+      BD_ARG_PATH, NULL, NULL, {NULL}},
      {BD_ARG_WORD, decoded_word}, 1, 2, 1, cmd_save},
     {{"device", "device [cpu|cuda]", "compute on the CPU or a GPU",
       "Chooses where the work runs. cuda fails with a message when there is no GPU\n"
       "or no CUDA build, and the device stays as it was. Without an argument,\n"
       "shows the device.",
-      BD_ARG_WORD, devices, NULL, NULL},
+      BD_ARG_WORD, devices, NULL, {NULL}},
      {BD_ARG_NONE, NULL}, 0, 1, 0, cmd_device},
     {{"threads", "threads [N]", "CPU threads",
       "Sets the number of CPU threads (1 to 1024); without N, shows it.",
-      BD_ARG_NONE, NULL, NULL, NULL},
+      BD_ARG_NONE, NULL, NULL, {NULL}},
      {BD_ARG_NONE, NULL}, 0, 1, 0, cmd_threads},
     {{"seed", "seed [N]", "seed of calibration sampling and EM",
       "Sets the seed that picks the calibration images and initialises EM; the\n"
       "same seed gives the same result. Without N, shows it.",
-      BD_ARG_NONE, NULL, NULL, NULL},
+      BD_ARG_NONE, NULL, NULL, {NULL}},
      {BD_ARG_NONE, NULL}, 0, 1, 0, cmd_seed},
     {{"run", "run SCRIPT.lua [ARGS...]", "run a Lua script on this workspace",
       "Runs a Lua script with the bd module bound to this workspace; ARGS are the\n"
       "script's arguments.",
-      BD_ARG_PATH, NULL, NULL, NULL},
+      BD_ARG_PATH, NULL, NULL, {NULL}},
      {BD_ARG_PATH, NULL}, 1, -1, 0, cmd_run},
     {{"help", "help [COMMAND]", "list the commands, or describe one",
       "Without an argument, lists the commands; with one, prints its usage and\n"
       "what it does.",
-      BD_ARG_COMMAND, NULL, NULL, NULL},
+      BD_ARG_COMMAND, NULL, NULL, {NULL}},
      {BD_ARG_NONE, NULL}, 0, 1, 0, cmd_help},
-    {{"quit", "quit", "leave", "Stops reading commands.", BD_ARG_NONE, NULL, NULL, NULL},
+    {{"quit", "quit", "leave", "Stops reading commands.", BD_ARG_NONE, NULL, NULL, {NULL}},
      {BD_ARG_NONE, NULL}, 0, 0, 0, cmd_quit},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
@@ -407,9 +426,15 @@ static int option_key_len(const char *w)
  * past the last. */
 static const char *key_at(const bd_cmd_info *info, int i)
 {
-    if (info->opts)
-        return i < bd_opt_count(info->opts) ? info->opts[i].key : NULL;
-    return info->keys ? info->keys[i] : NULL;
+    if (!info->opts[0])
+        return info->keys ? info->keys[i] : NULL;
+    for (int t = 0; t < BD_CMD_TABLES && info->opts[t]; t++) {
+        int n = bd_opt_count(info->opts[t]);
+        if (i < n)
+            return info->opts[t][i].key;
+        i -= n;
+    }
+    return NULL;
 }
 
 /* The command's spelling of the key of option word w (klen long), or NULL. */
@@ -443,7 +468,7 @@ static bd_status parse(const command *cmd, char **argv, int argc, call *c)
             const char *key = command_key(&cmd->info, w, klen);
             if (!key && !key_at(&cmd->info, 0))
                 return bd_fail(BD_EINVAL, "takes no options, not '%s' (usage: %s)", w, usage);
-            if (!key && cmd->info.opts)
+            if (!key && cmd->info.opts[0])
                 return bd_fail(BD_EINVAL, "unknown option '%.*s' (see 'help %s')", klen, w,
                                cmd->info.name);
             if (!key)
@@ -916,14 +941,20 @@ static const char *percent_str(double v, char *buf, size_t cap)
     return buf;
 }
 
-static void print_epoch(void *user, const bd_training_epoch *e, int epochs)
+static void print_epoch_of(bd_cmd_ctx *ctx, const char *phase, const bd_training_epoch *e,
+                           int epochs)
 {
     char train[16], top1[16], quant[48] = "";
     if (e->quant_top1 >= 0)
         snprintf(quant, sizeof quant, " quantized top1 %.2f%%", e->quant_top1);
-    out(user, "epoch %d/%d loss %.4f train top1 %s eval top1 %s%s lr %.4g %.1f s\n", e->epoch,
-        epochs, e->loss, percent_str(e->train_top1, train, sizeof train),
+    out(ctx, "%sepoch %d/%d loss %.4f train top1 %s eval top1 %s%s lr %.4g %.1f s\n", phase,
+        e->epoch, epochs, e->loss, percent_str(e->train_top1, train, sizeof train),
         percent_str(e->top1, top1, sizeof top1), quant, e->lr, e->seconds);
+}
+
+static void print_epoch(void *user, const bd_training_epoch *e, int epochs)
+{
+    print_epoch_of(user, "", e, epochs);
 }
 
 static bd_status cmd_train(bd_cmd_ctx *ctx, const call *c)
@@ -952,6 +983,51 @@ static bd_status cmd_train(bd_cmd_ctx *ctx, const call *c)
                         "weights, the teacher is as it was"
                       : "the teacher and the student are the trained model");
     bd_training_report_free(&r);
+    return BD_OK;
+}
+
+const char *bd_cmd_bits_str(const bd_bitprune_layer *l, char *buf, size_t cap)
+{
+    if (l->min_bits == l->max_bits)
+        snprintf(buf, cap, "%d", l->min_bits);
+    else
+        snprintf(buf, cap, "%.2f (%d..%d)", l->bits, l->min_bits, l->max_bits);
+    return buf;
+}
+
+/* BitPruning's epochs come learning's first, then fine-tuning's. */
+typedef struct bitprune_epochs {
+    bd_cmd_ctx *ctx;
+    int learn, seen;
+} bitprune_epochs;
+
+static void print_bitprune_epoch(void *user, const bd_training_epoch *e, int epochs)
+{
+    bitprune_epochs *p = user;
+    print_epoch_of(p->ctx, p->seen++ < p->learn ? "learn " : "tune ", e, epochs);
+}
+
+static bd_status cmd_bitprune(bd_cmd_ctx *ctx, const call *c)
+{
+    bd_bitprune_options o;
+    bd_bitprune_options_init(&o);
+    for (int i = 0; i < c->nopt; i++)
+        BD_TRY(bd_bitprune_set(&o, "bitprune", c->key[i], c->val[i]));
+    bd_bitprune_report r;
+    bitprune_epochs seen = {ctx, o.train.epochs, 0};
+    BD_TRY(bd_ws_bitprune(ctx->ws, &o, print_bitprune_epoch, &seen, &r));
+    for (int j = 0; j < r.nlayers; j++) {
+        const bd_bitprune_layer *l = &r.layers[j];
+        char bits[48];
+        out(ctx, "%s: %s bits (learned %.2f, %lld params)\n",
+            bd_ws_layer_at(ctx->ws, l->layer)->layer.name, bd_cmd_bits_str(l, bits, sizeof bits),
+            l->learned, (long long)l->params);
+    }
+    out(ctx, "bitprune: mean bits %.3f (per layer %.3f, learned %.3f), lambda %.4g; the layers "
+             "are int codecs, tuned\n",
+        r.mean_bits, r.mean_bits_layers, r.learned_mean, r.lambda);
+    bd_bitprune_report_free(&r);
+    print_size_line(ctx);
     return BD_OK;
 }
 
@@ -1090,10 +1166,10 @@ static bd_status cmd_help(bd_cmd_ctx *ctx, const call *c)
         if (!cmd)
             return bd_fail(BD_EINVAL, "no command '%s' (try 'help')", c->pos[0]);
         out(ctx, "usage: %s\n%s\n", cmd->info.usage, cmd->info.help);
-        if (cmd->info.opts) {
+        for (int t = 0; t < BD_CMD_TABLES && cmd->info.opts[t]; t++) {
             char keys[8192];
-            bd_opt_help(cmd->info.opts, 0, keys, sizeof keys);
-            out(ctx, "options:\n%s", keys);
+            bd_opt_help(cmd->info.opts[t], 0, keys, sizeof keys);
+            out(ctx, "%s%s", t ? "" : "options:\n", keys);
         }
         return BD_OK;
     }

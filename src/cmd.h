@@ -9,6 +9,7 @@
 #ifndef BD_CMD_H
 #define BD_CMD_H
 
+#include "bitprune.h"
 #include "options.h"
 #include "status.h"
 #include "workspace.h"
@@ -22,6 +23,10 @@ typedef enum bd_arg_kind {
     BD_ARG_COMMAND
 } bd_arg_kind;
 
+/* An operation whose options come from two tables (BitPruning's and
+ * training's) offers both as one list. */
+enum { BD_CMD_TABLES = 2 };
+
 typedef struct bd_cmd_info {
     const char *name;
     const char *usage;   /* "quantize [GLOB|all] [iters=N]" */
@@ -30,9 +35,10 @@ typedef struct bd_cmd_info {
     bd_arg_kind arg;
     const char *const *words; /* for BD_ARG_WORD, NULL-terminated; may be NULL */
     const char *const *keys;  /* the key= options it takes, NULL-terminated */
-    /* or, for an operation with an option table (options.h), that table:
-     * its keys are the command's, parsed by bd_opt_set, listed by 'help' */
-    const bd_opt *opts;
+    /* or, for an operation with option tables (options.h), those tables
+     * (the second may be NULL): their keys are the command's, parsed by
+     * bd_opt_set, listed by 'help' */
+    const bd_opt *opts[BD_CMD_TABLES];
 } bd_cmd_info;
 
 int bd_cmd_count(void);
@@ -64,6 +70,10 @@ void bd_cmd_free_words(char **argv, int argc);
 /* A relative error as the commands print it: four decimals, or "-" when
  * unknown (negative). */
 const char *bd_cmd_error_str(double e, char *buf, size_t cap);
+
+/* A layer's bits as the commands print them: "4", or with per-channel bits
+ * their mean and range, "3.52 (2..6)". */
+const char *bd_cmd_bits_str(const bd_bitprune_layer *l, char *buf, size_t cap);
 
 /* Candidates for completing `partial` as word number `word` (0: the
  * command) of a line whose earlier words are argv[0..word): command names,

@@ -60,6 +60,33 @@ static cJSON *layer_json(const bd_report *r, int i)
     return o;
 }
 
+/* The bits a weight's code takes: an int layer's own, a PQ code spread over
+ * its block. Table bytes are left out: this is the number a bit-length
+ * target speaks of. */
+static double code_bits(const bd_qlayer *q)
+{
+    return q->format == BD_FMT_INT ? q->ints.bits : (double)bd_code_bits(q->k) / q->d;
+}
+
+/* The quantized layers' mean code bits, weighted by their parameters;
+ * null when none is quantized. */
+static void add_mean_bits(cJSON *totals, const bd_report *r)
+{
+    double params = 0, bits = 0;
+    for (int i = 0; r->q && i < r->nlayers; i++) {
+        const bd_qlayer *q = r->q[i];
+        if (!q || q->k <= 0)
+            continue;
+        double p = (double)bd_layer_params(&r->layers[i]);
+        params += p;
+        bits += p * code_bits(q);
+    }
+    if (params > 0)
+        cJSON_AddNumberToObject(totals, "mean_bits", bits / params);
+    else
+        cJSON_AddNullToObject(totals, "mean_bits");
+}
+
 static void add_accuracy(cJSON *totals, const char *who, const bd_accuracy *e)
 {
     if (!e || !e->valid)
@@ -95,6 +122,7 @@ bd_status bd_report_json(const bd_report *r, char **json)
     cJSON_AddNumberToObject(totals, "codebook_bytes", (double)s->codebook_bytes);
     cJSON_AddNumberToObject(totals, "other_fp32_bytes", (double)s->other_bytes);
     cJSON_AddNumberToObject(totals, "ratio", s->ratio);
+    add_mean_bits(totals, r);
     add_accuracy(totals, "teacher", r->teacher);
     add_accuracy(totals, "student", r->student);
     *json = cJSON_Print(root);

@@ -1,8 +1,10 @@
 /* The JSON report of a quantization: per layer name, op, shape, d, k,
  * bits_per_weight, bytes, rel_error, objective history, seconds; totals
  * fp32_bytes, compressed_bytes (the payload, with the split into codes,
- * codebooks and the fp32 rest), file_bytes (the file as written), ratio, and top-1/top-5 of teacher and student when they
- * were evaluated. Written atomically. */
+ * codebooks and the fp32 rest), file_bytes (the file as written), ratio,
+ * mean_bits (the quantized layers' code bits per weight, weighted by their
+ * parameters; null when none is), and top-1/top-5 of teacher and student
+ * when they were evaluated. Written atomically. */
 #ifndef BD_REPORT_H
 #define BD_REPORT_H
 

@@ -159,6 +159,13 @@ static void drop_model(bd_workspace *ws)
     ws->train_epochs = NULL;
     ws->ntrain_epochs = 0;
     ws->trained = ws->training = 0;
+    free(ws->bp_epochs);
+    free(ws->bp_bits);
+    ws->bp_epochs = NULL;
+    ws->bp_bits = NULL;
+    ws->nbp_epochs = ws->bp_room = 0;
+    memset(&ws->bp_live, 0, sizeof ws->bp_live);
+    ws->bitpruned = ws->bitpruning = 0;
 }
 
 void bd_ws_free(bd_workspace *ws)
@@ -1142,11 +1149,11 @@ static void codebook_copies_free(bd_qlayer *q, int n)
     free(q);
 }
 
-/* The undo step of a training run that ended in g: the quantized layers as
- * they are (q, the run's codebooks: NULL when none) and a copy of every
+/* The undo step of a training run that ended in g: the layers the run left
+ * a codebook in q for (q NULL: none) as they are, and a copy of every
  * student parameter g changed. */
 static bd_status train_step(const bd_workspace *ws, const bd_graph *g, const bd_qlayer *q,
-                            undo_step *u)
+                            const char *label, undo_step *u)
 {
     int *idx = malloc((size_t)ws->nlayers * sizeof *idx + 1), n = 0;
     if (!idx)
@@ -1154,7 +1161,7 @@ static bd_status train_step(const bd_workspace *ws, const bd_graph *g, const bd_
     for (int i = 0; q && i < ws->nlayers; i++)
         if (q[i].k > 0)
             idx[n++] = i;
-    bd_status s = step_begin(ws, idx, n, "train", u);
+    bd_status s = step_begin(ws, idx, n, label, u);
     free(idx);
     BD_TRY(s);
     const bd_graph *st = ws->student;
@@ -1172,6 +1179,55 @@ static bd_status train_step(const bd_workspace *ws, const bd_graph *g, const bd_
     if (s != BD_OK)
         step_clear(u);
     return s;
+}
+
+/* Takes a successful run's result (under the lock): the student's parameters
+ * from g; g becomes every layer's float source (with q) or the teacher
+ * (without: ex is its executor); the clone kept the student's value ids, so
+ * the layers' weights are found by them. A layer with a codebook in q keeps
+ * its source as it was (what it was quantized from); a PQ one takes its
+ * trained codebook, as does a float one the run quantized (both tuned, the
+ * latter's plan its int codec's), while an int one was frozen. original (nlayers, the run's) and g pass to
+ * the undo step u, which is pushed. */
+static void adopt_run(bd_workspace *ws, bd_graph *g, bd_qlayer *q, bd_exec *ex,
+                      const bd_tensor **original, undo_step *u)
+{
+    for (int j = 0; j < u->nt; j++) {
+        bd_tensor *t = ws->student->values[u->tensors[j].value].init;
+        memcpy(t->data, g->values[u->tensors[j].value].init->data, bd_tensor_nbytes(t));
+    }
+    for (int i = 0; i < ws->nlayers; i++) {
+        bd_tensor *w = g->values[ws->layers[i].layer.weight].init;
+        if (q && q[i].k > 0) {
+            memcpy(w->data, ws->original[i]->data, bd_tensor_nbytes(w));
+            bd_ws_layer *l = &ws->layers[i];
+            if (l->state == BD_STATE_FLOAT && q[i].format == BD_FMT_INT) {
+                /* the run chose the codec: the plan says it, so that the
+                 * table shows it and quantizing again keeps its bits */
+                l->format = BD_FMT_INT;
+                l->ints = q[i].ints;
+                l->objective = q[i].objective;
+            }
+            if (q[i].format == BD_FMT_PQ || l->state == BD_STATE_FLOAT) {
+                layer_clear(&ws->layers[i]);
+                ws->layers[i].q = q[i];
+                memset(&q[i], 0, sizeof q[i]);
+                ws->layers[i].state = BD_STATE_TUNED;
+            }
+        }
+        original[i] = w;
+    }
+    u->original = original;
+    u->source = q ? g : NULL;
+    swap_sources(ws, u);
+    if (!q) {
+        u->teacher = g;
+        u->teacher_ex = ex;
+        u->trained_teacher = 1;
+        swap_teacher(ws, u);
+    }
+    invalidate_all(ws);
+    step_push(ws, u);
 }
 
 bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch_fn on_epoch,
@@ -1249,44 +1305,11 @@ bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch
         s = bd_exec_new(&ex, g, BD_EXEC_FUSE);
     undo_step u = {0};
     if (s == BD_OK)
-        s = train_step(ws, g, q, &u);
+        s = train_step(ws, g, q, "train", &u);
     bd_ws_lock(ws);
     ws->training = 0;
-    if (s == BD_OK) {
-        for (int j = 0; j < u.nt; j++) {
-            bd_tensor *t = ws->student->values[u.tensors[j].value].init;
-            memcpy(t->data, g->values[u.tensors[j].value].init->data, bd_tensor_nbytes(t));
-        }
-        /* g becomes every layer's float source (with quantized layers) or
-         * the teacher (without); the clone kept the student's value ids, so
-         * the layers' weights are found by them. A quantized layer's source
-         * stays what it was quantized from; a PQ one keeps its trained
-         * codebook, an int one was frozen. */
-        for (int i = 0; i < ws->nlayers; i++) {
-            bd_tensor *w = g->values[ws->layers[i].layer.weight].init;
-            if (q && q[i].k > 0) {
-                memcpy(w->data, ws->original[i]->data, bd_tensor_nbytes(w));
-                if (q[i].format == BD_FMT_PQ) {
-                    layer_clear(&ws->layers[i]);
-                    ws->layers[i].q = q[i];
-                    memset(&q[i], 0, sizeof q[i]);
-                    ws->layers[i].state = BD_STATE_TUNED;
-                }
-            }
-            original[i] = w;
-        }
-        u.original = original;
-        u.source = q ? g : NULL;
-        swap_sources(ws, &u);
-        if (!q) {
-            u.teacher = g;
-            u.teacher_ex = ex;
-            u.trained_teacher = 1;
-            swap_teacher(ws, &u);
-        }
-        invalidate_all(ws);
-        step_push(ws, &u);
-    }
+    if (s == BD_OK)
+        adopt_run(ws, g, q, ex, original, &u);
     bd_ws_unlock(ws);
     codebook_copies_free(q, ws->nlayers);
     if (s == BD_OK) {
@@ -1319,6 +1342,153 @@ int bd_ws_last_training(const bd_workspace *ws, bd_training_options *opt,
         *n = ws->ntrain_epochs;
     if (running)
         *running = ws->training;
+    return 1;
+}
+
+/* ---- BitPruning ------------------------------------------------------------------------ */
+
+typedef struct bitprune_run {
+    bd_workspace *ws;
+    bd_epoch_fn fn;
+    void *user;
+} bitprune_run;
+
+static void bitprune_epoch(void *user, const bd_training_epoch *e, int epochs)
+{
+    bitprune_run *r = user;
+    bd_workspace *ws = r->ws;
+    bd_ws_lock(ws);
+    if (ws->nbp_epochs < ws->bp_room)
+        ws->bp_epochs[ws->nbp_epochs++] = *e;
+    bd_ws_unlock(ws);
+    if (r->fn)
+        r->fn(r->user, e, epochs);
+}
+
+/* The live bit lengths are only valid during the callback: a copy is kept
+ * for another thread to draw. */
+static void bitprune_bits(void *user, const bd_bitprune_live *live)
+{
+    bd_workspace *ws = ((bitprune_run *)user)->ws;
+    bd_ws_lock(ws);
+    int n = live->nlayers < ws->nlayers ? live->nlayers : ws->nlayers;
+    memcpy(ws->bp_bits, live->bits, (size_t)n * sizeof *ws->bp_bits);
+    ws->bp_live = *live;
+    ws->bp_live.nlayers = n;
+    ws->bp_live.bits = ws->bp_bits;
+    bd_ws_unlock(ws);
+}
+
+/* Every layer must be float: BitPruning learns from float weights, and a
+ * codebook would be silently replaced. */
+static bd_status all_float(const bd_workspace *ws)
+{
+    for (int i = 0; i < ws->nlayers; i++)
+        if (ws->layers[i].state != BD_STATE_FLOAT)
+            return bd_fail(BD_EINVAL,
+                           "bitprune: layer %s is %s; BitPruning starts from float layers "
+                           "('reset' it first)",
+                           ws->layers[i].layer.name, bd_layer_state_name(ws->layers[i].state));
+    return BD_OK;
+}
+
+bd_status bd_ws_bitprune(bd_workspace *ws, const bd_bitprune_options *opt, bd_epoch_fn on_epoch,
+                         void *user, bd_bitprune_report *report)
+{
+    BD_TRY(need_model(ws));
+    BD_TRY(all_float(ws));
+    bd_dataset *train = NULL, *eval = NULL;
+    BD_TRY(data_of(ws, BD_DATA_CALIB, &train));
+    if (ws->spec[BD_DATA_EVAL])
+        BD_TRY(data_of(ws, BD_DATA_EVAL, &eval));
+    bd_bitprune_options o = *opt;
+    if (o.train.seed == 0)
+        o.train.seed = ws->seed;
+    if (o.train.eval_n == 0)
+        o.train.eval_n = ws->n[BD_DATA_EVAL];
+    if (!o.train.augment.is_set)
+        bd_augment_default(ws->spec[BD_DATA_CALIB], &o.train.augment);
+    int room = (o.train.epochs > 0 ? o.train.epochs : 0) +
+               (o.finetune_epochs > 0 ? o.finetune_epochs : 0);
+    bd_training_epoch *epochs = calloc((size_t)room + 1, sizeof *epochs);
+    double *bits = calloc((size_t)ws->nlayers + 1, sizeof *bits);
+    uint8_t *skip = calloc((size_t)ws->nlayers + 1, 1);
+    bd_qlayer *q = calloc((size_t)ws->nlayers + 1, sizeof *q);
+    const bd_tensor **original = calloc((size_t)ws->nlayers + 1, sizeof *original);
+    bd_status s = epochs && bits && skip && q && original ? BD_OK
+                                                          : bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; s == BD_OK && i < ws->nlayers; i++)
+        skip[i] = !ws->layers[i].quantize;
+    /* the run trains a copy, so a failure or a cancel leaves the model as it was */
+    bd_graph *g = NULL;
+    if (s == BD_OK)
+        s = bd_graph_clone(&g, ws->student);
+    if (s != BD_OK) {
+        free(epochs);
+        free(bits);
+        free(skip);
+        free(q);
+        free(original);
+        return s;
+    }
+    bd_progress progress = start_op(ws);
+    bd_ws_lock(ws);
+    free(ws->bp_epochs);
+    free(ws->bp_bits);
+    ws->bp_epochs = epochs;
+    ws->bp_bits = bits;
+    ws->nbp_epochs = 0;
+    ws->bp_room = room;
+    memset(&ws->bp_live, 0, sizeof ws->bp_live);
+    ws->bp_opt = o;
+    ws->bitpruned = ws->bitpruning = 1;
+    bd_ws_unlock(ws);
+    bitprune_run run = {ws, on_epoch, user};
+    bd_bitprune_io io = {.train = train, .eval = eval, .pp = &ws->pp, .teacher = ws->teacher_ex,
+                         .skip = skip, .progress = &progress, .on_epoch = bitprune_epoch,
+                         .on_bits = bitprune_bits, .user = &run};
+    bd_bitprune_report r = {0};
+    s = bd_bitprune_run(g, &o, &io, q, &r);
+    undo_step u = {0};
+    if (s == BD_OK)
+        s = train_step(ws, g, q, "bitprune", &u);
+    bd_ws_lock(ws);
+    ws->bitpruning = 0;
+    if (s == BD_OK)
+        adopt_run(ws, g, q, NULL, original, &u);
+    bd_ws_unlock(ws);
+    codebook_copies_free(q, ws->nlayers);
+    free(skip);
+    if (s == BD_OK) {
+        bd_ws_checkpoint_write(ws, NULL);
+        if (report)
+            *report = r;
+        else
+            bd_bitprune_report_free(&r);
+    } else {
+        step_clear(&u);
+        bd_graph_free(g);
+        free(original);
+        bd_bitprune_report_free(&r);
+    }
+    return s;
+}
+
+int bd_ws_last_bitprune(const bd_workspace *ws, bd_bitprune_options *opt, bd_bitprune_live *live,
+                        const bd_training_epoch **epochs, int *n, int *running)
+{
+    if (!ws->bitpruned)
+        return 0;
+    if (opt)
+        *opt = ws->bp_opt;
+    if (live)
+        *live = ws->bp_live;
+    if (epochs)
+        *epochs = ws->bp_epochs;
+    if (n)
+        *n = ws->nbp_epochs;
+    if (running)
+        *running = ws->bitpruning;
     return 1;
 }
 

@@ -23,6 +23,7 @@
 
 #include <stdint.h>
 
+#include "bitprune.h"
 #include "data.h"
 #include "finetune.h"
 #include "graph.h"
@@ -140,8 +141,8 @@ bd_status bd_ws_finetune(bd_workspace *ws, const char *glob, int global,
                          const bd_finetune_options *opt, bd_finetune_report *report);
 /* Puts the matching layers back to float (their float sources). */
 bd_status bd_ws_reset(bd_workspace *ws, const char *glob);
-/* Undoes the last change (a quantize, finetune, reset, set, regime or
- * train); what gets a
+/* Undoes the last change (a quantize, finetune, reset, set, regime,
+ * train or bitprune); what gets a
  * description of what was undone. BD_EINVAL when there is nothing to undo. */
 bd_status bd_ws_undo(bd_workspace *ws, char *what, size_t cap);
 /* Description of what undo would undo, or NULL. */
@@ -202,6 +203,44 @@ bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch
  * and whether it is running. Returns 0, setting nothing, when no run was
  * started since the model was loaded. */
 int bd_ws_last_training(const bd_workspace *ws, bd_training_options *opt,
+                        const bd_training_epoch **epochs, int *n, int *running);
+
+/* ---- BitPruning ------------------------------------------------------------------ */
+
+/* Learns a bit length per layer (or per output channel) and leaves every
+ * layer the plan quantizes (the plan's quantize flag, as 'quantize all'
+ * takes them) an int codec of its learned bits (bitprune.h). Every layer
+ * must be float: a quantized or tuned one is refused, naming it, and
+ * nothing changes. Like bd_ws_train: on the calibration data (the whole
+ * set), evaluated on the evaluation data when set (o->train.eval_n images,
+ * 0: its n), the workspace's preprocessing, its seed when o->train.seed is
+ * 0, distillation (train.loss = kl) from the teacher as it stands. The run
+ * is on the CPU whatever the device.
+ *
+ * On success the quantized layers are in state "tuned" (their codecs came
+ * out of training), their plans say their int codecs (format int, the
+ * learned bits), and they keep their float sources as they were, the weights
+ * before the run, so 'reset' returns them to that; the layers left float
+ * trained, and their trained weights are their sources from then on;
+ * biases and BatchNorm go into the student; the teacher stays. Cached
+ * results of the student are dropped. One undo step, "bitprune", puts
+ * every parameter, state and float source back. Failed (bad options are
+ * refused before any work) or cancelled: everything as it was.
+ *
+ * on_epoch (may be NULL) is called on the calling thread after each epoch
+ * of the learning phase, then of the fine-tuning. report (may be NULL)
+ * gets the run's report; free it with bd_bitprune_report_free. */
+bd_status bd_ws_bitprune(bd_workspace *ws, const bd_bitprune_options *o, bd_epoch_fn on_epoch,
+                         void *user, bd_bitprune_report *report);
+
+/* The last BitPruning run on the loaded model, for display from another
+ * thread (call under bd_ws_lock): its options (the seed resolved), the
+ * latest bit lengths it reported (live->nlayers 0 before the first; live's
+ * bits stay valid until the lock is released), the epochs it finished so
+ * far, learning's first then fine-tuning's (*epochs valid until the lock is
+ * released), and whether it is running. Returns 0, setting nothing, when
+ * no run was started since the model was loaded. */
+int bd_ws_last_bitprune(const bd_workspace *ws, bd_bitprune_options *opt, bd_bitprune_live *live,
                         const bd_training_epoch **epochs, int *n, int *running);
 
 /* ---- results ---------------------------------------------------------------- */

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "bitprune.h"
 #include "device.h"
 #include "exec.h"
 #include "quantize.h"
@@ -92,6 +93,15 @@ struct bd_workspace {
     bd_training_options train_opt;
     bd_training_epoch *train_epochs;
     int ntrain_epochs;
+    /* the last BitPruning run, for display (bd_ws_last_bitprune): its
+     * epochs (learning's, then fine-tuning's) and the latest bit lengths,
+     * bp_bits holding live's per-layer array */
+    int bitpruned, bitpruning;
+    bd_bitprune_options bp_opt;
+    bd_training_epoch *bp_epochs;
+    int nbp_epochs, bp_room;
+    bd_bitprune_live bp_live;
+    double *bp_bits;
     /* progress */
     bd_progress_fn progress_fn;
     void *progress_user;

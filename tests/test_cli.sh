@@ -21,7 +21,7 @@ done
 
 # --version and -V, on the top level and after every subcommand, exit 0
 v=$(sed -n 's/^project(bitdown VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
-for c in "" info eval predict bench quantize finetune tui repl run; do
+for c in "" info eval predict bench quantize finetune bitprune tui repl run; do
   for opt in --version -V; do
     [ "$("$BIN" $c $opt 2>&1)" = "bitdown $v" ] || fail "bitdown $c $opt: $("$BIN" $c $opt 2>&1)"
   done
@@ -73,7 +73,7 @@ expect_fail 1 "$TMP/bad.onnx" "$BIN" predict $M "$TMP/bad.onnx"
 expect_fail 2 "--mean wants one value or three" "$BIN" eval $M --mean 1,2
 expect_fail 2 "--size wants HxW" "$BIN" bench $M --size big
 # a bad option is reported once, by name
-for c in info eval predict bench quantize finetune repl run tui; do
+for c in info eval predict bench quantize finetune bitprune repl run tui; do
   expect_fail 2 "option '--frob' is unknown or lacks its value" "$BIN" $c --frob
   [ "$(wc -l <"$TMP/err")" = 2 ] || fail "$c --frob: $(cat "$TMP/err")"
 done
@@ -85,8 +85,10 @@ expect_fail 2 "$TMP/three.txt has 3 class names, but the model has 10 outputs" \
 # preprocessing: the same flags on every command that reads images; a mean
 # or std with more channels than the model's input is refused, nothing written
 rm -f "$TMP/pp.onnx"
-for c in eval predict quantize finetune tui repl run; do
-  "$BIN" "$c" --help | grep -q -- "--resize S" || fail "$c --help lacks the preprocessing options"
+for c in eval predict quantize finetune bitprune tui repl run; do
+  # through a file: grep -q leaving early would break a long help's pipe
+  "$BIN" "$c" --help >"$TMP/help" && grep -q -- "--resize S" "$TMP/help" ||
+    fail "$c --help lacks the preprocessing options"
 done
 expect_fail 2 "--mean has 3 values, but the model's input has 1 channel" "$BIN" quantize $M -o "$TMP/pp.onnx" --mean 1,2,3
 expect_fail 2 "--std has 3 values, but the model's input has 1 channel" "$BIN" finetune $M -o "$TMP/pp.onnx" --std 1,2,3
@@ -126,5 +128,38 @@ PY
   --set 'fc:d=4,k=8' >"$TMP/out" 2>"$TMP/err" || fail "quantize on 3 images: $(cat "$TMP/err")"
 grep -q "3 calibration images from list:$TMP/three.txt (2 for the fit, 1 held out" "$TMP/out" \
   || fail "quantize header on 3 images: $(head -1 "$TMP/out")"
+
+
+# bitprune: a few steps to 4 bits; every layer it quantized is int, the
+# report's mean bits meet the target, ONNX Runtime runs the file as bitdown
+# does; a bad flag writes nothing
+BP=(--data fmnist:train --eval-n 100 --steps 5 --batch 32 --epochs 1 --finetune-epochs 1)
+"$BIN" bitprune --help >"$TMP/help" || fail "bitprune --help exited non-zero"
+grep -q -- "--target-bits B" "$TMP/help" || fail "bitprune --help lacks BitPruning's table"
+grep -q -- "--momentum X" "$TMP/help" || fail "bitprune --help lacks training's table"
+"$BIN" bitprune $M -o "$TMP/bp.onnx" --target-bits 4 "${BP[@]}" --report "$TMP/bp.json" \
+  >"$TMP/out" 2>"$TMP/err" || fail "bitprune failed: $(cat "$TMP/err")"
+grep -qE '^layer +params +learned +bits$' "$TMP/out" || fail "bitprune prints no layer table"
+grep -qE '^layer3\.0\.conv2 +36864 +[0-9.]+ +[0-9]' "$TMP/out" || fail "bitprune's table lacks a layer"
+grep -qE '^mean bits [0-9.]+ \(memory-weighted\)' "$TMP/out" || fail "bitprune prints no mean bits"
+grep -qE '^student +top1 ' "$TMP/out" || fail "bitprune prints no student accuracy"
+/usr/bin/python3 - "$TMP/bp.json" <<'PY' || fail "bitprune's report"
+import json, sys
+r = json.load(open(sys.argv[1]))
+t = r["totals"]
+assert 0 < t["mean_bits"] <= 4 + 1e-9, t
+q = [l for l in r["layers"] if l["quantized"]]
+assert q and all(l["format"] == "int" and 1 <= l["bits"] <= 8 for l in q), q
+PY
+"$BIN" info "$TMP/bp.onnx" >"$TMP/info" || fail "info on bitprune's output"
+grep -qE '^layer3\.0\.conv2 .* int[0-9]+ ' "$TMP/info" || fail "bitprune's layers are not int: $(cat "$TMP/info")"
+. "$(dirname "$0")/support/ort.sh"
+runtimes_agree "$TMP/bp.onnx"
+rm -f "$TMP/bp2.onnx" "$TMP/bp2.json"
+expect_fail 2 "max_bits" "$BIN" bitprune $M -o "$TMP/bp2.onnx" --target-bits 4 --max-bits 17
+expect_fail 2 "one of --target-bits, --target-mb or --lambda" "$BIN" bitprune $M -o "$TMP/bp2.onnx"
+expect_fail 1 "0.5 bits cannot be met" "$BIN" bitprune $M -o "$TMP/bp2.onnx" --target-bits 0.5 \
+  "${BP[@]}" --report "$TMP/bp2.json"
+[ ! -e "$TMP/bp2.onnx" ] && [ ! -e "$TMP/bp2.json" ] || fail "a refused bitprune wrote a file"
 
 finish

@@ -206,6 +206,14 @@ static void test_complete_words_and_keys(void **state)
     assert_int_equal(complete(*state, "train lr=0.1 eval", &g), BD_ARG_NONE);
     assert_int_equal(g.n, 2);
     assert_true(has(&g, "eval_n=") && has(&g, "eval_quantized="));
+    /* bitprune: the keys of both its tables, BitPruning's first */
+    assert_int_equal(complete(*state, "bitprune ", &g), BD_ARG_NONE);
+    assert_int_equal(g.n, bd_opt_count(bd_bitprune_opts) + bd_opt_count(bd_training_opts));
+    assert_string_equal(g.v[0], "target_bits=");
+    assert_true(has(&g, "max_bits=") && has(&g, "epochs=") && has(&g, "loss="));
+    assert_int_equal(complete(*state, "bitprune target_bits=4 target", &g), BD_ARG_NONE);
+    assert_int_equal(g.n, 1);
+    assert_true(has(&g, "target_mb="));
     /* a value after '=' is not completed */
     assert_int_equal(complete(*state, "quantize iters=", &g), BD_ARG_NONE);
     assert_int_equal(g.n, 0);
@@ -251,6 +259,10 @@ static void test_refusals(void **state)
     expect_refusal(&ctx, "train lr=-1", "train: lr must lie in");
     expect_refusal(&ctx, "train epochs=1 epochs=2", "train: epochs= is given twice");
     expect_refusal(&ctx, "train all", "train: unexpected 'all'");
+    expect_refusal(&ctx, "bitprune bogus=1", "bitprune: unknown option 'bogus' (see 'help bitprune')");
+    expect_refusal(&ctx, "bitprune max_bits=17", "bitprune: max_bits");
+    expect_refusal(&ctx, "bitprune lr=-1", "bitprune: lr");
+    expect_refusal(&ctx, "bitprune all", "bitprune: unexpected 'all'");
     expect_refusal(&ctx, "show", "show: missing arguments (usage: show LAYER)");
     expect_refusal(&ctx, "data train x", "data: 'train' is not calib or eval");
     expect_refusal(&ctx, "regime medium", "regime: 'medium' is not small, large, int8 or int4");

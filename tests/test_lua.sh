@@ -259,6 +259,30 @@ LUA
 run train --model $M
 grep -q "train ok" "$TMP/train.out" || fail "bd.train: $(cat "$TMP/train.out")"
 
+# ---- bd.bitprune: both tables' keys; the mean bits, each layer's bits, the epochs ----
+cat >"$TMP/bitprune.lua" <<'LUA'
+bd.data("eval", nil, {n = 50})
+local r = bd.bitprune{target_bits = 4, steps = 5, batch = 32, epochs = 1, finetune_epochs = 1,
+                      nesterov = true, granularity = "layer"}
+assert(r.mean_bits > 0 and r.mean_bits <= 4 + 1e-9, r.mean_bits)
+assert(r.size == bd.size().compressed_bytes and r.lambda and r.learned_mean >= r.mean_bits - 1)
+assert(#r.layers == 9, #r.layers)
+for _, l in ipairs(r.layers) do
+  assert(l.bits >= 2 and l.bits <= 8 and l.learned >= 1 and l.params > 0, l.name)
+  assert(bd.layer(l.name).state == "tuned", l.name)
+end
+assert(#r.epochs == 2 and r.epochs[1].phase == "learn" and r.epochs[2].phase == "tune")
+assert(r.epochs[1].top1 >= 0 and r.epochs[2].loss > 0)
+assert(bd.undo() == "bitprune" and all_float())
+fails("bd.bitprune: unknown option 'bogus'", bd.bitprune, {bogus = 1})
+fails("bd.bitprune: max_bits must lie in", bd.bitprune, {target_bits = 4, max_bits = 17})
+fails("bd.bitprune: a mean of 0.5 bits cannot be met", bd.bitprune, {target_bits = 0.5})
+assert(all_float() and bd.undo() == nil)
+print("bitprune ok")
+LUA
+run bitprune --model $M
+grep -q "bitprune ok" "$TMP/bitprune.out" || fail "bd.bitprune: $(cat "$TMP/bitprune.out")"
+
 # ---- an error inside on_progress cancels bd.quantize and rolls it back -----------
 cat >"$TMP/rollback.lua" <<LUA
 bd.data("calib", nil, {n = $N})

@@ -460,4 +460,29 @@ grep -q "input 'input' of .* has 1 channels, not 3" "$TMP/pp.err" || fail "data 
 [ "$(tail -1 "$TMP/pp")" = "preprocessing: gray resize=0 crop=0 mean=5,5,5 std=0.1,0.1,0.1" ] ||
   fail "refused data options changed the preprocessing: $(tail -1 "$TMP/pp")"
 
+
+# ---- bitprune: its epochs, each layer's bits, the mean; the layer table
+# shows int codecs; undo; both tables' help ----
+printf 'data eval fmnist:test n=50\nbitprune target_bits=4 steps=5 batch=32\nlayers\nundo\nhelp bitprune\n' |
+  repl bitprune $M
+[ "$(rc_of bitprune)" = 0 ] || fail "bitprune session: $(cat "$TMP/bitprune.err")"
+grep -qE '^learn epoch 1/1 loss [0-9.]+ .* eval top1 [0-9.]+%' "$TMP/bitprune.out" &&
+  grep -qE '^tune epoch 1/1 loss [0-9.]+ ' "$TMP/bitprune.out" ||
+  fail "bitprune printed no epochs: $(cat "$TMP/bitprune.out")"
+grep -qE '^layer3\.0\.conv2: [2-8] bits \(learned [0-9.]+, 36864 params\)$' "$TMP/bitprune.out" ||
+  fail "bitprune printed no bits per layer: $(cat "$TMP/bitprune.out")"
+/usr/bin/python3 - "$TMP/bitprune.out" <<'PY' || fail "bitprune's mean bits exceed the target"
+import re, sys
+m = re.search(r"^bitprune: mean bits ([0-9.]+) ", open(sys.argv[1]).read(), re.M)
+assert m and float(m.group(1)) <= 4 + 1e-9, m
+PY
+grep -qE '^layer3\.0\.conv2 .* - +int[2-8] .* tuned$' "$TMP/bitprune.out" ||
+  fail "the layer table does not show bitprune's int codecs: $(cat "$TMP/bitprune.out")"
+grep -q '^undid: bitprune$' "$TMP/bitprune.out" || fail "undo after bitprune"
+for k in target_bits= granularity= finetune_epochs= epochs= lr=; do
+  grep -qE "^  $k" "$TMP/bitprune.out" || fail "help bitprune lacks the option $k"
+done
+printf 'bitprune target_bits=4 max_bits=17\n' | repl bitprune_bad $M
+expect_error bitprune_bad "bitdown: line 1: bitprune: max_bits must lie in"
+
 finish

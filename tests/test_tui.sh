@@ -91,6 +91,29 @@ wait_for tui 'cancelled: :train steps=100000' 30 || fail "Esc did not cancel the
 wait_for tui 'training: stopped after 0 of 1 epochs' || fail "the pane after a cancelled run"
 wait_for tui '^ ready' || fail "a cancelled training left an undo step"
 
+# BitPruning: ':bitprune' shows its pane, a bar per layer while it learns,
+# each layer's int bits after it; the table shows the int codecs; undo takes
+# it back
+keys : "bitprune target_bits=4 steps=300 batch=16" Enter
+wait_for tui 'bitprune: learning, step [0-9]+/300' 60 || fail "the bitprune pane shows no run going"
+grep -qE '^ layer3\.0\.conv2 +[^ ]+ +[2-8]\.[0-9]{2} ' "$TMP/screen" ||
+  fail "the bitprune pane has no bar for layer3.0.conv2"
+grep -qE 'mean [0-9.]+ bits \(ops [0-9.]+\) +lambda [-0-9.e]+ +size [0-9.]+ MB' "$TMP/screen" ||
+  fail "the bitprune pane lacks the mean bits, lambda and size"
+keys Escape
+wait_for tui 'cancelled: :bitprune' 60 || fail "Esc did not cancel bitprune"
+wait_for tui '^ ready' || fail "a cancelled bitprune left an undo step"
+keys : "bitprune target_bits=4 steps=3 batch=16" Enter
+wait_for tui 'u undoes: bitprune' 120 || fail "':bitprune' did not finish"
+wait_for tui '^ +1 +[0-9.]+ +[0-9.]+% +[0-9.]+% ' || fail "the bitprune pane lacks the epochs"
+grep -q 'bitprune: done, 2 epochs' "$TMP/screen" || fail "the bitprune pane's title after the run"
+grep -qE '^ layer3\.0\.conv2 +[^ ]+ +int[2-8] ' "$TMP/screen" || fail "the bitprune pane lacks the int bits"
+grep -qE '^ layer3\.0\.conv2 .* - +int[2-8] .* tuned' "$TMP/screen" ||
+  fail "the table does not show bitprune's int codec"
+keys u
+wait_for tui 'undid: bitprune' || fail "u did not undo bitprune"
+wait_for tui '^ ready' || fail "an undo step is left after undoing bitprune"
+
 # Quantize the second layer: its row turns quantized with an error, the header's size changes
 keys Down q
 wait_for tui '^ layer1\.0\.conv1 .* 0\.[0-9]{4} +quantized' 30 ||

@@ -1,7 +1,7 @@
 /* The workspace: plan changes refused as a whole, quantize with rollback on
  * cancel, undo, reset, trial fits that change nothing, evaluation, saving
  * then loading a compressed file that resumes the work, and training with
- * and without quantized layers. */
+ * and without quantized layers, and BitPruning with its undo and refusals. */
 #include "bd_test.h"
 
 #include <stdio.h>
@@ -540,6 +540,116 @@ static void test_train_quantized(void **state)
     bd_ws_free(ws);
 }
 
+static void set_bitprune(bd_bitprune_options *o, const char *key, const char *value)
+{
+    if (bd_bitprune_set(o, "t", key, value) != BD_OK)
+        fail_msg("%s", bd_error_message());
+}
+
+static void count_epoch(void *user, const bd_training_epoch *e, int epochs)
+{
+    (void)e;
+    (void)epochs;
+    ++*(int *)user;
+}
+
+static void test_bitprune(void **state)
+{
+    (void)state;
+    bd_workspace *ws = open_ws();
+    assert_int_equal(bd_ws_data(ws, BD_DATA_EVAL, "fmnist:test", 50), BD_OK);
+    const uint64_t student = student_hash(ws), teacher = teacher_hash(ws);
+    bd_bitprune_options o;
+    bd_bitprune_options_init(&o);
+    set_bitprune(&o, "target_bits", "4");
+    set_bitprune(&o, "min_bits", "2");
+    set_bitprune(&o, "steps", "5");
+    set_bitprune(&o, "batch", "32");
+    set_bitprune(&o, "finetune_epochs", "1");
+
+    /* refused before anything changes: bad options, then a target the
+     * range cannot meet, then a layer already quantized */
+    bd_bitprune_options bad = o;
+    assert_int_not_equal(bd_bitprune_set(&bad, "t", "lambda", "-1"), BD_OK);
+    assert_non_null(strstr(bd_error_message(), "lambda"));
+    assert_int_not_equal(bd_bitprune_set(&bad, "t", "max_bits", "17"), BD_OK);
+    assert_non_null(strstr(bd_error_message(), "max_bits"));
+    assert_memory_equal(&bad, &o, sizeof o);
+    set_bitprune(&bad, "target_bits", "0.5");
+    assert_int_not_equal(bd_ws_bitprune(ws, &bad, NULL, NULL, NULL), BD_OK);
+    assert_non_null(strstr(bd_error_message(), "0.5 bits cannot be met"));
+    assert_unchanged(ws, student, teacher, NULL);
+    assert_int_equal(bd_ws_quantize(ws, "layer1.0.conv1", 2), BD_OK);
+    const uint64_t quantized = student_hash(ws);
+    assert_int_not_equal(bd_ws_bitprune(ws, &o, NULL, NULL, NULL), BD_OK);
+    assert_non_null(strstr(bd_error_message(), "layer1.0.conv1"));
+    assert_unchanged(ws, quantized, teacher, "quantize layer1.0.conv1");
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    /* cancelled during the learning: as before, and the record says it stopped */
+    bd_ws_on_progress(ws, cancel_in_training, ws);
+    assert_int_equal(bd_ws_bitprune(ws, &o, NULL, NULL, NULL), BD_ECANCELED);
+    bd_ws_on_progress(ws, NULL, NULL);
+    assert_unchanged(ws, student, teacher, NULL);
+    int stopped_at, still;
+    assert_true(bd_ws_last_bitprune(ws, NULL, NULL, NULL, &stopped_at, &still));
+    assert_int_equal(stopped_at, 0);
+    assert_false(still);
+
+    int seen = 0;
+    bd_bitprune_report r;
+    assert_int_equal(bd_ws_bitprune(ws, &o, count_epoch, &seen, &r), BD_OK);
+    assert_string_equal(bd_ws_undo_label(ws), "bitprune");
+    assert_true(seen >= 1);
+    assert_true(r.mean_bits <= 4 + 1e-9);
+    assert_int_equal(teacher_hash(ws), teacher);
+    int quantizable = 0;
+    for (int i = 0; i < bd_ws_nlayers(ws); i++) {
+        const bd_ws_layer *l = bd_ws_layer_at(ws, i);
+        if (!l->quantize) {
+            assert_int_equal(l->state, BD_STATE_FLOAT);
+            continue;
+        }
+        quantizable++;
+        assert_int_equal(l->state, BD_STATE_TUNED);
+        assert_int_equal(l->q.format, BD_FMT_INT);
+        assert_in_range(l->q.ints.bits, 2, 8);
+        /* the plan says the codec, so the layer table shows its bits */
+        assert_int_equal(l->format, BD_FMT_INT);
+        assert_int_equal(l->ints.bits, l->q.ints.bits);
+        /* the student's weight is the codec's decoding */
+        float *decoded = weight_copy(ws, l->layer.name);
+        assert_int_equal(bd_qlayer_decode(&l->q, &l->layer, decoded), BD_OK);
+        assert_weight(ws, l->layer.name, decoded);
+        free(decoded);
+    }
+    assert_int_equal(r.nlayers, quantizable);
+    bd_bitprune_report_free(&r);
+    /* what a display reads */
+    bd_bitprune_options ran;
+    bd_bitprune_live live;
+    const bd_training_epoch *e;
+    int n, running;
+    bd_ws_lock(ws);
+    assert_true(bd_ws_last_bitprune(ws, &ran, &live, &e, &n, &running));
+    assert_int_equal(n, seen);
+    assert_false(running);
+    assert_int_equal(live.nlayers, bd_ws_nlayers(ws));
+    assert_true(live.bits[1] >= 1 && live.bits[1] <= 8);
+    assert_int_equal(ran.train.eval_n, 50);
+    bd_ws_unlock(ws);
+    /* undo takes back every weight, state and float source */
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    assert_unchanged(ws, student, teacher, NULL);
+    for (int i = 0; i < bd_ws_nlayers(ws); i++) {
+        assert_int_equal(bd_ws_layer_at(ws, i)->state, BD_STATE_FLOAT);
+        assert_int_equal(bd_ws_layer_at(ws, i)->format, BD_FMT_PQ);
+    }
+    assert_int_equal(bd_ws_quantize(ws, "layer1.0.conv1", 2), BD_OK);
+    assert_int_equal(bd_ws_reset(ws, "layer1.0.conv1"), BD_OK);
+    assert_int_equal(student_hash(ws), student);
+    bd_ws_free(ws);
+}
+
 static void test_settings(void **state)
 {
     (void)state;
@@ -575,6 +685,7 @@ int main(void)
         cmocka_unit_test(test_eval_predict_save_resume),
         cmocka_unit_test(test_train_undo_refusals),
         cmocka_unit_test(test_train_quantized),
+        cmocka_unit_test(test_bitprune),
         cmocka_unit_test(test_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,11 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "compressed.h"
 #include "lazy_weights.h"
 #include "model_meta.h"
 #include "progress_bar.h"
+#include "report.h"
 #include "size.h"
 #include "workspace.h"
 
@@ -224,4 +226,85 @@ void cli_print_accuracy(const char *who, const bd_accuracy *a)
 {
     printf("%-8s top1 %.2f%% top5 %.2f%% (%lld images)\n", who, a->top1, a->top5,
            (long long)a->n);
+}
+
+int cli_data_spec(const char *cmd, const bd_graph *g, const char *given, const char *split,
+                  const char *option, char *buf, size_t cap, const char **spec)
+{
+    const char *dataset = bd_graph_meta(g, BD_META_DATASET);
+    if (given) {
+        *spec = given;
+        return CLI_OK;
+    }
+    if (!dataset)
+        return cli_usage_error(cmd, "%s is needed: the model does not name its dataset", option);
+    snprintf(buf, cap, "%s:%s", dataset, split);
+    *spec = buf;
+    return CLI_OK;
+}
+
+bd_status cli_write_report(const bd_workspace *ws, const char *path, const bd_accuracy *t,
+                           const bd_accuracy *st, const char *written)
+{
+    struct stat sb;
+    int64_t file_bytes = stat(written, &sb) == 0 ? (int64_t)sb.st_size : 0;
+    int n = bd_ws_nlayers(ws);
+    bd_layer *ls = malloc((size_t)n * sizeof *ls + 1);
+    const bd_qlayer **qp = calloc((size_t)n + 1, sizeof *qp);
+    bd_status s = ls && qp ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; s == BD_OK && i < n; i++) {
+        const bd_ws_layer *l = bd_ws_layer_at(ws, i);
+        ls[i] = l->layer;
+        qp[i] = l->state == BD_STATE_FLOAT ? NULL : &l->q;
+    }
+    bd_model_size size;
+    bd_ws_size(ws, &size);
+    bd_report r = {bd_ws_student(ws), ls, n, qp, &size, t, st, file_bytes};
+    if (s == BD_OK)
+        s = bd_report_write(&r, path);
+    free(ls);
+    free(qp);
+    return s;
+}
+
+void cli_table_longopts(const bd_opt *const *tables, int ntables, int base, struct option *opts,
+                        char (*names)[48], int *n, int max)
+{
+    int index = 0;
+    for (int t = 0; t < ntables; t++)
+        for (const bd_opt *o = tables[t]; o->key && *n < max - 1; o++, index++) {
+            bd_opt_cli_name(o, names[*n], sizeof names[*n]);
+            opts[*n] = (struct option){names[*n] + 2,
+                                       o->type == BD_OPT_FLAG ? no_argument : required_argument,
+                                       0, base + index};
+            ++*n;
+        }
+    opts[*n] = (struct option){0, 0, 0, 0};
+}
+
+const bd_opt *cli_table_entry(const bd_opt *const *tables, int ntables, int index,
+                              const char *arg, const char **value)
+{
+    for (int t = 0; t < ntables && index >= 0; t++) {
+        int count = bd_opt_count(tables[t]);
+        if (index < count) {
+            *value = tables[t][index].type == BD_OPT_FLAG ? "1" : arg;
+            return &tables[t][index];
+        }
+        index -= count;
+    }
+    return NULL;
+}
+
+void cli_print_epoch(const char *phase, const bd_training_epoch *e, int epochs)
+{
+    cli_progress_clear();
+    printf("%sepoch %d/%d: loss %.4f, train top1 %.2f%%", phase, e->epoch, epochs, e->loss,
+           e->train_top1);
+    if (e->top1 >= 0)
+        printf(", eval top1 %.2f%% top5 %.2f%%", e->top1, e->top5);
+    if (e->quant_top1 >= 0)
+        printf(", quantized top1 %.2f%%", e->quant_top1);
+    printf(", lr %.4g, %.1f s\n", e->lr, e->seconds);
+    fflush(stdout);
 }

@@ -5,6 +5,7 @@
 
 #include "data.h"
 #include "graph.h"
+#include "options.h"
 #include "status.h"
 
 struct bd_workspace;
@@ -41,6 +42,34 @@ void cli_ws_attach(struct bd_workspace *ws);
 void cli_ws_detach(void);
 /* "teacher  top1 X.XX% top5 Y.YY% (N images)" */
 void cli_print_accuracy(const char *who, const struct bd_accuracy *a);
+
+/* The data spec of a command working on a workspace: the option's value
+ * (given), or the model's dataset with the split; refused, naming the
+ * option, when neither is there. *spec points at given or into buf. */
+int cli_data_spec(const char *cmd, const bd_graph *g, const char *given, const char *split,
+                  const char *option, char *buf, size_t cap, const char **spec);
+/* --report FILE.json (report.h) of the workspace's student, the accuracies
+ * when evaluated (may be NULL), the size of the file written. */
+bd_status cli_write_report(const struct bd_workspace *ws, const char *path,
+                           const struct bd_accuracy *t, const struct bd_accuracy *st,
+                           const char *written);
+
+/* Option tables (options.h) on the command line: every entry of the
+ * tables, in turn, as a --key long option with val base + its index over
+ * them all, appended to opts from *n (at most max entries with the ending
+ * zero one, which is written); names (max entries) holds the spellings. */
+struct option;
+void cli_table_longopts(const bd_opt *const *tables, int ntables, int base, struct option *opts,
+                        char (*names)[48], int *n, int max);
+/* The entry of the index'th option of the tables (val - base), NULL past
+ * them; the value to set it with: arg, or "1" for a flag. */
+const bd_opt *cli_table_entry(const bd_opt *const *tables, int ntables, int index,
+                              const char *arg, const char **value);
+
+/* "PHASEepoch E/N: loss ..., eval top1 ..." on stdout, over the progress
+ * bar, as a training run's epoch ends (phase "" or "learn ", ...). */
+struct bd_training_epoch;
+void cli_print_epoch(const char *phase, const struct bd_training_epoch *e, int epochs);
 
 /* Whole-number and list option values; messages name the option. */
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long min, long max, long *out);
@@ -84,6 +113,7 @@ int cli_bench(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
 int cli_finetune(int argc, char **argv);
 int cli_train(int argc, char **argv);
+int cli_bitprune(int argc, char **argv);
 /* The TUI; without a MODEL argument, on the bundled example model. */
 int cli_tui(int argc, char **argv);
 int cli_repl(int argc, char **argv);

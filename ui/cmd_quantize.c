@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "bd_lua.h"
 #include "cli.h"
@@ -14,7 +13,6 @@
 #include "progress_bar.h"
 #include "quantize.h"
 #include "threads.h"
-#include "report.h"
 #include "size.h"
 #include "workspace.h"
 
@@ -214,23 +212,6 @@ static int parse(int argc, char **argv, args *a)
     return CLI_OK;
 }
 
-/* The data spec: the option, or the model's dataset with the given split. */
-static int data_spec(const bd_graph *g, const char *given, const char *split, const char *option,
-                     char *buf, size_t cap, const char **spec)
-{
-    const char *dataset = bd_graph_meta(g, BD_META_DATASET);
-    if (given) {
-        *spec = given;
-        return CLI_OK;
-    }
-    if (!dataset)
-        return cli_usage_error("quantize", "%s is needed: the model does not name its dataset",
-                               option);
-    snprintf(buf, cap, "%s:%s", dataset, split);
-    *spec = buf;
-    return CLI_OK;
-}
-
 static void print_row(const bd_workspace *ws, int i, int compare)
 {
     const bd_ws_layer *l = bd_ws_layer_at(ws, i);
@@ -255,30 +236,6 @@ static void print_row(const bd_workspace *ws, int i, int compare)
     else
         printf(" %7.2f  %s%s\n", q->seconds, l->state == BD_STATE_TUNED ? "tuned " : "", l->note);
     fflush(stdout);
-}
-
-static bd_status report(const bd_workspace *ws, const char *path, const bd_accuracy *t,
-                        const bd_accuracy *st, const char *written)
-{
-    struct stat sb;
-    int64_t file_bytes = stat(written, &sb) == 0 ? (int64_t)sb.st_size : 0;
-    int n = bd_ws_nlayers(ws);
-    bd_layer *ls = malloc((size_t)n * sizeof *ls + 1);
-    const bd_qlayer **qp = calloc((size_t)n + 1, sizeof *qp);
-    bd_status s = ls && qp ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
-    for (int i = 0; s == BD_OK && i < n; i++) {
-        const bd_ws_layer *l = bd_ws_layer_at(ws, i);
-        ls[i] = l->layer;
-        qp[i] = l->state == BD_STATE_FLOAT ? NULL : &l->q;
-    }
-    bd_model_size size;
-    bd_ws_size(ws, &size);
-    bd_report r = {bd_ws_student(ws), ls, n, qp, &size, t, st, file_bytes};
-    if (s == BD_OK)
-        s = bd_report_write(&r, path);
-    free(ls);
-    free(qp);
-    return s;
 }
 
 /* --policy: the policy, a Lua program, plans, quantizes, reports and saves
@@ -332,8 +289,8 @@ static int run_policy(const args *a)
     if (s == BD_OK)
         s = bd_ws_load(ws, a->model);
     int rc = s == BD_OK ? cli_preprocess_ws("quantize", &a->cp, ws) : cli_report(s);
-    rc = rc == CLI_OK ? data_spec(bd_ws_teacher(ws), a->calib, "train", "--calib", calib_buf,
-                                    sizeof calib_buf, &calib_spec)
+    rc = rc == CLI_OK ? cli_data_spec("quantize", bd_ws_teacher(ws), a->calib, "train", "--calib",
+                                      calib_buf, sizeof calib_buf, &calib_spec)
                       : rc;
     if (rc == CLI_OK && (s = bd_ws_data(ws, BD_DATA_CALIB, calib_spec, a->calib_n)) == BD_OK &&
         a->eval)
@@ -347,7 +304,8 @@ static int run_policy(const args *a)
         rc = cli_run_lua(ws, path, NULL, n, argv);
     }
     /* the policy evaluates as it likes: the report has the sizes */
-    if (rc == CLI_OK && a->report && (s = report(ws, a->report, NULL, NULL, a->out)) != BD_OK)
+    if (rc == CLI_OK && a->report &&
+        (s = cli_write_report(ws, a->report, NULL, NULL, a->out)) != BD_OK)
         rc = cli_report(s);
     bd_ws_free(ws);
     return rc;
@@ -424,7 +382,7 @@ static bd_status work(bd_workspace *ws, const args *a, bd_accuracy *t, bd_accura
     }
     BD_TRY(bd_ws_save(ws, a->out, a->decoded));
     if (a->report)
-        BD_TRY(report(ws, a->report, t, st, a->out));
+        BD_TRY(cli_write_report(ws, a->report, t, st, a->out));
     printf("wrote %s%s\n", a->out, a->decoded ? " (decoded, dense fp32)" : "");
     return BD_OK;
 }
@@ -452,8 +410,8 @@ int cli_quantize(int argc, char **argv)
     if (s != BD_OK) {
         rc = cli_report(s);
     } else if ((rc = cli_preprocess_ws("quantize", &a.cp, ws)) == CLI_OK &&
-               (rc = data_spec(bd_ws_teacher(ws), a.calib, "train", "--calib", calib_buf,
-                               sizeof calib_buf, &calib_spec)) == CLI_OK) {
+               (rc = cli_data_spec("quantize", bd_ws_teacher(ws), a.calib, "train", "--calib",
+                                   calib_buf, sizeof calib_buf, &calib_spec)) == CLI_OK) {
         bd_ws_seed(ws, (uint64_t)a.seed);
         bd_ws_compare_objectives(ws, a.compare);
         s = bd_ws_search(ws, (int)a.restarts, a.tol);

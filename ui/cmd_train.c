@@ -62,16 +62,11 @@ static int parse(int argc, char **argv, args *a)
         {"resume", no_argument, 0, OPT_RESUME}, {"threads", required_argument, 0, OPT_THREADS},
         {"device", required_argument, 0, OPT_DEVICE},
         CLI_PREPROCESS_LONGOPTS};
+    const bd_opt *const tables[1] = {bd_training_opts};
     int n = 0;
     for (; n < NFIXED && fixed[n].name; n++)
         opts[n] = fixed[n];
-    for (int i = 0; bd_training_opts[i].key && n < MAXOPTS - 1; i++, n++) {
-        bd_opt_cli_name(&bd_training_opts[i], names[i], sizeof names[i]);
-        int flag = bd_training_opts[i].type == BD_OPT_FLAG;
-        opts[n] = (struct option){names[i] + 2, flag ? no_argument : required_argument, 0,
-                                  OPT_TABLE + i};
-    }
-    opts[n] = (struct option){0, 0, 0, 0};
+    cli_table_longopts(tables, 1, OPT_TABLE, opts, names, &n, MAXOPTS);
     memset(a, 0, sizeof *a);
     bd_training_options_init(&a->o);
     int c;
@@ -79,10 +74,10 @@ static int parse(int argc, char **argv, args *a)
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
         if (cli_preprocess_option(&a->cp, c, optarg))
             continue;
-        if (c >= OPT_TABLE && c < OPT_TABLE + MAXOPTS) {
-            const bd_opt *o = &bd_training_opts[c - OPT_TABLE];
-            if (bd_opt_set(bd_training_opts, &a->o, "train", o->key,
-                           o->type == BD_OPT_FLAG ? "1" : optarg) != BD_OK)
+        const char *value;
+        const bd_opt *o = cli_table_entry(tables, 1, c - OPT_TABLE, optarg, &value);
+        if (o) {
+            if (bd_opt_set(bd_training_opts, &a->o, "train", o->key, value) != BD_OK)
                 return cli_usage_error("train", "%s", strchr(bd_error_message(), ' ') + 1);
             continue;
         }
@@ -117,14 +112,7 @@ static int parse(int argc, char **argv, args *a)
 static void print_epoch(void *user, const bd_training_epoch *e, int epochs)
 {
     (void)user;
-    cli_progress_clear();
-    printf("epoch %d/%d: loss %.4f, train top1 %.2f%%", e->epoch, epochs, e->loss, e->train_top1);
-    if (e->top1 >= 0)
-        printf(", eval top1 %.2f%% top5 %.2f%%", e->top1, e->top5);
-    if (e->quant_top1 >= 0)
-        printf(", quantized top1 %.2f%%", e->quant_top1);
-    printf(", lr %.4g, %.1f s\n", e->lr, e->seconds);
-    fflush(stdout);
+    cli_print_epoch("", e, epochs);
 }
 
 /* The training and evaluation data: as given, or the splits of the

@@ -19,6 +19,8 @@ static const cli_command commands[] = {
     {"finetune", "tune the codebooks of a compressed model (distillation or labels)",
      cli_finetune},
     {"train", "train a model's weights, optionally with Quant-Noise", cli_train},
+    {"bitprune", "learn a bit length per layer and store the layers as int codecs",
+     cli_bitprune},
     {"tui", "the interactive workbench (bitdown alone opens it on the example)", cli_tui},
     {"repl", "interactive commands on a model (readline), or a script of them", cli_repl},
     {"run", "run a Lua script (the bd module) on a model: policies, batch work", cli_run},

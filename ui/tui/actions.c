@@ -170,7 +170,8 @@ static bd_status job_plan(tui *t, const tui_job *j)
 
 /* ---- what the UI thread queues ------------------------------------------------ */
 
-/* A ':train' line is what 't' runs next, and its run is worth watching. */
+/* A ':train' line is what 't' runs next; its run, and a ':bitprune' one,
+ * is worth watching. */
 static void note_train(tui *t, const char *line)
 {
     char **argv;
@@ -179,8 +180,9 @@ static void note_train(tui *t, const char *line)
         return;
     if (argc > 0 && strcmp(argv[0], "train") == 0) {
         snprintf(t->train_line, sizeof t->train_line, "%s", line);
-        t->show_train = 1;
-    }
+        t->side = t->run_side = SIDE_TRAIN;
+    } else if (argc > 0 && strcmp(argv[0], "bitprune") == 0)
+        t->side = t->run_side = SIDE_BITPRUNE;
     bd_cmd_free_words(argv, argc);
 }
 
@@ -305,7 +307,7 @@ static void act_train(tui *t, int key)
 static void act_train_pane(tui *t, int key)
 {
     (void)key;
-    t->show_train = !t->show_train;
+    t->side = t->side != SIDE_DETAIL ? SIDE_DETAIL : t->run_side;
 }
 
 static void act_save(tui *t, int key)
@@ -374,7 +376,7 @@ static void act_move(tui *t, int key)
         if (!sideways) { /* a layer to look at: its detail */
             t->sel += delta;
             t->codebook_first = 0;
-            t->show_train = 0;
+            t->side = SIDE_DETAIL;
         }
         break; /* the table clamps the selection, knowing how many layers */
     }
@@ -429,7 +431,8 @@ static const tui_binding bindings[] = {
      "train the weights: the last ':train' line again, else the defaults (':help train')",
      {'t'},
      act_train},
-    {"T", "show the training pane / the selected layer's detail", {'T'}, act_train_pane},
+    {"T", "show the training pane (or bitprune's, whichever ran last) / the layer's detail",
+     {'T'}, act_train_pane},
     {"s", "save the compressed model (asks where)", {'s'}, act_save},
     {":",
      "command line: Up/Down history, Tab completes, ':help' lists commands",

@@ -55,7 +55,7 @@ static void duration(double s, char *buf, size_t cap)
         snprintf(buf, cap, "%lds", v);
 }
 
-static int line(tui_rect r, int *y, tui_style s, const char *text)
+int tui_pane_line(tui_rect r, int *y, tui_style s, const char *text)
 {
     if (*y >= r.y + r.h)
         return 0;
@@ -93,7 +93,7 @@ void tui_train_draw(tui *t, tui_rect r, int focused)
     if (!bd_ws_last_training(t->ws, &o, &e, &n, &running)) {
         tui_rule(r.y, r.x, r.w, focused ? TS_FOCUS : TS_TITLE, "training");
         int y = r.y + 1;
-        line(r, &y, TS_DIM, "no training run yet: 't' trains the model's weights, "
+        tui_pane_line(r, &y, TS_DIM, "no training run yet: 't' trains the model's weights, "
                             "':help train' lists the options");
         return;
     }
@@ -116,7 +116,7 @@ void tui_train_draw(tui *t, tui_rect r, int focused)
             duration(spent / (double)steps * (double)(v->last.total - v->last.done), eta,
                      sizeof eta);
         snprintf(buf, sizeof buf, "%s  ETA %s", v->last.message, eta);
-        line(r, &y, TS_ACCENT, buf);
+        tui_pane_line(r, &y, TS_ACCENT, buf);
     }
     char noise[96], augment[64], steps[32] = "one pass";
     bd_noise_describe(&o.noise, noise, sizeof noise);
@@ -125,7 +125,7 @@ void tui_train_draw(tui *t, tui_rect r, int focused)
         snprintf(steps, sizeof steps, "%lld steps", (long long)o.steps);
     snprintf(buf, sizeof buf, "noise %s  augment %s  epochs of %s  batch %d  lr %g  seed %llu",
              noise, augment, steps, o.batch, (double)o.lr, (unsigned long long)o.seed);
-    line(r, &y, TS_NORMAL, buf);
+    tui_pane_line(r, &y, TS_NORMAL, buf);
 
     int left = r.y + r.h - y;
     int h = left >= 16 ? 3 : left >= 10 ? 2 : left >= 7 ? 1 : 0;
@@ -135,7 +135,7 @@ void tui_train_draw(tui *t, tui_rect r, int focused)
             hi = v->loss[i] > hi ? v->loss[i] : hi;
         snprintf(buf, sizeof buf, "loss by step %.4f %s %.4f", v->loss[0],
                  tui_sym("\u2192", "->"), v->loss[v->nloss - 1]);
-        if (line(r, &y, TS_TITLE, buf))
+        if (tui_pane_line(r, &y, TS_TITLE, buf))
             curve(r, &y, h, v->loss, v->nloss, 0, hi, TS_ACCENT);
     }
     if (h && n > 0) {
@@ -149,25 +149,30 @@ void tui_train_draw(tui *t, tui_rect r, int focused)
         }
         snprintf(buf, sizeof buf, "loss by epoch %.4f %s %.4f", loss[0], tui_sym("\u2192", "->"),
                  loss[m - 1]);
-        if (line(r, &y, TS_TITLE, buf))
+        if (tui_pane_line(r, &y, TS_TITLE, buf))
             curve(r, &y, h, loss, m, 0, hi, TS_WARN);
         snprintf(buf, sizeof buf, "%s top-1 by epoch %.2f%% %s %.2f%%", eval ? "eval" : "train",
                  top1[0], tui_sym("\u2192", "->"), top1[m - 1]);
-        if (line(r, &y, TS_TITLE, buf))
+        if (tui_pane_line(r, &y, TS_TITLE, buf))
             curve(r, &y, h, top1, m, 0, 100, TS_OK);
     }
+    tui_epoch_rows(r, &y, e, n);
+}
+
+void tui_epoch_rows(tui_rect r, int *y, const bd_training_epoch *e, int n)
+{
     if (n == 0)
         return;
-    line(r, &y, TS_TITLE, "epoch      loss   train    eval   quant        lr        s");
+    tui_pane_line(r, y, TS_TITLE, "epoch      loss   train    eval   quant        lr        s");
     /* the last epochs that fit */
-    int rows = r.y + r.h - y, from = n > rows ? n - rows : 0;
+    int rows = r.y + r.h - *y, from = n > rows ? n - rows : 0;
     for (int i = from; i < n; i++) {
-        char tr[16], ev[16], qu[16];
+        char tr[16], ev[16], qu[16], buf[128];
         pct(e[i].train_top1, tr, sizeof tr);
         pct(e[i].top1, ev, sizeof ev);
         pct(e[i].quant_top1, qu, sizeof qu);
         snprintf(buf, sizeof buf, "%5d %9.4f %7s %7s %7s %9.4g %8.1f", e[i].epoch, e[i].loss, tr,
                  ev, qu, e[i].lr, e[i].seconds);
-        line(r, &y, TS_NORMAL, buf);
+        tui_pane_line(r, y, TS_NORMAL, buf);
     }
 }

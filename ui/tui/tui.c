@@ -16,8 +16,8 @@ static const char help[] =
     "The interactive workbench: the layer table with each layer's d, k, size and\n"
     "error, keys to change d and k, quantize, evaluate, train, undo and save, the\n"
     "selected layer's EM curve, code usage and codebook, a training run's curves,\n"
-    "evaluation images with the teacher's and student's predictions, and a ':'\n"
-    "line for the command language.\n"
+    "a BitPruning run's bit lengths (':bitprune'), evaluation images with the\n"
+    "teacher's and student's predictions, and a ':' line for the command language.\n"
     "Press '?' inside for every key. MODEL defaults to the bundled example,\n"
     "examples/fmnist/resnet_bn.onnx. Needs a terminal.\n\n"
     "  -c, --command LINE   run a command line first (repeatable), as if typed\n"
@@ -264,17 +264,24 @@ static void frame(tui *t)
     char undo[200] = "";
     tui_train_observe(t);
     bd_ws_lock(t->ws);
-    int running = 0;
+    int running = 0, pruning = 0;
     bd_ws_last_training(t->ws, NULL, NULL, NULL, &running);
-    if (running && !t->train_running) /* a run started (by a command or a script) */
-        t->show_train = 1;
+    bd_ws_last_bitprune(t->ws, NULL, NULL, NULL, NULL, &pruning);
+    /* a run started (by a command or a script) */
+    if (running && !t->train_running)
+        t->side = t->run_side = SIDE_TRAIN;
+    if (pruning && !t->bitprune_running)
+        t->side = t->run_side = SIDE_BITPRUNE;
     t->train_running = running;
+    t->bitprune_running = pruning;
     layout l = compute_layout(t, bd_ws_nlayers(t->ws));
     draw_header(t, l.header, tui_unsaved(t) + t->trained_unsaved);
     tui_table_draw(t, l.table, t->focus == PANE_TABLE);
     if (l.detail.h > 0) {
-        if (t->show_train)
+        if (t->side == SIDE_TRAIN)
             tui_train_draw(t, l.detail, t->focus == PANE_DETAIL);
+        else if (t->side == SIDE_BITPRUNE)
+            tui_bitprune_draw(t, l.detail, t->focus == PANE_DETAIL);
         else
             tui_detail_draw(t, l.detail, t->focus == PANE_DETAIL);
         if (l.images.h > 0) /* the border between detail and images */
@@ -444,6 +451,7 @@ int cli_tui(int argc, char **argv)
         return cli_report(s);
     }
     t->ws = ws;
+    t->run_side = SIDE_TRAIN; /* 'T' shows the training pane until a bitprune ran */
     tui_log_init(&t->log);
     tui_images_init(&t->images);
     tui_cmdline_init(&t->line);

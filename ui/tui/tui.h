@@ -40,6 +40,9 @@ typedef struct tui_train_view {
     double pending;
 } tui_train_view;
 
+/* What the detail pane's place shows: the selected layer, or a run. */
+typedef enum tui_side { SIDE_DETAIL = 0, SIDE_TRAIN, SIDE_BITPRUNE } tui_side;
+
 /* A layer as it was when the model was last loaded or saved, to tell
  * whether quitting would lose work. */
 typedef struct tui_saved_layer {
@@ -68,8 +71,10 @@ typedef struct tui {
     tui_saved_layer *saved; /* under bd_ws_lock */
     int nsaved;
     int trained_unsaved;        /* trainings since the last load or save (under bd_ws_lock) */
-    int show_train;             /* the training pane instead of the detail pane */
+    tui_side side;              /* what the detail pane's place shows */
+    tui_side run_side;          /* the run pane shown last, which Tab's toggle brings back */
     int train_running;          /* as the last frame saw it */
+    int bitprune_running;       /* as the last frame saw it */
     char train_line[TUI_LINE_MAX]; /* the last ':train' line, which 't' runs again */
     tui_train_view train;
 } tui;
@@ -118,6 +123,17 @@ int tui_help_draw(tui *t, tui_rect r);
 void tui_train_observe(tui *t);
 /* The last training run, under bd_ws_lock. */
 void tui_train_draw(tui *t, tui_rect r, int focused);
+
+/* A line of text at *y in pane r (advancing *y); 0 when r is full. */
+int tui_pane_line(tui_rect r, int *y, tui_style s, const char *text);
+/* The last epochs of a run that fit below *y: loss, top-1s, lr, seconds. */
+void tui_epoch_rows(tui_rect r, int *y, const bd_training_epoch *e, int n);
+
+/* ---- bitprune.c: the BitPruning pane ---------------------------------------- */
+
+/* The last BitPruning run, under bd_ws_lock: per layer a bar of its bit
+ * length, the mean bits, lambda, the size, the epochs. */
+void tui_bitprune_draw(tui *t, tui_rect r, int focused);
 
 /* Formats bytes as MB with four significant digits. */
 const char *tui_mb(int64_t bytes, char *buf, size_t cap);
