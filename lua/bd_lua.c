@@ -890,6 +890,16 @@ static int l_save(lua_State *L)
     return 0;
 }
 
+/* bd.path() -> the loaded model's file, or nil when none is loaded */
+static int l_path(lua_State *L)
+{
+    bd_workspace *ws = ws_for(L, "bd.path", 0);
+    if (!bd_ws_loaded(ws))
+        return lua_pushnil(L), 1;
+    lua_pushstring(L, bd_ws_path(ws));
+    return 1;
+}
+
 static int l_load(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
@@ -1012,7 +1022,7 @@ static const luaL_Reg bd_functions[] = {
     {"undo", l_undo},       {"trial", l_trial},     {"eval", l_eval},
     {"finetune", l_finetune}, {"train", l_train}, {"bitprune", l_bitprune},
     {"predict", l_predict}, {"size", l_size},       {"save", l_save},
-    {"load", l_load},       {"data", l_data},       {"device", l_device},
+    {"load", l_load},       {"path", l_path},       {"data", l_data},       {"device", l_device},
     {"on_progress", l_on_progress}, {"cmd", l_cmd}, {NULL, NULL}};
 
 static int open_bd(lua_State *L)

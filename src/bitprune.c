@@ -353,17 +353,10 @@ static void learn_bits(bitprune *b, int64_t step, float lr)
     }
 }
 
-static void hook_restore(void *ctx, bd_graph *g, bd_tensor *const *grads, int64_t step, float lr)
+/* n's gradient from the transformed weights' (theirs passes straight
+ * through): along the step between the two quantizers, summed per tensor. */
+static void bits_gradient(bitprune *b, bd_tensor *const *grads)
 {
-    bitprune *b = ctx;
-    for (int i = 0; i < b->nbl; i++) {
-        bp_layer *l = &b->bl[i];
-        memcpy(g->values[l->weight].init->data, l->master, (size_t)l->lay.n * sizeof(float));
-    }
-    if (!grads || b->frozen || step < 0)
-        return;
-    /* The weights' gradient passes straight through; n's is the gradient
-     * along the step between the two quantizers. */
     for (int t = 0; t < b->nt; t++)
         b->grad[t] = 0;
     for (int i = 0; i < b->nbl; i++) {
@@ -379,7 +372,21 @@ static void hook_restore(void *ctx, bd_graph *g, bd_tensor *const *grads, int64_
             b->grad[l->first + (l->ntens > 1 ? r : 0)] += dot;
         }
     }
-    learn_bits(b, step, lr);
+}
+
+static void hook_restore(void *ctx, bd_graph *g, bd_tensor *const *grads, int64_t step, float lr)
+{
+    bitprune *b = ctx;
+    for (int i = 0; i < b->nbl; i++) {
+        bp_layer *l = &b->bl[i];
+        memcpy(g->values[l->weight].init->data, l->master, (size_t)l->lay.n * sizeof(float));
+    }
+    if (step < 0) /* an evaluation */
+        return;
+    if (grads && !b->frozen) {
+        bits_gradient(b, grads);
+        learn_bits(b, step, lr);
+    }
     const int64_t every = b->steps / 50 > 1 ? b->steps / 50 : 1;
     if ((step + 1) % every == 0)
         report_live(b, step + 1);
