@@ -49,6 +49,9 @@ bd_status bd_int_spec_check(const bd_layer *l, const bd_int_spec *s)
     if (s->bits < BD_INT_MIN_BITS || s->bits > BD_INT_MAX_BITS)
         return bd_fail(BD_EINVAL, "layer '%s': int=%d is not allowed; bits are %d to %d", l->name,
                        s->bits, BD_INT_MIN_BITS, BD_INT_MAX_BITS);
+    if (s->symmetric && s->bits < 2)
+        return bd_fail(BD_EINVAL, "layer '%s': a symmetric grid of %d bit has the levels -s "
+                       "and 0 only; use sym=0 or 2 bits at least", l->name, s->bits);
     return BD_OK;
 }
 

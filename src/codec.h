@@ -4,7 +4,7 @@
  * checkpoints, reports and files hold either without knowing which:
  *   pq:  n = rows * row_len / d codes of log2(k) bits into one fp16
  *        codebook of k centroids of d values (pq.h);
- *   int: n = rows * row_len codes of b bits (b = 2..8), each weight
+ *   int: n = rows * row_len codes of b bits (b = 1..16), each weight
  *        s * (u - z) with u its code, s and z fp16 per output row
  *        (per_channel) or one for the tensor; symmetric fixes z = 2^(b-1),
  *        so the grid is -2^(b-1) .. 2^(b-1) - 1 steps of s around 0.
@@ -26,7 +26,7 @@
 
 typedef enum bd_format { BD_FMT_PQ = 0, BD_FMT_INT = 1 } bd_format;
 
-enum { BD_INT_MIN_BITS = 2, BD_INT_MAX_BITS = 8 };
+enum { BD_INT_MIN_BITS = 1, BD_INT_MAX_BITS = 16 };
 
 /* act: ||X(W - W^)||^2 through the layer's input Gram (the paper's);
  * weight: ||W - W^||^2 (plain k-means, or round-to-nearest on min/max for
@@ -49,12 +49,13 @@ const char *bd_format_name(bd_format f);
 
 /* An int layer's grid. */
 typedef struct bd_int_spec {
-    int bits;        /* BD_INT_MIN_BITS .. BD_INT_MAX_BITS */
+    int bits;        /* BD_INT_MIN_BITS .. BD_INT_MAX_BITS (2 .. when symmetric) */
     int per_channel; /* one scale per output row, else one per tensor */
     int symmetric;   /* z fixed at 2^(bits-1), not stored */
 } bd_int_spec;
 
-/* Fails, naming the layer, when bits are outside 2..8. */
+/* Fails, naming the layer, when bits are outside 1..16, or below 2 for a
+ * symmetric grid: its one bit would give the levels -s and 0 only. */
 bd_status bd_int_spec_check(const bd_layer *l, const bd_int_spec *s);
 
 /* A quantized layer: its codes, codebook or scales, and what was measured. */

@@ -40,6 +40,10 @@ static void grid_for(float lo, float hi, const bd_int_spec *spec, double a, doub
     bd_pq_round_fp16(scale, 1);
     if (*scale == 0) /* below fp16's smallest subnormal */
         *scale = 6e-8f;
+    /* a row of negative weights at 16 bits puts z near 2^16 - 1, past
+     * fp16's largest finite value: the grid then barely clips its end */
+    if (!spec->symmetric && *zero > 65504.0f)
+        *zero = 65504.0f;
     if (!spec->symmetric)
         bd_pq_round_fp16(zero, 1);
 }

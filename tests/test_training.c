@@ -658,7 +658,7 @@ static void test_bad_input_changes_nothing(void **state)
     assert_non_null(strstr(bd_error_message(), "[0, 1]"));
     assert_int_equal(bd_noise_parse("t", "pq", &s), BD_EINVAL);
     assert_non_null(strstr(bd_error_message(), "p="));
-    assert_int_equal(bd_noise_parse("t", "int9:p=0.1", &s), BD_EINVAL);
+    assert_int_equal(bd_noise_parse("t", "int17:p=0.1", &s), BD_EINVAL);
     assert_int_equal(bd_noise_parse("t", "gauss:p=0.1", &s), BD_EINVAL);
     assert_non_null(strstr(bd_error_message(), "gauss"));
     assert_int_equal(bd_noise_parse("t", "int4:p=0.1,regime=small", &s), BD_EINVAL);
