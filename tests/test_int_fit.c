@@ -59,7 +59,7 @@ static void test_round_to_nearest_within_half_a_step(void **state)
         for (int bits = sym ? 2 : BD_INT_MIN_BITS; bits <= BD_INT_MAX_BITS; bits++) {
             bd_int_spec spec = {bits, 1, sym};
             bd_qlayer q;
-            assert_int_equal(bd_int_fit(&fl, &spec, BD_OBJ_WEIGHT, NULL, &q, w_hat), BD_OK);
+            assert_int_equal(bd_int_fit(&fl, &spec, NULL, BD_OBJ_WEIGHT, NULL, &q, w_hat), BD_OK);
             assert_int_equal(q.format, BD_FMT_INT);
             assert_int_equal(q.k, 1 << bits);
             assert_int_equal(q.nscales, ROWS);
@@ -105,7 +105,7 @@ static void test_per_tensor_one_grid(void **state)
     bd_feedback_layer fl = {w, ROWS, L, 1, NULL};
     bd_int_spec spec = {4, 0, 1};
     bd_qlayer q;
-    assert_int_equal(bd_int_fit(&fl, &spec, BD_OBJ_WEIGHT, NULL, &q, w_hat), BD_OK);
+    assert_int_equal(bd_int_fit(&fl, &spec, NULL, BD_OBJ_WEIGHT, NULL, &q, w_hat), BD_OK);
     assert_int_equal(q.nscales, 1);
     /* symmetric: zero decodes to exactly zero and the grid is s * (u - 8) */
     assert_true(bd_int_zero(&q, 0) == 8.0f);
@@ -135,8 +135,8 @@ static void test_activation_aware_beats_rounding(void **state)
     bd_feedback_layer fl = {w, ROWS, L, 1, &h};
     bd_int_spec spec = {4, 1, 0};
     bd_qlayer a, b;
-    assert_int_equal(bd_int_fit(&fl, &spec, BD_OBJ_WEIGHT, NULL, &a, rtn), BD_OK);
-    assert_int_equal(bd_int_fit(&fl, &spec, BD_OBJ_ACT, NULL, &b, act), BD_OK);
+    assert_int_equal(bd_int_fit(&fl, &spec, NULL, BD_OBJ_WEIGHT, NULL, &a, rtn), BD_OK);
+    assert_int_equal(bd_int_fit(&fl, &spec, NULL, BD_OBJ_ACT, NULL, &b, act), BD_OK);
     double e_rtn = bd_test_output_error(x, N, w, rtn, ROWS, L);
     double e_act = bd_test_output_error(x, N, w, act, ROWS, L);
     if (!(e_act < 0.5 * e_rtn))
@@ -168,8 +168,8 @@ static void test_feedback_beats_rounding(void **state)
     for (int bits = 2; bits <= 4; bits++) {
         bd_int_spec spec = {bits, 1, 0};
         bd_qlayer a, f;
-        assert_int_equal(bd_int_fit(&fl, &spec, BD_OBJ_ACT, NULL, &a, act), BD_OK);
-        assert_int_equal(bd_int_fit(&fl, &spec, BD_OBJ_FEEDBACK, NULL, &f, fed), BD_OK);
+        assert_int_equal(bd_int_fit(&fl, &spec, NULL, BD_OBJ_ACT, NULL, &a, act), BD_OK);
+        assert_int_equal(bd_int_fit(&fl, &spec, NULL, BD_OBJ_FEEDBACK, NULL, &f, fed), BD_OK);
         /* the same grids: feedback only chooses other codes on them */
         assert_memory_equal(a.scales, f.scales, ROWS * sizeof *a.scales);
         double e_act = bd_test_output_error(x, N, w, act, ROWS, L);
@@ -192,9 +192,9 @@ static void test_refusals(void **state)
     bd_int_spec spec = {4, 1, 0};
     bd_qlayer q;
     /* the activation-aware fits need the Gram */
-    assert_int_equal(bd_int_fit(&fl, &spec, BD_OBJ_ACT, NULL, &q, w_hat), BD_EINVAL);
+    assert_int_equal(bd_int_fit(&fl, &spec, NULL, BD_OBJ_ACT, NULL, &q, w_hat), BD_EINVAL);
     /* an all-zero layer decodes exactly */
-    assert_int_equal(bd_int_fit(&fl, &spec, BD_OBJ_WEIGHT, NULL, &q, w_hat), BD_OK);
+    assert_int_equal(bd_int_fit(&fl, &spec, NULL, BD_OBJ_WEIGHT, NULL, &q, w_hat), BD_OK);
     for (int i = 0; i < ROWS * L; i++)
         assert_true(w_hat[i] == 0);
     bd_qlayer_free(&q);

@@ -303,7 +303,7 @@ static void test_int8_p1_is_qat(void **state)
     bd_feedback_layer fl = {.w = w0, .rows = ROWS, .L = COLS, .groups = 1};
     bd_qlayer q = {0};
     bd_int_spec spec = bd_plan_int_default(8);
-    assert_int_equal(bd_int_fit(&fl, &spec, BD_OBJ_WEIGHT, NULL, &q, w_hat), BD_OK);
+    assert_int_equal(bd_int_fit(&fl, &spec, NULL, BD_OBJ_WEIGHT, NULL, &q, w_hat), BD_OK);
     double wt[ROWS * COLS], dw[ROWS * COLS], db[ROWS];
     int differs = 0;
     for (int k = 0; k < ROWS * COLS; k++) {
