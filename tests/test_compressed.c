@@ -15,6 +15,7 @@
 #include "data.h"
 #include "exec.h"
 #include "int_fit.h"
+#include "lazy_weights.h"
 #include "model_meta.h"
 #include "onnx_io.h"
 #include "pq.h"
@@ -614,6 +615,34 @@ static void int_rows_student(student *s)
     }
 }
 
+/* The file check_roundtrip saved, loaded lazily as eval does: the rows
+ * decode from their packed codes to the same logits. */
+static void check_lazy(const student *s)
+{
+    bd_graph *g;
+    bd_qlayer *q;
+    bd_layer *layers;
+    bd_lazy_weights *lw;
+    bd_exec *ex;
+    bd_tensor *y;
+    int n, nl;
+    ok(bd_model_load_lazy(tmp_path(s->name, ".onnx"), &g, &q, &n));
+    ok(bd_layers_find(g, &layers, &nl));
+    ok(bd_lazy_weights_new(g, layers, q, n, &lw));
+    ok(bd_exec_new(&ex, g, BD_EXEC_FUSE));
+    bd_lazy_weights_attach(lw, ex);
+    ok(bd_exec_run1(ex, s->x, &y));
+    bd_tensor *want = run(s->g, s->x);
+    assert_memory_equal(y->data, want->data, bd_tensor_nbytes(want));
+    bd_tensor_free(want);
+    bd_tensor_free(y);
+    bd_exec_free(ex);
+    bd_lazy_weights_free(lw);
+    free_qlayers(q, n);
+    free(layers);
+    bd_graph_free(g);
+}
+
 /* Int layers of 1 and 16 bits and of a bit length per row on the Conv and
  * Gemm layers of a ResNet: the file gives back the same rows' bits, codes
  * and grids, the same model, and ONNX Runtime runs it. */
@@ -626,6 +655,7 @@ static void test_row_bits_roundtrip(void **state)
     assert_null(s.q[0].row_bits);
     assert_non_null(s.q[s.n - 1].row_bits);
     check_roundtrip(&s, 0);
+    check_lazy(&s);
     free_student(&s);
 }
 
@@ -646,6 +676,7 @@ static void test_row_bits_transposed(void **state)
         make_int_qlayer(l, s.g->values[l->weight].init->data, 0, 0, row_bits, &s.q[i]);
     }
     check_roundtrip(&s, 0);
+    check_lazy(&s);
     free_student(&s);
 }
 
