@@ -856,7 +856,8 @@ static bd_status layer_items(const bd_qlayer *q, item *it, int *nitems)
     memset(it, 0, sizeof *it);
     if (!q->row_bits) {
         int fixed = q->format == BD_FMT_INT;
-        it[0] = (item){q->codes, q->n, fixed ? q->ints.bits : bd_code_bits(q->k), fixed, 0, NULL, ""};
+        const int bits = fixed ? q->ints.bits : bd_code_bits(q->k);
+        it[0] = (item){q->codes, q->n, bits, fixed, 0, NULL, ""};
         return BD_OK;
     }
     const int64_t rows = q->nscales, len = q->n / rows;

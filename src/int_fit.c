@@ -271,7 +271,8 @@ bd_status bd_int_fit(const bd_feedback_layer *fl, const bd_int_spec *spec,
     q->row_bits = row_bits ? malloc((size_t)fl->rows * sizeof *q->row_bits) : NULL;
     q->rel_error = -1;
     q->other_error = -1;
-    bd_status s = q->scales && q->codes && (spec->symmetric || q->zeros) && (!row_bits || q->row_bits)
+    bd_status s = q->scales && q->codes && (spec->symmetric || q->zeros) &&
+                          (!row_bits || q->row_bits)
                       ? BD_OK
                       : bd_fail(BD_ENOMEM, "out of memory for the int fit");
     if (s == BD_OK && row_bits)

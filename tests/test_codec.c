@@ -141,7 +141,8 @@ static void test_row_bits_sizes_and_decode(void **state)
         assert_true(fabs(bd_qlayer_bits_per_weight(&q) - (double)bits / (ROWS * L)) < 1e-12);
         char buf[64], d[8], k[8];
         bd_qlayer_describe(&q, buf, sizeof buf);
-        assert_string_equal(buf, sym ? "int=2..16 per=channel sym=1" : "int=1..16 per=channel sym=0");
+        assert_string_equal(buf, sym ? "int=2..16 per=channel sym=1"
+                                     : "int=1..16 per=channel sym=0");
         bd_qlayer_dk(&q, d, k);
         assert_string_equal(k, sym ? "int2-16" : "int1-16");
         /* decoded, packed and not, and transposed: the per-row formula */

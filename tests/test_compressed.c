@@ -585,7 +585,8 @@ static void make_int_qlayer(const bd_layer *l, float *w, int bits, int sym, cons
 {
     bd_pq_layout lay;
     ok(bd_pq_layout_init(l, 1, &lay));
-    float *rows = malloc((size_t)lay.n * sizeof *rows), *w_hat = malloc((size_t)lay.n * sizeof *w_hat);
+    float *rows = malloc((size_t)lay.n * sizeof *rows);
+    float *w_hat = malloc((size_t)lay.n * sizeof *w_hat);
     assert_true(rows && w_hat);
     bd_pq_gather(&lay, w, rows);
     bd_feedback_layer fl = {rows, lay.rows, lay.row_len, 1, NULL};
