@@ -1238,6 +1238,43 @@ static void test_foreign_order(void **state)
     free_student(&s);
 }
 
+/* A row order that does not name every row once is not bitdown's layout:
+ * the model loads as it is, that layer unquantized, computing the weight
+ * the file says (here every row the first of the sorted ones). */
+static void test_bad_row_order(void **state)
+{
+    (void)state;
+    student s;
+    load_fmnist(&s, "resnet_bn");
+    int_rows_student(&s);
+    int i = layer_index(s.layers, s.n, "fc"), zeros;
+    const bd_qlayer *q = &s.q[i];
+    assert_non_null(q->row_bits);
+    assert_int_equal(q->nscales, 10);
+    bd_graph *c = export_all(&s);
+    bd_node *gather = producer_of(c, "fc.weight");
+    assert_string_equal(gather->op, "Gather");
+    ok(bd_graph_value(c, "all_row_0", &zeros));
+    bd_graph_set_init(c, zeros, BD_TEST_INTS(0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
+    gather->inputs[1] = zeros;
+    ok(bd_graph_sort(c));
+    bd_graph *back = load_with_plain_layer(&s, c, "fc");
+    /* the narrowest rows come first, the first of them in row order */
+    int64_t first = 0, len = s.layers[i].row_len;
+    for (int64_t r = 0; r < q->nscales; r++)
+        first = q->row_bits[r] < q->row_bits[first] ? r : first;
+    float *w = s.g->values[s.layers[i].weight].init->data;
+    for (int64_t r = 0; r < q->nscales; r++)
+        memcpy(w + r * len, w + first * len, (size_t)len * sizeof *w);
+    bd_tensor *y = run(s.g, s.x), *y2 = run(back, s.x);
+    assert_memory_equal(y->data, y2->data, bd_tensor_nbytes(y));
+    bd_tensor_free(y);
+    bd_tensor_free(y2);
+    bd_graph_free(back);
+    bd_graph_free(c);
+    free_student(&s);
+}
+
 /* Malformed metadata fails, naming the key. */
 static void test_bad_metadata(void **state)
 {
@@ -1329,6 +1366,7 @@ int main(void)
         cmocka_unit_test(test_tampered_codes),
         cmocka_unit_test(test_float32_table),
         cmocka_unit_test(test_foreign_order),
+        cmocka_unit_test(test_bad_row_order),
         cmocka_unit_test(test_bad_metadata),
         cmocka_unit_test(test_export_refusals),
     };
