@@ -4,7 +4,7 @@
  * checkpoints, reports and files hold either without knowing which:
  *   pq:  n = rows * row_len / d codes of log2(k) bits into one fp16
  *        codebook of k centroids of d values (pq.h);
- *   int: n = rows * row_len codes of b bits (b = 1..16), each weight
+ *   int: n = rows * row_len codes of b bits (1..16; 2..16 symmetric), each weight
  *        s * (u - z) with u its code, s and z fp16 per output row
  *        (per_channel) or one for the tensor; symmetric fixes z = 2^(b-1),
  *        so the grid is -2^(b-1) .. 2^(b-1) - 1 steps of s around 0.
@@ -16,6 +16,9 @@
  * BitPruning learns per channel): row r's codes are then of row_bits[r]
  * bits, its grid is per row (per_channel), a symmetric one centred on
  * 2^(row_bits[r]-1), and ints.bits and k are those of the widest row.
+ * Compressed files keep each row's codes at its own bits, the rows grouped
+ * by bit length, plus the row order that puts them back (docs/format.md),
+ * which bd_qlayer_table_bytes counts.
  *
  * Codes are stored bit-packed, least significant bit first: code i takes
  * bits [i*b, (i+1)*b) of the byte string, bit j being bit (j mod 8) of
