@@ -195,7 +195,7 @@ static const command commands[] = {
       "small: d=9 for 3x3 convs, 4 for 1x1 convs and fully-connected layers;\n"
       "large: d=18 for 3x3, 8 for 1x1, 4 for fully-connected. k=256, 2048 for\n"
       "fully-connected layers, clamped to what each layer allows (said per layer).\n"
-      "int8, int4 (any intB, B = 2..8): scalar ints of B bits, per output channel,\n"
+      "int8, int4 (any intB, B = 1..16): scalar ints of B bits, per output channel,\n"
       "asymmetric, fitted to the activations with error feedback.\n"
       "The first conv stays in fp32 unless 'first' is given. One undo step.",
       BD_ARG_WORD, regimes, NULL, {NULL}},
@@ -205,7 +205,7 @@ static const command commands[] = {
       "[objective=act|weight|feedback] | set GLOB skip|include",
       "change the plan of the layers matching GLOB",
       "Changes block size d or centroids k (PQ), or makes the layers int=B\n"
-      "(B = 2..8 bits; per=channel or tensor scales, sym=1 a grid symmetric about 0;\n"
+      "(B = 1..16 bits; per=channel or tensor scales, sym=1 a grid symmetric about 0;\n"
       "format= switches back and forth keeping both settings), or the objective (act: ||X(W-W^)||^2\n"
       "through each block's Gram, the paper's; weight: ||W-W^||^2, plain k-means;\n"
       "feedback, the default: act, then error feedback across each row's blocks\n"

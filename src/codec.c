@@ -49,6 +49,9 @@ bd_status bd_int_spec_check(const bd_layer *l, const bd_int_spec *s)
     if (s->bits < BD_INT_MIN_BITS || s->bits > BD_INT_MAX_BITS)
         return bd_fail(BD_EINVAL, "layer '%s': int=%d is not allowed; bits are %d to %d", l->name,
                        s->bits, BD_INT_MIN_BITS, BD_INT_MAX_BITS);
+    if (s->symmetric && s->bits < 2)
+        return bd_fail(BD_EINVAL, "layer '%s': a symmetric grid of %d bit has the levels -s "
+                       "and 0 only; use sym=0 or 2 bits at least", l->name, s->bits);
     return BD_OK;
 }
 
@@ -60,42 +63,35 @@ void bd_qlayer_free(bd_qlayer *q)
     free(q->scales);
     free(q->zeros);
     free(q->codes);
+    free(q->row_bits);
     free(q->history);
     memset(q, 0, sizeof *q);
 }
 
-/* A copy of n floats of src into *dst (NULL for none). */
-static int dup_floats(float **dst, const float *src, int64_t n)
+/* A copy of n items of `size` bytes at src, NULL for none (or out of
+ * memory: *ok becomes 0). */
+static void *dup_array(const void *src, int64_t n, size_t size, int *ok)
 {
-    *dst = NULL;
     if (!src || n <= 0)
-        return 1;
-    *dst = malloc((size_t)n * sizeof **dst);
-    if (*dst)
-        memcpy(*dst, src, (size_t)n * sizeof **dst);
-    return *dst != NULL;
+        return NULL;
+    void *copy = malloc((size_t)n * size);
+    if (copy)
+        memcpy(copy, src, (size_t)n * size);
+    *ok &= copy != NULL;
+    return copy;
 }
 
 bd_status bd_qlayer_copy(bd_qlayer *dst, const bd_qlayer *src)
 {
+    int ok = 1;
     *dst = *src;
-    dst->codes = NULL;
-    dst->history = NULL;
-    int ok = dup_floats(&dst->centroids, src->centroids, (int64_t)src->k * src->d) &&
-             dup_floats(&dst->scales, src->scales, src->nscales) &&
-             dup_floats(&dst->zeros, src->zeros, src->nscales);
-    if (ok && src->codes && src->n > 0) {
-        dst->codes = malloc((size_t)src->n * sizeof *dst->codes);
-        ok = dst->codes != NULL;
-        if (ok)
-            memcpy(dst->codes, src->codes, (size_t)src->n * sizeof *dst->codes);
-    }
-    if (ok && src->history && src->iters > 0) {
-        dst->history = malloc((size_t)src->iters * sizeof *dst->history);
-        ok = dst->history != NULL;
-        if (ok)
-            memcpy(dst->history, src->history, (size_t)src->iters * sizeof *dst->history);
-    }
+    dst->centroids =
+        dup_array(src->centroids, (int64_t)src->k * src->d, sizeof *src->centroids, &ok);
+    dst->scales = dup_array(src->scales, src->nscales, sizeof *src->scales, &ok);
+    dst->zeros = dup_array(src->zeros, src->nscales, sizeof *src->zeros, &ok);
+    dst->codes = dup_array(src->codes, src->n, sizeof *src->codes, &ok);
+    dst->row_bits = dup_array(src->row_bits, src->nscales, sizeof *src->row_bits, &ok);
+    dst->history = dup_array(src->history, src->iters, sizeof *src->history, &ok);
     if (!ok) {
         bd_qlayer_free(dst);
         return bd_fail(BD_ENOMEM, "out of memory copying a quantized layer");
@@ -149,16 +145,40 @@ void bd_unpack_bits(const uint8_t *in, int64_t n, int bits, int32_t *codes)
     bd_unpack_bits_from(in, 0, n, bits, codes);
 }
 
-int64_t bd_qlayer_code_bytes(const bd_qlayer *q)
+int bd_int_order_bits(int64_t rows)
 {
-    return bd_packed_bytes(q->n, q->format == BD_FMT_INT ? q->ints.bits : bd_code_bits(q->k));
+    int b = 1;
+    while (b < 62 && ((int64_t)1 << b) < rows)
+        b++;
+    return b;
 }
+
+/* The code bits of every code: the int bits or pq's index; -1 when rows
+ * differ (row_bits). */
+static int uniform_bits(const bd_qlayer *q)
+{
+    return q->format == BD_FMT_PQ ? bd_code_bits(q->k) : q->row_bits ? -1 : q->ints.bits;
+}
+
+/* The packed bits of q's codes. */
+static int64_t code_bits_total(const bd_qlayer *q)
+{
+    if (uniform_bits(q) >= 0)
+        return q->n * uniform_bits(q);
+    int64_t bits = 0;
+    for (int64_t r = 0; r < q->nscales; r++)
+        bits += q->row_bits[r];
+    return bits * (q->n / q->nscales);
+}
+
+int64_t bd_qlayer_code_bytes(const bd_qlayer *q) { return (code_bits_total(q) + 7) / 8; }
 
 int64_t bd_qlayer_table_bytes(const bd_qlayer *q)
 {
-    if (q->format == BD_FMT_INT)
-        return 2 * q->nscales * (q->ints.symmetric ? 1 : 2);
-    return bd_pq_codebook_bytes(q->k, q->d);
+    if (q->format == BD_FMT_PQ)
+        return bd_pq_codebook_bytes(q->k, q->d);
+    const int64_t grid = 2 * q->nscales * (q->ints.symmetric ? 1 : 2);
+    return q->row_bits ? grid + bd_packed_bytes(q->nscales, bd_int_order_bits(q->nscales)) : grid;
 }
 
 int64_t bd_qlayer_bytes(const bd_qlayer *q)
@@ -168,13 +188,29 @@ int64_t bd_qlayer_bytes(const bd_qlayer *q)
 
 double bd_qlayer_bits_per_weight(const bd_qlayer *q)
 {
-    return q->format == BD_FMT_INT ? (double)q->ints.bits : bd_pq_bits_per_weight(q->k, q->d);
+    if (q->format == BD_FMT_PQ)
+        return bd_pq_bits_per_weight(q->k, q->d);
+    return q->n > 0 ? (double)code_bits_total(q) / (double)q->n : q->ints.bits;
+}
+
+/* The int bits as "8", or the rows' range as "2<sep>6". */
+static void int_bits_text(const bd_qlayer *q, const char *sep, char *buf, size_t cap)
+{
+    int lo = q->ints.bits;
+    for (int64_t r = 0; q->row_bits && r < q->nscales; r++)
+        lo = q->row_bits[r] < lo ? q->row_bits[r] : lo;
+    if (lo < q->ints.bits)
+        snprintf(buf, cap, "%d%s%d", lo, sep, q->ints.bits);
+    else
+        snprintf(buf, cap, "%d", q->ints.bits);
 }
 
 void bd_qlayer_describe(const bd_qlayer *q, char *buf, size_t cap)
 {
+    char bits[32];
+    int_bits_text(q, "..", bits, sizeof bits);
     if (q->format == BD_FMT_INT)
-        snprintf(buf, cap, "int=%d per=%s sym=%d", q->ints.bits,
+        snprintf(buf, cap, "int=%s per=%s sym=%d", bits,
                  q->ints.per_channel ? "channel" : "tensor", q->ints.symmetric);
     else
         snprintf(buf, cap, "d=%d k=%d", q->d, q->k);
@@ -183,8 +219,14 @@ void bd_qlayer_describe(const bd_qlayer *q, char *buf, size_t cap)
 void bd_qlayer_dk(const bd_qlayer *q, char d[8], char k[8])
 {
     if (q->format == BD_FMT_INT) {
+        char bits[32];
+        int_bits_text(q, "-", bits, sizeof bits);
         snprintf(d, 8, "-");
-        snprintf(k, 8, "int%d", q->ints.bits);
+        /* the column is 7 wide: "int2-6", "i10-16" */
+        char col[40];
+        snprintf(col, sizeof col, "%s%s", strlen(bits) <= 4 ? "int" : "i", bits);
+        memcpy(k, col, 8);
+        k[7] = '\0';
     } else {
         snprintf(d, 8, "%d", q->d);
         snprintf(k, 8, "%d", q->k);
@@ -202,6 +244,15 @@ static bd_status decode_layout(const bd_qlayer *q, const bd_layer *l, bd_pq_layo
     if (q->format == BD_FMT_INT && q->nscales != 1 && q->nscales != lay->rows)
         return bd_fail(BD_EINVAL, "layer '%s': %lld scales for %lld rows", l->name,
                        (long long)q->nscales, (long long)lay->rows);
+    if (q->row_bits && (q->format != BD_FMT_INT || q->nscales != lay->rows))
+        return bd_fail(BD_EINVAL, "layer '%s': a bit length per row needs an int grid per row",
+                       l->name);
+    for (int64_t r = 0; q->row_bits && r < lay->rows; r++)
+        if (q->row_bits[r] < (q->ints.symmetric ? 2 : BD_INT_MIN_BITS) ||
+            q->row_bits[r] > q->ints.bits)
+            return bd_fail(BD_EINVAL, "layer '%s': row %lld has %d bits, outside %d..%d", l->name,
+                           (long long)r, (int)q->row_bits[r],
+                           q->ints.symmetric ? 2 : BD_INT_MIN_BITS, q->ints.bits);
     return BD_OK;
 }
 
@@ -231,20 +282,44 @@ bd_status bd_qlayer_decode(const bd_qlayer *q, const bd_layer *l, float *w)
     return BD_OK;
 }
 
+/* Runs of at most `most` codes of q from code `first` on, none across
+ * rows of different bits: the run's length, and its code bits. */
+static int64_t next_run(const bd_qlayer *q, int64_t first, int64_t most, int *bits)
+{
+    int64_t count = q->n - first < most ? q->n - first : most;
+    *bits = uniform_bits(q);
+    if (*bits < 0) {
+        const int64_t len = q->n / q->nscales, r = first / len;
+        *bits = q->row_bits[r];
+        count = (r + 1) * len - first < count ? (r + 1) * len - first : count;
+    }
+    return count;
+}
+
 bd_status bd_qlayer_decode_packed(const bd_qlayer *q, const uint8_t *packed, const bd_layer *l,
                                   float *w)
 {
     enum { CHUNK = 1024 };
     bd_pq_layout lay;
     BD_TRY(decode_layout(q, l, &lay));
-    const int bits = q->format == BD_FMT_INT ? q->ints.bits : bd_code_bits(q->k);
     int32_t codes[CHUNK];
-    for (int64_t first = 0; first < q->n; first += CHUNK) {
-        const int64_t count = q->n - first < CHUNK ? q->n - first : CHUNK;
-        bd_unpack_bits_from(packed, first, count, bits, codes);
+    int bits;
+    for (int64_t first = 0, at = 0, count; first < q->n; first += count, at += count * bits) {
+        count = next_run(q, first, CHUNK, &bits);
+        bd_unpack_bits_at(packed, at, count, bits, codes);
         decode_codes(q, &lay, codes, first, count, w);
     }
     return BD_OK;
+}
+
+void bd_qlayer_pack(const bd_qlayer *q, uint8_t *out)
+{
+    memset(out, 0, (size_t)bd_qlayer_code_bytes(q));
+    int bits;
+    for (int64_t first = 0, at = 0, count; first < q->n; first += count, at += count * bits) {
+        count = next_run(q, first, q->n, &bits);
+        bd_pack_bits_at(q->codes + first, count, bits, out, at);
+    }
 }
 
 void bd_pack_bits_at(const int32_t *codes, int64_t n, int bits, uint8_t *out, int64_t at)

@@ -4,7 +4,7 @@
  * checkpoints, reports and files hold either without knowing which:
  *   pq:  n = rows * row_len / d codes of log2(k) bits into one fp16
  *        codebook of k centroids of d values (pq.h);
- *   int: n = rows * row_len codes of b bits (b = 2..8), each weight
+ *   int: n = rows * row_len codes of b bits (1..16; 2..16 symmetric), each weight
  *        s * (u - z) with u its code, s and z fp16 per output row
  *        (per_channel) or one for the tensor; symmetric fixes z = 2^(b-1),
  *        so the grid is -2^(b-1) .. 2^(b-1) - 1 steps of s around 0.
@@ -12,9 +12,18 @@
  * only asks whether a layer is quantized (k > 0), how many codes it has or
  * of how many bits, reads the same fields for both.
  *
+ * An int layer may give each output row its own bit length (row_bits, what
+ * BitPruning learns per channel): row r's codes are then of row_bits[r]
+ * bits, its grid is per row (per_channel), a symmetric one centred on
+ * 2^(row_bits[r]-1), and ints.bits and k are those of the widest row.
+ * Compressed files keep each row's codes at its own bits, the rows grouped
+ * by bit length, plus the row order that puts them back (docs/format.md),
+ * which bd_qlayer_table_bytes counts.
+ *
  * Codes are stored bit-packed, least significant bit first: code i takes
  * bits [i*b, (i+1)*b) of the byte string, bit j being bit (j mod 8) of
- * byte j / 8. */
+ * byte j / 8. With row_bits, the rows follow each other in row order, each
+ * code of row r in row_bits[r] bits (bd_qlayer_pack). */
 #ifndef BD_CODEC_H
 #define BD_CODEC_H
 
@@ -26,7 +35,7 @@
 
 typedef enum bd_format { BD_FMT_PQ = 0, BD_FMT_INT = 1 } bd_format;
 
-enum { BD_INT_MIN_BITS = 2, BD_INT_MAX_BITS = 8 };
+enum { BD_INT_MIN_BITS = 1, BD_INT_MAX_BITS = 16 };
 
 /* act: ||X(W - W^)||^2 through the layer's input Gram (the paper's);
  * weight: ||W - W^||^2 (plain k-means, or round-to-nearest on min/max for
@@ -49,12 +58,13 @@ const char *bd_format_name(bd_format f);
 
 /* An int layer's grid. */
 typedef struct bd_int_spec {
-    int bits;        /* BD_INT_MIN_BITS .. BD_INT_MAX_BITS */
+    int bits;        /* BD_INT_MIN_BITS .. BD_INT_MAX_BITS (2 .. when symmetric) */
     int per_channel; /* one scale per output row, else one per tensor */
     int symmetric;   /* z fixed at 2^(bits-1), not stored */
 } bd_int_spec;
 
-/* Fails, naming the layer, when bits are outside 2..8. */
+/* Fails, naming the layer, when bits are outside 1..16, or below 2 for a
+ * symmetric grid: its one bit would give the levels -s and 0 only. */
 bd_status bd_int_spec_check(const bd_layer *l, const bd_int_spec *s);
 
 /* A quantized layer: its codes, codebook or scales, and what was measured. */
@@ -68,7 +78,8 @@ typedef struct bd_qlayer {
     int64_t nscales;    /* int: rows (per_channel) or 1 */
     float *scales;      /* int: nscales, fp16 values */
     float *zeros;       /* int: nscales fp16 values, NULL when symmetric */
-    int32_t *codes;     /* n, each in [0, k) */
+    int32_t *codes;     /* n, each in [0, k) (in [0, 2^row_bits[r]) in row r) */
+    int32_t *row_bits;  /* int: nscales = rows bit lengths; NULL: every row has ints.bits */
     double rel_error;   /* ||X(W - W^)|| / ||XW|| on held-out rows; < 0 unknown */
     /* The same for the other objective fitted on the same inputs (with
      * compare_objectives), so the user sees what the activations buy. */
@@ -99,36 +110,52 @@ void bd_unpack_bits_from(const uint8_t *in, int64_t first, int64_t n, int bits, 
 /* n codes of `bits` bits starting at bit bit0 of a string. */
 void bd_unpack_bits_at(const uint8_t *in, int64_t bit0, int64_t n, int bits, int32_t *codes);
 
-/* Bytes as stored: packed codes + the fp16 codebook, or scales and zeros. */
+/* The bits of a row's place in a row order of `rows` rows, at least 1: a
+ * layer with row_bits is stored with its rows sorted by bit length
+ * (docs/format.md) and these places put them back. */
+int bd_int_order_bits(int64_t rows);
+
+/* Bytes as stored: packed codes + the fp16 codebook, or scales and zeros
+ * (and a per-row-bits layer's row order). */
 int64_t bd_qlayer_code_bytes(const bd_qlayer *q);
 int64_t bd_qlayer_table_bytes(const bd_qlayer *q);
 int64_t bd_qlayer_bytes(const bd_qlayer *q);
 /* Code bits per weight: log2(k) / d for pq (as the paper counts), bits for
- * int. */
+ * int (their mean over the rows with row_bits). */
 double bd_qlayer_bits_per_weight(const bd_qlayer *q);
 
-/* "d=9 k=256" for pq, "int=8 per=channel sym=0" for int (the set syntax). */
+/* "d=9 k=256" for pq, "int=8 per=channel sym=0" for int (the set syntax;
+ * "int=2..6" for rows of 2 to 6 bits). */
 void bd_qlayer_describe(const bd_qlayer *q, char *buf, size_t cap);
 
 /* What the tables print in their d and k columns: "9" and "256" for pq,
- * "-" and "int8" for int. */
+ * "-" and "int8" for int ("int2-6" for rows of 2 to 6 bits). */
 void bd_qlayer_dk(const bd_qlayer *q, char d[8], char k[8]);
 
 /* Writes W^ = decode(q) into the weight tensor w (as stored) of layer l;
  * fails, naming the layer, when q's sizes do not fit it. */
 bd_status bd_qlayer_decode(const bd_qlayer *q, const bd_layer *l, float *w);
 
-/* The same from q's table and its codes packed (bd_pack_bits at
- * bd_code_bits(k) or the int bits), q->codes unused: no unpacked copy of
- * the codes is made. */
+/* The same from q's table and its codes packed (bd_qlayer_pack), q->codes
+ * unused: no unpacked copy of the codes is made. */
 bd_status bd_qlayer_decode_packed(const bd_qlayer *q, const uint8_t *packed, const bd_layer *l,
                                   float *w);
+
+/* q's codes packed into bd_qlayer_code_bytes(q) bytes: at bd_code_bits(k)
+ * for pq, the int bits, or each row at its own bits. */
+void bd_qlayer_pack(const bd_qlayer *q, uint8_t *out);
+
+/* The code bits of int row r. */
+static inline int bd_int_row_bits(const bd_qlayer *q, int64_t r)
+{
+    return q->row_bits ? q->row_bits[r] : q->ints.bits;
+}
 
 /* The int grid of row r (scale, zero point). */
 static inline float bd_int_zero(const bd_qlayer *q, int64_t r)
 {
     int64_t i = q->nscales > 1 ? r : 0;
-    return q->zeros ? q->zeros[i] : (float)(1 << (q->ints.bits - 1));
+    return q->zeros ? q->zeros[i] : (float)(1 << (bd_int_row_bits(q, i) - 1));
 }
 static inline float bd_int_scale(const bd_qlayer *q, int64_t r)
 {

@@ -365,6 +365,10 @@ static bd_status check_codec(const bd_layer *l, const bd_qlayer *q)
         if (!all_fp16(q->scales, q->nscales) || !all_fp16(q->zeros, q->nscales))
             return bd_fail(BD_EINVAL, "layer '%s': a scale or zero point is not a float16 "
                            "value, so the file would not hold this model", l->name);
+        if (q->row_bits && bd_int_order_bits(l->rows) > 16)
+            return bd_fail(BD_EINVAL, "layer '%s': %lld rows are too many for a bit length per "
+                           "row (the file's row order takes 16 bits a row at most)", l->name,
+                           (long long)l->rows);
         return BD_OK;
     }
     if (q->k < 1 || q->k > 65536 || q->d < 1 || !q->codes || !q->centroids)
@@ -406,11 +410,6 @@ static bd_status check_exportable(const bd_graph *g, const bd_layer *l, const bd
                      "(was it changed after quantization?)", l->name, wname);
     free(decoded);
     return st;
-}
-
-static int code_bits(const bd_qlayer *q)
-{
-    return q->format == BD_FMT_INT ? q->ints.bits : bd_code_bits(q->k);
 }
 
 static int is_io(const bd_graph *g, int id)
@@ -615,19 +614,30 @@ static int file_bits(int bits)
  * measured on the Fashion-MNIST examples. */
 enum { WIDTH_BYTES = 160 };
 
-/* The width each layer's codes take in the file (width[i], 0 for a layer
- * not quantized). A width whose pq codes would take fewer extra bytes in
- * the next wider width than the width itself costs moves up: a codebook's
- * index fits in any width at least its own. Int layers keep theirs, which
- * is how the file gives their bits. */
-static void choose_widths(const bd_qlayer *const *q, int nlayers, int *width)
+/* A run of codes the bit string holds: a layer's, or (a layer with a bit
+ * length per row) the codes of its rows of one width, or its row order. */
+typedef struct item {
+    const int32_t *codes;
+    int64_t n;
+    int bits;             /* the codes' own */
+    int fixed;            /* int codes: their width is how the file gives their bits */
+    int width;            /* in the file (choose_widths) */
+    int32_t *own;         /* codes gathered for the item, freed with it */
+    char name[NAME_CAP];  /* the int64 codes the file unpacks */
+} item;
+
+/* The width each item takes in the file. A width whose pq codes (or row
+ * orders) would take fewer extra bytes in the next wider width than the
+ * width itself costs moves up: an index fits in any width at least its
+ * own. Int codes keep theirs. */
+static void choose_widths(item *it, int nitems)
 {
     int64_t count[17] = {0};
     int fixed[17] = {0};
-    for (int i = 0; i < nlayers; i++) {
-        width[i] = q[i] ? file_bits(code_bits(q[i])) : 0;
-        count[width[i]] += q[i] ? q[i]->n : 0;
-        fixed[width[i]] |= q[i] && q[i]->format == BD_FMT_INT;
+    for (int i = 0; i < nitems; i++) {
+        it[i].width = file_bits(it[i].bits);
+        count[it[i].width] += it[i].n;
+        fixed[it[i].width] |= it[i].fixed;
     }
     for (int b = 1; b < 16; b++) {
         int up = b + 1;
@@ -637,8 +647,8 @@ static void choose_widths(const bd_qlayer *const *q, int nlayers, int *width)
             continue;
         count[up] += count[b];
         count[b] = 0;
-        for (int i = 0; i < nlayers; i++)
-            width[i] = width[i] == b ? up : width[i];
+        for (int i = 0; i < nitems; i++)
+            it[i].width = it[i].width == b ? up : it[i].width;
     }
 }
 
@@ -665,41 +675,32 @@ static bd_status split(exporter *x, const char *from, int n, const int64_t *size
     return st;
 }
 
-/* The codes of all layers as one bit string, and the expression unpacking
+/* The codes of all items as one bit string, and the expression unpacking
  * them (docs/format.md): one uint8 [L, 1] initializer whose bits (least
  * significant first) hold the codes of each width (choose_widths) in turn,
- * narrowest first, layer by layer. Its bytes become bits once (Div by the powers of two, Mod
+ * narrowest first, item by item. Its bytes become bits once (Div by the powers of two, Mod
  * 2); a Split cuts the bits of each width, a MatMul by [1, 2, ..., 2^(b-1)]
- * sums each code's b bits, and a Split per width gives each layer its
- * codes, int64, under codes[layer]. A part with a single piece needs no
+ * sums each code's b bits, and a Split per width gives each item its
+ * codes, int64, under its name. A part with a single piece needs no
  * Split. A few nodes for the whole model, where one expression per width
  * took 19. */
-static bd_status export_codes(exporter *x, const bd_qlayer *const *q, int nlayers,
-                              char (*codes)[NAME_CAP])
+static bd_status export_codes(exporter *x, item *it, int nitems)
 {
     int64_t count[17] = {0}, bits_total = 0;
-    int *width = malloc((size_t)nlayers * sizeof *width + 1);
-    if (!width)
-        return bd_fail(BD_ENOMEM, "out of memory");
-    choose_widths(q, nlayers, width);
-    for (int i = 0; i < nlayers; i++)
-        if (q[i]) {
-            count[width[i]] += q[i]->n;
-            bits_total += q[i]->n * width[i];
-        }
+    choose_widths(it, nitems);
+    for (int i = 0; i < nitems; i++) {
+        count[it[i].width] += it[i].n;
+        bits_total += it[i].n * it[i].width;
+    }
     int64_t dims[2] = {(bits_total + 7) / 8, 1}, pad = 8 * dims[0] - bits_total;
     bd_tensor *packed;
-    bd_status st = bd_tensor_new(&packed, BD_U8, 2, dims, "packed codes");
-    if (st != BD_OK) {
-        free(width);
-        return st;
-    }
+    BD_TRY(bd_tensor_new(&packed, BD_U8, 2, dims, "packed codes"));
     int64_t at = 0;
     for (int b = 1; b <= 16; b++)
-        for (int i = 0; i < nlayers; i++)
-            if (q[i] && width[i] == b) {
-                bd_pack_bits_at(q[i]->codes, q[i]->n, b, packed->data, at);
-                at += q[i]->n * b;
+        for (int i = 0; i < nitems; i++)
+            if (it[i].width == b) {
+                bd_pack_bits_at(it[i].codes, it[i].n, b, packed->data, at);
+                at += it[i].n * b;
             }
     static const int64_t pow2[16] = {1,    2,    4,    8,    16,   32,    64,    128,
                                      256,  512,  1024, 2048, 4096, 8192, 16384, 32768};
@@ -707,7 +708,7 @@ static bd_status export_codes(exporter *x, const bd_qlayer *const *q, int nlayer
     char bits[NAME_CAP] = "", (*part)[NAME_CAP] = calloc(18, sizeof *part);
     int64_t sizes[18], nparts = 0;
     bd_attr to_i64 = int_attr("to", BD_I64);
-    st = part ? add_init(x, packed, p) : bd_fail(BD_ENOMEM, "out of memory");
+    bd_status st = part ? add_init(x, packed, p) : bd_fail(BD_ENOMEM, "out of memory");
     if (!part)
         bd_tensor_free(packed);
     if (st == BD_OK)
@@ -733,8 +734,8 @@ static bd_status export_codes(exporter *x, const bd_qlayer *const *q, int nlayer
         st = split(x, bits, (int)nparts, sizes, part);
     else if (st == BD_OK)
         snprintf(part[0], NAME_CAP, "%s", bits);
-    int64_t *nper = malloc((size_t)nlayers * sizeof *nper + 1);
-    char(*outs)[NAME_CAP] = calloc((size_t)nlayers + 1, sizeof *outs);
+    int64_t *nper = malloc((size_t)nitems * sizeof *nper + 1);
+    char(*outs)[NAME_CAP] = calloc((size_t)nitems + 1, sizeof *outs);
     if (st == BD_OK && (!nper || !outs))
         st = bd_fail(BD_ENOMEM, "out of memory");
     for (int b = 1, k = 0; b <= 16 && st == BD_OK; b++) {
@@ -749,20 +750,19 @@ static bd_status export_codes(exporter *x, const bd_qlayer *const *q, int nlayer
         if (st == BD_OK)
             st = STEP(x, "MatMul", sum, NULL, rows, powers);
         int n = 0;
-        for (int i = 0; i < nlayers && st == BD_OK; i++)
-            if (q[i] && width[i] == b)
-                nper[n++] = q[i]->n;
+        for (int i = 0; i < nitems && st == BD_OK; i++)
+            if (it[i].width == b)
+                nper[n++] = it[i].n;
         if (st == BD_OK && n > 1)
             st = split(x, sum, n, nper, outs);
-        for (int i = 0, j = 0; i < nlayers && st == BD_OK; i++)
-            if (q[i] && width[i] == b)
-                snprintf(codes[i], NAME_CAP, "%s", n > 1 ? outs[j++] : sum);
+        for (int i = 0, j = 0; i < nitems && st == BD_OK; i++)
+            if (it[i].width == b)
+                snprintf(it[i].name, NAME_CAP, "%s", n > 1 ? outs[j++] : sum);
         memset(outs, 0, (size_t)n * sizeof *outs);
     }
     free(nper);
     free(outs);
     free(part);
-    free(width);
     return st;
 }
 
@@ -846,14 +846,130 @@ static void free_pools(exporter *x)
     free(x->pools);
 }
 
-/* The layer's weight from its codes: pq gathers centroids; int computes
- * (u - z) * s, z and s one per row or one in all, broadcast along the
- * rows. Both work on the weight's shape, or on [rows, row_len] then a
- * Transpose when the weight is stored transposed. Shapes begin with -1
- * (Reshape works out the rows), so layers that agree in their other
+/* The items of layer q (room for 18 at it): its codes, or with a bit
+ * length per row the codes of its rows of each width, narrowest first
+ * (rows in row order), then its row order: row r's place among the rows
+ * sorted so. */
+static bd_status layer_items(const bd_qlayer *q, item *it, int *nitems)
+{
+    *nitems = 1;
+    memset(it, 0, sizeof *it);
+    if (!q->row_bits) {
+        int fixed = q->format == BD_FMT_INT;
+        const int bits = fixed ? q->ints.bits : bd_code_bits(q->k);
+        it[0] = (item){q->codes, q->n, bits, fixed, 0, NULL, ""};
+        return BD_OK;
+    }
+    const int64_t rows = q->nscales, len = q->n / rows;
+    int32_t *place = malloc((size_t)rows * sizeof *place);
+    if (!place)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    int n = 0;
+    int64_t next = 0;
+    for (int b = 1; b <= 16; b++) {
+        int64_t m = 0;
+        for (int64_t r = 0; r < rows; r++)
+            m += q->row_bits[r] == b;
+        if (!m)
+            continue;
+        int32_t *own = malloc((size_t)(m * len) * sizeof *own);
+        if (!own) {
+            for (int i = 0; i < n; i++)
+                free(it[i].own);
+            free(place);
+            return bd_fail(BD_ENOMEM, "out of memory");
+        }
+        for (int64_t r = 0, j = 0; r < rows; r++)
+            if (q->row_bits[r] == b) {
+                memcpy(own + j++ * len, q->codes + r * len, (size_t)len * sizeof *own);
+                place[r] = (int32_t)next++;
+            }
+        it[n++] = (item){own, m * len, b, 1, 0, own, ""};
+    }
+    it[n++] = (item){place, rows, bd_int_order_bits(rows), 0, 0, place, ""};
+    *nitems = n;
+    return BD_OK;
+}
+
+/* An int grid's weight from `codes` of `bits` bits: Cast -> Reshape(shape)
+ * -> Sub(z) -> Mul(s), z and s nscales fp16 values, one per row or one in
+ * all, broadcast along the rows; z the float scalar 2^(bits-1) for a
+ * symmetric grid (zeros NULL). */
+static bd_status int_grid(exporter *x, const char *codes, const char *shape, int ndim,
+                          int64_t nscales, const float *scales, const float *zeros, int bits,
+                          char *out)
+{
+    bd_attr to_f32 = int_attr("to", BD_F32);
+    char f[NAME_CAP] = "", u[NAME_CAP] = "", z[NAME_CAP] = "", s[NAME_CAP] = "",
+         sub[NAME_CAP] = "";
+    int64_t per[BD_MAX_DIMS];
+    for (int i = 0; i < ndim; i++)
+        per[i] = i == 0 ? nscales : 1;
+    BD_TRY(STEP(x, "Cast", f, &to_f32, codes));
+    BD_TRY(STEP(x, "Reshape", u, NULL, f, shape));
+    if (zeros) {
+        BD_TRY(fp16_table(x, zeros, ndim, per, z));
+    } else {
+        float zero = (float)(1 << (bits - 1));
+        BD_TRY(constant(x, BD_F32, 0, NULL, &zero, z));
+    }
+    BD_TRY(STEP(x, "Sub", sub, NULL, u, z));
+    BD_TRY(fp16_table(x, scales, ndim, per, s));
+    return STEP(x, "Mul", out, NULL, sub, s);
+}
+
+/* A layer with a bit length per row, from its items (layer_items): the
+ * rows of each width decode as an int layer of that width, their scales
+ * and zero points taken in row order; the parts are Concat'ed (narrowest
+ * first) and a Gather by the row order puts each row back in its place. */
+static bd_status rows_weight(exporter *x, const bd_qlayer *q, const item *it, int nitems,
+                             const char *shape, int ndim, char *out)
+{
+    const int nparts = nitems - 1;
+    float *s = malloc((size_t)q->nscales * 2 * sizeof *s);
+    char(*parts)[NAME_CAP] = calloc((size_t)nparts, sizeof *parts);
+    const char **in = malloc((size_t)nparts * sizeof *in);
+    char all[NAME_CAP] = "";
+    bd_status st = s && parts && in ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    for (int k = 0; k < nparts && st == BD_OK; k++) {
+        float *z = q->zeros ? s + q->nscales : NULL;
+        int64_t m = 0;
+        for (int64_t r = 0; r < q->nscales; r++)
+            if (q->row_bits[r] == it[k].bits) {
+                s[m] = q->scales[r];
+                if (z)
+                    z[m] = q->zeros[r];
+                m++;
+            }
+        st = int_grid(x, it[k].name, shape, ndim, m, s, z, it[k].bits, parts[k]);
+        in[k] = parts[k];
+    }
+    bd_attr axis = int_attr("axis", 0);
+    bd_node *n;
+    if (st == BD_OK && nparts > 1) {
+        fresh_name(x, all);
+        st = bd_graph_add_node(x->g, "", "Concat", "", nparts, in, 1, (const char *[]){all}, &n);
+        if (st == BD_OK)
+            st = bd_node_add_attr(n, &axis);
+    } else if (st == BD_OK) {
+        snprintf(all, sizeof all, "%s", parts[0]);
+    }
+    if (st == BD_OK)
+        st = STEP(x, "Gather", out, NULL, all, it[nparts].name);
+    free(s);
+    free(parts);
+    free(in);
+    return st;
+}
+
+/* The layer's weight from its codes (its items, layer_items): pq gathers
+ * centroids; int computes (u - z) * s (int_grid, or rows_weight with a bit
+ * length per row). Both work on the weight's shape, or on [rows, row_len]
+ * then a Transpose when the weight is stored transposed. Shapes begin with
+ * -1 (Reshape works out the rows), so layers that agree in their other
  * dimensions share one. */
 static bd_status export_weight(exporter *x, const bd_layer *l, const bd_qlayer *q,
-                               const char *codes)
+                               const item *it, int nitems)
 {
     const bd_tensor *w = x->g->values[l->weight].init;
     int64_t dims[BD_MAX_DIMS] = {-1, l->row_len};
@@ -863,30 +979,18 @@ static bd_status export_weight(exporter *x, const bd_layer *l, const bd_qlayer *
         ndim = w->ndim;
         dims[0] = -1;
     }
-    bd_attr to_f32 = int_attr("to", BD_F32);
     char t[NAME_CAP], shape[NAME_CAP], f[NAME_CAP] = "", out[BD_LAYER_NAME_MAX + 64] = "";
     if (!l->transposed)
         snprintf(out, sizeof out, "%s", x->g->values[l->weight].name);
     BD_TRY(int_list(x, ndim, dims, shape));
-    if (q->format == BD_FMT_INT) {
-        char u[NAME_CAP] = "", z[NAME_CAP] = "", s[NAME_CAP] = "", sub[NAME_CAP] = "";
-        int64_t per[BD_MAX_DIMS];
-        for (int i = 0; i < ndim; i++)
-            per[i] = i == 0 ? q->nscales : 1;
-        BD_TRY(STEP(x, "Cast", f, &to_f32, codes));
-        BD_TRY(STEP(x, "Reshape", u, NULL, f, shape));
-        if (q->zeros) {
-            BD_TRY(fp16_table(x, q->zeros, ndim, per, z));
-        } else {
-            float zero = (float)(1 << (q->ints.bits - 1));
-            BD_TRY(constant(x, BD_F32, 0, NULL, &zero, z));
-        }
-        BD_TRY(STEP(x, "Sub", sub, NULL, u, z));
-        BD_TRY(fp16_table(x, q->scales, ndim, per, s));
-        BD_TRY(STEP(x, "Mul", out, NULL, sub, s));
+    if (q->row_bits) {
+        BD_TRY(rows_weight(x, q, it, nitems, shape, ndim, out));
+    } else if (q->format == BD_FMT_INT) {
+        BD_TRY(int_grid(x, it[0].name, shape, ndim, q->nscales, q->scales, q->zeros,
+                        q->ints.bits, out));
     } else {
         BD_TRY(fp16_table(x, q->centroids, 2, (const int64_t[]){q->k, q->d}, t));
-        BD_TRY(STEP(x, "Gather", f, NULL, t, codes));
+        BD_TRY(STEP(x, "Gather", f, NULL, t, it[0].name));
         BD_TRY(STEP(x, "Reshape", out, NULL, f, shape));
     }
     bd_graph_set_init(x->g, l->weight, NULL);
@@ -964,15 +1068,16 @@ static bd_status shorten_names(bd_graph *g, const bd_layer *layers, int nlayers)
 bd_status bd_compressed_export(const bd_graph *student, const bd_layer *layers, int nlayers,
                                const bd_qlayer *const *q, bd_graph **out)
 {
+    enum { MOST = 18 }; /* items of a layer: 16 widths and its row order */
     exporter x = {0};
-    char (*codes)[NAME_CAP] = calloc((size_t)nlayers + 1, sizeof *codes);
-    if (!codes)
+    item *items = calloc((size_t)nlayers * MOST + 1, sizeof *items);
+    int *first = calloc((size_t)nlayers + 1, sizeof *first), nitems = 0;
+    if (!items || !first) {
+        free(items);
+        free(first);
         return bd_fail(BD_ENOMEM, "out of memory");
-    bd_status st = bd_graph_clone(&x.g, student);
-    if (st != BD_OK) {
-        free(codes);
-        return st;
     }
+    bd_status st = bd_graph_clone(&x.g, student);
     drop_pq_meta(x.g);
     st = bd_graph_set_meta(x.g, BD_META_FORMAT, FORMAT_VERSION);
     /* The clone adds values and nodes in the student's order, so the layers'
@@ -990,11 +1095,19 @@ bd_status bd_compressed_export(const bd_graph *student, const bd_layer *layers, 
             st = check_exportable(x.g, &layers[i], q[i]);
         quantized = 1;
     }
+    for (int i = 0; i < nlayers && st == BD_OK; i++) {
+        int n = 0;
+        first[i] = nitems;
+        if (q[i])
+            st = layer_items(q[i], items + nitems, &n);
+        nitems += n;
+    }
     if (st == BD_OK && quantized)
-        st = export_codes(&x, q, nlayers, codes);
+        st = export_codes(&x, items, nitems);
     for (int i = 0; i < nlayers && st == BD_OK; i++)
         if (q[i])
-            st = export_weight(&x, &layers[i], q[i], codes[i]);
+            st = export_weight(&x, &layers[i], q[i], items + first[i],
+                               (i + 1 < nlayers ? first[i + 1] : nitems) - first[i]);
     if (st == BD_OK)
         st = set_layers_meta(x.g, nlayers, q);
     if (st == BD_OK)
@@ -1003,7 +1116,10 @@ bd_status bd_compressed_export(const bd_graph *student, const bd_layer *layers, 
         st = bd_graph_sort(x.g);
     if (st == BD_OK)
         st = shorten_names(x.g, layers, nlayers);
-    free(codes);
+    for (int i = 0; i < nitems; i++)
+        free(items[i].own);
+    free(items);
+    free(first);
     free(x.consts);
     free_pools(&x);
     if (st != BD_OK) {
@@ -1519,6 +1635,160 @@ static bd_status chain_codes(const bd_graph *g, const found *f, int v, int reade
     return BD_OK;
 }
 
+/* Whether value v, the Mul that ends an int grid, is a part of a layer
+ * with a bit length per row: read by a Concat, or as data by a Gather. */
+static int is_rows_part(const bd_graph *g, int v)
+{
+    int r = sole_reader(g, v);
+    const bd_node *n = r >= 0 ? &g->nodes[r] : NULL;
+    return n && (strcmp(n->op, "Concat") == 0 || (is_node(n, "Gather", 2) && n->inputs[0] == v));
+}
+
+/* One part of a layer with a bit length per row. */
+typedef struct rows_part {
+    int bits;
+    const int32_t *codes;
+    int64_t n, rows;
+    piece scales, zeros;
+} rows_part;
+
+/* The int grid (match_int) ending in the Mul that gives v, its codes
+ * given by a group, added to nodes[*nn]: its part, or 0. */
+static int match_rows_part(const bd_graph *g, const found *f, int v, int *nodes, int *nn,
+                           rows_part *p)
+{
+    const bd_node *mul = made_by(g, v, "Mul", 2);
+    const bd_node *sub = mul ? made_by(g, mul->inputs[0], "Sub", 2) : NULL;
+    const bd_node *rs = sub ? made_by(g, sub->inputs[0], "Reshape", 2) : NULL;
+    const bd_node *cast = rs ? made_by(g, rs->inputs[0], "Cast", 1) : NULL;
+    int j, gi = cast ? group_output(g, f, cast->inputs[0], &j) : -1;
+    const int ci = cast ? (int)(cast - g->nodes) : -1;
+    if (gi < 0 || sole_reader(g, cast->inputs[0]) != ci)
+        return 0;
+    const group *gr = &f->groups[gi];
+    int k = match_int(g, ci, gr->bits, nodes + *nn, &p->scales, &p->zeros);
+    if (!k || nodes[*nn + k - 1] != (int)(mul - g->nodes))
+        return 0;
+    *nn += k;
+    p->bits = gr->bits;
+    p->codes = gr->codes + gr->offset[j];
+    p->n = gr->offset[j + 1] - gr->offset[j];
+    p->rows = piece_count(g, &p->scales);
+    return p->rows > 0 && p->n % p->rows == 0 &&
+           (p->zeros.table < 0 || piece_count(g, &p->zeros) == p->rows);
+}
+
+/* A layer with a bit length per row (docs/format.md): Gather(axis 0) of
+ * its parts' rows (one part, or their Concat along axis 0) by its row
+ * order [-> Transpose], each part an int grid of its width, the codes and
+ * the row order given by groups. Gives the layer back as it was stored:
+ * row r's bits, codes, scale and zero point those of its place in the
+ * parts. Anything else is not this layout: ch stays empty. */
+static bd_status rows_chain(const bd_graph *g, found *f, int start, chain *ch)
+{
+    const bd_node *gather = &g->nodes[start];
+    int j, pg = group_output(g, f, gather->inputs[1], &j);
+    if (bd_attr_int(gather, "axis", 0) != 0 || pg < 0 ||
+        sole_reader(g, gather->inputs[1]) != start || sole_reader(g, gather->inputs[0]) != start)
+        return BD_OK;
+    const bd_node *cat = producer(g, gather->inputs[0]);
+    const int *parts = &gather->inputs[0];
+    int nparts = 1;
+    if (cat && strcmp(cat->op, "Concat") == 0 && !cat->domain[0] && cat->noutputs == 1 &&
+        bd_attr_int(cat, "axis", 0) == 0) {
+        parts = cat->inputs;
+        nparts = cat->ninputs;
+    } else {
+        cat = NULL;
+    }
+    const group *pos = &f->groups[pg];
+    const int64_t rows = pos->offset[j + 1] - pos->offset[j];
+    int *nodes = malloc((size_t)(nparts * 12 + 3) * sizeof *nodes), nn = 0;
+    rows_part *part = calloc((size_t)nparts, sizeof *part);
+    unsigned char *seen = calloc((size_t)rows + 1, 1);
+    if (!nodes || !part || !seen) {
+        free(nodes);
+        free(part);
+        free(seen);
+        return bd_fail(BD_ENOMEM, "out of memory");
+    }
+    int ok = nparts >= 1 && nparts <= 16;
+    int64_t total = 0, len = -1;
+    for (int k = 0; k < nparts && ok; k++) {
+        rows_part *p = &part[k];
+        ok = parts[k] >= 0 && match_rows_part(g, f, parts[k], nodes, &nn, p) &&
+             (p->zeros.table < 0) == (part[0].zeros.table < 0) &&
+             (len < 0 || p->n / p->rows == len);
+        len = p->n / p->rows;
+        total += p->rows;
+    }
+    ok = ok && total == rows;
+    for (int64_t r = 0; ok && r < rows; r++) {
+        int32_t at = pos->codes[pos->offset[j] + r];
+        ok = at >= 0 && at < rows && !seen[at];
+        if (ok)
+            seen[at] = 1;
+    }
+    free(seen);
+    bd_qlayer *q = &ch->q;
+    bd_status st = BD_OK;
+    if (ok) {
+        q->format = BD_FMT_INT;
+        q->d = 1;
+        q->n = rows * len;
+        q->nscales = rows;
+        q->ints.per_channel = 1;
+        q->ints.symmetric = part[0].zeros.table < 0;
+        q->codes = malloc((size_t)q->n * sizeof *q->codes + 1);
+        q->row_bits = malloc((size_t)rows * sizeof *q->row_bits);
+        q->scales = malloc((size_t)rows * sizeof *q->scales);
+        q->zeros = q->ints.symmetric ? NULL : malloc((size_t)rows * sizeof *q->zeros);
+        /* the parts' scales and zero points, in the sorted order */
+        float *s = malloc((size_t)rows * 2 * sizeof *s), *z = s ? s + rows : NULL;
+        if (!q->codes || !q->row_bits || !q->scales || !s || (!q->ints.symmetric && !q->zeros))
+            st = bd_fail(BD_ENOMEM, "out of memory reading '%s'",
+                         g->values[pos->packed].name);
+        int64_t at = 0;
+        for (int k = 0; st == BD_OK && k < nparts; at += part[k++].rows) {
+            piece_floats(g, &part[k].scales, s + at);
+            if (q->zeros)
+                piece_floats(g, &part[k].zeros, z + at);
+        }
+        for (int64_t r = 0; st == BD_OK && r < rows; r++) {
+            const int64_t place = pos->codes[pos->offset[j] + r];
+            int64_t at = place;
+            int k = 0;
+            for (; at >= part[k].rows; k++)
+                at -= part[k].rows;
+            q->row_bits[r] = part[k].bits;
+            q->ints.bits = part[k].bits > q->ints.bits ? part[k].bits : q->ints.bits;
+            memcpy(q->codes + r * len, part[k].codes + at * len, (size_t)len * sizeof *q->codes);
+            q->scales[r] = s[place];
+            if (q->zeros)
+                q->zeros[r] = z[place];
+        }
+        free(s);
+        q->k = 1 << q->ints.bits;
+        ch->source = pos->packed;
+        if (cat)
+            nodes[nn++] = (int)(cat - g->nodes);
+        nodes[nn++] = start;
+        int tr = sole_reader(g, gather->outputs[0]);
+        if (tr >= 0 && is_node(&g->nodes[tr], "Transpose", 1))
+            nodes[nn++] = tr;
+        ch->weight = g->nodes[nodes[nn - 1]].outputs[0];
+    }
+    for (int i = 0; st == BD_OK && ok && i < nn; i++) {
+        f->mark[nodes[i]] = 1;
+        f->owner[nodes[i]] = ch->weight;
+    }
+    if (st != BD_OK)
+        ch->weight = -1;
+    free(nodes);
+    free(part);
+    return st;
+}
+
 static bd_status add_chain(const bd_graph *g, found *f, int start, chain *ch)
 {
     const bd_node *n = &g->nodes[start];
@@ -1529,12 +1799,13 @@ static bd_status add_chain(const bd_graph *g, found *f, int start, chain *ch)
     ch->q.rel_error = ch->q.other_error = -1;
     if (is_node(n, "Gather", 2)) {
         if (!(nn = match_pq(g, start, nodes, &table)))
-            return BD_OK;
+            return rows_chain(g, f, start, ch);
         BD_TRY(chain_codes(g, f, n->inputs[1], start, ch, &cast));
     } else if (is_node(n, "Cast", 1)) {
         int gi = group_output(g, f, n->inputs[0], &j);
         if (gi < 0 || sole_reader(g, n->inputs[0]) != start ||
-            !(nn = match_int(g, start, f->groups[gi].bits, nodes, &scales, &zeros)))
+            !(nn = match_int(g, start, f->groups[gi].bits, nodes, &scales, &zeros)) ||
+            is_rows_part(g, g->nodes[nodes[nn - 1]].outputs[0]))
             return BD_OK;
         BD_TRY(chain_codes(g, f, n->inputs[0], start, ch, &cast));
     }

@@ -19,14 +19,14 @@ static void range_of(const bd_feedback_layer *fl, int64_t nscales, int64_t i, fl
     }
 }
 
-/* The grid from lo * a to hi * b (symmetric: +-max(|lo|, hi) * a), in
- * fp16 as the file stores it. */
-static void grid_for(float lo, float hi, const bd_int_spec *spec, double a, double b,
+/* The grid of `bits` bits from lo * a to hi * b (symmetric: +-max(|lo|,
+ * hi) * a), in fp16 as the file stores it. */
+static void grid_for(float lo, float hi, int bits, int symmetric, double a, double b,
                      float *scale, float *zero)
 {
-    const int levels = 1 << spec->bits;
+    const int levels = 1 << bits;
     double s, z;
-    if (spec->symmetric) {
+    if (symmetric) {
         s = a * fmax(-lo, hi) / (levels / 2 - 1);
         z = levels / 2;
     } else {
@@ -40,7 +40,11 @@ static void grid_for(float lo, float hi, const bd_int_spec *spec, double a, doub
     bd_pq_round_fp16(scale, 1);
     if (*scale == 0) /* below fp16's smallest subnormal */
         *scale = 6e-8f;
-    if (!spec->symmetric)
+    /* a row of negative weights at 16 bits puts z near 2^16 - 1, past
+     * fp16's largest finite value: the grid then barely clips its end */
+    if (!symmetric && *zero > 65504.0f)
+        *zero = 65504.0f;
+    if (!symmetric)
         bd_pq_round_fp16(zero, 1);
 }
 
@@ -55,8 +59,9 @@ void bd_int_round(const bd_qlayer *q, int64_t rows, int64_t L, const float *w, i
 {
     for (int64_t r = 0; r < rows; r++) {
         const float s = bd_int_scale(q, r), z = bd_int_zero(q, r);
+        const int levels = 1 << bd_int_row_bits(q, r);
         for (int64_t j = r * L; j < (r + 1) * L; j++) {
-            const int32_t c = code_of(w[j], s, z, q->k);
+            const int32_t c = code_of(w[j], s, z, levels);
             if (codes)
                 codes[j] = c;
             w_hat[j] = s * ((float)c - z);
@@ -77,7 +82,7 @@ static void set_grid(const bd_feedback_layer *fl, bd_qlayer *q, int64_t i, doubl
 {
     float lo, hi, zero;
     range_of(fl, q->nscales, i, &lo, &hi);
-    grid_for(lo, hi, &q->ints, a, b, &q->scales[i], &zero);
+    grid_for(lo, hi, bd_int_row_bits(q, i), q->ints.symmetric, a, b, &q->scales[i], &zero);
     if (q->zeros)
         q->zeros[i] = zero;
 }
@@ -112,16 +117,18 @@ static void diagonal_search(const bd_feedback_layer *fl, const bd_qlayer *q, int
     range_of(fl, q->nscales, i, &lo, &hi);
     for (int j = 0; j < KEEP; j++)
         best[j].err = INFINITY;
-    const int nb = q->ints.symmetric ? 1 : BD_INT_CLIP_STEPS;
+    const int nb = q->ints.symmetric ? 1 : BD_INT_CLIP_STEPS, bits = bd_int_row_bits(q, i);
     for (int ia = 0; ia < BD_INT_CLIP_STEPS; ia++)
         for (int ib = 0; ib < nb; ib++) {
             candidate c = {0, 0, 0};
-            grid_for(lo, hi, &q->ints, clip_ratio(ia), clip_ratio(ib), &c.scale, &c.zero);
+            grid_for(lo, hi, bits, q->ints.symmetric, clip_ratio(ia), clip_ratio(ib), &c.scale,
+                     &c.zero);
             for (int64_t r = r0; r < r1; r++) {
                 const double *g = fl->h[r / mg].g;
                 for (int64_t j = 0; j < L; j++) {
                     const float w = fl->w[r * L + j];
-                    const float e = w - c.scale * ((float)code_of(w, c.scale, c.zero, q->k) - c.zero);
+                    const float e =
+                        w - c.scale * ((float)code_of(w, c.scale, c.zero, 1 << bits) - c.zero);
                     c.err += g[j * L + j] * (double)e * (double)e;
                 }
             }
@@ -196,7 +203,7 @@ static bd_status feed_round(void *ctx, int64_t group, int64_t block, const float
     for (int64_t i = 0; i < rows; i++) {
         const int64_t r = group * rows + i;
         const float s = bd_int_scale(c->q, r), z = bd_int_zero(c->q, r);
-        int32_t u = code_of(wb[i], s, z, c->q->k);
+        int32_t u = code_of(wb[i], s, z, 1 << bd_int_row_bits(c->q, r));
         c->codes[r * L + block] = u;
         qb[i] = s * ((float)u - z);
     }
@@ -231,28 +238,45 @@ static bd_status feed_back(const bd_feedback_layer *fl, bd_qlayer *q, float *w_h
     return s;
 }
 
-bd_status bd_int_fit(const bd_feedback_layer *fl, const bd_int_spec *spec, bd_objective objective,
+bd_status bd_int_fit(const bd_feedback_layer *fl, const bd_int_spec *spec,
+                     const int32_t *row_bits, bd_objective objective,
                      const bd_progress *progress, bd_qlayer *q, float *w_hat)
 {
     memset(q, 0, sizeof *q);
     if (objective != BD_OBJ_WEIGHT && !fl->h)
         return bd_fail(BD_EINVAL, "the %s objective of an int fit needs the rows' input Gram",
                        bd_objective_name(objective));
+    if (row_bits && !spec->per_channel)
+        return bd_fail(BD_EINVAL, "a bit length per row needs a grid per row (per=channel)");
+    int widest = spec->bits;
+    for (int64_t r = 0; row_bits && r < fl->rows; r++) {
+        if (row_bits[r] < (spec->symmetric ? 2 : BD_INT_MIN_BITS) ||
+            row_bits[r] > BD_INT_MAX_BITS)
+            return bd_fail(BD_EINVAL, "row %lld: int=%d is not allowed; bits are %d to %d",
+                           (long long)r, (int)row_bits[r], spec->symmetric ? 2 : BD_INT_MIN_BITS,
+                           BD_INT_MAX_BITS);
+        widest = r == 0 || row_bits[r] > widest ? row_bits[r] : widest;
+    }
     q->format = BD_FMT_INT;
     q->ints = *spec;
+    q->ints.bits = widest;
     q->objective = objective;
     q->d = 1;
-    q->k = 1 << spec->bits;
+    q->k = 1 << widest;
     q->n = fl->rows * fl->L;
     q->nscales = spec->per_channel ? fl->rows : 1;
     q->scales = malloc((size_t)q->nscales * sizeof *q->scales);
     q->zeros = spec->symmetric ? NULL : malloc((size_t)q->nscales * sizeof *q->zeros);
     q->codes = malloc((size_t)q->n * sizeof *q->codes);
+    q->row_bits = row_bits ? malloc((size_t)fl->rows * sizeof *q->row_bits) : NULL;
     q->rel_error = -1;
     q->other_error = -1;
-    bd_status s = q->scales && q->codes && (spec->symmetric || q->zeros)
+    bd_status s = q->scales && q->codes && (spec->symmetric || q->zeros) &&
+                          (!row_bits || q->row_bits)
                       ? BD_OK
                       : bd_fail(BD_ENOMEM, "out of memory for the int fit");
+    if (s == BD_OK && row_bits)
+        memcpy(q->row_bits, row_bits, (size_t)fl->rows * sizeof *q->row_bits);
     for (int64_t i = 0; s == BD_OK && objective == BD_OBJ_WEIGHT && i < q->nscales; i++)
         set_grid(fl, q, i, 1, 1);
     if (s == BD_OK && objective != BD_OBJ_WEIGHT)

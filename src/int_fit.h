@@ -21,15 +21,19 @@
 enum { BD_INT_CLIP_STEPS = 20 };
 
 /* Fits fl->w (rows x L, row-major as pq.h's layout with d = 1) with the
- * grid of `spec`; fl->h may be NULL for the weight objective and must be
- * given for the others. Fills q (format, ints, k, d, n, nscales, scales,
- * zeros, codes, objective) and the decoded rows into w_hat (rows x L). */
-bd_status bd_int_fit(const bd_feedback_layer *fl, const bd_int_spec *spec, bd_objective objective,
+ * grid of `spec`, each row r at row_bits[r] bits when row_bits is given
+ * (spec->per_channel then, spec->bits unused), else at spec->bits; fl->h
+ * may be NULL for the weight objective and must be given for the others.
+ * Every objective fits a row at b bits as it fits the rows of a layer of b
+ * bits. Fills q (format, ints, k, d, n, nscales, scales, zeros, codes,
+ * row_bits, objective) and the decoded rows into w_hat (rows x L). */
+bd_status bd_int_fit(const bd_feedback_layer *fl, const bd_int_spec *spec,
+                     const int32_t *row_bits, bd_objective objective,
                      const bd_progress *progress, bd_qlayer *q, float *w_hat);
 
-/* Rounds rows x L weights w (same layout) to q's grid: codes (may be NULL)
- * and the decoded values into w_hat. Quant-Noise fake-quantizes with it
- * between refreshes of the grid. */
+/* Rounds rows x L weights w (same layout) to q's grid, each row at its own
+ * bits: codes (may be NULL) and the decoded values into w_hat. Quant-Noise
+ * fake-quantizes with it between refreshes of the grid. */
 void bd_int_round(const bd_qlayer *q, int64_t rows, int64_t L, const float *w, int32_t *codes,
                   float *w_hat);
 

@@ -68,13 +68,12 @@ bd_status bd_lazy_weights_new(bd_graph *g, const bd_layer *layers, bd_qlayer *q,
             continue;
         lazy_layer *ll = &lw->layers[j];
         const bd_tensor *w = g->values[layers[i].weight].init;
-        const int bits = q[i].format == BD_FMT_INT ? q[i].ints.bits : bd_code_bits(q[i].k);
-        ll->bytes = bd_packed_bytes(q[i].n, bits);
+        ll->bytes = bd_qlayer_code_bytes(&q[i]);
         ll->packed = malloc((size_t)ll->bytes + 1);
         s = ll->packed ? bd_tensor_view_head(&views[j], lw->scratch, w->ndim, w->dims)
                        : bd_fail(BD_ENOMEM, "out of memory packing layer '%s'", layers[i].name);
         if (s == BD_OK)
-            bd_pack_bits(q[i].codes, q[i].n, bits, ll->packed);
+            bd_qlayer_pack(&q[i], ll->packed);
         j++;
     }
     if (s != BD_OK) {

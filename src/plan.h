@@ -32,7 +32,7 @@ void bd_plan_describe(const bd_layer_plan *p, char *buf, size_t cap);
 bd_int_spec bd_plan_int_default(int bits);
 
 /* Fills plan[0..n) for a regime: "small" or "large" (PQ), or "int8",
- * "int4" (any "intB", B = 2..8). Every regime leaves the first conv in
+ * "int4" (any "intB", B = 1..16). Every regime leaves the first conv in
  * fp32 unless quantize_first. */
 bd_status bd_plan_regime(const bd_layer *layers, int n, const char *regime, int quantize_first,
                          bd_layer_plan *plan);
@@ -53,7 +53,7 @@ typedef struct bd_plan_change {
                       .symmetric = -1})
 
 /* Applies c to layer l's plan p. Checked first: on failure (a k the layer
- * cannot take, bits outside 2..8, k= with int=, ...) p is unchanged and the
+ * cannot take, bits outside 1..16 (2..16 symmetric), k= with int=, ...) p is unchanged and the
  * message names the layer. */
 bd_status bd_plan_apply(const bd_layer *l, const bd_plan_change *c, bd_layer_plan *p);
 

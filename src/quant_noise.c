@@ -255,7 +255,7 @@ static bd_status fit_grid(noised *z)
     if (!w_hat)
         return bd_fail(BD_ENOMEM, "out of memory");
     bd_qlayer q = {0};
-    bd_status s = bd_int_fit(&fl, &z->ints, BD_OBJ_WEIGHT, NULL, &q, w_hat);
+    bd_status s = bd_int_fit(&fl, &z->ints, NULL, BD_OBJ_WEIGHT, NULL, &q, w_hat);
     free(w_hat);
     if (s != BD_OK)
         return s;

@@ -44,7 +44,7 @@ typedef enum bd_noise_kind {
 typedef struct bd_noise_spec {
     bd_noise_kind kind;
     double p;        /* the rate, in [0, 1] */
-    int bits;        /* BD_NOISE_INT: 2..8 */
+    int bits;        /* BD_NOISE_INT: 1..16 */
     char regime[16]; /* the blocks' layout: "small" or "large" (pq), "intB" */
     int refresh;     /* steps between codebook refits / grid refreshes (0: default) */
 } bd_noise_spec;
@@ -52,7 +52,7 @@ typedef struct bd_noise_spec {
 enum { BD_NOISE_REFRESH_PQ = 100, BD_NOISE_REFRESH_INT = 1 };
 
 /* "none", or "KIND:p=P[,regime=small|large][,refresh=N]" with KIND pq,
- * pq-centroid, int8, int4 (any intB, B = 2..8). p outside [0, 1], an
+ * pq-centroid, int8, int4 (any intB, B = 1..16). p outside [0, 1], an
  * unknown kind or key fail, naming `where`. */
 bd_status bd_noise_parse(const char *where, const char *text, bd_noise_spec *s);
 

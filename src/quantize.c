@@ -671,7 +671,7 @@ static bd_status fit_int(const bd_layer *l, const float *sub, const bd_capture *
     bd_feedback_layer fl = {sub, l->rows, l->row_len, cap->groups,
                             objective == BD_OBJ_WEIGHT ? NULL : cap->rowgram};
     float *rows = malloc((size_t)(l->rows * l->row_len) * sizeof *rows);
-    bd_status s = rows ? bd_int_fit(&fl, &opt->ints, objective, progress, q, rows)
+    bd_status s = rows ? bd_int_fit(&fl, &opt->ints, NULL, objective, progress, q, rows)
                        : bd_fail(BD_ENOMEM, "out of memory for layer '%s'", l->name);
     if (s == BD_OK) {
         bd_pq_layout lay;

@@ -35,7 +35,8 @@ static cJSON *layer_json(const bd_report *r, int i)
     cJSON_AddNumberToObject(o, "d", q->d);
     cJSON_AddNumberToObject(o, "k", q->k);
     if (q->format == BD_FMT_INT) {
-        cJSON_AddNumberToObject(o, "bits", q->ints.bits);
+        /* the mean when rows have bits of their own */
+        cJSON_AddNumberToObject(o, "bits", bd_qlayer_bits_per_weight(q));
         cJSON_AddStringToObject(o, "per", q->ints.per_channel ? "channel" : "tensor");
         cJSON_AddBoolToObject(o, "symmetric", q->ints.symmetric);
     }

@@ -14,6 +14,8 @@
 #include "compressed.h"
 #include "data.h"
 #include "exec.h"
+#include "int_fit.h"
+#include "lazy_weights.h"
 #include "model_meta.h"
 #include "onnx_io.h"
 #include "pq.h"
@@ -295,10 +297,16 @@ static int code_bits(const bd_qlayer *q)
     return q->format == BD_FMT_INT ? q->ints.bits : bd_code_bits(q->k);
 }
 
-/* The width a code takes in the file (compressed.c): one bit at least. */
-static int file_bits(const bd_qlayer *q)
+/* The bits q's codes take in the file (compressed.c): one bit a code at
+ * least; a layer with a bit length per row adds its row order. */
+static int64_t file_bits(const bd_qlayer *q)
 {
-    return code_bits(q) > 0 ? code_bits(q) : 1;
+    if (!q->row_bits)
+        return q->n * (code_bits(q) > 0 ? code_bits(q) : 1);
+    int64_t bits = q->nscales * bd_int_order_bits(q->nscales);
+    for (int64_t r = 0; r < q->nscales; r++)
+        bits += q->n / q->nscales * q->row_bits[r];
+    return bits;
 }
 
 /* The bytes of the student's float scalars, which the file may share. */
@@ -322,26 +330,39 @@ static void check_payload(const student *s, const bd_graph *c)
 {
     bd_model_size size;
     const bd_qlayer **qp = calloc((size_t)s->n + 1, sizeof *qp);
-    int64_t bits = 0, nq = 0, sym = 0;
+    int64_t bits = 0, nq = 0, sym = 0, orders = 0, runs = 0;
     assert_non_null(qp);
     for (int i = 0; i < s->n; i++)
         if (s->q[i].k) {
-            qp[i] = &s->q[i];
-            bits += s->q[i].n * file_bits(&s->q[i]);
-            sym |= s->q[i].format == BD_FMT_INT && !s->q[i].zeros ? 1 << s->q[i].ints.bits : 0;
+            const bd_qlayer *q = &s->q[i];
+            qp[i] = q;
+            bits += file_bits(q);
+            for (int64_t r = 0; r < (q->row_bits ? q->nscales : 1); r++)
+                sym |= q->format == BD_FMT_INT && !q->zeros ? 1 << bd_int_row_bits(q, r) : 0;
+            /* a row order is counted with the tables, stored with the codes */
+            orders += q->row_bits ? bd_packed_bytes(q->nscales, bd_int_order_bits(q->nscales)) : 0;
+            /* its runs of codes: one, or a part per width and the row order */
+            int widths = 0;
+            for (int b = 1; q->row_bits && b <= 16; b++)
+                for (int64_t r = 0; r < q->nscales; r++)
+                    if (q->row_bits[r] == b) {
+                        widths++;
+                        break;
+                    }
+            runs += q->row_bits ? widths + 1 : 1;
             nq++;
         }
     bd_model_size_compute(s->g, s->layers, s->n, qp, &size);
     free(qp);
     int64_t packed = (bits + 7) / 8, f32 = tensor_bytes(c, BD_F32), u8 = tensor_bytes(c, BD_U8);
-    assert_int_equal(tensor_bytes(c, BD_F16), size.codebook_bytes);
+    assert_int_equal(tensor_bytes(c, BD_F16), size.codebook_bytes - orders);
     assert_true(f32 <= size.other_bytes + 4 * __builtin_popcount(sym));
     assert_true(f32 >= size.other_bytes - scalar_bytes(s->g));
     /* narrow widths may move up where that costs fewer bytes than a width */
     assert_true(u8 >= packed && u8 < packed + 160 * 15);
-    assert_true(packed <= size.code_bytes && size.code_bytes < packed + nq);
-    /* shapes and split sizes per layer; powers of two and shapes per width */
-    assert_true(tensor_bytes(c, BD_I64) <= 8 * (24 + 6 * nq + 16 * 18));
+    assert_true(packed <= size.code_bytes + orders && size.code_bytes + orders < packed + 2 * nq);
+    /* shapes and split sizes per run; powers of two and shapes per width */
+    assert_true(tensor_bytes(c, BD_I64) <= 8 * (24 + 6 * runs + 16 * 18));
 }
 
 /* The file is the payload plus its graph: at most 5% + 4 KB more. */
@@ -384,6 +405,9 @@ static void assert_same_qlayer(const bd_qlayer *a, const bd_qlayer *b, const cha
     assert_int_equal(a->ints.per_channel, b->ints.per_channel);
     assert_int_equal(a->ints.symmetric, b->ints.symmetric);
     assert_int_equal(a->nscales, b->nscales);
+    assert_int_equal(!a->row_bits, !b->row_bits);
+    if (b->row_bits)
+        assert_memory_equal(a->row_bits, b->row_bits, (size_t)b->nscales * sizeof *b->row_bits);
     assert_memory_equal(a->scales, b->scales, (size_t)b->nscales * sizeof(float));
     assert_int_equal(!a->zeros, !b->zeros);
     if (b->zeros)
@@ -550,6 +574,110 @@ static void test_transposed_roundtrip(void **state)
     student s;
     tiny_student(&s);
     check_roundtrip(&s, 0);
+    free_student(&s);
+}
+
+/* Layer l as an int layer fitted to its weight, which becomes the decoded
+ * one: each row at row_bits[r] bits, or all at `bits` when row_bits is
+ * NULL. */
+static void make_int_qlayer(const bd_layer *l, float *w, int bits, int sym, const int32_t *row_bits,
+                            bd_qlayer *q)
+{
+    bd_pq_layout lay;
+    ok(bd_pq_layout_init(l, 1, &lay));
+    float *rows = malloc((size_t)lay.n * sizeof *rows);
+    float *w_hat = malloc((size_t)lay.n * sizeof *w_hat);
+    assert_true(rows && w_hat);
+    bd_pq_gather(&lay, w, rows);
+    bd_feedback_layer fl = {rows, lay.rows, lay.row_len, 1, NULL};
+    bd_int_spec spec = {bits, 1, sym};
+    ok(bd_int_fit(&fl, &spec, row_bits, BD_OBJ_WEIGHT, NULL, q, w_hat));
+    ok(bd_qlayer_decode(q, l, w));
+    free(rows);
+    free(w_hat);
+}
+
+/* Every layer of s an int layer: the first of 1 bit, the second of 16
+ * (symmetric), the others of a bit length per row, every width from 1
+ * (2 when symmetric) to 16 among their rows, every other one symmetric. */
+static void int_rows_student(student *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        const bd_layer *l = &s->layers[i];
+        float *w = s->g->values[l->weight].init->data;
+        const int sym = i == 1 || (i > 1 && i % 2);
+        int32_t *row_bits = malloc((size_t)l->rows * sizeof *row_bits);
+        assert_non_null(row_bits);
+        for (int64_t r = 0; r < l->rows; r++)
+            row_bits[r] = (int32_t)(sym + 1 + (r * 7 + i) % (16 - sym));
+        bd_qlayer_free(&s->q[i]);
+        make_int_qlayer(l, w, i == 0 ? 1 : 16, sym, i > 1 ? row_bits : NULL, &s->q[i]);
+        free(row_bits);
+    }
+}
+
+/* The file check_roundtrip saved, loaded lazily as eval does: the rows
+ * decode from their packed codes to the same logits. */
+static void check_lazy(const student *s)
+{
+    bd_graph *g;
+    bd_qlayer *q;
+    bd_layer *layers;
+    bd_lazy_weights *lw;
+    bd_exec *ex;
+    bd_tensor *y;
+    int n, nl;
+    ok(bd_model_load_lazy(tmp_path(s->name, ".onnx"), &g, &q, &n));
+    ok(bd_layers_find(g, &layers, &nl));
+    ok(bd_lazy_weights_new(g, layers, q, n, &lw));
+    ok(bd_exec_new(&ex, g, BD_EXEC_FUSE));
+    bd_lazy_weights_attach(lw, ex);
+    ok(bd_exec_run1(ex, s->x, &y));
+    bd_tensor *want = run(s->g, s->x);
+    assert_memory_equal(y->data, want->data, bd_tensor_nbytes(want));
+    bd_tensor_free(want);
+    bd_tensor_free(y);
+    bd_exec_free(ex);
+    bd_lazy_weights_free(lw);
+    free_qlayers(q, n);
+    free(layers);
+    bd_graph_free(g);
+}
+
+/* Int layers of 1 and 16 bits and of a bit length per row on the Conv and
+ * Gemm layers of a ResNet: the file gives back the same rows' bits, codes
+ * and grids, the same model, and ONNX Runtime runs it. */
+static void test_row_bits_roundtrip(void **state)
+{
+    (void)state;
+    student s;
+    load_fmnist(&s, "resnet_bn");
+    int_rows_student(&s);
+    assert_null(s.q[0].row_bits);
+    assert_non_null(s.q[s.n - 1].row_bits);
+    check_roundtrip(&s, 0);
+    check_lazy(&s);
+    free_student(&s);
+}
+
+/* The same on weights stored transposed (MatMul, Gemm transB = 0): the
+ * rows' Gather comes before the Transpose. */
+static void test_row_bits_transposed(void **state)
+{
+    (void)state;
+    student s;
+    tiny_student(&s);
+    for (int i = 0; i < s.n; i++) {
+        const bd_layer *l = &s.layers[i];
+        int32_t row_bits[32];
+        assert_true(l->rows <= 32);
+        for (int64_t r = 0; r < l->rows; r++)
+            row_bits[r] = (int32_t)(1 + (r * 3 + i) % 16);
+        bd_qlayer_free(&s.q[i]);
+        make_int_qlayer(l, s.g->values[l->weight].init->data, 0, 0, row_bits, &s.q[i]);
+    }
+    check_roundtrip(&s, 0);
+    check_lazy(&s);
     free_student(&s);
 }
 
@@ -1110,6 +1238,43 @@ static void test_foreign_order(void **state)
     free_student(&s);
 }
 
+/* A row order that does not name every row once is not bitdown's layout:
+ * the model loads as it is, that layer unquantized, computing the weight
+ * the file says (here every row the first of the sorted ones). */
+static void test_bad_row_order(void **state)
+{
+    (void)state;
+    student s;
+    load_fmnist(&s, "resnet_bn");
+    int_rows_student(&s);
+    int i = layer_index(s.layers, s.n, "fc"), zeros;
+    const bd_qlayer *q = &s.q[i];
+    assert_non_null(q->row_bits);
+    assert_int_equal(q->nscales, 10);
+    bd_graph *c = export_all(&s);
+    bd_node *gather = producer_of(c, "fc.weight");
+    assert_string_equal(gather->op, "Gather");
+    ok(bd_graph_value(c, "all_row_0", &zeros));
+    bd_graph_set_init(c, zeros, BD_TEST_INTS(0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
+    gather->inputs[1] = zeros;
+    ok(bd_graph_sort(c));
+    bd_graph *back = load_with_plain_layer(&s, c, "fc");
+    /* the narrowest rows come first, the first of them in row order */
+    int64_t first = 0, len = s.layers[i].row_len;
+    for (int64_t r = 0; r < q->nscales; r++)
+        first = q->row_bits[r] < q->row_bits[first] ? r : first;
+    float *w = s.g->values[s.layers[i].weight].init->data;
+    for (int64_t r = 0; r < q->nscales; r++)
+        memcpy(w + r * len, w + first * len, (size_t)len * sizeof *w);
+    bd_tensor *y = run(s.g, s.x), *y2 = run(back, s.x);
+    assert_memory_equal(y->data, y2->data, bd_tensor_nbytes(y));
+    bd_tensor_free(y);
+    bd_tensor_free(y2);
+    bd_graph_free(back);
+    bd_graph_free(c);
+    free_student(&s);
+}
+
 /* Malformed metadata fails, naming the key. */
 static void test_bad_metadata(void **state)
 {
@@ -1192,6 +1357,8 @@ int main(void)
         cmocka_unit_test(test_mobilenet_roundtrip),
         cmocka_unit_test(test_resnet18_roundtrip),
         cmocka_unit_test(test_transposed_roundtrip),
+        cmocka_unit_test(test_row_bits_roundtrip),
+        cmocka_unit_test(test_row_bits_transposed),
         cmocka_unit_test(test_examples_file_size),
         cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_format1_loads),
@@ -1199,6 +1366,7 @@ int main(void)
         cmocka_unit_test(test_tampered_codes),
         cmocka_unit_test(test_float32_table),
         cmocka_unit_test(test_foreign_order),
+        cmocka_unit_test(test_bad_row_order),
         cmocka_unit_test(test_bad_metadata),
         cmocka_unit_test(test_export_refusals),
     };

@@ -299,8 +299,8 @@ grep -q '^grid          int=3 per=tensor sym=0 objective=' "$TMP/int_load.out" |
   fail "the reloaded int layer: $(cat "$TMP/int_load.out" "$TMP/int_load.err")"
 grep -q 'weights       36864' "$TMP/int_load.out" || fail "the reloaded int layer's codes: $(cat "$TMP/int_load.out")"
 grep -q '^layer3.0.conv2: d=9 k=16 objective=' "$TMP/int_load.out" || fail "k= makes an int layer PQ again: $(cat "$TMP/int_load.out")"
-printf 'set layer3.0.conv2 int=9\n' | repl int_bad $M
-expect_error int_bad "int wants a whole number from 2 to 8, not '9'"
+printf 'set layer3.0.conv2 int=17\n' | repl int_bad $M
+expect_error int_bad "int wants a whole number from 1 to 16, not '17'"
 
 printf 'load %s\nlayers\n' "$TMP/d.onnx" | repl load_decoded
 grep -q "^loaded $TMP/d.onnx: 10 layers, 0 quantized$" "$TMP/load_decoded.out" || fail "load of the decoded file: $(cat "$TMP/load_decoded.out" "$TMP/load_decoded.err")"

@@ -162,7 +162,7 @@ static void test_trial_changes_nothing(void **state)
     for (int j = 0; j < 3; j++)
         assert_int_equal(bytes[j], 64 * 576 * bits[j] / 8 + 64 * 2 * 2);
     assert_int_equal(student_hash(ws), before);
-    bad = 9;
+    bad = 17;
     assert_int_not_equal(bd_ws_trial(ws, i, BD_FMT_INT, 0, &bad, 1, 0, err, NULL), BD_OK);
     bd_ws_free(ws);
 }

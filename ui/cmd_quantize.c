@@ -29,7 +29,7 @@ static const char help[] =
     "  --calib-n N           calibration images (default 1024)\n"
     "  --regime small|large|int8|int4  the paper's block sizes: small d=9 (3x3), 4\n"
     "                        (1x1, fc); large d=18, 8, 4; k=256, fc k=2048, clamped\n"
-    "                        (default small); intB: B-bit ints per channel (B = 2..8)\n"
+    "                        (default small); intB: B-bit ints per channel (B = 1..16)\n"
     "  --set GLOB:d=D,k=K[,objective=act|weight|feedback]   override layers matching GLOB\n"
     "  --set GLOB:int=B[,per=channel|tensor][,sym=0|1]   make them B-bit ints\n"
     "                        (fnmatch, e.g. 'layer3.*'); GLOB:skip keeps them fp32;\n"

@@ -132,12 +132,14 @@ static bd_status job_plan(tui *t, const tui_job *j)
     }
     case PLAN_K: {
         if (is_int) {
+            /* a symmetric grid needs a level on each side of 0 */
+            const int least = l->ints.symmetric ? 2 : BD_INT_MIN_BITS;
             c.bits = l->ints.bits + j->step;
-            if (c.bits >= BD_INT_MIN_BITS && c.bits <= BD_INT_MAX_BITS)
+            if (c.bits >= least && c.bits <= BD_INT_MAX_BITS)
                 break;
-            tui_log_addf(&t->log, TS_WARN, "%s: int%d is the %s (%d to %d bits)", l->layer.name,
-                         l->ints.bits, j->step > 0 ? "most" : "least", BD_INT_MIN_BITS,
-                         BD_INT_MAX_BITS);
+            tui_log_addf(&t->log, TS_WARN, "%s: int%d is the %s (%d to %d bits%s)", l->layer.name,
+                         l->ints.bits, j->step > 0 ? "most" : "least", least, BD_INT_MAX_BITS,
+                         l->ints.symmetric ? " when symmetric" : "");
             return BD_OK;
         }
         int k = step_pow2(l->k, j->step), kmax = bd_pq_max_k(rows * (len / l->d));
