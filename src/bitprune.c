@@ -101,7 +101,7 @@ static bd_status quantize_row(const float *w, int64_t L, int bits, float *out)
     const bd_feedback_layer fl = {.w = w, .rows = 1, .L = L, .groups = 1};
     const bd_int_spec spec = {.bits = bits, .per_channel = 1};
     bd_qlayer q;
-    bd_status s = bd_int_fit(&fl, &spec, BD_OBJ_WEIGHT, NULL, &q, out);
+    bd_status s = bd_int_fit(&fl, &spec, NULL, BD_OBJ_WEIGHT, NULL, &q, out);
     bd_qlayer_free(&q);
     return s;
 }
@@ -552,20 +552,35 @@ void bd_bitprune_round(const double *n, const double *share, int nt, double targ
     }
 }
 
-/* The saved codec of each layer: the grid the hook applied, at the rounded
- * bits, and its decoded weight in g. */
+/* The saved codec of each layer: the grids the hook applied, at the
+ * rounded bits (a bit length per row with channel granularity, when the
+ * rows differ), and its decoded weight in g. */
 static bd_status final_codecs(bitprune *b, bd_graph *g, bd_qlayer *out)
 {
     bd_status s = BD_OK;
     for (int i = 0; s == BD_OK && i < b->nbl; i++) {
         bp_layer *l = &b->bl[i];
+        const int64_t rows = l->lay.rows;
+        int32_t *rb = malloc((size_t)rows * sizeof *rb);
+        if (!rb)
+            return bd_fail(BD_ENOMEM, "out of memory");
+        int uniform = 1;
+        for (int64_t r = 0; r < rows; r++) {
+            rb[r] = (int32_t)b->n[l->first + (l->ntens > 1 ? r : 0)];
+            uniform &= rb[r] == rb[0];
+        }
         bd_pq_gather(&l->lay, g->values[l->weight].init->data, l->sub);
-        const bd_feedback_layer fl = {.w = l->sub, .rows = l->lay.rows, .L = l->lay.row_len,
+        const bd_feedback_layer fl = {.w = l->sub, .rows = rows, .L = l->lay.row_len,
                                       .groups = 1};
-        const bd_int_spec spec = {.bits = (int)b->n[l->first], .per_channel = 1};
-        s = bd_int_fit(&fl, &spec, BD_OBJ_WEIGHT, NULL, &out[l->layer], l->q);
-        if (s == BD_OK)
-            bd_pq_scatter(&l->lay, l->q, g->values[l->weight].init->data);
+        const bd_int_spec spec = {.bits = rb[0], .per_channel = 1};
+        s = bd_int_fit(&fl, &spec, uniform ? NULL : rb, BD_OBJ_WEIGHT, NULL, &out[l->layer], l->q);
+        free(rb);
+        if (s != BD_OK) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", bd_error_message());
+            return bd_fail(s, "bitprune: layer '%s': %s", b->layers[l->layer].name, why);
+        }
+        bd_pq_scatter(&l->lay, l->q, g->values[l->weight].init->data);
     }
     return s;
 }

@@ -157,7 +157,7 @@ static void codec_grid(const float *w, int64_t rows, int64_t L, int b, float *ou
     const bd_feedback_layer fl = {.w = w, .rows = rows, .L = L, .groups = 1};
     const bd_int_spec spec = {.bits = b, .per_channel = 1};
     bd_qlayer q;
-    assert_int_equal(bd_int_fit(&fl, &spec, BD_OBJ_WEIGHT, NULL, &q, out), BD_OK);
+    assert_int_equal(bd_int_fit(&fl, &spec, NULL, BD_OBJ_WEIGHT, NULL, &q, out), BD_OK);
     bd_qlayer_free(&q);
 }
 
@@ -417,6 +417,33 @@ static void test_codecs_have_the_rounded_bits(void **state)
         free(dec);
     }
     assert_int_equal(x.r.tune.epochs, 1);
+    run_free(&x);
+
+    /* per channel: each row's codes at its own rounded bits */
+    o.granularity = BD_BITS_CHANNEL;
+    o.init_bits = 3.5f; /* the loss alone moves the rows to either side */
+    o.bits_lr = 0.5f;
+    o.min_bits = 2;
+    run_it(&x, &o);
+    int mixed = 0;
+    for (int l = 0; l < 2; l++) {
+        const bd_qlayer *q = &x.q[l];
+        double sum = 0;
+        for (int64_t r = 0; r < layers[l].rows; r++) {
+            const int b = bd_int_row_bits(q, r);
+            assert_in_range(b, 2, 8);
+            mixed |= b != bd_int_row_bits(q, 0);
+            sum += b;
+        }
+        assert_float_equal(x.r.layers[l].bits, sum / (double)layers[l].rows, 1e-12);
+        assert_float_equal(bd_qlayer_bits_per_weight(q), x.r.layers[l].bits, 1e-12);
+        const bd_tensor *w = x.g->values[layers[l].weight].init;
+        float *dec = malloc((size_t)bd_tensor_count(w) * sizeof *dec);
+        assert_int_equal(bd_qlayer_decode(q, &layers[l], dec), BD_OK);
+        assert_memory_equal(dec, w->data, (size_t)bd_tensor_count(w) * sizeof *dec);
+        free(dec);
+    }
+    assert_true(mixed); /* the case of the per-row codec, not one width */
     free(layers);
     run_free(&x);
 }
