@@ -52,6 +52,7 @@ void bd_bitprune_options_init(bd_bitprune_options *o)
                                .bits_lr = 0.01f, .ramp = 0.5f, .track = 0.2f,
                                .finetune_epochs = 1};
     bd_training_options_init(&o->train);
+    o->train.lr = 0.01f; /* the model is trained already: training's 0.1 would undo it */
 }
 
 bd_status bd_bitprune_set(bd_bitprune_options *o, const char *where, const char *key,

@@ -59,7 +59,7 @@ typedef enum bd_bits_cost { BD_BITS_MEMORY = 0, BD_BITS_OPS = 1 } bd_bits_cost;
 typedef enum bd_bits_grain { BD_BITS_LAYER = 0, BD_BITS_CHANNEL = 1 } bd_bits_grain;
 
 typedef struct bd_bitprune_options {
-    bd_training_options train; /* the learning phase: epochs, lr, batch, seed, ... */
+    bd_training_options train; /* the learning phase: epochs, lr (default 0.01), seed, ... */
     float target_bits;   /* > 0: lambda is solved for until the mean bits per weight reach it */
     float target_mb;     /* > 0: ... until the compressed model is this many MiB */
     float lambda;        /* >= 0: fixed; < 0 (the default): not given */
