@@ -69,14 +69,6 @@ static bd_graph *tiny_model(void)
     return g;
 }
 
-static void put_be32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
-
 static bd_preprocess pp;
 
 static bd_dataset *tiny_data(void)
@@ -84,20 +76,13 @@ static bd_dataset *tiny_data(void)
     char img[512], lab[512], spec[1100];
     snprintf(img, sizeof img, "%s/bp_img.idx", bd_test_tmpdir());
     snprintf(lab, sizeof lab, "%s/bp_lab.idx", bd_test_tmpdir());
-    unsigned char ib[16 + N * 16], lb[8 + N];
-    put_be32(ib, 0x803);
-    put_be32(ib + 4, N);
-    put_be32(ib + 8, 4);
-    put_be32(ib + 12, 4);
-    put_be32(lb, 0x801);
-    put_be32(lb + 4, N);
+    unsigned char px[N * 16], lb[N];
     for (int i = 0; i < N; i++) {
-        lb[8 + i] = (unsigned char)((i * 7 + 1) % CLASSES);
+        lb[i] = (unsigned char)((i * 7 + 1) % CLASSES);
         for (int j = 0; j < 16; j++)
-            ib[16 + i * 16 + j] = (unsigned char)((i * 37 + j * 91 + i * j * 13) % 256);
+            px[i * 16 + j] = (unsigned char)((i * 37 + j * 91 + i * j * 13) % 256);
     }
-    assert_int_equal(bd_test_write_file(img, ib, sizeof ib), 0);
-    assert_int_equal(bd_test_write_file(lab, lb, sizeof lb), 0);
+    assert_int_equal(bd_test_write_idx(img, lab, N, 4, 4, px, lb), 0);
     snprintf(spec, sizeof spec, "idx:%s,%s", img, lab);
     bd_preprocess_default(&pp);
     bd_dataset *d;
@@ -313,22 +298,20 @@ static void test_lambda_zero_keeps_bits_large_lambda_drives_to_min(void **state)
 static void test_target_is_met(void **state)
 {
     (void)state;
-    bd_bitprune_options o = plain(40);
-    o.target_bits = 3.5f;
-    o.min_bits = 2;
-    o.bits_lr = 0.5f;
-    run x;
-    run_it(&x, &o);
-    assert_float_equal(x.r.learned_mean, 3.5, 0.05);
-    assert_true(x.r.mean_bits <= 3.5 + 1e-9);
-    assert_true(x.r.mean_bits > 2.5);
-    run_free(&x);
-    /* the ops cost moves the bits elsewhere, the target is the same mean */
-    o.cost = BD_BITS_OPS;
-    run_it(&x, &o);
-    assert_float_equal(x.r.learned_mean, 3.5, 0.05);
-    assert_true(x.r.mean_bits <= 3.5 + 1e-9);
-    run_free(&x);
+    /* with the ops cost the bits go elsewhere, the target is the same mean */
+    for (int cost = BD_BITS_MEMORY; cost <= BD_BITS_OPS; cost++) {
+        bd_bitprune_options o = plain(40);
+        o.target_bits = 3.5f;
+        o.min_bits = 2;
+        o.bits_lr = 0.5f;
+        o.cost = cost;
+        run x;
+        run_it(&x, &o);
+        assert_float_equal(x.r.learned_mean, 3.5, 0.05);
+        assert_true(x.r.mean_bits <= 3.5 + 1e-9);
+        assert_true(x.r.mean_bits > 2.5);
+        run_free(&x);
+    }
 }
 
 /* ---- costs ------------------------------------------------------------------------ */

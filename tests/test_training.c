@@ -61,14 +61,6 @@ static bd_graph *tiny_model(void)
     return g;
 }
 
-static void put_be32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
-
 static unsigned char pixels[N][2][4];
 static int labels[N];
 
@@ -78,22 +70,14 @@ static bd_dataset *tiny_data(void)
     char img[512], lab[512], spec[1100];
     snprintf(img, sizeof img, "%s/img.idx", bd_test_tmpdir());
     snprintf(lab, sizeof lab, "%s/lab.idx", bd_test_tmpdir());
-    unsigned char ib[16 + N * 8], lb[8 + N];
-    put_be32(ib, 0x803);
-    put_be32(ib + 4, N);
-    put_be32(ib + 8, 2);
-    put_be32(ib + 12, 4);
-    put_be32(lb, 0x801);
-    put_be32(lb + 4, N);
+    unsigned char lb[N];
     for (int i = 0; i < N; i++) {
         labels[i] = (i * 7 + 1) % ROWS;
-        lb[8 + i] = (unsigned char)labels[i];
+        lb[i] = (unsigned char)labels[i];
         for (int j = 0; j < 8; j++)
             pixels[i][j / 4][j % 4] = (unsigned char)((i * 37 + j * 91 + i * j * 13) % 256);
-        memcpy(ib + 16 + i * 8, pixels[i], 8);
     }
-    assert_int_equal(bd_test_write_file(img, ib, sizeof ib), 0);
-    assert_int_equal(bd_test_write_file(lab, lb, sizeof lb), 0);
+    assert_int_equal(bd_test_write_idx(img, lab, N, 2, 4, &pixels[0][0][0], lb), 0);
     snprintf(spec, sizeof spec, "idx:%s,%s", img, lab);
     bd_preprocess pp;
     bd_preprocess_default(&pp);

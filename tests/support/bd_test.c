@@ -69,6 +69,36 @@ int bd_test_write_file(const char *path, const void *data, size_t len)
     return fclose(f) == 0 && w == len ? 0 : -1;
 }
 
+static void put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+int bd_test_write_idx(const char *images, const char *labels, int n, int h, int w,
+                      const unsigned char *pixels, const unsigned char *label_bytes)
+{
+    const size_t count = (size_t)n * (size_t)h * (size_t)w;
+    unsigned char *ib = malloc(16 + count), *lb = malloc(8 + (size_t)n);
+    int rc = -1;
+    if (ib && lb) {
+        put_be32(ib, 0x803);
+        put_be32(ib + 4, (uint32_t)n);
+        put_be32(ib + 8, (uint32_t)h);
+        put_be32(ib + 12, (uint32_t)w);
+        memcpy(ib + 16, pixels, count);
+        put_be32(lb, 0x801);
+        put_be32(lb + 4, (uint32_t)n);
+        memcpy(lb + 8, label_bytes, (size_t)n);
+        rc = bd_test_write_file(images, ib, 16 + count) || bd_test_write_file(labels, lb, 8 + (size_t)n);
+    }
+    free(ib);
+    free(lb);
+    return rc;
+}
+
 double bd_test_rel_error(const float *a, const float *b, size_t n)
 {
     double diff = 0, scale = 0;

@@ -18,6 +18,10 @@ const char *bd_test_tmpdir(void);
 /* Reads a whole file (with a NUL after it); NULL if it cannot. *len gets the size. */
 void *bd_test_read_file(const char *path, size_t *len);
 int bd_test_write_file(const char *path, const void *data, size_t len);
+/* n gray images of h x w bytes and their labels as IDX files (Fashion-MNIST's
+ * format), for tests that train on a dataset of their own; 0 on success. */
+int bd_test_write_idx(const char *images, const char *labels, int n, int h, int w,
+                      const unsigned char *pixels, const unsigned char *label_bytes);
 /* max |a-b| / max(max |b|, 1e-12): the relative error used throughout. */
 double bd_test_rel_error(const float *a, const float *b, size_t n);
 /* Deterministic pseudo-random floats in [lo, hi). */
