@@ -66,7 +66,8 @@ static cJSON *layer_json(const bd_report *r, int i)
  * target speaks of. */
 static double code_bits(const bd_qlayer *q)
 {
-    return q->format == BD_FMT_INT ? q->ints.bits : (double)bd_code_bits(q->k) / q->d;
+    return q->format == BD_FMT_INT ? bd_qlayer_bits_per_weight(q) /* rows' mean */
+                                   : (double)bd_code_bits(q->k) / q->d;
 }
 
 /* The quantized layers' mean code bits, weighted by their parameters;

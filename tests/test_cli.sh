@@ -155,6 +155,17 @@ PY
 grep -qE '^layer3\.0\.conv2 .* int[0-9]+ ' "$TMP/info" || fail "bitprune's layers are not int: $(cat "$TMP/info")"
 . "$(dirname "$0")/support/ort.sh"
 runtimes_agree "$TMP/bp.onnx"
+# per channel, by ops: rows of their own widths; the report's mean is the rows'
+"$BIN" bitprune $M -o "$TMP/bpc.onnx" --target-bits 4 --granularity channel --cost ops \
+  "${BP[@]}" --report "$TMP/bpc.json" >"$TMP/out" 2>"$TMP/err" ||
+  fail "bitprune per channel failed: $(cat "$TMP/err")"
+/usr/bin/python3 - "$TMP/bpc.json" "$TMP/out" <<'PY' || fail "bitprune per channel's report"
+import json, re, sys
+t = json.load(open(sys.argv[1]))["totals"]
+printed = float(re.search(r"^mean bits ([0-9.]+) \(memory-weighted\)", open(sys.argv[2]).read(), re.M).group(1))
+assert 0 < t["mean_bits"] <= 4 + 1e-9 and abs(t["mean_bits"] - printed) < 1e-3, (t, printed)
+PY
+runtimes_agree "$TMP/bpc.onnx"
 rm -f "$TMP/bp2.onnx" "$TMP/bp2.json"
 expect_fail 2 "max_bits" "$BIN" bitprune $M -o "$TMP/bp2.onnx" --target-bits 4 --max-bits 17
 expect_fail 2 "one of --target-bits, --target-mb or --lambda" "$BIN" bitprune $M -o "$TMP/bp2.onnx"

@@ -32,7 +32,7 @@ for m in $MODELS; do
   # the policy's lines: "bits_compare: METHOD top1 X%, B bits per weight, S MB (Rx)",
   # the teacher's and BitPruning's bits per layer
   "$BIN" run --model "$model" lua/policies/bits_compare.lua "target_bits=$TARGET" \
-    "steps=$STEPS" epochs=1 finetune_epochs=1 "lr=$LR" seed=0 "tune_iters=$((2 * STEPS))" \
+    "steps=$STEPS" epochs=1 finetune_epochs=1 "lr=$LR" seed=1 "tune_iters=$((2 * STEPS))" \
     >"$TMP/compare.log" 2>&1 || { cat "$TMP/compare.log" >&2; exit 1; }
   teacher=$(sed -n 's/^bits_compare: teacher top1 \([0-9.]*\)%.*/\1/p' "$TMP/compare.log")
   sed -n 's/^bits_compare: \(.*[^ ]\) *top1 \([0-9.]*\)%, \([0-9.]*\) bits per weight, \([0-9.]*\) MB (\([0-9.]*\)x)$/\1|\2|\3|\4|\5/p' \
@@ -44,7 +44,7 @@ for m in $MODELS; do
   for c in $CONFIGS; do
     cost=${c%%:*} gran=${c##*:}
     "$BIN" bitprune "$model" -o "$TMP/bp.onnx" --data fmnist:train --eval fmnist:test \
-      --threads "$THREADS" --seed 0 --target-bits "$TARGET" --cost "$cost" \
+      --threads "$THREADS" --seed 1 --target-bits "$TARGET" --cost "$cost" \
       --granularity "$gran" --epochs 1 --steps "$STEPS" --finetune-epochs 1 --lr "$LR" \
       --report "$TMP/bp.json" >"$TMP/bp.log"
     /usr/bin/python3 - "$m" "$cost/$gran" "$TMP/bp.json" >>"$res" <<'PY'
@@ -61,7 +61,7 @@ PY
 done
 
 {
-  echo "Command: \`BD_BP_TARGET=$TARGET BD_BP_STEPS=$STEPS BD_BP_LR=$LR ./bd bench bitprune\` ($(date -u +%Y-%m-%d), $THREADS threads). Top-1 (%) on the 10 000 Fashion-MNIST test images. Each model: \`bitdown run --model M lua/policies/bits_compare.lua target_bits=$TARGET steps=$STEPS epochs=1 finetune_epochs=1 lr=$LR seed=0 tune_iters=$((2 * STEPS))\` (BitPruning with memory cost per layer: $STEPS steps of 128 images learning the bit lengths, $STEPS at the rounded bits; then at its size: PTQ, uniform int of the nearest bit length, every layer; QAT, $((2 * STEPS)) steps with that grid's fake quantization, then its weight fit; size_budget with PQ or every format as candidates, every layer, then $((2 * STEPS)) steps of codebook fine-tuning where PQ layers exist), then \`bitdown bitprune M --target-bits $TARGET --cost C --granularity G --epochs 1 --steps $STEPS --finetune-epochs 1 --lr $LR --seed 0\` for the other settings. *bits*: mean code bits per weight of the quantized layers, weighted by weights (the report's \`totals.mean_bits\`); the policy quantizes every layer in every method (the first conv too), \`bitdown bitprune\` keeps the first conv float (the plan's default). Bits per layer are drawn in [bitprune_bits.svg](bitprune_bits.svg)."
+  echo "Command: \`BD_BP_TARGET=$TARGET BD_BP_STEPS=$STEPS BD_BP_LR=$LR ./bd bench bitprune\` ($(date -u +%Y-%m-%d), $THREADS threads). Top-1 (%) on the 10 000 Fashion-MNIST test images. Each model: \`bitdown run --model M lua/policies/bits_compare.lua target_bits=$TARGET steps=$STEPS epochs=1 finetune_epochs=1 lr=$LR seed=1 tune_iters=$((2 * STEPS))\` (BitPruning with memory cost per layer: $STEPS steps of 128 images learning the bit lengths, $STEPS at the rounded bits; then at its size: PTQ, uniform int of the nearest bit length, every layer; QAT, $((2 * STEPS)) steps with that grid's fake quantization, then its weight fit; size_budget with PQ or every format as candidates, every layer, then $((2 * STEPS)) steps of codebook fine-tuning where PQ layers exist), then \`bitdown bitprune M --target-bits $TARGET --cost C --granularity G --epochs 1 --steps $STEPS --finetune-epochs 1 --lr $LR --seed 1\` for the other settings. *bits*: mean code bits per weight of the quantized layers, weighted by weights (the report's \`totals.mean_bits\`); the policy quantizes every layer in every method (the first conv too), \`bitdown bitprune\` keeps the first conv float (the plan's default). Bits per layer are drawn in [bitprune_bits.svg](bitprune_bits.svg)."
   echo
   /usr/bin/python3 - "$res" "$ROOT/docs/bitprune_bits.svg" <<'PY'
 import sys
