@@ -456,6 +456,28 @@ static void test_bad_input_changes_nothing(void **state)
     o.target_mb = 1e-6f;
     assert_int_equal(bd_bitprune_run(g, &o, &io, q, &r), BD_EINVAL); /* a size too small */
     assert_non_null(strstr(bd_error_message(), "cannot be met"));
+    /* a model with no Conv, Gemm or MatMul */
+    bd_graph *bare;
+    assert_int_equal(bd_graph_new(&bare), BD_OK);
+    bare->opset = 13;
+    int xin = add_value(bare, "x"), xout = add_value(bare, "y");
+    bare->values[xin].dtype = BD_F32;
+    bare->values[xin].ndim = 4;
+    memcpy(bare->values[xin].dims, (int64_t[]){-1, 1, 4, 4}, 4 * sizeof(int64_t));
+    bare->inputs = malloc(sizeof *bare->inputs);
+    bare->inputs[0] = xin;
+    bare->ninputs = 1;
+    bd_node *node;
+    const char *fin[] = {"x"}, *fout[] = {"y"};
+    assert_int_equal(bd_graph_add_node(bare, "flatten", "Flatten", "", 1, fin, 1, fout, &node), BD_OK);
+    bare->outputs = malloc(sizeof *bare->outputs);
+    bare->outputs[0] = xout;
+    bare->noutputs = 1;
+    o.target_mb = 0;
+    o.target_bits = 4;
+    assert_int_equal(bd_bitprune_run(bare, &o, &io, q, &r), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "no quantizable layer"));
+    bd_graph_free(bare);
     bd_bitprune_options_init(&o);
     assert_int_equal(bd_bitprune_set(&o, "t", "max_bits", "17"), BD_EINVAL);
     assert_int_equal(bd_bitprune_set(&o, "t", "lambda", "-1"), BD_EINVAL);
