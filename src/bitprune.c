@@ -527,17 +527,24 @@ static bd_status size_target(bitprune *b)
     return BD_OK;
 }
 
+static double mean_of(const double *r, const double *share, int nt)
+{
+    double mean = 0;
+    for (int t = 0; t < nt; t++)
+        mean += share[t] * r[t];
+    return mean;
+}
+
 void bd_bitprune_round(const double *n, const double *share, int nt, double target, int min_bits,
                        double *r)
 {
     for (int t = 0; t < nt; t++)
         r[t] = floor(n[t] + 0.5);
-    for (;;) {
-        double mean = 0;
-        for (int t = 0; t < nt; t++)
-            mean += share[t] * r[t];
-        if (!(target > 0) || mean <= target + 1e-9)
-            return;
+    if (!(target > 0))
+        return;
+    for (;;) { /* down to the target */
+        if (mean_of(r, share, nt) <= target + 1e-9)
+            break;
         int best = -1;
         for (int t = 0; t < nt; t++) {
             if (r[t] <= min_bits)
@@ -550,6 +557,21 @@ void bd_bitprune_round(const double *n, const double *share, int nt, double targ
         if (best < 0)
             return;
         r[best] -= 1;
+    }
+    for (;;) { /* the budget left back to those rounded down the most */
+        const double mean = mean_of(r, share, nt);
+        int best = -1;
+        for (int t = 0; t < nt; t++) {
+            if (!(r[t] < n[t]) || mean + share[t] > target + 1e-9)
+                continue;
+            const double down = n[t] - r[t], best_down = best >= 0 ? n[best] - r[best] : 0;
+            if (best < 0 || down > best_down + 1e-12 ||
+                (fabs(down - best_down) <= 1e-12 && share[t] < share[best]))
+                best = t;
+        }
+        if (best < 0)
+            return;
+        r[best] += 1;
     }
 }
 

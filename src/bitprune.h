@@ -43,7 +43,10 @@
  * weighted more); then, while a target is not met, the tensor rounded up the
  * most (n furthest below its rounded value, ties to the larger tensor) is
  * lowered by one bit: the smallest departure from what was learned that
- * meets the target. */
+ * meets the target; then what the target still allows is given back, a bit
+ * at a time, to the tensor rounded down the most (never past the ceiling of
+ * its n; ties to the smaller), so the model uses its budget: one large
+ * layer's bit is often most of it. */
 #ifndef BD_BITPRUNE_H
 #define BD_BITPRUNE_H
 
@@ -157,9 +160,10 @@ bd_status bd_bitprune_quantize(const float *w, int64_t rows, int64_t L, const fl
                                int max_bits, float *out, float *dq);
 
 /* The rounding rule on nt bit lengths n, each with its share of the
- * weights: nearest, then while sum share * bits exceeds target (<= 0: none), the
- * one rounded up the most (ties: the larger share) goes down a bit, never
- * below min_bits. */
+ * weights: nearest; then, with a target (> 0), while sum share * bits
+ * exceeds it the one rounded up the most (ties: the larger share) goes down
+ * a bit, never below min_bits, and while a bit more fits, the one rounded
+ * down the most (ties: the smaller share) goes up one, never past ceil(n). */
 void bd_bitprune_round(const double *n, const double *share, int nt, double target, int min_bits,
                        double *bits);
 

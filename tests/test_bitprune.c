@@ -364,11 +364,13 @@ static void test_rounding_rule(void **state)
     bd_bitprune_round(n, share, 4, 0, 1, r); /* no target: nearest, halves up */
     assert_memory_equal(r, ((double[]){3, 6, 3, 7}), sizeof r);
     /* 0.3 + 1.2 + 0.9 + 2.8 = 5.2 > 5: the one rounded up the most (2.5 -> 3,
-     * by 0.5) goes down; 4.9 meets it */
+     * by 0.5) goes down; 4.9 meets it; of those now below their n, 2.5 -> 2
+     * (+0.3) and 7.49 -> 7 (+0.4) would pass 5, 3.4 -> 3 (+0.1) fits: 5.0 */
     bd_bitprune_round(n, share, 4, 5, 1, r);
-    assert_memory_equal(r, ((double[]){3, 6, 2, 7}), sizeof r);
+    assert_memory_equal(r, ((double[]){4, 6, 2, 7}), sizeof r);
     /* 4.6: then 5.6 -> 6 (0.4 up) goes down too (4.7), then the one least
-     * far below its value, 3.4 -> 3 (0.4 below; 7.49 -> 7 is 0.49): 4.6 */
+     * far below its value, 3.4 -> 3 (0.4 below; 7.49 -> 7 is 0.49): 4.6,
+     * exactly the target, so nothing goes back up */
     bd_bitprune_round(n, share, 4, 4.6, 1, r);
     assert_memory_equal(r, ((double[]){2, 5, 2, 7}), sizeof r);
     /* never below the minimum */
