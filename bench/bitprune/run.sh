@@ -24,10 +24,11 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 unset OPENBLAS_CORETYPE
 out=$TMP/section.md
-res=$TMP/results.txt
-: >"$res"
+# BD_BP_RESULTS=FILE tabulates the lines of an earlier run instead of running
+res=${BD_BP_RESULTS:-$TMP/results.txt}
+[ -n "${BD_BP_RESULTS:-}" ] || { : >"$res"; run=1; }
 
-for m in $MODELS; do
+for m in ${run:+$MODELS}; do
   model=examples/fmnist/$m.onnx
   # the policy's lines: "bits_compare: METHOD top1 X%, B bits per weight, S MB (Rx)",
   # the teacher's and BitPruning's bits per layer
@@ -61,7 +62,7 @@ PY
 done
 
 {
-  echo "Command: \`BD_BP_TARGET=$TARGET BD_BP_STEPS=$STEPS BD_BP_LR=$LR ./bd bench bitprune\` ($(date -u +%Y-%m-%d), $THREADS threads). Top-1 (%) on the 10 000 Fashion-MNIST test images. Each model: \`bitdown run --model M lua/policies/bits_compare.lua target_bits=$TARGET steps=$STEPS epochs=1 finetune_epochs=1 lr=$LR seed=1 tune_iters=$((2 * STEPS))\` (BitPruning with memory cost per layer: $STEPS steps of 128 images learning the bit lengths, $STEPS at the rounded bits; then at its size: PTQ, uniform int of the nearest bit length, every layer; QAT, $((2 * STEPS)) steps with that grid's fake quantization, then its weight fit; size_budget with PQ or every format as candidates, every layer, then $((2 * STEPS)) steps of codebook fine-tuning where PQ layers exist), then \`bitdown bitprune M --target-bits $TARGET --cost C --granularity G --epochs 1 --steps $STEPS --finetune-epochs 1 --lr $LR --seed 1\` for the other settings. *bits*: mean code bits per weight of the quantized layers, weighted by weights (the report's \`totals.mean_bits\`); the policy quantizes every layer in every method (the first conv too), \`bitdown bitprune\` keeps the first conv float (the plan's default). Bits per layer are drawn in [bitprune_bits.svg](bitprune_bits.svg)."
+  echo "Command: \`BD_BP_TARGET=$TARGET BD_BP_STEPS=$STEPS BD_BP_LR=$LR ./bd bench bitprune\` ($(date -u +%Y-%m-%d), $THREADS threads). Top-1 (%) on the 10 000 Fashion-MNIST test images. Each model: \`bitdown run --model M lua/policies/bits_compare.lua target_bits=$TARGET steps=$STEPS epochs=1 finetune_epochs=1 lr=$LR seed=1 tune_iters=$((2 * STEPS))\` (BitPruning with memory cost per layer: $STEPS steps of 128 images learning the bit lengths, $STEPS at the rounded bits; then at its size: PTQ, uniform int of the nearest bit length, every layer; QAT, $((2 * STEPS)) steps with that grid's fake quantization, then its weight fit; size_budget with PQ or every format as candidates, every layer, then $((2 * STEPS)) steps of codebook fine-tuning where PQ layers exist), then \`bitdown bitprune M --target-bits $TARGET --cost C --granularity G --epochs 1 --steps $STEPS --finetune-epochs 1 --lr $LR --seed 1\` for the other settings. *bits*: mean code bits per weight of the quantized layers, weighted by weights (the report's \`totals.mean_bits\`); *bits per layer*: the unweighted mean over BitPruning's layers; the policy quantizes every layer in every method (the first conv too), \`bitdown bitprune\` keeps the first conv float (the plan's default). Bits per layer are drawn in [bitprune_bits.svg](bitprune_bits.svg)."
   echo
   /usr/bin/python3 - "$res" "$ROOT/docs/bitprune_bits.svg" <<'PY'
 import sys
@@ -73,11 +74,15 @@ for line in open(sys.argv[1]):
     elif f[0] == "layers":
         layers.append((f[1], f[2], [(p.rsplit(" ", 1)[0], float(p.rsplit(" ", 1)[1]))
                                     for p in f[3].split(", ") if p]))
-print("| model | method | top-1 | teacher | Δ | bits | size (MB) | ratio |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
+per_layer = {(m, c): sum(b for _, b in ls) / len(ls) for m, c, ls in layers if ls}
+print("| model | method | top-1 | teacher | Δ | bits | bits per layer | size (MB) | ratio |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 for m, method, top1, teacher, bits, mb, ratio in rows:
-    print("| %s | %s | %s | %s | %+.2f | %s | %s | %sx |" % (m, method, top1, teacher,
-          float(top1) - float(teacher), bits, mb, ratio))
+    config = method.split(" ")[1] if method.startswith("bitprune ") else None
+    unweighted = per_layer.get((m, config))
+    print("| %s | %s | %s | %s | %+.2f | %s | %s | %s | %sx |" % (m, method, top1, teacher,
+          float(top1) - float(teacher), bits, "%.2f" % unweighted if unweighted else "-", mb,
+          ratio))
 print()
 print("Learned bits per layer (per channel: the layer's mean):")
 print()
