@@ -77,7 +77,7 @@ grep -qE "^compressed: [0-9]+ layers quantized, $reached MB " "$TMP/info" ||
 awk -v r="$reached" 'BEGIN { exit !(r <= 0.05 && r >= 0.0475) }' || fail "quantize --policy reached $reached MB"
 "$BIN" quantize $M -o "$TMP/x.onnx" --policy nosuch >/dev/null 2>"$TMP/err"
 [ $? = 2 ] || fail "an unknown policy is not a usage error"
-grep -q "no policy 'nosuch' .*the policies are: error_budget, ipq, large_blocks, size_budget, small_blocks" "$TMP/err" ||
+grep -q "no policy 'nosuch' .*the policies are: bits_compare, error_budget, ipq, large_blocks, size_budget, small_blocks" "$TMP/err" ||
   fail "unknown policy message: $(cat "$TMP/err")"
 "$BIN" quantize $M -o "$TMP/x.onnx" --policy small_blocks --set fc:skip >/dev/null 2>"$TMP/err"
 [ $? = 2 ] && grep -q -- "--set does not combine with --policy" "$TMP/err" || fail "--policy with --set: $(cat "$TMP/err")"
@@ -107,5 +107,20 @@ grep -q "^top1 $top1% " "$TMP/eval" || fail "ipq's file: $(cat "$TMP/eval"), the
 grep -q "ipq: stage 2: 'nope\*' matches no layer the plan quantizes" "$TMP/out" || fail "ipq's bad stage: $(cat "$TMP/out")"
 grep -q "quantized\|trained" "$TMP/out" && fail "ipq worked before refusing a stage: $(cat "$TMP/out")"
 [ ! -e "$TMP/bad.onnx" ] || fail "ipq wrote a file after refusing a stage"
+
+# bits_compare: BitPruning, then PTQ and QAT of the nearest width, each a row
+# of the table; the workspace back as loaded
+"$BIN" run --model $M lua/policies/bits_compare.lua target_bits=4 steps=3 batch=32 eval_n=100 \
+  calib_n=$N methods=bitprune,ptq,qat >"$TMP/out" 2>&1 || fail "bits_compare: $(cat "$TMP/out")"
+for row in "bitprune memory/layer" "PTQ int[0-9]" "QAT int[0-9]"; do
+  grep -qE "^$row +[0-9.]+ +[-+][0-9.]+ +[0-9.]+ +0\.0[0-9]+ +[0-9.]+x$" "$TMP/out" ||
+    fail "bits_compare has no '$row' row: $(cat "$TMP/out")"
+done
+grep -q "^bits_compare: BitPruning's bits per layer: conv1 [0-9]" "$TMP/out" ||
+  fail "bits_compare gives no bits per layer: $(cat "$TMP/out")"
+"$BIN" run --model $M lua/policies/bits_compare.lua methods=nosuch >"$TMP/out" 2>&1 &&
+  fail "bits_compare took an unknown method"
+grep -q "methods are bitprune, ptq, qat, pq and any, not 'nosuch'" "$TMP/out" ||
+  fail "bits_compare's refusal: $(cat "$TMP/out")"
 
 finish
