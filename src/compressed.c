@@ -1716,9 +1716,11 @@ static bd_status rows_chain(const bd_graph *g, found *f, int start, chain *ch)
     int64_t total = 0, len = -1;
     for (int k = 0; k < nparts && ok; k++) {
         rows_part *p = &part[k];
-        ok = parts[k] >= 0 && match_rows_part(g, f, parts[k], nodes, &nn, p) &&
+        ok = parts[k] >= 0 && match_rows_part(g, f, parts[k], nodes, &nn, p) && p->rows > 0 &&
              (p->zeros.table < 0) == (part[0].zeros.table < 0) &&
              (len < 0 || p->n / p->rows == len);
+        if (!ok) /* a part that is not one: nothing of it to count */
+            break;
         len = p->n / p->rows;
         total += p->rows;
     }
