@@ -108,19 +108,4 @@ grep -q "ipq: stage 2: 'nope\*' matches no layer the plan quantizes" "$TMP/out" 
 grep -q "quantized\|trained" "$TMP/out" && fail "ipq worked before refusing a stage: $(cat "$TMP/out")"
 [ ! -e "$TMP/bad.onnx" ] || fail "ipq wrote a file after refusing a stage"
 
-# bits_compare: BitPruning, then PTQ and QAT of the nearest width, each a row
-# of the table; the workspace back as loaded
-"$BIN" run --model $M lua/policies/bits_compare.lua target_bits=4 steps=3 batch=32 eval_n=100 \
-  calib_n=$N methods=bitprune,ptq,qat >"$TMP/out" 2>&1 || fail "bits_compare: $(cat "$TMP/out")"
-for row in "bitprune memory/layer" "PTQ int[0-9]" "QAT int[0-9]"; do
-  grep -qE "^$row +[0-9.]+ +[-+][0-9.]+ +[0-9.]+ +0\.0[0-9]+ +[0-9.]+x$" "$TMP/out" ||
-    fail "bits_compare has no '$row' row: $(cat "$TMP/out")"
-done
-grep -q "^bits_compare: BitPruning's bits per layer: conv1 [0-9]" "$TMP/out" ||
-  fail "bits_compare gives no bits per layer: $(cat "$TMP/out")"
-"$BIN" run --model $M lua/policies/bits_compare.lua methods=nosuch >"$TMP/out" 2>&1 &&
-  fail "bits_compare took an unknown method"
-grep -q "methods are bitprune, ptq, qat, pq and any, not 'nosuch'" "$TMP/out" ||
-  fail "bits_compare's refusal: $(cat "$TMP/out")"
-
 finish
