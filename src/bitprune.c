@@ -96,13 +96,15 @@ static void bracket(float n, int max_bits, int *lo, float *t)
         *t = 0;
 }
 
-/* Q_b of one row: the int codec's weight fit, per channel, asymmetric. */
-static bd_status quantize_row(const float *w, int64_t L, int bits, float *out)
+/* The int codec's weight fit of rows x L weights, row r at bits[r] (per
+ * channel, asymmetric), decoded into out. */
+static bd_status int_grid(const float *w, int64_t rows, int64_t L, const int32_t *bits,
+                          float *out)
 {
-    const bd_feedback_layer fl = {.w = w, .rows = 1, .L = L, .groups = 1};
-    const bd_int_spec spec = {.bits = bits, .per_channel = 1};
+    const bd_feedback_layer fl = {.w = w, .rows = rows, .L = L, .groups = 1};
+    const bd_int_spec spec = {.bits = bits[0], .per_channel = 1};
     bd_qlayer q;
-    bd_status s = bd_int_fit(&fl, &spec, NULL, BD_OBJ_WEIGHT, NULL, &q, out);
+    bd_status s = bd_int_fit(&fl, &spec, bits, BD_OBJ_WEIGHT, NULL, &q, out);
     bd_qlayer_free(&q);
     return s;
 }
@@ -110,37 +112,33 @@ static bd_status quantize_row(const float *w, int64_t L, int bits, float *out)
 bd_status bd_bitprune_quantize(const float *w, int64_t rows, int64_t L, const float *bits,
                                int max_bits, float *out, float *dq)
 {
-    float *hi = malloc((size_t)L * sizeof *hi);
-    if (!hi)
-        return bd_fail(BD_ENOMEM, "out of memory for the bit lengths' quantizer");
-    bd_status s = BD_OK;
+    int32_t *lo = malloc((size_t)rows * sizeof *lo), *hi = malloc((size_t)rows * sizeof *hi);
+    float *t = malloc((size_t)rows * sizeof *t), *up = malloc((size_t)(rows * L) * sizeof *up);
+    bd_status s = lo && hi && t && up
+                      ? BD_OK
+                      : bd_fail(BD_ENOMEM, "out of memory for the bit lengths' quantizer");
+    int upper = dq != NULL; /* Q_{b+1} is needed: for n's gradient, or a row between two */
     for (int64_t r = 0; s == BD_OK && r < rows; r++) {
-        const float *x = w + r * L;
-        float *y = out + r * L, t;
-        int b;
-        bracket(bits[r], max_bits, &b, &t);
-        const int upper = b < BD_INT_MAX_BITS && (t > 0 || dq); /* Q_{b+1} is needed */
-        if (upper && t >= 1 && !dq) { /* n = b + 1 exactly */
-            s = quantize_row(x, L, b + 1, y);
-            continue;
-        }
-        if ((s = quantize_row(x, L, b, y)) != BD_OK)
-            break;
-        if (!upper) {
-            if (dq)
-                memset(dq + r * L, 0, (size_t)L * sizeof *dq);
-            continue;
-        }
-        if ((s = quantize_row(x, L, b + 1, hi)) != BD_OK)
-            break;
-        for (int64_t j = 0; j < L; j++) {
-            const float d = hi[j] - y[j];
-            y[j] += t * d;
-            if (dq)
-                dq[r * L + j] = d;
-        }
+        bracket(bits[r], max_bits, &lo[r], &t[r]);
+        hi[r] = lo[r] < BD_INT_MAX_BITS ? lo[r] + 1 : lo[r]; /* at the codec's top: no step */
+        upper |= t[r] > 0;
     }
+    if (s == BD_OK)
+        s = int_grid(w, rows, L, lo, out);
+    if (s == BD_OK && upper)
+        s = int_grid(w, rows, L, hi, up);
+    for (int64_t r = 0; s == BD_OK && upper && r < rows; r++)
+        for (int64_t j = r * L; j < (r + 1) * L; j++) {
+            const float d = up[j] - out[j];
+            if (dq)
+                dq[j] = d;
+            /* n = b + 1 exactly is Q_{b+1} itself, not a sum rounded near it */
+            out[j] = t[r] >= 1 ? up[j] : out[j] + t[r] * d;
+        }
+    free(lo);
     free(hi);
+    free(t);
+    free(up);
     return s;
 }
 
@@ -249,12 +247,13 @@ static void bp_free(bitprune *b)
     free(b->per_epoch);
 }
 
-static double weighted_mean(const bitprune *b, const double *w, int rounded)
+/* sum share[t] r[t]: a mean of bit lengths weighted by shares summing to 1 */
+static double mean_of(const double *r, const double *share, int nt)
 {
-    double m = 0;
-    for (int t = 0; t < b->nt; t++)
-        m += w[t] * (rounded ? floor(b->n[t] + 0.5) : b->n[t]);
-    return m;
+    double mean = 0;
+    for (int t = 0; t < nt; t++)
+        mean += share[t] * r[t];
+    return mean;
 }
 
 /* The compressed size with every tensor at its bits rounded to nearest. */
@@ -280,8 +279,8 @@ static void report_live(bitprune *b, int64_t step)
         b->live[l->layer] = sum / l->ntens;
     }
     const bd_bitprune_live live = {.nlayers = b->nlayers, .bits = b->live,
-                                   .mean_bits = weighted_mean(b, b->pshare, 0),
-                                   .ops_bits = weighted_mean(b, b->mshare, 0),
+                                   .mean_bits = mean_of(b->n, b->pshare, b->nt),
+                                   .ops_bits = mean_of(b->n, b->mshare, b->nt),
                                    .lambda = b->lambda, .bytes = rounded_bytes(b),
                                    .step = step, .steps = b->steps, .phase = b->phase};
     b->io->on_bits(b->io->user, &live);
@@ -289,7 +288,6 @@ static void report_live(bitprune *b, int64_t step)
 
 static bd_status hook_apply(void *ctx, bd_graph *g, int64_t step)
 {
-    (void)step;
     bitprune *b = ctx;
     for (int i = 0; i < b->nbl; i++) {
         bp_layer *l = &b->bl[i];
@@ -323,7 +321,7 @@ static void learn_bits(bitprune *b, int64_t step, float lr)
         const double ramp = (double)b->o->ramp * (double)b->steps;
         const double along = ramp > 0 && step + 1 < ramp ? (double)(step + 1) / ramp : 1;
         const double path = b->start + (b->target - b->start) * along;
-        const double gap = weighted_mean(b, b->pshare, 0) - path;
+        const double gap = mean_of(b->n, b->pshare, b->nt) - path;
         /* tensors held at a bound this step do not move the mean: solved
          * again without them until none is left to hold */
         for (int t = 0; t < b->nt; t++)
@@ -527,14 +525,6 @@ static bd_status size_target(bitprune *b)
     return BD_OK;
 }
 
-static double mean_of(const double *r, const double *share, int nt)
-{
-    double mean = 0;
-    for (int t = 0; t < nt; t++)
-        mean += share[t] * r[t];
-    return mean;
-}
-
 void bd_bitprune_round(const double *n, const double *share, int nt, double target, int min_bits,
                        double *r)
 {
@@ -613,7 +603,7 @@ static void on_epoch(void *user, const bd_training_epoch *e, int epochs)
 {
     bitprune *b = user;
     if (b->phase == 0 && b->per_epoch && e->epoch >= 1 && e->epoch <= epochs)
-        b->per_epoch[e->epoch - 1] = weighted_mean(b, b->pshare, 0);
+        b->per_epoch[e->epoch - 1] = mean_of(b->n, b->pshare, b->nt);
     if (b->io->on_epoch)
         b->io->on_epoch(b->io->user, e, epochs);
 }
@@ -654,7 +644,7 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
         b.target = o.target_bits;
     b.lambda = o.lambda >= 0 ? o.lambda : 0;
     if (s == BD_OK)
-        b.start = weighted_mean(&b, b.pshare, 0);
+        b.start = mean_of(b.n, b.pshare, b.nt);
     if (s == BD_OK && !(b.per_epoch = calloc((size_t)o.train.epochs + 1, sizeof *b.per_epoch)))
         s = bd_fail(BD_ENOMEM, "out of memory");
     if (s == BD_OK)
@@ -664,7 +654,7 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
     if (s == BD_OK && !per_layer)
         s = bd_fail(BD_ENOMEM, "out of memory");
     if (s == BD_OK) {
-        learned_mean = weighted_mean(&b, b.pshare, 0);
+        learned_mean = mean_of(b.n, b.pshare, b.nt);
         for (int i = 0; i < b.nbl; i++) {
             double sum = 0;
             for (int t = b.bl[i].first; t < b.bl[i].first + b.bl[i].ntens; t++)
@@ -715,8 +705,8 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
                                      .macs = b.macs[l->layer]};
             unweighted += r->bits;
         }
-        report->mean_bits = weighted_mean(&b, b.pshare, 0);
-        report->ops_bits = weighted_mean(&b, b.mshare, 0);
+        report->mean_bits = mean_of(b.n, b.pshare, b.nt);
+        report->ops_bits = mean_of(b.n, b.mshare, b.nt);
         report->mean_bits_layers = unweighted / b.nbl;
         report->lambda = b.lambda;
         report->learned_mean = learned_mean;
