@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "dist.h"
 #include "onnx_io.h"
 #include "text.h"
 #include "workspace_internal.h"
@@ -116,7 +117,7 @@ static void describe(const bd_workspace *ws, const bd_ws_pending *p, bd_strbuf *
 
 void bd_ws_checkpoint_write(bd_workspace *ws, const bd_ws_pending *pending)
 {
-    if (!ws->checkpoint || !ws->student)
+    if (!ws->checkpoint || !ws->student || bd_dist_rank() != 0) /* rank 0's is every rank's */
         return;
     bd_strbuf b[NKEYS] = {{0}};
     bd_strbuf *text[NKEYS];

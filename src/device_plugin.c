@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dist.h"
+
 #define PLUGIN_FILE "libbitdown_cuda.so"
 
 /* Set once, under load_lock, and never unset (the plugin is never
@@ -156,11 +158,24 @@ bd_status bd_device_pq_fit(bd_device *dev, const float *sub, int64_t n, const bd
     return backend->device_pq_fit(dev, sub, n, gr, opt, progress, res);
 }
 
+/* The GPU engines sum nothing across ranks: in a job of several ranks
+ * each would train a model of its own. */
+static bd_status data_parallel_refused(const char *what)
+{
+    if (bd_dist_size() == 1)
+        return BD_OK;
+    return bd_fail(BD_EUNSUPPORTED,
+                   "%s on GPUs in a job of %d ranks needs NCCL's collectives, which this "
+                   "build does not have: run the ranks on the CPU, or one process on the GPU",
+                   what, bd_dist_size());
+}
+
 bd_status bd_device_finetune(bd_device *dev, bd_graph *student, bd_dexec *teacher,
                              const bd_layer *layers, bd_qlayer *q, int n, const bd_dataset *data,
                              const bd_finetune_options *opt, const bd_progress *progress,
                              bd_finetune_report *report)
 {
+    BD_TRY(data_parallel_refused("fine-tuning"));
     return backend->device_finetune(dev, student, teacher, layers, q, n, data, opt, progress,
                                     report);
 }
@@ -168,5 +183,6 @@ bd_status bd_device_finetune(bd_device *dev, bd_graph *student, bd_dexec *teache
 bd_status bd_device_training_start(void *arg, const bd_training_state *st,
                                    bd_training_engine *eng)
 {
+    BD_TRY(data_parallel_refused("training"));
     return backend->device_training_start(arg, st, eng);
 }

@@ -1,10 +1,11 @@
 #include "feedback.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "cpu/kernel_util.h"
 
 /* LAPACK's Cholesky routines, from the OpenBLAS that provides cblas (it
  * ships no lapacke.h here); column-major, so a symmetric matrix passes as
@@ -152,8 +153,8 @@ static bd_status pass_with(const bd_feedback_layer *fl, const double *factors, i
                 }
             for (int64_t i = 0; i < mg * d; i++)
                 wb[i] -= qb[i];
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)rest, d, -1.0f, wb,
-                        d, q, (int)rest, 1.0f, w + c0 + d, (int)L);
+            bd_sgemm_panels((int)mg, (int)rest, d, -1.0f, wb, d, q, (int)rest, 1.0f, w + c0 + d,
+                            (int)L);
         }
         if (s == BD_OK && fl->groups > 1) {
             char msg[96];
@@ -199,9 +200,8 @@ static void times_h(const bd_feedback_layer *fl, const float *hf, const float *x
 {
     const int64_t L = fl->L, mg = fl->rows / fl->groups;
     for (int64_t gi = 0; gi < fl->groups; gi++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)L, (int)L, 1.0f,
-                    x + gi * mg * L, (int)L, hf + gi * L * L, (int)L, 0.0f, out + gi * mg * L,
-                    (int)L);
+        bd_sgemm_panels((int)mg, (int)L, (int)L, 1.0f, x + gi * mg * L, (int)L, hf + gi * L * L,
+                        (int)L, 0.0f, out + gi * mg * L, (int)L);
 }
 
 static double objective_with(const bd_feedback_layer *fl, const float *hf, const float *w_hat,

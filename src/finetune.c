@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dist.h"
 #include "grad.h"
 #include "pq.h"
 #include "train.h"
@@ -195,8 +196,12 @@ static bd_status cpu_step(void *ctx, const bd_tensor *x, const int *labels, floa
     if (s == BD_OK)
         s = opt->loss == BD_LOSS_KL ? bd_loss_kl(logits, target, loss, &dlogits)
                                     : bd_loss_ce(logits, labels, loss, &dlogits);
-    if (s == BD_OK)
+    if (s == BD_OK) {
+        bd_dist_share_loss(dlogits, loss, opt->batch);
         s = bd_train_backward(c->tr, dlogits, grads);
+    }
+    if (s == BD_OK)
+        s = bd_dist_sum_tensors(grads, t->nparams);
     for (int i = 0; s == BD_OK && i < t->nlayers; i++) {
         int64_t count = (int64_t)c->q[i].k * c->q[i].d;
         bd_centroid_gradient(&c->layers[i], &c->q[i], grads[i]->data, t->cgrad);
@@ -245,7 +250,7 @@ static bd_status cpu_start(void *arg, bd_graph *student, const bd_layer *layers,
         free(c);
         return s;
     }
-    bd_train_options to = {.bn_train = opt->bn_train};
+    bd_train_options to = {.bn_train = opt->bn_train, .bn_sync = 1};
     *eng = (bd_tune_engine){c, cpu_step, NULL, cpu_centroids, cpu_free};
     if ((s = bd_train_new(&c->tr, student, c->t.params, c->t.nparams, &to)) != BD_OK)
         cpu_free(c);
@@ -275,6 +280,11 @@ bd_status bd_finetune_with(bd_tune_start_fn start, void *arg, bd_graph *student,
         return bd_fail(BD_EINVAL, "%s: no images to tune on", bd_dataset_spec(data));
     if (opt.batch > count)
         opt.batch = (int)count;
+    if (opt.batch < bd_dist_size())
+        return bd_fail(BD_EINVAL, "finetune: a global batch of %d images cannot be shared by %d ranks",
+                       opt.batch, bd_dist_size());
+    int64_t first, mine; /* this rank's share of every batch */
+    bd_dist_share(opt.batch, &first, &mine);
     bd_tune_engine eng;
     BD_TRY(start(arg, student, layers, q, n, &opt, &eng));
     int64_t *perm = NULL, *idx = malloc((size_t)opt.batch * sizeof *idx);
@@ -291,18 +301,18 @@ bd_status bd_finetune_with(bd_tune_start_fn start, void *arg, bd_graph *student,
                 break;
             pos = 0;
         }
-        memcpy(idx, perm + pos, (size_t)opt.batch * sizeof *idx);
+        memcpy(idx, perm + pos + first, (size_t)mine * sizeof *idx);
         pos += opt.batch;
         bd_tensor *x = NULL;
         double loss = 0;
         float lr = opt.lr;
         if (opt.step_every > 0)
             lr *= powf(opt.gamma, (float)(it / opt.step_every));
-        s = bd_dataset_batch(data, idx, opt.batch, &x, labels);
+        s = bd_dataset_batch(data, idx, (int)mine, &x, labels);
         if (s == BD_OK)
             s = eng.step(eng.ctx, x, labels, lr, &loss);
         bd_tensor_free(x);
-        if (s != BD_OK)
+        if (s != BD_OK || (s = bd_dist_sum_f64(&loss, 1)) != BD_OK)
             break;
         if (it < tenth)
             first_sum += loss;

@@ -10,7 +10,13 @@
  * on unlabelled calibration images. Global: all quantized layers together,
  * by distillation or by cross-entropy with labels, BatchNorm frozen or in
  * train mode. Centroids are tuned in float32 and rounded to float16 at the
- * end, so the model in memory is the model a save writes. */
+ * end, so the model in memory is the model a save writes.
+ *
+ * In a job of several ranks (dist.h) `batch` is the global batch: each rank
+ * takes its share, the gradients are summed before every update (and
+ * BatchNorm's batch statistics, in train mode, are the global batch's), so
+ * every rank ends with the codebooks one process would have, up to the
+ * order of summation. */
 #ifndef BD_FINETUNE_H
 #define BD_FINETUNE_H
 

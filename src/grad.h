@@ -21,6 +21,9 @@ typedef struct bd_grad_ctx {
     /* BatchNormalization normalises with the batch's statistics (and its
      * backward goes through them); otherwise with the running ones, frozen. */
     int bn_train;
+    /* With bn_train, the statistics (and the backward's sums through them)
+     * are over the global batch, every rank's share of it (dist.h). */
+    int bn_sync;
 } bd_grad_ctx;
 
 /* What a node's training forward keeps for its backward. For a
@@ -30,6 +33,7 @@ typedef struct bd_grad_ctx {
 enum { BD_SAVED_MAX = 4 };
 typedef struct bd_saved {
     bd_tensor *t[BD_SAVED_MAX];
+    int64_t count; /* BatchNorm in train mode: the values per channel t[] are over */
 } bd_saved;
 
 void bd_saved_free(bd_saved *s);

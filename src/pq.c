@@ -426,16 +426,39 @@ static double residual_energy(const float *w, const float *c, const double *g, i
     return e;
 }
 
-/* d is at most 64 here: callers validate (bd_pq_fit). */
+/* Sums over the points are kept per fixed slice of them, not per thread,
+ * so they, and the fits that compare them, are the same whatever the
+ * thread count: the same bits in one process as on every rank of a job. */
+enum { SLICES = 256 };
+
+/* sum_i (w_i - c_{a_i})^T G (w_i - c_{a_i}); without centroids, sum_i
+ * w_i^T G w_i. d is at most 64 here: callers validate (bd_pq_fit). */
+static double residual_total(const float *sub, int64_t n, const bd_gram *gr,
+                             const float *centroids, const int32_t *assign)
+{
+    const int d = (int)gr->d;
+    const int64_t per = (n + SLICES - 1) / SLICES;
+    const float zero[64] = {0};
+    double part[SLICES];
+#pragma omp parallel for schedule(static) if (n > 4096)
+    for (int sl = 0; sl < SLICES; sl++) {
+        double sum = 0;
+        const int64_t end = (sl + 1) * per < n ? (sl + 1) * per : n;
+        for (int64_t i = sl * per; i < end; i++)
+            sum += residual_energy(sub + i * d, centroids ? centroids + (int64_t)assign[i] * d : zero,
+                                   gr->g, d);
+        part[sl] = sum;
+    }
+    double total = 0;
+    for (int sl = 0; sl < SLICES; sl++)
+        total += part[sl];
+    return total;
+}
+
 double bd_pq_objective(const float *sub, int64_t n, const bd_gram *gr, const float *centroids,
                        const int32_t *assign)
 {
-    const int d = (int)gr->d;
-    double total = 0;
-#pragma omp parallel for reduction(+ : total) schedule(static) if (n > 4096)
-    for (int64_t i = 0; i < n; i++)
-        total += residual_energy(sub + i * d, centroids + (int64_t)assign[i] * d, gr->g, d);
-    return total;
+    return residual_total(sub, n, gr, centroids, assign);
 }
 
 static double normalised(double objective, const bd_gram *gr, int64_t n)
@@ -622,10 +645,6 @@ static float *whiten(const float *sub, int64_t n, const bd_gram *gr)
     return y;
 }
 
-/* The D^2 sums are kept per fixed slice of the points, not per thread, so
- * the draw is the same whatever the thread count. */
-enum { SLICES = 256 };
-
 /* k-means++: the first centroid a uniform draw, each next one a draw with
  * probability proportional to its squared distance to the nearest centroid
  * chosen so far. Distances are differences, not expanded dot products, so a
@@ -741,18 +760,6 @@ static double objective_of_means(const fit_run *f, const double *sums, const int
     return v > 0 ? v : 0;
 }
 
-/* sum_i w_i^T G w_i in double. */
-static double total_energy(const float *sub, int64_t n, const bd_gram *gr)
-{
-    const int d = (int)gr->d;
-    double total = 0;
-    float zero[64] = {0};
-#pragma omp parallel for reduction(+ : total) schedule(static) if (n > 4096)
-    for (int64_t i = 0; i < n; i++)
-        total += residual_energy(sub + i * d, zero, gr->g, d);
-    return total;
-}
-
 /* One fit from one seed, run in steps: fit_steps runs it up to `limit`
  * iterations (seeding it first), and a later call resumes it. */
 typedef struct fit_state {
@@ -840,7 +847,7 @@ bd_status bd_pq_fit_on(const bd_pq_engine *eng, const float *sub, int64_t n, con
     memset(res, 0, sizeof *res);
     const int d = (int)gr->d, k = opt->k;
     BD_TRY(check_fit(n, d, opt));
-    fit_run f = {eng,      sub, NULL, n, gr, total_energy(sub, n, gr), opt->iters > 0 ? opt->iters : 100,
+    fit_run f = {eng,      sub, NULL, n, gr, residual_total(sub, n, gr, NULL, NULL), opt->iters > 0 ? opt->iters : 100,
                  opt->tol, progress, 0, opt->restarts > 0 ? opt->restarts : 1};
     fit_state run[BD_PQ_MAX_RESTARTS];
     memset(run, 0, sizeof run);

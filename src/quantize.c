@@ -12,6 +12,7 @@
 
 #include "cpu/conv.h"
 #include "device.h"
+#include "dist.h"
 #include "exec.h"
 #include "feedback.h"
 #include "int_fit.h"
@@ -469,6 +470,18 @@ static bd_status device_batch(bd_calib *c, int b, const bd_layer *l, capture_job
     return s;
 }
 
+/* A Gram summed over the ranks' calibration batches, before it is
+ * finished: every rank then fits to every image. */
+static bd_status sum_over_ranks(bd_gram *gr)
+{
+    int64_t counts[2] = {gr->rows, gr->blocks};
+    BD_TRY(bd_dist_sum_f64(gr->g, gr->d * gr->d));
+    BD_TRY(bd_dist_sum_i64(counts, 2));
+    gr->rows = counts[0];
+    gr->blocks = counts[1];
+    return BD_OK;
+}
+
 bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d, int full_row,
                            const bd_progress *progress, bd_capture *cap)
 {
@@ -508,7 +521,9 @@ bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d, int full_r
     /* the GPU's copy of the student catches up with weights changed since */
     bd_status s = c->dx ? bd_dexec_sync(c->dx) : BD_OK;
     size_t held_bytes = 0;
-    for (int b = 0; b < c->nbatches && s == BD_OK; b++) {
+    int64_t mine_first, mine; /* this rank's batches */
+    bd_dist_share(c->nbatches, &mine_first, &mine);
+    for (int b = (int)mine_first; b < mine_first + mine && s == BD_OK; b++) {
         job.first = (int64_t)b * c->opt.batch;
         s = c->dx ? device_batch(c, b, l, &job) : host_batch(c, b, l, &job, &held_bytes);
         if (s == BD_OK) {
@@ -517,6 +532,10 @@ bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d, int full_r
             s = bd_progress_report(progress, "capture", b + 1, c->nbatches, msg, 0);
         }
     }
+    for (int64_t gi = 0; s == BD_OK && gi < (cap->rowgram ? cap->groups : 1); gi++)
+        s = sum_over_ranks(cap->rowgram ? &cap->rowgram[gi] : &cap->gram);
+    if (s == BD_OK)
+        s = bd_dist_gather_rows(cap->held, cap->group, &cap->nheld, cap->row_len, capacity);
     if (s == BD_OK && cap->rowgram) {
         for (int64_t gi = 0; gi < cap->groups; gi++)
             bd_gram_finish(&cap->rowgram[gi]);

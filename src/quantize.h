@@ -7,7 +7,11 @@
  * graph order therefore runs every node once per batch in all: the inputs of
  * the next layer come from advancing the held runs, which re-runs the layer
  * just quantized with its new weight. Asking for an earlier layer, or
- * changing a weight upstream of the held point, restarts from the input. */
+ * changing a weight upstream of the held point, restarts from the input.
+ *
+ * In a job of several ranks (dist.h) each rank runs its share of the
+ * calibration batches; the Grams are summed and the held-out rows gathered,
+ * in rank order, so every rank fits the same codebooks to every image. */
 #ifndef BD_QUANTIZE_H
 #define BD_QUANTIZE_H
 

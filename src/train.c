@@ -238,7 +238,7 @@ static bd_status forward_node(bd_train *t, int i, const bd_grad_ctx *ctx, bd_ten
         outs[k] = NULL;
     BD_TRY(bd_grad_forward(t->g, n, ins, outs, &t->saved[i], ctx));
     if (is_bn(n) && ctx->bn_train && ins[0]->ndim >= 2)
-        update_running(t, n, &t->saved[i], bd_tensor_count(ins[0]) / ins[0]->dims[1]);
+        update_running(t, n, &t->saved[i], t->saved[i].count);
     if (i < t->plan.first)
         bd_saved_free(&t->saved[i]);
     for (int k = 0; k < n->noutputs; k++) {
@@ -338,7 +338,7 @@ bd_status bd_train_forward(bd_train *t, const bd_tensor *x, bd_tensor **logits)
     bd_tensor **ins = calloc((size_t)io, sizeof *ins), **outs = calloc((size_t)io, sizeof *outs);
     if (!ins || !outs)
         s = bd_fail(BD_ENOMEM, "out of memory");
-    bd_grad_ctx ctx = {.bn_train = t->opt.bn_train};
+    bd_grad_ctx ctx = {.bn_train = t->opt.bn_train, .bn_sync = t->opt.bn_sync};
     const int folded = s == BD_OK && use_folded(t, x);
     for (int i = start; s == BD_OK && i < g->nnodes; i++) {
         const bd_node *n = &g->nodes[i];
@@ -396,7 +396,7 @@ bd_status bd_train_backward(bd_train *t, const bd_tensor *dlogits, bd_tensor **g
                                                             : bd_fail(BD_ENOMEM, "out of memory");
     if (s == BD_OK)
         s = bd_tensor_clone(&dval[g->outputs[0]], dlogits);
-    bd_grad_ctx ctx = {.bn_train = t->opt.bn_train};
+    bd_grad_ctx ctx = {.bn_train = t->opt.bn_train, .bn_sync = t->opt.bn_sync};
     for (int i = g->nnodes - 1; s == BD_OK && i >= t->plan.first; i--) {
         const bd_node *n = &g->nodes[i];
         int any_out = 0, any_in = 0;

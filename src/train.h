@@ -41,6 +41,9 @@ typedef struct bd_train_options {
      * + m batch; 0.1 by default); otherwise frozen. */
     int bn_train;
     float bn_momentum;
+    /* With bn_train in a job of several ranks: the statistics over the
+     * global batch (dist.h), as one process would have them. */
+    int bn_sync;
 } bd_train_options;
 
 /* Plans training of graph g for the parameters params[0..n) (value ids of

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dist.h"
 #include "eval.h"
 #include "fileio.h"
 #include "grad.h"
@@ -62,6 +63,8 @@ const bd_opt bd_training_opts[] = {
      "labels' cross-entropy, or distillation from the teacher (default ce)"},
     {"bn", BD_OPT_WORD, OFF(bn), 0, 0, bn_words, 0, NULL, "train|frozen",
      "BatchNorm on batch statistics, running ones updated (default train)"},
+    {"bn_local", BD_OPT_FLAG, OFF(bn_local), 0, 1, NULL, 0, NULL, NULL,
+     "several ranks (mpirun): BatchNorm's batch statistics per rank, not over the global batch"},
     {"bn_momentum", BD_OPT_FLOAT, OFF(bn_momentum), 1e-6, 1, NULL, 0, NULL, "X",
      "BatchNorm running statistics' momentum (default 0.1)"},
     {"augment", BD_OPT_PARSE, OFF(augment), 0, 0, NULL, 0, parse_augment, "LIST",
@@ -319,6 +322,7 @@ static bd_status state_init(bd_training_state *st, bd_graph *g, const bd_trainin
     }
     const int64_t count = bd_dataset_count(io->train);
     const int batch = o->batch < count ? o->batch : (int)count;
+    st->batch = batch;
     st->steps = o->steps > 0 ? o->steps : count / batch;
     st->total = st->steps * o->epochs;
     return BD_OK;
@@ -365,6 +369,10 @@ static bd_status check_options(const bd_training_options *o, const bd_training_i
         return bd_fail(BD_EINVAL, "train: a weight hook takes neither a checkpoint nor noise");
     if (io->resume && !io->checkpoint)
         return bd_fail(BD_EINVAL, "train: resuming needs a checkpoint file");
+    const int64_t count = bd_dataset_count(io->train);
+    if ((o->batch < count ? o->batch : count) < bd_dist_size())
+        return bd_fail(BD_EINVAL, "train: a global batch of %lld images cannot be shared by %d ranks",
+                       (long long)(o->batch < count ? o->batch : count), bd_dist_size());
     return BD_OK;
 }
 
@@ -436,6 +444,8 @@ static bd_status epoch(loop *lp, int e, bd_training_epoch *out, double *images, 
     int64_t hits = 0, seen = 0;
     bd_status s = BD_OK;
     float lr = o->lr, m = o->momentum;
+    int64_t first, mine; /* this rank's share of every batch */
+    bd_dist_share(batch, &first, &mine);
     for (int64_t k = 0; s == BD_OK && k < st->steps; k++) {
         const int64_t t = (int64_t)e * st->steps + k;
         if (pos + batch > lp->count) { /* the next pass over the data, in a new order */
@@ -447,22 +457,24 @@ static bd_status epoch(loop *lp, int e, bd_training_epoch *out, double *images, 
             if (s != BD_OK)
                 break;
         }
-        memcpy(lp->idx, perm + pos, (size_t)batch * sizeof *lp->idx);
+        memcpy(lp->idx, perm + pos + first, (size_t)mine * sizeof *lp->idx);
         pos += batch;
         bd_tensor *x = NULL;
-        double loss = 0;
+        double sums[2] = {0, 0}; /* loss, hits: this rank's, then every rank's */
         int64_t h = 0;
         bd_training_schedule(o, t, st->total, st->steps, &lr, &m);
-        s = bd_dataset_batch(st->io->train, lp->idx, batch, &x, lp->labels);
+        s = bd_dataset_batch(st->io->train, lp->idx, (int)mine, &x, lp->labels);
         if (s == BD_OK)
-            s = bd_augment_batch(&o->augment, st->io->pp, x, o->seed, t * batch);
+            s = bd_augment_batch(&o->augment, st->io->pp, x, o->seed, t * batch + first);
         if (s == BD_OK)
-            s = lp->eng->step(lp->eng->ctx, x, lp->labels, t, lr, m, &loss, &h);
+            s = lp->eng->step(lp->eng->ctx, x, lp->labels, t, lr, m, &sums[0], &h);
         bd_tensor_free(x);
-        if (s != BD_OK)
+        sums[1] = (double)h;
+        if (s != BD_OK || (s = bd_dist_sum_f64(sums, 2)) != BD_OK)
             break;
+        const double loss = sums[0];
         loss_sum += loss;
-        hits += h;
+        hits += (int64_t)sums[1];
         seen += batch;
         char msg[160];
         snprintf(msg, sizeof msg, "epoch %d/%d, step %" PRId64 "/%" PRId64 ": loss %.4f, lr %.4g",
@@ -478,9 +490,11 @@ static bd_status epoch(loop *lp, int e, bd_training_epoch *out, double *images, 
                                .top1 = -1, .top5 = -1, .quant_top1 = -1, .lr = lr};
     if (s == BD_OK && lp->eng->store)
         s = lp->eng->store(lp->eng->ctx);
-    if (s == BD_OK && st->io->eval)
+    /* rank 0's model is every rank's */
+    const int evaluates = st->io->eval && bd_dist_rank() == 0;
+    if (s == BD_OK && evaluates)
         s = evaluate(st->g, st->io, o->eval_n, &out->top1, &out->top5);
-    if (s == BD_OK && st->io->eval && o->eval_quantized)
+    if (s == BD_OK && evaluates && o->eval_quantized)
         s = evaluate_quantized(st, &out->quant_top1);
     out->seconds = bd_now() - t0;
     return s;
@@ -509,7 +523,7 @@ static bd_status train_epochs(bd_training_state *st, bd_training_engine *eng,
     for (int e = done; s == BD_OK && e < o->epochs; e++) {
         if ((s = epoch(&lp, e, &rec[e], &images, &busy)) != BD_OK)
             break;
-        if (io->checkpoint &&
+        if (io->checkpoint && bd_dist_rank() == 0 &&
             (s = bd_training_checkpoint_write(st, io->checkpoint, rec, e + 1)) != BD_OK)
             break;
         if (io->on_epoch)

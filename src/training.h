@@ -11,7 +11,14 @@
  * Every random choice (the order of the images, augmentation, noise masks,
  * the re-initialisation) comes from a stream of (seed, epoch, step, ...),
  * so a run resumed from a checkpoint ends exactly where an uninterrupted
- * one does on the same thread count. */
+ * one does on the same thread count.
+ *
+ * In a job of several ranks (dist.h) each rank takes its share of every
+ * global batch (`batch` is the global batch) and the gradients are summed
+ * before every update, so every rank holds the same model, the one a single
+ * process would train, up to the order of summation; rank 0 alone
+ * evaluates and writes the checkpoint, which is the state of every rank
+ * and resumes a job of any size. */
 #ifndef BD_TRAINING_H
 #define BD_TRAINING_H
 
@@ -55,6 +62,8 @@ typedef struct bd_training_options {
     int loss;              /* bd_loss_kind: BD_LOSS_CE (default) or BD_LOSS_KL (from the teacher) */
     int bn;                /* 0: train mode (default), 1: frozen */
     float bn_momentum;     /* default 0.1 */
+    int bn_local;          /* several ranks: BatchNorm's statistics per rank (default:
+                              over the global batch, as one process has them) */
     bd_augment augment;    /* default: bd_augment_default of the data */
     int init;              /* 0: the loaded weights; 1: re-initialised (from scratch) */
     uint64_t seed;
@@ -168,6 +177,7 @@ typedef struct bd_training_state {
     int ncb;
     bd_training_codebook *cb;
     int64_t steps, total; /* per epoch, in the run */
+    int batch;            /* the global batch: the option, at most the data */
 } bd_training_state;
 
 typedef struct bd_training_engine {
@@ -175,7 +185,10 @@ typedef struct bd_training_engine {
     /* Step t (0-based over the run) on batch x with its labels at this
      * learning rate and momentum: the noise of step t, forward, loss,
      * backward, the update; *loss gets the batch's loss, *hits how many
-     * images the (noisy) model got right. */
+     * images the (noisy) model got right. In a job of several ranks x is
+     * this rank's share of the global batch, the gradients it sums are
+     * scaled by its share of the global batch's mean (bd_dist_share_loss),
+     * and so is *loss. */
     bd_status (*step)(void *ctx, const bd_tensor *x, const int *labels, int64_t t, float lr,
                       float momentum, double *loss, int64_t *hits);
     /* Copies the engine's own values (parameters, running statistics,

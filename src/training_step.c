@@ -1,11 +1,13 @@
 /* The CPU's training steps (training.h's engine): Quant-Noise or the
  * weight hook written over the master weights, the trainer's forward and backward, the loss, the
- * noise taken back with its gradient mapped, SGD on the parameters and the
- * codebooks. The state's arrays are this engine's own, so there is nothing
- * to store or load. */
+ * noise taken back with its gradient mapped, the gradients summed over the
+ * ranks of a job (dist.h), SGD on the parameters and the codebooks. The
+ * state's arrays are this engine's own, so there is nothing to store or
+ * load. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist.h"
 #include "grad.h"
 #include "train.h"
 #include "training.h"
@@ -86,8 +88,12 @@ static bd_status cpu_step(void *ctx, const bd_tensor *x, const int *labels, int6
     if (s == BD_OK)
         s = o->loss == BD_LOSS_KL ? bd_loss_kl(logits, target, loss, &dlogits)
                                   : bd_loss_ce_smooth(logits, labels, o->smoothing, loss, &dlogits);
-    if (s == BD_OK)
+    if (s == BD_OK) {
+        bd_dist_share_loss(dlogits, loss, st->batch);
         s = bd_train_backward(c->tr, dlogits, grads);
+    }
+    if (s == BD_OK)
+        s = bd_dist_sum_tensors(grads, st->nparams);
     for (int l = 0; l < st->nlayers; l++)
         c->lgrads[l] = s == BD_OK && st->layer_param[l] >= 0 ? grads[st->layer_param[l]] : NULL;
     if (hook)
@@ -126,7 +132,8 @@ static bd_status cpu_start(void *arg, const bd_training_state *st, bd_training_e
     bd_status s = c->lgrads && c->cgrad ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
     if (s == BD_OK && st->o->noise.kind != BD_NOISE_NONE)
         s = bd_noise_new(&c->noise, st->g, st->layers, st->nlayers, st->plan, &st->o->noise);
-    bd_train_options to = {.bn_train = st->o->bn == 0, .bn_momentum = st->o->bn_momentum};
+    bd_train_options to = {.bn_train = st->o->bn == 0, .bn_momentum = st->o->bn_momentum,
+                           .bn_sync = !st->o->bn_local};
     if (s == BD_OK)
         s = bd_train_new(&c->tr, st->g, st->params, st->nparams, &to);
     if (s != BD_OK) {

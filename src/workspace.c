@@ -11,6 +11,7 @@
 
 #include "compressed.h"
 #include "device.h"
+#include "dist.h"
 #include "eval.h"
 #include "exec.h"
 #include "model_meta.h"
@@ -1703,6 +1704,8 @@ bd_status bd_ws_export(bd_workspace *ws, bd_graph **out)
 bd_status bd_ws_save(bd_workspace *ws, const char *path, int decoded)
 {
     BD_TRY(need_model(ws));
+    if (bd_dist_rank() != 0) /* rank 0's model is every rank's, and it alone writes */
+        return BD_OK;
     if (decoded)
         return bd_onnx_save(ws->student, path);
     bd_graph *out;

@@ -277,7 +277,9 @@ const char *bd_ws_class_name(const bd_workspace *ws, int c);
 void bd_ws_size(const bd_workspace *ws, bd_model_size *out);
 
 /* Saves the student: compressed ONNX (quantized layers as codebooks), or a
- * plain dense fp32 model when decoded. Atomic. */
+ * plain dense fp32 model when decoded. Atomic. In a job of several ranks
+ * (dist.h) rank 0 alone writes (and keeps the checkpoint): every rank holds
+ * the same model. */
 bd_status bd_ws_save(bd_workspace *ws, const char *path, int decoded);
 
 /* ---- crash safety ----------------------------------------------------------------- */

@@ -1019,7 +1019,7 @@ static void test_errors(void **state)
     bd_tensor *dbn[MAX_IO] = {bd_test_rand_f32(4, x->dims, 7, -1, 1)};
     expect_backward_fails(g, n, bn, out, &saved, dbn, (unsigned char[]){0, 0, 0, 1, 0}, &train,
                           "input 3 ('x3') has no gradient");
-    bd_saved empty = {{NULL}};
+    bd_saved empty = {{NULL}, 0};
     expect_backward_fails(g, n, bn, out, &empty, dbn, (unsigned char[]){1, 0, 0, 0, 0}, &train,
                           "batch statistics");
     bd_tensor_free(out[0]);

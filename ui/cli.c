@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "compressed.h"
+#include "dist.h"
 #include "lazy_weights.h"
 #include "model_meta.h"
 #include "progress_bar.h"
@@ -20,18 +21,19 @@
 int cli_report(bd_status s)
 {
     const char *msg = bd_error_message();
-    fprintf(stderr, "bitdown: %s\n", msg[0] ? msg : bd_status_name(s));
+    fprintf(cli_err(), "bitdown: %s%s\n", cli_rank_prefix(), msg[0] ? msg : bd_status_name(s));
     return CLI_FAIL;
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "bitdown %s: ", cmd);
+    FILE *f = cli_err();
+    fprintf(f, "bitdown %s: ", cmd);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vfprintf(f, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n(see 'bitdown %s --help')\n", cmd);
+    fprintf(f, "\n(see 'bitdown %s --help')\n", cmd);
     return CLI_USAGE;
 }
 
@@ -212,7 +214,8 @@ void cli_ws_attach(bd_workspace *ws)
 {
     bd_ws_on_progress(ws, cli_progress_bar(), NULL);
     attached = ws;
-    signal(SIGINT, cancel_attached);
+    if (bd_dist_size() == 1) /* as cli_progress_start: mpirun's Ctrl-C ends every rank */
+        signal(SIGINT, cancel_attached);
 }
 
 void cli_ws_detach(void)
@@ -246,6 +249,8 @@ int cli_data_spec(const char *cmd, const bd_graph *g, const char *given, const c
 bd_status cli_write_report(const bd_workspace *ws, const char *path, const bd_accuracy *t,
                            const bd_accuracy *st, const char *written)
 {
+    if (bd_dist_rank() != 0) /* rank 0's model is every rank's */
+        return BD_OK;
     struct stat sb;
     int64_t file_bytes = stat(written, &sb) == 0 ? (int64_t)sb.st_size : 0;
     int n = bd_ws_nlayers(ws);

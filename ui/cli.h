@@ -3,6 +3,8 @@
 #ifndef BD_CLI_H
 #define BD_CLI_H
 
+#include <stdio.h>
+
 #include "data.h"
 #include "graph.h"
 #include "options.h"
@@ -17,6 +19,36 @@ typedef struct cli_command {
     const char *summary;
     int (*run)(int argc, char **argv);
 } cli_command;
+
+/* ---- jobs of several ranks (mpirun; src/dist.h, docs/distributed.md) ----
+ * Every rank runs the same command. Until the ranks agree that their
+ * setups succeeded, a rank's messages are held (cli_err); at the agreement
+ * only the first failing rank's are printed, and every rank exits. Past
+ * it, a failure is printed with its rank and ends the whole job. Ranks
+ * other than 0 print nothing on stdout and write no files. */
+
+/* Joins the job (if launched as one) with main's arguments. Returns
+ * CLI_OK, or CLI_FAIL having said why. */
+int cli_dist_begin(int argc, char **argv);
+/* Where error messages go: stderr; in a job of several ranks, the held
+ * messages before the agreement, and nowhere after a refused one. */
+FILE *cli_err(void);
+/* "rank R of N: " on ranks past 0 of a job, "" otherwise. */
+const char *cli_rank_prefix(void);
+/* The agreement, called by a command once its setup succeeded, before
+ * its work (model: what the work starts from, may be NULL): every rank's
+ * arguments, threads and model must be the same. Returns CLI_OK to go on;
+ * CLI_FAIL on every rank otherwise, the reason printed once (and what the
+ * command goes on to report goes nowhere). */
+int cli_dist_agree(const bd_graph *model);
+/* Says on stderr (rank 0) how a global batch that the ranks cannot share
+ * evenly is spread: the first ranks take one image more. */
+void cli_dist_share_note(const char *cmd, int64_t batch);
+/* main's end: rc of the command. A rank that fails past the agreement ends
+ * the whole job; one that never reached it agrees now (with its failure).
+ * After a job's success rank 0 says on stderr how much it summed with the
+ * others (communication volume). Returns the exit code. */
+int cli_dist_end(int rc);
 
 /* Prints "bitdown: <the current error message>" and returns CLI_FAIL. */
 int cli_report(bd_status s);

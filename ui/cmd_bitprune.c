@@ -147,6 +147,8 @@ static bd_status bitprune(bd_workspace *ws, const args *a, const char *data)
 {
     BD_TRY(bd_ws_data(ws, BD_DATA_CALIB, data, 0));
     BD_TRY(set_eval(ws, a));
+    if (cli_dist_agree(bd_ws_teacher(ws)) != CLI_OK)
+        return BD_EINVAL;
     bd_bitprune_report r;
     epochs_seen seen = {a->o.train.epochs, 0};
     bd_status s = bd_ws_bitprune(ws, &a->o, print_epoch, &seen, &r);

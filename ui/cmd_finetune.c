@@ -143,6 +143,9 @@ static bd_status tune(bd_workspace *ws, const args *a)
         cli_print_accuracy("teacher", &t);
         cli_print_accuracy("before", &before);
     }
+    if (cli_dist_agree(bd_ws_teacher(ws)) != CLI_OK)
+        return BD_EINVAL;
+    cli_dist_share_note("finetune", a->o.batch);
     bd_finetune_report r;
     bd_status s = bd_ws_finetune(ws, "*", a->global, &a->o, &r);
     cli_progress_clear();

@@ -299,6 +299,8 @@ static int run_policy(const args *a)
         rc = cli_report(s);
     if (rc == CLI_OK && (s = bd_ws_search(ws, (int)a->restarts, a->tol)) != BD_OK)
         rc = cli_report(s);
+    if (rc == CLI_OK)
+        rc = cli_dist_agree(bd_ws_teacher(ws));
     if (rc == CLI_OK) {
         bd_ws_seed(ws, (uint64_t)a->seed);
         rc = cli_run_lua(ws, path, NULL, n, argv);
@@ -419,6 +421,8 @@ int cli_quantize(int argc, char **argv)
         bd_accuracy t = {0}, st = {0};
         if (s == BD_OK)
             s = bd_ws_data(ws, BD_DATA_CALIB, calib_spec, a.calib_n);
+        if (s == BD_OK && cli_dist_agree(bd_ws_teacher(ws)) != CLI_OK)
+            s = BD_EINVAL;
         if (s == BD_OK)
             s = work(ws, &a, &t, &st);
         cli_ws_detach();

@@ -71,6 +71,8 @@ int cli_run(int argc, char **argv)
         s = bd_ws_load(ws, model);
     int rc = s != BD_OK ? cli_report(s) : model ? cli_preprocess_ws("run", &cp, ws) : CLI_OK;
     if (rc == CLI_OK)
+        rc = cli_dist_agree(model ? bd_ws_teacher(ws) : NULL);
+    if (rc == CLI_OK)
         rc = cli_run_lua(ws, path, code, argc - optind, argv + optind);
     bd_ws_free(ws);
     return rc;

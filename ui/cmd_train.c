@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "device.h"
+#include "dist.h"
 #include "model_meta.h"
 #include "onnx_io.h"
 #include "progress_bar.h"
@@ -154,6 +155,16 @@ static bd_status train(const args *a, bd_graph *g, const bd_preprocess *pp)
         s = bd_fail(s, "--device cuda: %s", why);
     }
     bd_training_report r = {0};
+    if (s == BD_OK && dev && bd_dist_size() > 1)
+        s = bd_fail(BD_EUNSUPPORTED, "--device cuda in a job of %d ranks needs NCCL's "
+                                     "collectives, which this build does not have: run the "
+                                     "ranks on the CPU, or one process on the GPU",
+                    bd_dist_size());
+    if (s == BD_OK && cli_dist_agree(g) != CLI_OK)
+        s = BD_EINVAL;
+    if (s == BD_OK)
+        cli_dist_share_note("train", a->o.batch < bd_dataset_count(data) ? a->o.batch
+                                                                         : bd_dataset_count(data));
     if (s == BD_OK) {
         bd_progress progress = cli_progress_start();
         bd_training_io io = {.train = data, .eval = eval, .pp = pp, .teacher = teacher,
@@ -174,7 +185,8 @@ static bd_status train(const args *a, bd_graph *g, const bd_preprocess *pp)
                r.epochs - r.first + 1, r.images_per_second);
         s = bd_graph_set_meta(g, "bitdown.training", desc);
     }
-    if (s == BD_OK && (s = bd_onnx_save(g, a->out)) == BD_OK)
+    /* rank 0's model is every rank's */
+    if (s == BD_OK && bd_dist_rank() == 0 && (s = bd_onnx_save(g, a->out)) == BD_OK)
         printf("wrote %s\n", a->out);
     bd_training_report_free(&r);
     bd_exec_free(teacher);

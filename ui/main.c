@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "dist.h"
 #include "threads.h"
 
 static const cli_command commands[] = {
@@ -81,16 +82,13 @@ static void prefer_avx512_blas(char **argv)
     unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on as we are */
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
-    prefer_avx512_blas(argv);
-    /* Every forward pass allocates and frees the same large activations;
-     * kept in the heap, they are reused instead of mapped and faulted in
-     * afresh each time. */
-    mallopt(M_MMAP_THRESHOLD, 1 << 30);
-    mallopt(M_TRIM_THRESHOLD, 1 << 30);
-    bd_threads_set(0);
-    opterr = 0; /* cli_bad_option reports a bad option, once */
+    if (bd_dist_size() > 1 && (argc < 2 || !strcmp(argv[1], "tui") || !strcmp(argv[1], "repl"))) {
+        fprintf(cli_err(), "bitdown: %sthe interactive commands run as one process, not under "
+                           "mpirun\n", cli_rank_prefix());
+        return CLI_USAGE;
+    }
     if (argc < 2) {
         if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))
             return cli_tui(argc, argv); /* on the bundled example */
@@ -109,7 +107,22 @@ int main(int argc, char **argv)
     for (int i = 0; i < NCOMMANDS; i++)
         if (strcmp(argv[1], commands[i].name) == 0)
             return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "bitdown: unknown command '%s'\n\n", argv[1]);
-    usage(stderr);
+    fprintf(cli_err(), "bitdown: unknown command '%s'\n\n", argv[1]);
+    usage(cli_err());
     return CLI_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    prefer_avx512_blas(argv);
+    /* Every forward pass allocates and frees the same large activations;
+     * kept in the heap, they are reused instead of mapped and faulted in
+     * afresh each time. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    bd_threads_set(0);
+    opterr = 0; /* cli_bad_option reports a bad option, once */
+    if (cli_dist_begin(argc, argv) != CLI_OK)
+        return CLI_FAIL;
+    return cli_dist_end(run(argc, argv));
 }

@@ -6,6 +6,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dist.h"
+
 static atomic_int cancel_flag;
 static int drawn;
 static double last_draw;
@@ -46,11 +48,19 @@ void cli_progress_clear(void)
     }
 }
 
-bd_progress_fn cli_progress_bar(void) { return isatty(STDERR_FILENO) ? draw : NULL; }
+/* In a job of several ranks rank 0 alone draws, and Ctrl-C is mpirun's
+ * (it ends every rank): one rank cancelling alone would leave the others
+ * waiting for it. */
+bd_progress_fn cli_progress_bar(void)
+{
+    return isatty(STDERR_FILENO) && bd_dist_rank() == 0 ? draw : NULL;
+}
 
 bd_progress cli_progress_start(void)
 {
     atomic_store(&cancel_flag, 0);
+    if (bd_dist_size() > 1)
+        return (bd_progress){cli_progress_bar(), NULL, &cancel_flag};
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;

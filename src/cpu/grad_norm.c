@@ -1,9 +1,14 @@
-/* BatchNormalization's training forward (batch statistics) and its
- * backward with batch or with frozen running statistics; the backward of
+/* BatchNormalization's training forward (batch statistics, this rank's or
+ * the global batch's) and its backward with batch or with frozen running
+ * statistics; the backward of
  * Softmax and LogSoftmax. */
 #include <inttypes.h>
 #include <math.h>
 
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist.h"
 #include "grad_kernels.h"
 
 /* X read as [N][C][S], S the product of the spatial dims. */
@@ -33,6 +38,29 @@ static bd_status bn_shape_of(const bd_node *n, bd_tensor *const *in, bn_shape *s
     return BD_OK;
 }
 
+/* Per channel, the sum over the batch of f(x) = x - shift[c], or its
+ * square with `square`, in double; over every rank's share with sync. */
+static bd_status channel_sums(const bn_shape *sh, const float *xv, const double *shift,
+                              int square, int sync, double *out)
+{
+#pragma omp parallel for schedule(static) if (sh->c * sh->n * sh->s >= BD_PARALLEL_MIN)
+    for (int64_t c = 0; c < sh->c; c++) {
+        const double m = shift ? shift[c] : 0;
+        double sum = 0;
+        for (int64_t i = 0; i < sh->n; i++) {
+            const float *p = xv + (i * sh->c + c) * sh->s;
+            /* `omp simd` lets the sum be split across vector lanes */
+#pragma omp simd reduction(+ : sum)
+            for (int64_t j = 0; j < sh->s; j++) {
+                const double d = p[j] - m;
+                sum += square ? d * d : d;
+            }
+        }
+        out[c] = sum;
+    }
+    return sync ? bd_dist_sum_f64(out, sh->c + 1) : BD_OK;
+}
+
 bd_status bd_gf_batchnorm(const bd_graph *g, const bd_node *n, bd_tensor *const *in,
                           bd_tensor **out, bd_saved *saved, const bd_grad_ctx *ctx)
 {
@@ -45,44 +73,48 @@ bd_status bd_gf_batchnorm(const bd_graph *g, const bd_node *n, bd_tensor *const 
                                 "folds the saved batch statistics into them");
     bn_shape sh;
     BD_TRY(bn_shape_of(n, in, &sh));
-    const int64_t per = sh.n * sh.s;
-    if (per == 0)
-        return bd_node_fail(n, BD_EINVAL, "an empty batch has no statistics");
+    const int sync = ctx->bn_sync && bd_dist_size() > 1;
     const bd_tensor *x = in[0];
     BD_TRY(bd_k_output(n, &saved->t[0], BD_F32, 1, &sh.c, 0));
     BD_TRY(bd_k_output(n, &saved->t[1], BD_F32, 1, &sh.c, 0));
     BD_TRY(bd_k_output(n, &out[0], BD_F32, x->ndim, x->dims, 0));
+    /* Two passes, the mean and then the squares about it: the variance
+     * does not come out as the difference of two large, nearly equal sums,
+     * and every rank shifts by the same, global, mean. The last entry
+     * counts the values. */
+    double *mu = malloc(2 * ((size_t)sh.c + 1) * sizeof *mu), *var = mu + sh.c + 1;
+    if (!mu)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    mu[sh.c] = var[sh.c] = (double)(sh.n * sh.s);
+    bd_status st = channel_sums(&sh, x->data, NULL, 0, sync, mu);
+    const double per = mu[sh.c];
+    for (int64_t c = 0; st == BD_OK && c < sh.c; c++)
+        mu[c] /= per > 0 ? per : 1;
+    if (st == BD_OK)
+        st = channel_sums(&sh, x->data, mu, 1, sync, var);
+    if (st == BD_OK && per == 0)
+        st = bd_node_fail(n, BD_EINVAL, "an empty batch has no statistics");
+    if (st != BD_OK) {
+        free(mu);
+        return st;
+    }
+    saved->count = (int64_t)per;
     const double eps = bd_attr_float(n, "epsilon", 1e-5f);
     const float *xv = x->data, *scale = in[1]->data, *bias = in[2]->data;
-    float *yv = out[0]->data, *mean = saved->t[0]->data, *var = saved->t[1]->data;
-#pragma omp parallel for schedule(static) if (sh.c * per >= BD_PARALLEL_MIN)
+    float *yv = out[0]->data, *mean = saved->t[0]->data, *vs = saved->t[1]->data;
+#pragma omp parallel for schedule(static) if (sh.c * sh.n * sh.s >= BD_PARALLEL_MIN)
     for (int64_t c = 0; c < sh.c; c++) {
-        /* One pass of sums in double, shifted by the channel's first value:
-         * near the mean, so the variance does not come out as the
-         * difference of two large, nearly equal sums. `omp simd` lets the
-         * sums be split across vector lanes. */
-        const double shift = xv[c * sh.s];
-        double s1 = 0, s2 = 0;
-        for (int64_t i = 0; i < sh.n; i++) {
-            const float *p = xv + (i * sh.c + c) * sh.s;
-#pragma omp simd reduction(+ : s1, s2)
-            for (int64_t j = 0; j < sh.s; j++) {
-                const double d = p[j] - shift;
-                s1 += d;
-                s2 += d * d;
-            }
-        }
-        const double m1 = s1 / (double)per, v = fmax(s2 / (double)per - m1 * m1, 0.0);
-        const double mu = shift + m1, k = scale[c] / sqrt(v + eps);
-        const float fa = (float)k, fb = (float)(bias[c] - mu * k);
-        mean[c] = (float)mu;
-        var[c] = (float)v;
+        const double v = var[c] / per, k = scale[c] / sqrt(v + eps);
+        const float fa = (float)k, fb = (float)(bias[c] - mu[c] * k);
+        mean[c] = (float)mu[c];
+        vs[c] = (float)v;
         for (int64_t i = 0; i < sh.n; i++) {
             const int64_t at = (i * sh.c + c) * sh.s;
             for (int64_t j = 0; j < sh.s; j++)
                 yv[at + j] = xv[at + j] * fa + fb;
         }
     }
+    free(mu);
     return BD_OK;
 }
 
@@ -110,14 +142,21 @@ BD_GRAD(bd_g_batchnorm)
         if (a->want[i])
             BD_TRY(bd_k_output(n, &din[i], BD_F32, a->in[i]->ndim, a->in[i]->dims, 0));
     const double eps = bd_attr_float(n, "epsilon", 1e-5f);
-    const double per = (double)(sh.n * sh.s);
+    const int sync = train && a->ctx->bn_sync && bd_dist_size() > 1;
+    const double per = (double)(train && a->saved->count > 0 ? a->saved->count : sh.n * sh.s);
     const float *xv = a->in[0]->data, *scale = a->in[1]->data, *dy = a->dy->data;
     const float *mean = mt->data, *var = vt->data;
     float *dx = din[0] ? din[0]->data : NULL, *dscale = din[1] ? din[1]->data : NULL;
     float *dbias = din[2] ? din[2]->data : NULL;
+    /* Per channel: the sum of dy, then of dy * (x - mean), this rank's for
+     * the parameters' gradients (which are summed with every other
+     * parameter's), and with sync the global batch's, which dx depends on. */
+    double *sums = malloc(4 * (size_t)sh.c * sizeof *sums + 1), *global = sums;
+    if (!sums)
+        return bd_fail(BD_ENOMEM, "out of memory");
 #pragma omp parallel for schedule(static) if (sh.c * sh.n * sh.s >= BD_PARALLEL_MIN)
     for (int64_t c = 0; c < sh.c; c++) {
-        const double mu = mean[c], rstd = 1 / sqrt(var[c] + eps);
+        const double mu = mean[c];
         double sdy = 0, sdyx = 0;
         for (int64_t i = 0; i < sh.n; i++) {
             const int64_t at = (i * sh.c + c) * sh.s;
@@ -127,13 +166,28 @@ BD_GRAD(bd_g_batchnorm)
                 sdyx += dy[at + j] * (xv[at + j] - mu);
             }
         }
-        sdyx *= rstd; /* sum dy * xhat */
+        sums[c] = sdy;
+        sums[sh.c + c] = sdyx;
+    }
+    if (sync) {
+        global = sums + 2 * sh.c;
+        memcpy(global, sums, 2 * (size_t)sh.c * sizeof *sums);
+        bd_status st = bd_dist_sum_f64(global, 2 * sh.c);
+        if (st != BD_OK) {
+            free(sums);
+            return st;
+        }
+    }
+#pragma omp parallel for schedule(static) if (sh.c * sh.n * sh.s >= BD_PARALLEL_MIN)
+    for (int64_t c = 0; c < sh.c; c++) {
+        const double mu = mean[c], rstd = 1 / sqrt(var[c] + eps);
         if (dscale)
-            dscale[c] = (float)sdyx;
+            dscale[c] = (float)(sums[sh.c + c] * rstd); /* sum dy * xhat */
         if (dbias)
-            dbias[c] = (float)sdy;
+            dbias[c] = (float)sums[c];
         if (!dx)
             continue;
+        const double sdy = global[c], sdyx = global[sh.c + c] * rstd;
         /* dx = k dy + kx (x - mean) + k0, per channel */
         const double k = scale[c] * rstd;
         const double kx = train ? -k * rstd * sdyx / per : 0, k0 = train ? -k * sdy / per : 0;
@@ -144,6 +198,7 @@ BD_GRAD(bd_g_batchnorm)
                 dx[at + j] = fk * dy[at + j] + fkx * (xv[at + j] - fmu) + fk0;
         }
     }
+    free(sums);
     return BD_OK;
 }
 

@@ -1,5 +1,6 @@
 #include "kernel_util.h"
 
+#include <cblas.h>
 #include <inttypes.h>
 #include <string.h>
 
@@ -242,5 +243,20 @@ void bd_k_strided_copy(bd_tensor *out, const void *src, int64_t offset, const in
         int64_t off = offset + bd_k_offset_of(row, m - 1, dims, st[0]);
         copy_run((char *)out->data + (size_t)(row * len) * es,
                  (const char *)src + (size_t)off * es, st[0][m - 1], len, es);
+    }
+}
+
+void bd_sgemm_panels(int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+                     int ldb, float beta, float *c, int ldc)
+{
+    enum { PANEL = 256 }; /* wide enough for the kernels' full speed */
+    const int panels = (n + PANEL - 1) / PANEL;
+    /* inside an active parallel region OpenBLAS runs on the calling thread;
+     * a team of one calls it with the thread count set to one */
+#pragma omp parallel for schedule(dynamic)
+    for (int p = 0; p < panels; p++) {
+        const int j = p * PANEL, w = n - j < PANEL ? n - j : PANEL;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, w, k, alpha, a, lda, b + j, ldb,
+                    beta, c + j, ldc);
     }
 }

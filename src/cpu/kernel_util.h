@@ -1,7 +1,8 @@
 /* Helpers shared by the CPU kernels: argument checks that name the node,
- * reading small int lists from inputs or attributes, and the two data-movement
+ * reading small int lists from inputs or attributes, the two data-movement
  * engines (broadcasting map, strided copy) that the elementwise and shape
- * kernels are built on. */
+ * kernels are built on, and a GEMM whose bits do not depend on the thread
+ * count. */
 #ifndef BD_KERNEL_UTIL_H
 #define BD_KERNEL_UTIL_H
 
@@ -10,6 +11,14 @@
 /* Loops over fewer elements than this stay serial: starting the thread team
  * costs more than the work. */
 enum { BD_PARALLEL_MIN = 1 << 15 };
+
+/* C = alpha A B + beta C (row-major, no transposes) with C's columns in
+ * fixed panels, one single-threaded GEMM each. OpenBLAS's own threads
+ * split a GEMM by their count, and its result then differs in the last
+ * bits from one count to another; a fit built on this one gives the same
+ * bits on any thread count, in one process as on every rank of a job. */
+void bd_sgemm_panels(int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+                     int ldb, float beta, float *c, int ldc);
 
 /* Prefixes the node's label to the message of a failing st from a lower
  * layer (tensor allocation, views, casts); returns st. */
