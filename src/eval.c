@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist.h"
+
 void bd_topk(const float *v, int n, int k, int *idx)
 {
     if (k > n)
@@ -83,6 +85,22 @@ static bd_status score_batch(const bd_tensor *logits, const int *labels, int b,
     return BD_OK;
 }
 
+/* Every rank's counts (and logits, in rank order, which is image order)
+ * into every rank's result. */
+static bd_status sum_shares(bd_eval_result *res, int64_t n, int keep_logits)
+{
+    int64_t totals[3] = {res->n, res->top1, res->top5};
+    BD_TRY(bd_dist_sum_i64(totals, 3));
+    BD_TRY(bd_dist_sum_i64(res->class_total, res->classes));
+    BD_TRY(bd_dist_sum_i64(res->class_correct, res->classes));
+    int64_t rows = res->n;
+    res->n = totals[0];
+    res->top1 = totals[1];
+    res->top5 = totals[2];
+    return keep_logits ? bd_dist_gather_rows(res->logits, res->labels, &rows, res->classes, n)
+                       : BD_OK;
+}
+
 static bd_status exec_forward(void *user, const bd_tensor *x, bd_tensor **y)
 {
     return bd_exec_run1(user, x, y);
@@ -108,8 +126,14 @@ bd_status bd_evaluate_with(bd_eval_forward_fn fwd, void *user, const bd_dataset 
     int64_t *idx = malloc((size_t)batch * sizeof *idx);
     int *labels = malloc((size_t)batch * sizeof *labels);
     bd_status st = idx && labels ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
-    for (int64_t first = 0; first < n && st == BD_OK; first += batch) {
-        int b = (int)(n - first < batch ? n - first : batch);
+    /* In a job of several ranks each takes a share of the images (when
+     * there is one for every rank) and the counts are summed after. */
+    int64_t from = 0, mine = n;
+    const int shared = bd_dist_size() > 1 && n >= bd_dist_size();
+    if (shared)
+        bd_dist_share(n, &from, &mine);
+    for (int64_t first = from; first < from + mine && st == BD_OK; first += batch) {
+        int b = (int)(from + mine - first < batch ? from + mine - first : batch);
         for (int i = 0; i < b; i++)
             idx[i] = first + i;
         bd_tensor *x = NULL, *y = NULL;
@@ -127,9 +151,9 @@ bd_status bd_evaluate_with(bd_eval_forward_fn fwd, void *user, const bd_dataset 
                 st = bd_fail(BD_ENOMEM, "out of memory for %lld x %d logits", (long long)n,
                              res->classes);
             } else {
-                memcpy(res->logits + first * res->classes, y->data,
+                memcpy(res->logits + (first - from) * res->classes, y->data,
                        (size_t)b * (size_t)res->classes * sizeof(float));
-                memcpy(res->labels + first, labels, (size_t)b * sizeof(int));
+                memcpy(res->labels + (first - from), labels, (size_t)b * sizeof(int));
             }
         }
         bd_tensor_free(x);
@@ -137,10 +161,12 @@ bd_status bd_evaluate_with(bd_eval_forward_fn fwd, void *user, const bd_dataset 
         if (st == BD_OK) {
             char msg[64];
             snprintf(msg, sizeof msg, "top1 %.2f%%", 100.0 * (double)res->top1 / (double)res->n);
-            st = bd_progress_report(progress, "eval", first + b, n, msg,
+            st = bd_progress_report(progress, "eval", first - from + b, mine, msg,
                                     (double)res->top1 / (double)res->n);
         }
     }
+    if (st == BD_OK && shared)
+        st = sum_shares(res, n, opt->keep_logits);
     free(idx);
     free(labels);
     if (st != BD_OK)

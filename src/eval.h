@@ -25,6 +25,8 @@ typedef struct bd_eval_options {
     int keep_logits; /* fill res->logits and res->labels */
 } bd_eval_options;
 
+/* In a job of several ranks (dist.h) every rank calls it: each evaluates
+ * its share of the images, and every rank gets the whole result. */
 bd_status bd_evaluate(bd_exec *ex, const bd_dataset *d, const bd_eval_options *opt,
                       const bd_progress *progress, bd_eval_result *res);
 

@@ -490,11 +490,9 @@ static bd_status epoch(loop *lp, int e, bd_training_epoch *out, double *images, 
                                .top1 = -1, .top5 = -1, .quant_top1 = -1, .lr = lr};
     if (s == BD_OK && lp->eng->store)
         s = lp->eng->store(lp->eng->ctx);
-    /* rank 0's model is every rank's */
-    const int evaluates = st->io->eval && bd_dist_rank() == 0;
-    if (s == BD_OK && evaluates)
+    if (s == BD_OK && st->io->eval)
         s = evaluate(st->g, st->io, o->eval_n, &out->top1, &out->top5);
-    if (s == BD_OK && evaluates && o->eval_quantized)
+    if (s == BD_OK && st->io->eval && o->eval_quantized)
         s = evaluate_quantized(st, &out->quant_top1);
     out->seconds = bd_now() - t0;
     return s;

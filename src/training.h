@@ -16,9 +16,10 @@
  * In a job of several ranks (dist.h) each rank takes its share of every
  * global batch (`batch` is the global batch) and the gradients are summed
  * before every update, so every rank holds the same model, the one a single
- * process would train, up to the order of summation; rank 0 alone
- * evaluates and writes the checkpoint, which is the state of every rank
- * and resumes a job of any size. */
+ * process would train, up to the order of summation; each evaluates its
+ * share of the evaluation images (eval.h); rank 0 alone writes the
+ * checkpoint, which is the state of every rank and resumes a job of any
+ * size. */
 #ifndef BD_TRAINING_H
 #define BD_TRAINING_H
 

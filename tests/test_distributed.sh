@@ -80,6 +80,18 @@ d=$(compare "$TMP/f1.onnx" "$TMP/f2.onnx") || fail "finetune: the codes differ"
 /usr/bin/python3 -c "import sys; sys.exit(not float(sys.argv[1]) < 1e-4)" "$d" ||
   fail "finetune: 2 ranks differ from 1 by $d"
 
+# ---- eval: each rank its share, every rank the whole count ----
+"$BIN" eval $M --data fmnist:test --limit 1000 --logits "$TMP/l1.f32" >"$TMP/e1" 2>&1 ||
+  fail "eval: $(cat "$TMP/e1")"
+"${MPI[@]}" -np 2 "$BIN" eval $M --data fmnist:test --limit 1000 --logits "$TMP/l2.f32" \
+  >"$TMP/e2" 2>"$TMP/e" || fail "eval, two ranks: $(cat "$TMP/e")"
+[ "$(grep top1 "$TMP/e1")" = "$(grep top1 "$TMP/e2")" ] || fail "eval: $(cat "$TMP/e1") against $(cat "$TMP/e2")"
+/usr/bin/python3 -c "
+import sys, numpy as np
+a, b = (np.fromfile(p, np.float32) for p in sys.argv[1:3])
+sys.exit(not (a.size == b.size == 10000 and np.abs(a - b).max() < 1e-4))" "$TMP/l1.f32" "$TMP/l2.f32" ||
+  fail "eval: the logits of two ranks are not one process's, in order"
+
 # ---- a rank killed mid-run ends the job; --resume finishes it ----
 K=("$BIN" train $M -o "$TMP/k.onnx" "${T[@]}" --steps 20 --epochs 50)
 "${MPI[@]}" -np 2 "${K[@]}" >"$TMP/ko" 2>"$TMP/ke" &

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "dist.h"
 #include "compressed.h"
 #include "lazy_weights.h"
 #include "size.h"
@@ -121,6 +122,9 @@ int cli_eval(int argc, char **argv)
     }
     if (lw)
         bd_lazy_weights_attach(lw, ex);
+    if ((rc = cli_dist_agree(g)) != CLI_OK)
+        goto done;
+    rc = CLI_FAIL;
     bd_eval_options eo = {.limit = limit, .batch = (int)batch, .keep_logits = logits != NULL};
     if ((s = bd_evaluate(ex, d, &eo, NULL, &r)) != BD_OK) {
         cli_report(s);
@@ -130,7 +134,7 @@ int cli_eval(int argc, char **argv)
            100.0 * (double)r.top5 / (double)r.n, (long long)r.n);
     if (per_class)
         print_per_class(g, d, &r);
-    rc = logits ? write_logits(logits, &r) : CLI_OK;
+    rc = logits && bd_dist_rank() == 0 ? write_logits(logits, &r) : CLI_OK; /* every rank's */
 done:
     bd_eval_result_free(&r);
     bd_exec_free(ex);
