@@ -39,7 +39,8 @@
 
 typedef struct bd_device bd_device;
 
-/* Opens a device by name: "cuda" is the first GPU. Fails with a message
+/* Opens a device by name: "cuda" is the first GPU, or in a job of several
+ * ranks (dist.h) GPU bd_dist_local_rank() modulo the GPUs visible. Fails with a message
  * that says why: the CUDA plugin is not found (a build without nvcc) or
  * does not load (the CUDA libraries are missing: dlerror's reason), no
  * driver is installed, no GPU is visible, or the GPU cannot run this

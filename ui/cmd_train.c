@@ -37,7 +37,9 @@ static void usage(void)
            "  --resume                 continue from the checkpoint\n"
            "  --threads T              CPU threads (default: all cores)\n"
            "  --device cpu|cuda        where the steps run (default cpu); cuda: the first\n"
-           "                           GPU, with the same results to float rounding\n"
+           "                           GPU (a rank of an mpirun job: its local rank's,\n"
+           "                           modulo the GPUs), with the same results to float\n"
+           "                           rounding\n"
            "%s" CLI_PREPROCESS_HELP,
            opts);
 }
