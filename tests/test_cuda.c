@@ -454,7 +454,7 @@ static void check_op(bd_graph *g, bd_node *n, bd_tensor **in, const unsigned cha
     for (int k = 0; k < n->ninputs; k++)
         if (in[k] && in[k]->dtype == BD_F32)
             ok(bd_dt_upload(dev, in[k], &dins[k]));
-    bd_dop_args a = {dev, g, n, dins, bn_train};
+    bd_dop_args a = {.dev = dev, .g = g, .n = n, .in = dins, .bn_train = bn_train};
     ok(bd_dop_forward(&a, &dout, dsaved));
     bd_tensor *y;
     ok(bd_dt_download(dout, &y));
@@ -695,8 +695,9 @@ static void test_batchnorm(void **state)
           got[C];
     float *drm = up(rm, sizeof rmr), *drv = up(rv, sizeof rvr), *dm = up(mean, sizeof rmr),
           *dv = up(var, sizeof rvr);
-    const double unbias = 84.0 / 83.0;
-    ok(bd_cu_bn_running(drm, drv, dm, dv, C, 0.1f, unbias));
+    const double count = 84, unbias = 84.0 / 83.0;
+    double *dcount = up(&count, sizeof count);
+    ok(bd_cu_bn_running(drm, drv, dm, dv, C, 0.1f, dcount));
     for (int i = 0; i < C; i++) {
         rmr[i] = 0.9f * rm[i] + 0.1f * mean[i];
         rvr[i] = 0.9f * rv[i] + 0.1f * (float)(var[i] * unbias);
@@ -709,6 +710,7 @@ static void test_batchnorm(void **state)
     release(drv, sizeof rvr);
     release(dm, sizeof rmr);
     release(dv, sizeof rvr);
+    release(dcount, sizeof count);
     free(rm);
     free(rv);
     free(mean);
