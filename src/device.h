@@ -99,6 +99,11 @@ bd_status bd_device_pq_fit(bd_device *dev, const float *sub, int64_t n, const bd
                            const bd_pq_options *opt, const bd_progress *progress,
                            bd_pq_result *res);
 
+/* BD_OK unless this is a job of several ranks (dist.h) and the loaded
+ * backend cannot sum across them (a CUDA plugin built without NCCL): then
+ * a failure that says so, `what` naming the work. After bd_device_open. */
+bd_status bd_device_check_ranks(const char *what);
+
 /* ---- fine-tuning ---------------------------------------------------------------- */
 
 /* bd_finetune's contract with every step on the device: the student's
