@@ -613,22 +613,26 @@ static void test_sum_axpy_sgd(void **state)
     ok(bd_cu_sum_to(4, sdims, ds, 3, ddims, 0.5f, dd));
     down(got, dd, sizeof got);
     assert_close(got, ref, 15, 1e-5, "sum_to");
-    /* axpy and SGD against their formulas */
+    /* axpy, SGD and the loss share's scale against their formulas */
     enum { N = 301 };
     float *p = rand_floats(N, 10, -1, 1), *v = rand_floats(N, 11, -1, 1),
-          *gr = rand_floats(N, 12, -1, 1), pr[N], vr[N], pg[N], vg[N];
+          *gr = rand_floats(N, 12, -1, 1), pr[N], vr[N], pg[N], vg[N], sr[N], sg[N];
     float *dp = up(p, sizeof pr), *dv = up(v, sizeof vr), *dg = up(gr, sizeof vr);
     ok(bd_cu_sgd(dp, dv, dg, N, 0.1f, 0.9f, 1e-4f));
     ok(bd_cu_axpy(N, 2.0f, dg, dv));
+    ok(bd_cu_scale(dg, N, 13.0 / 32.0));
     for (int i = 0; i < N; i++) {
         vr[i] = 0.9f * v[i] + gr[i] + 1e-4f * p[i];
         pr[i] = p[i] - 0.1f * vr[i];
         vr[i] += 2.0f * gr[i];
+        sr[i] = (float)(gr[i] * (13.0 / 32.0));
     }
     down(pg, dp, sizeof pg);
     down(vg, dv, sizeof vg);
+    down(sg, dg, sizeof sg);
     assert_close(pg, pr, N, 1e-6, "sgd");
     assert_close(vg, vr, N, 1e-6, "axpy");
+    assert_close(sg, sr, N, 1e-7, "scale");
     release(ds, bd_tensor_nbytes(src));
     release(dd, sizeof got);
     release(dp, sizeof pr);
