@@ -146,6 +146,8 @@ bd_status bd_cu_clip_backward(const float *x, const float *y, const float *dy, i
                               float *dx);
 /* y += a x */
 bd_status bd_cu_axpy(int64_t n, float a, const float *x, float *y);
+/* x = (float)(x w), the product in double (as bd_dist_share_loss). */
+bd_status bd_cu_scale(float *x, int64_t n, double w);
 /* SGD with momentum and weight decay, as finetune.c's:
  * v = momentum v + (g + wd p); p -= lr v. */
 bd_status bd_cu_sgd(float *p, float *v, const float *g, int64_t n, float lr, float momentum,
@@ -207,23 +209,55 @@ bd_status bd_cu_global_avg_backward(int64_t planes, int64_t size, const float *d
  * frozen (inference) form, in float as the CPU's kernel. */
 bd_status bd_cu_bn_frozen(int64_t c, const float *scale, const float *bias, const float *mean,
                           const float *var, float eps, float *ab);
-/* The batch's statistics as the CPU's training forward takes them (two
- * passes in double): mean[c], var[c] (biased) and the same ab. */
-bd_status bd_cu_bn_batch(const float *x, int64_t n, int64_t c, int64_t s, const float *scale,
-                         const float *bias, double eps, float *mean, float *var, float *ab);
+/* The batch's statistics as the CPU's training forward takes them
+ * (grad_norm.c: two passes in double, whose sums a job's ranks add up in
+ * between). bd_cu_bn_sums: out[ch] the sum of channel ch's values, or with
+ * center (a first call's out) the sum of their squared deviations from
+ * center[ch] / center[c]; out[c] the count of values summed, so a sum of
+ * outs over ranks holds the global count. bd_cu_bn_stats: from the two,
+ * mean[c], var[c] (biased) and the same ab. */
+bd_status bd_cu_bn_sums(const float *x, int64_t n, int64_t c, int64_t s, const double *center,
+                        double *out);
+bd_status bd_cu_bn_stats(const double *sums, const double *squares, int64_t c,
+                         const float *scale, const float *bias, double eps, float *mean,
+                         float *var, float *ab);
 /* y = x ab[c] + ab[c + C] */
 bd_status bd_cu_bn_apply(const float *x, int64_t n, int64_t c, int64_t s, const float *ab,
                          float *y);
-/* The backward (grad_norm.c's formulas): dscale, dbias and dx, each
- * optional (NULL); train: the statistics are the batch's (mean, var as
- * saved), else the running ones, frozen. */
+/* The backward (grad_norm.c's formulas) in two steps. bd_cu_bn_grad_sums:
+ * out[ch] = sum dy, out[c + ch] = sum dy (x - mean[ch]), out[2c] the
+ * count. bd_cu_bn_backward: dscale and dbias from local (this rank's
+ * sums), dx from global (the job's, or local again), each optional (NULL);
+ * train: the statistics are the batch's (mean, var as saved), else the
+ * running ones, frozen. */
+bd_status bd_cu_bn_grad_sums(const float *x, const float *dy, int64_t n, int64_t c, int64_t s,
+                             const float *mean, double *out);
 bd_status bd_cu_bn_backward(const float *x, const float *dy, int64_t n, int64_t c, int64_t s,
                             const float *scale, const float *mean, const float *var, double eps,
-                            int train, float *dx, float *dscale, float *dbias);
+                            int train, const double *local, const double *global, float *dx,
+                            float *dscale, float *dbias);
 /* Folds a batch's statistics into the running ones (PyTorch's rule, as the
- * CPU trainer): rm = (1 - m) rm + m mean; rv = (1 - m) rv + m var unbias. */
+ * CPU trainer): rm = (1 - m) rm + m mean; rv = (1 - m) rv + m var unbias,
+ * unbias = count / (count - 1) (1 for a count of 1) from the count of
+ * values the statistics are over (*count, in GPU memory: a sum's). */
 bd_status bd_cu_bn_running(float *rm, float *rv, const float *mean, const float *var, int64_t c,
-                           float momentum, double unbias);
+                           float momentum, const double *count);
+
+/* ---- nccl.cu: sums across the ranks of a job (dist.c calls them) ---------------- */
+
+/* Bytes of NCCL's communicator id (ncclUniqueId). */
+enum { BD_CU_NCCL_ID = 128 };
+
+/* Whether this build has NCCL; without it the others fail saying so. */
+int bd_cu_nccl_built(void);
+/* A new communicator id (on one rank; every rank inits with it). */
+bd_status bd_cu_nccl_id(unsigned char *id);
+/* The process's communicator, of size ranks, on the current GPU. */
+bd_status bd_cu_nccl_init(const unsigned char *id, int size, int rank);
+/* In-place sums over the ranks: count float arrays v[i] of n[i] values
+ * (one group), or one double array. */
+bd_status bd_cu_nccl_sum_f32(float *const *v, const int64_t *n, int count);
+bd_status bd_cu_nccl_sum_f64(double *v, int64_t n);
 
 /* ---- softmax.cu: Softmax, LogSoftmax and the losses ---------------------------- */
 
@@ -358,7 +392,10 @@ typedef struct bd_dop_args {
     const bd_graph *g;
     const bd_node *n;
     bd_dt *const *in;
-    int bn_train; /* BatchNormalization on the batch's statistics */
+    int bn_train;      /* BatchNormalization on the batch's statistics */
+    float bn_momentum; /* with bn_train, above 0: the running statistics (inputs 3 and 4)
+                          move toward the batch's by this momentum (train.h's) */
+    int bn_sync;       /* with bn_train: the statistics over a job's ranks (dist.c) */
 } bd_dop_args;
 
 /* BatchNormalization in train mode keeps the batch mean and variance. */
@@ -378,6 +415,24 @@ bd_status bd_dop_forward(const bd_dop_args *a, bd_dt **out, bd_dt **saved);
  * is a view of dy. */
 bd_status bd_dop_backward(const bd_dop_args *a, const bd_dt *y, bd_dt *const *saved,
                           const bd_dt *dy, const unsigned char *want, bd_dt **din);
+
+/* ---- dist.c: the GPU engines in a job of ranks (docs/distributed.md) ------------ */
+
+/* Whether the engines sum across ranks: the process joined a job (of one
+ * rank too, bd_dist_joined) and this build has NCCL. Otherwise the job
+ * has one rank (the core refuses more) and the functions below return at
+ * once, their input unchanged. */
+int bd_dev_ranks(void);
+/* In-place sums over the ranks of a double array in GPU memory; the first
+ * sum of the process makes its communicator (every rank must make the same
+ * calls in the same order, as dist.h's collectives). */
+bd_status bd_dev_sum_f64(double *v, int64_t n);
+/* The gradients g[0..n) (NULL ones skipped; the same shapes on every
+ * rank), summed in one group. */
+bd_status bd_dev_sum_grads(bd_dt *const *g, int n);
+/* bd_dist_share_loss on the GPU: dlogits ([local, ...]) and *loss scaled
+ * by this rank's share of the global batch. */
+bd_status bd_dev_share_loss(bd_dt *dlogits, double *loss, int64_t global);
 
 /* ---- exec.c, train.c: graphs on the GPU ---------------------------------------- */
 

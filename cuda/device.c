@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "dev.h"
+#include "dist.h"
 
 bd_status bd_dev_enter(bd_device *dev) { return bd_cu_set_device(dev->ordinal); }
 
@@ -25,12 +26,14 @@ bd_status bd_cuda_device_open(const char *name, bd_device **out)
     bd_device *dev = calloc(1, sizeof *dev);
     if (!dev)
         return bd_fail(BD_ENOMEM, "out of memory");
+    /* the first GPU; the ranks of a job on one machine spread over its GPUs */
+    dev->ordinal = bd_dist_size() > 1 ? bd_dist_local_rank() % count : 0;
     char gpu[128];
     size_t bytes = 0;
     int major = 0, minor = 0;
-    bd_status s = bd_dev_enter(dev); /* the first GPU: ordinal 0 */
+    bd_status s = bd_dev_enter(dev);
     if (s == BD_OK)
-        s = bd_cu_device_props(0, gpu, sizeof gpu, &bytes, &major, &minor);
+        s = bd_cu_device_props(dev->ordinal, gpu, sizeof gpu, &bytes, &major, &minor);
     if (s == BD_OK && (s = bd_cu_probe()) != BD_OK) {
         char why[400];
         snprintf(why, sizeof why, "%s", bd_error_message());
@@ -47,6 +50,10 @@ bd_status bd_cuda_device_open(const char *name, bd_device **out)
     }
     snprintf(dev->desc, sizeof dev->desc, "%s, %.1f GiB", gpu,
              (double)bytes / (1024.0 * 1024.0 * 1024.0));
+    if (dev->ordinal > 0) {
+        const size_t used = strlen(dev->desc);
+        snprintf(dev->desc + used, sizeof dev->desc - used, " (GPU %d)", dev->ordinal);
+    }
     *out = dev;
     return BD_OK;
 }

@@ -189,6 +189,20 @@ extern "C" bd_status bd_cu_axpy(int64_t n, float a, const float *x, float *y)
     return cu_launched("axpy");
 }
 
+static __global__ void scale_kernel(float *x, int64_t n, double w)
+{
+    CU_FOR(i, n)
+    x[i] = (float)(x[i] * w);
+}
+
+extern "C" bd_status bd_cu_scale(float *x, int64_t n, double w)
+{
+    if (n <= 0)
+        return BD_OK;
+    scale_kernel<<<cu_blocks(n), CU_THREADS>>>(x, n, w);
+    return cu_launched("scale");
+}
+
 static __global__ void sgd_kernel(float *p, float *v, const float *g, int64_t n, float lr,
                                   float momentum, float wd)
 {

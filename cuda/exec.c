@@ -122,7 +122,7 @@ static bd_status run_to(bd_dexec *dx, int stop)
                 s = bd_node_fail(n, BD_EINVAL, "input '%s' was not computed", g->values[v].name);
         }
         bd_dt *out = NULL, *saved[BD_DSAVED];
-        bd_dop_args a = {dx->dev, g, n, ins, 0};
+        bd_dop_args a = {.dev = dx->dev, .g = g, .n = n, .in = ins};
         if (s == BD_OK)
             s = bd_dop_forward(&a, &out, saved);
         if (s != BD_OK)

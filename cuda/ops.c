@@ -293,6 +293,39 @@ static bd_status bn_check(const bd_dop_args *a)
     return BD_OK;
 }
 
+/* grad_norm.c's training forward: the batch's mean and variance (the
+ * job's with bn_sync) into saved, ab as bd_cu_bn_frozen's, the running
+ * statistics moved toward them. The caller names the node in a failure. */
+static bd_status bn_batch(const bd_dop_args *a, int64_t bn, int64_t c, int64_t sp, double eps,
+                          bd_dt **saved, float *ab)
+{
+    const bd_dt *x = a->in[0];
+    double *sums = NULL, *squares;
+    const size_t bytes = 2 * ((size_t)c + 1) * sizeof *sums;
+    BD_TRY(bd_dev_alloc(a->dev, bytes, (void **)&sums));
+    squares = sums + c + 1;
+    bd_status s = bd_dt_new(a->dev, 1, &c, &saved[0]);
+    if (s == BD_OK)
+        s = bd_dt_new(a->dev, 1, &c, &saved[1]);
+    /* the mean, then the squares about it: every rank shifts by the global mean */
+    if (s == BD_OK)
+        s = bd_cu_bn_sums(x->data, bn, c, sp, NULL, sums);
+    if (s == BD_OK && a->bn_sync)
+        s = bd_dev_sum_f64(sums, c + 1);
+    if (s == BD_OK)
+        s = bd_cu_bn_sums(x->data, bn, c, sp, sums, squares);
+    if (s == BD_OK && a->bn_sync)
+        s = bd_dev_sum_f64(squares, c + 1);
+    if (s == BD_OK)
+        s = bd_cu_bn_stats(sums, squares, c, a->in[1]->data, a->in[2]->data, eps,
+                           saved[0]->data, saved[1]->data, ab);
+    if (s == BD_OK && a->bn_momentum > 0)
+        s = bd_cu_bn_running(a->in[3]->data, a->in[4]->data, saved[0]->data, saved[1]->data, c,
+                             a->bn_momentum, sums + c);
+    bd_dev_release(a->dev, sums, bytes);
+    return s;
+}
+
 static bd_status bn_forward(const bd_dop_args *a, bd_dt **out, bd_dt **saved)
 {
     const bd_node *n = a->n;
@@ -310,12 +343,7 @@ static bd_status bn_forward(const bd_dop_args *a, bd_dt **out, bd_dt **saved)
     size_t bytes = 2 * (size_t)c * sizeof *ab;
     bd_status s = scratch(a, bytes, (void **)&ab);
     if (s == BD_OK && a->bn_train) {
-        s = bd_k_in_node(n, bd_dt_new(a->dev, 1, &c, &saved[0]));
-        if (s == BD_OK)
-            s = bd_k_in_node(n, bd_dt_new(a->dev, 1, &c, &saved[1]));
-        if (s == BD_OK)
-            s = bd_cu_bn_batch(x->data, bn, c, sp, scale, bias, (double)eps, saved[0]->data,
-                               saved[1]->data, ab);
+        s = bn_batch(a, bn, c, sp, (double)eps, saved, ab);
     } else if (s == BD_OK) {
         s = bd_cu_bn_frozen(c, scale, bias, a->in[3]->data, a->in[4]->data, eps, ab);
     }
@@ -598,11 +626,26 @@ static bd_status bn_backward(const bd_dop_args *a, bd_dt *const *saved, const bd
     int64_t bn, c, sp;
     ncs(x, &bn, &c, &sp);
     const double eps = bd_attr_float(n, "epsilon", 1e-5f);
-    return bd_k_in_node(n, bd_cu_bn_backward(x->data, dy->data, bn, c, sp, a->in[1]->data,
-                                             mean->data, var->data, eps, a->bn_train,
-                                             din[0] ? din[0]->data : NULL,
-                                             din[1] ? din[1]->data : NULL,
-                                             din[2] ? din[2]->data : NULL));
+    /* this rank's sums for dscale and dbias (summed later with every other
+     * gradient), the job's for dx, which depends on the whole batch */
+    double *local = NULL, *global;
+    const size_t bytes = 2 * (2 * (size_t)c + 1) * sizeof *local;
+    BD_TRY(scratch(a, bytes, (void **)&local));
+    global = local;
+    bd_status s = bd_cu_bn_grad_sums(x->data, dy->data, bn, c, sp, mean->data, local);
+    if (s == BD_OK && a->bn_train && a->bn_sync) {
+        global = local + 2 * c + 1;
+        s = bd_cu_copy(global, local, bytes / 2);
+        if (s == BD_OK)
+            s = bd_dev_sum_f64(global, 2 * c + 1);
+    }
+    if (s == BD_OK)
+        s = bd_cu_bn_backward(x->data, dy->data, bn, c, sp, a->in[1]->data, mean->data,
+                              var->data, eps, a->bn_train, local, global,
+                              din[0] ? din[0]->data : NULL, din[1] ? din[1]->data : NULL,
+                              din[2] ? din[2]->data : NULL);
+    bd_dev_release(a->dev, local, bytes);
+    return bd_k_in_node(n, s);
 }
 
 bd_status bd_dop_backward(const bd_dop_args *a, const bd_dt *y, bd_dt *const *saved,

@@ -20,4 +20,7 @@ __attribute__((visibility("default"))) const bd_device_plugin bd_cuda_plugin = {
     .device_pq_fit = bd_cuda_device_pq_fit,
     .device_finetune = bd_cuda_device_finetune,
     .device_training_start = bd_cuda_device_training_start,
+#ifdef BD_HAVE_NCCL
+    .caps = BD_DEVICE_CAP_RANKS,
+#endif
 };

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/kernel_util.h"
 #include "dev.h"
 #include "ops.h"
 
@@ -115,26 +114,25 @@ static bd_status inputs_of(const bd_dtrain *t, const bd_node *n, bd_dt **ins)
     return BD_OK;
 }
 
+/* What an op of node n gets in training mode. */
+static bd_dop_args args_of(const bd_dtrain *t, const bd_node *n, bd_dt *const *ins)
+{
+    return (bd_dop_args){t->dev, t->g, n, ins, t->opt.bn_train, t->opt.bn_momentum,
+                         t->opt.bn_sync};
+}
+
 /* Node i in training mode, as train.c's forward_node: BatchNorm's batch
- * statistics folded into the running ones (in the trainer's copies), what
- * the backward will not read freed as soon as the forward is done with it. */
+ * statistics folded into the running ones (in the trainer's copies, by
+ * the op: the count they are over is the job's, in GPU memory), what the
+ * backward will not read freed as soon as the forward is done with it. */
 static bd_status forward_node(bd_dtrain *t, int i, bd_dt **ins)
 {
-    const bd_graph *g = t->g;
-    const bd_node *n = &g->nodes[i];
+    const bd_node *n = &t->g->nodes[i];
     BD_TRY(inputs_of(t, n, ins));
-    bd_dop_args a = {t->dev, g, n, ins, t->opt.bn_train};
+    bd_dop_args a = args_of(t, n, ins);
     bd_dt *out = NULL;
     BD_TRY(bd_dop_forward(&a, &out, t->saved[i]));
-    bd_status s = BD_OK;
     bd_dt **saved = t->saved[i];
-    if (strcmp(n->op, "BatchNormalization") == 0 && t->opt.bn_train && ins[0]->ndim >= 2 &&
-        n->ninputs > 4 && ins[3] && ins[4] && saved[0] && saved[1]) {
-        const int64_t c = ins[0]->dims[1], count = bd_dt_count(ins[0]) / c;
-        const double unbias = count > 1 ? (double)count / (double)(count - 1) : 1.0;
-        s = bd_k_in_node(n, bd_cu_bn_running(ins[3]->data, ins[4]->data, saved[0]->data,
-                                             saved[1]->data, c, t->opt.bn_momentum, unbias));
-    }
     if (i < t->plan.first)
         for (int k = 0; k < BD_DSAVED; k++) {
             bd_dt_free(saved[k]);
@@ -149,7 +147,7 @@ static bd_status forward_node(bd_dtrain *t, int i, bd_dt **ins)
             t->vals[v] = NULL;
         }
     }
-    return s;
+    return BD_OK;
 }
 
 bd_status bd_dtrain_forward(bd_dtrain *t, const bd_dt *x, const bd_dt **logits)
@@ -217,7 +215,7 @@ bd_status bd_dtrain_backward(bd_dtrain *t, const bd_dt *dlogits, bd_dt **grads)
             din[k] = NULL;
         }
         if (dy && any && (s = inputs_of(t, n, ins)) == BD_OK) {
-            bd_dop_args a = {t->dev, g, n, ins, t->opt.bn_train};
+            bd_dop_args a = args_of(t, n, ins);
             s = bd_dop_backward(&a, t->vals[n->outputs[0]], t->saved[i], dy, want, din);
         }
         /* every reader of these outputs has been visited: their gradients are spent */

@@ -323,7 +323,8 @@ static bd_status update(gpu_trainer *t, bd_dt *const *grads, float lr, float m)
 }
 
 /* Forward, loss and backward on the uploaded batch: *loss and *hits as
- * training_step.c's, grads per parameter. */
+ * training_step.c's (in a job, the loss and the gradients this rank's
+ * share of the global batch's), grads per parameter. */
 static bd_status forward_backward(gpu_trainer *t, const bd_dt *xd, const int *labels,
                                   double *loss, int64_t *hits, bd_dt **grads)
 {
@@ -366,8 +367,10 @@ static bd_status forward_backward(gpu_trainer *t, const bd_dt *xd, const int *la
             *hits += t->host_hit[i];
         }
         *loss = sum / (double)n;
-        s = bd_dtrain_backward(t->tr, dlogits, grads);
+        s = bd_dev_share_loss(dlogits, loss, t->st->batch);
     }
+    if (s == BD_OK)
+        s = bd_dtrain_backward(t->tr, dlogits, grads);
     bd_dt_free(target);
     bd_dt_free(dlogits);
     return s;
@@ -387,6 +390,8 @@ static bd_status gpu_step(void *ctx, const bd_tensor *x, const int *labels, int6
         s = noise_apply(t, step);
     if (s == BD_OK)
         s = forward_backward(t, xd, labels, loss, hits, grads);
+    if (s == BD_OK)
+        s = bd_dev_sum_grads(grads, st->nparams);
     if (t->noise) {
         bd_status r = noise_restore(t, s == BD_OK ? grads : NULL);
         s = s == BD_OK ? r : s;
@@ -495,7 +500,8 @@ static bd_status trainer_init(gpu_trainer *t)
             BD_TRY(noised_init(t, &t->nz[t->nnoised++], l));
     for (int i = 0; i < st->ncb; i++)
         BD_TRY(codebook_init(t, i));
-    bd_train_options to = {.bn_train = o->bn == 0, .bn_momentum = o->bn_momentum};
+    bd_train_options to = {.bn_train = o->bn == 0, .bn_momentum = o->bn_momentum,
+                           .bn_sync = !o->bn_local};
     BD_TRY(bd_dtrain_new(t->dev, st->g, st->params, st->nparams, &to, &t->tr));
     for (int i = 0; i < st->nparams; i++)
         if (st->kind[i] == BD_PARAM_SGD)

@@ -107,7 +107,8 @@ static bd_status layer_init(gpu_tuner *t, gpu_layer *gl, const bd_layer *l, cons
     return s;
 }
 
-/* One SGD step: finetune.c's cpu_step, on the GPU. */
+/* One SGD step: finetune.c's cpu_step, on the GPU (in a job, on this
+ * rank's share of the global batch, the gradients summed over the ranks). */
 static bd_status gpu_step(void *ctx, const bd_tensor *x, const int *labels, float lr,
                           double *loss)
 {
@@ -148,8 +149,12 @@ static bd_status gpu_step(void *ctx, const bd_tensor *x, const int *labels, floa
         for (int64_t i = 0; i < n; i++)
             sum += t->host_rows[i];
         *loss = sum / (double)n;
-        s = bd_dtrain_backward(t->tr, dlogits, grads);
+        s = bd_dev_share_loss(dlogits, loss, opt->batch);
     }
+    if (s == BD_OK)
+        s = bd_dtrain_backward(t->tr, dlogits, grads);
+    if (s == BD_OK)
+        s = bd_dev_sum_grads(grads, t->nparams);
     for (int i = 0; s == BD_OK && i < t->nlayers; i++) {
         gpu_layer *l = &t->layers[i];
         const bd_pq_layout *lay = &l->lay;
@@ -255,7 +260,8 @@ static bd_status gpu_start(void *arg, bd_graph *student, const bd_layer *layers,
     free(extra);
     for (int i = 0; s == BD_OK && i < n; i++)
         s = layer_init(t, &t->layers[i], &layers[i], &q[i]);
-    bd_train_options to = {.bn_train = opt->bn_train};
+    /* BatchNorm's statistics over the job's global batch, as finetune.c's */
+    bd_train_options to = {.bn_train = opt->bn_train, .bn_sync = 1};
     if (s == BD_OK)
         s = bd_dtrain_new(t->dev, student, t->params, t->nparams, &to, &t->tr);
     for (int i = n; s == BD_OK && i < t->nparams; i++)

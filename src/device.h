@@ -39,7 +39,8 @@
 
 typedef struct bd_device bd_device;
 
-/* Opens a device by name: "cuda" is the first GPU. Fails with a message
+/* Opens a device by name: "cuda" is the first GPU, or in a job of several
+ * ranks (dist.h) GPU bd_dist_local_rank() modulo the GPUs visible. Fails with a message
  * that says why: the CUDA plugin is not found (a build without nvcc) or
  * does not load (the CUDA libraries are missing: dlerror's reason), no
  * driver is installed, no GPU is visible, or the GPU cannot run this
@@ -97,6 +98,11 @@ bd_status bd_dexec_fetch(bd_dexec *dx, int value, const int64_t *images, int nim
 bd_status bd_device_pq_fit(bd_device *dev, const float *sub, int64_t n, const bd_gram *gr,
                            const bd_pq_options *opt, const bd_progress *progress,
                            bd_pq_result *res);
+
+/* BD_OK unless this is a job of several ranks (dist.h) and the loaded
+ * backend cannot sum across them (a CUDA plugin built without NCCL): then
+ * a failure that says so, `what` naming the work. After bd_device_open. */
+bd_status bd_device_check_ranks(const char *what);
 
 /* ---- fine-tuning ---------------------------------------------------------------- */
 

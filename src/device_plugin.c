@@ -158,15 +158,16 @@ bd_status bd_device_pq_fit(bd_device *dev, const float *sub, int64_t n, const bd
     return backend->device_pq_fit(dev, sub, n, gr, opt, progress, res);
 }
 
-/* The GPU engines sum nothing across ranks: in a job of several ranks
- * each would train a model of its own. */
-static bd_status data_parallel_refused(const char *what)
+/* A backend that sums nothing across ranks would have each rank of a job
+ * train a model of its own. */
+bd_status bd_device_check_ranks(const char *what)
 {
-    if (bd_dist_size() == 1)
+    if (bd_dist_size() == 1 || (backend && (backend->caps & BD_DEVICE_CAP_RANKS)))
         return BD_OK;
     return bd_fail(BD_EUNSUPPORTED,
                    "%s on GPUs in a job of %d ranks needs NCCL's collectives, which this "
-                   "build does not have: run the ranks on the CPU, or one process on the GPU",
+                   "build's CUDA backend does not have (CMake found no nccl.h and libnccl.so "
+                   "beside CUDA): run the ranks on the CPU, or one process on the GPU",
                    what, bd_dist_size());
 }
 
@@ -175,7 +176,7 @@ bd_status bd_device_finetune(bd_device *dev, bd_graph *student, bd_dexec *teache
                              const bd_finetune_options *opt, const bd_progress *progress,
                              bd_finetune_report *report)
 {
-    BD_TRY(data_parallel_refused("fine-tuning"));
+    BD_TRY(bd_device_check_ranks("fine-tuning"));
     return backend->device_finetune(dev, student, teacher, layers, q, n, data, opt, progress,
                                     report);
 }
@@ -183,6 +184,6 @@ bd_status bd_device_finetune(bd_device *dev, bd_graph *student, bd_dexec *teache
 bd_status bd_device_training_start(void *arg, const bd_training_state *st,
                                    bd_training_engine *eng)
 {
-    BD_TRY(data_parallel_refused("training"));
+    BD_TRY(bd_device_check_ranks("training"));
     return backend->device_training_start(arg, st, eng);
 }

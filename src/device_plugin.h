@@ -48,7 +48,12 @@ typedef struct bd_device_plugin {
                                  const bd_progress *progress, bd_finetune_report *report);
     bd_status (*device_training_start)(void *arg, const bd_training_state *st,
                                        bd_training_engine *eng);
+    uint32_t caps; /* BD_DEVICE_CAP_* */
 } bd_device_plugin;
+
+/* The backend sums its engines' gradients and BatchNorm statistics across
+ * the ranks of a job (the CUDA plugin built with NCCL). */
+#define BD_DEVICE_CAP_RANKS 1u
 
 /* Defined by the plugin (cuda/plugin.c) and exported from it; everything
  * else in the plugin is hidden. */

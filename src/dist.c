@@ -75,6 +75,19 @@ void bd_dist_finalize(void)
 
 int bd_dist_rank(void) { return g_rank; }
 int bd_dist_size(void) { return g_size; }
+int bd_dist_joined(void) { return g_joined; }
+
+int bd_dist_local_rank(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                                       "SLURM_LOCALID"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return atoi(v) > 0 ? atoi(v) : 0;
+    }
+    return 0;
+}
 
 void bd_dist_share(int64_t n, int64_t *first, int64_t *count)
 {

@@ -32,6 +32,14 @@ void bd_dist_finalize(void);
 int bd_dist_built(void);
 int bd_dist_rank(void);
 int bd_dist_size(void);
+/* Whether this process joined a job (a launcher started it and this build
+ * has MPI), of one rank included: the GPU engines then sum through NCCL
+ * even alone, so a one-rank job under mpirun takes the path of many. */
+int bd_dist_joined(void);
+/* This rank's index among the ranks on its machine, as the launcher says
+ * (Open MPI's, MPICH's, then Slurm's variable); 0 when none says: which
+ * GPU the rank takes. */
+int bd_dist_local_rank(void);
 
 /* This rank's share of n items in order: the first n % size ranks take one
  * more. */

@@ -454,7 +454,7 @@ static void check_op(bd_graph *g, bd_node *n, bd_tensor **in, const unsigned cha
     for (int k = 0; k < n->ninputs; k++)
         if (in[k] && in[k]->dtype == BD_F32)
             ok(bd_dt_upload(dev, in[k], &dins[k]));
-    bd_dop_args a = {dev, g, n, dins, bn_train};
+    bd_dop_args a = {.dev = dev, .g = g, .n = n, .in = dins, .bn_train = bn_train};
     ok(bd_dop_forward(&a, &dout, dsaved));
     bd_tensor *y;
     ok(bd_dt_download(dout, &y));
@@ -613,22 +613,26 @@ static void test_sum_axpy_sgd(void **state)
     ok(bd_cu_sum_to(4, sdims, ds, 3, ddims, 0.5f, dd));
     down(got, dd, sizeof got);
     assert_close(got, ref, 15, 1e-5, "sum_to");
-    /* axpy and SGD against their formulas */
+    /* axpy, SGD and the loss share's scale against their formulas */
     enum { N = 301 };
     float *p = rand_floats(N, 10, -1, 1), *v = rand_floats(N, 11, -1, 1),
-          *gr = rand_floats(N, 12, -1, 1), pr[N], vr[N], pg[N], vg[N];
+          *gr = rand_floats(N, 12, -1, 1), pr[N], vr[N], pg[N], vg[N], sr[N], sg[N];
     float *dp = up(p, sizeof pr), *dv = up(v, sizeof vr), *dg = up(gr, sizeof vr);
     ok(bd_cu_sgd(dp, dv, dg, N, 0.1f, 0.9f, 1e-4f));
     ok(bd_cu_axpy(N, 2.0f, dg, dv));
+    ok(bd_cu_scale(dg, N, 13.0 / 32.0));
     for (int i = 0; i < N; i++) {
         vr[i] = 0.9f * v[i] + gr[i] + 1e-4f * p[i];
         pr[i] = p[i] - 0.1f * vr[i];
         vr[i] += 2.0f * gr[i];
+        sr[i] = (float)(gr[i] * (13.0 / 32.0));
     }
     down(pg, dp, sizeof pg);
     down(vg, dv, sizeof vg);
+    down(sg, dg, sizeof sg);
     assert_close(pg, pr, N, 1e-6, "sgd");
     assert_close(vg, vr, N, 1e-6, "axpy");
+    assert_close(sg, sr, N, 1e-7, "scale");
     release(ds, bd_tensor_nbytes(src));
     release(dd, sizeof got);
     release(dp, sizeof pr);
@@ -695,8 +699,9 @@ static void test_batchnorm(void **state)
           got[C];
     float *drm = up(rm, sizeof rmr), *drv = up(rv, sizeof rvr), *dm = up(mean, sizeof rmr),
           *dv = up(var, sizeof rvr);
-    const double unbias = 84.0 / 83.0;
-    ok(bd_cu_bn_running(drm, drv, dm, dv, C, 0.1f, unbias));
+    const double count = 84, unbias = 84.0 / 83.0;
+    double *dcount = up(&count, sizeof count);
+    ok(bd_cu_bn_running(drm, drv, dm, dv, C, 0.1f, dcount));
     for (int i = 0; i < C; i++) {
         rmr[i] = 0.9f * rm[i] + 0.1f * mean[i];
         rvr[i] = 0.9f * rv[i] + 0.1f * (float)(var[i] * unbias);
@@ -709,6 +714,7 @@ static void test_batchnorm(void **state)
     release(drv, sizeof rvr);
     release(dm, sizeof rmr);
     release(dv, sizeof rvr);
+    release(dcount, sizeof count);
     free(rm);
     free(rv);
     free(mean);

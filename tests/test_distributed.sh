@@ -21,28 +21,6 @@ if "${MPI[@]}" -np 2 "$BIN" info $M >"$TMP/o" 2>"$TMP/e"; then :; else
   finish
 fi
 
-# Every float initializer of two models: the largest difference relative to
-# the tensor's own largest magnitude; integer ones (codes) must be equal.
-compare() { # A B -> prints the largest relative difference
-  /usr/bin/python3 - "$1" "$2" <<'PY'
-import sys
-import numpy as np
-import onnx
-from onnx import numpy_helper as nh
-a, b = ({t.name: nh.to_array(t) for t in onnx.load(p).graph.initializer} for p in sys.argv[1:3])
-assert a.keys() == b.keys()
-worst = 0.0
-for k in a:
-    x, y = a[k], b[k]
-    if x.dtype.kind == "f":
-        x, y = x.astype(np.float64), y.astype(np.float64)
-        worst = max(worst, float(np.abs(x - y).max(initial=0) / (np.abs(x).max(initial=0) + 1e-30)))
-    else:
-        assert np.array_equal(x, y), k
-print(f"{worst:.3e}")
-PY
-}
-
 # ---- train: 1 rank against 2, BatchNorm in train mode ----
 "$BIN" train $M -o "$TMP/t1.onnx" "${T[@]}" --steps 4 >/dev/null 2>"$TMP/e" ||
   fail "train, one process: $(cat "$TMP/e")"

@@ -37,7 +37,9 @@ static void usage(void)
            "  --resume                 continue from the checkpoint\n"
            "  --threads T              CPU threads (default: all cores)\n"
            "  --device cpu|cuda        where the steps run (default cpu); cuda: the first\n"
-           "                           GPU, with the same results to float rounding\n"
+           "                           GPU (a rank of an mpirun job: its local rank's,\n"
+           "                           modulo the GPUs), with the same results to float\n"
+           "                           rounding\n"
            "%s" CLI_PREPROCESS_HELP,
            opts);
 }
@@ -155,11 +157,8 @@ static bd_status train(const args *a, bd_graph *g, const bd_preprocess *pp)
         s = bd_fail(s, "--device cuda: %s", why);
     }
     bd_training_report r = {0};
-    if (s == BD_OK && dev && bd_dist_size() > 1)
-        s = bd_fail(BD_EUNSUPPORTED, "--device cuda in a job of %d ranks needs NCCL's "
-                                     "collectives, which this build does not have: run the "
-                                     "ranks on the CPU, or one process on the GPU",
-                    bd_dist_size());
+    if (s == BD_OK && dev)
+        s = bd_device_check_ranks("training");
     if (s == BD_OK && cli_dist_agree(g) != CLI_OK)
         s = BD_EINVAL;
     if (s == BD_OK)
