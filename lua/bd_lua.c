@@ -9,13 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "model_meta.h"
 #include "pq.h"
 
-#ifndef BD_SOURCE_DIR
-#error "BD_SOURCE_DIR must name the source tree (CMakeLists.txt defines it)"
-#endif
-#define POLICY_DIR BD_SOURCE_DIR "/lua/policies"
 
 /* One run of a script. Every coroutine of the state reaches it through the
  * state's extra space (lua_newthread copies it). */
@@ -1087,7 +1084,7 @@ static int pmain(lua_State *L)
     lua_pop(L, 1);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
-    lua_pushfstring(L, "%s/?.lua;%s", POLICY_DIR, lua_tostring(L, -1));
+    lua_pushfstring(L, "%s/lua/policies/?.lua;%s", bd_share_dir(), lua_tostring(L, -1));
     lua_setfield(L, -3, "path");
     lua_pop(L, 2);
     if (s->host->print) {
@@ -1165,12 +1162,14 @@ bd_status bd_lua_policy_path(const char *name, char *buf, size_t cap)
     if (strchr(name, '/') || (n > 4 && strcmp(name + n - 4, ".lua") == 0))
         snprintf(buf, cap, "%s", name);
     else
-        snprintf(buf, cap, "%s/%s.lua", POLICY_DIR, name);
+        snprintf(buf, cap, "%s/lua/policies/%s.lua", bd_share_dir(), name);
     if (access(buf, R_OK) == 0)
         return BD_OK;
     char list[512] = "";
     glob_t g;
-    if (glob(POLICY_DIR "/*.lua", 0, NULL, &g) == 0) {
+    char pattern[4096];
+    snprintf(pattern, sizeof pattern, "%s/lua/policies/*.lua", bd_share_dir());
+    if (glob(pattern, 0, NULL, &g) == 0) {
         for (size_t i = 0; i < g.gl_pathc; i++) {
             const char *base = strrchr(g.gl_pathv[i], '/') + 1;
             size_t len = strlen(list);
@@ -1180,5 +1179,5 @@ bd_status bd_lua_policy_path(const char *name, char *buf, size_t cap)
         globfree(&g);
     }
     return bd_fail(BD_EINVAL, "no policy '%s' (%s is not readable); the policies are: %s", name,
-                   buf, list[0] ? list : "none found in " POLICY_DIR);
+                   buf, list[0] ? list : "none found");
 }

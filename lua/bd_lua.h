@@ -7,8 +7,9 @@
  * workspace operation either completes or changes nothing, a script that
  * fails part way leaves the workspace consistent (what it completed stays).
  *
- * require() also searches lua/policies/ of the source tree, so policies
- * share lua/policies/lib/. */
+ * require() also searches lua/policies/ of bitdown's own files
+ * (bd_share_dir: the install's share/bitdown, or the source tree), so
+ * policies share lua/policies/lib/. */
 #ifndef BD_LUA_H
 #define BD_LUA_H
 

@@ -1,6 +1,8 @@
 #include "fileio.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -118,4 +120,35 @@ bd_status bd_write_file_atomic(const char *path, int n, const void *const *chunk
         close(dfd);
     }
     return BD_OK;
+}
+
+/* The source tree is where a build-folder bitdown finds its files. */
+#ifndef BD_SOURCE_DIR
+#error "BD_SOURCE_DIR must name the source tree (CMakeLists.txt defines it)"
+#endif
+
+static char share_dir[PATH_MAX];
+
+/* PREFIX/share/bitdown when it holds the policies, from the executable's
+ * own path (so a moved install still finds them); else the source tree. */
+static void find_share_dir(void)
+{
+    char exe[PATH_MAX], cand[PATH_MAX + 64], probe[PATH_MAX + 96];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = '\0';
+        *strrchr(exe, '/') = '\0'; /* the kernel's path is absolute */
+        snprintf(cand, sizeof cand, "%s/../share/bitdown", exe);
+        snprintf(probe, sizeof probe, "%s/lua/policies", cand);
+        if (access(probe, R_OK) == 0 && realpath(cand, share_dir))
+            return;
+    }
+    snprintf(share_dir, sizeof share_dir, "%s", BD_SOURCE_DIR);
+}
+
+const char *bd_share_dir(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, find_share_dir);
+    return share_dir;
 }

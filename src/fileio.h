@@ -16,6 +16,11 @@ bd_status bd_read_file(const char *path, size_t max_bytes, void **data, size_t *
 bd_status bd_write_file_atomic(const char *path, int n, const void *const *chunks,
                                const size_t *lens);
 
+/* The folder of bitdown's own files (lua/policies/, examples/): installed,
+ * PREFIX/share/bitdown beside PREFIX/bin/bitdown; run from the build
+ * folder, the source tree. Absolute; found once. */
+const char *bd_share_dir(void);
+
 /* The folder part of path ("." if none), into buf. */
 const char *bd_dirname(const char *path, char *buf, size_t cap);
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fileio.h"
 #include "tui.h"
 
 static const char help[] =
@@ -388,7 +389,9 @@ static int parse(int argc, char **argv, const char **model, const char **command
                                          {"no-checkpoint", no_argument, 0, 'n'},
                                          CLI_PREPROCESS_LONGOPTS,
                                          {0, 0, 0, 0}};
-    *model = BD_SOURCE_DIR "/examples/fmnist/resnet_bn.onnx";
+    static char example[4096];
+    snprintf(example, sizeof example, "%s/examples/fmnist/resnet_bn.onnx", bd_share_dir());
+    *model = example;
     *ncommands = 0;
     *resume = 0;
     *checkpoint = 1;
