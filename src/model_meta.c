@@ -6,10 +6,12 @@
 #include <inttypes.h>
 #include <locale.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fileio.h"
+#include "text.h"
 
 /* Sizes beyond this are typing mistakes, not images. */
 enum { MAX_SIDE = 1 << 16 };
@@ -184,8 +186,8 @@ void bd_class_names_free(char **names, int n)
 
 /* One name per line. The newline ending the last line, and a CR before each
  * newline (files from Windows), belong to no name. */
-static bd_status split_lines(const char *text, size_t len, const char *what, char ***names,
-                             int *n)
+bd_status bd_class_names_parse(const char *text, size_t len, const char *what, char ***names,
+                               int *n)
 {
     size_t lines = 0;
     for (size_t i = 0; i < len; i++)
@@ -225,7 +227,7 @@ bd_status bd_model_class_names(const bd_graph *g, char ***names, int *n)
     const char *v = bd_graph_meta(g, BD_META_CLASSES);
     *names = NULL;
     *n = 0;
-    return v ? split_lines(v, strlen(v), "model metadata " BD_META_CLASSES, names, n) : BD_OK;
+    return v ? bd_class_names_parse(v, strlen(v), "model metadata " BD_META_CLASSES, names, n) : BD_OK;
 }
 
 bd_status bd_class_names_load(const char *path, char ***names, int *n)
@@ -235,9 +237,81 @@ bd_status bd_class_names_load(const char *path, char ***names, int *n)
     *names = NULL;
     *n = 0;
     BD_TRY(bd_read_file(path, bd_tensor_limit(), &data, &len));
-    bd_status s = split_lines(data, len, path, names, n);
+    bd_status s = bd_class_names_parse(data, len, path, names, n);
     free(data);
     if (s == BD_OK && *n == 0)
         s = bd_fail(BD_EFORMAT, "%s: no class names", path);
+    return s;
+}
+
+/* ---- writing ---------------------------------------------------------------- */
+
+#define IMAGENET_PP {.resize = 256, .crop = 224, .channels = 3, \
+                     .mean = {0.485f, 0.456f, 0.406f}, .std = {0.229f, 0.224f, 0.225f}}
+static const bd_meta_preset presets[] = {
+    {"imagenet", IMAGENET_PP, NULL, NULL},
+    {"fmnist", {.channels = 1, .mean = {0.2860f}, .std = {0.3530f}},
+     "T-shirt/top\nTrouser\nPullover\nDress\nCoat\nSandal\nShirt\nSneaker\nBag\nAnkle boot",
+     "fmnist"},
+    {"mnist", {.channels = 1, .mean = {0.1307f}, .std = {0.3081f}},
+     "0\n1\n2\n3\n4\n5\n6\n7\n8\n9", NULL},
+    {"cifar10", {.channels = 3, .mean = {0.4914f, 0.4822f, 0.4465f}, .std = {0.2470f, 0.2435f, 0.2616f}},
+     "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck", NULL},
+};
+
+bd_status bd_meta_preset_find(const char *name, const bd_meta_preset **out)
+{
+    char list[128] = "";
+    for (size_t i = 0; i < sizeof presets / sizeof *presets; i++) {
+        if (strcmp(name, presets[i].name) == 0) {
+            *out = &presets[i];
+            return BD_OK;
+        }
+        size_t used = strlen(list);
+        snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", presets[i].name);
+    }
+    return bd_fail(BD_EINVAL, "unknown preset '%s' (the presets are %s)", name, list);
+}
+
+/* "a" or "a,b,c", in the C locale, as parse_floats reads them back. */
+static bd_status set_floats(bd_graph *g, const char *key, const float *v, int n)
+{
+    char buf[96] = "";
+    bd_c_numeric loc;
+    BD_TRY(bd_c_numeric_enter(&loc));
+    for (int i = 0; i < n; i++) {
+        size_t used = strlen(buf);
+        snprintf(buf + used, sizeof buf - used, "%s%.9g", i ? "," : "", (double)v[i]);
+    }
+    bd_c_numeric_leave(&loc);
+    return bd_graph_set_meta(g, key, buf);
+}
+
+bd_status bd_model_set_preprocess(bd_graph *g, const bd_preprocess *pp)
+{
+    char num[32];
+    BD_TRY(bd_graph_set_meta(g, BD_META_COLOR, pp->channels == 3 ? "rgb" : "gray"));
+    snprintf(num, sizeof num, "%d", pp->resize);
+    BD_TRY(bd_graph_set_meta(g, BD_META_RESIZE, num));
+    snprintf(num, sizeof num, "%d", pp->crop);
+    BD_TRY(bd_graph_set_meta(g, BD_META_CROP, num));
+    BD_TRY(set_floats(g, BD_META_MEAN, pp->mean, pp->channels));
+    return set_floats(g, BD_META_STD, pp->std, pp->channels);
+}
+
+bd_status bd_model_set_class_names(bd_graph *g, char *const *names, int n, const char *what)
+{
+    if (g->noutputs > 0) {
+        const bd_value *out = &g->values[g->outputs[0]];
+        if (out->ndim == 2 && out->dims[1] > 0 && out->dims[1] != n)
+            return bd_fail(BD_EINVAL, "%s has %d class names, but the model's output '%s' has %" PRId64
+                           " classes", what, n, out->name, out->dims[1]);
+    }
+    bd_strbuf b = {0};
+    for (int i = 0; i < n; i++)
+        bd_strbuf_add(&b, "%s%s", i ? "\n" : "", names[i]);
+    bd_status s = b.oom ? bd_fail(BD_ENOMEM, "out of memory for %d class names", n)
+                        : bd_graph_set_meta(g, BD_META_CLASSES, b.s ? b.s : "");
+    bd_strbuf_free(&b);
     return s;
 }

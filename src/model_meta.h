@@ -39,7 +39,31 @@ bd_status bd_preprocess_set(bd_preprocess *pp, const char *key, const char *valu
 bd_status bd_model_class_names(const bd_graph *g, char ***names, int *n);
 void bd_class_names_free(char **names, int n);
 
+/* Class names from text, one per line (what names the text in messages). */
+bd_status bd_class_names_parse(const char *text, size_t len, const char *what, char ***names,
+                               int *n);
 /* Class names from a text file, one per line. */
 bd_status bd_class_names_load(const char *path, char ***names, int *n);
+
+/* ---- writing (bitdown annotate) ---- */
+
+/* A known dataset's preprocessing, class names (NULL for imagenet, whose
+ * thousand names come from a file) and data spec (NULL when bitdown has no
+ * reader for it): imagenet, fmnist, mnist, cifar10. Fails naming the
+ * presets for any other name. */
+typedef struct bd_meta_preset {
+    const char *name;
+    bd_preprocess pp;
+    const char *classes; /* one per line */
+    const char *dataset;
+} bd_meta_preset;
+bd_status bd_meta_preset_find(const char *name, const bd_meta_preset **out);
+
+/* Writes pp as the bitdown.preprocess.* keys. */
+bd_status bd_model_set_preprocess(bd_graph *g, const bd_preprocess *pp);
+/* Writes the class names (n, one per line), after checking them against
+ * the model's declared output [N, classes] where it is static; the message
+ * names `what` (the file) and both counts. */
+bd_status bd_model_set_class_names(bd_graph *g, char *const *names, int n, const char *what);
 
 #endif

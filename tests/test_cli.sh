@@ -21,7 +21,7 @@ done
 
 # --version and -V, on the top level and after every subcommand, exit 0
 v=$(sed -n 's/^project(bitdown VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
-for c in "" info eval predict bench quantize finetune bitprune tui repl run; do
+for c in "" info eval predict bench quantize finetune bitprune annotate tui repl run; do
   for opt in --version -V; do
     [ "$("$BIN" $c $opt 2>&1)" = "bitdown $v" ] || fail "bitdown $c $opt: $("$BIN" $c $opt 2>&1)"
   done
@@ -73,7 +73,7 @@ expect_fail 1 "$TMP/bad.onnx" "$BIN" predict $M "$TMP/bad.onnx"
 expect_fail 2 "--mean wants one value or three" "$BIN" eval $M --mean 1,2
 expect_fail 2 "--size wants HxW" "$BIN" bench $M --size big
 # a bad option is reported once, by name
-for c in info eval predict bench quantize finetune bitprune repl run tui; do
+for c in info eval predict bench quantize finetune bitprune annotate repl run tui; do
   expect_fail 2 "option '--frob' is unknown or lacks its value" "$BIN" $c --frob
   [ "$(wc -l <"$TMP/err")" = 2 ] || fail "$c --frob: $(cat "$TMP/err")"
 done
@@ -85,7 +85,7 @@ expect_fail 2 "$TMP/three.txt has 3 class names, but the model has 10 outputs" \
 # preprocessing: the same flags on every command that reads images; a mean
 # or std with more channels than the model's input is refused, nothing written
 rm -f "$TMP/pp.onnx"
-for c in eval predict quantize finetune bitprune tui repl run; do
+for c in eval predict quantize finetune bitprune annotate tui repl run; do
   # through a file: grep -q leaving early would break a long help's pipe
   "$BIN" "$c" --help >"$TMP/help" && grep -q -- "--resize S" "$TMP/help" ||
     fail "$c --help lacks the preprocessing options"

@@ -139,6 +139,7 @@ int cli_preprocess_ws(const char *cmd, const cli_preprocess *cp, struct bd_works
     "  (the defaults come from the model's metadata; see docs/metadata.md)\n"
 
 int cli_info(int argc, char **argv);
+int cli_annotate(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_predict(int argc, char **argv);
 int cli_bench(int argc, char **argv);

@@ -16,6 +16,8 @@ static const cli_command commands[] = {
     {"eval", "top-1 / top-5 accuracy of a model on a dataset", cli_eval},
     {"predict", "top-5 classes of a model for image files", cli_predict},
     {"bench", "forward throughput in images per second", cli_bench},
+    {"annotate", "write a model's preprocessing and class names into it (--preset imagenet)",
+     cli_annotate},
     {"quantize", "compress a model with activation-aware product quantization", cli_quantize},
     {"finetune", "tune the codebooks of a compressed model (distillation or labels)",
      cli_finetune},
