@@ -96,9 +96,11 @@ wait_for tui '^ ready' || fail "a cancelled training left an undo step"
 # it back
 keys : "bitprune target_bits=4 steps=300 batch=16" Enter
 wait_for tui 'bitprune: learning, step [0-9]+/300' 60 || fail "the bitprune pane shows no run going"
-grep -qE '^ layer3\.0\.conv2 +[^ ]+ +[2-8]\.[0-9]{2} ' "$TMP/screen" ||
+# the rows come with the run's first report of the bits, which may be a
+# redraw after the step count: waited for, not read off the same screen
+wait_for tui '^ layer3\.0\.conv2 +[^ ]+ +[1-8]\.[0-9]{2} ' 60 ||
   fail "the bitprune pane has no bar for layer3.0.conv2"
-grep -qE 'mean [0-9.]+ bits \(ops [0-9.]+\) +lambda [-0-9.e]+ +size [0-9.]+ MB' "$TMP/screen" ||
+wait_for tui 'mean [0-9.]+ bits \(ops [0-9.]+\) +lambda [-0-9.e]+ +size [0-9.]+ MB' 60 ||
   fail "the bitprune pane lacks the mean bits, lambda and size"
 keys Escape
 wait_for tui 'cancelled: :bitprune' 60 || fail "Esc did not cancel bitprune"
