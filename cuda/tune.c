@@ -3,10 +3,11 @@
  * loss); everything else stays on the GPU: the student's forward and
  * backward (train.c), the teacher's forward (exec.c), the loss and its
  * gradient, each layer's centroid gradient (its weight gradient summed by
- * code and divided by the member counts, as bd_centroid_gradient), SGD on
- * the float32 centroids and the decoding of the layer's weight into the
+ * code and divided by the member counts, as bd_qlayer_tuned_gradient), SGD
+ * on the float32 centroids and the decoding of the layer's weight into the
  * trainer's copy, which the next step reads. The host's graph learns the
- * tuned values at the end (finish, centroids). */
+ * tuned values at the end (finish, values). PQ layers only: the workspace
+ * tunes int layers on the CPU. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -219,7 +220,7 @@ static bd_status gpu_finish(void *ctx)
     return BD_OK;
 }
 
-static bd_status gpu_centroids(void *ctx, int i, float *out)
+static bd_status gpu_values(void *ctx, int i, float *out)
 {
     gpu_tuner *t = ctx;
     BD_TRY(bd_dev_enter(t->dev));
@@ -276,7 +277,7 @@ static bd_status gpu_start(void *arg, bd_graph *student, const bd_layer *layers,
         tuner_free(t);
         return s;
     }
-    *eng = (bd_tune_engine){t, gpu_step, gpu_finish, gpu_centroids, tuner_free};
+    *eng = (bd_tune_engine){t, gpu_step, gpu_finish, gpu_values, tuner_free};
     return BD_OK;
 }
 

@@ -282,6 +282,106 @@ bd_status bd_qlayer_decode(const bd_qlayer *q, const bd_layer *l, float *w)
     return BD_OK;
 }
 
+int64_t bd_qlayer_tuned_count(const bd_qlayer *q)
+{
+    if (q->format == BD_FMT_PQ)
+        return (int64_t)q->k * q->d;
+    return q->nscales * (q->zeros ? 2 : 1);
+}
+
+/* The tuned values' places in q: PQ's centroids, or int's scales and zero
+ * points. */
+static void tuned_parts(const bd_qlayer *q, float **a, int64_t *na, float **b)
+{
+    *a = q->format == BD_FMT_PQ ? q->centroids : q->scales;
+    *na = q->format == BD_FMT_PQ ? (int64_t)q->k * q->d : q->nscales;
+    *b = q->format == BD_FMT_PQ ? NULL : q->zeros;
+}
+
+void bd_qlayer_tuned_get(const bd_qlayer *q, float *v)
+{
+    float *a, *b;
+    int64_t na;
+    tuned_parts(q, &a, &na, &b);
+    memcpy(v, a, (size_t)na * sizeof *v);
+    if (b)
+        memcpy(v + na, b, (size_t)na * sizeof *v);
+}
+
+void bd_qlayer_tuned_set(bd_qlayer *q, const float *v)
+{
+    float *a, *b;
+    int64_t na;
+    tuned_parts(q, &a, &na, &b);
+    memcpy(a, v, (size_t)na * sizeof *v);
+    bd_pq_round_fp16(a, na);
+    if (b) {
+        memcpy(b, v + na, (size_t)na * sizeof *v);
+        bd_pq_round_fp16(b, na);
+    }
+}
+
+/* q with its tuned values read from v (a view: nothing copied). */
+static bd_qlayer tuned_view(const bd_qlayer *q, const float *v)
+{
+    bd_qlayer view = *q;
+    if (q->format == BD_FMT_PQ) {
+        view.centroids = (float *)v;
+    } else {
+        view.scales = (float *)v;
+        view.zeros = q->zeros ? (float *)v + q->nscales : NULL;
+    }
+    return view;
+}
+
+bd_status bd_qlayer_decode_tuned(const bd_qlayer *q, const float *v, const bd_layer *l, float *w)
+{
+    bd_qlayer view = tuned_view(q, v);
+    return bd_qlayer_decode(&view, l, w);
+}
+
+/* Per value, the sums of g_i a_i and of a_i^2 over its weights (double),
+ * then their ratio. */
+void bd_qlayer_tuned_gradient(const bd_layer *l, const bd_qlayer *q, const float *weight_grad,
+                              float *grad)
+{
+    const int64_t count = bd_qlayer_tuned_count(q);
+    memset(grad, 0, (size_t)count * sizeof *grad);
+    bd_pq_layout lay;
+    if (decode_layout(q, l, &lay) != BD_OK)
+        return;
+    const int d = (int)lay.d;
+    float *sub = malloc((size_t)(lay.n * d) * sizeof *sub);
+    double *ga = calloc((size_t)count, sizeof *ga), *aa = calloc((size_t)count, sizeof *aa);
+    if (sub && ga && aa) {
+        bd_pq_gather(&lay, weight_grad, sub); /* code i's d gradients at sub + i d */
+        for (int64_t i = 0; i < lay.n; i++) {
+            const float *g = sub + i * d;
+            if (q->format == BD_FMT_PQ) {
+                const int64_t c = (int64_t)q->codes[i] * d;
+                for (int t = 0; t < d; t++) {
+                    ga[c + t] += g[t];
+                    aa[c + t] += 1;
+                }
+                continue;
+            }
+            const int64_t r = i / lay.m, at = q->nscales > 1 ? r : 0;
+            const double s = bd_int_scale(q, r), u = (double)q->codes[i] - bd_int_zero(q, r);
+            ga[at] += g[0] * u;
+            aa[at] += u * u;
+            if (q->zeros) {
+                ga[q->nscales + at] -= g[0] * s;
+                aa[q->nscales + at] += s * s;
+            }
+        }
+        for (int64_t v = 0; v < count; v++)
+            grad[v] = aa[v] > 0 ? (float)(ga[v] / aa[v]) : 0;
+    }
+    free(sub);
+    free(ga);
+    free(aa);
+}
+
 /* Runs of at most `most` codes of q from code `first` on, none across
  * rows of different bits: the run's length, and its code bits. */
 static int64_t next_run(const bd_qlayer *q, int64_t first, int64_t most, int *bits)

@@ -141,6 +141,26 @@ bd_status bd_qlayer_decode(const bd_qlayer *q, const bd_layer *l, float *w);
 bd_status bd_qlayer_decode_packed(const bd_qlayer *q, const uint8_t *packed, const bd_layer *l,
                                   float *w);
 
+/* ---- the values fine-tuning moves (finetune.h) ----
+ * The codes stay; what moves is PQ's centroids (k x d), or int's scales
+ * then, when asymmetric, zero points (nscales each). */
+int64_t bd_qlayer_tuned_count(const bd_qlayer *q);
+/* q's tuned values into v (bd_qlayer_tuned_count of them). */
+void bd_qlayer_tuned_get(const bd_qlayer *q, float *v);
+/* v into q, rounded to fp16 as the file stores them. */
+void bd_qlayer_tuned_set(bd_qlayer *q, const float *v);
+/* W^ decoded with the values v in place of q's, into w (as stored). */
+bd_status bd_qlayer_decode_tuned(const bd_qlayer *q, const float *v, const bd_layer *l, float *w);
+/* The gradient SGD moves the values by, from the gradient g of the layer's
+ * weight (as stored), into grad: g projected on each value's own direction
+ * in weight space, (sum_i g_i a_i) / (sum_i a_i^2) with a_i = dw_i/dvalue
+ * over the weights the value decodes into. For a centroid that is the mean of its members'
+ * gradients (the reference's CentroidSGD; zero without members); for a
+ * scale, a_i = u_i - z; for a zero point, a_i = -s. So a value moves as
+ * its weights would under plain SGD, whatever its units. */
+void bd_qlayer_tuned_gradient(const bd_layer *l, const bd_qlayer *q, const float *weight_grad,
+                              float *grad);
+
 /* q's codes packed into bd_qlayer_code_bytes(q) bytes: at bd_code_bits(k)
  * for pq, the int bits, or each row at its own bits. */
 void bd_qlayer_pack(const bd_qlayer *q, uint8_t *out);

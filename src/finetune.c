@@ -25,34 +25,6 @@ void bd_finetune_defaults(bd_finetune_options *o)
         o->gamma = 0.1f;
 }
 
-void bd_centroid_gradient(const bd_layer *l, const bd_qlayer *q, const float *weight_grad,
-                          float *grad)
-{
-    bd_pq_layout lay;
-    const int d = q->d;
-    memset(grad, 0, (size_t)q->k * (size_t)d * sizeof *grad);
-    if (bd_pq_layout_init(l, d, &lay) != BD_OK)
-        return;
-    float *sub = malloc((size_t)(lay.n * d) * sizeof *sub);
-    double *sums = calloc((size_t)q->k * (size_t)d, sizeof *sums);
-    int64_t *count = calloc((size_t)q->k, sizeof *count);
-    if (sub && sums && count) {
-        bd_pq_gather(&lay, weight_grad, sub);
-        for (int64_t i = 0; i < lay.n; i++) {
-            double *s = sums + (int64_t)q->codes[i] * d;
-            for (int t = 0; t < d; t++)
-                s[t] += sub[i * d + t];
-            count[q->codes[i]]++;
-        }
-        for (int c = 0; c < q->k; c++)
-            for (int t = 0; count[c] && t < d; t++)
-                grad[c * d + t] = (float)(sums[c * d + t] / (double)count[c]);
-    }
-    free(sub);
-    free(sums);
-    free(count);
-}
-
 static int is_layer_weight(const bd_layer *layers, int n, int v)
 {
     for (int i = 0; i < n; i++)
@@ -104,8 +76,8 @@ static void sgd(float *p, float *v, const float *g, int64_t count, float lr, flo
 typedef struct tuning {
     int nlayers, nextra, nparams;
     int *params;     /* layer weights, then the extra parameters */
-    float **master;  /* per layer: float32 centroids being tuned */
-    float **moment;  /* per parameter: momentum buffer (centroids for layers) */
+    float **master;  /* per layer: float32 values being tuned (bd_qlayer_tuned_count) */
+    float **moment;  /* per parameter: momentum buffer (the values for layers) */
     float *cgrad;    /* scratch: a centroid gradient */
 } tuning;
 
@@ -135,18 +107,19 @@ static bd_status tuning_init(tuning *t, const bd_graph *g, const bd_layer *layer
     t->moment = calloc((size_t)t->nparams + 1, sizeof *t->moment);
     int64_t most = 1;
     for (int i = 0; i < n; i++)
-        if ((int64_t)q[i].k * q[i].d > most)
-            most = (int64_t)q[i].k * q[i].d;
+        if (bd_qlayer_tuned_count(&q[i]) > most)
+            most = bd_qlayer_tuned_count(&q[i]);
     t->cgrad = malloc((size_t)most * sizeof *t->cgrad);
     bd_status s = t->params && t->master && t->moment && t->cgrad
                       ? BD_OK
                       : bd_fail(BD_ENOMEM, "out of memory");
     for (int i = 0; s == BD_OK && i < t->nparams; i++) {
         t->params[i] = i < n ? layers[i].weight : extra[i - n];
-        int64_t count = i < n ? (int64_t)q[i].k * q[i].d : bd_tensor_count(g->values[t->params[i]].init);
+        int64_t count = i < n ? bd_qlayer_tuned_count(&q[i])
+                              : bd_tensor_count(g->values[t->params[i]].init);
         t->moment[i] = calloc((size_t)count + 1, sizeof(float));
-        if (i < n && (t->master[i] = malloc((size_t)count * sizeof(float))))
-            memcpy(t->master[i], q[i].centroids, (size_t)count * sizeof(float));
+        if (i < n && (t->master[i] = malloc((size_t)count * sizeof(float) + 1)))
+            bd_qlayer_tuned_get(&q[i], t->master[i]);
         if (!t->moment[i] || (i < n && !t->master[i]))
             s = bd_fail(BD_ENOMEM, "out of memory for the optimiser state");
     }
@@ -159,12 +132,10 @@ static bd_status tuning_init(tuning *t, const bd_graph *g, const bd_layer *layer
     return s;
 }
 
-/* Writes the weight of layer i decoded from centroids c. */
-static bd_status decode_into(bd_graph *g, const bd_layer *l, const bd_qlayer *q, float *c)
+/* Writes the weight of layer l decoded with the tuned values v. */
+static bd_status decode_into(bd_graph *g, const bd_layer *l, const bd_qlayer *q, const float *v)
 {
-    bd_qlayer view = *q;
-    view.centroids = c;
-    return bd_qlayer_decode(&view, l, g->values[l->weight].init->data);
+    return bd_qlayer_decode_tuned(q, v, l, g->values[l->weight].init->data);
 }
 
 /* The CPU engine: the trainer, the teacher's executor and the optimiser
@@ -203,10 +174,13 @@ static bd_status cpu_step(void *ctx, const bd_tensor *x, const int *labels, floa
     if (s == BD_OK)
         s = bd_dist_sum_tensors(grads, t->nparams);
     for (int i = 0; s == BD_OK && i < t->nlayers; i++) {
-        int64_t count = (int64_t)c->q[i].k * c->q[i].d;
-        bd_centroid_gradient(&c->layers[i], &c->q[i], grads[i]->data, t->cgrad);
-        sgd(t->master[i], t->moment[i], t->cgrad, count, lr, opt->momentum, opt->wd);
-        s = decode_into(c->student, &c->layers[i], &c->q[i], t->master[i]);
+        const bd_qlayer *q = &c->q[i];
+        bd_qlayer_tuned_gradient(&c->layers[i], q, grads[i]->data, t->cgrad);
+        /* decay pulls centroids, which are weights, toward 0; an int grid's
+         * scale and zero point are its geometry, not weights */
+        sgd(t->master[i], t->moment[i], t->cgrad, bd_qlayer_tuned_count(q), lr, opt->momentum,
+            q->format == BD_FMT_PQ ? opt->wd : 0);
+        s = decode_into(c->student, &c->layers[i], q, t->master[i]);
     }
     for (int i = t->nlayers; s == BD_OK && i < t->nparams; i++) {
         bd_tensor *p = c->student->values[t->params[i]].init;
@@ -222,10 +196,10 @@ static bd_status cpu_step(void *ctx, const bd_tensor *x, const int *labels, floa
     return s;
 }
 
-static bd_status cpu_centroids(void *ctx, int i, float *out)
+static bd_status cpu_values(void *ctx, int i, float *out)
 {
     const cpu_tuner *c = ctx;
-    memcpy(out, c->t.master[i], (size_t)c->q[i].k * (size_t)c->q[i].d * sizeof *out);
+    memcpy(out, c->t.master[i], (size_t)bd_qlayer_tuned_count(&c->q[i]) * sizeof *out);
     return BD_OK;
 }
 
@@ -251,7 +225,7 @@ static bd_status cpu_start(void *arg, bd_graph *student, const bd_layer *layers,
         return s;
     }
     bd_train_options to = {.bn_train = opt->bn_train, .bn_sync = 1};
-    *eng = (bd_tune_engine){c, cpu_step, NULL, cpu_centroids, cpu_free};
+    *eng = (bd_tune_engine){c, cpu_step, NULL, cpu_values, cpu_free};
     if ((s = bd_train_new(&c->tr, student, c->t.params, c->t.nparams, &to)) != BD_OK)
         cpu_free(c);
     return s;
@@ -325,14 +299,20 @@ bd_status bd_finetune_with(bd_tune_start_fn start, void *arg, bd_graph *student,
     }
     if (s == BD_OK && eng.finish)
         s = eng.finish(eng.ctx);
-    /* what a save writes: the centroids in float16 */
+    /* what a save writes: the values in float16 */
+    int64_t most = 1;
+    for (int i = 0; i < n; i++)
+        most = bd_qlayer_tuned_count(&q[i]) > most ? bd_qlayer_tuned_count(&q[i]) : most;
+    float *v = s == BD_OK ? malloc((size_t)most * sizeof *v) : NULL;
+    if (s == BD_OK && !v)
+        s = bd_fail(BD_ENOMEM, "out of memory");
     for (int i = 0; s == BD_OK && i < n; i++) {
-        int64_t c = (int64_t)q[i].k * q[i].d;
-        if ((s = eng.centroids(eng.ctx, i, q[i].centroids)) != BD_OK)
+        if ((s = eng.values(eng.ctx, i, v)) != BD_OK)
             break;
-        bd_pq_round_fp16(q[i].centroids, c);
-        s = decode_into(student, &layers[i], &q[i], q[i].centroids);
+        bd_qlayer_tuned_set(&q[i], v);
+        s = bd_qlayer_decode(&q[i], &layers[i], student->values[layers[i].weight].init->data);
     }
+    free(v);
     if (s == BD_OK) {
         report->first_loss = first_sum / tenth;
         report->last_loss = last_sum / tenth;

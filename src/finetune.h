@@ -1,7 +1,10 @@
-/* Fine-tuning the codebooks (docs/method.md, "Fine-tuning"): the centroids are
- * the parameters. A centroid's gradient is the mean of the gradients of the
- * weights that point to it (the reference's CentroidSGD); SGD with momentum
- * and weight decay and a step schedule updates it, and the layer's weight
+/* Fine-tuning the codebooks (docs/method.md, "Fine-tuning"): the centroids of
+ * a PQ layer, the scales and zero points of an int layer, are the
+ * parameters; the codes stay. A centroid's gradient is the mean of the
+ * gradients of the weights that point to it (the reference's CentroidSGD),
+ * a scale's or zero point's the weight gradient projected on its direction
+ * the same way (bd_qlayer_tuned_gradient); SGD with momentum, weight decay
+ * (on centroids) and a step schedule updates them, and the layer's weight
  * is decoded again. Optionally biases and BatchNorm scales and shifts are
  * tuned too, by plain SGD.
  *
@@ -9,7 +12,7 @@
  * the student's softmax output matches the teacher's, KL(teacher||student),
  * on unlabelled calibration images. Global: all quantized layers together,
  * by distillation or by cross-entropy with labels, BatchNorm frozen or in
- * train mode. Centroids are tuned in float32 and rounded to float16 at the
+ * train mode. The values are tuned in float32 and rounded to float16 at the
  * end, so the model in memory is the model a save writes.
  *
  * In a job of several ranks (dist.h) `batch` is the global batch: each rank
@@ -80,8 +83,9 @@ typedef struct bd_tune_engine {
      * (a GPU's copies of biases, BatchNorm parameters and statistics):
      * writes them into the student graph. NULL: nothing to write. */
     bd_status (*finish)(void *ctx);
-    /* After the last step: the tuned float32 centroids of layer i (k x d). */
-    bd_status (*centroids)(void *ctx, int i, float *out);
+    /* After the last step: the tuned float32 values of layer i
+     * (bd_qlayer_tuned_count of them: a GPU engine tunes PQ layers only). */
+    bd_status (*values)(void *ctx, int i, float *out);
     void (*free)(void *ctx);
 } bd_tune_engine;
 
@@ -97,12 +101,6 @@ bd_status bd_finetune_with(bd_tune_start_fn start, void *arg, bd_graph *student,
                            const bd_layer *layers, bd_qlayer *q, int n, const bd_dataset *data,
                            const bd_finetune_options *opt, const bd_progress *progress,
                            bd_finetune_report *report);
-
-/* The centroid gradient of a codebook from its layer's weight gradient (as
- * stored): the mean over each centroid's members, k x d into grad (zero for
- * a centroid without members). */
-void bd_centroid_gradient(const bd_layer *l, const bd_qlayer *q, const float *weight_grad,
-                          float *grad);
 
 /* The value ids that tune_bias adds: every float initializer that is not a
  * layer weight and is read by a Conv/Gemm (bias) or a BatchNormalization

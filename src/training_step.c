@@ -59,7 +59,7 @@ static bd_status update(cpu_engine *c, bd_tensor **grads, float lr, float m)
     for (int i = 0; i < st->ncb; i++) {
         const bd_training_codebook *cb = &st->cb[i];
         const bd_qlayer *q = &st->io->q[cb->layer];
-        bd_centroid_gradient(&st->layers[cb->layer], q, grads[cb->param]->data, c->cgrad);
+        bd_qlayer_tuned_gradient(&st->layers[cb->layer], q, grads[cb->param]->data, c->cgrad);
         bd_training_sgd(cb->master, cb->moment, c->cgrad, (int64_t)q->k * q->d, lr, m, o->wd,
                         o->nesterov);
         BD_TRY(bd_training_decode(st, i, cb->master));

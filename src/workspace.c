@@ -865,9 +865,16 @@ static bd_status tune_layers(bd_workspace *ws, const int *idx, int n, const bd_f
         o.seed = ws->seed;
     if (o.batch <= 0)
         o.batch = ws->batch;
-    int on = 0;
+    int on = 0, ints = 0;
+    for (int j = 0; s == BD_OK && j < n; j++)
+        ints += qs[j].format == BD_FMT_INT;
     if (s == BD_OK)
         s = device_execs(ws, progress, &on);
+    if (s == BD_OK && on && ints) { /* the GPU's engine tunes codebooks only */
+        on = 0;
+        s = bd_progress_report(progress, "device", 0, 0,
+                               "int layers' scales and zero points tune on the CPU", 0);
+    }
     if (s == BD_OK && on) {
         s = bd_dexec_sync(ws->dev_teacher);
         if (s == BD_OK)
@@ -931,8 +938,7 @@ bd_status bd_ws_quantize_list(bd_workspace *ws, const int *idx, int n, const cha
         ws->student_acc.valid = 0;
         bd_ws_unlock(ws);
         bd_finetune_report r;
-        if (tuning && l->q.format == BD_FMT_PQ &&
-            (s = tune_layers(ws, &idx[done], 1, tune, &progress, &r)) != BD_OK)
+        if (tuning && (s = tune_layers(ws, &idx[done], 1, tune, &progress, &r)) != BD_OK)
             break;
         /* a crash from here on loses nothing: a resumed session goes on */
         bd_ws_pending pending = {idx, n, done + 1, iters, tuning ? tune : NULL};
@@ -980,19 +986,13 @@ bd_status bd_ws_finetune(bd_workspace *ws, const char *glob, int global,
 {
     int *all, n, nq = 0;
     BD_TRY(select_layers(ws, glob, 0, &all, &n));
-    int nint = 0;
-    /* fine-tuning moves codebooks; an int layer's scales stay as fitted */
-    for (int j = 0; j < n; j++) {
-        const bd_ws_layer *l = &ws->layers[all[j]];
-        nint += l->state != BD_STATE_FLOAT && l->q.format == BD_FMT_INT;
-        if (l->state != BD_STATE_FLOAT && l->q.format == BD_FMT_PQ)
+    /* PQ layers move their centroids, int layers their scales and zero points */
+    for (int j = 0; j < n; j++)
+        if (ws->layers[all[j]].state != BD_STATE_FLOAT)
             all[nq++] = all[j];
-    }
     if (nq == 0) {
         free(all);
-        return bd_fail(BD_EINVAL, nint ? "the layers matching '%s' are int: fine-tuning tunes PQ "
-                                         "codebooks only"
-                                       : "no quantized layer matches '%s': quantize first",
+        return bd_fail(BD_EINVAL, "no quantized layer matches '%s': quantize first",
                        glob ? glob : "all");
     }
     bd_progress progress = start_op(ws);

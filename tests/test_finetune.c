@@ -113,7 +113,8 @@ static void test_trainer_gradient_matches_finite_differences(void **state)
     bd_graph_free(g);
 }
 
-/* The centroid gradient is the mean of the weight gradients of its members. */
+/* A PQ layer's tuned-value gradient: the centroid gradient, the mean of the
+ * weight gradients of its members. */
 static void test_centroid_gradient_is_member_mean(void **state)
 {
     (void)state;
@@ -131,7 +132,7 @@ static void test_centroid_gradient_is_member_mean(void **state)
     q.centroids = cent;
     float wg[72], grad[27];
     bd_test_fill_random(wg, 72, 11, -1, 1);
-    bd_centroid_gradient(&l, &q, wg, grad);
+    bd_qlayer_tuned_gradient(&l, &q, wg, grad);
     for (int c = 0; c < 3; c++)
         for (int t = 0; t < 9; t++) {
             double sum = 0;
@@ -143,6 +144,88 @@ static void test_centroid_gradient_is_member_mean(void **state)
                 }
             assert_true(fabs(grad[c * 9 + t] - sum / count) < 1e-6);
         }
+}
+
+/* An int layer's: per row, the weight gradient projected on the scale's
+ * direction (u - z) and on the zero point's (-s), brute force. */
+static void test_int_gradient_is_projection(void **state)
+{
+    (void)state;
+    bd_layer l;
+    memset(&l, 0, sizeof l);
+    snprintf(l.op, sizeof l.op, "Conv");
+    l.rows = 3;
+    l.row_len = 9;
+    l.kh = l.kw = 3;
+    l.groups = 1;
+    int32_t codes[27];
+    for (int i = 0; i < 27; i++)
+        codes[i] = (i * 7 + 3) % 16;
+    float scales[3] = {0.5f, 0.25f, 2.0f}, zeros[3] = {7.5f, 8.0f, 3.0f};
+    bd_qlayer q = {.format = BD_FMT_INT, .d = 1, .k = 16, .n = 27, .nscales = 3,
+                   .scales = scales, .zeros = zeros, .codes = codes};
+    q.ints.bits = 4;
+    assert_int_equal(bd_qlayer_tuned_count(&q), 6);
+    float wg[27], grad[6];
+    bd_test_fill_random(wg, 27, 5, -1, 1);
+    bd_qlayer_tuned_gradient(&l, &q, wg, grad);
+    for (int r = 0; r < 3; r++) {
+        double gs = 0, ss = 0, gz = 0;
+        for (int j = 0; j < 9; j++) {
+            const double a = codes[r * 9 + j] - zeros[r];
+            gs += wg[r * 9 + j] * a;
+            ss += a * a;
+            gz += wg[r * 9 + j];
+        }
+        assert_true(fabs(grad[r] - gs / ss) < 1e-6);
+        assert_true(fabs(grad[3 + r] - (-scales[r] * gz) / (9.0 * scales[r] * scales[r])) < 1e-5);
+    }
+    /* the values in and out, rounded to fp16 as stored */
+    float v[6] = {0.3f, 0.2f, 1.1f, 6.0f, 7.0f, 2.5f};
+    bd_qlayer_tuned_set(&q, v);
+    float back[6];
+    bd_qlayer_tuned_get(&q, back);
+    for (int i = 0; i < 6; i++)
+        assert_true(back[i] == bd_f16_to_f32(bd_f32_to_f16(v[i])));
+}
+
+/* Fine-tuning an int layer moves its scales and zero points, never its
+ * codes, and lowers the loss. */
+static void test_finetune_int_scales(void **state)
+{
+    (void)state;
+    bd_workspace *ws;
+    assert_int_equal(bd_ws_new(&ws), BD_OK);
+    assert_int_equal(bd_ws_load(ws, bd_test_path("examples/fmnist/resnet_bn.onnx")), BD_OK);
+    assert_int_equal(bd_ws_data(ws, BD_DATA_CALIB, "fmnist:train", 256), BD_OK);
+    assert_int_equal(bd_ws_regime(ws, "int2", 0), BD_OK);
+    assert_int_equal(bd_ws_quantize(ws, "layer*", 10), BD_OK);
+    int i = bd_ws_layer_index(ws, "layer3.0.conv2");
+    const bd_ws_layer *l = bd_ws_layer_at(ws, i);
+    assert_int_equal(l->q.format, BD_FMT_INT);
+    const int64_t nv = bd_qlayer_tuned_count(&l->q);
+    float *before = malloc((size_t)nv * sizeof *before);
+    int32_t *codes = malloc((size_t)l->q.n * sizeof *codes);
+    bd_qlayer_tuned_get(&l->q, before);
+    memcpy(codes, l->q.codes, (size_t)l->q.n * sizeof *codes);
+    bd_finetune_options o = {.iters = 40, .batch = 32, .lr = 0.01f, .momentum = -1, .wd = -1};
+    bd_finetune_report r;
+    if (bd_ws_finetune(ws, "all", 1, &o, &r) != BD_OK)
+        fail_msg("%s", bd_error_message());
+    print_message("int2: loss %.4f -> %.4f in %d steps\n", r.first_loss, r.last_loss, r.steps);
+    assert_true(r.last_loss < r.first_loss);
+    assert_int_equal(l->state, BD_STATE_TUNED);
+    assert_memory_equal(codes, l->q.codes, (size_t)l->q.n * sizeof *codes);
+    float *after = malloc((size_t)nv * sizeof *after);
+    bd_qlayer_tuned_get(&l->q, after);
+    int moved = 0;
+    for (int64_t j = 0; j < nv; j++)
+        moved += after[j] != before[j];
+    assert_true(moved > nv / 2);
+    free(before);
+    free(after);
+    free(codes);
+    bd_ws_free(ws);
 }
 
 static void test_finetune_lowers_the_loss(void **state)
@@ -182,6 +265,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trainer_gradient_matches_finite_differences),
         cmocka_unit_test(test_centroid_gradient_is_member_mean),
+        cmocka_unit_test(test_int_gradient_is_projection),
+        cmocka_unit_test(test_finetune_int_scales),
         cmocka_unit_test(test_finetune_lowers_the_loss),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

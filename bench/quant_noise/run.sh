@@ -39,10 +39,8 @@ quantize() {
     for f in "$@"; do
       echo "regime $f"
       echo "quantize all restarts=1"
-      case $f in # fine-tuning tunes PQ codebooks; int layers keep their fit
-        int*) echo "eval"; echo "undo" ;;
-        *) echo "finetune iters=$TUNE loss=ce bn=train bias=1"; echo "eval"; echo "undo"; echo "undo" ;;
-      esac
+      # PQ layers tune their codebooks, int layers their grids
+      echo "finetune iters=$TUNE loss=ce bn=train bias=1"; echo "eval"; echo "undo"; echo "undo"
     done
   } | "$BIN" repl "$model" --no-checkpoint 2>/dev/null |
     sed -n 's/^student top1 \([0-9.]*\)%.*/\1/p' | paste -d' ' <(printf '%s\n' "$@") -
@@ -71,7 +69,7 @@ for m in ${run:+$MODELS}; do
   done
 done
 {
-  echo "Command: \`BD_QN_STEPS=$STEPS BD_QN_TUNE=$TUNE BD_QN_SEEDS=\"$SEEDS\" BD_QN_MODELS=\"$MODELS\" ./bd bench quant_noise\` ($(date -u +%Y-%m-%d), $THREADS threads). Top-1 (%) on the 10 000 test images after quantizing with the regime (\`quantize all restarts=1\`, 1024 calibration images) and, for PQ, $TUNE steps of global fine-tuning (\`finetune loss=ce bn=train bias=1\`; fine-tuning tunes PQ codebooks only, so int rows are the fit alone), so every column of a row has the same compressed size. Columns: (a) the shipped teacher; (b) the teacher trained $STEPS more steps of 128 images (\`bitdown train --steps $STEPS --lr 0.01 --nesterov --schedule cosine\`) without noise; p=…: the same training with Quant-Noise at that rate (\`pq:p=P,regime=R\` for PQ, \`intB:p=P\` for int); p=1: QAT (\`pq-centroid:p=1\` for PQ). Mean ± half the range over seeds $SEEDS (seed of training, calibration and EM)."
+  echo "Command: \`BD_QN_STEPS=$STEPS BD_QN_TUNE=$TUNE BD_QN_SEEDS=\"$SEEDS\" BD_QN_MODELS=\"$MODELS\" ./bd bench quant_noise\` ($(date -u +%Y-%m-%d), $THREADS threads). Top-1 (%) on the 10 000 test images after quantizing with the regime (\`quantize all restarts=1\`, 1024 calibration images) and $TUNE steps of global fine-tuning (\`finetune loss=ce bn=train bias=1\`: PQ codebooks, int scales and zero points), so every column of a row has the same compressed size. Columns: (a) the shipped teacher; (b) the teacher trained $STEPS more steps of 128 images (\`bitdown train --steps $STEPS --lr 0.01 --nesterov --schedule cosine\`) without noise; p=…: the same training with Quant-Noise at that rate (\`pq:p=P,regime=R\` for PQ, \`intB:p=P\` for int); p=1: QAT (\`pq-centroid:p=1\` for PQ). Mean ± half the range over seeds $SEEDS (seed of training, calibration and EM)."
   echo
   echo "| model | format | (a) teacher | (b) trained | p=0.05 | p=0.1 | p=0.2 | p=1 (QAT) |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|"
