@@ -37,7 +37,7 @@ cores=$(nproc)
 {
   echo "Command: \`./bd bench distributed\` ($(date -u +%Y-%m-%d), $cores cores). Fashion-MNIST ResNet (BatchNorm), global batch 128, $STEPS steps: one process on all $cores cores against \`mpirun -np 2\` (Open MPI binds each rank to one core), in the same run. train: every parameter, BatchNorm in train mode (statistics over the global batch); finetune: the codebooks of the compressed model, biases and BatchNorm (\`--bn train --bias\`)."
   echo
-  echo "Two ranks beat one process of two threads here: a rank runs the whole step on its half of the batch, including what a process runs on one thread (loading and augmenting the batch, the loss, the per-layer bookkeeping, the small layers whose threads wait on each other), while the sum of the gradients costs one message of 0.3 MB per step. On large layers, where threads already keep every core busy, expect ranks on one machine to gain nothing."
+  echo "On one machine ranks and threads share the same cores: a rank runs the whole step on its share of the batch (what a process runs on one thread too: loading and augmenting the batch, the loss, the bookkeeping between layers), against which it adds a sum of the gradients (0.3 MB here) and of BatchNorm's statistics per step. Expect about 1x; ranks pay on more machines. (A first run of this benchmark, with a compiler running beside it, measured 1.5x: threads suffer more than ranks from a busy machine.)"
   echo
   echo "| command | 1 process, images/s | 2 ranks, images/s | 2 ranks / 1 process |"
   echo "|---|---:|---:|---:|"
