@@ -113,18 +113,25 @@ static void test_trainer_gradient_matches_finite_differences(void **state)
     bd_graph_free(g);
 }
 
+/* A 3x3 conv layer of `rows` output channels and rows of `row_len`. */
+static bd_layer conv3x3(int64_t rows, int64_t row_len)
+{
+    bd_layer l;
+    memset(&l, 0, sizeof l);
+    snprintf(l.op, sizeof l.op, "Conv");
+    l.rows = rows;
+    l.row_len = row_len;
+    l.kh = l.kw = 3;
+    l.groups = 1;
+    return l;
+}
+
 /* A PQ layer's tuned-value gradient: the centroid gradient, the mean of the
  * weight gradients of its members. */
 static void test_centroid_gradient_is_member_mean(void **state)
 {
     (void)state;
-    bd_layer l;
-    memset(&l, 0, sizeof l);
-    snprintf(l.op, sizeof l.op, "Conv");
-    l.rows = 4;
-    l.row_len = 18;
-    l.kh = l.kw = 3;
-    l.groups = 1;
+    const bd_layer l = conv3x3(4, 18);
     bd_qlayer q = {.d = 9, .k = 3, .n = 8};
     int32_t codes[8] = {0, 2, 2, 1, 0, 2, 1, 2};
     float cent[27] = {0};
@@ -151,13 +158,7 @@ static void test_centroid_gradient_is_member_mean(void **state)
 static void test_int_gradient_is_projection(void **state)
 {
     (void)state;
-    bd_layer l;
-    memset(&l, 0, sizeof l);
-    snprintf(l.op, sizeof l.op, "Conv");
-    l.rows = 3;
-    l.row_len = 9;
-    l.kh = l.kw = 3;
-    l.groups = 1;
+    const bd_layer l = conv3x3(3, 9);
     int32_t codes[27];
     for (int i = 0; i < 27; i++)
         codes[i] = (i * 7 + 3) % 16;
