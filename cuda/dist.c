@@ -65,9 +65,9 @@ bd_status bd_dev_sum_grads(bd_dt *const *g, int n)
 
 bd_status bd_dev_share_loss(bd_dt *dlogits, double *loss, int64_t global)
 {
-    if (!bd_dev_ranks() || dlogits->ndim < 1 || global < 1)
+    const double w = dlogits->ndim > 0 ? bd_dist_share_of(dlogits->dims[0], global) : 1;
+    if (!bd_dev_ranks() || w == 1)
         return BD_OK;
-    const double w = (double)dlogits->dims[0] / (double)global;
     *loss *= w;
     return bd_cu_scale(dlogits->data, bd_dt_count(dlogits), w);
 }

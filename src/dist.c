@@ -26,15 +26,6 @@ static int launched_size(void)
     return getenv("PMIX_RANK") ? 2 : 0; /* PMIx without a size: a launcher all the same */
 }
 
-int bd_dist_built(void)
-{
-#ifdef BD_HAVE_MPI
-    return 1;
-#else
-    return 0;
-#endif
-}
-
 bd_status bd_dist_init(int *argc, char ***argv)
 {
     const int launched = launched_size();
@@ -152,11 +143,16 @@ bd_status bd_dist_sum_tensors(bd_tensor *const *t, int n)
     return s;
 }
 
+double bd_dist_share_of(int64_t local, int64_t global)
+{
+    return global > 0 && local != global ? (double)local / (double)global : 1.0;
+}
+
 void bd_dist_share_loss(bd_tensor *dlogits, double *loss, int64_t global)
 {
-    if (g_size == 1 || !dlogits || dlogits->ndim < 1 || global < 1)
+    const double w = dlogits && dlogits->ndim > 0 ? bd_dist_share_of(dlogits->dims[0], global) : 1;
+    if (w == 1)
         return;
-    const double w = (double)dlogits->dims[0] / (double)global;
     float *d = dlogits->data;
     for (int64_t i = 0; i < bd_tensor_count(dlogits); i++)
         d[i] = (float)(d[i] * w);

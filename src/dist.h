@@ -28,8 +28,6 @@
 bd_status bd_dist_init(int *argc, char ***argv);
 /* Leaves the job (every rank, at the end of a run that did not abort). */
 void bd_dist_finalize(void);
-/* Whether this build has MPI. */
-int bd_dist_built(void);
 int bd_dist_rank(void);
 int bd_dist_size(void);
 /* Whether this process joined a job (a launcher started it and this build
@@ -52,6 +50,9 @@ bd_status bd_dist_sum_i64(int64_t *v, int64_t n);
 /* Sums the tensors t[0..n) (NULL ones skipped; the same shapes on every
  * rank), packed into one message. */
 bd_status bd_dist_sum_tensors(bd_tensor *const *t, int n);
+/* The weight of a rank's `local` images in a global batch of `global`:
+ * local / global (1 for the whole batch, as with one rank). */
+double bd_dist_share_of(int64_t local, int64_t global);
 /* A rank's step on its share of a global batch of `global` images: scales
  * the gradient of its images' mean loss (dlogits, [local, ...]) and the
  * loss to their share of the global batch's mean, so that the sums over

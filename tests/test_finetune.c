@@ -190,29 +190,44 @@ static void test_int_gradient_is_projection(void **state)
         assert_true(back[i] == bd_f16_to_f32(bd_f32_to_f16(v[i])));
 }
 
+/* The example's layers quantized with the regime (NULL: the default plan)
+ * on 256 calibration images. */
+static bd_workspace *quantized(const char *regime)
+{
+    bd_workspace *ws;
+    assert_int_equal(bd_ws_new(&ws), BD_OK);
+    assert_int_equal(bd_ws_load(ws, bd_test_path("examples/fmnist/resnet_bn.onnx")), BD_OK);
+    assert_int_equal(bd_ws_data(ws, BD_DATA_CALIB, "fmnist:train", 256), BD_OK);
+    if (regime)
+        assert_int_equal(bd_ws_regime(ws, regime, 0), BD_OK);
+    assert_int_equal(bd_ws_quantize(ws, "layer*", 10), BD_OK);
+    return ws;
+}
+
+/* 40 steps of global tuning of every quantized layer. */
+static bd_finetune_report tune_all(bd_workspace *ws)
+{
+    bd_finetune_options o = {.iters = 40, .batch = 32, .lr = 0.01f, .momentum = -1, .wd = -1};
+    bd_finetune_report r;
+    if (bd_ws_finetune(ws, "all", 1, &o, &r) != BD_OK)
+        fail_msg("%s", bd_error_message());
+    return r;
+}
+
 /* Fine-tuning an int layer moves its scales and zero points, never its
  * codes, and lowers the loss. */
 static void test_finetune_int_scales(void **state)
 {
     (void)state;
-    bd_workspace *ws;
-    assert_int_equal(bd_ws_new(&ws), BD_OK);
-    assert_int_equal(bd_ws_load(ws, bd_test_path("examples/fmnist/resnet_bn.onnx")), BD_OK);
-    assert_int_equal(bd_ws_data(ws, BD_DATA_CALIB, "fmnist:train", 256), BD_OK);
-    assert_int_equal(bd_ws_regime(ws, "int2", 0), BD_OK);
-    assert_int_equal(bd_ws_quantize(ws, "layer*", 10), BD_OK);
-    int i = bd_ws_layer_index(ws, "layer3.0.conv2");
-    const bd_ws_layer *l = bd_ws_layer_at(ws, i);
+    bd_workspace *ws = quantized("int2");
+    const bd_ws_layer *l = bd_ws_layer_at(ws, bd_ws_layer_index(ws, "layer3.0.conv2"));
     assert_int_equal(l->q.format, BD_FMT_INT);
     const int64_t nv = bd_qlayer_tuned_count(&l->q);
     float *before = malloc((size_t)nv * sizeof *before);
     int32_t *codes = malloc((size_t)l->q.n * sizeof *codes);
     bd_qlayer_tuned_get(&l->q, before);
     memcpy(codes, l->q.codes, (size_t)l->q.n * sizeof *codes);
-    bd_finetune_options o = {.iters = 40, .batch = 32, .lr = 0.01f, .momentum = -1, .wd = -1};
-    bd_finetune_report r;
-    if (bd_ws_finetune(ws, "all", 1, &o, &r) != BD_OK)
-        fail_msg("%s", bd_error_message());
+    bd_finetune_report r = tune_all(ws);
     print_message("int2: loss %.4f -> %.4f in %d steps\n", r.first_loss, r.last_loss, r.steps);
     assert_true(r.last_loss < r.first_loss);
     assert_int_equal(l->state, BD_STATE_TUNED);
@@ -232,19 +247,11 @@ static void test_finetune_int_scales(void **state)
 static void test_finetune_lowers_the_loss(void **state)
 {
     (void)state;
-    bd_workspace *ws;
-    assert_int_equal(bd_ws_new(&ws), BD_OK);
-    assert_int_equal(bd_ws_load(ws, bd_test_path("examples/fmnist/resnet_bn.onnx")), BD_OK);
-    assert_int_equal(bd_ws_data(ws, BD_DATA_CALIB, "fmnist:train", 256), BD_OK);
-    assert_int_equal(bd_ws_quantize(ws, "layer*", 10), BD_OK);
-    int i = bd_ws_layer_index(ws, "layer3.0.conv2");
-    const bd_ws_layer *l = bd_ws_layer_at(ws, i);
+    bd_workspace *ws = quantized(NULL);
+    const bd_ws_layer *l = bd_ws_layer_at(ws, bd_ws_layer_index(ws, "layer3.0.conv2"));
     int32_t *codes = malloc((size_t)l->q.n * sizeof *codes);
     memcpy(codes, l->q.codes, (size_t)l->q.n * sizeof *codes);
-    bd_finetune_options o = {.iters = 40, .batch = 32, .lr = 0.01f, .momentum = -1, .wd = -1};
-    bd_finetune_report r;
-    if (bd_ws_finetune(ws, "all", 1, &o, &r) != BD_OK)
-        fail_msg("%s", bd_error_message());
+    bd_finetune_report r = tune_all(ws);
     print_message("loss %.4f -> %.4f in %d steps, %.0f images/s\n", r.first_loss, r.last_loss,
                   r.steps, r.images_per_second);
     assert_int_equal(r.steps, 40);
