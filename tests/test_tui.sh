@@ -33,6 +33,9 @@ wait_for() {
   cat "$TMP/screen" >&2
   return 1
 }
+# shows SESSION PATTERN MESSAGE: what a check reads may come in a later
+# redraw than the one waited for: waits for it, failing with MESSAGE
+shows() { wait_for "$1" "$2" || fail "$3"; }
 # exited SESSION: waits for the program to end and checks it exited 0
 exited() {
   local deadline=$((SECONDS + 15))
@@ -48,15 +51,15 @@ mapfile -t LAYERS < <("$BIN" info $M |
 [ "${#LAYERS[@]}" = 10 ] || fail "bitdown info lists ${#LAYERS[@]} layers, expected 10"
 
 start tui 120 40 "LANG=C.UTF-8 '$BIN' tui $M"
-# The header: the model, its fp32 size, nothing compressed yet. (Screens are
-# drawn top to bottom: wait for the lowest line a check reads.)
+# The header: the model, its fp32 size, nothing compressed yet. (Every check
+# of the screen waits for what it reads: a pane may come a redraw later.)
 wait_for tui '^ fc ' || fail "no table"
-grep -q 'resnet_bn\.onnx' "$TMP/screen" || fail "the header does not name the model"
-grep -q '0\.2992 MB fp32' "$TMP/screen" || fail "the header lacks the fp32 size"
+shows tui 'resnet_bn\.onnx' "the header does not name the model"
+shows tui '0\.2992 MB fp32' "the header lacks the fp32 size"
 [ "$(ratio)" = "ratio 1.00x" ] || fail "before quantizing: '$(ratio)'"
 # The table: every layer, all float
 for l in "${LAYERS[@]}"; do
-  grep -qE "^ ${l//./\\.} .* float" "$TMP/screen" || fail "the table lacks a float row for $l"
+  shows tui "^ ${l//./\\.} .* float" "the table lacks a float row for $l"
 done
 
 # Training: ':train' runs with the line's options and the training pane shows
@@ -66,9 +69,9 @@ wait_for tui 'eval data: fmnist:test n=50' || fail "':data eval' said nothing"
 keys : "train epochs=2 steps=2 batch=16" Enter
 wait_for tui 'u undoes: train' 120 || fail "':train' did not finish"
 wait_for tui '^ +2 +[0-9.]+ +[0-9.]+% +[0-9.]+% ' || fail "the training pane lacks epoch 2's row"
-grep -q 'training: 2 of 2 epochs done' "$TMP/screen" || fail "the training pane's title"
-grep -q 'noise none' "$TMP/screen" || fail "the training pane does not say the noise"
-grep -q 'eval top-1 by epoch' "$TMP/screen" || fail "the training pane has no top-1 curve"
+shows tui 'training: 2 of 2 epochs done' "the training pane's title"
+shows tui 'noise none' "the training pane does not say the noise"
+shows tui 'eval top-1 by epoch' "the training pane has no top-1 curve"
 keys Q
 wait_for tui 'the trained weights are not saved: quit without saving' ||
   fail "Q did not ask about the unsaved training"
@@ -78,14 +81,14 @@ wait_for tui 'undid: train' || fail "u did not undo the training"
 wait_for tui '^ ready' || fail "an undo step is left after undoing the training"
 keys t
 wait_for tui 'u undoes: train' 120 || fail "t did not train"
-grep -q 'training: 2 of 2 epochs done' "$TMP/screen" || fail "the training pane after t"
+shows tui 'training: 2 of 2 epochs done' "the training pane after t"
 keys u
 wait_for tui '^ ready' || fail "u did not undo t's training"
 # While a run goes the pane shows its epoch, step, loss and ETA; Esc cancels it
 keys : "train steps=100000 batch=16" Enter
 wait_for tui 'epoch 1/1, step [0-9]+/100000: loss [0-9.]+, lr [0-9.e-]+ +ETA [0-9]' 60 ||
   fail "the training pane shows no progress while a run goes"
-grep -q 'training: running, 0 of 1 epochs done' "$TMP/screen" || fail "the pane's title while running"
+shows tui 'training: running, 0 of 1 epochs done' "the pane's title while running"
 keys Escape
 wait_for tui 'cancelled: :train steps=100000' 30 || fail "Esc did not cancel the training"
 wait_for tui 'training: stopped after 0 of 1 epochs' || fail "the pane after a cancelled run"
@@ -108,10 +111,9 @@ wait_for tui '^ ready' || fail "a cancelled bitprune left an undo step"
 keys : "bitprune target_bits=4 steps=3 batch=16" Enter
 wait_for tui 'u undoes: bitprune' 120 || fail "':bitprune' did not finish"
 wait_for tui '^ +1 +[0-9.]+ +[0-9.]+% +[0-9.]+% ' || fail "the bitprune pane lacks the epochs"
-grep -q 'bitprune: done, 2 epochs' "$TMP/screen" || fail "the bitprune pane's title after the run"
-grep -qE '^ layer3\.0\.conv2 +[^ ]+ +int[2-8] ' "$TMP/screen" || fail "the bitprune pane lacks the int bits"
-grep -qE '^ layer3\.0\.conv2 .* - +int[2-8] .* tuned' "$TMP/screen" ||
-  fail "the table does not show bitprune's int codec"
+shows tui 'bitprune: done, 2 epochs' "the bitprune pane's title after the run"
+shows tui '^ layer3\.0\.conv2 +[^ ]+ +int[2-8] ' "the bitprune pane lacks the int bits"
+shows tui '^ layer3\.0\.conv2 .* - +int[2-8] .* tuned' "the table does not show bitprune's int codec"
 keys u
 wait_for tui 'undid: bitprune' || fail "u did not undo bitprune"
 wait_for tui '^ ready' || fail "an undo step is left after undoing bitprune"
@@ -122,16 +124,16 @@ wait_for tui '^ layer1\.0\.conv1 .* 0\.[0-9]{4} +quantized' 30 ||
   fail "q did not quantize layer1.0.conv1"
 r=$(ratio)
 [ -n "$r" ] && [ "$r" != "ratio 1.00x" ] || fail "the header's ratio after quantizing: '$r'"
-grep -q 'EM objective' "$TMP/screen" || fail "the detail pane shows no EM curve"
-grep -q 'codebook 3x3' "$TMP/screen" || fail "the detail pane shows no codebook"
+shows tui 'EM objective' "the detail pane shows no EM curve"
+shows tui 'codebook 3x3' "the detail pane shows no codebook"
 
 # The ':' line with completion: 'ev' + Tab becomes 'eval '; eval prints top-1 in the log
 keys : e v Tab
 wait_for tui '^:eval *$' || fail "Tab did not complete 'ev' to 'eval'"
 keys 'n=200' Enter
 wait_for tui 'student top-?1 [0-9.]+%' 60 || fail "':eval n=200' printed no student top-1"
-grep -qE 'teacher top-?1 [0-9.]+%' "$TMP/screen" || fail "':eval n=200' printed no teacher top-1"
-grep -qE 'top-1 teacher [0-9.]+%' "$TMP/screen" || fail "the header shows no teacher top-1"
+shows tui 'teacher top-?1 [0-9.]+%' "':eval n=200' printed no teacher top-1"
+shows tui 'top-1 teacher [0-9.]+%' "the header shows no teacher top-1"
 # History: Up brings the line back
 keys : Up
 wait_for tui '^:eval n=200' || fail "Up did not recall the last command"
@@ -217,7 +219,7 @@ exited tui
 # colours or UTF-8 still draws the table and the images
 start plain 80 24 "TERM=vt100 LANG=C '$BIN'"
 wait_for plain '^ layer1\.0\.conv1 ' || fail "bitdown alone: no TUI on the example"
-grep -q 'resnet_bn\.onnx' "$TMP/screen" || fail "bitdown alone: the header does not name the example"
+shows plain 'resnet_bn\.onnx' "bitdown alone: the header does not name the example"
 T send-keys -t plain Tab Tab
 wait_for plain 'Ankle boot' 30 || fail "no images on a vt100"
 T send-keys -t plain : quit Enter
