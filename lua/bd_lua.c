@@ -398,8 +398,8 @@ static const char *const objectives[] = {"act", "weight", "feedback", NULL};
 
 static int l_set(lua_State *L)
 {
-    static const char *const keys[] = {"d",   "k",   "bits",      "per",      "sym",
-                                       "format", "objective", "quantize", NULL};
+    static const char *const keys[] = {"d",      "k",         "bits",     "per",   "sym",
+                                       "format", "objective", "quantize", "clamp", NULL};
     static const char *const pers[] = {"tensor", "channel", NULL};
     static const char *const formats[] = {"pq", "int", NULL}; /* in bd_format's order */
     const char *glob = luaL_checkstring(L, 1);
@@ -414,6 +414,7 @@ static int l_set(lua_State *L)
         .format = opt_word(L, o, "bd.set", "format", formats),
         .objective = opt_word(L, o, "bd.set", "objective", objectives),
         .quantize = opt_bool(L, o, "bd.set", "quantize", -1),
+        .clamp = opt_bool(L, o, "bd.set", "clamp", 0),
     };
     check(L, bd_ws_set(ws_for(L, "bd.set", 1), glob, &c), "bd.set");
     return 0;

@@ -163,7 +163,8 @@ static const char *const decoded_word[] = {"decoded", NULL};
 static const char *const devices[] = {"cpu", "cuda", NULL};
 static const char *const n_key[] = {"n", NULL};
 static const char *const data_keys[] = {"n", "color", "resize", "crop", "mean", "std", NULL};
-static const char *const set_keys[] = {"d", "k", "int", "per", "sym", "format", "objective", NULL};
+static const char *const set_keys[] = {"d",      "k",         "int",   "per", "sym",
+                                       "format", "objective", "clamp", NULL};
 static const char *const quantize_keys[] = {"iters", "tune", "restarts", "tol", NULL};
 static const char *const finetune_keys[] = {"mode", "iters", "batch", "lr",   "momentum", "wd",
                                             "step", "gamma", "loss",  "bn", "bias",     NULL};
@@ -201,8 +202,8 @@ static const command commands[] = {
       BD_ARG_WORD, regimes, NULL, {NULL}},
      {BD_ARG_WORD, first_word}, 1, 2, 1, cmd_regime},
     {{"set",
-      "set GLOB [d=D] [k=K] | [int=B] [per=channel|tensor] [sym=0|1] [format=pq|int] "
-      "[objective=act|weight|feedback] | set GLOB skip|include",
+      "set GLOB [d=D] [k=K] [clamp=1] | [int=B] [per=channel|tensor] [sym=0|1] "
+      "[format=pq|int] [objective=act|weight|feedback] | set GLOB skip|include",
       "change the plan of the layers matching GLOB",
       "Changes block size d or centroids k (PQ), or makes the layers int=B\n"
       "(B = 1..16 bits; per=channel or tensor scales, sym=1 a grid symmetric about 0;\n"
@@ -212,7 +213,8 @@ static const command commands[] = {
       "with the full row's Gram, for rows of at most 8192) of every layer matching GLOB\n"
       "(layer3.*, *conv1; all: every layer); skip keeps them in fp32 when\n"
       "quantizing all, include takes them back. Refused as a whole, naming the\n"
-      "layer, if any layer cannot take the change. A quantized layer keeps its\n"
+      "layer, if any layer cannot take the change; with clamp=1 a k larger than a\n"
+      "layer allows becomes its largest (said per layer) instead. A quantized layer keeps its\n"
       "codebook until quantized again. One undo step.",
       BD_ARG_LAYER, NULL, set_keys, {NULL}},
      {BD_ARG_WORD, skip_include}, 1, 2, 1, cmd_set},

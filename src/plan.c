@@ -135,13 +135,14 @@ bd_status bd_plan_apply(const bd_layer *l, const bd_plan_change *c, bd_layer_pla
     if (c->symmetric >= 0)
         n.ints.symmetric = c->symmetric;
     BD_TRY(bd_int_spec_check(l, &n.ints));
-    /* an explicit k must fit; a k kept from before is clamped to what a
-     * new d allows */
+    /* an explicit k must fit unless the change clamps; a k kept from
+     * before is clamped to what a new d allows */
     n.d = c->d ? c->d : p->d;
     bd_pq_layout lay;
     BD_TRY(bd_pq_layout_init(l, n.d, &lay));
     int kmax = bd_pq_max_k(lay.n);
-    n.k = c->k ? c->k : (p->k < kmax ? p->k : kmax);
+    int want = c->k ? c->k : p->k;
+    n.k = c->k && !c->clamp ? c->k : (want < kmax ? want : kmax);
     if (c->k)
         BD_TRY(bd_plan_check(l, n.d, n.k));
     if (c->objective >= 0) {
@@ -150,8 +151,8 @@ bd_status bd_plan_apply(const bd_layer *l, const bd_plan_change *c, bd_layer_pla
     }
     if (n.format == BD_FMT_INT && n.objective != BD_OBJ_WEIGHT)
         BD_TRY(bd_objective_check(l, BD_OBJ_FEEDBACK)); /* the int fit's Gram is the full row's */
-    if (n.k != p->k && !c->k && n.format == BD_FMT_PQ)
-        snprintf(n.note, sizeof n.note, "k clamped from %d to %d", p->k, n.k);
+    if (n.k != want && n.format == BD_FMT_PQ)
+        snprintf(n.note, sizeof n.note, "k clamped from %d to %d", want, n.k);
     else if (c->d || c->k || c->bits || c->format >= 0)
         n.note[0] = '\0';
     if (c->quantize == 0)
@@ -197,6 +198,10 @@ bd_status bd_plan_parse_setting(const char *where, const char *key, const char *
         c->quantize = strcmp(key, "include") == 0;
         return BD_OK;
     }
+    if (strcmp(key, "clamp") == 0 && !value) {
+        c->clamp = 1;
+        return BD_OK;
+    }
     if (!value)
         return fail_at(where, "'%s' is not key=value", key);
     if (strcmp(key, "objective") == 0) {
@@ -223,14 +228,16 @@ bd_status bd_plan_parse_setting(const char *where, const char *key, const char *
     }
     if (strcmp(key, "sym") == 0)
         return parse_int(where, key, value, 0, 1, &c->symmetric);
+    if (strcmp(key, "clamp") == 0)
+        return parse_int(where, key, value, 0, 1, &c->clamp);
     if (strcmp(key, "int") == 0)
         return parse_int(where, key, value, BD_INT_MIN_BITS, BD_INT_MAX_BITS, &c->bits);
     if (strcmp(key, "d") == 0)
         return parse_int(where, key, value, 1, 65536, &c->d);
     if (strcmp(key, "k") == 0)
         return parse_int(where, key, value, 1, 65536, &c->k);
-    return fail_at(where, "unknown setting '%s' (d, k, int, per, sym, format, objective "
-                              "or skip)",
+    return fail_at(where, "unknown setting '%s' (d, k, int, per, sym, format, objective, "
+                              "clamp or skip)",
                    key);
 }
 

@@ -46,6 +46,8 @@ typedef struct bd_plan_change {
     int bits;        /* 0, else the layer becomes int with these bits */
     int per_channel; /* -1, else int's granularity */
     int symmetric;   /* -1, else int's symmetry */
+    int clamp;       /* 1: a k= larger than a layer allows becomes its largest k
+                      * (one change for layers of different sizes); 0: refused */
 } bd_plan_change;
 
 #define BD_PLAN_CHANGE_NONE                                                                    \
@@ -53,12 +55,12 @@ typedef struct bd_plan_change {
                       .symmetric = -1})
 
 /* Applies c to layer l's plan p. Checked first: on failure (a k the layer
- * cannot take, bits outside 1..16 (2..16 symmetric), k= with int=, ...) p is unchanged and the
+ * cannot take and no clamp, bits outside 1..16 (2..16 symmetric), k= with int=, ...) p is unchanged and the
  * message names the layer. */
 bd_status bd_plan_apply(const bd_layer *l, const bd_plan_change *c, bd_layer_plan *p);
 
 /* Reads one "key=value" setting of a change (d, k, objective, int, per,
- * sym, format; "skip" and "include" alone); `where` (may be NULL) names
+ * sym, format, clamp; "skip", "include" and "clamp" alone); `where` (may be NULL) names
  * the spec in messages. */
 bd_status bd_plan_parse_setting(const char *where, const char *key, const char *value,
                                 bd_plan_change *c);

@@ -348,6 +348,13 @@ expect_error bad_d "bitdown: line 1: set: layer 'layer1.0.conv1': d=7 does not d
 printf '# a comment\n\n   \nset layer1.* k=256\nlayers\n' | repl bad_k $M
 expect_error bad_k "bitdown: line 4: set: layer 'layer1.0.conv1': k=256 is too large"
 grep -q 'may be at most 32' "$TMP/bad_k.err" || fail "the k refusal says the largest k allowed"
+# clamp=1: the same k becomes each layer's largest, said per layer
+printf 'set layer1.* k=256 clamp=1\nset layer3.* k=4096 clamp=1\n' | repl clamp $M
+for msg in "layer1.0.conv1: d=9 k=32 objective=feedback (k clamped from 256 to 32)" \
+  "layer3.0.downsample.0: d=4 k=64 objective=feedback (k clamped from 4096 to 64)" \
+  "layer3.0.conv2: d=9 k=512 objective=feedback (k clamped from 4096 to 512)"; do
+  grep -qF -- "$msg" "$TMP/clamp.out" || fail "clamp=1: stdout lacks '$msg': $(cat "$TMP/clamp.out")"
+done
 
 # --keep-going: every error said, the rest done, exit 1 at the end; a refused
 # set changes nothing
