@@ -386,4 +386,24 @@ local after = bd.eval{n = 200}.teacher
 print(before.top1 > 90 and after.top1 < 50)' >"$TMP/pp" 2>&1 || fail "bd.data preprocessing: $(cat "$TMP/pp")"
 [ "$(cat "$TMP/pp")" = true ] || fail "bd.data preprocessing did not reach bd.eval: $(cat "$TMP/pp")"
 
+# docs/lua.md documents every bd function and every field a layer table has
+# (a quantized layer's, with bd.layer's detail)
+"$BIN" run --model $M -e '
+bd.data("calib", nil, {n = 64})
+bd.quantize("fc", {iters = 2})
+for name in pairs(bd) do print("fn " .. name) end
+for field in pairs(bd.layer("fc")) do print("field " .. field) end
+for field in pairs(bd.layer("fc").codebook) do print("field " .. field) end' >"$TMP/api" 2>&1 ||
+  fail "listing the API: $(cat "$TMP/api")"
+grep -q '^fn quantize$' "$TMP/api" && grep -q '^field history$' "$TMP/api" ||
+  fail "the API listing is incomplete: $(cat "$TMP/api")"
+while read -r what name; do
+  if [ "$what" = fn ]; then
+    grep -qF "\`bd.$name(" docs/lua.md || fail "docs/lua.md does not document bd.$name"
+  else
+    grep -qE "(^\| \`|, \`|\{|, )$name[=\`]" docs/lua.md ||
+      fail "docs/lua.md does not document the layer field $name"
+  fi
+done <"$TMP/api"
+
 finish
