@@ -38,8 +38,8 @@ static void grid_for(float lo, float hi, int bits, int symmetric, double a, doub
     *scale = (float)s;
     *zero = (float)z;
     bd_pq_round_fp16(scale, 1);
-    if (*scale == 0) /* below fp16's smallest subnormal */
-        *scale = 6e-8f;
+    if (*scale == 0) /* below fp16's smallest subnormal: that subnormal, 2^-24 */
+        *scale = ldexpf(1.0f, -24);
     /* a row of negative weights at 16 bits puts z near 2^16 - 1, past
      * fp16's largest finite value: the grid then barely clips its end */
     if (!symmetric && *zero > 65504.0f)

@@ -15,6 +15,7 @@
 #include "codec.h"
 #include "int_fit.h"
 #include "plan.h"
+#include "tensor.h"
 
 /* The last error names `what`. */
 static void expect_error(const char *what)
@@ -184,6 +185,35 @@ static void test_feedback_beats_rounding(void **state)
     free(w), free(x), free(act), free(fed);
 }
 
+/* Rows whose range needs a step below fp16's smallest subnormal (the
+ * paper's ResNet-18 has first-conv rows of +-1e-7, and all-zero ones) get
+ * a scale and zero point that fp16 holds exactly: the file stores them so. */
+static void test_tiny_rows_fp16_tables(void **state)
+{
+    (void)state;
+    float w[ROWS * L], w_hat[ROWS * L];
+    bd_test_fill_random(w, ROWS * L, 5, -1, 1);
+    for (int i = 0; i < ROWS * L; i++)
+        w[i] *= i < L ? 0.0f : i < 4 * L ? 2e-7f : 1e-3f;
+    bd_feedback_layer fl = {w, ROWS, L, 1, NULL};
+    for (int sym = 0; sym < 2; sym++)
+        for (int bits = sym ? 2 : BD_INT_MIN_BITS; bits <= 8; bits++) {
+            bd_int_spec spec = {bits, 1, sym};
+            bd_qlayer q;
+            assert_int_equal(bd_int_fit(&fl, &spec, NULL, BD_OBJ_WEIGHT, NULL, &q, w_hat), BD_OK);
+            for (int r = 0; r < ROWS; r++) {
+                const float s = q.scales[r], z = q.zeros ? q.zeros[r] : 0;
+                if (!(s > 0 && bd_f16_to_f32(bd_f32_to_f16(s)) == s &&
+                      bd_f16_to_f32(bd_f32_to_f16(z)) == z))
+                    fail_msg("bits %d sym %d row %d: scale %g or zero %g is not an fp16 value",
+                             bits, sym, r, s, z);
+            }
+            for (int i = 0; i < L; i++) /* the all-zero row decodes exactly */
+                assert_true(w_hat[i] == 0);
+            bd_qlayer_free(&q);
+        }
+}
+
 static void test_refusals(void **state)
 {
     (void)state;
@@ -280,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_per_tensor_one_grid),
         cmocka_unit_test(test_activation_aware_beats_rounding),
         cmocka_unit_test(test_feedback_beats_rounding),
+        cmocka_unit_test(test_tiny_rows_fp16_tables),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_int_regimes),
     };
