@@ -1138,9 +1138,10 @@ typedef struct group {
     int node;           /* the Split, or the unpacking node */
     int packed;         /* the uint8 initializer */
     int bits;
-    int32_t *codes;     /* all of them, as the expression computes them */
+    int32_t *codes;     /* all of them, as the expression computes them; NULL when direct */
     int64_t *offset;    /* where output j's codes start */
     int direct;         /* read straight from the string, the cone not run */
+    int64_t bit0;       /* direct: where the codes start in the string */
 } group;
 
 /* One decoding expression found in a graph. */
@@ -1400,21 +1401,36 @@ static int direct_group(const bd_graph *g, group *gr)
             return 0;
     }
     gr->offset = malloc((size_t)(n->noutputs + 1) * sizeof *gr->offset);
-    gr->codes = malloc((size_t)total * sizeof *gr->codes + 1);
-    if (!gr->offset || !gr->codes) {
-        free(gr->offset);
-        free(gr->codes);
-        gr->offset = NULL;
-        gr->codes = NULL;
+    if (!gr->offset)
         return 0;
-    }
     gr->offset[0] = 0;
     for (int j = 0; strcmp(n->op, "Split") == 0 && j < n->noutputs; j++)
         gr->offset[j + 1] = gr->offset[j] + bd_tensor_get_i64(bd_node_const_input(g, n, 1), j);
     gr->offset[n->noutputs] = total;
-    bd_unpack_bits_at(p->data, bit0, total, gr->bits, gr->codes);
+    gr->bit0 = bit0;
     gr->direct = 1;
     return 1;
+}
+
+/* Codes first..first+n-1 of group gr into out. A direct group's are read
+ * from the string each time rather than kept unpacked: an int layer has a
+ * code per weight, so unpacked codes of every layer would take as much
+ * memory as the dense model. */
+static void group_read(const bd_graph *g, const group *gr, int64_t first, int64_t n,
+                       int32_t *out)
+{
+    if (gr->codes)
+        memcpy(out, gr->codes + first, (size_t)n * sizeof *out);
+    else
+        bd_unpack_bits_at(g->values[gr->packed].init->data, gr->bit0 + first * gr->bits, n,
+                          gr->bits, out);
+}
+
+static int32_t group_code(const bd_graph *g, const group *gr, int64_t i)
+{
+    int32_t c;
+    group_read(g, gr, i, 1, &c);
+    return c;
 }
 
 /* Where value v's codes come from: output j of a group, returned as group
@@ -1615,7 +1631,7 @@ static bd_status chain_codes(const bd_graph *g, const found *f, int v, int reade
         q->codes = malloc((size_t)q->n * sizeof *q->codes + 1);
         if (!q->codes)
             return bd_fail(BD_ENOMEM, "out of memory");
-        memcpy(q->codes, gr->codes + gr->offset[j], (size_t)q->n * sizeof *q->codes);
+        group_read(g, gr, gr->offset[j], q->n, q->codes);
         return BD_OK;
     }
     const bd_node *c = producer(g, v);
@@ -1647,8 +1663,8 @@ static int is_rows_part(const bd_graph *g, int v)
 /* One part of a layer with a bit length per row. */
 typedef struct rows_part {
     int bits;
-    const int32_t *codes;
-    int64_t n, rows;
+    const group *codes; /* from its code first on */
+    int64_t first, n, rows;
     piece scales, zeros;
 } rows_part;
 
@@ -1671,7 +1687,8 @@ static int match_rows_part(const bd_graph *g, const found *f, int v, int *nodes,
         return 0;
     *nn += k;
     p->bits = gr->bits;
-    p->codes = gr->codes + gr->offset[j];
+    p->codes = gr;
+    p->first = gr->offset[j];
     p->n = gr->offset[j + 1] - gr->offset[j];
     p->rows = piece_count(g, &p->scales);
     return p->rows > 0 && p->n % p->rows == 0 &&
@@ -1726,7 +1743,7 @@ static bd_status rows_chain(const bd_graph *g, found *f, int start, chain *ch)
     }
     ok = ok && total == rows;
     for (int64_t r = 0; ok && r < rows; r++) {
-        int32_t at = pos->codes[pos->offset[j] + r];
+        int32_t at = group_code(g, pos, pos->offset[j] + r);
         ok = at >= 0 && at < rows && !seen[at];
         if (ok)
             seen[at] = 1;
@@ -1757,14 +1774,14 @@ static bd_status rows_chain(const bd_graph *g, found *f, int start, chain *ch)
                 piece_floats(g, &part[k].zeros, z + at);
         }
         for (int64_t r = 0; st == BD_OK && r < rows; r++) {
-            const int64_t place = pos->codes[pos->offset[j] + r];
+            const int64_t place = group_code(g, pos, pos->offset[j] + r);
             int64_t at = place;
             int k = 0;
             for (; at >= part[k].rows; k++)
                 at -= part[k].rows;
             q->row_bits[r] = part[k].bits;
             q->ints.bits = part[k].bits > q->ints.bits ? part[k].bits : q->ints.bits;
-            memcpy(q->codes + r * len, part[k].codes + at * len, (size_t)len * sizeof *q->codes);
+            group_read(g, part[k].codes, part[k].first + at * len, len, q->codes + r * len);
             q->scales[r] = s[place];
             if (q->zeros)
                 q->zeros[r] = z[place];
@@ -1912,8 +1929,13 @@ static bd_status seed(const bd_graph *g, const found *f, int v, bd_tensor **vals
     int64_t count = gr->offset[j + 1] - gr->offset[j];
     bd_tensor *t;
     BD_TRY(bd_tensor_new_raw(&t, BD_I64, 1, &count, g->values[v].name));
-    for (int64_t c = 0; c < count; c++)
-        ((int64_t *)t->data)[c] = gr->codes[gr->offset[j] + c];
+    int32_t chunk[4096];
+    for (int64_t c = 0; c < count; c += 4096) {
+        int64_t m = count - c < 4096 ? count - c : 4096;
+        group_read(g, gr, gr->offset[j] + c, m, chunk);
+        for (int64_t i = 0; i < m; i++)
+            ((int64_t *)t->data)[c + i] = chunk[i];
+    }
     vals[v] = t;
     return BD_OK;
 }
@@ -1934,10 +1956,47 @@ static bd_status shape_only(run_ctx *rc, int v, bd_tensor **vals)
     return BD_OK;
 }
 
+/* Appends node i to order after the marked nodes it reads from, each once
+ * (done). The recursion is as deep as one decoding expression is long. */
+static void after_inputs(const bd_graph *g, const unsigned char *mark, int i, unsigned char *done,
+                         int *order, int *n)
+{
+    done[i] = 1;
+    for (int k = 0; k < g->nodes[i].ninputs; k++) {
+        int v = g->nodes[i].inputs[k], p = v >= 0 ? g->values[v].producer : -1;
+        if (p >= 0 && mark[p] && !done[p])
+            after_inputs(g, mark, p, done, order, n);
+    }
+    order[(*n)++] = i;
+}
+
+/* The marked nodes in an order that finishes one expression before the
+ * next begins: each kept value's nodes just before it, in graph order of
+ * the kept values. A file lists every layer's Cast, then every Reshape, ...
+ * (any topological order is valid), and run in that order every layer's
+ * intermediates would be alive at once. */
+static int *expression_order(const bd_graph *g, const unsigned char *mark,
+                             const unsigned char *kept, int *n)
+{
+    int *order = malloc((size_t)g->nnodes * sizeof *order + 1);
+    unsigned char *done = calloc((size_t)g->nnodes + 1, 1);
+    *n = 0;
+    for (int pass = 0; order && done && pass < 2; pass++)
+        for (int i = 0; i < g->nnodes; i++) {
+            int ends = pass; /* the second pass takes what no kept value needs */
+            for (int k = 0; !ends && k < g->nodes[i].noutputs; k++)
+                ends = g->nodes[i].outputs[k] >= 0 && kept[g->nodes[i].outputs[k]];
+            if (mark[i] && !done[i] && ends)
+                after_inputs(g, mark, i, done, order, n);
+        }
+    free(done);
+    return order;
+}
+
 static bd_status run_nodes(const bd_graph *g, const unsigned char *mark, const int *owner,
                            run_ctx *rc, bd_tensor **vals)
 {
-    int *left = calloc((size_t)g->nvalues + 1, sizeof *left);
+    int *left = calloc((size_t)g->nvalues + 1, sizeof *left), *order = NULL, norder = 0;
     unsigned char *kept = calloc((size_t)g->nvalues + 1, 1);
     bd_status st = left && kept ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
     for (int i = 0; i < g->nnodes && st == BD_OK; i++)
@@ -1950,9 +2009,10 @@ static bd_status run_nodes(const bd_graph *g, const unsigned char *mark, const i
         }
     for (int i = 0; st == BD_OK && i < g->noutputs; i++)
         kept[g->outputs[i]] = 1;
-    for (int i = 0; i < g->nnodes && st == BD_OK; i++) {
-        if (!mark[i])
-            continue;
+    if (st == BD_OK && !(order = expression_order(g, mark, kept, &norder)))
+        st = bd_fail(BD_ENOMEM, "out of memory");
+    for (int j = 0; j < norder && st == BD_OK; j++) {
+        const int i = order[j];
         const bd_node *n = &g->nodes[i];
         bd_tensor **in = malloc((size_t)(n->ninputs + n->noutputs) * sizeof *in + 1);
         if (!in) {
@@ -1991,6 +2051,7 @@ static bd_status run_nodes(const bd_graph *g, const unsigned char *mark, const i
         }
         free(in);
     }
+    free(order);
     free(left);
     free(kept);
     return st;
