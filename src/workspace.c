@@ -143,6 +143,7 @@ static void drop_model(bd_workspace *ws)
     ws->teacher_acc_key = NULL;
     memset(&ws->teacher_acc, 0, sizeof ws->teacher_acc);
     memset(&ws->student_acc, 0, sizeof ws->student_acc);
+    ws->npoints = 0;
     ws->path = NULL;
     ws->teacher_path = NULL;
     ws->trained_teacher = 0;
@@ -1543,17 +1544,31 @@ bd_status bd_ws_eval(bd_workspace *ws, int64_t n, bd_accuracy *teacher, bd_accur
     char *k = bd_strdup(key);
     if (!k)
         return bd_fail(BD_ENOMEM, "out of memory");
+    bd_ws_point p = {.acc = st};
+    bd_model_size size;
+    bd_ws_size(ws, &size);
+    p.bytes = size.compressed_bytes;
+    snprintf(p.label, sizeof p.label, "%s", bd_ws_undo_label(ws) ? bd_ws_undo_label(ws) : "float");
     bd_ws_lock(ws);
     free(ws->teacher_acc_key);
     ws->teacher_acc_key = k;
     ws->teacher_acc = t;
     ws->student_acc = st;
+    if (ws->npoints == BD_WS_MAX_POINTS)
+        memmove(ws->points, ws->points + 1, (BD_WS_MAX_POINTS - 1) * sizeof *ws->points);
+    ws->points[ws->npoints < BD_WS_MAX_POINTS ? ws->npoints++ : BD_WS_MAX_POINTS - 1] = p;
     bd_ws_unlock(ws);
     if (teacher)
         *teacher = t;
     if (student)
         *student = st;
     return BD_OK;
+}
+
+const bd_ws_point *bd_ws_points(const bd_workspace *ws, int *n)
+{
+    *n = ws->npoints;
+    return ws->points;
 }
 
 void bd_ws_last_eval(const bd_workspace *ws, bd_accuracy *teacher, bd_accuracy *student)

@@ -257,6 +257,22 @@ bd_status bd_ws_eval(bd_workspace *ws, int64_t n, bd_accuracy *teacher, bd_accur
 /* The last results (valid == 0 when the student changed since). */
 void bd_ws_last_eval(const bd_workspace *ws, bd_accuracy *teacher, bd_accuracy *student);
 
+/* Every evaluation of the student since the model was loaded, at the size
+ * it had then: the points of the size / top-1 trade-off the user explored
+ * (the TUI's frontier pane). Undo keeps them (they are measurements, not
+ * state); loading a model clears them. At most BD_WS_MAX_POINTS are kept,
+ * the oldest dropped first. */
+enum { BD_WS_MAX_POINTS = 256 };
+typedef struct bd_ws_point {
+    int64_t bytes;      /* the student's compressed size (bd_ws_size) */
+    bd_accuracy acc;
+    char label[96];     /* what made the student so: the last change's undo label, or "float" */
+} bd_ws_point;
+/* The points, oldest first, valid while the lock is held; *n their count.
+ * The teacher's own point is not among them: its fp32 size (bd_ws_size)
+ * and bd_ws_last_eval's teacher. */
+const bd_ws_point *bd_ws_points(const bd_workspace *ws, int *n);
+
 enum { BD_TOPK = 5 };
 typedef struct bd_prediction {
     int k;

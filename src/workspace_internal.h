@@ -85,6 +85,8 @@ struct bd_workspace {
     /* cached results */
     bd_accuracy teacher_acc, student_acc;
     char *teacher_acc_key;
+    bd_ws_point points[BD_WS_MAX_POINTS]; /* bd_ws_points */
+    int npoints;
     /* history */
     undo_step undo[UNDO_MAX];
     int nundo;

@@ -181,6 +181,22 @@ static void test_eval_predict_save_resume(void **state)
     bd_ws_last_eval(ws, &last_t, &last_s);
     assert_true(last_t.valid);
     assert_false(last_s.valid); /* the student changed */
+    /* every evaluation is a point at the size the student had; undo keeps
+     * them, a load clears them */
+    bd_accuracy q_t, q_s;
+    assert_int_equal(bd_ws_eval(ws, 300, &q_t, &q_s), BD_OK);
+    bd_model_size z;
+    bd_ws_size(ws, &z);
+    int np;
+    const bd_ws_point *pts = bd_ws_points(ws, &np);
+    assert_int_equal(np, 2);
+    assert_int_equal(pts[0].bytes, z.fp32_bytes);
+    assert_string_equal(pts[0].label, "float");
+    assert_true(pts[0].acc.top1 == s.top1 && pts[0].acc.n == 300);
+    assert_int_equal(pts[1].bytes, z.compressed_bytes);
+    assert_true(pts[1].bytes < pts[0].bytes);
+    assert_string_equal(pts[1].label, bd_ws_undo_label(ws));
+    assert_true(pts[1].acc.top1 == q_s.top1);
     bd_prediction pt, ps;
     assert_int_equal(bd_ws_predict(ws, bd_test_path("examples/images/fmnist_test_0000_ankle_boot.png"),
                                    &pt, &ps),
@@ -194,6 +210,12 @@ static void test_eval_predict_save_resume(void **state)
     assert_int_equal(bd_ws_new(&again), BD_OK);
     assert_int_equal(bd_ws_load(again, path), BD_OK);
     assert_int_equal(student_hash(again), student_hash(ws));
+    assert_int_equal(bd_ws_eval(again, 100, NULL, NULL), BD_OK);
+    bd_ws_points(again, &np);
+    assert_int_equal(np, 1);
+    assert_int_equal(bd_ws_load(again, path), BD_OK);
+    bd_ws_points(again, &np);
+    assert_int_equal(np, 0);
     for (int i = 0; i < bd_ws_nlayers(ws); i++) {
         const bd_ws_layer *a = bd_ws_layer_at(ws, i), *b = bd_ws_layer_at(again, i);
         assert_int_equal(a->state, b->state);
@@ -211,6 +233,10 @@ static void test_eval_predict_save_resume(void **state)
     /* a failed load leaves the workspace as it was */
     assert_int_not_equal(bd_ws_load(again, "/nonexistent.onnx"), BD_OK);
     assert_int_equal(bd_ws_nlayers(again), 10);
+    char what[256];
+    assert_int_equal(bd_ws_undo(ws, what, sizeof what), BD_OK);
+    bd_ws_points(ws, &np);
+    assert_int_equal(np, 2);
     bd_ws_free(plain);
     bd_ws_free(again);
     bd_ws_free(ws);
