@@ -632,7 +632,8 @@ static bitprune_result *bitprune_result_of(const bd_bitprune_report *r)
     b->epochs = (bd_training_epoch *)(b->layers + nl);
     memcpy(b->layers, r->layers, nl * sizeof *b->layers);
     memcpy(b->epochs, r->learn.per_epoch, (size_t)b->learn * sizeof *b->epochs);
-    memcpy(b->epochs + b->learn, r->tune.per_epoch, (size_t)b->tune * sizeof *b->epochs);
+    if (b->tune) /* finetune_epochs=0: no epochs, and no array to copy from */
+        memcpy(b->epochs + b->learn, r->tune.per_epoch, (size_t)b->tune * sizeof *b->epochs);
     return b;
 }
 
