@@ -600,7 +600,8 @@ static bd_status check(const bd_bitprune_options *o)
 }
 
 /* The compressed model's bytes but its codes: every quantized layer's
- * table (a per-channel asymmetric grid) and every other parameter. */
+ * table (a per-channel asymmetric grid), the activations' quantizers and
+ * every other parameter. */
 static void fixed_bytes(bitprune *b, const bd_graph *g)
 {
     bd_qlayer *q = calloc((size_t)b->nlayers + 1, sizeof *q);
@@ -621,7 +622,9 @@ static void fixed_bytes(bitprune *b, const bd_graph *g)
         qp[b->bl[i].layer] = x;
     }
     bd_model_size_compute(g, b->layers, b->nlayers, qp, &size);
-    b->fixed_bytes = size.compressed_bytes - size.code_bytes;
+    /* the activations' quantizers: a scale and two bounds each, fp32 */
+    b->fixed_bytes = size.compressed_bytes - size.code_bytes +
+                     (b->acts ? 3 * (int64_t)sizeof(float) * b->nbl : 0);
     free(q);
     free(qp);
 }
