@@ -632,14 +632,17 @@ static bitprune_result *bitprune_result_of(const bd_bitprune_report *r)
     b->epochs = (bd_training_epoch *)(b->layers + nl);
     memcpy(b->layers, r->layers, nl * sizeof *b->layers);
     memcpy(b->epochs, r->learn.per_epoch, (size_t)b->learn * sizeof *b->epochs);
-    memcpy(b->epochs + b->learn, r->tune.per_epoch, (size_t)b->tune * sizeof *b->epochs);
+    if (b->tune) /* finetune_epochs=0: no epochs, and no array to copy from */
+        memcpy(b->epochs + b->learn, r->tune.per_epoch, (size_t)b->tune * sizeof *b->epochs);
     return b;
 }
 
 /* bd.bitprune{target_bits=4, epochs=2, ...}: every field is a key of
  * BitPruning's table or training's, given as bd.train's are -> {mean_bits=,
  * mean_bits_layers=, learned_mean=, lambda=, size= (compressed bytes),
- * layers={{name=, learned=, bits=, min_bits=, max_bits=, params=}, ...},
+ * act_mean=, bitops= (with activations),
+ * layers={{name=, learned=, bits=, min_bits=, max_bits=, params=,
+ * act_learned=, act_bits= (with activations)}, ...},
  * epochs={{phase="learn"|"tune", epoch=, loss=, ...}, ...}} */
 static int l_bitprune(lua_State *L)
 {
@@ -652,7 +655,7 @@ static int l_bitprune(lua_State *L)
     check_run(L, bd_ws_bitprune(ws, &o, NULL, NULL, &r), fn, "bitprune: ");
     bitprune_result *b = bitprune_result_of(&r);
     const double mean = r.mean_bits, per_layer = r.mean_bits_layers, learned = r.learned_mean,
-                 lambda = r.lambda;
+                 lambda = r.lambda, act_mean = r.act_mean, bitops = r.bitops;
     bd_bitprune_report_free(&r);
     if (!b)
         luaL_error(L, "%s: out of memory", fn);
@@ -665,6 +668,10 @@ static int l_bitprune(lua_State *L)
     set_num(L, "learned_mean", learned);
     set_num(L, "lambda", lambda);
     set_int(L, "size", size.compressed_bytes);
+    if (o.activations) {
+        set_num(L, "act_mean", act_mean);
+        set_num(L, "bitops", bitops);
+    }
     lua_createtable(L, b->nlayers, 0);
     for (int j = 0; j < b->nlayers; j++) {
         const bd_bitprune_layer *l = &b->layers[j];
@@ -675,6 +682,10 @@ static int l_bitprune(lua_State *L)
         set_int(L, "min_bits", l->min_bits);
         set_int(L, "max_bits", l->max_bits);
         set_int(L, "params", l->params);
+        if (l->act.bits > 0) {
+            set_num(L, "act_learned", l->act_learned);
+            set_int(L, "act_bits", l->act.bits);
+        }
         lua_rawseti(L, -2, j + 1);
     }
     lua_setfield(L, -2, "layers");

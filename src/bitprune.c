@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cpu/conv.h"
+#include "dist.h"
 #include "exec.h"
 #include "int_fit.h"
 #include "pq.h"
@@ -43,6 +44,14 @@ const bd_opt bd_bitprune_opts[] = {
      "epochs of fine-tuning at the rounded bits (default 1)"},
     {"finetune_lr", BD_OPT_FLOAT, OFF(finetune_lr), 0, 1e3, NULL, 0, NULL, "X",
      "learning rate of the fine-tuning (default lr/10)"},
+    {"activations", BD_OPT_FLAG, OFF(activations), 0, 1, NULL, 0, NULL, NULL,
+     "also learn a bit length for every quantized layer's input (its activations)"},
+    {"act_min_bits", BD_OPT_INT, OFF(act_min_bits), 1, 16, NULL, 0, NULL, "N",
+     "with activations: the fewest bits an input may learn (default min_bits)"},
+    {"act_max_bits", BD_OPT_INT, OFF(act_max_bits), 1, 16, NULL, 0, NULL, "N",
+     "with activations: the most bits an input may learn (default max_bits)"},
+    {"act_percentile", BD_OPT_FLOAT, OFF(act_percentile), 50, 100, NULL, 0, NULL, "P",
+     "with activations: each input's range, this percentile of its first values (default 99.99)"},
     {NULL, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL}};
 #undef OFF
 
@@ -96,11 +105,17 @@ static void bracket(float n, int max_bits, int *lo, float *t)
         *t = 0;
 }
 
-/* The int codec's weight fit of rows x L weights, row r at bits[r] (per
- * channel, asymmetric), decoded into out. */
-static bd_status int_grid(const float *w, int64_t rows, int64_t L, const int32_t *bits,
-                          float *out)
+/* A quantizer at integer bit lengths: rows x L values x, row r at bits[r],
+ * into out. */
+typedef bd_status (*grid_fn)(const void *ctx, const float *x, int64_t rows, int64_t L,
+                             const int32_t *bits, float *out);
+
+/* The weights': the int codec's weight fit (per channel, asymmetric),
+ * decoded. */
+static bd_status int_grid(const void *ctx, const float *w, int64_t rows, int64_t L,
+                          const int32_t *bits, float *out)
 {
+    (void)ctx;
     const bd_feedback_layer fl = {.w = w, .rows = rows, .L = L, .groups = 1};
     const bd_int_spec spec = {.bits = bits[0], .per_channel = 1};
     bd_qlayer q;
@@ -109,10 +124,24 @@ static bd_status int_grid(const float *w, int64_t rows, int64_t L, const int32_t
     return s;
 }
 
-bd_status bd_bitprune_quantize(const float *w, int64_t rows, int64_t L, const float *bits,
-                               int max_bits, float *out, float *dq)
+/* The activations': the grid over the range ctx (lo, hi) of every row. */
+static bd_status act_grid(const void *ctx, const float *x, int64_t rows, int64_t L,
+                          const int32_t *bits, float *out)
 {
-    int32_t *lo = malloc((size_t)rows * sizeof *lo), *hi = malloc((size_t)rows * sizeof *hi);
+    const float *range = ctx;
+    for (int64_t r = 0; r < rows; r++) {
+        bd_act_grid grid;
+        bd_act_grid_fit(range[0], range[1], bits[r], &grid);
+        bd_act_grid_apply(&grid, x + r * L, L, out + r * L);
+    }
+    return BD_OK;
+}
+
+/* Q_n of rows x L values, n per row, from a quantizer at integers. */
+static bd_status interpolate(grid_fn grid, const void *ctx, const float *w, int64_t rows,
+                             int64_t L, const float *bits, int max_bits, float *out, float *dq)
+{
+    int32_t *lo = calloc((size_t)rows, sizeof *lo), *hi = calloc((size_t)rows, sizeof *hi);
     float *t = malloc((size_t)rows * sizeof *t), *up = malloc((size_t)(rows * L) * sizeof *up);
     bd_status s = lo && hi && t && up
                       ? BD_OK
@@ -124,21 +153,57 @@ bd_status bd_bitprune_quantize(const float *w, int64_t rows, int64_t L, const fl
         upper |= t[r] > 0;
     }
     if (s == BD_OK)
-        s = int_grid(w, rows, L, lo, out);
+        s = grid(ctx, w, rows, L, lo, out);
     if (s == BD_OK && upper)
-        s = int_grid(w, rows, L, hi, up);
-    for (int64_t r = 0; s == BD_OK && upper && r < rows; r++)
+        s = grid(ctx, w, rows, L, hi, up);
+    for (int64_t r = 0; s == BD_OK && upper && r < rows; r++) {
+        const float tr = t[r];
+#pragma omp parallel for schedule(static) if (L > 65536)
         for (int64_t j = r * L; j < (r + 1) * L; j++) {
             const float d = up[j] - out[j];
             if (dq)
                 dq[j] = d;
             /* n = b + 1 exactly is Q_{b+1} itself, not a sum rounded near it */
-            out[j] = t[r] >= 1 ? up[j] : out[j] + t[r] * d;
+            out[j] = tr >= 1 ? up[j] : out[j] + tr * d;
         }
+    }
     free(lo);
     free(hi);
     free(t);
     free(up);
+    return s;
+}
+
+bd_status bd_bitprune_quantize(const float *w, int64_t rows, int64_t L, const float *bits,
+                               int max_bits, float *out, float *dq)
+{
+    return interpolate(int_grid, NULL, w, rows, L, bits, max_bits, out, dq);
+}
+
+bd_status bd_bitprune_act_quantize(const float *x, int64_t count, float bits, int max_bits,
+                                   float lo, float hi, float *out, float *dq)
+{
+    const float range[2] = {lo, hi};
+    return interpolate(act_grid, range, x, 1, count, &bits, max_bits, out, dq);
+}
+
+bd_status bd_bitprune_act_backward(const float *x, const float *dy, int64_t count, float bits,
+                                   int max_bits, float lo, float hi, float *dx, double *dn)
+{
+#pragma omp parallel for schedule(static) if (count > 65536)
+    for (int64_t i = 0; i < count; i++)
+        dx[i] = x[i] >= lo && x[i] <= hi ? dy[i] : 0;
+    if (!dn)
+        return BD_OK;
+    float *q = malloc((size_t)count * sizeof *q + 1), *dq = malloc((size_t)count * sizeof *dq + 1);
+    bd_status s = q && dq ? bd_bitprune_act_quantize(x, count, bits, max_bits, lo, hi, q, dq)
+                          : bd_fail(BD_ENOMEM, "out of memory for an activation's bit length");
+    double sum = 0;
+    for (int64_t i = 0; s == BD_OK && i < count; i++)
+        sum += (double)dy[i] * (double)dq[i];
+    *dn = sum;
+    free(q);
+    free(dq);
     return s;
 }
 
@@ -195,6 +260,11 @@ typedef struct bp_layer {
     int ntens;         /* 1 or rows */
     float *master;     /* the weight as stored, while the quantized one is in g */
     float *sub, *q, *dq, *rowbits;
+    /* activations=1: its node, its input's range, that input's values per
+     * image */
+    int node;
+    float alo, ahi;
+    int64_t avalues;
 } bp_layer;
 
 typedef struct bitprune {
@@ -222,6 +292,15 @@ typedef struct bitprune {
     double *live;    /* per layer, for on_bits */
     int64_t *macs;   /* per layer, of one image */
     double *per_epoch; /* the learning's mean n at each epoch's end */
+    /* activations=1: per quantized layer (bl's order), its input's bit
+     * length, the loss's gradient with respect to it this step and its
+     * share of the cost; the transform the trainer applies */
+    int acts;
+    int act_min, act_max;
+    double *na, *agrad, *ashare;
+    double *calib; /* while the ranges are measured: per layer, lo's and hi's sums */
+    bd_input_transform tf;
+    bd_status failed; /* a failure in the hook's restore, which cannot return one */
 } bitprune;
 
 static void bp_free(bitprune *b)
@@ -245,6 +324,9 @@ static void bp_free(bitprune *b)
     free(b->live);
     free(b->macs);
     free(b->per_epoch);
+    free(b->na);
+    free(b->agrad);
+    free(b->ashare);
 }
 
 /* sum share[t] r[t]: a mean of bit lengths weighted by shares summing to 1 */
@@ -308,7 +390,83 @@ static bd_status hook_apply(void *ctx, bd_graph *g, int64_t step)
         }
         bd_pq_scatter(&l->lay, l->q, w);
     }
+    for (int i = 0; b->acts && step >= 0 && i < b->nbl; i++)
+        b->agrad[i] = 0; /* the backward's transform adds this step's */
     return BD_OK;
+}
+
+/* ---- the activations' bit lengths: the trainer's transform ------------------------ */
+
+static int act_index(const bitprune *b, int node)
+{
+    for (int i = 0; b->acts && i < b->nbl; i++)
+        if (b->bl[i].node == node)
+            return i;
+    return -1;
+}
+
+static int act_applies(void *ctx, int node) { return act_index(ctx, node) >= 0; }
+
+static bd_status act_input(const bitprune *b, int i, const bd_tensor *x)
+{
+    if (x->dtype != BD_F32)
+        return bd_fail(BD_EUNSUPPORTED, "bitprune: layer '%s' reads %s activations; only "
+                                        "float32 ones are quantized",
+                       b->layers[b->bl[i].layer].name, bd_dtype_name(x->dtype));
+    return BD_OK;
+}
+
+static bd_status act_forward(void *ctx, int node, const bd_tensor *x, bd_tensor **y)
+{
+    bitprune *b = ctx;
+    const int i = act_index(b, node);
+    BD_TRY(act_input(b, i, x));
+    BD_TRY(bd_tensor_new_raw(y, BD_F32, x->ndim, x->dims, "quantized activations"));
+    const bp_layer *l = &b->bl[i];
+    bd_status s = bd_bitprune_act_quantize(x->data, bd_tensor_count(x), (float)b->na[i],
+                                           b->act_max, l->alo, l->ahi, (*y)->data, NULL);
+    if (s != BD_OK) {
+        bd_tensor_free(*y);
+        *y = NULL;
+    }
+    return s;
+}
+
+static bd_status act_backward(void *ctx, int node, const bd_tensor *x, const bd_tensor *dy,
+                              bd_tensor **dx)
+{
+    bitprune *b = ctx;
+    const int i = act_index(b, node);
+    BD_TRY(act_input(b, i, x));
+    BD_TRY(bd_tensor_new_raw(dx, BD_F32, x->ndim, x->dims, "activations' gradient"));
+    const bp_layer *l = &b->bl[i];
+    double dn = 0;
+    bd_status s = bd_bitprune_act_backward(x->data, dy->data, bd_tensor_count(x),
+                                           (float)b->na[i], b->act_max, l->alo, l->ahi,
+                                           (*dx)->data, b->frozen ? NULL : &dn);
+    b->agrad[i] += dn;
+    if (s != BD_OK) {
+        bd_tensor_free(*dx);
+        *dx = NULL;
+    }
+    return s;
+}
+
+/* The cost's derivative by every bit length at the current ones: fixed
+ * shares, but for the ops cost of learned activations, a product of the
+ * two (bitprune.h). */
+static void cost_shares(bitprune *b)
+{
+    for (int i = 0; b->acts && i < b->nbl; i++) {
+        const bp_layer *l = &b->bl[i];
+        double ops = 0;
+        for (int t = l->first; t < l->first + l->ntens; t++) {
+            ops += b->mshare[t] * b->n[t];
+            b->share[t] = b->o->cost == BD_BITS_OPS ? b->mshare[t] * b->na[i] : b->pshare[t];
+        }
+        b->ashare[i] = b->o->cost == BD_BITS_OPS ? ops
+                                                 : (double)l->avalues / (double)b->total_weights;
+    }
 }
 
 /* n's step at `step` of the phase: the loss's pull and lambda's, at the
@@ -317,6 +475,7 @@ static bd_status hook_apply(void *ctx, bd_graph *g, int64_t step)
 static void learn_bits(bitprune *b, int64_t step, float lr)
 {
     const double rate = (double)b->o->bits_lr * (double)lr / (double)b->o->train.lr;
+    cost_shares(b);
     if (b->target > 0 && rate > 0) {
         const double ramp = (double)b->o->ramp * (double)b->steps;
         const double along = ramp > 0 && step + 1 < ramp ? (double)(step + 1) / ramp : 1;
@@ -349,6 +508,11 @@ static void learn_bits(bitprune *b, int64_t step, float lr)
         double n = b->n[t] - rate * (b->grad[t] + b->lambda * b->share[t]);
         n = n < b->o->min_bits ? b->o->min_bits : n > b->o->max_bits ? b->o->max_bits : n;
         b->n[t] = n;
+    }
+    for (int i = 0; b->acts && i < b->nbl; i++) {
+        double m = b->na[i] - rate * (b->agrad[i] + b->lambda * b->ashare[i]);
+        m = m < b->act_min ? b->act_min : m > b->act_max ? b->act_max : m;
+        b->na[i] = m;
     }
 }
 
@@ -384,7 +548,13 @@ static void hook_restore(void *ctx, bd_graph *g, bd_tensor *const *grads, int64_
         return;
     if (grads && !b->frozen) {
         bits_gradient(b, grads);
-        learn_bits(b, step, lr);
+        /* every rank's share of the batch: the weights' gradients were
+         * summed before they came here, the inputs' are the hook's own */
+        bd_status s = b->acts ? bd_dist_sum_f64(b->agrad, b->nbl) : BD_OK;
+        if (s != BD_OK && b->failed == BD_OK)
+            b->failed = s;
+        if (s == BD_OK)
+            learn_bits(b, step, lr);
     }
     const int64_t every = b->steps / 50 > 1 ? b->steps / 50 : 1;
     if ((step + 1) % every == 0)
@@ -412,11 +582,26 @@ static bd_status check(const bd_bitprune_options *o)
     if (o->train.noise.kind != BD_NOISE_NONE)
         return bd_fail(BD_EINVAL, "bitprune: quant_noise and the learned bit lengths would "
                                   "both rewrite the weights: leave quant_noise out");
+    if (!o->activations && (o->act_min_bits || o->act_max_bits || o->act_percentile != 0))
+        return bd_fail(BD_EINVAL, "bitprune: act_min_bits, act_max_bits and act_percentile set "
+                                  "the activations' bit lengths: give activations=1 too");
+    const int lo = o->act_min_bits ? o->act_min_bits : o->min_bits,
+              hi = o->act_max_bits ? o->act_max_bits : o->max_bits;
+    if (o->activations && (lo < BD_INT_MIN_BITS || hi > BD_INT_MAX_BITS || lo > hi))
+        return bd_fail(BD_EINVAL,
+                       "bitprune: the activations' bit range %d..%d (act_min_bits, "
+                       "act_max_bits) is not within %d..%d",
+                       lo, hi, BD_INT_MIN_BITS, BD_INT_MAX_BITS);
+    if (o->activations && o->act_percentile != 0 &&
+        !(o->act_percentile >= 50 && o->act_percentile <= 100))
+        return bd_fail(BD_EINVAL, "bitprune: act_percentile %g is not within 50..100",
+                       (double)o->act_percentile);
     return BD_OK;
 }
 
 /* The compressed model's bytes but its codes: every quantized layer's
- * table (a per-channel asymmetric grid) and every other parameter. */
+ * table (a per-channel asymmetric grid), the activations' quantizers and
+ * every other parameter. */
 static void fixed_bytes(bitprune *b, const bd_graph *g)
 {
     bd_qlayer *q = calloc((size_t)b->nlayers + 1, sizeof *q);
@@ -437,7 +622,9 @@ static void fixed_bytes(bitprune *b, const bd_graph *g)
         qp[b->bl[i].layer] = x;
     }
     bd_model_size_compute(g, b->layers, b->nlayers, qp, &size);
-    b->fixed_bytes = size.compressed_bytes - size.code_bytes;
+    /* the activations' quantizers: a scale and two bounds each, fp32 */
+    b->fixed_bytes = size.compressed_bytes - size.code_bytes +
+                     (b->acts ? 3 * (int64_t)sizeof(float) * b->nbl : 0);
     free(q);
     free(qp);
 }
@@ -455,9 +642,17 @@ static bd_status setup(bitprune *b, const bd_graph *g, const bd_bitprune_options
         const bd_value *v = &g->values[layers[l].weight];
         if ((io->skip && io->skip[l]) || !v->init || v->init->dtype != BD_F32)
             continue;
+        bd_act_grid had;
+        if (o->activations && bd_act_quant_find(g, layers[l].node, &had))
+            return bd_fail(BD_EINVAL,
+                           "bitprune: layer '%s' reads an activation quantizer already (%d bits, "
+                           "from an earlier run or the file): activations=1 would quantize its "
+                           "input twice",
+                           layers[l].name, had.bits);
         bp_layer *x = &b->bl[b->nbl++];
         *x = (bp_layer){.layer = l, .weight = layers[l].weight, .first = b->nt,
-                        .ntens = o->granularity == BD_BITS_CHANNEL ? (int)layers[l].rows : 1};
+                        .ntens = o->granularity == BD_BITS_CHANNEL ? (int)layers[l].rows : 1,
+                        .node = layers[l].node};
         BD_TRY(bd_pq_layout_init(&layers[l], 1, &x->lay));
         const size_t count = (size_t)x->lay.n;
         x->master = malloc(count * sizeof(float));
@@ -472,6 +667,25 @@ static bd_status setup(bitprune *b, const bd_graph *g, const bd_bitprune_options
     if (b->nbl == 0)
         return bd_fail(BD_EINVAL, "bitprune: the model has no quantizable layer (Conv, Gemm or "
                                   "MatMul with a float weight) to learn bit lengths for");
+    if (o->activations && g->opset < 11)
+        return bd_fail(BD_EUNSUPPORTED,
+                       "bitprune: the model's opset %lld has no Round (opset 11), which the "
+                       "activations' quantizers in the saved file need",
+                       (long long)g->opset);
+    if (o->activations) {
+        b->acts = 1;
+        b->act_min = o->act_min_bits ? o->act_min_bits : o->min_bits;
+        b->act_max = o->act_max_bits ? o->act_max_bits : o->max_bits;
+        b->na = malloc((size_t)b->nbl * sizeof *b->na);
+        b->agrad = calloc((size_t)b->nbl, sizeof *b->agrad);
+        b->ashare = calloc((size_t)b->nbl, sizeof *b->ashare);
+        if (!b->na || !b->agrad || !b->ashare)
+            return bd_fail(BD_ENOMEM, "out of memory");
+        for (int i = 0; i < b->nbl; i++)
+            b->na[i] = b->act_max;
+        b->tf = (bd_input_transform){.ctx = b, .applies = act_applies, .forward = act_forward,
+                                     .backward = act_backward};
+    }
     bd_tensor *x = NULL;
     int label;
     bd_status s = bd_dataset_get(io->train, 0, &x, &label);
@@ -506,6 +720,73 @@ static bd_status setup(bitprune *b, const bd_graph *g, const bd_bitprune_options
     }
     if (s == BD_OK)
         fixed_bytes(b, g);
+    return s;
+}
+
+/* The activations' ranges (bitprune.h): the percentiles of every quantized
+ * layer's input on the first ACT_CALIB_IMAGES training images, in batches
+ * of the run's, as the model is before learning (float inputs all the way),
+ * averaged over the batches and over the ranks of a job, so that every rank
+ * has the same. */
+enum { ACT_CALIB_IMAGES = 512 };
+
+static bd_status act_observe(void *user, const bd_graph *g, int node, bd_tensor *const *in)
+{
+    (void)g;
+    bitprune *b = user;
+    const int i = act_index(b, node);
+    if (i < 0)
+        return BD_OK;
+    BD_TRY(act_input(b, i, in[0]));
+    const double p = b->o->act_percentile > 0 ? b->o->act_percentile : 99.99;
+    float lo, hi;
+    BD_TRY(bd_act_range(in[0]->data, bd_tensor_count(in[0]), p, &lo, &hi));
+    b->calib[2 * i] += lo;
+    b->calib[2 * i + 1] += hi;
+    b->bl[i].avalues = bd_tensor_count(in[0]) / (in[0]->ndim > 0 ? in[0]->dims[0] : 1);
+    return BD_OK;
+}
+
+static bd_status act_ranges(bitprune *b, const bd_graph *g)
+{
+    const int64_t count = bd_dataset_count(b->io->train);
+    const int64_t images = count < ACT_CALIB_IMAGES ? count : ACT_CALIB_IMAGES;
+    const int64_t batch = b->o->train.batch < images ? b->o->train.batch : images;
+    int64_t *idx = malloc((size_t)batch * sizeof *idx);
+    int *labels = malloc((size_t)batch * sizeof *labels);
+    double *sums = calloc((size_t)b->nbl * 2 + 1, sizeof *sums);
+    bd_exec *ex = NULL;
+    bd_status s = idx && labels && sums ? bd_exec_new(&ex, g, BD_EXEC_FUSE)
+                                        : bd_fail(BD_ENOMEM, "out of memory");
+    int last = 0;
+    for (int i = 0; i < b->nbl; i++)
+        last = b->bl[i].node > last ? b->bl[i].node : last;
+    b->calib = sums;
+    if (s == BD_OK)
+        bd_exec_set_hook(ex, act_observe, b);
+    const int64_t batches = images / batch;
+    for (int64_t k = 0; s == BD_OK && k < batches; k++) {
+        for (int64_t j = 0; j < batch; j++)
+            idx[j] = k * batch + j;
+        bd_tensor *x = NULL;
+        s = bd_dataset_batch(b->io->train, idx, (int)batch, &x, labels);
+        if (s == BD_OK)
+            s = bd_exec_run_until(ex, &x, last);
+        bd_tensor_free(x);
+    }
+    b->calib = NULL;
+    for (int i = 0; s == BD_OK && i < 2 * b->nbl; i++)
+        sums[i] /= (double)batches * bd_dist_size();
+    if (s == BD_OK)
+        s = bd_dist_sum_f64(sums, 2 * b->nbl);
+    for (int i = 0; s == BD_OK && i < b->nbl; i++) {
+        b->bl[i].alo = (float)sums[2 * i];
+        b->bl[i].ahi = (float)sums[2 * i + 1];
+    }
+    bd_exec_free(ex);
+    free(idx);
+    free(labels);
+    free(sums);
     return s;
 }
 
@@ -611,7 +892,8 @@ static void on_epoch(void *user, const bd_training_epoch *e, int epochs)
 static bd_status run_phase(bitprune *b, bd_graph *g, const bd_training_options *to,
                            bd_training_report *rep)
 {
-    const bd_training_hook hook = {.ctx = b, .apply = hook_apply, .restore = hook_restore};
+    const bd_training_hook hook = {.ctx = b, .apply = hook_apply, .restore = hook_restore,
+                                   .acts = b->acts ? &b->tf : NULL};
     const bd_training_io tio = {.train = b->io->train, .eval = b->io->eval, .pp = b->io->pp,
                                 .teacher = b->io->teacher, .hook = &hook,
                                 .progress = b->io->progress, .on_epoch = on_epoch,
@@ -620,6 +902,8 @@ static bd_status run_phase(bitprune *b, bd_graph *g, const bd_training_options *
     const int64_t batch = to->batch < count ? to->batch : count;
     b->steps = (to->steps > 0 ? to->steps : count / batch) * to->epochs;
     bd_status s = bd_training_run(g, to, &tio, rep);
+    if (s == BD_OK)
+        s = b->failed;
     if (s == BD_OK)
         report_live(b, b->steps);
     return s;
@@ -643,6 +927,8 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
     else if (s == BD_OK && o.target_bits > 0)
         b.target = o.target_bits;
     b.lambda = o.lambda >= 0 ? o.lambda : 0;
+    if (s == BD_OK && b.acts)
+        s = act_ranges(&b, g);
     if (s == BD_OK)
         b.start = mean_of(b.n, b.pshare, b.nt);
     if (s == BD_OK && !(b.per_epoch = calloc((size_t)o.train.epochs + 1, sizeof *b.per_epoch)))
@@ -651,7 +937,8 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
         s = run_phase(&b, g, &o.train, &report->learn);
     double learned_mean = 0;
     double *per_layer = calloc((size_t)nlayers + 1, sizeof *per_layer);
-    if (s == BD_OK && !per_layer)
+    double *act_learned = calloc((size_t)nlayers + 1, sizeof *act_learned);
+    if (s == BD_OK && (!per_layer || !act_learned))
         s = bd_fail(BD_ENOMEM, "out of memory");
     if (s == BD_OK) {
         learned_mean = mean_of(b.n, b.pshare, b.nt);
@@ -660,6 +947,10 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
             for (int t = b.bl[i].first; t < b.bl[i].first + b.bl[i].ntens; t++)
                 sum += b.n[t];
             per_layer[i] = sum / b.bl[i].ntens;
+            if (b.acts) { /* to nearest: the target is the weights' */
+                act_learned[i] = b.na[i];
+                b.na[i] = floor(b.na[i] + 0.5);
+            }
         }
         bd_bitprune_round(b.n, b.pshare, b.nt, b.target, o.min_bits, b.grad);
         memcpy(b.n, b.grad, (size_t)b.nt * sizeof *b.n);
@@ -704,6 +995,16 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
                                      .params = l->lay.n,
                                      .macs = b.macs[l->layer]};
             unweighted += r->bits;
+            if (b.acts) {
+                r->act_learned = act_learned[i];
+                r->act_lo = l->alo;
+                r->act_hi = l->ahi;
+                r->act_values = l->avalues;
+                bd_act_grid_fit(l->alo, l->ahi, (int)b.na[i], &r->act);
+                report->act_mean += b.na[i] / b.nbl;
+                for (int t = l->first; t < l->first + l->ntens; t++)
+                    report->bitops += b.mshare[t] * b.n[t] * b.na[i];
+            }
         }
         report->mean_bits = mean_of(b.n, b.pshare, b.nt);
         report->ops_bits = mean_of(b.n, b.mshare, b.nt);
@@ -722,9 +1023,32 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
             bd_qlayer_free(&fresh[l]);
     free(fresh);
     free(per_layer);
+    free(act_learned);
     if (s != BD_OK)
         bd_bitprune_report_free(report);
     bp_free(&b);
+    free(layers);
+    return s;
+}
+
+bd_status bd_bitprune_act_insert(bd_graph *g, const bd_bitprune_report *r)
+{
+    bd_layer *layers;
+    int n;
+    BD_TRY(bd_layers_find(g, &layers, &n));
+    bd_status s = BD_OK;
+    /* the last layer first: a quantizer goes before its layer, so the
+     * earlier layers keep their places */
+    for (int j = r->nlayers - 1; s == BD_OK && j >= 0; j--) {
+        const bd_bitprune_layer *l = &r->layers[j];
+        if (l->act.bits == 0)
+            continue;
+        if (l->layer >= n)
+            s = bd_fail(BD_EINVAL, "bitprune: the model has %d layers, not the run's %d", n,
+                        l->layer + 1);
+        else
+            s = bd_act_quant_insert(g, layers[l->layer].node, &l->act, layers[l->layer].name);
+    }
     free(layers);
     return s;
 }

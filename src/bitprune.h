@@ -18,21 +18,41 @@
  * (dQ_n/dw = 1: min/max never clips), n gets <dL/dQ_n, Q_{b+1}(w) - Q_b(w)>
  * summed over its weights, plus lambda times the cost's derivative.
  *
+ * Activations (activations=1): every quantized layer's input also gets a
+ * bit length m in [act_min_bits, act_max_bits], starting at the top, and is
+ * fake-quantized (act_quant.h) on a range fixed before learning: the
+ * act_percentile-th percentile of its values on the first training batches
+ * (the opposite one too when some are negative, else 0). Q_m interpolates
+ * between the grids around m as the weights' does (one implementation);
+ * the input's gradient passes straight through inside the range and is 0
+ * outside, m's is <dL/dQ_m, Q_{c+1}(x) - Q_c(x)> over the input's values
+ * (c = floor(m)). Rounded to nearest, m stays at its bits while fine-tuning,
+ * and the model carries it as Div, Round, Clip, Mul before the layer
+ * (bd_bitprune_act_insert).
+ *
  * The cost is the mean bit length weighted by what the user wants to save:
- *   memory: each tensor's share of the quantized weights (sum P n / sum P),
+ *   memory: each tensor's share of the quantized weights (sum P n / sum P);
+ *           with activations, plus the bits of one image's input to every
+ *           quantized layer over the same weights (sum A m / sum P): the
+ *           memory one inference reads and writes, weights and activations,
  *   ops:    each tensor's share of the multiply-accumulates (MACs of one
  *           image, from one forward pass; sum M n / sum M): bit-operations
- *           per MAC per activation bit, since activations stay float.
+ *           per MAC per activation bit when activations stay float; with
+ *           activations learned, bit-operations per MAC, sum M n m / sum M.
  * lambda is fixed (lambda >= 0, the paper's), or, with target_bits (the
  * mean bits per weight, weighted by weights whatever the cost: what the
- * model stores; target_mb: the size's target turned into that mean), worked
+ * model stores, activations or not; target_mb: the size's target turned
+ * into that mean), worked
  * out at every step as the multiplier that moves the mean a share `track`
  * of the way to its path: a line from where n starts to the target over the
  * first `ramp` of the learning steps, then the target. The step moves n by
  * -rate (g + lambda share), so the mean (weights' shares p) changes by
  * -rate (<p, g> + lambda <p, share>) and lambda follows in closed form
  * (solved again without the tensors a bound holds, which do not move); the
- * cost decides where the bits go, the target how many there are. Solving rather than
+ * cost decides where the bits go, the target how many there are. The same
+ * lambda weighs the activations' share of the cost (memory: A / sum P;
+ * ops: sum M n / sum M over the layer's tensors), so with a target they go
+ * down while the weights do and settle where the loss holds them. Solving rather than
  * adapting lambda makes it scale-free (the loss's pull on n differs by
  * orders of magnitude between models) and lets it turn negative when the
  * cost is below its path, so the target is reached, not overshot to the
@@ -52,6 +72,7 @@
 
 #include <stdint.h>
 
+#include "act_quant.h"
 #include "codec.h"
 #include "graph.h"
 #include "layers.h"
@@ -75,6 +96,9 @@ typedef struct bd_bitprune_options {
     float track;         /* with a target: share of the gap to the path closed per step (default 0.2) */
     int finetune_epochs; /* at the rounded bits, frozen (default 1; 0: none) */
     float finetune_lr;   /* default 0: train.lr / 10 */
+    int activations;     /* also a bit length per quantized layer's input */
+    int act_min_bits, act_max_bits; /* its range (0: min_bits, max_bits) */
+    float act_percentile; /* its value range's percentile (0: 99.99) */
 } bd_bitprune_options;
 
 /* BitPruning's own settings; training's are bd_training_opts' (applied to
@@ -124,6 +148,12 @@ typedef struct bd_bitprune_layer {
     double bits;         /* mean bits after rounding (per channel: the rows' mean) */
     int min_bits, max_bits; /* over its channels (equal for layer granularity) */
     int64_t params, macs;
+    /* activations=1 (else act.bits = 0): its input's bit length before
+     * rounding, the range, the grid it has now, its values per image */
+    double act_learned;
+    float act_lo, act_hi;
+    bd_act_grid act;
+    int64_t act_values;
 } bd_bitprune_layer;
 
 typedef struct bd_bitprune_report {
@@ -136,6 +166,10 @@ typedef struct bd_bitprune_report {
     double lambda;            /* the last */
     double learned_mean;      /* memory-weighted mean n before rounding */
     double *mean_per_epoch;   /* learn.epochs entries: mean n at each epoch's end */
+    /* activations=1 (else 0): the mean of the layers' input bits, and the
+     * bit-operations per MAC, sum M n m / sum M */
+    double act_mean;
+    double bitops;
 } bd_bitprune_report;
 void bd_bitprune_report_free(bd_bitprune_report *r);
 
@@ -143,11 +177,15 @@ void bd_bitprune_report_free(bd_bitprune_report *r);
  * but those io->skip names), rounds them, fine-tunes, and leaves in q
  * (nlayers of bd_layers_find, skipped ones with k = 0) each quantized
  * layer's int codec (per-channel asymmetric grid, bits per layer or per
- * row), in g the decoded weights and trained float parameters. Checked
- * before anything changes: the options (one of target_bits, target_mb,
- * lambda; the range within 1..16; a target the range can meet), a model
- * with a quantizable layer, none of them already quantized. On failure g
- * may be half-trained (the caller keeps a copy), q is untouched. */
+ * row), in g the decoded weights and trained float parameters, and with
+ * activations each layer's input grid in the report (the caller puts it in
+ * a graph with bd_bitprune_act_insert). Checked before anything changes:
+ * the options (one of target_bits, target_mb, lambda; the ranges within
+ * 1..16; a target the range can meet; activations' settings only with
+ * activations), a model with a quantizable layer, none of them already
+ * quantized, and with activations an opset with Round (11) and no layer
+ * reading an activation quantizer already. On failure g may be
+ * half-trained (the caller keeps a copy), q is untouched. */
 bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *o, const bd_bitprune_io *io,
                           bd_qlayer *q, bd_bitprune_report *report);
 
@@ -158,6 +196,23 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *o, const bd_bi
  * direction n's gradient takes. */
 bd_status bd_bitprune_quantize(const float *w, int64_t rows, int64_t L, const float *bits,
                                int max_bits, float *out, float *dq);
+
+/* Q_m of count activations x (one tensor, m = bits) on the range [lo, hi]:
+ * bd_act_grid_fit's grids, interpolated as bd_bitprune_quantize's; with dq
+ * non-NULL also Q_{c+1} - Q_c per value. */
+bd_status bd_bitprune_act_quantize(const float *x, int64_t count, float bits, int max_bits,
+                                   float lo, float hi, float *out, float *dq);
+
+/* Its backward from dy, the gradient of Q_m(x): dx = dy where lo <= x <= hi
+ * (straight through), 0 outside (clipped); with dn non-NULL also m's
+ * gradient, sum dy (Q_{c+1}(x) - Q_c(x)). */
+bd_status bd_bitprune_act_backward(const float *x, const float *dy, int64_t count, float bits,
+                                   int max_bits, float lo, float hi, float *dx, double *dn);
+
+/* Puts the activation quantizers of a run's report (its layers with
+ * act.bits > 0) into g, a model with the run's layers (act_quant.h's
+ * nodes, named after the layers). */
+bd_status bd_bitprune_act_insert(bd_graph *g, const bd_bitprune_report *r);
 
 /* The rounding rule on nt bit lengths n, each with its share of the
  * weights: nearest; then, with a target (> 0), while sum share * bits

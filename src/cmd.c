@@ -1022,13 +1022,21 @@ static bd_status cmd_bitprune(bd_cmd_ctx *ctx, const call *c)
     for (int j = 0; j < r.nlayers; j++) {
         const bd_bitprune_layer *l = &r.layers[j];
         char bits[48];
-        out(ctx, "%s: %s bits (learned %.2f, %lld params)\n",
+        char act[64] = "";
+        if (l->act.bits > 0)
+            snprintf(act, sizeof act, "; input %d bits (learned %.2f)", l->act.bits,
+                     l->act_learned);
+        out(ctx, "%s: %s bits (learned %.2f, %lld params)%s\n",
             bd_ws_layer_at(ctx->ws, l->layer)->layer.name, bd_cmd_bits_str(l, bits, sizeof bits),
-            l->learned, (long long)l->params);
+            l->learned, (long long)l->params, act);
     }
     out(ctx, "bitprune: mean bits %.3f (per layer %.3f, learned %.3f), lambda %.4g; the layers "
              "are int codecs, tuned\n",
         r.mean_bits, r.mean_bits_layers, r.learned_mean, r.lambda);
+    if (o.activations)
+        out(ctx, "bitprune: mean input bits %.3f, %.2f bit-operations per MAC; the inputs are "
+                 "quantized by Div, Round, Clip, Mul before each layer\n",
+            r.act_mean, r.bitops);
     bd_bitprune_report_free(&r);
     print_size_line(ctx);
     return BD_OK;

@@ -26,6 +26,7 @@ struct bd_exec {
     unsigned char *is_output;
     bd_exec_hook hook;
     void *user;
+    const bd_input_transform *tf;
 };
 
 /* The node that reads `value`, if exactly one does, once, and it is not a
@@ -167,6 +168,8 @@ void bd_exec_set_hook(bd_exec *ex, bd_exec_hook hook, void *user)
     ex->hook = hook;
     ex->user = user;
 }
+
+void bd_exec_set_transform(bd_exec *ex, const bd_input_transform *tf) { ex->tf = tf; }
 
 /* Per-channel scale and shift of conv bias + inference BatchNormalization. */
 static bd_status fused_epilogue(const bd_graph *g, const step *s, int64_t m, float **buf,
@@ -404,6 +407,11 @@ static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_ten
     bd_status st = hook_next(ex, r, ins);
     if (st != BD_OK)
         return st;
+    bd_tensor *transformed = NULL;
+    if (ex->tf && n->ninputs > 0 && ins[0] && ex->tf->applies(ex->tf->ctx, s->node)) {
+        BD_TRY(ex->tf->forward(ex->tf->ctx, s->node, ins[0], &transformed));
+        ins[0] = transformed;
+    }
     for (int k = 0; k < n->noutputs; k++)
         outs[k] = NULL;
     if (s->bn >= 0 || s->add >= 0 || s->act >= 0) {
@@ -428,6 +436,7 @@ static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_ten
             r->owned[v] = 1;
         }
     }
+    bd_tensor_free(transformed);
     if (st != BD_OK)
         return st;
     for (int k = 0; k <= n->ninputs; k++) {

@@ -30,6 +30,23 @@ const bd_graph *bd_exec_graph(const bd_exec *ex);
 
 void bd_exec_set_hook(bd_exec *ex, bd_exec_hook hook, void *user);
 
+/* A function of some nodes' first input (BitPruning's learned activation
+ * quantizer, bitprune.h): such a node reads forward(x) in x's place, a new
+ * tensor of x's shape; x stays what every other reader sees. The trainer
+ * (train.h) also maps the gradient back through backward. */
+typedef struct bd_input_transform {
+    void *ctx;
+    int (*applies)(void *ctx, int node);
+    bd_status (*forward)(void *ctx, int node, const bd_tensor *x, bd_tensor **y);
+    /* dx from dy, the gradient with respect to forward's y (training only) */
+    bd_status (*backward)(void *ctx, int node, const bd_tensor *x, const bd_tensor *dy,
+                          bd_tensor **dx);
+} bd_input_transform;
+
+/* Every run applies tf (NULL: none; borrowed) after the hook, which sees
+ * the input as it was. */
+void bd_exec_set_transform(bd_exec *ex, const bd_input_transform *tf);
+
 /* inputs: one tensor per graph input, in order. outputs: one new tensor per
  * graph output (the caller frees them). */
 bd_status bd_exec_run(bd_exec *ex, bd_tensor *const *inputs, bd_tensor **outputs);

@@ -52,6 +52,10 @@ static const grad_op grad_ops[] = {
     {"Squeeze", NULL, bd_g_reshape, 1},
     {"Unsqueeze", NULL, bd_g_reshape, 1},
     {"Identity", NULL, bd_g_reshape, 1},
+    /* straight through, as quantization-aware training takes it: Round's
+     * derivative is 0 almost everywhere, which would stop every gradient
+     * behind a fake-quantized activation (docs/method.md, "BitPruning") */
+    {"Round", NULL, bd_g_reshape, 1},
     /* identity while training too, for now: nothing is dropped */
     {"Dropout", NULL, bd_g_reshape, 1},
     {"Transpose", NULL, bd_g_transpose, 1},

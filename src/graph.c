@@ -287,6 +287,16 @@ bd_status bd_graph_add_node(bd_graph *g, const char *name, const char *op, const
     return BD_OK;
 }
 
+static void set_producers(bd_graph *g)
+{
+    for (int v = 0; v < g->nvalues; v++)
+        g->values[v].producer = -1;
+    for (int i = 0; i < g->nnodes; i++)
+        for (int o = 0; o < g->nodes[i].noutputs; o++)
+            if (g->nodes[i].outputs[o] >= 0)
+                g->values[g->nodes[i].outputs[o]].producer = i;
+}
+
 void bd_graph_remove_nodes(bd_graph *g, const unsigned char *drop)
 {
     int k = 0;
@@ -297,12 +307,21 @@ void bd_graph_remove_nodes(bd_graph *g, const unsigned char *drop)
             g->nodes[k++] = g->nodes[i];
     }
     g->nnodes = k;
-    for (int v = 0; v < g->nvalues; v++)
-        g->values[v].producer = -1;
-    for (int i = 0; i < g->nnodes; i++)
-        for (int o = 0; o < g->nodes[i].noutputs; o++)
-            if (g->nodes[i].outputs[o] >= 0)
-                g->values[g->nodes[i].outputs[o]].producer = i;
+    set_producers(g);
+}
+
+void bd_graph_move_last(bd_graph *g, int count, int before)
+{
+    if (count <= 0 || before < 0 || before >= g->nnodes - count)
+        return;
+    const int first = g->nnodes - count;
+    for (int k = 0; k < count; k++) { /* one at a time: no scratch to fail for */
+        const bd_node moved = g->nodes[first + k];
+        memmove(&g->nodes[before + k + 1], &g->nodes[before + k],
+                (size_t)(first - before) * sizeof *g->nodes);
+        g->nodes[before + k] = moved;
+    }
+    set_producers(g);
 }
 
 const char *bd_value_shape_str(const bd_value *v, char *buf, size_t cap)

@@ -109,6 +109,11 @@ bd_status bd_node_add_attr(bd_node *n, const bd_attr *a); /* deep copies a */
 void bd_node_del_attr(bd_node *n, int i);
 /* Removes the nodes whose flag in `drop` is set; keeps the order of the rest. */
 void bd_graph_remove_nodes(bd_graph *g, const unsigned char *drop);
+/* Moves the last `count` nodes (just added) to index `before`, in their
+ * order, the others keeping theirs: nodes that compute a node's new input
+ * go right before it, and the order of everything else (the layers' order,
+ * bd_layers_find) stays as it was, which bd_graph_sort would not promise. */
+void bd_graph_move_last(bd_graph *g, int count, int before);
 
 /* Puts the nodes in topological order and fills every value's producer.
  * Fails, naming the node, on a cycle, on an input that nothing produces, on

@@ -26,6 +26,7 @@ static const bd_op ops[] = {
     {"Sqrt", 1, 1, 1, 1, bd_k_sqrt},
     {"Neg", 1, 1, 1, 1, bd_k_neg},
     {"Erf", 1, 1, 1, 1, bd_k_erf},
+    {"Round", 1, 1, 1, 1, bd_k_round},
     {"BatchNormalization", 5, 5, 1, 3, bd_k_batchnorm},
     {"Softmax", 1, 1, 1, 1, bd_k_softmax},
     {"LogSoftmax", 1, 1, 1, 1, bd_k_log_softmax},

@@ -57,6 +57,7 @@ BD_KERNEL(bd_k_exp);
 BD_KERNEL(bd_k_sqrt);
 BD_KERNEL(bd_k_neg);
 BD_KERNEL(bd_k_erf);
+BD_KERNEL(bd_k_round);
 BD_KERNEL(bd_k_batchnorm);
 BD_KERNEL(bd_k_softmax);
 BD_KERNEL(bd_k_log_softmax);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "act_quant.h"
 #include "fileio.h"
 
 static cJSON *shape_json(const bd_tensor *t)
@@ -26,6 +27,12 @@ static cJSON *layer_json(const bd_report *r, int i)
     cJSON_AddStringToObject(o, "op", l->op);
     cJSON_AddItemToObject(o, "shape", shape_json(r->g->values[l->weight].init));
     cJSON_AddBoolToObject(o, "quantized", quantized);
+    bd_act_grid act;
+    if (bd_act_quant_find(r->g, l->node, &act)) { /* BitPruning's activations */
+        cJSON_AddNumberToObject(o, "act_bits", act.bits);
+        const double range[2] = {(double)act.qmin * act.scale, (double)act.qmax * act.scale};
+        cJSON_AddItemToObject(o, "act_range", cJSON_CreateDoubleArray(range, 2));
+    }
     int64_t params = bd_layer_params(l);
     if (!quantized) {
         cJSON_AddNumberToObject(o, "bytes", (double)(4 * params));
@@ -87,6 +94,17 @@ static void add_mean_bits(cJSON *totals, const bd_report *r)
         cJSON_AddNumberToObject(totals, "mean_bits", bits / params);
     else
         cJSON_AddNullToObject(totals, "mean_bits");
+    int acts = 0;
+    double act_bits = 0;
+    for (int i = 0; i < r->nlayers; i++) {
+        bd_act_grid act;
+        if (bd_act_quant_find(r->g, r->layers[i].node, &act)) {
+            acts++;
+            act_bits += act.bits;
+        }
+    }
+    if (acts)
+        cJSON_AddNumberToObject(totals, "mean_act_bits", act_bits / acts);
 }
 
 static void add_accuracy(cJSON *totals, const char *who, const bd_accuracy *e)

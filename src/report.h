@@ -1,10 +1,13 @@
 /* The JSON report of a quantization: per layer name, op, shape, d, k,
- * bits_per_weight, bytes, rel_error, objective history, seconds; totals
- * fp32_bytes, compressed_bytes (the payload, with the split into codes,
- * codebooks and the fp32 rest), file_bytes (the file as written), ratio,
- * mean_bits (the quantized layers' code bits per weight, weighted by their
- * parameters; null when none is), and top-1/top-5 of teacher and student
- * when they were evaluated. Written atomically. */
+ * bits_per_weight, bytes, rel_error, objective history, seconds, and for a
+ * layer whose input has an activation quantizer (act_quant.h) act_bits and
+ * act_range; totals fp32_bytes, compressed_bytes (the payload, with the
+ * split into codes, codebooks and the fp32 rest), file_bytes (the file as
+ * written), ratio, mean_bits (the quantized layers' code bits per weight,
+ * weighted by their parameters; null when none is), mean_act_bits (over
+ * the layers with an activation quantizer; absent when none has), and
+ * top-1/top-5 of teacher and student when they were evaluated. Written
+ * atomically. */
 #ifndef BD_REPORT_H
 #define BD_REPORT_H
 

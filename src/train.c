@@ -17,6 +17,7 @@ struct bd_train {
     bd_tensor **vals;
     unsigned char *owned;
     bd_saved *saved; /* per node */
+    bd_tensor **tin; /* per node: its transformed first input (opt.transform) */
     int ready;
     /* the plan's fold values, computed by the first forward on an input
      * of shape fold_dims (fold_ndim -1: none yet) and reused while the
@@ -141,10 +142,11 @@ bd_status bd_train_new(bd_train **out, bd_graph *g, const int *params, int n,
     t->vals = calloc(nv, sizeof *t->vals);
     t->owned = calloc(nv, 1);
     t->saved = calloc((size_t)g->nnodes + 1, sizeof *t->saved);
+    t->tin = calloc((size_t)g->nnodes + 1, sizeof *t->tin);
     t->folded = calloc(nv, sizeof *t->folded);
     t->fold_ndim = -1;
     bd_status s = BD_OK;
-    if (!t->params || !t->vals || !t->owned || !t->saved || !t->folded)
+    if (!t->params || !t->vals || !t->owned || !t->saved || !t->tin || !t->folded)
         s = bd_fail(BD_ENOMEM, "out of memory");
     if (s == BD_OK) {
         memcpy(t->params, params, (size_t)n * sizeof *params);
@@ -154,6 +156,8 @@ bd_status bd_train_new(bd_train **out, bd_graph *g, const int *params, int n,
      * after it), leaving values the training pass needs uncomputed. */
     if (s == BD_OK && !t->opt.bn_train && t->plan.first > 0)
         s = bd_exec_new(&t->prefix, g, 0);
+    if (s == BD_OK && t->prefix)
+        bd_exec_set_transform(t->prefix, t->opt.transform);
     if (s != BD_OK) {
         bd_train_free(t);
         return s;
@@ -170,8 +174,11 @@ static void drop_state(bd_train *t)
         t->vals[v] = NULL;
         t->owned[v] = 0;
     }
-    for (int i = 0; i < t->g->nnodes; i++)
+    for (int i = 0; i < t->g->nnodes; i++) {
         bd_saved_free(&t->saved[i]);
+        bd_tensor_free(t->tin[i]);
+        t->tin[i] = NULL;
+    }
     t->ready = 0;
 }
 
@@ -179,7 +186,7 @@ void bd_train_free(bd_train *t)
 {
     if (!t)
         return;
-    if (t->vals && t->owned && t->saved)
+    if (t->vals && t->owned && t->saved && t->tin)
         drop_state(t);
     for (int v = 0; t->folded && v < t->g->nvalues; v++)
         bd_tensor_free(t->folded[v]);
@@ -190,6 +197,7 @@ void bd_train_free(bd_train *t)
     free(t->vals);
     free(t->owned);
     free(t->saved);
+    free(t->tin);
     free(t);
 }
 
@@ -236,6 +244,11 @@ static bd_status forward_node(bd_train *t, int i, const bd_grad_ctx *ctx, bd_ten
     }
     for (int k = 0; k < n->noutputs; k++)
         outs[k] = NULL;
+    const bd_input_transform *tf = t->opt.transform;
+    if (tf && n->ninputs > 0 && ins[0] && tf->applies(tf->ctx, i)) {
+        BD_TRY(tf->forward(tf->ctx, i, ins[0], &t->tin[i]));
+        ins[0] = t->tin[i];
+    }
     BD_TRY(bd_grad_forward(t->g, n, ins, outs, &t->saved[i], ctx));
     if (is_bn(n) && ctx->bn_train && ins[0]->ndim >= 2)
         update_running(t, n, &t->saved[i], t->saved[i].count);
@@ -380,6 +393,22 @@ static bd_status accumulate(const bd_node *n, bd_tensor **dst, bd_tensor *src)
     return BD_OK;
 }
 
+/* dx for the gradient *dy of node i's transformed input, in its place;
+ * NULL when x itself needs none (the transform still saw dy). */
+static bd_status untransform(bd_train *t, int i, const bd_tensor *x, bd_tensor **dy)
+{
+    const bd_input_transform *tf = t->opt.transform;
+    bd_tensor *dx = NULL;
+    bd_status s = tf->backward(tf->ctx, i, x, *dy, &dx);
+    bd_tensor_free(*dy);
+    *dy = NULL;
+    if (s == BD_OK && t->plan.req[t->g->nodes[i].inputs[0]])
+        *dy = dx;
+    else
+        bd_tensor_free(dx);
+    return s;
+}
+
 bd_status bd_train_backward(bd_train *t, const bd_tensor *dlogits, bd_tensor **grads)
 {
     bd_graph *g = t->g;
@@ -408,13 +437,18 @@ bd_status bd_train_backward(bd_train *t, const bd_tensor *dlogits, bd_tensor **g
         }
         for (int k = 0; k < n->ninputs; k++) {
             int v = n->inputs[k];
-            want[k] = v >= 0 && t->plan.req[v];
+            want[k] = v >= 0 && (t->plan.req[v] || (k == 0 && t->tin[i]));
             any_in |= want[k];
             ins[k] = v < 0 ? NULL : g->values[v].init ? g->values[v].init : t->vals[v];
             din[k] = NULL;
         }
+        const bd_tensor *x = ins[0];
+        if (t->tin[i])
+            ins[0] = t->tin[i];
         if (any_out && any_in)
             s = bd_grad_backward(g, n, ins, outs, &t->saved[i], dout, want, din, &ctx);
+        if (s == BD_OK && t->tin[i] && din[0]) /* through the transform, back to x */
+            s = untransform(t, i, x, &din[0]);
         /* every reader of these outputs has been visited: their gradients are spent */
         for (int k = 0; k < n->noutputs; k++)
             if (n->outputs[k] >= 0) {

@@ -44,6 +44,11 @@ typedef struct bd_train_options {
     /* With bn_train in a job of several ranks: the statistics over the
      * global batch (dist.h), as one process would have them. */
     int bn_sync;
+    /* Applied to the first input of the nodes it names, forward and
+     * backward (exec.h; NULL: none; borrowed). Such a node's input gets its
+     * gradient even where nothing is trained before it (the transform may
+     * learn from it); one before the first trained node runs forward only. */
+    const bd_input_transform *transform;
 } bd_train_options;
 
 /* Plans training of graph g for the parameters params[0..n) (value ids of

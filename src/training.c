@@ -392,6 +392,8 @@ static bd_status evaluate(bd_graph *g, const bd_training_io *io, int64_t limit, 
             h->restore(h->ctx, g, NULL, -1, 0);
         return s;
     }
+    if (h)
+        bd_exec_set_transform(ex, h->acts);
     bd_eval_options eo = {.limit = limit};
     bd_eval_result res = {0};
     s = bd_evaluate(ex, io->eval, &eo, io->progress, &res);

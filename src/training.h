@@ -111,11 +111,15 @@ typedef void (*bd_epoch_fn)(void *user, const bd_training_epoch *e, int epochs);
  * transformed weights (grads[l] for layer l of bd_layers_find, NULL where
  * none; grads NULL after an evaluation or a failure), turns them into the
  * masters' and updates the hook's own parameters at this learning rate.
- * Runs on the CPU's engine only. */
+ * acts (NULL: none), a transform of some nodes' inputs (exec.h: BitPruning's
+ * activation quantizer), runs in every step's forward and backward, between
+ * apply and restore, and in every evaluation. Runs on the CPU's engine
+ * only. */
 typedef struct bd_training_hook {
     void *ctx;
     bd_status (*apply)(void *ctx, bd_graph *g, int64_t step);
     void (*restore)(void *ctx, bd_graph *g, bd_tensor *const *grads, int64_t step, float lr);
+    const bd_input_transform *acts;
 } bd_training_hook;
 
 typedef struct bd_training_io {

@@ -1,5 +1,6 @@
 /* The CPU's training steps (training.h's engine): Quant-Noise or the
- * weight hook written over the master weights, the trainer's forward and backward, the loss, the
+ * weight hook written over the master weights (its activation transform
+ * handed to the trainer), the trainer's forward and backward, the loss, the
  * noise taken back with its gradient mapped, the gradients summed over the
  * ranks of a job (dist.h), SGD on the parameters and the codebooks. The
  * state's arrays are this engine's own, so there is nothing to store or
@@ -133,7 +134,8 @@ static bd_status cpu_start(void *arg, const bd_training_state *st, bd_training_e
     if (s == BD_OK && st->o->noise.kind != BD_NOISE_NONE)
         s = bd_noise_new(&c->noise, st->g, st->layers, st->nlayers, st->plan, &st->o->noise);
     bd_train_options to = {.bn_train = st->o->bn == 0, .bn_momentum = st->o->bn_momentum,
-                           .bn_sync = !st->o->bn_local};
+                           .bn_sync = !st->o->bn_local,
+                           .transform = st->io->hook ? st->io->hook->acts : NULL};
     if (s == BD_OK)
         s = bd_train_new(&c->tr, st->g, st->params, st->nparams, &to);
     if (s != BD_OK) {

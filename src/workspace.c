@@ -65,6 +65,8 @@ static void step_clear(undo_step *u)
     free(u->tensors);
     bd_exec_free(u->teacher_ex);
     bd_graph_free(u->teacher);
+    bd_exec_free(u->student_ex);
+    bd_graph_free(u->student);
     free(u->original);
     bd_graph_free(u->source);
     free(u->teacher_path);
@@ -571,11 +573,43 @@ static void swap_teacher(bd_workspace *ws, undo_step *u)
     ws->teacher_acc.valid = 0;
 }
 
+/* Exchanges the student with the one step u holds (the same model with or
+ * without BitPruning's activation quantizers: a copy keeps the value ids)
+ * and finds every layer's node in it; what ran or cached the other goes. */
+static void swap_student(bd_workspace *ws, undo_step *u)
+{
+    bd_graph *g = ws->student;
+    bd_exec *ex = ws->student_ex;
+    ws->student = u->student;
+    ws->student_ex = u->student_ex;
+    u->student = g;
+    u->student_ex = ex;
+    for (int i = 0; i < ws->nlayers; i++) {
+        bd_layer *l = &ws->layers[i].layer;
+        for (int n = 0; n < ws->student->nnodes; n++) {
+            const bd_node *node = &ws->student->nodes[n];
+            int reads = 0;
+            for (int k = 0; k < node->ninputs; k++)
+                reads |= node->inputs[k] == l->weight;
+            if (reads && strcmp(node->op, l->op) == 0) {
+                l->node = n;
+                break;
+            }
+        }
+    }
+    bd_calib_free(ws->calib);
+    ws->calib = NULL;
+    drop_device_execs(ws);
+    invalidate_all(ws);
+}
+
 /* Puts the saved layers back (their plan, state, codebook and weight).
  * Takes ownership of the saved copies. */
 static void step_restore(bd_workspace *ws, undo_step *u)
 {
     bd_ws_lock(ws);
+    if (u->student) /* first: what follows writes into the student it puts back */
+        swap_student(ws, u);
     for (int j = 0; j < u->n; j++) {
         int i = u->saved[j].index;
         int weight_changes = ws->layers[i].state != u->saved[j].layer.state ||
@@ -1381,6 +1415,23 @@ static void bitprune_bits(void *user, const bd_bitprune_live *live)
     bd_ws_unlock(ws);
 }
 
+/* The student with the activation quantizers a run learned (bitprune.h),
+ * and its executor, made before anything changes. */
+static bd_status quantized_student(const bd_workspace *ws, const bd_bitprune_report *r,
+                                   bd_graph **g, bd_exec **ex)
+{
+    *ex = NULL;
+    BD_TRY(bd_graph_clone(g, ws->student));
+    bd_status s = bd_bitprune_act_insert(*g, r);
+    if (s == BD_OK)
+        s = bd_exec_new(ex, *g, BD_EXEC_FUSE);
+    if (s != BD_OK) {
+        bd_graph_free(*g);
+        *g = NULL;
+    }
+    return s;
+}
+
 /* Every layer must be float: BitPruning learns from float weights, and a
  * codebook would be silently replaced. */
 static bd_status all_float(const bd_workspace *ws)
@@ -1451,14 +1502,27 @@ bd_status bd_ws_bitprune(bd_workspace *ws, const bd_bitprune_options *opt, bd_ep
                          .on_bits = bitprune_bits, .user = &run};
     bd_bitprune_report r = {0};
     s = bd_bitprune_run(g, &o, &io, q, &r);
+    bd_graph *student = NULL;
+    bd_exec *student_ex = NULL;
+    if (s == BD_OK && o.activations)
+        s = quantized_student(ws, &r, &student, &student_ex);
     undo_step u = {0};
     if (s == BD_OK)
         s = train_step(ws, g, q, "bitprune", &u);
     bd_ws_lock(ws);
     ws->bitpruning = 0;
+    if (s == BD_OK && student) { /* the run's parameters go into the new one */
+        u.student = student;
+        u.student_ex = student_ex;
+        student = NULL;
+        student_ex = NULL;
+        swap_student(ws, &u);
+    }
     if (s == BD_OK)
         adopt_run(ws, g, q, NULL, original, &u);
     bd_ws_unlock(ws);
+    bd_exec_free(student_ex);
+    bd_graph_free(student);
     codebook_copies_free(q, ws->nlayers);
     free(skip);
     if (s == BD_OK) {

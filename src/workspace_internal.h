@@ -43,6 +43,10 @@ typedef struct undo_step {
     bd_exec *teacher_ex;
     char *teacher_path;
     int trained_teacher;
+    /* BitPruning's activation quantizers add nodes to the student: its
+     * step keeps the student that was and its executor (NULL otherwise). */
+    bd_graph *student;
+    bd_exec *student_ex;
 } undo_step;
 
 enum { UNDO_MAX = 64 };

@@ -5,15 +5,22 @@
  * starts and a large lambda drives every n to the minimum; the memory and
  * ops costs are hand counts on a tiny conv net; the rounding rule on cases
  * worked by hand; the saved codecs have exactly the rounded bits and
- * decode to the model's weights. */
+ * decode to the model's weights. The same for the activations' bit
+ * lengths (activations=1): their quantizer is the nodes' grid at integers,
+ * their gradients finite differences, lambda's pull, the ops cost of
+ * w x a bits per MAC; the nodes a model gets compute what training saw and
+ * survive a save and a load; bad settings are refused. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "act_quant.h"
 #include "bd_test.h"
 #include "bitprune.h"
+#include "compressed.h"
 #include "int_fit.h"
+#include "onnx_io.h"
 
 enum { N = 8, CLASSES = 3 }; /* 8 images of 4 x 4 pixels */
 
@@ -185,9 +192,81 @@ static void test_interpolation_is_the_grid_at_integers(void **state)
     }
 }
 
+static double clip_d(double x, double lo, double hi) { return x < lo ? lo : x > hi ? hi : x; }
+
+/* Activations quantized as a run does it, for the tests: layer l's input at
+ * bits[l] on range[l] (interpolated), or on the fixed grid[l]. With ste,
+ * the fc's input is what the backward takes it for around x0, its value at
+ * a base point (recorded by a run with record): Q(x0) + clip(x) - clip(x0),
+ * the quantizer at x0, straight through inside the range. */
+typedef struct act_spec {
+    int node[2];
+    float bits[2];
+    float range[2][2];
+    const bd_act_grid *grid; /* NULL: bits and range */
+    int record, ste;
+    float *x0;
+} act_spec;
+
+static int spec_layer(const act_spec *a, int node)
+{
+    return node == a->node[0] ? 0 : node == a->node[1] ? 1 : -1;
+}
+
+static int spec_applies(void *ctx, int node) { return spec_layer(ctx, node) >= 0; }
+
+static bd_status spec_forward(void *ctx, int node, const bd_tensor *x, bd_tensor **y)
+{
+    act_spec *a = ctx;
+    const int l = spec_layer(a, node);
+    const int64_t n = bd_tensor_count(x);
+    const float *xd = x->data, lo = a->range[l][0], hi = a->range[l][1];
+    assert_int_equal(bd_tensor_new(y, BD_F32, x->ndim, x->dims, "y"), BD_OK);
+    float *yd = (*y)->data;
+    if (a->grid) {
+        bd_act_grid_apply(&a->grid[l], xd, n, yd);
+        return BD_OK;
+    }
+    if (l == 1 && a->record) {
+        a->x0 = malloc((size_t)n * sizeof *a->x0);
+        memcpy(a->x0, xd, (size_t)n * sizeof *xd);
+    }
+    if (l == 1 && a->ste) {
+        assert_int_equal(bd_bitprune_act_quantize(a->x0, n, a->bits[l], 8, lo, hi, yd, NULL),
+                         BD_OK);
+        for (int64_t i = 0; i < n; i++)
+            yd[i] = (float)((double)yd[i] + (clip_d(xd[i], lo, hi) - clip_d(a->x0[i], lo, hi)));
+        return BD_OK;
+    }
+    return bd_bitprune_act_quantize(xd, n, a->bits[l], 8, lo, hi, yd, NULL);
+}
+
+/* The logits of g on the whole batch, its activations quantized by a (NULL:
+ * as the graph has them). */
+static bd_tensor *logits_of(const bd_graph *g, const bd_dataset *d, act_spec *a)
+{
+    int64_t idx[N];
+    int labels[N];
+    for (int i = 0; i < N; i++)
+        idx[i] = i;
+    bd_tensor *x, *logits;
+    assert_int_equal(bd_dataset_batch(d, idx, N, &x, labels), BD_OK);
+    bd_exec *ex;
+    assert_int_equal(bd_exec_new(&ex, g, 0), BD_OK);
+    const bd_input_transform tf = {.ctx = a, .applies = spec_applies, .forward = spec_forward};
+    if (a)
+        bd_exec_set_transform(ex, &tf);
+    assert_int_equal(bd_exec_run1(ex, x, &logits), BD_OK);
+    bd_tensor_free(x);
+    bd_exec_free(ex);
+    return logits;
+}
+
 /* The training loss (mean cross-entropy of the batch) with every layer
- * quantized at bits[layer], in double. */
-static double loss_at(const bd_graph *g0, const bd_dataset *d, const float bits[2])
+ * quantized at bits[layer] and the activations by acts (NULL: float), in
+ * double. */
+static double loss_with(const bd_graph *g0, const bd_dataset *d, const float bits[2],
+                        act_spec *acts)
 {
     bd_graph *g;
     assert_int_equal(bd_graph_clone(&g, g0), BD_OK);
@@ -212,11 +291,9 @@ static double loss_at(const bd_graph *g0, const bd_dataset *d, const float bits[
     int labels[N];
     for (int i = 0; i < N; i++)
         idx[i] = i;
-    bd_tensor *x, *logits;
+    bd_tensor *x;
     assert_int_equal(bd_dataset_batch(d, idx, N, &x, labels), BD_OK);
-    bd_exec *ex;
-    assert_int_equal(bd_exec_new(&ex, g, 0), BD_OK);
-    assert_int_equal(bd_exec_run1(ex, x, &logits), BD_OK);
+    bd_tensor *logits = logits_of(g, d, acts);
     double loss = 0;
     const float *z = logits->data;
     for (int i = 0; i < N; i++) {
@@ -229,10 +306,14 @@ static double loss_at(const bd_graph *g0, const bd_dataset *d, const float bits[
     }
     bd_tensor_free(x);
     bd_tensor_free(logits);
-    bd_exec_free(ex);
     free(layers);
     bd_graph_free(g);
     return loss / N;
+}
+
+static double loss_at(const bd_graph *g0, const bd_dataset *d, const float bits[2])
+{
+    return loss_with(g0, d, bits, NULL);
 }
 
 /* One step with lambda = 0 moves n by -bits_lr * dL/dn: that step, read
@@ -433,6 +514,296 @@ static void test_codecs_have_the_rounded_bits(void **state)
     run_free(&x);
 }
 
+/* ---- the activations' bit lengths ------------------------------------------------ */
+
+/* x -> Identity -> y, with an activation quantizer put before the Identity */
+static bd_graph *identity_model(int opset)
+{
+    bd_graph *g;
+    assert_int_equal(bd_graph_new(&g), BD_OK);
+    g->opset = opset;
+    bd_node *n;
+    const char *in[] = {"x"}, *out[] = {"y"};
+    assert_int_equal(bd_graph_add_node(g, "id", "Identity", "", 1, in, 1, out, &n), BD_OK);
+    g->inputs = malloc(sizeof *g->inputs);
+    g->inputs[0] = bd_graph_find(g, "x");
+    g->ninputs = 1;
+    g->outputs = malloc(sizeof *g->outputs);
+    g->outputs[0] = bd_graph_find(g, "y");
+    g->noutputs = 1;
+    return g;
+}
+
+static void test_act_quantizer_is_the_nodes_grid_at_integers(void **state)
+{
+    (void)state;
+    enum { C = 301 };
+    float x[C], out[C], dq[C], lo[C], hi[C];
+    bd_test_fill_random(x, C, 7, -1.5f, 4);
+    x[0] = 0; /* zero stays zero: a conv's padding is on the grid */
+    const float range[2][2] = {{-1.2f, 3.3f}, {0, 3.3f}}; /* signed, then after a ReLU */
+    for (int sign = 0; sign < 2; sign++) {
+        for (int b = 1; b <= 8; b++) {
+            bd_act_grid grid;
+            bd_act_grid_fit(range[sign][0], range[sign][1], b, &grid);
+            assert_float_equal(grid.qmax - grid.qmin, (1 << b) - 1, 0);
+            assert_true(grid.qmin <= 0 && grid.qmax >= 0);
+            if (sign == 1)
+                assert_float_equal(grid.qmin, 0, 0); /* unsigned */
+            assert_int_equal(bd_bitprune_act_quantize(x, C, (float)b, 8, range[sign][0],
+                                                      range[sign][1], out, NULL),
+                             BD_OK);
+            bd_act_grid_apply(&grid, x, C, lo);
+            assert_memory_equal(out, lo, sizeof out);
+            assert_float_equal(out[0], 0, 0);
+            /* the nodes a file carries compute the same, bit for bit */
+            bd_graph *g = identity_model(13);
+            assert_int_equal(bd_act_quant_insert(g, 0, &grid, "layer"), BD_OK);
+            assert_int_equal(g->nnodes, 5);
+            assert_string_equal(g->nodes[4].op, "Identity");
+            bd_act_grid found;
+            assert_int_equal(bd_act_quant_find(g, 4, &found), 1);
+            assert_memory_equal(&found, &grid, sizeof grid);
+            bd_tensor *t, *y;
+            assert_int_equal(bd_tensor_new(&t, BD_F32, 1, (int64_t[]){C}, "x"), BD_OK);
+            memcpy(t->data, x, sizeof x);
+            bd_exec *ex;
+            assert_int_equal(bd_exec_new(&ex, g, 0), BD_OK);
+            assert_int_equal(bd_exec_run1(ex, t, &y), BD_OK);
+            assert_memory_equal(y->data, lo, sizeof lo);
+            bd_tensor_free(t);
+            bd_tensor_free(y);
+            bd_exec_free(ex);
+            bd_graph_free(g);
+        }
+    }
+    /* in between: (c + 1 - m) Q_c + (m - c) Q_{c+1}, dq = Q_{c+1} - Q_c */
+    assert_int_equal(bd_bitprune_act_quantize(x, C, 3.25f, 8, -1.2f, 3.3f, out, dq), BD_OK);
+    bd_act_grid g3, g4;
+    bd_act_grid_fit(-1.2f, 3.3f, 3, &g3);
+    bd_act_grid_fit(-1.2f, 3.3f, 4, &g4);
+    bd_act_grid_apply(&g3, x, C, lo);
+    bd_act_grid_apply(&g4, x, C, hi);
+    for (int j = 0; j < C; j++) {
+        assert_float_equal(out[j], 0.75f * lo[j] + 0.25f * hi[j], 1e-6);
+        assert_float_equal(dq[j], hi[j] - lo[j], 1e-6);
+    }
+}
+
+/* sum dy Q_m(x) in double */
+static double act_dot(const float *x, const float *dy, int n, double m, float lo, float hi)
+{
+    float *q = malloc((size_t)n * sizeof *q);
+    assert_int_equal(bd_bitprune_act_quantize(x, n, (float)m, 8, lo, hi, q, NULL), BD_OK);
+    double sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += (double)dy[i] * q[i];
+    free(q);
+    return sum;
+}
+
+/* m's gradient against central differences in m (Q_m is linear in m
+ * between integers); x's, straight through inside the range and 0 outside,
+ * against central differences of the clip it stands for. */
+static void test_act_gradients_finite_differences(void **state)
+{
+    (void)state;
+    enum { C = 400 };
+    float x[C], dy[C], dx[C];
+    bd_test_fill_random(x, C, 11, -2, 5);
+    bd_test_fill_random(dy, C, 12, -1, 1);
+    const float lo = -1, hi = 3.5f;
+    const double m = 3.3, h = 1e-2;
+    double dn;
+    assert_int_equal(bd_bitprune_act_backward(x, dy, C, (float)m, 8, lo, hi, dx, &dn), BD_OK);
+    const double fd = (act_dot(x, dy, C, m + h, lo, hi) - act_dot(x, dy, C, m - h, lo, hi)) /
+                      (2 * h);
+    assert_true(fabs(fd) > 1e-2);
+    assert_float_equal(dn, fd, 1e-4 * fabs(fd));
+    int inside = 0, outside = 0;
+    for (int i = 0; i < C; i++) {
+        if (fabs(x[i] - lo) < 2 * h || fabs(x[i] - hi) < 2 * h)
+            continue;
+        const double d = (clip_d(x[i] + h, lo, hi) - clip_d(x[i] - h, lo, hi)) / (2 * h);
+        assert_float_equal(dx[i], dy[i] * d, 1e-6);
+        inside += d > 0.5;
+        outside += d < 0.5;
+    }
+    assert_true(inside > C / 4 && outside > C / 8);
+    /* frozen bits: the same dx, no gradient for m asked */
+    float dx2[C];
+    assert_int_equal(bd_bitprune_act_backward(x, dy, C, 4, 8, lo, hi, dx2, NULL), BD_OK);
+    assert_memory_equal(dx, dx2, sizeof dx);
+}
+
+/* One training step with a fixed lambda moves m by -bits_lr (dL/dm +
+ * lambda A / sum P): dL/dm read back against central differences of the
+ * loss, the activations' share of the memory cost a hand count (the conv
+ * reads 16 values an image, the fc 8, over 42 weights). The conv's input
+ * reaches the loss through the fc's quantizer, which the backward passes
+ * straight through: its differences take that quantizer as the backward
+ * does (act_spec's ste), so they check the straight-through gradient too. */
+static void test_act_bits_gradient_in_training(void **state)
+{
+    (void)state;
+    bd_bitprune_options o = plain(1);
+    o.activations = 1;
+    o.lambda = 1;
+    o.init_bits = 3.4f;
+    o.min_bits = 3; /* the weights' n move, but not past what the differences see */
+    o.max_bits = 4;
+    o.act_min_bits = 1;
+    o.act_max_bits = 3; /* coarse: the loss feels a step of m */
+    o.bits_lr = 1;
+    run x;
+    run_it(&x, &o);
+    bd_graph *g0 = tiny_model();
+    bd_layer *layers;
+    int n;
+    assert_int_equal(bd_layers_find(g0, &layers, &n), BD_OK);
+    act_spec a = {.node = {layers[0].node, layers[1].node}, .bits = {3, 3}};
+    const int64_t values[2] = {16, 8};
+    for (int l = 0; l < 2; l++) {
+        assert_int_equal(x.r.layers[l].act_values, values[l]);
+        a.range[l][0] = x.r.layers[l].act_lo;
+        a.range[l][1] = x.r.layers[l].act_hi;
+        assert_true(x.r.layers[l].act_hi > x.r.layers[l].act_lo);
+    }
+    const float wbits[2] = {3.4f, 3.4f};
+    a.record = 1;
+    const double base = loss_with(g0, x.d, wbits, &a);
+    a.record = 0;
+    a.ste = 1;
+    assert_float_equal(loss_with(g0, x.d, wbits, &a), base, 0); /* the same model at x0 */
+    const double h = 1e-3;
+    for (int l = 0; l < 2; l++) {
+        /* at the top of the range Q_3 is the end of the line from Q_2: one side */
+        act_spec down = a;
+        down.bits[l] = (float)(3 - 2 * h);
+        const double fd = (base - loss_with(g0, x.d, wbits, &down)) / (3.0 - down.bits[l]);
+        const double analytic = (3 - x.r.layers[l].act_learned) - 1.0 * values[l] / 42.0;
+        assert_true(fabs(fd) > 1e-4);
+        assert_float_equal(analytic, fd, 2e-3 * fabs(fd) + 2e-5);
+    }
+    free(a.x0);
+    free(layers);
+    bd_graph_free(g0);
+    run_free(&x);
+}
+
+static void test_act_lambda_zero_keeps_large_lambda_drives_to_min(void **state)
+{
+    (void)state;
+    bd_bitprune_options o = plain(4);
+    o.activations = 1;
+    o.lambda = 0;
+    o.act_max_bits = 6;
+    run x;
+    run_it(&x, &o);
+    for (int l = 0; l < 2; l++) {
+        assert_true(fabs(x.r.layers[l].act_learned - 6) < 0.05);
+        assert_int_equal(x.r.layers[l].act.bits, 6);
+    }
+    run_free(&x);
+
+    o.lambda = 1e4f;
+    o.act_min_bits = 2;
+    o.bits_lr = 1;
+    run_it(&x, &o);
+    for (int l = 0; l < 2; l++) {
+        assert_float_equal(x.r.layers[l].act_learned, 2, 0);
+        assert_int_equal(x.r.layers[l].act.bits, 2);
+    }
+    assert_float_equal(x.r.act_mean, 2, 0);
+    run_free(&x);
+}
+
+/* cost=ops with the activations learned: w x a bits per MAC, by MACs of
+ * one image (72 in the conv, 24 in the fc); the conv, three times the
+ * fc's MACs, is pulled down three times as hard, weights and inputs. */
+static void test_act_ops_cost_is_a_hand_count(void **state)
+{
+    (void)state;
+    bd_bitprune_options o = plain(3);
+    o.activations = 1;
+    o.cost = BD_BITS_OPS;
+    o.lambda = 0.05f;
+    o.bits_lr = 1;
+    o.min_bits = 2;
+    run x;
+    run_it(&x, &o);
+    const bd_bitprune_layer *c = &x.r.layers[0], *f = &x.r.layers[1];
+    assert_int_equal(c->macs, 72);
+    assert_int_equal(f->macs, 24);
+    assert_true(c->learned < f->learned && c->act_learned < f->act_learned);
+    const double cw = c->bits * c->act.bits, fw = f->bits * f->act.bits;
+    assert_true(cw != fw); /* the weighting shows */
+    assert_float_equal(x.r.bitops, (72 * cw + 24 * fw) / 96, 1e-12);
+    assert_float_equal(x.r.ops_bits, (72 * c->bits + 24 * f->bits) / 96, 1e-12);
+    assert_float_equal(x.r.act_mean, (c->act.bits + f->act.bits) / 2.0, 1e-12);
+    run_free(&x);
+}
+
+/* The run's grids as nodes in the model: found again, computing what the
+ * run's own quantizer computes, and the same after a save and a load. */
+static void test_act_nodes_carry_the_run(void **state)
+{
+    (void)state;
+    bd_bitprune_options o = plain(2);
+    o.activations = 1;
+    o.lambda = 0.02f;
+    o.bits_lr = 1;
+    o.finetune_epochs = 1;
+    run x;
+    run_it(&x, &o);
+    bd_layer *layers;
+    int n;
+    assert_int_equal(bd_layers_find(x.g, &layers, &n), BD_OK);
+    const bd_act_grid grids[2] = {x.r.layers[0].act, x.r.layers[1].act};
+    act_spec a = {.node = {layers[0].node, layers[1].node}, .grid = grids};
+    bd_tensor *want = logits_of(x.g, x.d, &a);
+    bd_graph *g;
+    assert_int_equal(bd_graph_clone(&g, x.g), BD_OK);
+    assert_int_equal(bd_bitprune_act_insert(g, &x.r), BD_OK);
+    assert_int_equal(g->nnodes, x.g->nnodes + 8);
+    char path[512];
+    snprintf(path, sizeof path, "%s/bp_act.onnx", bd_test_tmpdir());
+    assert_int_equal(bd_onnx_save(g, path), BD_OK);
+    bd_graph *back;
+    bd_qlayer *q;
+    int nq;
+    assert_int_equal(bd_model_load(path, &back, &q, &nq), BD_OK);
+    const bd_graph *models[2] = {g, back};
+    for (int k = 0; k < 2; k++) {
+        bd_layer *ls;
+        assert_int_equal(bd_layers_find(models[k], &ls, &n), BD_OK);
+        assert_int_equal(n, 2);
+        for (int l = 0; l < 2; l++) {
+            bd_act_grid found;
+            assert_int_equal(bd_act_quant_find(models[k], ls[l].node, &found), 1);
+            assert_memory_equal(&found, &grids[l], sizeof found);
+        }
+        bd_tensor *got = logits_of(models[k], x.d, NULL);
+        assert_memory_equal(got->data, want->data, bd_tensor_nbytes(want));
+        bd_tensor_free(got);
+        free(ls);
+    }
+    /* a second run would quantize the inputs twice */
+    bd_qlayer q2[2] = {0};
+    bd_bitprune_report r2;
+    const bd_bitprune_io io = {.train = x.d, .pp = &pp};
+    assert_int_equal(bd_bitprune_run(g, &o, &io, q2, &r2), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "activation quantizer already"));
+    for (int i = 0; i < nq; i++)
+        bd_qlayer_free(&q[i]);
+    free(q);
+    bd_graph_free(back);
+    bd_graph_free(g);
+    bd_tensor_free(want);
+    free(layers);
+    run_free(&x);
+}
+
 /* ---- bad input ----------------------------------------------------------------------- */
 
 static void test_bad_input_changes_nothing(void **state)
@@ -485,6 +856,31 @@ static void test_bad_input_changes_nothing(void **state)
     assert_int_equal(bd_bitprune_set(&o, "t", "lambda", "-1"), BD_EINVAL);
     assert_int_equal(bd_bitprune_set(&o, "t", "epochs", "3"), BD_OK); /* training's table */
     assert_int_equal(o.train.epochs, 3);
+    /* the activations' range: within 1..16, and only with activations */
+    assert_int_equal(bd_bitprune_set(&o, "t", "act_max_bits", "17"), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "act_max_bits"));
+    assert_int_equal(bd_bitprune_set(&o, "t", "act_min_bits", "0"), BD_EINVAL);
+    assert_int_equal(bd_bitprune_set(&o, "t", "activations", "1"), BD_OK);
+    assert_int_equal(o.activations, 1);
+    o = plain(1);
+    o.lambda = 1;
+    o.act_max_bits = 6; /* without activations=1 */
+    assert_int_equal(bd_bitprune_run(g, &o, &io, q, &r), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "activations=1"));
+    o.activations = 1;
+    o.act_max_bits = 17;
+    assert_int_equal(bd_bitprune_run(g, &o, &io, q, &r), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "activations' bit range 1..17"));
+    o.act_min_bits = 5;
+    o.act_max_bits = 3;
+    assert_int_equal(bd_bitprune_run(g, &o, &io, q, &r), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "activations' bit range 5..3"));
+    o.act_min_bits = 0;
+    o.act_max_bits = 0;
+    g->opset = 10; /* no Round for the saved file */
+    assert_int_equal(bd_bitprune_run(g, &o, &io, q, &r), BD_EUNSUPPORTED);
+    assert_non_null(strstr(bd_error_message(), "opset 10"));
+    g->opset = 13;
     for (int i = 0; i < g->nvalues; i++)
         if (g->values[i].init && g->values[i].init->dtype == BD_F32)
             assert_memory_equal(g->values[i].init->data, ref->values[i].init->data,
@@ -505,6 +901,12 @@ int main(void)
         cmocka_unit_test(test_costs_are_hand_counts),
         cmocka_unit_test(test_rounding_rule),
         cmocka_unit_test(test_codecs_have_the_rounded_bits),
+        cmocka_unit_test(test_act_quantizer_is_the_nodes_grid_at_integers),
+        cmocka_unit_test(test_act_gradients_finite_differences),
+        cmocka_unit_test(test_act_bits_gradient_in_training),
+        cmocka_unit_test(test_act_lambda_zero_keeps_large_lambda_drives_to_min),
+        cmocka_unit_test(test_act_ops_cost_is_a_hand_count),
+        cmocka_unit_test(test_act_nodes_carry_the_run),
         cmocka_unit_test(test_bad_input_changes_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -831,6 +831,17 @@ static void test_views(void **state)
     bd_tensor_free(din[0]);
     bd_tensor_free(out[0]);
     bd_graph_free(g);
+    /* Round: straight through, dy itself (its true derivative is 0) */
+    n = bd_test_node(&g, 13, "Round", 1, 1);
+    forward(g, n, &x, out, &saved, NULL);
+    assert_int_equal(bd_grad_backward(g, n, &x, out, &saved, dout, (unsigned char[]){1}, din,
+                                      NULL),
+                     BD_OK);
+    bd_test_assert_shape(din[0], 4, x->dims, "Round gradient");
+    assert_ptr_equal(din[0]->data, dout[0]->data);
+    bd_tensor_free(din[0]);
+    bd_tensor_free(out[0]);
+    bd_graph_free(g);
     bd_tensor *list[] = {x, dout[0], flat[0]};
     free_tensors(list, 3);
 }

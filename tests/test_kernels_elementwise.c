@@ -255,6 +255,7 @@ static double r_exp(double x, const float *p) { (void)p; return exp(x); }
 static double r_sqrt(double x, const float *p) { (void)p; return sqrt(x); }
 static double r_neg(double x, const float *p) { (void)p; return -x; }
 static double r_erf(double x, const float *p) { (void)p; return erf(x); }
+static double r_round(double x, const float *p) { (void)p; return nearbyint(x); }
 
 static const unary_case unary_cases[] = {
     {"Relu", -3, 3, 0, {0}, {0}, r_relu, {0}},
@@ -269,6 +270,7 @@ static const unary_case unary_cases[] = {
     {"Sqrt", 0, 9, 0, {0}, {0}, r_sqrt, {0}},
     {"Neg", -3, 3, 0, {0}, {0}, r_neg, {0}},
     {"Erf", -3, 3, 0, {0}, {0}, r_erf, {0}},
+    {"Round", -40, 40, 0, {0}, {0}, r_round, {0}},
 };
 
 static void test_unary(void **state)
@@ -316,6 +318,24 @@ static void test_neg_i64(void **state)
         assert_int_equal(y[i], -xd[i]);
     bd_tensor_free(out[0]);
     bd_tensor_free(x);
+    bd_graph_free(g);
+}
+
+/* ONNX's Round takes halves to the even neighbour, not away from zero */
+static void test_round_halves_to_even(void **state)
+{
+    (void)state;
+    static const float x[] = {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -2.5f, 2.49999f, 3.50001f, -7.0f};
+    static const float want[] = {0, 2, 2, -0.0f, -2, -2, 2, 4, -7};
+    enum { COUNT = sizeof x / sizeof x[0] };
+    bd_graph *g;
+    bd_node *n = bd_test_node(&g, 13, "Round", 1, 1);
+    bd_tensor *t = bd_test_tensor(BD_F32, DIMS(COUNT)), *out[1];
+    memcpy(t->data, x, sizeof x);
+    assert_int_equal(bd_op_run(g, n, &t, out), BD_OK);
+    assert_memory_equal(out[0]->data, want, sizeof want);
+    bd_tensor_free(out[0]);
+    bd_tensor_free(t);
     bd_graph_free(g);
 }
 
@@ -411,6 +431,7 @@ int main(void)
         cmocka_unit_test(test_binary_f32),    cmocka_unit_test(test_binary_i64),
         cmocka_unit_test(test_int_div_truncates), cmocka_unit_test(test_binary_errors),
         cmocka_unit_test(test_unary),         cmocka_unit_test(test_neg_i64),
+        cmocka_unit_test(test_round_halves_to_even),
         cmocka_unit_test(test_unary_errors),  cmocka_unit_test(test_clip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

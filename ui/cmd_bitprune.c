@@ -28,8 +28,10 @@ static void usage(void)
            "Learns a bit length for every layer (or output channel) by training with a\n"
            "penalty on the bits (docs/method.md, \"BitPruning\"), rounds them, fine-tunes\n"
            "at them and writes the compressed model, every layer an int codec of its\n"
-           "own bits. MODEL's layers must be float. Training's options set the\n"
-           "learning phase, with lr 0.01 by default (MODEL is trained already).\n\n"
+           "own bits. With --activations every layer's input learns its bit length too,\n"
+           "and the model quantizes it with Div, Round, Clip and Mul before the layer.\n"
+           "MODEL's layers must be float. Training's options set the learning phase,\n"
+           "with lr 0.01 by default (MODEL is trained already).\n\n"
            "  -o, --output FILE        where to write the compressed model (atomically)\n"
            "  --data SPEC              training images (default: the model's dataset, train)\n"
            "  --eval SPEC              evaluated after every epoch and at the end, on\n"
@@ -114,15 +116,23 @@ static void print_epoch(void *user, const bd_training_epoch *e, int epochs)
     cli_print_epoch(p->seen++ < p->learn ? "learn " : "tune ", e, epochs);
 }
 
-static void print_result(const bd_workspace *ws, const bd_bitprune_report *r)
+static void print_result(const bd_workspace *ws, const bd_bitprune_report *r, int acts)
 {
-    printf("\n%-26s %10s %8s %14s\n", "layer", "params", "learned", "bits");
+    printf("\n%-26s %10s %8s %14s", "layer", "params", "learned", "bits");
+    printf(acts ? " %10s %9s\n" : "\n", "act learned", "act bits");
     for (int j = 0; j < r->nlayers; j++) {
         const bd_bitprune_layer *l = &r->layers[j];
         char bits[48];
-        printf("%-26s %10lld %8.2f %14s\n", bd_ws_layer_at(ws, l->layer)->layer.name,
+        printf("%-26s %10lld %8.2f %14s", bd_ws_layer_at(ws, l->layer)->layer.name,
                (long long)l->params, l->learned, bd_cmd_bits_str(l, bits, sizeof bits));
+        if (acts)
+            printf(" %11.2f %9d\n", l->act_learned, l->act.bits);
+        else
+            printf("\n");
     }
+    if (acts)
+        printf("\nmean activation bits %.3f (per layer), %.2f bit-operations per MAC\n",
+               r->act_mean, r->bitops);
     bd_model_size size;
     bd_ws_size(ws, &size);
     printf("\nmean bits %.3f (memory-weighted), %.3f (per layer), learned %.3f, lambda %.4g\n"
@@ -154,7 +164,7 @@ static bd_status bitprune(bd_workspace *ws, const args *a, const char *data)
     bd_status s = bd_ws_bitprune(ws, &a->o, print_epoch, &seen, &r);
     cli_progress_clear();
     BD_TRY(s);
-    print_result(ws, &r);
+    print_result(ws, &r, a->o.activations);
     bd_bitprune_report_free(&r);
     bd_accuracy t = {0}, st = {0};
     if (bd_ws_data_spec(ws, BD_DATA_EVAL)) {

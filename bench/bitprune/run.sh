@@ -8,7 +8,9 @@
 # the same trained with that grid's fake quantization (QAT), and
 # size_budget's plans with PQ or every format, fine-tuned. Then
 # `bitdown bitprune` with the other three settings (memory cost per
-# channel, ops cost per layer and per channel). Every method gets the same
+# channel, ops cost per layer and per channel), and with the headline
+# setting (memory cost per layer) learning the activations' bit lengths
+# too (--activations; BD_BP_ACT_CONFIGS). Every method gets the same
 # training: STEPS steps of 128 images to learn, as many at the rounded bits.
 set -euo pipefail
 BIN=$1
@@ -20,6 +22,7 @@ TARGET=${BD_BP_TARGET:-4}
 STEPS=${BD_BP_STEPS:-150}  # learning steps; as many again at the rounded bits
 LR=${BD_BP_LR:-0.01}
 CONFIGS=${BD_BP_CONFIGS:-"memory:channel ops:layer ops:channel"}
+ACT_CONFIGS=${BD_BP_ACT_CONFIGS:-"memory:layer"}  # these with --activations too
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 unset OPENBLAS_CORETYPE
@@ -42,52 +45,67 @@ for m in ${run:+$MODELS}; do
   done
   sed -n "s/^bits_compare: BitPruning's bits per layer: /layers|$m|memory\/layer|/p" \
     "$TMP/compare.log" >>"$res"
-  for c in $CONFIGS; do
-    cost=${c%%:*} gran=${c##*:}
+  # COST:GRAIN, or COST:GRAIN:act with --activations
+  for c in $CONFIGS $(for a in $ACT_CONFIGS; do echo "$a:act"; done); do
+    cost=${c%%:*} rest=${c#*:}
+    gran=${rest%%:*} acts="" label=""
+    [ "$rest" = "$gran" ] || { acts=--activations; label=+act; }
     "$BIN" bitprune "$model" -o "$TMP/bp.onnx" --data fmnist:train --eval fmnist:test \
       --threads "$THREADS" --seed 1 --target-bits "$TARGET" --cost "$cost" \
       --granularity "$gran" --epochs 1 --steps "$STEPS" --finetune-epochs 1 --lr "$LR" \
-      --report "$TMP/bp.json" >"$TMP/bp.log"
-    /usr/bin/python3 - "$m" "$cost/$gran" "$TMP/bp.json" >>"$res" <<'PY'
+      $acts --report "$TMP/bp.json" >"$TMP/bp.log"
+    /usr/bin/python3 - "$m" "$cost/$gran$label" "$TMP/bp.json" >>"$res" <<'PY'
 import json, sys
 m, config, path = sys.argv[1:]
 d = json.load(open(path))
 t = d["totals"]
-print("row|%s|bitprune %s|%.2f|%.2f|%.3f|%.4f|%.1f" % (m, config, t["student"]["top1"],
-      t["teacher"]["top1"], t["mean_bits"], t["compressed_bytes"] / 2**20, t["ratio"]))
+acts = "%.2f" % t["mean_act_bits"] if "mean_act_bits" in t else "-"
+print("row|%s|bitprune %s|%.2f|%.2f|%.3f|%.4f|%.1f|%s" % (m, config, t["student"]["top1"],
+      t["teacher"]["top1"], t["mean_bits"], t["compressed_bytes"] / 2**20, t["ratio"], acts))
 print("layers|%s|%s|%s" % (m, config, ", ".join("%s %.2f" % (l["name"], l["bits_per_weight"])
       for l in d["layers"] if l.get("format") == "int")))
+if "mean_act_bits" in t:
+    print("acts|%s|%s|%s" % (m, config, ", ".join("%s %d" % (l["name"], l["act_bits"])
+          for l in d["layers"] if "act_bits" in l)))
 PY
   done
 done
 
 {
-  echo "Command: \`BD_BP_TARGET=$TARGET BD_BP_STEPS=$STEPS BD_BP_LR=$LR ./bd bench bitprune\` ($(date -u +%Y-%m-%d), $THREADS threads). Top-1 (%) on the 10 000 Fashion-MNIST test images. Each model: \`bitdown run --model M lua/policies/bits_compare.lua target_bits=$TARGET steps=$STEPS epochs=1 finetune_epochs=1 lr=$LR seed=1 tune_iters=$((2 * STEPS))\` (BitPruning with memory cost per layer: $STEPS steps of 128 images learning the bit lengths, $STEPS at the rounded bits; then at its size: PTQ, uniform int of the nearest bit length, every layer; QAT, $((2 * STEPS)) steps with that grid's fake quantization, then its weight fit; size_budget with PQ or every format as candidates, every layer, then $((2 * STEPS)) steps of codebook fine-tuning where PQ layers exist), then \`bitdown bitprune M --target-bits $TARGET --cost C --granularity G --epochs 1 --steps $STEPS --finetune-epochs 1 --lr $LR --seed 1\` for the other settings. *bits*: mean code bits per weight of the quantized layers, weighted by weights (the report's \`totals.mean_bits\`); *bits per layer*: the unweighted mean over BitPruning's layers; the policy quantizes every layer in every method (the first conv too), \`bitdown bitprune\` keeps the first conv float (the plan's default). Bits per layer are drawn in [bitprune_bits.svg](bitprune_bits.svg)."
+  echo "Command: \`BD_BP_TARGET=$TARGET BD_BP_STEPS=$STEPS BD_BP_LR=$LR ./bd bench bitprune\` ($(date -u +%Y-%m-%d), $THREADS threads). Top-1 (%) on the 10 000 Fashion-MNIST test images. Each model: \`bitdown run --model M lua/policies/bits_compare.lua target_bits=$TARGET steps=$STEPS epochs=1 finetune_epochs=1 lr=$LR seed=1 tune_iters=$((2 * STEPS))\` (BitPruning with memory cost per layer: $STEPS steps of 128 images learning the bit lengths, $STEPS at the rounded bits; then at its size: PTQ, uniform int of the nearest bit length, every layer; QAT, $((2 * STEPS)) steps with that grid's fake quantization, then its weight fit; size_budget with PQ or every format as candidates, every layer, then $((2 * STEPS)) steps of codebook fine-tuning where PQ layers exist), then \`bitdown bitprune M --target-bits $TARGET --cost C --granularity G --epochs 1 --steps $STEPS --finetune-epochs 1 --lr $LR --seed 1\` for the other settings, and with \`--activations\` for ${ACT_CONFIGS// /, } (+act: each quantized layer's input learns its bit length too). *bits*: mean code bits per weight of the quantized layers, weighted by weights (the report's \`totals.mean_bits\`); *bits per layer*: the unweighted mean over BitPruning's layers; *activation bits*: the mean over the layers of their inputs' bits (the report's \`totals.mean_act_bits\`); the policy quantizes every layer in every method (the first conv too), \`bitdown bitprune\` keeps the first conv float (the plan's default). Bits per layer are drawn in [bitprune_bits.svg](bitprune_bits.svg)."
   echo
   /usr/bin/python3 - "$res" "$ROOT/docs/bitprune_bits.svg" <<'PY'
 import sys
-rows, layers = [], []
+rows, layers, acts = [], [], []
 for line in open(sys.argv[1]):
     f = line.rstrip("\n").split("|")
-    if f[0] == "row":
-        rows.append(f[1:])
-    elif f[0] == "layers":
-        layers.append((f[1], f[2], [(p.rsplit(" ", 1)[0], float(p.rsplit(" ", 1)[1]))
-                                    for p in f[3].split(", ") if p]))
+    if f[0] == "row":  # the policy's rows have no activation bits
+        rows.append(f[1:8] + [f[8] if len(f) > 8 else "-"])
+    elif f[0] in ("layers", "acts"):
+        (layers if f[0] == "layers" else acts).append(
+            (f[1], f[2], [(p.rsplit(" ", 1)[0], float(p.rsplit(" ", 1)[1]))
+                          for p in f[3].split(", ") if p]))
 per_layer = {(m, c): sum(b for _, b in ls) / len(ls) for m, c, ls in layers if ls}
-print("| model | method | top-1 | teacher | Δ | bits | bits per layer | size (MB) | ratio |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-for m, method, top1, teacher, bits, mb, ratio in rows:
+print("| model | method | top-1 | teacher | Δ | bits | bits per layer | activation bits "
+      "| size (MB) | ratio |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for m, method, top1, teacher, bits, mb, ratio, act_bits in rows:
     config = method.split(" ")[1] if method.startswith("bitprune ") else None
     unweighted = per_layer.get((m, config))
-    print("| %s | %s | %s | %s | %+.2f | %s | %s | %s | %sx |" % (m, method, top1, teacher,
-          float(top1) - float(teacher), bits, "%.2f" % unweighted if unweighted else "-", mb,
-          ratio))
+    print("| %s | %s | %s | %s | %+.2f | %s | %s | %s | %s | %sx |" % (m, method, top1, teacher,
+          float(top1) - float(teacher), bits, "%.2f" % unweighted if unweighted else "-",
+          act_bits, mb, ratio))
 print()
 print("Learned bits per layer (per channel: the layer's mean):")
 print()
 for m, config, ls in layers:
     print("* %s %s: %s" % (m, config, ", ".join("%s %.2f" % x for x in ls)))
+if acts:
+    print()
+    print("Learned bits of each layer's input (+act):")
+    print()
+    for m, config, ls in acts:
+        print("* %s %s: %s" % (m, config, ", ".join("%s %d" % x for x in ls)))
 # the SVG: a panel per model, a line of bits per layer for each setting
 W, H, PAD = 560, 260, 44
 models = list(dict.fromkeys(m for m, _, _ in layers))

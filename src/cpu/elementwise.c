@@ -173,6 +173,8 @@ UNARY_RUN(sqrt_f32, float, sqrtf(x))
 UNARY_RUN(neg_f32, float, -x)
 UNARY_RUN(neg_i64, int64_t, wrap_sub(0, x))
 UNARY_RUN(erf_f32, float, erff(x))
+/* halves to even, as ONNX's Round (the default rounding mode) */
+UNARY_RUN(round_f32, float, nearbyintf(x))
 
 /* i64 is NULL for the ops that take float32 only. */
 static bd_status unary(const bd_node *n, const bd_tensor *x, bd_tensor **out, bd_k_run f32,
@@ -195,6 +197,7 @@ BD_KERNEL(bd_k_exp) { (void)g; return unary(n, in[0], out, exp_f32, NULL, NULL);
 BD_KERNEL(bd_k_sqrt) { (void)g; return unary(n, in[0], out, sqrt_f32, NULL, NULL); }
 BD_KERNEL(bd_k_neg) { (void)g; return unary(n, in[0], out, neg_f32, neg_i64, NULL); }
 BD_KERNEL(bd_k_erf) { (void)g; return unary(n, in[0], out, erf_f32, NULL, NULL); }
+BD_KERNEL(bd_k_round) { (void)g; return unary(n, in[0], out, round_f32, NULL, NULL); }
 
 BD_KERNEL(bd_k_leaky_relu)
 {

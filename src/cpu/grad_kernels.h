@@ -62,7 +62,8 @@ BD_GRAD(bd_g_maxpool);
 BD_GRAD(bd_g_averagepool);
 BD_GRAD(bd_g_global_averagepool);
 BD_GRAD(bd_g_global_maxpool);
-BD_GRAD(bd_g_reshape); /* Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout */
+/* Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout, Round (straight through) */
+BD_GRAD(bd_g_reshape);
 BD_GRAD(bd_g_transpose);
 BD_GRAD(bd_g_concat);
 BD_GRAD(bd_g_pad);

@@ -7,7 +7,8 @@
 #include "grad_kernels.h"
 
 /* Reshape, Flatten, Squeeze, Unsqueeze, Identity and Dropout (which drops
- * nothing yet) keep every element in place. */
+ * nothing yet) keep every element in place; Round passes its gradient
+ * straight through (grad.c). */
 BD_GRAD(bd_g_reshape)
 {
     const bd_tensor *x = a->in[0];
