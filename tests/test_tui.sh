@@ -281,6 +281,19 @@ wait_for plain 'Ankle boot' 30 || fail "no images on a vt100"
 T send-keys -t plain : quit Enter
 exited plain
 
+# The interactive demo (./bd demo at a terminal): the paper's ResNet-18 names
+# the photos in the images pane, when ../shared/models/ has it
+if [ -f ../shared/models/resnet18_bgd_small.onnx ]; then
+  start demo 120 40 "LANG=C.UTF-8 examples/tui_demo.sh '$BIN' '$TMP'"
+  wait_for demo 'images: list:examples/images/photos/photos\.txt' 60 ||
+    fail "the demo's images pane shows no photos"
+  shows demo 'T [0-9]+% tripod +T [0-9]+% tiger cat' "the demo does not name the photos"
+  T send-keys -t demo : quit Enter
+  exited demo
+else
+  echo "../shared/models/resnet18_bgd_small.onnx is not there: the ImageNet demo is not checked"
+fi
+
 # Without a terminal: the usage, and a refusal
 "$BIN" </dev/null >"$TMP/out" 2>&1
 [ $? = 2 ] && grep -q 'commands:' "$TMP/out" || fail "bitdown alone in a pipe: $(cat "$TMP/out")"
