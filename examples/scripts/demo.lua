@@ -116,6 +116,8 @@ print()
 print(("%-12s %-12s %-24s %s"):format("photo", "true", "teacher", "student"))
 for _, p in ipairs(list) do
   local r = bd.predict(photos .. p.file)
-  local function top(who) return ("%s (%.0f%%)"):format(names[who[1].class + 1], 100 * who[1].prob) end
+  local function top(who)
+    return ("%s (%.0f%%)"):format(names[who[1].class + 1], 100 * who[1].prob)
+  end
   print(("%-12s %-12s %-24s %s"):format(p.file, names[p.label + 1], top(r.teacher), top(r.student)))
 end

@@ -141,7 +141,9 @@ static int by_key(const void *a, const void *b)
     return x->index - y->index; /* ties keep graph order */
 }
 
-void tui_table_order(tui *t, int *order)
+/* The layers' indices in the table's order (order holds one per layer);
+ * under bd_ws_lock. */
+static void table_order(const tui *t, int *order)
 {
     int n = bd_ws_nlayers(t->ws);
     row_key *k = t->sort == SORT_GRAPH ? NULL : malloc((size_t)n * sizeof *k + 1);
@@ -190,7 +192,7 @@ void tui_table_move(tui *t, int delta)
     int n = bd_ws_nlayers(t->ws);
     int *order = malloc((size_t)n * sizeof *order + 1);
     if (order && n > 0) {
-        tui_table_order(t, order);
+        table_order(t, order);
         int r = row_of(order, n, t->sel);
         /* far moves (Home, End) must not overflow */
         int64_t to = (int64_t)(r < 0 ? 0 : r) + delta;
@@ -229,7 +231,7 @@ int tui_table_find(tui *t, const char *pattern, int from, int dir, int inclusive
     int n = bd_ws_nlayers(t->ws), found = -1;
     int *order = malloc((size_t)n * sizeof *order + 1);
     if (order && n > 0) {
-        tui_table_order(t, order);
+        table_order(t, order);
         int r = row_of(order, n, from);
         r = r < 0 ? 0 : r;
         for (int step = inclusive ? 0 : 1; step <= n && found < 0; step++) {
@@ -292,7 +294,7 @@ void tui_table_draw(tui *t, tui_rect r, int focused)
         tui_text(r.y, r.x, r.w, TS_ERROR, "out of memory");
         return;
     }
-    tui_table_order(t, order);
+    table_order(t, order);
     int sel_row = row_of(order, n, t->sel);
 
     /* Column widths: the name as wide as the longest, then drop columns

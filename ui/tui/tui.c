@@ -237,15 +237,16 @@ static void draw_key_bar(int y, int w)
         const char *keys, *what;
         int rank; /* 0 stays longest */
     } items[] = {
-        {"Enter", "quantize", 1}, {"A", "all", 4},      {"[ ]", "block d", 10},
-        {"k K", "centroids", 9},  {"u", "undo", 5},     {"e", "eval", 3},
-        {"f", "finetune", 8},     {"S", "sensitivity", 11}, {"/", "search", 6},
-        {"< >", "sort", 12},      {"s", "save", 7},     {":", "command", 2},
+        {"Enter", "quantize", 1}, {"A", "all", 4},  {"[ ]", "block d", 10},
+        {"k K", "centroids", 9},  {"u", "undo", 5}, {"e", "eval", 3},
+        {"f", "finetune", 8},     {"S", "sensitivity", 11},
+        {"/", "search", 6},       {"< >", "sort", 12},
+        {"s", "save", 7},         {":", "command", 2},
         {"?", "help", 0},         {"q", "quit", 0},
     };
     enum { N = sizeof items / sizeof items[0] };
     int shown[N] = {0}, used = 1;
-    for (int rank = 0; rank <= 12; rank++)
+    for (int rank = 0; rank < N; rank++)
         for (int i = 0; i < N; i++) {
             int iw = tui_text_width(items[i].keys) + 1 + tui_text_width(items[i].what) + 2;
             if (items[i].rank == rank && used + iw <= w) {
@@ -386,13 +387,13 @@ static void help_key(tui *t, int key)
 static void unknown_key(tui *t, int key)
 {
     char name[32];
+    const char *curses = key >= TUI_FKEY(0) ? keyname(key - TUI_FKEY(0)) : NULL;
     if (key >= TUI_FKEY(0))
-        snprintf(name, sizeof name, "%s", keyname(key - TUI_FKEY(0)) ? keyname(key - TUI_FKEY(0))
-                                                                      : "?");
+        snprintf(name, sizeof name, "%s", curses ? curses : "?");
     else if (key < 32)
         snprintf(name, sizeof name, "Ctrl-%c", key + 64);
     else if (key == 127)
-        snprintf(name, sizeof name, "Delete");
+        snprintf(name, sizeof name, "Backspace");
     else {
         mbstate_t st;
         memset(&st, 0, sizeof st);

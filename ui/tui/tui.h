@@ -127,11 +127,8 @@ void tui_selected_name(tui *t, char *buf, size_t cap);
 
 /* The layer table, under bd_ws_lock; keeps the selection in view. */
 void tui_table_draw(tui *t, tui_rect r, int focused);
-/* What the table is sorted by, for messages: "size (largest first)". */
+/* What the table is sorted by, for messages: "stored size (largest first)". */
 const char *tui_sort_name(tui_sort s);
-/* The layers' indices in the table's order (order holds one per layer);
- * under bd_ws_lock. */
-void tui_table_order(tui *t, int *order);
 /* Moves the selection delta rows in the table's order, within the table;
  * takes bd_ws_lock. */
 void tui_table_move(tui *t, int delta);
