@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The batch demo (./bd demo): what bitdown shows of a model, its accuracy on
-# real data, and its predictions on real images.
+# A tour of the one-shot commands: what bitdown shows of a model, its accuracy on
+# real data, and its predictions on real images. Usage: examples/demo.sh BITDOWN.
 set -euo pipefail
 BIN=$1
 cd "$(dirname "$0")/.."
@@ -13,11 +13,11 @@ step "$BIN" predict "$MODEL" examples/images/fmnist_test_0000_ankle_boot.png \
   examples/images/fmnist_test_0002_trouser.png examples/images/fmnist_test_0013_dress.png
 
 # The paper's own compressed ResNet-18 on real photographs, when the shared
-# models and Debian's python3-skimage photos are there.
+# models are there.
 R18=../shared/models/resnet18_bgd_small.onnx
-PHOTOS=/usr/lib/python3/dist-packages/skimage/data
-if [ -f "$R18" ] && [ -f "$PHOTOS/chelsea.png" ]; then
-  step "$BIN" predict "$R18" "$PHOTOS/chelsea.png" "$PHOTOS/coffee.png" \
+PHOTOS=examples/images/photos
+if [ -f "$R18" ]; then
+  step "$BIN" predict "$R18" "$PHOTOS/chelsea.jpg" "$PHOTOS/coffee.jpg" \
     --classes ../shared/models/imagenet_classes.txt --resize 256 --crop 224 \
     --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --rgb --top 3
 fi

@@ -144,6 +144,7 @@ static bd_status cmd_bitprune(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_reset(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_undo(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_eval(bd_cmd_ctx *ctx, const call *c);
+static bd_status cmd_sensitivity(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_predict(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_size(bd_cmd_ctx *ctx, const call *c);
 static bd_status cmd_save(bd_cmd_ctx *ctx, const call *c);
@@ -314,6 +315,19 @@ static const command commands[] = {
       "default: as set with 'data eval'). The teacher's result is remembered.",
       BD_ARG_NONE, NULL, n_key, {NULL}},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_eval},
+    {{"sensitivity", "sensitivity [GLOB|all] [n=N]",
+      "the top-1 each layer loses when it alone is quantized",
+      "For each layer matching GLOB (default all: the plan's), how many points of\n"
+      "top-1 the model loses when that layer alone is quantized by its plan. The\n"
+      "student with every layer at its float weight (the teacher, unless training\n"
+      "changed its other parameters) is evaluated on the first N evaluation images\n"
+      "(default 1000, or fewer as set with 'data eval'); then each layer in turn is\n"
+      "quantized as 'quantize' would quantize it (the calibration data, EM's\n"
+      "settings, the seed) and the model evaluated again. Changes nothing: the\n"
+      "layers, their plans and the undo history stay as they are (the TUI shows\n"
+      "the drops in its table until a plan changes). Ctrl-C cancels.",
+      BD_ARG_LAYER, all_word, n_key, {NULL}},
+     {BD_ARG_NONE, NULL}, 0, 1, 1, cmd_sensitivity},
     {{"predict", "predict IMAGE", "top-5 classes of teacher and student for an image",
       "Runs teacher and student on a JPEG or PNG file, preprocessed as the model\n"
       "says, and prints each one's five likeliest classes.",
@@ -1083,6 +1097,33 @@ static bd_status cmd_eval(bd_cmd_ctx *ctx, const call *c)
     return BD_OK;
 }
 
+static bd_status cmd_sensitivity(bd_cmd_ctx *ctx, const call *c)
+{
+    long long n = 0;
+    BD_TRY(opt_whole(c, "n", 1, 1LL << 40, &n));
+    bd_sensitivity_report r;
+    BD_TRY(bd_ws_sensitivity(ctx->ws, c->npos ? c->pos[0] : NULL, n, &r));
+    out(ctx, "float model top1 %.2f%% (%lld images); each layer alone quantized:\n",
+        r.reference.top1, (long long)r.reference.n);
+    int most = 0;
+    for (int j = 0; j < r.n; j++) {
+        const bd_sensitivity *m = &r.layers[j];
+        const bd_ws_layer *l = bd_ws_layer_at(ctx->ws, m->layer);
+        bd_layer_plan p = bd_ws_plan_of(l);
+        p.quantize = 1;
+        char plan[96], err[32];
+        bd_plan_describe(&p, plan, sizeof plan);
+        out(ctx, "%s: %s, top1 %.2f%%, drop %.2f points, rel error %s\n", l->layer.name, plan,
+            m->top1, m->drop, bd_cmd_error_str(m->rel_error, err, sizeof err));
+        if (m->drop > r.layers[most].drop)
+            most = j;
+    }
+    out(ctx, "most sensitive: %s (%.2f points)\n",
+        bd_ws_layer_at(ctx->ws, r.layers[most].layer)->layer.name, r.layers[most].drop);
+    bd_sensitivity_report_free(&r);
+    return BD_OK;
+}
+
 static void print_prediction(bd_cmd_ctx *ctx, const char *who, const bd_prediction *p)
 {
     for (int j = 0; j < p->k; j++) {
@@ -1186,7 +1227,7 @@ static bd_status cmd_help(bd_cmd_ctx *ctx, const call *c)
     }
     out(ctx, "commands:\n");
     for (int i = 0; i < NCOMMANDS; i++)
-        out(ctx, "  %-9s %s\n", commands[i].info.name, commands[i].info.summary);
+        out(ctx, "  %-11s %s\n", commands[i].info.name, commands[i].info.summary);
     out(ctx, "'help COMMAND' describes one. Globs match layer names: layer3.*, *conv1.\n");
     return BD_OK;
 }

@@ -170,6 +170,8 @@ static void drop_model(bd_workspace *ws)
     ws->nbp_epochs = ws->bp_room = 0;
     memset(&ws->bp_live, 0, sizeof ws->bp_live);
     ws->bitpruned = ws->bitpruning = 0;
+    free(ws->sens);
+    ws->sens = NULL;
 }
 
 void bd_ws_free(bd_workspace *ws)
@@ -535,11 +537,14 @@ static void student_changed(bd_workspace *ws, int i)
         bd_calib_changed(ws->calib, ws->layers[i].layer.node);
 }
 
+static void sensitivity_stale(bd_workspace *ws);
+
 static void invalidate_all(bd_workspace *ws)
 {
     ws->student_acc.valid = 0;
     if (ws->calib)
         bd_calib_changed(ws->calib, -1);
+    sensitivity_stale(ws); /* the float model changed */
 }
 
 /* Exchanges the layers' float sources with those step u holds. */
@@ -852,22 +857,28 @@ static bd_status device_execs(bd_workspace *ws, const bd_progress *p, int *on)
     return BD_OK;
 }
 
+/* A calibration cache of graph g (the student, or a copy of it) with the
+ * workspace's calibration data and settings. */
+static bd_status calib_new(bd_workspace *ws, const bd_progress *p, bd_graph *g, bd_calib **c)
+{
+    bd_dataset *d = NULL;
+    BD_TRY(data_of(ws, BD_DATA_CALIB, &d));
+    bd_calib_options co = {.images = ws->n[BD_DATA_CALIB], .batch = ws->batch,
+                           .seed = ws->seed,
+                           .device = ws->device_cannot ? NULL : ws->device};
+    bd_status s = bd_calib_new(c, g, d, &co);
+    if (s != BD_OK && co.device) {
+        BD_TRY(cpu_instead(ws, p, s));
+        co.device = NULL;
+        s = bd_calib_new(c, g, d, &co);
+    }
+    return s;
+}
+
 static bd_status calib_of(bd_workspace *ws, const bd_progress *p, bd_calib **c)
 {
-    if (!ws->calib) {
-        bd_dataset *d = NULL;
-        BD_TRY(data_of(ws, BD_DATA_CALIB, &d));
-        bd_calib_options co = {.images = ws->n[BD_DATA_CALIB], .batch = ws->batch,
-                               .seed = ws->seed,
-                               .device = ws->device_cannot ? NULL : ws->device};
-        bd_status s = bd_calib_new(&ws->calib, ws->student, d, &co);
-        if (s != BD_OK && co.device) {
-            BD_TRY(cpu_instead(ws, p, s));
-            co.device = NULL;
-            s = bd_calib_new(&ws->calib, ws->student, d, &co);
-        }
-        BD_TRY(s);
-    }
+    if (!ws->calib)
+        BD_TRY(calib_new(ws, p, ws->student, &ws->calib));
     *c = ws->calib;
     return BD_OK;
 }
@@ -1791,6 +1802,185 @@ bd_status bd_ws_save(bd_workspace *ws, const char *path, int decoded)
     BD_TRY(bd_ws_export(ws, &out));
     bd_status s = bd_onnx_save(out, path);
     bd_graph_free(out);
+    return s;
+}
+
+/* ---- sensitivity ------------------------------------------------------------------ */
+
+/* A layer's last measure and the plan it was measured with. */
+struct sensitivity_entry {
+    int measured, stale;
+    bd_sensitivity s;
+    bd_layer_plan plan;
+};
+
+static void sensitivity_stale(bd_workspace *ws)
+{
+    for (int i = 0; ws->sens && i < ws->nlayers; i++)
+        ws->sens[i].stale = 1;
+}
+
+/* Whether two plans give a layer the same codebook: the format's settings
+ * and the objective (the quantize flag and the note do not count). */
+static int same_fit(const bd_layer_plan *a, const bd_layer_plan *b)
+{
+    if (a->format != b->format || a->objective != b->objective)
+        return 0;
+    if (a->format == BD_FMT_INT)
+        return a->ints.bits == b->ints.bits && a->ints.per_channel == b->ints.per_channel &&
+               a->ints.symmetric == b->ints.symmetric;
+    return a->d == b->d && a->k == b->k;
+}
+
+int bd_ws_last_sensitivity(const bd_workspace *ws, int i, bd_sensitivity *s, int *stale)
+{
+    if (!ws->sens || i < 0 || i >= ws->nlayers || !ws->sens[i].measured)
+        return 0;
+    const struct sensitivity_entry *e = &ws->sens[i];
+    bd_layer_plan now = bd_ws_plan_of(&ws->layers[i]);
+    if (s)
+        *s = e->s;
+    if (stale)
+        *stale = e->stale || !same_fit(&e->plan, &now);
+    return 1;
+}
+
+void bd_sensitivity_report_free(bd_sensitivity_report *r)
+{
+    free(r->layers);
+    memset(r, 0, sizeof *r);
+}
+
+/* One step of the measure (the float model's evaluation, then each
+ * layer's quantization and evaluation) reports as a step of the whole. */
+typedef struct sensitivity_step {
+    const bd_progress *outer;
+    char what[BD_LAYER_NAME_MAX + 32];
+    int step, steps;
+} sensitivity_step;
+
+static void sensitivity_progress(void *user, const char *stage, int64_t done, int64_t total,
+                                 const char *message, double metric)
+{
+    const sensitivity_step *st = user;
+    char msg[BD_LAYER_NAME_MAX + 256];
+    if (total > 0)
+        snprintf(msg, sizeof msg, "%s: %s %lld/%lld", st->what, stage, (long long)done,
+                 (long long)total);
+    else
+        snprintf(msg, sizeof msg, "%s: %s %s", st->what, stage, message ? message : "");
+    if (st->outer->fn)
+        st->outer->fn(st->outer->user, "sensitivity", st->step, st->steps, msg, metric);
+}
+
+/* Quantizes layer l of copy (every layer float) by its plan, evaluates
+ * copy, and puts the layer's float weight back. */
+static bd_status measure_layer(bd_workspace *ws, int i, bd_graph *copy, bd_calib *calib,
+                               bd_exec *ex, bd_dexec *dx, const bd_dataset *eval, int64_t n,
+                               const bd_progress *progress, bd_sensitivity *out)
+{
+    const bd_ws_layer *l = &ws->layers[i];
+    bd_quantize_options o = options_of(ws, l, 0);
+    bd_qlayer q;
+    BD_TRY(bd_quantize_layer(calib, copy, &l->layer, ws->original[i], &o, progress, &q));
+    out->layer = i;
+    out->rel_error = q.rel_error;
+    bd_qlayer_free(&q);
+    bd_accuracy a;
+    bd_status s = accuracy(ex, dx, eval, n, ws->batch, progress, &a);
+    bd_tensor *w = copy->values[l->layer.weight].init;
+    memcpy(w->data, ws->original[i]->data, bd_tensor_nbytes(w));
+    bd_calib_changed(calib, l->layer.node);
+    out->top1 = a.top1;
+    return s;
+}
+
+/* Remembers the measures for bd_ws_last_sensitivity. */
+static bd_status sensitivity_keep(bd_workspace *ws, const bd_sensitivity *m, int count)
+{
+    struct sensitivity_entry *e = ws->sens;
+    if (!e && !(e = calloc((size_t)ws->nlayers + 1, sizeof *e)))
+        return bd_fail(BD_ENOMEM, "out of memory");
+    bd_ws_lock(ws);
+    ws->sens = e;
+    for (int j = 0; j < count; j++) {
+        struct sensitivity_entry *x = &e[m[j].layer];
+        x->measured = 1;
+        x->stale = 0;
+        x->s = m[j];
+        x->plan = bd_ws_plan_of(&ws->layers[m[j].layer]);
+    }
+    bd_ws_unlock(ws);
+    return BD_OK;
+}
+
+bd_status bd_ws_sensitivity(bd_workspace *ws, const char *glob, int64_t n,
+                            bd_sensitivity_report *report)
+{
+    memset(report, 0, sizeof *report);
+    int *idx, count;
+    BD_TRY(select_layers(ws, glob, 1, &idx, &count));
+    bd_progress progress = start_op(ws);
+    bd_dataset *eval = NULL;
+    bd_graph *copy = NULL;
+    bd_exec *ex = NULL;
+    bd_dexec *dx = NULL;
+    bd_calib *calib = NULL;
+    bd_accuracy ref = {0};
+    bd_sensitivity *m = calloc((size_t)count, sizeof *m);
+    bd_status s = m ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    for (int j = 0; s == BD_OK && j < count; j++)
+        s = bd_plan_check(&ws->layers[idx[j]].layer, ws->layers[idx[j]].d,
+                          ws->layers[idx[j]].k);
+    if (s == BD_OK)
+        s = data_of(ws, BD_DATA_EVAL, &eval);
+    if (s == BD_OK && n <= 0) {
+        int64_t set = bd_ws_data_n(ws, BD_DATA_EVAL);
+        n = set > 0 && set < BD_SENSITIVITY_IMAGES ? set : BD_SENSITIVITY_IMAGES;
+    }
+    /* the student with every layer float: quantizing one layer of it is
+     * the one change measured */
+    if (s == BD_OK)
+        s = bd_graph_clone(&copy, ws->student);
+    for (int i = 0; s == BD_OK && i < ws->nlayers; i++) {
+        bd_tensor *w = copy->values[ws->layers[i].layer.weight].init;
+        memcpy(w->data, ws->original[i]->data, bd_tensor_nbytes(w));
+    }
+    if (s == BD_OK)
+        s = bd_exec_new(&ex, copy, BD_EXEC_FUSE);
+    if (s == BD_OK && ws->device && !ws->device_cannot &&
+        (s = bd_dexec_new(ws->device, copy, &dx)) != BD_OK) {
+        dx = NULL;
+        s = cpu_instead(ws, &progress, s);
+    }
+    if (s == BD_OK)
+        s = calib_new(ws, &progress, copy, &calib);
+    sensitivity_step st = {&progress, "the float model", 0, count + 1};
+    bd_progress inner = {sensitivity_progress, &st, progress.cancel};
+    if (s == BD_OK)
+        s = accuracy(ex, dx, eval, n, ws->batch, &inner, &ref);
+    for (int j = 0; s == BD_OK && j < count; j++) {
+        snprintf(st.what, sizeof st.what, "%s (%d of %d)", ws->layers[idx[j]].layer.name, j + 1,
+                 count);
+        st.step = j + 1;
+        s = measure_layer(ws, idx[j], copy, calib, ex, dx, eval, n, &inner, &m[j]);
+        m[j].drop = ref.top1 - m[j].top1;
+    }
+    if (s == BD_OK)
+        s = sensitivity_keep(ws, m, count);
+    if (s == BD_OK) {
+        bd_progress_report(&progress, "sensitivity", count + 1, count + 1, "done", 0);
+        report->reference = ref;
+        report->n = count;
+        report->layers = m;
+        m = NULL;
+    }
+    bd_calib_free(calib); /* it runs the copy: it goes first */
+    bd_dexec_free(dx);
+    bd_exec_free(ex);
+    bd_graph_free(copy);
+    free(m);
+    free(idx);
     return s;
 }
 

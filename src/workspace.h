@@ -298,6 +298,46 @@ void bd_ws_size(const bd_workspace *ws, bd_model_size *out);
  * the same model. */
 bd_status bd_ws_save(bd_workspace *ws, const char *path, int decoded);
 
+/* ---- sensitivity ---------------------------------------------------------------- */
+
+/* How many evaluation images a sensitivity measure uses unless told. */
+enum { BD_SENSITIVITY_IMAGES = 1000 };
+
+typedef struct bd_sensitivity {
+    int layer;        /* its index */
+    double top1;      /* percent, with this layer alone quantized */
+    double drop;      /* points: the float model's top-1 minus top1 */
+    double rel_error; /* of the layer's fit */
+} bd_sensitivity;
+
+typedef struct bd_sensitivity_report {
+    bd_accuracy reference; /* the float model's */
+    int n;
+    bd_sensitivity *layers; /* n, in graph order */
+} bd_sensitivity_report;
+
+/* What quantizing each matching layer (NULL/"all": the plan's) costs on its
+ * own: a copy of the student with every layer at its float weight is
+ * evaluated (the reference: the teacher's top-1 unless training, or
+ * fine-tuning of biases and BatchNorm, changed the student's other
+ * parameters), then, one layer at a time, that layer is quantized by its
+ * plan as 'quantize' would quantize it (calibration data, EM settings,
+ * seed) and the copy evaluated again; the drop is the difference in top-1.
+ * n evaluation images (0: BD_SENSITIVITY_IMAGES, at most what the
+ * evaluation data holds). The layers, their plans, the student and the
+ * undo history stay as they are; only the results are remembered
+ * (bd_ws_last_sensitivity). Cancelled or failed: nothing remembered.
+ * Free the report with bd_sensitivity_report_free. */
+bd_status bd_ws_sensitivity(bd_workspace *ws, const char *glob, int64_t n,
+                            bd_sensitivity_report *report);
+void bd_sensitivity_report_free(bd_sensitivity_report *r);
+/* The last measure of layer i, for display (call under bd_ws_lock from
+ * another thread): 0 when none was taken since the model was loaded; else
+ * *s gets it and *stale is set when it no longer holds: the layer's plan
+ * changed since, or training (or fine-tuning of biases and BatchNorm, or
+ * undoing either) changed the float model. */
+int bd_ws_last_sensitivity(const bd_workspace *ws, int i, bd_sensitivity *s, int *stale);
+
 /* ---- crash safety ----------------------------------------------------------------- */
 
 /* Keeps a checkpoint at path (NULL: none): after every finished layer of a

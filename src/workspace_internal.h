@@ -108,6 +108,9 @@ struct bd_workspace {
     int nbp_epochs, bp_room;
     bd_bitprune_live bp_live;
     double *bp_bits;
+    /* the last sensitivity measure of each layer (bd_ws_last_sensitivity):
+     * nlayers entries, NULL until the first measure */
+    struct sensitivity_entry *sens;
     /* progress */
     bd_progress_fn progress_fn;
     void *progress_user;

@@ -141,8 +141,8 @@ static void test_complete_commands(void **state)
     assert_int_equal(g.n, 2);
     assert_true(has(&g, "quantize") && has(&g, "quit"));
     assert_int_equal(complete(NULL, "help se", &g), BD_ARG_COMMAND);
-    assert_int_equal(g.n, 2);
-    assert_true(has(&g, "set") && has(&g, "seed"));
+    assert_int_equal(g.n, 3);
+    assert_true(has(&g, "set") && has(&g, "seed") && has(&g, "sensitivity"));
     assert_int_equal(complete(NULL, "frobnicate x", &g), BD_ARG_NONE);
     assert_int_equal(g.n, 0);
 }
@@ -292,6 +292,47 @@ static void test_needs_model(void **state)
     bd_ws_free(ws);
 }
 
+/* ---- a command end to end: sensitivity --------------------------------------------- */
+
+typedef struct printed {
+    char text[4096];
+    size_t used;
+} printed;
+
+static void print_into(void *user, const char *text)
+{
+    printed *p = user;
+    p->used += (size_t)snprintf(p->text + p->used, sizeof p->text - p->used, "%s", text);
+    assert_true(p->used < sizeof p->text);
+}
+
+/* 'sensitivity' reports each matching layer's drop, the most sensitive one,
+ * refuses bad options, and changes nothing the undo history would know. */
+static void test_sensitivity(void **state)
+{
+    printed out = {"", 0};
+    bd_cmd_ctx ctx = {.ws = *state, .print = print_into, .user = &out};
+    assert_int_equal(bd_cmd_exec(&ctx, "data calib fmnist:train n=128"), BD_OK);
+    expect_refusal(&ctx, "sensitivity n=0", "sensitivity: n wants a whole number from 1");
+    expect_refusal(&ctx, "sensitivity k=2", "sensitivity: unknown option 'k' (it takes n)");
+    expect_refusal(&ctx, "sensitivity nothing*", "sensitivity: no layer matches 'nothing*'");
+    assert_int_equal(bd_cmd_exec(&ctx, "set fc k=2"), BD_OK);
+    out.used = 0;
+    out.text[0] = '\0';
+    assert_int_equal(bd_cmd_exec(&ctx, "sensitivity 'layer3.0.conv[12]' n=200"), BD_OK);
+    const char *want[] = {
+        "float model top1 ", "% (200 images); each layer alone quantized:\n",
+        "\nlayer3.0.conv1: d=9 k=256 objective=feedback, top1 ", "\nlayer3.0.conv2: d=9 k=256",
+        "\nmost sensitive: layer3.0.conv"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(out.text, want[i]))
+            fail_msg("the output lacks '%s':\n%s", want[i], out.text);
+    assert_null(strstr(out.text, "fc:")); /* only the layers the glob matches */
+    const bd_ws_layer *fc = bd_ws_layer_at(ctx.ws, bd_ws_layer_index(ctx.ws, "fc"));
+    assert_int_equal(fc->k, 2);
+    assert_string_equal(bd_ws_undo_label(ctx.ws), "set fc");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -305,6 +346,7 @@ int main(void)
         cmocka_unit_test(test_table),
         cmocka_unit_test_setup_teardown(test_refusals, setup_ws, teardown_ws),
         cmocka_unit_test(test_needs_model),
+        cmocka_unit_test_setup_teardown(test_sensitivity, setup_ws, teardown_ws),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

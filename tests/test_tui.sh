@@ -72,6 +72,7 @@ wait_for tui '^ +2 +[0-9.]+ +[0-9.]+% +[0-9.]+% ' || fail "the training pane lac
 shows tui 'training: 2 of 2 epochs done' "the training pane's title"
 shows tui 'noise none' "the training pane does not say the noise"
 shows tui 'eval top-1 by epoch' "the training pane has no top-1 curve"
+# Q is q's twin: it asks the same question
 keys Q
 wait_for tui 'the trained weights are not saved: quit without saving' ||
   fail "Q did not ask about the unsaved training"
@@ -118,10 +119,13 @@ keys u
 wait_for tui 'undid: bitprune' || fail "u did not undo bitprune"
 wait_for tui '^ ready' || fail "an undo step is left after undoing bitprune"
 
-# Quantize the second layer: its row turns quantized with an error, the header's size changes
-keys Down q
+# The key bar says in words what the main keys do
+shows tui '^ Enter quantize +A all .* / search .* \? help +q quit' "the key bar"
+# Enter quantizes the second layer: its row turns quantized with an error, the
+# header's size changes
+keys Down Enter
 wait_for tui '^ layer1\.0\.conv1 .* 0\.[0-9]{4} +quantized' 30 ||
-  fail "q did not quantize layer1.0.conv1"
+  fail "Enter did not quantize layer1.0.conv1"
 r=$(ratio)
 [ -n "$r" ] && [ "$r" != "ratio 1.00x" ] || fail "the header's ratio after quantizing: '$r'"
 shows tui 'EM objective' "the detail pane shows no EM curve"
@@ -159,15 +163,67 @@ keys i
 wait_for tui "$ROW +- +int8 " || fail "i did not make the layer int8"
 keys k
 wait_for tui "$ROW +- +int7 " || fail "k did not take a bit off the int layer"
-keys q
-wait_for tui "$ROW +- +int7 +7 .* quantized" 60 || fail "q did not quantize the int7 layer"
+keys Enter
+wait_for tui "$ROW +- +int7 +7 .* quantized" 60 || fail "Enter did not quantize the int7 layer"
 keys u i
 wait_for tui "$ROW +9 +32 " || fail "u and i did not restore d=9 k=32"
+
+# An unknown key says how to find the keys
+keys z
+wait_for tui "unknown key 'z': \? lists the keys" || fail "z gave no hint"
+
+# '/' finds a layer as its name is typed, from the selection on; n and N go
+# on to the next and previous match, round the table; Esc goes back to
+# where the search began; a pattern nothing matches says so
+detail() { wait_for tui "detail: ${1//./\\.} " || fail "$2"; }
+keys / conv2
+detail layer1.0.conv2 "'/conv2' did not select layer1.0.conv2"
+keys Enter n
+detail layer2.0.conv2 "n did not go on to layer2.0.conv2"
+keys n n
+detail layer1.0.conv2 "n twice more did not come round to layer1.0.conv2"
+keys N
+detail layer3.0.conv2 "N did not go back to layer3.0.conv2"
+keys / zzz
+wait_for tui "no layer matches 'zzz'" || fail "'/zzz' did not say it matches nothing"
+keys Escape
+detail layer3.0.conv2 "Esc did not put the selection back"
+keys / '*down*.0' Enter
+detail layer2.0.downsample.0 "the glob '*down*.0' did not select layer2.0.downsample.0"
+keys / layer1.0.conv1 Enter
+detail layer1.0.conv1 "'/layer1.0.conv1' did not select it"
+
+# S measures each planned layer's top-1 drop alone quantized (on the 50
+# evaluation images set above); a plan change marks the layer's '?', and the
+# plan back makes it hold again
+keys S
+wait_for tui 'most sensitive: ' 120 || fail "S did not measure the sensitivity"
+SENS='-?[0-9]+\.[0-9]{2}'
+wait_for tui "^ layer3\.0\.conv2 .* $SENS +- +float" || fail "no top-1 drop for layer3.0.conv2"
+shows tui '^ conv1 .* - +- +float skip' "the skipped conv1 has a top-1 drop"
+keys k
+wait_for tui "$ROW +9 +16 .* $SENS\? +- +float" || fail "k did not make the drop stale"
+keys K
+wait_for tui "$ROW +9 +32 .* $SENS +- +float" || fail "K did not make the drop hold again"
+
+# '>' sorts the table by the next column (its title marked), the selection
+# on the same layer; '<' goes back to graph order
+first_row() { awk '/^ layer +op/ { getline; print $1; exit }' "$TMP/screen"; }
+keys '>'
+wait_for tui 'size KB▼' || fail "'>' did not sort by size"
+[ "$(first_row)" = layer3.0.conv2 ] || fail "sorted by size, the first row is '$(first_row)'"
+detail layer1.0.conv1 "sorting moved the selection off layer1.0.conv1"
+keys '>' '>' '>'
+wait_for tui 'top1 drop▼' || fail "three more '>' did not sort by the top-1 drop"
+keys '<' '<' '<' '<'
+wait_for tui 'the table in graph order' || fail "'<' did not come back to graph order"
+[ "$(first_row)" = conv1 ] || fail "in graph order, the first row is '$(first_row)'"
 
 # The help lists every key
 keys '?'
 wait_for tui "type ':help' for the command language" || fail "? shows no help"
 for what in 'move the selection' 'turn the page' 'focus the next' 'quantize the selected layer' \
+  'find a layer by name' 'next / previous layer' 'sort the table' 'quantized alone' \
   'quantize all' 'd: previous / next divisor' 'k: halve / double' 'format: PQ' 'objective:' \
   "take or skip" \
   'reset the selected layer' 'undo the last change' 'evaluate teacher' 'save the compressed' \
@@ -188,11 +244,11 @@ wait_for tui 'too small' || fail "no 'too small' at 12x3"
 T resize-window -t tui -x 120 -y 40
 wait_for tui 'images: fmnist:test' 30 || fail "no images pane back at 120x40"
 
-# Unsaved work: Q asks; 'n' stays; saving to a path typed at the prompt clears it
+# Unsaved work: q asks; 'n' stays; saving to a path typed at the prompt clears it
+keys Enter
+wait_for tui '^ layer1\.0\.conv1 .* quantized' 30 || fail "Enter did not quantize again"
 keys q
-wait_for tui '^ layer1\.0\.conv1 .* quantized' 30 || fail "q did not quantize again"
-keys Q
-wait_for tui 'not saved: quit without saving' || fail "Q did not ask about unsaved work"
+wait_for tui 'not saved: quit without saving' || fail "q did not ask about unsaved work"
 keys n
 wait_for tui '\[unsaved\]' || fail "'n' did not keep the TUI"
 keys s
@@ -211,8 +267,8 @@ wait_for tui 'cancelled: :quantize all' 30 || fail "Esc did not cancel"
 n=$(grep -cE '^ [a-z0-9.]+ .*\] .* quantized *$' "$TMP/screen")
 [ "$n" = 1 ] || fail "after cancelling, $n layers are quantized (expected the 1 saved one)"
 
-# Q quits at once when the work is saved
-keys Q
+# q quits at once when the work is saved
+keys q
 exited tui
 
 # 'bitdown' alone opens the TUI on the example; a plain terminal without
@@ -224,6 +280,19 @@ T send-keys -t plain Tab Tab
 wait_for plain 'Ankle boot' 30 || fail "no images on a vt100"
 T send-keys -t plain : quit Enter
 exited plain
+
+# The interactive demo (./bd demo at a terminal): the paper's ResNet-18 names
+# the photos in the images pane, when ../shared/models/ has it
+if [ -f ../shared/models/resnet18_bgd_small.onnx ]; then
+  start demo 120 40 "LANG=C.UTF-8 examples/tui_demo.sh '$BIN' '$TMP'"
+  wait_for demo 'images: list:examples/images/photos/photos\.txt' 60 ||
+    fail "the demo's images pane shows no photos"
+  shows demo 'T [0-9]+% tripod +T [0-9]+% tiger cat' "the demo does not name the photos"
+  T send-keys -t demo : quit Enter
+  exited demo
+else
+  echo "../shared/models/resnet18_bgd_small.onnx is not there: the ImageNet demo is not checked"
+fi
 
 # Without a terminal: the usage, and a refusal
 "$BIN" </dev/null >"$TMP/out" 2>&1

@@ -4,6 +4,7 @@
  * and without quantized layers, and BitPruning with its undo and refusals. */
 #include "bd_test.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -676,6 +677,108 @@ static void test_bitprune(void **state)
     bd_ws_free(ws);
 }
 
+/* Cancels a sensitivity measure at its second layer. */
+static void cancel_at_second_layer(void *user, const char *stage, int64_t done, int64_t total,
+                                   const char *message, double metric)
+{
+    (void)total;
+    (void)message;
+    (void)metric;
+    if (strcmp(stage, "sensitivity") == 0 && done == 2)
+        bd_ws_cancel(user);
+}
+
+/* The sensitivity measure: a layer at k=2 loses more top-1 alone than one
+ * at k=256, the workspace is as it was (plans, states, errors, the student,
+ * the undo steps), a cancelled measure remembers nothing, and a plan
+ * change or training makes a measure stale. */
+static void test_sensitivity(void **state)
+{
+    (void)state;
+    bd_workspace *ws = open_ws();
+    assert_int_equal(bd_ws_data(ws, BD_DATA_EVAL, "fmnist:test", 0), BD_OK);
+    assert_int_equal(bd_ws_quantize(ws, "fc", 5), BD_OK);
+    bd_ws_change c = BD_PLAN_CHANGE_NONE;
+    c.k = 2;
+    assert_int_equal(bd_ws_set(ws, "layer2.0.conv1", &c), BD_OK);
+    int coarse = bd_ws_layer_index(ws, "layer2.0.conv1");
+    int fine = bd_ws_layer_index(ws, "layer3.0.conv1");
+    assert_int_equal(bd_ws_layer_at(ws, fine)->k, 256);
+
+    int n = bd_ws_nlayers(ws);
+    bd_ws_layer before[16];
+    assert_true(n <= 16);
+    for (int i = 0; i < n; i++)
+        before[i] = *bd_ws_layer_at(ws, i);
+    uint64_t student = student_hash(ws);
+
+    /* cancelled: nothing remembered, nothing changed */
+    bd_sensitivity_report r;
+    bd_ws_on_progress(ws, cancel_at_second_layer, ws);
+    assert_int_equal(bd_ws_sensitivity(ws, "layer[23].0.conv1", 400, &r), BD_ECANCELED);
+    bd_ws_on_progress(ws, NULL, NULL);
+    assert_int_equal(r.n, 0);
+    assert_false(bd_ws_last_sensitivity(ws, coarse, NULL, NULL));
+
+    assert_int_equal(bd_ws_sensitivity(ws, "layer[23].0.conv1", 400, &r), BD_OK);
+    assert_int_equal(r.n, 2);
+    assert_int_equal(r.reference.n, 400);
+    assert_int_equal(r.layers[0].layer, coarse); /* graph order */
+    assert_int_equal(r.layers[1].layer, fine);
+    for (int j = 0; j < 2; j++) {
+        assert_true(r.layers[j].rel_error > 0 && r.layers[j].rel_error < 1);
+        assert_true(fabs(r.reference.top1 - r.layers[j].top1 - r.layers[j].drop) < 1e-9);
+    }
+    if (!(r.layers[0].drop > r.layers[1].drop + 5))
+        fail_msg("k=2 drops %.2f points, k=256 %.2f", r.layers[0].drop, r.layers[1].drop);
+    assert_true(r.layers[1].drop < 2);
+
+    /* the workspace is as it was */
+    assert_int_equal(student_hash(ws), student);
+    for (int i = 0; i < n; i++) {
+        const bd_ws_layer *l = bd_ws_layer_at(ws, i);
+        assert_int_equal(l->state, before[i].state);
+        assert_int_equal(l->format, before[i].format);
+        assert_int_equal(l->d, before[i].d);
+        assert_int_equal(l->k, before[i].k);
+        assert_int_equal(l->quantize, before[i].quantize);
+        assert_true(l->q.rel_error == before[i].q.rel_error);
+        assert_ptr_equal(l->q.codes, before[i].q.codes);
+    }
+    char what[160];
+    assert_int_equal(bd_ws_undo(ws, what, sizeof what), BD_OK);
+    assert_string_equal(what, "set layer2.0.conv1");
+    assert_int_equal(bd_ws_undo(ws, what, sizeof what), BD_OK);
+    assert_string_equal(what, "quantize fc");
+    assert_int_not_equal(bd_ws_undo(ws, what, sizeof what), BD_OK);
+
+    /* what a display reads: the undo put layer2.0.conv1's plan back to
+     * k=64, so its measure is stale; layer3.0.conv1's holds; fc has none */
+    bd_sensitivity m;
+    int stale = -1;
+    assert_true(bd_ws_last_sensitivity(ws, coarse, &m, &stale));
+    assert_true(stale);
+    assert_true(m.drop == r.layers[0].drop);
+    assert_true(bd_ws_last_sensitivity(ws, fine, &m, &stale));
+    assert_false(stale);
+    assert_false(bd_ws_last_sensitivity(ws, bd_ws_layer_index(ws, "fc"), NULL, NULL));
+    bd_sensitivity_report_free(&r);
+
+    /* training changes the float model: every measure is stale */
+    bd_training_options o;
+    bd_training_options_init(&o);
+    assert_int_equal(bd_opt_set(bd_training_opts, &o, "t", "steps", "1"), BD_OK);
+    assert_int_equal(bd_opt_set(bd_training_opts, &o, "t", "batch", "8"), BD_OK);
+    assert_int_equal(bd_opt_set(bd_training_opts, &o, "t", "eval_n", "8"), BD_OK);
+    assert_int_equal(bd_ws_train(ws, &o, NULL, NULL, NULL), BD_OK);
+    assert_true(bd_ws_last_sensitivity(ws, fine, NULL, &stale));
+    assert_true(stale);
+    /* a glob that matches nothing is refused */
+    assert_int_not_equal(bd_ws_sensitivity(ws, "nothing*", 0, &r), BD_OK);
+    assert_non_null(strstr(bd_error_message(), "no layer matches 'nothing*'"));
+    bd_ws_free(ws);
+}
+
 static void test_settings(void **state)
 {
     (void)state;
@@ -713,6 +816,7 @@ int main(void)
         cmocka_unit_test(test_train_quantized),
         cmocka_unit_test(test_bitprune),
         cmocka_unit_test(test_settings),
+        cmocka_unit_test(test_sensitivity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,10 +1,15 @@
 -- The batch demo (./bd demo when stdout is not a terminal; or
--- `bitdown run examples/scripts/demo.lua [MODEL]`): a Fashion-MNIST ResNet
--- compressed with the paper's small blocks, told in plain output: its
--- layers, the quantization, teacher against student, fine-tuning of the
--- centroids, the size, predictions on sample images, and a save.
+-- `bitdown run examples/scripts/demo.lua [MODEL [IMAGENET_MODEL]]`): a
+-- Fashion-MNIST ResNet compressed with the paper's small blocks, told in
+-- plain output: its layers, the quantization, teacher against student,
+-- fine-tuning of the centroids, the size, predictions on sample images, and
+-- a save. Then the paper's own ResNet-18 (IMAGENET_MODEL, by default
+-- ../shared/models/resnet18_bgd_small.onnx beside the project, with
+-- imagenet_classes.txt in its folder) quantized again and naming the photos
+-- of examples/images/photos/; skipped, saying so, when it is not there.
 local root = arg[0]:match("^(.*)/examples/scripts/[^/]*$") or "."
 local model = arg[1] or root .. "/examples/fmnist/resnet_bn.onnx"
+local imagenet = arg[2] or root .. "/../shared/models/resnet18_bgd_small.onnx"
 
 local function heading(text) print("\n== " .. text) end
 
@@ -67,3 +72,52 @@ os.remove(tmp)
 print(("a standard ONNX file of %d bytes (codes -> Gather(fp16 centroids) -> weight);"):format(
   bytes))
 print("any ONNX runtime runs it, and bitdown loads it back to go on working")
+
+heading("the paper's own ResNet-18 (ImageNet) names photographs")
+local classes = (imagenet:match("^(.*/)") or "") .. "imagenet_classes.txt"
+local function readable(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+if not readable(imagenet) or not readable(classes) then
+  print(("skipped: %s or %s is not there (the weights published with the paper,"):format(
+    imagenet, classes))
+  print("decoded into torchvision's ResNet-18; see README.md, 'The bundled examples')")
+  return
+end
+local names = {}
+for line in io.lines(classes) do names[#names + 1] = line end
+local photos = root .. "/examples/images/photos/"
+local list = {}
+for line in io.lines(photos .. "photos.txt") do
+  local file, label = line:match("^(%S+)%s+(%d+)$")
+  list[#list + 1] = {file = file, label = tonumber(label)}
+end
+
+bd.load(imagenet)
+print(imagenet .. ": weights that are the paper's PQ codes and centroids, decoded")
+-- a plain PyTorch export: ImageNet's preprocessing is given here (`bitdown
+-- annotate --preset imagenet` writes it into a copy instead)
+bd.data("calib", "list:" .. photos .. "photos.txt", {color = "rgb", resize = 256, crop = 224,
+  mean = "0.485,0.456,0.406", std = "0.229,0.224,0.225"})
+bd.regime("small")
+local worst, count = 0, 0
+for _, l in ipairs(bd.quantize{}) do
+  worst = math.max(worst, l.rel_error)
+  count = count + 1
+end
+local z = bd.size()
+print(("quantized again with small blocks (k = 256), calibrated on the %d photos: %d layers,"):
+  format(#list, count))
+print(("the largest rel error %.4f: the codebooks come back; %.2f MB fp32 -> %.3f MB (%.1fx)"):
+  format(worst, z.fp32_mb, z.compressed_mb, z.ratio))
+print()
+print(("%-12s %-12s %-24s %s"):format("photo", "true", "teacher", "student"))
+for _, p in ipairs(list) do
+  local r = bd.predict(photos .. p.file)
+  local function top(who)
+    return ("%s (%.0f%%)"):format(names[who[1].class + 1], 100 * who[1].prob)
+  end
+  print(("%-12s %-12s %-24s %s"):format(p.file, names[p.label + 1], top(r.teacher), top(r.student)))
+end

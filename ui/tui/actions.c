@@ -376,11 +376,11 @@ static void act_move(tui *t, int key)
         break;
     default:
         if (!sideways) { /* a layer to look at: its detail */
-            t->sel += delta;
+            tui_table_move(t, delta);
             t->codebook_first = 0;
             t->side = SIDE_DETAIL;
         }
-        break; /* the table clamps the selection, knowing how many layers */
+        break;
     }
 }
 
@@ -397,6 +397,30 @@ static void act_quit(tui *t, int key)
     tui_request_quit(t);
 }
 
+static void act_search(tui *t, int key)
+{
+    (void)key;
+    tui_search_open(t);
+}
+
+static void act_search_next(tui *t, int key)
+{
+    tui_search_next(t, key == 'N' ? -1 : 1);
+}
+
+/* The selection stays on its layer, wherever the new order puts it. */
+static void act_sort(tui *t, int key)
+{
+    t->sort = (tui_sort)((t->sort + (key == '<' ? SORT_COUNT - 1 : 1)) % SORT_COUNT);
+    tui_log_addf(&t->log, TS_NORMAL, "the table in %s", tui_sort_name(t->sort));
+}
+
+static void act_sensitivity(tui *t, int key)
+{
+    (void)key;
+    tui_run_command(t, "sensitivity");
+}
+
 static const tui_binding bindings[] = {
     {"Up Down PgUp PgDn Home End",
      "move the selection, or scroll the focused pane",
@@ -411,7 +435,10 @@ static const tui_binding bindings[] = {
      "focus the next / previous pane: layers, detail, images, log",
      {TUI_TAB, TUI_FKEY(KEY_BTAB)},
      act_focus},
-    {"q", "quantize the selected layer with its d and k", {'q'}, act_quantize},
+    {"Enter",
+     "quantize the selected layer by its plan (its d and k, or its int bits)",
+     {'\r', '\n', TUI_FKEY(KEY_ENTER)},
+     act_quantize},
     {"A", "quantize all the layers the plan takes, in graph order", {'A'}, act_quantize_all},
     {"[ ]  - +",
      "d: previous / next divisor of the layer's row length",
@@ -435,6 +462,20 @@ static const tui_binding bindings[] = {
      act_train},
     {"T", "show the training pane (or bitprune's, whichever ran last) / the layer's detail",
      {'T'}, act_train_pane},
+    {"S",
+     "measure the top-1 each planned layer loses quantized alone (':help sensitivity')",
+     {'S'},
+     act_sensitivity},
+    {"/",
+     "find a layer by name (part of it, or a glob: layer3.*); Enter keeps it, Esc goes back",
+     {'/'},
+     act_search},
+    {"n N", "the next / previous layer the last '/' pattern matches", {'n', 'N'}, act_search_next},
+    {"< >",
+     "sort the table by the previous / next column: graph order, size, rel err, bits/w, "
+     "top1 drop, name",
+     {'<', '>'},
+     act_sort},
     {"s", "save the compressed model (asks where)", {'s'}, act_save},
     {":",
      "command line: Up/Down history, Tab completes, ':help' lists commands",
@@ -443,7 +484,8 @@ static const tui_binding bindings[] = {
     {"Esc Ctrl-C", "cancel the running work and what is queued", {TUI_ESC, TUI_CTRL_C}, act_cancel},
     {"Ctrl-L", "redraw the screen", {TUI_CTRL_L}, act_redraw},
     {"?", "this help", {'?'}, act_help},
-    {"Q", "quit (asks first when quantization or training work is unsaved)", {'Q'}, act_quit},
+    {"q Q", "quit (asks first when quantization or training work is unsaved)", {'q', 'Q'},
+     act_quit},
 };
 
 const tui_binding *tui_bindings(int *n)

@@ -280,6 +280,11 @@ tui_line_result tui_cmdline_key(tui_cmdline *c, int key, bd_workspace *ws, char 
     return LINE_EDITING;
 }
 
+void tui_cmdline_text(const tui_cmdline *c, char *out, size_t cap)
+{
+    narrow(c->buf, c->len, out, cap);
+}
+
 int tui_cmdline_draw(const tui_cmdline *c, int y, int x, int w)
 {
     if (c->hint[0]) {

@@ -36,6 +36,8 @@ void tui_cmdline_open(tui_cmdline *c, const char *prompt, const char *text, int 
 /* Handles a key; on LINE_DONE out holds the line (UTF-8) and it joins the
  * history. Completion reads the workspace under bd_ws_lock. */
 tui_line_result tui_cmdline_key(tui_cmdline *c, int key, bd_workspace *ws, char *out, size_t cap);
+/* The line as typed so far (UTF-8). */
+void tui_cmdline_text(const tui_cmdline *c, char *out, size_t cap);
 /* Draws the hint on row y - 1 and the line on row y; returns the cursor's
  * column. */
 int tui_cmdline_draw(const tui_cmdline *c, int y, int x, int w);

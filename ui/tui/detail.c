@@ -171,7 +171,7 @@ void tui_detail_draw(tui *t, tui_rect r, int focused)
 
     const bd_qlayer *q = &l->q;
     if (l->state == BD_STATE_FLOAT || q->k <= 0) {
-        text_line(r, &y, TS_DIM, "float: 'q' quantizes it with this plan");
+        text_line(r, &y, TS_DIM, "float: Enter quantizes it with this plan");
         return;
     }
     char other[64] = "";

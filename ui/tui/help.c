@@ -8,6 +8,9 @@ static const char *const notes[] = {
     "",
     "The table shows each layer's plan (d, k; '*' when it differs from the codebook in use)",
     "and what the layer is now: bits per weight, stored size, relative output error, state.",
+    "top1 drop: the top-1 points the model loses with that layer alone quantized by its plan,",
+    "once measured (S); '?' after it: measured with another plan, or before training.",
+    "The marked title is the column the table is sorted by ('<' '>').",
     "Everything here is also a command: type ':help' for the command language.",
 };
 

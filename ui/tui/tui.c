@@ -229,10 +229,45 @@ static void draw_progress(tui *t, int y, int w, const char *undo)
         tui_textf(y, x, w - x, TS_DIM, "  (+%d queued)", p.queued);
 }
 
+/* The keys most worth knowing, in words, as many as fit in w columns:
+ * the most useful first, shown in the order of the work. */
+static void draw_key_bar(int y, int w)
+{
+    static const struct {
+        const char *keys, *what;
+        int rank; /* 0 stays longest */
+    } items[] = {
+        {"Enter", "quantize", 1}, {"A", "all", 4},  {"[ ]", "block d", 10},
+        {"k K", "centroids", 9},  {"u", "undo", 5}, {"e", "eval", 3},
+        {"f", "finetune", 8},     {"S", "sensitivity", 11},
+        {"/", "search", 6},       {"< >", "sort", 12},
+        {"s", "save", 7},         {":", "command", 2},
+        {"?", "help", 0},         {"q", "quit", 0},
+    };
+    enum { N = sizeof items / sizeof items[0] };
+    int shown[N] = {0}, used = 1;
+    for (int rank = 0; rank < N; rank++)
+        for (int i = 0; i < N; i++) {
+            int iw = tui_text_width(items[i].keys) + 1 + tui_text_width(items[i].what) + 2;
+            if (items[i].rank == rank && used + iw <= w) {
+                shown[i] = 1;
+                used += iw;
+            }
+        }
+    tui_blank(y, 0, w, TS_HEADER);
+    int x = 1;
+    for (int i = 0; i < N; i++)
+        if (shown[i]) {
+            x += tui_text(y, x, w - x, TS_ACCENT, items[i].keys);
+            x += tui_textf(y, x, w - x, TS_HEADER, " %s  ", items[i].what);
+        }
+}
+
 static void draw_bottom(tui *t, int y, int w)
 {
     switch (t->mode) {
     case MODE_COMMAND:
+    case MODE_SEARCH:
     case MODE_SAVE: {
         int cx = tui_cmdline_draw(&t->line, y, 0, w);
         curs_set(1);
@@ -244,11 +279,12 @@ static void draw_bottom(tui *t, int y, int w)
         tui_text(y, 1, w - 1, TS_WARN, t->question);
         break;
     default:
-        tui_blank(y, 0, w, TS_HEADER);
-        tui_text(y, 0, w, TS_HEADER,
-                 t->help ? " Up/Down scroll the help, any other key closes it"
-                         : " q quantize  A all  [ ] d  k K k  r reset  u undo  e eval  f tune  "
-                           "t train  s save  Tab pane  : command  ? help  Q quit");
+        if (t->help) {
+            tui_blank(y, 0, w, TS_HEADER);
+            tui_text(y, 0, w, TS_HEADER, " Up/Down scroll the help, any other key closes it");
+        } else {
+            draw_key_bar(y, w);
+        }
         break;
     }
     curs_set(0);
@@ -347,11 +383,32 @@ static void help_key(tui *t, int key)
         t->help_top = 0;
 }
 
+/* "unknown key 'x': ? lists the keys", the key named as it was typed. */
+static void unknown_key(tui *t, int key)
+{
+    char name[32];
+    const char *curses = key >= TUI_FKEY(0) ? keyname(key - TUI_FKEY(0)) : NULL;
+    if (key >= TUI_FKEY(0))
+        snprintf(name, sizeof name, "%s", curses ? curses : "?");
+    else if (key < 32)
+        snprintf(name, sizeof name, "Ctrl-%c", key + 64);
+    else if (key == 127)
+        snprintf(name, sizeof name, "Backspace");
+    else {
+        mbstate_t st;
+        memset(&st, 0, sizeof st);
+        size_t len = wcrtomb(name, (wchar_t)key, &st);
+        name[len == (size_t)-1 ? 0 : len] = '\0';
+    }
+    tui_log_addf(&t->log, TS_WARN, "unknown key '%s': ? lists the keys", name);
+}
+
 static void handle_key(tui *t, int key)
 {
     switch (t->mode) {
     case MODE_COMMAND:
     case MODE_SAVE: edit_key(t, key); break;
+    case MODE_SEARCH: tui_search_key(t, key); break;
     case MODE_QUIT:
         t->mode = MODE_KEYS;
         if (key == 'y' || key == 'Y')
@@ -360,8 +417,8 @@ static void handle_key(tui *t, int key)
     default:
         if (t->help)
             help_key(t, key);
-        else
-            tui_dispatch(t, key);
+        else if (!tui_dispatch(t, key))
+            unknown_key(t, key);
         break;
     }
 }

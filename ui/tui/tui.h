@@ -22,8 +22,20 @@ typedef enum tui_mode {
     MODE_KEYS,    /* keys are bindings */
     MODE_COMMAND, /* the ':' line */
     MODE_SAVE,    /* the save prompt's path */
+    MODE_SEARCH,  /* the '/' prompt: a layer name to find */
     MODE_QUIT     /* "quit without saving?" */
 } tui_mode;
+
+/* The orders of the layer table ('<' and '>' cycle through them). */
+typedef enum tui_sort {
+    SORT_GRAPH = 0,
+    SORT_SIZE,
+    SORT_ERROR,
+    SORT_BITS,
+    SORT_SENSITIVITY,
+    SORT_NAME,
+    SORT_COUNT
+} tui_sort;
 
 enum { TUI_TRAIN_SAMPLES = 256 };
 
@@ -62,7 +74,10 @@ typedef struct tui {
     int quit;
     tui_mode mode;
     tui_pane focus;
-    int sel, top;           /* the selected layer, the first row shown */
+    int sel, top;           /* the selected layer (its index), the first row shown */
+    tui_sort sort;          /* the table's order of rows */
+    char search[TUI_LINE_MAX * 4 + 1]; /* the last '/' pattern, which n and N look for */
+    int search_from;        /* the selected layer when '/' was pressed */
     int help, help_top;     /* the help is shown, scrolled to help_top */
     int log_back;           /* log lines scrolled back */
     int codebook_first;     /* first centroid shown in the detail pane */
@@ -112,10 +127,29 @@ void tui_selected_name(tui *t, char *buf, size_t cap);
 
 /* The layer table, under bd_ws_lock; keeps the selection in view. */
 void tui_table_draw(tui *t, tui_rect r, int focused);
+/* What the table is sorted by, for messages: "stored size (largest first)". */
+const char *tui_sort_name(tui_sort s);
+/* Moves the selection delta rows in the table's order, within the table;
+ * takes bd_ws_lock. */
+void tui_table_move(tui *t, int delta);
+/* The first layer whose name matches pattern (a glob when it has * ? or [,
+ * else a substring, either case) in the table's order from the row of
+ * layer `from` (itself included when `inclusive`), going dir (+1 or -1)
+ * and round; -1 when none does. Takes bd_ws_lock. */
+int tui_table_find(tui *t, const char *pattern, int from, int dir, int inclusive);
 /* The selected layer's detail, under bd_ws_lock. */
 void tui_detail_draw(tui *t, tui_rect r, int focused);
 /* The help over r; returns the lines it has, for scrolling. */
 int tui_help_draw(tui *t, tui_rect r);
+
+/* ---- search.c: '/' and n N --------------------------------------------------- */
+
+/* Opens the '/' prompt. */
+void tui_search_open(tui *t);
+/* A key typed at the '/' prompt: the selection follows the first match. */
+void tui_search_key(tui *t, int key);
+/* The next (dir +1) or previous (-1) layer matching the last pattern. */
+void tui_search_next(tui *t, int dir);
 
 /* ---- train.c: the training pane ------------------------------------------- */
 
