@@ -138,6 +138,16 @@ keys 'n=200' Enter
 wait_for tui 'student top-?1 [0-9.]+%' 60 || fail "':eval n=200' printed no student top-1"
 shows tui 'teacher top-?1 [0-9.]+%' "':eval n=200' printed no teacher top-1"
 shows tui 'top-1 teacher [0-9.]+%' "the header shows no teacher top-1"
+# F: the frontier pane has the evaluation as a point at its size, listed
+# with the teacher; F again brings the layer's detail back
+keys F
+wait_for tui 'frontier: top-1 against stored size, [0-9]+ evaluations?' ||
+  fail "F did not show the frontier pane"
+shows tui '◆ +0\.[0-9]+ MB +[0-9.]+x +top-1 +[0-9.]+% +quantize layer1\.0\.conv1' \
+  "the frontier does not list the quantized student's evaluation"
+shows tui 'T +0\.2992 MB +1\.00x +top-1 +[0-9.]+% +the teacher' "the frontier does not list the teacher"
+keys F
+wait_for tui 'detail: layer1\.0\.conv1 ' || fail "F did not bring the detail back"
 # History: Up brings the line back
 keys : Up
 wait_for tui '^:eval n=200' || fail "Up did not recall the last command"

@@ -312,6 +312,12 @@ static void act_train_pane(tui *t, int key)
     t->side = t->side != SIDE_DETAIL ? SIDE_DETAIL : t->run_side;
 }
 
+static void act_frontier_pane(tui *t, int key)
+{
+    (void)key;
+    t->side = t->side != SIDE_FRONTIER ? SIDE_FRONTIER : SIDE_DETAIL;
+}
+
 static void act_save(tui *t, int key)
 {
     (void)key;
@@ -462,6 +468,8 @@ static const tui_binding bindings[] = {
      act_train},
     {"T", "show the training pane (or bitprune's, whichever ran last) / the layer's detail",
      {'T'}, act_train_pane},
+    {"F", "show the frontier: top-1 against size of every evaluation ('e') / the layer's detail",
+     {'F'}, act_frontier_pane},
     {"S",
      "measure the top-1 each planned layer loses quantized alone (':help sensitivity')",
      {'S'},

@@ -319,6 +319,8 @@ static void frame(tui *t)
             tui_train_draw(t, l.detail, t->focus == PANE_DETAIL);
         else if (t->side == SIDE_BITPRUNE)
             tui_bitprune_draw(t, l.detail, t->focus == PANE_DETAIL);
+        else if (t->side == SIDE_FRONTIER)
+            tui_frontier_draw(t, l.detail, t->focus == PANE_DETAIL);
         else
             tui_detail_draw(t, l.detail, t->focus == PANE_DETAIL);
         if (l.images.h > 0) /* the border between detail and images */

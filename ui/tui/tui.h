@@ -53,7 +53,7 @@ typedef struct tui_train_view {
 } tui_train_view;
 
 /* What the detail pane's place shows: the selected layer, or a run. */
-typedef enum tui_side { SIDE_DETAIL = 0, SIDE_TRAIN, SIDE_BITPRUNE } tui_side;
+typedef enum tui_side { SIDE_DETAIL = 0, SIDE_TRAIN, SIDE_BITPRUNE, SIDE_FRONTIER } tui_side;
 
 /* A layer as it was when the model was last loaded or saved, to tell
  * whether quitting would lose work. */
@@ -168,6 +168,12 @@ void tui_epoch_rows(tui_rect r, int *y, const bd_training_epoch *e, int n);
 /* The last BitPruning run, under bd_ws_lock: per layer a bar of its bit
  * length, the mean bits, lambda, the size, the epochs. */
 void tui_bitprune_draw(tui *t, tui_rect r, int focused);
+
+/* ---- frontier.c: the size / top-1 frontier pane ------------------------------- */
+
+/* Every evaluation of the student as a point of size against top-1, the
+ * teacher's, and the points no other beats on both, under bd_ws_lock. */
+void tui_frontier_draw(tui *t, tui_rect r, int focused);
 
 /* Formats bytes as MB with four significant digits. */
 const char *tui_mb(int64_t bytes, char *buf, size_t cap);
