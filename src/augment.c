@@ -56,9 +56,8 @@ void bd_augment_describe(const bd_augment *a, char *buf, size_t cap)
     char crop[16] = "";
     if (a->pad)
         snprintf(crop, sizeof crop, "crop=%d", a->pad);
-    snprintf(buf, cap, "%s%s%s%s%s", crop, a->pad && a->resized ? "," : "",
-             a->resized ? "rrc" : "", (a->pad || a->resized) && a->flip ? "," : "",
-             a->flip ? "flip" : "");
+    snprintf(buf, cap, "%s%s%s%s", crop, a->resized ? "rrc" : "",
+             (a->pad || a->resized) && a->flip ? "," : "", a->flip ? "flip" : "");
 }
 
 /* Bilinear sample of plane p (h x w) at (y, x), edges clamped. */

@@ -249,7 +249,9 @@ static const command commands[] = {
       "fp32 counted) runs the size_budget policy (lua/policies/size_budget.lua),\n"
       "which picks each planned layer's d and k, bits or fp32 to meet it with the\n"
       "least error and quantizes them: one target at a time, no GLOB, no tune.\n"
-      "One undo step; Ctrl-C cancels and leaves every layer as it was.",
+      "One undo step; Ctrl-C cancels and leaves every layer as it was (a target:\n"
+      "the policy's changes of the plan are undo steps of their own, kept when\n"
+      "Ctrl-C cancels its quantization).",
       BD_ARG_LAYER, all_word, NULL, &bd_quantize_op},
      {BD_ARG_NONE, NULL}, 0, 1, 1, cmd_quantize},
     {{"finetune", "finetune [GLOB|all] [key=value ...]",

@@ -253,8 +253,10 @@ static void range_and_default(const bd_opt *o, const void *defaults, char *buf, 
         snprintf(value, sizeof value, "%s", strcmp(value, "1") == 0 ? "on" : "off");
     if (value[0])
         snprintf(buf, cap, " [%s%sdefault %s]", range, range[0] ? ", " : "", value);
+    else if (range[0])
+        snprintf(buf, cap, " [%s]", range);
     else
-        snprintf(buf, cap, range[0] ? " [%s]" : "", range);
+        buf[0] = '\0';
 }
 
 void bd_opt_op_help(const bd_opt_op *op, int cli, char *buf, size_t cap)

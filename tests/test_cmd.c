@@ -307,6 +307,64 @@ static void test_refusals(void **state)
     assert_int_equal(ctx.quit, 1);
 }
 
+/* ---- option tables: values as text, help with ranges and defaults ---------------- */
+
+static void expect_text(const bd_opt_op *op, void *opts, const char *key, const char *want)
+{
+    size_t at;
+    const bd_opt *o = bd_opt_op_find(op, key, &at);
+    char got[128];
+    assert_non_null(o);
+    bd_opt_value(o, (char *)opts + at, got, sizeof got);
+    assert_string_equal(got, want);
+}
+
+static void test_option_values_and_help(void **state)
+{
+    (void)state;
+    /* a value's text is the shortest that reads back, and reads back */
+    bd_training_options t;
+    bd_training_options_init(&t);
+    expect_text(&bd_training_op, &t, "lr", "0.1");
+    expect_text(&bd_training_op, &t, "div", "10");
+    expect_text(&bd_training_op, &t, "wd", "0.0005");
+    expect_text(&bd_training_op, &t, "schedule", "cosine");
+    expect_text(&bd_training_op, &t, "quant_noise", "none");
+    expect_text(&bd_training_op, &t, "augment", "");
+    assert_int_equal(bd_opt_op_set(&bd_training_op, &t, "t", "augment", "crop=4,flip"), BD_OK);
+    expect_text(&bd_training_op, &t, "augment", "crop=4,flip");
+    bd_quantize_run r;
+    bd_quantize_run_init(&r);
+    expect_text(&bd_quantize_op, &r, "tol", "0.0001");
+    assert_int_equal(bd_opt_op_set(&bd_quantize_op, &r, "q", "target_mb", "0.05"), BD_OK);
+    expect_text(&bd_quantize_op, &r, "target_mb", "0.05");
+    assert_true(r.target_mb == 0.05);
+    /* BitPruning's training keys land in its .train, with its own lr */
+    bd_bitprune_options b;
+    bd_bitprune_options_init(&b);
+    expect_text(&bd_bitprune_op, &b, "lr", "0.01");
+    assert_int_equal(bd_opt_op_set(&bd_bitprune_op, &b, "b", "epochs", "3"), BD_OK);
+    assert_int_equal(b.train.epochs, 3);
+    /* help: each entry's range and its default from the defaults function */
+    char help[16384];
+    bd_opt_op_help(&bd_finetune_op, 0, help, sizeof help);
+    assert_non_null(strstr(help, "  iters=N "));
+    assert_non_null(strstr(help, "[1..100000000, default 200]\n"));
+    assert_non_null(strstr(help, "[1e-12..1000, default 0.01]\n"));
+    assert_non_null(strstr(help, "[default global]\n"));
+    assert_non_null(strstr(help, "  bias=0|1 "));
+    assert_non_null(strstr(help, "[default off]\n"));
+    bd_opt_op_help(&bd_bitprune_op, 1, help, sizeof help);
+    assert_non_null(strstr(help, "  --max-bits N "));
+    assert_non_null(strstr(help, "  --lr X ")); /* training's, with BitPruning's default */
+    assert_non_null(strstr(help, "[1e-12..1000, default 0.01]\n"));
+    /* an unknown key lists them all, over both tables */
+    assert_int_equal(bd_opt_op_set(&bd_bitprune_op, &b, "bitprune", "nope", "1"), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "bitprune: unknown option 'nope' (it takes "
+                                               "target_bits, target_mb, "));
+    assert_non_null(strstr(bd_error_message(), ", eval_quantized or eval_n)"));
+}
+
 static void test_needs_model(void **state)
 {
     (void)state;
@@ -331,6 +389,7 @@ int main(void)
         cmocka_unit_test(test_table),
         cmocka_unit_test_setup_teardown(test_refusals, setup_ws, teardown_ws),
         cmocka_unit_test(test_needs_model),
+        cmocka_unit_test(test_option_values_and_help),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
