@@ -1,13 +1,11 @@
 #include "bd_lua.h"
 
-#include <glob.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "fileio.h"
 #include "model_meta.h"
@@ -188,18 +186,6 @@ static lua_Integer opt_int(lua_State *L, int idx, const char *fn, const char *ke
     if (t != LUA_TNIL && (!isint || v < min || v > max))
         luaL_error(L, "%s: option %s must be a whole number from %I to %I, not %s", fn, key, min,
                    max, luaL_tolstring(L, -1, NULL));
-    lua_pop(L, 1);
-    return v;
-}
-
-static double opt_num(lua_State *L, int idx, const char *fn, const char *key, double def,
-                      double min, double max)
-{
-    int t = get_option(L, idx, key);
-    double v = t == LUA_TNUMBER ? lua_tonumber(L, -1) : def;
-    if (t != LUA_TNIL && (t != LUA_TNUMBER || !(v >= min && v <= max)))
-        luaL_error(L, "%s: option %s must be a number from %f to %f, not %s", fn, key, min, max,
-                   luaL_tolstring(L, -1, NULL));
     lua_pop(L, 1);
     return v;
 }
@@ -437,108 +423,26 @@ static int glob_and_options(lua_State *L, const char **glob)
     return lua_istable(L, 1) ? 1 : 2;
 }
 
-/* bd.quantize([glob], [{iters=, tune=}]) -> the layers it quantized; tune:
- * steps of layer-wise fine-tuning after each layer */
-static int l_quantize(lua_State *L)
+/* Argument idx, a table whose every field is a key of op's options (nil
+ * or absent: none), into opts, which holds the defaults: numbers and
+ * strings as their text, booleans as true or false. The first bad field
+ * raises bd_opt_op_set's message: an unknown key with every key op takes,
+ * a value out of range with the range. */
+static void read_options(lua_State *L, int idx, const char *fn, const bd_opt_op *op, void *opts)
 {
-    static const char *const keys[] = {"iters", "tune", "restarts", "tol", NULL};
-    const char *fn = "bd.quantize", *glob;
-    int o = options(L, glob_and_options(L, &glob), fn, keys);
-    int iters = (int)opt_int(L, o, fn, "iters", 0, 1, 100000);
-    int restarts0;
-    double tol0;
-    bd_ws_get_search(ws_for(L, fn, 1), &restarts0, &tol0);
-    int restarts = (int)opt_int(L, o, fn, "restarts", restarts0, 1, BD_PQ_MAX_RESTARTS);
-    double tol = opt_num(L, o, fn, "tol", tol0, 0, 0.5);
-    bd_finetune_options tune = {.iters = (int)opt_int(L, o, fn, "tune", 0, 0, 1 << 30),
-                                .momentum = -1, .wd = -1};
-    bd_finetune_defaults(&tune);
-    bd_workspace *ws = ws_for(L, fn, 1);
-    script *s = script_of(L);
-    int *idx, n;
-    check(L, bd_ws_select(ws, glob, &idx, &n), fn);
-    hold(s, idx);
-    /* restarts= and tol= hold for this call only */
-    bd_status st = bd_ws_search(ws, restarts, tol);
-    if (st == BD_OK)
-        st = bd_ws_quantize_tuned(ws, glob, iters, &tune);
-    bd_ws_search(ws, restarts0, tol0);
-    check(L, st, fn);
-    lua_createtable(L, n, 0);
-    for (int j = 0; j < n; j++) {
-        push_layer(L, ws, idx[j], 0);
-        lua_rawseti(L, -2, j + 1);
-    }
-    hold(s, NULL);
-    return 1;
-}
-
-/* bd.finetune([glob], {iters=, global=, loss="kl"|"ce", lr=, momentum=, wd=,
- * batch=, step_every=, gamma=, bn_train=, tune_bias=}) -> {first_loss=,
- * last_loss=, steps=, seconds=, images_per_second=} */
-static int l_finetune(lua_State *L)
-{
-    static const char *const keys[] = {"iters", "global", "loss", "lr", "momentum",
-                                       "wd", "batch", "step_every", "gamma", "bn_train",
-                                       "tune_bias", NULL};
-    static const char *const losses[] = {"kl", "ce", NULL};
-    const char *fn = "bd.finetune", *glob;
-    int o = options(L, glob_and_options(L, &glob), fn, keys);
-    int loss = opt_word(L, o, fn, "loss", losses);
-    bd_finetune_options t = {
-        .iters = (int)opt_int(L, o, fn, "iters", 100, 1, 1 << 30),
-        .batch = (int)opt_int(L, o, fn, "batch", 0, 1, 1 << 16),
-        .lr = (float)opt_num(L, o, fn, "lr", 0, 1e-12, 1e3),
-        .momentum = (float)opt_num(L, o, fn, "momentum", -1, 0, 1),
-        .wd = (float)opt_num(L, o, fn, "wd", -1, 0, 1),
-        .step_every = (int)opt_int(L, o, fn, "step_every", 0, 1, 1 << 30),
-        .gamma = (float)opt_num(L, o, fn, "gamma", 0, 1e-12, 1),
-        .loss = loss < 0 ? BD_LOSS_KL : (bd_loss_kind)loss,
-        .bn_train = opt_bool(L, o, fn, "bn_train", 0),
-        .tune_bias = opt_bool(L, o, fn, "tune_bias", 0),
-    };
-    int global = opt_bool(L, o, fn, "global", 0);
-    bd_finetune_defaults(&t);
-    bd_finetune_report r;
-    check(L, bd_ws_finetune(ws_for(L, fn, 1), glob, global, &t, &r), fn);
-    lua_createtable(L, 0, 5);
-    set_num(L, "first_loss", r.first_loss);
-    set_num(L, "last_loss", r.last_loss);
-    set_int(L, "steps", r.steps);
-    set_num(L, "seconds", r.seconds);
-    set_num(L, "images_per_second", r.images_per_second);
-    return 1;
-}
-
-/* Sets one option of obj from its key and value text (an option table's
- * setter: training's or BitPruning's). */
-typedef bd_status (*opt_setter)(void *obj, const char *where, const char *key, const char *value);
-
-static bd_status set_training(void *obj, const char *where, const char *key, const char *value)
-{
-    return bd_opt_set(bd_training_opts, obj, where, key, value);
-}
-
-static bd_status set_bitprune(void *obj, const char *where, const char *key, const char *value)
-{
-    return bd_bitprune_set(obj, where, key, value);
-}
-
-/* Argument 1, a table whose every field is a key of fn's options, a number
- * or a boolean given as its text, into obj. */
-static void read_options(lua_State *L, const char *fn, opt_setter set, void *obj)
-{
-    if (!lua_isnoneornil(L, 1) && !lua_istable(L, 1))
-        luaL_error(L, "%s: argument #1 must be a table of options, not a %s", fn,
-                   luaL_typename(L, 1));
-    for (lua_pushnil(L); !lua_isnoneornil(L, 1) && lua_next(L, 1); lua_pop(L, 1)) {
+    if (lua_isnoneornil(L, idx))
+        return;
+    if (!lua_istable(L, idx))
+        luaL_error(L, "%s: argument #%d must be a table of options, not a %s", fn, idx,
+                   luaL_typename(L, idx));
+    for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
         if (lua_type(L, -2) != LUA_TSTRING)
             luaL_error(L, "%s: option names are strings, not %s", fn,
                        luaL_tolstring(L, -2, NULL));
         char number[64];
         const char *value = number;
         switch (lua_type(L, -1)) {
-        case LUA_TBOOLEAN: value = lua_toboolean(L, -1) ? "1" : "0"; break;
+        case LUA_TBOOLEAN: value = lua_toboolean(L, -1) ? "true" : "false"; break;
         case LUA_TNUMBER:
             if (lua_isinteger(L, -1))
                 snprintf(number, sizeof number, LUA_INTEGER_FMT, lua_tointeger(L, -1));
@@ -551,9 +455,161 @@ static void read_options(lua_State *L, const char *fn, opt_setter set, void *obj
                        lua_tostring(L, -2), luaL_typename(L, -1));
         }
         /* the message names fn and the key already */
-        if (set(obj, fn, lua_tostring(L, -2), value) != BD_OK)
+        if (bd_opt_op_set(op, opts, fn, lua_tostring(L, -2), value) != BD_OK)
             luaL_error(L, "%s", bd_error_message());
     }
+}
+
+/* Pushes the list of layer tables of the layers glob selects as quantize's
+ * would (NULL: the plan's). */
+static void push_selected(lua_State *L, bd_workspace *ws, const char *glob, const char *fn)
+{
+    script *s = script_of(L);
+    int *idx, n;
+    check(L, bd_ws_select(ws, glob, &idx, &n), fn);
+    hold(s, idx);
+    lua_createtable(L, n, 0);
+    for (int j = 0; j < n; j++) {
+        push_layer(L, ws, idx[j], 0);
+        lua_rawseti(L, -2, j + 1);
+    }
+    hold(s, NULL);
+}
+
+/* A size target: the size-budget policy, run in this state as 'bitdown
+ * run' would run it (its `arg`, put back after), with r's iterations and
+ * EM search for the call. Its failure is raised naming fn. */
+static void quantize_to_target(lua_State *L, bd_workspace *ws, const bd_quantize_run *r,
+                               const char *target, const char *fn)
+{
+    char path[4096], iters[32];
+    check(L, bd_policy_path(BD_SIZE_POLICY, path, sizeof path), fn);
+    snprintf(iters, sizeof iters, "iters=%d", r->iters);
+    const char *argv[] = {target, iters};
+    int argc = 2, restarts;
+    double tol;
+    bd_ws_get_search(ws, &restarts, &tol);
+    check(L, bd_ws_search(ws, r->restarts, r->tol), fn);
+    lua_getglobal(L, "arg");
+    int saved = lua_gettop(L);
+    lua_createtable(L, argc, 1);
+    lua_pushstring(L, path);
+    lua_rawseti(L, -2, 0);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setglobal(L, "arg");
+    int rc = luaL_loadfile(L, path);
+    if (rc == LUA_OK) {
+        for (int i = 0; i < argc; i++)
+            lua_pushstring(L, argv[i]);
+        rc = lua_pcall(L, argc, 0, 0);
+    }
+    bd_ws_search(ws, restarts, tol);
+    lua_pushvalue(L, saved);
+    lua_setglobal(L, "arg");
+    if (rc != LUA_OK) {
+        if (lua_type(L, -1) == LUA_TSTRING)
+            luaL_error(L, "%s: %s", fn, lua_tostring(L, -1));
+        lua_error(L);
+    }
+    lua_settop(L, saved - 1);
+}
+
+/* bd.quantize([glob], [opts]) -> the layers it quantized: opts are the
+ * keys of the quantize operation (bd.options("quantize")); a size target
+ * runs the size-budget policy instead, on the plan's layers */
+static int l_quantize(lua_State *L)
+{
+    const char *fn = "bd.quantize", *glob;
+    int idx = glob_and_options(L, &glob);
+    bd_workspace *ws = ws_for(L, fn, 1);
+    bd_quantize_run r;
+    bd_ws_quantize_defaults(ws, &r);
+    read_options(L, idx, fn, &bd_quantize_op, &r);
+    char target[96];
+    if (bd_quantize_target(&r, fn, 0, target, sizeof target) != BD_OK)
+        luaL_error(L, "%s", bd_error_message());
+    if (target[0] && glob)
+        luaL_error(L, "%s: %s plans every layer the plan takes: give no glob", fn, target);
+    if (target[0])
+        quantize_to_target(L, ws, &r, target, fn);
+    else
+        check(L, bd_ws_quantize_run(ws, glob, &r), fn);
+    push_selected(L, ws, glob, fn);
+    return 1;
+}
+
+/* bd.finetune([glob], [opts]) -> {first_loss=, last_loss=, steps=,
+ * seconds=, images_per_second=}: opts are the keys of the finetune
+ * operation (bd.options("finetune")) */
+static int l_finetune(lua_State *L)
+{
+    const char *fn = "bd.finetune", *glob;
+    int idx = glob_and_options(L, &glob);
+    bd_finetune_options t;
+    bd_finetune_options_init(&t);
+    read_options(L, idx, fn, &bd_finetune_op, &t);
+    bd_finetune_report r;
+    check(L, bd_ws_finetune(ws_for(L, fn, 1), glob, &t, &r), fn);
+    lua_createtable(L, 0, 5);
+    set_num(L, "first_loss", r.first_loss);
+    set_num(L, "last_loss", r.last_loss);
+    set_int(L, "steps", r.steps);
+    set_num(L, "seconds", r.seconds);
+    set_num(L, "images_per_second", r.images_per_second);
+    return 1;
+}
+
+/* bd.options(name, [opts]) -> the settings operation `name` (quantize,
+ * finetune, train, bitprune) would run with: its defaults (quantize's EM
+ * search the session's, as bd.quantize takes it) with opts applied and
+ * checked as the operation checks them; numbers as numbers, flags as
+ * booleans, words as strings, a setting without a value of its own (train's
+ * augment: the data's) absent */
+static int l_options(lua_State *L)
+{
+    const char *fn = "bd.options";
+    const char *name = luaL_checkstring(L, 1);
+    const bd_cmd_info *c = bd_cmd_find(name);
+    if (!c || !c->op) {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (int i = 0, listed = 0; i < bd_cmd_count(); i++)
+            if (bd_cmd_at(i)->op) {
+                luaL_addstring(&b, listed++ ? ", " : "");
+                luaL_addstring(&b, bd_cmd_at(i)->name);
+            }
+        luaL_pushresult(&b);
+        luaL_error(L, "%s: '%s' is no operation with options (they are %s)", fn, name,
+                   lua_tostring(L, -1));
+    }
+    const bd_opt_op *op = c->op;
+    bd_workspace *ws = ws_for(L, fn, 0);
+    lua_settop(L, 2);
+    void *opts = lua_newuserdatauv(L, op->size, 0); /* collected with the rest */
+    op->init(opts);
+    if (op == &bd_quantize_op)
+        bd_ws_quantize_defaults(ws, opts);
+    read_options(L, 2, fn, op, opts);
+    lua_createtable(L, 0, bd_opt_op_count(op));
+    size_t at;
+    const bd_opt *o;
+    for (int i = 0; (o = bd_opt_op_at(op, i, &at)); i++) {
+        char value[256];
+        bd_opt_value(o, (char *)opts + at, value, sizeof value);
+        if (o->type == BD_OPT_FLAG)
+            lua_pushboolean(L, strcmp(value, "1") == 0);
+        else if (o->type == BD_OPT_WORD || o->type == BD_OPT_TEXT || o->type == BD_OPT_PARSE ||
+                 !lua_stringtonumber(L, value))
+            lua_pushstring(L, value);
+        if (value[0] || o->type == BD_OPT_FLAG)
+            lua_setfield(L, -2, o->key);
+        else
+            lua_pop(L, 1);
+    }
+    return 1;
 }
 
 /* Raises st's message, named by fn rather than by the command-language
@@ -598,7 +654,7 @@ static int l_train(lua_State *L)
     const char *fn = "bd.train";
     bd_training_options o;
     bd_training_options_init(&o);
-    read_options(L, fn, set_training, &o);
+    read_options(L, 1, fn, &bd_training_op, &o);
     bd_training_report r;
     check_run(L, bd_ws_train(ws_for(L, fn, 1), &o, NULL, NULL, &r), fn, "train: ");
     hold(script_of(L), r.per_epoch); /* freed even if building the tables raises */
@@ -649,7 +705,7 @@ static int l_bitprune(lua_State *L)
     const char *fn = "bd.bitprune";
     bd_bitprune_options o;
     bd_bitprune_options_init(&o);
-    read_options(L, fn, set_bitprune, &o);
+    read_options(L, 1, fn, &bd_bitprune_op, &o);
     bd_workspace *ws = ws_for(L, fn, 1);
     bd_bitprune_report r;
     check_run(L, bd_ws_bitprune(ws, &o, NULL, NULL, &r), fn, "bitprune: ");
@@ -1032,7 +1088,7 @@ static const luaL_Reg bd_functions[] = {
     {"finetune", l_finetune}, {"train", l_train}, {"bitprune", l_bitprune},
     {"predict", l_predict}, {"size", l_size},       {"save", l_save},
     {"load", l_load},       {"path", l_path},       {"data", l_data},       {"device", l_device},
-    {"on_progress", l_on_progress}, {"cmd", l_cmd}, {NULL, NULL}};
+    {"on_progress", l_on_progress}, {"cmd", l_cmd}, {"options", l_options}, {NULL, NULL}};
 
 static int open_bd(lua_State *L)
 {
@@ -1166,30 +1222,4 @@ bd_status bd_lua_run_string(const bd_lua_host *host, const char *code, const cha
 bd_status bd_lua_run_script(void *host, const char *path, int argc, char **argv)
 {
     return bd_lua_run_file(host, path, argc, argv);
-}
-
-bd_status bd_lua_policy_path(const char *name, char *buf, size_t cap)
-{
-    size_t n = strlen(name);
-    if (strchr(name, '/') || (n > 4 && strcmp(name + n - 4, ".lua") == 0))
-        snprintf(buf, cap, "%s", name);
-    else
-        snprintf(buf, cap, "%s/lua/policies/%s.lua", bd_share_dir(), name);
-    if (access(buf, R_OK) == 0)
-        return BD_OK;
-    char list[512] = "";
-    glob_t g;
-    char pattern[4096];
-    snprintf(pattern, sizeof pattern, "%s/lua/policies/*.lua", bd_share_dir());
-    if (glob(pattern, 0, NULL, &g) == 0) {
-        for (size_t i = 0; i < g.gl_pathc; i++) {
-            const char *base = strrchr(g.gl_pathv[i], '/') + 1;
-            size_t len = strlen(list);
-            snprintf(list + len, sizeof list - len, "%s%.*s", len ? ", " : "",
-                     (int)(strlen(base) - 4), base);
-        }
-        globfree(&g);
-    }
-    return bd_fail(BD_EINVAL, "no policy '%s' (%s is not readable); the policies are: %s", name,
-                   buf, list[0] ? list : "none found");
 }

@@ -50,9 +50,4 @@ bd_status bd_lua_run_string(const bd_lua_host *host, const char *code, const cha
 /* bd_cmd_ctx.run_script, with script_user pointing at a bd_lua_host. */
 bd_status bd_lua_run_script(void *host, const char *path, int argc, char **argv);
 
-/* The file of policy `name`: lua/policies/NAME.lua in the source tree, or
- * name itself when it has a '/' or ends in ".lua". Fails, listing the
- * policies there are, when the file is not readable. */
-bd_status bd_lua_policy_path(const char *name, char *buf, size_t cap);
-
 #endif

@@ -19,39 +19,39 @@ static const char *const grain_words[] = {"layer", "channel", NULL};
 #define OFF(f) offsetof(bd_bitprune_options, f)
 const bd_opt bd_bitprune_opts[] = {
     {"target_bits", BD_OPT_FLOAT, OFF(target_bits), 0, 16, NULL, 0, NULL, "B",
-     "mean bits per weight to reach (over all quantized weights)"},
+     "mean bits per weight to reach (over all quantized weights; 0: no such target)"},
     {"target_mb", BD_OPT_FLOAT, OFF(target_mb), 0, 1e6, NULL, 0, NULL, "S",
-     "compressed size to reach, in MiB"},
+     "compressed size to reach, in MiB (0: no such target)"},
     {"lambda", BD_OPT_FLOAT, OFF(lambda), 0, 1e6, NULL, 0, NULL, "L",
-     "a fixed weight of the bits' penalty, instead of a target"},
+     "a fixed weight of the bits' penalty, instead of a target (-1: none)"},
     {"cost", BD_OPT_WORD, OFF(cost), 0, 0, cost_words, 0, NULL, "memory|ops",
-     "what the penalty weighs: each tensor's weights or its multiply-accumulates (default memory)"},
+     "what the penalty weighs: each tensor's weights or its multiply-accumulates"},
     {"granularity", BD_OPT_WORD, OFF(granularity), 0, 0, grain_words, 0, NULL, "layer|channel",
-     "a bit length per layer or per output channel (default layer)"},
+     "a bit length per layer or per output channel"},
     {"min_bits", BD_OPT_INT, OFF(min_bits), 1, 16, NULL, 0, NULL, "N",
-     "the fewest bits a tensor may learn (default 1)"},
+     "the fewest bits a tensor may learn"},
     {"max_bits", BD_OPT_INT, OFF(max_bits), 1, 16, NULL, 0, NULL, "N",
-     "the most bits a tensor may learn (default 8)"},
+     "the most bits a tensor may learn"},
     {"init_bits", BD_OPT_FLOAT, OFF(init_bits), 1, 16, NULL, 0, NULL, "X",
-     "where the bit lengths start (default max_bits)"},
+     "where the bit lengths start (0: max_bits)"},
     {"bits_lr", BD_OPT_FLOAT, OFF(bits_lr), 0, 100, NULL, 0, NULL, "X",
-     "learning rate of the bit lengths, following lr's schedule (default 0.01)"},
+     "learning rate of the bit lengths, following lr's schedule"},
     {"ramp", BD_OPT_FLOAT, OFF(ramp), 0.001, 1, NULL, 0, NULL, "X",
-     "with a target: share of the learning steps over which the mean goes to it (default 0.5)"},
+     "with a target: share of the learning steps over which the mean goes to it"},
     {"track", BD_OPT_FLOAT, OFF(track), 0.001, 1, NULL, 0, NULL, "X",
-     "with a target: share of the gap to the mean's path closed per step (default 0.2)"},
+     "with a target: share of the gap to the mean's path closed per step"},
     {"finetune_epochs", BD_OPT_INT, OFF(finetune_epochs), 0, 100000, NULL, 0, NULL, "N",
-     "epochs of fine-tuning at the rounded bits (default 1)"},
+     "epochs of fine-tuning at the rounded bits"},
     {"finetune_lr", BD_OPT_FLOAT, OFF(finetune_lr), 0, 1e3, NULL, 0, NULL, "X",
-     "learning rate of the fine-tuning (default lr/10)"},
+     "learning rate of the fine-tuning (0: lr/10)"},
     {"activations", BD_OPT_FLAG, OFF(activations), 0, 1, NULL, 0, NULL, NULL,
      "also learn a bit length for every quantized layer's input (its activations)"},
     {"act_min_bits", BD_OPT_INT, OFF(act_min_bits), 1, 16, NULL, 0, NULL, "N",
-     "with activations: the fewest bits an input may learn (default min_bits)"},
+     "with activations: the fewest bits an input may learn (0: min_bits)"},
     {"act_max_bits", BD_OPT_INT, OFF(act_max_bits), 1, 16, NULL, 0, NULL, "N",
-     "with activations: the most bits an input may learn (default max_bits)"},
+     "with activations: the most bits an input may learn (0: max_bits)"},
     {"act_percentile", BD_OPT_FLOAT, OFF(act_percentile), 50, 100, NULL, 0, NULL, "P",
-     "with activations: each input's range, this percentile of its first values (default 99.99)"},
+     "with activations: each input's range, this percentile of its first values (0: 99.99)"},
     {NULL, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL}};
 #undef OFF
 
@@ -64,21 +64,13 @@ void bd_bitprune_options_init(bd_bitprune_options *o)
     o->train.lr = 0.01f; /* the model is trained already: training's 0.1 would undo it */
 }
 
-bd_status bd_bitprune_set(bd_bitprune_options *o, const char *where, const char *key,
-                          const char *value)
-{
-    if (bd_opt_find(bd_bitprune_opts, key))
-        return bd_opt_set(bd_bitprune_opts, o, where, key, value);
-    return bd_opt_set(bd_training_opts, &o->train, where, key, value);
-}
+static void init_op(void *opts) { bd_bitprune_options_init(opts); }
 
-void bd_bitprune_help(int cli, char *buf, size_t cap)
-{
-    bd_opt_help(bd_bitprune_opts, cli, buf, cap);
-    const size_t used = strlen(buf);
-    if (used + 1 < cap)
-        bd_opt_help(bd_training_opts, cli, buf + used, cap - used);
-}
+const bd_opt_op bd_bitprune_op = {"bitprune",
+                                  {bd_bitprune_opts, bd_training_opts},
+                                  {0, offsetof(bd_bitprune_options, train)},
+                                  sizeof(bd_bitprune_options),
+                                  init_op};
 
 void bd_bitprune_report_free(bd_bitprune_report *r)
 {

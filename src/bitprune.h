@@ -102,17 +102,12 @@ typedef struct bd_bitprune_options {
 } bd_bitprune_options;
 
 /* BitPruning's own settings; training's are bd_training_opts' (applied to
- * .train). bd_bitprune_set and bd_bitprune_help read both, so every
- * front-end offers the two tables as one. */
+ * .train). The operation, bd_bitprune_op, offers the two tables as one,
+ * with bd_bitprune_options_init's defaults (training's lr 0.01). */
 extern const bd_opt bd_bitprune_opts[];
+extern const bd_opt_op bd_bitprune_op;
 
 void bd_bitprune_options_init(bd_bitprune_options *o);
-
-/* key=value from either table; fails like bd_opt_set, obj untouched. */
-bd_status bd_bitprune_set(bd_bitprune_options *o, const char *where, const char *key,
-                          const char *value);
-/* Both tables' help (bd_opt_help's format), BitPruning's first. */
-void bd_bitprune_help(int cli, char *buf, size_t cap);
 
 /* What the run is doing, for front-ends that draw the bit lengths moving;
  * valid during the callback only. */

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fileio.h"
 #include "model_meta.h"
 #include "pq.h"
 
@@ -166,9 +167,6 @@ static const char *const n_key[] = {"n", NULL};
 static const char *const data_keys[] = {"n", "color", "resize", "crop", "mean", "std", NULL};
 static const char *const set_keys[] = {"d",      "k",         "int",   "per", "sym",
                                        "format", "objective", "clamp", NULL};
-static const char *const quantize_keys[] = {"iters", "tune", "restarts", "tol", NULL};
-static const char *const finetune_keys[] = {"mode", "iters", "batch", "lr",   "momentum", "wd",
-                                            "step", "gamma", "loss",  "bn", "bias",     NULL};
 
 static const command commands[] = {
     {{"load", "load PATH", "load a model, plain or compressed (resumes its codebooks)",
@@ -176,7 +174,7 @@ static const command commands[] = {
       "history. A compressed file written by 'save' comes back with its quantized\n"
       "layers. The plan starts as the small regime; the data default to the\n"
       "model's dataset (train split for calibration, test split for evaluation).",
-      BD_ARG_PATH, NULL, NULL, {NULL}},
+      BD_ARG_PATH, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 1, 1, 0, cmd_load},
     {{"data", "data [calib|eval [SPEC]] [n=N] [color=gray|rgb resize=S crop=C mean=M std=S]",
       "set the calibration or evaluation images, and their preprocessing",
@@ -191,7 +189,7 @@ static const command commands[] = {
       "about preprocessing (as --gray/--rgb, --resize, --crop, --mean, --std do on\n"
       "the command line) for all images, calibration and evaluation alike; mean and\n"
       "std take one value or one per channel (mean=0.485,0.456,0.406).",
-      BD_ARG_WORD, data_kinds, data_keys, {NULL}},
+      BD_ARG_WORD, data_kinds, data_keys, NULL},
      {BD_ARG_PATH, NULL}, 0, 2, 1, cmd_data},
     {{"regime", "regime small|large|int8|int4 [first]", "replace the plan with a regime",
       "small: d=9 for 3x3 convs, 4 for 1x1 convs and fully-connected layers;\n"
@@ -200,7 +198,7 @@ static const command commands[] = {
       "int8, int4 (any intB, B = 1..16): scalar ints of B bits, per output channel,\n"
       "asymmetric, fitted to the activations with error feedback.\n"
       "The first conv stays in fp32 unless 'first' is given. One undo step.",
-      BD_ARG_WORD, regimes, NULL, {NULL}},
+      BD_ARG_WORD, regimes, NULL, NULL},
      {BD_ARG_WORD, first_word}, 1, 2, 1, cmd_regime},
     {{"set",
       "set GLOB [d=D] [k=K] [clamp=1] | [int=B] [per=channel|tensor] [sym=0|1] "
@@ -217,7 +215,7 @@ static const command commands[] = {
       "layer, if any layer cannot take the change; with clamp=1 a k larger than a\n"
       "layer allows becomes its largest (said per layer) instead. A quantized layer keeps its\n"
       "codebook until quantized again. One undo step.",
-      BD_ARG_LAYER, NULL, set_keys, {NULL}},
+      BD_ARG_LAYER, NULL, set_keys, NULL},
      {BD_ARG_WORD, skip_include}, 1, 2, 1, cmd_set},
     {{"layers", "layers", "the layer table: plan, size, error and state of every layer",
       "One line per quantizable layer: name, kind, weight shape, parameters, the\n"
@@ -225,43 +223,51 @@ static const command commands[] = {
       "in KB (fp32 while float), relative output error ||X(W-W^)||/||XW|| ('-'\n"
       "when unknown) and state (float, quantized, tuned); 'skip' marks layers the\n"
       "plan leaves in fp32.",
-      BD_ARG_NONE, NULL, NULL, {NULL}},
+      BD_ARG_NONE, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_layers},
     {{"show", "show LAYER", "everything about one layer",
       "Shape, row length and its divisors (the block sizes d it allows), the plan\n"
       "and the largest k allowed for its d, the state and, when quantized, the\n"
       "codebook: d, k, codes actually used, EM iterations, the EM objective from\n"
       "first to last iteration, relative error and time.",
-      BD_ARG_LAYER, NULL, NULL, {NULL}},
+      BD_ARG_LAYER, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 1, 1, 1, cmd_show},
-    {{"quantize", "quantize [GLOB|all] [iters=N] [restarts=R] [tol=X] [tune=N]",
-      "quantize layers with the plan's d and k",
+    {{"quantize",
+      "quantize [GLOB|all] [iters=N] [restarts=R] [tol=X] [tune=N] "
+      "[target_ratio=R|target_mb=M|target_bpw=B]",
+      "quantize layers with the plan's d and k, or to a size target",
       "Quantizes the layers matching GLOB (default all: every layer the plan does\n"
       "not skip), in graph order, each from the student as it stands, with the\n"
-      "plan's objective. EM runs from R seeds (default 4, 1..64; k-means++ each)\n"
-      "and keeps the best; each fit stops after N iterations (default 100) or when\n"
-      "its objective improves by less than X (relative, default 1e-4) for 3\n"
-      "iterations in a row. tune=N tunes each layer's centroids for N\n"
-      "steps by distillation right after it is quantized (layer-wise fine-tuning,\n"
-      "default settings of 'finetune'). One undo step; Ctrl-C cancels and leaves\n"
-      "every layer as it was.",
-      BD_ARG_LAYER, all_word, quantize_keys, {NULL}},
+      "plan's objective. EM runs from R seeds (k-means++ each) and keeps the best;\n"
+      "each fit stops after N iterations or when its objective improves by less\n"
+      "than X (relative) for 3 iterations in a row. restarts and tol default to\n"
+      "the session's (as below, unless a command line set them). tune=N tunes\n"
+      "each layer's centroids for N steps by distillation right after it is\n"
+      "quantized (layer-wise fine-tuning, default settings of 'finetune').\n"
+      "A size target replaces the plan: target_ratio (the fp32 size over the\n"
+      "compressed one), target_mb (the compressed size in MiB) or target_bpw (the\n"
+      "mean bits per weight of every quantizable layer, codebooks and layers left\n"
+      "fp32 counted) runs the size_budget policy (lua/policies/size_budget.lua),\n"
+      "which picks each planned layer's d and k, bits or fp32 to meet it with the\n"
+      "least error and quantizes them: one target at a time, no GLOB, no tune.\n"
+      "One undo step; Ctrl-C cancels and leaves every layer as it was (a target:\n"
+      "the policy's changes of the plan are undo steps of their own, kept when\n"
+      "Ctrl-C cancels its quantization).",
+      BD_ARG_LAYER, all_word, NULL, &bd_quantize_op},
      {BD_ARG_NONE, NULL}, 0, 1, 1, cmd_quantize},
-    {{"finetune",
-      "finetune [GLOB|all] [mode=layer|global] [iters=N] [batch=B] [lr=X] [momentum=X] "
-      "[wd=X] [step=N] [gamma=X] [loss=kl|ce] [bn=frozen|train] [bias=0|1]",
+    {{"finetune", "finetune [GLOB|all] [key=value ...]",
       "tune the centroids of quantized layers (distillation or labels)",
       "Tunes the codebooks of the quantized layers matching GLOB (default all):\n"
       "the centroids are the parameters, a centroid's gradient the mean of its\n"
       "weights' gradients; SGD with momentum and weight decay for iters steps\n"
-      "(default 200) of batch images (64) from the calibration data. mode=layer\n"
-      "tunes one layer at a time, mode=global (default) all together.\n"
-      "loss=kl distils the teacher's softmax (KL(teacher||student), unlabelled);\n"
-      "loss=ce uses the labels. lr (0.01) is multiplied by gamma (0.1) every\n"
-      "step=N steps. bn=train normalises with batch statistics and updates the\n"
-      "running ones; bias=1 also tunes biases and BatchNorm scales and shifts.\n"
+      "of batch images from the calibration data. mode=layer tunes one layer at\n"
+      "a time, mode=global all together. loss=kl distils the teacher's softmax\n"
+      "(KL(teacher||student), unlabelled); loss=ce uses the labels. lr is\n"
+      "multiplied by gamma every step=N steps. bn=train normalises with batch\n"
+      "statistics and updates the running ones; bias=1 also tunes biases and\n"
+      "BatchNorm scales and shifts. seed=0 takes the workspace's seed.\n"
       "The codes do not change. One undo step; Ctrl-C cancels and restores.",
-      BD_ARG_LAYER, all_word, finetune_keys, {NULL}},
+      BD_ARG_LAYER, all_word, NULL, &bd_finetune_op},
      {BD_ARG_NONE, NULL}, 0, 1, 1, cmd_finetune},
     {{"train", "train [key=value ...]",
       "train the model's weights (optionally with Quant-Noise)",
@@ -278,7 +284,7 @@ static const command commands[] = {
       "float layers train (the noise only on them) and 'quantize' and 'reset'\n"
       "start from their trained weights; the teacher stays. seed=0 takes the\n"
       "workspace's seed. One undo step; Ctrl-C cancels and changes nothing.",
-      BD_ARG_NONE, NULL, NULL, {bd_training_opts}},
+      BD_ARG_NONE, NULL, NULL, &bd_training_op},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_train},
     {{"bitprune", "bitprune target_bits=B|target_mb=S|lambda=L [key=value ...]",
       "learn each layer's bit length and store the layers as int codecs",
@@ -296,24 +302,24 @@ static const command commands[] = {
       "rounded bits, the mean bits and the size. The layers become tuned; their\n"
       "float sources stay as they were. One undo step; Ctrl-C cancels and\n"
       "changes nothing.",
-      BD_ARG_NONE, NULL, NULL, {bd_bitprune_opts, bd_training_opts}},
+      BD_ARG_NONE, NULL, NULL, &bd_bitprune_op},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_bitprune},
     {{"reset", "reset GLOB", "put layers back to float",
       "Puts the layers matching GLOB (all: every layer) back to their fp32 weights:\n"
       "the teacher's, or what 'train' trained them to. One undo step.",
-      BD_ARG_LAYER, all_word, NULL, {NULL}},
+      BD_ARG_LAYER, all_word, NULL, NULL},
      {BD_ARG_NONE, NULL}, 1, 1, 1, cmd_reset},
     {{"undo", "undo", "undo the last quantize, finetune, train, bitprune, reset, set or regime",
       "Puts back the layers the last quantize, finetune, reset, set or regime\n"
       "changed (with the biases and BatchNorm statistics a finetune touched), or\n"
       "every parameter and the teacher a train or bitprune changed, and says\n"
       "what it undid.",
-      BD_ARG_NONE, NULL, NULL, {NULL}},
+      BD_ARG_NONE, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_undo},
     {{"eval", "eval [n=N]", "top-1 / top-5 of teacher and student",
       "Evaluates teacher and student on the evaluation data (the first N images;\n"
       "default: as set with 'data eval'). The teacher's result is remembered.",
-      BD_ARG_NONE, NULL, n_key, {NULL}},
+      BD_ARG_NONE, NULL, n_key, NULL},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_eval},
     {{"sensitivity", "sensitivity [GLOB|all] [n=N]",
       "the top-1 each layer loses when it alone is quantized",
@@ -331,46 +337,46 @@ static const command commands[] = {
     {{"predict", "predict IMAGE", "top-5 classes of teacher and student for an image",
       "Runs teacher and student on a JPEG or PNG file, preprocessed as the model\n"
       "says, and prints each one's five likeliest classes.",
-      BD_ARG_PATH, NULL, NULL, {NULL}},
+      BD_ARG_PATH, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 1, 1, 1, cmd_predict},
     {{"size", "size", "fp32 and compressed size, the split, the ratio",
       "The model's size in fp32, and as it would be stored now: codes (uint8 up\n"
       "to k=256, uint16 above), fp16 codebooks and fp32 for everything else; MB\n"
       "are 2^20 bytes.",
-      BD_ARG_NONE, NULL, NULL, {NULL}},
+      BD_ARG_NONE, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_size},
     {{"save", "save PATH [decoded]", "write the student as compressed (or dense) ONNX",
       "Writes the student as standard ONNX, atomically: quantized layers as codes\n"
       "and fp16 codebooks (any ONNX runtime runs it; 'load' resumes from it), or\n"
       "with 'decoded' as a plain dense fp32 model.",
-      BD_ARG_PATH, NULL, NULL, {NULL}},
+      BD_ARG_PATH, NULL, NULL, NULL},
      {BD_ARG_WORD, decoded_word}, 1, 2, 1, cmd_save},
     {{"device", "device [cpu|cuda]", "compute on the CPU or a GPU",
       "Chooses where the work runs. cuda fails with a message when there is no GPU\n"
       "or no CUDA build, and the device stays as it was. Without an argument,\n"
       "shows the device.",
-      BD_ARG_WORD, devices, NULL, {NULL}},
+      BD_ARG_WORD, devices, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 1, 0, cmd_device},
     {{"threads", "threads [N]", "CPU threads",
       "Sets the number of CPU threads (1 to 1024); without N, shows it.",
-      BD_ARG_NONE, NULL, NULL, {NULL}},
+      BD_ARG_NONE, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 1, 0, cmd_threads},
     {{"seed", "seed [N]", "seed of calibration sampling and EM",
       "Sets the seed that picks the calibration images and initialises EM; the\n"
       "same seed gives the same result. Without N, shows it.",
-      BD_ARG_NONE, NULL, NULL, {NULL}},
+      BD_ARG_NONE, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 1, 0, cmd_seed},
     {{"run", "run SCRIPT.lua [ARGS...]", "run a Lua script on this workspace",
       "Runs a Lua script with the bd module bound to this workspace; ARGS are the\n"
       "script's arguments.",
-      BD_ARG_PATH, NULL, NULL, {NULL}},
+      BD_ARG_PATH, NULL, NULL, NULL},
      {BD_ARG_PATH, NULL}, 1, -1, 0, cmd_run},
     {{"help", "help [COMMAND]", "list the commands, or describe one",
       "Without an argument, lists the commands; with one, prints its usage and\n"
       "what it does.",
-      BD_ARG_COMMAND, NULL, NULL, {NULL}},
+      BD_ARG_COMMAND, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 1, 0, cmd_help},
-    {{"quit", "quit", "leave", "Stops reading commands.", BD_ARG_NONE, NULL, NULL, {NULL}},
+    {{"quit", "quit", "leave", "Stops reading commands.", BD_ARG_NONE, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 0, 0, cmd_quit},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
@@ -439,19 +445,15 @@ static int option_key_len(const char *w)
     return (int)(eq - w);
 }
 
-/* Key i of a command's options, from its list or its option table; NULL
- * past the last. */
+/* Key i of a command's options, from its list or its operation's table;
+ * NULL past the last. */
 static const char *key_at(const bd_cmd_info *info, int i)
 {
-    if (!info->opts[0])
-        return info->keys ? info->keys[i] : NULL;
-    for (int t = 0; t < BD_CMD_TABLES && info->opts[t]; t++) {
-        int n = bd_opt_count(info->opts[t]);
-        if (i < n)
-            return info->opts[t][i].key;
-        i -= n;
+    if (info->op) {
+        const bd_opt *o = bd_opt_op_at(info->op, i, NULL);
+        return o ? o->key : NULL;
     }
-    return NULL;
+    return info->keys ? info->keys[i] : NULL;
 }
 
 /* The command's spelling of the key of option word w (klen long), or NULL. */
@@ -485,12 +487,14 @@ static bd_status parse(const command *cmd, char **argv, int argc, call *c)
             const char *key = command_key(&cmd->info, w, klen);
             if (!key && !key_at(&cmd->info, 0))
                 return bd_fail(BD_EINVAL, "takes no options, not '%s' (usage: %s)", w, usage);
-            if (!key && cmd->info.opts[0])
-                return bd_fail(BD_EINVAL, "unknown option '%.*s' (see 'help %s')", klen, w,
-                               cmd->info.name);
-            if (!key)
-                return bd_fail(BD_EINVAL, "unknown option '%.*s' (it takes %s)", klen, w,
-                               list_str(cmd->info.keys, buf, sizeof buf));
+            if (!key) {
+                char keys[2048];
+                if (cmd->info.op)
+                    bd_opt_op_keys(cmd->info.op, keys, sizeof keys);
+                else
+                    list_str(cmd->info.keys, keys, sizeof keys);
+                return bd_fail(BD_EINVAL, "unknown option '%.*s' (it takes %s)", klen, w, keys);
+            }
             if (opt(c, key))
                 return bd_fail(BD_EINVAL, "%s= is given twice", key);
             if (c->nopt == MAX_OPTS)
@@ -533,36 +537,6 @@ static bd_status opt_whole(const call *c, const char *key, long long min, long l
 {
     const char *v = opt(c, key);
     return v ? whole(key, v, min, max, out) : BD_OK;
-}
-
-static bd_status opt_number(const call *c, const char *key, double min, double max,
-                            float *out)
-{
-    const char *v = opt(c, key);
-    if (!v)
-        return BD_OK;
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end || !(x >= min && x <= max))
-        return bd_fail(BD_EINVAL, "%s wants a number from %g to %g, not '%s'", key, min, max, v);
-    *out = (float)x;
-    return BD_OK;
-}
-
-/* The index in choices of the option's value; *out is left alone when absent. */
-static bd_status opt_choice(const call *c, const char *key, const char *const *choices, int *out)
-{
-    const char *v = opt(c, key);
-    if (!v)
-        return BD_OK;
-    for (int i = 0; choices[i]; i++)
-        if (strcmp(v, choices[i]) == 0) {
-            *out = i;
-            return BD_OK;
-        }
-    char buf[128];
-    return bd_fail(BD_EINVAL, "%s is %s, not '%s'", key, list_str(choices, buf, sizeof buf), v);
 }
 
 /* ---- printing ------------------------------------------------------------------------- */
@@ -878,28 +852,45 @@ static bd_status cmd_show(bd_cmd_ctx *ctx, const call *c)
     return BD_OK;
 }
 
+/* quantize with a size target: the size-budget policy, a Lua script the
+ * front-end runs, with the line's EM search for the call. */
+static bd_status quantize_to_target(bd_cmd_ctx *ctx, const call *c, const bd_quantize_run *r,
+                                    char *target)
+{
+    if (c->npos)
+        return bd_fail(BD_EINVAL, "%s plans every layer the plan takes: give no GLOB (usage: %s)",
+                       target, c->cmd->info.usage);
+    if (!ctx->run_script)
+        return bd_fail(BD_EUNSUPPORTED, "%s runs the %s policy, a Lua script, which cannot run "
+                                        "from here (bitdown repl or bd.quantize can)",
+                       target, BD_SIZE_POLICY);
+    char path[4096], iters[32];
+    BD_TRY(bd_policy_path(BD_SIZE_POLICY, path, sizeof path));
+    snprintf(iters, sizeof iters, "iters=%d", r->iters);
+    char *argv[] = {target, iters};
+    int restarts;
+    double tol;
+    bd_ws_get_search(ctx->ws, &restarts, &tol);
+    BD_TRY(bd_ws_search(ctx->ws, r->restarts, r->tol));
+    bd_status s = ctx->run_script(ctx->script_user, path, 2, argv);
+    bd_ws_search(ctx->ws, restarts, tol);
+    return s;
+}
+
 static bd_status cmd_quantize(bd_cmd_ctx *ctx, const call *c)
 {
-    long long iters = 0, tune = 0, restarts;
-    int restarts0;
-    double tol0;
-    bd_ws_get_search(ctx->ws, &restarts0, &tol0);
-    restarts = restarts0;
-    float tolf = (float)tol0;
-    BD_TRY(opt_whole(c, "iters", 1, 100000, &iters));
-    BD_TRY(opt_whole(c, "tune", 0, 10000000, &tune));
-    BD_TRY(opt_whole(c, "restarts", 1, BD_PQ_MAX_RESTARTS, &restarts));
-    BD_TRY(opt_number(c, "tol", 0, 0.5, &tolf));
-    double tol = opt(c, "tol") ? (double)tolf : tol0;
+    bd_quantize_run r;
+    bd_ws_quantize_defaults(ctx->ws, &r);
+    for (int i = 0; i < c->nopt; i++)
+        BD_TRY(bd_opt_op_set(&bd_quantize_op, &r, "quantize", c->key[i], c->val[i]));
+    char target[96];
+    BD_TRY(bd_quantize_target(&r, "quantize", 0, target, sizeof target));
+    if (target[0])
+        return quantize_to_target(ctx, c, &r, target);
     const char *glob = c->npos ? c->pos[0] : NULL;
     int *idx, n;
     BD_TRY(bd_ws_select(ctx->ws, glob, &idx, &n));
-    bd_finetune_options fo = {.iters = (int)tune, .momentum = -1, .wd = -1};
-    /* restarts= and tol= hold for this call only */
-    bd_status s = bd_ws_search(ctx->ws, (int)restarts, tol);
-    if (s == BD_OK)
-        s = bd_ws_quantize_tuned(ctx->ws, glob, (int)iters, &fo);
-    bd_ws_search(ctx->ws, restarts0, tol0);
+    bd_status s = bd_ws_quantize_run(ctx->ws, glob, &r);
     for (int j = 0; s == BD_OK && j < n; j++) {
         const bd_ws_layer *l = bd_ws_layer_at(ctx->ws, idx[j]);
         char err[32];
@@ -914,34 +905,14 @@ static bd_status cmd_quantize(bd_cmd_ctx *ctx, const call *c)
     return BD_OK;
 }
 
-static const char *const modes[] = {"layer", "global", NULL};
-static const char *const losses[] = {"kl", "ce", NULL};
-static const char *const bn_modes[] = {"frozen", "train", NULL};
-
 static bd_status cmd_finetune(bd_cmd_ctx *ctx, const call *c)
 {
-    long long iters = 200, batch = 0, step = 0, bias = 0; /* batch 0: the workspace's */
-    int global = 1, loss = BD_LOSS_KL, bn = 0;
-    bd_finetune_options o = {.lr = 0.01f, .momentum = 0.9f, .wd = 1e-4f, .gamma = 0.1f};
-    BD_TRY(opt_choice(c, "mode", modes, &global));
-    BD_TRY(opt_whole(c, "iters", 1, 10000000, &iters));
-    BD_TRY(opt_whole(c, "batch", 1, 65536, &batch));
-    BD_TRY(opt_whole(c, "step", 0, 10000000, &step));
-    BD_TRY(opt_whole(c, "bias", 0, 1, &bias));
-    BD_TRY(opt_number(c, "lr", 1e-9, 100, &o.lr));
-    BD_TRY(opt_number(c, "momentum", 0, 0.9999, &o.momentum));
-    BD_TRY(opt_number(c, "wd", 0, 1, &o.wd));
-    BD_TRY(opt_number(c, "gamma", 1e-6, 1, &o.gamma));
-    BD_TRY(opt_choice(c, "loss", losses, &loss));
-    BD_TRY(opt_choice(c, "bn", bn_modes, &bn));
-    o.iters = (int)iters;
-    o.batch = (int)batch;
-    o.step_every = (int)step;
-    o.tune_bias = (int)bias;
-    o.loss = (bd_loss_kind)loss;
-    o.bn_train = bn;
+    bd_finetune_options o;
+    bd_finetune_options_init(&o);
+    for (int i = 0; i < c->nopt; i++)
+        BD_TRY(bd_opt_op_set(&bd_finetune_op, &o, "finetune", c->key[i], c->val[i]));
     bd_finetune_report r;
-    BD_TRY(bd_ws_finetune(ctx->ws, c->npos ? c->pos[0] : NULL, global, &o, &r));
+    BD_TRY(bd_ws_finetune(ctx->ws, c->npos ? c->pos[0] : NULL, &o, &r));
     out(ctx, "finetune: %d steps, loss %.5f -> %.5f, %.1f images/s, %.2f s\n", r.steps,
         r.first_loss, r.last_loss, r.images_per_second, r.seconds);
     print_size_line(ctx);
@@ -979,7 +950,7 @@ static bd_status cmd_train(bd_cmd_ctx *ctx, const call *c)
     bd_training_options o;
     bd_training_options_init(&o);
     for (int i = 0; i < c->nopt; i++)
-        BD_TRY(bd_opt_set(bd_training_opts, &o, "train", c->key[i], c->val[i]));
+        BD_TRY(bd_opt_op_set(&bd_training_op, &o, "train", c->key[i], c->val[i]));
     bd_training_report r;
     BD_TRY(bd_ws_train(ctx->ws, &o, print_epoch, ctx, &r));
     const bd_training_epoch *first = r.epochs > 0 ? &r.per_epoch[0] : NULL,
@@ -1029,7 +1000,7 @@ static bd_status cmd_bitprune(bd_cmd_ctx *ctx, const call *c)
     bd_bitprune_options o;
     bd_bitprune_options_init(&o);
     for (int i = 0; i < c->nopt; i++)
-        BD_TRY(bd_bitprune_set(&o, "bitprune", c->key[i], c->val[i]));
+        BD_TRY(bd_opt_op_set(&bd_bitprune_op, &o, "bitprune", c->key[i], c->val[i]));
     bd_bitprune_report r;
     bitprune_epochs seen = {ctx, o.train.epochs, 0};
     BD_TRY(bd_ws_bitprune(ctx->ws, &o, print_bitprune_epoch, &seen, &r));
@@ -1218,10 +1189,10 @@ static bd_status cmd_help(bd_cmd_ctx *ctx, const call *c)
         if (!cmd)
             return bd_fail(BD_EINVAL, "no command '%s' (try 'help')", c->pos[0]);
         out(ctx, "usage: %s\n%s\n", cmd->info.usage, cmd->info.help);
-        for (int t = 0; t < BD_CMD_TABLES && cmd->info.opts[t]; t++) {
-            char keys[8192];
-            bd_opt_help(cmd->info.opts[t], 0, keys, sizeof keys);
-            out(ctx, "%s%s", t ? "" : "options:\n", keys);
+        if (cmd->info.op) {
+            char keys[16384];
+            bd_opt_op_help(cmd->info.op, 0, keys, sizeof keys);
+            out(ctx, "options [range, default]:\n%s", keys);
         }
         return BD_OK;
     }

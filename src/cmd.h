@@ -23,10 +23,6 @@ typedef enum bd_arg_kind {
     BD_ARG_COMMAND
 } bd_arg_kind;
 
-/* An operation whose options come from two tables (BitPruning's and
- * training's) offers both as one list. */
-enum { BD_CMD_TABLES = 2 };
-
 typedef struct bd_cmd_info {
     const char *name;
     const char *usage;   /* "quantize [GLOB|all] [iters=N]" */
@@ -35,10 +31,11 @@ typedef struct bd_cmd_info {
     bd_arg_kind arg;
     const char *const *words; /* for BD_ARG_WORD, NULL-terminated; may be NULL */
     const char *const *keys;  /* the key= options it takes, NULL-terminated */
-    /* or, for an operation with option tables (options.h), those tables
-     * (the second may be NULL): their keys are the command's, parsed by
-     * bd_opt_set, listed by 'help' */
-    const bd_opt *opts[BD_CMD_TABLES];
+    /* or, for an operation with an option table (options.h: quantize,
+     * finetune, train, bitprune), the operation: its keys are the
+     * command's, set by bd_opt_op_set on its defaults, listed by 'help'
+     * with their ranges and defaults */
+    const bd_opt_op *op;
 } bd_cmd_info;
 
 int bd_cmd_count(void);

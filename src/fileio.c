@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -151,4 +152,30 @@ const char *bd_share_dir(void)
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, find_share_dir);
     return share_dir;
+}
+
+bd_status bd_policy_path(const char *name, char *buf, size_t cap)
+{
+    size_t n = strlen(name);
+    if (strchr(name, '/') || (n > 4 && strcmp(name + n - 4, ".lua") == 0))
+        snprintf(buf, cap, "%s", name);
+    else
+        snprintf(buf, cap, "%s/lua/policies/%s.lua", bd_share_dir(), name);
+    if (access(buf, R_OK) == 0)
+        return BD_OK;
+    char list[512] = "";
+    glob_t g;
+    char pattern[4096 + 32];
+    snprintf(pattern, sizeof pattern, "%s/lua/policies/*.lua", bd_share_dir());
+    if (glob(pattern, 0, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc; i++) {
+            const char *base = strrchr(g.gl_pathv[i], '/') + 1;
+            size_t len = strlen(list);
+            snprintf(list + len, sizeof list - len, "%s%.*s", len ? ", " : "",
+                     (int)(strlen(base) - 4), base);
+        }
+        globfree(&g);
+    }
+    return bd_fail(BD_EINVAL, "no policy '%s' (%s is not readable); the policies are: %s", name,
+                   buf, list[0] ? list : "none found");
 }

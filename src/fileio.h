@@ -21,6 +21,11 @@ bd_status bd_write_file_atomic(const char *path, int n, const void *const *chunk
  * folder, the source tree. Absolute; found once. */
 const char *bd_share_dir(void);
 
+/* The file of Lua policy `name`: lua/policies/NAME.lua of bd_share_dir, or
+ * name itself when it has a '/' or ends in ".lua". Fails, listing the
+ * policies there are, when the file is not readable. */
+bd_status bd_policy_path(const char *name, char *buf, size_t cap);
+
 /* The folder part of path ("." if none), into buf. */
 const char *bd_dirname(const char *path, char *buf, size_t cap);
 

@@ -1,6 +1,7 @@
 #include "finetune.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,19 +12,61 @@
 #include "pq.h"
 #include "train.h"
 
+void bd_finetune_options_init(bd_finetune_options *o)
+{
+    *o = (bd_finetune_options){.global = 1, .iters = 200, .batch = 64, .lr = 0.01f,
+                               .momentum = 0.9f, .wd = 1e-4f, .gamma = 0.1f,
+                               .loss = BD_LOSS_KL};
+}
+
 void bd_finetune_defaults(bd_finetune_options *o)
 {
+    bd_finetune_options d;
+    bd_finetune_options_init(&d);
     if (o->batch <= 0)
-        o->batch = 64;
+        o->batch = d.batch;
     if (o->lr <= 0)
-        o->lr = 0.01f;
+        o->lr = d.lr;
     if (o->momentum < 0)
-        o->momentum = 0.9f;
+        o->momentum = d.momentum;
     if (o->wd < 0)
-        o->wd = 1e-4f;
+        o->wd = d.wd;
     if (o->gamma <= 0)
-        o->gamma = 0.1f;
+        o->gamma = d.gamma;
 }
+
+static const char *const mode_words[] = {"layer", "global", NULL};
+static const char *const loss_words[] = {"kl", "ce", NULL}; /* bd_loss_kind's order */
+static const char *const bn_words[] = {"frozen", "train", NULL};
+
+#define OFF(f) offsetof(bd_finetune_options, f)
+const bd_opt bd_finetune_opts[] = {
+    {"mode", BD_OPT_WORD, OFF(global), 0, 0, mode_words, 0, NULL, "layer|global",
+     "one layer at a time, or all together"},
+    {"iters", BD_OPT_INT, OFF(iters), 1, 1e8, NULL, 0, NULL, "N",
+     "SGD steps (per layer with mode layer)"},
+    {"batch", BD_OPT_INT, OFF(batch), 1, 65536, NULL, 0, NULL, "B", "images per step"},
+    {"lr", BD_OPT_FLOAT, OFF(lr), 1e-12, 1e3, NULL, 0, NULL, "X", "learning rate"},
+    {"momentum", BD_OPT_FLOAT, OFF(momentum), 0, 0.9999, NULL, 0, NULL, "X", "SGD momentum"},
+    {"wd", BD_OPT_FLOAT, OFF(wd), 0, 1, NULL, 0, NULL, "X", "weight decay of the centroids"},
+    {"step", BD_OPT_INT, OFF(step_every), 0, 1e8, NULL, 0, NULL, "N",
+     "lr times gamma every N steps (0: never)"},
+    {"gamma", BD_OPT_FLOAT, OFF(gamma), 1e-6, 1, NULL, 0, NULL, "X", "the step's factor"},
+    {"loss", BD_OPT_WORD, OFF(loss), 0, 0, loss_words, 0, NULL, "kl|ce",
+     "distil the teacher, or the labels' cross-entropy"},
+    {"bn", BD_OPT_WORD, OFF(bn_train), 0, 0, bn_words, 0, NULL, "frozen|train",
+     "BatchNorm on running or batch statistics"},
+    {"bias", BD_OPT_FLAG, OFF(tune_bias), 0, 1, NULL, 0, NULL, NULL,
+     "also tune biases and BatchNorm scales and shifts"},
+    {"seed", BD_OPT_INT64, OFF(seed), 0, 9007199254740992.0, NULL, 0, NULL, "S",
+     "order of the images (0 in a session: its seed)"},
+    {NULL, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL}};
+#undef OFF
+
+static void init_op(void *opts) { bd_finetune_options_init(opts); }
+
+const bd_opt_op bd_finetune_op = {"finetune", {bd_finetune_opts, NULL}, {0, 0},
+                                  sizeof(bd_finetune_options), init_op};
 
 static int is_layer_weight(const bd_layer *layers, int n, int v)
 {

@@ -29,27 +29,41 @@
 #include "exec.h"
 #include "graph.h"
 #include "layers.h"
+#include "options.h"
 #include "progress.h"
 #include "codec.h"
 
 typedef enum bd_loss_kind { BD_LOSS_KL = 0, BD_LOSS_CE = 1 } bd_loss_kind;
 
 typedef struct bd_finetune_options {
-    int iters;        /* SGD steps */
-    int batch;        /* images per step (default 64) */
-    float lr;         /* default 0.01 */
-    float momentum;   /* default 0.9 (when negative: 0 means none) */
-    float wd;         /* weight decay, default 1e-4 (when negative: 0 means none) */
+    int global;       /* the workspace's: all layers together (1) or one at a time (0) */
+    int iters;        /* SGD steps (per layer, one at a time) */
+    int batch;        /* images per step */
+    float lr;
+    float momentum;   /* negative: the default (0 is none) */
+    float wd;         /* weight decay; negative: the default (0 is none) */
     int step_every;   /* multiply lr by gamma every step_every steps (0: never) */
-    float gamma;      /* default 0.1 */
-    bd_loss_kind loss;
+    float gamma;
+    int loss;         /* bd_loss_kind */
     int bn_train;     /* BatchNorm in train mode (running statistics updated) */
     int tune_bias;    /* also biases and BatchNorm scale/shift */
-    uint64_t seed;    /* which images, in which order */
+    uint64_t seed;    /* which images, in which order (the workspace's: 0 takes its seed) */
 } bd_finetune_options;
 
-/* Fills in the defaults: for fields that are zero, or negative for
- * momentum and wd (where zero is a choice). */
+/* The defaults, every field: the one place they come from (global, 200
+ * steps of 64 images, lr 0.01, momentum 0.9, wd 1e-4, gamma 0.1, distilled,
+ * BatchNorm frozen). */
+void bd_finetune_options_init(bd_finetune_options *o);
+
+/* The table every front-end reads (options.h): its keys are mode, iters,
+ * batch, lr, momentum, wd, step, gamma, loss, bn, bias and seed; the
+ * operation is the table with bd_finetune_options_init's defaults. */
+extern const bd_opt bd_finetune_opts[];
+extern const bd_opt_op bd_finetune_op;
+
+/* Fills in the defaults of bd_finetune_options_init for fields that are
+ * zero, or negative for momentum and wd (where zero is a choice): for
+ * callers that set only some fields. */
 void bd_finetune_defaults(bd_finetune_options *o);
 
 typedef struct bd_finetune_report {

@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -777,4 +778,75 @@ bd_status bd_quantize_layer(bd_calib *c, bd_graph *student, const bd_layer *l,
     free(w_hat);
     bd_capture_free(&cap);
     return s;
+}
+
+/* ---- a run: the operation's options ----------------------------------------- */
+
+void bd_quantize_run_init(bd_quantize_run *r)
+{
+    *r = (bd_quantize_run){.iters = 100, .restarts = BD_PQ_RESTARTS, .tol = BD_PQ_TOL};
+}
+
+#define OFF(f) offsetof(bd_quantize_run, f)
+const bd_opt bd_quantize_opts[] = {
+    {"iters", BD_OPT_INT, OFF(iters), 1, 100000, NULL, 0, NULL, "N",
+     "EM iterations per restart, at most"},
+    {"restarts", BD_OPT_INT, OFF(restarts), 1, BD_PQ_MAX_RESTARTS, NULL, 0, NULL, "R",
+     "EM fits from R seeds (k-means++ each), the best kept"},
+    {"tol", BD_OPT_DOUBLE, OFF(tol), 0, 0.5, NULL, 0, NULL, "X",
+     "stop a fit gaining less than X (relative) 3 times"},
+    {"tune", BD_OPT_INT, OFF(tune), 0, 1e8, NULL, 0, NULL, "N",
+     "layer-wise tuning steps after each layer"},
+    {"target_ratio", BD_OPT_DOUBLE, OFF(target_ratio), 1, 1e6, NULL, 0, NULL, "R",
+     BD_SIZE_POLICY " to this ratio over fp32 (0: none)"},
+    {"target_mb", BD_OPT_DOUBLE, OFF(target_mb), 1e-6, 1e6, NULL, 0, NULL, "M",
+     BD_SIZE_POLICY " to this size in MiB (0: none)"},
+    {"target_bpw", BD_OPT_DOUBLE, OFF(target_bpw), 0.01, 32, NULL, 0, NULL, "B",
+     BD_SIZE_POLICY " to this mean of bits per weight (0: none)"},
+    {NULL, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL}};
+#undef OFF
+
+static void init_op(void *opts) { bd_quantize_run_init(opts); }
+
+const bd_opt_op bd_quantize_op = {"quantize", {bd_quantize_opts, NULL}, {0, 0},
+                                  sizeof(bd_quantize_run), init_op};
+
+static const char *key_name(const char *key, int cli, char *buf, size_t cap)
+{
+    const bd_opt *o = bd_opt_find(bd_quantize_opts, key);
+    if (cli)
+        bd_opt_cli_name(o, buf, cap);
+    else
+        snprintf(buf, cap, "%s", key);
+    return buf;
+}
+
+bd_status bd_quantize_target(const bd_quantize_run *r, const char *where, int cli, char *arg,
+                             size_t cap)
+{
+    const struct {
+        const char *key;
+        double value;
+    } targets[] = {{"target_ratio", r->target_ratio}, {"target_mb", r->target_mb},
+                   {"target_bpw", r->target_bpw}};
+    const char *given = NULL;
+    char a[48], b[48];
+    arg[0] = '\0';
+    for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
+        if (targets[i].value <= 0)
+            continue;
+        if (given)
+            return bd_fail(BD_EINVAL, "%s: %s and %s exclude each other: give one size target",
+                           where, key_name(given, cli, a, sizeof a),
+                           key_name(targets[i].key, cli, b, sizeof b));
+        given = targets[i].key;
+        char value[64];
+        bd_opt_value(bd_opt_find(bd_quantize_opts, given), r, value, sizeof value);
+        snprintf(arg, cap, "%s=%s", given, value);
+    }
+    if (given && r->tune > 0)
+        return bd_fail(BD_EINVAL, "%s: %s does not combine with %s: %s quantizes without tuning",
+                       where, key_name("tune", cli, a, sizeof a), key_name(given, cli, b, sizeof b),
+                       BD_SIZE_POLICY);
+    return BD_OK;
 }

@@ -21,6 +21,7 @@
 #include "data.h"
 #include "graph.h"
 #include "layers.h"
+#include "options.h"
 #include "pq.h"
 #include "progress.h"
 
@@ -122,5 +123,40 @@ bd_status bd_quantize_fit(const bd_capture *cap, const bd_layer *l, const float 
 /* ||X(W - W^)||_F / ||X W||_F over held-out rows, W and W^ as stored. */
 double bd_relative_error(const bd_capture *cap, const bd_layer *l, const float *w,
                          const float *w_hat);
+
+/* ---- a run: the operation's options -------------------------------------------
+ * What a 'quantize' takes beyond the plan (which says each layer's format,
+ * d, k, bits and objective): EM's search, layer-wise tuning, or a size
+ * target. A target stands for the size-budget policy
+ * (lua/policies/size_budget.lua), which plans every layer the plan takes
+ * to meet it and quantizes: the front-ends run that policy for it. */
+typedef struct bd_quantize_run {
+    int iters;           /* EM iterations per restart, at most */
+    int restarts;        /* EM fits from different seeds, the best kept */
+    double tol;          /* EM's stopping tolerance (pq.h) */
+    int tune;            /* layer-wise fine-tuning steps after each layer (0: none) */
+    double target_ratio; /* > 0: at most the fp32 size / target_ratio */
+    double target_mb;    /* > 0: at most this many MiB (2^20 bytes) */
+    double target_bpw;   /* > 0: at most this many bits per quantizable weight on average */
+} bd_quantize_run;
+
+/* The defaults, every field: the one place they come from (100 iterations,
+ * BD_PQ_RESTARTS, BD_PQ_TOL, no tuning, no target). */
+void bd_quantize_run_init(bd_quantize_run *r);
+
+/* The table every front-end reads (options.h), and the operation: the
+ * table with bd_quantize_run_init's defaults. */
+extern const bd_opt bd_quantize_opts[];
+extern const bd_opt_op bd_quantize_op;
+
+/* The policy a size target stands for: lua/policies/BD_SIZE_POLICY.lua. */
+#define BD_SIZE_POLICY "size_budget"
+
+/* r's size target as that policy's argument ("target_mb=0.05") in arg; ""
+ * when r sets none. Fails, naming the keys (spelled as the command line
+ * spells them with cli), when r sets more than one target, or a target and
+ * tune (the policy does not tune). where names the caller. */
+bd_status bd_quantize_target(const bd_quantize_run *r, const char *where, int cli, char *arg,
+                             size_t cap);
 
 #endif

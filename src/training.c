@@ -27,58 +27,75 @@ static bd_status parse_augment(const char *where, const char *v, void *field)
     return bd_augment_parse(where, v, field);
 }
 
+/* An augmentation nobody set has no text: what it becomes depends on the
+ * data (bd_augment_default). */
+static void show_augment(const void *field, char *buf, size_t cap)
+{
+    const bd_augment *a = field;
+    if (a->is_set)
+        bd_augment_describe(a, buf, cap);
+    else if (cap)
+        buf[0] = '\0';
+}
+
 static bd_status parse_noise(const char *where, const char *v, void *field)
 {
     return bd_noise_parse(where, v, field);
 }
 
+static void show_noise(const void *field, char *buf, size_t cap)
+{
+    bd_noise_describe(field, buf, cap);
+}
+
+static const bd_opt_codec augment_codec = {parse_augment, show_augment};
+static const bd_opt_codec noise_codec = {parse_noise, show_noise};
+
 #define OFF(f) offsetof(bd_training_options, f)
 const bd_opt bd_training_opts[] = {
-    {"epochs", BD_OPT_INT, OFF(epochs), 1, 100000, NULL, 0, NULL, "N", "passes over the data (default 1)"},
+    {"epochs", BD_OPT_INT, OFF(epochs), 1, 100000, NULL, 0, NULL, "N", "passes over the data"},
     {"steps", BD_OPT_INT64, OFF(steps), 0, 1e12, NULL, 0, NULL, "N",
-     "steps per epoch (default 0: one pass over the data)"},
-    {"batch", BD_OPT_INT, OFF(batch), 1, 65536, NULL, 0, NULL, "B", "images per step (default 128)"},
+     "steps per epoch (0: one pass over the data)"},
+    {"batch", BD_OPT_INT, OFF(batch), 1, 65536, NULL, 0, NULL, "B", "images per step"},
     {"lr", BD_OPT_FLOAT, OFF(lr), 1e-12, 1e3, NULL, 0, NULL, "X",
-     "learning rate, the peak for onecycle (default 0.1)"},
+     "learning rate, the peak for onecycle"},
     {"momentum", BD_OPT_FLOAT, OFF(momentum), 0, 0.999, NULL, 0, NULL, "X",
-     "SGD momentum (default 0.9; onecycle cycles it +-0.05)"},
+     "SGD momentum (onecycle cycles it +-0.05)"},
     {"nesterov", BD_OPT_FLAG, OFF(nesterov), 0, 1, NULL, 0, NULL, NULL, "Nesterov momentum"},
     {"wd", BD_OPT_FLOAT, OFF(wd), 0, 1, NULL, 0, NULL, "X",
-     "weight decay on weights, not biases or BatchNorm (default 5e-4)"},
+     "weight decay on weights, not biases or BatchNorm"},
     {"schedule", BD_OPT_WORD, OFF(schedule), 0, 0, schedule_words, 0, NULL,
-     "constant|step|cosine|onecycle", "learning rate schedule (default cosine)"},
+     "constant|step|cosine|onecycle", "learning rate schedule"},
     {"step", BD_OPT_INT, OFF(step), 1, 100000, NULL, 0, NULL, "N",
-     "step schedule: epochs between decays (default 30)"},
-    {"gamma", BD_OPT_FLOAT, OFF(gamma), 1e-6, 1, NULL, 0, NULL, "X",
-     "step schedule: the decay (default 0.1)"},
+     "step schedule: epochs between decays"},
+    {"gamma", BD_OPT_FLOAT, OFF(gamma), 1e-6, 1, NULL, 0, NULL, "X", "step schedule: the decay"},
     {"warmup", BD_OPT_FLOAT, OFF(warmup), 0.001, 0.999, NULL, 0, NULL, "X",
-     "onecycle: share of the steps spent rising (default 0.25)"},
+     "onecycle: share of the steps spent rising"},
     {"div", BD_OPT_FLOAT, OFF(div), 1, 1e6, NULL, 0, NULL, "X",
-     "onecycle: the first lr is lr/div (default 10)"},
+     "onecycle: the first lr is lr/div"},
     {"final_div", BD_OPT_FLOAT, OFF(final_div), 1, 1e9, NULL, 0, NULL, "X",
-     "onecycle: the last lr is lr/(div*final_div) (default 100)"},
-    {"smoothing", BD_OPT_FLOAT, OFF(smoothing), 0, 0.999, NULL, 0, NULL, "X",
-     "label smoothing (default 0)"},
+     "onecycle: the last lr is lr/(div*final_div)"},
+    {"smoothing", BD_OPT_FLOAT, OFF(smoothing), 0, 0.999, NULL, 0, NULL, "X", "label smoothing"},
     {"loss", BD_OPT_WORD, OFF(loss), 0, 0, loss_words, 0, NULL, "ce|kl",
-     "labels' cross-entropy, or distillation from the teacher (default ce)"},
+     "labels' cross-entropy, or distillation from the teacher"},
     {"bn", BD_OPT_WORD, OFF(bn), 0, 0, bn_words, 0, NULL, "train|frozen",
-     "BatchNorm on batch statistics, running ones updated (default train)"},
+     "BatchNorm on batch statistics, running ones updated, or on the running ones"},
     {"bn_local", BD_OPT_FLAG, OFF(bn_local), 0, 1, NULL, 0, NULL, NULL,
      "several ranks (mpirun): BatchNorm's batch statistics per rank, not over the global batch"},
     {"bn_momentum", BD_OPT_FLOAT, OFF(bn_momentum), 1e-6, 1, NULL, 0, NULL, "X",
-     "BatchNorm running statistics' momentum (default 0.1)"},
-    {"augment", BD_OPT_PARSE, OFF(augment), 0, 0, NULL, 0, parse_augment, "LIST",
+     "BatchNorm running statistics' momentum"},
+    {"augment", BD_OPT_PARSE, OFF(augment), 0, 0, NULL, 0, &augment_codec, "LIST",
      "none, or crop=P,rrc,flip (default: crop=2,flip for IDX data, rrc,flip for images)"},
     {"init", BD_OPT_WORD, OFF(init), 0, 0, init_words, 0, NULL, "keep|scratch",
-     "start from the loaded weights or from a seeded re-initialisation (default keep)"},
+     "start from the loaded weights or from a seeded re-initialisation"},
     {"seed", BD_OPT_INT64, OFF(seed), 0, 9007199254740992.0, NULL, 0, NULL, "S",
-     "order of the images, augmentation, noise, initialisation (default 0)"},
-    {"quant_noise", BD_OPT_PARSE, OFF(noise), 0, 0, NULL, 0, parse_noise, "KIND:p=P",
-     "Quant-Noise: pq, pq-centroid or intB, e.g. pq:p=0.1,regime=small (default none)"},
+     "order of the images, augmentation, noise, initialisation"},
+    {"quant_noise", BD_OPT_PARSE, OFF(noise), 0, 0, NULL, 0, &noise_codec, "KIND:p=P",
+     "Quant-Noise: pq, pq-centroid or intB, e.g. pq:p=0.1,regime=small"},
     {"eval_quantized", BD_OPT_FLAG, OFF(eval_quantized), 0, 1, NULL, 0, NULL, NULL,
      "also evaluate quant_noise's fully quantized model every epoch"},
     {"eval_n", BD_OPT_INT64, OFF(eval_n), 0, 1e12, NULL, 0, NULL, "N",
-     "evaluate on the first N images only (default 0: all)"},
+     "evaluate on the first N images only (0: all)"},
     {NULL, 0, 0, 0, 0, NULL, 0, NULL, NULL, NULL}};
 #undef OFF
 
@@ -89,6 +106,11 @@ void bd_training_options_init(bd_training_options *o)
                                .gamma = 0.1f, .warmup = 0.25f, .div = 10, .final_div = 100,
                                .loss = BD_LOSS_CE, .bn_momentum = 0.1f};
 }
+
+static void init_op(void *opts) { bd_training_options_init(opts); }
+
+const bd_opt_op bd_training_op = {"train", {bd_training_opts, NULL}, {0, 0},
+                                  sizeof(bd_training_options), init_op};
 
 void bd_training_report_free(bd_training_report *r)
 {

@@ -73,8 +73,10 @@ typedef struct bd_training_options {
     int64_t eval_n;        /* evaluate the first N images only (0: all) */
 } bd_training_options;
 
-/* The table every front-end reads (options.h). */
+/* The table (options.h), and the operation every front-end reads: the
+ * table with bd_training_options_init's defaults. */
 extern const bd_opt bd_training_opts[];
+extern const bd_opt_op bd_training_op;
 
 /* Zero fields to their defaults (momentum, wd and smoothing keep an
  * explicit 0 only when given by bd_training_options_init's caller: start

@@ -1027,8 +1027,34 @@ bd_status bd_ws_quantize(bd_workspace *ws, const char *glob, int iters)
     return bd_ws_quantize_tuned(ws, glob, iters, NULL);
 }
 
-bd_status bd_ws_finetune(bd_workspace *ws, const char *glob, int global,
-                         const bd_finetune_options *opt, bd_finetune_report *report)
+void bd_ws_quantize_defaults(const bd_workspace *ws, bd_quantize_run *r)
+{
+    bd_quantize_run_init(r);
+    r->restarts = ws->restarts;
+    r->tol = ws->tol;
+}
+
+bd_status bd_ws_quantize_run(bd_workspace *ws, const char *glob, const bd_quantize_run *r)
+{
+    char target[96];
+    BD_TRY(bd_quantize_target(r, "quantize", 0, target, sizeof target));
+    if (target[0])
+        return bd_fail(BD_EINVAL, "quantize: %s is the %s policy's, which the front-end runs",
+                       target, BD_SIZE_POLICY);
+    int restarts = ws->restarts;
+    double tol = ws->tol;
+    BD_TRY(bd_ws_search(ws, r->restarts, r->tol));
+    bd_finetune_options tune;
+    bd_finetune_options_init(&tune);
+    tune.iters = r->tune;
+    bd_status s = bd_ws_quantize_tuned(ws, glob, r->iters, &tune);
+    ws->restarts = restarts;
+    ws->tol = tol;
+    return s;
+}
+
+bd_status bd_ws_finetune(bd_workspace *ws, const char *glob, const bd_finetune_options *opt,
+                         bd_finetune_report *report)
 {
     int *all, n, nq = 0;
     BD_TRY(select_layers(ws, glob, 0, &all, &n));
@@ -1049,9 +1075,9 @@ bd_status bd_ws_finetune(bd_workspace *ws, const char *glob, int global,
     if (s == BD_OK)
         s = step_save_tensors(ws, &u);
     bd_finetune_report r = {0};
-    if (s == BD_OK && global)
+    if (s == BD_OK && opt->global)
         s = tune_layers(ws, all, nq, opt, &progress, &r);
-    for (int j = 0; s == BD_OK && !global && j < nq; j++)
+    for (int j = 0; s == BD_OK && !opt->global && j < nq; j++)
         s = tune_layers(ws, &all[j], 1, opt, &progress, &r);
     if (s == BD_OK) {
         step_push(ws, &u);

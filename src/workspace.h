@@ -31,6 +31,7 @@
 #include "progress.h"
 #include "codec.h"
 #include "plan.h"
+#include "quantize.h"
 #include "size.h"
 #include "training.h"
 
@@ -132,13 +133,23 @@ bd_status bd_ws_quantize_tuned(bd_workspace *ws, const char *glob, int iters,
                                const bd_finetune_options *tune);
 /* The same for layer i alone, whatever its plan's quantize flag says. */
 bd_status bd_ws_quantize_at(bd_workspace *ws, int i, int iters, const bd_finetune_options *tune);
+/* The command language's and Lua's quantize: as bd_ws_quantize_tuned with
+ * r's iterations and tune steps (fine-tuning's defaults otherwise), EM's
+ * search r's for this call only (bd_ws_search's stays). A size target is
+ * refused: it stands for a policy, which the front-end runs. */
+bd_status bd_ws_quantize_run(bd_workspace *ws, const char *glob, const bd_quantize_run *r);
+/* The settings such a call starts from: bd_quantize_run_init's, with EM's
+ * search the workspace's (bd_ws_search: the same unless a command line set
+ * it for a policy). */
+void bd_ws_quantize_defaults(const bd_workspace *ws, bd_quantize_run *r);
 /* Fine-tunes the codebooks of the matching quantized layers: one at a time
- * (global 0: layer-wise) or all together (global 1); distillation on the
- * calibration images, or cross-entropy with their labels (opt->loss).
- * Tuned layers are in state "tuned". One undo step; cancelled or failed:
- * everything as it was (BatchNorm statistics and biases included). */
-bd_status bd_ws_finetune(bd_workspace *ws, const char *glob, int global,
-                         const bd_finetune_options *opt, bd_finetune_report *report);
+ * (opt->global 0: layer-wise) or all together (opt->global 1); distillation
+ * on the calibration images, or cross-entropy with their labels
+ * (opt->loss). Tuned layers are in state "tuned". One undo step; cancelled
+ * or failed: everything as it was (BatchNorm statistics and biases
+ * included). */
+bd_status bd_ws_finetune(bd_workspace *ws, const char *glob, const bd_finetune_options *opt,
+                         bd_finetune_report *report);
 /* Puts the matching layers back to float (their float sources). */
 bd_status bd_ws_reset(bd_workspace *ws, const char *glob);
 /* Undoes the last change (a quantize, finetune, reset, set, regime,

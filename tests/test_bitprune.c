@@ -852,9 +852,10 @@ static void test_bad_input_changes_nothing(void **state)
     assert_non_null(strstr(bd_error_message(), "no quantizable layer"));
     bd_graph_free(bare);
     bd_bitprune_options_init(&o);
-    assert_int_equal(bd_bitprune_set(&o, "t", "max_bits", "17"), BD_EINVAL);
-    assert_int_equal(bd_bitprune_set(&o, "t", "lambda", "-1"), BD_EINVAL);
-    assert_int_equal(bd_bitprune_set(&o, "t", "epochs", "3"), BD_OK); /* training's table */
+    assert_int_equal(bd_opt_op_set(&bd_bitprune_op, &o, "t", "max_bits", "17"), BD_EINVAL);
+    assert_int_equal(bd_opt_op_set(&bd_bitprune_op, &o, "t", "lambda", "-1"), BD_EINVAL);
+    /* training's table */
+    assert_int_equal(bd_opt_op_set(&bd_bitprune_op, &o, "t", "epochs", "3"), BD_OK);
     assert_int_equal(o.train.epochs, 3);
     /* the activations' range: within 1..16, and only with activations */
     assert_int_equal(bd_bitprune_set(&o, "t", "act_max_bits", "17"), BD_EINVAL);

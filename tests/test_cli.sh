@@ -72,12 +72,18 @@ expect_fail 1 "nope:x" "$BIN" eval $M --data nope:x
 expect_fail 1 "$TMP/bad.onnx" "$BIN" predict $M "$TMP/bad.onnx"
 expect_fail 2 "--mean wants one value or three" "$BIN" eval $M --mean 1,2
 expect_fail 2 "--size wants HxW" "$BIN" bench $M --size big
-# a bad option is reported once, by name
-for c in info eval predict bench quantize finetune bitprune annotate repl run tui; do
+# a bad option is reported once, by name; the commands with an option table
+# (tests/test_options.sh has more) list every option they take
+for c in info eval predict bench annotate repl run tui; do
   expect_fail 2 "option '--frob' is unknown or lacks its value" "$BIN" $c --frob
   [ "$(wc -l <"$TMP/err")" = 2 ] || fail "$c --frob: $(cat "$TMP/err")"
 done
+for c in quantize finetune train bitprune; do
+  expect_fail 2 "unknown option '--frob' (it takes --help, --output, " "$BIN" $c --frob
+  [ "$(wc -l <"$TMP/err")" = 2 ] || fail "$c --frob: $(cat "$TMP/err")"
+done
 expect_fail 2 "option '--data' is unknown or lacks its value" "$BIN" eval $M --data
+expect_fail 2 "option '--data' needs a value" "$BIN" finetune $M -o "$TMP/x.onnx" --data
 printf 'a\nb\nc\n' >"$TMP/three.txt"
 expect_fail 2 "$TMP/three.txt has 3 class names, but the model has 10 outputs" \
   "$BIN" predict $M examples/images/fmnist_test_0000_ankle_boot.png --classes "$TMP/three.txt"
@@ -167,7 +173,8 @@ assert 0 < t["mean_bits"] <= 4 + 1e-9 and abs(t["mean_bits"] - printed) < 1e-3, 
 PY
 runtimes_agree "$TMP/bpc.onnx"
 rm -f "$TMP/bp2.onnx" "$TMP/bp2.json"
-expect_fail 2 "max_bits" "$BIN" bitprune $M -o "$TMP/bp2.onnx" --target-bits 4 --max-bits 17
+expect_fail 2 "--max-bits must lie in .1, 16., not 17" \
+  "$BIN" bitprune $M -o "$TMP/bp2.onnx" --target-bits 4 --max-bits 17
 expect_fail 2 "one of --target-bits, --target-mb or --lambda" "$BIN" bitprune $M -o "$TMP/bp2.onnx"
 expect_fail 1 "0.5 bits cannot be met" "$BIN" bitprune $M -o "$TMP/bp2.onnx" --target-bits 0.5 \
   "${BP[@]}" --report "$TMP/bp2.json"

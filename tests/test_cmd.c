@@ -181,11 +181,11 @@ static void test_complete_words_and_keys(void **state)
     assert_int_equal(complete(*state, "save out.onnx ", &g), BD_ARG_WORD);
     assert_true(has(&g, "decoded"));
 
-    /* quantize: layers, "all", iters=, tune=, restarts= and tol= */
+    /* quantize: layers, "all" and the keys of its option table */
     assert_int_equal(complete(*state, "quantize ", &g), BD_ARG_LAYER);
     assert_true(has(&g, "all") && has(&g, "iters=") && has(&g, "tune=") && has(&g, "fc") &&
-                has(&g, "restarts=") && has(&g, "tol="));
-    assert_int_equal(g.n, bd_ws_nlayers(*state) + 5);
+                has(&g, "restarts=") && has(&g, "tol=") && has(&g, "target_bpw="));
+    assert_int_equal(g.n, bd_ws_nlayers(*state) + 1 + bd_opt_op_count(&bd_quantize_op));
     assert_int_equal(complete(*state, "quantize it", &g), BD_ARG_LAYER);
     assert_int_equal(g.n, 1);
     assert_string_equal(g.v[0], "iters=");
@@ -193,22 +193,26 @@ static void test_complete_words_and_keys(void **state)
     assert_int_equal(complete(*state, "quantize iters=5 la", &g), BD_ARG_LAYER);
     assert_true(has(&g, "layer3.0.conv2") && !has(&g, "iters="));
     assert_int_equal(complete(*state, "quantize fc ", &g), BD_ARG_NONE);
-    assert_int_equal(g.n, 4);
+    assert_int_equal(g.n, bd_opt_op_count(&bd_quantize_op));
     assert_true(has(&g, "iters=") && has(&g, "tune="));
+    /* finetune: its table's keys too */
+    assert_int_equal(complete(*state, "finetune fc ", &g), BD_ARG_NONE);
+    assert_int_equal(g.n, bd_opt_op_count(&bd_finetune_op));
+    assert_true(has(&g, "mode=") && has(&g, "bias=") && has(&g, "seed="));
     /* set: keys, then skip|include second */
     assert_int_equal(complete(*state, "set fc ", &g), BD_ARG_WORD);
     assert_true(has(&g, "d=") && has(&g, "k=") && has(&g, "objective=") && has(&g, "skip") &&
                 has(&g, "include"));
     /* train: the keys of its option table, and nothing positional */
     assert_int_equal(complete(*state, "train ", &g), BD_ARG_NONE);
-    assert_int_equal(g.n, bd_opt_count(bd_training_opts));
+    assert_int_equal(g.n, bd_opt_op_count(&bd_training_op));
     assert_true(has(&g, "epochs=") && has(&g, "quant_noise=") && has(&g, "eval_n="));
     assert_int_equal(complete(*state, "train lr=0.1 eval", &g), BD_ARG_NONE);
     assert_int_equal(g.n, 2);
     assert_true(has(&g, "eval_n=") && has(&g, "eval_quantized="));
     /* bitprune: the keys of both its tables, BitPruning's first */
     assert_int_equal(complete(*state, "bitprune ", &g), BD_ARG_NONE);
-    assert_int_equal(g.n, bd_opt_count(bd_bitprune_opts) + bd_opt_count(bd_training_opts));
+    assert_int_equal(g.n, bd_opt_op_count(&bd_bitprune_op));
     assert_string_equal(g.v[0], "target_bits=");
     assert_true(has(&g, "max_bits=") && has(&g, "epochs=") && has(&g, "loss="));
     assert_int_equal(complete(*state, "bitprune target_bits=4 target", &g), BD_ARG_NONE);
@@ -248,18 +252,40 @@ static void test_refusals(void **state)
     expect_refusal(&ctx, "frobnicate", "unknown command 'frobnicate'");
     expect_refusal(&ctx, "layers extra", "layers: unexpected 'extra'");
     expect_refusal(&ctx, "layers n=3", "layers: takes no options");
-    expect_refusal(&ctx, "quantize bogus=1", "quantize: unknown option 'bogus' (it takes iters, tune, restarts or tol)");
-    expect_refusal(&ctx, "quantize iters=ten", "quantize: iters wants a whole number");
+    expect_refusal(&ctx, "quantize bogus=1",
+                   "quantize: unknown option 'bogus' (it takes iters, restarts, tol, tune, "
+                   "target_ratio, target_mb or target_bpw)");
+    expect_refusal(&ctx, "quantize iters=ten", "quantize: iters is a whole number, not 'ten'");
     expect_refusal(&ctx, "quantize iters=1 iters=2", "quantize: iters= is given twice");
-    expect_refusal(&ctx, "quantize restarts=0", "quantize: restarts wants a whole number from 1 to 64");
-    expect_refusal(&ctx, "quantize restarts=65", "quantize: restarts wants a whole number from 1 to 64");
-    expect_refusal(&ctx, "quantize tol=0.9", "quantize: tol wants a number from 0 to 0.5");
+    expect_refusal(&ctx, "quantize restarts=0", "quantize: restarts must lie in [1, 64], not 0");
+    expect_refusal(&ctx, "quantize restarts=65", "quantize: restarts must lie in [1, 64]");
+    expect_refusal(&ctx, "quantize tol=0.9", "quantize: tol must lie in [0, 0.5], not 0.9");
+    expect_refusal(&ctx, "quantize target_mb=0", "quantize: target_mb must lie in [1e-06, ");
+    expect_refusal(&ctx, "quantize target_ratio=0.5", "quantize: target_ratio must lie in [1, ");
+    expect_refusal(&ctx, "quantize target_bpw=-2", "quantize: target_bpw must lie in [0.01, 32]");
+    expect_refusal(&ctx, "quantize target_mb=0.1 target_bpw=4",
+                   "quantize: target_mb and target_bpw exclude each other");
+    expect_refusal(&ctx, "quantize target_ratio=8 tune=5",
+                   "quantize: tune does not combine with target_ratio");
+    expect_refusal(&ctx, "quantize fc target_ratio=8",
+                   "quantize: target_ratio=8 plans every layer the plan takes: give no GLOB");
+    /* without a Lua runner (the TUI, bd.cmd) the policy cannot run */
+    expect_refusal(&ctx, "quantize target_ratio=8", "quantize: target_ratio=8 runs the "
+                                                    "size_budget policy, a Lua script, which "
+                                                    "cannot run from here");
+    expect_refusal(&ctx, "finetune epochs=3",
+                   "finetune: unknown option 'epochs' (it takes mode, iters, batch, lr, momentum, "
+                   "wd, step, gamma, loss, bn, bias or seed)");
+    expect_refusal(&ctx, "finetune lr=0", "finetune: lr must lie in [1e-12, 1000], not 0");
+    expect_refusal(&ctx, "finetune mode=both", "finetune: mode is layer or global, not 'both'");
     expect_refusal(&ctx, "eval n=0", "eval: n wants a whole number from 1");
-    expect_refusal(&ctx, "train bogus=1", "train: unknown option 'bogus' (see 'help train')");
+    expect_refusal(&ctx, "train bogus=1",
+                   "train: unknown option 'bogus' (it takes epochs, steps, ");
     expect_refusal(&ctx, "train lr=-1", "train: lr must lie in");
     expect_refusal(&ctx, "train epochs=1 epochs=2", "train: epochs= is given twice");
     expect_refusal(&ctx, "train all", "train: unexpected 'all'");
-    expect_refusal(&ctx, "bitprune bogus=1", "bitprune: unknown option 'bogus' (see 'help bitprune')");
+    expect_refusal(&ctx, "bitprune bogus=1",
+                   "bitprune: unknown option 'bogus' (it takes target_bits, target_mb, ");
     expect_refusal(&ctx, "bitprune max_bits=17", "bitprune: max_bits");
     expect_refusal(&ctx, "bitprune lr=-1", "bitprune: lr");
     expect_refusal(&ctx, "bitprune all", "bitprune: unexpected 'all'");
@@ -279,6 +305,64 @@ static void test_refusals(void **state)
     assert_int_equal(ctx.quit, 0);
     assert_int_equal(bd_cmd_exec(&ctx, "quit"), BD_OK);
     assert_int_equal(ctx.quit, 1);
+}
+
+/* ---- option tables: values as text, help with ranges and defaults ---------------- */
+
+static void expect_text(const bd_opt_op *op, void *opts, const char *key, const char *want)
+{
+    size_t at;
+    const bd_opt *o = bd_opt_op_find(op, key, &at);
+    char got[128];
+    assert_non_null(o);
+    bd_opt_value(o, (char *)opts + at, got, sizeof got);
+    assert_string_equal(got, want);
+}
+
+static void test_option_values_and_help(void **state)
+{
+    (void)state;
+    /* a value's text is the shortest that reads back, and reads back */
+    bd_training_options t;
+    bd_training_options_init(&t);
+    expect_text(&bd_training_op, &t, "lr", "0.1");
+    expect_text(&bd_training_op, &t, "div", "10");
+    expect_text(&bd_training_op, &t, "wd", "0.0005");
+    expect_text(&bd_training_op, &t, "schedule", "cosine");
+    expect_text(&bd_training_op, &t, "quant_noise", "none");
+    expect_text(&bd_training_op, &t, "augment", "");
+    assert_int_equal(bd_opt_op_set(&bd_training_op, &t, "t", "augment", "crop=4,flip"), BD_OK);
+    expect_text(&bd_training_op, &t, "augment", "crop=4,flip");
+    bd_quantize_run r;
+    bd_quantize_run_init(&r);
+    expect_text(&bd_quantize_op, &r, "tol", "0.0001");
+    assert_int_equal(bd_opt_op_set(&bd_quantize_op, &r, "q", "target_mb", "0.05"), BD_OK);
+    expect_text(&bd_quantize_op, &r, "target_mb", "0.05");
+    assert_true(r.target_mb == 0.05);
+    /* BitPruning's training keys land in its .train, with its own lr */
+    bd_bitprune_options b;
+    bd_bitprune_options_init(&b);
+    expect_text(&bd_bitprune_op, &b, "lr", "0.01");
+    assert_int_equal(bd_opt_op_set(&bd_bitprune_op, &b, "b", "epochs", "3"), BD_OK);
+    assert_int_equal(b.train.epochs, 3);
+    /* help: each entry's range and its default from the defaults function */
+    char help[16384];
+    bd_opt_op_help(&bd_finetune_op, 0, help, sizeof help);
+    assert_non_null(strstr(help, "  iters=N "));
+    assert_non_null(strstr(help, "[1..100000000, default 200]\n"));
+    assert_non_null(strstr(help, "[1e-12..1000, default 0.01]\n"));
+    assert_non_null(strstr(help, "[default global]\n"));
+    assert_non_null(strstr(help, "  bias=0|1 "));
+    assert_non_null(strstr(help, "[default off]\n"));
+    bd_opt_op_help(&bd_bitprune_op, 1, help, sizeof help);
+    assert_non_null(strstr(help, "  --max-bits N "));
+    assert_non_null(strstr(help, "  --lr X ")); /* training's, with BitPruning's default */
+    assert_non_null(strstr(help, "[1e-12..1000, default 0.01]\n"));
+    /* an unknown key lists them all, over both tables */
+    assert_int_equal(bd_opt_op_set(&bd_bitprune_op, &b, "bitprune", "nope", "1"), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "bitprune: unknown option 'nope' (it takes "
+                                               "target_bits, target_mb, "));
+    assert_non_null(strstr(bd_error_message(), ", eval_quantized or eval_n)"));
 }
 
 static void test_needs_model(void **state)
@@ -347,6 +431,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refusals, setup_ws, teardown_ws),
         cmocka_unit_test(test_needs_model),
         cmocka_unit_test_setup_teardown(test_sensitivity, setup_ws, teardown_ws),
+        cmocka_unit_test(test_option_values_and_help),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -957,11 +957,12 @@ static void test_e2e_finetune(void **state)
                         (size_t)bd_ws_layer_at(a, l)->q.n * sizeof(int32_t));
     ok(bd_ws_device(b, "cuda"));
     for (int bn_train = 0; bn_train < 2; bn_train++) {
-        bd_finetune_options o = {.iters = 10, .batch = 32, .lr = 0.01f, .momentum = 0.9f,
-                                 .wd = 1e-4f, .bn_train = bn_train, .tune_bias = bn_train};
+        bd_finetune_options o = {.global = 1, .iters = 10, .batch = 32, .lr = 0.01f,
+                                 .momentum = 0.9f, .wd = 1e-4f, .bn_train = bn_train,
+                                 .tune_bias = bn_train};
         bd_finetune_report ra, rb;
-        ok(bd_ws_finetune(a, "layer*", 1, &o, &ra));
-        ok(bd_ws_finetune(b, "layer*", 1, &o, &rb));
+        ok(bd_ws_finetune(a, "layer*", &o, &ra));
+        ok(bd_ws_finetune(b, "layer*", &o, &rb));
         assert_int_equal(ra.steps, rb.steps);
         if (!(fabs(ra.first_loss - rb.first_loss) <= 1e-3 * ra.first_loss &&
               fabs(ra.last_loss - rb.last_loss) <= 1e-3 * ra.last_loss))

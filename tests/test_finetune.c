@@ -207,9 +207,10 @@ static bd_workspace *quantized(const char *regime)
 /* 40 steps of global tuning of every quantized layer. */
 static bd_finetune_report tune_all(bd_workspace *ws)
 {
-    bd_finetune_options o = {.iters = 40, .batch = 32, .lr = 0.01f, .momentum = -1, .wd = -1};
+    bd_finetune_options o = {.global = 1, .iters = 40, .batch = 32, .lr = 0.01f, .momentum = -1,
+                             .wd = -1};
     bd_finetune_report r;
-    if (bd_ws_finetune(ws, "all", 1, &o, &r) != BD_OK)
+    if (bd_ws_finetune(ws, "all", &o, &r) != BD_OK)
         fail_msg("%s", bd_error_message());
     return r;
 }

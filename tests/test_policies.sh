@@ -57,7 +57,8 @@ grep -qE '^conv1 +9 +2 .* planned$' "$TMP/out" || fail "large_blocks first=true:
 "$BIN" run --model $M lua/policies/small_blocks.lua bogus=1 >/dev/null 2>"$TMP/err" && fail "a bad policy argument exited 0"
 grep -q "small_blocks: unknown argument 'bogus' (it takes first, " "$TMP/err" || fail "policy argument error: $(cat "$TMP/err")"
 "$BIN" run --model $M lua/policies/size_budget.lua >/dev/null 2>"$TMP/err" && fail "size_budget without a target exited 0"
-grep -q "size_budget: needs one of target_mb=M or target_ratio=R" "$TMP/err" || fail "size_budget target: $(cat "$TMP/err")"
+grep -q "size_budget: needs one of target_mb=M, target_ratio=R or target_bpw=B" "$TMP/err" ||
+  fail "size_budget target: $(cat "$TMP/err")"
 
 # bitdown quantize --policy writes a file whose size info agrees with the policy's
 "$BIN" quantize $M -o "$TMP/p.onnx" --calib-n $N --iters 5 \

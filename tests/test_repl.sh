@@ -379,7 +379,7 @@ for msg in "line 2: set: layer 'layer1.0.conv1': k=256" \
   "line 4: show: the single quote at column 6 is not closed" \
   "line 5: show: no layer 'nosuch'" \
   "line 6: layers: unexpected 'extra' (usage: layers)" \
-  "line 7: quantize: unknown option 'bogus' (it takes iters, tune, restarts or tol)" \
+  "line 7: quantize: unknown option 'bogus' (it takes iters, restarts, tol, tune, target_ratio, " \
   "line 8: eval: n wants a whole number from 1 to" \
   "line 9: undo: nothing to undo" \
   "line 10: run: " "nothing.lua"; do

@@ -569,7 +569,7 @@ static void test_train_quantized(void **state)
 
 static void set_bitprune(bd_bitprune_options *o, const char *key, const char *value)
 {
-    if (bd_bitprune_set(o, "t", key, value) != BD_OK)
+    if (bd_opt_op_set(&bd_bitprune_op, o, "t", key, value) != BD_OK)
         fail_msg("%s", bd_error_message());
 }
 
@@ -597,9 +597,9 @@ static void test_bitprune(void **state)
     /* refused before anything changes: bad options, then a target the
      * range cannot meet, then a layer already quantized */
     bd_bitprune_options bad = o;
-    assert_int_not_equal(bd_bitprune_set(&bad, "t", "lambda", "-1"), BD_OK);
+    assert_int_not_equal(bd_opt_op_set(&bd_bitprune_op, &bad, "t", "lambda", "-1"), BD_OK);
     assert_non_null(strstr(bd_error_message(), "lambda"));
-    assert_int_not_equal(bd_bitprune_set(&bad, "t", "max_bits", "17"), BD_OK);
+    assert_int_not_equal(bd_opt_op_set(&bd_bitprune_op, &bad, "t", "max_bits", "17"), BD_OK);
     assert_non_null(strstr(bd_error_message(), "max_bits"));
     assert_memory_equal(&bad, &o, sizeof o);
     set_bitprune(&bad, "target_bits", "0.5");

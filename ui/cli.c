@@ -272,33 +272,65 @@ bd_status cli_write_report(const bd_workspace *ws, const char *path, const bd_ac
     return s;
 }
 
-void cli_table_longopts(const bd_opt *const *tables, int ntables, int base, struct option *opts,
-                        char (*names)[48], int *n, int max)
+void cli_table_longopts(const bd_opt_op *op, int base, struct option *opts, char (*names)[48],
+                        int *n, int max)
 {
-    int index = 0;
-    for (int t = 0; t < ntables; t++)
-        for (const bd_opt *o = tables[t]; o->key && *n < max - 1; o++, index++) {
-            bd_opt_cli_name(o, names[*n], sizeof names[*n]);
-            opts[*n] = (struct option){names[*n] + 2,
-                                       o->type == BD_OPT_FLAG ? no_argument : required_argument,
-                                       0, base + index};
-            ++*n;
-        }
+    const bd_opt *o;
+    for (int i = 0; (o = bd_opt_op_at(op, i, NULL)) && *n < max - 1; i++) {
+        bd_opt_cli_name(o, names[*n], sizeof names[*n]);
+        opts[*n] = (struct option){names[*n] + 2,
+                                   o->type == BD_OPT_FLAG ? no_argument : required_argument, 0,
+                                   base + i};
+        ++*n;
+    }
     opts[*n] = (struct option){0, 0, 0, 0};
 }
 
-const bd_opt *cli_table_entry(const bd_opt *const *tables, int ntables, int index,
-                              const char *arg, const char **value)
+const bd_opt *cli_table_entry(const bd_opt_op *op, int base, int c, const char *arg,
+                              const char **value)
 {
-    for (int t = 0; t < ntables && index >= 0; t++) {
-        int count = bd_opt_count(tables[t]);
-        if (index < count) {
-            *value = tables[t][index].type == BD_OPT_FLAG ? "1" : arg;
-            return &tables[t][index];
-        }
-        index -= count;
+    const bd_opt *o = c >= base ? bd_opt_op_at(op, c - base, NULL) : NULL;
+    if (o)
+        *value = o->type == BD_OPT_FLAG ? "1" : arg;
+    return o;
+}
+
+int cli_table_set(const char *cmd, const bd_opt_op *op, void *opts, const bd_opt *o,
+                  const char *value)
+{
+    if (bd_opt_op_set(op, opts, cmd, o->key, value) == BD_OK)
+        return CLI_OK;
+    /* "cmd: key must lie in ...": the key as the command line spells it */
+    const char *msg = bd_error_message();
+    size_t cmdlen = strlen(cmd), len = strlen(o->key);
+    if (strncmp(msg, cmd, cmdlen) == 0 && strncmp(msg + cmdlen, ": ", 2) == 0)
+        msg += cmdlen + 2;
+    char name[48];
+    bd_opt_cli_name(o, name, sizeof name);
+    if (strncmp(msg, o->key, len) == 0 && msg[len] == ' ')
+        return cli_usage_error(cmd, "%s%s", name, msg + len);
+    return cli_usage_error(cmd, "%s", msg); /* a parser's own, which names what it parses */
+}
+
+int cli_bad_table_option(const char *cmd, char **argv, const struct option *opts)
+{
+    char word[128];
+    snprintf(word, sizeof word, "%s", argv[optind - 1]);
+    word[strcspn(word, "=")] = '\0';
+    /* getopt_long tells a known option that lacks its value by optopt */
+    for (int i = 0; optopt && opts[i].name; i++)
+        if (opts[i].val == optopt && opts[i].has_arg == required_argument)
+            return cli_usage_error(cmd, "option '%s' needs a value", word);
+    char list[4096] = "";
+    int n = 0;
+    while (opts[n].name)
+        n++;
+    for (int i = 0; i < n; i++) {
+        size_t used = strlen(list);
+        snprintf(list + used, sizeof list - used, "%s--%s",
+                 i == 0 ? "" : i < n - 1 ? ", " : " or ", opts[i].name);
     }
-    return NULL;
+    return cli_usage_error(cmd, "unknown option '%s' (it takes %s)", word, list);
 }
 
 void cli_print_epoch(const char *phase, const bd_training_epoch *e, int epochs)

@@ -86,17 +86,27 @@ bd_status cli_write_report(const struct bd_workspace *ws, const char *path,
                            const struct bd_accuracy *t, const struct bd_accuracy *st,
                            const char *written);
 
-/* Option tables (options.h) on the command line: every entry of the
- * tables, in turn, as a --key long option with val base + its index over
- * them all, appended to opts from *n (at most max entries with the ending
- * zero one, which is written); names (max entries) holds the spellings. */
+/* An operation's options (options.h) on the command line: every entry of
+ * op's tables, in turn, as a --key long option with val base + its index,
+ * appended to opts from *n (at most max entries with the ending zero one,
+ * which is written); names (max entries) holds the spellings. */
 struct option;
-void cli_table_longopts(const bd_opt *const *tables, int ntables, int base, struct option *opts,
-                        char (*names)[48], int *n, int max);
-/* The entry of the index'th option of the tables (val - base), NULL past
- * them; the value to set it with: arg, or "1" for a flag. */
-const bd_opt *cli_table_entry(const bd_opt *const *tables, int ntables, int index,
-                              const char *arg, const char **value);
+void cli_table_longopts(const bd_opt_op *op, int base, struct option *opts, char (*names)[48],
+                        int *n, int max);
+/* What getopt_long's c (val) means: the entry of op it stands for, NULL
+ * when it stands for none; *value the value to set it with: arg, or "1"
+ * for a flag. */
+const bd_opt *cli_table_entry(const bd_opt_op *op, int base, int c, const char *arg,
+                              const char **value);
+/* Sets entry o of op in opts to value; a bad value is a usage error that
+ * names the option as the command line spells it and its range. Returns
+ * CLI_OK or CLI_USAGE. */
+int cli_table_set(const char *cmd, const bd_opt_op *op, void *opts, const bd_opt *o,
+                  const char *value);
+/* cli_bad_option for a command with an operation's options: an unknown
+ * option's message lists every option of opts (what the command takes);
+ * one that lacks its value says so. Returns CLI_USAGE. */
+int cli_bad_table_option(const char *cmd, char **argv, const struct option *opts);
 
 /* "PHASEepoch E/N: loss ..., eval top1 ..." on stdout, over the progress
  * bar, as a training run's epoch ends (phase "" or "learn ", ...). */

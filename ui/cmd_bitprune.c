@@ -17,12 +17,10 @@
 
 enum { OPT_TABLE = 2000, OPT_DATA = 1100, OPT_EVAL, OPT_TEACHER, OPT_THREADS, OPT_REPORT };
 
-static const bd_opt *const tables[2] = {bd_bitprune_opts, bd_training_opts};
-
 static void usage(void)
 {
     static char opts[16384];
-    bd_bitprune_help(1, opts, sizeof opts);
+    bd_opt_op_help(&bd_bitprune_op, 1, opts, sizeof opts);
     printf("usage: bitdown bitprune MODEL -o OUT.onnx (--target-bits B | --target-mb S |\n"
            "                        --lambda L) [options]\n\n"
            "Learns a bit length for every layer (or output channel) by training with a\n"
@@ -65,7 +63,7 @@ static int parse(int argc, char **argv, args *a)
     int n = 0;
     for (; n < NFIXED && fixed[n].name; n++)
         opts[n] = fixed[n];
-    cli_table_longopts(tables, 2, OPT_TABLE, opts, names, &n, MAXOPTS);
+    cli_table_longopts(&bd_bitprune_op, OPT_TABLE, opts, names, &n, MAXOPTS);
     memset(a, 0, sizeof *a);
     bd_bitprune_options_init(&a->o);
     int c;
@@ -74,10 +72,10 @@ static int parse(int argc, char **argv, args *a)
         if (cli_preprocess_option(&a->cp, c, optarg))
             continue;
         const char *value;
-        const bd_opt *o = cli_table_entry(tables, 2, c - OPT_TABLE, optarg, &value);
+        const bd_opt *o = cli_table_entry(&bd_bitprune_op, OPT_TABLE, c, optarg, &value);
         if (o) {
-            if (bd_bitprune_set(&a->o, "bitprune", o->key, value) != BD_OK)
-                return cli_usage_error("bitprune", "%s", strchr(bd_error_message(), ' ') + 1);
+            if (cli_table_set("bitprune", &bd_bitprune_op, &a->o, o, value) != CLI_OK)
+                return CLI_USAGE;
             continue;
         }
         switch (c) {
@@ -91,7 +89,7 @@ static int parse(int argc, char **argv, args *a)
             if (cli_parse_int("bitprune", "--threads", optarg, 1, 1024, &a->threads) != CLI_OK)
                 return CLI_USAGE;
             break;
-        default: return cli_bad_option("bitprune", argv);
+        default: return cli_bad_table_option("bitprune", argv, opts);
         }
     }
     if (optind != argc - 1)

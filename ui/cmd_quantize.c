@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bd_lua.h"
 #include "cli.h"
 #include "cmd.h"
+#include "fileio.h"
 #include "model_meta.h"
 #include "plan.h"
 #include "pq.h"
@@ -16,107 +16,170 @@
 #include "size.h"
 #include "workspace.h"
 
-static const char help[] =
-    "usage: bitdown quantize MODEL -o OUT.onnx [options]\n\n"
-    "Quantizes MODEL's layers in graph order with activation-aware product\n"
-    "quantization, each from the student as it stands, and writes the compressed\n"
-    "model as standard ONNX (bit-packed codes unpacked in-graph -> Gather(fp16\n"
-    "centroids) -> Reshape), which any ONNX runtime runs. Prints a table per layer\n"
-    "and the totals.\n\n"
-    "  -o, --output FILE     where to write (atomically)\n"
-    "  --calib SPEC          calibration images (default: the model's dataset,\n"
-    "                        train split); see 'bitdown eval --help' for SPEC\n"
-    "  --calib-n N           calibration images (default 1024)\n"
-    "  --regime small|large|int8|int4  the paper's block sizes: small d=9 (3x3), 4\n"
-    "                        (1x1, fc); large d=18, 8, 4; k=256, fc k=2048, clamped\n"
-    "                        (default small); intB: B-bit ints per channel (B = 1..16)\n"
-    "  --set GLOB:d=D,k=K[,objective=act|weight|feedback]   override layers matching GLOB\n"
-    "  --set GLOB:int=B[,per=channel|tensor][,sym=0|1]   make them B-bit ints\n"
-    "                        (fnmatch, e.g. 'layer3.*'); GLOB:skip keeps them fp32;\n"
-    "                        repeatable, applied in order\n"
-    "  --objective act|weight|feedback  act: ||X(W-W^)||^2 through each block's\n"
-    "                        Gram (the paper's); weight: ||W-W^||^2; feedback: act,\n"
-    "                        then error feedback across each row's blocks with the\n"
-    "                        full row's Gram (GPTVQ's update; 'gptvq' also names it)\n"
-    "                        (default: the regime's plan)\n"
-    "  --compare             also fit another objective on the same inputs and show\n"
-    "                        its error (act: weight; weight and feedback: act)\n"
-    "  --iters N             EM iterations per restart at most (default 100)\n"
-    "  --restarts R          EM fits from R seeds (k-means++ each), the best kept\n"
-    "                        (default 4, 1..64)\n"
-    "  --tol X               a fit stops when its objective improves by less than X\n"
-    "                        (relative) for 3 iterations in a row (default 1e-4)\n"
-    "  --quantize-first      also quantize the first conv (kept fp32 by default)\n"
-    "  --seed S              seed for calibration sampling and EM (default 0)\n"
-    "  --eval SPEC           evaluate teacher and student on SPEC afterwards\n"
-    "  --eval-n N            only the first N evaluation images\n"
-    "  --report FILE.json    write the per-layer table and totals as JSON\n"
-    "  --decoded             write a plain dense fp32 model instead\n"
-    "  --batch B             images per forward pass and per fine-tuning step (64)\n"
-    "  --threads T           CPU threads (default: all cores)\n"
-    "  --finetune-layer N    after each layer is quantized, tune its centroids for N\n"
-    "                        steps by distillation (KL to the teacher's softmax)\n"
-    "  --finetune-global N   at the end, tune all centroids together for N steps\n"
-    "  --lr X --momentum X --wd X   SGD settings of fine-tuning (0.01, 0.9, 1e-4)\n"
-    "  --policy NAME[:KEY=VALUE,...]  a Lua policy plans and quantizes instead:\n"
-    "                        lua/policies/NAME.lua (or a path to a .lua file), e.g.\n"
-    "                        small_blocks, large_blocks, size_budget:target_mb=M,\n"
-    "                        error_budget:max_error=E, ipq:stages=\"A;B,C\" (each\n"
-    "                        file's header says its arguments; a word without '='\n"
-    "                        continues the value before it); -o, --calib, --calib-n, --iters, --seed,\n"
-    "                        --objective, --quantize-first, --eval, --eval-n,\n"
-    "                        --decoded, --report, --threads and the preprocessing\n"
-    "                        options apply, the other options do not\n" CLI_PREPROCESS_HELP;
+enum { OPT_TABLE = 2000 };
+
+static void usage(void)
+{
+    static char opts[8192];
+    bd_opt_op_help(&bd_quantize_op, 1, opts, sizeof opts);
+    printf(
+        "usage: bitdown quantize MODEL -o OUT.onnx [options]\n\n"
+        "Quantizes MODEL's layers in graph order with activation-aware product\n"
+        "quantization, each from the student as it stands, and writes the compressed\n"
+        "model as standard ONNX (bit-packed codes unpacked in-graph -> Gather(fp16\n"
+        "centroids) -> Reshape), which any ONNX runtime runs. Prints a table per layer\n"
+        "and the totals.\n\n"
+        "  -o, --output FILE     where to write (atomically)\n"
+        "  --calib SPEC          calibration images (default: the model's dataset,\n"
+        "                        train split); see 'bitdown eval --help' for SPEC\n"
+        "  --calib-n N           calibration images (default 1024)\n"
+        "  --regime small|large|int8|int4  the paper's block sizes: small d=9 (3x3), 4\n"
+        "                        (1x1, fc); large d=18, 8, 4; k=256, fc k=2048, clamped\n"
+        "                        (default small); intB: B-bit ints per channel (B = 1..16)\n"
+        "  --set GLOB:d=D,k=K[,objective=act|weight|feedback]   override layers matching GLOB\n"
+        "  --set GLOB:int=B[,per=channel|tensor][,sym=0|1]   make them B-bit ints\n"
+        "                        (fnmatch, e.g. 'layer3.*'); GLOB:skip keeps them fp32;\n"
+        "                        repeatable, applied in order\n"
+        "  --objective act|weight|feedback  act: ||X(W-W^)||^2 through each block's\n"
+        "                        Gram (the paper's); weight: ||W-W^||^2; feedback: act,\n"
+        "                        then error feedback across each row's blocks with the\n"
+        "                        full row's Gram (GPTVQ's update; 'gptvq' also names it)\n"
+        "                        (default: the regime's plan)\n"
+        "  --compare             also fit another objective on the same inputs and show\n"
+        "                        its error (act: weight; weight and feedback: act)\n"
+        "  --quantize-first      also quantize the first conv (kept fp32 by default)\n"
+        "  --seed S              seed for calibration sampling and EM (default 0)\n"
+        "  --eval SPEC           evaluate teacher and student on SPEC afterwards\n"
+        "  --eval-n N            only the first N evaluation images\n"
+        "  --report FILE.json    write the per-layer table and totals as JSON\n"
+        "  --decoded             write a plain dense fp32 model instead\n"
+        "  --batch B             images per forward pass and per fine-tuning step (64)\n"
+        "  --threads T           CPU threads (default: all cores)\n"
+        "  --finetune-global N   at the end, tune all centroids together for N steps\n"
+        "  --lr X --momentum X --wd X   SGD settings of fine-tuning (--tune and\n"
+        "                        --finetune-global): 'bitdown finetune's, with its\n"
+        "                        ranges and defaults\n"
+        "  --policy NAME[:KEY=VALUE,...]  a Lua policy plans and quantizes instead:\n"
+        "                        lua/policies/NAME.lua (or a path to a .lua file), e.g.\n"
+        "                        small_blocks, large_blocks, size_budget:target_mb=M,\n"
+        "                        error_budget:max_error=E, ipq:stages=\"A;B,C\" (each\n"
+        "                        file's header says its arguments; a word without '='\n"
+        "                        continues the value before it); -o, --calib, --calib-n,\n"
+        "                        --iters, --restarts, --tol, --seed, --objective,\n"
+        "                        --quantize-first, --eval, --eval-n, --decoded, --report,\n"
+        "                        --threads and the preprocessing options apply; --regime,\n"
+        "                        --set, --compare, --batch, --tune, --finetune-global,\n"
+        "                        --lr, --momentum and --wd do not combine with it\n\n"
+        "The quantize operation's options (the command language's 'quantize' keys and\n"
+        "bd.quantize's fields). A size target (one at most) stands for --policy\n"
+        BD_SIZE_POLICY ":target_X=V and combines as --policy does; --target-bpw counts\n"
+        "the bits of every quantizable layer's weights (codebooks, and layers left\n"
+        "fp32, included) over their number:\n"
+        "%s" CLI_PREPROCESS_HELP,
+        opts);
+}
 
 typedef struct args {
     const char *model, *out, *calib, *regime, *eval, *report, *policy;
     const char *sets[64];
     int nsets;
-    long calib_n, iters, seed, batch, threads, eval_n, ft_layer, ft_global, restarts;
-    float lr, momentum, wd;
-    double tol;
+    long calib_n, seed, batch, threads, eval_n, ft_global;
+    bd_quantize_run run;
+    bd_finetune_options ft; /* --lr, --momentum, --wd */
+    char target_policy[128]; /* the policy a size target stands for */
     int objective, objective_given, quantize_first, decoded, compare;
-    int not_with_policy; /* an option --policy leaves to the policy */
+    const char *not_with_policy; /* an option --policy leaves to the policy */
     cli_preprocess cp;
 } args;
 
+/* The options a policy, which plans and quantizes for itself, leaves to
+ * it: NULL for the others. */
+static const char *policy_excluded(int c)
+{
+    switch (c) {
+    case 'r': return "--regime";
+    case 's': return "--set";
+    case 'C': return "--compare";
+    case 'b': return "--batch";
+    case 'G': return "--finetune-global";
+    case 'l': return "--lr";
+    case 'm': return "--momentum";
+    case 'w': return "--wd";
+    default: return NULL;
+    }
+}
+
+/* --policy, or a size target, which stands for one: refused with another,
+ * or with an option that says how to plan or tune. */
+static int check_policy(args *a)
+{
+    char target[96];
+    if (bd_quantize_target(&a->run, "quantize", 1, target, sizeof target) != BD_OK)
+        return cli_usage_error("quantize", "%s", bd_error_message() + strlen("quantize: "));
+    char name[48] = "--policy";
+    if (target[0]) {
+        char key[48];
+        snprintf(key, sizeof key, "%.*s", (int)strcspn(target, "="), target);
+        bd_opt_cli_name(bd_opt_find(bd_quantize_opts, key), name, sizeof name);
+        if (a->policy)
+            return cli_usage_error("quantize", "%s does not combine with --policy (it stands for "
+                                               "--policy %s:%s)",
+                                   name, BD_SIZE_POLICY, target);
+        snprintf(a->target_policy, sizeof a->target_policy, "%s:%s", BD_SIZE_POLICY, target);
+        a->policy = a->target_policy;
+    }
+    if (a->policy && a->not_with_policy)
+        return cli_usage_error("quantize", "%s does not combine with %s", a->not_with_policy,
+                               name);
+    return CLI_OK;
+}
+
 static int parse(int argc, char **argv, args *a)
 {
-    static const struct option opts[] = {
+    enum { NFIXED = 30, MAXOPTS = 64 };
+    static struct option opts[MAXOPTS];
+    static char names[MAXOPTS][48];
+    const struct option fixed[NFIXED] = {
         {"help", no_argument, 0, 'h'},          {"output", required_argument, 0, 'o'},
         {"calib", required_argument, 0, 'c'},   {"calib-n", required_argument, 0, 'n'},
         {"regime", required_argument, 0, 'r'},  {"set", required_argument, 0, 's'},
-        {"objective", required_argument, 0, 'j'}, {"iters", required_argument, 0, 'i'},
+        {"objective", required_argument, 0, 'j'},
         {"quantize-first", no_argument, 0, 'f'}, {"seed", required_argument, 0, 'S'},
         {"eval", required_argument, 0, 'e'},    {"eval-n", required_argument, 0, 'E'},
         {"report", required_argument, 0, 'R'},  {"decoded", no_argument, 0, 'D'},
         {"batch", required_argument, 0, 'b'},   {"threads", required_argument, 0, 't'},
         {"compare", no_argument, 0, 'C'},       {"policy", required_argument, 0, 'P'},
-        {"finetune-layer", required_argument, 0, 'L'},
         {"finetune-global", required_argument, 0, 'G'},
         {"lr", required_argument, 0, 'l'},      {"momentum", required_argument, 0, 'm'},
-        {"wd", required_argument, 0, 'w'},      {"restarts", required_argument, 0, 'x'},
-        {"tol", required_argument, 0, 'T'},     CLI_PREPROCESS_LONGOPTS,
-        {0, 0, 0, 0}};
+        {"wd", required_argument, 0, 'w'},      CLI_PREPROCESS_LONGOPTS};
+    int n = 0;
+    for (; n < NFIXED && fixed[n].name; n++)
+        opts[n] = fixed[n];
+    cli_table_longopts(&bd_quantize_op, OPT_TABLE, opts, names, &n, MAXOPTS);
     memset(a, 0, sizeof *a);
     a->regime = "small";
     a->calib_n = 1024;
-    a->lr = 0.01f;
-    a->momentum = 0.9f;
-    a->wd = 1e-4f;
-    a->iters = 100;
     a->batch = 64;
-    a->restarts = BD_PQ_RESTARTS;
-    a->tol = BD_PQ_TOL;
+    bd_quantize_run_init(&a->run);
+    bd_finetune_options_init(&a->ft);
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
         if (cli_preprocess_option(&a->cp, c, optarg))
             continue;
-        if (strchr("rsCbLGlmw", c))
-            a->not_with_policy = c;
+        const char *value;
+        const bd_opt *o = cli_table_entry(&bd_quantize_op, OPT_TABLE, c, optarg, &value);
+        if (o) {
+            if (cli_table_set("quantize", &bd_quantize_op, &a->run, o, value) != CLI_OK)
+                return CLI_USAGE;
+            if (strcmp(o->key, "tune") == 0)
+                a->not_with_policy = "--tune";
+            continue;
+        }
+        if (policy_excluded(c))
+            a->not_with_policy = policy_excluded(c);
         switch (c) {
-        case 'h': fputs(help, stdout); exit(CLI_OK);
+        case 'h': usage(); exit(CLI_OK);
         case 'o': a->out = optarg; break;
         case 'c': a->calib = optarg; break;
         case 'r': a->regime = optarg; break;
@@ -126,26 +189,17 @@ static int parse(int argc, char **argv, args *a)
         case 'D': a->decoded = 1; break;
         case 'C': a->compare = 1; break;
         case 'P': a->policy = optarg; break;
-        case 'L':
-            if (cli_parse_int("quantize", "--finetune-layer", optarg, 0, 10000000, &a->ft_layer))
-                return CLI_USAGE;
-            break;
         case 'G':
-            if (cli_parse_int("quantize", "--finetune-global", optarg, 0, 10000000, &a->ft_global))
+            if (cli_parse_int("quantize", "--finetune-global", optarg, 0, 100000000, &a->ft_global))
                 return CLI_USAGE;
             break;
         case 'l':
         case 'm':
         case 'w': {
-            float v[1];
-            int nv;
-            if (cli_parse_floats("quantize", c == 'l' ? "--lr" : c == 'm' ? "--momentum" : "--wd",
-                                 optarg, v, 1, &nv) != CLI_OK)
+            const char *key = c == 'l' ? "lr" : c == 'm' ? "momentum" : "wd";
+            if (cli_table_set("quantize", &bd_finetune_op, &a->ft,
+                              bd_opt_op_find(&bd_finetune_op, key, NULL), optarg) != CLI_OK)
                 return CLI_USAGE;
-            if (v[0] < 0)
-                return cli_usage_error("quantize", "learning rate, momentum and weight decay "
-                                                   "must not be negative");
-            *(c == 'l' ? &a->lr : c == 'm' ? &a->momentum : &a->wd) = v[0];
             break;
         }
         case 's':
@@ -154,31 +208,15 @@ static int parse(int argc, char **argv, args *a)
             a->sets[a->nsets++] = optarg;
             break;
         case 'j': {
-            bd_objective o;
-            if (bd_objective_parse(optarg, &o) != BD_OK)
+            bd_objective obj;
+            if (bd_objective_parse(optarg, &obj) != BD_OK)
                 return cli_usage_error("quantize", "--objective: %s", bd_error_message());
-            a->objective = (int)o;
+            a->objective = (int)obj;
             a->objective_given = 1;
-            break;
-        }
-        case 'x':
-            if (cli_parse_int("quantize", "--restarts", optarg, 1, BD_PQ_MAX_RESTARTS, &a->restarts))
-                return CLI_USAGE;
-            break;
-        case 'T': {
-            char *end;
-            a->tol = strtod(optarg, &end);
-            if (*end || end == optarg || bd_pq_check_search(1, a->tol) != BD_OK)
-                return cli_usage_error("quantize", "--tol wants a number from 0 to 0.5, not '%s'",
-                                       optarg);
             break;
         }
         case 'n':
             if (cli_parse_int("quantize", "--calib-n", optarg, 1, 1L << 30, &a->calib_n))
-                return CLI_USAGE;
-            break;
-        case 'i':
-            if (cli_parse_int("quantize", "--iters", optarg, 1, 100000, &a->iters))
                 return CLI_USAGE;
             break;
         case 'S':
@@ -197,7 +235,7 @@ static int parse(int argc, char **argv, args *a)
             if (cli_parse_int("quantize", "--threads", optarg, 1, 1024, &a->threads))
                 return CLI_USAGE;
             break;
-        default: return cli_bad_option("quantize", argv);
+        default: return cli_bad_table_option("quantize", argv, opts);
         }
     }
     if (optind != argc - 1)
@@ -205,11 +243,8 @@ static int parse(int argc, char **argv, args *a)
     a->model = argv[optind];
     if (!a->out)
         return cli_usage_error("quantize", "-o OUT.onnx is needed");
-    for (int i = 0; a->policy && a->not_with_policy && opts[i].name; i++)
-        if (opts[i].val == a->not_with_policy)
-            return cli_usage_error("quantize", "--%s does not combine with --policy",
-                                   opts[i].name);
-    return CLI_OK;
+    a->ft.batch = (int)a->batch;
+    return check_policy(a);
 }
 
 static void print_row(const bd_workspace *ws, int i, int compare)
@@ -251,10 +286,10 @@ static int run_policy(const args *a)
     char *own = strchr(spec, ':');
     if (own)
         *own++ = '\0';
-    if (bd_lua_policy_path(spec, path, sizeof path) != BD_OK)
+    if (bd_policy_path(spec, path, sizeof path) != BD_OK)
         return cli_usage_error("quantize", "%s", bd_error_message());
     snprintf(out, sizeof out, "out=%s", a->out);
-    snprintf(iters, sizeof iters, "iters=%ld", a->iters);
+    snprintf(iters, sizeof iters, "iters=%d", a->run.iters);
     argv[n++] = out;
     argv[n++] = iters;
     if (a->quantize_first)
@@ -297,7 +332,7 @@ static int run_policy(const args *a)
         s = bd_ws_data(ws, BD_DATA_EVAL, a->eval, a->eval_n);
     if (rc == CLI_OK && s != BD_OK)
         rc = cli_report(s);
-    if (rc == CLI_OK && (s = bd_ws_search(ws, (int)a->restarts, a->tol)) != BD_OK)
+    if (rc == CLI_OK && (s = bd_ws_search(ws, a->run.restarts, a->run.tol)) != BD_OK)
         rc = cli_report(s);
     if (rc == CLI_OK)
         rc = cli_dist_agree(bd_ws_teacher(ws));
@@ -337,15 +372,15 @@ static bd_status make_plan(bd_workspace *ws, const args *a)
 /* The quantization itself: the table, fine-tuning, size, evaluation. */
 static bd_status work(bd_workspace *ws, const args *a, bd_accuracy *t, bd_accuracy *st)
 {
-    bd_finetune_options ft = {.iters = (int)a->ft_layer, .lr = a->lr, .momentum = a->momentum,
-                              .wd = a->wd};
+    bd_finetune_options ft = a->ft;
+    ft.iters = a->run.tune;
     int64_t images = bd_ws_data_n(ws, BD_DATA_CALIB), held = bd_calib_held_out(images);
     printf("quantizing %s: %d layers, %lld calibration images from %s (%lld for the fit, %lld held "
            "out for the errors), objective %s, EM best of %ld from seed %ld\n\n",
            a->model, bd_ws_nlayers(ws), (long long)images, bd_ws_data_spec(ws, BD_DATA_CALIB),
            (long long)(images - held), (long long)held,
-           a->objective_given ? bd_objective_name(a->objective) : "as planned", a->restarts,
-           a->seed);
+           a->objective_given ? bd_objective_name(a->objective) : "as planned",
+           (long)a->run.restarts, a->seed);
     printf("%-26s %-18s %4s %6s %6s %10s %10s", "layer", "weight", "d", "k", "bits/w", "size KB",
            "rel error");
     if (a->compare)
@@ -353,7 +388,7 @@ static bd_status work(bd_workspace *ws, const args *a, bd_accuracy *t, bd_accura
     printf(" %7s\n", "seconds");
     for (int i = 0; i < bd_ws_nlayers(ws); i++) {
         if (bd_ws_layer_at(ws, i)->quantize) {
-            bd_status s = bd_ws_quantize_at(ws, i, (int)a->iters, &ft);
+            bd_status s = bd_ws_quantize_at(ws, i, a->run.iters, &ft);
             cli_progress_clear();
             BD_TRY(s);
         }
@@ -362,7 +397,8 @@ static bd_status work(bd_workspace *ws, const args *a, bd_accuracy *t, bd_accura
     if (a->ft_global > 0) {
         bd_finetune_report r;
         ft.iters = (int)a->ft_global;
-        bd_status s = bd_ws_finetune(ws, "*", 1, &ft, &r);
+        ft.global = 1;
+        bd_status s = bd_ws_finetune(ws, "*", &ft, &r);
         cli_progress_clear();
         BD_TRY(s);
         printf("\nglobal fine-tuning: %d steps, loss %.5f -> %.5f, %.1f images/s\n", r.steps,
@@ -416,7 +452,7 @@ int cli_quantize(int argc, char **argv)
                                    calib_buf, sizeof calib_buf, &calib_spec)) == CLI_OK) {
         bd_ws_seed(ws, (uint64_t)a.seed);
         bd_ws_compare_objectives(ws, a.compare);
-        s = bd_ws_search(ws, (int)a.restarts, a.tol);
+        s = bd_ws_search(ws, a.run.restarts, a.run.tol);
         cli_ws_attach(ws);
         bd_accuracy t = {0}, st = {0};
         if (s == BD_OK)

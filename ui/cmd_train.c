@@ -21,7 +21,7 @@ enum { OPT_TABLE = 2000, OPT_DATA = 1100, OPT_EVAL, OPT_TEACHER, OPT_CKPT, OPT_R
 static void usage(void)
 {
     static char opts[8192];
-    bd_opt_help(bd_training_opts, 1, opts, sizeof opts);
+    bd_opt_op_help(&bd_training_op, 1, opts, sizeof opts);
     printf("usage: bitdown train MODEL -o OUT.onnx [options]\n\n"
            "Trains every float parameter of MODEL (conv and linear weights, biases,\n"
            "BatchNorm) with SGD on labelled images, evaluating after every epoch and\n"
@@ -65,11 +65,10 @@ static int parse(int argc, char **argv, args *a)
         {"resume", no_argument, 0, OPT_RESUME}, {"threads", required_argument, 0, OPT_THREADS},
         {"device", required_argument, 0, OPT_DEVICE},
         CLI_PREPROCESS_LONGOPTS};
-    const bd_opt *const tables[1] = {bd_training_opts};
     int n = 0;
     for (; n < NFIXED && fixed[n].name; n++)
         opts[n] = fixed[n];
-    cli_table_longopts(tables, 1, OPT_TABLE, opts, names, &n, MAXOPTS);
+    cli_table_longopts(&bd_training_op, OPT_TABLE, opts, names, &n, MAXOPTS);
     memset(a, 0, sizeof *a);
     bd_training_options_init(&a->o);
     int c;
@@ -78,10 +77,10 @@ static int parse(int argc, char **argv, args *a)
         if (cli_preprocess_option(&a->cp, c, optarg))
             continue;
         const char *value;
-        const bd_opt *o = cli_table_entry(tables, 1, c - OPT_TABLE, optarg, &value);
+        const bd_opt *o = cli_table_entry(&bd_training_op, OPT_TABLE, c, optarg, &value);
         if (o) {
-            if (bd_opt_set(bd_training_opts, &a->o, "train", o->key, value) != BD_OK)
-                return cli_usage_error("train", "%s", strchr(bd_error_message(), ' ') + 1);
+            if (cli_table_set("train", &bd_training_op, &a->o, o, value) != CLI_OK)
+                return CLI_USAGE;
             continue;
         }
         switch (c) {
@@ -101,7 +100,7 @@ static int parse(int argc, char **argv, args *a)
             if (cli_parse_int("train", "--threads", optarg, 1, 1024, &a->threads) != CLI_OK)
                 return CLI_USAGE;
             break;
-        default: return cli_bad_option("train", argv);
+        default: return cli_bad_table_option("train", argv, opts);
         }
     }
     if (optind != argc - 1)

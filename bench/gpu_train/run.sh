@@ -29,9 +29,9 @@ for _, bn in ipairs{false, true} do
   local row = {bn and "train" or "frozen"}
   for _, dev in ipairs{"cpu", "cuda"} do
     bd.device(dev)
-    bd.finetune{global = true, iters = 5, batch = 64, bn_train = bn} -- warm-up
+    bd.finetune{mode = "global", iters = 5, batch = 64, bn = row[1]} -- warm-up
     bd.undo()
-    local r = bd.finetune{global = true, iters = steps, batch = 64, bn_train = bn}
+    local r = bd.finetune{mode = "global", iters = steps, batch = 64, bn = row[1]}
     row[#row + 1] = ("%.1f"):format(r.images_per_second)
     row[#row + 1] = ("%.5f"):format(r.last_loss)
     bd.undo()
@@ -42,7 +42,7 @@ LUA
 
 out=$TMP/section.md
 cat >"$out" <<EOF2
-Command: \`./bd bench gpu_train\` ($(date -u +%Y-%m-%d), $THREADS CPU threads; GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo "?")). Each model is quantized with the small regime, then every quantized layer is tuned together (\`bd.finetune{global = true, batch = 64}\`, KL to the teacher, $STEPS steps after 5 of warm-up) with \`device cpu\` and with \`device cuda\`, from the same codebooks.
+Command: \`./bd bench gpu_train\` ($(date -u +%Y-%m-%d), $THREADS CPU threads; GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo "?")). Each model is quantized with the small regime, then every quantized layer is tuned together (\`bd.finetune{mode = "global", batch = 64}\`, KL to the teacher, $STEPS steps after 5 of warm-up) with \`device cpu\` and with \`device cuda\`, from the same codebooks.
 
 | model | BatchNorm | CPU images/s | GPU images/s | speed-up | last loss CPU | last loss GPU |
 |---|---|---:|---:|---:|---:|---:|

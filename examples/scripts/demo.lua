@@ -40,7 +40,7 @@ end
 accuracy("accuracy on 2000 test images")
 
 heading("fine-tune the centroids: 40 steps of distillation from the teacher")
-local r = bd.finetune{iters = 40, global = true}
+local r = bd.finetune{iters = 40, mode = "global"}
 print(("KL loss %.4f -> %.4f in %.1f s"):format(r.first_loss, r.last_loss, r.seconds))
 accuracy("accuracy after fine-tuning (the codes did not change, so neither did the size)")
 

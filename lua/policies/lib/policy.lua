@@ -192,11 +192,15 @@ function M.size_budget(name, target, trial_iters, formats)
     name, M.mb(target), #layers, trial_iters))
 
   -- What every other parameter takes stays as it is; the decided layers
-  -- share the rest.
+  -- share the rest (a target below it fails before any trial fit).
   local base, smallest = bd.size().compressed_bytes, 0
+  for _, l in ipairs(layers) do base = base - l.bytes end
+  if target <= base then
+    error(("%s: target %.4f MB is below what the parameters it does not decide take, %.4f MB"
+          ):format(name, M.mb(target), M.mb(base)), 0)
+  end
   local choices = {}
   for i, l in ipairs(layers) do
-    base = base - l.bytes
     local cs = M.candidates(l.name, trial_iters, formats)
     cs[#cs + 1] = {fp32 = true, error = 0, bytes = 4 * l.params}
     local least = math.huge
