@@ -332,7 +332,7 @@ static const command commands[] = {
       "settings, the seed) and the model evaluated again. Changes nothing: the\n"
       "layers, their plans and the undo history stay as they are (the TUI shows\n"
       "the drops in its table until a plan changes). Ctrl-C cancels.",
-      BD_ARG_LAYER, all_word, n_key, {NULL}},
+      BD_ARG_LAYER, all_word, n_key, NULL},
      {BD_ARG_NONE, NULL}, 0, 1, 1, cmd_sensitivity},
     {{"predict", "predict IMAGE", "top-5 classes of teacher and student for an image",
       "Runs teacher and student on a JPEG or PNG file, preprocessed as the model\n"

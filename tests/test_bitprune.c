@@ -858,10 +858,10 @@ static void test_bad_input_changes_nothing(void **state)
     assert_int_equal(bd_opt_op_set(&bd_bitprune_op, &o, "t", "epochs", "3"), BD_OK);
     assert_int_equal(o.train.epochs, 3);
     /* the activations' range: within 1..16, and only with activations */
-    assert_int_equal(bd_bitprune_set(&o, "t", "act_max_bits", "17"), BD_EINVAL);
+    assert_int_equal(bd_opt_op_set(&bd_bitprune_op, &o, "t", "act_max_bits", "17"), BD_EINVAL);
     assert_non_null(strstr(bd_error_message(), "act_max_bits"));
-    assert_int_equal(bd_bitprune_set(&o, "t", "act_min_bits", "0"), BD_EINVAL);
-    assert_int_equal(bd_bitprune_set(&o, "t", "activations", "1"), BD_OK);
+    assert_int_equal(bd_opt_op_set(&bd_bitprune_op, &o, "t", "act_min_bits", "0"), BD_EINVAL);
+    assert_int_equal(bd_opt_op_set(&bd_bitprune_op, &o, "t", "activations", "1"), BD_OK);
     assert_int_equal(o.activations, 1);
     o = plain(1);
     o.lambda = 1;
