@@ -39,6 +39,7 @@ bd_status bd_ws_new(bd_workspace **out)
     ws->batch = 64;
     ws->restarts = BD_PQ_RESTARTS;
     ws->tol = BD_PQ_TOL;
+    ws->count[0] = ws->count[1] = -1;
     *out = ws;
     return BD_OK;
 }
@@ -399,6 +400,7 @@ bd_status bd_ws_load_teacher(bd_workspace *ws, const char *path, const char *tea
     ws->spec[1] = m.spec[1];
     ws->n[0] = m.n[0];
     ws->n[1] = m.n[1];
+    ws->count[0] = ws->count[1] = -1;
     bd_ws_unlock(ws);
     char ckpt[PATH_MAX];
     if (ws->autosave && bd_ws_default_checkpoint(path, ckpt, sizeof ckpt) == BD_OK)
@@ -735,6 +737,7 @@ static bd_status data_of(bd_workspace *ws, bd_data_kind kind, bd_dataset **d)
                            kind == BD_DATA_CALIB ? "calibration" : "evaluation",
                            kind == BD_DATA_CALIB ? "calib" : "eval");
         BD_TRY(bd_dataset_open(&ws->data[kind], ws->spec[kind], &ws->pp));
+        ws->count[kind] = bd_dataset_count(ws->data[kind]);
     }
     *d = ws->data[kind];
     return BD_OK;
@@ -756,6 +759,7 @@ bd_status bd_ws_data(bd_workspace *ws, bd_data_kind kind, const char *spec, int6
     bd_dataset_free(ws->data[kind]);
     free(ws->spec[kind]);
     ws->data[kind] = d;
+    ws->count[kind] = bd_dataset_count(d);
     ws->spec[kind] = copy;
     ws->n[kind] = n ? n : kind == BD_DATA_CALIB ? 1024 : 0;
     if (kind == BD_DATA_CALIB) {
@@ -772,7 +776,7 @@ const char *bd_ws_data_spec(const bd_workspace *ws, bd_data_kind kind) { return 
 int64_t bd_ws_data_n(const bd_workspace *ws, bd_data_kind kind)
 {
     int64_t n = ws->n[kind] > 0 ? ws->n[kind] : kind == BD_DATA_CALIB ? 1024 : 0;
-    int64_t have = ws->data[kind] ? bd_dataset_count(ws->data[kind]) : -1;
+    int64_t have = ws->count[kind];
     if (have >= 0 && (n == 0 || n > have))
         n = have;
     return n;

@@ -74,6 +74,9 @@ struct bd_workspace {
     char *spec[2];
     int64_t n[2];
     bd_dataset *data[2];
+    /* the images each set holds, -1 before it was first opened; kept while
+     * new preprocessing closes the set (it reopens the same images) */
+    int64_t count[2];
     bd_calib *calib;
     /* settings */
     bd_device *device; /* the GPU in use, NULL: the CPU */

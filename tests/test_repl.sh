@@ -468,6 +468,12 @@ grep -q "input 'input' of .* has 1 channels, not 3" "$TMP/pp.err" || fail "data 
   fail "refused data options changed the preprocessing: $(tail -1 "$TMP/pp")"
 
 
+# data: n is what the set holds, also once new preprocessing closed it
+for f in examples/images/*.png; do echo "$PWD/$f 0"; done >"$TMP/eight.txt"
+printf 'data calib list:%s mean=0.3\ndata\n' "$TMP/eight.txt" | repl list_n $M
+[ "$(grep -c "^calib data: list:$TMP/eight.txt n=8$" "$TMP/list_n.out")" = 2 ] ||
+  fail "data calib list: of 8 images: $(cat "$TMP/list_n.out" "$TMP/list_n.err")"
+
 # ---- bitprune: its epochs, each layer's bits, the mean; the layer table
 # shows int codecs; undo; both tables' help ----
 printf 'data eval fmnist:test n=50\nbitprune target_bits=4 steps=5 batch=32\nlayers\nundo\nhelp bitprune\n' |
