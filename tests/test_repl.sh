@@ -468,6 +468,13 @@ grep -q "input 'input' of .* has 1 channels, not 3" "$TMP/pp.err" || fail "data 
   fail "refused data options changed the preprocessing: $(tail -1 "$TMP/pp")"
 
 
+# --resume says what it brought back: the layers the checkpoint held
+printf 'quantize layer1.* iters=2\n' | BITDOWN_STATE_DIR=$TMP/state repl resume_a $M
+printf 'layers\n' | BITDOWN_STATE_DIR=$TMP/state repl resume_b $M --resume
+grep -qx "bitdown: resumed $M from its checkpoint, 2 layers quantized (2 restored, 0 finished now)" \
+  "$TMP/resume_b.err" || fail "--resume: $(cat "$TMP/resume_a.err" "$TMP/resume_b.err")"
+[ "$(grep -cE ' quantized$' "$TMP/resume_b.out")" = 2 ] || fail "--resume restored: $(cat "$TMP/resume_b.out")"
+
 # data: n is what the set holds, also once new preprocessing closed it
 for f in examples/images/*.png; do echo "$PWD/$f 0"; done >"$TMP/eight.txt"
 printf 'data calib list:%s mean=0.3\ndata\n' "$TMP/eight.txt" | repl list_n $M
