@@ -198,6 +198,11 @@ bd_layer_plan bd_ws_plan_of(const bd_ws_layer *l)
     return p;
 }
 
+double bd_ws_bits_per_weight(const bd_ws_layer *l)
+{
+    return l->state == BD_STATE_FLOAT ? BD_FLOAT_BITS : bd_qlayer_bits_per_weight(&l->q);
+}
+
 static void set_plan(bd_ws_layer *l, const bd_layer_plan *p)
 {
     l->quantize = p->quantize;

@@ -58,6 +58,9 @@ typedef struct bd_ws_layer {
 
 /* A layer's plan fields as a bd_layer_plan. */
 bd_layer_plan bd_ws_plan_of(const bd_ws_layer *l);
+/* What the layer stores per weight now: its codec's code bits, 32
+ * (BD_FLOAT_BITS) while float. Its plan's: bd_plan_bits_per_weight. */
+double bd_ws_bits_per_weight(const bd_ws_layer *l);
 
 typedef struct bd_workspace bd_workspace;
 

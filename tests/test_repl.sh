@@ -67,8 +67,8 @@ EOF
 # What the checks below parse: every 'layers' table and every 'size' report.
 cat >"$TMP/parse.py" <<'PY'
 import re
-ROW = re.compile(r"^(\S+) +(.+?) +(\[[^\]]*\]) +(\d+) +(\d+) +(\d+) +([\d.]+) +([\d.]+) +(\S+)  "
-                 r"(float|quantized|tuned)( skip)?$")
+ROW = re.compile(r"^(\S+) +(.+?) +(\[[^\]]*\]) +(\d+) +(\d+) +(\d+) +(\d+\.\d{3}) +(\d+\.\d{3}) +([\d.]+) "
+                 r"+(\S+)  (float|quantized|tuned)( skip)?$")
 def tables(out):
     """Every 'layers' table, in order: {name: row dict}."""
     found, cur = [], None
@@ -80,9 +80,9 @@ def tables(out):
         m = ROW.match(line) if cur is not None else None
         if m:
             cur[m[1]] = dict(kind=m[2], shape=m[3], params=int(m[4]), d=int(m[5]), k=int(m[6]),
-                             bits=float(m[7]), kb=float(m[8]),
-                             err=None if m[9] == "-" else float(m[9]), state=m[10],
-                             skip=bool(m[11]))
+                             plan_bits=float(m[7]), bits=float(m[8]), kb=float(m[9]),
+                             err=None if m[10] == "-" else float(m[10]), state=m[11],
+                             skip=bool(m[12]))
         else:
             cur = None
     return found
@@ -143,7 +143,8 @@ for name, (kind, shape, d, k) in want.items():
     check(r["params"] == params, "%s params %d" % (name, r["params"]))
     check(r["state"] == "float" and r["err"] is None, "%s starts float with no error" % name)
     check(abs(r["kb"] - params * 4 / 1024) < 0.001, "%s fp32 size %.3f KB" % (name, r["kb"]))
-    check(abs(r["bits"] - math.log2(k) / d) < 0.001, "%s bits/w %.3f" % (name, r["bits"]))
+    check(abs(r["plan_bits"] - math.log2(k) / d) < 0.001, "%s plan b/w %.3f" % (name, r["plan_bits"]))
+    check(r["bits"] == 32, "%s stores %.3f bits/w while float" % (name, r["bits"]))
     check(r["skip"] == (name == "conv1"), "%s skip marker" % name)
 check(re.search(r"^10 layers: 10 float, 0 quantized, 0 tuned; the plan skips 1$", out, re.M),
       "table footer")
@@ -162,8 +163,9 @@ for n, r in t.items():
         check(r["err"] is not None and 0 < r["err"] < 1, "%s rel error %s" % (n, r["err"]))
         # 256 codes of 5 bits and a 32 x 9 fp16 codebook
         check(abs(r["kb"] * 1024 - (160 + 32 * 9 * 2)) < 1, "%s stored %.3f KB" % (n, r["kb"]))
+        check(r["bits"] == r["plan_bits"] == 0.556, "%s bits/w %s" % (n, r))
     else:
-        check(r["state"] == "float" and r["err"] is None, "%s stays float" % n)
+        check(r["state"] == "float" and r["err"] is None and r["bits"] == 32, "%s stays float" % n)
 for n in ("layer1.0.conv1", "layer1.0.conv2"):
     m = re.search(r"^%s: quantized d=9 k=32, rel error ([\d.]+), (\d+) iterations" % re.escape(n), out, re.M)
     check(m and abs(float(m[1]) - t[n]["err"]) < 1e-9 and 1 <= int(m[2]) <= 10, "quantize line of %s" % n)
@@ -193,6 +195,7 @@ check(1 <= int(field("iterations") or 0) <= 10, "show iterations")
 m = re.match(r"([\d.e-]+) -> ([\d.e-]+)$", field("EM objective"))
 check(m and 0 < float(m[2]) <= float(m[1]), "show EM objective '%s'" % field("EM objective"))
 check(abs(float(field("rel error") or -1) - T[1]["layer1.0.conv1"]["err"]) < 1e-9, "show rel error")
+check(field("bits/w plan") == field("bits/w now") == "0.556", "show bits/w")
 
 # eval: the teacher near its recorded accuracy, the student not above it
 acc = {}
@@ -289,7 +292,7 @@ PY
 printf 'set layer3.* int=3 per=tensor\nlayers\nquantize layer3.*\nshow layer3.0.conv2\nsave %s\n' \
   "$TMP/i.onnx" | repl int_save $M
 [ "$(rc_of int_save)" = 0 ] || fail "int session: $(cat "$TMP/int_save.err")"
-grep -qE '^layer3\.0\.conv2 .* - +int3 +3\.000 ' "$TMP/int_save.out" || fail "set int=3 plan row: $(cat "$TMP/int_save.out")"
+grep -qE '^layer3\.0\.conv2 .* - +int3 +3\.000 +32\.000 ' "$TMP/int_save.out" || fail "set int=3 plan row: $(cat "$TMP/int_save.out")"
 grep -q '^layer3.0.conv2: quantized int=3 per=tensor sym=0, rel error' "$TMP/int_save.out" ||
   fail "quantize line of an int layer: $(cat "$TMP/int_save.out")"
 grep -q '^grid          int=3 per=tensor sym=0 objective=feedback$' "$TMP/int_save.out" ||

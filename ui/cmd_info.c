@@ -77,16 +77,19 @@ int cli_info(int argc, char **argv)
         printf("%-28s %-9s %-18s %10lld %10.4f", layers[i].name,
                bd_layer_kind(&layers[i], kind, sizeof kind),
                bd_shape_str(w->ndim, w->dims, shape, sizeof shape), (long long)p, bd_mb(p * 4));
+        char bits[32];
         if (qp && qp[i]) {
             char err[32] = "-";
             if (qp[i]->rel_error >= 0)
                 snprintf(err, sizeof err, "%.4f", qp[i]->rel_error);
             char d[8], k[8];
             bd_qlayer_dk(qp[i], d, k);
-            printf(" %5s %6s %7.3f %10.4f %9s", d, k, bd_qlayer_bits_per_weight(qp[i]),
+            printf(" %5s %6s %7s %10.4f %9s", d, k,
+                   bd_bits_str(bd_qlayer_bits_per_weight(qp[i]), bits, sizeof bits),
                    bd_mb(bd_qlayer_bytes(qp[i])), err);
         } else if (quantized) {
-            printf(" %5s %6s %7s %10.4f %9s", "-", "-", "32", bd_mb(p * 4), "-");
+            printf(" %5s %6s %7s %10.4f %9s", "-", "-", bd_bits_str(BD_FLOAT_BITS, bits, sizeof bits),
+                   bd_mb(p * 4), "-");
         }
         printf("\n");
     }

@@ -217,16 +217,17 @@ static void print_row(const bd_workspace *ws, int i, int compare)
     const bd_ws_layer *l = bd_ws_layer_at(ws, i);
     const bd_qlayer *q = l->state == BD_STATE_FLOAT ? NULL : &l->q;
     const bd_tensor *w = bd_ws_student(ws)->values[l->layer.weight].init;
-    char shape[64], err[32], other[32];
+    char shape[64], err[32], other[32], bits[32];
     bd_shape_str(w->ndim, w->dims, shape, sizeof shape);
     printf("%-26s %-18s ", l->layer.name, shape);
+    bd_bits_str(bd_ws_bits_per_weight(l), bits, sizeof bits);
     if (!q)
-        printf("%4s %6s %6s %10.2f %10s", "-", "-", "32",
+        printf("%4s %6s %6s %10.2f %10s", "-", "-", bits,
                (double)bd_layer_params(&l->layer) * 4 / 1024, "-");
     else {
         char d[8], k[8];
         bd_qlayer_dk(q, d, k);
-        printf("%4s %6s %6.3f %10.2f %10s", d, k, bd_qlayer_bits_per_weight(q),
+        printf("%4s %6s %6s %10.2f %10s", d, k, bits,
                (double)bd_qlayer_bytes(q) / 1024, bd_cmd_error_str(q->rel_error, err, sizeof err));
     }
     if (compare)
