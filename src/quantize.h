@@ -77,6 +77,13 @@ typedef struct bd_capture {
     int32_t *group;  /* nheld: the conv group each row belongs to */
 } bd_capture;
 
+/* The layer's inputs from the student as it stands, on the calibration
+ * images: the Gram matrix of blocks of d (with full_row, also the full
+ * rows' Grams) from the fitted images and the held-out rows from the
+ * others. d 0: the held-out rows alone, no Gram (full_row 0), to measure
+ * an error again. The held-out rows are the same ones every capture takes
+ * (the images and positions follow the seed), so errors measured at
+ * different times compare. */
 bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d, int full_row,
                            const bd_progress *progress, bd_capture *cap);
 void bd_capture_free(bd_capture *cap);
@@ -122,5 +129,12 @@ bd_status bd_quantize_fit(const bd_capture *cap, const bd_layer *l, const float 
 /* ||X(W - W^)||_F / ||X W||_F over held-out rows, W and W^ as stored. */
 double bd_relative_error(const bd_capture *cap, const bd_layer *l, const float *w,
                          const float *w_hat);
+
+/* The same error measured again, once the student changed (its codebook
+ * tuned, layers before it changed): X the held-out rows of the layer's
+ * inputs from the student as it stands now, W the layer's float source and
+ * W^ its weight now. -1 when no row is held out. */
+bd_status bd_calib_measure(bd_calib *c, const bd_layer *l, const float *w, const float *w_hat,
+                           const bd_progress *progress, double *error);
 
 #endif

@@ -902,7 +902,28 @@ static bd_quantize_options options_of(const bd_workspace *ws, const bd_ws_layer 
     return o;
 }
 
-/* Tunes the codebooks of the listed layers in place (state "tuned"). */
+/* Measures the listed layers' relative errors again, as quantizing measured
+ * them (the same held-out calibration rows, their inputs from the student
+ * as it stands): what an operation that tuned their codebooks leaves them
+ * at. In graph order, the calibration cache runs the model once for all. */
+static bd_status measure_again(bd_workspace *ws, const int *idx, int n, const bd_progress *p)
+{
+    bd_calib *calib;
+    BD_TRY(calib_of(ws, p, &calib));
+    for (int j = 0; j < n; j++) {
+        bd_ws_layer *l = &ws->layers[idx[j]];
+        double e;
+        BD_TRY(bd_calib_measure(calib, &l->layer, ws->original[idx[j]]->data,
+                                ws->student->values[l->layer.weight].init->data, p, &e));
+        bd_ws_lock(ws);
+        l->q.rel_error = e;
+        bd_ws_unlock(ws);
+    }
+    return BD_OK;
+}
+
+/* Tunes the codebooks of the listed layers in place (state "tuned") and
+ * measures their errors again. */
 static bd_status tune_layers(bd_workspace *ws, const int *idx, int n, const bd_finetune_options *opt,
                              const bd_progress *progress, bd_finetune_report *report)
 {
@@ -952,6 +973,8 @@ static bd_status tune_layers(bd_workspace *ws, const int *idx, int n, const bd_f
             invalidate_all(ws);
         bd_ws_unlock(ws);
     }
+    if (s == BD_OK)
+        s = measure_again(ws, idx, n, progress);
     free(ls);
     free(qs);
     return s;
@@ -1286,6 +1309,27 @@ static void adopt_run(bd_workspace *ws, bd_graph *g, bd_qlayer *q, bd_exec *ex,
     step_push(ws, u);
 }
 
+/* After a run adopted with quantized layers (the last undo step): every
+ * quantized layer's inputs or codebook changed, so each one's error is
+ * measured again. If that fails or is cancelled, the run is undone: the
+ * operation as a whole leaves the workspace as it was. */
+static bd_status measure_after_run(bd_workspace *ws, const bd_progress *p)
+{
+    int *idx = malloc((size_t)ws->nlayers * sizeof *idx + 1), n = 0;
+    bd_status s = idx ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; s == BD_OK && i < ws->nlayers; i++)
+        if (ws->layers[i].state != BD_STATE_FLOAT)
+            idx[n++] = i;
+    if (s == BD_OK)
+        s = measure_again(ws, idx, n, p);
+    free(idx);
+    if (s != BD_OK) {
+        undo_step u = ws->undo[--ws->nundo];
+        step_restore(ws, &u);
+    }
+    return s;
+}
+
 bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch_fn on_epoch,
                       void *user, bd_training_report *report)
 {
@@ -1364,16 +1408,21 @@ bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch
         s = train_step(ws, g, q, "train", &u);
     bd_ws_lock(ws);
     ws->training = 0;
-    if (s == BD_OK)
+    const int adopted = s == BD_OK, quantized = q != NULL;
+    if (adopted)
         adopt_run(ws, g, q, ex, original, &u);
     bd_ws_unlock(ws);
     codebook_copies_free(q, ws->nlayers);
+    if (adopted && quantized)
+        s = measure_after_run(ws, &progress);
     if (s == BD_OK) {
         bd_ws_checkpoint_write(ws, NULL);
         if (report)
             *report = r;
         else
             bd_training_report_free(&r);
+    } else if (adopted) { /* undone: the step took the run's graphs */
+        bd_training_report_free(&r);
     } else {
         step_clear(&u);
         bd_exec_free(ex);
@@ -1531,26 +1580,31 @@ bd_status bd_ws_bitprune(bd_workspace *ws, const bd_bitprune_options *opt, bd_ep
         s = train_step(ws, g, q, "bitprune", &u);
     bd_ws_lock(ws);
     ws->bitpruning = 0;
-    if (s == BD_OK && student) { /* the run's parameters go into the new one */
+    const int adopted = s == BD_OK;
+    if (adopted && student) { /* the run's parameters go into the new one */
         u.student = student;
         u.student_ex = student_ex;
         student = NULL;
         student_ex = NULL;
         swap_student(ws, &u);
     }
-    if (s == BD_OK)
+    if (adopted)
         adopt_run(ws, g, q, NULL, original, &u);
     bd_ws_unlock(ws);
     bd_exec_free(student_ex);
     bd_graph_free(student);
     codebook_copies_free(q, ws->nlayers);
     free(skip);
+    if (adopted)
+        s = measure_after_run(ws, &progress);
     if (s == BD_OK) {
         bd_ws_checkpoint_write(ws, NULL);
         if (report)
             *report = r;
         else
             bd_bitprune_report_free(&r);
+    } else if (adopted) { /* undone: the step took the run's graphs */
+        bd_bitprune_report_free(&r);
     } else {
         step_clear(&u);
         bd_graph_free(g);

@@ -471,6 +471,20 @@ grep -q "input 'input' of .* has 1 channels, not 3" "$TMP/pp.err" || fail "data 
   fail "refused data options changed the preprocessing: $(tail -1 "$TMP/pp")"
 
 
+# finetune: the tuned layers' errors measured again; undo brings the old ones back
+printf 'quantize layer1.* iters=3\nfinetune iters=20\nlayers\nundo\nlayers\n' | repl tuned_errors $M
+$PY - "$TMP/tuned_errors.out" "$TMP" <<'PY' || fail "finetune's errors: $(cat "$TMP/tuned_errors.out" "$TMP/tuned_errors.err")"
+import re, sys
+sys.path.insert(0, sys.argv[2])
+import parse
+out = open(sys.argv[1]).read()
+q = {m[1]: float(m[2]) for m in re.finditer(r"^(\S+): quantized .*, rel error ([\d.]+),", out, re.M)}
+tuned, undone = parse.tables(out)
+assert sorted(q) == ["layer1.0.conv1", "layer1.0.conv2"], q
+assert all(tuned[n]["state"] == "tuned" for n in q) and any(tuned[n]["err"] != q[n] for n in q), (q, tuned)
+assert all(undone[n]["state"] == "quantized" and undone[n]["err"] == q[n] for n in q), (q, undone)
+PY
+
 # --resume says what it brought back: the layers the checkpoint held
 printf 'quantize layer1.* iters=2\n' | BITDOWN_STATE_DIR=$TMP/state repl resume_a $M
 printf 'layers\n' | BITDOWN_STATE_DIR=$TMP/state repl resume_b $M --resume

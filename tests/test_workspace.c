@@ -481,6 +481,8 @@ static void test_train_quantized(void **state)
     assert_memory_equal(lp->q.codes, q0.codes, (size_t)q0.n * sizeof *q0.codes);
     assert_memory_not_equal(lp->q.centroids, q0.centroids,
                             (size_t)q0.k * (size_t)q0.d * sizeof(float));
+    /* its error measured again with the trained centroids */
+    assert_true(lp->q.rel_error > 0 && lp->q.rel_error < 1 && lp->q.rel_error != q0.rel_error);
     float *decoded = weight_copy(ws, pq);
     assert_int_equal(bd_qlayer_decode(&lp->q, &lp->layer, decoded), BD_OK);
     assert_weight(ws, pq, decoded);
@@ -547,6 +549,8 @@ static void test_train_quantized(void **state)
     assert_int_equal(layer_named(ws, pq)->state, BD_STATE_QUANTIZED);
     assert_same_codebook(&layer_named(ws, pq)->q, &q0);
     assert_same_codebook(&layer_named(ws, in)->q, &qi);
+    assert_true(layer_named(ws, pq)->q.rel_error == q0.rel_error);
+    assert_true(layer_named(ws, in)->q.rel_error == qi.rel_error);
     bd_qlayer undone = {0};
     quantize_probe(ws, fl, &undone);
     assert_same_codebook(&undone, &before);
@@ -640,6 +644,7 @@ static void test_bitprune(void **state)
         assert_int_equal(l->state, BD_STATE_TUNED);
         assert_int_equal(l->q.format, BD_FMT_INT);
         assert_in_range(l->q.ints.bits, 2, 8);
+        assert_true(l->q.rel_error > 0 && l->q.rel_error < 1); /* measured: not unknown */
         /* the plan says the codec, so the layer table shows its bits */
         assert_int_equal(l->format, BD_FMT_INT);
         assert_int_equal(l->ints.bits, l->q.ints.bits);
