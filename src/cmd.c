@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "model_meta.h"
 #include "pq.h"
@@ -343,7 +342,9 @@ static const command commands[] = {
     {{"save", "save PATH [decoded]", "write the student as compressed (or dense) ONNX",
       "Writes the student as standard ONNX, atomically: quantized layers as codes\n"
       "and fp16 codebooks (any ONNX runtime runs it; 'load' resumes from it), or\n"
-      "with 'decoded' as a plain dense fp32 model.",
+      "with 'decoded' as a plain dense fp32 model. Says the file's size on disk\n"
+      "and its ratio to the original model's file, beside the payload ('size')."
+      ,
       BD_ARG_PATH, NULL, NULL, {NULL}},
      {BD_ARG_WORD, decoded_word}, 1, 2, 1, cmd_save},
     {{"device", "device [cpu|cuda]", "compute on the CPU or a GPU",
@@ -1169,10 +1170,14 @@ static bd_status cmd_save(bd_cmd_ctx *ctx, const call *c)
 {
     int decoded = c->npos > 1;
     BD_TRY(bd_ws_save(ctx->ws, c->pos[0], decoded));
-    struct stat st;
-    long long bytes = stat(c->pos[0], &st) == 0 ? (long long)st.st_size : -1;
-    out(ctx, "wrote %s: %s, %lld bytes\n", c->pos[0], decoded ? "decoded (dense fp32)" : "compressed",
-        bytes);
+    bd_disk_size disk;
+    bd_model_size payload;
+    bd_ws_last_saved(ctx->ws, &disk);
+    bd_ws_size(ctx->ws, &payload);
+    char sizes[256];
+    out(ctx, "wrote %s: %s, %lld bytes, %s\n", c->pos[0],
+        decoded ? "decoded (dense fp32)" : "compressed", (long long)disk.bytes,
+        bd_disk_size_str(&disk, decoded ? NULL : &payload, sizes, sizeof sizes));
     return BD_OK;
 }
 

@@ -150,6 +150,9 @@ static void drop_model(bd_workspace *ws)
     ws->path = NULL;
     ws->teacher_path = NULL;
     ws->trained_teacher = 0;
+    free(ws->original_file);
+    free(ws->saved_path);
+    ws->original_file = ws->saved_path = NULL;
     ws->spec[0] = ws->spec[1] = NULL;
     ws->teacher = ws->student = NULL;
     ws->teacher_ex = ws->student_ex = NULL;
@@ -386,6 +389,11 @@ bd_status bd_ws_load_teacher(bd_workspace *ws, const char *path, const char *tea
 {
     model_part m = {0};
     BD_TRY(load_model(path, teacher, &m));
+    char *original = m.teacher_path ? bd_strdup(m.teacher_path) : NULL;
+    if (m.teacher_path && !original) {
+        model_part_free(&m);
+        return bd_fail(BD_ENOMEM, "out of memory");
+    }
     bd_ws_lock(ws);
     drop_model(ws);
     ws->path = m.path;
@@ -406,6 +414,7 @@ bd_status bd_ws_load_teacher(bd_workspace *ws, const char *path, const char *tea
     ws->n[0] = m.n[0];
     ws->n[1] = m.n[1];
     ws->count[0] = ws->count[1] = -1;
+    ws->original_file = original;
     bd_ws_unlock(ws);
     char ckpt[PATH_MAX];
     if (ws->autosave && bd_ws_default_checkpoint(path, ckpt, sizeof ckpt) == BD_OK)
@@ -1859,13 +1868,35 @@ bd_status bd_ws_save(bd_workspace *ws, const char *path, int decoded)
     BD_TRY(need_model(ws));
     if (bd_dist_rank() != 0) /* rank 0's model is every rank's, and it alone writes */
         return BD_OK;
-    if (decoded)
-        return bd_onnx_save(ws->student, path);
-    bd_graph *out;
-    BD_TRY(bd_ws_export(ws, &out));
-    bd_status s = bd_onnx_save(out, path);
-    bd_graph_free(out);
+    bd_status s = BD_OK;
+    if (decoded) {
+        s = bd_onnx_save(ws->student, path);
+    } else {
+        bd_graph *out;
+        BD_TRY(bd_ws_export(ws, &out));
+        s = bd_onnx_save(out, path);
+        bd_graph_free(out);
+    }
+    char *copy = s == BD_OK ? bd_strdup(path) : NULL;
+    if (s == BD_OK && !copy)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    if (s == BD_OK) {
+        bd_ws_lock(ws);
+        free(ws->saved_path);
+        ws->saved_path = copy;
+        bd_disk_size_of(path, ws->original_file, &ws->saved_size);
+        bd_ws_unlock(ws);
+    }
     return s;
+}
+
+const char *bd_ws_original_file(const bd_workspace *ws) { return ws->original_file; }
+
+const char *bd_ws_last_saved(const bd_workspace *ws, bd_disk_size *size)
+{
+    if (size)
+        *size = ws->saved_size;
+    return ws->saved_path;
 }
 
 /* ---- sensitivity ------------------------------------------------------------------ */

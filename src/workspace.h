@@ -300,6 +300,13 @@ void bd_ws_size(const bd_workspace *ws, bd_model_size *out);
  * (dist.h) rank 0 alone writes (and keeps the checkpoint): every rank holds
  * the same model. */
 bd_status bd_ws_save(bd_workspace *ws, const char *path, int decoded);
+/* The original model's file, what sizes on disk compare with: the plain
+ * model loaded, or the file a compressed one names as its original (when
+ * it is there); NULL when unknown. */
+const char *bd_ws_original_file(const bd_workspace *ws);
+/* The file bd_ws_save wrote last since the model was loaded (NULL: none)
+ * and, if size is not NULL, its size on disk beside the original's. */
+const char *bd_ws_last_saved(const bd_workspace *ws, bd_disk_size *size);
 
 /* ---- sensitivity ---------------------------------------------------------------- */
 

@@ -56,6 +56,12 @@ struct bd_workspace {
     char *path;
     char *teacher_path; /* the original model's file (absolute), NULL if unknown */
     int trained_teacher; /* the teacher was trained here: no file holds it */
+    /* what sizes on disk compare with (the teacher's file when loaded, kept
+     * when training replaces the teacher), NULL if unknown; the last file
+     * saved and its size */
+    char *original_file;
+    char *saved_path;
+    bd_disk_size saved_size;
     bd_graph *teacher, *student;
     bd_exec *teacher_ex, *student_ex;
     bd_ws_layer *layers;

@@ -13,6 +13,26 @@ grep -qE '^fc +\[10, 64\] +4 ' "$TMP/out" || fail "fc row"
 grep -qE '^size: .* ratio [0-9.]+x$' "$TMP/out" || fail "size line"
 grep -qE '^student +top1 [0-9.]+% top5' "$TMP/out" || fail "student accuracy"
 
+cp "$TMP/out" "$TMP/first.out"
+# the file's size on disk beside the payload, each with its ratio
+disk_check() { # FILE ORIGINAL OUTPUT PREFIX [payload JSON]
+  /usr/bin/python3 - "$@" <<'PY'
+import json, os, re, sys
+path, orig, out, prefix = sys.argv[1:5]
+mb = lambda b: round(b / 2**20, 4)
+size, osize = os.path.getsize(path), os.path.getsize(orig)
+m = re.search(r"^%s(?:.*; )?([\d.]+) MB on disk, ratio ([\d.]+)x to the original file \(([\d.]+) MB\)(; payload ([\d.]+) MB, ratio ([\d.]+)x)?$"
+              % re.escape(prefix), open(out).read(), re.M)
+assert m, "no size on disk in %r" % open(out).read()
+assert float(m[1]) == mb(size) and float(m[3]) == mb(osize), (m.groups(), size, osize)
+assert float(m[2]) == round(osize / size, 2), (m.groups(), size, osize)
+if len(sys.argv) > 5:
+    t = json.load(open(sys.argv[5]))["totals"]
+    assert float(m[5]) == mb(t["compressed_bytes"]) and float(m[6]) == round(t["ratio"], 2), (m.groups(), t)
+PY
+}
+disk_check "$TMP/q.onnx" $M "$TMP/first.out" "wrote $TMP/q.onnx: " "$TMP/r.json" || fail "quantize's wrote line"
+
 /usr/bin/python3 - "$TMP/r.json" "$TMP/q.onnx" <<'PY' || fail "report or file checks"
 import json, os, sys
 r = json.load(open(sys.argv[1]))
@@ -81,7 +101,8 @@ grep -q "layer 'fc': int= is a format of its own" "$TMP/err" || fail "int= with 
 # info shows d, k and sizes of the compressed file
 "$BIN" info "$TMP/q.onnx" >"$TMP/info" || fail "info on the compressed file"
 grep -qE '^layer1\.0\.conv1 .* 9 +32 +0\.556 ' "$TMP/info" || fail "info: d, k, bits/w of layer1.0.conv1"
-grep -qE '^compressed: 9 layers quantized, .* ratio [0-9.]+x$' "$TMP/info" || fail "info: compressed totals"
+grep -qE '^compressed: 9 layers quantized, .* ratio [0-9.]+x; ' "$TMP/info" || fail "info: compressed totals"
+disk_check "$TMP/q.onnx" $M "$TMP/info" "compressed: 9 layers quantized, " || fail "info: the size on disk"
 
 # --decoded writes a plain dense model with the same logits
 "$BIN" quantize $M -o "$TMP/d.onnx" --calib-n $N --iters 20 --decoded >/dev/null 2>&1 || fail "--decoded"

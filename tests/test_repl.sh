@@ -227,11 +227,19 @@ for n in quantized(t):
 check(re.search(r"^layer2\.0\.conv1: float$", out, re.M), "reset lists the layers")
 json.dump(t, open(os.path.join(tmp, "saved.json"), "w"))  # for the reload below
 
-# save: the reported size is the file's
+# save: the reported size is the file's, beside the original file's and
+# (compressed) the payload's, which the size report gave
+orig = os.path.getsize("examples/fmnist/resnet_bn.onnx")
 for path, what in (("q.onnx", "compressed"), ("d.onnx", r"decoded \(dense fp32\)")):
-    m = re.search(r"^wrote (\S+): %s, (\d+) bytes$" % what, out, re.M)
+    m = re.search(r"^wrote (\S+): %s, (\d+) bytes, ([\d.]+) MB on disk, ratio ([\d.]+)x to the "
+                  r"original file \(([\d.]+) MB\)(; payload ([\d.]+) MB, ratio ([\d.]+)x)?$" % what, out, re.M)
     p = os.path.join(tmp, path)
     check(m and m[1] == p and os.path.exists(p) and int(m[2]) == os.path.getsize(p), "save %s" % path)
+    if m and os.path.exists(p):
+        size = os.path.getsize(p)
+        check(float(m[3]) == round(size / 2**20, 4) and float(m[5]) == round(orig / 2**20, 4) and
+              float(m[4]) == round(orig / size, 2), "save %s: sizes on disk %s" % (path, m.groups()))
+        check((m[6] is None) == (path == "d.onnx"), "save %s: the payload %s" % (path, m[6]))
 if os.path.exists(os.path.join(tmp, "d.onnx")) and os.path.exists(os.path.join(tmp, "q.onnx")):
     check(os.path.getsize(os.path.join(tmp, "d.onnx")) > os.path.getsize(os.path.join(tmp, "q.onnx")),
           "the decoded file is larger")

@@ -268,6 +268,10 @@ wait_for tui '^save to: .*resnet_bn\.pq\.onnx' || fail "s proposes no path next 
 keys C-u "$TMP/saved.pq.onnx" Enter
 wait_for tui "wrote $TMP/saved\.pq\.onnx: compressed" 30 || fail "s did not save"
 [ -s "$TMP/saved.pq.onnx" ] || fail "no file at $TMP/saved.pq.onnx"
+# the header: the file's size on disk and its ratio to the original file
+disk=$(/usr/bin/python3 -c 'import os, sys; a, b = (os.path.getsize(p) for p in sys.argv[1:]); print("%.4g MB %.2fx" % (a / 2**20, b / a))' \
+  "$TMP/saved.pq.onnx" $M)
+shows tui "ratio [0-9.]+x  on disk ${disk//./\\.} " "the header lacks the size on disk, $disk"
 
 # Esc during a long quantize (every layer, on all 60000 training images) cancels it
 keys : "data calib fmnist:train n=60000" Enter

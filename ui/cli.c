@@ -246,6 +246,19 @@ int cli_data_spec(const char *cmd, const bd_graph *g, const char *given, const c
     return CLI_OK;
 }
 
+void cli_print_written(const bd_workspace *ws, const char *path, int decoded)
+{
+    if (bd_dist_rank() != 0)
+        return;
+    bd_disk_size disk;
+    bd_model_size payload;
+    bd_ws_last_saved(ws, &disk);
+    bd_ws_size(ws, &payload);
+    char sizes[256];
+    printf("wrote %s%s: %s\n", path, decoded ? " (decoded, dense fp32)" : "",
+           bd_disk_size_str(&disk, decoded ? NULL : &payload, sizes, sizeof sizes));
+}
+
 bd_status cli_write_report(const bd_workspace *ws, const char *path, const bd_accuracy *t,
                            const bd_accuracy *st, const char *written)
 {

@@ -181,7 +181,7 @@ static bd_status bitprune(bd_workspace *ws, const args *a, const char *data)
         remove(a->out);
         return s;
     }
-    printf("wrote %s\n", a->out);
+    cli_print_written(ws, a->out, 0);
     return BD_OK;
 }
 

@@ -160,7 +160,7 @@ static bd_status tune(bd_workspace *ws, const args *a)
         cli_print_accuracy("after", &after);
     }
     BD_TRY(bd_ws_save(ws, a->out, 0));
-    printf("wrote %s\n", a->out);
+    cli_print_written(ws, a->out, 0);
     return BD_OK;
 }
 

@@ -386,7 +386,7 @@ static bd_status work(bd_workspace *ws, const args *a, bd_accuracy *t, bd_accura
     BD_TRY(bd_ws_save(ws, a->out, a->decoded));
     if (a->report)
         BD_TRY(cli_write_report(ws, a->report, t, st, a->out));
-    printf("wrote %s%s\n", a->out, a->decoded ? " (decoded, dense fp32)" : "");
+    cli_print_written(ws, a->out, a->decoded);
     return BD_OK;
 }
 

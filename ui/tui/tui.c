@@ -181,14 +181,24 @@ static void draw_header(tui *t, tui_rect r, int unsaved)
     } else {
         snprintf(acc, sizeof acc, "top-1 not evaluated yet (e)");
     }
+    /* the file saved last, its size on disk and ratio to the original
+     * model's file, beside the payload */
+    bd_disk_size disk;
+    char file[96] = "", c[32];
+    if (bd_ws_last_saved(ws, &disk) && disk.bytes >= 0) {
+        int at = snprintf(file, sizeof file, "  on disk %s", tui_mb(disk.bytes, c, sizeof c));
+        if (disk.ratio > 0)
+            snprintf(file + at, sizeof file - (size_t)at, " %.2fx", disk.ratio);
+    }
     char line1[512], line2[512], device[192];
     snprintf(line1, sizeof line1, " bitdown %s %s %s %s %s %d/%d layers quantized%s",
              tui_sym("\u2502", "|"), bd_ws_path(ws), tui_sym("\u2502", "|"),
              bd_ws_device_describe(ws, device, sizeof device), tui_sym("\u2502", "|"), quantized,
              n, unsaved ? "  [unsaved]" : "");
-    snprintf(line2, sizeof line2, " %s fp32 %s %s  ratio %.2fx %s %s",
+    snprintf(line2, sizeof line2, " %s fp32 %s %s  ratio %.2fx%s %s %s",
              tui_mb(sz.fp32_bytes, a, sizeof a), tui_sym("\u2192", "->"),
-             tui_mb(sz.compressed_bytes, b, sizeof b), sz.ratio, tui_sym("\u2502", "|"), acc);
+             tui_mb(sz.compressed_bytes, b, sizeof b), sz.ratio, file, tui_sym("\u2502", "|"),
+             acc);
     if (r.h >= 2) {
         tui_text(r.y, 0, r.w, TS_HEADER, line1);
         tui_text(r.y + 1, 0, r.w, TS_HEADER, line2);
