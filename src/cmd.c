@@ -997,8 +997,8 @@ static bd_status cmd_train(bd_cmd_ctx *ctx, const call *c)
     for (int i = 0; i < bd_ws_nlayers(ctx->ws); i++)
         quantized |= bd_ws_layer_at(ctx->ws, i)->state != BD_STATE_FLOAT;
     if (last)
-        out(ctx, "trained: %d epoch%s, loss %.4f -> %.4f, eval top1 %s, noise %s, %.1f images/s; "
-                 "%s\n",
+        out(ctx, "trained: %d epoch%s, loss %.4f -> %.4f, student eval top1 %s, noise %s, %.1f "
+                 "images/s; %s\n",
             r.epochs, r.epochs == 1 ? "" : "s", first->loss, last->loss,
             percent_str(last->top1, top1, sizeof top1), noise, r.images_per_second,
             quantized ? "the PQ layers are tuned, the float layers start from their trained "

@@ -1004,11 +1004,13 @@ bd_status bd_ws_quantize_list(bd_workspace *ws, const int *idx, int n, const cha
         s = step_begin(ws, idx, n, label, &u);
     if (s == BD_OK && tuning)
         s = step_save_tensors(ws, &u);
+    const double t0 = bd_now();
     int done = 0;
     for (; s == BD_OK && done < n; done++) {
         bd_ws_layer *l = &ws->layers[idx[done]];
-        char msg[192];
-        snprintf(msg, sizeof msg, "%s (%d of %d)", l->layer.name, done + 1, n);
+        char msg[256], eta[32];
+        bd_seconds_str(bd_eta(bd_now() - t0, done, n), eta, sizeof eta);
+        snprintf(msg, sizeof msg, "%s (%d of %d, ETA %s)", l->layer.name, done + 1, n, eta);
         if ((s = bd_progress_report(&progress, "quantize", done, n, msg, 0)) != BD_OK)
             break;
         bd_quantize_options o = options_of(ws, l, iters);
@@ -1653,11 +1655,12 @@ static bd_status gpu_forward(void *dx, const bd_tensor *x, bd_tensor **y)
     return bd_dexec_run1(dx, x, y);
 }
 
-/* Top-1 and top-5 of one model: on the GPU when dx is set, else ex. */
-static bd_status accuracy(bd_exec *ex, bd_dexec *dx, const bd_dataset *d, int64_t n, int batch,
-                          const bd_progress *p, bd_accuracy *out)
+/* Top-1 and top-5 of one model (who: "teacher" or "student"): on the GPU
+ * when dx is set, else ex. */
+static bd_status accuracy(const char *who, bd_exec *ex, bd_dexec *dx, const bd_dataset *d,
+                          int64_t n, int batch, const bd_progress *p, bd_accuracy *out)
 {
-    bd_eval_options eo = {.limit = n, .batch = batch};
+    bd_eval_options eo = {.limit = n, .batch = batch, .who = who};
     bd_eval_result r;
     if (dx)
         BD_TRY(bd_dexec_sync(dx));
@@ -1684,10 +1687,10 @@ bd_status bd_ws_eval(bd_workspace *ws, int64_t n, bd_accuracy *teacher, bd_accur
     int on;
     BD_TRY(device_execs(ws, &progress, &on));
     if (!t.valid || !ws->teacher_acc_key || strcmp(key, ws->teacher_acc_key) != 0)
-        BD_TRY(accuracy(ws->teacher_ex, on ? ws->dev_teacher : NULL, d, n, ws->batch, &progress,
-                        &t));
-    BD_TRY(accuracy(ws->student_ex, on ? ws->dev_student : NULL, d, n, ws->batch, &progress,
-                    &st));
+        BD_TRY(accuracy("teacher", ws->teacher_ex, on ? ws->dev_teacher : NULL, d, n, ws->batch,
+                        &progress, &t));
+    BD_TRY(accuracy("student", ws->student_ex, on ? ws->dev_student : NULL, d, n, ws->batch,
+                    &progress, &st));
     char *k = bd_strdup(key);
     if (!k)
         return bd_fail(BD_ENOMEM, "out of memory");
@@ -1981,7 +1984,7 @@ static bd_status measure_layer(bd_workspace *ws, int i, bd_graph *copy, bd_calib
     out->rel_error = q.rel_error;
     bd_qlayer_free(&q);
     bd_accuracy a;
-    bd_status s = accuracy(ex, dx, eval, n, ws->batch, progress, &a);
+    bd_status s = accuracy("layer alone", ex, dx, eval, n, ws->batch, progress, &a);
     bd_tensor *w = copy->values[l->layer.weight].init;
     memcpy(w->data, ws->original[i]->data, bd_tensor_nbytes(w));
     bd_calib_changed(calib, l->layer.node);
@@ -2052,7 +2055,7 @@ bd_status bd_ws_sensitivity(bd_workspace *ws, const char *glob, int64_t n,
     sensitivity_step st = {&progress, "the float model", 0, count + 1};
     bd_progress inner = {sensitivity_progress, &st, progress.cancel};
     if (s == BD_OK)
-        s = accuracy(ex, dx, eval, n, ws->batch, &inner, &ref);
+        s = accuracy("float model", ex, dx, eval, n, ws->batch, &inner, &ref);
     for (int j = 0; s == BD_OK && j < count; j++) {
         snprintf(st.what, sizeof st.what, "%s (%d of %d)", ws->layers[idx[j]].layer.name, j + 1,
                  count);

@@ -110,6 +110,33 @@ disk_check "$TMP/q.onnx" $M "$TMP/info" "compressed: 9 layers quantized, " || fa
 cmp -s "$TMP/dec.f32" "$TMP/ours.f32" || fail "the decoded model's logits differ from the compressed one's"
 [ "$(stat -c %s "$TMP/d.onnx")" -gt "$(stat -c %s "$TMP/q.onnx")" ] || fail "decoded is not larger"
 
+# guidance: a "[i/n] layer" line with the time as each layer starts (in a log
+# too); the student checked against the teacher on a sample of the model's
+# test data; a collapse (MobileNet, small regime) is said with the command
+# that fine-tunes it, which runs; a mild quantization (int8) is not
+MB=examples/fmnist/mobilenet.onnx
+"$BIN" quantize $MB -o "$TMP/mb.onnx" --regime small --calib-n 128 --iters 10 --check-n 200 \
+  >"$TMP/out" 2>"$TMP/err" || fail "quantize of the MobileNet failed: $(cat "$TMP/err")"
+grep -qx '\[1/20\] features\.1\.conv\.0\.0: [0-9.]\+ s elapsed, ETA -' "$TMP/err" &&
+  grep -qE '^\[20/20\] classifier: [0-9.]+ s elapsed, ETA [0-9.]+ s$' "$TMP/err" ||
+  fail "no [i/n] layer lines: $(cat "$TMP/err")"
+grep -qx "checking the student against the teacher on the first 200 images of fmnist:test (--check-n; 0 skips it)" \
+  "$TMP/out" && grep -qE '^student +top1 [0-9.]+% top5 [0-9.]+% \(200 images\)$' "$TMP/out" ||
+  fail "no check of the student: $(cat "$TMP/out")"
+grep -qE '^bitdown: WARNING: the student lost [0-9.]+ points of top-1 \([0-9.]+% against the teacher.s [0-9.]+% on 200 images of fmnist:test\)' "$TMP/err" ||
+  fail "the collapse is not said: $(cat "$TMP/err")"
+cmd=$(grep -x "  bitdown finetune $TMP/mb.onnx -o $TMP/mb.tuned.onnx --iters 500 --eval fmnist:test" "$TMP/err")
+[ -n "$cmd" ] || fail "no finetune command: $(cat "$TMP/err")"
+# the command as printed, cut short (a later --iters wins)
+eval "\"$BIN\"${cmd#  bitdown} --iters 2 --eval-n 50" >"$TMP/ft" 2>&1 && [ -s "$TMP/mb.tuned.onnx" ] ||
+  fail "the printed finetune command: $(cat "$TMP/ft")"
+"$BIN" quantize $M -o "$TMP/i8.onnx" --regime int8 --calib-n 128 --check-n 200 >"$TMP/out" 2>"$TMP/err" ||
+  fail "int8: $(cat "$TMP/err")"
+grep -qE '^student +top1 [0-9.]+% .*\(200 images\)$' "$TMP/out" || fail "int8 was not checked: $(cat "$TMP/out")"
+grep -q WARNING "$TMP/err" && fail "a mild quantization warns: $(cat "$TMP/err")"
+"$BIN" quantize $M -o "$TMP/i8.onnx" --regime int8 --calib-n 128 --check-n 0 >"$TMP/out" 2>&1 || fail "--check-n 0"
+grep -q 'top1' "$TMP/out" && fail "--check-n 0 still checked: $(cat "$TMP/out")"
+
 # --set, refusals with messages, and nothing written on failure
 "$BIN" quantize $M -o "$TMP/s.onnx" --calib-n 64 --iters 5 --set 'layer3.0.conv*:d=18,k=64' --set 'fc:skip' >"$TMP/out" 2>&1 || fail "--set failed"
 grep -qE '^layer3\.0\.conv2 +\[64, 64, 3, 3\] +18 +64 ' "$TMP/out" || fail "--set d=18,k=64 not applied"

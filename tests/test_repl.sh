@@ -333,7 +333,7 @@ for e in 1 2; do
   grep -qE "^epoch $e/2 loss [0-9.]+ train top1 [0-9.]+% eval top1 [0-9.]+% lr [0-9.e-]+ [0-9.]+ s$" \
     "$TMP/train.out" || fail "train printed no line for epoch $e: $(cat "$TMP/train.out")"
 done
-grep -qE '^trained: 2 epochs, loss [0-9.]+ -> [0-9.]+, eval top1 [0-9.]+%, noise none' \
+grep -qE '^trained: 2 epochs, loss [0-9.]+ -> [0-9.]+, student eval top1 [0-9.]+%, noise none' \
   "$TMP/train.out" || fail "train printed no summary: $(cat "$TMP/train.out")"
 grep -q '^undid: train$' "$TMP/train.out" || fail "undo after train: $(cat "$TMP/train.out")"
 for k in epochs= lr= quant_noise= eval_n=; do

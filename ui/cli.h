@@ -72,8 +72,9 @@ struct bd_accuracy;
  * and Ctrl-C cancelling the running operation (which rolls back). */
 void cli_ws_attach(struct bd_workspace *ws);
 void cli_ws_detach(void);
-/* "teacher  top1 X.XX% top5 Y.YY% (N images)" */
-void cli_print_accuracy(const char *who, const struct bd_accuracy *a);
+/* "teacher  top1 X.XX% top5 Y.YY% (N images)", and ", WHEN" after it when
+ * when is not NULL ("student ... (500 images), before fine-tuning") */
+void cli_print_accuracy(const char *who, const struct bd_accuracy *a, const char *when);
 
 /* The data spec of a command working on a workspace: the option's value
  * (given), or the model's dataset with the split; refused, naming the
@@ -126,6 +127,12 @@ typedef struct cli_preprocess {
 int cli_preprocess_option(cli_preprocess *cp, int c, const char *arg);
 /* Whether any of them was given. */
 int cli_preprocess_given(const cli_preprocess *cp);
+/* Those given, as words of a command line to print (" --resize 256 --mean
+ * ..."; "" when none), into buf. */
+const char *cli_preprocess_flags(const cli_preprocess *cp, char *buf, size_t cap);
+/* s as one word of a shell command: as it is when that is safe, else in
+ * single quotes. Into buf. */
+const char *cli_shell_word(const char *s, char *buf, size_t cap);
 /* The model's preprocessing with the options applied on top; warns on
  * stderr when the model has no preprocessing metadata and no option says
  * what to do instead. A mean or std with more channels than the model's

@@ -229,11 +229,8 @@ static void draw_progress(tui *t, int y, int w, const char *undo)
         x += 21;
         x += tui_textf(y, x, w - x, TS_NORMAL, "%lld/%lld ", (long long)p.done, (long long)p.total);
     }
-    char metric[32] = "";
-    if (p.metric != 0)
-        snprintf(metric, sizeof metric, " %.4g", p.metric);
-    x += tui_textf(y, x, w - x, TS_NORMAL, "%s %s%s  %.1fs  ", p.stage, p.message, metric,
-                   p.seconds);
+    /* every stage's message says its metric already */
+    x += tui_textf(y, x, w - x, TS_NORMAL, "%s %s  %.1fs  ", p.stage, p.message, p.seconds);
     x += tui_text(y, x, w - x, TS_WARN, "Esc cancels");
     if (p.queued)
         tui_textf(y, x, w - x, TS_DIM, "  (+%d queued)", p.queued);
