@@ -49,6 +49,36 @@ void bd_ws_unlock(bd_workspace *ws) { pthread_mutex_unlock(&ws->mu); }
 
 static void layer_clear(bd_ws_layer *l) { bd_qlayer_free(&l->q); }
 
+/* A layer got a new or tuned codebook; the float parameters changed. */
+static void new_version(bd_workspace *ws, bd_ws_layer *l) { l->version = ++ws->last_version; }
+static void params_changed(bd_workspace *ws) { ws->params_version = ++ws->last_version; }
+
+/* What the file just loaded or saved holds (call under the lock). */
+static void mark_saved(bd_workspace *ws)
+{
+    uint64_t *v = realloc(ws->saved_versions, (size_t)ws->nlayers * sizeof *v + 1);
+    if (!v) { /* nothing to compare with: every codebook counts as unsaved */
+        free(ws->saved_versions);
+        ws->saved_versions = NULL;
+        return;
+    }
+    for (int i = 0; i < ws->nlayers; i++)
+        v[i] = ws->layers[i].version;
+    ws->saved_versions = v;
+    ws->saved_params_version = ws->params_version;
+}
+
+int bd_ws_unsaved(const bd_workspace *ws, int *trained)
+{
+    int n = 0;
+    for (int i = 0; i < ws->nlayers; i++)
+        n += ws->layers[i].state != BD_STATE_FLOAT &&
+             (!ws->saved_versions || ws->layers[i].version != ws->saved_versions[i]);
+    if (trained)
+        *trained = ws->params_version != ws->saved_params_version;
+    return n;
+}
+
 static bd_status layer_copy(bd_ws_layer *dst, const bd_ws_layer *src)
 {
     *dst = *src;
@@ -153,6 +183,8 @@ static void drop_model(bd_workspace *ws)
     free(ws->original_file);
     free(ws->saved_path);
     ws->original_file = ws->saved_path = NULL;
+    free(ws->saved_versions);
+    ws->saved_versions = NULL;
     ws->spec[0] = ws->spec[1] = NULL;
     ws->teacher = ws->student = NULL;
     ws->teacher_ex = ws->student_ex = NULL;
@@ -415,6 +447,7 @@ bd_status bd_ws_load_teacher(bd_workspace *ws, const char *path, const char *tea
     ws->n[1] = m.n[1];
     ws->count[0] = ws->count[1] = -1;
     ws->original_file = original;
+    mark_saved(ws);
     bd_ws_unlock(ws);
     char ckpt[PATH_MAX];
     if (ws->autosave && bd_ws_default_checkpoint(path, ckpt, sizeof ckpt) == BD_OK)
@@ -481,6 +514,7 @@ static bd_status step_begin(const bd_workspace *ws, const int *idx, int n, const
 {
     memset(u, 0, sizeof *u);
     snprintf(u->label, sizeof u->label, "%s", label);
+    u->params_version = ws->params_version;
     u->saved = calloc((size_t)n + 1, sizeof *u->saved);
     if (!u->saved)
         return bd_fail(BD_ENOMEM, "out of memory");
@@ -655,6 +689,7 @@ static void step_restore(bd_workspace *ws, undo_step *u)
         swap_teacher(ws, u);
     if (u->nt) /* any node may have changed: nothing held is still valid */
         invalidate_all(ws);
+    ws->params_version = u->params_version;
     bd_ws_unlock(ws);
     step_clear(u);
 }
@@ -976,10 +1011,13 @@ static bd_status tune_layers(bd_workspace *ws, const int *idx, int n, const bd_f
         bd_ws_lock(ws);
         for (int j = 0; j < n; j++) {
             ws->layers[idx[j]].state = BD_STATE_TUNED;
+            new_version(ws, &ws->layers[idx[j]]);
             student_changed(ws, idx[j]);
         }
-        if (o.bn_train || o.tune_bias)
+        if (o.bn_train || o.tune_bias) {
+            params_changed(ws);
             invalidate_all(ws);
+        }
         bd_ws_unlock(ws);
     }
     if (s == BD_OK)
@@ -1024,6 +1062,7 @@ bd_status bd_ws_quantize_list(bd_workspace *ws, const int *idx, int n, const cha
         layer_clear(l);
         l->q = q;
         l->state = BD_STATE_QUANTIZED;
+        new_version(ws, l);
         ws->student_acc.valid = 0;
         bd_ws_unlock(ws);
         bd_finetune_report r;
@@ -1303,6 +1342,7 @@ static void adopt_run(bd_workspace *ws, bd_graph *g, bd_qlayer *q, bd_exec *ex,
                 ws->layers[i].q = q[i];
                 memset(&q[i], 0, sizeof q[i]);
                 ws->layers[i].state = BD_STATE_TUNED;
+                new_version(ws, &ws->layers[i]);
             }
         }
         original[i] = w;
@@ -1316,6 +1356,7 @@ static void adopt_run(bd_workspace *ws, bd_graph *g, bd_qlayer *q, bd_exec *ex,
         u->trained_teacher = 1;
         swap_teacher(ws, u);
     }
+    params_changed(ws);
     invalidate_all(ws);
     step_push(ws, u);
 }
@@ -1888,6 +1929,7 @@ bd_status bd_ws_save(bd_workspace *ws, const char *path, int decoded)
         free(ws->saved_path);
         ws->saved_path = copy;
         bd_disk_size_of(path, ws->original_file, &ws->saved_size);
+        mark_saved(ws);
         bd_ws_unlock(ws);
     }
     return s;

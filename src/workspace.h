@@ -54,6 +54,9 @@ typedef struct bd_ws_layer {
     /* the state */
     bd_layer_state state;
     bd_qlayer q; /* the codebook, when quantized or tuned (q.k > 0) */
+    /* which codebook this is: each new or tuned one gets a new number, and
+     * undo brings the old number back with the old codebook (bd_ws_unsaved) */
+    uint64_t version;
 } bd_ws_layer;
 
 /* A layer's plan fields as a bd_layer_plan. */
@@ -300,6 +303,13 @@ void bd_ws_size(const bd_workspace *ws, bd_model_size *out);
  * (dist.h) rank 0 alone writes (and keeps the checkpoint): every rank holds
  * the same model. */
 bd_status bd_ws_save(bd_workspace *ws, const char *path, int decoded);
+/* Work that quitting would lose: the quantized or tuned layers whose
+ * codebooks are not those of the file last loaded or saved (a layer put
+ * back to float loses nothing; undoing back to what was saved is saved),
+ * and in *trained (may be NULL) whether training or fine-tuning changed
+ * the float parameters (weights, biases, BatchNorm) since. */
+int bd_ws_unsaved(const bd_workspace *ws, int *trained);
+
 /* The original model's file, what sizes on disk compare with: the plain
  * model loaded, or the file a compressed one names as its original (when
  * it is there); NULL when unknown. */

@@ -37,6 +37,7 @@ typedef struct undo_step {
      * other step) to put back. */
     const bd_tensor **original;
     bd_graph *source;
+    uint64_t params_version; /* the float parameters' before the step */
     /* Training without quantized layers also replaces the teacher with the
      * trained model; its step keeps the teacher that was (NULL otherwise). */
     bd_graph *teacher;
@@ -62,6 +63,11 @@ struct bd_workspace {
     char *original_file;
     char *saved_path;
     bd_disk_size saved_size;
+    /* what is saved (bd_ws_unsaved): the layers' codebook versions and the
+     * float parameters' version in the file last loaded or saved, the
+     * versions now, and the last one given out */
+    uint64_t *saved_versions;
+    uint64_t saved_params_version, params_version, last_version;
     bd_graph *teacher, *student;
     bd_exec *teacher_ex, *student_ex;
     bd_ws_layer *layers;

@@ -468,6 +468,64 @@ if lines != ["show layer3.0.conv2", "data calib fmnist:train n=4096", "quantize"
     sys.exit("history file: %r" % lines)
 PY
 
+# ---- leaving at a terminal (tmux): unsaved work asks first ----
+if command -v tmux >/dev/null; then
+  unset TMUX
+  SOCK=bd-test-repl-$$
+  T() { tmux -L "$SOCK" -f /dev/null "$@"; }
+  trap 'T kill-server 2>/dev/null; rm -rf "$TMP"' EXIT
+  # screen_ends PATTERN [SECONDS]: polls the screen until its last line
+  # that is not blank matches PATTERN (an extended regex)
+  screen_ends() {
+    local deadline=$((SECONDS + ${2:-30}))
+    while ((SECONDS < deadline)); do
+      T capture-pane -p -t repl >"$TMP/screen" 2>/dev/null &&
+        [ -n "$(grep -v '^ *$' "$TMP/screen" | tail -1 | grep -E -- "$1")" ] && return 0
+      sleep 0.05
+    done
+    echo "--- the screen while waiting for '$1' at its end:" >&2
+    cat "$TMP/screen" >&2
+    return 1
+  }
+  # session: the REPL on the example in tmux; its exit status in $TMP/tmux.rc
+  session() {
+    rm -f "$TMP/tmux.rc"
+    T new-session -d -s repl -x 120 -y 30 "cd '$PWD' && BITDOWN_STATE_DIR='$TMP/tstate' \
+      BITDOWN_HISTORY='$TMP/thist' '$BIN' repl $M; echo \$? >'$TMP/tmux.rc'"
+    screen_ends '^bitdown> ?$' || fail "no prompt in tmux"
+  }
+  ended() { # waits for the session's exit status; 0 expected
+    local deadline=$((SECONDS + 30))
+    while [ ! -s "$TMP/tmux.rc" ] && ((SECONDS < deadline)); do sleep 0.05; done
+    [ "$(cat "$TMP/tmux.rc" 2>/dev/null)" = 0 ] || fail "$1: exit status '$(cat "$TMP/tmux.rc" 2>/dev/null)'"
+  }
+  session
+  T send-keys -t repl 'quantize fc iters=2' Enter
+  screen_ends '^bitdown> ?$' && grep -q '^fc: quantized' "$TMP/screen" || fail "quantize fc in tmux"
+  T send-keys -t repl C-d
+  screen_ends '^1 quantized layer is not saved: quit without saving\? \(y/n\)' ||
+    fail "Ctrl-D with unsaved work did not ask"
+  T send-keys -t repl n Enter
+  screen_ends '^bitdown> ?$' || fail "'n' did not keep the REPL"
+  [ ! -s "$TMP/tmux.rc" ] || fail "'n' left the REPL"
+  T send-keys -t repl quit Enter
+  screen_ends 'quit without saving\? \(y/n\)' || fail "quit with unsaved work did not ask"
+  T send-keys -t repl C-d          # a second Ctrl-D leaves
+  ended "Ctrl-D at the question"
+  session                          # saved work: Ctrl-D leaves at once
+  T send-keys -t repl 'quantize fc iters=2' Enter
+  screen_ends '^bitdown> ?$' || fail "quantize fc in tmux, again"
+  T send-keys -t repl 'save '"$TMP/t.onnx" Enter
+  screen_ends '^bitdown> ?$' && grep -q "^wrote $TMP/t.onnx" "$TMP/screen" || fail "save in tmux"
+  T send-keys -t repl C-d
+  ended "Ctrl-D with the work saved"
+  grep -q 'not saved' "$TMP/screen" && fail "Ctrl-D asked though the work was saved"
+fi
+# from a pipe, the end of the input leaves at once, unsaved work or not
+printf 'quantize fc iters=2\n' | repl piped_eof $M
+[ "$(rc_of piped_eof)" = 0 ] && ! grep -q 'not saved' "$TMP/piped_eof.out" "$TMP/piped_eof.err" ||
+  fail "a pipe's end with unsaved work: $(cat "$TMP/piped_eof.out" "$TMP/piped_eof.err")"
+
 # data sets the preprocessing of every image: evaluation sees it, a mean
 # with more values than the input's channels is refused and changes nothing
 printf 'eval n=200\ndata mean=5 std=0.1\neval n=200\ndata mean=5,5,5\ndata color=rgb\ndata\n' |

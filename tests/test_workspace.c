@@ -784,6 +784,44 @@ static void test_sensitivity(void **state)
     bd_ws_free(ws);
 }
 
+/* What quitting would lose: codebooks not in the file last loaded or saved,
+ * and trained weights; undoing back to the saved state loses nothing. */
+static void test_unsaved(void **state)
+{
+    (void)state;
+    bd_workspace *ws = open_ws();
+    int trained = -1;
+    assert_int_equal(bd_ws_unsaved(ws, &trained), 0);
+    assert_false(trained);
+    assert_int_equal(bd_ws_quantize(ws, "layer1.*", 2), BD_OK);
+    assert_int_equal(bd_ws_unsaved(ws, &trained), 2);
+    char path[600];
+    snprintf(path, sizeof path, "%s/unsaved.onnx", bd_test_tmpdir());
+    assert_int_equal(bd_ws_save(ws, path, 0), BD_OK);
+    assert_int_equal(bd_ws_unsaved(ws, NULL), 0);
+    bd_finetune_options o = {.iters = 1, .batch = 8, .lr = 0.01f, .momentum = -1, .wd = -1};
+    bd_finetune_report r;
+    assert_int_equal(bd_ws_finetune(ws, "layer1.0.conv1", 1, &o, &r), BD_OK);
+    assert_int_equal(bd_ws_unsaved(ws, &trained), 1); /* tuned: another codebook */
+    assert_false(trained);
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    assert_int_equal(bd_ws_unsaved(ws, NULL), 0); /* back to what was saved */
+    assert_int_equal(bd_ws_reset(ws, "layer1.*"), BD_OK);
+    assert_int_equal(bd_ws_unsaved(ws, NULL), 0); /* a float layer loses nothing */
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    bd_training_options t;
+    bd_training_options_init(&t);
+    assert_int_equal(bd_opt_set(bd_training_opts, &t, "t", "steps", "1"), BD_OK);
+    assert_int_equal(bd_opt_set(bd_training_opts, &t, "t", "batch", "8"), BD_OK);
+    assert_int_equal(bd_ws_train(ws, &t, NULL, NULL, NULL), BD_OK);
+    assert_int_equal(bd_ws_unsaved(ws, &trained), 2); /* PQ layers train their centroids */
+    assert_true(trained);
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    assert_int_equal(bd_ws_unsaved(ws, &trained), 0);
+    assert_false(trained);
+    bd_ws_free(ws);
+}
+
 static void test_settings(void **state)
 {
     (void)state;
@@ -820,6 +858,7 @@ int main(void)
         cmocka_unit_test(test_train_undo_refusals),
         cmocka_unit_test(test_train_quantized),
         cmocka_unit_test(test_bitprune),
+        cmocka_unit_test(test_unsaved),
         cmocka_unit_test(test_settings),
         cmocka_unit_test(test_sensitivity),
     };

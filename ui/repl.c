@@ -27,8 +27,11 @@ static const char help[] =
     "~/.bitdown_history (or $BITDOWN_HISTORY), Tab completes commands, layer\n"
     "names, options and file names, a progress bar shows long work, and Ctrl-C\n"
     "cancels the running command (every layer stays as it was) or clears the line.\n\n"
+    "Leaving with Ctrl-D or 'quit' while quantized layers or trained weights are\n"
+    "not saved asks first (y leaves; so does another Ctrl-D).\n\n"
     "From a pipe or file: no prompt; the first failing command stops the REPL with\n"
-    "exit status 1 and 'bitdown: line N: <message>' on stderr.\n\n"
+    "exit status 1 and 'bitdown: line N: <message>' on stderr; the end of the input\n"
+    "or 'quit' ends the session without asking (nobody could answer): save first.\n\n"
     "  --keep-going   from a pipe, go on after a failing command (the exit status\n"
     "                 is still 1 at the end)\n"
     "  --resume       carry on from MODEL's checkpoint: the session keeps one (after\n"
@@ -205,6 +208,33 @@ static char *next_line(void)
     return line;
 }
 
+/* At a terminal, leaving (Ctrl-D or 'quit') with work that is not saved
+ * asks first, as the TUI does: 'y' or another Ctrl-D leaves, anything else
+ * stays. From a pipe nobody could answer: the session ends as asked. */
+static int may_leave(void)
+{
+    int trained = 0, unsaved = bd_ws_loaded(the_ws) ? bd_ws_unsaved(the_ws, &trained) : 0;
+    if (!interactive || (!unsaved && !trained))
+        return 1;
+    char question[160];
+    if (unsaved)
+        snprintf(question, sizeof question,
+                 "%d quantized layer%s not saved: quit without saving? (y/n) ", unsaved,
+                 unsaved == 1 ? " is" : "s are");
+    else
+        snprintf(question, sizeof question,
+                 "the trained weights are not saved: quit without saving? (y/n) ");
+    at_prompt = 1;
+    char *answer = readline(question);
+    at_prompt = 0;
+    int leave = !answer || answer[strspn(answer, " \t")] == 'y' ||
+                answer[strspn(answer, " \t")] == 'Y';
+    if (!answer)
+        putchar('\n');
+    free(answer);
+    return leave;
+}
+
 static void report(long lineno, bd_status s)
 {
     const char *msg = bd_error_message();
@@ -325,8 +355,13 @@ int cli_repl(int argc, char **argv)
                       .script_user = &host};
     long lineno = 0;
     int failed = 0;
-    char *line;
-    while (!ctx.quit && (line = next_line()) != NULL) {
+    for (;;) {
+        char *line = next_line();
+        if (!line) {
+            if (may_leave())
+                break;
+            continue;
+        }
         lineno++;
         if (interactive && !blank(line))
             history_add(hist, line);
@@ -343,6 +378,9 @@ int cli_repl(int argc, char **argv)
             if (!interactive && !keep_going)
                 break;
         }
+        if (ctx.quit && may_leave())
+            break;
+        ctx.quit = 0;
     }
     if (hist)
         history_truncate_file(hist, HISTORY_MAX);
