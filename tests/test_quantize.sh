@@ -136,6 +136,11 @@ grep -qE '^student +top1 [0-9.]+% .*\(200 images\)$' "$TMP/out" || fail "int8 wa
 grep -q WARNING "$TMP/err" && fail "a mild quantization warns: $(cat "$TMP/err")"
 "$BIN" quantize $M -o "$TMP/i8.onnx" --regime int8 --calib-n 128 --check-n 0 >"$TMP/out" 2>&1 || fail "--check-n 0"
 grep -q 'top1' "$TMP/out" && fail "--check-n 0 still checked: $(cat "$TMP/out")"
+# a dataset the check cannot open is said, and the work is done all the same
+"$BIN" annotate $M -o "$TMP/nosuch.onnx" --dataset nosuch >/dev/null || fail "annotate --dataset"
+"$BIN" quantize "$TMP/nosuch.onnx" -o "$TMP/ns.onnx" --calib fmnist:train --calib-n 64 --regime int8 \
+  >/dev/null 2>"$TMP/err" && [ -s "$TMP/ns.onnx" ] || fail "an unknown dataset failed the work: $(cat "$TMP/err")"
+grep -q "^bitdown: no check of the student: dataset 'nosuch:test'" "$TMP/err" || fail "no note: $(cat "$TMP/err")"
 
 # --set, refusals with messages, and nothing written on failure
 "$BIN" quantize $M -o "$TMP/s.onnx" --calib-n 64 --iters 5 --set 'layer3.0.conv*:d=18,k=64' --set 'fc:skip' >"$TMP/out" 2>&1 || fail "--set failed"

@@ -450,13 +450,18 @@ static bd_status work(bd_workspace *ws, const args *a, bd_accuracy *t, bd_accura
         snprintf(check, sizeof check, "%s:test", dataset);
         spec = check;
         n = a->check_n;
-        printf("\nchecking the student against the teacher on the first %lld images of %s "
-               "(--check-n; 0 skips it)\n",
-               (long long)n, spec);
     }
-    if (spec) {
-        BD_TRY(bd_ws_data(ws, BD_DATA_EVAL, spec, n));
-        bd_status s = bd_ws_eval(ws, 0, t, st);
+    bd_status s = spec ? bd_ws_data(ws, BD_DATA_EVAL, spec, n) : BD_OK;
+    if (s != BD_OK && spec == check) /* a check is no reason to fail the work */
+        fprintf(stderr, "bitdown: no check of the student: %s\n", bd_error_message());
+    else if (s != BD_OK)
+        return s;
+    else if (spec) {
+        if (spec == check)
+            printf("\nchecking the student against the teacher on the first %lld images of %s "
+                   "(--check-n; 0 skips it)\n",
+                   (long long)n, spec);
+        s = bd_ws_eval(ws, 0, t, st);
         cli_progress_clear();
         BD_TRY(s);
         cli_print_accuracy("teacher", t, NULL);
