@@ -303,7 +303,7 @@ static void push_layer(lua_State *L, const bd_workspace *ws, int i, int detail)
     if (l->note[0])
         set_str(L, "note", l->note);
     set_str(L, "state", bd_layer_state_name(l->state));
-    set_num(L, "bits_per_weight", quantized ? bd_qlayer_bits_per_weight(&l->q) : 32);
+    set_num(L, "bits_per_weight", bd_ws_bits_per_weight(l));
     set_int(L, "bytes", quantized ? bd_qlayer_bytes(&l->q) : 4 * bd_layer_params(ly));
     if (quantized && l->q.rel_error >= 0)
         set_num(L, "rel_error", l->q.rel_error);

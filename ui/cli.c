@@ -285,6 +285,23 @@ int cli_data_spec(const char *cmd, const bd_graph *g, const char *given, const c
     return CLI_OK;
 }
 
+int cli_quit_question(const bd_workspace *ws, int busy, char *buf, size_t cap)
+{
+    int trained = 0, unsaved = bd_ws_loaded(ws) ? bd_ws_unsaved(ws, &trained) : 0;
+    const char *running = busy ? "work is running and " : "";
+    if (unsaved)
+        snprintf(buf, cap, "%s%d quantized layer%s not saved: quit without saving? (y/n)",
+                 running, unsaved, unsaved == 1 ? " is" : "s are");
+    else if (trained)
+        snprintf(buf, cap, "%sthe trained weights are not saved: quit without saving? (y/n)",
+                 running);
+    else if (busy)
+        snprintf(buf, cap, "work is running: cancel it and quit? (y/n)");
+    else
+        buf[0] = '\0';
+    return buf[0] != '\0';
+}
+
 void cli_print_written(const bd_workspace *ws, const char *path, int decoded)
 {
     if (bd_dist_rank() != 0)

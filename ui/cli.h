@@ -81,6 +81,11 @@ void cli_print_accuracy(const char *who, const struct bd_accuracy *a, const char
  * option, when neither is there. *spec points at given or into buf. */
 int cli_data_spec(const char *cmd, const bd_graph *g, const char *given, const char *split,
                   const char *option, char *buf, size_t cap, const char **spec);
+/* What a front-end asks before quitting when work would be lost
+ * (bd_ws_unsaved; busy: work is running): "2 quantized layers are not
+ * saved: quit without saving? (y/n)", into buf. Returns 0 (buf "") when
+ * there is nothing to ask. */
+int cli_quit_question(const struct bd_workspace *ws, int busy, char *buf, size_t cap);
 /* After a save of the workspace's student to path: "wrote PATH: 0.0812 MB
  * on disk, ratio 3.64x to the original file (0.2958 MB); payload 0.0531
  * MB, ratio 5.56x" (the payload left out for a decoded file). Rank 0. */

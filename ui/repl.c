@@ -213,17 +213,10 @@ static char *next_line(void)
  * stays. From a pipe nobody could answer: the session ends as asked. */
 static int may_leave(void)
 {
-    int trained = 0, unsaved = bd_ws_loaded(the_ws) ? bd_ws_unsaved(the_ws, &trained) : 0;
-    if (!interactive || (!unsaved && !trained))
+    char question[200];
+    if (!interactive || !cli_quit_question(the_ws, 0, question, sizeof question - 1))
         return 1;
-    char question[160];
-    if (unsaved)
-        snprintf(question, sizeof question,
-                 "%d quantized layer%s not saved: quit without saving? (y/n) ", unsaved,
-                 unsaved == 1 ? " is" : "s are");
-    else
-        snprintf(question, sizeof question,
-                 "the trained weights are not saved: quit without saving? (y/n) ");
+    strcat(question, " ");
     at_prompt = 1;
     char *answer = readline(question);
     at_prompt = 0;

@@ -35,66 +35,18 @@ const char *tui_mb(int64_t bytes, char *buf, size_t cap)
     return buf;
 }
 
-/* ---- saved or not ------------------------------------------------------------ */
-
-static int same_layer(const tui_saved_layer *s, const bd_ws_layer *l)
-{
-    return s->state == l->state && s->d == l->q.d && s->k == l->q.k && s->iters == l->q.iters &&
-           s->rel_error == l->q.rel_error;
-}
-
-void tui_mark_saved(tui *t)
-{
-    bd_ws_lock(t->ws);
-    int n = bd_ws_nlayers(t->ws);
-    tui_saved_layer *s = realloc(t->saved, (size_t)(n > 0 ? n : 1) * sizeof *s);
-    if (s) {
-        for (int i = 0; i < n; i++) {
-            const bd_ws_layer *l = bd_ws_layer_at(t->ws, i);
-            tui_saved_layer v = {l->state, l->q.d, l->q.k, l->q.iters, l->q.rel_error};
-            s[i] = v;
-        }
-        t->saved = s;
-        t->nsaved = n;
-    }
-    t->trained_unsaved = 0;
-    bd_ws_unlock(t->ws);
-}
-
-int tui_unsaved(const tui *t)
-{
-    int n = bd_ws_nlayers(t->ws), count = 0;
-    for (int i = 0; i < n; i++) {
-        const bd_ws_layer *l = bd_ws_layer_at(t->ws, i);
-        /* Work lost by quitting: a codebook that is not in the file. A layer
-         * put back to float loses nothing. */
-        if (l->state != BD_STATE_FLOAT && (i >= t->nsaved || !same_layer(&t->saved[i], l)))
-            count++;
-    }
-    return count;
-}
+/* ---- quitting ----------------------------------------------------------------- */
 
 void tui_request_quit(tui *t)
 {
     int busy = tui_worker_busy(&t->worker, 1);
     bd_ws_lock(t->ws);
-    int unsaved = tui_unsaved(t), trained = t->trained_unsaved;
+    int ask = cli_quit_question(t->ws, busy, t->question, sizeof t->question);
     bd_ws_unlock(t->ws);
-    if (!busy && !unsaved && !trained) {
-        t->quit = 1;
-        return;
-    }
-    if (unsaved)
-        snprintf(t->question, sizeof t->question,
-                 "%s%d quantized layer%s not saved: quit without saving? (y/n)",
-                 busy ? "work is running and " : "", unsaved, unsaved == 1 ? " is" : "s are");
-    else if (trained)
-        snprintf(t->question, sizeof t->question,
-                 "%sthe trained weights are not saved: quit without saving? (y/n)",
-                 busy ? "work is running and " : "");
+    if (ask)
+        t->mode = MODE_QUIT;
     else
-        snprintf(t->question, sizeof t->question, "work is running: cancel it and quit? (y/n)");
-    t->mode = MODE_QUIT;
+        t->quit = 1;
 }
 
 void tui_selected_name(tui *t, char *buf, size_t cap)
@@ -319,7 +271,8 @@ static void frame(tui *t)
     t->train_running = running;
     t->bitprune_running = pruning;
     layout l = compute_layout(t, bd_ws_nlayers(t->ws));
-    draw_header(t, l.header, tui_unsaved(t) + t->trained_unsaved);
+    int trained;
+    draw_header(t, l.header, bd_ws_unsaved(t->ws, &trained) + trained);
     tui_table_draw(t, l.table, t->focus == PANE_TABLE);
     if (l.detail.h > 0) {
         if (t->side == SIDE_TRAIN)
@@ -528,7 +481,6 @@ int cli_tui(int argc, char **argv)
     t->cmd.print = tui_log_print;
     t->cmd.user = &t->log;
     atomic_init(&t->quit_asked, 0);
-    tui_mark_saved(t);
 
     SCREEN *screen = newterm(NULL, stdout, stdin);
     if (!screen) {
@@ -561,7 +513,6 @@ int cli_tui(int argc, char **argv)
     tui_cmdline_free(&t->line);
     tui_images_destroy(&t->images);
     tui_log_destroy(&t->log);
-    free(t->saved);
     free(t);
     bd_ws_free(ws);
     return rc;
