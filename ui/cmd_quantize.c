@@ -373,12 +373,6 @@ static void warn_if_lost(const args *a, const bd_accuracy *t, const bd_accuracy 
     double lost = t->top1 - st->top1;
     if (!t->valid || !st->valid || lost <= LOSS_WARN_POINTS || bd_dist_rank() != 0)
         return;
-    char tuned[4200], out[4200], word[4200], data[4300] = "", pp[1024], eval[4200];
-    size_t len = strlen(a->out);
-    snprintf(tuned, sizeof tuned, "%.*s.tuned.onnx",
-             (int)(len > 5 && strcmp(a->out + len - 5, ".onnx") == 0 ? len - 5 : len), a->out);
-    if (a->calib)
-        snprintf(data, sizeof data, " --data %s", cli_shell_word(a->calib, word, sizeof word));
     if (a->decoded) { /* a dense file has no codebooks to tune */
         fprintf(stderr,
                 "bitdown: WARNING: the student lost %.2f points of top-1 (%.2f%% against the "
@@ -387,6 +381,12 @@ static void warn_if_lost(const args *a, const bd_accuracy *t, const bd_accuracy 
                 lost, st->top1, t->top1, (long long)st->n, spec);
         return;
     }
+    char tuned[4200], out[4200], word[4200], data[4300] = "", pp[1024], eval[4200];
+    size_t len = strlen(a->out);
+    snprintf(tuned, sizeof tuned, "%.*s.tuned.onnx",
+             (int)(len > 5 && strcmp(a->out + len - 5, ".onnx") == 0 ? len - 5 : len), a->out);
+    if (a->calib)
+        snprintf(data, sizeof data, " --data %s", cli_shell_word(a->calib, word, sizeof word));
     fprintf(stderr,
             "bitdown: WARNING: the student lost %.2f points of top-1 (%.2f%% against the "
             "teacher's %.2f%% on %lld images of %s); fine-tuning its codebooks by distillation "
@@ -446,18 +446,19 @@ static bd_status work(bd_workspace *ws, const args *a, bd_accuracy *t, bd_accura
     char check[600];
     const char *spec = a->eval, *dataset = bd_graph_meta(bd_ws_teacher(ws), BD_META_DATASET);
     int64_t n = a->eval_n;
-    if (!spec && a->check_n > 0 && dataset) {
+    const int checking = !spec && a->check_n > 0 && dataset;
+    if (checking) {
         snprintf(check, sizeof check, "%s:test", dataset);
         spec = check;
         n = a->check_n;
     }
     bd_status s = spec ? bd_ws_data(ws, BD_DATA_EVAL, spec, n) : BD_OK;
-    if (s != BD_OK && spec == check) /* a check is no reason to fail the work */
+    if (s != BD_OK && checking) /* a check is no reason to fail the work */
         fprintf(stderr, "bitdown: no check of the student: %s\n", bd_error_message());
     else if (s != BD_OK)
         return s;
     else if (spec) {
-        if (spec == check)
+        if (checking)
             printf("\nchecking the student against the teacher on the first %lld images of %s "
                    "(--check-n; 0 skips it)\n",
                    (long long)n, spec);
