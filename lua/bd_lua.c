@@ -289,7 +289,7 @@ static void push_layer(lua_State *L, const bd_workspace *ws, int i, int detail)
     if (l->note[0])
         set_str(L, "note", l->note);
     set_str(L, "state", bd_layer_state_name(l->state));
-    set_num(L, "bits_per_weight", quantized ? bd_qlayer_bits_per_weight(&l->q) : 32);
+    set_num(L, "bits_per_weight", bd_ws_bits_per_weight(l));
     set_int(L, "bytes", quantized ? bd_qlayer_bytes(&l->q) : 4 * bd_layer_params(ly));
     if (quantized && l->q.rel_error >= 0)
         set_num(L, "rel_error", l->q.rel_error);
@@ -946,13 +946,30 @@ static int l_size(lua_State *L)
     return 1;
 }
 
+/* bd.save(path, {decoded=}) -> {bytes=, original_bytes=, ratio=, summary=}: the
+ * file's size on disk, the original model file's and their ratio (nil when
+ * the original is unknown), and the line the commands print about it */
 static int l_save(lua_State *L)
 {
     static const char *const keys[] = {"decoded", NULL};
     const char *path = luaL_checkstring(L, 1);
     int decoded = opt_bool(L, options(L, 2, "bd.save", keys), "bd.save", "decoded", 0);
-    check(L, bd_ws_save(ws_for(L, "bd.save", 1), path, decoded), "bd.save");
-    return 0;
+    bd_workspace *ws = ws_for(L, "bd.save", 1);
+    check(L, bd_ws_save(ws, path, decoded), "bd.save");
+    bd_disk_size disk;
+    bd_model_size payload;
+    char summary[256];
+    bd_ws_last_saved(ws, &disk);
+    bd_ws_size(ws, &payload);
+    lua_createtable(L, 0, 4);
+    set_int(L, "bytes", disk.bytes);
+    if (disk.ratio > 0) {
+        set_int(L, "original_bytes", disk.original_bytes);
+        set_num(L, "ratio", disk.ratio);
+    }
+    bd_disk_size_str(&disk, decoded ? NULL : &payload, summary, sizeof summary);
+    set_str(L, "summary", summary);
+    return 1;
 }
 
 /* bd.path() -> the loaded model's file, or nil when none is loaded */

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "fileio.h"
 #include "model_meta.h"
@@ -219,10 +218,11 @@ static const command commands[] = {
      {BD_ARG_WORD, skip_include}, 1, 2, 1, cmd_set},
     {{"layers", "layers", "the layer table: plan, size, error and state of every layer",
       "One line per quantizable layer: name, kind, weight shape, parameters, the\n"
-      "plan's d, k and bits per weight, then the layer as it stands: stored size\n"
-      "in KB (fp32 while float), relative output error ||X(W-W^)||/||XW|| ('-'\n"
-      "when unknown) and state (float, quantized, tuned); 'skip' marks layers the\n"
-      "plan leaves in fp32.",
+      "plan's d, k and bits per weight (plan b/w), then the layer as it stands:\n"
+      "bits per weight (32 while float), stored size in KB, relative output error\n"
+      "||X(W-W^)||/||XW|| on the held-out calibration rows ('-' when unknown;\n"
+      "measured again after fine-tuning) and state (float, quantized, tuned);\n"
+      "'skip' marks layers the plan leaves in fp32.",
       BD_ARG_NONE, NULL, NULL, NULL},
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_layers},
     {{"show", "show LAYER", "everything about one layer",
@@ -348,7 +348,8 @@ static const command commands[] = {
     {{"save", "save PATH [decoded]", "write the student as compressed (or dense) ONNX",
       "Writes the student as standard ONNX, atomically: quantized layers as codes\n"
       "and fp16 codebooks (any ONNX runtime runs it; 'load' resumes from it), or\n"
-      "with 'decoded' as a plain dense fp32 model.",
+      "with 'decoded' as a plain dense fp32 model. Says the file's size on disk\n"
+      "and its ratio to the original model's file, beside the payload ('size').",
       BD_ARG_PATH, NULL, NULL, NULL},
      {BD_ARG_WORD, decoded_word}, 1, 2, 1, cmd_save},
     {{"device", "device [cpu|cuda]", "compute on the CPU or a GPU",
@@ -746,18 +747,21 @@ static bd_status cmd_layers(bd_cmd_ctx *ctx, const call *c)
 {
     (void)c;
     int n = bd_ws_nlayers(ctx->ws), count[3] = {0, 0, 0}, skipped = 0;
-    out(ctx, "%-24s %-9s %-16s %9s %4s %6s %7s %10s %8s  %s\n", "layer", "kind", "weight",
-        "params", "d", "k", "bits/w", "size KB", "rel err", "state");
+    out(ctx, "%-24s %-9s %-16s %9s %4s %6s %8s %7s %10s %8s  %s\n", "layer", "kind", "weight",
+        "params", "d", "k", "plan b/w", "bits/w", "size KB", "rel err", "state");
     for (int i = 0; i < n; i++) {
         const bd_ws_layer *l = bd_ws_layer_at(ctx->ws, i);
-        char kind[32], shape[64], err[32];
+        char kind[32], shape[64], err[32], plan_bits[32], bits[32];
         /* the plan's format: d and k, or "-" and intB */
         bd_qlayer planned = {.format = l->format, .d = l->d, .k = l->k, .ints = l->ints};
         char d[8], k[8];
         bd_qlayer_dk(&planned, d, k);
-        out(ctx, "%-24s %-9s %-16s %9lld %4s %6s %7.3f %10.3f %8s  %s%s\n", l->layer.name,
+        bd_layer_plan p = bd_ws_plan_of(l);
+        out(ctx, "%-24s %-9s %-16s %9lld %4s %6s %8s %7s %10.3f %8s  %s%s\n", l->layer.name,
             bd_layer_kind(&l->layer, kind, sizeof kind), shape_of(ctx->ws, l, shape, sizeof shape),
-            (long long)bd_layer_params(&l->layer), d, k, bd_qlayer_bits_per_weight(&planned),
+            (long long)bd_layer_params(&l->layer), d, k,
+            bd_bits_str(bd_plan_bits_per_weight(&p), plan_bits, sizeof plan_bits),
+            bd_bits_str(bd_ws_bits_per_weight(l), bits, sizeof bits),
             (double)stored_bytes(l) / 1024,
             bd_cmd_error_str(l->state == BD_STATE_FLOAT ? -1 : l->q.rel_error, err, sizeof err),
             bd_layer_state_name(l->state), l->quantize ? "" : " skip");
@@ -791,7 +795,6 @@ static void print_codebook(bd_cmd_ctx *ctx, const bd_qlayer *q)
     bd_qlayer_describe(q, format, sizeof format);
     out(ctx, "%-13s %s objective=%s\n", q->format == BD_FMT_INT ? "grid" : "codebook", format,
         bd_objective_name(q->objective));
-    out(ctx, "bits/w now    %.3f\n", bd_qlayer_bits_per_weight(q));
     out(ctx, "%-13s %lld\n", q->format == BD_FMT_INT ? "weights" : "subvectors", (long long)q->n);
     out(ctx, "codes used    %d of %d\n", codes_used(q), q->k);
     out(ctx, "iterations    %d\n", q->iters);
@@ -842,9 +845,10 @@ static bd_status cmd_show(bd_cmd_ctx *ctx, const call *c)
     if (bd_pq_layout_init(ly, l->d, &lay) == BD_OK)
         out(ctx, "max k         %d (d=%d: %lld subvectors)\n", bd_pq_max_k(lay.n), l->d,
             (long long)lay.n);
-    out(ctx, "bits/w plan   %.3f\n",
-        l->format == BD_FMT_INT ? (double)l->ints.bits : bd_pq_bits_per_weight(l->k, l->d));
+    char bits[32];
+    out(ctx, "bits/w plan   %s\n", bd_bits_str(bd_plan_bits_per_weight(&p), bits, sizeof bits));
     out(ctx, "state         %s\n", bd_layer_state_name(l->state));
+    out(ctx, "bits/w now    %s\n", bd_bits_str(bd_ws_bits_per_weight(l), bits, sizeof bits));
     out(ctx, "size KB       %.3f (fp32 %.3f)\n", (double)stored_bytes(l) / 1024,
         (double)bd_layer_params(ly) * 4 / 1024);
     if (l->state != BD_STATE_FLOAT)
@@ -963,8 +967,8 @@ static bd_status cmd_train(bd_cmd_ctx *ctx, const call *c)
     for (int i = 0; i < bd_ws_nlayers(ctx->ws); i++)
         quantized |= bd_ws_layer_at(ctx->ws, i)->state != BD_STATE_FLOAT;
     if (last)
-        out(ctx, "trained: %d epoch%s, loss %.4f -> %.4f, eval top1 %s, noise %s, %.1f images/s; "
-                 "%s\n",
+        out(ctx, "trained: %d epoch%s, loss %.4f -> %.4f, student eval top1 %s, noise %s, %.1f "
+                 "images/s; %s\n",
             r.epochs, r.epochs == 1 ? "" : "s", first->loss, last->loss,
             percent_str(last->top1, top1, sizeof top1), noise, r.images_per_second,
             quantized ? "the PQ layers are tuned, the float layers start from their trained "
@@ -1136,10 +1140,14 @@ static bd_status cmd_save(bd_cmd_ctx *ctx, const call *c)
 {
     int decoded = c->npos > 1;
     BD_TRY(bd_ws_save(ctx->ws, c->pos[0], decoded));
-    struct stat st;
-    long long bytes = stat(c->pos[0], &st) == 0 ? (long long)st.st_size : -1;
-    out(ctx, "wrote %s: %s, %lld bytes\n", c->pos[0], decoded ? "decoded (dense fp32)" : "compressed",
-        bytes);
+    bd_disk_size disk;
+    bd_model_size payload;
+    bd_ws_last_saved(ctx->ws, &disk);
+    bd_ws_size(ctx->ws, &payload);
+    char sizes[256];
+    out(ctx, "wrote %s: %s, %lld bytes, %s\n", c->pos[0],
+        decoded ? "decoded (dense fp32)" : "compressed", (long long)disk.bytes,
+        bd_disk_size_str(&disk, decoded ? NULL : &payload, sizes, sizeof sizes));
     return BD_OK;
 }
 

@@ -193,6 +193,12 @@ double bd_qlayer_bits_per_weight(const bd_qlayer *q)
     return q->n > 0 ? (double)code_bits_total(q) / (double)q->n : q->ints.bits;
 }
 
+const char *bd_bits_str(double bits, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%.3f", bits);
+    return buf;
+}
+
 /* The int bits as "8", or the rows' range as "2<sep>6". */
 static void int_bits_text(const bd_qlayer *q, const char *sep, char *buf, size_t cap)
 {

@@ -123,6 +123,11 @@ int64_t bd_qlayer_bytes(const bd_qlayer *q);
 /* Code bits per weight: log2(k) / d for pq (as the paper counts), bits for
  * int (their mean over the rows with row_bits). */
 double bd_qlayer_bits_per_weight(const bd_qlayer *q);
+/* What a layer left in fp32 stores per weight. */
+enum { BD_FLOAT_BITS = 32 };
+/* Bits per weight as every front-end prints them, three decimals:
+ * "32.000", "0.556". */
+const char *bd_bits_str(double bits, char *buf, size_t cap);
 
 /* "d=9 k=256" for pq, "int=8 per=channel sym=0" for int (the set syntax;
  * "int=2..6" for rows of 2 to 6 bits). */

@@ -159,8 +159,9 @@ bd_status bd_evaluate_with(bd_eval_forward_fn fwd, void *user, const bd_dataset 
         bd_tensor_free(x);
         bd_tensor_free(y);
         if (st == BD_OK) {
-            char msg[64];
-            snprintf(msg, sizeof msg, "top1 %.2f%%", 100.0 * (double)res->top1 / (double)res->n);
+            char msg[96];
+            snprintf(msg, sizeof msg, "%s%stop1 %.2f%%", opt->who ? opt->who : "",
+                     opt->who ? " " : "", 100.0 * (double)res->top1 / (double)res->n);
             st = bd_progress_report(progress, "eval", first - from + b, mine, msg,
                                     (double)res->top1 / (double)res->n);
         }

@@ -23,6 +23,7 @@ typedef struct bd_eval_options {
     int64_t limit; /* evaluate the first `limit` samples (0: all) */
     int batch;     /* images per forward pass (0: 64) */
     int keep_logits; /* fill res->logits and res->labels */
+    const char *who; /* whose accuracy, for progress ("teacher", "student"); may be NULL */
 } bd_eval_options;
 
 /* In a job of several ranks (dist.h) every rank calls it: each evaluates

@@ -27,6 +27,11 @@ static void append_note(bd_layer_plan *p, const char *fmt, long long a, long lon
     snprintf(p->note + used, sizeof p->note - used, fmt, a, b);
 }
 
+double bd_plan_bits_per_weight(const bd_layer_plan *p)
+{
+    return p->format == BD_FMT_INT ? (double)p->ints.bits : bd_pq_bits_per_weight(p->k, p->d);
+}
+
 void bd_plan_describe(const bd_layer_plan *p, char *buf, size_t cap)
 {
     if (!p->quantize)

@@ -27,6 +27,9 @@ typedef struct bd_layer_plan {
 /* "d=9 k=256 objective=feedback" or "int=4 per=channel sym=0
  * objective=feedback" ("skip" when not quantized), in the set syntax. */
 void bd_plan_describe(const bd_layer_plan *p, char *buf, size_t cap);
+/* The code bits per weight the plan would store, counted as
+ * bd_qlayer_bits_per_weight counts them (whether or not it quantizes). */
+double bd_plan_bits_per_weight(const bd_layer_plan *p);
 
 /* The int regimes' grid for b bits: per output channel, asymmetric. */
 bd_int_spec bd_plan_int_default(int bits);

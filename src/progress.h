@@ -7,6 +7,7 @@
 #define BD_PROGRESS_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "status.h"
@@ -29,5 +30,13 @@ int bd_progress_canceled(const bd_progress *p);
 /* Seconds on the monotonic clock: what long operations time themselves
  * with (rates, ETAs), never moved by changes of the wall clock. */
 double bd_now(void);
+
+/* Seconds left of a run when `done` of `total` units of work (in any
+ * measure: layers, parameters) took `elapsed` seconds and the rest goes at
+ * the same pace; -1 before any is done. */
+double bd_eta(double elapsed, double done, double total);
+/* A duration for people: "4.2 s", "3 min 05 s", "1 h 02 min"; "-" when
+ * negative (unknown). */
+const char *bd_seconds_str(double seconds, char *buf, size_t cap);
 
 #endif

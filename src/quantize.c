@@ -168,8 +168,9 @@ static void sink_free(sink *s)
 
 static bd_status sink_init(sink *s, const bd_capture *cap, int64_t ncols_floats)
 {
-    s->ngrams = cap->rowgram ? cap->groups : 1;
-    s->grams = calloc((size_t)s->ngrams, sizeof *s->grams);
+    /* a capture of the held-out rows alone (d 0) sums no Gram */
+    s->ngrams = cap->rowgram ? cap->groups : cap->gram.d > 0;
+    s->grams = calloc((size_t)s->ngrams + 1, sizeof *s->grams);
     s->cols = malloc((size_t)ncols_floats * sizeof *s->cols + 1);
     if (!s->grams || !s->cols)
         return BD_ENOMEM;
@@ -451,7 +452,8 @@ static bd_status device_batch(bd_calib *c, int b, const bd_layer *l, capture_job
         if (s == BD_OK)
             s = capture_conv(job, node, in, c->student->values[l->weight].init);
     } else if (s == BD_OK && strcmp(node->op, "Conv") == 0) {
-        s = bd_dexec_gram(c->dx, l->node, train, ntrain, &job->cap->gram);
+        if (job->want_gram)
+            s = bd_dexec_gram(c->dx, l->node, train, ntrain, &job->cap->gram);
         if (s == BD_OK && nheld > 0)
             s = bd_dexec_fetch(c->dx, node->inputs[0], held, nheld, &in);
         if (s == BD_OK && nheld > 0) {
@@ -489,7 +491,11 @@ bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d, int full_r
     memset(cap, 0, sizeof *cap);
     cap->row_len = l->row_len;
     cap->groups = l->groups > 0 ? l->groups : 1;
-    BD_TRY(bd_gram_init(&cap->gram, d));
+    const int want_gram = d > 0;
+    if (!want_gram && full_row)
+        return bd_fail(BD_EINVAL, "layer '%s': a capture without a Gram has no full rows", l->name);
+    if (want_gram)
+        BD_TRY(bd_gram_init(&cap->gram, d));
     if (full_row) {
         bd_status s = bd_objective_check(l, BD_OBJ_FEEDBACK);
         cap->rowgram = s == BD_OK ? calloc((size_t)cap->groups, sizeof *cap->rowgram) : NULL;
@@ -517,7 +523,7 @@ bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d, int full_r
         bd_capture_free(cap);
         return bd_fail(BD_ENOMEM, "out of memory for held-out rows of layer '%s'", l->name);
     }
-    capture_job job = {c, l, cap, 1, 0, NULL, capacity,
+    capture_job job = {c, l, cap, want_gram, 0, NULL, capacity,
                        held_images ? (capacity + held_images - 1) / held_images : 0};
     /* the GPU's copy of the student catches up with weights changed since */
     bd_status s = c->dx ? bd_dexec_sync(c->dx) : BD_OK;
@@ -533,7 +539,7 @@ bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d, int full_r
             s = bd_progress_report(progress, "capture", b + 1, c->nbatches, msg, 0);
         }
     }
-    for (int64_t gi = 0; s == BD_OK && gi < (cap->rowgram ? cap->groups : 1); gi++)
+    for (int64_t gi = 0; s == BD_OK && want_gram && gi < (cap->rowgram ? cap->groups : 1); gi++)
         s = sum_over_ranks(cap->rowgram ? &cap->rowgram[gi] : &cap->gram);
     if (s == BD_OK)
         s = bd_dist_gather_rows(cap->held, cap->group, &cap->nheld, cap->row_len, capacity);
@@ -592,6 +598,16 @@ double bd_relative_error(const bd_capture *cap, const bd_layer *l, const float *
     free(x);
     free(y);
     return den > 0 ? sqrt(num / den) : (num > 0 ? INFINITY : 0);
+}
+
+bd_status bd_calib_measure(bd_calib *c, const bd_layer *l, const float *w, const float *w_hat,
+                           const bd_progress *progress, double *error)
+{
+    bd_capture cap;
+    BD_TRY(bd_calib_capture(c, l, 0, 0, progress, &cap));
+    *error = bd_relative_error(&cap, l, w, w_hat);
+    bd_capture_free(&cap);
+    return BD_OK;
 }
 
 /* ---- one layer ----------------------------------------------------------------- */

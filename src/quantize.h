@@ -78,6 +78,13 @@ typedef struct bd_capture {
     int32_t *group;  /* nheld: the conv group each row belongs to */
 } bd_capture;
 
+/* The layer's inputs from the student as it stands, on the calibration
+ * images: the Gram matrix of blocks of d (with full_row, also the full
+ * rows' Grams) from the fitted images and the held-out rows from the
+ * others. d 0: the held-out rows alone, no Gram (full_row 0), to measure
+ * an error again. The held-out rows are the same ones every capture takes
+ * (the images and positions follow the seed), so errors measured at
+ * different times compare. */
 bd_status bd_calib_capture(bd_calib *c, const bd_layer *l, int64_t d, int full_row,
                            const bd_progress *progress, bd_capture *cap);
 void bd_capture_free(bd_capture *cap);
@@ -158,5 +165,12 @@ extern const bd_opt_op bd_quantize_op;
  * tune (the policy does not tune). where names the caller. */
 bd_status bd_quantize_target(const bd_quantize_run *r, const char *where, int cli, char *arg,
                              size_t cap);
+
+/* The same error measured again, once the student changed (its codebook
+ * tuned, layers before it changed): X the held-out rows of the layer's
+ * inputs from the student as it stands now, W the layer's float source and
+ * W^ its weight now. -1 when no row is held out. */
+bd_status bd_calib_measure(bd_calib *c, const bd_layer *l, const float *w, const float *w_hat,
+                           const bd_progress *progress, double *error);
 
 #endif

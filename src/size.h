@@ -26,4 +26,22 @@ void bd_model_size_compute(const bd_graph *g, const bd_layer *layers, int nlayer
 
 static inline double bd_mb(int64_t bytes) { return (double)bytes / (1 << 20); }
 
+/* A written model file's size on disk beside the original model file's:
+ * what a user compares, where bd_model_size counts the parameters alone
+ * (the payload; a file adds the graph, names and metadata). */
+typedef struct bd_disk_size {
+    int64_t bytes;          /* the file's; -1 when it cannot be read */
+    int64_t original_bytes; /* the original's; -1 when unknown or not there */
+    double ratio;           /* original_bytes / bytes; 0 when either is unknown */
+} bd_disk_size;
+
+/* original may be NULL (unknown). */
+void bd_disk_size_of(const char *path, const char *original, bd_disk_size *out);
+/* "0.2815 MB on disk, ratio 1.05x to the original file (0.2958 MB)", or
+ * without the original "0.2815 MB on disk"; with the payload (may be NULL:
+ * a decoded file's is its fp32 size) "...; payload 0.2792 MB, ratio
+ * 1.06x" after it. */
+const char *bd_disk_size_str(const bd_disk_size *d, const bd_model_size *payload, char *buf,
+                             size_t cap);
+
 #endif

@@ -416,7 +416,7 @@ static bd_status evaluate(bd_graph *g, const bd_training_io *io, int64_t limit, 
     }
     if (h)
         bd_exec_set_transform(ex, h->acts);
-    bd_eval_options eo = {.limit = limit};
+    bd_eval_options eo = {.limit = limit, .who = "trained model"};
     bd_eval_result res = {0};
     s = bd_evaluate(ex, io->eval, &eo, io->progress, &res);
     if (s == BD_OK && res.n > 0) {

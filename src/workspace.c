@@ -39,6 +39,7 @@ bd_status bd_ws_new(bd_workspace **out)
     ws->batch = 64;
     ws->restarts = BD_PQ_RESTARTS;
     ws->tol = BD_PQ_TOL;
+    ws->count[0] = ws->count[1] = -1;
     *out = ws;
     return BD_OK;
 }
@@ -47,6 +48,36 @@ void bd_ws_lock(bd_workspace *ws) { pthread_mutex_lock(&ws->mu); }
 void bd_ws_unlock(bd_workspace *ws) { pthread_mutex_unlock(&ws->mu); }
 
 static void layer_clear(bd_ws_layer *l) { bd_qlayer_free(&l->q); }
+
+/* A layer got a new or tuned codebook; the float parameters changed. */
+static void new_version(bd_workspace *ws, bd_ws_layer *l) { l->version = ++ws->last_version; }
+static void params_changed(bd_workspace *ws) { ws->params_version = ++ws->last_version; }
+
+/* What the file just loaded or saved holds (call under the lock). */
+static void mark_saved(bd_workspace *ws)
+{
+    uint64_t *v = realloc(ws->saved_versions, (size_t)ws->nlayers * sizeof *v + 1);
+    if (!v) { /* nothing to compare with: every codebook counts as unsaved */
+        free(ws->saved_versions);
+        ws->saved_versions = NULL;
+        return;
+    }
+    for (int i = 0; i < ws->nlayers; i++)
+        v[i] = ws->layers[i].version;
+    ws->saved_versions = v;
+    ws->saved_params_version = ws->params_version;
+}
+
+int bd_ws_unsaved(const bd_workspace *ws, int *trained)
+{
+    int n = 0;
+    for (int i = 0; i < ws->nlayers; i++)
+        n += ws->layers[i].state != BD_STATE_FLOAT &&
+             (!ws->saved_versions || ws->layers[i].version != ws->saved_versions[i]);
+    if (trained)
+        *trained = ws->params_version != ws->saved_params_version;
+    return n;
+}
 
 static bd_status layer_copy(bd_ws_layer *dst, const bd_ws_layer *src)
 {
@@ -149,6 +180,11 @@ static void drop_model(bd_workspace *ws)
     ws->path = NULL;
     ws->teacher_path = NULL;
     ws->trained_teacher = 0;
+    free(ws->original_file);
+    free(ws->saved_path);
+    ws->original_file = ws->saved_path = NULL;
+    free(ws->saved_versions);
+    ws->saved_versions = NULL;
     ws->spec[0] = ws->spec[1] = NULL;
     ws->teacher = ws->student = NULL;
     ws->teacher_ex = ws->student_ex = NULL;
@@ -195,6 +231,11 @@ bd_layer_plan bd_ws_plan_of(const bd_ws_layer *l)
     bd_layer_plan p = {l->quantize, l->format, l->d, l->k, l->ints, l->objective, ""};
     memcpy(p.note, l->note, sizeof p.note);
     return p;
+}
+
+double bd_ws_bits_per_weight(const bd_ws_layer *l)
+{
+    return l->state == BD_STATE_FLOAT ? BD_FLOAT_BITS : bd_qlayer_bits_per_weight(&l->q);
 }
 
 static void set_plan(bd_ws_layer *l, const bd_layer_plan *p)
@@ -380,6 +421,11 @@ bd_status bd_ws_load_teacher(bd_workspace *ws, const char *path, const char *tea
 {
     model_part m = {0};
     BD_TRY(load_model(path, teacher, &m));
+    char *original = m.teacher_path ? bd_strdup(m.teacher_path) : NULL;
+    if (m.teacher_path && !original) {
+        model_part_free(&m);
+        return bd_fail(BD_ENOMEM, "out of memory");
+    }
     bd_ws_lock(ws);
     drop_model(ws);
     ws->path = m.path;
@@ -399,6 +445,9 @@ bd_status bd_ws_load_teacher(bd_workspace *ws, const char *path, const char *tea
     ws->spec[1] = m.spec[1];
     ws->n[0] = m.n[0];
     ws->n[1] = m.n[1];
+    ws->count[0] = ws->count[1] = -1;
+    ws->original_file = original;
+    mark_saved(ws);
     bd_ws_unlock(ws);
     char ckpt[PATH_MAX];
     if (ws->autosave && bd_ws_default_checkpoint(path, ckpt, sizeof ckpt) == BD_OK)
@@ -465,6 +514,7 @@ static bd_status step_begin(const bd_workspace *ws, const int *idx, int n, const
 {
     memset(u, 0, sizeof *u);
     snprintf(u->label, sizeof u->label, "%s", label);
+    u->params_version = ws->params_version;
     u->saved = calloc((size_t)n + 1, sizeof *u->saved);
     if (!u->saved)
         return bd_fail(BD_ENOMEM, "out of memory");
@@ -639,6 +689,7 @@ static void step_restore(bd_workspace *ws, undo_step *u)
         swap_teacher(ws, u);
     if (u->nt) /* any node may have changed: nothing held is still valid */
         invalidate_all(ws);
+    ws->params_version = u->params_version;
     bd_ws_unlock(ws);
     step_clear(u);
 }
@@ -735,6 +786,7 @@ static bd_status data_of(bd_workspace *ws, bd_data_kind kind, bd_dataset **d)
                            kind == BD_DATA_CALIB ? "calibration" : "evaluation",
                            kind == BD_DATA_CALIB ? "calib" : "eval");
         BD_TRY(bd_dataset_open(&ws->data[kind], ws->spec[kind], &ws->pp));
+        ws->count[kind] = bd_dataset_count(ws->data[kind]);
     }
     *d = ws->data[kind];
     return BD_OK;
@@ -756,6 +808,7 @@ bd_status bd_ws_data(bd_workspace *ws, bd_data_kind kind, const char *spec, int6
     bd_dataset_free(ws->data[kind]);
     free(ws->spec[kind]);
     ws->data[kind] = d;
+    ws->count[kind] = bd_dataset_count(d);
     ws->spec[kind] = copy;
     ws->n[kind] = n ? n : kind == BD_DATA_CALIB ? 1024 : 0;
     if (kind == BD_DATA_CALIB) {
@@ -772,7 +825,7 @@ const char *bd_ws_data_spec(const bd_workspace *ws, bd_data_kind kind) { return 
 int64_t bd_ws_data_n(const bd_workspace *ws, bd_data_kind kind)
 {
     int64_t n = ws->n[kind] > 0 ? ws->n[kind] : kind == BD_DATA_CALIB ? 1024 : 0;
-    int64_t have = ws->data[kind] ? bd_dataset_count(ws->data[kind]) : -1;
+    int64_t have = ws->count[kind];
     if (have >= 0 && (n == 0 || n > have))
         n = have;
     return n;
@@ -893,7 +946,28 @@ static bd_quantize_options options_of(const bd_workspace *ws, const bd_ws_layer 
     return o;
 }
 
-/* Tunes the codebooks of the listed layers in place (state "tuned"). */
+/* Measures the listed layers' relative errors again, as quantizing measured
+ * them (the same held-out calibration rows, their inputs from the student
+ * as it stands): what an operation that tuned their codebooks leaves them
+ * at. In graph order, the calibration cache runs the model once for all. */
+static bd_status measure_again(bd_workspace *ws, const int *idx, int n, const bd_progress *p)
+{
+    bd_calib *calib;
+    BD_TRY(calib_of(ws, p, &calib));
+    for (int j = 0; j < n; j++) {
+        bd_ws_layer *l = &ws->layers[idx[j]];
+        double e;
+        BD_TRY(bd_calib_measure(calib, &l->layer, ws->original[idx[j]]->data,
+                                ws->student->values[l->layer.weight].init->data, p, &e));
+        bd_ws_lock(ws);
+        l->q.rel_error = e;
+        bd_ws_unlock(ws);
+    }
+    return BD_OK;
+}
+
+/* Tunes the codebooks of the listed layers in place (state "tuned") and
+ * measures their errors again. */
 static bd_status tune_layers(bd_workspace *ws, const int *idx, int n, const bd_finetune_options *opt,
                              const bd_progress *progress, bd_finetune_report *report)
 {
@@ -937,12 +1011,17 @@ static bd_status tune_layers(bd_workspace *ws, const int *idx, int n, const bd_f
         bd_ws_lock(ws);
         for (int j = 0; j < n; j++) {
             ws->layers[idx[j]].state = BD_STATE_TUNED;
+            new_version(ws, &ws->layers[idx[j]]);
             student_changed(ws, idx[j]);
         }
-        if (o.bn_train || o.tune_bias)
+        if (o.bn_train || o.tune_bias) {
+            params_changed(ws);
             invalidate_all(ws);
+        }
         bd_ws_unlock(ws);
     }
+    if (s == BD_OK)
+        s = measure_again(ws, idx, n, progress);
     free(ls);
     free(qs);
     return s;
@@ -963,11 +1042,13 @@ bd_status bd_ws_quantize_list(bd_workspace *ws, const int *idx, int n, const cha
         s = step_begin(ws, idx, n, label, &u);
     if (s == BD_OK && tuning)
         s = step_save_tensors(ws, &u);
+    const double t0 = bd_now();
     int done = 0;
     for (; s == BD_OK && done < n; done++) {
         bd_ws_layer *l = &ws->layers[idx[done]];
-        char msg[192];
-        snprintf(msg, sizeof msg, "%s (%d of %d)", l->layer.name, done + 1, n);
+        char msg[256], eta[32];
+        bd_seconds_str(bd_eta(bd_now() - t0, done, n), eta, sizeof eta);
+        snprintf(msg, sizeof msg, "%s (%d of %d, ETA %s)", l->layer.name, done + 1, n, eta);
         if ((s = bd_progress_report(&progress, "quantize", done, n, msg, 0)) != BD_OK)
             break;
         bd_quantize_options o = options_of(ws, l, iters);
@@ -981,6 +1062,7 @@ bd_status bd_ws_quantize_list(bd_workspace *ws, const int *idx, int n, const cha
         layer_clear(l);
         l->q = q;
         l->state = BD_STATE_QUANTIZED;
+        new_version(ws, l);
         ws->student_acc.valid = 0;
         bd_ws_unlock(ws);
         bd_finetune_report r;
@@ -1286,6 +1368,7 @@ static void adopt_run(bd_workspace *ws, bd_graph *g, bd_qlayer *q, bd_exec *ex,
                 ws->layers[i].q = q[i];
                 memset(&q[i], 0, sizeof q[i]);
                 ws->layers[i].state = BD_STATE_TUNED;
+                new_version(ws, &ws->layers[i]);
             }
         }
         original[i] = w;
@@ -1299,8 +1382,30 @@ static void adopt_run(bd_workspace *ws, bd_graph *g, bd_qlayer *q, bd_exec *ex,
         u->trained_teacher = 1;
         swap_teacher(ws, u);
     }
+    params_changed(ws);
     invalidate_all(ws);
     step_push(ws, u);
+}
+
+/* After a run adopted with quantized layers (the last undo step): every
+ * quantized layer's inputs or codebook changed, so each one's error is
+ * measured again. If that fails or is cancelled, the run is undone: the
+ * operation as a whole leaves the workspace as it was. */
+static bd_status measure_after_run(bd_workspace *ws, const bd_progress *p)
+{
+    int *idx = malloc((size_t)ws->nlayers * sizeof *idx + 1), n = 0;
+    bd_status s = idx ? BD_OK : bd_fail(BD_ENOMEM, "out of memory");
+    for (int i = 0; s == BD_OK && i < ws->nlayers; i++)
+        if (ws->layers[i].state != BD_STATE_FLOAT)
+            idx[n++] = i;
+    if (s == BD_OK)
+        s = measure_again(ws, idx, n, p);
+    free(idx);
+    if (s != BD_OK) {
+        undo_step u = ws->undo[--ws->nundo];
+        step_restore(ws, &u);
+    }
+    return s;
 }
 
 bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch_fn on_epoch,
@@ -1381,16 +1486,21 @@ bd_status bd_ws_train(bd_workspace *ws, const bd_training_options *opt, bd_epoch
         s = train_step(ws, g, q, "train", &u);
     bd_ws_lock(ws);
     ws->training = 0;
-    if (s == BD_OK)
+    const int adopted = s == BD_OK, quantized = q != NULL;
+    if (adopted)
         adopt_run(ws, g, q, ex, original, &u);
     bd_ws_unlock(ws);
     codebook_copies_free(q, ws->nlayers);
+    if (adopted && quantized)
+        s = measure_after_run(ws, &progress);
     if (s == BD_OK) {
         bd_ws_checkpoint_write(ws, NULL);
         if (report)
             *report = r;
         else
             bd_training_report_free(&r);
+    } else if (adopted) { /* undone: the step took the run's graphs */
+        bd_training_report_free(&r);
     } else {
         step_clear(&u);
         bd_exec_free(ex);
@@ -1548,26 +1658,31 @@ bd_status bd_ws_bitprune(bd_workspace *ws, const bd_bitprune_options *opt, bd_ep
         s = train_step(ws, g, q, "bitprune", &u);
     bd_ws_lock(ws);
     ws->bitpruning = 0;
-    if (s == BD_OK && student) { /* the run's parameters go into the new one */
+    const int adopted = s == BD_OK;
+    if (adopted && student) { /* the run's parameters go into the new one */
         u.student = student;
         u.student_ex = student_ex;
         student = NULL;
         student_ex = NULL;
         swap_student(ws, &u);
     }
-    if (s == BD_OK)
+    if (adopted)
         adopt_run(ws, g, q, NULL, original, &u);
     bd_ws_unlock(ws);
     bd_exec_free(student_ex);
     bd_graph_free(student);
     codebook_copies_free(q, ws->nlayers);
     free(skip);
+    if (adopted)
+        s = measure_after_run(ws, &progress);
     if (s == BD_OK) {
         bd_ws_checkpoint_write(ws, NULL);
         if (report)
             *report = r;
         else
             bd_bitprune_report_free(&r);
+    } else if (adopted) { /* undone: the step took the run's graphs */
+        bd_bitprune_report_free(&r);
     } else {
         step_clear(&u);
         bd_graph_free(g);
@@ -1607,11 +1722,12 @@ static bd_status gpu_forward(void *dx, const bd_tensor *x, bd_tensor **y)
     return bd_dexec_run1(dx, x, y);
 }
 
-/* Top-1 and top-5 of one model: on the GPU when dx is set, else ex. */
-static bd_status accuracy(bd_exec *ex, bd_dexec *dx, const bd_dataset *d, int64_t n, int batch,
-                          const bd_progress *p, bd_accuracy *out)
+/* Top-1 and top-5 of one model (who: "teacher" or "student"): on the GPU
+ * when dx is set, else ex. */
+static bd_status accuracy(const char *who, bd_exec *ex, bd_dexec *dx, const bd_dataset *d,
+                          int64_t n, int batch, const bd_progress *p, bd_accuracy *out)
 {
-    bd_eval_options eo = {.limit = n, .batch = batch};
+    bd_eval_options eo = {.limit = n, .batch = batch, .who = who};
     bd_eval_result r;
     if (dx)
         BD_TRY(bd_dexec_sync(dx));
@@ -1638,10 +1754,10 @@ bd_status bd_ws_eval(bd_workspace *ws, int64_t n, bd_accuracy *teacher, bd_accur
     int on;
     BD_TRY(device_execs(ws, &progress, &on));
     if (!t.valid || !ws->teacher_acc_key || strcmp(key, ws->teacher_acc_key) != 0)
-        BD_TRY(accuracy(ws->teacher_ex, on ? ws->dev_teacher : NULL, d, n, ws->batch, &progress,
-                        &t));
-    BD_TRY(accuracy(ws->student_ex, on ? ws->dev_student : NULL, d, n, ws->batch, &progress,
-                    &st));
+        BD_TRY(accuracy("teacher", ws->teacher_ex, on ? ws->dev_teacher : NULL, d, n, ws->batch,
+                        &progress, &t));
+    BD_TRY(accuracy("student", ws->student_ex, on ? ws->dev_student : NULL, d, n, ws->batch,
+                    &progress, &st));
     char *k = bd_strdup(key);
     if (!k)
         return bd_fail(BD_ENOMEM, "out of memory");
@@ -1822,13 +1938,36 @@ bd_status bd_ws_save(bd_workspace *ws, const char *path, int decoded)
     BD_TRY(need_model(ws));
     if (bd_dist_rank() != 0) /* rank 0's model is every rank's, and it alone writes */
         return BD_OK;
-    if (decoded)
-        return bd_onnx_save(ws->student, path);
-    bd_graph *out;
-    BD_TRY(bd_ws_export(ws, &out));
-    bd_status s = bd_onnx_save(out, path);
-    bd_graph_free(out);
+    bd_status s = BD_OK;
+    if (decoded) {
+        s = bd_onnx_save(ws->student, path);
+    } else {
+        bd_graph *out;
+        BD_TRY(bd_ws_export(ws, &out));
+        s = bd_onnx_save(out, path);
+        bd_graph_free(out);
+    }
+    char *copy = s == BD_OK ? bd_strdup(path) : NULL;
+    if (s == BD_OK && !copy)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    if (s == BD_OK) {
+        bd_ws_lock(ws);
+        free(ws->saved_path);
+        ws->saved_path = copy;
+        bd_disk_size_of(path, ws->original_file, &ws->saved_size);
+        mark_saved(ws);
+        bd_ws_unlock(ws);
+    }
     return s;
+}
+
+const char *bd_ws_original_file(const bd_workspace *ws) { return ws->original_file; }
+
+const char *bd_ws_last_saved(const bd_workspace *ws, bd_disk_size *size)
+{
+    if (size)
+        *size = ws->saved_size;
+    return ws->saved_path;
 }
 
 /* ---- sensitivity ------------------------------------------------------------------ */
@@ -1913,7 +2052,7 @@ static bd_status measure_layer(bd_workspace *ws, int i, bd_graph *copy, bd_calib
     out->rel_error = q.rel_error;
     bd_qlayer_free(&q);
     bd_accuracy a;
-    bd_status s = accuracy(ex, dx, eval, n, ws->batch, progress, &a);
+    bd_status s = accuracy("layer alone", ex, dx, eval, n, ws->batch, progress, &a);
     bd_tensor *w = copy->values[l->layer.weight].init;
     memcpy(w->data, ws->original[i]->data, bd_tensor_nbytes(w));
     bd_calib_changed(calib, l->layer.node);
@@ -1984,7 +2123,7 @@ bd_status bd_ws_sensitivity(bd_workspace *ws, const char *glob, int64_t n,
     sensitivity_step st = {&progress, "the float model", 0, count + 1};
     bd_progress inner = {sensitivity_progress, &st, progress.cancel};
     if (s == BD_OK)
-        s = accuracy(ex, dx, eval, n, ws->batch, &inner, &ref);
+        s = accuracy("float model", ex, dx, eval, n, ws->batch, &inner, &ref);
     for (int j = 0; s == BD_OK && j < count; j++) {
         snprintf(st.what, sizeof st.what, "%s (%d of %d)", ws->layers[idx[j]].layer.name, j + 1,
                  count);

@@ -55,10 +55,16 @@ typedef struct bd_ws_layer {
     /* the state */
     bd_layer_state state;
     bd_qlayer q; /* the codebook, when quantized or tuned (q.k > 0) */
+    /* which codebook this is: each new or tuned one gets a new number, and
+     * undo brings the old number back with the old codebook (bd_ws_unsaved) */
+    uint64_t version;
 } bd_ws_layer;
 
 /* A layer's plan fields as a bd_layer_plan. */
 bd_layer_plan bd_ws_plan_of(const bd_ws_layer *l);
+/* What the layer stores per weight now: its codec's code bits, 32
+ * (BD_FLOAT_BITS) while float. Its plan's: bd_plan_bits_per_weight. */
+double bd_ws_bits_per_weight(const bd_ws_layer *l);
 
 typedef struct bd_workspace bd_workspace;
 
@@ -308,6 +314,20 @@ void bd_ws_size(const bd_workspace *ws, bd_model_size *out);
  * (dist.h) rank 0 alone writes (and keeps the checkpoint): every rank holds
  * the same model. */
 bd_status bd_ws_save(bd_workspace *ws, const char *path, int decoded);
+/* Work that quitting would lose: the quantized or tuned layers whose
+ * codebooks are not those of the file last loaded or saved (a layer put
+ * back to float loses nothing; undoing back to what was saved is saved),
+ * and in *trained (may be NULL) whether training or fine-tuning changed
+ * the float parameters (weights, biases, BatchNorm) since. */
+int bd_ws_unsaved(const bd_workspace *ws, int *trained);
+
+/* The original model's file, what sizes on disk compare with: the plain
+ * model loaded, or the file a compressed one names as its original (when
+ * it is there); NULL when unknown. */
+const char *bd_ws_original_file(const bd_workspace *ws);
+/* The file bd_ws_save wrote last since the model was loaded (NULL: none)
+ * and, if size is not NULL, its size on disk beside the original's. */
+const char *bd_ws_last_saved(const bd_workspace *ws, bd_disk_size *size);
 
 /* ---- sensitivity ---------------------------------------------------------------- */
 

@@ -37,6 +37,7 @@ typedef struct undo_step {
      * other step) to put back. */
     const bd_tensor **original;
     bd_graph *source;
+    uint64_t params_version; /* the float parameters' before the step */
     /* Training without quantized layers also replaces the teacher with the
      * trained model; its step keeps the teacher that was (NULL otherwise). */
     bd_graph *teacher;
@@ -56,6 +57,17 @@ struct bd_workspace {
     char *path;
     char *teacher_path; /* the original model's file (absolute), NULL if unknown */
     int trained_teacher; /* the teacher was trained here: no file holds it */
+    /* what sizes on disk compare with (the teacher's file when loaded, kept
+     * when training replaces the teacher), NULL if unknown; the last file
+     * saved and its size */
+    char *original_file;
+    char *saved_path;
+    bd_disk_size saved_size;
+    /* what is saved (bd_ws_unsaved): the layers' codebook versions and the
+     * float parameters' version in the file last loaded or saved, the
+     * versions now, and the last one given out */
+    uint64_t *saved_versions;
+    uint64_t saved_params_version, params_version, last_version;
     bd_graph *teacher, *student;
     bd_exec *teacher_ex, *student_ex;
     bd_ws_layer *layers;
@@ -74,6 +86,9 @@ struct bd_workspace {
     char *spec[2];
     int64_t n[2];
     bd_dataset *data[2];
+    /* the images each set holds, -1 before it was first opened; kept while
+     * new preprocessing closes the set (it reopens the same images) */
+    int64_t count[2];
     bd_calib *calib;
     /* settings */
     bd_device *device; /* the GPU in use, NULL: the CPU */

@@ -37,6 +37,7 @@ grep -q '^10 quantizable layers, 77072 parameters' "$TMP/info" || fail "info: to
 want=$(sed -n 's/.*"top1": \([0-9.]*\).*/\1/p' examples/fmnist/fixtures/resnet_bn.json)
 "$BIN" eval $M --data fmnist:test --batch 100 >"$TMP/eval" || fail "eval failed"
 grep -qE '^top1 [0-9]+\.[0-9]{2}% top5 [0-9]+\.[0-9]{2}% \(10000 images\)$' "$TMP/eval" || fail "eval format: $(cat "$TMP/eval")"
+grep -qx "$M on fmnist:test:" "$TMP/eval" || fail "eval does not say whose accuracy: $(cat "$TMP/eval")"
 got=$(sed -n 's/^top1 \([0-9.]*\)%.*/\1/p' "$TMP/eval")
 awk -v a="$got" -v b="$want" 'BEGIN { exit !((a - b) ^ 2 <= 0.0004) }' || fail "eval top1 $got, PyTorch recorded $want"
 "$BIN" eval $M --limit 256 --logits "$TMP/logits.f32" >/dev/null || fail "eval --logits failed"

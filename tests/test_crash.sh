@@ -46,8 +46,8 @@ done_before=$(quantized "$ckpt")
 # resume: the rest of the quantization, then the same model as the reference
 printf 'save %s\n' "$TMP/resumed.onnx" | "$BIN" repl $MB --resume >"$TMP/r.out" 2>"$TMP/r.err" ||
   fail "resume failed: $(cat "$TMP/r.err")"
-grep -q "resumed .* from its checkpoint, [1-9][0-9]* layers quantized" "$TMP/r.err" ||
-  fail "resume did not say what it finished: $(cat "$TMP/r.err")"
+grep -q "resumed .* from its checkpoint, $total layers quantized ($done_before restored, $((total - done_before)) finished now)" "$TMP/r.err" ||
+  fail "resume did not say what it restored and finished: $(cat "$TMP/r.err")"
 [ "$(quantized "$TMP/resumed.onnx")" = "$total" ] || fail "the resumed model has $(quantized "$TMP/resumed.onnx") layers quantized, not $total"
 identical "$TMP/full.onnx" "$TMP/resumed.onnx" || fail "the resumed model differs from the uninterrupted one"
 

@@ -137,7 +137,7 @@ assert(out:find("quantize"), out)
 bd.cmd("set fc k=16")
 assert(bd.layer("fc").k == 16)
 
-bd.save("$TMP/api.onnx")
+local saved = bd.save("$TMP/api.onnx")
 bd.save("$TMP/api_dense.onnx", {decoded = true})
 local function size_of(path)
   local f = assert(io.open(path, "rb"))
@@ -146,6 +146,12 @@ local function size_of(path)
   return n
 end
 assert(size_of("$TMP/api_dense.onnx") > size_of("$TMP/api.onnx"))
+-- the file on disk beside the original model's file
+local orig = size_of("$M")
+assert(saved.bytes == size_of("$TMP/api.onnx") and saved.original_bytes == orig, saved.bytes)
+assert(math.abs(saved.ratio - orig / saved.bytes) < 1e-9)
+assert(saved.summary:find(("MB on disk, ratio %.2fx to the original file"):format(saved.ratio), 1, true)
+       and saved.summary:find("; payload ", 1, true), saved.summary)
 bd.load("$TMP/api.onnx")
 assert(bd.layer("fc").state == "quantized" and bd.layer("fc").codebook.k == 32)
 assert(bd.size().compressed_bytes == z.compressed_bytes)

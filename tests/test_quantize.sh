@@ -13,6 +13,26 @@ grep -qE '^fc +\[10, 64\] +4 ' "$TMP/out" || fail "fc row"
 grep -qE '^size: .* ratio [0-9.]+x$' "$TMP/out" || fail "size line"
 grep -qE '^student +top1 [0-9.]+% top5' "$TMP/out" || fail "student accuracy"
 
+cp "$TMP/out" "$TMP/first.out"
+# the file's size on disk beside the payload, each with its ratio
+disk_check() { # FILE ORIGINAL OUTPUT PREFIX [payload JSON]
+  /usr/bin/python3 - "$@" <<'PY'
+import json, os, re, sys
+path, orig, out, prefix = sys.argv[1:5]
+mb = lambda b: round(b / 2**20, 4)
+size, osize = os.path.getsize(path), os.path.getsize(orig)
+m = re.search(r"^%s(?:.*; )?([\d.]+) MB on disk, ratio ([\d.]+)x to the original file \(([\d.]+) MB\)(; payload ([\d.]+) MB, ratio ([\d.]+)x)?$"
+              % re.escape(prefix), open(out).read(), re.M)
+assert m, "no size on disk in %r" % open(out).read()
+assert float(m[1]) == mb(size) and float(m[3]) == mb(osize), (m.groups(), size, osize)
+assert float(m[2]) == round(osize / size, 2), (m.groups(), size, osize)
+if len(sys.argv) > 5:
+    t = json.load(open(sys.argv[5]))["totals"]
+    assert float(m[5]) == mb(t["compressed_bytes"]) and float(m[6]) == round(t["ratio"], 2), (m.groups(), t)
+PY
+}
+disk_check "$TMP/q.onnx" $M "$TMP/first.out" "wrote $TMP/q.onnx: " "$TMP/r.json" || fail "quantize's wrote line"
+
 /usr/bin/python3 - "$TMP/r.json" "$TMP/q.onnx" <<'PY' || fail "report or file checks"
 import json, os, sys
 r = json.load(open(sys.argv[1]))
@@ -81,13 +101,46 @@ grep -q "layer 'fc': int= is a format of its own" "$TMP/err" || fail "int= with 
 # info shows d, k and sizes of the compressed file
 "$BIN" info "$TMP/q.onnx" >"$TMP/info" || fail "info on the compressed file"
 grep -qE '^layer1\.0\.conv1 .* 9 +32 +0\.556 ' "$TMP/info" || fail "info: d, k, bits/w of layer1.0.conv1"
-grep -qE '^compressed: 9 layers quantized, .* ratio [0-9.]+x$' "$TMP/info" || fail "info: compressed totals"
+grep -qE '^compressed: 9 layers quantized, .* ratio [0-9.]+x; ' "$TMP/info" || fail "info: compressed totals"
+disk_check "$TMP/q.onnx" $M "$TMP/info" "compressed: 9 layers quantized, " || fail "info: the size on disk"
 
 # --decoded writes a plain dense model with the same logits
 "$BIN" quantize $M -o "$TMP/d.onnx" --calib-n $N --iters 20 --decoded >/dev/null 2>&1 || fail "--decoded"
 "$BIN" eval "$TMP/d.onnx" --data fmnist:test --limit 64 --logits "$TMP/dec.f32" >/dev/null || fail "eval decoded"
 cmp -s "$TMP/dec.f32" "$TMP/ours.f32" || fail "the decoded model's logits differ from the compressed one's"
 [ "$(stat -c %s "$TMP/d.onnx")" -gt "$(stat -c %s "$TMP/q.onnx")" ] || fail "decoded is not larger"
+
+# guidance: a "[i/n] layer" line with the time as each layer starts (in a log
+# too); the student checked against the teacher on a sample of the model's
+# test data; a collapse (MobileNet, small regime) is said with the command
+# that fine-tunes it, which runs; a mild quantization (int8) is not
+MB=examples/fmnist/mobilenet.onnx
+"$BIN" quantize $MB -o "$TMP/mb.onnx" --regime small --calib-n 128 --iters 10 --check-n 200 \
+  >"$TMP/out" 2>"$TMP/err" || fail "quantize of the MobileNet failed: $(cat "$TMP/err")"
+grep -qx '\[1/20\] features\.1\.conv\.0\.0: [0-9.]\+ s elapsed, ETA -' "$TMP/err" &&
+  grep -qE '^\[20/20\] classifier: [0-9.]+ s elapsed, ETA [0-9.]+ s$' "$TMP/err" ||
+  fail "no [i/n] layer lines: $(cat "$TMP/err")"
+grep -qx "checking the student against the teacher on the first 200 images of fmnist:test (--check-n; 0 skips it)" \
+  "$TMP/out" && grep -qE '^student +top1 [0-9.]+% top5 [0-9.]+% \(200 images\)$' "$TMP/out" ||
+  fail "no check of the student: $(cat "$TMP/out")"
+grep -qE '^bitdown: WARNING: the student lost [0-9.]+ points of top-1 \([0-9.]+% against the teacher.s [0-9.]+% on 200 images of fmnist:test\)' "$TMP/err" ||
+  fail "the collapse is not said: $(cat "$TMP/err")"
+cmd=$(grep -x "  bitdown finetune $TMP/mb.onnx -o $TMP/mb.tuned.onnx --iters 500 --eval fmnist:test" "$TMP/err")
+[ -n "$cmd" ] || fail "no finetune command: $(cat "$TMP/err")"
+# the command as printed, cut short (a later --iters wins)
+eval "\"$BIN\"${cmd#  bitdown} --iters 2 --eval-n 50" >"$TMP/ft" 2>&1 && [ -s "$TMP/mb.tuned.onnx" ] ||
+  fail "the printed finetune command: $(cat "$TMP/ft")"
+"$BIN" quantize $M -o "$TMP/i8.onnx" --regime int8 --calib-n 128 --check-n 200 >"$TMP/out" 2>"$TMP/err" ||
+  fail "int8: $(cat "$TMP/err")"
+grep -qE '^student +top1 [0-9.]+% .*\(200 images\)$' "$TMP/out" || fail "int8 was not checked: $(cat "$TMP/out")"
+grep -q WARNING "$TMP/err" && fail "a mild quantization warns: $(cat "$TMP/err")"
+"$BIN" quantize $M -o "$TMP/i8.onnx" --regime int8 --calib-n 128 --check-n 0 >"$TMP/out" 2>&1 || fail "--check-n 0"
+grep -q 'top1' "$TMP/out" && fail "--check-n 0 still checked: $(cat "$TMP/out")"
+# a dataset the check cannot open is said, and the work is done all the same
+"$BIN" annotate $M -o "$TMP/nosuch.onnx" --dataset nosuch >/dev/null || fail "annotate --dataset"
+"$BIN" quantize "$TMP/nosuch.onnx" -o "$TMP/ns.onnx" --calib fmnist:train --calib-n 64 --regime int8 \
+  >/dev/null 2>"$TMP/err" && [ -s "$TMP/ns.onnx" ] || fail "an unknown dataset failed the work: $(cat "$TMP/err")"
+grep -q "^bitdown: no check of the student: dataset 'nosuch:test'" "$TMP/err" || fail "no note: $(cat "$TMP/err")"
 
 # --set, refusals with messages, and nothing written on failure
 "$BIN" quantize $M -o "$TMP/s.onnx" --calib-n 64 --iters 5 --set 'layer3.0.conv*:d=18,k=64' --set 'fc:skip' >"$TMP/out" 2>&1 || fail "--set failed"

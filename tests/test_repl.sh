@@ -67,8 +67,8 @@ EOF
 # What the checks below parse: every 'layers' table and every 'size' report.
 cat >"$TMP/parse.py" <<'PY'
 import re
-ROW = re.compile(r"^(\S+) +(.+?) +(\[[^\]]*\]) +(\d+) +(\d+) +(\d+) +([\d.]+) +([\d.]+) +(\S+)  "
-                 r"(float|quantized|tuned)( skip)?$")
+ROW = re.compile(r"^(\S+) +(.+?) +(\[[^\]]*\]) +(\d+) +(\d+) +(\d+) +(\d+\.\d{3}) +(\d+\.\d{3}) +([\d.]+) "
+                 r"+(\S+)  (float|quantized|tuned)( skip)?$")
 def tables(out):
     """Every 'layers' table, in order: {name: row dict}."""
     found, cur = [], None
@@ -80,9 +80,9 @@ def tables(out):
         m = ROW.match(line) if cur is not None else None
         if m:
             cur[m[1]] = dict(kind=m[2], shape=m[3], params=int(m[4]), d=int(m[5]), k=int(m[6]),
-                             bits=float(m[7]), kb=float(m[8]),
-                             err=None if m[9] == "-" else float(m[9]), state=m[10],
-                             skip=bool(m[11]))
+                             plan_bits=float(m[7]), bits=float(m[8]), kb=float(m[9]),
+                             err=None if m[10] == "-" else float(m[10]), state=m[11],
+                             skip=bool(m[12]))
         else:
             cur = None
     return found
@@ -143,7 +143,8 @@ for name, (kind, shape, d, k) in want.items():
     check(r["params"] == params, "%s params %d" % (name, r["params"]))
     check(r["state"] == "float" and r["err"] is None, "%s starts float with no error" % name)
     check(abs(r["kb"] - params * 4 / 1024) < 0.001, "%s fp32 size %.3f KB" % (name, r["kb"]))
-    check(abs(r["bits"] - math.log2(k) / d) < 0.001, "%s bits/w %.3f" % (name, r["bits"]))
+    check(abs(r["plan_bits"] - math.log2(k) / d) < 0.001, "%s plan b/w %.3f" % (name, r["plan_bits"]))
+    check(r["bits"] == 32, "%s stores %.3f bits/w while float" % (name, r["bits"]))
     check(r["skip"] == (name == "conv1"), "%s skip marker" % name)
 check(re.search(r"^10 layers: 10 float, 0 quantized, 0 tuned; the plan skips 1$", out, re.M),
       "table footer")
@@ -162,8 +163,9 @@ for n, r in t.items():
         check(r["err"] is not None and 0 < r["err"] < 1, "%s rel error %s" % (n, r["err"]))
         # 256 codes of 5 bits and a 32 x 9 fp16 codebook
         check(abs(r["kb"] * 1024 - (160 + 32 * 9 * 2)) < 1, "%s stored %.3f KB" % (n, r["kb"]))
+        check(r["bits"] == r["plan_bits"] == 0.556, "%s bits/w %s" % (n, r))
     else:
-        check(r["state"] == "float" and r["err"] is None, "%s stays float" % n)
+        check(r["state"] == "float" and r["err"] is None and r["bits"] == 32, "%s stays float" % n)
 for n in ("layer1.0.conv1", "layer1.0.conv2"):
     m = re.search(r"^%s: quantized d=9 k=32, rel error ([\d.]+), (\d+) iterations" % re.escape(n), out, re.M)
     check(m and abs(float(m[1]) - t[n]["err"]) < 1e-9 and 1 <= int(m[2]) <= 10, "quantize line of %s" % n)
@@ -193,6 +195,7 @@ check(1 <= int(field("iterations") or 0) <= 10, "show iterations")
 m = re.match(r"([\d.e-]+) -> ([\d.e-]+)$", field("EM objective"))
 check(m and 0 < float(m[2]) <= float(m[1]), "show EM objective '%s'" % field("EM objective"))
 check(abs(float(field("rel error") or -1) - T[1]["layer1.0.conv1"]["err"]) < 1e-9, "show rel error")
+check(field("bits/w plan") == field("bits/w now") == "0.556", "show bits/w")
 
 # eval: the teacher near its recorded accuracy, the student not above it
 acc = {}
@@ -224,11 +227,19 @@ for n in quantized(t):
 check(re.search(r"^layer2\.0\.conv1: float$", out, re.M), "reset lists the layers")
 json.dump(t, open(os.path.join(tmp, "saved.json"), "w"))  # for the reload below
 
-# save: the reported size is the file's
+# save: the reported size is the file's, beside the original file's and
+# (compressed) the payload's, which the size report gave
+orig = os.path.getsize("examples/fmnist/resnet_bn.onnx")
 for path, what in (("q.onnx", "compressed"), ("d.onnx", r"decoded \(dense fp32\)")):
-    m = re.search(r"^wrote (\S+): %s, (\d+) bytes$" % what, out, re.M)
+    m = re.search(r"^wrote (\S+): %s, (\d+) bytes, ([\d.]+) MB on disk, ratio ([\d.]+)x to the "
+                  r"original file \(([\d.]+) MB\)(; payload ([\d.]+) MB, ratio ([\d.]+)x)?$" % what, out, re.M)
     p = os.path.join(tmp, path)
     check(m and m[1] == p and os.path.exists(p) and int(m[2]) == os.path.getsize(p), "save %s" % path)
+    if m and os.path.exists(p):
+        size = os.path.getsize(p)
+        check(float(m[3]) == round(size / 2**20, 4) and float(m[5]) == round(orig / 2**20, 4) and
+              float(m[4]) == round(orig / size, 2), "save %s: sizes on disk %s" % (path, m.groups()))
+        check((m[6] is None) == (path == "d.onnx"), "save %s: the payload %s" % (path, m[6]))
 if os.path.exists(os.path.join(tmp, "d.onnx")) and os.path.exists(os.path.join(tmp, "q.onnx")):
     check(os.path.getsize(os.path.join(tmp, "d.onnx")) > os.path.getsize(os.path.join(tmp, "q.onnx")),
           "the decoded file is larger")
@@ -289,7 +300,7 @@ PY
 printf 'set layer3.* int=3 per=tensor\nlayers\nquantize layer3.*\nshow layer3.0.conv2\nsave %s\n' \
   "$TMP/i.onnx" | repl int_save $M
 [ "$(rc_of int_save)" = 0 ] || fail "int session: $(cat "$TMP/int_save.err")"
-grep -qE '^layer3\.0\.conv2 .* - +int3 +3\.000 ' "$TMP/int_save.out" || fail "set int=3 plan row: $(cat "$TMP/int_save.out")"
+grep -qE '^layer3\.0\.conv2 .* - +int3 +3\.000 +32\.000 ' "$TMP/int_save.out" || fail "set int=3 plan row: $(cat "$TMP/int_save.out")"
 grep -q '^layer3.0.conv2: quantized int=3 per=tensor sym=0, rel error' "$TMP/int_save.out" ||
   fail "quantize line of an int layer: $(cat "$TMP/int_save.out")"
 grep -q '^grid          int=3 per=tensor sym=0 objective=feedback$' "$TMP/int_save.out" ||
@@ -322,7 +333,7 @@ for e in 1 2; do
   grep -qE "^epoch $e/2 loss [0-9.]+ train top1 [0-9.]+% eval top1 [0-9.]+% lr [0-9.e-]+ [0-9.]+ s$" \
     "$TMP/train.out" || fail "train printed no line for epoch $e: $(cat "$TMP/train.out")"
 done
-grep -qE '^trained: 2 epochs, loss [0-9.]+ -> [0-9.]+, eval top1 [0-9.]+%, noise none' \
+grep -qE '^trained: 2 epochs, loss [0-9.]+ -> [0-9.]+, student eval top1 [0-9.]+%, noise none' \
   "$TMP/train.out" || fail "train printed no summary: $(cat "$TMP/train.out")"
 grep -q '^undid: train$' "$TMP/train.out" || fail "undo after train: $(cat "$TMP/train.out")"
 for k in epochs= lr= quant_noise= eval_n=; do
@@ -457,6 +468,64 @@ if lines != ["show layer3.0.conv2", "data calib fmnist:train n=4096", "quantize"
     sys.exit("history file: %r" % lines)
 PY
 
+# ---- leaving at a terminal (tmux): unsaved work asks first ----
+if command -v tmux >/dev/null; then
+  unset TMUX
+  SOCK=bd-test-repl-$$
+  T() { tmux -L "$SOCK" -f /dev/null "$@"; }
+  trap 'T kill-server 2>/dev/null; rm -rf "$TMP"' EXIT
+  # screen_ends PATTERN [SECONDS]: polls the screen until its last line
+  # that is not blank matches PATTERN (an extended regex)
+  screen_ends() {
+    local deadline=$((SECONDS + ${2:-30}))
+    while ((SECONDS < deadline)); do
+      T capture-pane -p -t repl >"$TMP/screen" 2>/dev/null &&
+        [ -n "$(grep -v '^ *$' "$TMP/screen" | tail -1 | grep -E -- "$1")" ] && return 0
+      sleep 0.05
+    done
+    echo "--- the screen while waiting for '$1' at its end:" >&2
+    cat "$TMP/screen" >&2
+    return 1
+  }
+  # session: the REPL on the example in tmux; its exit status in $TMP/tmux.rc
+  session() {
+    rm -f "$TMP/tmux.rc"
+    T new-session -d -s repl -x 120 -y 30 "cd '$PWD' && BITDOWN_STATE_DIR='$TMP/tstate' \
+      BITDOWN_HISTORY='$TMP/thist' '$BIN' repl $M; echo \$? >'$TMP/tmux.rc'"
+    screen_ends '^bitdown> ?$' || fail "no prompt in tmux"
+  }
+  ended() { # waits for the session's exit status; 0 expected
+    local deadline=$((SECONDS + 30))
+    while [ ! -s "$TMP/tmux.rc" ] && ((SECONDS < deadline)); do sleep 0.05; done
+    [ "$(cat "$TMP/tmux.rc" 2>/dev/null)" = 0 ] || fail "$1: exit status '$(cat "$TMP/tmux.rc" 2>/dev/null)'"
+  }
+  session
+  T send-keys -t repl 'quantize fc iters=2' Enter
+  screen_ends '^bitdown> ?$' && grep -q '^fc: quantized' "$TMP/screen" || fail "quantize fc in tmux"
+  T send-keys -t repl C-d
+  screen_ends '^1 quantized layer is not saved: quit without saving\? \(y/n\)' ||
+    fail "Ctrl-D with unsaved work did not ask"
+  T send-keys -t repl n Enter
+  screen_ends '^bitdown> ?$' || fail "'n' did not keep the REPL"
+  [ ! -s "$TMP/tmux.rc" ] || fail "'n' left the REPL"
+  T send-keys -t repl quit Enter
+  screen_ends 'quit without saving\? \(y/n\)' || fail "quit with unsaved work did not ask"
+  T send-keys -t repl C-d          # a second Ctrl-D leaves
+  ended "Ctrl-D at the question"
+  session                          # saved work: Ctrl-D leaves at once
+  T send-keys -t repl 'quantize fc iters=2' Enter
+  screen_ends '^bitdown> ?$' || fail "quantize fc in tmux, again"
+  T send-keys -t repl 'save '"$TMP/t.onnx" Enter
+  screen_ends '^bitdown> ?$' && grep -q "^wrote $TMP/t.onnx" "$TMP/screen" || fail "save in tmux"
+  T send-keys -t repl C-d
+  ended "Ctrl-D with the work saved"
+  grep -q 'not saved' "$TMP/screen" && fail "Ctrl-D asked though the work was saved"
+fi
+# from a pipe, the end of the input leaves at once, unsaved work or not
+printf 'quantize fc iters=2\n' | repl piped_eof $M
+[ "$(rc_of piped_eof)" = 0 ] && ! grep -q 'not saved' "$TMP/piped_eof.out" "$TMP/piped_eof.err" ||
+  fail "a pipe's end with unsaved work: $(cat "$TMP/piped_eof.out" "$TMP/piped_eof.err")"
+
 # data sets the preprocessing of every image: evaluation sees it, a mean
 # with more values than the input's channels is refused and changes nothing
 printf 'eval n=200\ndata mean=5 std=0.1\neval n=200\ndata mean=5,5,5\ndata color=rgb\ndata\n' |
@@ -467,6 +536,33 @@ grep -q "input 'input' of .* has 1 channels, not 3" "$TMP/pp.err" || fail "data 
 [ "$(tail -1 "$TMP/pp")" = "preprocessing: gray resize=0 crop=0 mean=5,5,5 std=0.1,0.1,0.1" ] ||
   fail "refused data options changed the preprocessing: $(tail -1 "$TMP/pp")"
 
+
+# finetune: the tuned layers' errors measured again; undo brings the old ones back
+printf 'quantize layer1.* iters=3\nfinetune iters=20\nlayers\nundo\nlayers\n' | repl tuned_errors $M
+$PY - "$TMP/tuned_errors.out" "$TMP" <<'PY' || fail "finetune's errors: $(cat "$TMP/tuned_errors.out" "$TMP/tuned_errors.err")"
+import re, sys
+sys.path.insert(0, sys.argv[2])
+import parse
+out = open(sys.argv[1]).read()
+q = {m[1]: float(m[2]) for m in re.finditer(r"^(\S+): quantized .*, rel error ([\d.]+),", out, re.M)}
+tuned, undone = parse.tables(out)
+assert sorted(q) == ["layer1.0.conv1", "layer1.0.conv2"], q
+assert all(tuned[n]["state"] == "tuned" for n in q) and any(tuned[n]["err"] != q[n] for n in q), (q, tuned)
+assert all(undone[n]["state"] == "quantized" and undone[n]["err"] == q[n] for n in q), (q, undone)
+PY
+
+# --resume says what it brought back: the layers the checkpoint held
+printf 'quantize layer1.* iters=2\n' | BITDOWN_STATE_DIR=$TMP/state repl resume_a $M
+printf 'layers\n' | BITDOWN_STATE_DIR=$TMP/state repl resume_b $M --resume
+grep -qx "bitdown: resumed $M from its checkpoint, 2 layers quantized (2 restored, 0 finished now)" \
+  "$TMP/resume_b.err" || fail "--resume: $(cat "$TMP/resume_a.err" "$TMP/resume_b.err")"
+[ "$(grep -cE ' quantized$' "$TMP/resume_b.out")" = 2 ] || fail "--resume restored: $(cat "$TMP/resume_b.out")"
+
+# data: n is what the set holds, also once new preprocessing closed it
+for f in examples/images/*.png; do echo "$PWD/$f 0"; done >"$TMP/eight.txt"
+printf 'data calib list:%s mean=0.3\ndata\n' "$TMP/eight.txt" | repl list_n $M
+[ "$(grep -c "^calib data: list:$TMP/eight.txt n=8$" "$TMP/list_n.out")" = 2 ] ||
+  fail "data calib list: of 8 images: $(cat "$TMP/list_n.out" "$TMP/list_n.err")"
 
 # ---- bitprune: its epochs, each layer's bits, the mean; the layer table
 # shows int codecs; undo; both tables' help ----

@@ -61,6 +61,8 @@ shows tui '0\.2992 MB fp32' "the header lacks the fp32 size"
 for l in "${LAYERS[@]}"; do
   shows tui "^ ${l//./\\.} .* float" "the table lacks a float row for $l"
 done
+# a float layer stores 32 bits per weight, as the REPL's table says
+shows tui '^ layer1\.0\.conv1 +conv 3x3 .* 9 +32 +32\.000 +9\.00 ' "a float layer's bits/w is not 32.000"
 
 # Training: ':train' runs with the line's options and the training pane shows
 # its epochs; undo takes it back; 't' runs the last ':train' line again
@@ -174,7 +176,7 @@ wait_for tui "$ROW +- +int8 " || fail "i did not make the layer int8"
 keys k
 wait_for tui "$ROW +- +int7 " || fail "k did not take a bit off the int layer"
 keys Enter
-wait_for tui "$ROW +- +int7 +7 .* quantized" 60 || fail "Enter did not quantize the int7 layer"
+wait_for tui "$ROW +- +int7 +7\.000 .* quantized" 60 || fail "Enter did not quantize the int7 layer"
 keys u i
 wait_for tui "$ROW +9 +32 " || fail "u and i did not restore d=9 k=32"
 
@@ -266,6 +268,10 @@ wait_for tui '^save to: .*resnet_bn\.pq\.onnx' || fail "s proposes no path next 
 keys C-u "$TMP/saved.pq.onnx" Enter
 wait_for tui "wrote $TMP/saved\.pq\.onnx: compressed" 30 || fail "s did not save"
 [ -s "$TMP/saved.pq.onnx" ] || fail "no file at $TMP/saved.pq.onnx"
+# the header: the file's size on disk and its ratio to the original file
+disk=$(/usr/bin/python3 -c 'import os, sys; a, b = (os.path.getsize(p) for p in sys.argv[1:]); print("%.4g MB %.2fx" % (a / 2**20, b / a))' \
+  "$TMP/saved.pq.onnx" $M)
+shows tui "ratio [0-9.]+x  on disk ${disk//./\\.} " "the header lacks the size on disk, $disk"
 
 # Esc during a long quantize (every layer, on all 60000 training images) cancels it
 keys : "data calib fmnist:train n=60000" Enter

@@ -481,6 +481,8 @@ static void test_train_quantized(void **state)
     assert_memory_equal(lp->q.codes, q0.codes, (size_t)q0.n * sizeof *q0.codes);
     assert_memory_not_equal(lp->q.centroids, q0.centroids,
                             (size_t)q0.k * (size_t)q0.d * sizeof(float));
+    /* its error measured again with the trained centroids */
+    assert_true(lp->q.rel_error > 0 && lp->q.rel_error < 1 && lp->q.rel_error != q0.rel_error);
     float *decoded = weight_copy(ws, pq);
     assert_int_equal(bd_qlayer_decode(&lp->q, &lp->layer, decoded), BD_OK);
     assert_weight(ws, pq, decoded);
@@ -547,6 +549,8 @@ static void test_train_quantized(void **state)
     assert_int_equal(layer_named(ws, pq)->state, BD_STATE_QUANTIZED);
     assert_same_codebook(&layer_named(ws, pq)->q, &q0);
     assert_same_codebook(&layer_named(ws, in)->q, &qi);
+    assert_true(layer_named(ws, pq)->q.rel_error == q0.rel_error);
+    assert_true(layer_named(ws, in)->q.rel_error == qi.rel_error);
     bd_qlayer undone = {0};
     quantize_probe(ws, fl, &undone);
     assert_same_codebook(&undone, &before);
@@ -640,6 +644,7 @@ static void test_bitprune(void **state)
         assert_int_equal(l->state, BD_STATE_TUNED);
         assert_int_equal(l->q.format, BD_FMT_INT);
         assert_in_range(l->q.ints.bits, 2, 8);
+        assert_true(l->q.rel_error > 0 && l->q.rel_error < 1); /* measured: not unknown */
         /* the plan says the codec, so the layer table shows its bits */
         assert_int_equal(l->format, BD_FMT_INT);
         assert_int_equal(l->ints.bits, l->q.ints.bits);
@@ -779,6 +784,45 @@ static void test_sensitivity(void **state)
     bd_ws_free(ws);
 }
 
+/* What quitting would lose: codebooks not in the file last loaded or saved,
+ * and trained weights; undoing back to the saved state loses nothing. */
+static void test_unsaved(void **state)
+{
+    (void)state;
+    bd_workspace *ws = open_ws();
+    int trained = -1;
+    assert_int_equal(bd_ws_unsaved(ws, &trained), 0);
+    assert_false(trained);
+    assert_int_equal(bd_ws_quantize(ws, "layer1.*", 2), BD_OK);
+    assert_int_equal(bd_ws_unsaved(ws, &trained), 2);
+    char path[600];
+    snprintf(path, sizeof path, "%s/unsaved.onnx", bd_test_tmpdir());
+    assert_int_equal(bd_ws_save(ws, path, 0), BD_OK);
+    assert_int_equal(bd_ws_unsaved(ws, NULL), 0);
+    bd_finetune_options o = {
+        .global = 1, .iters = 1, .batch = 8, .lr = 0.01f, .momentum = -1, .wd = -1};
+    bd_finetune_report r;
+    assert_int_equal(bd_ws_finetune(ws, "layer1.0.conv1", &o, &r), BD_OK);
+    assert_int_equal(bd_ws_unsaved(ws, &trained), 1); /* tuned: another codebook */
+    assert_false(trained);
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    assert_int_equal(bd_ws_unsaved(ws, NULL), 0); /* back to what was saved */
+    assert_int_equal(bd_ws_reset(ws, "layer1.*"), BD_OK);
+    assert_int_equal(bd_ws_unsaved(ws, NULL), 0); /* a float layer loses nothing */
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    bd_training_options t;
+    bd_training_options_init(&t);
+    assert_int_equal(bd_opt_set(bd_training_opts, &t, "t", "steps", "1"), BD_OK);
+    assert_int_equal(bd_opt_set(bd_training_opts, &t, "t", "batch", "8"), BD_OK);
+    assert_int_equal(bd_ws_train(ws, &t, NULL, NULL, NULL), BD_OK);
+    assert_int_equal(bd_ws_unsaved(ws, &trained), 2); /* PQ layers train their centroids */
+    assert_true(trained);
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    assert_int_equal(bd_ws_unsaved(ws, &trained), 0);
+    assert_false(trained);
+    bd_ws_free(ws);
+}
+
 static void test_settings(void **state)
 {
     (void)state;
@@ -815,6 +859,7 @@ int main(void)
         cmocka_unit_test(test_train_undo_refusals),
         cmocka_unit_test(test_train_quantized),
         cmocka_unit_test(test_bitprune),
+        cmocka_unit_test(test_unsaved),
         cmocka_unit_test(test_settings),
         cmocka_unit_test(test_sensitivity),
     };

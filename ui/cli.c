@@ -91,6 +91,45 @@ int cli_preprocess_given(const cli_preprocess *cp)
     return cp->resize || cp->crop || cp->mean || cp->std || cp->gray || cp->rgb;
 }
 
+const char *cli_shell_word(const char *s, char *buf, size_t cap)
+{
+    if (s[0] && strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                          "_-+=.,:/@%") == strlen(s)) {
+        snprintf(buf, cap, "%s", s);
+        return buf;
+    }
+    size_t at = 0;
+    buf[at++] = '\'';
+    for (; *s && at + 5 < cap; s++) {
+        if (*s == '\'') { /* close, an escaped quote, open again */
+            memcpy(buf + at, "'\\''", 4);
+            at += 4;
+        } else {
+            buf[at++] = *s;
+        }
+    }
+    buf[at++] = '\'';
+    buf[at] = '\0';
+    return buf;
+}
+
+const char *cli_preprocess_flags(const cli_preprocess *cp, char *buf, size_t cap)
+{
+    const char *const flags[] = {"--resize", "--crop", "--mean", "--std"};
+    const char *const values[] = {cp->resize, cp->crop, cp->mean, cp->std};
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < 4; i++) {
+        char word[256];
+        if (values[i] && at < cap)
+            at += (size_t)snprintf(buf + at, cap - at, " %s %s", flags[i],
+                                   cli_shell_word(values[i], word, sizeof word));
+    }
+    if ((cp->gray || cp->rgb) && at < cap)
+        snprintf(buf + at, cap - at, " %s", cp->gray ? "--gray" : "--rgb");
+    return buf;
+}
+
 static int per_channel(const char *cmd, const char *opt, const char *s, float *dst, int *n)
 {
     float v[3];
@@ -225,10 +264,10 @@ void cli_ws_detach(void)
     cli_progress_clear();
 }
 
-void cli_print_accuracy(const char *who, const bd_accuracy *a)
+void cli_print_accuracy(const char *who, const bd_accuracy *a, const char *when)
 {
-    printf("%-8s top1 %.2f%% top5 %.2f%% (%lld images)\n", who, a->top1, a->top5,
-           (long long)a->n);
+    printf("%-8s top1 %.2f%% top5 %.2f%% (%lld images)%s%s\n", who, a->top1, a->top5,
+           (long long)a->n, when ? ", " : "", when ? when : "");
 }
 
 int cli_data_spec(const char *cmd, const bd_graph *g, const char *given, const char *split,
@@ -244,6 +283,36 @@ int cli_data_spec(const char *cmd, const bd_graph *g, const char *given, const c
     snprintf(buf, cap, "%s:%s", dataset, split);
     *spec = buf;
     return CLI_OK;
+}
+
+int cli_quit_question(const bd_workspace *ws, int busy, char *buf, size_t cap)
+{
+    int trained = 0, unsaved = bd_ws_loaded(ws) ? bd_ws_unsaved(ws, &trained) : 0;
+    const char *running = busy ? "work is running and " : "";
+    if (unsaved)
+        snprintf(buf, cap, "%s%d quantized layer%s not saved: quit without saving? (y/n)",
+                 running, unsaved, unsaved == 1 ? " is" : "s are");
+    else if (trained)
+        snprintf(buf, cap, "%sthe trained weights are not saved: quit without saving? (y/n)",
+                 running);
+    else if (busy)
+        snprintf(buf, cap, "work is running: cancel it and quit? (y/n)");
+    else
+        buf[0] = '\0';
+    return buf[0] != '\0';
+}
+
+void cli_print_written(const bd_workspace *ws, const char *path, int decoded)
+{
+    if (bd_dist_rank() != 0)
+        return;
+    bd_disk_size disk;
+    bd_model_size payload;
+    bd_ws_last_saved(ws, &disk);
+    bd_ws_size(ws, &payload);
+    char sizes[256];
+    printf("wrote %s%s: %s\n", path, decoded ? " (decoded, dense fp32)" : "",
+           bd_disk_size_str(&disk, decoded ? NULL : &payload, sizes, sizeof sizes));
 }
 
 bd_status cli_write_report(const bd_workspace *ws, const char *path, const bd_accuracy *t,

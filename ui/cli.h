@@ -72,14 +72,24 @@ struct bd_accuracy;
  * and Ctrl-C cancelling the running operation (which rolls back). */
 void cli_ws_attach(struct bd_workspace *ws);
 void cli_ws_detach(void);
-/* "teacher  top1 X.XX% top5 Y.YY% (N images)" */
-void cli_print_accuracy(const char *who, const struct bd_accuracy *a);
+/* "teacher  top1 X.XX% top5 Y.YY% (N images)", and ", WHEN" after it when
+ * when is not NULL ("student ... (500 images), before fine-tuning") */
+void cli_print_accuracy(const char *who, const struct bd_accuracy *a, const char *when);
 
 /* The data spec of a command working on a workspace: the option's value
  * (given), or the model's dataset with the split; refused, naming the
  * option, when neither is there. *spec points at given or into buf. */
 int cli_data_spec(const char *cmd, const bd_graph *g, const char *given, const char *split,
                   const char *option, char *buf, size_t cap, const char **spec);
+/* What a front-end asks before quitting when work would be lost
+ * (bd_ws_unsaved; busy: work is running): "2 quantized layers are not
+ * saved: quit without saving? (y/n)", into buf. Returns 0 (buf "") when
+ * there is nothing to ask. */
+int cli_quit_question(const struct bd_workspace *ws, int busy, char *buf, size_t cap);
+/* After a save of the workspace's student to path: "wrote PATH: 0.0812 MB
+ * on disk, ratio 3.64x to the original file (0.2958 MB); payload 0.0531
+ * MB, ratio 5.56x" (the payload left out for a decoded file). Rank 0. */
+void cli_print_written(const struct bd_workspace *ws, const char *path, int decoded);
 /* --report FILE.json (report.h) of the workspace's student, the accuracies
  * when evaluated (may be NULL), the size of the file written. */
 bd_status cli_write_report(const struct bd_workspace *ws, const char *path,
@@ -132,6 +142,12 @@ typedef struct cli_preprocess {
 int cli_preprocess_option(cli_preprocess *cp, int c, const char *arg);
 /* Whether any of them was given. */
 int cli_preprocess_given(const cli_preprocess *cp);
+/* Those given, as words of a command line to print (" --resize 256 --mean
+ * ..."; "" when none), into buf. */
+const char *cli_preprocess_flags(const cli_preprocess *cp, char *buf, size_t cap);
+/* s as one word of a shell command: as it is when that is safe, else in
+ * single quotes. Into buf. */
+const char *cli_shell_word(const char *s, char *buf, size_t cap);
 /* The model's preprocessing with the options applied on top; warns on
  * stderr when the model has no preprocessing metadata and no option says
  * what to do instead. A mean or std with more channels than the model's

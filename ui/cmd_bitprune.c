@@ -169,8 +169,8 @@ static bd_status bitprune(bd_workspace *ws, const args *a, const char *data)
         s = bd_ws_eval(ws, 0, &t, &st);
         cli_progress_clear();
         BD_TRY(s);
-        cli_print_accuracy("teacher", &t);
-        cli_print_accuracy("student", &st);
+        cli_print_accuracy("teacher", &t, NULL);
+        cli_print_accuracy("student", &st, NULL);
     }
     BD_TRY(bd_ws_save(ws, a->out, 0));
     /* the report needs the file's size, so it comes second; a model
@@ -179,7 +179,7 @@ static bd_status bitprune(bd_workspace *ws, const args *a, const char *data)
         remove(a->out);
         return s;
     }
-    printf("wrote %s\n", a->out);
+    cli_print_written(ws, a->out, 0);
     return BD_OK;
 }
 

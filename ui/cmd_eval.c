@@ -130,6 +130,7 @@ int cli_eval(int argc, char **argv)
         cli_report(s);
         goto done;
     }
+    printf("%s on %s:\n", argv[optind], data); /* whose accuracy, on what */
     printf("top1 %.2f%% top5 %.2f%% (%lld images)\n", 100.0 * (double)r.top1 / (double)r.n,
            100.0 * (double)r.top5 / (double)r.n, (long long)r.n);
     if (per_class)

@@ -108,8 +108,8 @@ static bd_status tune(bd_workspace *ws, const args *a)
         BD_TRY(bd_ws_data(ws, BD_DATA_EVAL, a->eval, a->eval_n));
         BD_TRY(bd_ws_eval(ws, 0, &t, &before));
         cli_progress_clear();
-        cli_print_accuracy("teacher", &t);
-        cli_print_accuracy("before", &before);
+        cli_print_accuracy("teacher", &t, NULL);
+        cli_print_accuracy("student", &before, "before fine-tuning");
     }
     if (cli_dist_agree(bd_ws_teacher(ws)) != CLI_OK)
         return BD_EINVAL;
@@ -125,10 +125,10 @@ static bd_status tune(bd_workspace *ws, const args *a)
         s = bd_ws_eval(ws, 0, &t, &after);
         cli_progress_clear();
         BD_TRY(s);
-        cli_print_accuracy("after", &after);
+        cli_print_accuracy("student", &after, "after fine-tuning");
     }
     BD_TRY(bd_ws_save(ws, a->out, 0));
-    printf("wrote %s\n", a->out);
+    cli_print_written(ws, a->out, 0);
     return BD_OK;
 }
 

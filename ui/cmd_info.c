@@ -14,8 +14,10 @@ static const char help[] =
     "Prints the model's inputs and outputs and, for every quantizable layer (Conv,\n"
     "Gemm, MatMul with a constant weight), its name, kind, weight shape, number of\n"
     "parameters and fp32 size; then the totals. For a compressed model (written by\n"
-    "'bitdown quantize') also each layer's d, k, bits per weight and stored size,\n"
-    "and the compression ratio. Sizes are in MB = 2^20 bytes.\n";
+    "'bitdown quantize') also each layer's d, k, bits per weight, stored size and\n"
+    "relative error, and the compression ratio, then the file's size on disk and\n"
+    "its ratio to the original model's file (the one it names, when that is\n"
+    "there). Sizes are in MB = 2^20 bytes.\n";
 
 static void print_value(const char *what, const bd_value *v)
 {
@@ -77,16 +79,19 @@ int cli_info(int argc, char **argv)
         printf("%-28s %-9s %-18s %10lld %10.4f", layers[i].name,
                bd_layer_kind(&layers[i], kind, sizeof kind),
                bd_shape_str(w->ndim, w->dims, shape, sizeof shape), (long long)p, bd_mb(p * 4));
+        char bits[32];
         if (qp && qp[i]) {
             char err[32] = "-";
             if (qp[i]->rel_error >= 0)
                 snprintf(err, sizeof err, "%.4f", qp[i]->rel_error);
             char d[8], k[8];
             bd_qlayer_dk(qp[i], d, k);
-            printf(" %5s %6s %7.3f %10.4f %9s", d, k, bd_qlayer_bits_per_weight(qp[i]),
+            printf(" %5s %6s %7s %10.4f %9s", d, k,
+                   bd_bits_str(bd_qlayer_bits_per_weight(qp[i]), bits, sizeof bits),
                    bd_mb(bd_qlayer_bytes(qp[i])), err);
         } else if (quantized) {
-            printf(" %5s %6s %7s %10.4f %9s", "-", "-", "32", bd_mb(p * 4), "-");
+            printf(" %5s %6s %7s %10.4f %9s", "-", "-",
+                   bd_bits_str(BD_FLOAT_BITS, bits, sizeof bits), bd_mb(p * 4), "-");
         }
         printf("\n");
     }
@@ -95,11 +100,17 @@ int cli_info(int argc, char **argv)
     printf("\n%d quantizable layers, %lld parameters (%.4f MB fp32)\n", n, (long long)layer_params,
            bd_mb(layer_params * 4));
     printf("all parameters: %.4f MB fp32\n", bd_mb(size.fp32_bytes));
-    if (quantized)
+    if (quantized) {
+        /* the file against the original it names (when that is still there) */
+        bd_disk_size disk;
+        char sizes[256];
+        bd_disk_size_of(path, bd_graph_meta(g, BD_META_TEACHER), &disk);
         printf("compressed: %d layers quantized, %.4f MB (codes %.4f + codebooks %.4f + fp32 rest "
-               "%.4f), ratio %.2fx\n",
+               "%.4f), ratio %.2fx; %s\n",
                quantized, bd_mb(size.compressed_bytes), bd_mb(size.code_bytes),
-               bd_mb(size.codebook_bytes), bd_mb(size.other_bytes), size.ratio);
+               bd_mb(size.codebook_bytes), bd_mb(size.other_bytes), size.ratio,
+               bd_disk_size_str(&disk, NULL, sizes, sizeof sizes));
+    }
     free(qp);
     for (int i = 0; i < nq; i++)
         bd_qlayer_free(&q[i]);

@@ -27,8 +27,11 @@ static const char help[] =
     "~/.bitdown_history (or $BITDOWN_HISTORY), Tab completes commands, layer\n"
     "names, options and file names, a progress bar shows long work, and Ctrl-C\n"
     "cancels the running command (every layer stays as it was) or clears the line.\n\n"
+    "Leaving with Ctrl-D or 'quit' while quantized layers or trained weights are\n"
+    "not saved asks first (y leaves; so does another Ctrl-D).\n\n"
     "From a pipe or file: no prompt; the first failing command stops the REPL with\n"
-    "exit status 1 and 'bitdown: line N: <message>' on stderr.\n\n"
+    "exit status 1 and 'bitdown: line N: <message>' on stderr; the end of the input\n"
+    "or 'quit' ends the session without asking (nobody could answer): save first.\n\n"
     "  --keep-going   from a pipe, go on after a failing command (the exit status\n"
     "                 is still 1 at the end)\n"
     "  --resume       carry on from MODEL's checkpoint: the session keeps one (after\n"
@@ -205,6 +208,26 @@ static char *next_line(void)
     return line;
 }
 
+/* At a terminal, leaving (Ctrl-D or 'quit') with work that is not saved
+ * asks first, as the TUI does: 'y' or another Ctrl-D leaves, anything else
+ * stays. From a pipe nobody could answer: the session ends as asked. */
+static int may_leave(void)
+{
+    char question[200];
+    if (!interactive || !cli_quit_question(the_ws, 0, question, sizeof question - 1))
+        return 1;
+    strcat(question, " ");
+    at_prompt = 1;
+    char *answer = readline(question);
+    at_prompt = 0;
+    int leave = !answer || answer[strspn(answer, " \t")] == 'y' ||
+                answer[strspn(answer, " \t")] == 'Y';
+    if (!answer)
+        putchar('\n');
+    free(answer);
+    return leave;
+}
+
 static void report(long lineno, bd_status s)
 {
     const char *msg = bd_error_message();
@@ -214,6 +237,19 @@ static void report(long lineno, bd_status s)
         fprintf(stderr, "bitdown: %s\n", msg[0] ? msg : bd_status_name(s));
     else
         fprintf(stderr, "bitdown: line %ld: %s\n", lineno, msg[0] ? msg : bd_status_name(s));
+}
+
+/* What --resume brought back: every layer quantized now, those the
+ * checkpoint held and those the work it caught in progress quantized. */
+static void report_resumed(const char *model, int finished)
+{
+    int quantized = 0;
+    for (int i = 0; i < bd_ws_nlayers(the_ws); i++)
+        quantized += bd_ws_layer_at(the_ws, i)->state != BD_STATE_FLOAT;
+    fprintf(stderr,
+            "bitdown: resumed %s from its checkpoint, %d layer%s quantized (%d restored, %d "
+            "finished now)\n",
+            model, quantized, quantized == 1 ? "" : "s", quantized - finished, finished);
 }
 
 typedef struct repl_args {
@@ -290,11 +326,10 @@ int cli_repl(int argc, char **argv)
     if (interactive && a.model && stat(a.model, &st) == 0)
         printf("loaded %s: %d layers, %.2f MB\n", a.model, bd_ws_nlayers(the_ws),
                bd_mb((int64_t)st.st_size));
-    if (a.resume)
-        fprintf(stderr, resumed < 0 ? "bitdown: no checkpoint of %s to resume; starting afresh\n"
-                                    : "bitdown: resumed %s from its checkpoint, %d layers "
-                                      "quantized to finish the work in progress\n",
-                a.model, resumed < 0 ? 0 : resumed);
+    if (a.resume && resumed < 0)
+        fprintf(stderr, "bitdown: no checkpoint of %s to resume; starting afresh\n", a.model);
+    else if (a.resume)
+        report_resumed(a.model, resumed);
 
     char hist_buf[4096];
     const char *hist = NULL;
@@ -313,8 +348,13 @@ int cli_repl(int argc, char **argv)
                       .script_user = &host};
     long lineno = 0;
     int failed = 0;
-    char *line;
-    while (!ctx.quit && (line = next_line()) != NULL) {
+    for (;;) {
+        char *line = next_line();
+        if (!line) {
+            if (may_leave())
+                break;
+            continue;
+        }
         lineno++;
         if (interactive && !blank(line))
             history_add(hist, line);
@@ -331,6 +371,9 @@ int cli_repl(int argc, char **argv)
             if (!interactive && !keep_going)
                 break;
         }
+        if (ctx.quit && may_leave())
+            break;
+        ctx.quit = 0;
     }
     if (hist)
         history_truncate_file(hist, HISTORY_MAX);

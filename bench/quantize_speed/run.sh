@@ -41,8 +41,9 @@ run() { # label binary args...: seconds of one quantize
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }'
 }
 old=$(run old "$OLD" --objective act)
-block=$(run block "$BIN" --objective act --restarts 1)
-default=$(run default "$BIN")
+# the seconds are the quantization's: no check of the student after it
+block=$(run block "$BIN" --objective act --restarts 1 --check-n 0)
+default=$(run default "$BIN" --check-n 0)
 fc() { awk '$1 == "fc" { print $NF }' "$TMP/$1.txt"; }
 out=$TMP/section.md
 cat >"$out" <<EOF

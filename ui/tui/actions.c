@@ -41,29 +41,14 @@ static void submit(tui *t, bd_status (*run)(tui *, const tui_job *), int changes
 static bd_status job_command(tui *t, const tui_job *j)
 {
     t->cmd.quit = 0;
-    char **argv = NULL;
-    int argc = 0;
-    const char *name = bd_cmd_split(j->arg, &argv, &argc) == BD_OK && argc > 0 ? argv[0] : "";
-    /* only this thread changes the workspace, so the label is what undo undoes */
-    const char *label = bd_ws_undo_label(t->ws);
-    int untrains = strcmp(name, "undo") == 0 && label && strcmp(label, "train") == 0;
     bd_status s = bd_cmd_exec(&t->cmd, j->arg);
     if (s == BD_OK) {
-        /* A model saved or loaded by command is the new reference for "unsaved". */
-        if (strcmp(name, "save") == 0 || strcmp(name, "load") == 0)
-            tui_mark_saved(t);
-        if (strcmp(name, "train") == 0 || (untrains && t->trained_unsaved > 0)) {
-            bd_ws_lock(t->ws);
-            t->trained_unsaved += untrains ? -1 : 1;
-            bd_ws_unlock(t->ws);
-        }
         if (t->cmd.quit)
             atomic_store(&t->quit_asked, 1);
     } else if (s != BD_ECANCELED) { /* the message names the command already */
         tui_log_add(&t->log, TS_ERROR,
                     bd_error_message()[0] ? bd_error_message() : bd_status_name(s));
     }
-    bd_cmd_free_words(argv, argc);
     return s == BD_ECANCELED ? s : BD_OK;
 }
 

@@ -158,9 +158,9 @@ void tui_detail_draw(tui *t, tui_rect r, int focused)
     p.quantize = 1;
     char plan[96];
     bd_plan_describe(&p, plan, sizeof plan);
-    snprintf(buf, sizeof buf, "plan: %s (k at most %d): %.3f bits/w, %.2f KB; %s", plan,
-             bd_pq_max_k(ly->rows * m),
-             l->format == BD_FMT_INT ? (double)l->ints.bits : bd_pq_bits_per_weight(l->k, l->d),
+    char bits[32];
+    snprintf(buf, sizeof buf, "plan: %s (k at most %d): %s bits/w, %.2f KB; %s", plan,
+             bd_pq_max_k(ly->rows * m), bd_bits_str(bd_plan_bits_per_weight(&p), bits, sizeof bits),
              (double)plan_bytes / 1024,
              l->quantize ? "taken by 'quantize all'" : "skipped by 'quantize all' (x)");
     text_line(r, &y, TS_NORMAL, buf);

@@ -95,7 +95,7 @@ static void cell(const tui *t, int i, enum col c, char *buf, size_t cap)
             snprintf(buf, cap, "%d%s", l->k, pending);
         break;
     case C_BITS:
-        snprintf(buf, cap, "%.3g", coded(l) ? bd_qlayer_bits_per_weight(q) : 32.0);
+        bd_bits_str(bd_ws_bits_per_weight(l), buf, cap);
         break;
     case C_SIZE: snprintf(buf, cap, "%.2f", (double)stored_bytes(l) / 1024); break;
     case C_SENS:
@@ -162,7 +162,7 @@ static void table_order(const tui *t, int *order)
             r.known = coded(l) && l->q.rel_error >= 0;
             r.value = l->q.rel_error;
             break;
-        case SORT_BITS: r.value = coded(l) ? bd_qlayer_bits_per_weight(&l->q) : 32.0; break;
+        case SORT_BITS: r.value = bd_ws_bits_per_weight(l); break;
         case SORT_SENSITIVITY:
             r.known = bd_ws_last_sensitivity(t->ws, i, &m, NULL);
             r.value = m.drop;

@@ -35,66 +35,18 @@ const char *tui_mb(int64_t bytes, char *buf, size_t cap)
     return buf;
 }
 
-/* ---- saved or not ------------------------------------------------------------ */
-
-static int same_layer(const tui_saved_layer *s, const bd_ws_layer *l)
-{
-    return s->state == l->state && s->d == l->q.d && s->k == l->q.k && s->iters == l->q.iters &&
-           s->rel_error == l->q.rel_error;
-}
-
-void tui_mark_saved(tui *t)
-{
-    bd_ws_lock(t->ws);
-    int n = bd_ws_nlayers(t->ws);
-    tui_saved_layer *s = realloc(t->saved, (size_t)(n > 0 ? n : 1) * sizeof *s);
-    if (s) {
-        for (int i = 0; i < n; i++) {
-            const bd_ws_layer *l = bd_ws_layer_at(t->ws, i);
-            tui_saved_layer v = {l->state, l->q.d, l->q.k, l->q.iters, l->q.rel_error};
-            s[i] = v;
-        }
-        t->saved = s;
-        t->nsaved = n;
-    }
-    t->trained_unsaved = 0;
-    bd_ws_unlock(t->ws);
-}
-
-int tui_unsaved(const tui *t)
-{
-    int n = bd_ws_nlayers(t->ws), count = 0;
-    for (int i = 0; i < n; i++) {
-        const bd_ws_layer *l = bd_ws_layer_at(t->ws, i);
-        /* Work lost by quitting: a codebook that is not in the file. A layer
-         * put back to float loses nothing. */
-        if (l->state != BD_STATE_FLOAT && (i >= t->nsaved || !same_layer(&t->saved[i], l)))
-            count++;
-    }
-    return count;
-}
+/* ---- quitting ----------------------------------------------------------------- */
 
 void tui_request_quit(tui *t)
 {
     int busy = tui_worker_busy(&t->worker, 1);
     bd_ws_lock(t->ws);
-    int unsaved = tui_unsaved(t), trained = t->trained_unsaved;
+    int ask = cli_quit_question(t->ws, busy, t->question, sizeof t->question);
     bd_ws_unlock(t->ws);
-    if (!busy && !unsaved && !trained) {
-        t->quit = 1;
-        return;
-    }
-    if (unsaved)
-        snprintf(t->question, sizeof t->question,
-                 "%s%d quantized layer%s not saved: quit without saving? (y/n)",
-                 busy ? "work is running and " : "", unsaved, unsaved == 1 ? " is" : "s are");
-    else if (trained)
-        snprintf(t->question, sizeof t->question,
-                 "%sthe trained weights are not saved: quit without saving? (y/n)",
-                 busy ? "work is running and " : "");
+    if (ask)
+        t->mode = MODE_QUIT;
     else
-        snprintf(t->question, sizeof t->question, "work is running: cancel it and quit? (y/n)");
-    t->mode = MODE_QUIT;
+        t->quit = 1;
 }
 
 void tui_selected_name(tui *t, char *buf, size_t cap)
@@ -181,14 +133,24 @@ static void draw_header(tui *t, tui_rect r, int unsaved)
     } else {
         snprintf(acc, sizeof acc, "top-1 not evaluated yet (e)");
     }
+    /* the file saved last, its size on disk and ratio to the original
+     * model's file, beside the payload */
+    bd_disk_size disk;
+    char file[96] = "", c[32];
+    if (bd_ws_last_saved(ws, &disk) && disk.bytes >= 0) {
+        int at = snprintf(file, sizeof file, "  on disk %s", tui_mb(disk.bytes, c, sizeof c));
+        if (disk.ratio > 0)
+            snprintf(file + at, sizeof file - (size_t)at, " %.2fx", disk.ratio);
+    }
     char line1[512], line2[512], device[192];
     snprintf(line1, sizeof line1, " bitdown %s %s %s %s %s %d/%d layers quantized%s",
              tui_sym("\u2502", "|"), bd_ws_path(ws), tui_sym("\u2502", "|"),
              bd_ws_device_describe(ws, device, sizeof device), tui_sym("\u2502", "|"), quantized,
              n, unsaved ? "  [unsaved]" : "");
-    snprintf(line2, sizeof line2, " %s fp32 %s %s  ratio %.2fx %s %s",
+    snprintf(line2, sizeof line2, " %s fp32 %s %s  ratio %.2fx%s %s %s",
              tui_mb(sz.fp32_bytes, a, sizeof a), tui_sym("\u2192", "->"),
-             tui_mb(sz.compressed_bytes, b, sizeof b), sz.ratio, tui_sym("\u2502", "|"), acc);
+             tui_mb(sz.compressed_bytes, b, sizeof b), sz.ratio, file, tui_sym("\u2502", "|"),
+             acc);
     if (r.h >= 2) {
         tui_text(r.y, 0, r.w, TS_HEADER, line1);
         tui_text(r.y + 1, 0, r.w, TS_HEADER, line2);
@@ -219,11 +181,8 @@ static void draw_progress(tui *t, int y, int w, const char *undo)
         x += 21;
         x += tui_textf(y, x, w - x, TS_NORMAL, "%lld/%lld ", (long long)p.done, (long long)p.total);
     }
-    char metric[32] = "";
-    if (p.metric != 0)
-        snprintf(metric, sizeof metric, " %.4g", p.metric);
-    x += tui_textf(y, x, w - x, TS_NORMAL, "%s %s%s  %.1fs  ", p.stage, p.message, metric,
-                   p.seconds);
+    /* every stage's message says its metric already */
+    x += tui_textf(y, x, w - x, TS_NORMAL, "%s %s  %.1fs  ", p.stage, p.message, p.seconds);
     x += tui_text(y, x, w - x, TS_WARN, "Esc cancels");
     if (p.queued)
         tui_textf(y, x, w - x, TS_DIM, "  (+%d queued)", p.queued);
@@ -312,7 +271,8 @@ static void frame(tui *t)
     t->train_running = running;
     t->bitprune_running = pruning;
     layout l = compute_layout(t, bd_ws_nlayers(t->ws));
-    draw_header(t, l.header, tui_unsaved(t) + t->trained_unsaved);
+    int trained;
+    draw_header(t, l.header, bd_ws_unsaved(t->ws, &trained) + trained);
     tui_table_draw(t, l.table, t->focus == PANE_TABLE);
     if (l.detail.h > 0) {
         if (t->side == SIDE_TRAIN)
@@ -521,7 +481,6 @@ int cli_tui(int argc, char **argv)
     t->cmd.print = tui_log_print;
     t->cmd.user = &t->log;
     atomic_init(&t->quit_asked, 0);
-    tui_mark_saved(t);
 
     SCREEN *screen = newterm(NULL, stdout, stdin);
     if (!screen) {
@@ -554,7 +513,6 @@ int cli_tui(int argc, char **argv)
     tui_cmdline_free(&t->line);
     tui_images_destroy(&t->images);
     tui_log_destroy(&t->log);
-    free(t->saved);
     free(t);
     bd_ws_free(ws);
     return rc;

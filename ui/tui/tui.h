@@ -55,14 +55,6 @@ typedef struct tui_train_view {
 /* What the detail pane's place shows: the selected layer, or a run. */
 typedef enum tui_side { SIDE_DETAIL = 0, SIDE_TRAIN, SIDE_BITPRUNE, SIDE_FRONTIER } tui_side;
 
-/* A layer as it was when the model was last loaded or saved, to tell
- * whether quitting would lose work. */
-typedef struct tui_saved_layer {
-    bd_layer_state state;
-    int d, k, iters;
-    double rel_error;
-} tui_saved_layer;
-
 typedef struct tui {
     bd_workspace *ws;
     tui_log log;
@@ -83,9 +75,6 @@ typedef struct tui {
     int codebook_first;     /* first centroid shown in the detail pane */
     int codebook_page;      /* centroids that fit there */
     char question[200];     /* MODE_QUIT's */
-    tui_saved_layer *saved; /* under bd_ws_lock */
-    int nsaved;
-    int trained_unsaved;        /* trainings since the last load or save (under bd_ws_lock) */
     tui_side side;              /* what the detail pane's place shows */
     tui_side run_side;          /* the run pane shown last, which Tab's toggle brings back */
     int train_running;          /* as the last frame saw it */
@@ -113,12 +102,8 @@ void tui_run_save(tui *t, const char *path);
 
 /* ---- tui.c ----------------------------------------------------------------- */
 
-/* Records the workspace's layers as saved; takes bd_ws_lock. */
-void tui_mark_saved(tui *t);
-/* Layers whose quantization differs from the last load or save; call under
- * bd_ws_lock. */
-int tui_unsaved(const tui *t);
-/* Quits, or asks first when quantization or training work is unsaved. */
+/* Quits, or asks first when quantization or training work is unsaved
+ * (bd_ws_unsaved). */
 void tui_request_quit(tui *t);
 /* The selected layer's name (takes bd_ws_lock), "" when there is none. */
 void tui_selected_name(tui *t, char *buf, size_t cap);

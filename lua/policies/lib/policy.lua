@@ -283,8 +283,9 @@ function M.finish(opt, quantized)
     end
   end
   if opt.out then
-    bd.save(opt.out, {decoded = opt.decoded})
-    print(("wrote %s%s"):format(opt.out, opt.decoded and " (decoded, dense fp32)" or ""))
+    local saved = bd.save(opt.out, {decoded = opt.decoded})
+    print(("wrote %s%s: %s"):format(opt.out, opt.decoded and " (decoded, dense fp32)" or "",
+                                    saved.summary))
   end
 end
 
