@@ -80,7 +80,7 @@ PY
 "$BIN" bitprune "$M" -o "$TMP/x.onnx" --activations --act-max-bits 17 "${RUN[@]}" \
   >"$TMP/out" 2>&1
 [ $? -eq 2 ] || fail "--act-max-bits 17 is not a usage error: $(cat "$TMP/out")"
-grep -q 'act_max_bits' "$TMP/out" || fail "no message naming act_max_bits: $(cat "$TMP/out")"
+grep -q 'act-max-bits' "$TMP/out" || fail "no message naming --act-max-bits: $(cat "$TMP/out")"
 "$BIN" bitprune "$M" -o "$TMP/x.onnx" --act-max-bits 6 "${RUN[@]}" >"$TMP/out" 2>&1 &&
   fail "--act-max-bits without --activations ran"
 grep -q 'activations=1' "$TMP/out" || fail "no message asking for activations: $(cat "$TMP/out")"
