@@ -469,12 +469,7 @@ bd_status bd_graph_sort(bd_graph *g)
         free(g->nodes);
         g->nodes = sorted;
     }
-    for (int v = 0; v < g->nvalues; v++)
-        g->values[v].producer = -1;
-    for (int i = 0; i < g->nnodes; i++)
-        for (int o = 0; o < g->nodes[i].noutputs; o++)
-            if (g->nodes[i].outputs[o] >= 0)
-                g->values[g->nodes[i].outputs[o]].producer = i;
+    set_producers(g);
     for (int i = 0; i < g->noutputs; i++) {
         int v = g->outputs[i];
         if (g->values[v].producer < 0 && !g->values[v].init && !is_graph_input(g, v)) {
