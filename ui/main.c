@@ -65,23 +65,49 @@ char *openblas_get_corename(void);
 
 /* OpenBLAS 0.3.21 (Debian 12) does not recognise AMD Zen 4 and falls back to
  * its Haswell (AVX2) kernels, at half the speed its AVX-512 SkylakeX kernels
- * reach on those chips. It picks its kernels when the library loads, before
- * main runs, so the only way to choose for it is to start again with
- * OPENBLAS_CORETYPE set. A user who sets the variable keeps their choice. */
-static void prefer_avx512_blas(char **argv)
+ * reach on those chips. Returns whether it set OPENBLAS_CORETYPE to choose
+ * them; a user who set the variable keeps their choice. */
+static int prefer_avx512_blas(void)
 {
-    if (getenv("OPENBLAS_CORETYPE") || getenv("BD_NO_REEXEC"))
-        return;
+    if (getenv("OPENBLAS_CORETYPE"))
+        return 0;
     const char *core = openblas_get_corename();
     if (!core || (strcmp(core, "Haswell") != 0 && strcmp(core, "Zen") != 0))
-        return;
+        return 0;
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
         !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512dq"))
+        return 0;
+    return setenv("OPENBLAS_CORETYPE", "SKYLAKEX", 1) == 0;
+}
+
+/* libgomp's idle threads spin 300000 times before they sleep. On an idle
+ * machine that costs nothing, but beside another busy process a spinning
+ * thread holds the core its teammate needs to finish the loop it waits
+ * for: two bitdowns side by side ran ResNet-18 at 16 img/s each, against
+ * 35 each with 1000 spins, and idle speed did not change (75 img/s, 2 cores,
+ * docs/architecture.md). Returns whether it set the count; a user's
+ * GOMP_SPINCOUNT or OMP_WAIT_POLICY stands. */
+static int spin_briefly(void)
+{
+    if (getenv("GOMP_SPINCOUNT") || getenv("OMP_WAIT_POLICY"))
+        return 0;
+    return setenv("GOMP_SPINCOUNT", "1000", 1) == 0;
+}
+
+/* OpenBLAS and libgomp read their settings when they load, before main
+ * runs, so the only way to choose for them is to start again with the
+ * variables set (never when BD_NO_REEXEC is set). If exec fails, bitdown
+ * carries on as it is. */
+static void reexec_with_library_settings(char **argv)
+{
+    if (getenv("BD_NO_REEXEC"))
         return;
-    setenv("OPENBLAS_CORETYPE", "SKYLAKEX", 1);
-    execv("/proc/self/exe", argv);
-    unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on as we are */
+    int changed = prefer_avx512_blas();
+    changed |= spin_briefly();
+    if (!changed)
+        return;
+    execv("/proc/self/exe", argv); /* which then finds both variables set */
 }
 
 static int run(int argc, char **argv)
@@ -116,7 +142,7 @@ static int run(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    prefer_avx512_blas(argv);
+    reexec_with_library_settings(argv);
     /* Every forward pass allocates and frees the same large activations;
      * kept in the heap, they are reused instead of mapped and faulted in
      * afresh each time. */
