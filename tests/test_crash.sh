@@ -30,12 +30,13 @@ export BITDOWN_STATE_DIR=$TMP/state-b
 printf '%s\nseed 3\nquantize all iters=40 tune=3\nsave %s\n' "$CAL" "$TMP/never.onnx" |
   "$BIN" repl $MB >/dev/null 2>&1 &
 pid=$!
-ckpt=
-for _ in $(seq 600); do
+# waits until a checkpoint holds 3 finished layers, or the run has ended
+three_done_or_ended() {
   ckpt=$(ls "$BITDOWN_STATE_DIR"/*.checkpoint.onnx 2>/dev/null | head -1)
-  [ -n "$ckpt" ] && [ "$(quantized "$ckpt")" -ge 3 ] 2>/dev/null && break
-  sleep 0.05
-done
+  { [ -n "$ckpt" ] && [ "$(quantized "$ckpt")" -ge 3 ] 2>/dev/null; } || ! kill -0 $pid 2>/dev/null
+}
+ckpt=
+eventually three_done_or_ended
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
 done_before=$(quantized "$ckpt")

@@ -367,7 +367,7 @@ grep -q "cannot open $TMP/nothing.lua" "$TMP/err" || fail "missing script: $(cat
 mkfifo "$TMP/started"
 "$BIN" run -e 'print("started") while true do end' >"$TMP/started" 2>"$TMP/err" &
 pid=$!
-read -r -t 120 line <"$TMP/started"
+read -r -t "${BD_TEST_PATIENCE:-300}" line <"$TMP/started"
 [ "$line" = started ] || fail "the Ctrl-C script did not start: $(cat "$TMP/err")"
 # Once under ASan the first signal was lost and the script ran on: send it
 # again while the process has neither ended within 2 s of the last one (tail

@@ -474,15 +474,14 @@ if command -v tmux >/dev/null; then
   SOCK=bd-test-repl-$$
   T() { tmux -L "$SOCK" -f /dev/null "$@"; }
   trap 'T kill-server 2>/dev/null; rm -rf "$TMP"' EXIT
-  # screen_ends PATTERN [SECONDS]: polls the screen until its last line
-  # that is not blank matches PATTERN (an extended regex)
+  # screen_ends PATTERN: waits until the screen's last line that is not
+  # blank matches PATTERN (an extended regex)
+  ends_with() {
+    T capture-pane -p -t repl >"$TMP/screen" 2>/dev/null &&
+      [ -n "$(grep -v '^ *$' "$TMP/screen" | tail -1 | grep -E -- "$1")" ]
+  }
   screen_ends() {
-    local deadline=$((SECONDS + ${2:-30}))
-    while ((SECONDS < deadline)); do
-      T capture-pane -p -t repl >"$TMP/screen" 2>/dev/null &&
-        [ -n "$(grep -v '^ *$' "$TMP/screen" | tail -1 | grep -E -- "$1")" ] && return 0
-      sleep 0.05
-    done
+    eventually ends_with "$1" && return 0
     echo "--- the screen while waiting for '$1' at its end:" >&2
     cat "$TMP/screen" >&2
     return 1
@@ -495,8 +494,7 @@ if command -v tmux >/dev/null; then
     screen_ends '^bitdown> ?$' || fail "no prompt in tmux"
   }
   ended() { # waits for the session's exit status; 0 expected
-    local deadline=$((SECONDS + 30))
-    while [ ! -s "$TMP/tmux.rc" ] && ((SECONDS < deadline)); do sleep 0.05; done
+    eventually test -s "$TMP/tmux.rc"
     [ "$(cat "$TMP/tmux.rc" 2>/dev/null)" = 0 ] || fail "$1: exit status '$(cat "$TMP/tmux.rc" 2>/dev/null)'"
   }
   session

@@ -1,19 +1,13 @@
 #!/usr/bin/env bash
 # The TUI end to end, driven inside tmux: what it draws, what its keys do,
 # resizing, cancelling with Esc, quitting. Skipped without tmux.
-set -uo pipefail
-BIN=${BD_BIN:?}
-cd "${BD_SOURCE_DIR:?}"
+. "$(dirname "$0")/support/testlib.sh"
 command -v tmux >/dev/null || { echo "tmux is not installed: skipping the TUI test"; exit 77; }
 unset TMUX
-TMP=$(mktemp -d)
 SOCK=bd-test-tui-$$
 T() { tmux -L "$SOCK" -f "$TMP/tmux.conf" "$@"; }
 trap 'T kill-server 2>/dev/null; rm -rf "$TMP"' EXIT
 echo 'set -g default-terminal tmux-256color' >"$TMP/tmux.conf"
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-M=examples/fmnist/resnet_bn.onnx
 
 # start SESSION WIDTH HEIGHT COMMAND: the command's exit status lands in $TMP/SESSION.rc
 start() {
@@ -21,14 +15,11 @@ start() {
   T new-session -d -s "$1" -x "$2" -y "$3" \
     "cd '$PWD' && OMP_NUM_THREADS=2 $4 2>'$TMP/$1.err'; echo \$? >'$TMP/$1.rc'"
 }
-# wait_for SESSION PATTERN [SECONDS]: polls the screen (into $TMP/screen) until
-# an extended regex matches it
+# wait_for SESSION PATTERN: waits until an extended regex matches the screen
+# (kept in $TMP/screen)
+on_screen() { T capture-pane -p -t "$1" >"$TMP/screen" 2>/dev/null && grep -qE -- "$2" "$TMP/screen"; }
 wait_for() {
-  local deadline=$((SECONDS + ${3:-15}))
-  while ((SECONDS < deadline)); do
-    T capture-pane -p -t "$1" >"$TMP/screen" 2>/dev/null && grep -qE -- "$2" "$TMP/screen" && return 0
-    sleep 0.05
-  done
+  eventually on_screen "$1" "$2" && return 0
   echo "--- screen of $1 while waiting for '$2':" >&2
   cat "$TMP/screen" >&2
   return 1
@@ -38,8 +29,7 @@ wait_for() {
 shows() { wait_for "$1" "$2" || fail "$3"; }
 # exited SESSION: waits for the program to end and checks it exited 0
 exited() {
-  local deadline=$((SECONDS + 15))
-  while [ ! -s "$TMP/$1.rc" ] && ((SECONDS < deadline)); do sleep 0.05; done
+  eventually test -s "$TMP/$1.rc"
   [ "$(cat "$TMP/$1.rc" 2>/dev/null)" = 0 ] ||
     fail "$1 exited with '$(cat "$TMP/$1.rc" 2>/dev/null)': $(cat "$TMP/$1.err")"
 }
@@ -69,7 +59,7 @@ shows tui '^ layer1\.0\.conv1 +conv 3x3 .* 9 +32 +32\.000 +9\.00 ' "a float laye
 keys : "data eval fmnist:test n=50" Enter
 wait_for tui 'eval data: fmnist:test n=50' || fail "':data eval' said nothing"
 keys : "train epochs=2 steps=2 batch=16" Enter
-wait_for tui 'u undoes: train' 120 || fail "':train' did not finish"
+wait_for tui 'u undoes: train' || fail "':train' did not finish"
 wait_for tui '^ +2 +[0-9.]+ +[0-9.]+% +[0-9.]+% ' || fail "the training pane lacks epoch 2's row"
 shows tui 'training: 2 of 2 epochs done' "the training pane's title"
 shows tui 'noise none' "the training pane does not say the noise"
@@ -83,17 +73,17 @@ keys u
 wait_for tui 'undid: train' || fail "u did not undo the training"
 wait_for tui '^ ready' || fail "an undo step is left after undoing the training"
 keys t
-wait_for tui 'u undoes: train' 120 || fail "t did not train"
+wait_for tui 'u undoes: train' || fail "t did not train"
 shows tui 'training: 2 of 2 epochs done' "the training pane after t"
 keys u
 wait_for tui '^ ready' || fail "u did not undo t's training"
 # While a run goes the pane shows its epoch, step, loss and ETA; Esc cancels it
 keys : "train steps=100000 batch=16" Enter
-wait_for tui 'epoch 1/1, step [0-9]+/100000: loss [0-9.]+, lr [0-9.e-]+ +ETA [0-9]' 60 ||
+wait_for tui 'epoch 1/1, step [0-9]+/100000: loss [0-9.]+, lr [0-9.e-]+ +ETA [0-9]' ||
   fail "the training pane shows no progress while a run goes"
 shows tui 'training: running, 0 of 1 epochs done' "the pane's title while running"
 keys Escape
-wait_for tui 'cancelled: :train steps=100000' 30 || fail "Esc did not cancel the training"
+wait_for tui 'cancelled: :train steps=100000' || fail "Esc did not cancel the training"
 wait_for tui 'training: stopped after 0 of 1 epochs' || fail "the pane after a cancelled run"
 wait_for tui '^ ready' || fail "a cancelled training left an undo step"
 
@@ -101,18 +91,18 @@ wait_for tui '^ ready' || fail "a cancelled training left an undo step"
 # each layer's int bits after it; the table shows the int codecs; undo takes
 # it back
 keys : "bitprune target_bits=4 steps=300 batch=16" Enter
-wait_for tui 'bitprune: learning, step [0-9]+/300' 60 || fail "the bitprune pane shows no run going"
+wait_for tui 'bitprune: learning, step [0-9]+/300' || fail "the bitprune pane shows no run going"
 # the rows come with the run's first report of the bits, which may be a
 # redraw after the step count: waited for, not read off the same screen
-wait_for tui '^ layer3\.0\.conv2 +[^ ]+ +[1-8]\.[0-9]{2} ' 60 ||
+wait_for tui '^ layer3\.0\.conv2 +[^ ]+ +[1-8]\.[0-9]{2} ' ||
   fail "the bitprune pane has no bar for layer3.0.conv2"
-wait_for tui 'mean [0-9.]+ bits \(ops [0-9.]+\) +lambda [-0-9.e]+ +size [0-9.]+ MB' 60 ||
+wait_for tui 'mean [0-9.]+ bits \(ops [0-9.]+\) +lambda [-0-9.e]+ +size [0-9.]+ MB' ||
   fail "the bitprune pane lacks the mean bits, lambda and size"
 keys Escape
-wait_for tui 'cancelled: :bitprune' 60 || fail "Esc did not cancel bitprune"
+wait_for tui 'cancelled: :bitprune' || fail "Esc did not cancel bitprune"
 wait_for tui '^ ready' || fail "a cancelled bitprune left an undo step"
 keys : "bitprune target_bits=4 steps=3 batch=16" Enter
-wait_for tui 'u undoes: bitprune' 120 || fail "':bitprune' did not finish"
+wait_for tui 'u undoes: bitprune' || fail "':bitprune' did not finish"
 wait_for tui '^ +1 +[0-9.]+ +[0-9.]+% +[0-9.]+% ' || fail "the bitprune pane lacks the epochs"
 shows tui 'bitprune: done, 2 epochs' "the bitprune pane's title after the run"
 shows tui '^ layer3\.0\.conv2 +[^ ]+ +int[2-8] ' "the bitprune pane lacks the int bits"
@@ -126,7 +116,7 @@ shows tui '^ Enter quantize +A all .* / search .* \? help +q quit' "the key bar"
 # Enter quantizes the second layer: its row turns quantized with an error, the
 # header's size changes
 keys Down Enter
-wait_for tui '^ layer1\.0\.conv1 .* 0\.[0-9]{4} +quantized' 30 ||
+wait_for tui '^ layer1\.0\.conv1 .* 0\.[0-9]{4} +quantized' ||
   fail "Enter did not quantize layer1.0.conv1"
 r=$(ratio)
 [ -n "$r" ] && [ "$r" != "ratio 1.00x" ] || fail "the header's ratio after quantizing: '$r'"
@@ -137,7 +127,7 @@ shows tui 'codebook 3x3' "the detail pane shows no codebook"
 keys : e v Tab
 wait_for tui '^:eval *$' || fail "Tab did not complete 'ev' to 'eval'"
 keys 'n=200' Enter
-wait_for tui 'student top-?1 [0-9.]+%' 60 || fail "':eval n=200' printed no student top-1"
+wait_for tui 'student top-?1 [0-9.]+%' || fail "':eval n=200' printed no student top-1"
 shows tui 'teacher top-?1 [0-9.]+%' "':eval n=200' printed no teacher top-1"
 shows tui 'top-1 teacher [0-9.]+%' "the header shows no teacher top-1"
 # F: the frontier pane has the evaluation as a point at its size, listed
@@ -209,7 +199,7 @@ detail layer1.0.conv1 "'/layer1.0.conv1' did not select it"
 # evaluation images set above); a plan change marks the layer's '?', and the
 # plan back makes it hold again
 keys S
-wait_for tui 'most sensitive: ' 120 || fail "S did not measure the sensitivity"
+wait_for tui 'most sensitive: ' || fail "S did not measure the sensitivity"
 SENS='-?[0-9]+\.[0-9]{2}'
 wait_for tui "^ layer3\.0\.conv2 .* $SENS +- +float" || fail "no top-1 drop for layer3.0.conv2"
 shows tui '^ conv1 .* - +- +float skip' "the skipped conv1 has a top-1 drop"
@@ -254,11 +244,11 @@ wait_for tui '^ layer1\.0\.conv1 ' || fail "nothing sensible at 40x12"
 T resize-window -t tui -x 12 -y 3
 wait_for tui 'too small' || fail "no 'too small' at 12x3"
 T resize-window -t tui -x 120 -y 40
-wait_for tui 'images: fmnist:test' 30 || fail "no images pane back at 120x40"
+wait_for tui 'images: fmnist:test' || fail "no images pane back at 120x40"
 
 # Unsaved work: q asks; 'n' stays; saving to a path typed at the prompt clears it
 keys Enter
-wait_for tui '^ layer1\.0\.conv1 .* quantized' 30 || fail "Enter did not quantize again"
+wait_for tui '^ layer1\.0\.conv1 .* quantized' || fail "Enter did not quantize again"
 keys q
 wait_for tui 'not saved: quit without saving' || fail "q did not ask about unsaved work"
 keys n
@@ -275,11 +265,11 @@ shows tui "ratio [0-9.]+x  on disk ${disk//./\\.} " "the header lacks the size o
 
 # Esc during a long quantize (every layer, on all 60000 training images) cancels it
 keys : "data calib fmnist:train n=60000" Enter
-wait_for tui 'calib.*n=60000' 30 || fail "':data calib' said nothing"
+wait_for tui 'calib.*n=60000' || fail "':data calib' said nothing"
 keys A
-wait_for tui 'quantize all .*Esc cancels' 30 || fail "A shows no progress"
+wait_for tui 'quantize all .*Esc cancels' || fail "A shows no progress"
 keys Escape
-wait_for tui 'cancelled: :quantize all' 30 || fail "Esc did not cancel"
+wait_for tui 'cancelled: :quantize all' || fail "Esc did not cancel"
 n=$(grep -cE '^ [a-z0-9.]+ .*\] .* quantized *$' "$TMP/screen")
 [ "$n" = 1 ] || fail "after cancelling, $n layers are quantized (expected the 1 saved one)"
 
@@ -293,7 +283,7 @@ start plain 80 24 "TERM=vt100 LANG=C '$BIN'"
 wait_for plain '^ layer1\.0\.conv1 ' || fail "bitdown alone: no TUI on the example"
 shows plain 'resnet_bn\.onnx' "bitdown alone: the header does not name the example"
 T send-keys -t plain Tab Tab
-wait_for plain 'Ankle boot' 30 || fail "no images on a vt100"
+wait_for plain 'Ankle boot' || fail "no images on a vt100"
 T send-keys -t plain : quit Enter
 exited plain
 
@@ -301,7 +291,7 @@ exited plain
 # the photos in the images pane, when ../shared/models/ has it
 if [ -f ../shared/models/resnet18_bgd_small.onnx ]; then
   start demo 120 40 "LANG=C.UTF-8 examples/tui_demo.sh '$BIN' '$TMP'"
-  wait_for demo 'images: list:examples/images/photos/photos\.txt' 60 ||
+  wait_for demo 'images: list:examples/images/photos/photos\.txt' ||
     fail "the demo's images pane shows no photos"
   shows demo 'T [0-9]+% tripod +T [0-9]+% tiger cat' "the demo does not name the photos"
   T send-keys -t demo : quit Enter
@@ -316,4 +306,4 @@ fi
 "$BIN" tui $M </dev/null >"$TMP/out" 2>&1
 [ $? = 2 ] && grep -q 'needs a terminal' "$TMP/out" || fail "bitdown tui in a pipe: $(cat "$TMP/out")"
 
-exit $((failures > 0))
+finish

@@ -11,6 +11,17 @@ trap 'rm -rf "$TMP"' EXIT
 failures=0
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 finish() { exit $((failures > 0)); }
+# eventually CMD...: runs CMD every 50 ms until it succeeds. What a test
+# waits for comes when it comes on a busy machine, so no wait has its own
+# deadline: BD_TEST_PATIENCE (300 s) only ends the wait for a program that
+# hung, early enough for the test to print what it saw before ctest stops it.
+eventually() {
+  local end=$((SECONDS + ${BD_TEST_PATIENCE:-300}))
+  until "$@"; do
+    ((SECONDS < end)) || return 1
+    sleep 0.05
+  done
+}
 M=examples/fmnist/resnet_bn.onnx
 N=256
 [ -n "${BD_SANITIZED:-}" ] && N=128
