@@ -101,6 +101,28 @@ static bd_status add_scalar(bd_graph *g, const char *name, float value)
     return BD_OK;
 }
 
+/* Whether value v (-1: none) is anything: an initializer, or read or
+ * computed by a node, or the graph's input or output. A value a removed
+ * quantizer left behind is nothing, and its name can serve again. */
+static int in_use(const bd_graph *g, int v)
+{
+    if (v < 0)
+        return 0;
+    if (g->values[v].init || bd_graph_use_count(g, v) > 0)
+        return 1;
+    for (int i = 0; i < g->ninputs; i++)
+        if (g->inputs[i] == v)
+            return 1;
+    for (int i = 0; i < g->noutputs; i++)
+        if (g->outputs[i] == v)
+            return 1;
+    for (int i = 0; i < g->nnodes; i++)
+        for (int k = 0; k < g->nodes[i].noutputs; k++)
+            if (g->nodes[i].outputs[k] == v)
+                return 1;
+    return 0;
+}
+
 bd_status bd_act_quant_insert(bd_graph *g, int node, const bd_act_grid *grid, const char *name)
 {
     if (g->opset < 11)
@@ -111,7 +133,7 @@ bd_status bd_act_quant_insert(bd_graph *g, int node, const bd_act_grid *grid, co
     char names[NNAMES][256];
     for (int k = 0; k < NNAMES; k++) {
         snprintf(names[k], sizeof names[k], "%s.%s", name, suffix[k]);
-        if (bd_graph_find(g, names[k]) >= 0)
+        if (in_use(g, bd_graph_find(g, names[k])))
             return bd_fail(BD_EINVAL,
                            "layer '%s': the model has a value '%s' already (an activation "
                            "quantizer of an earlier run?)",
@@ -172,7 +194,9 @@ static int only_read(const bd_graph *g, int v)
     return bd_graph_use_count(g, v) == 1;
 }
 
-int bd_act_quant_find(const bd_graph *g, int node, bd_act_grid *grid)
+/* bd_act_quant_find, with the quantizer's nodes (Div, Round, Clip, Mul) in
+ * at[] when it finds one. */
+static int find_nodes(const bd_graph *g, int node, bd_act_grid *grid, int at[4])
 {
     const bd_node *layer = &g->nodes[node];
     if (layer->ninputs < 1)
@@ -196,5 +220,41 @@ int bd_act_quant_find(const bd_graph *g, int node, bd_act_grid *grid)
     if (bits < 1 || bits > 16 || ldexp(1, bits) != levels)
         return 0;
     *grid = (bd_act_grid){.bits = bits, .scale = s, .qmin = qmin, .qmax = qmax};
+    at[0] = div;
+    at[1] = round;
+    at[2] = clip;
+    at[3] = mul;
     return 1;
+}
+
+int bd_act_quant_find(const bd_graph *g, int node, bd_act_grid *grid)
+{
+    int at[4];
+    return find_nodes(g, node, grid, at);
+}
+
+bd_status bd_act_quant_remove(bd_graph *g, int *node)
+{
+    bd_act_grid grid;
+    int at[4];
+    if (!find_nodes(g, *node, &grid, at))
+        return BD_OK;
+    unsigned char *drop = calloc((size_t)g->nnodes, 1);
+    if (!drop)
+        return bd_fail(BD_ENOMEM, "out of memory");
+    const bd_node *div = &g->nodes[at[0]], *clip = &g->nodes[at[2]];
+    const int constants[3] = {div->inputs[1], clip->inputs[1], clip->inputs[2]};
+    g->nodes[*node].inputs[0] = div->inputs[0];
+    int before = 0;
+    for (int k = 0; k < 4; k++) {
+        drop[at[k]] = 1;
+        before += at[k] < *node;
+    }
+    bd_graph_remove_nodes(g, drop);
+    free(drop);
+    *node -= before;
+    for (int k = 0; k < 3; k++)
+        if (bd_graph_use_count(g, constants[k]) == 0)
+            bd_graph_set_init(g, constants[k], NULL);
+    return BD_OK;
 }

@@ -42,8 +42,15 @@ bd_status bd_act_range(const float *x, int64_t n, double percentile, float *lo, 
  * of the value keep it float), named after `name` ("NAME.act_scale", ...),
  * right before the node, the other nodes in their order. Fails, changing
  * nothing, when the opset is below 11 (no Round), or when a value of those
- * names exists. */
+ * names is in use. */
 bd_status bd_act_quant_insert(bd_graph *g, int node, const bd_act_grid *grid, const char *name);
+
+/* Takes away the quantizer bd_act_quant_find finds before *node (none:
+ * nothing changes): the node reads the quantizer's input again, and *node
+ * becomes its index after the removal. The quantizer's values stay in the
+ * graph as names that are nothing (no initializer, no reader), so value
+ * ids keep their meaning and an insert may take the names again. */
+bd_status bd_act_quant_remove(bd_graph *g, int *node);
 
 /* 1 if node's input 0 is such a quantizer's output (the nodes in that
  * order, s, qmin and qmax constant scalars, the levels a power of two, the

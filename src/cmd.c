@@ -306,7 +306,8 @@ static const command commands[] = {
      {BD_ARG_NONE, NULL}, 0, 0, 1, cmd_bitprune},
     {{"reset", "reset GLOB", "put layers back to float",
       "Puts the layers matching GLOB (all: every layer) back to their fp32 weights:\n"
-      "the teacher's, or what 'train' trained them to. One undo step.",
+      "the teacher's, or what 'train' trained them to, and takes away the activation\n"
+      "quantizers 'bitprune activations=1' put in front of them. One undo step.",
       BD_ARG_LAYER, all_word, NULL, NULL},
      {BD_ARG_NONE, NULL}, 1, 1, 1, cmd_reset},
     {{"undo", "undo", "undo the last quantize, finetune, train, bitprune, reset, set or regime",

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "act_quant.h"
 #include "compressed.h"
 #include "device.h"
 #include "dist.h"
@@ -628,6 +629,20 @@ static void swap_teacher(bd_workspace *ws, undo_step *u)
     ws->teacher_acc.valid = 0;
 }
 
+/* The index of layer l's node in g, a copy of the model l was found in
+ * (value ids kept, nodes perhaps moved): the node of l's op that reads its
+ * weight; -1 if none does. */
+static int node_of(const bd_graph *g, const bd_layer *l)
+{
+    for (int n = 0; n < g->nnodes; n++) {
+        const bd_node *node = &g->nodes[n];
+        for (int k = 0; k < node->ninputs; k++)
+            if (node->inputs[k] == l->weight && strcmp(node->op, l->op) == 0)
+                return n;
+    }
+    return -1;
+}
+
 /* Exchanges the student with the one step u holds (the same model with or
  * without BitPruning's activation quantizers: a copy keeps the value ids)
  * and finds every layer's node in it; what ran or cached the other goes. */
@@ -641,16 +656,8 @@ static void swap_student(bd_workspace *ws, undo_step *u)
     u->student_ex = ex;
     for (int i = 0; i < ws->nlayers; i++) {
         bd_layer *l = &ws->layers[i].layer;
-        for (int n = 0; n < ws->student->nnodes; n++) {
-            const bd_node *node = &ws->student->nodes[n];
-            int reads = 0;
-            for (int k = 0; k < node->ninputs; k++)
-                reads |= node->inputs[k] == l->weight;
-            if (reads && strcmp(node->op, l->op) == 0) {
-                l->node = n;
-                break;
-            }
-        }
+        const int n = node_of(ws->student, l);
+        l->node = n >= 0 ? n : l->node;
     }
     bd_calib_free(ws->calib);
     ws->calib = NULL;
@@ -1173,16 +1180,64 @@ bd_status bd_ws_finetune(bd_workspace *ws, const char *glob, const bd_finetune_o
     return s;
 }
 
+/* The student without the activation quantizers (act_quant.h) in front of
+ * layers idx[0..n), and its executor, made before anything changes; *g
+ * NULL when none of them has one. */
+static bd_status student_without_act(const bd_workspace *ws, const int *idx, int n, bd_graph **g,
+                                     bd_exec **ex)
+{
+    *g = NULL;
+    *ex = NULL;
+    bd_act_grid grid;
+    int any = 0;
+    for (int j = 0; j < n && !any; j++)
+        any = bd_act_quant_find(ws->student, ws->layers[idx[j]].layer.node, &grid);
+    if (!any)
+        return BD_OK;
+    BD_TRY(bd_graph_clone(g, ws->student));
+    bd_status s = BD_OK;
+    /* removing a quantizer moves the nodes after it: each layer's node is
+     * found again */
+    for (int j = 0; s == BD_OK && j < n; j++) {
+        int k = node_of(*g, &ws->layers[idx[j]].layer);
+        if (k >= 0)
+            s = bd_act_quant_remove(*g, &k);
+    }
+    if (s == BD_OK)
+        s = bd_exec_new(ex, *g, BD_EXEC_FUSE);
+    if (s != BD_OK) {
+        bd_graph_free(*g);
+        *g = NULL;
+    }
+    return s;
+}
+
 bd_status bd_ws_reset(bd_workspace *ws, const char *glob)
 {
     int *idx, n;
     BD_TRY(select_layers(ws, glob, 0, &idx, &n));
     char label[160];
     snprintf(label, sizeof label, "reset %s", glob ? glob : "all");
+    bd_graph *student;
+    bd_exec *student_ex;
+    bd_status s = student_without_act(ws, idx, n, &student, &student_ex);
+    if (s != BD_OK) {
+        free(idx);
+        return s;
+    }
     undo_step u;
-    bd_status s = step_begin(ws, idx, n, label, &u);
+    s = step_begin(ws, idx, n, label, &u);
+    if (s != BD_OK) {
+        bd_exec_free(student_ex);
+        bd_graph_free(student);
+    }
     if (s == BD_OK) {
         bd_ws_lock(ws);
+        if (student) { /* the step keeps the student with its quantizers */
+            u.student = student;
+            u.student_ex = student_ex;
+            swap_student(ws, &u);
+        }
         for (int j = 0; j < n; j++) {
             bd_ws_layer *l = &ws->layers[idx[j]];
             if (l->state == BD_STATE_FLOAT)

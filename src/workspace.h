@@ -156,7 +156,9 @@ void bd_ws_quantize_defaults(const bd_workspace *ws, bd_quantize_run *r);
  * included). */
 bd_status bd_ws_finetune(bd_workspace *ws, const char *glob, const bd_finetune_options *opt,
                          bd_finetune_report *report);
-/* Puts the matching layers back to float (their float sources). */
+/* Puts the matching layers back to float (their float sources) and takes
+ * away the activation quantizers (act_quant.h) in front of them. One undo
+ * step; failed: nothing changed. */
 bd_status bd_ws_reset(bd_workspace *ws, const char *glob);
 /* Undoes the last change (a quantize, finetune, reset, set, regime,
  * train or bitprune); what gets a

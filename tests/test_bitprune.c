@@ -794,6 +794,27 @@ static void test_act_nodes_carry_the_run(void **state)
     const bd_bitprune_io io = {.train = x.d, .pp = &pp};
     assert_int_equal(bd_bitprune_run(g, &o, &io, q2, &r2), BD_EINVAL);
     assert_non_null(strstr(bd_error_message(), "activation quantizer already"));
+    /* taken away, the quantizers leave the float model's logits and the
+     * layers' indices; their names serve again */
+    bd_layer *ls;
+    assert_int_equal(bd_layers_find(g, &ls, &n), BD_OK);
+    for (int l = 0; l < 2; l++) {
+        int node = ls[l].node;
+        assert_int_equal(bd_act_quant_remove(g, &node), BD_OK);
+        assert_int_equal(node, layers[l].node);
+        assert_string_equal(g->nodes[node].op, layers[l].op);
+        ls[1].node -= 4 * (l == 0); /* the first removal moved it */
+    }
+    assert_int_equal(g->nnodes, x.g->nnodes);
+    bd_tensor *plain = logits_of(x.g, x.d, NULL), *removed = logits_of(g, x.d, NULL);
+    assert_memory_equal(removed->data, plain->data, bd_tensor_nbytes(plain));
+    assert_int_equal(bd_bitprune_act_insert(g, &x.r), BD_OK);
+    bd_tensor *again = logits_of(g, x.d, NULL);
+    assert_memory_equal(again->data, want->data, bd_tensor_nbytes(want));
+    bd_tensor_free(plain);
+    bd_tensor_free(removed);
+    bd_tensor_free(again);
+    free(ls);
     for (int i = 0; i < nq; i++)
         bd_qlayer_free(&q[i]);
     free(q);

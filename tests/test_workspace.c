@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "act_quant.h"
 #include "workspace.h"
 
 #include <limits.h>
@@ -584,6 +585,16 @@ static void count_epoch(void *user, const bd_training_epoch *e, int epochs)
     ++*(int *)user;
 }
 
+/* How many of the student's layers have an activation quantizer in front. */
+static int act_quantizers(const bd_workspace *ws)
+{
+    int n = 0;
+    bd_act_grid grid;
+    for (int i = 0; i < bd_ws_nlayers(ws); i++)
+        n += bd_act_quant_find(bd_ws_student(ws), bd_ws_layer_at(ws, i)->layer.node, &grid);
+    return n;
+}
+
 static void test_bitprune(void **state)
 {
     (void)state;
@@ -679,6 +690,33 @@ static void test_bitprune(void **state)
     assert_int_equal(bd_ws_quantize(ws, "layer1.0.conv1", 2), BD_OK);
     assert_int_equal(bd_ws_reset(ws, "layer1.0.conv1"), BD_OK);
     assert_int_equal(student_hash(ws), student);
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+
+    /* learned activation bits: reset takes away the quantizers in front of
+     * the layers it resets, the others stay; undo puts them back */
+    const int nodes = bd_ws_student(ws)->nnodes;
+    set_bitprune(&o, "activations", "1");
+    assert_int_equal(bd_ws_bitprune(ws, &o, NULL, NULL, NULL), BD_OK);
+    assert_int_equal(act_quantizers(ws), quantizable);
+    assert_int_equal(bd_ws_student(ws)->nnodes, nodes + 4 * quantizable);
+    assert_int_equal(bd_ws_reset(ws, "layer3.*"), BD_OK);
+    assert_int_equal(act_quantizers(ws), quantizable - 3);
+    assert_string_equal(bd_ws_layer_at(ws, bd_ws_layer_index(ws, "layer3.0.conv1"))->layer.name,
+                        "layer3.0.conv1");
+    assert_int_equal(bd_ws_reset(ws, NULL), BD_OK);
+    assert_int_equal(act_quantizers(ws), 0);
+    assert_int_equal(bd_ws_student(ws)->nnodes, nodes);
+    const uint64_t plain = student_hash(ws);
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    assert_int_equal(act_quantizers(ws), quantizable - 3);
+    assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
+    assert_int_equal(act_quantizers(ws), quantizable);
+    /* and a reset model learns its activation bits again (the names serve twice) */
+    assert_int_equal(bd_ws_reset(ws, NULL), BD_OK);
+    assert_int_equal(student_hash(ws), plain);
+    assert_int_equal(bd_ws_bitprune(ws, &o, NULL, NULL, NULL), BD_OK);
+    assert_int_equal(act_quantizers(ws), quantizable);
     bd_ws_free(ws);
 }
 
