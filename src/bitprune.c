@@ -281,7 +281,7 @@ typedef struct bitprune {
     int frozen;      /* at the rounded bits: n is not learned */
     int phase;
     int64_t steps;   /* of the phase */
-    double *live;    /* per layer, for on_bits */
+    double *live;    /* per layer, for on_bits: weights' n, then inputs' n */
     int64_t *macs;   /* per layer, of one image */
     double *per_epoch; /* the learning's mean n at each epoch's end */
     /* activations=1: per quantized layer (bl's order), its input's bit
@@ -343,7 +343,8 @@ static void report_live(bitprune *b, int64_t step)
 {
     if (!b->io->on_bits)
         return;
-    for (int l = 0; l < b->nlayers; l++)
+    double *acts = b->live + b->nlayers;
+    for (int l = 0; l < 2 * b->nlayers; l++)
         b->live[l] = 0;
     for (int i = 0; i < b->nbl; i++) {
         const bp_layer *l = &b->bl[i];
@@ -351,8 +352,11 @@ static void report_live(bitprune *b, int64_t step)
         for (int t = l->first; t < l->first + l->ntens; t++)
             sum += b->n[t];
         b->live[l->layer] = sum / l->ntens;
+        if (b->acts)
+            acts[l->layer] = b->na[i];
     }
     const bd_bitprune_live live = {.nlayers = b->nlayers, .bits = b->live,
+                                   .act_bits = b->acts ? acts : NULL,
                                    .mean_bits = mean_of(b->n, b->pshare, b->nt),
                                    .ops_bits = mean_of(b->n, b->mshare, b->nt),
                                    .lambda = b->lambda, .bytes = rounded_bytes(b),
@@ -627,7 +631,7 @@ static bd_status setup(bitprune *b, const bd_graph *g, const bd_bitprune_options
     *b = (bitprune){.o = o, .io = io, .layers = layers, .nlayers = nlayers};
     b->bl = calloc((size_t)nlayers + 1, sizeof *b->bl);
     int64_t *macs = b->macs = calloc((size_t)nlayers + 1, sizeof *macs);
-    b->live = calloc((size_t)nlayers + 1, sizeof *b->live);
+    b->live = calloc(2 * (size_t)nlayers + 1, sizeof *b->live);
     if (!b->bl || !macs || !b->live)
         return bd_fail(BD_ENOMEM, "out of memory");
     for (int l = 0; l < nlayers; l++) {

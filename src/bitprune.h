@@ -114,6 +114,8 @@ void bd_bitprune_options_init(bd_bitprune_options *o);
 typedef struct bd_bitprune_live {
     int nlayers;
     const double *bits;   /* per layer (bd_layers_find's order): mean n of its tensors */
+    const double *act_bits; /* per layer: its input's n (0: not learned); NULL without
+                             * activations=1 */
     double mean_bits;     /* memory-weighted mean of n */
     double ops_bits;      /* MAC-weighted mean of n */
     double lambda;

@@ -1610,10 +1610,14 @@ static void bitprune_bits(void *user, const bd_bitprune_live *live)
     bd_workspace *ws = ((bitprune_run *)user)->ws;
     bd_ws_lock(ws);
     int n = live->nlayers < ws->nlayers ? live->nlayers : ws->nlayers;
+    double *acts = ws->bp_bits + ws->nlayers;
     memcpy(ws->bp_bits, live->bits, (size_t)n * sizeof *ws->bp_bits);
+    if (live->act_bits)
+        memcpy(acts, live->act_bits, (size_t)n * sizeof *acts);
     ws->bp_live = *live;
     ws->bp_live.nlayers = n;
     ws->bp_live.bits = ws->bp_bits;
+    ws->bp_live.act_bits = live->act_bits ? acts : NULL;
     bd_ws_unlock(ws);
 }
 
@@ -1666,7 +1670,7 @@ bd_status bd_ws_bitprune(bd_workspace *ws, const bd_bitprune_options *opt, bd_ep
     int room = (o.train.epochs > 0 ? o.train.epochs : 0) +
                (o.finetune_epochs > 0 ? o.finetune_epochs : 0);
     bd_training_epoch *epochs = calloc((size_t)room + 1, sizeof *epochs);
-    double *bits = calloc((size_t)ws->nlayers + 1, sizeof *bits);
+    double *bits = calloc(2 * (size_t)ws->nlayers + 1, sizeof *bits); /* weights', inputs' */
     uint8_t *skip = calloc((size_t)ws->nlayers + 1, 1);
     bd_qlayer *q = calloc((size_t)ws->nlayers + 1, sizeof *q);
     const bd_tensor **original = calloc((size_t)ws->nlayers + 1, sizeof *original);

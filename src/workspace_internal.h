@@ -116,7 +116,8 @@ struct bd_workspace {
     int ntrain_epochs;
     /* the last BitPruning run, for display (bd_ws_last_bitprune): its
      * epochs (learning's, then fine-tuning's) and the latest bit lengths,
-     * bp_bits holding live's per-layer array */
+     * bp_bits holding live's per-layer arrays (2 nlayers: the weights',
+     * then the inputs') */
     int bitpruned, bitpruning;
     bd_bitprune_options bp_opt;
     bd_training_epoch *bp_epochs;

@@ -110,6 +110,14 @@ shows tui '^ layer3\.0\.conv2 .* - +int[2-8] .* tuned' "the table does not show 
 keys u
 wait_for tui 'undid: bitprune' || fail "u did not undo bitprune"
 wait_for tui '^ ready' || fail "an undo step is left after undoing bitprune"
+# learning the inputs' bits too: the pane says their range and, after the
+# run, each layer's input bits beside its weights'
+keys : "bitprune target_bits=4 steps=3 batch=16 activations=1 act_min_bits=3" Enter
+wait_for tui 'u undoes: bitprune' || fail "':bitprune activations=1' did not finish"
+shows tui 'bits [0-9]+\.\.[0-9]+ +inputs 3\.\.8 ' "the bitprune pane does not say the inputs' range"
+shows tui '^ layer3\.0\.conv2 +[^ ]+ +int[2-8] +a[3-8] ' "the bitprune pane lacks the inputs' bits"
+keys u
+wait_for tui '^ ready' || fail "u did not undo bitprune activations=1"
 
 # The key bar says in words what the main keys do
 shows tui '^ Enter quantize +A all .* / search .* \? help +q quit' "the key bar"
