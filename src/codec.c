@@ -63,6 +63,7 @@ void bd_qlayer_free(bd_qlayer *q)
     free(q->scales);
     free(q->zeros);
     free(q->codes);
+    free(q->packed);
     free(q->row_bits);
     free(q->history);
     memset(q, 0, sizeof *q);
@@ -90,6 +91,7 @@ bd_status bd_qlayer_copy(bd_qlayer *dst, const bd_qlayer *src)
     dst->scales = dup_array(src->scales, src->nscales, sizeof *src->scales, &ok);
     dst->zeros = dup_array(src->zeros, src->nscales, sizeof *src->zeros, &ok);
     dst->codes = dup_array(src->codes, src->n, sizeof *src->codes, &ok);
+    dst->packed = src->packed ? dup_array(src->packed, bd_qlayer_code_bytes(src), 1, &ok) : NULL;
     dst->row_bits = dup_array(src->row_bits, src->nscales, sizeof *src->row_bits, &ok);
     dst->history = dup_array(src->history, src->iters, sizeof *src->history, &ok);
     if (!ok) {

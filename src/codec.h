@@ -79,6 +79,10 @@ typedef struct bd_qlayer {
     float *scales;      /* int: nscales, fp16 values */
     float *zeros;       /* int: nscales fp16 values, NULL when symmetric */
     int32_t *codes;     /* n, each in [0, k) (in [0, 2^row_bits[r]) in row r) */
+    /* The codes as stored (bd_qlayer_pack's layout) in place of codes, which
+     * is then NULL: only what bd_model_load_lazy returns (compressed.h), for
+     * bd_lazy_weights_new, so a load never holds 4 bytes per code. */
+    uint8_t *packed;
     int32_t *row_bits;  /* int: nscales = rows bit lengths; NULL: every row has ints.bits */
     double rel_error;   /* ||X(W - W^)|| / ||XW|| on held-out rows; < 0 unknown */
     /* The same for the other objective fitted on the same inputs (with

@@ -2057,7 +2057,20 @@ static bd_status run_nodes(const bd_graph *g, const unsigned char *mark, const i
     return st;
 }
 
-static bd_status find_all(const bd_graph *g, found *f)
+/* A lazy import keeps a chain's codes as stored from the moment it has
+ * them, so that the load never holds every layer's at 4 bytes a code. */
+static bd_status pack_codes(bd_qlayer *q)
+{
+    q->packed = malloc((size_t)bd_qlayer_code_bytes(q) + 1);
+    if (!q->packed)
+        return bd_fail(BD_ENOMEM, "out of memory packing codes");
+    bd_qlayer_pack(q, q->packed);
+    free(q->codes);
+    q->codes = NULL;
+    return BD_OK;
+}
+
+static bd_status find_all(const bd_graph *g, int lazy, found *f)
 {
     memset(f, 0, sizeof *f);
     f->groups = calloc((size_t)g->nnodes + 1, sizeof *f->groups);
@@ -2101,6 +2114,8 @@ static bd_status find_all(const bd_graph *g, found *f)
     for (int i = 0; i < g->nnodes && st == BD_OK; i++) {
         chain *ch = &f->chains[f->nchains];
         st = add_chain(g, f, i, ch);
+        if (st == BD_OK && ch->weight >= 0 && lazy)
+            st = pack_codes(&ch->q);
         if (ch->weight >= 0)
             f->nchains++;
         else
@@ -2143,7 +2158,8 @@ static bd_status same_layout(const bd_graph *g, const bd_layer *l, const chain *
     float *decoded = malloc(bd_tensor_nbytes(w) + 1);
     if (!decoded)
         return bd_fail(BD_ENOMEM, "out of memory checking layer '%s'", l->name);
-    bd_status st = bd_qlayer_decode(&ch->q, l, decoded);
+    bd_status st = ch->q.packed ? bd_qlayer_decode_packed(&ch->q, ch->q.packed, l, decoded)
+                                : bd_qlayer_decode(&ch->q, l, decoded);
     /* a lazy import kept the weight's fingerprint, not the weight */
     *same = st == BD_OK && (rc->lazy ? fingerprint(decoded, bd_tensor_nbytes(w)) ==
                                            rc->print[l->weight]
@@ -2217,7 +2233,7 @@ static bd_status import(bd_graph *g, int lazy, bd_qlayer **q, int *nlayers)
     bd_tensor **vals = NULL;
     run_ctx rc = {.f = &f, .lazy = lazy};
     BD_TRY(parse_pq_meta(g, &m, &nm));
-    bd_status st = find_all(g, &f);
+    bd_status st = find_all(g, lazy, &f);
     if (st == BD_OK && (!(vals = calloc((size_t)g->nvalues + 1, sizeof *vals)) ||
                         !(rc.print = calloc((size_t)g->nvalues + 1, sizeof *rc.print))))
         st = bd_fail(BD_ENOMEM, "out of memory");

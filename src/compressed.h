@@ -64,7 +64,8 @@ bd_status bd_model_load(const char *path, bd_graph **g, bd_qlayer **q, int *nlay
 /* The same without ever holding every dense weight: each quantized layer's
  * weight is computed once to check it against its codes, then kept as a
  * tensor of its shape whose contents are undefined, which bd_lazy_weights_new
- * (lazy_weights.h) must replace before the graph runs. Fails with
+ * (lazy_weights.h) must replace before the graph runs. The layers' codes
+ * come packed (q[i].packed, q[i].codes NULL), for bd_lazy_weights_new only. Fails with
  * BD_EUNSUPPORTED where a weight would have to stay dense (an expression
  * not in bitdown's layout): load such a file with bd_model_load. */
 bd_status bd_model_load_lazy(const char *path, bd_graph **g, bd_qlayer **q, int *nlayers);

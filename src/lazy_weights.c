@@ -69,10 +69,11 @@ bd_status bd_lazy_weights_new(bd_graph *g, const bd_layer *layers, bd_qlayer *q,
         lazy_layer *ll = &lw->layers[j];
         const bd_tensor *w = g->values[layers[i].weight].init;
         ll->bytes = bd_qlayer_code_bytes(&q[i]);
-        ll->packed = malloc((size_t)ll->bytes + 1);
-        s = ll->packed ? bd_tensor_view_head(&views[j], lw->scratch, w->ndim, w->dims)
-                       : bd_fail(BD_ENOMEM, "out of memory packing layer '%s'", layers[i].name);
-        if (s == BD_OK)
+        ll->packed = q[i].packed ? NULL : malloc((size_t)ll->bytes + 1); /* NULL: q's, below */
+        s = ll->packed || q[i].packed
+                ? bd_tensor_view_head(&views[j], lw->scratch, w->ndim, w->dims)
+                : bd_fail(BD_ENOMEM, "out of memory packing layer '%s'", layers[i].name);
+        if (s == BD_OK && ll->packed)
             bd_qlayer_pack(&q[i], ll->packed);
         j++;
     }
@@ -91,6 +92,9 @@ bd_status bd_lazy_weights_new(bd_graph *g, const bd_layer *layers, bd_qlayer *q,
         lazy_layer *ll = &lw->layers[lw->n];
         ll->layer = layers[i];
         ll->q = q[i];
+        if (!ll->packed) /* a lazy load's, packed already */
+            ll->packed = ll->q.packed;
+        ll->q.packed = NULL;
         free(ll->q.codes);
         ll->q.codes = NULL;
         memset(&q[i], 0, sizeof q[i]);

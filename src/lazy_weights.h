@@ -19,7 +19,8 @@
 typedef struct bd_lazy_weights bd_lazy_weights;
 
 /* Takes the quantized layers (q[i].k > 0) of layers[0..n) of g: packs their
- * codes, moves their tables out of q[i] (which is left empty) and replaces
+ * codes (or takes q[i].packed), moves their tables out of q[i] (which is
+ * left empty) and replaces
  * each one's weight initializer by a view of the scratch, freeing the dense
  * data. On failure g and q are as they were. */
 bd_status bd_lazy_weights_new(bd_graph *g, const bd_layer *layers, bd_qlayer *q, int n,
