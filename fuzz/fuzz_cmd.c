@@ -3,8 +3,8 @@
  * (loaded once, at start).
  *
  * An input is up to MAX_LINES lines. Commands that do heavy work or touch
- * files (quantize, finetune, train, bitprune, eval, predict, load, save, run, and data with a
- * dataset to open) are left out on the loaded workspace, and load on the
+ * files (quantize, finetune, train, bitprune, eval, sensitivity, predict, load, save, run,
+ * and data with a dataset to open) are left out on the loaded workspace, and load on the
  * empty one: the parser, the option checks and the plan editing (regime,
  * set, reset, undo, layers, show, size, ...) are what is fuzzed. After each
  * input every change is undone, and the plan must then be exactly the plan
@@ -57,8 +57,9 @@ static void ignore(void *user, const char *candidate)
 
 static int is_heavy(const char *word)
 {
-    static const char *const heavy[] = {"quantize", "finetune", "train", "bitprune", "eval",
-                                        "predict",  "load",     "save",  "run",      NULL};
+    static const char *const heavy[] = {"quantize", "finetune", "train", "bitprune",
+                                        "eval",     "sensitivity", "predict", "load",
+                                        "save",     "run",      NULL};
     for (int i = 0; heavy[i]; i++)
         if (strcmp(word, heavy[i]) == 0)
             return 1;
