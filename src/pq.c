@@ -221,72 +221,119 @@ static float dist_to(const estep *e, int64_t i, const float *c, float cgc)
     return v > 0 ? sqrtf(v) : 0;
 }
 
-/* The nearest and second nearest centroid of every listed subvector, as
- * GEMMs over chunks of them (each chunk's score block stays in cache) and
- * a row scan; sets assign, the bounds and *changed. Returns -1 when out of
- * memory. */
+/* Centroids per block of the fused scan: a vector register's floats, so
+ * that each block's scores, minima and indices stay in registers. */
+enum { LANES = 16 };
+
+/* The centroids as the fused scan reads them: ct[t kp + c] = -2 c_t for
+ * coordinate t of centroid c, and cgc[c] = c^T G c, both padded to kp (a
+ * multiple of LANES) with centroids that are never nearest (cgc +inf). */
+typedef struct scan_table {
+    float *ct, *cgc;
+    int kp;
+} scan_table;
+
+static int scan_table_init(scan_table *t, const float *centroids, const float *cgc, int k, int d)
+{
+    t->kp = (k + LANES - 1) / LANES * LANES;
+    t->ct = malloc((size_t)t->kp * (size_t)d * sizeof *t->ct);
+    t->cgc = malloc((size_t)t->kp * sizeof *t->cgc);
+    if (!t->ct || !t->cgc) {
+        free(t->ct);
+        free(t->cgc);
+        return -1;
+    }
+    for (int c = 0; c < t->kp; c++) {
+        t->cgc[c] = c < k ? cgc[c] : INFINITY;
+        for (int s = 0; s < d; s++)
+            t->ct[(int64_t)s * t->kp + c] = c < k ? -2 * centroids[(int64_t)c * d + s] : 0;
+    }
+    return 0;
+}
+
+/* The lowest and second lowest score c^T G c - 2 (G w)^T c of one
+ * subvector (sg = G w) over every centroid, and the first centroid with
+ * the lowest, in one pass: each lane keeps its own lowest, its index and
+ * its second lowest over the centroids it sees (c = lane mod LANES), and
+ * the lanes are merged at the end. A GEMM writing every score, then three
+ * passes over them, cost twice as much for d = 4..9, where the GEMM's inner
+ * dimension is too short to pay for its packing and stores. */
+typedef float lanes_f __attribute__((vector_size(LANES * sizeof(float))));
+typedef int32_t lanes_i __attribute__((vector_size(LANES * sizeof(int32_t))));
+
+/* mask ? a : b, lane by lane (mask lanes all ones or all zeros) */
+static inline lanes_f pick(lanes_i mask, lanes_f a, lanes_f b)
+{
+    return (lanes_f)(((lanes_i)a & mask) | ((lanes_i)b & ~mask));
+}
+
+static void nearest_two(const float *sg, int d, const scan_table *t, float *lowest, int *at,
+                        float *second)
+{
+    lanes_f m1, m2;
+    lanes_i i1 = {0}, idx;
+    for (int j = 0; j < LANES; j++) {
+        m1[j] = m2[j] = INFINITY;
+        idx[j] = j;
+    }
+    const lanes_i step = idx - idx + LANES;
+    for (int c0 = 0; c0 < t->kp; c0 += LANES, idx += step) {
+        lanes_f v;
+        memcpy(&v, t->cgc + c0, sizeof v);
+        for (int s = 0; s < d; s++) {
+            lanes_f row;
+            memcpy(&row, t->ct + (int64_t)s * t->kp + c0, sizeof row);
+            v += sg[s] * row;
+        }
+        /* a tie keeps the earlier centroid and is the second lowest */
+        const lanes_i below = v < m1;
+        m2 = pick(pick(below, m1, v) < m2, pick(below, m1, v), m2);
+        i1 = (idx & below) | (i1 & ~below);
+        m1 = pick(below, v, m1);
+    }
+    int best = 0;
+    for (int j = 1; j < LANES; j++)
+        if (m1[j] < m1[best] || (m1[j] == m1[best] && i1[j] < i1[best]))
+            best = j;
+    float sec = INFINITY;
+    for (int j = 0; j < LANES; j++) {
+        const float other = j == best ? m2[j] : m1[j];
+        sec = other < sec ? other : sec;
+    }
+    *lowest = m1[best];
+    *at = i1[best];
+    *second = sec;
+}
+
+/* The nearest and second nearest centroid of every listed subvector
+ * (nearest_two); sets assign, the bounds and *changed. Returns -1 when out
+ * of memory. */
 static int scan(estep *e, const float *centroids, const float *cgc, int k, const int64_t *list,
                 int64_t count, int32_t *assign, int64_t *changed_out)
 {
     const int d = e->d;
-    int64_t chunk = 32768 / k;
-    if (chunk < 64)
-        chunk = 64;
-    if (chunk > 1024)
-        chunk = 1024;
-    const int64_t nchunks = (count + chunk - 1) / chunk;
+    scan_table t;
+    if (scan_table_init(&t, centroids, cgc, k, d) != 0)
+        return -1;
     int64_t changed = 0;
-    int failed = 0;
-#pragma omp parallel reduction(+ : changed)
-    {
-        float *scores = malloc((size_t)chunk * (size_t)k * sizeof *scores);
-        float *rows = malloc((size_t)chunk * (size_t)d * sizeof *rows);
-        if (!scores || !rows) {
-#pragma omp atomic write
-            failed = 1;
+#pragma omp parallel for schedule(dynamic, 256) reduction(+ : changed)
+    for (int64_t j = 0; j < count; j++) {
+        const int64_t i = list[j];
+        float bv, second;
+        int best;
+        nearest_two(e->sg + i * d, d, &t, &bv, &best, &second);
+        const float w = e->wgw[i];
+        e->upper[i] = w + bv > 0 ? sqrtf(w + bv) : 0;
+        e->lower[i] = w + second > 0 ? sqrtf(w + second) : 0;
+        if (assign[i] != best) {
+            assign[i] = best;
+            changed++;
         }
-#pragma omp for schedule(dynamic)
-        for (int64_t ci = 0; ci < nchunks; ci++) {
-            if (!scores || !rows)
-                continue;
-            int64_t j0 = ci * chunk, nr = count - j0 < chunk ? count - j0 : chunk;
-            for (int64_t r = 0; r < nr; r++)
-                memcpy(rows + r * d, e->sg + list[j0 + r] * d, (size_t)d * sizeof *rows);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, k, d, -2.0f, rows, d,
-                        centroids, d, 0.0f, scores, k);
-            for (int64_t r = 0; r < nr; r++) {
-                /* branch-free passes that vectorise: the minimum, its first
-                 * index (ties to the lowest), then the minimum of the rest;
-                 * one branchy pass tracking both cost four times as much */
-                float *sc = scores + r * k;
-                float bv = INFINITY, second = INFINITY;
-#pragma omp simd reduction(min : bv)
-                for (int c = 0; c < k; c++) {
-                    sc[c] += cgc[c];
-                    bv = sc[c] < bv ? sc[c] : bv;
-                }
-                int best = 0;
-                while (best < k - 1 && sc[best] != bv)
-                    best++;
-                sc[best] = INFINITY;
-#pragma omp simd reduction(min : second)
-                for (int c = 0; c < k; c++)
-                    second = sc[c] < second ? sc[c] : second;
-                const int64_t i = list[j0 + r];
-                float w = e->wgw[i];
-                e->upper[i] = w + bv > 0 ? sqrtf(w + bv) : 0;
-                e->lower[i] = w + second > 0 ? sqrtf(w + second) : 0;
-                if (assign[i] != best) {
-                    assign[i] = best;
-                    changed++;
-                }
-            }
-        }
-        free(scores);
-        free(rows);
     }
+    free(t.ct);
+    free(t.cgc);
     *changed_out = changed;
-    return failed ? -1 : 0;
+    return 0;
 }
 
 /* Which subvectors the bounds cannot settle, after the centroids moved from

@@ -72,15 +72,20 @@ static void test_gram_paths_agree(void **state)
 static void test_estep_matches_brute_force(void **state)
 {
     (void)state;
-    enum { N = 300, D = 4, K = 16, ROWS = 60 };
-    for (uint64_t seed = 1; seed <= 5; seed++) {
-        float sub[N * D], x[ROWS * D], cent[K * D];
+    enum { N = 300, D = 4, KMAX = 37, ROWS = 60 };
+    /* k below, at and past the scan's 16 centroids a block; the last
+     * centroid a copy of the first, which the lower index must win */
+    static const int ks[] = {5, 16, 37};
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        const int K = ks[seed % 3];
+        float sub[N * D], x[ROWS * D], cent[KMAX * D];
         bd_test_fill_random(sub, N * D, seed, -1, 1);
         bd_test_fill_random(x, ROWS * D, seed + 100, -1, 1);
         /* anisotropic activations: the metric differs from Euclidean */
         for (int r = 0; r < ROWS; r++)
             x[r * D] *= 5.0f;
         bd_test_fill_random(cent, K * D, seed + 200, -1, 1);
+        memcpy(cent + (K - 1) * D, cent, D * sizeof *cent);
         bd_gram gr;
         gram_from_rows(&gr, x, ROWS, D);
         int32_t assign[N];
