@@ -223,11 +223,11 @@ static float dist_to(const estep *e, int64_t i, const float *c, float cgc)
 
 /* Centroids per block of the fused scan: a vector register's floats, so
  * that each block's scores, minima and indices stay in registers. */
-enum { LANES = 16 };
+enum { LANES = 16, SETS = 4 };
 
 /* The centroids as the fused scan reads them: ct[t kp + c] = -2 c_t for
  * coordinate t of centroid c, and cgc[c] = c^T G c, both padded to kp (a
- * multiple of LANES) with centroids that are never nearest (cgc +inf). */
+ * multiple of SETS x LANES) with centroids that are never nearest (cgc +inf). */
 typedef struct scan_table {
     float *ct, *cgc;
     int kp;
@@ -235,7 +235,7 @@ typedef struct scan_table {
 
 static int scan_table_init(scan_table *t, const float *centroids, const float *cgc, int k, int d)
 {
-    t->kp = (k + LANES - 1) / LANES * LANES;
+    t->kp = (k + SETS * LANES - 1) / (SETS * LANES) * (SETS * LANES);
     t->ct = malloc((size_t)t->kp * (size_t)d * sizeof *t->ct);
     t->cgc = malloc((size_t)t->kp * sizeof *t->cgc);
     if (!t->ct || !t->cgc) {
@@ -267,41 +267,69 @@ static inline lanes_f pick(lanes_i mask, lanes_f a, lanes_f b)
     return (lanes_f)(((lanes_i)a & mask) | ((lanes_i)b & ~mask));
 }
 
-static void nearest_two(const float *sg, int d, const scan_table *t, float *lowest, int *at,
-                        float *second)
+static inline __attribute__((always_inline)) void
+nearest_two(const float *sg, int d, const scan_table *t, float *lowest, int *at, float *second)
 {
-    lanes_f m1, m2;
-    lanes_i i1 = {0}, idx;
-    for (int j = 0; j < LANES; j++) {
-        m1[j] = m2[j] = INFINITY;
-        idx[j] = j;
-    }
-    const lanes_i step = idx - idx + LANES;
-    for (int c0 = 0; c0 < t->kp; c0 += LANES, idx += step) {
-        lanes_f v;
-        memcpy(&v, t->cgc + c0, sizeof v);
-        for (int s = 0; s < d; s++) {
-            lanes_f row;
-            memcpy(&row, t->ct + (int64_t)s * t->kp + c0, sizeof row);
-            v += sg[s] * row;
+    /* SETS blocks side by side, each with its own lowest, index and second
+     * lowest: one set's compare-and-select chain from block to block would
+     * leave the core waiting on it (it was the scan's hottest instruction) */
+    lanes_f m1[SETS], m2[SETS];
+    lanes_i i1[SETS], idx[SETS];
+#pragma GCC unroll 4
+    for (int u = 0; u < SETS; u++)
+        for (int j = 0; j < LANES; j++) {
+            m1[u][j] = m2[u][j] = INFINITY;
+            i1[u][j] = 0;
+            idx[u][j] = u * LANES + j;
         }
-        /* a tie keeps the earlier centroid and is the second lowest */
-        const lanes_i below = v < m1;
-        m2 = pick(pick(below, m1, v) < m2, pick(below, m1, v), m2);
-        i1 = (idx & below) | (i1 & ~below);
-        m1 = pick(below, v, m1);
+    const lanes_i step = idx[0] - idx[0] + SETS * LANES;
+    for (int c0 = 0; c0 < t->kp; c0 += SETS * LANES) {
+#pragma GCC unroll 4
+        for (int u = 0; u < SETS; u++) {
+            const int cb = c0 + u * LANES;
+            lanes_f v;
+            memcpy(&v, t->cgc + cb, sizeof v);
+            for (int s = 0; s < d; s++) {
+                lanes_f row;
+                memcpy(&row, t->ct + (int64_t)s * t->kp + cb, sizeof row);
+                v += sg[s] * row;
+            }
+            /* a tie keeps the earlier centroid and is the second lowest */
+            const lanes_i below = v < m1[u];
+            const lanes_f hi = pick(below, m1[u], v);
+            m2[u] = pick(hi < m2[u], hi, m2[u]);
+            i1[u] = (idx[u] & below) | (i1[u] & ~below);
+            m1[u] = pick(below, v, m1[u]);
+            idx[u] += step;
+        }
     }
-    int best = 0;
-    for (int j = 1; j < LANES; j++)
-        if (m1[j] < m1[best] || (m1[j] == m1[best] && i1[j] < i1[best]))
-            best = j;
+    /* the sets lane by lane, then the lanes, without branches: a
+     * mispredicted one per lane cost more than the blocks themselves at
+     * k = 256 */
+    lanes_f lo1 = m1[0], lo2 = m2[0];
+    lanes_i at1 = i1[0];
+#pragma GCC unroll 4
+    for (int u = 1; u < SETS; u++) {
+        const lanes_i take = (m1[u] < lo1) | ((m1[u] == lo1) & (i1[u] < at1));
+        const lanes_f loser = pick(take, lo1, m1[u]);
+        lo2 = pick(m2[u] < lo2, m2[u], lo2);
+        lo2 = pick(loser < lo2, loser, lo2);
+        lo1 = pick(take, m1[u], lo1);
+        at1 = (i1[u] & take) | (at1 & ~take);
+    }
+    float low = INFINITY;
+    for (int j = 0; j < LANES; j++)
+        low = lo1[j] < low ? lo1[j] : low;
+    int first = INT32_MAX;
+    for (int j = 0; j < LANES; j++)
+        first = lo1[j] == low && at1[j] < first ? at1[j] : first;
     float sec = INFINITY;
     for (int j = 0; j < LANES; j++) {
-        const float other = j == best ? m2[j] : m1[j];
+        const float other = at1[j] == first ? lo2[j] : lo1[j];
         sec = other < sec ? other : sec;
     }
-    *lowest = m1[best];
-    *at = i1[best];
+    *lowest = low;
+    *at = first;
     *second = sec;
 }
 
@@ -321,7 +349,17 @@ static int scan(estep *e, const float *centroids, const float *cgc, int k, const
         const int64_t i = list[j];
         float bv, second;
         int best;
-        nearest_two(e->sg + i * d, d, &t, &bv, &best, &second);
+        /* the block sizes of the regimes (plan.c) as constants: the loop
+         * over coordinates unrolls and keeps G w in registers, which took
+         * ResNet-50's fc from 22 s to 16 */
+        const float *sg = e->sg + i * d;
+        switch (d) {
+        case 4: nearest_two(sg, 4, &t, &bv, &best, &second); break;
+        case 8: nearest_two(sg, 8, &t, &bv, &best, &second); break;
+        case 9: nearest_two(sg, 9, &t, &bv, &best, &second); break;
+        case 18: nearest_two(sg, 18, &t, &bv, &best, &second); break;
+        default: nearest_two(sg, d, &t, &bv, &best, &second); break;
+        }
         const float w = e->wgw[i];
         e->upper[i] = w + bv > 0 ? sqrtf(w + bv) : 0;
         e->lower[i] = w + second > 0 ? sqrtf(w + second) : 0;
@@ -779,6 +817,42 @@ typedef struct fit_run {
     int restart, restarts;
 } fit_run;
 
+/* Subvectors per centroid a restart after the first seeds from. */
+enum { SEED_SAMPLE = 64 };
+
+/* The seeds of restart `restart`: the first from every subvector; a later
+ * one, a challenger that only wins by beating the first (bd_pq_fit_on),
+ * from SEED_SAMPLE x k of them spread evenly from a random offset, so its
+ * seeding costs that share of a full one (seeding was a sixth of a whole
+ * ResNet-50's quantization). A sample with fewer than k distinct
+ * subvectors says nothing about the layer's: it seeds from all of them. */
+static bd_status seed_restart(const fit_run *f, int k, uint64_t seed, float *centroids,
+                              int *k_eff)
+{
+    const int d = (int)f->gr->d;
+    const int64_t n = f->n, m = (int64_t)SEED_SAMPLE * k;
+    if (f->restart == 0 || m >= n)
+        return seed_kmeanspp(f->sub, f->y, n, d, k, seed, centroids, k_eff);
+    float *ss = malloc((size_t)m * (size_t)d * sizeof *ss);
+    float *sy = malloc((size_t)m * (size_t)d * sizeof *sy);
+    bd_status st = ss && sy ? BD_OK : bd_fail(BD_ENOMEM, "out of memory seeding %d centroids", k);
+    if (st == BD_OK) {
+        uint64_t rng = seed ^ 0x9E3779B97F4A7C15ull;
+        const int64_t off = (int64_t)(bd_splitmix64(&rng) % (uint64_t)(n / m));
+        for (int64_t j = 0; j < m; j++) {
+            const int64_t i = off + j * n / m;
+            memcpy(ss + j * d, f->sub + i * d, (size_t)d * sizeof *ss);
+            memcpy(sy + j * d, f->y + i * d, (size_t)d * sizeof *sy);
+        }
+        st = seed_kmeanspp(ss, sy, m, d, k, seed, centroids, k_eff);
+    }
+    free(ss);
+    free(sy);
+    if (st == BD_OK && *k_eff < k)
+        st = seed_kmeanspp(f->sub, f->y, n, d, k, seed, centroids, k_eff);
+    return st;
+}
+
 /* The objective after an M-step, from the sums alone: with every centroid
  * the mean s_c / n_c of its members, sum_i (w_i - c)^T G (w_i - c) =
  * sum_i w_i^T G w_i - sum_c s_c^T G s_c / n_c, in k d^2 instead of n d^2
@@ -824,7 +898,7 @@ static bd_status fit_steps(const fit_run *f, fit_state *fs, uint64_t seed, int l
     const int64_t n = f->n;
     bd_pq_result *res = &fs->res;
     if (res->iters == 0) {
-        BD_TRY(seed_kmeanspp(f->sub, f->y, n, d, fs->k, seed, res->centroids, &res->k));
+        BD_TRY(seed_restart(f, fs->k, seed, res->centroids, &res->k));
         res->exact = res->k < fs->k;
         fs->rng = seed ^ 0x5DEECE66Dull;
     }
