@@ -403,7 +403,12 @@ static double dot(const double *a, const double *b, int64_t n)
     return s;
 }
 
-static bd_status refit_codebook(refit *r, float *centroids)
+/* The objective after the refit comes with it: at the start it is
+ * sum x^T (x H) over the residual x = W - decode(c) whose product res needs
+ * anyway, and a CG step of length alpha along p lowers the quadratic by
+ * alpha (2 p^T res - alpha p^T A p) = alpha r^T z, since p^T res = r^T z
+ * and alpha p^T A p = r^T z; so no product with H is spent on it. */
+static bd_status refit_codebook(refit *r, float *centroids, double *objective)
 {
     const int64_t kd = (int64_t)r->k * r->d, count = r->fl->rows * r->fl->L;
     double *c = malloc((size_t)kd * sizeof *c), *res = malloc((size_t)kd * sizeof *res);
@@ -420,6 +425,9 @@ static bd_status refit_codebook(refit *r, float *centroids)
     for (int64_t i = 0; i < count; i++)
         r->x[i] = r->fl->w[i] - centroids[(int64_t)r->assign[i / r->d] * r->d + i % r->d];
     times_h(r->fl, r->hf, r->x, r->xh);
+    double f = 0;
+    for (int64_t i = 0; i < count; i++)
+        f += (double)r->x[i] * (double)r->xh[i];
     scatter(r, r->xh, res);
     precondition(r, res, z);
     memcpy(p, z, (size_t)kd * sizeof *p);
@@ -430,6 +438,7 @@ static bd_status refit_codebook(refit *r, float *centroids)
         if (!(pap > 0))
             break;
         double alpha = rz / pap;
+        f -= alpha * rz;
         for (int64_t i = 0; i < kd; i++) {
             c[i] += alpha * p[i];
             res[i] -= alpha * ap[i];
@@ -442,6 +451,7 @@ static bd_status refit_codebook(refit *r, float *centroids)
     }
     for (int64_t i = 0; i < kd; i++)
         centroids[i] = (float)c[i];
+    *objective = f > 0 ? f : 0;
     free(c), free(res), free(z), free(p), free(ap);
     return BD_OK;
 }
@@ -478,10 +488,9 @@ bd_status bd_feedback_pq(const bd_feedback_layer *fl, int d, int k, float *centr
         if ((s = pass_with(fl, u, d, pq_quantize, &pc, progress)) != BD_OK)
             break;
         refit r = {fl, hf, d, k, codes, x, xh, prec};
-        if ((s = refit_codebook(&r, cand)) != BD_OK)
+        double f = INFINITY;
+        if ((s = refit_codebook(&r, cand, &f)) != BD_OK)
             break;
-        bd_pq_decode(cand, d, codes, n, w_hat);
-        double f = objective_with(fl, hf, w_hat, x, xh, NULL);
         if (f < best) {
             best = f;
             memcpy(centroids, cand, (size_t)kd * sizeof *cand);

@@ -266,39 +266,89 @@ typedef struct capture_job {
     int64_t per_image;  /* held-out rows per held-out image */
 } capture_job;
 
+/* Columns per piece of a conv's Gram: enough for BLAS to run near its peak
+ * and for the fold of each piece's float sum into the double total (a pass
+ * over L x L) to be rare; a late layer has 49 an image, and summing per
+ * image cost a sixth of ResNet-50's quantization. Few enough that a
+ * thread's piece of L rows stays near 8 MB. Each piece is summed and
+ * folded on its own, so the total does not depend on which thread took
+ * which piece. */
+static int64_t piece_cols(int64_t L)
+{
+    int64_t n = (int64_t)(2 << 20) / L;
+    return n < 256 ? 256 : n > 4096 ? 4096 : n;
+}
+
+/* The training images' columns [c0, c0 + n) of the batch seen as one
+ * matrix (bd_im2col_range), cut into pieces of at most `most`: runs of
+ * consecutive training images, so a piece never includes a held-out one.
+ * Fills pieces (pairs c0, n) when given; returns how many. */
+static int64_t gram_pieces(const capture_job *job, int64_t images, int64_t ohw, int64_t most,
+                           int64_t *pieces)
+{
+    int64_t count = 0;
+    for (int64_t i = 0; i < images;) {
+        int64_t img = job->first + (job->images ? job->images[i] : i);
+        if (held_out(job->c, img)) {
+            i++;
+            continue;
+        }
+        int64_t end = i + 1;
+        while (end < images &&
+               !held_out(job->c, job->first + (job->images ? job->images[end] : end)))
+            end++;
+        for (int64_t c0 = i * ohw; c0 < end * ohw; c0 += most, count++)
+            if (pieces) {
+                pieces[2 * count] = c0;
+                pieces[2 * count + 1] = end * ohw - c0 < most ? end * ohw - c0 : most;
+            }
+        i = end;
+    }
+    return count;
+}
+
 static bd_status capture_conv(capture_job *job, const bd_node *node, const bd_tensor *x,
                               const bd_tensor *w)
 {
     bd_conv_geom g;
     BD_TRY(bd_conv_geom_from_node(node, x, w, &g));
     const int64_t L = bd_conv_rows(&g), ohw = bd_conv_cols(&g), cg = g.c / g.group;
+    const int64_t most = piece_cols(L) > ohw ? piece_cols(L) : ohw;
+    const int64_t npieces = job->want_gram ? gram_pieces(job, g.n, ohw, most, NULL) : 0;
     int nthreads = omp_get_max_threads();
     sink *sinks = calloc((size_t)nthreads, sizeof *sinks);
-    if (!sinks)
+    int64_t *pieces = malloc(2 * (size_t)npieces * sizeof *pieces + 1);
+    if (!sinks || !pieces) {
+        free(sinks);
+        free(pieces);
         return bd_fail(BD_ENOMEM, "out of memory");
+    }
+    if (npieces > 0)
+        gram_pieces(job, g.n, ohw, most, pieces);
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
     {
         sink *s = &sinks[omp_get_thread_num()];
         float *scratch = malloc((size_t)L * sizeof *scratch);
-        if (!scratch || sink_init(s, job->cap, L * ohw) != BD_OK) {
+        if (!scratch || sink_init(s, job->cap, L * most) != BD_OK) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(dynamic)
-        for (int64_t i = 0; i < g.n; i++) {
+        for (int64_t p = 0; p < npieces * g.group; p++) {
             if (failed)
                 continue;
+            const int64_t gi = p % g.group, *piece = pieces + 2 * (p / g.group);
+            bd_im2col_range(&g, x->data, gi, piece[0], piece[1], s->cols);
+            bd_gram_add_cols(sink_gram(s, gi), s->cols, L, piece[1]);
+        }
+#pragma omp for schedule(dynamic)
+        for (int64_t i = 0; i < g.n; i++) {
             int64_t img = job->first + (job->images ? job->images[i] : i);
-            int held = held_out(job->c, img);
-            if (!held && !job->want_gram)
+            if (failed || !held_out(job->c, img))
                 continue;
             for (int64_t gi = 0; gi < g.group; gi++) {
                 bd_im2col(&g, (const float *)x->data + (i * g.c + gi * cg) * g.h * g.w, s->cols);
-                if (!held) {
-                    bd_gram_add_cols(sink_gram(s, gi), s->cols, L, ohw);
-                    continue;
-                }
                 cols_src src = {s->cols, L, ohw};
                 int64_t quota = (job->per_image + g.group - 1) / g.group;
                 keep_rows(job->cap, job->capacity, quota, ohw,
@@ -314,6 +364,7 @@ static bd_status capture_conv(capture_job *job, const bd_node *node, const bd_te
         sink_free(&sinks[t]);
     }
     free(sinks);
+    free(pieces);
     return failed ? bd_fail(BD_ENOMEM, "out of memory for the im2col buffers") : BD_OK;
 }
 
@@ -331,10 +382,10 @@ static bd_status capture_rows(capture_job *job, const bd_node *node, const bd_te
     if (count % L || batch < 1 || rows % batch)
         return bd_node_fail(node, BD_EFORMAT, "input of %lld values is not rows of %lld",
                             (long long)count, (long long)L);
-    int64_t per = rows / batch;
+    int64_t per = rows / batch, ntrain = 0;
     float *scratch = malloc((size_t)L * sizeof *scratch);
-    float *train = malloc((size_t)(per * L) * sizeof *train);
-    if (!scratch || !train) {
+    float *train = job->want_gram ? malloc((size_t)(rows * L) * sizeof *train) : NULL;
+    if (!scratch || (job->want_gram && !train)) {
         free(scratch);
         free(train);
         return bd_fail(BD_ENOMEM, "out of memory");
@@ -348,11 +399,14 @@ static bd_status capture_rows(capture_job *job, const bd_node *node, const bd_te
             keep_rows(job->cap, job->capacity, job->per_image, per,
                       mix(job->c->opt.seed ^ ((uint64_t)img << 20)), 0, mat_row, &one, scratch);
         } else if (job->want_gram) {
-            for (int64_t r = 0; r < per; r++)
-                memcpy(train + r * L, mat_row(&src, i * per + r, scratch), (size_t)L * sizeof(float));
-            bd_gram_add_rows(job->cap->rowgram ? job->cap->rowgram : &job->cap->gram, train, per, L);
+            for (int64_t r = 0; r < per; r++, ntrain++)
+                memcpy(train + ntrain * L, mat_row(&src, i * per + r, scratch),
+                       (size_t)L * sizeof(float));
         }
     }
+    /* one SYRK for the batch: a classifier has one row an image */
+    if (ntrain > 0)
+        bd_gram_add_rows(job->cap->rowgram ? job->cap->rowgram : &job->cap->gram, train, ntrain, L);
     free(scratch);
     free(train);
     return BD_OK;
