@@ -133,6 +133,13 @@ typedef struct bd_pq_engine {
     bd_status (*sums)(void *ctx, const int32_t *assign, int k, double *sums, int64_t *counts);
 } bd_pq_engine;
 
+/* bd_pq_fit's own engine, for sub[n][d] under gr (both must outlive it).
+ * Between its E-steps it keeps bounds that let it skip most subvectors
+ * (pq.c, estep), valid for as long as assign holds what its last E-step
+ * wrote; an assign entry of -1 makes the next E-step scan everything. */
+bd_status bd_pq_cpu_engine_new(const float *sub, int64_t n, const bd_gram *gr, bd_pq_engine *eng);
+void bd_pq_cpu_engine_free(bd_pq_engine *eng);
+
 /* bd_pq_fit with the heavy steps on eng. */
 bd_status bd_pq_fit_on(const bd_pq_engine *eng, const float *sub, int64_t n, const bd_gram *gr,
                        const bd_pq_options *opt, const bd_progress *progress,

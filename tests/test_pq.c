@@ -32,6 +32,16 @@ static double brute_dist(const float *x, int rows, int d, const float *w, const 
     return total;
 }
 
+/* (w - c)^T G (w - c), in double. */
+static double gram_dist(const double *g, int d, const float *w, const float *c)
+{
+    double total = 0;
+    for (int i = 0; i < d; i++)
+        for (int j = 0; j < d; j++)
+            total += ((double)w[i] - c[i]) * g[i * d + j] * ((double)w[j] - c[j]);
+    return total;
+}
+
 static void gram_from_rows(bd_gram *gr, const float *x, int rows, int d)
 {
     assert_int_equal(bd_gram_init(gr, d), BD_OK);
@@ -119,6 +129,76 @@ static void test_estep_matches_brute_force(void **state)
         double obj = bd_pq_objective(sub, N, &gr, cent, assign);
         assert_true(fabs(obj - brute_obj) <= 1e-5 * brute_obj);
         bd_gram_free(&gr);
+    }
+}
+
+/* The engine's later E-steps skip subvectors and groups of centroids by
+ * bounds carried from the step before; after moves of every size (most
+ * centroids a little, a few across the space, as Lloyd's and the empty-
+ * cluster repair move them) they must still land where brute force does.
+ * k spans one to sixteen groups of the scan, one of them partly padding,
+ * and the last centroid is a copy of the first, which the lower index
+ * must win. */
+static void test_bounded_esteps_match_brute_force(void **state)
+{
+    (void)state;
+    enum { N = 1500, D = 4, ROWS = 40, STEPS = 8 };
+    static const int ks[] = {60, 300, 1100, 2048};
+    for (int t = 0; t < 4; t++) {
+        const int K = ks[t];
+        float *sub = malloc(N * D * sizeof *sub), *cent = malloc((size_t)K * D * sizeof *cent);
+        float *noise = malloc((size_t)K * D * sizeof *noise), x[ROWS * D];
+        int32_t *assign = malloc(N * sizeof *assign);
+        bd_test_fill_random(sub, N * D, 40 + t, -1, 1);
+        bd_test_fill_random(x, ROWS * D, 50 + t, -1, 1);
+        for (int r = 0; r < ROWS; r++)
+            x[r * D + 1] *= 4.0f;
+        bd_test_fill_random(cent, K * D, 60 + t, -1, 1);
+        bd_gram gr;
+        gram_from_rows(&gr, x, ROWS, D);
+        bd_pq_engine eng;
+        assert_int_equal(bd_pq_cpu_engine_new(sub, N, &gr, &eng), BD_OK);
+        for (int i = 0; i < N; i++)
+            assign[i] = -1;
+        int64_t changed_total = 0;
+        for (int step = 0; step < STEPS; step++) {
+            if (step > 0) {
+                bd_test_fill_random(noise, K * D, 70 + 10 * t + step, -0.02f, 0.02f);
+                for (int i = 0; i < K * D; i++)
+                    cent[i] += noise[i];
+                for (int c = step; c < K; c += 97) /* a few jump across */
+                    for (int s = 0; s < D; s++)
+                        cent[c * D + s] = noise[(c * D + s + 1) % (K * D)] * 40.0f;
+            }
+            memcpy(cent + (K - 1) * D, cent, D * sizeof *cent);
+            int64_t changed;
+            assert_int_equal(eng.assign(eng.ctx, cent, K, assign, &changed), BD_OK);
+            if (step > 0)
+                changed_total += changed;
+            for (int i = 0; i < N; i++) {
+                int best = 0;
+                double bv = INFINITY;
+                for (int c = 0; c < K; c++) {
+                    double v = gram_dist(gr.g, D, sub + i * D, cent + c * D);
+                    if (v < bv) {
+                        bv = v;
+                        best = c;
+                    }
+                }
+                assert_int_not_equal(assign[i], K - 1);
+                if (assign[i] != best) { /* only a tie within float rounding */
+                    double got = gram_dist(gr.g, D, sub + i * D, cent + assign[i] * D);
+                    assert_true(got <= bv * (1 + 1e-5));
+                }
+            }
+        }
+        assert_true(changed_total > 0); /* the moves did reassign */
+        bd_pq_cpu_engine_free(&eng);
+        bd_gram_free(&gr);
+        free(sub);
+        free(cent);
+        free(noise);
+        free(assign);
     }
 }
 
@@ -457,6 +537,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gram_paths_agree),
         cmocka_unit_test(test_estep_matches_brute_force),
+        cmocka_unit_test(test_bounded_esteps_match_brute_force),
         cmocka_unit_test(test_em_objective_never_rises),
         cmocka_unit_test(test_empty_clusters_repaired),
         cmocka_unit_test(test_layouts_round_trip),
