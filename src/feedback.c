@@ -113,48 +113,66 @@ static bd_status inverse_factors(const bd_feedback_layer *fl, double **out)
     return BD_OK;
 }
 
+/* Columns of a panel: a block's error reaches the columns left in its panel
+ * at once and the rest of the row when the panel ends, as one GEMM of inner
+ * dimension PANEL (GPTQ's lazy batch update). A GEMM per block, of inner
+ * dimension d, moved the whole rest of the row through memory for 9 multiply-
+ * adds per value: half a second per pass on ResNet-50's 3x3 layers of
+ * layer4. */
+enum { PANEL = 128 };
+
 static bd_status pass_with(const bd_feedback_layer *fl, const double *factors, int d,
                            bd_feedback_quantizer quantize, void *ctx, const bd_progress *progress)
 {
     const int64_t L = fl->L, mg = fl->rows / fl->groups, m = L / d;
+    const int64_t per = PANEL / d > 0 ? PANEL / d : 1, pw = per * d; /* blocks, columns */
     float *w = malloc((size_t)(mg * L) * sizeof *w);
     float *wb = malloc((size_t)(mg * d) * sizeof *wb), *qb = malloc((size_t)(mg * d) * sizeof *qb);
-    float *q = malloc((size_t)d * (size_t)L * sizeof *q);
+    float *f = malloc((size_t)(mg * pw) * sizeof *f);  /* the panel's errors times U_bb^-1 */
+    float *up = malloc((size_t)(pw * L) * sizeof *up); /* the panel's rows of U, in float */
     double inv[64 * 64], metric[64 * 64];
-    bd_status s = w && wb && qb && q ? BD_OK : bd_fail(BD_ENOMEM, "out of memory for error "
-                                                                  "feedback on rows of %lld",
-                                                       (long long)L);
+    bd_status s = w && wb && qb && f && up ? BD_OK
+                                           : bd_fail(BD_ENOMEM, "out of memory for error "
+                                                                "feedback on rows of %lld",
+                                                     (long long)L);
     for (int64_t gi = 0; s == BD_OK && gi < fl->groups; gi++) {
         const double *u = factors + gi * L * L;
         memcpy(w, fl->w + gi * mg * L, (size_t)(mg * L) * sizeof *w);
-        for (int64_t b = 0; s == BD_OK && b < m; b++) {
-            const int64_t c0 = b * d, rest = L - c0 - d;
-            block_inverse(u, L, c0, d, inv);
-            for (int i = 0; i < d; i++)
-                for (int j = 0; j < d; j++) {
-                    double v = 0;
-                    for (int t = (i > j ? i : j); t < d; t++)
-                        v += inv[i * d + t] * inv[j * d + t];
-                    metric[i * d + j] = v;
-                }
-            for (int64_t r = 0; r < mg; r++)
-                memcpy(wb + r * d, w + r * L + c0, (size_t)d * sizeof *wb);
-            if ((s = quantize(ctx, gi, b, wb, mg, d, metric, qb)) != BD_OK)
-                break;
-            if (rest == 0)
-                continue;
-            /* q = U_bb^-1 U_b,rest; then W[:, rest] -= E q with E = wb - qb */
-            for (int i = 0; i < d; i++)
-                for (int64_t c = 0; c < rest; c++) {
-                    double v = 0;
-                    for (int t = i; t < d; t++)
-                        v += inv[i * d + t] * u[(c0 + t) * L + c0 + d + c];
-                    q[i * rest + c] = (float)v;
-                }
-            for (int64_t i = 0; i < mg * d; i++)
-                wb[i] -= qb[i];
-            bd_sgemm_panels((int)mg, (int)rest, d, -1.0f, wb, d, q, (int)rest, 1.0f, w + c0 + d,
-                            (int)L);
+        for (int64_t b0 = 0; s == BD_OK && b0 < m; b0 += per) {
+            /* panel [lo, hi) of columns; up holds U[lo..hi, lo..L) */
+            const int64_t lo = b0 * d, hi = (b0 + per < m ? b0 + per : m) * d, wide = L - lo;
+            for (int64_t r = lo; r < hi; r++)
+                for (int64_t c = lo; c < L; c++)
+                    up[(r - lo) * wide + (c - lo)] = (float)u[r * L + c];
+            for (int64_t c0 = lo; c0 < hi; c0 += d) {
+                block_inverse(u, L, c0, d, inv);
+                for (int i = 0; i < d; i++)
+                    for (int j = 0; j < d; j++) {
+                        double v = 0;
+                        for (int t = (i > j ? i : j); t < d; t++)
+                            v += inv[i * d + t] * inv[j * d + t];
+                        metric[i * d + j] = v;
+                    }
+                for (int64_t r = 0; r < mg; r++)
+                    memcpy(wb + r * d, w + r * L + c0, (size_t)d * sizeof *wb);
+                if ((s = quantize(ctx, gi, c0 / d, wb, mg, d, metric, qb)) != BD_OK)
+                    break;
+                /* F = (wb - qb) U_bb^-1, then W[:, c0+d..hi) -= F U_b,(c0+d..hi) */
+                for (int64_t r = 0; r < mg; r++)
+                    for (int t = 0; t < d; t++) {
+                        double v = 0;
+                        for (int i = 0; i <= t; i++)
+                            v += ((double)wb[r * d + i] - qb[r * d + i]) * inv[i * d + t];
+                        f[r * pw + (c0 - lo) + t] = (float)v;
+                    }
+                if (c0 + d < hi)
+                    bd_sgemm_panels((int)mg, (int)(hi - c0 - d), d, -1.0f, f + (c0 - lo), (int)pw,
+                                    up + (c0 - lo) * wide + (c0 + d - lo), (int)wide, 1.0f,
+                                    w + c0 + d, (int)L);
+            }
+            if (s == BD_OK && hi < L)
+                bd_sgemm_panels((int)mg, (int)(L - hi), (int)(hi - lo), -1.0f, f, (int)pw,
+                                up + (hi - lo), (int)wide, 1.0f, w + hi, (int)L);
         }
         if (s == BD_OK && fl->groups > 1) {
             char msg[96];
@@ -166,7 +184,8 @@ static bd_status pass_with(const bd_feedback_layer *fl, const double *factors, i
     free(w);
     free(wb);
     free(qb);
-    free(q);
+    free(f);
+    free(up);
     return s;
 }
 
