@@ -3,6 +3,7 @@
  * gradient as the mean of its members' weight gradients, and tuning that
  * lowers the distillation loss and stays within the codebook. */
 #include "bd_test.h"
+#include "bd_test_ws.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -309,11 +310,7 @@ static void test_finetune_measures_errors_again(void **state)
     assert_int_equal(tuned, 8); /* layer*: all but conv1 and fc */
     assert_true(moved > tuned / 2);
     char path[600];
-    snprintf(path, sizeof path, "%s/tuned_errors.onnx", bd_test_tmpdir());
-    assert_int_equal(bd_ws_save(ws, path, 0), BD_OK);
-    bd_workspace *again;
-    assert_int_equal(bd_ws_new(&again), BD_OK);
-    assert_int_equal(bd_ws_load(again, path), BD_OK);
+    bd_workspace *again = bd_test_reload(ws, "tuned_errors.onnx", path, sizeof path);
     for (int i = 0; i < n; i++)
         if (bd_ws_layer_at(ws, i)->state != BD_STATE_FLOAT)
             assert_true(fabs(bd_ws_layer_at(again, i)->q.rel_error -

@@ -3,6 +3,7 @@
  * then loading a compressed file that resumes the work, and training with
  * and without quantized layers, and BitPruning with its undo and refusals. */
 #include "bd_test.h"
+#include "bd_test_ws.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -206,11 +207,7 @@ static void test_eval_predict_save_resume(void **state)
     assert_string_equal(bd_ws_class_name(ws, pt.cls[0]), "Ankle boot");
 
     char path[600];
-    snprintf(path, sizeof path, "%s/ws.onnx", bd_test_tmpdir());
-    assert_int_equal(bd_ws_save(ws, path, 0), BD_OK);
-    bd_workspace *again;
-    assert_int_equal(bd_ws_new(&again), BD_OK);
-    assert_int_equal(bd_ws_load(again, path), BD_OK);
+    bd_workspace *again = bd_test_reload(ws, "ws.onnx", path, sizeof path);
     assert_int_equal(student_hash(again), student_hash(ws));
     assert_int_equal(bd_ws_eval(again, 100, NULL, NULL), BD_OK);
     bd_ws_points(again, &np);
@@ -342,11 +339,7 @@ static void test_train_undo_refusals(void **state)
     assert_true(t.top1 == s.top1);
     /* a file saved now does not name the untrained original as its teacher */
     char path[600];
-    snprintf(path, sizeof path, "%s/trained.onnx", bd_test_tmpdir());
-    assert_int_equal(bd_ws_save(ws, path, 0), BD_OK);
-    bd_workspace *again;
-    assert_int_equal(bd_ws_new(&again), BD_OK);
-    assert_int_equal(bd_ws_load(again, path), BD_OK);
+    bd_workspace *again = bd_test_reload(ws, "trained.onnx", path, sizeof path);
     assert_null(bd_graph_meta(bd_ws_student(again), "bitdown.teacher"));
     assert_int_equal(teacher_hash(again), trained);
     bd_ws_free(again);
@@ -525,11 +518,7 @@ static void test_train_quantized(void **state)
 
     /* a saved file still names the original teacher, and loading it brings
      * the trained float source back */
-    snprintf(path, sizeof path, "%s/ipq.onnx", bd_test_tmpdir());
-    assert_int_equal(bd_ws_save(ws, path, 0), BD_OK);
-    bd_workspace *again;
-    assert_int_equal(bd_ws_new(&again), BD_OK);
-    assert_int_equal(bd_ws_load(again, path), BD_OK);
+    bd_workspace *again = bd_test_reload(ws, "ipq.onnx", path, sizeof path);
     assert_non_null(realpath(bd_test_path("examples/fmnist/resnet_bn.onnx"), real));
     assert_string_equal(bd_graph_meta(bd_ws_student(again), "bitdown.teacher"), real);
     assert_int_equal(teacher_hash(again), teacher);
