@@ -295,6 +295,22 @@ wait_for plain 'Ankle boot' || fail "no images on a vt100"
 T send-keys -t plain : quit Enter
 exited plain
 
+# --resume says in the log what it brought back, or that there was nothing
+printf 'quantize layer1.* iters=2\n' |
+  BITDOWN_STATE_DIR="$TMP/state" "$BIN" repl $M >/dev/null 2>&1 || fail "the session to resume"
+start resumed 120 40 "BITDOWN_STATE_DIR='$TMP/state' LANG=C.UTF-8 '$BIN' tui $M --resume"
+wait_for resumed "resumed ${M//./\\.} from its checkpoint, 2 layers quantized \\(2 restored, 0 finished now\\)" ||
+  fail "the TUI did not say what --resume brought back"
+# its work is the checkpoint's, which stays for the next --resume
+T send-keys -t resumed : quit Enter
+exited resumed
+ls "$TMP"/state/*.checkpoint.onnx >/dev/null 2>&1 || fail "quitting a resumed session lost its checkpoint"
+start fresh 120 40 "BITDOWN_STATE_DIR='$TMP/none' LANG=C.UTF-8 '$BIN' tui $M --resume"
+wait_for fresh "no checkpoint of ${M//./\\.} to resume; starting afresh" ||
+  fail "the TUI did not say there was nothing to resume"
+T send-keys -t fresh : quit Enter
+exited fresh
+
 # The interactive demo (./bd demo at a terminal): the paper's ResNet-18 names
 # the photos in the images pane, when ../shared/models/ has it
 if [ -f ../shared/models/resnet18_bgd_small.onnx ]; then

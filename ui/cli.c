@@ -302,6 +302,21 @@ int cli_quit_question(const bd_workspace *ws, int busy, char *buf, size_t cap)
     return buf[0] != '\0';
 }
 
+void cli_resumed_message(const bd_workspace *ws, const char *model, int resumed, char *buf,
+                         size_t cap)
+{
+    if (resumed < 0) {
+        snprintf(buf, cap, "no checkpoint of %s to resume; starting afresh", model);
+        return;
+    }
+    int quantized = 0;
+    for (int i = 0; i < bd_ws_nlayers(ws); i++)
+        quantized += bd_ws_layer_at(ws, i)->state != BD_STATE_FLOAT;
+    snprintf(buf, cap, "resumed %s from its checkpoint, %d layer%s quantized (%d restored, %d "
+                       "finished now)",
+             model, quantized, quantized == 1 ? "" : "s", quantized - resumed, resumed);
+}
+
 void cli_print_written(const bd_workspace *ws, const char *path, int decoded)
 {
     if (bd_dist_rank() != 0)

@@ -86,6 +86,13 @@ int cli_data_spec(const char *cmd, const bd_graph *g, const char *given, const c
  * saved: quit without saving? (y/n)", into buf. Returns 0 (buf "") when
  * there is nothing to ask. */
 int cli_quit_question(const struct bd_workspace *ws, int busy, char *buf, size_t cap);
+/* What --resume of model did (resumed as bd_ws_open gives it: -1 when no
+ * checkpoint was there, else the layers the interrupted work finished now):
+ * "resumed MODEL from its checkpoint, 9 layers quantized (7 restored, 2
+ * finished now)" or "no checkpoint of MODEL to resume; starting afresh",
+ * into buf. */
+void cli_resumed_message(const struct bd_workspace *ws, const char *model, int resumed, char *buf,
+                         size_t cap);
 /* After a save of the workspace's student to path: "wrote PATH: 0.0812 MB
  * on disk, ratio 3.64x to the original file (0.2958 MB); payload 0.0531
  * MB, ratio 5.56x" (the payload left out for a decoded file). Rank 0. */

@@ -1,6 +1,7 @@
 /* bitdown repl: the command language (src/cmd.h) at a readline prompt, with
  * history and completion, or line by line from a pipe for scripts. */
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -239,19 +240,6 @@ static void report(long lineno, bd_status s)
         fprintf(stderr, "bitdown: line %ld: %s\n", lineno, msg[0] ? msg : bd_status_name(s));
 }
 
-/* What --resume brought back: every layer quantized now, those the
- * checkpoint held and those the work it caught in progress quantized. */
-static void report_resumed(const char *model, int finished)
-{
-    int quantized = 0;
-    for (int i = 0; i < bd_ws_nlayers(the_ws); i++)
-        quantized += bd_ws_layer_at(the_ws, i)->state != BD_STATE_FLOAT;
-    fprintf(stderr,
-            "bitdown: resumed %s from its checkpoint, %d layer%s quantized (%d restored, %d "
-            "finished now)\n",
-            model, quantized, quantized == 1 ? "" : "s", quantized - finished, finished);
-}
-
 typedef struct repl_args {
     const char *model;
     int keep_going, resume, checkpoint;
@@ -326,10 +314,11 @@ int cli_repl(int argc, char **argv)
     if (interactive && a.model && stat(a.model, &st) == 0)
         printf("loaded %s: %d layers, %.2f MB\n", a.model, bd_ws_nlayers(the_ws),
                bd_mb((int64_t)st.st_size));
-    if (a.resume && resumed < 0)
-        fprintf(stderr, "bitdown: no checkpoint of %s to resume; starting afresh\n", a.model);
-    else if (a.resume)
-        report_resumed(a.model, resumed);
+    if (a.resume) {
+        char msg[PATH_MAX + 128];
+        cli_resumed_message(the_ws, a.model, resumed, msg, sizeof msg);
+        fprintf(stderr, "bitdown: %s\n", msg);
+    }
 
     char hist_buf[4096];
     const char *hist = NULL;

@@ -2,6 +2,7 @@
  * first stop (the line editor, the quit question and the help take keys
  * before the bindings do). */
 #include <getopt.h>
+#include <limits.h>
 #include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -498,6 +499,11 @@ int cli_tui(int argc, char **argv)
         tui_draw_init();
         s = tui_worker_start(&t->worker, t, ws, &t->log);
         if (s == BD_OK) {
+            if (resume) {
+                char msg[PATH_MAX + 128];
+                cli_resumed_message(ws, model, resumed, msg, sizeof msg);
+                tui_log_add(&t->log, TS_NORMAL, msg);
+            }
             tui_log_addf(&t->log, TS_NORMAL,
                          "loaded %s: %d layers. '?' lists every key, ':' opens the command line.",
                          model, bd_ws_nlayers(ws));
