@@ -300,19 +300,22 @@ static inline lanes_f vmax(lanes_f a, lanes_f b) { return pick(a < b, b, a); }
 
 /* The lowest and second lowest of the values in (lo1, lo2), two per lane,
  * by halving: each step folds half of the lanes onto the other half. */
+static inline void fold_step(lanes_f *lo1, lanes_f *lo2, lanes_f o1, lanes_f o2)
+{
+    *lo2 = vmin(vmin(*lo2, o2), vmax(*lo1, o1));
+    *lo1 = vmin(*lo1, o1);
+}
+
 static inline void fold_lanes(lanes_f lo1, lanes_f lo2, float *first, float *second)
 {
-    static const lanes_i by8 = {8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7};
-    static const lanes_i by4 = {4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11};
-    static const lanes_i by2 = {2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13};
-    static const lanes_i by1 = {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14};
-    const lanes_i *steps[] = {&by8, &by4, &by2, &by1};
-    for (int st = 0; st < 4; st++) {
-        const lanes_f o1 = __builtin_shuffle(lo1, *steps[st]);
-        const lanes_f o2 = __builtin_shuffle(lo2, *steps[st]);
-        lo2 = vmin(vmin(lo2, o2), vmax(lo1, o1));
-        lo1 = vmin(lo1, o1);
-    }
+#define BY(...)                                                                                 \
+    fold_step(&lo1, &lo2, __builtin_shufflevector(lo1, lo1, __VA_ARGS__),                     \
+              __builtin_shufflevector(lo2, lo2, __VA_ARGS__))
+    BY(8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    BY(4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    BY(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    BY(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+#undef BY
     *first = lo1[0];
     *second = lo2[0];
 }
