@@ -515,11 +515,14 @@ static int64_t unsettled(estep *e, const float *centroids, const float *cg, cons
 {
     const int d = e->d, groups = e->groups, group_width = e->group_blocks * SETS * LANES;
     float *delta = malloc((size_t)k * sizeof *delta), *half = malloc((size_t)k * sizeof *half);
-    if (!delta || !half) {
+    if (!delta || !half) { /* no bounds this time: every subvector scans every group */
         free(delta);
         free(half);
-        for (int64_t i = 0; i < e->n; i++)
+        for (int64_t i = 0; i < e->n; i++) {
             e->list[i] = i;
+            for (int g = 0; g < groups; g++)
+                e->lower[i * groups + g] = -INFINITY;
+        }
         return e->n;
     }
     float moved[GROUPS_MAX] = {0}; /* the largest move in each group */
