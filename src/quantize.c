@@ -382,9 +382,13 @@ static bd_status capture_rows(capture_job *job, const bd_node *node, const bd_te
     if (count % L || batch < 1 || rows % batch)
         return bd_node_fail(node, BD_EFORMAT, "input of %lld values is not rows of %lld",
                             (long long)count, (long long)L);
-    int64_t per = rows / batch, ntrain = 0;
+    /* the training rows go to the Gram in pieces of whole images, as a
+     * conv's do (piece_cols): a classifier has one row an image */
+    const int64_t per = rows / batch, most = piece_cols(L) > per ? piece_cols(L) / per * per : per;
+    bd_gram *gram = job->cap->rowgram ? job->cap->rowgram : &job->cap->gram;
+    int64_t ntrain = 0;
     float *scratch = malloc((size_t)L * sizeof *scratch);
-    float *train = job->want_gram ? malloc((size_t)(rows * L) * sizeof *train) : NULL;
+    float *train = job->want_gram ? malloc((size_t)(most * L) * sizeof *train) : NULL;
     if (!scratch || (job->want_gram && !train)) {
         free(scratch);
         free(train);
@@ -399,14 +403,17 @@ static bd_status capture_rows(capture_job *job, const bd_node *node, const bd_te
             keep_rows(job->cap, job->capacity, job->per_image, per,
                       mix(job->c->opt.seed ^ ((uint64_t)img << 20)), 0, mat_row, &one, scratch);
         } else if (job->want_gram) {
+            if (ntrain + per > most) {
+                bd_gram_add_rows(gram, train, ntrain, L);
+                ntrain = 0;
+            }
             for (int64_t r = 0; r < per; r++, ntrain++)
                 memcpy(train + ntrain * L, mat_row(&src, i * per + r, scratch),
                        (size_t)L * sizeof(float));
         }
     }
-    /* one SYRK for the batch: a classifier has one row an image */
     if (ntrain > 0)
-        bd_gram_add_rows(job->cap->rowgram ? job->cap->rowgram : &job->cap->gram, train, ntrain, L);
+        bd_gram_add_rows(gram, train, ntrain, L);
     free(scratch);
     free(train);
     return BD_OK;
