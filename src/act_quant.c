@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "int_fit.h"
+
 void bd_act_grid_fit(float lo, float hi, int bits, bd_act_grid *grid)
 {
     lo = lo < 0 ? lo : 0;
@@ -19,16 +21,43 @@ void bd_act_grid_fit(float lo, float hi, int bits, bd_act_grid *grid)
                           .qmax = (float)(levels - z)};
 }
 
+static inline float on_grid(float x, float s, float lo, float hi)
+{
+    /* Clip's order of tests: NaN passes as the node would pass it */
+    float q = nearbyintf(x / s);
+    q = q < lo ? lo : q;
+    q = q > hi ? hi : q;
+    return q * s;
+}
+
 void bd_act_grid_apply(const bd_act_grid *grid, const float *x, int64_t n, float *y)
 {
     const float s = grid->scale, lo = grid->qmin, hi = grid->qmax;
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) {
-        /* Clip's order of tests: NaN passes as the node would pass it */
-        float q = nearbyintf(x[i] / s);
-        q = q < lo ? lo : q;
-        q = q > hi ? hi : q;
-        y[i] = q * s;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = on_grid(x[i], s, lo, hi);
+}
+
+void bd_act_grid_range(const bd_act_grid *grid, float *lo, float *hi)
+{
+    *lo = grid->qmin * grid->scale;
+    *hi = grid->qmax * grid->scale;
+}
+
+void bd_act_clip_errors(const float *x, int64_t n, float lo, float hi, int bits, double *err)
+{
+    for (int i = 0; i < BD_INT_CLIP_STEPS; i++) {
+        const double r = bd_int_clip_ratio(i);
+        bd_act_grid grid;
+        bd_act_grid_fit((float)(r * lo), (float)(r * hi), bits, &grid);
+        const float s = grid.scale, qlo = grid.qmin, qhi = grid.qmax;
+        double sum = 0;
+#pragma omp parallel for schedule(static) reduction(+ : sum) if (n > 65536)
+        for (int64_t j = 0; j < n; j++) {
+            const double d = (double)on_grid(x[j], s, qlo, qhi) - (double)x[j];
+            sum += d * d;
+        }
+        err[i] += sum;
     }
 }
 

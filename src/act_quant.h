@@ -33,6 +33,16 @@ void bd_act_grid_fit(float lo, float hi, int bits, bd_act_grid *grid);
 /* y = Clip(Round(x / s), qmin, qmax) * s, in float as the nodes compute it. */
 void bd_act_grid_apply(const bd_act_grid *grid, const float *x, int64_t n, float *y);
 
+/* The values the grid does not clip: [qmin s, qmax s]. */
+void bd_act_grid_range(const bd_act_grid *grid, float *lo, float *hi);
+
+/* The clipping search: adds to err[i] (i < BD_INT_CLIP_STEPS, int_fit.h)
+ * the squared error on n values x of the b-bit grid over [r lo, r hi], r
+ * bd_int_clip_ratio(i). Few bits spread over the widest values put most of
+ * them on one or two levels: at 2 bits a ReLU's output is best cut well
+ * below its percentile, at 8 hardly at all. */
+void bd_act_clip_errors(const float *x, int64_t n, float lo, float hi, int bits, double *err);
+
 /* The range a quantizer of n values x takes: hi their `percentile`-th
  * percentile (0 < percentile <= 100), lo 0 when none is negative, else
  * their (100 - percentile)-th (at most 0). Fails only for want of memory. */

@@ -47,7 +47,7 @@ const bd_opt bd_bitprune_opts[] = {
     {"activations", BD_OPT_FLAG, OFF(activations), 0, 1, NULL, 0, NULL, NULL,
      "also learn a bit length for every quantized layer's input (its activations)"},
     {"act_min_bits", BD_OPT_INT, OFF(act_min_bits), 1, 16, NULL, 0, NULL, "N",
-     "with activations: the fewest bits an input may learn (0: min_bits)"},
+     "with activations: the fewest bits an input may learn (0: min_bits, at least 2)"},
     {"act_max_bits", BD_OPT_INT, OFF(act_max_bits), 1, 16, NULL, 0, NULL, "N",
      "with activations: the most bits an input may learn (0: max_bits)"},
     {"act_percentile", BD_OPT_FLOAT, OFF(act_percentile), 50, 100, NULL, 0, NULL, "P",
@@ -116,16 +116,13 @@ static bd_status int_grid(const void *ctx, const float *w, int64_t rows, int64_t
     return s;
 }
 
-/* The activations': the grid over the range ctx (lo, hi) of every row. */
+/* The activations': ctx holds the grid of every bit length. */
 static bd_status act_grid(const void *ctx, const float *x, int64_t rows, int64_t L,
                           const int32_t *bits, float *out)
 {
-    const float *range = ctx;
-    for (int64_t r = 0; r < rows; r++) {
-        bd_act_grid grid;
-        bd_act_grid_fit(range[0], range[1], bits[r], &grid);
-        bd_act_grid_apply(&grid, x + r * L, L, out + r * L);
-    }
+    const bd_act_grid *grids = ctx;
+    for (int64_t r = 0; r < rows; r++)
+        bd_act_grid_apply(&grids[bits[r]], x + r * L, L, out + r * L);
     return BD_OK;
 }
 
@@ -173,22 +170,31 @@ bd_status bd_bitprune_quantize(const float *w, int64_t rows, int64_t L, const fl
 }
 
 bd_status bd_bitprune_act_quantize(const float *x, int64_t count, float bits, int max_bits,
-                                   float lo, float hi, float *out, float *dq)
+                                   const bd_act_grid *grids, float *out, float *dq)
 {
-    const float range[2] = {lo, hi};
-    return interpolate(act_grid, range, x, 1, count, &bits, max_bits, out, dq);
+    return interpolate(act_grid, grids, x, 1, count, &bits, max_bits, out, dq);
 }
 
 bd_status bd_bitprune_act_backward(const float *x, const float *dy, int64_t count, float bits,
-                                   int max_bits, float lo, float hi, float *dx, double *dn)
+                                   int max_bits, const bd_act_grid *grids, float *dx, double *dn)
 {
+    int c;
+    float t;
+    bracket(bits, max_bits, &c, &t);
+    float lo[2], hi[2];
+    bd_act_grid_range(&grids[c], &lo[0], &hi[0]);
+    bd_act_grid_range(&grids[c < BD_INT_MAX_BITS ? c + 1 : c], &lo[1], &hi[1]);
+    const float w[2] = {t < 1 ? 1 - t : 0, t < 1 ? t : 1};
 #pragma omp parallel for schedule(static) if (count > 65536)
-    for (int64_t i = 0; i < count; i++)
-        dx[i] = x[i] >= lo && x[i] <= hi ? dy[i] : 0;
+    for (int64_t i = 0; i < count; i++) {
+        const float in = (x[i] >= lo[0] && x[i] <= hi[0] ? w[0] : 0) +
+                         (x[i] >= lo[1] && x[i] <= hi[1] ? w[1] : 0);
+        dx[i] = dy[i] * in;
+    }
     if (!dn)
         return BD_OK;
     float *q = malloc((size_t)count * sizeof *q + 1), *dq = malloc((size_t)count * sizeof *dq + 1);
-    bd_status s = q && dq ? bd_bitprune_act_quantize(x, count, bits, max_bits, lo, hi, q, dq)
+    bd_status s = q && dq ? bd_bitprune_act_quantize(x, count, bits, max_bits, grids, q, dq)
                           : bd_fail(BD_ENOMEM, "out of memory for an activation's bit length");
     double sum = 0;
     for (int64_t i = 0; s == BD_OK && i < count; i++)
@@ -256,6 +262,9 @@ typedef struct bp_layer {
      * image */
     int node;
     float alo, ahi;
+    bd_act_grid agrid[BD_INT_MAX_BITS + 1]; /* clipped for each bit length */
+    float *sample;  /* while the ranges are measured: some of its values */
+    int64_t nsample;
     int64_t avalues;
 } bp_layer;
 
@@ -291,6 +300,7 @@ typedef struct bitprune {
     int act_min, act_max;
     double *na, *agrad, *ashare;
     double *calib; /* while the ranges are measured: per layer, lo's and hi's sums */
+    int64_t calib_batches;
     bd_input_transform tf;
     bd_status failed; /* a failure in the hook's restore, which cannot return one */
 } bitprune;
@@ -304,6 +314,7 @@ static void bp_free(bitprune *b)
         free(l->q);
         free(l->dq);
         free(l->rowbits);
+        free(l->sample);
     }
     free(b->bl);
     free(b->n);
@@ -420,7 +431,7 @@ static bd_status act_forward(void *ctx, int node, const bd_tensor *x, bd_tensor 
     BD_TRY(bd_tensor_new_raw(y, BD_F32, x->ndim, x->dims, "quantized activations"));
     const bp_layer *l = &b->bl[i];
     bd_status s = bd_bitprune_act_quantize(x->data, bd_tensor_count(x), (float)b->na[i],
-                                           b->act_max, l->alo, l->ahi, (*y)->data, NULL);
+                                           b->act_max, l->agrid, (*y)->data, NULL);
     if (s != BD_OK) {
         bd_tensor_free(*y);
         *y = NULL;
@@ -438,7 +449,7 @@ static bd_status act_backward(void *ctx, int node, const bd_tensor *x, const bd_
     const bp_layer *l = &b->bl[i];
     double dn = 0;
     bd_status s = bd_bitprune_act_backward(x->data, dy->data, bd_tensor_count(x),
-                                           (float)b->na[i], b->act_max, l->alo, l->ahi,
+                                           (float)b->na[i], b->act_max, l->agrid,
                                            (*dx)->data, b->frozen ? NULL : &dn);
     b->agrad[i] += dn;
     if (s != BD_OK) {
@@ -559,6 +570,14 @@ static void hook_restore(void *ctx, bd_graph *g, bd_tensor *const *grads, int64_
 
 /* ---- setting up -------------------------------------------------------------------- */
 
+void bd_bitprune_act_bits(const bd_bitprune_options *o, int *lo, int *hi)
+{
+    *hi = o->act_max_bits ? o->act_max_bits : o->max_bits;
+    *lo = o->act_min_bits ? o->act_min_bits : o->min_bits > 2 ? o->min_bits : 2;
+    if (!o->act_min_bits && *lo > *hi)
+        *lo = *hi;
+}
+
 static bd_status check(const bd_bitprune_options *o)
 {
     const int given = (o->target_bits > 0) + (o->target_mb > 0) + (o->lambda >= 0);
@@ -581,8 +600,8 @@ static bd_status check(const bd_bitprune_options *o)
     if (!o->activations && (o->act_min_bits || o->act_max_bits || o->act_percentile != 0))
         return bd_fail(BD_EINVAL, "bitprune: act_min_bits, act_max_bits and act_percentile set "
                                   "the activations' bit lengths: give activations=1 too");
-    const int lo = o->act_min_bits ? o->act_min_bits : o->min_bits,
-              hi = o->act_max_bits ? o->act_max_bits : o->max_bits;
+    int lo, hi;
+    bd_bitprune_act_bits(o, &lo, &hi);
     if (o->activations && (lo < BD_INT_MIN_BITS || hi > BD_INT_MAX_BITS || lo > hi))
         return bd_fail(BD_EINVAL,
                        "bitprune: the activations' bit range %d..%d (act_min_bits, "
@@ -670,8 +689,7 @@ static bd_status setup(bitprune *b, const bd_graph *g, const bd_bitprune_options
                        (long long)g->opset);
     if (o->activations) {
         b->acts = 1;
-        b->act_min = o->act_min_bits ? o->act_min_bits : o->min_bits;
-        b->act_max = o->act_max_bits ? o->act_max_bits : o->max_bits;
+        bd_bitprune_act_bits(o, &b->act_min, &b->act_max);
         b->na = malloc((size_t)b->nbl * sizeof *b->na);
         b->agrad = calloc((size_t)b->nbl, sizeof *b->agrad);
         b->ashare = calloc((size_t)b->nbl, sizeof *b->ashare);
@@ -723,8 +741,10 @@ static bd_status setup(bitprune *b, const bd_graph *g, const bd_bitprune_options
  * layer's input on the first ACT_CALIB_IMAGES training images, in batches
  * of the run's, as the model is before learning (float inputs all the way),
  * averaged over the batches and over the ranks of a job, so that every rank
- * has the same. */
-enum { ACT_CALIB_IMAGES = 512 };
+ * has the same; then for each bit length the clipping of that range with
+ * the least squared error on ACT_SAMPLE of those values, evenly strided
+ * (the errors summed over the ranks too). */
+enum { ACT_CALIB_IMAGES = 512, ACT_SAMPLE = 1 << 15 };
 
 static bd_status act_observe(void *user, const bd_graph *g, int node, bd_tensor *const *in)
 {
@@ -739,8 +759,43 @@ static bd_status act_observe(void *user, const bd_graph *g, int node, bd_tensor 
     BD_TRY(bd_act_range(in[0]->data, bd_tensor_count(in[0]), p, &lo, &hi));
     b->calib[2 * i] += lo;
     b->calib[2 * i + 1] += hi;
-    b->bl[i].avalues = bd_tensor_count(in[0]) / (in[0]->ndim > 0 ? in[0]->dims[0] : 1);
+    bp_layer *l = &b->bl[i];
+    const int64_t count = bd_tensor_count(in[0]), want = ACT_SAMPLE / b->calib_batches;
+    const int64_t take = count < want ? count : want;
+    const float *x = in[0]->data;
+    for (int64_t j = 0; j < take && l->nsample < ACT_SAMPLE; j++)
+        l->sample[l->nsample++] = x[j * (count / take)];
+    l->avalues = count / (in[0]->ndim > 0 ? in[0]->dims[0] : 1);
     return BD_OK;
+}
+
+/* Each layer's grid of every bit length up to act_max: its range clipped
+ * by the ratio with the least error on the sample. */
+static bd_status act_clipping(bitprune *b)
+{
+    const int nb = b->act_max, per = nb * BD_INT_CLIP_STEPS;
+    double *err = calloc((size_t)(b->nbl * per) + 1, sizeof *err);
+    if (!err)
+        return bd_fail(BD_ENOMEM, "out of memory for the activations' clipping");
+    for (int i = 0; i < b->nbl; i++)
+        for (int bits = 1; bits <= nb; bits++)
+            bd_act_clip_errors(b->bl[i].sample, b->bl[i].nsample, b->bl[i].alo, b->bl[i].ahi,
+                               bits, err + i * per + (bits - 1) * BD_INT_CLIP_STEPS);
+    bd_status s = bd_dist_sum_f64(err, b->nbl * per);
+    for (int i = 0; s == BD_OK && i < b->nbl; i++) {
+        bp_layer *l = &b->bl[i];
+        for (int bits = 1; bits <= BD_INT_MAX_BITS; bits++) {
+            int best = 0; /* above act_max: unclipped, never used */
+            const double *e = err + i * per + (bits - 1) * BD_INT_CLIP_STEPS;
+            for (int r = 1; bits <= nb && r < BD_INT_CLIP_STEPS; r++)
+                best = e[r] < e[best] ? r : best;
+            const double ratio = bd_int_clip_ratio(best);
+            bd_act_grid_fit((float)(ratio * l->alo), (float)(ratio * l->ahi), bits,
+                            &l->agrid[bits]);
+        }
+    }
+    free(err);
+    return s;
 }
 
 static bd_status act_ranges(bitprune *b, const bd_graph *g)
@@ -758,9 +813,13 @@ static bd_status act_ranges(bitprune *b, const bd_graph *g)
     for (int i = 0; i < b->nbl; i++)
         last = b->bl[i].node > last ? b->bl[i].node : last;
     b->calib = sums;
+    const int64_t batches = images / batch;
+    b->calib_batches = batches;
+    for (int i = 0; s == BD_OK && i < b->nbl; i++)
+        if (!(b->bl[i].sample = malloc(ACT_SAMPLE * sizeof *b->bl[i].sample)))
+            s = bd_fail(BD_ENOMEM, "out of memory for the activations' samples");
     if (s == BD_OK)
         bd_exec_set_hook(ex, act_observe, b);
-    const int64_t batches = images / batch;
     for (int64_t k = 0; s == BD_OK && k < batches; k++) {
         for (int64_t j = 0; j < batch; j++)
             idx[j] = k * batch + j;
@@ -778,6 +837,12 @@ static bd_status act_ranges(bitprune *b, const bd_graph *g)
     for (int i = 0; s == BD_OK && i < b->nbl; i++) {
         b->bl[i].alo = (float)sums[2 * i];
         b->bl[i].ahi = (float)sums[2 * i + 1];
+    }
+    if (s == BD_OK)
+        s = act_clipping(b);
+    for (int i = 0; i < b->nbl; i++) {
+        free(b->bl[i].sample);
+        b->bl[i].sample = NULL;
     }
     bd_exec_free(ex);
     free(idx);
@@ -996,7 +1061,8 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
                 r->act_lo = l->alo;
                 r->act_hi = l->ahi;
                 r->act_values = l->avalues;
-                bd_act_grid_fit(l->alo, l->ahi, (int)b.na[i], &r->act);
+                memcpy(r->act_grids, l->agrid, sizeof r->act_grids);
+                r->act = l->agrid[(int)b.na[i]];
                 report->act_mean += b.na[i] / b.nbl;
                 for (int t = l->first; t < l->first + l->ntens; t++)
                     report->bitops += b.mshare[t] * b.n[t] * b.na[i];

@@ -20,13 +20,17 @@
  *
  * Activations (activations=1): every quantized layer's input also gets a
  * bit length m in [act_min_bits, act_max_bits], starting at the top, and is
- * fake-quantized (act_quant.h) on a range fixed before learning: the
- * act_percentile-th percentile of its values on the first training batches
- * (the opposite one too when some are negative, else 0). Q_m interpolates
- * between the grids around m as the weights' does (one implementation);
- * the input's gradient passes straight through inside the range and is 0
- * outside, m's is <dL/dQ_m, Q_{c+1}(x) - Q_c(x)> over the input's values
- * (c = floor(m)). Rounded to nearest, m stays at its bits while fine-tuning,
+ * fake-quantized (act_quant.h) on grids fixed before learning: the range is
+ * the act_percentile-th percentile of its values on the first training
+ * batches (the opposite one too when some are negative, else 0), and the
+ * grid of each bit length clips it by the ratio with the least squared
+ * error on those values (bd_act_clip_errors): a 2-bit grid over the whole
+ * range of a ReLU's output would put nearly every value on 0 and the loss
+ * would rise with m falling far more than a clipped grid lets it. Q_m
+ * interpolates between the grids around m as the weights' does (one
+ * implementation); the input's gradient passes straight through where a
+ * grid does not clip and is 0 where it does, m's is
+ * <dL/dQ_m, Q_{c+1}(x) - Q_c(x)> over the input's values (c = floor(m)). Rounded to nearest, m stays at its bits while fine-tuning,
  * and the model carries it as Div, Round, Clip, Mul before the layer
  * (bd_bitprune_act_insert).
  *
@@ -97,7 +101,7 @@ typedef struct bd_bitprune_options {
     int finetune_epochs; /* at the rounded bits, frozen (default 1; 0: none) */
     float finetune_lr;   /* default 0: train.lr / 10 */
     int activations;     /* also a bit length per quantized layer's input */
-    int act_min_bits, act_max_bits; /* its range (0: min_bits, max_bits) */
+    int act_min_bits, act_max_bits; /* its range (0: bd_bitprune_act_bits) */
     float act_percentile; /* its value range's percentile (0: 99.99) */
 } bd_bitprune_options;
 
@@ -108,6 +112,14 @@ extern const bd_opt bd_bitprune_opts[];
 extern const bd_opt_op bd_bitprune_op;
 
 void bd_bitprune_options_init(bd_bitprune_options *o);
+
+/* The activations' bit range o gives: act_min_bits and act_max_bits, or
+ * where 0 the weights' range, but at least 2 bits at the bottom (within
+ * the top): one bit leaves a ReLU's output a step at one threshold, which
+ * straight-through training does not recover from (on the example
+ * MobileNet, depthwise inputs learned down to 1 bit cost 2 points of top-1
+ * more than at 2). A user who wants binary activations sets act_min_bits=1. */
+void bd_bitprune_act_bits(const bd_bitprune_options *o, int *lo, int *hi);
 
 /* What the run is doing, for front-ends that draw the bit lengths moving;
  * valid during the callback only. */
@@ -146,10 +158,12 @@ typedef struct bd_bitprune_layer {
     int min_bits, max_bits; /* over its channels (equal for layer granularity) */
     int64_t params, macs;
     /* activations=1 (else act.bits = 0): its input's bit length before
-     * rounding, the range, the grid it has now, its values per image */
+     * rounding, the range (unclipped), the grid it has now and the one of
+     * every bit length (act_grids[b]; [0] unused), its values per image */
     double act_learned;
     float act_lo, act_hi;
     bd_act_grid act;
+    bd_act_grid act_grids[BD_INT_MAX_BITS + 1];
     int64_t act_values;
 } bd_bitprune_layer;
 
@@ -194,17 +208,18 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *o, const bd_bi
 bd_status bd_bitprune_quantize(const float *w, int64_t rows, int64_t L, const float *bits,
                                int max_bits, float *out, float *dq);
 
-/* Q_m of count activations x (one tensor, m = bits) on the range [lo, hi]:
- * bd_act_grid_fit's grids, interpolated as bd_bitprune_quantize's; with dq
- * non-NULL also Q_{c+1} - Q_c per value. */
+/* Q_m of count activations x (one tensor, m = bits) on grids[b], the grid
+ * of b bits (b = 1 .. max_bits), interpolated as bd_bitprune_quantize's;
+ * with dq non-NULL also Q_{c+1} - Q_c per value. */
 bd_status bd_bitprune_act_quantize(const float *x, int64_t count, float bits, int max_bits,
-                                   float lo, float hi, float *out, float *dq);
+                                   const bd_act_grid *grids, float *out, float *dq);
 
-/* Its backward from dy, the gradient of Q_m(x): dx = dy where lo <= x <= hi
- * (straight through), 0 outside (clipped); with dn non-NULL also m's
- * gradient, sum dy (Q_{c+1}(x) - Q_c(x)). */
+/* Its backward from dy, the gradient of Q_m(x): straight through where a
+ * grid does not clip x, 0 where it does, each of Q_c and Q_{c+1} with its
+ * weight in Q_m (their ranges differ: bd_act_clip_errors); with dn
+ * non-NULL also m's gradient, sum dy (Q_{c+1}(x) - Q_c(x)). */
 bd_status bd_bitprune_act_backward(const float *x, const float *dy, int64_t count, float bits,
-                                   int max_bits, float lo, float hi, float *dx, double *dn);
+                                   int max_bits, const bd_act_grid *grids, float *dx, double *dn);
 
 /* Puts the activation quantizers of a run's report (its layers with
  * act.bits > 0) into g, a model with the run's layers (act_quant.h's

@@ -75,8 +75,7 @@ static void round_rows(const bd_feedback_layer *fl, bd_qlayer *q, float *w_hat)
     bd_int_round(q, fl->rows, fl->L, fl->w, q->codes, w_hat);
 }
 
-/* Clipping ratio i of BD_INT_CLIP_STEPS, from 1 down to 0.05. */
-static double clip_ratio(int i) { return 1.0 - 0.95 * i / (BD_INT_CLIP_STEPS - 1); }
+double bd_int_clip_ratio(int i) { return 1.0 - 0.95 * i / (BD_INT_CLIP_STEPS - 1); }
 
 static void set_grid(const bd_feedback_layer *fl, bd_qlayer *q, int64_t i, double a, double b)
 {
@@ -121,7 +120,7 @@ static void diagonal_search(const bd_feedback_layer *fl, const bd_qlayer *q, int
     for (int ia = 0; ia < BD_INT_CLIP_STEPS; ia++)
         for (int ib = 0; ib < nb; ib++) {
             candidate c = {0, 0, 0};
-            grid_for(lo, hi, bits, q->ints.symmetric, clip_ratio(ia), clip_ratio(ib), &c.scale,
+            grid_for(lo, hi, bits, q->ints.symmetric, bd_int_clip_ratio(ia), bd_int_clip_ratio(ib), &c.scale,
                      &c.zero);
             for (int64_t r = r0; r < r1; r++) {
                 const double *g = fl->h[r / mg].g;

@@ -20,6 +20,10 @@
 /* Clipping ratios the act fit tries for each end: 1 down to 0.05. */
 enum { BD_INT_CLIP_STEPS = 20 };
 
+/* Ratio i (0 .. BD_INT_CLIP_STEPS - 1) of those, 1 first; the activation
+ * quantizer's clipping search tries the same (act_quant.h). */
+double bd_int_clip_ratio(int i);
+
 /* Fits fl->w (rows x L, row-major as pq.h's layout with d = 1) with the
  * grid of `spec`, each row r at row_bits[r] bits when row_bits is given
  * (spec->per_channel then, spec->bits unused), else at spec->bits; fl->h

@@ -195,15 +195,16 @@ static void test_interpolation_is_the_grid_at_integers(void **state)
 static double clip_d(double x, double lo, double hi) { return x < lo ? lo : x > hi ? hi : x; }
 
 /* Activations quantized as a run does it, for the tests: layer l's input at
- * bits[l] on range[l] (interpolated), or on the fixed grid[l]. With ste,
+ * bits[l] on grids[l] (interpolated), or on the fixed grid[l]. With ste,
  * the fc's input is what the backward takes it for around x0, its value at
  * a base point (recorded by a run with record): Q(x0) + clip(x) - clip(x0),
- * the quantizer at x0, straight through inside the range. */
+ * the quantizer at x0, straight through inside the range of its grid at
+ * ceil(bits) (the one Q_m weighs fully at an integer m). */
 typedef struct act_spec {
     int node[2];
     float bits[2];
-    float range[2][2];
-    const bd_act_grid *grid; /* NULL: bits and range */
+    const bd_act_grid *grids[2];
+    const bd_act_grid *grid; /* NULL: bits and grids */
     int record, ste;
     float *x0;
 } act_spec;
@@ -220,7 +221,7 @@ static bd_status spec_forward(void *ctx, int node, const bd_tensor *x, bd_tensor
     act_spec *a = ctx;
     const int l = spec_layer(a, node);
     const int64_t n = bd_tensor_count(x);
-    const float *xd = x->data, lo = a->range[l][0], hi = a->range[l][1];
+    const float *xd = x->data;
     assert_int_equal(bd_tensor_new(y, BD_F32, x->ndim, x->dims, "y"), BD_OK);
     float *yd = (*y)->data;
     if (a->grid) {
@@ -232,13 +233,15 @@ static bd_status spec_forward(void *ctx, int node, const bd_tensor *x, bd_tensor
         memcpy(a->x0, xd, (size_t)n * sizeof *xd);
     }
     if (l == 1 && a->ste) {
-        assert_int_equal(bd_bitprune_act_quantize(a->x0, n, a->bits[l], 8, lo, hi, yd, NULL),
+        float lo, hi;
+        bd_act_grid_range(&a->grids[l][(int)ceilf(a->bits[l])], &lo, &hi);
+        assert_int_equal(bd_bitprune_act_quantize(a->x0, n, a->bits[l], 8, a->grids[l], yd, NULL),
                          BD_OK);
         for (int64_t i = 0; i < n; i++)
             yd[i] = (float)((double)yd[i] + (clip_d(xd[i], lo, hi) - clip_d(a->x0[i], lo, hi)));
         return BD_OK;
     }
-    return bd_bitprune_act_quantize(xd, n, a->bits[l], 8, lo, hi, yd, NULL);
+    return bd_bitprune_act_quantize(xd, n, a->bits[l], 8, a->grids[l], yd, NULL);
 }
 
 /* The logits of g on the whole batch, its activations quantized by a (NULL:
@@ -534,6 +537,16 @@ static bd_graph *identity_model(int opset)
     return g;
 }
 
+/* A grid of every bit length over [lo, hi], the fewer bits the more
+ * clipped, as a run's clipping search leaves them (each its own range). */
+static void clipped_grids(float lo, float hi, bd_act_grid *grids)
+{
+    for (int b = 1; b <= BD_INT_MAX_BITS; b++) {
+        const float r = b < 8 ? (float)b / 8 : 1;
+        bd_act_grid_fit(r * lo, r * hi, b, &grids[b]);
+    }
+}
+
 static void test_act_quantizer_is_the_nodes_grid_at_integers(void **state)
 {
     (void)state;
@@ -542,16 +555,16 @@ static void test_act_quantizer_is_the_nodes_grid_at_integers(void **state)
     bd_test_fill_random(x, C, 7, -1.5f, 4);
     x[0] = 0; /* zero stays zero: a conv's padding is on the grid */
     const float range[2][2] = {{-1.2f, 3.3f}, {0, 3.3f}}; /* signed, then after a ReLU */
+    bd_act_grid grids[2][BD_INT_MAX_BITS + 1];
     for (int sign = 0; sign < 2; sign++) {
+        clipped_grids(range[sign][0], range[sign][1], grids[sign]);
         for (int b = 1; b <= 8; b++) {
-            bd_act_grid grid;
-            bd_act_grid_fit(range[sign][0], range[sign][1], b, &grid);
+            const bd_act_grid grid = grids[sign][b];
             assert_float_equal(grid.qmax - grid.qmin, (1 << b) - 1, 0);
             assert_true(grid.qmin <= 0 && grid.qmax >= 0);
             if (sign == 1)
                 assert_float_equal(grid.qmin, 0, 0); /* unsigned */
-            assert_int_equal(bd_bitprune_act_quantize(x, C, (float)b, 8, range[sign][0],
-                                                      range[sign][1], out, NULL),
+            assert_int_equal(bd_bitprune_act_quantize(x, C, (float)b, 8, grids[sign], out, NULL),
                              BD_OK);
             bd_act_grid_apply(&grid, x, C, lo);
             assert_memory_equal(out, lo, sizeof out);
@@ -578,12 +591,9 @@ static void test_act_quantizer_is_the_nodes_grid_at_integers(void **state)
         }
     }
     /* in between: (c + 1 - m) Q_c + (m - c) Q_{c+1}, dq = Q_{c+1} - Q_c */
-    assert_int_equal(bd_bitprune_act_quantize(x, C, 3.25f, 8, -1.2f, 3.3f, out, dq), BD_OK);
-    bd_act_grid g3, g4;
-    bd_act_grid_fit(-1.2f, 3.3f, 3, &g3);
-    bd_act_grid_fit(-1.2f, 3.3f, 4, &g4);
-    bd_act_grid_apply(&g3, x, C, lo);
-    bd_act_grid_apply(&g4, x, C, hi);
+    assert_int_equal(bd_bitprune_act_quantize(x, C, 3.25f, 8, grids[0], out, dq), BD_OK);
+    bd_act_grid_apply(&grids[0][3], x, C, lo);
+    bd_act_grid_apply(&grids[0][4], x, C, hi);
     for (int j = 0; j < C; j++) {
         assert_float_equal(out[j], 0.75f * lo[j] + 0.25f * hi[j], 1e-6);
         assert_float_equal(dq[j], hi[j] - lo[j], 1e-6);
@@ -591,10 +601,10 @@ static void test_act_quantizer_is_the_nodes_grid_at_integers(void **state)
 }
 
 /* sum dy Q_m(x) in double */
-static double act_dot(const float *x, const float *dy, int n, double m, float lo, float hi)
+static double act_dot(const float *x, const float *dy, int n, double m, const bd_act_grid *grids)
 {
     float *q = malloc((size_t)n * sizeof *q);
-    assert_int_equal(bd_bitprune_act_quantize(x, n, (float)m, 8, lo, hi, q, NULL), BD_OK);
+    assert_int_equal(bd_bitprune_act_quantize(x, n, (float)m, 8, grids, q, NULL), BD_OK);
     double sum = 0;
     for (int i = 0; i < n; i++)
         sum += (double)dy[i] * q[i];
@@ -603,8 +613,9 @@ static double act_dot(const float *x, const float *dy, int n, double m, float lo
 }
 
 /* m's gradient against central differences in m (Q_m is linear in m
- * between integers); x's, straight through inside the range and 0 outside,
- * against central differences of the clip it stands for. */
+ * between integers); x's, straight through where a grid does not clip and
+ * 0 where it does, against central differences of the clips it stands for:
+ * (c + 1 - m) clip_c(x) + (m - c) clip_{c+1}(x), each on its grid's range. */
 static void test_act_gradients_finite_differences(void **state)
 {
     (void)state;
@@ -612,28 +623,76 @@ static void test_act_gradients_finite_differences(void **state)
     float x[C], dy[C], dx[C];
     bd_test_fill_random(x, C, 11, -2, 5);
     bd_test_fill_random(dy, C, 12, -1, 1);
-    const float lo = -1, hi = 3.5f;
+    bd_act_grid grids[BD_INT_MAX_BITS + 1];
+    clipped_grids(-1, 3.5f, grids);
     const double m = 3.3, h = 1e-2;
     double dn;
-    assert_int_equal(bd_bitprune_act_backward(x, dy, C, (float)m, 8, lo, hi, dx, &dn), BD_OK);
-    const double fd = (act_dot(x, dy, C, m + h, lo, hi) - act_dot(x, dy, C, m - h, lo, hi)) /
+    assert_int_equal(bd_bitprune_act_backward(x, dy, C, (float)m, 8, grids, dx, &dn), BD_OK);
+    const double fd = (act_dot(x, dy, C, m + h, grids) - act_dot(x, dy, C, m - h, grids)) /
                       (2 * h);
     assert_true(fabs(fd) > 1e-2);
     assert_float_equal(dn, fd, 1e-4 * fabs(fd));
-    int inside = 0, outside = 0;
+    float lo[2], hi[2];
+    bd_act_grid_range(&grids[3], &lo[0], &hi[0]);
+    bd_act_grid_range(&grids[4], &lo[1], &hi[1]);
+    assert_true(hi[1] > hi[0] + 0.3f); /* their ranges differ */
+    int counts[3] = {0}; /* derivative 1, 0.7 (only Q_3 clips), 0 */
     for (int i = 0; i < C; i++) {
-        if (fabs(x[i] - lo) < 2 * h || fabs(x[i] - hi) < 2 * h)
+        int near = 0;
+        for (int k = 0; k < 2; k++)
+            near |= fabs(x[i] - lo[k]) < 2 * h || fabs(x[i] - hi[k]) < 2 * h;
+        if (near)
             continue;
-        const double d = (clip_d(x[i] + h, lo, hi) - clip_d(x[i] - h, lo, hi)) / (2 * h);
+        double d = 0;
+        for (int k = 0; k < 2; k++)
+            d += (k ? m - 3 : 4 - m) *
+                 (clip_d(x[i] + h, lo[k], hi[k]) - clip_d(x[i] - h, lo[k], hi[k])) / (2 * h);
         assert_float_equal(dx[i], dy[i] * d, 1e-6);
-        inside += d > 0.5;
-        outside += d < 0.5;
+        counts[d > 0.9 ? 0 : d > 0.1 ? 1 : 2]++;
     }
-    assert_true(inside > C / 4 && outside > C / 8);
-    /* frozen bits: the same dx, no gradient for m asked */
+    assert_true(counts[0] > C / 8 && counts[1] > C / 40 && counts[2] > C / 4);
+    /* frozen bits: Q_4's range alone, no gradient for m asked */
     float dx2[C];
-    assert_int_equal(bd_bitprune_act_backward(x, dy, C, 4, 8, lo, hi, dx2, NULL), BD_OK);
-    assert_memory_equal(dx, dx2, sizeof dx);
+    assert_int_equal(bd_bitprune_act_backward(x, dy, C, 4, 8, grids, dx2, NULL), BD_OK);
+    for (int i = 0; i < C; i++)
+        assert_float_equal(dx2[i], x[i] >= lo[1] && x[i] <= hi[1] ? dy[i] : 0, 0);
+}
+
+/* The clipping search's errors against a direct sum, and what it is for:
+ * on a ReLU's output (most values small, a long tail) few bits cut the
+ * range well short, 8 bits hardly at all. */
+static void test_act_clipping_errors(void **state)
+{
+    (void)state;
+    enum { C = 4000 };
+    float x[C], q[C];
+    for (int i = 0; i < C; i++) {
+        const double u = (i + 0.5) / C;
+        x[i] = u < 0.4 ? 0 : (float)-log((1 - u) / 0.6); /* half-exponential after a ReLU */
+    }
+    float lo, hi;
+    assert_int_equal(bd_act_range(x, C, 99.99, &lo, &hi), BD_OK);
+    int best[9];
+    for (int b = 1; b <= 8; b++) {
+        double err[BD_INT_CLIP_STEPS] = {0};
+        bd_act_clip_errors(x, C, lo, hi, b, err);
+        best[b] = 0;
+        for (int i = 0; i < BD_INT_CLIP_STEPS; i++) {
+            const double r = bd_int_clip_ratio(i);
+            bd_act_grid g;
+            bd_act_grid_fit((float)(r * lo), (float)(r * hi), b, &g);
+            bd_act_grid_apply(&g, x, C, q);
+            double sum = 0;
+            for (int j = 0; j < C; j++)
+                sum += ((double)q[j] - x[j]) * ((double)q[j] - x[j]);
+            assert_float_equal(err[i], sum, 1e-9 * sum);
+            best[b] = err[i] < err[best[b]] ? i : best[b];
+        }
+    }
+    assert_true(bd_int_clip_ratio(best[2]) < 0.6);
+    assert_true(bd_int_clip_ratio(best[8]) > 0.8);
+    for (int b = 2; b <= 8; b++)
+        assert_true(best[b] <= best[b - 1]); /* more bits, a wider grid */
 }
 
 /* One training step with a fixed lambda moves m by -bits_lr (dL/dm +
@@ -665,8 +724,7 @@ static void test_act_bits_gradient_in_training(void **state)
     const int64_t values[2] = {16, 8};
     for (int l = 0; l < 2; l++) {
         assert_int_equal(x.r.layers[l].act_values, values[l]);
-        a.range[l][0] = x.r.layers[l].act_lo;
-        a.range[l][1] = x.r.layers[l].act_hi;
+        a.grids[l] = x.r.layers[l].act_grids;
         assert_true(x.r.layers[l].act_hi > x.r.layers[l].act_lo);
     }
     const float wbits[2] = {3.4f, 3.4f};
@@ -892,11 +950,26 @@ static void test_bad_input_changes_nothing(void **state)
     o.activations = 1;
     o.act_max_bits = 17;
     assert_int_equal(bd_bitprune_run(g, &o, &io, q, &r), BD_EINVAL);
-    assert_non_null(strstr(bd_error_message(), "activations' bit range 1..17"));
+    assert_non_null(strstr(bd_error_message(), "activations' bit range 2..17"));
     o.act_min_bits = 5;
     o.act_max_bits = 3;
     assert_int_equal(bd_bitprune_run(g, &o, &io, q, &r), BD_EINVAL);
     assert_non_null(strstr(bd_error_message(), "activations' bit range 5..3"));
+    /* the default range: the weights', at least 2 bits but within the top */
+    const int ranges[][6] = {/* min, max, act_min, act_max -> lo, hi */
+                             {1, 8, 0, 0, 2, 8}, {3, 8, 0, 0, 3, 8}, {1, 1, 0, 0, 1, 1},
+                             {1, 8, 1, 0, 1, 8}, {1, 8, 0, 4, 2, 4}};
+    for (size_t i = 0; i < sizeof ranges / sizeof *ranges; i++) {
+        bd_bitprune_options d = plain(1);
+        d.min_bits = ranges[i][0];
+        d.max_bits = ranges[i][1];
+        d.act_min_bits = ranges[i][2];
+        d.act_max_bits = ranges[i][3];
+        int lo, hi;
+        bd_bitprune_act_bits(&d, &lo, &hi);
+        assert_int_equal(lo, ranges[i][4]);
+        assert_int_equal(hi, ranges[i][5]);
+    }
     o.act_min_bits = 0;
     o.act_max_bits = 0;
     g->opset = 10; /* no Round for the saved file */
@@ -925,6 +998,7 @@ int main(void)
         cmocka_unit_test(test_codecs_have_the_rounded_bits),
         cmocka_unit_test(test_act_quantizer_is_the_nodes_grid_at_integers),
         cmocka_unit_test(test_act_gradients_finite_differences),
+        cmocka_unit_test(test_act_clipping_errors),
         cmocka_unit_test(test_act_bits_gradient_in_training),
         cmocka_unit_test(test_act_lambda_zero_keeps_large_lambda_drives_to_min),
         cmocka_unit_test(test_act_ops_cost_is_a_hand_count),

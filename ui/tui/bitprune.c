@@ -38,10 +38,10 @@ static void aim(const bd_bitprune_options *o, char *buf, size_t cap)
     else
         snprintf(target, sizeof target, "lambda %g fixed", (double)o->lambda);
     char inputs[64] = "";
+    int act_lo, act_hi;
+    bd_bitprune_act_bits(o, &act_lo, &act_hi);
     if (o->activations)
-        snprintf(inputs, sizeof inputs, "  inputs %d..%d",
-                 o->act_min_bits ? o->act_min_bits : o->min_bits,
-                 o->act_max_bits ? o->act_max_bits : o->max_bits);
+        snprintf(inputs, sizeof inputs, "  inputs %d..%d", act_lo, act_hi);
     snprintf(buf, cap, "%s  cost %s  per %s  bits %d..%d%s  lr %g  seed %llu", target,
              o->cost == BD_BITS_OPS ? "ops" : "memory",
              o->granularity == BD_BITS_CHANNEL ? "channel" : "layer", o->min_bits, o->max_bits,
