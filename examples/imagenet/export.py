@@ -10,8 +10,10 @@ For resnet18 it also records a check that needs no trust in our image code:
 the exact input tensors torchvision's own preprocessing makes from a few
 photos shipped with python3-skimage, and PyTorch's logits for them.
 
-usage: /usr/bin/python3 examples/imagenet/export.py [--out DIR] [NAME...]
-NAME: resnet18 resnet50 mobilenet_v2 (default: all three)
+usage: /usr/bin/python3 examples/imagenet/export.py [--out DIR] [--zoo] [NAME...]
+NAME: any torchvision classification model (default: resnet18 resnet50
+mobilenet_v2); --zoo adds the 17 CNNs ./bd bench zoo measures (ZOO), each
+only where DIR lacks it
 """
 import argparse
 import os
@@ -24,6 +26,11 @@ from PIL import Image
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
+# The CNNs of torchvision 0.14's classification zoo, one or two per family.
+ZOO = ["alexnet", "vgg11_bn", "squeezenet1_1", "googlenet", "inception_v3", "densenet121",
+       "resnet18", "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2", "mobilenet_v3_small",
+       "mnasnet0_5", "shufflenet_v2_x0_5", "efficientnet_b0", "efficientnet_v2_s",
+       "regnet_y_400mf", "convnext_tiny"]
 PHOTOS = ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"]
 SKIMAGE_DATA = "/usr/lib/python3/dist-packages/skimage/data"
 CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -93,11 +100,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "models"))
-    ap.add_argument("names", nargs="*", default=["resnet18", "resnet50", "mobilenet_v2"])
+    ap.add_argument("--zoo", action="store_true")
+    ap.add_argument("names", nargs="*")
     args = ap.parse_args()
+    names = args.names or ([] if args.zoo else ["resnet18", "resnet50", "mobilenet_v2"])
+    if args.zoo:
+        names += [n for n in ZOO if n not in names and
+                  not os.path.exists(os.path.join(args.out, n + ".onnx"))]
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    for name in args.names:
+    for name in names:
         model = export(name, args.out)
         if name == "resnet18":
             record_photos(model, args.out)
