@@ -538,7 +538,9 @@ static void drop_default_attrs(bd_graph *g)
 
 /* The model's own small constants (scalars, short int64 lists: exporters
  * repeat Clip's 0 and 6 once per node) are stored once, and the ones
- * export adds reuse them. None is a parameter that training changes. */
+ * export adds reuse them, under a temporary name when theirs would not fit
+ * export's names (the file's names are given at the end anyway). None is a
+ * parameter that training changes. */
 static bd_status share_constants(exporter *x)
 {
     bd_graph *g = x->g;
@@ -566,6 +568,11 @@ static bd_status share_constants(exporter *x)
             return bd_fail(BD_ENOMEM, "out of memory");
         x->consts = grown;
         x->consts[x->nconsts++] = v;
+        if (strlen(g->values[v].name) >= NAME_CAP) {
+            char name[NAME_CAP];
+            fresh_name(x, name);
+            BD_TRY(bd_graph_rename(g, v, name));
+        }
     }
     return BD_OK;
 }
