@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/conv_depthwise.h"
 #include "cpu/grad_kernels.h"
 #include "dev.h"
 #include "ops.h"
@@ -154,8 +155,6 @@ static int64_t chunk_images(const bd_conv_geom *g)
     return c < g->n ? c : g->n;
 }
 
-static int is_depthwise(const bd_conv_geom *g) { return g->group == g->c && g->m == g->c; }
-
 /* [N][C][spatial...] as n, c and the spatial size. */
 static void ncs(const bd_dt *x, int64_t *n, int64_t *c, int64_t *s)
 {
@@ -184,7 +183,7 @@ static bd_status conv_forward(const bd_dop_args *a, headers *h, bd_dt **out)
     float *y = (*out)->data;
     const int64_t K = bd_conv_rows(&g), ohw = bd_conv_cols(&g), mg = g.m / g.group;
     bd_status s = BD_OK;
-    if (is_depthwise(&g)) {
+    if (bd_conv_is_depthwise(&g)) {
         s = bd_cu_depthwise(&g, x->data, w->data, y);
     } else {
         const int64_t chunk = chunk_images(&g);
@@ -519,7 +518,7 @@ static bd_status conv_backward(const bd_dop_args *a, headers *h, const bd_dt *dy
     if (s == BD_OK && want[1])
         s = bd_k_in_node(n, bd_dt_zeros(a->dev, w->ndim, w->dims, &din[1]));
     float *dx = din[0] ? din[0]->data : NULL, *dw = din[1] ? din[1]->data : NULL;
-    if (s == BD_OK && is_depthwise(&g)) {
+    if (s == BD_OK && bd_conv_is_depthwise(&g)) {
         if (dx)
             s = bd_cu_depthwise_dx(&g, w->data, dy->data, dx);
         if (s == BD_OK && dw)

@@ -141,6 +141,15 @@ static const conv_case conv_cases[] = {
      * (7+2-5)/1+1 = 5, (9+3-5)/2+1 = 4 */
     {"depthwise dilated", 2, 5, 7, 9, 5, 5, 3, 3, {1, 2}, {2, 2}, {2, 1, 0, 2}, 1, 1, 1, NULL, 0,
      5, 4},
+    /* depthwise rows of more than 16 outputs (whole register blocks and a
+     * part): 5x5 stride 1 pads 2 keeps 9x37; 3x3 stride 2 pads 1:
+     * (9+2-3)/2+1 = 5, (37+2-3)/2+1 = 19; stride 3 (tap by tap), pads t1 l0
+     * b1 r0: (9+2-3)/3+1 = 3, (37-3)/3+1 = 12 */
+    {"depthwise wide", 2, 8, 9, 37, 8, 8, 5, 5, {0}, {0}, {2, 2, 2, 2}, 0, 0, 1, NULL, 1, 9, 37},
+    {"depthwise wide stride 2", 2, 8, 9, 37, 8, 8, 3, 3, {2, 2}, {0}, {1, 1, 1, 1}, 1, 0, 1, NULL,
+     1, 5, 19},
+    {"depthwise stride 3", 2, 8, 9, 37, 8, 8, 3, 3, {3, 3}, {0}, {1, 0, 1, 0}, 1, 0, 1, NULL, 0, 3,
+     12},
     /* SAME: ceil(7/2) = 4, ceil(9/2) = 5; 4x2 kernel pads 3 and 1 split by mode */
     {"SAME_UPPER", 2, 5, 7, 9, 7, 1, 4, 2, {2, 2}, {0}, {0}, 1, 0, 0, "SAME_UPPER", 1, 4, 5},
     {"SAME_LOWER", 2, 5, 7, 9, 7, 1, 4, 2, {2, 2}, {0}, {0}, 1, 0, 0, "SAME_LOWER", 1, 4, 5},

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "conv_depthwise.h"
 #include "conv_direct.h"
 #include "ops.h"
 
@@ -202,38 +203,6 @@ void bd_epilogue_apply(const bd_epilogue *ep, int64_t c, const float *src, const
     }
 }
 
-/* Depthwise convolution (one input and one output channel per group) does
- * 9 multiply-adds per output: a GEMM per channel would be all overhead. */
-static void depthwise_channel(const bd_conv_geom *g, const float *x, const float *w, float *y)
-{
-    for (int64_t oy = 0; oy < g->oh; oy++) {
-        float *out = y + oy * g->ow;
-        for (int64_t ox = 0; ox < g->ow; ox++)
-            out[ox] = 0.0f;
-        for (int64_t ki = 0; ki < g->kh; ki++) {
-            int64_t iy = oy * g->sh - g->pad_t + ki * g->dh;
-            if (iy < 0 || iy >= g->h)
-                continue;
-            const float *in = x + iy * g->w;
-            for (int64_t kj = 0; kj < g->kw; kj++) {
-                float wv = w[ki * g->kw + kj];
-                int64_t x_off = kj * g->dw - g->pad_l, lo, hi;
-                bd_conv_valid_cols(g, x_off, &lo, &hi);
-                /* omp simd: out and in are different tensors */
-                if (g->sw == 1) {
-#pragma omp simd
-                    for (int64_t ox = lo; ox < hi; ox++)
-                        out[ox] += wv * in[ox + x_off];
-                } else {
-#pragma omp simd
-                    for (int64_t ox = lo; ox < hi; ox++)
-                        out[ox] += wv * in[ox * g->sw + x_off];
-                }
-            }
-        }
-    }
-}
-
 static int is_pointwise(const bd_conv_geom *g)
 {
     return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pad_t == 0 &&
@@ -370,18 +339,8 @@ bd_status bd_conv2d(const bd_conv_geom *g, const float *x, const float *w, const
     if (bd_conv_direct_preferred(g))
         return bd_conv_direct(g, x, w, ep, y);
     const int64_t ohw = bd_conv_cols(g);
-    if (g->group == g->c && g->m == g->c) {
-        const int64_t total = g->n * g->c;
-#pragma omp parallel for schedule(static) if (total * ohw > 4096)
-        for (int64_t i = 0; i < total; i++) {
-            int64_t c = i % g->c;
-            float *yc = y + i * ohw;
-            depthwise_channel(g, x + i * g->h * g->w, w + c * g->kh * g->kw, yc);
-            bd_epilogue_apply(ep, c, yc, ep && ep->residual ? ep->residual + i * ohw : NULL, yc,
-                              ohw);
-        }
-        return BD_OK;
-    }
+    if (bd_conv_is_depthwise(g))
+        return bd_conv_depthwise(g, x, w, ep, y);
     conv_plan p = {.g = g, .x = x, .w = w, .ep = ep, .y = y, .k = bd_conv_rows(g),
                    .mg = g->m / g->group, .ohw = ohw};
     /* SHIFT computes the padded grid: worth it where the padding is thin */

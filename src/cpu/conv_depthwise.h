@@ -1,0 +1,22 @@
+/* Depthwise 2-D convolution (one input and one output channel per group):
+ * kh*kw multiply-adds per output, so a GEMM per channel would be all
+ * overhead, and the MobileNets, EfficientNets, MNASNet and ConvNeXt spend
+ * much of their time here. With AVX-512 each channel plane is copied once
+ * into a zero-bordered buffer and 16 outputs of a row are summed over every
+ * tap in one register (stride 2 takes the even lanes of two loads);
+ * otherwise, and for strides above 2, the row is summed tap by tap. */
+#ifndef BD_CPU_CONV_DEPTHWISE_H
+#define BD_CPU_CONV_DEPTHWISE_H
+
+#include "conv.h"
+
+/* Whether g is depthwise: as many groups as input channels, one output
+ * channel each. */
+int bd_conv_is_depthwise(const bd_conv_geom *g);
+
+/* y[N][C][OH][OW] = conv(x, w) with the epilogue applied, as bd_conv2d,
+ * for a depthwise g. Fails only for want of memory. */
+bd_status bd_conv_depthwise(const bd_conv_geom *g, const float *x, const float *w,
+                            const bd_epilogue *ep, float *y);
+
+#endif
