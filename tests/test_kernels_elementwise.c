@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "bd_test_node.h"
+#include "cpu/fast_math.h"
 #include "graph.h"
 #include "ops.h"
 
@@ -273,6 +274,35 @@ static const unary_case unary_cases[] = {
     {"Round", -40, 40, 0, {0}, {0}, r_round, {0}},
 };
 
+/* The vectorisable exp, sigmoid and erf (cpu/fast_math.h) against double
+ * precision at a million points over their whole finite range, and at the
+ * special values; each bound is the one the header states, which a single
+ * wrong polynomial coefficient exceeds by orders of magnitude. */
+static void test_fast_math(void **state)
+{
+    (void)state;
+    double worst_exp = 0, worst_sig = 0, worst_erf = 0, worst_erf_near = 0;
+    for (int i = 0; i <= 1000000; i++) {
+        const float x = -87.3f + (88.3f + 87.3f) * (float)i / 1e6f;
+        worst_exp = fmax(worst_exp, fabs(bd_expf(x) / exp(x) - 1));
+        const float s = -30 + 60 * (float)i / 1e6f, e = -6 + 12 * (float)i / 1e6f;
+        worst_sig = fmax(worst_sig, fabs(bd_sigmoidf(s) * (1 + exp(-(double)s)) - 1));
+        worst_erf = fmax(worst_erf, fabs(bd_erff(e) - erf(e)));
+        const float z = ldexpf(1, -30) + 0.5f * (float)i / 1e6f; /* (0, 1/2] */
+        worst_erf_near = fmax(worst_erf_near, fabs(bd_erff(z) / erf(z) - 1));
+    }
+    print_message("fast math: exp %.2e relative, sigmoid %.2e relative, erf %.2e absolute, "
+                  "%.2e relative below 1/2\n",
+                  worst_exp, worst_sig, worst_erf, worst_erf_near);
+    assert_true(worst_exp < 2e-7 && worst_sig < 3e-7 && worst_erf < 4e-7 &&
+                worst_erf_near < 4e-7);
+    assert_true(isinf(bd_expf(89)) && bd_expf(89) > 0 && isinf(bd_expf(INFINITY)));
+    assert_true(bd_expf(-88) == 0 && bd_expf(-INFINITY) == 0 && bd_expf(0) == 1);
+    assert_true(isnan(bd_expf(NAN)) && isnan(bd_sigmoidf(NAN)) && isnan(bd_erff(NAN)));
+    assert_true(bd_sigmoidf(-200) == 0 && bd_sigmoidf(200) == 1);
+    assert_true(bd_erff(INFINITY) == 1 && bd_erff(-INFINITY) == -1 && bd_erff(0) == 0);
+}
+
 static void test_unary(void **state)
 {
     (void)state;
@@ -431,6 +461,7 @@ int main(void)
         cmocka_unit_test(test_binary_f32),    cmocka_unit_test(test_binary_i64),
         cmocka_unit_test(test_int_div_truncates), cmocka_unit_test(test_binary_errors),
         cmocka_unit_test(test_unary),         cmocka_unit_test(test_neg_i64),
+        cmocka_unit_test(test_fast_math),
         cmocka_unit_test(test_round_halves_to_even),
         cmocka_unit_test(test_unary_errors),  cmocka_unit_test(test_clip),
     };

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "fast_math.h"
 #include "kernel_util.h"
 
 /* Integer arithmetic wraps as two's complement hardware does, rather than
@@ -47,19 +48,19 @@ static int64_t int_pow(int64_t x, int64_t y)
         const T *a = in[0], *b = in[1];                                                  \
         (void)ctx;                                                                       \
         if (step[0] && step[1]) {                                                        \
-            for (int64_t j = 0; j < count; j++) {                                        \
+            _Pragma("omp simd") for (int64_t j = 0; j < count; j++) {                    \
                 const T x = a[j], y = b[j];                                              \
                 o[j] = (expr);                                                           \
             }                                                                            \
         } else if (step[0]) {                                                            \
             const T y = b[0];                                                            \
-            for (int64_t j = 0; j < count; j++) {                                        \
+            _Pragma("omp simd") for (int64_t j = 0; j < count; j++) {                    \
                 const T x = a[j];                                                        \
                 o[j] = (expr);                                                           \
             }                                                                            \
         } else {                                                                         \
             const T x = a[0];                                                            \
-            for (int64_t j = 0; j < count; j++) {                                        \
+            _Pragma("omp simd") for (int64_t j = 0; j < count; j++) {                    \
                 const T y = b[j];                                                        \
                 o[j] = (expr);                                                           \
             }                                                                            \
@@ -147,7 +148,7 @@ BD_KERNEL(bd_k_mod)
         const T *src = in[0];                                                            \
         (void)p;                                                                         \
         (void)step;                                                                      \
-        for (int64_t j = 0; j < count; j++) {                                            \
+        _Pragma("omp simd") for (int64_t j = 0; j < count; j++) {                        \
             const T x = src[j];                                                          \
             o[j] = (expr);                                                               \
         }                                                                                \
@@ -164,7 +165,7 @@ static float clampf(float x, float lo, float hi)
 UNARY_RUN(relu_f32, float, x > 0 ? x : 0)
 UNARY_RUN(leaky_relu_f32, float, x >= 0 ? x : p[0] * x)
 UNARY_RUN(clip_f32, float, clampf(x, p[0], p[1]))
-UNARY_RUN(sigmoid_f32, float, 1 / (1 + expf(-x)))
+UNARY_RUN(sigmoid_f32, float, bd_sigmoidf(x))
 UNARY_RUN(hard_sigmoid_f32, float, clampf(p[0] * x + p[1], 0, 1))
 UNARY_RUN(hard_swish_f32, float, x * clampf(x / 6 + 0.5f, 0, 1))
 UNARY_RUN(tanh_f32, float, tanhf(x))
@@ -172,7 +173,7 @@ UNARY_RUN(exp_f32, float, expf(x))
 UNARY_RUN(sqrt_f32, float, sqrtf(x))
 UNARY_RUN(neg_f32, float, -x)
 UNARY_RUN(neg_i64, int64_t, wrap_sub(0, x))
-UNARY_RUN(erf_f32, float, erff(x))
+UNARY_RUN(erf_f32, float, bd_erff(x))
 /* halves to even, as ONNX's Round (the default rounding mode) */
 UNARY_RUN(round_f32, float, nearbyintf(x))
 

@@ -2,6 +2,7 @@
  * gradients are summed back to each operand's shape, and the activations. */
 #include <math.h>
 
+#include "fast_math.h"
 #include "grad_kernels.h"
 
 
@@ -307,7 +308,7 @@ static float neg_d(float x, float y, const float *p)
 static float erf_d(float x, float y, const float *p)
 {
     (void)y, (void)p;
-    return 1.1283791670955126f * expf(-x * x); /* 2 / sqrt(pi) */
+    return 1.1283791670955126f * bd_expf(-x * x); /* 2 / sqrt(pi) */
 }
 
 static float leaky_relu_d(float x, float y, const float *p)
