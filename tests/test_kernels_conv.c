@@ -405,6 +405,8 @@ static void test_matmul(void **state)
     run_matmul(DIMS(7, 5), DIMS(5), DIMS(7), 11);
     run_matmul(DIMS(5), DIMS(5), 0, (int64_t[]){0}, 12);
     run_matmul(DIMS(65, 33), DIMS(33, 47), DIMS(65, 47), 13);
+    /* a Linear on [N, H, W, C] (ConvNeXt): one GEMM over every batch's rows */
+    run_matmul(DIMS(2, 4, 6, 5), DIMS(5, 9), DIMS(2, 4, 6, 9), 14);
 }
 
 /* int64, exactly: a [3, 7, 5] batch times a [5] vector of powers of two

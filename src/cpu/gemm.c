@@ -150,6 +150,14 @@ bd_status bd_k_matmul(const bd_graph *g, const bd_node *n, bd_tensor *const *in,
     BD_TRY(bd_tensor_new_raw(out, a->dtype, nd, dims, n->name));
     if (k == 0)
         memset((*out)->data, 0, bd_tensor_nbytes(*out));
+    if (bb == 0 && a->ndim >= 2) {
+        /* One B for every batch (a Linear on [N, H, W, C], as ConvNeXt's
+         * blocks apply it): A's batches are consecutive rows, so the whole
+         * product is one GEMM of batches * m rows rather than one small
+         * GEMM per row of pixels. */
+        m *= batches;
+        batches = 1;
+    }
     for (int64_t t = 0; t < batches && k > 0; t++) {
         /* offsets of this batch index in a and b, honouring broadcast */
         int64_t rem = t, oa = 0, ob = 0, stride_a = 1, stride_b = 1;
