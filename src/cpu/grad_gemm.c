@@ -95,7 +95,8 @@ BD_GRAD(bd_g_matmul)
 {
     const bd_node *n = a->n;
     mm_operand op[2] = {mm_operand_of(a->in[0], 0), mm_operand_of(a->in[1], 1)};
-    const int64_t m = op[0].rows, k = op[0].cols, nn = op[1].cols;
+    const int64_t k = op[0].cols, nn = op[1].cols;
+    int64_t m = op[0].rows;
     int nb = op[0].nbatch > op[1].nbatch ? op[0].nbatch : op[1].nbatch;
     int64_t bdims[BD_MAX_DIMS], batches = 1;
     for (int i = 0; i < nb; i++) {
@@ -112,6 +113,12 @@ BD_GRAD(bd_g_matmul)
             BD_TRY(bd_k_output(n, &din[i], BD_F32, op[i].t->ndim, op[i].t->dims, 1));
     if (m == 0 || k == 0 || nn == 0)
         return BD_OK;
+    if (op[1].nbatch == 0 && op[0].t->ndim >= 2) {
+        /* one B for every batch: one GEMM each over all of A's rows, as the
+         * forward (gemm.c) */
+        m *= batches;
+        batches = 1;
+    }
     const float *dy = a->dy->data, *av = op[0].t->data, *bv = op[1].t->data;
     for (int64_t t = 0; t < batches; t++) {
         const int64_t ia = mm_matrix(&op[0], t, nb, bdims), ib = mm_matrix(&op[1], t, nb, bdims);
