@@ -71,7 +71,10 @@ BINARY_RUN(add_f32, float, x + y)
 BINARY_RUN(sub_f32, float, x - y)
 BINARY_RUN(mul_f32, float, x * y)
 BINARY_RUN(div_f32, float, x / y)
-BINARY_RUN(pow_f32, float, powf(x, y))
+/* x^2 is LayerNorm's variance as exporters spell it out (ConvNeXt): a
+ * product, not a call per element; powf(x, 2) is the same rounded square. */
+static inline float pow_f(float x, float y) { return y == 2.0f ? x * x : powf(x, y); }
+BINARY_RUN(pow_f32, float, pow_f(x, y))
 BINARY_RUN(fmod_f32, float, fmodf(x, y))
 BINARY_RUN(add_i64, int64_t, wrap_add(x, y))
 BINARY_RUN(sub_i64, int64_t, wrap_sub(x, y))
