@@ -184,42 +184,70 @@ static void pool_row(const bd_pool_geom *pg, const row_windows *rw, const float 
     }
 }
 
-/* A 2-D max pool without dilation, one plane, separably: each output row
- * first takes the maximum down its window's rows for every input column
- * (one vectorised pass per row), then across each window's columns. The
- * same maximum as pool_row's, NaN skipped alike: the same comparison picks
- * each value. cmax has room for a row. */
-static void max_plane_2d(const bd_pool_geom *pg, const float *x, float *y, float *cmax)
+/* A 2-D pool without dilation, one plane, separably: each output row first
+ * reduces down its window's rows for every input column (one vectorised
+ * pass per row), then across each window's columns. The maximum is
+ * pool_row's, NaN skipped alike (the same comparison picks each value);
+ * the average sums in float, in another order than pool_row's double sum
+ * (within a float's rounding of it). acc has room for a row. */
+static void plane_2d(const bd_pool_geom *pg, pool_kind kind, int include_pad, const float *x,
+                     float *y, float *acc)
 {
     const int64_t h = pg->in[1], w = pg->in[2], ow = pg->out[2];
     const int64_t kw = pg->kernel[2], sw = pg->stride[2], pl = pg->pad_begin[2];
+    const int max = kind == POOL_MAX;
     for (int64_t oy = 0; oy < pg->out[1]; oy++) {
-        int64_t r0, rows = taps_within(oy * pg->stride[1] - pg->pad_begin[1], pg->kernel[1], 1, 0,
-                                       h, &r0);
-        r0 += oy * pg->stride[1] - pg->pad_begin[1];
+        const int64_t start = oy * pg->stride[1] - pg->pad_begin[1];
+        int64_t r0, unused, rows = taps_within(start, pg->kernel[1], 1, 0, h, &r0);
+        const int64_t rows_counted =
+            include_pad ? taps_within(start, pg->kernel[1], 1, -pg->pad_begin[1],
+                                      h + pg->pad_end[1], &unused)
+                        : rows;
+        r0 += start;
+        const float none = max ? -FLT_MAX : 0;
 #pragma omp simd
         for (int64_t c = 0; c < w; c++)
-            cmax[c] = -FLT_MAX;
+            acc[c] = none;
         for (int64_t r = r0; r < r0 + rows; r++) {
             const float *in = x + r * w;
+            if (max) {
 #pragma omp simd
-            for (int64_t c = 0; c < w; c++)
-                cmax[c] = in[c] > cmax[c] ? in[c] : cmax[c];
+                for (int64_t c = 0; c < w; c++)
+                    acc[c] = in[c] > acc[c] ? in[c] : acc[c];
+            } else {
+#pragma omp simd
+                for (int64_t c = 0; c < w; c++)
+                    acc[c] += in[c];
+            }
         }
         float *out = y + oy * ow;
         for (int64_t ox = 0; ox < ow; ox++)
-            out[ox] = -FLT_MAX;
+            out[ox] = none;
         for (int64_t kj = 0; kj < kw; kj++) {
             /* the outputs whose tap kj reads column ox * sw + kj - pl in [0, w) */
             const int64_t off = kj - pl;
             int64_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
             int64_t hi = w - off <= 0 ? 0 : (w - off + sw - 1) / sw;
             hi = hi < ow ? hi : ow;
+            if (max) {
 #pragma omp simd
-            for (int64_t ox = lo; ox < hi; ox++) {
-                const float v = cmax[ox * sw + off];
-                out[ox] = v > out[ox] ? v : out[ox];
+                for (int64_t ox = lo; ox < hi; ox++) {
+                    const float v = acc[ox * sw + off];
+                    out[ox] = v > out[ox] ? v : out[ox];
+                }
+            } else {
+#pragma omp simd
+                for (int64_t ox = lo; ox < hi; ox++)
+                    out[ox] += acc[ox * sw + off];
             }
+        }
+        for (int64_t ox = 0; !max && ox < ow; ox++) {
+            const int64_t cstart = ox * sw - pl;
+            const int64_t cols = include_pad ? taps_within(cstart, kw, 1, -pl, w + pg->pad_end[2],
+                                                           &unused)
+                                             : taps_within(cstart, kw, 1, 0, w, &unused);
+            const int64_t count = rows_counted * cols;
+            out[ox] = count ? out[ox] / (float)count : 0;
         }
     }
 }
@@ -239,24 +267,23 @@ static bd_status pool(const bd_node *n, const bd_tensor *x, bd_tensor **out, poo
     /* an empty output needs no window table, whatever length its rows claim */
     if (bd_tensor_count(out[0]) == 0)
         return BD_OK;
-    if (kind == POOL_MAX && pg.in[0] == 1 && pg.kernel[0] == 1 && pg.dilation[1] == 1 &&
-        pg.dilation[2] == 1) {
+    if (pg.in[0] == 1 && pg.kernel[0] == 1 && pg.dilation[1] == 1 && pg.dilation[2] == 1) {
         const int64_t planes = x->dims[0] * x->dims[1], in_plane = pg.in[1] * pg.in[2];
         const int64_t out_plane = pg.out[1] * pg.out[2];
         int failed = 0;
 #pragma omp parallel if (planes * out_plane * pg.kernel[1] * pg.kernel[2] >= BD_PARALLEL_MIN)
         {
-            float *cmax = malloc((size_t)pg.in[2] * sizeof *cmax + 1);
-            if (!cmax) {
+            float *acc = malloc((size_t)pg.in[2] * sizeof *acc + 1);
+            if (!acc) {
 #pragma omp atomic write
                 failed = 1;
             }
 #pragma omp for schedule(static)
             for (int64_t p = 0; p < planes; p++)
-                if (cmax)
-                    max_plane_2d(&pg, (const float *)x->data + p * in_plane,
-                                 (float *)out[0]->data + p * out_plane, cmax);
-            free(cmax);
+                if (acc)
+                    plane_2d(&pg, kind, include_pad, (const float *)x->data + p * in_plane,
+                             (float *)out[0]->data + p * out_plane, acc);
+            free(acc);
         }
         if (!failed)
             return BD_OK;
