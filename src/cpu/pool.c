@@ -22,8 +22,13 @@ static void accumulate(const float *x, int64_t count, int64_t stride, pool_kind 
             if (x[j * stride] > *max)
                 *max = x[j * stride];
     } else {
+        /* in vector lanes, double still: a squeeze-and-excitation block
+         * averages every channel of a map this way */
+        double s = 0;
+#pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < count; j++)
-            *sum += x[j * stride];
+            s += x[j * stride];
+        *sum += s;
     }
 }
 
