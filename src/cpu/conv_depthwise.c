@@ -9,8 +9,7 @@
 
 int bd_conv_is_depthwise(const bd_conv_geom *g) { return g->group == g->c && g->m == g->c; }
 
-/* One channel, tap by tap over whole output rows (the sum of each tap in
- * the order ki, kj, as the register kernel sums them). */
+/* One channel, tap by tap over whole output rows, in the order ki, kj. */
 static void channel_by_taps(const bd_conv_geom *g, const float *x, const float *w, float *y)
 {
     for (int64_t oy = 0; oy < g->oh; oy++) {
@@ -72,9 +71,10 @@ static void border_copy(const bd_conv_geom *g, bordered b, const float *x, float
     memset(buf + (g->pad_t + g->h) * b.stride, 0, (size_t)(g->pad_b * b.stride) * sizeof *buf);
 }
 
-/* 16 outputs of row oy from column ox on, every tap summed in a register:
- * the same sums in the same order as channel_by_taps (a padded tap adds
- * w * 0). */
+/* 16 outputs of row oy from column ox on, every tap summed in a register,
+ * in channel_by_taps's order (a padded tap adds w * 0) but by fused
+ * multiply-adds: one rounding per tap where it has two, so the two paths
+ * agree to a float's rounding, not bit for bit. */
 static inline __m512 block(const bd_conv_geom *g, bordered b, const float *buf, const float *w,
                            int64_t oy, int64_t ox)
 {
