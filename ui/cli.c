@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -196,6 +197,8 @@ int cli_preprocess_ws(const char *cmd, const cli_preprocess *cp, bd_workspace *w
     bd_status s = bd_ws_set_preprocess(ws, &pp);
     return s == BD_OK ? CLI_OK : cli_report(s);
 }
+
+void cli_inference_memory(void) { mallopt(M_MMAP_THRESHOLD, 32 << 20); }
 
 bd_status cli_load_model(const char *path, bd_graph **g, int describe, bd_lazy_weights **lw)
 {

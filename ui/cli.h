@@ -58,6 +58,19 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) BD_PRINTF(2, 3);
  * the problem is said once): names the option; returns CLI_USAGE. */
 int cli_bad_option(const char *cmd, char **argv);
 
+/* For the commands that only infer (eval, predict): blocks from 32 MB up
+ * are mapped rather than kept in the heap (main.c keeps every block there
+ * for the forward passes and training steps that reuse them). A batch's
+ * activations of a few hundred MB, freed among live ones, fragment the
+ * heap, which then holds what no later request fits: ResNet-50's eval at
+ * batch 64 peaked at 1180 MB with everything in the heap, dense and
+ * compressed alike (the weights a compressed model saves lost in the
+ * holes), and at 678 MB dense, 580 MB compressed with the large blocks
+ * mapped, for about 12 % more time. Training keeps the heap: AlexNet's
+ * and VGG's classifier gradients (150-400 MB a step) mapped afresh each
+ * step cost a fifth of its speed. */
+void cli_inference_memory(void);
+
 /* Loads a model, plain or compressed; with `describe`, says on stdout how a
  * compressed one was compressed (layers quantized, size, ratio). With lw,
  * a compressed model's quantized weights stay as stored (*lw, NULL for a

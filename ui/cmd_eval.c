@@ -59,6 +59,7 @@ int cli_eval(int argc, char **argv)
         {"threads", required_argument, 0, 't'}, {"logits", required_argument, 0, 'l'},
         {"per-class", no_argument, 0, 'p'},   CLI_PREPROCESS_LONGOPTS,
         {0, 0, 0, 0}};
+    cli_inference_memory();
     const char *data = NULL, *logits = NULL;
     long limit = 0, batch = 64, threads = 0;
     int per_class = 0, c;

@@ -68,6 +68,7 @@ int cli_predict(int argc, char **argv)
                                          {"top", required_argument, 0, 'k'},
                                          CLI_PREPROCESS_LONGOPTS,
                                          {0, 0, 0, 0}};
+    cli_inference_memory();
     const char *classes = NULL;
     long top = 5;
     int c;

@@ -143,16 +143,11 @@ static int run(int argc, char **argv)
 int main(int argc, char **argv)
 {
     reexec_with_library_settings(argv);
-    /* Every forward pass allocates and frees the same activations; kept in
-     * the heap, they are reused instead of mapped and faulted in afresh each
-     * time. But not the largest: blocks of a few hundred MB freed among
-     * live ones fragment the heap, which then holds what no later request
-     * fits. ResNet-50's eval at batch 64 peaked at 1180 MB with every block
-     * in the heap (the compressed model as high as the dense one, the
-     * weights it saves lost in the holes) and at 580 MB (678 dense) with
-     * blocks from 32 MB up mapped, for about 12 % more time; training at
-     * batch 16 and every tensor of a batch-1 inference stay below it. */
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    /* Every forward pass allocates and frees the same large activations
+     * (and a training step the same gradients); kept in the heap, they are
+     * reused instead of mapped and faulted in afresh each time. Inference
+     * alone maps its largest blocks (cli_inference_memory). */
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
     bd_threads_set(0);
     opterr = 0; /* cli_bad_option reports a bad option, once */

@@ -6,7 +6,7 @@
 #     (bench/ort_bench.js) on the same file;
 #   training, batch 16: `bitdown bench --train` (forward and backward,
 #     BatchNorm in train mode, every parameter's gradient) against
-#     bench/zoo/torch_train.py (the same step in PyTorch).
+#     bench/finetune/torch_train.py (the same step in PyTorch).
 # The two sides alternate, ROUNDS rounds, each keeping its best median; the
 # geometric means of the ratios close the table. BD_ZOO_MODELS picks models.
 set -euo pipefail
@@ -31,7 +31,7 @@ bd_infer() { "$BIN" bench "$1" --batch "$2" --threads "$THREADS" --iters "$3" |
 ort_infer() { node bench/ort_bench.js "$1" "$2" "$3" "$THREADS" | cut -d' ' -f1; }
 bd_train() { "$BIN" bench "$1" --train --batch "$2" --threads "$THREADS" --iters "$3" |
   sed -n 's/.*passes: \([0-9.]*\) images\/s.*/\1/p'; }
-pt_train() { /usr/bin/python3 bench/zoo/torch_train.py "$1" "$2" "$3" "$THREADS" 2>/dev/null |
+pt_train() { /usr/bin/python3 bench/finetune/torch_train.py "$1" "$2" "$3" "$THREADS" 2>/dev/null |
   cut -d' ' -f1; }
 
 out=$(mktemp)
@@ -59,7 +59,7 @@ for m in $MODELS; do
   printf '%-20s %9s %9s %6s %9s %9s %6s %9s %9s %6s\n' $line
 done
 {
-  echo "Command: \`./bd bench zoo\` ($(date -u +%Y-%m-%d), $(nproc) cores: $(lscpu | sed -n 's/^Model name: *//p'), $THREADS threads each side). Images/s at 224x224 of the torchvision models exported by \`examples/imagenet/export.py --zoo\` (random weights, opset 13). Inference: \`bitdown bench MODEL --batch B\` against ONNX Runtime (\`bench/ort_bench.js\`, all graph optimisations) on the same file, median of 10 passes at batch 1 and 3 at batch 16. Training at batch 16: \`bitdown bench MODEL --train --batch 16\` (forward and backward, BatchNorm in train mode, every parameter's gradient) against \`bench/zoo/torch_train.py\` (PyTorch's same step), median of 3 passes. The sides alternate; each keeps its best of $ROUNDS rounds."
+  echo "Command: \`./bd bench zoo\` ($(date -u +%Y-%m-%d), $(nproc) cores: $(lscpu | sed -n 's/^Model name: *//p'), $THREADS threads each side). Images/s at 224x224 of the torchvision models exported by \`examples/imagenet/export.py --zoo\` (random weights, opset 13). Inference: \`bitdown bench MODEL --batch B\` against ONNX Runtime (\`bench/ort_bench.js\`, all graph optimisations) on the same file, median of 10 passes at batch 1 and 3 at batch 16. Training at batch 16: \`bitdown bench MODEL --train --batch 16\` (forward and backward, BatchNorm in train mode, every parameter's gradient) against \`bench/finetune/torch_train.py\` (PyTorch's same step), median of 3 passes. The sides alternate; each keeps its best of $ROUNDS rounds."
   echo
   echo "| model | bitdown b1 | ORT b1 | ratio | bitdown b16 | ORT b16 | ratio | bitdown train | PyTorch train | ratio |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
