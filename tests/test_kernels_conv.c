@@ -294,7 +294,7 @@ static void run_gemm(int64_t m, int ta, int tb, int set_scales, float alpha, flo
             }
             ref[i * nn + j] = (float)(alpha * acc + beta * cv);
         }
-    char what[64];
+    char what[96];
     snprintf(what, sizeof what, "Gemm m=%lld tA=%d tB=%d C rank %d", (long long)m, ta, tb, nc);
     check_output(g, node, (bd_tensor *[]){a, b, c}, 2, (int64_t[]){m, nn}, ref, what);
     free(ref);
