@@ -36,6 +36,7 @@ typedef struct fixture {
     const float *grad[MAX_PARAMS];
     char name[MAX_PARAMS][128];
     void *ref;
+    float *values; /* the arrays, aligned (the text header before them is not a multiple of 4) */
 } fixture;
 
 static void load(const char *family, fixture *f)
@@ -54,9 +55,11 @@ static void load(const char *family, fixture *f)
     /* the header, then the arrays (make_fixtures.py) */
     char *text = f->ref, *end = strstr(text, "\nend\n");
     assert_non_null(end);
-    const char *data = end + 5;
-    const size_t header = (size_t)(data - text);
+    const size_t header = (size_t)(end + 5 - text);
     *end = 0;
+    f->values = malloc(len - header + sizeof(float));
+    assert_non_null(f->values);
+    memcpy(f->values, end + 5, len - header);
     int64_t xd[4];
     assert_int_equal(sscanf(text, "x %ld %ld %ld %ld", &xd[0], &xd[1], &xd[2], &xd[3]), 4);
     assert_int_equal(bd_tensor_new(&f->x, BD_F32, 4, xd, "x"), BD_OK);
@@ -66,7 +69,7 @@ static void load(const char *family, fixture *f)
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         int64_t a, b;
         char name[128];
-        const float *here = (const float *)(const void *)(data + at);
+        const float *here = f->values + at / sizeof(float);
         if (sscanf(line, "eval %ld %ld", &a, &b) == 2) {
             f->eval = here, f->n = a, f->k = b;
             at += (size_t)(a * b) * sizeof(float);
@@ -98,6 +101,7 @@ static void unload(fixture *f)
     bd_tensor_free(f->x);
     bd_graph_free(f->g);
     free(f->ref);
+    free(f->values);
 }
 
 /* The inference executor, with and without its fusions, in eval mode. */
