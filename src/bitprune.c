@@ -769,25 +769,27 @@ static bd_status act_observe(void *user, const bd_graph *g, int node, bd_tensor 
     return BD_OK;
 }
 
-/* Each layer's grid of every bit length up to act_max: its range clipped
- * by the ratio with the least error on the sample. */
+/* Each layer's grid of every bit length in act_min..act_max (the only
+ * ones Q_m reads): its range clipped by the ratio with the least error on
+ * the sample; the others are left unclipped. */
 static bd_status act_clipping(bitprune *b)
 {
-    const int nb = b->act_max, per = nb * BD_INT_CLIP_STEPS;
+    const int lo = b->act_min, nb = b->act_max - lo + 1, per = nb * BD_INT_CLIP_STEPS;
     double *err = calloc((size_t)(b->nbl * per) + 1, sizeof *err);
     if (!err)
         return bd_fail(BD_ENOMEM, "out of memory for the activations' clipping");
     for (int i = 0; i < b->nbl; i++)
-        for (int bits = 1; bits <= nb; bits++)
+        for (int bits = lo; bits <= b->act_max; bits++)
             bd_act_clip_errors(b->bl[i].sample, b->bl[i].nsample, b->bl[i].alo, b->bl[i].ahi,
-                               bits, err + i * per + (bits - 1) * BD_INT_CLIP_STEPS);
+                               bits, err + i * per + (bits - lo) * BD_INT_CLIP_STEPS);
     bd_status s = bd_dist_sum_f64(err, b->nbl * per);
     for (int i = 0; s == BD_OK && i < b->nbl; i++) {
         bp_layer *l = &b->bl[i];
         for (int bits = 1; bits <= BD_INT_MAX_BITS; bits++) {
-            int best = 0; /* above act_max: unclipped, never used */
-            const double *e = err + i * per + (bits - 1) * BD_INT_CLIP_STEPS;
-            for (int r = 1; bits <= nb && r < BD_INT_CLIP_STEPS; r++)
+            const int learned = bits >= lo && bits <= b->act_max;
+            const double *e = err + i * per + (learned ? bits - lo : 0) * BD_INT_CLIP_STEPS;
+            int best = 0;
+            for (int r = 1; learned && r < BD_INT_CLIP_STEPS; r++)
                 best = e[r] < e[best] ? r : best;
             const double ratio = bd_int_clip_ratio(best);
             bd_act_grid_fit((float)(ratio * l->alo), (float)(ratio * l->ahi), bits,

@@ -30,8 +30,9 @@
  * interpolates between the grids around m as the weights' does (one
  * implementation); the input's gradient passes straight through where a
  * grid does not clip and is 0 where it does, m's is
- * <dL/dQ_m, Q_{c+1}(x) - Q_c(x)> over the input's values (c = floor(m)). Rounded to nearest, m stays at its bits while fine-tuning,
- * and the model carries it as Div, Round, Clip, Mul before the layer
+ * <dL/dQ_m, Q_{c+1}(x) - Q_c(x)> over the input's values (c = floor(m)).
+ * Rounded to nearest, m stays at its bits while fine-tuning, and the model
+ * carries it as Div, Round, Clip, Mul before the layer
  * (bd_bitprune_act_insert).
  *
  * The cost is the mean bit length weighted by what the user wants to save:

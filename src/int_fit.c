@@ -120,8 +120,8 @@ static void diagonal_search(const bd_feedback_layer *fl, const bd_qlayer *q, int
     for (int ia = 0; ia < BD_INT_CLIP_STEPS; ia++)
         for (int ib = 0; ib < nb; ib++) {
             candidate c = {0, 0, 0};
-            grid_for(lo, hi, bits, q->ints.symmetric, bd_int_clip_ratio(ia), bd_int_clip_ratio(ib), &c.scale,
-                     &c.zero);
+            grid_for(lo, hi, bits, q->ints.symmetric, bd_int_clip_ratio(ia),
+                     bd_int_clip_ratio(ib), &c.scale, &c.zero);
             for (int64_t r = r0; r < r1; r++) {
                 const double *g = fl->h[r / mg].g;
                 for (int64_t j = 0; j < L; j++) {

@@ -340,8 +340,13 @@ static void test_gemm_errors(void **state)
     bd_test_assert_fails(g, n, (bd_tensor *[]){a, b5, c});
     bd_test_assert_fails(g, n, (bd_tensor *[]){ia, b5, NULL});
     assert_non_null(strstr(bd_error_message(), "int64"));
+    /* two int64 operands too: only MatMul computes in int64 (BLAS would
+     * read the integers as floats) */
+    bd_tensor *ib = bd_test_tensor(BD_I64, DIMS(5, 9));
+    bd_test_assert_fails(g, n, (bd_tensor *[]){ia, ib, NULL});
+    assert_non_null(strstr(bd_error_message(), "float32"));
     bd_graph_free(g);
-    bd_tensor *list[] = {a, b, b5, c, ia};
+    bd_tensor *list[] = {a, b, b5, c, ia, ib};
     for (size_t k = 0; k < sizeof list / sizeof list[0]; k++)
         bd_tensor_free(list[k]);
 }

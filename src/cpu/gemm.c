@@ -37,11 +37,8 @@ bd_status bd_k_gemm(const bd_graph *g, const bd_node *n, bd_tensor *const *in, b
     (void)g;
     const bd_tensor *a = in[0], *b = in[1], *c = n->ninputs > 2 ? in[2] : NULL;
     char sa[96], sb[96];
-    /* int64 too: a compressed file sums code bits against powers of two
-     * (compressed.c), which must stay exact */
-    if (a->dtype != b->dtype || (a->dtype != BD_F32 && a->dtype != BD_I64))
-        return bd_node_fail(n, BD_EUNSUPPORTED,
-                            "needs two float32 or two int64 inputs (got %s, %s)",
+    if (a->dtype != BD_F32 || b->dtype != BD_F32)
+        return bd_node_fail(n, BD_EUNSUPPORTED, "needs float32 inputs (got %s, %s)",
                             bd_dtype_name(a->dtype), bd_dtype_name(b->dtype));
     if (a->ndim != 2 || b->ndim != 2)
         return bd_node_fail(n, BD_EFORMAT, "A %s and B %s must be 2-D",
