@@ -6,6 +6,7 @@
 
 #include "cpu/conv.h"
 #include "ops.h"
+#include "progress.h"
 
 typedef struct step {
     int node;
@@ -27,6 +28,7 @@ struct bd_exec {
     bd_exec_hook hook;
     void *user;
     const bd_input_transform *tf;
+    double *profile; /* seconds per node, summed over runs (borrowed), or NULL */
 };
 
 /* The node that reads `value`, if exactly one does, once, and it is not a
@@ -170,6 +172,8 @@ void bd_exec_set_hook(bd_exec *ex, bd_exec_hook hook, void *user)
 }
 
 void bd_exec_set_transform(bd_exec *ex, const bd_input_transform *tf) { ex->tf = tf; }
+
+void bd_exec_set_profile(bd_exec *ex, double *seconds) { ex->profile = seconds; }
 
 /* Per-channel scale and shift of conv bias + inference BatchNormalization. */
 static bd_status fused_epilogue(const bd_graph *g, const step *s, int64_t m, float **buf,
@@ -414,6 +418,7 @@ static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_ten
     }
     for (int k = 0; k < n->noutputs; k++)
         outs[k] = NULL;
+    const double t0 = ex->profile ? bd_now() : 0;
     if (s->bn >= 0 || s->add >= 0 || s->act >= 0) {
         st = run_fused_conv(g, s, ins, s->residual >= 0 ? r->vals[s->residual] : NULL, &outs[0]);
         if (st == BD_OK) {
@@ -436,6 +441,8 @@ static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_ten
             r->owned[v] = 1;
         }
     }
+    if (ex->profile)
+        ex->profile[s->node] += bd_now() - t0;
     bd_tensor_free(transformed);
     if (st != BD_OK)
         return st;

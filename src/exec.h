@@ -43,6 +43,12 @@ typedef struct bd_input_transform {
                           bd_tensor **dx);
 } bd_input_transform;
 
+/* Every later run adds each step's kernel time, in seconds, to
+ * seconds[node] (g->nnodes entries, the caller's; NULL stops it). A fused
+ * step counts under the Conv it starts from; hooks and transforms are not
+ * counted. */
+void bd_exec_set_profile(bd_exec *ex, double *seconds);
+
 /* Every run applies tf (NULL: none; borrowed) after the hook, which sees
  * the input as it was. */
 void bd_exec_set_transform(bd_exec *ex, const bd_input_transform *tf);

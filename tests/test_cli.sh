@@ -69,6 +69,11 @@ done
 
 # bench prints a throughput
 "$BIN" bench $M --batch 8 --iters 3 | grep -qE 'batch 8, [0-9]+ threads, 3 forward passes: [0-9.]+ images/s' || fail "bench output"
+# --profile: time per op and the slowest nodes with the shapes they read
+"$BIN" bench $M --batch 8 --iters 3 --profile >"$TMP/prof" || fail "bench --profile"
+grep -qE '^  Conv +[0-9.]+ ms +[0-9.]+%  [0-9]+ nodes' "$TMP/prof" || fail "bench --profile: no Conv line"
+grep -qE 'ms +[0-9.]+%  Conv +[^ ]+  \[8, [0-9]+, [0-9]+, [0-9]+\] \* \[' "$TMP/prof" ||
+  fail "bench --profile: no Conv node with its shapes: $(cat "$TMP/prof")"
 
 # errors: non-zero exit, a message naming what was wrong, nothing on stdout
 expect_fail 2 "unknown command 'frobnicate'" "$BIN" frobnicate
@@ -81,6 +86,7 @@ expect_fail 1 "nope:x" "$BIN" eval $M --data nope:x
 expect_fail 1 "$TMP/bad.onnx" "$BIN" predict $M "$TMP/bad.onnx"
 expect_fail 2 "--mean wants one value or three" "$BIN" eval $M --mean 1,2
 expect_fail 2 "--size wants HxW" "$BIN" bench $M --size big
+expect_fail 2 "does not go with --train" "$BIN" bench $M --train --profile
 # a bad option is reported once, by name; the commands with an option table
 # (tests/test_options.sh has more) list every option they take
 for c in info eval predict bench annotate repl run tui; do

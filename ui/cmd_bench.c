@@ -14,14 +14,18 @@
 #include "threads.h"
 
 static const char help[] =
-    "usage: bitdown bench MODEL [--batch B] [--threads T] [--iters N] [--size HxW] [--train]\n\n"
+    "usage: bitdown bench MODEL [--batch B] [--threads T] [--iters N] [--size HxW] [--train]\n"
+    "                           [--profile]\n\n"
     "Measures forward throughput on random input of the model's input shape (batch\n"
     "B, default 1), after two warm-up passes, and prints images per second and\n"
     "milliseconds per batch (median and best of N passes, default 10).\n\n"
     "  --size HxW        spatial size where the model leaves it open\n"
     "  --train           training throughput instead: forward and backward with\n"
     "                    BatchNorm in train mode, gradients of every weight, bias and\n"
-    "                    BatchNorm parameter, cross-entropy on made-up labels\n";
+    "                    BatchNorm parameter, cross-entropy on made-up labels\n"
+    "  --profile         also where a forward pass spends its time: per op type, and\n"
+    "                    the slowest nodes with their input shapes (a Conv counts the\n"
+    "                    BatchNorm, residual Add and Relu/Clip fused into it)\n";
 
 static int compare_double(const void *a, const void *b)
 {
@@ -59,6 +63,94 @@ static int input_shape(const bd_graph *g, long batch, long h, long w, bd_tensor 
         p[i] = (float)((double)(r >> 11) / 9007199254740992.0) * 2.0f - 1.0f;
     }
     return CLI_OK;
+}
+
+/* Per node: seconds summed over the timed passes, and the shapes it read
+ * (recorded by a hook on the first pass). */
+typedef struct profile {
+    double *seconds;
+    char (*shapes)[96];
+} profile;
+
+static bd_status record_shapes(void *user, const bd_graph *g, int node, bd_tensor *const *in)
+{
+    profile *pr = user;
+    const bd_node *n = &g->nodes[node];
+    char *at = pr->shapes[node];
+    if (*at)
+        return BD_OK;
+    size_t cap = sizeof pr->shapes[node], used = 0;
+    for (int k = 0; k < n->ninputs && k < 2 && used + 1 < cap; k++) {
+        if (!in[k])
+            continue;
+        char dims[64];
+        used += (size_t)snprintf(at + used, cap - used, "%s%s", k ? " * " : "",
+                                 bd_shape_str(in[k]->ndim, in[k]->dims, dims, sizeof dims));
+    }
+    if (strcmp(n->op, "Conv") == 0 && used + 1 < cap) {
+        int64_t group = bd_attr_int(n, "group", 1);
+        if (group > 1)
+            used += (size_t)snprintf(at + used, cap - used, " group %lld", (long long)group);
+        const int64_t *strides;
+        if (bd_attr_ints(n, "strides", &strides) > 0 && strides[0] > 1 && used + 1 < cap)
+            snprintf(at + used, cap - used, " stride %lld", (long long)strides[0]);
+    }
+    return BD_OK;
+}
+
+typedef struct op_time {
+    const char *op;
+    double seconds;
+    int nodes;
+} op_time;
+
+static int by_time(const void *a, const void *b)
+{
+    double x = ((const op_time *)a)->seconds, y = ((const op_time *)b)->seconds;
+    return x > y ? -1 : x < y;
+}
+
+/* Nodes shown by themselves, slowest first. */
+enum { TOP_NODES = 15 };
+
+static void print_profile(const bd_graph *g, const profile *pr, long iters)
+{
+    op_time *ops = calloc((size_t)g->nnodes + 1, sizeof *ops), *nodes =
+        calloc((size_t)g->nnodes + 1, sizeof *nodes);
+    if (!ops || !nodes) {
+        free(ops);
+        free(nodes);
+        fputs("bench: out of memory for the profile\n", stderr);
+        return;
+    }
+    int nops = 0;
+    double total = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        const double t = pr->seconds[i] / (double)iters;
+        total += t;
+        nodes[i] = (op_time){g->nodes[i].name, t, i};
+        int j = 0;
+        while (j < nops && strcmp(ops[j].op, g->nodes[i].op) != 0)
+            j++;
+        if (j == nops)
+            ops[nops++] = (op_time){g->nodes[i].op, 0, 0};
+        ops[j].seconds += t;
+        ops[j].nodes += *pr->shapes[i] != 0;
+    }
+    qsort(ops, (size_t)nops, sizeof *ops, by_time);
+    qsort(nodes, (size_t)g->nnodes, sizeof *nodes, by_time);
+    printf("\nper pass, by op (%.2f ms in kernels):\n", 1e3 * total);
+    for (int j = 0; j < nops && ops[j].seconds > 0; j++)
+        printf("  %-22s %8.3f ms %5.1f%%  %d nodes\n", ops[j].op, 1e3 * ops[j].seconds,
+               100 * ops[j].seconds / total, ops[j].nodes);
+    printf("\nslowest nodes:\n");
+    for (int j = 0; j < TOP_NODES && j < g->nnodes && nodes[j].seconds > 0; j++) {
+        const int i = nodes[j].nodes;
+        printf("  %8.3f ms %5.1f%%  %-14s %s  %s\n", 1e3 * nodes[j].seconds,
+               100 * nodes[j].seconds / total, g->nodes[i].op, g->nodes[i].name, pr->shapes[i]);
+    }
+    free(ops);
+    free(nodes);
 }
 
 /* What one timed pass runs. */
@@ -125,14 +217,15 @@ int cli_bench(int argc, char **argv)
         {"help", no_argument, 0, 'h'},          {"batch", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"iters", required_argument, 0, 'n'},
         {"size", required_argument, 0, 's'},    {"train", no_argument, 0, 'T'},
-        {0, 0, 0, 0}};
+        {"profile", no_argument, 0, 'P'},       {0, 0, 0, 0}};
     long batch = 1, threads = 0, iters = 10, h = 0, w = 0;
-    int c, training = 0;
+    int c, training = 0, profiling = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'h': fputs(help, stdout); return CLI_OK;
         case 'T': training = 1; break;
+        case 'P': profiling = 1; break;
         case 'b':
             if (cli_parse_int("bench", "--batch", optarg, 1, 1 << 16, &batch))
                 return CLI_USAGE;
@@ -155,6 +248,9 @@ int cli_bench(int argc, char **argv)
     }
     if (optind != argc - 1)
         return cli_usage_error("bench", "expects one MODEL");
+    if (profiling && training)
+        return cli_usage_error("bench", "--profile times forward passes: it does not go with "
+                                        "--train");
     if (threads)
         bd_threads_set((int)threads);
     bd_graph *g;
@@ -164,10 +260,19 @@ int cli_bench(int argc, char **argv)
     bd_tensor *x = NULL;
     pass p = {.g = g};
     double *times = calloc((size_t)iters, sizeof *times);
+    profile pr = {0};
     int rc = input_shape(g, batch, h, w, &x);
     if (rc == CLI_OK && (s = training ? train_setup(&p) : bd_exec_new(&p.ex, g, BD_EXEC_FUSE)) != BD_OK)
         rc = cli_report(s);
+    if (rc == CLI_OK && profiling &&
+        (!(pr.seconds = calloc((size_t)g->nnodes + 1, sizeof *pr.seconds)) ||
+         !(pr.shapes = calloc((size_t)g->nnodes + 1, sizeof *pr.shapes))))
+        rc = cli_report(bd_fail(BD_ENOMEM, "out of memory for the profile"));
+    if (rc == CLI_OK && profiling)
+        bd_exec_set_hook(p.ex, record_shapes, &pr);
     for (long i = -2; rc == CLI_OK && i < iters; i++) {
+        if (i == 0 && profiling)
+            bd_exec_set_profile(p.ex, pr.seconds);
         double t0 = bd_now();
         if ((s = training ? train_pass(&p, x) : infer_pass(&p, x)) != BD_OK) {
             rc = cli_report(s);
@@ -183,7 +288,11 @@ int cli_bench(int argc, char **argv)
                "%.2f ms per batch)\n",
                argv[optind], batch, bd_threads_get(), iters, training ? "training" : "forward",
                (double)batch / median, 1e3 * median, 1e3 * times[0]);
+        if (profiling)
+            print_profile(g, &pr, iters);
     }
+    free(pr.seconds);
+    free(pr.shapes);
     free(times);
     bd_tensor_free(x);
     bd_exec_free(p.ex);
