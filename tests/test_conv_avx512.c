@@ -1,29 +1,37 @@
-/* The AVX-512 direct convolution against a naive loop on odd shapes: batch
- * sizes that split unevenly over the threads, input channels that are and
- * are not multiples of 16, rows that no register tile divides, every kernel
- * size ResNets use, strides, dilations, asymmetric pads, and each part of
- * the epilogue. Each case also runs through bd_conv2d, which takes the
- * direct path wherever it is preferred. */
+/* The AVX-512 convolution kernels (direct, pointwise, depthwise) against a
+ * naive loop on odd shapes: batch sizes that split unevenly over the
+ * threads, channel counts that are and are not multiples of 16 or of a
+ * register tile, planes whose pixels no vector or tile divides (down to one
+ * pixel), every kernel size the zoo uses, strides, dilations, asymmetric
+ * pads, and each part of the epilogue. Each case also runs through
+ * bd_conv2d, which picks among them. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "bd_test.h"
 #include "cpu/conv.h"
+#include "cpu/conv_depthwise.h"
 #include "cpu/conv_direct.h"
+#include "cpu/conv_pointwise.h"
 
 #define TOL 1e-5
 
 typedef struct {
     int64_t n, c, h, w, m, kh, kw, s, d;
     int64_t pad_t, pad_l, pad_b, pad_r;
+    int64_t group;
 } direct_case;
+
+typedef bd_status (*conv_fn)(const bd_conv_geom *g, const float *x, const float *w,
+                             const bd_epilogue *ep, float *y);
 
 enum { EP_NONE, EP_AFFINE, EP_RELU, EP_RESIDUAL_RELU, EP_CLIP, EP_RESIDUAL, EP_KINDS };
 
 static bd_conv_geom geom_of(const direct_case *dc)
 {
-    bd_conv_geom g = {.n = dc->n, .c = dc->c, .h = dc->h, .w = dc->w, .m = dc->m, .group = 1,
+    bd_conv_geom g = {.n = dc->n, .c = dc->c, .h = dc->h, .w = dc->w, .m = dc->m,
+                      .group = dc->group,
                       .kh = dc->kh, .kw = dc->kw, .sh = dc->s, .sw = dc->s, .dh = dc->d,
                       .dw = dc->d, .pad_t = dc->pad_t, .pad_l = dc->pad_l, .pad_b = dc->pad_b,
                       .pad_r = dc->pad_r};
@@ -36,21 +44,22 @@ static bd_conv_geom geom_of(const direct_case *dc)
 static void reference(const bd_conv_geom *g, const float *x, const float *w,
                       const bd_epilogue *ep, float *y)
 {
-    const int64_t ohw = g->oh * g->ow;
+    const int64_t ohw = g->oh * g->ow, cg = g->c / g->group, mg = g->m / g->group;
     for (int64_t i = 0; i < g->n; i++)
         for (int64_t m = 0; m < g->m; m++)
             for (int64_t oy = 0; oy < g->oh; oy++)
                 for (int64_t ox = 0; ox < g->ow; ox++) {
                     double acc = 0;
-                    for (int64_t c = 0; c < g->c; c++)
+                    for (int64_t c = 0; c < cg; c++)
                         for (int64_t ky = 0; ky < g->kh; ky++)
                             for (int64_t kx = 0; kx < g->kw; kx++) {
                                 int64_t iy = oy * g->sh - g->pad_t + ky * g->dh;
                                 int64_t ix = ox * g->sw - g->pad_l + kx * g->dw;
                                 if (iy < 0 || iy >= g->h || ix < 0 || ix >= g->w)
                                     continue;
-                                acc += (double)x[((i * g->c + c) * g->h + iy) * g->w + ix] *
-                                       w[((m * g->c + c) * g->kh + ky) * g->kw + kx];
+                                const int64_t ci = m / mg * cg + c;
+                                acc += (double)x[((i * g->c + ci) * g->h + iy) * g->w + ix] *
+                                       w[((m * cg + c) * g->kh + ky) * g->kw + kx];
                             }
                     int64_t at = (i * g->m + m) * ohw + oy * g->ow + ox;
                     double v = acc * (ep->scale ? ep->scale[m] : 1.0) +
@@ -72,10 +81,10 @@ static float *random_floats(int64_t n, uint64_t seed)
     return v;
 }
 
-static void run_case(const direct_case *dc, int kind, uint64_t seed)
+static void run_case(const direct_case *dc, conv_fn kernel, int kind, uint64_t seed)
 {
     const bd_conv_geom g = geom_of(dc);
-    const int64_t nx = g.n * g.c * g.h * g.w, nw = g.m * g.c * g.kh * g.kw;
+    const int64_t nx = g.n * g.c * g.h * g.w, nw = g.m * g.c / g.group * g.kh * g.kw;
     const int64_t ny = g.n * g.m * g.oh * g.ow;
     float *x = random_floats(nx, seed), *w = random_floats(nw, seed + 1);
     float *scale = random_floats(g.m, seed + 2), *shift = random_floats(g.m, seed + 3);
@@ -94,7 +103,7 @@ static void run_case(const direct_case *dc, int kind, uint64_t seed)
     if (kind == EP_CLIP) {
         /* about the spread of the sums, so that the clamp bites on some
          * outputs and leaves a scale that measures the error of the rest */
-        float spread = sqrtf((float)(g.c * g.kh * g.kw)) / 3;
+        float spread = sqrtf((float)(g.c / g.group * g.kh * g.kw)) / 3;
         ep.act = BD_ACT_CLIP;
         ep.lo = -0.5f * spread;
         ep.hi = 0.75f * spread;
@@ -102,16 +111,16 @@ static void run_case(const direct_case *dc, int kind, uint64_t seed)
     reference(&g, x, w, &ep, ref);
     char what[160];
     snprintf(what, sizeof what,
-             "n%lld c%lld %lldx%lld m%lld k%lldx%lld s%lld d%lld pads %lld,%lld,%lld,%lld "
-             "epilogue %d",
+             "n%lld c%lld %lldx%lld m%lld group %lld k%lldx%lld s%lld d%lld pads "
+             "%lld,%lld,%lld,%lld epilogue %d",
              (long long)g.n, (long long)g.c, (long long)g.h, (long long)g.w, (long long)g.m,
-             (long long)g.kh, (long long)g.kw, (long long)g.sh, (long long)g.dh,
-             (long long)g.pad_t, (long long)g.pad_l, (long long)g.pad_b, (long long)g.pad_r, kind);
+             (long long)g.group, (long long)g.kh, (long long)g.kw, (long long)g.sh,
+             (long long)g.dh, (long long)g.pad_t, (long long)g.pad_l, (long long)g.pad_b,
+             (long long)g.pad_r, kind);
     for (int via_conv2d = 0; via_conv2d < 2; via_conv2d++) {
         for (int64_t k = 0; k < ny; k++)
             got[k] = NAN; /* every output must be written */
-        bd_status st = via_conv2d ? bd_conv2d(&g, x, w, &ep, got)
-                                  : bd_conv_direct(&g, x, w, &ep, got);
+        bd_status st = via_conv2d ? bd_conv2d(&g, x, w, &ep, got) : kernel(&g, x, w, &ep, got);
         if (st != BD_OK)
             fail_msg("%s: %s", what, bd_error_message());
         double err = bd_test_rel_error(got, ref, (size_t)ny);
@@ -133,34 +142,93 @@ static void skip_without_avx512(void)
         BD_TEST_SKIP("the direct convolution needs AVX-512 in the build and the CPU");
 }
 
-static const direct_case cases[] = {
-    /* n   c   h   w   m  kh kw s  d  pads t l b r */
-    {3, 16, 7, 9, 16, 3, 3, 1, 1, 1, 1, 1, 1},
-    {3, 32, 15, 13, 32, 3, 3, 1, 1, 1, 1, 1, 1},
-    {3, 48, 15, 13, 16, 3, 3, 2, 1, 1, 1, 1, 1},
-    {3, 20, 7, 9, 32, 3, 3, 1, 1, 0, 2, 1, 0},   /* a partial input block, asymmetric pads */
-    {4, 16, 15, 13, 32, 1, 1, 1, 1, 0, 0, 0, 0}, /* 4 images: whole images per thread */
-    {3, 32, 15, 13, 32, 1, 1, 2, 1, 0, 0, 0, 0},
-    {3, 16, 15, 13, 32, 1, 1, 2, 1, 1, 0, 0, 2}, /* padded pointwise: zeros on the grid */
-    {3, 16, 9, 11, 16, 1, 3, 2, 1, 0, 1, 0, 1},  /* one tap tall: only rows subsampled */
-    {1, 3, 15, 13, 16, 7, 7, 2, 1, 3, 3, 3, 3},  /* first layers: few input channels */
-    {3, 1, 7, 9, 16, 3, 3, 1, 1, 1, 1, 1, 1},
-    {3, 3, 15, 13, 32, 7, 7, 2, 1, 2, 3, 1, 0},
-    {3, 16, 15, 13, 64, 3, 3, 1, 2, 2, 2, 2, 2}, /* dilated */
-    {3, 17, 15, 13, 48, 5, 3, 2, 1, 2, 0, 0, 1}, /* 5x3 kernel, 3 output blocks */
-    {1, 64, 7, 7, 128, 3, 3, 1, 1, 1, 1, 1, 1},  /* ResNet's last stage, one image */
-    {2, 16, 3, 2, 16, 3, 3, 1, 1, 1, 1, 1, 1},   /* rows narrower than any tile */
-    {3, 32, 30, 37, 32, 3, 3, 1, 1, 1, 1, 1, 1}, /* rows wider than one tile */
+static const direct_case direct_cases[] = {
+    /* n   c   h   w   m  kh kw s  d  pads t l b r  group */
+    {3, 16, 7, 9, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+    {3, 32, 15, 13, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+    {3, 48, 15, 13, 16, 3, 3, 2, 1, 1, 1, 1, 1, 1},
+    {3, 20, 7, 9, 32, 3, 3, 1, 1, 0, 2, 1, 0, 1},   /* a partial input block, asymmetric pads */
+    {4, 16, 15, 13, 32, 1, 1, 1, 1, 0, 0, 0, 0, 1}, /* 4 images: whole images per thread */
+    {3, 32, 15, 13, 32, 1, 1, 2, 1, 0, 0, 0, 0, 1},
+    {3, 16, 15, 13, 32, 1, 1, 2, 1, 1, 0, 0, 2, 1}, /* padded pointwise: zeros on the grid */
+    {3, 16, 9, 11, 16, 1, 3, 2, 1, 0, 1, 0, 1, 1},  /* one tap tall: only rows subsampled */
+    {1, 3, 15, 13, 16, 7, 7, 2, 1, 3, 3, 3, 3, 1},  /* first layers: few input channels */
+    {3, 1, 7, 9, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+    {3, 3, 15, 13, 32, 7, 7, 2, 1, 2, 3, 1, 0, 1},
+    {3, 16, 15, 13, 64, 3, 3, 1, 2, 2, 2, 2, 2, 1}, /* dilated */
+    {3, 17, 15, 13, 48, 5, 3, 2, 1, 2, 0, 0, 1, 1}, /* 5x3 kernel, 3 output blocks */
+    {1, 64, 7, 7, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1},  /* ResNet's last stage, one image */
+    {2, 16, 3, 2, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* rows narrower than any tile */
+    {3, 32, 30, 37, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* rows wider than one tile */
+    {3, 19, 9, 20, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1},  /* a partial output block */
+    {2, 16, 7, 7, 40, 3, 3, 2, 1, 1, 1, 1, 1, 1},   /* 40 = 2.5 blocks */
 };
+
+/* Every epilogue on every case. */
+static void run_cases(const direct_case *cases, size_t n, conv_fn kernel, uint64_t seed)
+{
+    for (size_t k = 0; k < n; k++)
+        for (int kind = 0; kind < EP_KINDS; kind++, seed += 10)
+            run_case(&cases[k], kernel, kind, seed);
+}
 
 static void test_direct(void **state)
 {
     (void)state;
     skip_without_avx512();
-    uint64_t seed = 1;
-    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
-        for (int kind = 0; kind < EP_KINDS; kind++, seed += 10)
-            run_case(&cases[k], kind, seed);
+    run_cases(direct_cases, sizeof direct_cases / sizeof direct_cases[0], bd_conv_direct, 1);
+}
+
+/* Tiles of 6 output channels by 4 vectors of 16 pixels; the pixels past
+ * the last whole vector go as dot products where they are 8 or fewer, and
+ * input channels there go 16 at a time. */
+static const direct_case pointwise_cases[] = {
+    /* n   c   h   w   m  kh kw s  d  pads t l b r  group */
+    {3, 16, 8, 8, 24, 1, 1, 1, 1, 0, 0, 0, 0, 1},    /* whole vectors, whole tiles */
+    {3, 37, 7, 7, 13, 1, 1, 1, 1, 0, 0, 0, 0, 1},    /* 3 vectors and 1 pixel; tiles 6, 6, 1 */
+    {2, 20, 1, 1, 9, 1, 1, 1, 1, 0, 0, 0, 0, 1},     /* one pixel (squeeze-and-excitation) */
+    {3, 24, 14, 14, 30, 1, 1, 1, 1, 0, 0, 0, 0, 1},  /* 12 vectors and 4 pixels */
+    {2, 5, 7, 9, 7, 1, 1, 1, 1, 0, 0, 0, 0, 1},      /* 3 vectors and 15 pixels: a masked one */
+    {3, 9, 12, 12, 17, 1, 1, 1, 1, 0, 0, 0, 0, 1},   /* 9 vectors: blocks of 4, 4 and 1 */
+    {1, 64, 7, 7, 200, 1, 1, 1, 1, 0, 0, 0, 0, 1},   /* one image: channels split over threads */
+    {1, 3, 2, 3, 2, 1, 1, 1, 1, 0, 0, 0, 0, 1},      /* 6 pixels, all dot products */
+};
+
+static void test_pointwise(void **state)
+{
+    (void)state;
+    skip_without_avx512();
+    run_cases(pointwise_cases, sizeof pointwise_cases / sizeof pointwise_cases[0],
+              bd_conv_pointwise, 1001);
+    direct_case padded = {1, 16, 7, 9, 24, 1, 1, 1, 1, 0, 1, 0, 0, 1};
+    bd_conv_geom g = geom_of(&padded);
+    assert_false(bd_conv_pointwise_supported(&g));
+    assert_int_equal(bd_conv_pointwise(&g, NULL, NULL, NULL, NULL), BD_EUNSUPPORTED);
+}
+
+/* Blocks of 16 outputs, 4 at a time across rows, from a bordered plane
+ * split by column phase at stride 2. */
+static const direct_case depthwise_cases[] = {
+    /* n   c   h   w   m  kh kw s  d  pads t l b r  group */
+    {3, 5, 7, 7, 5, 3, 3, 1, 1, 1, 1, 1, 1, 5},      /* rows of one block */
+    {2, 4, 9, 70, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4},     /* 4 whole blocks and a part per row */
+    {2, 4, 13, 40, 4, 5, 5, 2, 1, 2, 2, 2, 2, 4},    /* 5x5 stride 2 */
+    {2, 3, 12, 33, 3, 3, 3, 2, 1, 0, 0, 1, 1, 3},    /* stride 2, pad left 0: even phase first */
+    {2, 3, 11, 34, 3, 3, 3, 2, 1, 1, 1, 1, 1, 3},    /* stride 2, even width */
+    {1, 2, 9, 30, 2, 7, 7, 1, 1, 3, 3, 3, 3, 2},     /* 7x7 (ConvNeXt) */
+    {2, 3, 9, 20, 3, 3, 3, 1, 2, 2, 2, 2, 2, 3},     /* dilated: any kernel */
+    {2, 3, 10, 21, 3, 1, 7, 1, 1, 0, 3, 0, 3, 3},    /* 1x7 */
+    {2, 3, 10, 21, 6, 3, 3, 1, 1, 1, 1, 1, 1, 3},    /* two outputs per channel: not depthwise */
+};
+
+static void test_depthwise(void **state)
+{
+    (void)state;
+    skip_without_avx512();
+    const size_t n = sizeof depthwise_cases / sizeof depthwise_cases[0] - 1;
+    run_cases(depthwise_cases, n, bd_conv_depthwise, 2001);
+    /* a grouped conv that is not depthwise: through bd_conv2d only */
+    run_cases(depthwise_cases + n, 1, bd_conv2d, 3001);
 }
 
 /* Few images, each too large for the re-laid input of them all to be held
@@ -170,22 +238,20 @@ static void test_chunks(void **state)
 {
     (void)state;
     skip_without_avx512();
-    const direct_case big = {3, 64, 120, 120, 48, 1, 1, 1, 1, 0, 0, 0, 0};
-    run_case(&big, EP_RESIDUAL_RELU, 7);
+    const direct_case big = {3, 64, 120, 120, 48, 1, 1, 1, 1, 0, 0, 0, 0, 1};
+    run_case(&big, bd_conv_direct, EP_RESIDUAL_RELU, 7);
 }
 
 static void test_unsupported(void **state)
 {
     (void)state;
     skip_without_avx512();
-    direct_case dc = {1, 16, 7, 9, 24, 3, 3, 1, 1, 1, 1, 1, 1};
+    direct_case dc = {1, 16, 7, 9, 32, 3, 3, 1, 1, 1, 1, 1, 1, 2};
     bd_conv_geom g = geom_of(&dc);
-    assert_false(bd_conv_direct_supported(&g)); /* 24 output channels */
+    assert_false(bd_conv_direct_supported(&g)); /* two groups */
     assert_int_equal(bd_conv_direct(&g, NULL, NULL, NULL, NULL), BD_EUNSUPPORTED);
-    g.m = 32;
+    g.group = 1;
     assert_true(bd_conv_direct_supported(&g));
-    g.group = 2;
-    assert_false(bd_conv_direct_supported(&g));
 }
 
 int main(void)
@@ -193,6 +259,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_direct),
         cmocka_unit_test(test_chunks),
+        cmocka_unit_test(test_pointwise),
+        cmocka_unit_test(test_depthwise),
         cmocka_unit_test(test_unsupported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "conv_depthwise.h"
+#include "conv_pointwise.h"
 #include "conv_direct.h"
 #include "ops.h"
 
@@ -339,6 +340,8 @@ static void conv_tile(const conv_plan *p, int64_t gi, int64_t ti, float *cols, f
 bd_status bd_conv2d(const bd_conv_geom *g, const float *x, const float *w, const bd_epilogue *ep,
                     float *y)
 {
+    if (bd_conv_pointwise_supported(g))
+        return bd_conv_pointwise(g, x, w, ep, y);
     if (bd_conv_direct_preferred(g))
         return bd_conv_direct(g, x, w, ep, y);
     const int64_t ohw = bd_conv_cols(g);

@@ -20,7 +20,7 @@ int bd_conv_direct_available(void) { return __builtin_cpu_supports("avx512f"); }
 
 int bd_conv_direct_supported(const bd_conv_geom *g)
 {
-    return bd_conv_direct_available() && g->group == 1 && g->m % VL == 0;
+    return bd_conv_direct_available() && g->group == 1;
 }
 
 /* One register tile: bo output channel blocks times pw neighbouring output
@@ -123,6 +123,7 @@ typedef struct plan {
      * across rows (flat), so tiles need not fit a row. */
     int flat;
     int64_t units, span, uin; /* units per image, outputs and packed floats per unit */
+    int64_t mb;           /* output channel blocks, the last one partial where 16 does not divide m */
     int64_t ngroups;      /* output channel groups of k->bo blocks */
     int64_t gsize;        /* floats of packed weights per group */
     float lo, hi;         /* the activation's clamp */
@@ -254,7 +255,7 @@ static void pack_row(const plan *p, const float *x, int64_t cbk, int64_t r, floa
 }
 
 /* The weights [M][C][kh][kw] of group gi into dst as [cbk][kh][kw][cb][bo][16],
- * zero past the last input channel. Each output block's 16 rows are read
+ * zero past the last input and output channel. Each output block's 16 rows are read
  * 16 floats at a time and transposed in registers, so one output channel's
  * weights, contiguous in the model's layout, become the lanes. */
 static void pack_group(const plan *p, const float *w, int64_t gi, float *dst)
@@ -262,9 +263,10 @@ static void pack_group(const plan *p, const float *w, int64_t gi, float *dst)
     const bd_conv_geom *g = p->g;
     const int64_t taps = g->kh * g->kw, bo = p->k->bo, cb = p->cb, row = g->c * taps;
     const __m512 zero = _mm512_setzero_ps();
-    for (int64_t b = 0; b < bo; b++)
+    for (int64_t b = 0; b < bo; b++) {
+        const int64_t m0 = (gi * bo + b) * VL, rows = g->m - m0 < VL ? g->m - m0 : VL;
         for (int64_t cbk = 0; cbk < p->ncb; cbk++) {
-            const float *src = w + (gi * bo + b) * VL * row + cbk * cb * taps;
+            const float *src = w + m0 * row + cbk * cb * taps;
             float *blk = dst + cbk * taps * cb * bo * VL + b * VL;
             const int64_t nch = g->c - cbk * cb < cb ? g->c - cbk * cb : cb, len = nch * taps;
             for (int64_t k0 = 0; k0 < len; k0 += VL) {
@@ -274,6 +276,10 @@ static void pack_group(const plan *p, const float *w, int64_t gi, float *dst)
                 __m512 v[VL];
 #pragma GCC unroll 16
                 for (int r = 0; r < VL; r++) {
+                    if (r >= rows) {
+                        v[r] = zero;
+                        continue;
+                    }
                     if (ahead)
                         __builtin_prefetch(src + r * row + k0 + AHEAD_W);
                     v[r] = _mm512_maskz_loadu_ps(mask, src + r * row + k0);
@@ -291,6 +297,7 @@ static void pack_group(const plan *p, const float *w, int64_t gi, float *dst)
                 for (int64_t t = 0; t < taps; t++)
                     _mm512_store_ps(blk + (t * cb + ci) * bo * VL, zero);
         }
+    }
 }
 
 /* acc[bo][pw], the tile whose first output is y[at], channel m0 (pw pixels
@@ -306,9 +313,14 @@ static void store_tile(const plan *p, int64_t m0, int64_t at, const __m512 *acc)
     const __m512 lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
     const int64_t ohw = g->oh * g->ow;
     for (int b = 0; b < bo; b++) {
-        const int64_t m = m0 + b * VL;
-        const __m512 sc = ep && ep->scale ? _mm512_loadu_ps(ep->scale + m) : _mm512_set1_ps(1);
-        const __m512 sh = ep && ep->shift ? _mm512_loadu_ps(ep->shift + m) : _mm512_setzero_ps();
+        const int64_t m = m0 + b * VL, real = g->m - m < VL ? g->m - m : VL;
+        if (real <= 0)
+            break;
+        const __mmask16 chans = (__mmask16)(real == VL ? 0xffff : (1u << real) - 1);
+        const __m512 sc = ep && ep->scale ? _mm512_maskz_loadu_ps(chans, ep->scale + m)
+                                          : _mm512_set1_ps(1);
+        const __m512 sh = ep && ep->shift ? _mm512_maskz_loadu_ps(chans, ep->shift + m)
+                                          : _mm512_setzero_ps();
         /* a product and a sum, each rounded, as bd_epilogue_apply and an
          * unfused BatchNormalization compute them: fused or not, a model
          * gives the same bits */
@@ -320,6 +332,8 @@ static void store_tile(const plan *p, int64_t m0, int64_t at, const __m512 *acc)
         transpose16(v);
 #pragma GCC unroll 16
         for (int c = 0; c < VL; c++) {
+            if (c >= real)
+                break;
             const int64_t o = at + (b * VL + c) * ohw;
             __m512 t = v[c];
             if (ep && ep->residual)
@@ -343,8 +357,9 @@ static void conv_unit(const plan *p, const float *buf, const float *w, int64_t i
     const int64_t ohw = g->oh * g->ow, first = u * p->span;
     const int64_t len = ohw - first < p->span ? ohw - first : p->span;
     const int64_t at = (i * g->m + gi * k->bo * VL) * ohw + first;
+    const int64_t mine = g->m - gi * k->bo * VL, chans = mine < k->bo * VL ? mine : k->bo * VL;
     if (first + len < ohw)
-        for (int64_t c = 0; c < k->bo * VL; c++) {
+        for (int64_t c = 0; c < chans; c++) {
             if (p->ep && p->ep->residual)
                 prefetch(p->ep->residual + at + len + c * ohw, p->span, 0);
             prefetch(p->y + at + len + c * ohw, p->span, 1);
@@ -367,7 +382,7 @@ static double kernel_cost(const bd_conv_geom *g, int flat, int64_t taps, const k
                                : g->oh * ((g->ow + k->pw - 1) / k->pw);
     const int64_t fma = k->bo * k->pw, loads = k->bo + k->pw + 1;
     const double step = (double)(fma > loads ? fma : loads);
-    return (double)(g->m / VL / k->bo * tiles) * (taps * step + 40.0 * k->bo);
+    return (double)((g->m + VL - 1) / VL / k->bo * tiles) * (taps * step + 40.0 * k->bo);
 }
 
 static const kernel *choose_kernel(const bd_conv_geom *g, int flat, int64_t taps)
@@ -376,7 +391,7 @@ static const kernel *choose_kernel(const bd_conv_geom *g, int flat, int64_t taps
     double best_cost = 0;
     for (size_t j = 0; j < sizeof kernels / sizeof kernels[0]; j++) {
         const kernel *k = &kernels[j];
-        if (g->m / VL % k->bo || k->pw > (flat ? g->oh * g->ow : g->ow))
+        if ((g->m + VL - 1) / VL % k->bo || k->pw > (flat ? g->oh * g->ow : g->ow))
             continue;
         double cost = kernel_cost(g, flat, taps, k);
         if (!best || cost < best_cost) {
@@ -421,7 +436,8 @@ static void plan_init(plan *p, const bd_conv_geom *g, const bd_epilogue *ep, flo
         p->uin = p->sy * p->rs;
     }
     p->units = (g->oh * g->ow + p->span - 1) / p->span;
-    p->ngroups = g->m / VL / p->k->bo;
+    p->mb = (g->m + VL - 1) / VL;
+    p->ngroups = p->mb / p->k->bo;
     p->gsize = p->ntaps * p->ps * p->k->bo * VL;
     bd_activation act = ep ? ep->act : BD_ACT_NONE;
     p->lo = act == BD_ACT_NONE ? -INFINITY : act == BD_ACT_RELU ? 0.0f : ep->lo;
@@ -572,11 +588,10 @@ bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
  * AVX-512 kernels), 2 threads on a Zen 5, every conv shape of ResNet-18,
  * ResNet-50 and MobileNetV2 at 224x224 batch 1 and of the Fashion-MNIST
  * ResNet at batch 256: the direct kernel was faster on all of them but a
- * few pointwise layers where it tied within 10% (ResNet-50's 256->64 at
- * 56x56, MobileNetV2's 384->64 and 576->96 at 14x14); 3x3 layers 1.4 to
- * 3 times, 7x7 and few-channel first layers 1.5 to 14 times, pointwise
- * layers up to 1.8 times, the Fashion-MNIST network's convolutions 2.2
- * times in all. So every shape it supports takes it. */
+ * few pointwise layers where it tied within 10%; 3x3 layers 1.4 to 3
+ * times, 7x7 and few-channel first layers 1.5 to 14 times. So every shape
+ * it supports takes it (pointwise layers at stride 1 go to
+ * conv_pointwise.h first). */
 int bd_conv_direct_preferred(const bd_conv_geom *g) { return bd_conv_direct_supported(g); }
 
 #else

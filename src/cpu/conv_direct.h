@@ -12,9 +12,9 @@
 /* Whether this build and this CPU can run the direct kernel at all. */
 int bd_conv_direct_available(void);
 
-/* Whether bd_conv_direct handles geometry g: available, group 1 and a
- * multiple of 16 output channels (any input channels, kernel, stride,
- * dilation, padding and batch). */
+/* Whether bd_conv_direct handles geometry g: available and group 1 (any
+ * channels, kernel, stride, dilation, padding and batch; a last block of
+ * fewer than 16 output channels is computed whole and stored in part). */
 int bd_conv_direct_supported(const bd_conv_geom *g);
 
 /* Whether bd_conv2d should take the direct path for g: supported and, for

@@ -1,0 +1,257 @@
+#include "conv_pointwise.h"
+
+#ifdef __AVX512F__
+
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+
+/* Floats per vector; output channels and pixel vectors of a register tile:
+ * 6 x 4 accumulators, 4 input vectors and a broadcast weight fill 29 of
+ * the 32 registers, and each input channel costs 10 loads for 24
+ * multiply-adds. */
+enum { VL = 16, MR = 6, NR = 4 };
+/* Most pixels past an image's last whole vector that go as dot products
+ * (W's rows against their input columns, 16 channels per vector) rather
+ * than as a vector of mostly idle lanes: a 7x7 plane is 3 vectors and 1
+ * pixel, a squeeze-and-excitation layer's is 1 pixel, and a lane of a
+ * vector costs as much as the whole vector. */
+enum { DOTS = 8 };
+
+int bd_conv_pointwise_supported(const bd_conv_geom *g)
+{
+    return __builtin_cpu_supports("avx512f") && g->group == 1 && g->kh == 1 && g->kw == 1 &&
+           g->sh == 1 && g->sw == 1 && g->pad_t == 0 && g->pad_l == 0 && g->pad_b == 0 &&
+           g->pad_r == 0;
+}
+
+typedef struct plan {
+    const bd_conv_geom *g;
+    const bd_epilogue *ep;
+    int64_t hw, nv, npb; /* pixels, vectors and pixel blocks of an image */
+    __mmask16 tail;      /* the lanes of an image's last vector */
+    int64_t ndots;       /* pixels after the nv vectors, done as dot products */
+    __mmask16 ctail;     /* the lanes of the last 16 input channels */
+    float lo, hi;        /* the activation's clamp */
+} plan;
+
+/* Output channels m0.. (mr of them) at pixel vectors v0.. (nr of them) of
+ * one image: x, y and res point at the image's pixel v0 * 16 (channel 0 of
+ * x, channel m0 of y and res), w at row m0. Every input channel's nr
+ * vectors are loaded once and meet mr broadcast weights; the epilogue is
+ * bd_epilogue_apply's arithmetic, in registers. */
+static inline __attribute__((always_inline)) void
+tile_body(const plan *p, const float *x, const float *w, const float *res, float *y, int64_t m0,
+          int last, const int mr, const int nr)
+{
+    const int64_t hw = p->hw, c = p->g->c;
+    __mmask16 mk[NR];
+#pragma GCC unroll 4
+    for (int j = 0; j < nr; j++)
+        mk[j] = j == nr - 1 && last ? p->tail : (__mmask16)0xffff;
+    __m512 acc[MR][NR];
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++)
+            acc[i][j] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < c; k++, x += hw) {
+        __m512 xv[NR];
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++)
+            xv[j] = _mm512_maskz_loadu_ps(mk[j], x + j * VL);
+#pragma GCC unroll 6
+        for (int i = 0; i < mr; i++) {
+            const __m512 wv = _mm512_set1_ps(w[i * c + k]);
+#pragma GCC unroll 4
+            for (int j = 0; j < nr; j++)
+                acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
+        }
+    }
+    const bd_epilogue *ep = p->ep;
+    const __m512 lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++) {
+        const __m512 a = _mm512_set1_ps(ep && ep->scale ? ep->scale[m0 + i] : 1.0f);
+        const __m512 b = _mm512_set1_ps(ep && ep->shift ? ep->shift[m0 + i] : 0.0f);
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++) {
+            __m512 v = _mm512_add_ps(_mm512_mul_ps(acc[i][j], a), b);
+            if (res)
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk[j], res + i * hw + j * VL));
+            v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+            _mm512_mask_storeu_ps(y + i * hw + j * VL, mk[j], v);
+        }
+    }
+}
+
+typedef void (*tile_fn)(const plan *p, const float *x, const float *w, const float *res,
+                        float *y, int64_t m0, int last);
+
+#define TILE(MRI, NRI)                                                                           \
+    static void tile_##MRI##_##NRI(const plan *p, const float *x, const float *w,              \
+                                   const float *res, float *y, int64_t m0, int last)             \
+    {                                                                                            \
+        tile_body(p, x, w, res, y, m0, last, MRI, NRI);                                          \
+    }
+#define TILES(MRI) TILE(MRI, 1) TILE(MRI, 2) TILE(MRI, 3) TILE(MRI, 4)
+TILES(1) TILES(2) TILES(3) TILES(4) TILES(5) TILES(6)
+#define ROW(MRI) {tile_##MRI##_1, tile_##MRI##_2, tile_##MRI##_3, tile_##MRI##_4}
+
+/* [mr - 1][nr - 1] */
+static const tile_fn tiles[MR][NR] = {ROW(1), ROW(2), ROW(3), ROW(4), ROW(5), ROW(6)};
+
+/* The epilogue of one output, bd_epilogue_apply's arithmetic. */
+static float finish(const plan *p, float v, int64_t m, int64_t at)
+{
+    const bd_epilogue *ep = p->ep;
+    v = v * (ep && ep->scale ? ep->scale[m] : 1.0f) + (ep && ep->shift ? ep->shift[m] : 0.0f);
+    if (ep && ep->residual)
+        v += ep->residual[at];
+    v = v > p->lo ? v : p->lo;
+    return v < p->hi ? v : p->hi;
+}
+
+/* The last np pixels of image i for output channels [m0, m1): col holds
+ * their input columns one after another, and each row of W meets all of
+ * them, 16 channels at a time. */
+static inline __attribute__((always_inline)) void
+dots_body(const plan *p, const float *col, const float *w, float *y, int64_t i, int64_t m0,
+          int64_t m1, const int np)
+{
+    const bd_conv_geom *g = p->g;
+    const int64_t c = g->c, first = i * g->m * p->hw + p->hw - np;
+    for (int64_t m = m0; m < m1; m++) {
+        __m512 acc[DOTS];
+#pragma GCC unroll 8
+        for (int q = 0; q < np; q++)
+            acc[q] = _mm512_setzero_ps();
+        for (int64_t k = 0; k < c; k += VL) {
+            const __mmask16 mk = k + VL <= c ? (__mmask16)0xffff : p->ctail;
+            const __m512 wv = _mm512_maskz_loadu_ps(mk, w + m * c + k);
+#pragma GCC unroll 8
+            for (int q = 0; q < np; q++)
+                acc[q] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mk, col + q * c + k), acc[q]);
+        }
+#pragma GCC unroll 8
+        for (int q = 0; q < np; q++) {
+            const int64_t at = first + m * p->hw + q;
+            y[at] = finish(p, _mm512_reduce_add_ps(acc[q]), m, at);
+        }
+    }
+}
+
+typedef void (*dots_fn)(const plan *p, const float *col, const float *w, float *y, int64_t i,
+                        int64_t m0, int64_t m1);
+
+#define DOTS_N(NP)                                                                               \
+    static void dots_##NP(const plan *p, const float *col, const float *w, float *y, int64_t i, \
+                          int64_t m0, int64_t m1)                                                \
+    {                                                                                            \
+        dots_body(p, col, w, y, i, m0, m1, NP);                                                  \
+    }
+DOTS_N(1) DOTS_N(2) DOTS_N(3) DOTS_N(4) DOTS_N(5) DOTS_N(6) DOTS_N(7) DOTS_N(8)
+
+/* [np - 1] */
+static const dots_fn dots[DOTS] = {dots_1, dots_2, dots_3, dots_4,
+                                   dots_5, dots_6, dots_7, dots_8};
+
+/* Pixel block pb of image i, output channels [m0, m1); the last block also
+ * does the dot products (col: room for their input columns). */
+static void run_block(const plan *p, const float *x, const float *w, float *y, int64_t i,
+                      int64_t pb, int64_t m0, int64_t m1, float *col)
+{
+    const bd_conv_geom *g = p->g;
+    if (pb == p->npb - 1 && p->ndots) {
+        const int64_t first = p->hw - p->ndots;
+        const float *xi = x + i * g->c * p->hw + first;
+        for (int64_t q = 0; q < p->ndots; q++)
+            for (int64_t k = 0; k < g->c; k++)
+                col[q * g->c + k] = xi[k * p->hw + q];
+        dots[p->ndots - 1](p, col, w, y, i, m0, m1);
+    }
+    const int64_t v0 = pb * NR, nr = p->nv - v0 < NR ? p->nv - v0 : NR;
+    if (nr <= 0)
+        return;
+    const int last = v0 + nr == p->nv;
+    const int64_t px = v0 * VL, out = i * g->m * p->hw + px;
+    const float *xi = x + i * g->c * p->hw + px;
+    const float *res = p->ep ? p->ep->residual : NULL;
+    for (int64_t m = m0; m < m1; m += MR) {
+        const int64_t mr = m1 - m < MR ? m1 - m : MR;
+        tiles[mr - 1][nr - 1](p, xi, w + m * g->c, res ? res + out + m * p->hw : NULL,
+                              y + out + m * p->hw, m, last);
+    }
+}
+
+/* Work items a thread should have at least, so that uneven items still
+ * share out evenly. */
+enum { ITEMS_PER_THREAD = 4 };
+
+bd_status bd_conv_pointwise(const bd_conv_geom *g, const float *x, const float *w,
+                            const bd_epilogue *ep, float *y)
+{
+    if (!bd_conv_pointwise_supported(g))
+        return bd_fail(BD_EUNSUPPORTED, "the pointwise convolution needs AVX-512, a 1x1 "
+                                        "kernel at stride 1 without padding and one group");
+    plan p = {.g = g, .ep = ep, .hw = g->h * g->w};
+    if (g->n == 0 || p.hw == 0 || g->m == 0)
+        return BD_OK;
+    const int64_t rem = p.hw % VL;
+    p.ndots = rem <= DOTS ? rem : 0;
+    p.nv = (p.hw - p.ndots + VL - 1) / VL;
+    p.npb = p.nv ? (p.nv + NR - 1) / NR : 1;
+    p.tail = (__mmask16)(rem && !p.ndots ? (1u << rem) - 1 : 0xffff);
+    p.ctail = (__mmask16)(g->c % VL ? (1u << g->c % VL) - 1 : 0xffff);
+    const bd_activation act = ep ? ep->act : BD_ACT_NONE;
+    p.lo = act == BD_ACT_NONE ? -INFINITY : act == BD_ACT_RELU ? 0.0f : ep->lo;
+    p.hi = act == BD_ACT_CLIP ? ep->hi : INFINITY;
+    /* Items: an image's pixel block times a run of output channels, split
+     * finer only where images and pixel blocks are too few for the threads
+     * (a 7x7 layer at batch 1 is one pixel block); in order of the runs, so
+     * that a thread's share spans every block, the last (with the dot
+     * products) included. */
+    const int threads = omp_get_max_threads();
+    const int64_t blocks = g->n * p.npb, mblocks = (g->m + MR - 1) / MR;
+    int64_t split = (threads * ITEMS_PER_THREAD + blocks - 1) / blocks;
+    split = split < 1 ? 1 : split > mblocks ? mblocks : split;
+    const int64_t per = (mblocks + split - 1) / split * MR;
+    const int64_t items = blocks * split;
+    int failed = 0;
+#pragma omp parallel if (threads > 1 && items > 1 && g->m * g->c * p.hw * g->n > (1 << 15))
+    {
+        float *col = p.ndots ? malloc((size_t)(p.ndots * g->c) * sizeof *col) : NULL;
+        if (p.ndots && !col) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < items; it++) {
+            const int64_t b = it % blocks, m0 = it / blocks * per;
+            const int64_t m1 = m0 + per < g->m ? m0 + per : g->m;
+            if (m0 < m1 && (col || !p.ndots))
+                run_block(&p, x, w, y, b / p.npb, b % p.npb, m0, m1, col);
+        }
+        free(col);
+    }
+    return failed ? bd_fail(BD_ENOMEM, "out of memory for a pointwise conv's input columns")
+                  : BD_OK;
+}
+
+#else
+
+int bd_conv_pointwise_supported(const bd_conv_geom *g)
+{
+    (void)g;
+    return 0;
+}
+
+bd_status bd_conv_pointwise(const bd_conv_geom *g, const float *x, const float *w,
+                            const bd_epilogue *ep, float *y)
+{
+    (void)g, (void)x, (void)w, (void)ep, (void)y;
+    return bd_fail(BD_EUNSUPPORTED, "the pointwise convolution needs AVX-512 in the build");
+}
+
+#endif
