@@ -2,9 +2,10 @@
  * kh*kw multiply-adds per output, so a GEMM per channel would be all
  * overhead, and the MobileNets, EfficientNets, MNASNet and ConvNeXt spend
  * much of their time here. With AVX-512 each channel plane is copied once
- * into a zero-bordered buffer and 16 outputs of a row are summed over every
- * tap in one register (stride 2 takes the even lanes of two loads);
- * otherwise, and for strides above 2, the row is summed tap by tap. */
+ * into a zero-bordered buffer (split by column phase at stride 2), and
+ * blocks of 16 outputs are summed over every tap in registers, four blocks
+ * at a time, the epilogue applied before the store; otherwise, and for
+ * strides above 2, the row is summed tap by tap. */
 #ifndef BD_CPU_CONV_DEPTHWISE_H
 #define BD_CPU_CONV_DEPTHWISE_H
 
