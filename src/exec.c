@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cpu/conv.h"
+#include "cpu/kernel_util.h"
 #include "ops.h"
 #include "progress.h"
 
@@ -14,7 +15,9 @@ typedef struct step {
     int bn;       /* fused BatchNormalization node, or -1 */
     int add;      /* fused Add of a residual, or -1 */
     int residual; /* the value that Add adds, or -1 */
-    int act;      /* fused Relu or Clip node, or -1 */
+    int act;      /* fused activation node (Relu, Clip, Sigmoid, HardSigmoid,
+                   * HardSwish), or -1 */
+    int silu;     /* the Mul that makes the fused Sigmoid a SiLU, or -1 */
     int out;      /* the value the whole step produces, when fused */
 } step;
 
@@ -61,10 +64,51 @@ static int all_const_after_first(const bd_graph *g, const bd_node *n)
 
 static int is_op(const bd_node *n, const char *op) { return strcmp(n->op, op) == 0; }
 
-/* Conv [-> BatchNormalization] [-> Add(residual)] [-> Relu | Clip], each
- * link the sole reader of the previous one's output. BatchNorm and Clip
- * need constant parameters; the residual must be computed before the conv
- * runs, since the fused step runs where the conv does. */
+/* The Mul that reads value v and Sigmoid(v), where those two nodes are v's
+ * only readers and the Mul the Sigmoid's (SiLU, as exporters spell it):
+ * *sig gets the Sigmoid. */
+static int silu_of(const bd_graph *g, const unsigned char *is_output, int v, int *sig, int *mul)
+{
+    int readers[2], n = 0;
+    if (is_output[v])
+        return 0;
+    for (int i = 0; i < g->nnodes; i++)
+        for (int k = 0; k < g->nodes[i].ninputs; k++)
+            if (g->nodes[i].inputs[k] == v) {
+                if (n == 2)
+                    return 0;
+                readers[n++] = i;
+            }
+    if (n != 2)
+        return 0;
+    for (int j = 0; j < 2; j++) {
+        const bd_node *s = &g->nodes[readers[j]], *m = &g->nodes[readers[1 - j]];
+        int next, slot;
+        if (is_op(s, "Sigmoid") && s->noutputs == 1 && is_op(m, "Mul") && m->ninputs == 2 &&
+            m->noutputs == 1 && only_reader(g, is_output, s->outputs[0], &next, &slot) &&
+            next == readers[1 - j]) {
+            *sig = readers[j];
+            *mul = readers[1 - j];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int is_activation(const bd_node *n)
+{
+    static const char *const ops[] = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish"};
+    for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++)
+        if (is_op(n, ops[k]))
+            return 1;
+    return 0;
+}
+
+/* Conv [-> BatchNormalization] [-> Add(residual)] [-> activation], each
+ * link the sole reader of the previous one's output; the activation is one
+ * of is_activation's, or Sigmoid and Mul as SiLU. BatchNorm and Clip need
+ * constant parameters; the residual must be computed before the conv runs,
+ * since the fused step runs where the conv does. */
 static void plan_fusion(const bd_graph *g, const unsigned char *is_output, step *s,
                         unsigned char *absorbed)
 {
@@ -91,12 +135,18 @@ static void plan_fusion(const bd_graph *g, const unsigned char *is_output, step 
             v = g->nodes[next].outputs[0];
         }
     }
+    int sig, mul;
     if (only_reader(g, is_output, v, &next, &slot) && slot == 0 &&
-        (is_op(&g->nodes[next], "Relu") || is_op(&g->nodes[next], "Clip")) &&
-        g->nodes[next].noutputs == 1 && all_const_after_first(g, &g->nodes[next])) {
+        is_activation(&g->nodes[next]) && g->nodes[next].noutputs == 1 &&
+        all_const_after_first(g, &g->nodes[next])) {
         s->act = next;
         absorbed[next] = 1;
         v = g->nodes[next].outputs[0];
+    } else if (silu_of(g, is_output, v, &sig, &mul)) {
+        s->act = sig;
+        s->silu = mul;
+        absorbed[sig] = absorbed[mul] = 1;
+        v = g->nodes[mul].outputs[0];
     }
     s->out = v;
 }
@@ -130,7 +180,7 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
             continue;
         step *s = &ex->steps[ex->nsteps];
         s->node = i;
-        s->bn = s->act = s->add = s->residual = -1;
+        s->bn = s->act = s->silu = s->add = s->residual = -1;
         s->out = g->nodes[i].outputs[0];
         bd_status st = bd_op_check(g, &g->nodes[i], &s->op);
         if (st != BD_OK) {
@@ -212,19 +262,26 @@ static bd_status fused_epilogue(const bd_graph *g, const step *s, int64_t m, flo
     }
     ep->scale = scale;
     ep->shift = shift;
-    if (s->act >= 0) {
-        const bd_node *act = &g->nodes[s->act];
-        if (strcmp(act->op, "Relu") == 0) {
-            ep->act = BD_ACT_RELU;
-        } else {
-            const bd_tensor *lo = bd_node_const_input(g, act, 1), *hi = bd_node_const_input(g, act, 2);
-            if ((lo && (lo->dtype != BD_F32 || bd_tensor_count(lo) != 1)) ||
-                (hi && (hi->dtype != BD_F32 || bd_tensor_count(hi) != 1)))
-                return bd_node_fail(act, BD_EFORMAT, "min and max must be float32 scalars");
-            ep->act = BD_ACT_CLIP;
-            ep->lo = lo ? *(const float *)lo->data : -INFINITY;
-            ep->hi = hi ? *(const float *)hi->data : INFINITY;
-        }
+    if (s->act < 0)
+        return BD_OK;
+    const bd_node *act = &g->nodes[s->act];
+    if (is_op(act, "Relu")) {
+        ep->act = BD_ACT_RELU;
+    } else if (is_op(act, "Clip")) {
+        /* the op's own reading of its bounds (attributes before opset 11) */
+        bd_tensor *ins[3] = {NULL, NULL, NULL};
+        for (int k = 1; k < act->ninputs && k < 3; k++)
+            ins[k] = act->inputs[k] >= 0 ? g->values[act->inputs[k]].init : NULL;
+        ep->act = BD_ACT_CLIP;
+        return bd_k_clip_bounds(g, act, ins, &ep->lo, &ep->hi);
+    } else if (is_op(act, "HardSigmoid")) {
+        ep->act = BD_ACT_HARD_SIGMOID;
+        ep->alpha = bd_attr_float(act, "alpha", 0.2f);
+        ep->beta = bd_attr_float(act, "beta", 0.5f);
+    } else {
+        ep->act = is_op(act, "HardSwish") ? BD_ACT_HARD_SWISH
+                  : s->silu >= 0          ? BD_ACT_SILU
+                                          : BD_ACT_SIGMOID;
     }
     return BD_OK;
 }
@@ -274,6 +331,14 @@ static bd_status run_fused_conv(const bd_graph *g, const step *s, bd_tensor *con
         bd_tensor_free(*out);
         if (st == BD_OK && act != BD_ACT_NONE) {
             st = run_absorbed(g, &g->nodes[s->act], 0, sum, NULL, &y);
+            if (st == BD_OK && s->silu >= 0) {
+                const bd_node *mul = &g->nodes[s->silu];
+                bd_tensor *prod = NULL;
+                st = run_absorbed(g, mul, mul->inputs[0] == add->outputs[0] ? 0 : 1, sum, y,
+                                  &prod);
+                bd_tensor_free(y);
+                y = prod;
+            }
             bd_tensor_free(sum);
             sum = y;
         }

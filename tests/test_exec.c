@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bd_test_node.h"
 #include "exec.h"
 #include "onnx_io.h"
 
@@ -112,6 +113,112 @@ static void test_fusion_skips_hooks_but_keeps_results(void **state)
     bd_graph_free(g);
 }
 
+static bd_status count_calls(void *user, const bd_graph *g, int node, bd_tensor *const *in)
+{
+    (void)g, (void)node, (void)in;
+    ++*(int *)user;
+    return BD_OK;
+}
+
+/* Conv -> Add(residual) -> an activation, with the residual of the conv's
+ * shape (added in the conv's epilogue) or broadcast (the Add and the
+ * activation then run as their own kernels after the conv). */
+typedef struct act_case {
+    const char *what;
+    int64_t opset;
+    const char *act; /* "SiLU": Sigmoid and Mul */
+    int mul_first;   /* SiLU spelled Mul(Sigmoid(a), a) */
+} act_case;
+
+static bd_graph *conv_add_act(const act_case *ac)
+{
+    bd_graph *g;
+    assert_int_equal(bd_graph_new(&g), BD_OK);
+    g->opset = ac->opset;
+    bd_node *n;
+    const char *conv_in[] = {"x", "w"}, *add_in[] = {"c", "r"}, *act_in[] = {"a"};
+    const char *c[] = {"c"}, *a[] = {"a"}, *y[] = {"y"}, *s[] = {"s"};
+    assert_int_equal(bd_graph_add_node(g, "conv", "Conv", "", 2, conv_in, 1, c, &n), BD_OK);
+    bd_test_attr_ints(n, "pads", 4, (int64_t[]){1, 1, 1, 1});
+    assert_int_equal(bd_graph_add_node(g, "add", "Add", "", 2, add_in, 1, a, &n), BD_OK);
+    if (strcmp(ac->act, "SiLU") == 0) {
+        const char *mul_in[] = {ac->mul_first ? "s" : "a", ac->mul_first ? "a" : "s"};
+        assert_int_equal(bd_graph_add_node(g, "sig", "Sigmoid", "", 1, act_in, 1, s, &n), BD_OK);
+        assert_int_equal(bd_graph_add_node(g, "mul", "Mul", "", 2, mul_in, 1, y, &n), BD_OK);
+    } else {
+        assert_int_equal(bd_graph_add_node(g, "act", ac->act, "", 1, act_in, 1, y, &n), BD_OK);
+        if (strcmp(ac->act, "HardSigmoid") == 0) {
+            bd_test_attr_float(n, "alpha", 0.3f);
+            bd_test_attr_float(n, "beta", 0.4f);
+        }
+        if (strcmp(ac->act, "Clip") == 0) { /* opset 10: bounds as attributes */
+            bd_test_attr_float(n, "min", -0.2f);
+            bd_test_attr_float(n, "max", 0.3f);
+        }
+    }
+    int x, w, r, out;
+    assert_int_equal(bd_graph_value(g, "x", &x), BD_OK);
+    assert_int_equal(bd_graph_value(g, "w", &w), BD_OK);
+    assert_int_equal(bd_graph_value(g, "r", &r), BD_OK);
+    assert_int_equal(bd_graph_value(g, "y", &out), BD_OK);
+    bd_graph_set_init(g, w, bd_test_rand_f32(BD_TEST_DIMS(4, 3, 3, 3), 5, -0.5f, 0.5f));
+    g->inputs = malloc(2 * sizeof *g->inputs);
+    g->outputs = malloc(sizeof *g->outputs);
+    assert_true(g->inputs && g->outputs);
+    g->inputs[0] = x;
+    g->inputs[1] = r;
+    g->ninputs = 2;
+    g->outputs[0] = out;
+    g->noutputs = 1;
+    g->values[x].ndim = g->values[r].ndim = -1; /* any shape */
+    assert_int_equal(bd_graph_sort(g), BD_OK);
+    return g;
+}
+
+/* Each activation fuses into the conv (its nodes see no hook) and gives
+ * what the nodes give one by one: the same functions on the same sums. */
+static void test_fused_activations(void **state)
+{
+    (void)state;
+    static const act_case cases[] = {
+        {"SiLU", 13, "SiLU", 0},          {"SiLU, Mul's operands swapped", 13, "SiLU", 1},
+        {"Sigmoid", 13, "Sigmoid", 0},    {"HardSigmoid", 13, "HardSigmoid", 0},
+        {"HardSwish", 14, "HardSwish", 0}, {"Clip at opset 10", 10, "Clip", 0},
+        {"Relu", 13, "Relu", 0},
+    };
+    const int64_t full[4] = {2, 4, 5, 7}, broadcast[4] = {1, 4, 1, 1};
+    bd_tensor *x = bd_test_rand_f32(BD_TEST_DIMS(2, 3, 5, 7), 1, -2, 2);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (int apart = 0; apart < 2; apart++) {
+            const int64_t *rd = apart ? broadcast : full;
+            bd_graph *g = conv_add_act(&cases[k]);
+            bd_tensor *r = bd_test_rand_f32(4, rd, 2 + (uint64_t)apart, -1, 1);
+            bd_tensor *ins[2] = {x, r}, *plain_y, *fused_y;
+            bd_exec *plain, *fused;
+            int calls = 0;
+            assert_int_equal(bd_exec_new(&plain, g, 0), BD_OK);
+            assert_int_equal(bd_exec_new(&fused, g, BD_EXEC_FUSE), BD_OK);
+            bd_exec_set_hook(fused, count_calls, &calls);
+            if (bd_exec_run(plain, ins, &plain_y) != BD_OK ||
+                bd_exec_run(fused, ins, &fused_y) != BD_OK)
+                fail_msg("%s: %s", cases[k].what, bd_error_message());
+            if (calls != 1)
+                fail_msg("%s: %d steps, expected the conv alone", cases[k].what, calls);
+            const float *p = plain_y->data, *f = fused_y->data;
+            for (int64_t i = 0; i < bd_tensor_count(plain_y); i++)
+                if (!(p[i] == f[i]))
+                    fail_msg("%s%s: output %lld is %.9g fused, %.9g unfused", cases[k].what,
+                             apart ? " (broadcast residual)" : "", (long long)i, f[i], p[i]);
+            bd_tensor_free(plain_y);
+            bd_tensor_free(fused_y);
+            bd_tensor_free(r);
+            bd_exec_free(plain);
+            bd_exec_free(fused);
+            bd_graph_free(g);
+        }
+    bd_tensor_free(x);
+}
+
 static void test_bad_inputs(void **state)
 {
     (void)state;
@@ -137,6 +244,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hooks),
         cmocka_unit_test(test_fusion_skips_hooks_but_keeps_results),
+        cmocka_unit_test(test_fused_activations),
         cmocka_unit_test(test_bad_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,6 +9,7 @@
 #include "conv_depthwise.h"
 #include "conv_pointwise.h"
 #include "conv_direct.h"
+#include "fast_math.h"
 #include "ops.h"
 
 /* Pads for one spatial axis under auto_pad (ONNX Conv semantics). */
@@ -180,14 +181,51 @@ void bd_im2col(const bd_conv_geom *g, const float *x, float *cols)
     bd_im2col_range(&one, x, 0, 0, g->oh * g->ow, cols);
 }
 
+void bd_epilogue_clamp(const bd_epilogue *ep, float *lo, float *hi)
+{
+    const bd_activation act = ep ? ep->act : BD_ACT_NONE;
+    *lo = act == BD_ACT_RELU ? 0.0f : act == BD_ACT_CLIP ? ep->lo : -INFINITY;
+    *hi = act == BD_ACT_CLIP ? ep->hi : INFINITY;
+}
+
+void bd_activation_apply(const bd_epilogue *ep, float *y, int64_t len)
+{
+    if (!bd_epilogue_has_function(ep))
+        return;
+    /* omp simd: -O2 alone vectorises only loops without a remainder */
+    const float alpha = ep->alpha, beta = ep->beta;
+    switch (ep->act) {
+    case BD_ACT_SIGMOID:
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++)
+            y[i] = bd_sigmoidf(y[i]);
+        break;
+    case BD_ACT_SILU:
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++)
+            y[i] = y[i] * bd_sigmoidf(y[i]);
+        break;
+    case BD_ACT_HARD_SIGMOID:
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++)
+            y[i] = bd_hard_sigmoidf(y[i], alpha, beta);
+        break;
+    case BD_ACT_HARD_SWISH:
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++)
+            y[i] = bd_hard_swishf(y[i]);
+        break;
+    default: break;
+    }
+}
+
 void bd_epilogue_apply(const bd_epilogue *ep, int64_t c, const float *src, const float *res,
                        float *dst, int64_t len)
 {
     float a = ep && ep->scale ? ep->scale[c] : 1.0f;
     float b = ep && ep->shift ? ep->shift[c] : 0.0f;
-    bd_activation act = ep ? ep->act : BD_ACT_NONE;
-    float lo = act == BD_ACT_NONE ? -INFINITY : act == BD_ACT_RELU ? 0.0f : ep->lo;
-    float hi = act == BD_ACT_CLIP ? ep->hi : INFINITY;
+    float lo, hi;
+    bd_epilogue_clamp(ep, &lo, &hi);
     /* one comparison per statement, so the loops vectorise (max/min);
      * omp simd: -O2 alone vectorises only loops without a remainder */
     if (res) {
@@ -205,6 +243,7 @@ void bd_epilogue_apply(const bd_epilogue *ep, int64_t c, const float *src, const
             dst[i] = v < hi ? v : hi;
         }
     }
+    bd_activation_apply(ep, dst, len);
 }
 
 static int is_pointwise(const bd_conv_geom *g)

@@ -50,7 +50,20 @@ static inline void bd_conv_valid_cols(const bd_conv_geom *g, int64_t x_off, int6
 void bd_im2col_range(const bd_conv_geom *g, const float *x, int64_t gi, int64_t c0, int64_t n,
                      float *cols);
 
-typedef enum bd_activation { BD_ACT_NONE, BD_ACT_RELU, BD_ACT_CLIP } bd_activation;
+/* A conv's activation: a clamp (Relu, Clip to [lo, hi]), which every kernel
+ * applies in registers, or a function after it (Sigmoid, SiLU as Sigmoid
+ * and Mul, HardSigmoid with alpha and beta, HardSwish), which each kernel
+ * applies to outputs it has just stored, while they are still in the
+ * cache, by bd_activation_apply. */
+typedef enum bd_activation {
+    BD_ACT_NONE,
+    BD_ACT_RELU,
+    BD_ACT_CLIP,
+    BD_ACT_SIGMOID,
+    BD_ACT_SILU,
+    BD_ACT_HARD_SIGMOID,
+    BD_ACT_HARD_SWISH
+} bd_activation;
 
 /* y = act(acc * scale[c] + shift[c] + residual); scale NULL means 1, shift
  * NULL means 0, residual NULL means none (else a tensor shaped like y). A
@@ -62,8 +75,23 @@ typedef struct bd_epilogue {
     const float *shift;
     const float *residual;
     bd_activation act;
-    float lo, hi;
+    float lo, hi;      /* Clip's bounds */
+    float alpha, beta; /* HardSigmoid's */
 } bd_epilogue;
+
+/* The clamp ep applies in registers: [0, inf] for Relu, Clip's bounds,
+ * [-inf, inf] otherwise. */
+void bd_epilogue_clamp(const bd_epilogue *ep, float *lo, float *hi);
+
+/* Whether ep's activation is a function past the clamp. */
+static inline int bd_epilogue_has_function(const bd_epilogue *ep)
+{
+    return ep && ep->act >= BD_ACT_SIGMOID;
+}
+
+/* y[i] = f(y[i]) for i < len, f ep's activation function (the same bits
+ * as its ops run unfused); nothing for a clamp or none. */
+void bd_activation_apply(const bd_epilogue *ep, float *y, int64_t len);
 
 /* y[N][M][OH][OW] = conv(x, w) with the epilogue applied. */
 bd_status bd_conv2d(const bd_conv_geom *g, const float *x, const float *w, const bd_epilogue *ep,

@@ -1,6 +1,5 @@
 #include "conv_depthwise.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,13 +130,11 @@ channel_body(const bd_conv_geom *g, bordered b, const float *buf, const float *w
              const bd_epilogue *ep, int64_t c, const float *res, float *y, const int KH,
              const int KW, const int DW, const int SW)
 {
-    const bd_activation act = ep ? ep->act : BD_ACT_NONE;
     const __m512 a = _mm512_set1_ps(ep && ep->scale ? ep->scale[c] : 1.0f);
     const __m512 sh = _mm512_set1_ps(ep && ep->shift ? ep->shift[c] : 0.0f);
-    const __m512 lo = _mm512_set1_ps(act == BD_ACT_NONE ? -INFINITY
-                                      : act == BD_ACT_RELU ? 0.0f
-                                                           : ep->lo);
-    const __m512 hi = _mm512_set1_ps(act == BD_ACT_CLIP ? ep->hi : INFINITY);
+    float lof, hif;
+    bd_epilogue_clamp(ep, &lof, &hif);
+    const __m512 lo = _mm512_set1_ps(lof), hi = _mm512_set1_ps(hif);
     int64_t tap[49];
     __m512 wv[49];
     const int taps = KH * KW <= 49 ? KH * KW : 49;
@@ -241,6 +238,7 @@ bd_status bd_conv_depthwise(const bd_conv_geom *g, const float *x, const float *
             if (fast && buf) {
                 border_copy(g, b, xc, buf);
                 fast(g, b, buf, wc, ep, c, res, yc);
+                bd_activation_apply(ep, yc, ohw);
                 continue;
             }
             if (fast)

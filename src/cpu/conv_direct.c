@@ -3,7 +3,6 @@
 #ifdef __AVX512F__
 
 #include <immintrin.h>
-#include <math.h>
 #include <omp.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -339,6 +338,14 @@ static void store_tile(const plan *p, int64_t m0, int64_t at, const __m512 *acc)
             if (ep && ep->residual)
                 t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(mask, ep->residual + o));
             t = _mm512_min_ps(_mm512_max_ps(t, lo), hi);
+            if (bd_epilogue_has_function(ep)) {
+                /* in a buffer, not in place: the last tile of a unit may
+                 * store again outputs another thread has finished */
+                float f[VL];
+                _mm512_storeu_ps(f, t);
+                bd_activation_apply(ep, f, VL);
+                t = _mm512_loadu_ps(f);
+            }
             _mm512_mask_storeu_ps(p->y + o, mask, t);
         }
     }
@@ -439,9 +446,7 @@ static void plan_init(plan *p, const bd_conv_geom *g, const bd_epilogue *ep, flo
     p->mb = (g->m + VL - 1) / VL;
     p->ngroups = p->mb / p->k->bo;
     p->gsize = p->ntaps * p->ps * p->k->bo * VL;
-    bd_activation act = ep ? ep->act : BD_ACT_NONE;
-    p->lo = act == BD_ACT_NONE ? -INFINITY : act == BD_ACT_RELU ? 0.0f : ep->lo;
-    p->hi = act == BD_ACT_CLIP ? ep->hi : INFINITY;
+    bd_epilogue_clamp(ep, &p->lo, &p->hi);
 }
 
 /* Tap offsets in the order pack_group lays the weights out: channel block,

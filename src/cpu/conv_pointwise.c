@@ -3,7 +3,6 @@
 #ifdef __AVX512F__
 
 #include <immintrin.h>
-#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 
@@ -83,6 +82,8 @@ tile_body(const plan *p, const float *x, const float *w, const float *res, float
             v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
             _mm512_mask_storeu_ps(y + i * hw + j * VL, mk[j], v);
         }
+        /* tiles do not overlap: in place, while the row is in L1 */
+        bd_activation_apply(ep, y + i * hw, (nr - 1) * VL + _mm_popcnt_u32(mk[nr - 1]));
     }
 }
 
@@ -110,7 +111,9 @@ static float finish(const plan *p, float v, int64_t m, int64_t at)
     if (ep && ep->residual)
         v += ep->residual[at];
     v = v > p->lo ? v : p->lo;
-    return v < p->hi ? v : p->hi;
+    v = v < p->hi ? v : p->hi;
+    bd_activation_apply(ep, &v, 1);
+    return v;
 }
 
 /* The last np pixels of image i for output channels [m0, m1): col holds
@@ -204,9 +207,7 @@ bd_status bd_conv_pointwise(const bd_conv_geom *g, const float *x, const float *
     p.npb = p.nv ? (p.nv + NR - 1) / NR : 1;
     p.tail = (__mmask16)(rem && !p.ndots ? (1u << rem) - 1 : 0xffff);
     p.ctail = (__mmask16)(g->c % VL ? (1u << g->c % VL) - 1 : 0xffff);
-    const bd_activation act = ep ? ep->act : BD_ACT_NONE;
-    p.lo = act == BD_ACT_NONE ? -INFINITY : act == BD_ACT_RELU ? 0.0f : ep->lo;
-    p.hi = act == BD_ACT_CLIP ? ep->hi : INFINITY;
+    bd_epilogue_clamp(ep, &p.lo, &p.hi);
     /* Items: an image's pixel block times a run of output channels, split
      * finer only where images and pixel blocks are too few for the threads
      * (a 7x7 layer at batch 1 is one pixel block); in order of the runs, so

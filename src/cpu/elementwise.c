@@ -157,20 +157,12 @@ BD_KERNEL(bd_k_mod)
         }                                                                                \
     }
 
-/* Bounds first, then NaN passes through; with min > max everything becomes
- * max, as ONNX specifies. */
-static float clampf(float x, float lo, float hi)
-{
-    float v = x < lo ? lo : x;
-    return v > hi ? hi : v;
-}
-
 UNARY_RUN(relu_f32, float, x > 0 ? x : 0)
 UNARY_RUN(leaky_relu_f32, float, x >= 0 ? x : p[0] * x)
-UNARY_RUN(clip_f32, float, clampf(x, p[0], p[1]))
+UNARY_RUN(clip_f32, float, bd_clampf(x, p[0], p[1]))
 UNARY_RUN(sigmoid_f32, float, bd_sigmoidf(x))
-UNARY_RUN(hard_sigmoid_f32, float, clampf(p[0] * x + p[1], 0, 1))
-UNARY_RUN(hard_swish_f32, float, x * clampf(x / 6 + 0.5f, 0, 1))
+UNARY_RUN(hard_sigmoid_f32, float, bd_hard_sigmoidf(x, p[0], p[1]))
+UNARY_RUN(hard_swish_f32, float, bd_hard_swishf(x))
 UNARY_RUN(tanh_f32, float, tanhf(x))
 UNARY_RUN(exp_f32, float, expf(x))
 UNARY_RUN(sqrt_f32, float, sqrtf(x))
