@@ -194,9 +194,10 @@ static void pool_row(const bd_pool_geom *pg, const row_windows *rw, const float 
  * pass per row), then across each window's columns. The maximum is
  * pool_row's, NaN skipped alike (the same comparison picks each value);
  * the average sums in float, in another order than pool_row's double sum
- * (within a float's rounding of it). acc has room for a row. */
+ * (within a float's rounding of it). acc has room for a row; cols[ox] is
+ * how many columns output column ox's window counts (for the average). */
 static void plane_2d(const bd_pool_geom *pg, pool_kind kind, int include_pad, const float *x,
-                     float *y, float *acc)
+                     float *y, float *acc, const int64_t *cols)
 {
     const int64_t h = pg->in[1], w = pg->in[2], ow = pg->out[2];
     const int64_t kw = pg->kernel[2], sw = pg->stride[2], pl = pg->pad_begin[2];
@@ -246,13 +247,12 @@ static void plane_2d(const bd_pool_geom *pg, pool_kind kind, int include_pad, co
                     out[ox] += acc[ox * sw + off];
             }
         }
-        for (int64_t ox = 0; !max && ox < ow; ox++) {
-            const int64_t cstart = ox * sw - pl;
-            const int64_t cols = include_pad ? taps_within(cstart, kw, 1, -pl, w + pg->pad_end[2],
-                                                           &unused)
-                                             : taps_within(cstart, kw, 1, 0, w, &unused);
-            const int64_t count = rows_counted * cols;
-            out[ox] = count ? out[ox] / (float)count : 0;
+        if (!max) {
+#pragma omp simd
+            for (int64_t ox = 0; ox < ow; ox++) {
+                const int64_t count = rows_counted * cols[ox];
+                out[ox] = count ? out[ox] / (float)count : 0;
+            }
         }
     }
 }
@@ -275,6 +275,20 @@ static bd_status pool(const bd_node *n, const bd_tensor *x, bd_tensor **out, poo
     if (pg.in[0] == 1 && pg.kernel[0] == 1 && pg.dilation[1] == 1 && pg.dilation[2] == 1) {
         const int64_t planes = x->dims[0] * x->dims[1], in_plane = pg.in[1] * pg.in[2];
         const int64_t out_plane = pg.out[1] * pg.out[2];
+        /* the columns each output column's window counts, the same in every
+         * row (worked out per output, they had cost more than the sums) */
+        int64_t *cols = malloc((size_t)pg.out[2] * sizeof *cols + 1);
+        if (!cols) {
+            bd_tensor_free(out[0]);
+            out[0] = NULL;
+            return bd_node_fail(n, BD_ENOMEM, "out of memory");
+        }
+        for (int64_t ox = 0, unused; ox < pg.out[2]; ox++) {
+            const int64_t start = ox * pg.stride[2] - pg.pad_begin[2];
+            cols[ox] = include_pad ? taps_within(start, pg.kernel[2], 1, -pg.pad_begin[2],
+                                                 pg.in[2] + pg.pad_end[2], &unused)
+                                   : taps_within(start, pg.kernel[2], 1, 0, pg.in[2], &unused);
+        }
         int failed = 0;
 #pragma omp parallel if (planes * out_plane * pg.kernel[1] * pg.kernel[2] >= BD_PARALLEL_MIN)
         {
@@ -287,9 +301,10 @@ static bd_status pool(const bd_node *n, const bd_tensor *x, bd_tensor **out, poo
             for (int64_t p = 0; p < planes; p++)
                 if (acc)
                     plane_2d(&pg, kind, include_pad, (const float *)x->data + p * in_plane,
-                             (float *)out[0]->data + p * out_plane, acc);
+                             (float *)out[0]->data + p * out_plane, acc, cols);
             free(acc);
         }
+        free(cols);
         if (!failed)
             return BD_OK;
         bd_tensor_free(out[0]);
