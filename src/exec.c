@@ -17,7 +17,9 @@ typedef struct step {
     int residual; /* the value that Add adds, or -1 */
     int act;      /* fused activation node (Relu, Clip, Sigmoid, HardSigmoid,
                    * HardSwish), or -1 */
-    int silu;     /* the Mul that makes the fused Sigmoid a SiLU, or -1 */
+    int gate;     /* the Mul that makes the fused Sigmoid or HardSigmoid a gate of
+                   * its own input (x Sigmoid(x), SiLU; x HardSigmoid(x), as
+                   * exporters spell HardSwish before opset 14), or -1 */
     int out;      /* the value the whole step produces, when fused */
 } step;
 
@@ -64,10 +66,9 @@ static int all_const_after_first(const bd_graph *g, const bd_node *n)
 
 static int is_op(const bd_node *n, const char *op) { return strcmp(n->op, op) == 0; }
 
-/* The Mul that reads value v and Sigmoid(v), where those two nodes are v's
- * only readers and the Mul the Sigmoid's (SiLU, as exporters spell it):
- * *sig gets the Sigmoid. */
-static int silu_of(const bd_graph *g, const unsigned char *is_output, int v, int *sig, int *mul)
+/* The Mul that reads value v and f(v), f Sigmoid or HardSigmoid, where
+ * those two nodes are v's only readers and the Mul f's: *sig gets f's node. */
+static int gate_of(const bd_graph *g, const unsigned char *is_output, int v, int *sig, int *mul)
 {
     int readers[2], n = 0;
     if (is_output[v])
@@ -84,7 +85,8 @@ static int silu_of(const bd_graph *g, const unsigned char *is_output, int v, int
     for (int j = 0; j < 2; j++) {
         const bd_node *s = &g->nodes[readers[j]], *m = &g->nodes[readers[1 - j]];
         int next, slot;
-        if (is_op(s, "Sigmoid") && s->noutputs == 1 && is_op(m, "Mul") && m->ninputs == 2 &&
+        if ((is_op(s, "Sigmoid") || is_op(s, "HardSigmoid")) && s->noutputs == 1 &&
+            is_op(m, "Mul") && m->ninputs == 2 &&
             m->noutputs == 1 && only_reader(g, is_output, s->outputs[0], &next, &slot) &&
             next == readers[1 - j]) {
             *sig = readers[j];
@@ -106,7 +108,7 @@ static int is_activation(const bd_node *n)
 
 /* Conv [-> BatchNormalization] [-> Add(residual)] [-> activation], each
  * link the sole reader of the previous one's output; the activation is one
- * of is_activation's, or Sigmoid and Mul as SiLU. BatchNorm and Clip need
+ * of is_activation's, or a gate (gate_of). BatchNorm and Clip need
  * constant parameters; the residual must be computed before the conv runs,
  * since the fused step runs where the conv does. */
 static void plan_fusion(const bd_graph *g, const unsigned char *is_output, step *s,
@@ -142,9 +144,9 @@ static void plan_fusion(const bd_graph *g, const unsigned char *is_output, step 
         s->act = next;
         absorbed[next] = 1;
         v = g->nodes[next].outputs[0];
-    } else if (silu_of(g, is_output, v, &sig, &mul)) {
+    } else if (gate_of(g, is_output, v, &sig, &mul)) {
         s->act = sig;
-        s->silu = mul;
+        s->gate = mul;
         absorbed[sig] = absorbed[mul] = 1;
         v = g->nodes[mul].outputs[0];
     }
@@ -180,7 +182,7 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
             continue;
         step *s = &ex->steps[ex->nsteps];
         s->node = i;
-        s->bn = s->act = s->silu = s->add = s->residual = -1;
+        s->bn = s->act = s->gate = s->add = s->residual = -1;
         s->out = g->nodes[i].outputs[0];
         bd_status st = bd_op_check(g, &g->nodes[i], &s->op);
         if (st != BD_OK) {
@@ -275,12 +277,12 @@ static bd_status fused_epilogue(const bd_graph *g, const step *s, int64_t m, flo
         ep->act = BD_ACT_CLIP;
         return bd_k_clip_bounds(g, act, ins, &ep->lo, &ep->hi);
     } else if (is_op(act, "HardSigmoid")) {
-        ep->act = BD_ACT_HARD_SIGMOID;
+        ep->act = s->gate >= 0 ? BD_ACT_X_HARD_SIGMOID : BD_ACT_HARD_SIGMOID;
         ep->alpha = bd_attr_float(act, "alpha", 0.2f);
         ep->beta = bd_attr_float(act, "beta", 0.5f);
     } else {
         ep->act = is_op(act, "HardSwish") ? BD_ACT_HARD_SWISH
-                  : s->silu >= 0          ? BD_ACT_SILU
+                  : s->gate >= 0          ? BD_ACT_SILU
                                           : BD_ACT_SIGMOID;
     }
     return BD_OK;
@@ -331,8 +333,8 @@ static bd_status run_fused_conv(const bd_graph *g, const step *s, bd_tensor *con
         bd_tensor_free(*out);
         if (st == BD_OK && act != BD_ACT_NONE) {
             st = run_absorbed(g, &g->nodes[s->act], 0, sum, NULL, &y);
-            if (st == BD_OK && s->silu >= 0) {
-                const bd_node *mul = &g->nodes[s->silu];
+            if (st == BD_OK && s->gate >= 0) {
+                const bd_node *mul = &g->nodes[s->gate];
                 bd_tensor *prod = NULL;
                 st = run_absorbed(g, mul, mul->inputs[0] == add->outputs[0] ? 0 : 1, sum, y,
                                   &prod);

@@ -126,8 +126,8 @@ static bd_status count_calls(void *user, const bd_graph *g, int node, bd_tensor 
 typedef struct act_case {
     const char *what;
     int64_t opset;
-    const char *act; /* "SiLU": Sigmoid and Mul */
-    int mul_first;   /* SiLU spelled Mul(Sigmoid(a), a) */
+    const char *act; /* "SiLU": Sigmoid and Mul; "xHardSigmoid": HardSigmoid and Mul */
+    int mul_first;   /* the gate spelled Mul(f(a), a) */
 } act_case;
 
 static bd_graph *conv_add_act(const act_case *ac)
@@ -141,9 +141,16 @@ static bd_graph *conv_add_act(const act_case *ac)
     assert_int_equal(bd_graph_add_node(g, "conv", "Conv", "", 2, conv_in, 1, c, &n), BD_OK);
     bd_test_attr_ints(n, "pads", 4, (int64_t[]){1, 1, 1, 1});
     assert_int_equal(bd_graph_add_node(g, "add", "Add", "", 2, add_in, 1, a, &n), BD_OK);
-    if (strcmp(ac->act, "SiLU") == 0) {
+    const int hard = strcmp(ac->act, "xHardSigmoid") == 0;
+    if (strcmp(ac->act, "SiLU") == 0 || hard) {
         const char *mul_in[] = {ac->mul_first ? "s" : "a", ac->mul_first ? "a" : "s"};
-        assert_int_equal(bd_graph_add_node(g, "sig", "Sigmoid", "", 1, act_in, 1, s, &n), BD_OK);
+        assert_int_equal(bd_graph_add_node(g, "gate", hard ? "HardSigmoid" : "Sigmoid", "", 1,
+                                           act_in, 1, s, &n),
+                         BD_OK);
+        if (hard) { /* HardSwish before opset 14 */
+            bd_test_attr_float(n, "alpha", 1.0f / 6);
+            bd_test_attr_float(n, "beta", 0.5f);
+        }
         assert_int_equal(bd_graph_add_node(g, "mul", "Mul", "", 2, mul_in, 1, y, &n), BD_OK);
     } else {
         assert_int_equal(bd_graph_add_node(g, "act", ac->act, "", 1, act_in, 1, y, &n), BD_OK);
@@ -184,7 +191,7 @@ static void test_fused_activations(void **state)
         {"SiLU", 13, "SiLU", 0},          {"SiLU, Mul's operands swapped", 13, "SiLU", 1},
         {"Sigmoid", 13, "Sigmoid", 0},    {"HardSigmoid", 13, "HardSigmoid", 0},
         {"HardSwish", 14, "HardSwish", 0}, {"Clip at opset 10", 10, "Clip", 0},
-        {"Relu", 13, "Relu", 0},
+        {"Relu", 13, "Relu", 0},          {"x HardSigmoid(x)", 13, "xHardSigmoid", 1},
     };
     const int64_t full[4] = {2, 4, 5, 7}, broadcast[4] = {1, 4, 1, 1};
     bd_tensor *x = bd_test_rand_f32(BD_TEST_DIMS(2, 3, 5, 7), 1, -2, 2);

@@ -210,6 +210,11 @@ void bd_activation_apply(const bd_epilogue *ep, float *y, int64_t len)
         for (int64_t i = 0; i < len; i++)
             y[i] = bd_hard_sigmoidf(y[i], alpha, beta);
         break;
+    case BD_ACT_X_HARD_SIGMOID:
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++)
+            y[i] = y[i] * bd_hard_sigmoidf(y[i], alpha, beta);
+        break;
     case BD_ACT_HARD_SWISH:
 #pragma omp simd
         for (int64_t i = 0; i < len; i++)

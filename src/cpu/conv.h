@@ -51,8 +51,8 @@ void bd_im2col_range(const bd_conv_geom *g, const float *x, int64_t gi, int64_t 
                      float *cols);
 
 /* A conv's activation: a clamp (Relu, Clip to [lo, hi]), which every kernel
- * applies in registers, or a function after it (Sigmoid, SiLU as Sigmoid
- * and Mul, HardSigmoid with alpha and beta, HardSwish), which each kernel
+ * applies in registers, or a function after it (Sigmoid; SiLU, x Sigmoid(x);
+ * HardSigmoid with alpha and beta; x HardSigmoid(x); HardSwish), which each kernel
  * applies to outputs it has just stored, while they are still in the
  * cache, by bd_activation_apply. */
 typedef enum bd_activation {
@@ -62,6 +62,7 @@ typedef enum bd_activation {
     BD_ACT_SIGMOID,
     BD_ACT_SILU,
     BD_ACT_HARD_SIGMOID,
+    BD_ACT_X_HARD_SIGMOID,
     BD_ACT_HARD_SWISH
 } bd_activation;
 
