@@ -207,7 +207,8 @@ static void test_pointwise(void **state)
 }
 
 /* Blocks of 16 outputs, 4 at a time across rows, from a bordered plane
- * split by column phase at stride 2. */
+ * split by column phase at stride 2; rows of 16 outputs or fewer with 16
+ * channels to a vector. */
 static const direct_case depthwise_cases[] = {
     /* n   c   h   w   m  kh kw s  d  pads t l b r  group */
     {3, 5, 7, 7, 5, 3, 3, 1, 1, 1, 1, 1, 1, 5},      /* rows of one block */
@@ -218,6 +219,12 @@ static const direct_case depthwise_cases[] = {
     {1, 2, 9, 30, 2, 7, 7, 1, 1, 3, 3, 3, 3, 2},     /* 7x7 (ConvNeXt) */
     {2, 3, 9, 20, 3, 3, 3, 1, 2, 2, 2, 2, 2, 3},     /* dilated: any kernel */
     {2, 3, 10, 21, 3, 1, 7, 1, 1, 0, 3, 0, 3, 3},    /* 1x7 */
+    /* rows of at most 16 outputs: 16 channels to a vector, the last block
+     * partial, and PX outputs to a group with a partial last one */
+    {2, 33, 7, 7, 33, 5, 5, 1, 1, 2, 2, 2, 2, 33},
+    {1, 21, 14, 14, 21, 3, 3, 2, 1, 1, 1, 1, 1, 21},
+    {2, 18, 11, 13, 18, 3, 3, 1, 2, 2, 1, 2, 3, 18},  /* dilated, asymmetric pads */
+    {1, 16, 5, 9, 16, 7, 7, 1, 1, 3, 3, 3, 3, 16},
     {2, 3, 10, 21, 6, 3, 3, 1, 1, 1, 1, 1, 1, 3},    /* two outputs per channel: not depthwise */
 };
 

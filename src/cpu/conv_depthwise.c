@@ -5,6 +5,8 @@
 
 #ifdef __AVX512F__
 #include <immintrin.h>
+
+#include "transpose16.h"
 #endif
 
 int bd_conv_is_depthwise(const bd_conv_geom *g) { return g->group == g->c && g->m == g->c; }
@@ -210,12 +212,148 @@ static channel_fn in_registers(const bd_conv_geom *g)
     return channel_any;
 }
 
+/* Small planes (a late layer's 7x7 or 14x14) waste most lanes of a row's
+ * vectors, so there 16 channels share each vector instead, in the layout of
+ * NCHWc kernels: each image's 16-channel block is transposed into a
+ * zero-bordered [hp][wp][16] buffer, every output pixel sums its taps with
+ * the 16 channels' weights, and the results are transposed back. Taps go
+ * in the plane path's order by the same multiply-adds, so both give the
+ * same bits. Rows at most this wide take it: */
+enum { NARROW = 16 };
+
+/* Output pixels of a row summed side by side. */
+enum { PX = 8 };
+
+typedef struct blocked {
+    int64_t hp, wp;       /* bordered rows and columns */
+    size_t in, out, taps; /* floats of the bordered block, of its outputs, of its weights */
+} blocked;
+
+static blocked blocked_size(const bd_conv_geom *g)
+{
+    blocked b = {.hp = g->h + g->pad_t + g->pad_b, .wp = g->w + g->pad_l + g->pad_r};
+    /* a row's last group of PX outputs reads up to PX - 1 pixels past it */
+    b.in = (size_t)((b.hp * b.wp + PX * g->sw) * VL);
+    b.out = (size_t)(g->oh * g->ow * VL);
+    b.taps = (size_t)(g->kh * g->kw * VL);
+    return b;
+}
+
+static int use_blocked(const bd_conv_geom *g)
+{
+    return __builtin_cpu_supports("avx512f") && g->ow <= NARROW;
+}
+
+/* Channels [c0, c0 + nch) of image i, nch <= 16; buf, out and wt have
+ * blocked_size's room. */
+static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const float *w,
+                        const bd_epilogue *ep, int64_t i, int64_t c0, float *buf, float *out,
+                        float *wt, float *y)
+{
+    const int64_t nch = g->c - c0 < VL ? g->c - c0 : VL, hw = g->h * g->w;
+    const int64_t taps = g->kh * g->kw, ohw = g->oh * g->ow;
+    const __mmask16 chans = (__mmask16)(nch == VL ? 0xffff : (1u << nch) - 1);
+    const __m512 zero = _mm512_setzero_ps();
+    const float *xi = x + (i * g->c + c0) * hw;
+    for (size_t k = 0; k < b.in; k += VL)
+        _mm512_store_ps(buf + k, zero);
+    for (int64_t iy = 0; iy < g->h; iy++)
+        for (int64_t ix = 0; ix < g->w; ix += VL) {
+            const int64_t n = g->w - ix < VL ? g->w - ix : VL;
+            const __mmask16 mk = (__mmask16)(n == VL ? 0xffff : (1u << n) - 1);
+            __m512 v[VL];
+#pragma GCC unroll 16
+            for (int ch = 0; ch < VL; ch++)
+                v[ch] = ch < nch ? _mm512_maskz_loadu_ps(mk, xi + ch * hw + iy * g->w + ix) : zero;
+            bd_transpose16(v);
+            float *row = buf + ((iy + g->pad_t) * b.wp + g->pad_l + ix) * VL;
+            for (int64_t k = 0; k < n; k++)
+                _mm512_store_ps(row + k * VL, v[k]);
+        }
+    for (int64_t t = 0; t < taps; t++)
+        for (int64_t ch = 0; ch < VL; ch++)
+            wt[t * VL + ch] = ch < nch ? w[(c0 + ch) * taps + t] : 0.0f;
+    const __m512 a = ep && ep->scale ? _mm512_maskz_loadu_ps(chans, ep->scale + c0)
+                                     : _mm512_set1_ps(1);
+    const __m512 sh = ep && ep->shift ? _mm512_maskz_loadu_ps(chans, ep->shift + c0) : zero;
+    float lof, hif;
+    bd_epilogue_clamp(ep, &lof, &hif);
+    const __m512 lo = _mm512_set1_ps(lof), hi = _mm512_set1_ps(hif);
+    for (int64_t oy = 0; oy < g->oh; oy++)
+        for (int64_t ox = 0; ox < g->ow; ox += PX) {
+            __m512 acc[PX];
+#pragma GCC unroll 8
+            for (int p = 0; p < PX; p++)
+                acc[p] = zero;
+            for (int64_t ki = 0; ki < g->kh; ki++) {
+                const float *row = buf + ((oy * g->sh + ki * g->dh) * b.wp + ox * g->sw) * VL;
+                for (int64_t kj = 0; kj < g->kw; kj++) {
+                    const __m512 wv = _mm512_load_ps(wt + (ki * g->kw + kj) * VL);
+                    const float *at = row + kj * g->dw * VL;
+#pragma GCC unroll 8
+                    for (int p = 0; p < PX; p++)
+                        acc[p] = _mm512_fmadd_ps(wv, _mm512_load_ps(at + p * g->sw * VL), acc[p]);
+                }
+            }
+            const int64_t n = g->ow - ox < PX ? g->ow - ox : PX;
+#pragma GCC unroll 8
+            for (int p = 0; p < PX; p++)
+                if (p < n) {
+                    const __m512 v = _mm512_add_ps(_mm512_mul_ps(acc[p], a), sh);
+                    _mm512_store_ps(out + (oy * g->ow + ox + p) * VL,
+                                    _mm512_min_ps(_mm512_max_ps(v, lo), hi));
+                }
+        }
+    float *yi = y + (i * g->c + c0) * ohw;
+    for (int64_t p0 = 0; p0 < ohw; p0 += VL) {
+        const int64_t n = ohw - p0 < VL ? ohw - p0 : VL;
+        const __mmask16 mk = (__mmask16)(n == VL ? 0xffff : (1u << n) - 1);
+        __m512 v[VL];
+#pragma GCC unroll 16
+        for (int k = 0; k < VL; k++)
+            v[k] = k < n ? _mm512_load_ps(out + (p0 + k) * VL) : zero;
+        bd_transpose16(v);
+        for (int64_t ch = 0; ch < nch; ch++)
+            _mm512_mask_storeu_ps(yi + ch * ohw + p0, mk, v[ch]);
+    }
+    for (int64_t ch = 0; ch < nch; ch++)
+        bd_activation_apply(ep, yi + ch * ohw, ohw);
+}
+
+static bd_status depthwise_blocked(const bd_conv_geom *g, const float *x, const float *w,
+                                   const bd_epilogue *ep, float *y)
+{
+    const blocked b = blocked_size(g);
+    const int64_t nblk = (g->c + VL - 1) / VL, items = g->n * nblk;
+    int failed = 0;
+#pragma omp parallel if (items > 1 && items * g->oh * g->ow * VL > 4096)
+    {
+        float *mem = aligned_alloc(64, (b.in + b.out + b.taps) * sizeof *mem);
+        if (!mem) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < items; it++)
+            if (mem)
+                block_of_16(g, b, x, w, ep, it / nblk, it % nblk * VL, mem, mem + b.in,
+                            mem + b.in + b.out, y);
+        free(mem);
+    }
+    return failed ? bd_fail(BD_ENOMEM, "out of memory for a depthwise conv's channel blocks")
+                  : BD_OK;
+}
+
 #endif
 
 bd_status bd_conv_depthwise(const bd_conv_geom *g, const float *x, const float *w,
                             const bd_epilogue *ep, float *y)
 {
     const int64_t total = g->n * g->c, ohw = bd_conv_cols(g), plane = g->h * g->w;
+#ifdef __AVX512F__
+    if (use_blocked(g) && !(ep && ep->residual))
+        return depthwise_blocked(g, x, w, ep, y);
+#endif
     int failed = 0;
 #pragma omp parallel if (total * ohw > 4096)
     {

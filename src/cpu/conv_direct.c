@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "transpose16.h"
+
 /* Floats per vector register, and output channels per block. */
 enum { VL = 16 };
 /* Most accumulators a tile keeps in registers (of 32), leaving room for
@@ -128,41 +130,6 @@ typedef struct plan {
     float lo, hi;         /* the activation's clamp */
 } plan;
 
-/* In-register transpose of 16x16 floats: r[i] lane j becomes r[j] lane i. */
-static inline __attribute__((always_inline)) void transpose16(__m512 *r)
-{
-    __m512 t[VL];
-#pragma GCC unroll 16
-    for (int i = 0; i < VL; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-#pragma GCC unroll 16
-    for (int i = 0; i < VL; i += 4) {
-        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
-        __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
-        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-    }
-    /* r[4g + j] now holds, in 128-bit lane l, column 4l + j of rows 4g..4g+3 */
-#pragma GCC unroll 16
-    for (int j = 0; j < 4; j++) {
-        t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
-        t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
-        t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
-        t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
-    }
-#pragma GCC unroll 16
-    for (int j = 0; j < 4; j++) {
-        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
-        r[4 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);
-        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
-        r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xdd);
-    }
-}
-
 /* Asks for the cache lines of [a, a + n floats) before they are needed:
  * tensors of a batch are far larger than the caches, and the 16 channel
  * rows a tile reads or writes are too many streams, too short, for the
@@ -219,7 +186,7 @@ static void pack_blocked_row(const plan *p, const float *x, int64_t cbk, int64_t
             v[ch] = ch >= nch ? zero
                     : rx == 1 ? _mm512_maskz_loadu_ps(mask, at + ch * plane)
                               : _mm512_mask_i32gather_ps(zero, mask, every, at + ch * plane, 4);
-        transpose16(v);
+        bd_transpose16(v);
         for (int64_t k = 0; k < n; k++)
             _mm512_store_ps(dst + p->col[c + k], v[k]);
     }
@@ -283,7 +250,7 @@ static void pack_group(const plan *p, const float *w, int64_t gi, float *dst)
                         __builtin_prefetch(src + r * row + k0 + AHEAD_W);
                     v[r] = _mm512_maskz_loadu_ps(mask, src + r * row + k0);
                 }
-                transpose16(v);
+                bd_transpose16(v);
                 for (int64_t j = 0, ci = k0 / taps, t = k0 % taps; j < n; j++) {
                     _mm512_store_ps(blk + (t * cb + ci) * bo * VL, v[j]);
                     if (++t == taps) {
@@ -328,26 +295,28 @@ static void store_tile(const plan *p, int64_t m0, int64_t at, const __m512 *acc)
         for (int q = 0; q < VL; q++)
             v[q] = q < pw ? _mm512_add_ps(_mm512_mul_ps(acc[b * pw + q], sc), sh)
                           : _mm512_setzero_ps();
-        transpose16(v);
+        bd_transpose16(v);
 #pragma GCC unroll 16
         for (int c = 0; c < VL; c++) {
-            if (c >= real)
-                break;
             const int64_t o = at + (b * VL + c) * ohw;
-            __m512 t = v[c];
-            if (ep && ep->residual)
-                t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(mask, ep->residual + o));
-            t = _mm512_min_ps(_mm512_max_ps(t, lo), hi);
-            if (bd_epilogue_has_function(ep)) {
-                /* in a buffer, not in place: the last tile of a unit may
-                 * store again outputs another thread has finished */
-                float f[VL];
-                _mm512_storeu_ps(f, t);
-                bd_activation_apply(ep, f, VL);
-                t = _mm512_loadu_ps(f);
-            }
-            _mm512_mask_storeu_ps(p->y + o, mask, t);
+            if (c < real && ep && ep->residual)
+                v[c] = _mm512_add_ps(v[c], _mm512_maskz_loadu_ps(mask, ep->residual + o));
+            v[c] = _mm512_min_ps(_mm512_max_ps(v[c], lo), hi);
         }
+        if (bd_epilogue_has_function(ep)) {
+            /* in a buffer, not in place: the last tile of a unit may store
+             * again outputs another thread has finished */
+            float f[VL * VL];
+            for (int c = 0; c < VL; c++)
+                _mm512_storeu_ps(f + c * VL, v[c]);
+            bd_activation_apply(ep, f, VL * VL);
+            for (int c = 0; c < VL; c++)
+                v[c] = _mm512_loadu_ps(f + c * VL);
+        }
+#pragma GCC unroll 16
+        for (int c = 0; c < VL; c++)
+            if (c < real)
+                _mm512_mask_storeu_ps(p->y + at + (b * VL + c) * ohw, mask, v[c]);
     }
 }
 
