@@ -13,6 +13,7 @@
 #include "cpu/conv.h"
 #include "cpu/conv_depthwise.h"
 #include "cpu/conv_direct.h"
+#include "cpu/conv_planes.h"
 #include "cpu/conv_pointwise.h"
 
 #define TOL 1e-5
@@ -206,6 +207,29 @@ static void test_pointwise(void **state)
     assert_int_equal(bd_conv_pointwise(&g, NULL, NULL, NULL, NULL), BD_EUNSUPPORTED);
 }
 
+/* Few input channels: tiles of 6 output channels by 4 blocks of 16 pixels
+ * over bordered planes, blocks taken across rows. */
+static const direct_case planes_cases[] = {
+    /* n   c   h   w   m  kh kw s  d  pads t l b r  group */
+    {2, 3, 23, 40, 16, 3, 3, 2, 1, 1, 1, 1, 1, 1},   /* a first layer: 3 planes, stride 2 */
+    {1, 3, 15, 37, 13, 7, 7, 2, 1, 3, 3, 3, 3, 1},   /* 7x7, tiles of 6, 6 and 1 channels */
+    {3, 1, 9, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1},      /* one plane, rows of one block */
+    {2, 15, 8, 20, 8, 3, 3, 1, 2, 2, 1, 2, 3, 1},    /* dilated, asymmetric pads */
+    {2, 4, 11, 35, 6, 3, 3, 2, 1, 0, 0, 1, 1, 1},    /* stride 2, no left pad: phases swap */
+    {1, 2, 6, 70, 5, 1, 5, 1, 1, 0, 2, 0, 2, 1},     /* 1x5, rows of 5 blocks */
+};
+
+static void test_planes(void **state)
+{
+    (void)state;
+    skip_without_avx512();
+    run_cases(planes_cases, sizeof planes_cases / sizeof planes_cases[0], bd_conv_planes, 4001);
+    direct_case many = {1, 16, 7, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+    bd_conv_geom g = geom_of(&many);
+    assert_false(bd_conv_planes_supported(&g)); /* 16 channels: the direct kernel's */
+    assert_int_equal(bd_conv_planes(&g, NULL, NULL, NULL, NULL), BD_EUNSUPPORTED);
+}
+
 /* Blocks of 16 outputs, 4 at a time across rows, from a bordered plane
  * split by column phase at stride 2; rows of 16 outputs or fewer with 16
  * channels to a vector. */
@@ -267,6 +291,7 @@ int main(void)
         cmocka_unit_test(test_direct),
         cmocka_unit_test(test_chunks),
         cmocka_unit_test(test_pointwise),
+        cmocka_unit_test(test_planes),
         cmocka_unit_test(test_depthwise),
         cmocka_unit_test(test_unsupported),
     };

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "conv_depthwise.h"
+#include "conv_planes.h"
 #include "conv_pointwise.h"
 #include "conv_direct.h"
 #include "fast_math.h"
@@ -386,6 +387,8 @@ bd_status bd_conv2d(const bd_conv_geom *g, const float *x, const float *w, const
 {
     if (bd_conv_pointwise_supported(g))
         return bd_conv_pointwise(g, x, w, ep, y);
+    if (bd_conv_planes_supported(g))
+        return bd_conv_planes(g, x, w, ep, y);
     if (bd_conv_direct_preferred(g))
         return bd_conv_direct(g, x, w, ep, y);
     const int64_t ohw = bd_conv_cols(g);

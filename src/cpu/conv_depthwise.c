@@ -6,6 +6,7 @@
 #ifdef __AVX512F__
 #include <immintrin.h>
 
+#include "bordered.h"
 #include "transpose16.h"
 #endif
 
@@ -46,63 +47,6 @@ static void channel_by_taps(const bd_conv_geom *g, const float *x, const float *
 
 enum { VL = 16 };
 
-/* The zero-bordered copy of a plane: each padded row split by column phase
- * (column % sw) into sw runs of wq floats, so the inputs one tap reads for
- * 16 neighbouring outputs are neighbours at stride 1 or 2 alike; wide
- * enough that the last block of 16 outputs reads whole vectors (its extra
- * lanes are never stored), and wq a whole number of vectors. */
-typedef struct bordered {
-    int64_t rows, wq, stride; /* rows, floats per phase, floats per row */
-} bordered;
-
-static bordered bordered_size(const bd_conv_geom *g)
-{
-    const int64_t blocks = (g->ow + VL - 1) / VL, sw = g->sw;
-    const int64_t wide = (g->w + g->pad_l + g->pad_r + sw - 1) / sw;
-    const int64_t reach = blocks * VL + ((g->kw - 1) * g->dw) / sw;
-    const int64_t wq = ((wide > reach ? wide : reach) + VL - 1) / VL * VL;
-    return (bordered){.rows = g->h + g->pad_t + g->pad_b, .wq = wq, .stride = sw * wq};
-}
-
-/* The lanes i of a vector with lo <= i < hi. */
-static __mmask16 lanes(int64_t lo, int64_t hi)
-{
-    lo = lo < 0 ? 0 : lo > VL ? VL : lo;
-    hi = hi < 0 ? 0 : hi > VL ? VL : hi;
-    return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-}
-
-/* A vector at a time, masked loads taking the zeros outside the row: a
- * plane of a late layer is a few rows of a few columns, and a library call
- * per row had cost more than the products. */
-static void border_copy(const bd_conv_geom *g, bordered b, const float *x, float *buf)
-{
-    const __m512 zero = _mm512_setzero_ps();
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4,
-                                          2, 0);
-    for (int64_t r = 0; r < b.rows; r++) {
-        float *row = buf + r * b.stride;
-        const int64_t iy = r - g->pad_t;
-        if (iy < 0 || iy >= g->h) {
-            for (int64_t c = 0; c < b.stride; c += VL)
-                _mm512_store_ps(row + c, zero);
-            continue;
-        }
-        const float *in = x + iy * g->w;
-        for (int64_t ph = 0; ph < g->sw; ph++)
-            for (int64_t q = 0; q < b.wq; q += VL) {
-                /* lane i holds padded column sw * (q + i) + ph */
-                const int64_t at = g->sw * q + ph - g->pad_l;
-                __m512 v = _mm512_maskz_loadu_ps(lanes(-at, g->w - at), in + at);
-                if (g->sw == 2)
-                    v = _mm512_permutex2var_ps(
-                        v, even,
-                        _mm512_maskz_loadu_ps(lanes(-at - VL, g->w - at - VL), in + at + VL));
-                _mm512_store_ps(row + ph * b.wq + q, v);
-            }
-    }
-}
-
 /* Blocks of 16 outputs summed side by side, taken in row order across rows:
  * one block alone is a chain of kh*kw dependent multiply-adds, and a plane
  * of a late layer is rows of one block each. */
@@ -128,7 +72,7 @@ finish(__m512 v, __m512 a, __m512 sh, __m512 lo, __m512 hi, const float *res, fl
  * bit for bit. KH, KW, DW and SW are constants in the common instances, so
  * the tap loop unrolls and the weights stay in registers. */
 static inline __attribute__((always_inline)) void
-channel_body(const bd_conv_geom *g, bordered b, const float *buf, const float *w,
+channel_body(const bd_conv_geom *g, bd_bordered b, const float *buf, const float *w,
              const bd_epilogue *ep, int64_t c, const float *res, float *y, const int KH,
              const int KW, const int DW, const int SW)
 {
@@ -147,7 +91,7 @@ channel_body(const bd_conv_geom *g, bordered b, const float *buf, const float *w
         wv[t] = _mm512_set1_ps(w[t]);
     }
     const int64_t nblk = (g->ow + VL - 1) / VL, items = g->oh * nblk;
-    const __mmask16 tail = lanes(0, g->ow - (nblk - 1) * VL);
+    const __mmask16 tail = bd_lanes(0, g->ow - (nblk - 1) * VL);
     int64_t oy = 0, bk = 0; /* the next block's row and place in it */
     for (int64_t j = 0; j < items; j += NB) {
         int64_t in[NB], out[NB];
@@ -178,11 +122,11 @@ channel_body(const bd_conv_geom *g, bordered b, const float *buf, const float *w
     }
 }
 
-typedef void (*channel_fn)(const bd_conv_geom *g, bordered b, const float *buf, const float *w,
+typedef void (*channel_fn)(const bd_conv_geom *g, bd_bordered b, const float *buf, const float *w,
                            const bd_epilogue *ep, int64_t c, const float *res, float *y);
 
 #define CHANNEL(KH, KW, SW)                                                                      \
-    static void channel_##KH##x##KW##_s##SW(const bd_conv_geom *g, bordered b, const float *buf, \
+    static void channel_##KH##x##KW##_s##SW(const bd_conv_geom *g, bd_bordered b, const float *buf, \
                                            const float *w, const bd_epilogue *ep, int64_t c,     \
                                            const float *res, float *y)                           \
     {                                                                                            \
@@ -191,7 +135,7 @@ typedef void (*channel_fn)(const bd_conv_geom *g, bordered b, const float *buf, 
 CHANNEL(3, 3, 1) CHANNEL(3, 3, 2) CHANNEL(5, 5, 1) CHANNEL(5, 5, 2) CHANNEL(7, 7, 1)
 
 /* Any kernel of up to 49 taps, any dilation, stride 1 or 2 across. */
-static void channel_any(const bd_conv_geom *g, bordered b, const float *buf, const float *w,
+static void channel_any(const bd_conv_geom *g, bd_bordered b, const float *buf, const float *w,
                         const bd_epilogue *ep, int64_t c, const float *res, float *y)
 {
     channel_body(g, b, buf, w, ep, c, res, y, (int)g->kh, (int)g->kw, (int)g->dw, (int)g->sw);
@@ -226,7 +170,7 @@ enum { PX = 8 };
 
 typedef struct blocked {
     int64_t hp, wp;       /* bordered rows and columns */
-    size_t in, out, taps; /* floats of the bordered block, of its outputs, of its weights */
+    size_t in, out, taps; /* floats of the bd_bordered block, of its outputs, of its weights */
 } blocked;
 
 static blocked blocked_size(const bd_conv_geom *g)
@@ -360,7 +304,7 @@ bd_status bd_conv_depthwise(const bd_conv_geom *g, const float *x, const float *
         float *buf = NULL;
 #ifdef __AVX512F__
         const channel_fn fast = in_registers(g);
-        const bordered b = bordered_size(g);
+        const bd_bordered b = bd_bordered_size(g);
         if (fast && !(buf = aligned_alloc(64, (size_t)(b.rows * b.stride) * sizeof *buf))) {
 #pragma omp atomic write
             failed = 1;
@@ -374,7 +318,7 @@ bd_status bd_conv_depthwise(const bd_conv_geom *g, const float *x, const float *
             float *yc = y + i * ohw;
 #ifdef __AVX512F__
             if (fast && buf) {
-                border_copy(g, b, xc, buf);
+                bd_border_copy(g, b, xc, buf);
                 fast(g, b, buf, wc, ep, c, res, yc);
                 bd_activation_apply(ep, yc, ohw);
                 continue;
