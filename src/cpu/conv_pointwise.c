@@ -174,7 +174,9 @@ static void run_block(const plan *p, const float *x, const float *w, float *y, i
                 col[q * g->c + k] = xi[k * p->hw + q];
         dots[p->ndots - 1](p, col, w, y, i, m0, m1);
     }
-    const int64_t v0 = pb * NR, nr = p->nv - v0 < NR ? p->nv - v0 : NR;
+    /* the vectors spread evenly over the blocks (9 as 3, 3, 3, not 4, 4,
+     * 1), so that the threads' shares of blocks weigh the same */
+    const int64_t v0 = pb * p->nv / p->npb, nr = (pb + 1) * p->nv / p->npb - v0;
     if (nr <= 0)
         return;
     const int last = v0 + nr == p->nv;
