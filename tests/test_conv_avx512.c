@@ -207,7 +207,7 @@ static void test_pointwise(void **state)
     assert_int_equal(bd_conv_pointwise(&g, NULL, NULL, NULL, NULL), BD_EUNSUPPORTED);
 }
 
-/* Few input channels: tiles of 6 output channels by 4 blocks of 16 pixels
+/* Pixels in vectors: tiles of 6 output channels by 4 blocks of 16 pixels
  * over bordered planes, blocks taken across rows. */
 static const direct_case planes_cases[] = {
     /* n   c   h   w   m  kh kw s  d  pads t l b r  group */
@@ -217,6 +217,7 @@ static const direct_case planes_cases[] = {
     {2, 15, 8, 20, 8, 3, 3, 1, 2, 2, 1, 2, 3, 1},    /* dilated, asymmetric pads */
     {2, 4, 11, 35, 6, 3, 3, 2, 1, 0, 0, 1, 1, 1},    /* stride 2, no left pad: phases swap */
     {1, 2, 6, 70, 5, 1, 5, 1, 1, 0, 2, 0, 2, 1},     /* 1x5, rows of 5 blocks */
+    {2, 24, 13, 35, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1},  /* 24 channels (EfficientNetV2) */
 };
 
 static void test_planes(void **state)
@@ -224,10 +225,14 @@ static void test_planes(void **state)
     (void)state;
     skip_without_avx512();
     run_cases(planes_cases, sizeof planes_cases / sizeof planes_cases[0], bd_conv_planes, 4001);
-    direct_case many = {1, 16, 7, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+    direct_case many = {1, 17, 7, 9, 8, 7, 7, 1, 1, 3, 3, 3, 3, 1};
     bd_conv_geom g = geom_of(&many);
-    assert_false(bd_conv_planes_supported(&g)); /* 16 channels: the direct kernel's */
+    assert_false(bd_conv_planes_supported(&g)); /* 833 taps */
     assert_int_equal(bd_conv_planes(&g, NULL, NULL, NULL, NULL), BD_EUNSUPPORTED);
+    g.c = 16;
+    assert_true(bd_conv_planes_supported(&g));
+    g.sw = 3;
+    assert_false(bd_conv_planes_supported(&g));
 }
 
 /* Blocks of 16 outputs, 4 at a time across rows, from a bordered plane

@@ -14,7 +14,7 @@ enum { VL = 16, MR = 6, NB = 4, MAX_TAPS = 16 * 49 };
 
 int bd_conv_planes_supported(const bd_conv_geom *g)
 {
-    return __builtin_cpu_supports("avx512f") && g->group == 1 && g->c < VL &&
+    return __builtin_cpu_supports("avx512f") && g->group == 1 &&
            g->c * g->kh * g->kw <= MAX_TAPS && (g->sw == 1 || g->sw == 2);
 }
 
@@ -154,8 +154,8 @@ bd_status bd_conv_planes(const bd_conv_geom *g, const float *x, const float *w,
                          const bd_epilogue *ep, float *y)
 {
     if (!bd_conv_planes_supported(g))
-        return bd_fail(BD_EUNSUPPORTED, "the planes convolution needs AVX-512, one group, fewer "
-                                        "than 16 input channels and stride 1 or 2 across");
+        return bd_fail(BD_EUNSUPPORTED, "the planes convolution needs AVX-512, one group, at "
+                                        "most 784 taps and stride 1 or 2 across");
     if (g->n == 0 || g->oh * g->ow == 0 || g->m == 0)
         return BD_OK;
     /* (the plan holds every tap's offset: too large for the stack) */
