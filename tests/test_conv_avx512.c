@@ -208,7 +208,7 @@ static void test_pointwise(void **state)
 }
 
 /* Pixels in vectors: tiles of 6 output channels by 4 blocks of 16 pixels
- * over bordered planes, blocks taken across rows. */
+ * over bordered planes, blocks taken across rows, within each group. */
 static const direct_case planes_cases[] = {
     /* n   c   h   w   m  kh kw s  d  pads t l b r  group */
     {2, 3, 23, 40, 16, 3, 3, 2, 1, 1, 1, 1, 1, 1},   /* a first layer: 3 planes, stride 2 */
@@ -218,6 +218,10 @@ static const direct_case planes_cases[] = {
     {2, 4, 11, 35, 6, 3, 3, 2, 1, 0, 0, 1, 1, 1},    /* stride 2, no left pad: phases swap */
     {1, 2, 6, 70, 5, 1, 5, 1, 1, 0, 2, 0, 2, 1},     /* 1x5, rows of 5 blocks */
     {2, 24, 13, 35, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1},  /* 24 channels (EfficientNetV2) */
+    /* groups (RegNet, ResNeXt): each group's tiles over its own planes */
+    {2, 6, 11, 35, 10, 3, 3, 1, 1, 1, 1, 1, 1, 2},   /* 3 -> 5 channels a group */
+    {1, 32, 14, 21, 32, 3, 3, 2, 1, 1, 1, 1, 1, 4},  /* 8 -> 8: tiles of 6 and 2 */
+    {2, 12, 7, 7, 24, 3, 3, 1, 1, 1, 1, 1, 1, 3},    /* 4 -> 8, rows of one block */
 };
 
 static void test_planes(void **state)

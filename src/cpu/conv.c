@@ -389,14 +389,16 @@ static double busy(int64_t count, int64_t width)
     return (double)count / (double)(width * ((count + width - 1) / width));
 }
 
-/* Whether the planes kernel keeps more lanes busy than the direct one:
- * the direct kernel puts 16 input and 16 output channels in its vectors,
- * the planes kernel 16 pixels of a row and 6 output channels in its tiles.
+/* Whether the planes kernel keeps more lanes busy than the direct one (or
+ * is the only one: grouped convs that are not depthwise, which im2col and
+ * GEMM had run at a fifth of the speed of a dense layer): the direct
+ * kernel puts 16 input and 16 output channels in its vectors, the planes
+ * kernel 16 pixels of a row and 6 output channels in its tiles.
  * Measured on EfficientNetV2-S: 24 -> 24 channels at 112x112, 2.7 ms direct
  * and 1.5 planes; 48 -> 192 at 56x56, 5.3 direct and 5.8 planes. */
 static int planes_busier(const bd_conv_geom *g)
 {
-    if (!bd_conv_planes_supported(g))
+    if (!bd_conv_planes_supported(g) || bd_conv_is_depthwise(g))
         return 0;
     if (!bd_conv_direct_supported(g))
         return 1;

@@ -14,8 +14,8 @@ enum { VL = 16, MR = 6, NB = 4, MAX_TAPS = 16 * 49 };
 
 int bd_conv_planes_supported(const bd_conv_geom *g)
 {
-    return __builtin_cpu_supports("avx512f") && g->group == 1 &&
-           g->c * g->kh * g->kw <= MAX_TAPS && (g->sw == 1 || g->sw == 2);
+    return __builtin_cpu_supports("avx512f") && g->c / g->group * g->kh * g->kw <= MAX_TAPS &&
+           (g->sw == 1 || g->sw == 2);
 }
 
 typedef struct plan {
@@ -23,26 +23,27 @@ typedef struct plan {
     const bd_epilogue *ep;
     bd_bordered b;
     int64_t plane;         /* floats of one bordered plane */
-    int64_t taps;          /* input channels times kernel positions */
+    int64_t cg, mg;        /* input and output channels per group */
+    int64_t taps;          /* a group's input channels times kernel positions */
     int64_t tap[MAX_TAPS]; /* each one's offset from a block's first pixel */
     int64_t nblk, blocks;  /* blocks of 16 outputs per row, per image */
     __mmask16 tail;        /* the lanes of a row's last block */
     float lo, hi;          /* the activation's clamp */
 } plan;
 
-/* Where NB blocks from block j on start, in the bordered planes and in an
- * output plane, and which lanes they store: blocks run in row order across
- * rows (a 7-wide row is one block), and past the last one the last is
- * recomputed and nothing stored. */
-typedef struct group {
+/* A span of NB blocks from block j on: where each starts, in a bordered
+ * plane and in an output plane, and which lanes it stores. Blocks run in
+ * row order across rows (a 7-wide row is one block), and past the last one
+ * the last is recomputed and nothing stored. */
+typedef struct span {
     int64_t in[NB], out[NB];
     __mmask16 mask[NB];
-} group;
+} span;
 
-static group group_at(const plan *p, int64_t j)
+static span span_at(const plan *p, int64_t j)
 {
     const bd_conv_geom *g = p->g;
-    group gr;
+    span gr;
     for (int k = 0; k < NB; k++) {
         const int64_t at = j + k < p->blocks ? j + k : p->blocks - 1;
         const int64_t oy = at / p->nblk, bk = at % p->nblk;
@@ -53,12 +54,13 @@ static group group_at(const plan *p, int64_t j)
     return gr;
 }
 
-/* Output channels m0.. (mr of them) of one group of blocks of one image:
- * buf its bordered planes, y and res its output and residual planes. The
+/* Output channels m0.. (mr of them) of one span of one image: buf the
+ * bordered planes of their group, y and res the image's output and residual
+ * planes. The
  * epilogue is bd_epilogue_apply's arithmetic, in registers; an activation
  * function goes over the whole tile at once. */
 static inline __attribute__((always_inline)) void
-tile_body(const plan *p, const float *buf, const float *w, const group *gr, const float *res,
+tile_body(const plan *p, const float *buf, const float *w, const span *gr, const float *res,
           float *y, int64_t m0, const int mr)
 {
     const int64_t ohw = p->g->oh * p->g->ow;
@@ -119,11 +121,11 @@ tile_body(const plan *p, const float *buf, const float *w, const group *gr, cons
             _mm512_mask_storeu_ps(y + (m0 + i) * ohw + gr->out[k], gr->mask[k], acc[i][k]);
 }
 
-typedef void (*tile_fn)(const plan *p, const float *buf, const float *w, const group *gr,
+typedef void (*tile_fn)(const plan *p, const float *buf, const float *w, const span *gr,
                         const float *res, float *y, int64_t m0);
 
 #define TILE(MRI)                                                                                \
-    static void tile_##MRI(const plan *p, const float *buf, const float *w, const group *gr,    \
+    static void tile_##MRI(const plan *p, const float *buf, const float *w, const span *gr,    \
                            const float *res, float *y, int64_t m0)                               \
     {                                                                                            \
         tile_body(p, buf, w, gr, res, y, m0, MRI);                                               \
@@ -139,8 +141,10 @@ static void plan_init(plan *p, const bd_conv_geom *g, const bd_epilogue *ep)
     p->ep = ep;
     p->b = bd_bordered_size(g);
     p->plane = p->b.rows * p->b.stride;
-    p->taps = g->c * g->kh * g->kw;
-    for (int64_t c = 0, t = 0; c < g->c; c++)
+    p->cg = g->c / g->group;
+    p->mg = g->m / g->group;
+    p->taps = p->cg * g->kh * g->kw;
+    for (int64_t c = 0, t = 0; c < p->cg; c++)
         for (int64_t ki = 0; ki < g->kh; ki++)
             for (int64_t kj = 0; kj < g->kw; kj++)
                 p->tap[t++] = c * p->plane + bd_bordered_tap(g, p->b, ki, kj);
@@ -154,8 +158,8 @@ bd_status bd_conv_planes(const bd_conv_geom *g, const float *x, const float *w,
                          const bd_epilogue *ep, float *y)
 {
     if (!bd_conv_planes_supported(g))
-        return bd_fail(BD_EUNSUPPORTED, "the planes convolution needs AVX-512, one group, at "
-                                        "most 784 taps and stride 1 or 2 across");
+        return bd_fail(BD_EUNSUPPORTED, "the planes convolution needs AVX-512, at most 784 "
+                                        "taps per group and stride 1 or 2 across");
     if (g->n == 0 || g->oh * g->ow == 0 || g->m == 0)
         return BD_OK;
     /* (the plan holds every tap's offset: too large for the stack) */
@@ -168,7 +172,9 @@ bd_status bd_conv_planes(const bd_conv_geom *g, const float *x, const float *w,
         free(p);
         return bd_fail(BD_ENOMEM, "out of memory for a convolution's bordered planes");
     }
-    const int64_t groups = (p->blocks + NB - 1) / NB, mtiles = (g->m + MR - 1) / MR;
+    /* channel tiles: each group's output channels in tiles of MR */
+    const int64_t spans = (p->blocks + NB - 1) / NB, per = (p->mg + MR - 1) / MR;
+    const int64_t mtiles = g->group * per;
     const int64_t ohw = g->oh * g->ow, hw = g->h * g->w;
 #pragma omp parallel if (g->m * p->blocks * p->taps > (1 << 14))
     for (int64_t i = 0; i < g->n; i++) {
@@ -177,14 +183,14 @@ bd_status bd_conv_planes(const bd_conv_geom *g, const float *x, const float *w,
 #pragma omp for schedule(static)
         for (int64_t c = 0; c < g->c; c++)
             bd_border_copy(g, p->b, x + (i * g->c + c) * hw, buf + c * p->plane);
-        /* a thread's items are whole groups, every channel tile of each, so
-         * the group's input vectors serve them all from L1 */
+        /* a thread's items are whole spans, every channel tile of each, so
+         * a span's input vectors serve its group's tiles from L1 */
 #pragma omp for schedule(static)
-        for (int64_t it = 0; it < groups * mtiles; it++) {
-            const int64_t j = it / mtiles * NB, m0 = it % mtiles * MR;
-            const int64_t mr = g->m - m0 < MR ? g->m - m0 : MR;
-            const group gr = group_at(p, j);
-            tiles[mr - 1](p, buf, w, &gr, res, yi, m0);
+        for (int64_t it = 0; it < spans * mtiles; it++) {
+            const int64_t gi = it % mtiles / per, m0 = gi * p->mg + it % per * MR;
+            const int64_t mr = (gi + 1) * p->mg - m0 < MR ? (gi + 1) * p->mg - m0 : MR;
+            const span gr = span_at(p, it / mtiles * NB);
+            tiles[mr - 1](p, buf + gi * p->cg * p->plane, w, &gr, res, yi, m0);
         }
     }
     free(buf);

@@ -1,4 +1,5 @@
-/* Convolution on NCHW planes, 16 neighbouring output pixels per vector:
+/* Convolution on NCHW planes, 16 neighbouring output pixels per vector,
+ * for any group count (RegNet's and ResNeXt's groups of 8 to 32 channels):
  * each input plane is copied once into a zero-bordered buffer (bordered.h),
  * and a register tile of 6 output channels by 4 blocks of 16 pixels sums
  * every input channel's taps, a broadcast weight and a plain load per step.
@@ -13,9 +14,8 @@
 
 #include "conv.h"
 
-/* Whether bd_conv_planes handles g: AVX-512 in the build and the CPU, one
- * group, at most 784 taps in all (16 channels of 7x7), stride 1 or 2
- * across. */
+/* Whether bd_conv_planes handles g: AVX-512 in the build and the CPU, at
+ * most 784 taps per group (16 channels of 7x7), stride 1 or 2 across. */
 int bd_conv_planes_supported(const bd_conv_geom *g);
 
 /* y[N][M][OH][OW] = conv(x, w) with the epilogue applied, as bd_conv2d;
