@@ -257,6 +257,105 @@ static void plane_2d(const bd_pool_geom *pg, pool_kind kind, int include_pad, co
     }
 }
 
+/* Whether plane_flat takes pg: stride 1, and rows either as wide out as in
+ * ("same" pooling: GoogLeNet's branch pools, 3x3 pad 1) or not padded
+ * across (Inception-v3's, exported as a Pad and a pool without pads). */
+static int flat_pool(const bd_pool_geom *pg)
+{
+    return pg->stride[1] == 1 && pg->stride[2] == 1 &&
+           ((pg->out[2] == pg->in[2] && pg->pad_begin[2] < pg->kernel[2]) ||
+            (pg->pad_begin[2] == 0 && pg->pad_end[2] == 0));
+}
+
+/* One step of a window reduction over n floats, dst op= src; the first
+ * starts from the empty window's value (-FLT_MAX or 0), as plane_2d does,
+ * so NaN is skipped alike and the sums are the same. */
+static void reduce_into(float *dst, const float *src, int64_t n, int max, int first)
+{
+    if (first && max) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++)
+            dst[j] = src[j] > -FLT_MAX ? src[j] : -FLT_MAX;
+    } else if (first) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++)
+            dst[j] = 0.0f + src[j];
+    } else if (max) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++)
+            dst[j] = src[j] > dst[j] ? src[j] : dst[j];
+    } else {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++)
+            dst[j] += src[j];
+    }
+}
+
+/* plane_2d's passes, and its arithmetic in the same order, for a
+ * flat_pool geometry: each pass runs over the whole plane flattened, one
+ * long loop per tap, where plane_2d ran a loop of a row's width per row
+ * and tap (a 14x14 map paid a loop's start-up for every 14 values); only
+ * the rows and columns whose windows the border clips are done one by one.
+ * Rows narrower out than in (no padding across) are summed on the input's
+ * width and then cut to the output's. v has room for 2 out[1] rows of
+ * in[2]; count[j], for the average, is how many inputs output j's window
+ * counts. */
+static void plane_flat(const bd_pool_geom *pg, pool_kind kind, const float *x, float *y,
+                       float *v, const float *count)
+{
+    const int64_t h = pg->in[1], w = pg->in[2], oh = pg->out[1], ow = pg->out[2];
+    const int64_t kh = pg->kernel[1], kw = pg->kernel[2], pt = pg->pad_begin[1];
+    const int64_t pl = pg->pad_begin[2], pr = kw - 1 - pl;
+    const int max = kind == POOL_MAX;
+    const float none = max ? -FLT_MAX : 0;
+    /* down the rows: those whose taps all fall inside in one run */
+    int64_t lo = pt < oh ? pt : oh, hi = h - kh + 1 + pt;
+    hi = hi < lo ? lo : hi > oh ? oh : hi;
+    for (int64_t ki = 0; ki < kh && hi > lo; ki++)
+        reduce_into(v + lo * w, x + (lo - pt + ki) * w, (hi - lo) * w, max, ki == 0);
+    for (int64_t oy = 0; oy < oh; oy++) {
+        if (oy == lo && hi > lo)
+            oy = hi;
+        if (oy >= oh)
+            break;
+        int64_t r0, rows = taps_within(oy - pt, kh, 1, 0, h, &r0);
+        r0 += oy - pt;
+        for (int64_t c = 0; c < w && rows == 0; c++)
+            v[oy * w + c] = none;
+        for (int64_t r = r0; r < r0 + rows; r++)
+            reduce_into(v + oy * w, x + r * w, w, max, r == r0);
+    }
+    /* across: the flat run, then the columns at either border again, or
+     * on the input's width, cut to the output's */
+    const int64_t first = pl, last = oh * w - pr;
+    float *z = ow == w ? y : v + oh * w;
+    for (int64_t kj = 0; kj < kw && last > first; kj++)
+        reduce_into(z + first, v + first - pl + kj, last - first, max, kj == 0);
+    for (int64_t oy = 0; oy < oh && ow != w; oy++)
+        memcpy(y + oy * ow, z + oy * w, (size_t)ow * sizeof *y);
+    for (int64_t oy = 0; oy < oh && ow == w; oy++)
+        for (int64_t ox = 0; ox < w; ox++) {
+            if (ox == pl && w - pr > pl)
+                ox = w - pr;
+            if (ox >= w)
+                break;
+            float r = none;
+            for (int64_t kj = 0; kj < kw; kj++) {
+                const int64_t c = ox - pl + kj;
+                if (c < 0 || c >= w)
+                    continue;
+                const float t = v[oy * w + c];
+                r = max ? (t > r ? t : r) : r + t;
+            }
+            y[oy * w + ox] = r;
+        }
+    if (!max) {
+#pragma omp simd
+        for (int64_t j = 0; j < oh * ow; j++)
+            y[j] = count[j] != 0 ? y[j] / count[j] : 0;
+    }
+}
+
 static bd_status pool(const bd_node *n, const bd_tensor *x, bd_tensor **out, pool_kind kind,
                       int include_pad)
 {
@@ -289,21 +388,39 @@ static bd_status pool(const bd_node *n, const bd_tensor *x, bd_tensor **out, poo
                                                  pg.in[2] + pg.pad_end[2], &unused)
                                    : taps_within(start, pg.kernel[2], 1, 0, pg.in[2], &unused);
         }
-        int failed = 0;
+        /* plane_flat's count of each output's window, the same in every plane */
+        const int flat = flat_pool(&pg);
+        float *count = flat && kind == POOL_AVG ? malloc((size_t)out_plane * sizeof *count) : NULL;
+        int failed = flat && kind == POOL_AVG && !count;
+        for (int64_t oy = 0; count && oy < pg.out[1]; oy++) {
+            const int64_t start = oy - pg.pad_begin[1];
+            int64_t unused, rows = include_pad ? taps_within(start, pg.kernel[1], 1,
+                                                             -pg.pad_begin[1],
+                                                             pg.in[1] + pg.pad_end[1], &unused)
+                                               : taps_within(start, pg.kernel[1], 1, 0, pg.in[1],
+                                                             &unused);
+            for (int64_t ox = 0; ox < pg.out[2]; ox++)
+                count[oy * pg.out[2] + ox] = (float)(rows * cols[ox]);
+        }
 #pragma omp parallel if (planes * out_plane * pg.kernel[1] * pg.kernel[2] >= BD_PARALLEL_MIN)
         {
-            float *acc = malloc((size_t)pg.in[2] * sizeof *acc + 1);
+            float *acc = malloc((size_t)(flat ? 2 * pg.out[1] * pg.in[2] : pg.in[2]) * sizeof *acc + 1);
             if (!acc) {
 #pragma omp atomic write
                 failed = 1;
             }
 #pragma omp for schedule(static)
-            for (int64_t p = 0; p < planes; p++)
-                if (acc)
-                    plane_2d(&pg, kind, include_pad, (const float *)x->data + p * in_plane,
-                             (float *)out[0]->data + p * out_plane, acc, cols);
+            for (int64_t p = 0; p < planes; p++) {
+                const float *xp = (const float *)x->data + p * in_plane;
+                float *yp = (float *)out[0]->data + p * out_plane;
+                if (acc && flat)
+                    plane_flat(&pg, kind, xp, yp, acc, count);
+                else if (acc)
+                    plane_2d(&pg, kind, include_pad, xp, yp, acc, cols);
+            }
             free(acc);
         }
+        free(count);
         free(cols);
         if (!failed)
             return BD_OK;
