@@ -278,8 +278,7 @@ static bd_status fused_epilogue(const bd_graph *g, const step *s, int64_t m, flo
         return bd_k_clip_bounds(g, act, ins, &ep->lo, &ep->hi);
     } else if (is_op(act, "HardSigmoid")) {
         ep->act = s->gate >= 0 ? BD_ACT_X_HARD_SIGMOID : BD_ACT_HARD_SIGMOID;
-        ep->alpha = bd_attr_float(act, "alpha", 0.2f);
-        ep->beta = bd_attr_float(act, "beta", 0.5f);
+        bd_k_hard_sigmoid_params(act, &ep->alpha, &ep->beta);
     } else {
         ep->act = is_op(act, "HardSwish") ? BD_ACT_HARD_SWISH
                   : s->gate >= 0          ? BD_ACT_SILU

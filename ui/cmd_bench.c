@@ -98,10 +98,11 @@ static bd_status record_shapes(void *user, const bd_graph *g, int node, bd_tenso
     return BD_OK;
 }
 
+/* An op type's time and how many nodes ran it, or one node's time. */
 typedef struct op_time {
     const char *op;
     double seconds;
-    int nodes;
+    int n; /* the op's nodes run by themselves; for a node's entry, its index */
 } op_time;
 
 static int by_time(const void *a, const void *b)
@@ -128,24 +129,24 @@ static void print_profile(const bd_graph *g, const profile *pr, long iters)
     for (int i = 0; i < g->nnodes; i++) {
         const double t = pr->seconds[i] / (double)iters;
         total += t;
-        nodes[i] = (op_time){g->nodes[i].name, t, i};
+        nodes[i] = (op_time){g->nodes[i].op, t, i};
         int j = 0;
         while (j < nops && strcmp(ops[j].op, g->nodes[i].op) != 0)
             j++;
         if (j == nops)
             ops[nops++] = (op_time){g->nodes[i].op, 0, 0};
         ops[j].seconds += t;
-        ops[j].nodes += *pr->shapes[i] != 0;
+        ops[j].n += *pr->shapes[i] != 0;
     }
     qsort(ops, (size_t)nops, sizeof *ops, by_time);
     qsort(nodes, (size_t)g->nnodes, sizeof *nodes, by_time);
     printf("\nper pass, by op (%.2f ms in kernels):\n", 1e3 * total);
     for (int j = 0; j < nops && ops[j].seconds > 0; j++)
         printf("  %-22s %8.3f ms %5.1f%%  %d nodes\n", ops[j].op, 1e3 * ops[j].seconds,
-               100 * ops[j].seconds / total, ops[j].nodes);
+               100 * ops[j].seconds / total, ops[j].n);
     printf("\nslowest nodes:\n");
     for (int j = 0; j < TOP_NODES && j < g->nnodes && nodes[j].seconds > 0; j++) {
-        const int i = nodes[j].nodes;
+        const int i = nodes[j].n;
         printf("  %8.3f ms %5.1f%%  %-14s %s  %s\n", 1e3 * nodes[j].seconds,
                100 * nodes[j].seconds / total, g->nodes[i].op, g->nodes[i].name, pr->shapes[i]);
     }

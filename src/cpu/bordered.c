@@ -2,6 +2,7 @@
 
 #ifdef __AVX512F__
 
+#include "avx512.h"
 #include "bordered.h"
 
 enum { VL = 16 };

@@ -5,8 +5,6 @@
 #ifndef BD_CPU_BORDERED_H
 #define BD_CPU_BORDERED_H
 
-#include <immintrin.h>
-
 #include "conv.h"
 
 /* The bordered copy of one plane: each padded row split by column phase
@@ -31,14 +29,6 @@ static inline int64_t bd_bordered_tap(const bd_conv_geom *g, bd_bordered b, int6
 {
     const int64_t col = kj * g->dw;
     return ki * g->dh * b.stride + col % g->sw * b.wq + col / g->sw;
-}
-
-/* The lanes i of a vector with lo <= i < hi. */
-static inline __mmask16 bd_lanes(int64_t lo, int64_t hi)
-{
-    lo = lo < 0 ? 0 : lo > 16 ? 16 : lo;
-    hi = hi < 0 ? 0 : hi > 16 ? 16 : hi;
-    return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
 }
 
 #endif

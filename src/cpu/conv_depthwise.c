@@ -7,7 +7,7 @@
 #include <immintrin.h>
 
 #include "bordered.h"
-#include "transpose16.h"
+#include "avx512.h"
 #endif
 
 int bd_conv_is_depthwise(const bd_conv_geom *g) { return g->group == g->c && g->m == g->c; }
@@ -51,20 +51,6 @@ enum { VL = 16 };
  * one block alone is a chain of kh*kw dependent multiply-adds, and a plane
  * of a late layer is rows of one block each. */
 enum { NB = 4 };
-
-/* The epilogue on 16 outputs in a register, then the store (the `mask`
- * lanes): bd_epilogue_apply's arithmetic, so fused or not a model gives the
- * same bits. */
-static inline __attribute__((always_inline)) void
-finish(__m512 v, __m512 a, __m512 sh, __m512 lo, __m512 hi, const float *res, float *out,
-       __mmask16 mask)
-{
-    v = _mm512_add_ps(_mm512_mul_ps(v, a), sh);
-    if (res)
-        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, res));
-    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-    _mm512_mask_storeu_ps(out, mask, v);
-}
 
 /* One channel from its bordered plane. Taps are summed in channel_by_taps's
  * order (a padded tap adds w * 0) by fused multiply-adds: one rounding per
@@ -118,7 +104,9 @@ channel_body(const bd_conv_geom *g, bd_bordered b, const float *buf, const float
                 acc[k] = _mm512_fmadd_ps(wv[t], _mm512_loadu_ps(buf + in[k] + tap[t]), acc[k]);
 #pragma GCC unroll 4
         for (int k = 0; k < NB; k++)
-            finish(acc[k], a, sh, lo, hi, res ? res + out[k] : NULL, y + out[k], mk[k]);
+            _mm512_mask_storeu_ps(y + out[k], mk[k],
+                                  bd_epilogue_vec(acc[k], a, sh, res ? res + out[k] : NULL, mk[k],
+                                                  lo, hi));
     }
 }
 
@@ -170,7 +158,7 @@ enum { PX = 8 };
 
 typedef struct blocked {
     int64_t hp, wp;       /* bordered rows and columns */
-    size_t in, out, taps; /* floats of the bd_bordered block, of its outputs, of its weights */
+    size_t in, out, taps; /* floats of the bordered block, of its outputs, of its weights */
 } blocked;
 
 static blocked blocked_size(const bd_conv_geom *g)
@@ -183,9 +171,10 @@ static blocked blocked_size(const bd_conv_geom *g)
     return b;
 }
 
-static int use_blocked(const bd_conv_geom *g)
+/* (a residual would have to be transposed in too: those take the plane path) */
+static int use_blocked(const bd_conv_geom *g, const bd_epilogue *ep)
 {
-    return __builtin_cpu_supports("avx512f") && g->ow <= NARROW;
+    return __builtin_cpu_supports("avx512f") && g->ow <= NARROW && !(ep && ep->residual);
 }
 
 /* Channels [c0, c0 + nch) of image i, nch <= 16; buf, out and wt have
@@ -196,7 +185,7 @@ static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const 
 {
     const int64_t nch = g->c - c0 < VL ? g->c - c0 : VL, hw = g->h * g->w;
     const int64_t taps = g->kh * g->kw, ohw = g->oh * g->ow;
-    const __mmask16 chans = (__mmask16)(nch == VL ? 0xffff : (1u << nch) - 1);
+    const __mmask16 chans = bd_lanes(0, nch);
     const __m512 zero = _mm512_setzero_ps();
     const float *xi = x + (i * g->c + c0) * hw;
     for (size_t k = 0; k < b.in; k += VL)
@@ -204,7 +193,7 @@ static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const 
     for (int64_t iy = 0; iy < g->h; iy++)
         for (int64_t ix = 0; ix < g->w; ix += VL) {
             const int64_t n = g->w - ix < VL ? g->w - ix : VL;
-            const __mmask16 mk = (__mmask16)(n == VL ? 0xffff : (1u << n) - 1);
+            const __mmask16 mk = bd_lanes(0, n);
             __m512 v[VL];
 #pragma GCC unroll 16
             for (int ch = 0; ch < VL; ch++)
@@ -242,16 +231,14 @@ static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const 
             const int64_t n = g->ow - ox < PX ? g->ow - ox : PX;
 #pragma GCC unroll 8
             for (int p = 0; p < PX; p++)
-                if (p < n) {
-                    const __m512 v = _mm512_add_ps(_mm512_mul_ps(acc[p], a), sh);
+                if (p < n)
                     _mm512_store_ps(out + (oy * g->ow + ox + p) * VL,
-                                    _mm512_min_ps(_mm512_max_ps(v, lo), hi));
-                }
+                                    bd_epilogue_vec(acc[p], a, sh, NULL, 0, lo, hi));
         }
     float *yi = y + (i * g->c + c0) * ohw;
     for (int64_t p0 = 0; p0 < ohw; p0 += VL) {
         const int64_t n = ohw - p0 < VL ? ohw - p0 : VL;
-        const __mmask16 mk = (__mmask16)(n == VL ? 0xffff : (1u << n) - 1);
+        const __mmask16 mk = bd_lanes(0, n);
         __m512 v[VL];
 #pragma GCC unroll 16
         for (int k = 0; k < VL; k++)
@@ -295,7 +282,7 @@ bd_status bd_conv_depthwise(const bd_conv_geom *g, const float *x, const float *
 {
     const int64_t total = g->n * g->c, ohw = bd_conv_cols(g), plane = g->h * g->w;
 #ifdef __AVX512F__
-    if (use_blocked(g) && !(ep && ep->residual))
+    if (use_blocked(g, ep))
         return depthwise_blocked(g, x, w, ep, y);
 #endif
     int failed = 0;

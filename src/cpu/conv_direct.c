@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "transpose16.h"
+#include "avx512.h"
 
 /* Floats per vector register, and output channels per block. */
 enum { VL = 16 };
@@ -124,8 +124,8 @@ typedef struct plan {
      * across rows (flat), so tiles need not fit a row. */
     int flat;
     int64_t units, span, uin; /* units per image, outputs and packed floats per unit */
-    int64_t mb;           /* output channel blocks, the last one partial where 16 does not divide m */
-    int64_t ngroups;      /* output channel groups of k->bo blocks */
+    int64_t ngroups;      /* output channel groups of k->bo blocks (the last block may be
+                           * partial) */
     int64_t gsize;        /* floats of packed weights per group */
     float lo, hi;         /* the activation's clamp */
 } plan;
@@ -221,9 +221,9 @@ static void pack_row(const plan *p, const float *x, int64_t cbk, int64_t r, floa
 }
 
 /* The weights [M][C][kh][kw] of group gi into dst as [cbk][kh][kw][cb][bo][16],
- * zero past the last input and output channel. Each output block's 16 rows are read
- * 16 floats at a time and transposed in registers, so one output channel's
- * weights, contiguous in the model's layout, become the lanes. */
+ * zero past the last input and output channel. Each output block's 16 rows
+ * are read 16 floats at a time and transposed in registers, so one output
+ * channel's weights, contiguous in the model's layout, become the lanes. */
 static void pack_group(const plan *p, const float *w, int64_t gi, float *dst)
 {
     const bd_conv_geom *g = p->g;
@@ -282,7 +282,7 @@ static void store_tile(const plan *p, int64_t m0, int64_t at, const __m512 *acc)
         const int64_t m = m0 + b * VL, real = g->m - m < VL ? g->m - m : VL;
         if (real <= 0)
             break;
-        const __mmask16 chans = (__mmask16)(real == VL ? 0xffff : (1u << real) - 1);
+        const __mmask16 chans = bd_lanes(0, real);
         const __m512 sc = ep && ep->scale ? _mm512_maskz_loadu_ps(chans, ep->scale + m)
                                           : _mm512_set1_ps(1);
         const __m512 sh = ep && ep->shift ? _mm512_maskz_loadu_ps(chans, ep->shift + m)
@@ -412,8 +412,7 @@ static void plan_init(plan *p, const bd_conv_geom *g, const bd_epilogue *ep, flo
         p->uin = p->sy * p->rs;
     }
     p->units = (g->oh * g->ow + p->span - 1) / p->span;
-    p->mb = (g->m + VL - 1) / VL;
-    p->ngroups = p->mb / p->k->bo;
+    p->ngroups = (g->m + VL - 1) / VL / p->k->bo;
     p->gsize = p->ntaps * p->ps * p->k->bo * VL;
     bd_epilogue_clamp(ep, &p->lo, &p->hi);
 }
@@ -564,8 +563,8 @@ bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
  * ResNet at batch 256: the direct kernel was faster on all of them but a
  * few pointwise layers where it tied within 10%; 3x3 layers 1.4 to 3
  * times, 7x7 and few-channel first layers 1.5 to 14 times. So every shape
- * it supports takes it (pointwise layers at stride 1 go to
- * conv_pointwise.h first). */
+ * it supports takes it, where bd_conv2d does not pick a kernel written for
+ * the shape (conv_pointwise.h, conv_planes.h) first. */
 int bd_conv_direct_preferred(const bd_conv_geom *g) { return bd_conv_direct_supported(g); }
 
 #else

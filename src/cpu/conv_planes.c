@@ -6,6 +6,7 @@
 #include <omp.h>
 #include <stdlib.h>
 
+#include "avx512.h"
 #include "bordered.h"
 
 /* Floats per vector; output channels and blocks of 16 pixels per tile (24
@@ -56,9 +57,8 @@ static span span_at(const plan *p, int64_t j)
 
 /* Output channels m0.. (mr of them) of one span of one image: buf the
  * bordered planes of their group, y and res the image's output and residual
- * planes. The
- * epilogue is bd_epilogue_apply's arithmetic, in registers; an activation
- * function goes over the whole tile at once. */
+ * planes. The epilogue is in registers; an activation function goes over
+ * the whole tile at once. */
 static inline __attribute__((always_inline)) void
 tile_body(const plan *p, const float *buf, const float *w, const span *gr, const float *res,
           float *y, int64_t m0, const int mr)
@@ -93,12 +93,9 @@ tile_body(const plan *p, const float *buf, const float *w, const span *gr, const
         const __m512 a = _mm512_set1_ps(ep && ep->scale ? ep->scale[m] : 1.0f);
         const __m512 b = _mm512_set1_ps(ep && ep->shift ? ep->shift[m] : 0.0f);
 #pragma GCC unroll 4
-        for (int k = 0; k < NB; k++) {
-            __m512 v = _mm512_add_ps(_mm512_mul_ps(acc[i][k], a), b);
-            if (res)
-                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(gr->mask[k], res + m * ohw + gr->out[k]));
-            acc[i][k] = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-        }
+        for (int k = 0; k < NB; k++)
+            acc[i][k] = bd_epilogue_vec(acc[i][k], a, b, res ? res + m * ohw + gr->out[k] : NULL,
+                                        gr->mask[k], lo, hi);
     }
     if (bd_epilogue_has_function(ep)) {
         float f[MR * NB * VL];

@@ -6,6 +6,8 @@
 #include <omp.h>
 #include <stdlib.h>
 
+#include "avx512.h"
+
 /* Floats per vector; output channels and pixel vectors of a register tile:
  * 6 x 4 accumulators, 4 input vectors and a broadcast weight fill 29 of
  * the 32 registers, and each input channel costs 10 loads for 24
@@ -39,7 +41,7 @@ typedef struct plan {
  * one image: x, y and res point at the image's pixel v0 * 16 (channel 0 of
  * x, channel m0 of y and res), w at row m0. Every input channel's nr
  * vectors are loaded once and meet mr broadcast weights; the epilogue is
- * bd_epilogue_apply's arithmetic, in registers. */
+ * in registers. */
 static inline __attribute__((always_inline)) void
 tile_body(const plan *p, const float *x, const float *w, const float *res, float *y, int64_t m0,
           int last, const int mr, const int nr)
@@ -75,13 +77,10 @@ tile_body(const plan *p, const float *x, const float *w, const float *res, float
         const __m512 a = _mm512_set1_ps(ep && ep->scale ? ep->scale[m0 + i] : 1.0f);
         const __m512 b = _mm512_set1_ps(ep && ep->shift ? ep->shift[m0 + i] : 0.0f);
 #pragma GCC unroll 4
-        for (int j = 0; j < nr; j++) {
-            __m512 v = _mm512_add_ps(_mm512_mul_ps(acc[i][j], a), b);
-            if (res)
-                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk[j], res + i * hw + j * VL));
-            v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-            _mm512_mask_storeu_ps(y + i * hw + j * VL, mk[j], v);
-        }
+        for (int j = 0; j < nr; j++)
+            _mm512_mask_storeu_ps(y + i * hw + j * VL, mk[j],
+                                  bd_epilogue_vec(acc[i][j], a, b, res ? res + i * hw + j * VL : NULL,
+                                                  mk[j], lo, hi));
         /* tiles do not overlap: in place, while the row is in L1 */
         bd_activation_apply(ep, y + i * hw, (nr - 1) * VL + _mm_popcnt_u32(mk[nr - 1]));
     }
@@ -103,22 +102,10 @@ TILES(1) TILES(2) TILES(3) TILES(4) TILES(5) TILES(6)
 /* [mr - 1][nr - 1] */
 static const tile_fn tiles[MR][NR] = {ROW(1), ROW(2), ROW(3), ROW(4), ROW(5), ROW(6)};
 
-/* The epilogue of one output, bd_epilogue_apply's arithmetic. */
-static float finish(const plan *p, float v, int64_t m, int64_t at)
-{
-    const bd_epilogue *ep = p->ep;
-    v = v * (ep && ep->scale ? ep->scale[m] : 1.0f) + (ep && ep->shift ? ep->shift[m] : 0.0f);
-    if (ep && ep->residual)
-        v += ep->residual[at];
-    v = v > p->lo ? v : p->lo;
-    v = v < p->hi ? v : p->hi;
-    bd_activation_apply(ep, &v, 1);
-    return v;
-}
-
 /* The last np pixels of image i for output channels [m0, m1): col holds
  * their input columns one after another, and each row of W meets all of
- * them, 16 channels at a time. */
+ * them, 16 channels at a time; each channel's np sums then go through
+ * bd_epilogue_apply. */
 static inline __attribute__((always_inline)) void
 dots_body(const plan *p, const float *col, const float *w, float *y, int64_t i, int64_t m0,
           int64_t m1, const int np)
@@ -137,11 +124,13 @@ dots_body(const plan *p, const float *col, const float *w, float *y, int64_t i, 
             for (int q = 0; q < np; q++)
                 acc[q] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mk, col + q * c + k), acc[q]);
         }
+        float *out = y + first + m * p->hw;
 #pragma GCC unroll 8
-        for (int q = 0; q < np; q++) {
-            const int64_t at = first + m * p->hw + q;
-            y[at] = finish(p, _mm512_reduce_add_ps(acc[q]), m, at);
-        }
+        for (int q = 0; q < np; q++)
+            out[q] = _mm512_reduce_add_ps(acc[q]);
+        const bd_epilogue *ep = p->ep;
+        bd_epilogue_apply(ep, m, out, ep && ep->residual ? ep->residual + (out - y) : NULL, out,
+                          np);
     }
 }
 
@@ -207,8 +196,8 @@ bd_status bd_conv_pointwise(const bd_conv_geom *g, const float *x, const float *
     p.ndots = rem <= DOTS ? rem : 0;
     p.nv = (p.hw - p.ndots + VL - 1) / VL;
     p.npb = p.nv ? (p.nv + NR - 1) / NR : 1;
-    p.tail = (__mmask16)(rem && !p.ndots ? (1u << rem) - 1 : 0xffff);
-    p.ctail = (__mmask16)(g->c % VL ? (1u << g->c % VL) - 1 : 0xffff);
+    p.tail = bd_lanes(0, rem && !p.ndots ? rem : VL);
+    p.ctail = bd_lanes(0, g->c % VL ? g->c % VL : VL);
     bd_epilogue_clamp(ep, &p.lo, &p.hi);
     /* Items: an image's pixel block times a run of output channels, split
      * finer only where images and pixel blocks are too few for the threads

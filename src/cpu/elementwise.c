@@ -202,10 +202,17 @@ BD_KERNEL(bd_k_leaky_relu)
     return unary(n, in[0], out, leaky_relu_f32, NULL, p);
 }
 
+void bd_k_hard_sigmoid_params(const bd_node *n, float *alpha, float *beta)
+{
+    *alpha = bd_attr_float(n, "alpha", 0.2f);
+    *beta = bd_attr_float(n, "beta", 0.5f);
+}
+
 BD_KERNEL(bd_k_hard_sigmoid)
 {
     (void)g;
-    const float p[2] = {bd_attr_float(n, "alpha", 0.2f), bd_attr_float(n, "beta", 0.5f)};
+    float p[2];
+    bd_k_hard_sigmoid_params(n, &p[0], &p[1]);
     return unary(n, in[0], out, hard_sigmoid_f32, NULL, p);
 }
 

@@ -56,6 +56,9 @@ bd_status bd_k_int_list(const bd_node *n, int from_input, const bd_tensor *t, co
 bd_status bd_k_clip_bounds(const bd_graph *g, const bd_node *n, bd_tensor *const *in, float *lo,
                            float *hi);
 
+/* HardSigmoid's alpha and beta (0.2 and 0.5 where absent). */
+void bd_k_hard_sigmoid_params(const bd_node *n, float *alpha, float *beta);
+
 /* Which dims of in[0] a Reduce* node n reduces (axes from the attribute
  * before opset 18, the optional input since; all of them when absent),
  * or *none: the node passes its input through (noop_with_empty_axes). */

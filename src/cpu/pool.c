@@ -189,6 +189,41 @@ static void pool_row(const bd_pool_geom *pg, const row_windows *rw, const float 
     }
 }
 
+/* One step of a window reduction over n floats, dst op= src; the first
+ * starts from the empty window's value (-FLT_MAX or 0), so NaN is skipped
+ * by the comparison pool_row makes, and a sum starts from 0 as its does. */
+static void reduce_into(float *dst, const float *src, int64_t n, int max, int first)
+{
+    if (first && max) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++)
+            dst[j] = src[j] > -FLT_MAX ? src[j] : -FLT_MAX;
+    } else if (first) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++)
+            dst[j] = 0.0f + src[j];
+    } else if (max) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++)
+            dst[j] = src[j] > dst[j] ? src[j] : dst[j];
+    } else {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++)
+            dst[j] += src[j];
+    }
+}
+
+/* dst[0..w) reduced over rows r0 .. r0 + rows - 1 of x (rows of w), or
+ * the empty window's value where there are none. */
+static void reduce_rows(float *dst, const float *x, int64_t w, int64_t r0, int64_t rows, int max)
+{
+    const float none = max ? -FLT_MAX : 0;
+    for (int64_t c = 0; c < w && rows == 0; c++)
+        dst[c] = none;
+    for (int64_t r = r0; r < r0 + rows; r++)
+        reduce_into(dst, x + r * w, w, max, r == r0);
+}
+
 /* A 2-D pool without dilation, one plane, separably: each output row first
  * reduces down its window's rows for every input column (one vectorised
  * pass per row), then across each window's columns. The maximum is
@@ -209,23 +244,8 @@ static void plane_2d(const bd_pool_geom *pg, pool_kind kind, int include_pad, co
             include_pad ? taps_within(start, pg->kernel[1], 1, -pg->pad_begin[1],
                                       h + pg->pad_end[1], &unused)
                         : rows;
-        r0 += start;
+        reduce_rows(acc, x, w, r0 + start, rows, max);
         const float none = max ? -FLT_MAX : 0;
-#pragma omp simd
-        for (int64_t c = 0; c < w; c++)
-            acc[c] = none;
-        for (int64_t r = r0; r < r0 + rows; r++) {
-            const float *in = x + r * w;
-            if (max) {
-#pragma omp simd
-                for (int64_t c = 0; c < w; c++)
-                    acc[c] = in[c] > acc[c] ? in[c] : acc[c];
-            } else {
-#pragma omp simd
-                for (int64_t c = 0; c < w; c++)
-                    acc[c] += in[c];
-            }
-        }
         float *out = y + oy * ow;
         for (int64_t ox = 0; ox < ow; ox++)
             out[ox] = none;
@@ -267,30 +287,6 @@ static int flat_pool(const bd_pool_geom *pg)
             (pg->pad_begin[2] == 0 && pg->pad_end[2] == 0));
 }
 
-/* One step of a window reduction over n floats, dst op= src; the first
- * starts from the empty window's value (-FLT_MAX or 0), as plane_2d does,
- * so NaN is skipped alike and the sums are the same. */
-static void reduce_into(float *dst, const float *src, int64_t n, int max, int first)
-{
-    if (first && max) {
-#pragma omp simd
-        for (int64_t j = 0; j < n; j++)
-            dst[j] = src[j] > -FLT_MAX ? src[j] : -FLT_MAX;
-    } else if (first) {
-#pragma omp simd
-        for (int64_t j = 0; j < n; j++)
-            dst[j] = 0.0f + src[j];
-    } else if (max) {
-#pragma omp simd
-        for (int64_t j = 0; j < n; j++)
-            dst[j] = src[j] > dst[j] ? src[j] : dst[j];
-    } else {
-#pragma omp simd
-        for (int64_t j = 0; j < n; j++)
-            dst[j] += src[j];
-    }
-}
-
 /* plane_2d's passes, and its arithmetic in the same order, for a
  * flat_pool geometry: each pass runs over the whole plane flattened, one
  * long loop per tap, where plane_2d ran a loop of a row's width per row
@@ -319,11 +315,7 @@ static void plane_flat(const bd_pool_geom *pg, pool_kind kind, const float *x, f
         if (oy >= oh)
             break;
         int64_t r0, rows = taps_within(oy - pt, kh, 1, 0, h, &r0);
-        r0 += oy - pt;
-        for (int64_t c = 0; c < w && rows == 0; c++)
-            v[oy * w + c] = none;
-        for (int64_t r = r0; r < r0 + rows; r++)
-            reduce_into(v + oy * w, x + r * w, w, max, r == r0);
+        reduce_rows(v + oy * w, x, w, r0 + oy - pt, rows, max);
     }
     /* across: the flat run, then the columns at either border again, or
      * on the input's width, cut to the output's */

@@ -1,10 +1,12 @@
-/* The 16x16 in-register transpose both channel-blocked kernels need
- * (conv_direct.c, conv_depthwise.c): NCHW planes in, 16 channels per
- * vector out, and back. Include only where __AVX512F__ is defined. */
-#ifndef BD_CPU_TRANSPOSE16_H
-#define BD_CPU_TRANSPOSE16_H
+/* Register-level helpers the AVX-512 conv kernels share: the 16x16
+ * transpose of the channel-blocked ones (NCHW planes in, 16 channels per
+ * vector out, and back), lane masks, and the epilogue on a vector of one
+ * channel's outputs. Include only where __AVX512F__ is defined. */
+#ifndef BD_CPU_AVX512_H
+#define BD_CPU_AVX512_H
 
 #include <immintrin.h>
+#include <stdint.h>
 
 /* In-register transpose of 16x16 floats: r[i] lane j becomes r[j] lane i. */
 static inline __attribute__((always_inline)) void bd_transpose16(__m512 *r)
@@ -39,6 +41,28 @@ static inline __attribute__((always_inline)) void bd_transpose16(__m512 *r)
         r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
         r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xdd);
     }
+}
+
+/* The lanes i of a vector with lo <= i < hi. */
+static inline __mmask16 bd_lanes(int64_t lo, int64_t hi)
+{
+    lo = lo < 0 ? 0 : lo > 16 ? 16 : lo;
+    hi = hi < 0 ? 0 : hi > 16 ? 16 : hi;
+    return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
+/* v * a + b, plus the residual's `mask` lanes at res (NULL: none), clamped
+ * to [lo, hi]: bd_epilogue_apply's arithmetic on 16 outputs, a and b their
+ * scales and shifts (one channel's, broadcast, or 16 channels' where the
+ * lanes are channels), so fused or not a model gives the same bits. */
+static inline __attribute__((always_inline)) __m512
+bd_epilogue_vec(__m512 v, __m512 a, __m512 b, const float *res, __mmask16 mask, __m512 lo,
+                __m512 hi)
+{
+    v = _mm512_add_ps(_mm512_mul_ps(v, a), b);
+    if (res)
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, res));
+    return _mm512_min_ps(_mm512_max_ps(v, lo), hi);
 }
 
 #endif
