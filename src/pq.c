@@ -1055,42 +1055,6 @@ typedef struct fit_run {
     int restart, restarts;
 } fit_run;
 
-/* Subvectors per centroid a restart after the first seeds from. */
-enum { SEED_SAMPLE = 64 };
-
-/* The seeds of restart `restart`: the first from every subvector; a later
- * one, a challenger that only wins by beating the first (bd_pq_fit_on),
- * from SEED_SAMPLE x k of them spread evenly from a random offset, so its
- * seeding costs that share of a full one (seeding was a sixth of a whole
- * ResNet-50's quantization). A sample with fewer than k distinct
- * subvectors says nothing about the layer's: it seeds from all of them. */
-static bd_status seed_restart(const fit_run *f, int k, uint64_t seed, float *centroids,
-                              int *k_eff)
-{
-    const int d = (int)f->gr->d;
-    const int64_t n = f->n, m = (int64_t)SEED_SAMPLE * k;
-    if (f->restart == 0 || m >= n)
-        return seed_kmeanspp(f->sub, f->y, n, d, k, seed, centroids, k_eff);
-    float *ss = malloc((size_t)m * (size_t)d * sizeof *ss);
-    float *sy = malloc((size_t)m * (size_t)d * sizeof *sy);
-    bd_status st = ss && sy ? BD_OK : bd_fail(BD_ENOMEM, "out of memory seeding %d centroids", k);
-    if (st == BD_OK) {
-        uint64_t rng = seed ^ 0x9E3779B97F4A7C15ull;
-        const int64_t off = (int64_t)(bd_splitmix64(&rng) % (uint64_t)(n / m));
-        for (int64_t j = 0; j < m; j++) {
-            const int64_t i = off + j * n / m;
-            memcpy(ss + j * d, f->sub + i * d, (size_t)d * sizeof *ss);
-            memcpy(sy + j * d, f->y + i * d, (size_t)d * sizeof *sy);
-        }
-        st = seed_kmeanspp(ss, sy, m, d, k, seed, centroids, k_eff);
-    }
-    free(ss);
-    free(sy);
-    if (st == BD_OK && *k_eff < k)
-        st = seed_kmeanspp(f->sub, f->y, n, d, k, seed, centroids, k_eff);
-    return st;
-}
-
 /* The objective after an M-step, from the sums alone: with every centroid
  * the mean s_c / n_c of its members, sum_i (w_i - c)^T G (w_i - c) =
  * sum_i w_i^T G w_i - sum_c s_c^T G s_c / n_c, in k d^2 instead of n d^2
@@ -1124,6 +1088,7 @@ static double objective_of_means(const fit_run *f, const double *sums, const int
 typedef struct fit_state {
     bd_pq_result res;
     int k;        /* asked for */
+    int sampled;  /* its iterations so far ran on a trial's sample */
     uint64_t rng; /* empty-cluster repair's nudges */
     int calm;     /* iterations in a row under the tolerance */
     int done;     /* converged, stopped or at the cap */
@@ -1136,7 +1101,7 @@ static bd_status fit_steps(const fit_run *f, fit_state *fs, uint64_t seed, int l
     const int64_t n = f->n;
     bd_pq_result *res = &fs->res;
     if (res->iters == 0) {
-        BD_TRY(seed_restart(f, fs->k, seed, res->centroids, &res->k));
+        BD_TRY(seed_kmeanspp(f->sub, f->y, n, d, fs->k, seed, res->centroids, &res->k));
         res->exact = res->k < fs->k;
         fs->rng = seed ^ 0x5DEECE66Dull;
     }
@@ -1199,6 +1164,89 @@ static bd_status result_alloc(bd_pq_result *r, int64_t n, int k, int d, int iter
     return bd_fail(BD_ENOMEM, "out of memory for EM with k=%d on %lld subvectors", k, (long long)n);
 }
 
+/* Subvectors per centroid in a trial's sample. */
+enum { TRIAL_SAMPLE = 64 };
+
+/* A restart after the first is a trial: BD_PQ_TRIAL iterations on a sample
+ * of TRIAL_SAMPLE x k subvectors, spread evenly from an offset its seed
+ * draws, with an engine of its own (the CPU's); only the best trial goes
+ * on, over every subvector. Trials over every subvector cost as much as
+ * restart 0's whole fit, the early iterations being the dear ones (the
+ * centroids move far, so the bounds skip little): a fifth of a whole ResNet-
+ * 50's quantization, for the largest layers' fits. A sample holding fewer
+ * than k distinct subvectors says nothing about the layer's: that trial
+ * runs over every subvector. */
+typedef struct trial {
+    fit_run f;
+    float *sub, *y;
+    bd_pq_engine eng;
+} trial;
+
+static void trial_free(trial *t)
+{
+    bd_pq_cpu_engine_free(&t->eng);
+    free(t->sub);
+    free(t->y);
+}
+
+static bd_status trial_init(const fit_run *full, int k, uint64_t seed, trial *t)
+{
+    memset(t, 0, sizeof *t);
+    t->f = *full;
+    const int d = (int)full->gr->d;
+    const int64_t n = full->n, m = (int64_t)TRIAL_SAMPLE * k;
+    if (m >= n)
+        return BD_OK;
+    t->sub = malloc((size_t)m * (size_t)d * sizeof *t->sub);
+    t->y = malloc((size_t)m * (size_t)d * sizeof *t->y);
+    if (!t->sub || !t->y) {
+        trial_free(t);
+        return bd_fail(BD_ENOMEM, "out of memory for a restart's sample of %lld subvectors",
+                       (long long)m);
+    }
+    uint64_t rng = seed ^ 0x9E3779B97F4A7C15ull;
+    const int64_t off = (int64_t)(bd_splitmix64(&rng) % (uint64_t)(n / m));
+    for (int64_t j = 0; j < m; j++) {
+        const int64_t i = off + j * n / m;
+        memcpy(t->sub + j * d, full->sub + i * d, (size_t)d * sizeof *t->sub);
+        memcpy(t->y + j * d, full->y + i * d, (size_t)d * sizeof *t->y);
+    }
+    bd_status st = bd_pq_cpu_engine_new(t->sub, m, full->gr, &t->eng);
+    if (st != BD_OK) {
+        trial_free(t);
+        return st;
+    }
+    t->f.eng = &t->eng;
+    t->f.sub = t->sub;
+    t->f.y = t->y;
+    t->f.n = m;
+    t->f.wgw = residual_total(t->sub, m, full->gr, NULL, NULL);
+    return BD_OK;
+}
+
+/* Trial `fs` from its seed: `limit` iterations on its sample, or over every
+ * subvector when there is no sample or it is too uniform (above). A trial
+ * on its sample is never done or exact: only every subvector can say. */
+static bd_status run_trial(const fit_run *full, fit_state *fs, uint64_t seed, int limit,
+                           double *sums, int64_t *counts)
+{
+    trial t;
+    BD_TRY(trial_init(full, fs->k, seed, &t));
+    fs->sampled = t.f.n < full->n;
+    bd_status st = fit_steps(&t.f, fs, seed, limit, sums, counts);
+    if (st == BD_OK && fs->sampled && fs->res.k < fs->k) {
+        bd_pq_result *r = &fs->res;
+        r->k = fs->k;
+        r->iters = r->empty_repaired = r->empty_left = r->exact = 0;
+        fs->sampled = fs->calm = fs->done = 0;
+        st = fit_steps(full, fs, seed, limit, sums, counts);
+    } else if (fs->sampled) {
+        fs->res.exact = fs->done = fs->calm = 0;
+    }
+    trial_free(&t);
+    return st;
+}
+
 bd_status bd_pq_fit_on(const bd_pq_engine *eng, const float *sub, int64_t n, const bd_gram *gr,
                        const bd_pq_options *opt, const bd_progress *progress,
                        bd_pq_result *res)
@@ -1225,16 +1273,23 @@ bd_status bd_pq_fit_on(const bd_pq_engine *eng, const float *sub, int64_t n, con
         run[r].k = k;
     }
     /* Restart 0 runs to the end: it is the plain fit, and the result is never
-     * worse than it. The others run BD_PQ_TRIAL iterations; the one lowest
-     * then runs on only if it is below where restart 0 stood at the same
-     * iteration. Lloyd's ranking is mostly settled that early, and a full run
-     * of every restart would cost `restarts` times the fit. */
+     * worse than it. The others are trials (run_trial); the one lowest then
+     * runs on only if, over every subvector, it is below where restart 0
+     * stood at the same iteration. Lloyd's ranking is mostly settled that
+     * early, and a full run of every restart would cost `restarts` times the
+     * fit. */
     int winner = 0, runs = 0, challenger = -1;
     for (int r = 0; st == BD_OK && r < f.restarts; r++) {
         f.restart = r;
-        int limit = r == 0 ? f.iters : (BD_PQ_TRIAL < f.iters ? BD_PQ_TRIAL : f.iters);
-        if ((st = result_alloc(&run[r].res, n, k, d, f.iters)) != BD_OK ||
-            (st = fit_steps(&f, &run[r], seeds[r], limit, sums, counts)) != BD_OK)
+        /* a trial leaves room for the iteration over every subvector */
+        const int trial_iters = BD_PQ_TRIAL < f.iters ? BD_PQ_TRIAL : f.iters - 1;
+        if ((st = result_alloc(&run[r].res, n, k, d, f.iters)) != BD_OK)
+            break;
+        if (r == 0 || trial_iters < 1)
+            st = fit_steps(&f, &run[r], seeds[r], r == 0 ? f.iters : 1, sums, counts);
+        else
+            st = run_trial(&f, &run[r], seeds[r], trial_iters, sums, counts);
+        if (st != BD_OK)
             break;
         runs++;
         if (run[r].res.exact) {
@@ -1250,11 +1305,18 @@ bd_status bd_pq_fit_on(const bd_pq_engine *eng, const float *sub, int64_t n, con
             challenger = r;
     }
     if (st == BD_OK && challenger > 0) {
-        const bd_pq_result *c = &run[challenger].res, *z = &run[0].res;
+        fit_state *cs = &run[challenger];
+        const bd_pq_result *c = &cs->res, *z = &run[0].res;
+        f.restart = challenger;
+        /* a sampled trial's objective is its sample's: one iteration over
+         * every subvector says where it stands */
+        if (cs->sampled) {
+            st = fit_steps(&f, cs, seeds[challenger], c->iters + 1, sums, counts);
+            cs->sampled = 0;
+        }
         int at = c->iters < z->iters ? c->iters : z->iters;
-        if (c->objective[c->iters - 1] < z->objective[at - 1]) {
-            f.restart = challenger;
-            st = fit_steps(&f, &run[challenger], seeds[challenger], f.iters, sums, counts);
+        if (st == BD_OK && !cs->sampled && c->objective[c->iters - 1] < z->objective[at - 1]) {
+            st = fit_steps(&f, cs, seeds[challenger], f.iters, sums, counts);
             if (st == BD_OK && c->objective[c->iters - 1] < z->objective[z->iters - 1])
                 winner = challenger;
         }

@@ -73,7 +73,10 @@ typedef struct bd_pq_options {
     int iters;      /* EM iterations at most, per restart (default 100, the reference's) */
     uint64_t seed;
     /* Fits from different seeds (restart 0 uses `seed` itself); the lowest
-     * objective is kept. 0 means 1. */
+     * objective is kept. Restart 0 runs whole; the others are trials of
+     * BD_PQ_TRIAL iterations on a sample of 64 k subvectors (all of them
+     * when there are fewer), and only the best trial goes on, over every
+     * subvector, if it then stands below restart 0. 0 means 1. */
     int restarts;
     /* A fit stops when the objective's relative improvement stays below tol
      * for BD_PQ_PATIENCE iterations in a row, or at a fixed point (no
@@ -88,7 +91,8 @@ typedef struct bd_pq_result {
     int k, d;
     float *centroids;  /* k x d */
     int32_t *assign;   /* n */
-    /* The kept fit's normalised objective after each iteration:
+    /* The kept fit's normalised objective after each iteration (a trial's
+     * first iterations: on its sample's subvectors):
      * sqrt(sum_i (w_i - c_{a_i})^T G (w_i - c_{a_i}) / (blocks * n)), the
      * reference implementation's ||X(W - W^)||_F / sqrt(rows * subvectors). */
     double *objective;

@@ -453,6 +453,62 @@ static void test_restarts_never_worse(void **state)
     free(x);
 }
 
+/* With many subvectors per centroid the trials run on samples: a trial kept
+ * must still be a whole fit over every subvector (its last objective the
+ * exact one over all of them, every code a centroid), never worse than the
+ * plain run; and a layer whose samples are nearly all one value (a few rare
+ * subvectors the evenly spread samples miss) still gets its rare values
+ * fitted, the trials falling back to every subvector. */
+static void test_restarts_sampled(void **state)
+{
+    (void)state;
+    enum { N = 20000, D = 3, K = 16 };
+    float *sub = malloc(N * D * sizeof *sub), *x = malloc(300 * D * sizeof *x);
+    bd_test_fill_random(sub, N * D, 91, -1, 1);
+    bd_test_fill_random(x, 300 * D, 92, 0, 1);
+    bd_gram gr;
+    gram_from_rows(&gr, x, 300, D);
+    int other_kept = 0;
+    for (uint64_t seed = 0; seed < 6; seed++) {
+        bd_pq_options one = {.k = K, .iters = 100, .seed = seed, .restarts = 1, .tol = 1e-5};
+        bd_pq_options many = one;
+        many.restarts = 6;
+        bd_pq_result a, b;
+        assert_int_equal(bd_pq_fit(sub, N, &gr, &one, NULL, &a), BD_OK);
+        assert_int_equal(bd_pq_fit(sub, N, &gr, &many, NULL, &b), BD_OK);
+        for (int i = 0; i < N; i++)
+            assert_true(b.assign[i] >= 0 && b.assign[i] < b.k);
+        double fa = bd_pq_objective(sub, N, &gr, a.centroids, a.assign);
+        double fb = bd_pq_objective(sub, N, &gr, b.centroids, b.assign);
+        assert_true(fb <= fa);
+        double exact = sqrt(fb / ((double)gr.blocks * N));
+        assert_true(fabs(exact - b.objective[b.iters - 1]) <= 1e-9 * exact);
+        other_kept += b.best_restart > 0;
+        bd_pq_result_free(&a);
+        bd_pq_result_free(&b);
+    }
+    assert_true(other_kept > 0); /* a sampled trial did win somewhere */
+    /* one value everywhere but at 7 rare places, 6 of them distinct */
+    for (int i = 0; i < N; i++)
+        for (int t = 0; t < D; t++)
+            sub[i * D + t] = 0.5f;
+    const int rare[7] = {1, 4999, 5001, 9997, 12345, 17777, 19999};
+    for (int r = 0; r < 7; r++)
+        for (int t = 0; t < D; t++)
+            sub[rare[r] * D + t] = (float)(r % 6) - 2.5f + 0.25f * (float)t;
+    bd_pq_options opt = {.k = 4, .iters = 100, .seed = 3, .restarts = 4, .tol = 1e-5};
+    bd_pq_result res;
+    assert_int_equal(bd_pq_fit(sub, N, &gr, &opt, NULL, &res), BD_OK);
+    assert_int_equal(res.k, 4);
+    double f = bd_pq_objective(sub, N, &gr, res.centroids, res.assign);
+    assert_true(fabs(sqrt(f / ((double)gr.blocks * N)) - res.objective[res.iters - 1]) <=
+                1e-9 * sqrt(f / ((double)gr.blocks * N)) + 1e-12);
+    bd_pq_result_free(&res);
+    bd_gram_free(&gr);
+    free(sub);
+    free(x);
+}
+
 /* Tolerance stopping ends a fit before the cap once it has converged, and
  * tol 0 runs to a fixed point; both agree on an objective no higher than
  * the stopped one allows. */
@@ -547,6 +603,7 @@ int main(void)
         cmocka_unit_test(test_seeding_draws_distinct_subvectors),
         cmocka_unit_test(test_restarts_never_worse),
         cmocka_unit_test(test_restarts_converged_in_trial),
+        cmocka_unit_test(test_restarts_sampled),
         cmocka_unit_test(test_tolerance_stops),
         cmocka_unit_test(test_search_refuses_bad_settings),
     };
