@@ -149,51 +149,38 @@ void bd_capture_free(bd_capture *cap)
     memset(cap, 0, sizeof *cap);
 }
 
-/* Per-thread accumulation, merged at the end of every batch: the block
- * Gram, or with full rows one row Gram per conv group. */
+/* Per-thread accumulation of the block Gram, merged at the end of every
+ * batch (the full rows' Grams are summed by row_grams instead). */
 typedef struct sink {
-    bd_gram *grams;
-    int64_t ngrams;
+    bd_gram gram; /* d 0: a capture of the held-out rows alone sums none */
     float *cols;
 } sink;
 
 static void sink_free(sink *s)
 {
-    for (int64_t i = 0; s->grams && i < s->ngrams; i++)
-        bd_gram_free(&s->grams[i]);
-    free(s->grams);
+    bd_gram_free(&s->gram);
     free(s->cols);
     memset(s, 0, sizeof *s);
 }
 
 static bd_status sink_init(sink *s, const bd_capture *cap, int64_t ncols_floats)
 {
-    /* a capture of the held-out rows alone (d 0) sums no Gram */
-    s->ngrams = cap->rowgram ? cap->groups : cap->gram.d > 0;
-    s->grams = calloc((size_t)s->ngrams + 1, sizeof *s->grams);
     s->cols = malloc((size_t)ncols_floats * sizeof *s->cols + 1);
-    if (!s->grams || !s->cols)
+    if (!s->cols)
         return BD_ENOMEM;
-    for (int64_t i = 0; i < s->ngrams; i++)
-        BD_TRY(bd_gram_init(&s->grams[i], cap->rowgram ? cap->row_len : cap->gram.d));
-    return BD_OK;
+    return cap->rowgram || cap->gram.d == 0 ? BD_OK : bd_gram_init(&s->gram, cap->gram.d);
 }
 
 /* Adds a thread's sums into the capture's. */
 static void sink_merge(bd_capture *cap, const sink *s)
 {
-    for (int64_t i = 0; i < s->ngrams; i++) {
-        bd_gram *dst = cap->rowgram ? &cap->rowgram[i] : &cap->gram;
-        const bd_gram *src = &s->grams[i];
-        for (int64_t k = 0; k < dst->d * dst->d; k++)
-            dst->g[k] += src->g[k];
-        dst->rows += src->rows;
-        dst->blocks += src->blocks;
-    }
+    if (s->gram.d == 0)
+        return;
+    for (int64_t k = 0; k < s->gram.d * s->gram.d; k++)
+        cap->gram.g[k] += s->gram.g[k];
+    cap->gram.rows += s->gram.rows;
+    cap->gram.blocks += s->gram.blocks;
 }
-
-/* Where group gi's training rows go. */
-static bd_gram *sink_gram(sink *s, int64_t gi) { return &s->grams[s->ngrams > 1 ? gi : 0]; }
 
 static uint64_t mix(uint64_t x)
 {
@@ -279,6 +266,14 @@ static int64_t piece_cols(int64_t L)
     return n < 256 ? 256 : n > 4096 ? 4096 : n;
 }
 
+/* Columns per piece of a conv's full-row Grams: one buffer of at most 32 MB
+ * for all the threads. */
+static int64_t row_piece_cols(int64_t L)
+{
+    int64_t n = (int64_t)(8 << 20) / L;
+    return n < 1024 ? 1024 : n > 16384 ? 16384 : n;
+}
+
 /* The training images' columns [c0, c0 + n) of the batch seen as one
  * matrix (bd_im2col_range), cut into pieces of at most `most`: runs of
  * consecutive training images, so a piece never includes a held-out one.
@@ -307,13 +302,38 @@ static int64_t gram_pieces(const capture_job *job, int64_t images, int64_t ohw, 
     return count;
 }
 
+/* The full rows' Grams (error feedback's, L x L per group), one piece at a
+ * time, im2col's rows and BLAS's SYRK each split over the threads. Per-
+ * thread sums, as the block Gram is taken, held an L x L float and double
+ * per thread (a quarter GB each at L = 4608, cleared every batch) and were
+ * folded every 2 MB piece: those passes over memory took as long as the
+ * products. The pieces are summed in order, so the total depends on the
+ * thread count only through BLAS. */
+static bd_status row_grams(const capture_job *job, const bd_conv_geom *g, const float *x,
+                           const int64_t *pieces, int64_t npieces, int64_t most)
+{
+    const int64_t L = bd_conv_rows(g);
+    float *cols = malloc((size_t)(L * most) * sizeof *cols);
+    if (!cols)
+        return bd_fail(BD_ENOMEM, "out of memory for the im2col buffer of layer '%s'",
+                       job->l->name);
+    for (int64_t p = 0; p < npieces; p++)
+        for (int64_t gi = 0; gi < g->group; gi++) {
+            bd_im2col_range(g, x, gi, pieces[2 * p], pieces[2 * p + 1], cols);
+            bd_gram_add_cols(&job->cap->rowgram[gi], cols, L, pieces[2 * p + 1]);
+        }
+    free(cols);
+    return BD_OK;
+}
+
 static bd_status capture_conv(capture_job *job, const bd_node *node, const bd_tensor *x,
                               const bd_tensor *w)
 {
     bd_conv_geom g;
     BD_TRY(bd_conv_geom_from_node(node, x, w, &g));
     const int64_t L = bd_conv_rows(&g), ohw = bd_conv_cols(&g), cg = g.c / g.group;
-    const int64_t most = piece_cols(L) > ohw ? piece_cols(L) : ohw;
+    const int rows = job->cap->rowgram != NULL;
+    const int64_t per = rows ? row_piece_cols(L) : piece_cols(L), most = per > ohw ? per : ohw;
     const int64_t npieces = job->want_gram ? gram_pieces(job, g.n, ohw, most, NULL) : 0;
     int nthreads = omp_get_max_threads();
     sink *sinks = calloc((size_t)nthreads, sizeof *sinks);
@@ -325,22 +345,23 @@ static bd_status capture_conv(capture_job *job, const bd_node *node, const bd_te
     }
     if (npieces > 0)
         gram_pieces(job, g.n, ohw, most, pieces);
-    int failed = 0;
-#pragma omp parallel num_threads(nthreads)
+    bd_status st = rows ? row_grams(job, &g, x->data, pieces, npieces, most) : BD_OK;
+    int failed = st != BD_OK;
+#pragma omp parallel num_threads(nthreads) if (!failed)
     {
         sink *s = &sinks[omp_get_thread_num()];
         float *scratch = malloc((size_t)L * sizeof *scratch);
-        if (!scratch || sink_init(s, job->cap, L * most) != BD_OK) {
+        if (!scratch || sink_init(s, job->cap, L * (rows ? ohw : most)) != BD_OK) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(dynamic)
-        for (int64_t p = 0; p < npieces * g.group; p++) {
+        for (int64_t p = 0; p < (rows ? 0 : npieces * g.group); p++) {
             if (failed)
                 continue;
-            const int64_t gi = p % g.group, *piece = pieces + 2 * (p / g.group);
-            bd_im2col_range(&g, x->data, gi, piece[0], piece[1], s->cols);
-            bd_gram_add_cols(sink_gram(s, gi), s->cols, L, piece[1]);
+            const int64_t *piece = pieces + 2 * (p / g.group);
+            bd_im2col_range(&g, x->data, p % g.group, piece[0], piece[1], s->cols);
+            bd_gram_add_cols(&s->gram, s->cols, L, piece[1]);
         }
 #pragma omp for schedule(dynamic)
         for (int64_t i = 0; i < g.n; i++) {
@@ -365,6 +386,8 @@ static bd_status capture_conv(capture_job *job, const bd_node *node, const bd_te
     }
     free(sinks);
     free(pieces);
+    if (st != BD_OK)
+        return st;
     return failed ? bd_fail(BD_ENOMEM, "out of memory for the im2col buffers") : BD_OK;
 }
 

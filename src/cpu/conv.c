@@ -169,6 +169,9 @@ void bd_im2col_range(const bd_conv_geom *g, const float *x, int64_t gi, int64_t 
                      float *cols)
 {
     const int64_t k = g->c / g->group * g->kh * g->kw;
+    /* split over the threads when called outside a parallel region (a
+     * nested one runs on the caller alone) */
+#pragma omp parallel for schedule(static) if (k * n >= 65536)
     for (int64_t r = 0; r < k; r++)
         im2col_row(g, x, gi, r, c0, n, cols + r * n);
 }
