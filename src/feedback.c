@@ -9,9 +9,11 @@
 
 /* LAPACK's Cholesky routines, from the OpenBLAS that provides cblas (it
  * ships no lapacke.h here); column-major, so a symmetric matrix passes as
- * it is and a factor comes back transposed. */
-void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
-void dtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *lda,
+ * it is and a factor comes back transposed. In float, as GPTQ factors: the
+ * damping bounds the condition number, the updates are float GEMMs anyway,
+ * and double took 4 of ResNet-50's 57 s. */
+void spotrf_(const char *uplo, const int *n, float *a, const int *lda, int *info);
+void strtri_(const char *uplo, const char *diag, const int *n, float *a, const int *lda,
              int *info);
 
 /* Relative damping of H's diagonal (GPTQ damps by 1% of its mean; relative
@@ -37,7 +39,7 @@ static bd_status check_layer(const bd_feedback_layer *fl, int d)
  * with J M J upper, so U = (J M J)^-1 = J M^-1 J: one factorisation and one
  * triangular inverse (2/3 L^3), where inverting H and factoring the
  * inverse would take twice that. */
-static bd_status inverse_factor(const bd_gram *h, double *u)
+static bd_status inverse_factor(const bd_gram *h, float *u)
 {
     const int L = (int)h->d;
     const int64_t LL = (int64_t)L * L;
@@ -48,13 +50,15 @@ static bd_status inverse_factor(const bd_gram *h, double *u)
     const double floor = FLOOR * (mean > 0 ? mean : 1);
     /* J H J is H read backwards (H is symmetric, so either major order) */
     for (int64_t x = 0; x < LL; x++)
-        u[x] = h->g[LL - 1 - x];
-    for (int i = 0; i < L; i++)
-        u[(int64_t)i * L + i] += DAMP * u[(int64_t)i * L + i] + floor;
+        u[x] = (float)h->g[LL - 1 - x];
+    for (int i = 0; i < L; i++) {
+        const double v = h->g[(int64_t)(L - 1 - i) * L + (L - 1 - i)];
+        u[(int64_t)i * L + i] = (float)(v + DAMP * v + floor);
+    }
     int info = 0;
-    dpotrf_("L", &L, u, &L, &info);
+    spotrf_("L", &L, u, &L, &info);
     if (info == 0)
-        dtrtri_("L", "N", &L, u, &L, &info);
+        strtri_("L", "N", &L, u, &L, &info);
     if (info != 0)
         return bd_fail(BD_EINVAL, "error feedback: the damped input Gram is not positive "
                                   "definite (LAPACK info %d)",
@@ -64,12 +68,12 @@ static bd_status inverse_factor(const bd_gram *h, double *u)
      * transpose, then reverse */
     for (int p = 0; p < L; p++)
         for (int q = 0; q < p; q++) {
-            double t = u[(int64_t)p + (int64_t)q * L];
+            float t = u[(int64_t)p + (int64_t)q * L];
             u[(int64_t)p + (int64_t)q * L] = u[(int64_t)q + (int64_t)p * L];
             u[(int64_t)q + (int64_t)p * L] = t;
         }
     for (int64_t x = 0; x < LL / 2; x++) {
-        double t = u[x];
+        float t = u[x];
         u[x] = u[LL - 1 - x];
         u[LL - 1 - x] = t;
     }
@@ -80,7 +84,7 @@ static bd_status inverse_factor(const bd_gram *h, double *u)
 }
 
 /* inv = the inverse of the upper triangular d x d block of u at (c0, c0). */
-static void block_inverse(const double *u, int64_t L, int64_t c0, int d, double *inv)
+static void block_inverse(const float *u, int64_t L, int64_t c0, int d, double *inv)
 {
     memset(inv, 0, (size_t)d * (size_t)d * sizeof *inv);
     for (int j = 0; j < d; j++) {
@@ -95,10 +99,10 @@ static void block_inverse(const double *u, int64_t L, int64_t c0, int d, double 
 }
 
 /* Every group's U, groups x L x L, computed once for all passes. */
-static bd_status inverse_factors(const bd_feedback_layer *fl, double **out)
+static bd_status inverse_factors(const bd_feedback_layer *fl, float **out)
 {
     const int64_t LL = fl->L * fl->L;
-    double *u = malloc((size_t)(fl->groups * LL) * sizeof *u);
+    float *u = malloc((size_t)(fl->groups * LL) * sizeof *u);
     if (!u)
         return bd_fail(BD_ENOMEM, "out of memory for error feedback on rows of %lld",
                        (long long)fl->L);
@@ -121,29 +125,25 @@ static bd_status inverse_factors(const bd_feedback_layer *fl, double **out)
  * layer4. */
 enum { PANEL = 128 };
 
-static bd_status pass_with(const bd_feedback_layer *fl, const double *factors, int d,
+static bd_status pass_with(const bd_feedback_layer *fl, const float *factors, int d,
                            bd_feedback_quantizer quantize, void *ctx, const bd_progress *progress)
 {
     const int64_t L = fl->L, mg = fl->rows / fl->groups, m = L / d;
     const int64_t per = PANEL / d > 0 ? PANEL / d : 1, pw = per * d; /* blocks, columns */
     float *w = malloc((size_t)(mg * L) * sizeof *w);
     float *wb = malloc((size_t)(mg * d) * sizeof *wb), *qb = malloc((size_t)(mg * d) * sizeof *qb);
-    float *f = malloc((size_t)(mg * pw) * sizeof *f);  /* the panel's errors times U_bb^-1 */
-    float *up = malloc((size_t)(pw * L) * sizeof *up); /* the panel's rows of U, in float */
+    float *f = malloc((size_t)(mg * pw) * sizeof *f); /* the panel's errors times U_bb^-1 */
     double inv[64 * 64], metric[64 * 64];
-    bd_status s = w && wb && qb && f && up ? BD_OK
+    bd_status s = w && wb && qb && f ? BD_OK
                                            : bd_fail(BD_ENOMEM, "out of memory for error "
                                                                 "feedback on rows of %lld",
                                                      (long long)L);
     for (int64_t gi = 0; s == BD_OK && gi < fl->groups; gi++) {
-        const double *u = factors + gi * L * L;
+        const float *u = factors + gi * L * L;
         memcpy(w, fl->w + gi * mg * L, (size_t)(mg * L) * sizeof *w);
         for (int64_t b0 = 0; s == BD_OK && b0 < m; b0 += per) {
-            /* panel [lo, hi) of columns; up holds U[lo..hi, lo..L) */
-            const int64_t lo = b0 * d, hi = (b0 + per < m ? b0 + per : m) * d, wide = L - lo;
-            for (int64_t r = lo; r < hi; r++)
-                for (int64_t c = lo; c < L; c++)
-                    up[(r - lo) * wide + (c - lo)] = (float)u[r * L + c];
+            /* panel [lo, hi) of columns */
+            const int64_t lo = b0 * d, hi = (b0 + per < m ? b0 + per : m) * d;
             for (int64_t c0 = lo; c0 < hi; c0 += d) {
                 block_inverse(u, L, c0, d, inv);
                 for (int i = 0; i < d; i++)
@@ -167,12 +167,12 @@ static bd_status pass_with(const bd_feedback_layer *fl, const double *factors, i
                     }
                 if (c0 + d < hi)
                     bd_sgemm_panels((int)mg, (int)(hi - c0 - d), d, -1.0f, f + (c0 - lo), (int)pw,
-                                    up + (c0 - lo) * wide + (c0 + d - lo), (int)wide, 1.0f,
+                                    u + c0 * L + c0 + d, (int)L, 1.0f,
                                     w + c0 + d, (int)L);
             }
             if (s == BD_OK && hi < L)
                 bd_sgemm_panels((int)mg, (int)(L - hi), (int)(hi - lo), -1.0f, f, (int)pw,
-                                up + (hi - lo), (int)wide, 1.0f, w + hi, (int)L);
+                                u + lo * L + hi, (int)L, 1.0f, w + hi, (int)L);
         }
         if (s == BD_OK && fl->groups > 1) {
             char msg[96];
@@ -185,7 +185,6 @@ static bd_status pass_with(const bd_feedback_layer *fl, const double *factors, i
     free(wb);
     free(qb);
     free(f);
-    free(up);
     return s;
 }
 
@@ -193,7 +192,7 @@ bd_status bd_feedback_pass(const bd_feedback_layer *fl, int d, bd_feedback_quant
                            void *ctx, const bd_progress *progress)
 {
     BD_TRY(check_layer(fl, d));
-    double *u;
+    float *u;
     BD_TRY(inverse_factors(fl, &u));
     bd_status s = pass_with(fl, u, d, quantize, ctx, progress);
     free(u);
@@ -491,7 +490,7 @@ bd_status bd_feedback_pq(const bd_feedback_layer *fl, int d, int k, float *centr
                       ? BD_OK
                       : bd_fail(BD_ENOMEM, "out of memory for error feedback on %lld weights",
                                 (long long)count);
-    double *u = NULL;
+    float *u = NULL;
     if (s == BD_OK)
         s = inverse_factors(fl, &u);
     double best = INFINITY;
