@@ -200,6 +200,14 @@ int cli_preprocess_ws(const char *cmd, const cli_preprocess *cp, bd_workspace *w
 
 void cli_inference_memory(void) { mallopt(M_MMAP_THRESHOLD, 32 << 20); }
 
+/* While a lazy load decodes each layer through the file's own expression,
+ * whose temporaries are dense (and an int layer's codes int64, 8 bytes a
+ * weight), blocks from 1 MB up are mapped: each expression's temporaries
+ * then go back to the system when freed, instead of leaving holes in the
+ * heap under the packed codes kept after them. ResNet-18 in int8 held
+ * 102 MB once loaded, 56 more than in PQ, 79 MB with this. */
+static void lazy_load_memory(void) { mallopt(M_MMAP_THRESHOLD, 1 << 20); }
+
 bd_status cli_load_model(const char *path, bd_graph **g, int describe, bd_lazy_weights **lw)
 {
     bd_qlayer *q;
@@ -208,6 +216,8 @@ bd_status cli_load_model(const char *path, bd_graph **g, int describe, bd_lazy_w
         *lw = NULL;
     /* a lazy load never holds every dense weight; a file it cannot take
      * loads decoded */
+    if (lw)
+        lazy_load_memory();
     bd_status ls = lw ? bd_model_load_lazy(path, g, &q, &n) : BD_EUNSUPPORTED;
     if (ls == BD_EUNSUPPORTED)
         ls = bd_model_load(path, g, &q, &n);
@@ -231,6 +241,8 @@ bd_status cli_load_model(const char *path, bd_graph **g, int describe, bd_lazy_w
     }
     if (s == BD_OK && lw && quantized)
         s = bd_lazy_weights_new(*g, layers, q, n, lw);
+    if (lw)
+        cli_inference_memory();
     free(layers);
     free(qp);
     for (int i = 0; i < n; i++)

@@ -75,7 +75,9 @@ void cli_inference_memory(void);
  * compressed one was compressed (layers quantized, size, ratio). With lw,
  * a compressed model's quantized weights stay as stored (*lw, NULL for a
  * plain model) and are decoded one layer at a time by the executor that
- * runs it (bd_lazy_weights_attach); without, they are decoded in place. */
+ * runs it (bd_lazy_weights_attach); without, they are decoded in place. A
+ * lazy load is for the commands that only infer: it leaves the memory
+ * policy cli_inference_memory's. */
 struct bd_lazy_weights;
 bd_status cli_load_model(const char *path, bd_graph **g, int describe,
                          struct bd_lazy_weights **lw);
