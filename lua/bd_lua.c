@@ -708,7 +708,7 @@ static int l_bitprune(lua_State *L)
     read_options(L, 1, fn, &bd_bitprune_op, &o);
     bd_workspace *ws = ws_for(L, fn, 1);
     bd_bitprune_report r;
-    check_run(L, bd_ws_bitprune(ws, &o, NULL, NULL, &r), fn, "bitprune: ");
+    check_run(L, bd_ws_bitprune(ws, &o, NULL, 0, NULL, NULL, &r), fn, "bitprune: ");
     bitprune_result *b = bitprune_result_of(&r);
     const double mean = r.mean_bits, per_layer = r.mean_bits_layers, learned = r.learned_mean,
                  lambda = r.lambda, act_mean = r.act_mean, bitops = r.bitops;

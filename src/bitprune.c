@@ -303,6 +303,10 @@ typedef struct bitprune {
     int64_t calib_batches;
     bd_input_transform tf;
     bd_status failed; /* a failure in the hook's restore, which cannot return one */
+    /* at the rounded bits: what the learning phase ended with, for the
+     * report and for a checkpoint of the fine-tuning */
+    double *learned, *act_learned; /* n and the inputs' n before rounding */
+    bd_training_report *learn;
 } bitprune;
 
 static void bp_free(bitprune *b)
@@ -330,6 +334,8 @@ static void bp_free(bitprune *b)
     free(b->na);
     free(b->agrad);
     free(b->ashare);
+    free(b->learned);
+    free(b->act_learned);
 }
 
 /* sum share[t] r[t]: a mean of bit lengths weighted by shares summing to 1 */
@@ -948,17 +954,162 @@ static void on_epoch(void *user, const bd_training_epoch *e, int epochs)
     bitprune *b = user;
     if (b->phase == 0 && b->per_epoch && e->epoch >= 1 && e->epoch <= epochs)
         b->per_epoch[e->epoch - 1] = mean_of(b->n, b->pshare, b->nt);
+    /* the bits as the epoch ended, and so its phase, reach the front-end
+     * before the epoch does: a resumed run's first epoch may be either
+     * phase's */
+    report_live(b, epochs > 0 ? b->steps / epochs * e->epoch : b->steps);
     if (b->io->on_epoch)
         b->io->on_epoch(b->io->user, e, epochs);
 }
 
-static bd_status run_phase(bitprune *b, bd_graph *g, const bd_training_options *to,
+/* ---- checkpoints ------------------------------------------------------------------
+ * A checkpoint (training.h) holds the weights, their momentum and the
+ * epochs; the run's own state follows it: the phase, the bit lengths (in
+ * the fine-tuning, the learned ones before rounding, which rounding turns
+ * into the frozen ones again), lambda, the learning's mean per epoch, and
+ * in the fine-tuning the learning's epochs for the report. */
+
+static const char state_magic[8] = {'B', 'D', 'B', 'I', 'T', 'P', 'R', '1'};
+
+typedef struct state_head {
+    char magic[8];
+    int64_t phase, nt, nbl, acts, epochs, learned_epochs;
+    double lambda;
+} state_head;
+
+static size_t state_bytes(const bitprune *b, int64_t learned_epochs)
+{
+    return sizeof(state_head) +
+           ((size_t)b->nt + (size_t)b->nbl + (size_t)b->o->train.epochs) * sizeof(double) +
+           (size_t)learned_epochs * sizeof(bd_training_epoch) + sizeof(double);
+}
+
+static void put_bytes(unsigned char *p, size_t *at, const void *src, size_t n)
+{
+    if (n > 0)
+        memcpy(p + *at, src, n);
+    *at += n;
+}
+
+static bd_status state_save(void *ctx, int done, void **data, size_t *len)
+{
+    bitprune *b = ctx;
+    const int tuning = b->phase == 1;
+    if (!tuning && done >= 1 && done <= b->o->train.epochs) /* on_epoch sets it after this */
+        b->per_epoch[done - 1] = mean_of(b->n, b->pshare, b->nt);
+    const int64_t learned_epochs = tuning ? b->learn->epochs : 0;
+    const size_t bytes = state_bytes(b, learned_epochs);
+    unsigned char *p = malloc(bytes);
+    if (!p)
+        return bd_fail(BD_ENOMEM, "out of memory for the checkpoint");
+    state_head h = {.phase = b->phase, .nt = b->nt, .nbl = b->nbl, .acts = b->acts,
+                    .epochs = b->o->train.epochs, .learned_epochs = learned_epochs,
+                    .lambda = b->lambda};
+    memcpy(h.magic, state_magic, sizeof h.magic);
+    size_t at = 0;
+    put_bytes(p, &at, &h, sizeof h);
+    put_bytes(p, &at, tuning ? b->learned : b->n, (size_t)b->nt * sizeof(double));
+    for (int i = 0; i < b->nbl; i++) {
+        const double m = !b->acts ? 0 : tuning ? b->act_learned[i] : b->na[i];
+        put_bytes(p, &at, &m, sizeof m);
+    }
+    put_bytes(p, &at, b->per_epoch, (size_t)b->o->train.epochs * sizeof(double));
+    if (tuning) {
+        put_bytes(p, &at, b->learn->per_epoch, (size_t)learned_epochs * sizeof(bd_training_epoch));
+        put_bytes(p, &at, &b->learn->images_per_second, sizeof(double));
+    } else {
+        const double none = 0;
+        put_bytes(p, &at, &none, sizeof none);
+    }
+    *data = p;
+    *len = at;
+    return BD_OK;
+}
+
+/* Checks the state against the run (apply 0) or puts it back: in the
+ * learning, n and the inputs' n; in the fine-tuning, what the learning
+ * ended with (bd_bitprune_run rounds it again). */
+static bd_status state_load(void *ctx, const void *data, size_t len, int apply)
+{
+    bitprune *b = ctx;
+    state_head h;
+    if (len < sizeof h)
+        return bd_fail(BD_EFORMAT, "not a bitprune run's checkpoint");
+    memcpy(&h, data, sizeof h);
+    if (memcmp(h.magic, state_magic, sizeof h.magic))
+        return bd_fail(BD_EFORMAT, "not a bitprune run's checkpoint");
+    if (h.phase != b->phase)
+        return bd_fail(BD_EINVAL, "written in the %s phase, not the %s",
+                       h.phase ? "fine-tuning" : "learning", b->phase ? "fine-tuning" : "learning");
+    if (h.nt != b->nt || h.nbl != b->nbl || h.acts != b->acts || h.epochs != b->o->train.epochs)
+        return bd_fail(BD_EINVAL,
+                       "written by a run with %lld bit lengths over %lld layers (activations %s) "
+                       "learned in %lld epochs; this one has %d over %d (activations %s) in %d: "
+                       "resume with the same model, granularity, activations and epochs",
+                       (long long)h.nt, (long long)h.nbl, h.acts ? "on" : "off",
+                       (long long)h.epochs, b->nt, b->nbl, b->acts ? "on" : "off",
+                       b->o->train.epochs);
+    if (h.learned_epochs < 0 || h.learned_epochs > h.epochs ||
+        len != state_bytes(b, h.learned_epochs))
+        return bd_fail(BD_EFORMAT, "a bitprune state of %zu bytes that do not add up", len);
+    if (!apply)
+        return BD_OK;
+    const unsigned char *p = (const unsigned char *)data + sizeof h;
+    const int tuning = b->phase == 1;
+    bd_training_epoch *rec = NULL;
+    if (tuning && !(rec = calloc((size_t)h.learned_epochs + 1, sizeof *rec)))
+        return bd_fail(BD_ENOMEM, "out of memory");
+    b->lambda = h.lambda;
+    memcpy(tuning ? b->learned : b->n, p, (size_t)b->nt * sizeof(double));
+    p += (size_t)b->nt * sizeof(double);
+    for (int i = 0; i < b->nbl; i++, p += sizeof(double))
+        if (b->acts)
+            memcpy(tuning ? &b->act_learned[i] : &b->na[i], p, sizeof(double));
+    memcpy(b->per_epoch, p, (size_t)b->o->train.epochs * sizeof(double));
+    p += (size_t)b->o->train.epochs * sizeof(double);
+    if (tuning) {
+        bd_training_report_free(b->learn);
+        memcpy(rec, p, (size_t)h.learned_epochs * sizeof *rec);
+        p += (size_t)h.learned_epochs * sizeof *rec;
+        b->learn->per_epoch = rec;
+        b->learn->epochs = (int)h.learned_epochs;
+        b->learn->first = (int)h.learned_epochs + 1; /* none in this call */
+        memcpy(&b->learn->images_per_second, p, sizeof(double));
+    }
+    return BD_OK;
+}
+
+/* Where the checkpoint at path left the run: its phase, after checking it
+ * is this run's (the rest is checked when the phase resumes). */
+static bd_status resumed_phase(bitprune *b, const char *path, int *phase)
+{
+    void *data;
+    size_t len;
+    BD_TRY(bd_training_checkpoint_hook_state(path, &data, &len));
+    state_head h;
+    bd_status s = BD_OK;
+    if (len < sizeof h || (memcpy(&h, data, sizeof h), memcmp(h.magic, state_magic, 8)) ||
+        (h.phase != 0 && h.phase != 1))
+        s = bd_fail(BD_EINVAL, "%s is not a bitprune run's checkpoint", path);
+    else if ((b->phase = (int)h.phase) == 1 && (s = state_load(b, data, len, 0)) == BD_OK)
+        s = state_load(b, data, len, 1);
+    if (s != BD_OK && len >= sizeof h)
+        s = bd_error_context(s, "%s", path);
+    *phase = s == BD_OK ? (int)h.phase : 0;
+    b->phase = 0;
+    free(data);
+    return s;
+}
+
+static bd_status run_phase(bitprune *b, bd_graph *g, const bd_training_options *to, int resume,
                            bd_training_report *rep)
 {
     const bd_training_hook hook = {.ctx = b, .apply = hook_apply, .restore = hook_restore,
-                                   .acts = b->acts ? &b->tf : NULL};
+                                   .acts = b->acts ? &b->tf : NULL, .save = state_save,
+                                   .load = state_load};
     const bd_training_io tio = {.train = b->io->train, .eval = b->io->eval, .pp = b->io->pp,
                                 .teacher = b->io->teacher, .hook = &hook,
+                                .checkpoint = b->io->checkpoint, .resume = resume,
                                 .progress = b->io->progress, .on_epoch = on_epoch,
                                 .user = b};
     const int64_t count = bd_dataset_count(b->io->train);
@@ -994,14 +1145,28 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
         s = act_ranges(&b, g);
     if (s == BD_OK)
         b.start = mean_of(b.n, b.pshare, b.nt);
-    if (s == BD_OK && !(b.per_epoch = calloc((size_t)o.train.epochs + 1, sizeof *b.per_epoch)))
+    if (s == BD_OK && (!(b.per_epoch = calloc((size_t)o.train.epochs + 1, sizeof *b.per_epoch)) ||
+                       !(b.learned = calloc((size_t)b.nt + 1, sizeof *b.learned)) ||
+                       !(b.act_learned = calloc((size_t)b.nbl + 1, sizeof *b.act_learned))))
         s = bd_fail(BD_ENOMEM, "out of memory");
-    if (s == BD_OK)
-        s = run_phase(&b, g, &o.train, &report->learn);
+    b.learn = &report->learn;
+    int phase = 0; /* where a resumed run stood */
+    if (s == BD_OK && io->resume)
+        s = io->checkpoint ? resumed_phase(&b, io->checkpoint, &phase)
+                           : bd_fail(BD_EINVAL, "bitprune: resuming needs a checkpoint file");
+    if (s == BD_OK && phase == 0) {
+        s = run_phase(&b, g, &o.train, io->resume, &report->learn);
+        memcpy(b.learned, b.n, (size_t)b.nt * sizeof *b.n);
+        if (b.acts)
+            memcpy(b.act_learned, b.na, (size_t)b.nbl * sizeof *b.na);
+    } else if (s == BD_OK) { /* the learning's end, from the checkpoint */
+        memcpy(b.n, b.learned, (size_t)b.nt * sizeof *b.n);
+        if (b.acts)
+            memcpy(b.na, b.act_learned, (size_t)b.nbl * sizeof *b.na);
+    }
     double learned_mean = 0;
     double *per_layer = calloc((size_t)nlayers + 1, sizeof *per_layer);
-    double *act_learned = calloc((size_t)nlayers + 1, sizeof *act_learned);
-    if (s == BD_OK && (!per_layer || !act_learned))
+    if (s == BD_OK && !per_layer)
         s = bd_fail(BD_ENOMEM, "out of memory");
     if (s == BD_OK) {
         learned_mean = mean_of(b.n, b.pshare, b.nt);
@@ -1010,10 +1175,8 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
             for (int t = b.bl[i].first; t < b.bl[i].first + b.bl[i].ntens; t++)
                 sum += b.n[t];
             per_layer[i] = sum / b.bl[i].ntens;
-            if (b.acts) { /* to nearest: the target is the weights' */
-                act_learned[i] = b.na[i];
+            if (b.acts) /* to nearest: the target is the weights' */
                 b.na[i] = floor(b.na[i] + 0.5);
-            }
         }
         bd_bitprune_round(b.n, b.pshare, b.nt, b.target, o.min_bits, b.grad);
         memcpy(b.n, b.grad, (size_t)b.nt * sizeof *b.n);
@@ -1026,7 +1189,7 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
         ft.lr = o.finetune_lr > 0 ? o.finetune_lr : o.train.lr / 10;
         ft.init = 0;
         ft.seed = o.train.seed + 1; /* another order of the images than the learning's */
-        s = run_phase(&b, g, &ft, &report->tune);
+        s = run_phase(&b, g, &ft, phase == 1, &report->tune);
     }
     bd_qlayer *fresh = calloc((size_t)nlayers + 1, sizeof *fresh);
     if (s == BD_OK && !fresh)
@@ -1059,7 +1222,7 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
                                      .macs = b.macs[l->layer]};
             unweighted += r->bits;
             if (b.acts) {
-                r->act_learned = act_learned[i];
+                r->act_learned = b.act_learned[i];
                 r->act_lo = l->alo;
                 r->act_hi = l->ahi;
                 r->act_values = l->avalues;
@@ -1087,7 +1250,6 @@ bd_status bd_bitprune_run(bd_graph *g, const bd_bitprune_options *opt, const bd_
             bd_qlayer_free(&fresh[l]);
     free(fresh);
     free(per_layer);
-    free(act_learned);
     if (s != BD_OK)
         bd_bitprune_report_free(report);
     bp_free(&b);

@@ -147,8 +147,16 @@ typedef struct bd_bitprune_io {
     const uint8_t *skip;       /* per layer: 1 leaves it float (NULL: quantize all) */
     const bd_progress *progress;
     bd_epoch_fn on_epoch;      /* both phases' epochs, in turn */
-    bd_bits_fn on_bits;        /* every few steps and at every phase's end; may be NULL */
+    bd_bits_fn on_bits;        /* every few steps, at every epoch's end (before on_epoch)
+                                * and at every phase's end; may be NULL */
     void *user;
+    /* Written after every epoch of either phase (NULL: none): training's
+     * checkpoint with the run's own state (bit lengths, lambda, the phase).
+     * With resume the run goes on from it, in whichever phase it was
+     * written, and ends as an uninterrupted run with the same options
+     * would: bit for bit, on the same threads. */
+    const char *checkpoint;
+    int resume;
 } bd_bitprune_io;
 
 /* Per quantized layer, what was learned and kept. */

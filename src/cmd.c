@@ -988,16 +988,19 @@ const char *bd_cmd_bits_str(const bd_bitprune_layer *l, char *buf, size_t cap)
     return buf;
 }
 
-/* BitPruning's epochs come learning's first, then fine-tuning's. */
-typedef struct bitprune_epochs {
-    bd_cmd_ctx *ctx;
-    int learn, seen;
-} bitprune_epochs;
+const char *bd_cmd_bitprune_phase(bd_workspace *ws)
+{
+    bd_bitprune_live live = {0};
+    bd_ws_lock(ws);
+    bd_ws_last_bitprune(ws, NULL, &live, NULL, NULL, NULL);
+    bd_ws_unlock(ws);
+    return live.phase ? "tune " : "learn ";
+}
 
 static void print_bitprune_epoch(void *user, const bd_training_epoch *e, int epochs)
 {
-    bitprune_epochs *p = user;
-    print_epoch_of(p->ctx, p->seen++ < p->learn ? "learn " : "tune ", e, epochs);
+    bd_cmd_ctx *ctx = user;
+    print_epoch_of(ctx, bd_cmd_bitprune_phase(ctx->ws), e, epochs);
 }
 
 static bd_status cmd_bitprune(bd_cmd_ctx *ctx, const call *c)
@@ -1007,8 +1010,7 @@ static bd_status cmd_bitprune(bd_cmd_ctx *ctx, const call *c)
     for (int i = 0; i < c->nopt; i++)
         BD_TRY(bd_opt_op_set(&bd_bitprune_op, &o, "bitprune", c->key[i], c->val[i]));
     bd_bitprune_report r;
-    bitprune_epochs seen = {ctx, o.train.epochs, 0};
-    BD_TRY(bd_ws_bitprune(ctx->ws, &o, print_bitprune_epoch, &seen, &r));
+    BD_TRY(bd_ws_bitprune(ctx->ws, &o, NULL, 0, print_bitprune_epoch, ctx, &r));
     for (int j = 0; j < r.nlayers; j++) {
         const bd_bitprune_layer *l = &r.layers[j];
         char bits[48];

@@ -71,6 +71,10 @@ const char *bd_cmd_error_str(double e, char *buf, size_t cap);
 /* A layer's bits as the commands print them: "4", or with per-channel bits
  * their mean and range, "3.52 (2..6)". */
 const char *bd_cmd_bits_str(const bd_bitprune_layer *l, char *buf, size_t cap);
+/* The phase of the BitPruning run on ws, as its epochs are labelled:
+ * "learn " or "tune " (bd_ws_last_bitprune's live phase, which a resumed
+ * run's first epoch needs: it may be either's). */
+const char *bd_cmd_bitprune_phase(bd_workspace *ws);
 
 /* Candidates for completing `partial` as word number `word` (0: the
  * command) of a line whose earlier words are argv[0..word): command names,

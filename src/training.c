@@ -387,8 +387,10 @@ static bd_status check_options(const bd_training_options *o, const bd_training_i
     if (o->eval_quantized && o->noise.kind == BD_NOISE_NONE)
         return bd_fail(BD_EINVAL,
                        "train: eval_quantized evaluates the noise's quantizer: set quant_noise too");
-    if (io->hook && (io->checkpoint || o->noise.kind != BD_NOISE_NONE))
-        return bd_fail(BD_EINVAL, "train: a weight hook takes neither a checkpoint nor noise");
+    if (io->hook && o->noise.kind != BD_NOISE_NONE)
+        return bd_fail(BD_EINVAL, "train: a weight hook takes no noise");
+    if (io->hook && io->checkpoint && !(io->hook->save && io->hook->load))
+        return bd_fail(BD_EINVAL, "train: this weight hook cannot save its state in a checkpoint");
     if (io->resume && !io->checkpoint)
         return bd_fail(BD_EINVAL, "train: resuming needs a checkpoint file");
     const int64_t count = bd_dataset_count(io->train);

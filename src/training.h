@@ -116,12 +116,20 @@ typedef void (*bd_epoch_fn)(void *user, const bd_training_epoch *e, int epochs);
  * acts (NULL: none), a transform of some nodes' inputs (exec.h: BitPruning's
  * activation quantizer), runs in every step's forward and backward, between
  * apply and restore, and in every evaluation. Runs on the CPU's engine
- * only. */
+ * only.
+ *
+ * A hook whose own parameters a checkpoint must hold gives save and load
+ * (else a run with it takes no checkpoint): save, after `done` epochs, the
+ * bytes load takes back (malloc'ed, the caller frees them); load checks
+ * them against the run (apply 0: nothing changes) or puts them back
+ * (apply 1, after every check passed). */
 typedef struct bd_training_hook {
     void *ctx;
     bd_status (*apply)(void *ctx, bd_graph *g, int64_t step);
     void (*restore)(void *ctx, bd_graph *g, bd_tensor *const *grads, int64_t step, float lr);
     const bd_input_transform *acts;
+    bd_status (*save)(void *ctx, int done, void **data, size_t *len);
+    bd_status (*load)(void *ctx, const void *data, size_t len, int apply);
 } bd_training_hook;
 
 typedef struct bd_training_io {
@@ -138,7 +146,8 @@ typedef struct bd_training_io {
      * weights decoded from them. */
     bd_qlayer *q;
     const bd_training_hook *hook; /* NULL: the weights as they are */
-    const char *checkpoint;    /* written after every epoch (NULL: none; none with a hook) */
+    const char *checkpoint;    /* written after every epoch (NULL: none; with a hook, only
+                                * one that saves its own state) */
     int resume;                /* continue from checkpoint */
     const bd_progress *progress;
     bd_epoch_fn on_epoch;
@@ -225,14 +234,18 @@ bd_status bd_training_decode(const bd_training_state *st, int i, const float *ce
 
 /* The checkpoint after `done` epochs (rec[0..done)), written atomically:
  * every float initializer by name, the momentum of the trained ones, the
- * codebooks, and what the stream of random choices depends on (seed,
- * steps per epoch), which reading checks. Reading is all or nothing: every
- * record is checked against the model before anything is copied; *rec
- * gets room for all the run's epochs. */
+ * codebooks, the hook's state (its save), and what the stream of random
+ * choices depends on (seed, steps per epoch), which reading checks.
+ * Reading is all or nothing: every record, the hook's by its load, is
+ * checked against the model before anything is copied; *rec gets room for
+ * all the run's epochs. */
 bd_status bd_training_checkpoint_write(const bd_training_state *st, const char *path,
                                        const bd_training_epoch *rec, int done);
 bd_status bd_training_checkpoint_read(bd_training_state *st, const char *path,
                                       bd_training_epoch **rec, int *done);
+/* The hook's state in the checkpoint at path (*len 0: none), malloc'ed: for
+ * a caller that must know where a run stood before it resumes it. */
+bd_status bd_training_checkpoint_hook_state(const char *path, void **data, size_t *len);
 
 /* Trains g in place. Checked before anything changes: options in range,
  * labels for a label loss, a teacher for distillation, the noise against

@@ -18,7 +18,10 @@ static int float_init(const bd_graph *g, int v)
  * biases, BatchNorm parameters and running statistics), the momentum of
  * every trained one, the epochs done with their results, and what the
  * stream of random choices depends on (seed, steps per epoch), checked on
- * resume. Everything else a run does is a function of those. */
+ * resume, and last the state of the run's weight hook, if it has one
+ * (BitPruning's bit lengths; a length and the hook's bytes; a checkpoint
+ * that ends before them has none). Everything else a run does is a function
+ * of those. */
 
 static const char magic[8] = {'B', 'D', 'T', 'R', 'A', 'I', 'N', '1'};
 
@@ -95,8 +98,16 @@ bd_status bd_training_checkpoint_write(const bd_training_state *r, const char *p
         put(&b, c->master, (size_t)count * sizeof(float));
         put(&b, c->moment, (size_t)count * sizeof(float));
     }
-    bd_status s = b.failed ? bd_fail(BD_ENOMEM, "out of memory for the checkpoint %s", path)
-                           : BD_OK;
+    const bd_training_hook *h = r->io->hook;
+    void *state = NULL;
+    size_t state_len = 0;
+    bd_status s = h && h->save ? h->save(h->ctx, done, &state, &state_len) : BD_OK;
+    put_i64(&b, (int64_t)state_len);
+    if (state_len)
+        put(&b, state, state_len);
+    free(state);
+    if (s == BD_OK && b.failed)
+        s = bd_fail(BD_ENOMEM, "out of memory for the checkpoint %s", path);
     if (s == BD_OK) {
         const void *chunk = b.p;
         s = bd_write_file_atomic(path, 1, &chunk, &b.len);
@@ -150,6 +161,81 @@ static bd_status read_codebooks(bd_training_state *r, reader *rd, const char *pa
     return BD_OK;
 }
 
+static int skip_floats(reader *rd, int64_t count)
+{
+    if (count < 0 || count > ((int64_t)1 << 40) ||
+        (uint64_t)count * sizeof(float) > rd->len - rd->at)
+        return 0;
+    rd->at += (size_t)count * sizeof(float);
+    return 1;
+}
+
+/* Past a name and a count, then `per` runs of count floats; *count gets it. */
+static int skip_named(reader *rd, int per, int64_t *count)
+{
+    int64_t len;
+    if (!take(rd, &len, 8) || len < 0 || (uint64_t)len > rd->len - rd->at)
+        return 0;
+    rd->at += (size_t)len;
+    if (!take(rd, count, 8))
+        return 0;
+    for (int i = 0; i < per; i++)
+        if (!skip_floats(rd, *count))
+            return 0;
+    return 1;
+}
+
+/* Where the hook's state lies in a checkpoint (*len 0: none), past every
+ * other record; 0 when the file is not a checkpoint or is cut short. */
+static int locate_hook_state(const unsigned char *p, size_t n, size_t *at, int64_t *len)
+{
+    reader rd = {p, n, 0};
+    char m[8];
+    int64_t done = 0, skip[2], count = 0;
+    int ok = take(&rd, m, sizeof m) && !memcmp(m, magic, sizeof m) && take(&rd, &done, 8) &&
+             take(&rd, skip, sizeof skip) && done >= 0 && done <= 1000000 &&
+             (uint64_t)done * sizeof(bd_training_epoch) <= rd.len - rd.at;
+    if (ok)
+        rd.at += (size_t)done * sizeof(bd_training_epoch);
+    ok = ok && take(&rd, &count, 8) && count >= 0;
+    for (int64_t i = 0, c = 0, has = 0; ok && i < count; i++) /* a tensor, its momentum if any */
+        ok = skip_named(&rd, 1, &c) && take(&rd, &has, 8) && (!has || skip_floats(&rd, c));
+    ok = ok && take(&rd, &count, 8) && count >= 0;
+    for (int64_t i = 0, c = 0; ok && i < count; i++)
+        ok = skip_named(&rd, 2, &c); /* a codebook: its centroids and their momentum */
+    *len = 0;
+    if (ok && rd.at < rd.len)
+        ok = take(&rd, len, 8) && *len >= 0 && (uint64_t)*len <= rd.len - rd.at;
+    *at = rd.at;
+    return ok;
+}
+
+/* The hook's state at [at, at + len): checked against the run's hook
+ * (apply 0) or put back. */
+static bd_status read_hook_state(bd_training_state *r, const unsigned char *p, size_t at,
+                                 int64_t len, const char *path, int apply)
+{
+    const bd_training_hook *h = r->io->hook;
+    bd_status s = h ? h->load(h->ctx, p + at, (size_t)len, apply) : BD_OK;
+    return s == BD_OK ? s : bd_error_context(s, "%s", path);
+}
+
+/* A checkpoint of the kind of run this is: with the state of a hook when
+ * the run has one, without when not. Checked first: any other record of
+ * another kind of run would fail on something less telling. */
+static bd_status check_kind(const bd_training_state *r, int64_t len, const char *path)
+{
+    const bd_training_hook *h = r->io->hook;
+    if (h && len == 0)
+        return bd_fail(BD_EINVAL, "%s was written by a plain training run, not by this kind of run",
+                       path);
+    if (!h && len > 0)
+        return bd_fail(BD_EINVAL, "%s was written by a run that transforms the weights "
+                                  "(bitprune), not by a plain training run",
+                       path);
+    return BD_OK;
+}
+
 /* Reads the checkpoint into the model and optimiser, all or nothing:
  * every record is checked against the model before anything is copied. */
 bd_status bd_training_checkpoint_read(bd_training_state *r, const char *path, bd_training_epoch **rec, int *done)
@@ -159,18 +245,22 @@ bd_status bd_training_checkpoint_read(bd_training_state *r, const char *path, bd
     BD_TRY(bd_read_file(path, (size_t)1 << 40, &data, &len));
     reader rd = {data, len, 0};
     char m[8];
-    int64_t ndone = 0, steps = 0, seed = 0, nv = 0;
+    int64_t ndone = 0, steps = 0, seed = 0, nv = 0, state_len = 0;
+    size_t state_at = 0;
     bd_status s = BD_OK;
-    if (!take(&rd, m, sizeof m) || memcmp(m, magic, sizeof m) || !take(&rd, &ndone, 8) ||
-        !take(&rd, &steps, 8) || !take(&rd, &seed, 8) || ndone < 0 || ndone > 1000000)
+    if (!locate_hook_state(data, len, &state_at, &state_len) || !take(&rd, m, sizeof m) ||
+        memcmp(m, magic, sizeof m) || !take(&rd, &ndone, 8) || !take(&rd, &steps, 8) ||
+        !take(&rd, &seed, 8) || ndone < 0 || ndone > 1000000)
         s = bd_fail(BD_EFORMAT, "%s is not a bitdown training checkpoint", path);
-    else if (steps != r->steps || (uint64_t)seed != r->o->seed)
+    else
+        s = check_kind(r, state_len, path);
+    if (s == BD_OK && (steps != r->steps || (uint64_t)seed != r->o->seed))
         s = bd_fail(BD_EINVAL,
                     "%s was written by a run with seed %" PRId64 " and %" PRId64
                     " steps per epoch; this one has seed %" PRIu64 " and %" PRId64
                     ": resume with the same seed, data, batch and steps",
                     path, seed, steps, r->o->seed, r->steps);
-    else if (ndone > r->o->epochs)
+    else if (s == BD_OK && ndone > r->o->epochs)
         s = bd_fail(BD_EINVAL, "%s has %" PRId64 " epochs done, more than the %d asked", path,
                     ndone, r->o->epochs);
     bd_training_epoch *e = s == BD_OK ? calloc((size_t)r->o->epochs + 1, sizeof *e) : NULL;
@@ -221,6 +311,8 @@ bd_status bd_training_checkpoint_read(bd_training_state *r, const char *path, bd
         }
         if (s == BD_OK)
             s = read_codebooks(r, &rd, path, pass);
+        if (s == BD_OK)
+            s = read_hook_state(r, data, state_at, state_len, path, pass);
         if (!pass)
             rd.at = start;
     }
@@ -234,3 +326,27 @@ bd_status bd_training_checkpoint_read(bd_training_state *r, const char *path, bd
     return BD_OK;
 }
 
+
+bd_status bd_training_checkpoint_hook_state(const char *path, void **data, size_t *len)
+{
+    void *file;
+    size_t flen, at;
+    int64_t state = 0;
+    *data = NULL;
+    *len = 0;
+    BD_TRY(bd_read_file(path, (size_t)1 << 40, &file, &flen));
+    bd_status s = locate_hook_state(file, flen, &at, &state)
+                      ? BD_OK
+                      : bd_fail(BD_EFORMAT, "%s is not a bitdown training checkpoint", path);
+    if (s == BD_OK && state > 0) {
+        *data = malloc((size_t)state);
+        if (*data) {
+            memcpy(*data, (const unsigned char *)file + at, (size_t)state);
+            *len = (size_t)state;
+        } else {
+            s = bd_fail(BD_ENOMEM, "out of memory");
+        }
+    }
+    free(file);
+    return s;
+}

@@ -1651,8 +1651,9 @@ static bd_status all_float(const bd_workspace *ws)
     return BD_OK;
 }
 
-bd_status bd_ws_bitprune(bd_workspace *ws, const bd_bitprune_options *opt, bd_epoch_fn on_epoch,
-                         void *user, bd_bitprune_report *report)
+bd_status bd_ws_bitprune(bd_workspace *ws, const bd_bitprune_options *opt, const char *checkpoint,
+                         int resume, bd_epoch_fn on_epoch, void *user,
+                         bd_bitprune_report *report)
 {
     BD_TRY(need_model(ws));
     BD_TRY(all_float(ws));
@@ -1705,7 +1706,8 @@ bd_status bd_ws_bitprune(bd_workspace *ws, const bd_bitprune_options *opt, bd_ep
     bitprune_run run = {ws, on_epoch, user};
     bd_bitprune_io io = {.train = train, .eval = eval, .pp = &ws->pp, .teacher = ws->teacher_ex,
                          .skip = skip, .progress = &progress, .on_epoch = bitprune_epoch,
-                         .on_bits = bitprune_bits, .user = &run};
+                         .on_bits = bitprune_bits, .user = &run, .checkpoint = checkpoint,
+                         .resume = resume};
     bd_bitprune_report r = {0};
     s = bd_bitprune_run(g, &o, &io, q, &r);
     bd_graph *student = NULL;

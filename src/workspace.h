@@ -246,11 +246,17 @@ int bd_ws_last_training(const bd_workspace *ws, bd_training_options *opt,
  * every parameter, state and float source back. Failed (bad options are
  * refused before any work) or cancelled: everything as it was.
  *
- * on_epoch (may be NULL) is called on the calling thread after each epoch
- * of the learning phase, then of the fine-tuning. report (may be NULL)
- * gets the run's report; free it with bd_bitprune_report_free. */
-bd_status bd_ws_bitprune(bd_workspace *ws, const bd_bitprune_options *o, bd_epoch_fn on_epoch,
-                         void *user, bd_bitprune_report *report);
+ * checkpoint (NULL: none) is written after every epoch of either phase;
+ * with resume the run goes on from it (bitprune.h, bd_bitprune_io), and a
+ * checkpoint that does not fit the model or the options is refused before
+ * any work. on_epoch (may be NULL) is called on the calling thread after
+ * each epoch of the learning phase, then of the fine-tuning (a resumed run:
+ * from where it stood; bd_ws_last_bitprune's live.phase says which phase).
+ * report (may be NULL) gets the run's report; free it with
+ * bd_bitprune_report_free. */
+bd_status bd_ws_bitprune(bd_workspace *ws, const bd_bitprune_options *o, const char *checkpoint,
+                         int resume, bd_epoch_fn on_epoch, void *user,
+                         bd_bitprune_report *report);
 
 /* The last BitPruning run on the loaded model, for display from another
  * thread (call under bd_ws_lock): its options (the seed resolved), the

@@ -11,6 +11,7 @@
  * w x a bits per MAC; the nodes a model gets compute what training saw and
  * survive a save and a load; bad settings are refused. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -883,6 +884,137 @@ static void test_act_nodes_carry_the_run(void **state)
     run_free(&x);
 }
 
+/* ---- checkpoints ------------------------------------------------------------- */
+
+static atomic_int cancel_flag;
+static int steps_seen, stop_at;
+
+/* Cancels at the stop_at-th training step of the run, counted over both
+ * phases. */
+static void stop_at_step(void *user, const char *stage, int64_t done, int64_t total,
+                         const char *message, double metric)
+{
+    (void)user, (void)done, (void)total, (void)message, (void)metric;
+    if (strcmp(stage, "train") == 0 && ++steps_seen == stop_at)
+        atomic_store(&cancel_flag, 1);
+}
+
+/* A run of two epochs of two steps each phase, with momentum, a schedule,
+ * a target (lambda solved for at every step) and the inputs' bits. */
+static bd_bitprune_options resumable(void)
+{
+    bd_bitprune_options o = plain(2);
+    o.train.epochs = 2;
+    o.train.batch = N / 2;
+    o.train.momentum = 0.9f;
+    o.train.nesterov = 1;
+    o.train.schedule = BD_SCHED_COSINE;
+    o.train.lr = 0.05f;
+    o.target_bits = 3;
+    o.bits_lr = 0.5f;
+    o.activations = 1;
+    o.finetune_epochs = 2;
+    return o;
+}
+
+/* Runs o from a fresh model with a checkpoint; stopped at step stop (0:
+ * never) or resumed from the checkpoint. */
+static bd_status run_checkpointed(run *x, const bd_bitprune_options *o, const char *ckpt,
+                                  int stop, int resume)
+{
+    memset(x, 0, sizeof *x);
+    x->g = tiny_model();
+    x->d = tiny_data();
+    steps_seen = 0;
+    stop_at = stop;
+    atomic_store(&cancel_flag, 0);
+    bd_progress progress = {stop_at_step, NULL, &cancel_flag};
+    const bd_bitprune_io io = {.train = x->d, .pp = &pp, .checkpoint = ckpt, .resume = resume,
+                               .progress = stop ? &progress : NULL};
+    return bd_bitprune_run(x->g, o, &io, x->q, &x->r);
+}
+
+static void assert_same_run(const run *a, const run *b)
+{
+    bd_test_assert_same_floats(a->g, b->g);
+    assert_int_equal(a->r.nlayers, b->r.nlayers);
+    for (int l = 0; l < a->r.nlayers; l++) {
+        assert_true(a->r.layers[l].learned == b->r.layers[l].learned);
+        assert_true(a->r.layers[l].bits == b->r.layers[l].bits);
+        assert_true(a->r.layers[l].act_learned == b->r.layers[l].act_learned);
+        assert_int_equal(a->r.layers[l].act.bits, b->r.layers[l].act.bits);
+        assert_int_equal(a->q[l].ints.bits, b->q[l].ints.bits);
+        assert_memory_equal(a->q[l].codes, b->q[l].codes, (size_t)a->q[l].n * sizeof(int32_t));
+    }
+    assert_true(a->r.lambda == b->r.lambda);
+    assert_true(a->r.learned_mean == b->r.learned_mean);
+    assert_int_equal(a->r.learn.epochs, b->r.learn.epochs);
+    for (int e = 0; e < a->r.learn.epochs; e++) {
+        assert_true(a->r.mean_per_epoch[e] == b->r.mean_per_epoch[e]);
+        assert_true(a->r.learn.per_epoch[e].loss == b->r.learn.per_epoch[e].loss);
+    }
+    assert_int_equal(a->r.tune.epochs, b->r.tune.epochs);
+}
+
+/* A run stopped in its learning phase, or in its fine-tuning, and resumed
+ * from the checkpoint ends bit-identical to an uninterrupted one: the
+ * weights, the bit lengths learned and rounded, the inputs' bits, lambda,
+ * the per-epoch means and losses. A checkpoint of another kind of run, or
+ * of other options, is refused naming it, before any work. */
+static void test_resume_is_bit_identical(void **state)
+{
+    (void)state;
+    const bd_bitprune_options o = resumable();
+    char ca[600], cb[600];
+    snprintf(ca, sizeof ca, "%s/bp_a.ckpt", bd_test_tmpdir());
+    snprintf(cb, sizeof cb, "%s/bp_b.ckpt", bd_test_tmpdir());
+    run a;
+    assert_int_equal(run_checkpointed(&a, &o, ca, 0, 0), BD_OK);
+    /* steps 1-4 learn, 5-8 tune: stopped one step into a phase's second
+     * epoch, the checkpoint is its first epoch's */
+    const int stops[2] = {3, 7};
+    for (int k = 0; k < 2; k++) {
+        run b, c;
+        assert_int_equal(run_checkpointed(&b, &o, cb, stops[k], 0), BD_ECANCELED);
+        assert_int_equal(run_checkpointed(&c, &o, cb, 0, 1), BD_OK);
+        assert_int_equal(c.r.learn.first, k == 0 ? 2 : 3); /* 3: no learning epoch ran */
+        assert_int_equal(c.r.tune.first, k == 0 ? 1 : 2);
+        assert_same_run(&a, &c);
+        run_free(&b);
+        run_free(&c);
+    }
+    /* other options, and a plain training run's checkpoint */
+    bd_bitprune_options other = o;
+    other.granularity = BD_BITS_CHANNEL;
+    run d;
+    assert_int_equal(run_checkpointed(&d, &other, ca, 0, 1), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "bp_a.ckpt"));
+    assert_non_null(strstr(bd_error_message(), "granularity"));
+    run_free(&d);
+    bd_training_options to = o.train;
+    char cp[600];
+    snprintf(cp, sizeof cp, "%s/plain.ckpt", bd_test_tmpdir());
+    run e = {.g = tiny_model(), .d = tiny_data()};
+    const bd_training_io tio = {.train = e.d, .pp = &pp, .checkpoint = cp};
+    bd_training_report tr;
+    assert_int_equal(bd_training_run(e.g, &to, &tio, &tr), BD_OK);
+    bd_training_report_free(&tr);
+    run_free(&e);
+    assert_int_equal(run_checkpointed(&e, &o, cp, 0, 1), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "plain.ckpt"));
+    bd_graph *untouched = tiny_model();
+    bd_test_assert_same_floats(untouched, e.g);
+    bd_graph_free(untouched);
+    run_free(&e);
+    /* and a bitprune checkpoint given to a plain run */
+    e = (run){.g = tiny_model(), .d = tiny_data()};
+    const bd_training_io rio = {.train = e.d, .pp = &pp, .checkpoint = ca, .resume = 1};
+    assert_int_equal(bd_training_run(e.g, &to, &rio, &tr), BD_EINVAL);
+    assert_non_null(strstr(bd_error_message(), "bitprune"));
+    run_free(&e);
+    run_free(&a);
+}
+
 /* ---- bad input ----------------------------------------------------------------------- */
 
 static void test_bad_input_changes_nothing(void **state)
@@ -1003,6 +1135,7 @@ int main(void)
         cmocka_unit_test(test_act_lambda_zero_keeps_large_lambda_drives_to_min),
         cmocka_unit_test(test_act_ops_cost_is_a_hand_count),
         cmocka_unit_test(test_act_nodes_carry_the_run),
+        cmocka_unit_test(test_resume_is_bit_identical),
         cmocka_unit_test(test_bad_input_changes_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

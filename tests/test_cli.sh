@@ -172,6 +172,16 @@ assert 0 < t["mean_bits"] <= 4 + 1e-9, t
 q = [l for l in r["layers"] if l["quantized"]]
 assert q and all(l["format"] == "int" and 1 <= l["bits"] <= 8 for l in q), q
 PY
+# its checkpoint (OUT.ckpt by default) resumes to the same file: every epoch
+# had run; one with other options is refused
+"$BIN" bitprune $M -o "$TMP/bpr.onnx" --target-bits 4 "${BP[@]}" --checkpoint "$TMP/bp.onnx.ckpt" \
+  --resume >"$TMP/out" 2>"$TMP/err" || fail "bitprune --resume failed: $(cat "$TMP/err")"
+grep -q "resumed from $TMP/bp.onnx.ckpt: 1 of 1 learning epochs and 1 of 1 fine-tuning" "$TMP/out" ||
+  fail "bitprune --resume does not say where it resumed: $(head -3 "$TMP/out")"
+cmp -s "$TMP/bp.onnx" "$TMP/bpr.onnx" || fail "a resumed bitprune wrote another model"
+expect_fail 1 "bp.onnx.ckpt: written by a run .* learned in 1 epochs; this one .* in 2" \
+  "$BIN" bitprune $M -o "$TMP/bpr.onnx" --target-bits 4 "${BP[@]}" --epochs 2 \
+  --checkpoint "$TMP/bp.onnx.ckpt" --resume
 "$BIN" info "$TMP/bp.onnx" >"$TMP/info" || fail "info on bitprune's output"
 grep -qE '^layer3\.0\.conv2 .* int[0-9]+ ' "$TMP/info" || fail "bitprune's layers are not int: $(cat "$TMP/info")"
 . "$(dirname "$0")/support/ort.sh"

@@ -307,22 +307,6 @@ static void test_int8_p1_is_qat(void **state)
     bd_graph_free(g);
 }
 
-static void assert_same_floats(bd_graph *a, bd_graph *b)
-{
-    int compared = 0;
-    for (int v = 0; v < a->nvalues; v++) {
-        const bd_tensor *ta = a->values[v].init;
-        if (!ta || ta->dtype != BD_F32)
-            continue;
-        int u = bd_graph_find(b, a->values[v].name);
-        assert_true(u >= 0);
-        assert_memory_equal(ta->data, b->values[u].init->data,
-                            (size_t)bd_tensor_count(ta) * sizeof(float));
-        compared++;
-    }
-    assert_true(compared > 0);
-}
-
 /* With p = 0 the noise changes nothing: bit for bit the plain run, with
  * momentum, Nesterov, decay, a schedule and augmentation on. */
 static void test_p0_is_plain_training(void **state)
@@ -347,7 +331,7 @@ static void test_p0_is_plain_training(void **state)
     assert_int_equal(bd_noise_parse("test", "pq:p=0", &o.noise), BD_OK);
     assert_int_equal(bd_training_run(b, &o, &io, &rb), BD_OK);
     assert_memory_not_equal(w0, weights(a), sizeof w0); /* it trained */
-    assert_same_floats(a, b);
+    bd_test_assert_same_floats(a, b);
     bd_training_report_free(&ra);
     bd_training_report_free(&rb);
     bd_dataset_free(d);
@@ -554,7 +538,7 @@ static void test_resume_is_bit_identical(void **state)
     assert_int_equal(r.first, 2);
     assert_int_equal(r.epochs, 2);
     bd_training_report_free(&r);
-    assert_same_floats(a, c);
+    bd_test_assert_same_floats(a, c);
 
     /* another seed is refused, naming the checkpoint, and changes nothing */
     o.seed = 100;
@@ -562,7 +546,7 @@ static void test_resume_is_bit_identical(void **state)
     assert_int_equal(bd_graph_clone(&e, c), BD_OK);
     assert_int_equal(bd_training_run(c, &o, &io, &r), BD_EINVAL);
     assert_non_null(strstr(bd_error_message(), "b.ckpt"));
-    assert_same_floats(e, c);
+    bd_test_assert_same_floats(e, c);
     bd_graph_free(e);
     bd_graph_free(c);
     bd_dataset_free(d);

@@ -607,18 +607,18 @@ static void test_bitprune(void **state)
     assert_non_null(strstr(bd_error_message(), "max_bits"));
     assert_memory_equal(&bad, &o, sizeof o);
     set_bitprune(&bad, "target_bits", "0.5");
-    assert_int_not_equal(bd_ws_bitprune(ws, &bad, NULL, NULL, NULL), BD_OK);
+    assert_int_not_equal(bd_ws_bitprune(ws, &bad, NULL, 0, NULL, NULL, NULL), BD_OK);
     assert_non_null(strstr(bd_error_message(), "0.5 bits cannot be met"));
     assert_unchanged(ws, student, teacher, NULL);
     assert_int_equal(bd_ws_quantize(ws, "layer1.0.conv1", 2), BD_OK);
     const uint64_t quantized = student_hash(ws);
-    assert_int_not_equal(bd_ws_bitprune(ws, &o, NULL, NULL, NULL), BD_OK);
+    assert_int_not_equal(bd_ws_bitprune(ws, &o, NULL, 0, NULL, NULL, NULL), BD_OK);
     assert_non_null(strstr(bd_error_message(), "layer1.0.conv1"));
     assert_unchanged(ws, quantized, teacher, "quantize layer1.0.conv1");
     assert_int_equal(bd_ws_undo(ws, NULL, 0), BD_OK);
     /* cancelled during the learning: as before, and the record says it stopped */
     bd_ws_on_progress(ws, cancel_in_training, ws);
-    assert_int_equal(bd_ws_bitprune(ws, &o, NULL, NULL, NULL), BD_ECANCELED);
+    assert_int_equal(bd_ws_bitprune(ws, &o, NULL, 0, NULL, NULL, NULL), BD_ECANCELED);
     bd_ws_on_progress(ws, NULL, NULL);
     assert_unchanged(ws, student, teacher, NULL);
     int stopped_at, still;
@@ -628,7 +628,7 @@ static void test_bitprune(void **state)
 
     int seen = 0;
     bd_bitprune_report r;
-    assert_int_equal(bd_ws_bitprune(ws, &o, count_epoch, &seen, &r), BD_OK);
+    assert_int_equal(bd_ws_bitprune(ws, &o, NULL, 0, count_epoch, &seen, &r), BD_OK);
     assert_string_equal(bd_ws_undo_label(ws), "bitprune");
     assert_true(seen >= 1);
     assert_true(r.mean_bits <= 4 + 1e-9);
@@ -686,7 +686,7 @@ static void test_bitprune(void **state)
      * the layers it resets, the others stay; undo puts them back */
     const int nodes = bd_ws_student(ws)->nnodes;
     set_bitprune(&o, "activations", "1");
-    assert_int_equal(bd_ws_bitprune(ws, &o, NULL, NULL, NULL), BD_OK);
+    assert_int_equal(bd_ws_bitprune(ws, &o, NULL, 0, NULL, NULL, NULL), BD_OK);
     assert_int_equal(act_quantizers(ws), quantizable);
     assert_int_equal(bd_ws_student(ws)->nnodes, nodes + 4 * quantizable);
     assert_int_equal(bd_ws_reset(ws, "layer3.*"), BD_OK);
@@ -704,7 +704,7 @@ static void test_bitprune(void **state)
     /* and a reset model learns its activation bits again (the names serve twice) */
     assert_int_equal(bd_ws_reset(ws, NULL), BD_OK);
     assert_int_equal(student_hash(ws), plain);
-    assert_int_equal(bd_ws_bitprune(ws, &o, NULL, NULL, NULL), BD_OK);
+    assert_int_equal(bd_ws_bitprune(ws, &o, NULL, 0, NULL, NULL, NULL), BD_OK);
     assert_int_equal(act_quantizers(ws), quantizable);
     bd_ws_free(ws);
 }

@@ -15,7 +15,16 @@
 #include "threads.h"
 #include "workspace.h"
 
-enum { OPT_TABLE = 2000, OPT_DATA = 1100, OPT_EVAL, OPT_TEACHER, OPT_THREADS, OPT_REPORT };
+enum {
+    OPT_TABLE = 2000,
+    OPT_DATA = 1100,
+    OPT_EVAL,
+    OPT_TEACHER,
+    OPT_THREADS,
+    OPT_REPORT,
+    OPT_CKPT,
+    OPT_RESUME
+};
 
 static void usage(void)
 {
@@ -35,6 +44,10 @@ static void usage(void)
            "  --eval SPEC              evaluated after every epoch and at the end, on\n"
            "                           --eval-n images (default: its test split, all)\n"
            "  --teacher MODEL          for --loss kl (default: MODEL as loaded)\n"
+           "  --checkpoint FILE        written after every epoch of either phase\n"
+           "                           (default: OUT.ckpt)\n"
+           "  --resume                 continue from the checkpoint, in the phase it was\n"
+           "                           written in, with the same options\n"
            "  --threads T              CPU threads (default: all cores)\n"
            "  --report FILE.json       the per-layer table and totals as JSON\n"
            "%s" CLI_PREPROCESS_HELP,
@@ -42,7 +55,8 @@ static void usage(void)
 }
 
 typedef struct args {
-    const char *model, *out, *data, *eval, *teacher, *report;
+    const char *model, *out, *data, *eval, *teacher, *report, *checkpoint;
+    int resume;
     long threads;
     bd_bitprune_options o;
     cli_preprocess cp;
@@ -50,7 +64,7 @@ typedef struct args {
 
 static int parse(int argc, char **argv, args *a)
 {
-    enum { NFIXED = 14, MAXOPTS = 128 };
+    enum { NFIXED = 16, MAXOPTS = 128 };
     static struct option opts[MAXOPTS];
     static char names[MAXOPTS][48];
     const struct option fixed[NFIXED] = {
@@ -59,6 +73,8 @@ static int parse(int argc, char **argv, args *a)
         {"teacher", required_argument, 0, OPT_TEACHER},
         {"threads", required_argument, 0, OPT_THREADS},
         {"report", required_argument, 0, OPT_REPORT},
+        {"checkpoint", required_argument, 0, OPT_CKPT},
+        {"resume", no_argument, 0, OPT_RESUME},
         CLI_PREPROCESS_LONGOPTS};
     int n = 0;
     for (; n < NFIXED && fixed[n].name; n++)
@@ -85,6 +101,8 @@ static int parse(int argc, char **argv, args *a)
         case OPT_EVAL: a->eval = optarg; break;
         case OPT_TEACHER: a->teacher = optarg; break;
         case OPT_REPORT: a->report = optarg; break;
+        case OPT_CKPT: a->checkpoint = optarg; break;
+        case OPT_RESUME: a->resume = 1; break;
         case OPT_THREADS:
             if (cli_parse_int("bitprune", "--threads", optarg, 1, 1024, &a->threads) != CLI_OK)
                 return CLI_USAGE;
@@ -103,15 +121,9 @@ static int parse(int argc, char **argv, args *a)
     return CLI_OK;
 }
 
-/* BitPruning's epochs come learning's first, then fine-tuning's. */
-typedef struct epochs_seen {
-    int learn, seen;
-} epochs_seen;
-
 static void print_epoch(void *user, const bd_training_epoch *e, int epochs)
 {
-    epochs_seen *p = user;
-    cli_print_epoch(p->seen++ < p->learn ? "learn " : "tune ", e, epochs);
+    cli_print_epoch(bd_cmd_bitprune_phase(user), e, epochs);
 }
 
 static void print_result(const bd_workspace *ws, const bd_bitprune_report *r, int acts)
@@ -158,10 +170,17 @@ static bd_status bitprune(bd_workspace *ws, const args *a, const char *data)
     if (cli_dist_agree(bd_ws_teacher(ws)) != CLI_OK)
         return BD_EINVAL;
     bd_bitprune_report r;
-    epochs_seen seen = {a->o.train.epochs, 0};
-    bd_status s = bd_ws_bitprune(ws, &a->o, print_epoch, &seen, &r);
+    char ckpt[4096];
+    snprintf(ckpt, sizeof ckpt, "%s.ckpt", a->out);
+    bd_status s = bd_ws_bitprune(ws, &a->o, a->checkpoint ? a->checkpoint : ckpt, a->resume,
+                                 print_epoch, ws, &r);
     cli_progress_clear();
     BD_TRY(s);
+    if (a->resume)
+        printf("resumed from %s: %d of %d learning epochs and %d of %d fine-tuning epochs had "
+               "run\n",
+               a->checkpoint ? a->checkpoint : ckpt, r.learn.first > 1 ? r.learn.first - 1 : 0,
+               r.learn.epochs, r.tune.first > 1 ? r.tune.first - 1 : 0, r.tune.epochs);
     print_result(ws, &r, a->o.activations);
     bd_bitprune_report_free(&r);
     bd_accuracy t = {0}, st = {0};

@@ -136,3 +136,19 @@ double bd_test_output_error(const float *x, int64_t n, const float *w, const flo
         }
     return e;
 }
+
+void bd_test_assert_same_floats(const bd_graph *a, const bd_graph *b)
+{
+    int compared = 0;
+    for (int v = 0; v < a->nvalues; v++) {
+        const bd_tensor *ta = a->values[v].init;
+        if (!ta || ta->dtype != BD_F32)
+            continue;
+        int u = bd_graph_find(b, a->values[v].name);
+        assert_true(u >= 0);
+        assert_memory_equal(ta->data, b->values[u].init->data,
+                            (size_t)bd_tensor_count(ta) * sizeof(float));
+        compared++;
+    }
+    assert_true(compared > 0);
+}

@@ -9,10 +9,14 @@
 /* cmocka.h needs the three headers above first */
 #include <cmocka.h>
 
+#include "graph.h"
 #include "tensor.h"
 
 /* Path of a file in the source tree (static buffer, one at a time per slot). */
 const char *bd_test_path(const char *relative);
+/* Every float initializer of a equals b's of the same name, bit for bit
+ * (there is at least one). */
+void bd_test_assert_same_floats(const bd_graph *a, const bd_graph *b);
 /* A fresh empty temporary directory for this test process. */
 const char *bd_test_tmpdir(void);
 /* Reads a whole file (with a NUL after it); NULL if it cannot. *len gets the size. */
