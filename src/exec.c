@@ -5,12 +5,18 @@
 #include <string.h>
 
 #include "cpu/conv.h"
+#include "cpu/fused.h"
 #include "cpu/kernel_util.h"
 #include "ops.h"
 #include "progress.h"
 
+/* What a step runs: its node alone, or a chain of nodes from it fused into
+ * one kernel (BD_EXEC_FUSE). */
+enum { STEP_NODE, STEP_CONV, STEP_GELU, STEP_LAYER_NORM };
+
 typedef struct step {
     int node;
+    int kind;
     const bd_op *op;
     int bn;       /* fused BatchNormalization node, or -1 */
     int add;      /* fused Add of a residual, or -1 */
@@ -21,6 +27,10 @@ typedef struct step {
                    * its own input (x Sigmoid(x), SiLU; x HardSigmoid(x), as
                    * exporters spell HardSwish before opset 14), or -1 */
     int out;      /* the value the whole step produces, when fused */
+    /* GELU: the divisor, the addend, the factor; LayerNorm: epsilon, and
+     * its scale and shift (NULL: none) */
+    float k[3];
+    const bd_tensor *scale, *shift;
 } step;
 
 struct bd_exec {
@@ -153,6 +163,137 @@ static void plan_fusion(const bd_graph *g, const unsigned char *is_output, step 
     s->out = v;
 }
 
+/* The value of a one-element float32 initializer input, if it is one. */
+static int scalar_input(const bd_graph *g, const bd_node *n, int k, float *v)
+{
+    const bd_tensor *t = k < n->ninputs ? bd_node_const_input(g, n, k) : NULL;
+    if (!t || t->dtype != BD_F32 || bd_tensor_count(t) != 1)
+        return 0;
+    *v = *(const float *)t->data;
+    return 1;
+}
+
+/* The two-input node that is the sole reader of `v`: *other gets its other
+ * input's position. */
+static int binary_reader(const bd_graph *g, const unsigned char *is_output, int v, const char *op,
+                         int *node, int *other)
+{
+    int slot;
+    if (!only_reader(g, is_output, v, node, &slot) || !is_op(&g->nodes[*node], op) ||
+        g->nodes[*node].ninputs != 2 || g->nodes[*node].noutputs != 1)
+        return 0;
+    *other = 1 - slot;
+    return 1;
+}
+
+static int unary_reader(const bd_graph *g, const unsigned char *is_output, int v, const char *op,
+                        int *node)
+{
+    int slot;
+    return only_reader(g, is_output, v, node, &slot) && is_op(&g->nodes[*node], op) &&
+           g->nodes[*node].noutputs == 1;
+}
+
+/* GELU as exporters write it: Div(x, c) -> Erf -> Add(1) -> Mul(x, .) ->
+ * Mul(0.5), any constants, either operand order; each link the sole reader
+ * of the one before, the Div starting from x. */
+static void plan_gelu(const bd_graph *g, const unsigned char *is_output, step *s,
+                      unsigned char *absorbed)
+{
+    const bd_node *div = &g->nodes[s->node];
+    int erf, add, mul, half, other, o2;
+    float k[3];
+    if (!is_op(div, "Div") || div->ninputs != 2 || div->noutputs != 1 || div->inputs[0] < 0 ||
+        !scalar_input(g, div, 1, &k[0]) ||
+        !unary_reader(g, is_output, div->outputs[0], "Erf", &erf) ||
+        !binary_reader(g, is_output, g->nodes[erf].outputs[0], "Add", &add, &other) ||
+        !scalar_input(g, &g->nodes[add], other, &k[1]) ||
+        !binary_reader(g, is_output, g->nodes[add].outputs[0], "Mul", &mul, &other) ||
+        g->nodes[mul].inputs[other] != div->inputs[0] ||
+        !binary_reader(g, is_output, g->nodes[mul].outputs[0], "Mul", &half, &o2) ||
+        !scalar_input(g, &g->nodes[half], o2, &k[2]))
+        return;
+    s->kind = STEP_GELU;
+    memcpy(s->k, k, sizeof k);
+    absorbed[erf] = absorbed[add] = absorbed[mul] = absorbed[half] = 1;
+    s->out = g->nodes[half].outputs[0];
+}
+
+/* A ReduceMean over the last axis alone, keeping it. */
+static int last_axis_mean(const bd_graph *g, const bd_node *n)
+{
+    if (!is_op(n, "ReduceMean") || n->noutputs != 1 || bd_attr_int(n, "keepdims", 1) != 1)
+        return 0;
+    int64_t axes[2];
+    int count = 0;
+    const bd_tensor *t = n->ninputs > 1 ? bd_node_const_input(g, n, 1) : NULL;
+    if ((g->opset >= 18 && n->ninputs > 1 && !t) ||
+        bd_k_int_list(n, g->opset >= 18, t, "axes", axes, 2, &count) != BD_OK)
+        return 0;
+    return count == 1 && axes[0] == -1;
+}
+
+/* A one-dimensional float32 initializer input (LayerNorm's scale or shift). */
+static const bd_tensor *vector_input(const bd_graph *g, const bd_node *n, int k)
+{
+    const bd_tensor *t = bd_node_const_input(g, n, k);
+    return t && t->dtype == BD_F32 && t->ndim <= 1 ? t : NULL;
+}
+
+/* LayerNorm over the last axis as exporters write it: m = ReduceMean(x),
+ * d = Sub(x, m), ReduceMean(Pow(d, 2)) -> Add(eps) -> Sqrt, Div(d, that),
+ * then optionally Mul(scale) and Add(shift); each value the sole input of
+ * the next but d, read by the Pow and the Div. */
+static void plan_layer_norm(const bd_graph *g, const unsigned char *is_output, step *s,
+                            unsigned char *absorbed)
+{
+    const bd_node *m = &g->nodes[s->node];
+    const int x = m->ninputs > 0 ? m->inputs[0] : -1;
+    int sub, slot, pow, var, add, sqrt_, div, reader, other, found = 0;
+    float two, eps;
+    if (x < 0 || !last_axis_mean(g, m) ||
+        !binary_reader(g, is_output, m->outputs[0], "Sub", &sub, &other) || other != 0 ||
+        g->nodes[sub].inputs[0] != x || is_output[g->nodes[sub].outputs[0]])
+        return;
+    /* d's readers: a Pow by 2 and the Div */
+    const int d = g->nodes[sub].outputs[0];
+    pow = div = -1;
+    for (int i = 0; i < g->nnodes; i++)
+        for (int k = 0; k < g->nodes[i].ninputs; k++)
+            if (g->nodes[i].inputs[k] == d) {
+                found++;
+                if (k == 0 && is_op(&g->nodes[i], "Pow"))
+                    pow = i;
+                else if (k == 0 && is_op(&g->nodes[i], "Div"))
+                    div = i;
+            }
+    if (found != 2 || pow < 0 || div < 0 || !scalar_input(g, &g->nodes[pow], 1, &two) ||
+        two != 2.0f || !only_reader(g, is_output, g->nodes[pow].outputs[0], &var, &slot) ||
+        !last_axis_mean(g, &g->nodes[var]) ||
+        !binary_reader(g, is_output, g->nodes[var].outputs[0], "Add", &add, &other) ||
+        !scalar_input(g, &g->nodes[add], other, &eps) ||
+        !unary_reader(g, is_output, g->nodes[add].outputs[0], "Sqrt", &sqrt_) ||
+        !only_reader(g, is_output, g->nodes[sqrt_].outputs[0], &reader, &slot) ||
+        reader != div || slot != 1 || g->nodes[div].ninputs != 2 || g->nodes[div].noutputs != 1)
+        return;
+    s->kind = STEP_LAYER_NORM;
+    s->k[0] = eps;
+    absorbed[sub] = absorbed[pow] = absorbed[var] = absorbed[add] = absorbed[sqrt_] =
+        absorbed[div] = 1;
+    s->out = g->nodes[div].outputs[0];
+    int mul, shift;
+    if (binary_reader(g, is_output, s->out, "Mul", &mul, &other) &&
+        (s->scale = vector_input(g, &g->nodes[mul], other))) {
+        absorbed[mul] = 1;
+        s->out = g->nodes[mul].outputs[0];
+        if (binary_reader(g, is_output, s->out, "Add", &shift, &other) &&
+            (s->shift = vector_input(g, &g->nodes[shift], other))) {
+            absorbed[shift] = 1;
+            s->out = g->nodes[shift].outputs[0];
+        }
+    }
+}
+
 bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
 {
     bd_exec *ex = calloc(1, sizeof *ex);
@@ -182,6 +323,7 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
             continue;
         step *s = &ex->steps[ex->nsteps];
         s->node = i;
+        s->kind = STEP_NODE;
         s->bn = s->act = s->gate = s->add = s->residual = -1;
         s->out = g->nodes[i].outputs[0];
         bd_status st = bd_op_check(g, &g->nodes[i], &s->op);
@@ -190,8 +332,15 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
             bd_exec_free(ex);
             return st;
         }
-        if (flags & BD_EXEC_FUSE)
+        if (flags & BD_EXEC_FUSE) {
             plan_fusion(g, ex->is_output, s, absorbed);
+            if (s->bn >= 0 || s->add >= 0 || s->act >= 0)
+                s->kind = STEP_CONV;
+            else
+                plan_gelu(g, ex->is_output, s, absorbed);
+            if (s->kind == STEP_NODE)
+                plan_layer_norm(g, ex->is_output, s, absorbed);
+        }
         ex->nsteps++;
         const bd_node *n = &g->nodes[i];
         for (int k = 0; k < n->ninputs; k++)
@@ -226,6 +375,16 @@ void bd_exec_set_hook(bd_exec *ex, bd_exec_hook hook, void *user)
 void bd_exec_set_transform(bd_exec *ex, const bd_input_transform *tf) { ex->tf = tf; }
 
 void bd_exec_set_profile(bd_exec *ex, double *seconds) { ex->profile = seconds; }
+
+const char *bd_exec_step_op(const bd_exec *ex, int node)
+{
+    for (int i = 0; i < ex->nsteps; i++)
+        if (ex->steps[i].node == node)
+            return ex->steps[i].kind == STEP_GELU         ? "GELU"
+                   : ex->steps[i].kind == STEP_LAYER_NORM ? "LayerNorm"
+                                                          : ex->g->nodes[node].op;
+    return ex->g->nodes[node].op;
+}
 
 /* Per-channel scale and shift of conv bias + inference BatchNormalization. */
 static bd_status fused_epilogue(const bd_graph *g, const step *s, int64_t m, float **buf,
@@ -351,6 +510,37 @@ static bd_status run_fused_conv(const bd_graph *g, const step *s, bd_tensor *con
     }
     free(buf);
     return st;
+}
+
+static bd_status run_fused_gelu(const bd_graph *g, const step *s, bd_tensor *const *in,
+                                bd_tensor **out)
+{
+    const bd_tensor *x = in[0];
+    BD_TRY(bd_k_want_f32(&g->nodes[s->node], x, "input"));
+    BD_TRY(bd_tensor_new_raw(out, BD_F32, x->ndim, x->dims, g->values[s->out].name));
+    bd_fused_gelu(x->data, bd_tensor_count(x), s->k[0], s->k[1], s->k[2], (*out)->data);
+    return BD_OK;
+}
+
+static bd_status run_fused_layer_norm(const bd_graph *g, const step *s, bd_tensor *const *in,
+                                      bd_tensor **out)
+{
+    const bd_node *n = &g->nodes[s->node];
+    const bd_tensor *x = in[0];
+    BD_TRY(bd_k_want_f32(n, x, "input"));
+    const int64_t c = x->ndim > 0 ? x->dims[x->ndim - 1] : 1;
+    const int64_t ns = s->scale ? bd_tensor_count(s->scale) : 0;
+    const int64_t nb = s->shift ? bd_tensor_count(s->shift) : 0;
+    if ((ns > 1 && ns != c) || (nb > 1 && nb != c))
+        return bd_node_fail(n, BD_EFORMAT, "LayerNorm of rows of %lld: its scale has %lld values "
+                                           "and its shift %lld",
+                            (long long)c, (long long)ns, (long long)nb);
+    BD_TRY(bd_tensor_new_raw(out, BD_F32, x->ndim, x->dims, g->values[s->out].name));
+    if (c > 0)
+        bd_fused_layer_norm(x->data, bd_tensor_count(x) / c, c, s->k[0],
+                            s->scale ? s->scale->data : NULL, ns,
+                            s->shift ? s->shift->data : NULL, nb, (*out)->data);
+    return BD_OK;
 }
 
 static bd_status check_input(const bd_graph *g, int i, const bd_tensor *t)
@@ -485,8 +675,12 @@ static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_ten
     for (int k = 0; k < n->noutputs; k++)
         outs[k] = NULL;
     const double t0 = ex->profile ? bd_now() : 0;
-    if (s->bn >= 0 || s->add >= 0 || s->act >= 0) {
-        st = run_fused_conv(g, s, ins, s->residual >= 0 ? r->vals[s->residual] : NULL, &outs[0]);
+    if (s->kind != STEP_NODE) {
+        st = s->kind == STEP_CONV ? run_fused_conv(g, s, ins,
+                                                   s->residual >= 0 ? r->vals[s->residual] : NULL,
+                                                   &outs[0])
+             : s->kind == STEP_GELU ? run_fused_gelu(g, s, ins, &outs[0])
+                                    : run_fused_layer_norm(g, s, ins, &outs[0]);
         if (st == BD_OK) {
             r->vals[s->out] = outs[0];
             r->owned[s->out] = 1;

@@ -120,6 +120,60 @@ static bd_status count_calls(void *user, const bd_graph *g, int node, bd_tensor 
     return BD_OK;
 }
 
+/* Counts the hook's calls at nodes of one op type (user: the op, then the
+ * count). */
+typedef struct op_calls {
+    const char *op;
+    int calls;
+} op_calls;
+
+static bd_status count_op(void *user, const bd_graph *g, int node, bd_tensor *const *in)
+{
+    (void)in;
+    op_calls *c = user;
+    c->calls += strcmp(g->nodes[node].op, c->op) == 0;
+    return BD_OK;
+}
+
+/* ConvNeXt's LayerNorms (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div,
+ * Mul, Add) and GELUs (Div, Erf, Add, Mul, Mul), as the exporter spells
+ * them, each run as one step when fused (no Sqrt or Erf node runs on its
+ * own), with the same bits as the ops one by one. */
+static void test_fused_chains(void **state)
+{
+    (void)state;
+    bd_graph *g;
+    if (bd_onnx_load(bd_test_path("tests/zoo/convnext_tiny.onnx"), &g) != BD_OK)
+        BD_TEST_SKIP("tests/zoo/convnext_tiny.onnx: %s", bd_error_message());
+    const bd_value *in = &g->values[g->inputs[0]];
+    int64_t dims[4];
+    for (int d = 0; d < 4; d++)
+        dims[d] = in->dims[d] > 0 ? in->dims[d] : 2;
+    bd_tensor *x, *a, *b;
+    assert_int_equal(bd_tensor_new(&x, BD_F32, 4, dims, "x"), BD_OK);
+    bd_test_fill_random(x->data, (size_t)bd_tensor_count(x), 11, -2, 2);
+    bd_exec *plain, *fused;
+    assert_int_equal(bd_exec_new(&plain, g, 0), BD_OK);
+    assert_int_equal(bd_exec_new(&fused, g, BD_EXEC_FUSE), BD_OK);
+    const char *absorbed[] = {"Sqrt", "Erf", "Pow"};
+    for (int k = 0; k < 3; k++) {
+        op_calls p = {absorbed[k], 0}, f = {absorbed[k], 0};
+        bd_exec_set_hook(plain, count_op, &p);
+        bd_exec_set_hook(fused, count_op, &f);
+        assert_int_equal(bd_exec_run1(plain, x, &a), BD_OK);
+        assert_int_equal(bd_exec_run1(fused, x, &b), BD_OK);
+        assert_true(p.calls > 0);
+        assert_int_equal(f.calls, 0);
+        assert_memory_equal(a->data, b->data, bd_tensor_nbytes(a));
+        bd_tensor_free(a);
+        bd_tensor_free(b);
+    }
+    bd_tensor_free(x);
+    bd_exec_free(plain);
+    bd_exec_free(fused);
+    bd_graph_free(g);
+}
+
 /* Conv -> Add(residual) -> an activation, with the residual of the conv's
  * shape (added in the conv's epilogue) or broadcast (the Add and the
  * activation then run as their own kernels after the conv). */
@@ -252,6 +306,7 @@ int main(void)
         cmocka_unit_test(test_hooks),
         cmocka_unit_test(test_fusion_skips_hooks_but_keeps_results),
         cmocka_unit_test(test_fused_activations),
+        cmocka_unit_test(test_fused_chains),
         cmocka_unit_test(test_bad_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

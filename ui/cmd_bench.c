@@ -114,7 +114,7 @@ static int by_time(const void *a, const void *b)
 /* Nodes shown by themselves, slowest first. */
 enum { TOP_NODES = 15 };
 
-static void print_profile(const bd_graph *g, const profile *pr, long iters)
+static void print_profile(const bd_graph *g, const bd_exec *ex, const profile *pr, long iters)
 {
     op_time *ops = calloc((size_t)g->nnodes + 1, sizeof *ops), *nodes =
         calloc((size_t)g->nnodes + 1, sizeof *nodes);
@@ -129,12 +129,13 @@ static void print_profile(const bd_graph *g, const profile *pr, long iters)
     for (int i = 0; i < g->nnodes; i++) {
         const double t = pr->seconds[i] / (double)iters;
         total += t;
-        nodes[i] = (op_time){g->nodes[i].op, t, i};
+        const char *op = bd_exec_step_op(ex, i);
+        nodes[i] = (op_time){op, t, i};
         int j = 0;
-        while (j < nops && strcmp(ops[j].op, g->nodes[i].op) != 0)
+        while (j < nops && strcmp(ops[j].op, op) != 0)
             j++;
         if (j == nops)
-            ops[nops++] = (op_time){g->nodes[i].op, 0, 0};
+            ops[nops++] = (op_time){op, 0, 0};
         ops[j].seconds += t;
         ops[j].n += *pr->shapes[i] != 0;
     }
@@ -148,7 +149,7 @@ static void print_profile(const bd_graph *g, const profile *pr, long iters)
     for (int j = 0; j < TOP_NODES && j < g->nnodes && nodes[j].seconds > 0; j++) {
         const int i = nodes[j].n;
         printf("  %8.3f ms %5.1f%%  %-14s %s  %s\n", 1e3 * nodes[j].seconds,
-               100 * nodes[j].seconds / total, g->nodes[i].op, g->nodes[i].name, pr->shapes[i]);
+               100 * nodes[j].seconds / total, nodes[j].op, g->nodes[i].name, pr->shapes[i]);
     }
     free(ops);
     free(nodes);
@@ -290,7 +291,7 @@ int cli_bench(int argc, char **argv)
                argv[optind], batch, bd_threads_get(), iters, training ? "training" : "forward",
                (double)batch / median, 1e3 * median, 1e3 * times[0]);
         if (profiling)
-            print_profile(g, &pr, iters);
+            print_profile(g, p.ex, &pr, iters);
     }
     free(pr.seconds);
     free(pr.shapes);

@@ -12,6 +12,11 @@
  * costs more than the work. */
 enum { BD_PARALLEL_MIN = 1 << 15 };
 
+/* x[0], x[stride], ... x[(n-1) stride] summed in double, in an order fixed
+ * by n and stride alone: ReduceMean's sum, and the fused LayerNorm's
+ * (fused.h), which must give its bits. */
+double bd_k_sum(const float *x, int64_t n, int64_t stride);
+
 /* C = alpha A B + beta C (row-major, no transposes) with C's columns in
  * fixed panels, one single-threaded GEMM each. OpenBLAS's own threads
  * split a GEMM by their count, and its result then differs in the last

@@ -131,6 +131,27 @@ bd_status bd_k_reduce_axes(const bd_graph *g, const bd_node *n, bd_tensor *const
     return BD_OK;
 }
 
+/* Eight sums side by side along a contiguous run: one chain of dependent
+ * double adds waited 4 cycles a value (ConvNeXt's LayerNorms, two means a
+ * row, were 3 % of its time). */
+double bd_k_sum(const float *x, int64_t n, int64_t stride)
+{
+    double sum = 0;
+    int64_t j = 0;
+    if (stride == 1 && n >= 16) {
+        double acc[8] = {0};
+        for (; j + 8 <= n; j += 8) {
+#pragma omp simd
+            for (int u = 0; u < 8; u++)
+                acc[u] += x[j + u];
+        }
+        sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    }
+    for (; j < n; j++)
+        sum += x[j * stride];
+    return sum;
+}
+
 BD_KERNEL(bd_k_reduce_mean)
 {
     const bd_tensor *x = in[0];
@@ -190,8 +211,7 @@ BD_KERNEL(bd_k_reduce_mean)
                 off += rest % rdim[k] * rstride[k];
                 rest /= rdim[k];
             }
-            for (int64_t j = 0; j < run; j++)
-                sum += xd[off + j * run_stride];
+            sum += bd_k_sum(xd + off, run, run_stride);
         }
         yd[o] = (float)(sum / (double)rcount);
     }

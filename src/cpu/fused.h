@@ -1,0 +1,23 @@
+/* Op chains the executor runs as one step (exec.c, BD_EXEC_FUSE), as
+ * exporters spell them out: each is one pass over its input instead of a
+ * pass per op (ConvNeXt's LayerNorm is nine ops, its GELU five), with the
+ * ops' own arithmetic in their order, so a fused run gives the same bits
+ * as the ops one by one. */
+#ifndef BD_CPU_FUSED_H
+#define BD_CPU_FUSED_H
+
+#include <stdint.h>
+
+/* GELU through Erf: y = x (erf(x / div) + add) mul, for x[n]; the
+ * exporter's Div, Erf, Add, Mul, Mul (div sqrt 2, add 1, mul 0.5). */
+void bd_fused_gelu(const float *x, int64_t n, float div, float add, float mul, float *y);
+
+/* LayerNorm over the last axis, rows of c values: with m the row's mean
+ * (ReduceMean's, bd_k_sum) and d = x - m, v the mean of d d,
+ * y = d / sqrt(v + eps) * scale + shift, scale and shift per position of
+ * the row (nscale, nshift: c, or 1 for one value; NULL: none). The
+ * exporter's ReduceMean, Sub, Pow(2), ReduceMean, Add, Sqrt, Div, Mul, Add. */
+void bd_fused_layer_norm(const float *x, int64_t rows, int64_t c, float eps, const float *scale,
+                         int64_t nscale, const float *shift, int64_t nshift, float *y);
+
+#endif
