@@ -8,6 +8,9 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#include "conv.h"
+#include "fast_math.h"
+
 /* In-register transpose of 16x16 floats: r[i] lane j becomes r[j] lane i. */
 static inline __attribute__((always_inline)) void bd_transpose16(__m512 *r)
 {
@@ -63,6 +66,25 @@ bd_epilogue_vec(__m512 v, __m512 a, __m512 b, const float *res, __mmask16 mask, 
     if (res)
         v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, res));
     return _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+}
+
+/* The epilogue's function activation (Sigmoid, SiLU, HardSigmoid, its
+ * gate, HardSwish; the clamps are bd_epilogue_vec's) on a vector in
+ * registers, before it is stored: storing the tile and reading it back for
+ * bd_activation_apply stalled on the masked stores' forwarding (a quarter
+ * of EfficientNet-B0's time waited there). The same functions as the
+ * Sigmoid, HardSigmoid and HardSwish ops, so the same bits. */
+static inline __attribute__((always_inline)) __m512 bd_activation_vec(const bd_epilogue *ep,
+                                                                       __m512 v)
+{
+    switch (ep ? ep->act : BD_ACT_NONE) {
+    case BD_ACT_SIGMOID: return bd_sigmoid16(v);
+    case BD_ACT_SILU: return _mm512_mul_ps(v, bd_sigmoid16(v));
+    case BD_ACT_HARD_SIGMOID: return bd_hard_sigmoid16(v, ep->alpha, ep->beta);
+    case BD_ACT_X_HARD_SIGMOID: return _mm512_mul_ps(v, bd_hard_sigmoid16(v, ep->alpha, ep->beta));
+    case BD_ACT_HARD_SWISH: return bd_hard_swish16(v);
+    default: return v;
+    }
 }
 
 #endif

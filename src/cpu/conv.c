@@ -10,6 +10,9 @@
 #include "conv_planes.h"
 #include "conv_pointwise.h"
 #include "conv_direct.h"
+#ifdef __AVX512F__
+#include "avx512.h"
+#endif
 #include "fast_math.h"
 #include "ops.h"
 
@@ -196,19 +199,19 @@ void bd_activation_apply(const bd_epilogue *ep, float *y, int64_t len)
 {
     if (!bd_epilogue_has_function(ep))
         return;
+#ifdef __AVX512F__
+    /* every value through the kernels' own bd_activation_vec, the last
+     * ones masked: the same bits fused in registers or applied here */
+    for (int64_t i = 0; i < len; i += 16) {
+        const __mmask16 m = len - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (len - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, bd_activation_vec(ep, _mm512_maskz_loadu_ps(m, y + i)));
+    }
+#else
     /* omp simd: -O2 alone vectorises only loops without a remainder */
     const float alpha = ep->alpha, beta = ep->beta;
     switch (ep->act) {
     case BD_ACT_SIGMOID:
-#pragma omp simd
-        for (int64_t i = 0; i < len; i++)
-            y[i] = bd_sigmoidf(y[i]);
-        break;
-    case BD_ACT_SILU:
-#pragma omp simd
-        for (int64_t i = 0; i < len; i++)
-            y[i] = y[i] * bd_sigmoidf(y[i]);
-        break;
+    case BD_ACT_SILU: bd_sigmoid_run(y, y, len, ep->act == BD_ACT_SILU); break;
     case BD_ACT_HARD_SIGMOID:
 #pragma omp simd
         for (int64_t i = 0; i < len; i++)
@@ -226,6 +229,7 @@ void bd_activation_apply(const bd_epilogue *ep, float *y, int64_t len)
         break;
     default: break;
     }
+#endif
 }
 
 void bd_epilogue_apply(const bd_epilogue *ep, int64_t c, const float *src, const float *res,

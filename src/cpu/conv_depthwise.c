@@ -105,8 +105,9 @@ channel_body(const bd_conv_geom *g, bd_bordered b, const float *buf, const float
 #pragma GCC unroll 4
         for (int k = 0; k < NB; k++)
             _mm512_mask_storeu_ps(y + out[k], mk[k],
-                                  bd_epilogue_vec(acc[k], a, sh, res ? res + out[k] : NULL, mk[k],
-                                                  lo, hi));
+                                  bd_activation_vec(ep, bd_epilogue_vec(acc[k], a, sh,
+                                                                        res ? res + out[k] : NULL,
+                                                                        mk[k], lo, hi)));
     }
 }
 
@@ -233,7 +234,8 @@ static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const 
             for (int p = 0; p < PX; p++)
                 if (p < n)
                     _mm512_store_ps(out + (oy * g->ow + ox + p) * VL,
-                                    bd_epilogue_vec(acc[p], a, sh, NULL, 0, lo, hi));
+                                    bd_activation_vec(ep, bd_epilogue_vec(acc[p], a, sh, NULL, 0,
+                                                                          lo, hi)));
         }
     float *yi = y + (i * g->c + c0) * ohw;
     for (int64_t p0 = 0; p0 < ohw; p0 += VL) {
@@ -247,8 +249,6 @@ static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const 
         for (int64_t ch = 0; ch < nch; ch++)
             _mm512_mask_storeu_ps(yi + ch * ohw + p0, mk, v[ch]);
     }
-    for (int64_t ch = 0; ch < nch; ch++)
-        bd_activation_apply(ep, yi + ch * ohw, ohw);
 }
 
 static bd_status depthwise_blocked(const bd_conv_geom *g, const float *x, const float *w,
@@ -307,7 +307,6 @@ bd_status bd_conv_depthwise(const bd_conv_geom *g, const float *x, const float *
             if (fast && buf) {
                 bd_border_copy(g, b, xc, buf);
                 fast(g, b, buf, wc, ep, c, res, yc);
-                bd_activation_apply(ep, yc, ohw);
                 continue;
             }
             if (fast)

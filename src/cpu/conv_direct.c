@@ -301,17 +301,7 @@ static void store_tile(const plan *p, int64_t m0, int64_t at, const __m512 *acc)
             const int64_t o = at + (b * VL + c) * ohw;
             if (c < real && ep && ep->residual)
                 v[c] = _mm512_add_ps(v[c], _mm512_maskz_loadu_ps(mask, ep->residual + o));
-            v[c] = _mm512_min_ps(_mm512_max_ps(v[c], lo), hi);
-        }
-        if (bd_epilogue_has_function(ep)) {
-            /* in a buffer, not in place: the last tile of a unit may store
-             * again outputs another thread has finished */
-            float f[VL * VL];
-            for (int c = 0; c < VL; c++)
-                _mm512_storeu_ps(f + c * VL, v[c]);
-            bd_activation_apply(ep, f, VL * VL);
-            for (int c = 0; c < VL; c++)
-                v[c] = _mm512_loadu_ps(f + c * VL);
+            v[c] = bd_activation_vec(ep, _mm512_min_ps(_mm512_max_ps(v[c], lo), hi));
         }
 #pragma GCC unroll 16
         for (int c = 0; c < VL; c++)

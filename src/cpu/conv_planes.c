@@ -94,22 +94,9 @@ tile_body(const plan *p, const float *buf, const float *w, const span *gr, const
         const __m512 b = _mm512_set1_ps(ep && ep->shift ? ep->shift[m] : 0.0f);
 #pragma GCC unroll 4
         for (int k = 0; k < NB; k++)
-            acc[i][k] = bd_epilogue_vec(acc[i][k], a, b, res ? res + m * ohw + gr->out[k] : NULL,
-                                        gr->mask[k], lo, hi);
-    }
-    if (bd_epilogue_has_function(ep)) {
-        float f[MR * NB * VL];
-#pragma GCC unroll 6
-        for (int i = 0; i < mr; i++)
-#pragma GCC unroll 4
-            for (int k = 0; k < NB; k++)
-                _mm512_storeu_ps(f + (i * NB + k) * VL, acc[i][k]);
-        bd_activation_apply(ep, f, mr * NB * VL);
-#pragma GCC unroll 6
-        for (int i = 0; i < mr; i++)
-#pragma GCC unroll 4
-            for (int k = 0; k < NB; k++)
-                acc[i][k] = _mm512_loadu_ps(f + (i * NB + k) * VL);
+            acc[i][k] = bd_activation_vec(
+                ep, bd_epilogue_vec(acc[i][k], a, b, res ? res + m * ohw + gr->out[k] : NULL,
+                                    gr->mask[k], lo, hi));
     }
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++)

@@ -78,11 +78,11 @@ tile_body(const plan *p, const float *x, const float *w, const float *res, float
         const __m512 b = _mm512_set1_ps(ep && ep->shift ? ep->shift[m0 + i] : 0.0f);
 #pragma GCC unroll 4
         for (int j = 0; j < nr; j++)
-            _mm512_mask_storeu_ps(y + i * hw + j * VL, mk[j],
-                                  bd_epilogue_vec(acc[i][j], a, b, res ? res + i * hw + j * VL : NULL,
-                                                  mk[j], lo, hi));
-        /* tiles do not overlap: in place, while the row is in L1 */
-        bd_activation_apply(ep, y + i * hw, (nr - 1) * VL + _mm_popcnt_u32(mk[nr - 1]));
+            _mm512_mask_storeu_ps(
+                y + i * hw + j * VL, mk[j],
+                bd_activation_vec(ep, bd_epilogue_vec(acc[i][j], a, b,
+                                                      res ? res + i * hw + j * VL : NULL, mk[j],
+                                                      lo, hi)));
     }
 }
 

@@ -160,7 +160,19 @@ BD_KERNEL(bd_k_mod)
 UNARY_RUN(relu_f32, float, x > 0 ? x : 0)
 UNARY_RUN(leaky_relu_f32, float, x >= 0 ? x : p[0] * x)
 UNARY_RUN(clip_f32, float, bd_clampf(x, p[0], p[1]))
-UNARY_RUN(sigmoid_f32, float, bd_sigmoidf(x))
+static void sigmoid_f32(const void *ctx, void *out, const void *const *in, const int *step,
+                        int64_t count)
+{
+    (void)ctx;
+    if (step[0]) {
+        bd_sigmoid_run(in[0], out, count, 0);
+        return;
+    }
+    float s; /* one value broadcast */
+    bd_sigmoid_run(in[0], &s, 1, 0);
+    for (int64_t j = 0; j < count; j++)
+        ((float *)out)[j] = s;
+}
 UNARY_RUN(hard_sigmoid_f32, float, bd_hard_sigmoidf(x, p[0], p[1]))
 UNARY_RUN(hard_swish_f32, float, bd_hard_swishf(x))
 UNARY_RUN(tanh_f32, float, tanhf(x))
