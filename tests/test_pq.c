@@ -419,6 +419,49 @@ static void test_seeding_draws_distinct_subvectors(void **state)
     free(x);
 }
 
+/* n random subvectors of d in [-1, 1], and in *gr the Gram of `rows` random
+ * input rows in [0, 1] (so correlated inputs), from seed and seed + 1. */
+static float *random_layer(int n, int d, int rows, uint64_t seed, bd_gram *gr)
+{
+    float *sub = malloc((size_t)n * (size_t)d * sizeof *sub);
+    float *x = malloc((size_t)rows * (size_t)d * sizeof *x);
+    bd_test_fill_random(sub, (size_t)n * (size_t)d, seed, -1, 1);
+    bd_test_fill_random(x, (size_t)rows * (size_t)d, seed + 1, 0, 1);
+    gram_from_rows(gr, x, rows, d);
+    free(x);
+    return sub;
+}
+
+/* Over seeds 0..5, one fit of sub[n] against `restarts` from the same seed:
+ * the best is never higher, every code is a centroid, and its last
+ * objective is the exact one. *lower counts the seeds where the restarts
+ * ended lower, *other those that kept a restart after the first. */
+static void restarts_against_one(const float *sub, int n, int k, int restarts, const bd_gram *gr,
+                                 int *lower, int *other)
+{
+    *lower = *other = 0;
+    for (uint64_t seed = 0; seed < 6; seed++) {
+        bd_pq_options one = {.k = k, .iters = 100, .seed = seed, .restarts = 1, .tol = 1e-5};
+        bd_pq_options many = one;
+        many.restarts = restarts;
+        bd_pq_result a, b;
+        assert_int_equal(bd_pq_fit(sub, n, gr, &one, NULL, &a), BD_OK);
+        assert_int_equal(bd_pq_fit(sub, n, gr, &many, NULL, &b), BD_OK);
+        for (int i = 0; i < n; i++)
+            assert_true(b.assign[i] >= 0 && b.assign[i] < b.k);
+        double fa = bd_pq_objective(sub, n, gr, a.centroids, a.assign);
+        double fb = bd_pq_objective(sub, n, gr, b.centroids, b.assign);
+        assert_true(fb <= fa);
+        assert_int_equal(b.restarts, restarts);
+        double exact = sqrt(fb / ((double)gr->blocks * n));
+        assert_true(fabs(exact - b.objective[b.iters - 1]) <= 1e-9 * exact);
+        *lower += fb < fa * (1 - 1e-6);
+        *other += b.best_restart > 0;
+        bd_pq_result_free(&a);
+        bd_pq_result_free(&b);
+    }
+}
+
 /* Restart 0 is the plain run from the same seed, and the best is kept: more
  * restarts never end higher. They do end lower somewhere, or they would be
  * pointless on these clustered-but-overlapping data. */
@@ -426,31 +469,13 @@ static void test_restarts_never_worse(void **state)
 {
     (void)state;
     enum { N = 3000, D = 4, K = 32 };
-    float *sub = malloc(N * D * sizeof *sub), *x = malloc(400 * D * sizeof *x);
-    bd_test_fill_random(sub, N * D, 31, -1, 1);
-    bd_test_fill_random(x, 400 * D, 32, 0, 1);
     bd_gram gr;
-    gram_from_rows(&gr, x, 400, D);
-    int lower = 0;
-    for (uint64_t seed = 0; seed < 6; seed++) {
-        bd_pq_options one = {.k = K, .iters = 100, .seed = seed, .restarts = 1, .tol = 1e-5};
-        bd_pq_options many = one;
-        many.restarts = 5;
-        bd_pq_result a, b;
-        assert_int_equal(bd_pq_fit(sub, N, &gr, &one, NULL, &a), BD_OK);
-        assert_int_equal(bd_pq_fit(sub, N, &gr, &many, NULL, &b), BD_OK);
-        double fa = bd_pq_objective(sub, N, &gr, a.centroids, a.assign);
-        double fb = bd_pq_objective(sub, N, &gr, b.centroids, b.assign);
-        assert_true(fb <= fa);
-        assert_int_equal(b.restarts, 5);
-        lower += fb < fa * (1 - 1e-6);
-        bd_pq_result_free(&a);
-        bd_pq_result_free(&b);
-    }
+    float *sub = random_layer(N, D, 400, 31, &gr);
+    int lower, other;
+    restarts_against_one(sub, N, K, 5, &gr, &lower, &other);
     assert_true(lower > 0);
     bd_gram_free(&gr);
     free(sub);
-    free(x);
 }
 
 /* With many subvectors per centroid the trials run on samples: a trial kept
@@ -463,31 +488,11 @@ static void test_restarts_sampled(void **state)
 {
     (void)state;
     enum { N = 20000, D = 3, K = 16 };
-    float *sub = malloc(N * D * sizeof *sub), *x = malloc(300 * D * sizeof *x);
-    bd_test_fill_random(sub, N * D, 91, -1, 1);
-    bd_test_fill_random(x, 300 * D, 92, 0, 1);
     bd_gram gr;
-    gram_from_rows(&gr, x, 300, D);
-    int other_kept = 0;
-    for (uint64_t seed = 0; seed < 6; seed++) {
-        bd_pq_options one = {.k = K, .iters = 100, .seed = seed, .restarts = 1, .tol = 1e-5};
-        bd_pq_options many = one;
-        many.restarts = 6;
-        bd_pq_result a, b;
-        assert_int_equal(bd_pq_fit(sub, N, &gr, &one, NULL, &a), BD_OK);
-        assert_int_equal(bd_pq_fit(sub, N, &gr, &many, NULL, &b), BD_OK);
-        for (int i = 0; i < N; i++)
-            assert_true(b.assign[i] >= 0 && b.assign[i] < b.k);
-        double fa = bd_pq_objective(sub, N, &gr, a.centroids, a.assign);
-        double fb = bd_pq_objective(sub, N, &gr, b.centroids, b.assign);
-        assert_true(fb <= fa);
-        double exact = sqrt(fb / ((double)gr.blocks * N));
-        assert_true(fabs(exact - b.objective[b.iters - 1]) <= 1e-9 * exact);
-        other_kept += b.best_restart > 0;
-        bd_pq_result_free(&a);
-        bd_pq_result_free(&b);
-    }
-    assert_true(other_kept > 0); /* a sampled trial did win somewhere */
+    float *sub = random_layer(N, D, 300, 91, &gr);
+    int lower, other;
+    restarts_against_one(sub, N, K, 6, &gr, &lower, &other);
+    assert_true(other > 0); /* a sampled trial did win somewhere */
     /* one value everywhere but at 7 rare places, 6 of them distinct */
     for (int i = 0; i < N; i++)
         for (int t = 0; t < D; t++)
@@ -506,12 +511,8 @@ static void test_restarts_sampled(void **state)
     bd_pq_result_free(&res);
     bd_gram_free(&gr);
     free(sub);
-    free(x);
 }
 
-/* Tolerance stopping ends a fit before the cap once it has converged, and
- * tol 0 runs to a fixed point; both agree on an objective no higher than
- * the stopped one allows. */
 /* Small layers converge inside the trial iterations of a restart: the fit
  * kept must still be a whole one, every code a centroid, its objective the
  * exact one. */
@@ -546,6 +547,9 @@ static void test_restarts_converged_in_trial(void **state)
     bd_gram_free(&gr);
 }
 
+/* Tolerance stopping ends a fit before the cap once it has converged, and
+ * tol 0 runs to a fixed point; both agree on an objective no higher than
+ * the stopped one allows. */
 static void test_tolerance_stops(void **state)
 {
     (void)state;
