@@ -1088,15 +1088,20 @@ static bd_status resumed_phase(bitprune *b, const char *path, int *phase)
     BD_TRY(bd_training_checkpoint_hook_state(path, &data, &len));
     state_head h;
     bd_status s = BD_OK;
+    *phase = 0;
     if (len < sizeof h || (memcpy(&h, data, sizeof h), memcmp(h.magic, state_magic, 8)) ||
-        (h.phase != 0 && h.phase != 1))
+        (h.phase != 0 && h.phase != 1)) {
         s = bd_fail(BD_EINVAL, "%s is not a bitprune run's checkpoint", path);
-    else if ((b->phase = (int)h.phase) == 1 && (s = state_load(b, data, len, 0)) == BD_OK)
-        s = state_load(b, data, len, 1);
-    if (s != BD_OK && len >= sizeof h)
-        s = bd_error_context(s, "%s", path);
-    *phase = s == BD_OK ? (int)h.phase : 0;
-    b->phase = 0;
+    } else if (h.phase == 1) { /* the learning's end back now: the fine-tuning resumes */
+        b->phase = 1;
+        if ((s = state_load(b, data, len, 0)) == BD_OK)
+            s = state_load(b, data, len, 1);
+        b->phase = 0;
+        if (s != BD_OK)
+            s = bd_error_context(s, "%s", path);
+    }
+    if (s == BD_OK)
+        *phase = (int)h.phase;
     free(data);
     return s;
 }

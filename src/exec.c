@@ -76,11 +76,12 @@ static int all_const_after_first(const bd_graph *g, const bd_node *n)
 
 static int is_op(const bd_node *n, const char *op) { return strcmp(n->op, op) == 0; }
 
-/* The Mul that reads value v and f(v), f Sigmoid or HardSigmoid, where
- * those two nodes are v's only readers and the Mul f's: *sig gets f's node. */
-static int gate_of(const bd_graph *g, const unsigned char *is_output, int v, int *sig, int *mul)
+/* The two nodes that read value v, if exactly two reads do and v is not a
+ * graph output; slot[j] gets reader j's input position. */
+static int two_readers(const bd_graph *g, const unsigned char *is_output, int v, int *readers,
+                       int *slot)
 {
-    int readers[2], n = 0;
+    int n = 0;
     if (is_output[v])
         return 0;
     for (int i = 0; i < g->nnodes; i++)
@@ -88,9 +89,18 @@ static int gate_of(const bd_graph *g, const unsigned char *is_output, int v, int
             if (g->nodes[i].inputs[k] == v) {
                 if (n == 2)
                     return 0;
-                readers[n++] = i;
+                readers[n] = i;
+                slot[n++] = k;
             }
-    if (n != 2)
+    return n == 2;
+}
+
+/* The Mul that reads value v and f(v), f Sigmoid or HardSigmoid, where
+ * those two nodes are v's only readers and the Mul f's: *sig gets f's node. */
+static int gate_of(const bd_graph *g, const unsigned char *is_output, int v, int *sig, int *mul)
+{
+    int readers[2], at[2];
+    if (!two_readers(g, is_output, v, readers, at))
         return 0;
     for (int j = 0; j < 2; j++) {
         const bd_node *s = &g->nodes[readers[j]], *m = &g->nodes[readers[1 - j]];
@@ -249,25 +259,21 @@ static void plan_layer_norm(const bd_graph *g, const unsigned char *is_output, s
 {
     const bd_node *m = &g->nodes[s->node];
     const int x = m->ninputs > 0 ? m->inputs[0] : -1;
-    int sub, slot, pow, var, add, sqrt_, div, reader, other, found = 0;
+    int sub, slot, pow, var, add, sqrt_, div, reader, other, readers[2], slots[2];
     float two, eps;
     if (x < 0 || !last_axis_mean(g, m) ||
         !binary_reader(g, is_output, m->outputs[0], "Sub", &sub, &other) || other != 0 ||
-        g->nodes[sub].inputs[0] != x || is_output[g->nodes[sub].outputs[0]])
+        g->nodes[sub].inputs[0] != x)
         return;
-    /* d's readers: a Pow by 2 and the Div */
-    const int d = g->nodes[sub].outputs[0];
-    pow = div = -1;
-    for (int i = 0; i < g->nnodes; i++)
-        for (int k = 0; k < g->nodes[i].ninputs; k++)
-            if (g->nodes[i].inputs[k] == d) {
-                found++;
-                if (k == 0 && is_op(&g->nodes[i], "Pow"))
-                    pow = i;
-                else if (k == 0 && is_op(&g->nodes[i], "Div"))
-                    div = i;
-            }
-    if (found != 2 || pow < 0 || div < 0 || !scalar_input(g, &g->nodes[pow], 1, &two) ||
+    /* d's readers: a Pow by 2 and the Div, each reading it first */
+    if (!two_readers(g, is_output, g->nodes[sub].outputs[0], readers, slots) || slots[0] ||
+        slots[1])
+        return;
+    const int pow_first = is_op(&g->nodes[readers[0]], "Pow");
+    pow = readers[pow_first ? 0 : 1];
+    div = readers[pow_first ? 1 : 0];
+    if (!is_op(&g->nodes[pow], "Pow") || !is_op(&g->nodes[div], "Div") ||
+        !scalar_input(g, &g->nodes[pow], 1, &two) ||
         two != 2.0f || !only_reader(g, is_output, g->nodes[pow].outputs[0], &var, &slot) ||
         !last_axis_mean(g, &g->nodes[var]) ||
         !binary_reader(g, is_output, g->nodes[var].outputs[0], "Add", &add, &other) ||

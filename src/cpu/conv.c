@@ -203,7 +203,7 @@ void bd_activation_apply(const bd_epilogue *ep, float *y, int64_t len)
     /* every value through the kernels' own bd_activation_vec, the last
      * ones masked: the same bits fused in registers or applied here */
     for (int64_t i = 0; i < len; i += 16) {
-        const __mmask16 m = len - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (len - i)) - 1);
+        const __mmask16 m = bd_lanes(0, len - i);
         _mm512_mask_storeu_ps(y + i, m, bd_activation_vec(ep, _mm512_maskz_loadu_ps(m, y + i)));
     }
 #else

@@ -50,11 +50,11 @@ static inline void bd_conv_valid_cols(const bd_conv_geom *g, int64_t x_off, int6
 void bd_im2col_range(const bd_conv_geom *g, const float *x, int64_t gi, int64_t c0, int64_t n,
                      float *cols);
 
-/* A conv's activation: a clamp (Relu, Clip to [lo, hi]), which every kernel
- * applies in registers, or a function after it (Sigmoid; SiLU, x Sigmoid(x);
- * HardSigmoid with alpha and beta; x HardSigmoid(x); HardSwish), which each kernel
- * applies to outputs it has just stored, while they are still in the
- * cache, by bd_activation_apply. */
+/* A conv's activation: a clamp (Relu, Clip to [lo, hi]), or a function
+ * after it (Sigmoid; SiLU, x Sigmoid(x); HardSigmoid with alpha and beta;
+ * x HardSigmoid(x); HardSwish). The AVX-512 kernels apply both in
+ * registers before the store (avx512.h, bd_activation_vec); the others
+ * apply the function to outputs just stored, by bd_activation_apply. */
 typedef enum bd_activation {
     BD_ACT_NONE,
     BD_ACT_RELU,

@@ -57,8 +57,7 @@ static span span_at(const plan *p, int64_t j)
 
 /* Output channels m0.. (mr of them) of one span of one image: buf the
  * bordered planes of their group, y and res the image's output and residual
- * planes. The epilogue is in registers; an activation function goes over
- * the whole tile at once. */
+ * planes. The epilogue, activation function included, is in registers. */
 static inline __attribute__((always_inline)) void
 tile_body(const plan *p, const float *buf, const float *w, const span *gr, const float *res,
           float *y, int64_t m0, const int mr)
