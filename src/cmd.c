@@ -485,6 +485,10 @@ static bd_status parse(const command *cmd, char **argv, int argc, call *c)
     for (int i = 1; i < argc; i++) {
         char *w = argv[i];
         int klen = option_key_len(w);
+        /* a command whose words are all its own (run's script arguments,
+         * which policies spell key=value) passes option-like words on */
+        if (klen && !key_at(&cmd->info, 0) && cmd->max_args < 0)
+            klen = 0;
         if (klen) {
             const char *key = command_key(&cmd->info, w, klen);
             if (!key && !key_at(&cmd->info, 0))

@@ -307,6 +307,32 @@ static void test_refusals(void **state)
     assert_int_equal(ctx.quit, 1);
 }
 
+/* run hands every word after the script to it, key=value ones included (the
+ * policies' arguments): a runner that records what it was given. */
+typedef struct {
+    char words[256];
+    int argc;
+} script_call;
+
+static bd_status record_script(void *user, const char *path, int argc, char **argv)
+{
+    script_call *c = user;
+    c->argc = argc;
+    snprintf(c->words, sizeof c->words, "%s", path);
+    for (int i = 0; i < argc; i++)
+        snprintf(c->words + strlen(c->words), sizeof c->words - strlen(c->words), "|%s", argv[i]);
+    return BD_OK;
+}
+
+static void test_run_passes_arguments(void **state)
+{
+    script_call got = {{0}, -1};
+    bd_cmd_ctx ctx = {.ws = *state, .run_script = record_script, .script_user = &got};
+    assert_int_equal(bd_cmd_exec(&ctx, "run p.lua regime=small 'stages=a;b' x"), BD_OK);
+    assert_int_equal(got.argc, 3);
+    assert_string_equal(got.words, "p.lua|regime=small|stages=a;b|x");
+}
+
 /* ---- option tables: values as text, help with ranges and defaults ---------------- */
 
 static void expect_text(const bd_opt_op *op, void *opts, const char *key, const char *want)
@@ -429,6 +455,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_complete_words_and_keys, setup_ws, teardown_ws),
         cmocka_unit_test(test_table),
         cmocka_unit_test_setup_teardown(test_refusals, setup_ws, teardown_ws),
+        cmocka_unit_test_setup_teardown(test_run_passes_arguments, setup_ws, teardown_ws),
         cmocka_unit_test(test_needs_model),
         cmocka_unit_test_setup_teardown(test_sensitivity, setup_ws, teardown_ws),
         cmocka_unit_test(test_option_values_and_help),
