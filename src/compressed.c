@@ -1155,6 +1155,7 @@ typedef struct group {
 typedef struct chain {
     int weight;         /* the value it computes */
     int source;         /* the tensor its codes are read from, for messages */
+    int codes;          /* the group output it reads its codes from, or -1 */
     bd_qlayer q;        /* its codes and codebook or grid */
 } chain;
 
@@ -1634,6 +1635,7 @@ static bd_status chain_codes(const bd_graph *g, const found *f, int v, int reade
     if (gi >= 0) {
         const group *gr = &f->groups[gi];
         ch->source = gr->packed;
+        ch->codes = v;
         q->n = gr->offset[j + 1] - gr->offset[j];
         q->codes = malloc((size_t)q->n * sizeof *q->codes + 1);
         if (!q->codes)
@@ -1821,7 +1823,7 @@ static bd_status add_chain(const bd_graph *g, found *f, int start, chain *ch)
     int nodes[12], nn = 0, cast = -1, j;
     piece scales = {-1, 0, 0}, zeros = {-1, 0, 0}, table = {-1, 0, 0};
     memset(ch, 0, sizeof *ch);
-    ch->weight = -1;
+    ch->weight = ch->codes = -1;
     ch->q.rel_error = ch->q.other_error = -1;
     if (is_node(n, "Gather", 2)) {
         if (!(nn = match_pq(g, start, nodes, &table)))
@@ -1926,36 +1928,79 @@ static int is_chain_weight(const found *f, int v)
     return 0;
 }
 
-/* vals[v] for a value a direct group's node gives: its codes as int64. */
-static bd_status seed(const bd_graph *g, const found *f, int v, bd_tensor **vals)
+/* The chain whose codes are group output v and are kept packed (a lazy
+ * import's), or NULL. */
+static const chain *packed_chain(const found *f, int v)
+{
+    for (int c = 0; c < f->nchains; c++)
+        if (f->chains[c].codes == v && f->chains[c].q.packed)
+            return &f->chains[c];
+    return NULL;
+}
+
+/* *out, named `name`: the codes of value v, which a direct group's node
+ * gives, as dtype (int64, or float for the Cast that alone reads them); NULL
+ * for any other value. A chain that keeps its codes packed gives them, so
+ * its string may be gone (drop_strings). */
+static bd_status seed(const bd_graph *g, const found *f, int v, bd_dtype dtype, const char *name,
+                      bd_tensor **out)
 {
     int j, gi = group_output(g, f, v, &j);
+    *out = NULL;
     if (gi < 0 || !f->groups[gi].direct)
         return BD_OK;
     const group *gr = &f->groups[gi];
+    const chain *ch = packed_chain(f, v);
     int64_t count = gr->offset[j + 1] - gr->offset[j];
     bd_tensor *t;
-    BD_TRY(bd_tensor_new_raw(&t, BD_I64, 1, &count, g->values[v].name));
+    BD_TRY(bd_tensor_new_raw(&t, dtype, 1, &count, name));
     int32_t chunk[4096];
     for (int64_t c = 0; c < count; c += 4096) {
         int64_t m = count - c < 4096 ? count - c : 4096;
-        group_read(g, gr, gr->offset[j] + c, m, chunk);
+        if (ch)
+            bd_unpack_bits_at(ch->q.packed, c * bd_code_bits(ch->q.k), m, bd_code_bits(ch->q.k),
+                              chunk);
+        else
+            group_read(g, gr, gr->offset[j] + c, m, chunk);
         for (int64_t i = 0; i < m; i++)
-            ((int64_t *)t->data)[c + i] = chunk[i];
+            if (dtype == BD_F32)
+                ((float *)t->data)[c + i] = (float)chunk[i];
+            else
+                ((int64_t *)t->data)[c + i] = chunk[i];
     }
-    vals[v] = t;
+    *out = t;
     return BD_OK;
 }
 
-/* A lazy import's weight: its fingerprint kept, the tensor a view. */
+/* A Cast to float that alone reads a direct group's codes gets them as
+ * floats from the string (*done): run, it would hold them as int64 as well,
+ * three times the layer's weight. */
+static bd_status seed_cast(const bd_graph *g, const found *f, int i, bd_tensor **vals,
+                           bd_tensor **out, int *done)
+{
+    const bd_node *n = &g->nodes[i];
+    int v = n->inputs[0];
+    *done = 0;
+    if (!is_node(n, "Cast", 1) || bd_attr_int(n, "to", 0) != BD_F32 || n->outputs[0] < 0 ||
+        v < 0 || g->values[v].init || vals[v] || sole_reader(g, v) != i)
+        return BD_OK;
+    BD_TRY(seed(g, f, v, BD_F32, g->values[n->outputs[0]].name, out));
+    *done = *out != NULL;
+    return BD_OK;
+}
+
+/* A lazy import's weight: its fingerprint kept, the tensor a view of a
+ * buffer nothing writes, whose pages are never made resident (the largest
+ * weight so far's, a fresh one for a larger weight). */
 static bd_status shape_only(run_ctx *rc, int v, bd_tensor **vals)
 {
     bd_tensor *t = vals[v], *view;
     rc->print[v] = fingerprint(t->data, bd_tensor_nbytes(t));
     if (!rc->scratch || bd_tensor_count(t) > bd_tensor_count(rc->scratch)) {
+        int64_t count = bd_tensor_count(t);
         bd_tensor_free(rc->scratch);
         rc->scratch = NULL;
-        BD_TRY(bd_tensor_view(&rc->scratch, t, t->ndim, t->dims));
+        BD_TRY(bd_tensor_new_raw(&rc->scratch, t->dtype, 1, &count, "a lazy weight"));
     }
     BD_TRY(bd_tensor_view_head(&view, rc->scratch, t->ndim, t->dims));
     bd_tensor_free(t);
@@ -2026,16 +2071,19 @@ static bd_status run_nodes(const bd_graph *g, const unsigned char *mark, const i
             st = bd_fail(BD_ENOMEM, "out of memory");
             break;
         }
-        for (int k = 0; rc && k < n->ninputs && st == BD_OK; k++) {
+        int done = 0;
+        if (rc)
+            st = seed_cast(g, rc->f, i, vals, in + n->ninputs, &done);
+        for (int k = 0; rc && !done && k < n->ninputs && st == BD_OK; k++) {
             int v = n->inputs[k];
             if (v >= 0 && !g->values[v].init && !vals[v])
-                st = seed(g, rc->f, v, vals);
+                st = seed(g, rc->f, v, BD_I64, g->values[v].name, &vals[v]);
         }
         for (int k = 0; k < n->ninputs; k++)
             in[k] = n->inputs[k] < 0 ? NULL : g->values[n->inputs[k]].init
                                                   ? g->values[n->inputs[k]].init
                                                   : vals[n->inputs[k]];
-        if (st == BD_OK)
+        if (st == BD_OK && !done)
             st = bd_op_run(g, n, in, in + n->ninputs);
         if (st != BD_OK)
             st = bd_error_context(st, "the decoding expression of '%s'",
@@ -2129,6 +2177,32 @@ static bd_status find_all(const bd_graph *g, int lazy, found *f)
             bd_qlayer_free(&ch->q);
     }
     return st;
+}
+
+/* Whether every output of group gr's node is the codes of a chain that
+ * keeps them packed. */
+static int read_by_chains(const bd_graph *g, const found *f, const group *gr)
+{
+    const bd_node *n = &g->nodes[gr->node];
+    for (int k = 0; k < n->noutputs; k++)
+        if (n->outputs[k] >= 0 && !packed_chain(f, n->outputs[k]))
+            return 0;
+    return gr->direct;
+}
+
+/* A lazy import, once every chain has packed its codes, drops each string
+ * that only such chains read (seed reads their copies), so the load does
+ * not hold every code twice. The graph is the import's own (model_load
+ * frees it on failure), so it need not stay as it was. */
+static void drop_strings(bd_graph *g, const found *f)
+{
+    for (int i = 0; i < f->ngroups; i++) {
+        int all = 1;
+        for (int k = 0; all && k < f->ngroups; k++)
+            all = f->groups[k].packed != f->groups[i].packed || read_by_chains(g, f, &f->groups[k]);
+        if (all && g->values[f->groups[i].packed].init)
+            bd_graph_set_init(g, f->groups[i].packed, NULL);
+    }
 }
 
 /* Every expression becomes the constants it computes. Nothing here can
@@ -2241,6 +2315,8 @@ static bd_status import(bd_graph *g, int lazy, bd_qlayer **q, int *nlayers)
     run_ctx rc = {.f = &f, .lazy = lazy};
     BD_TRY(parse_pq_meta(g, &m, &nm));
     bd_status st = find_all(g, lazy, &f);
+    if (st == BD_OK && lazy)
+        drop_strings(g, &f);
     if (st == BD_OK && (!(vals = calloc((size_t)g->nvalues + 1, sizeof *vals)) ||
                         !(rc.print = calloc((size_t)g->nvalues + 1, sizeof *rc.print))))
         st = bd_fail(BD_ENOMEM, "out of memory");
@@ -2254,7 +2330,7 @@ static bd_status import(bd_graph *g, int lazy, bd_qlayer **q, int *nlayers)
         for (int k = 0; !f.mark[i] && k < g->nodes[i].ninputs && st == BD_OK; k++) {
             int v = g->nodes[i].inputs[k];
             if (v >= 0 && !g->values[v].init && !vals[v])
-                st = seed(g, &f, v, vals);
+                st = seed(g, &f, v, BD_I64, g->values[v].name, &vals[v]);
         }
     if (st == BD_OK) {
         replace_marked(g, &f, vals);
