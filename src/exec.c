@@ -6,13 +6,14 @@
 
 #include "cpu/conv.h"
 #include "cpu/fused.h"
+#include "cpu/gemm_rows.h"
 #include "cpu/kernel_util.h"
 #include "ops.h"
 #include "progress.h"
 
 /* What a step runs: its node alone, or a chain of nodes from it fused into
  * one kernel (BD_EXEC_FUSE). */
-enum { STEP_NODE, STEP_CONV, STEP_GELU, STEP_LAYER_NORM };
+enum { STEP_NODE, STEP_CONV, STEP_GELU, STEP_LAYER_NORM, STEP_MATMUL };
 
 typedef struct step {
     int node;
@@ -26,9 +27,11 @@ typedef struct step {
     int gate;     /* the Mul that makes the fused Sigmoid or HardSigmoid a gate of
                    * its own input (x Sigmoid(x), SiLU; x HardSigmoid(x), as
                    * exporters spell HardSwish before opset 14), or -1 */
+    int gelu;     /* MatMul: the Div that starts its fused GELU, or -1 */
     int out;      /* the value the whole step produces, when fused */
-    /* GELU: the divisor, the addend, the factor; LayerNorm: epsilon, and
-     * its scale and shift (NULL: none) */
+    /* GELU (alone or after a MatMul): the divisor, the addend, the factor;
+     * LayerNorm: epsilon, and its scale and shift (NULL: none); MatMul:
+     * the bias as shift */
     float k[3];
     const bd_tensor *scale, *shift;
 } step;
@@ -206,11 +209,13 @@ static int unary_reader(const bd_graph *g, const unsigned char *is_output, int v
 
 /* GELU as exporters write it: Div(x, c) -> Erf -> Add(1) -> Mul(x, .) ->
  * Mul(0.5), any constants, either operand order; each link the sole reader
- * of the one before, the Div starting from x. */
-static void plan_gelu(const bd_graph *g, const unsigned char *is_output, step *s,
+ * of the one before, the Div (node d) starting from x. Gives the chain's
+ * last value, its constants in s->k and its nodes after the Div absorbed;
+ * or -1, nothing changed. */
+static int gelu_chain(const bd_graph *g, const unsigned char *is_output, int d, step *s,
                       unsigned char *absorbed)
 {
-    const bd_node *div = &g->nodes[s->node];
+    const bd_node *div = &g->nodes[d];
     int erf, add, mul, half, other, o2;
     float k[3];
     if (!is_op(div, "Div") || div->ninputs != 2 || div->noutputs != 1 || div->inputs[0] < 0 ||
@@ -222,11 +227,51 @@ static void plan_gelu(const bd_graph *g, const unsigned char *is_output, step *s
         g->nodes[mul].inputs[other] != div->inputs[0] ||
         !binary_reader(g, is_output, g->nodes[mul].outputs[0], "Mul", &half, &o2) ||
         !scalar_input(g, &g->nodes[half], o2, &k[2]))
-        return;
-    s->kind = STEP_GELU;
+        return -1;
     memcpy(s->k, k, sizeof k);
     absorbed[erf] = absorbed[add] = absorbed[mul] = absorbed[half] = 1;
-    s->out = g->nodes[half].outputs[0];
+    return g->nodes[half].outputs[0];
+}
+
+static void plan_gelu(const bd_graph *g, const unsigned char *is_output, step *s,
+                      unsigned char *absorbed)
+{
+    const int out = gelu_chain(g, is_output, s->node, s, absorbed);
+    if (out < 0)
+        return;
+    s->kind = STEP_GELU;
+    s->out = out;
+}
+
+/* MatMul(x, B) -> Add(bias) [-> GELU], B a 2-D float32 initializer, the
+ * bias a 1-D one of B's columns; each link the sole reader of the one
+ * before, but the GELU's x, read by its Div and its Mul alone. */
+static void plan_matmul(const bd_graph *g, const unsigned char *is_output, step *s,
+                        unsigned char *absorbed)
+{
+    const bd_node *mm = &g->nodes[s->node];
+    const bd_tensor *b = mm->ninputs == 2 ? bd_node_const_input(g, mm, 1) : NULL;
+    int add, other, readers[2], slots[2];
+    if (!is_op(mm, "MatMul") || mm->noutputs != 1 || !b || b->dtype != BD_F32 || b->ndim != 2 ||
+        !binary_reader(g, is_output, mm->outputs[0], "Add", &add, &other))
+        return;
+    const bd_tensor *bias = bd_node_const_input(g, &g->nodes[add], other);
+    if (!bias || bias->dtype != BD_F32 || bias->ndim != 1 || bias->dims[0] != b->dims[1])
+        return;
+    s->kind = STEP_MATMUL;
+    s->add = add;
+    s->shift = bias;
+    absorbed[add] = 1;
+    s->out = g->nodes[add].outputs[0];
+    if (!two_readers(g, is_output, s->out, readers, slots))
+        return;
+    const int d = is_op(&g->nodes[readers[0]], "Div") ? readers[0] : readers[1];
+    const int out = gelu_chain(g, is_output, d, s, absorbed);
+    if (out >= 0) {
+        s->gelu = d;
+        absorbed[d] = 1;
+        s->out = out;
+    }
 }
 
 /* A ReduceMean over the last axis alone, keeping it. */
@@ -330,7 +375,7 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
         step *s = &ex->steps[ex->nsteps];
         s->node = i;
         s->kind = STEP_NODE;
-        s->bn = s->act = s->gate = s->add = s->residual = -1;
+        s->bn = s->act = s->gate = s->add = s->residual = s->gelu = -1;
         s->out = g->nodes[i].outputs[0];
         bd_status st = bd_op_check(g, &g->nodes[i], &s->op);
         if (st != BD_OK) {
@@ -346,6 +391,8 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
                 plan_gelu(g, ex->is_output, s, absorbed);
             if (s->kind == STEP_NODE)
                 plan_layer_norm(g, ex->is_output, s, absorbed);
+            if (s->kind == STEP_NODE)
+                plan_matmul(g, ex->is_output, s, absorbed);
         }
         ex->nsteps++;
         const bd_node *n = &g->nodes[i];
@@ -388,6 +435,9 @@ const char *bd_exec_step_op(const bd_exec *ex, int node)
         if (ex->steps[i].node == node)
             return ex->steps[i].kind == STEP_GELU         ? "GELU"
                    : ex->steps[i].kind == STEP_LAYER_NORM ? "LayerNorm"
+                   : ex->steps[i].kind == STEP_MATMUL     ? ex->steps[i].gelu >= 0
+                                                                ? "MatMul+bias+GELU"
+                                                                : "MatMul+bias"
                                                           : ex->g->nodes[node].op;
     return ex->g->nodes[node].op;
 }
@@ -549,6 +599,40 @@ static bd_status run_fused_layer_norm(const bd_graph *g, const step *s, bd_tenso
     return BD_OK;
 }
 
+/* MatMul -> Add(bias) [-> GELU] as one product whose epilogue adds the
+ * bias and applies the GELU (bd_gemm_rows), A's leading dimensions its
+ * rows as the op takes them with one B. A product the fused step does not
+ * take (A of one dimension, not float32, or not agreeing with B) runs as
+ * its ops, which report what is wrong. */
+static bd_status run_fused_matmul(const bd_graph *g, const step *s, bd_tensor *const *in,
+                                  bd_tensor **out)
+{
+    const bd_node *mm = &g->nodes[s->node], *add = &g->nodes[s->add];
+    const bd_tensor *a = in[0], *b = in[1];
+    const int64_t k = b->dims[0], n = b->dims[1];
+    if (a->dtype != BD_F32 || a->ndim < 2 || a->dims[a->ndim - 1] != k) {
+        bd_tensor *prod = NULL;
+        BD_TRY(bd_op_run(g, mm, in, &prod));
+        bd_status st = run_absorbed(g, add, add->inputs[0] == mm->outputs[0] ? 0 : 1, prod, NULL,
+                                    out);
+        bd_tensor_free(prod);
+        if (st == BD_OK && s->gelu >= 0)
+            bd_fused_gelu((*out)->data, bd_tensor_count(*out), s->k[0], s->k[1], s->k[2],
+                          (*out)->data);
+        return st;
+    }
+    int64_t dims[BD_MAX_DIMS], m = 1;
+    memcpy(dims, a->dims, sizeof dims);
+    dims[a->ndim - 1] = n;
+    for (int d = 0; d < a->ndim - 1; d++)
+        m *= a->dims[d];
+    BD_TRY(bd_tensor_new_raw(out, BD_F32, a->ndim, dims, g->values[s->out].name));
+    const bd_gemm_epilogue ep = {.bias = s->shift->data, .gelu = s->gelu >= 0,
+                                 .k = {s->k[0], s->k[1], s->k[2]}};
+    bd_gemm_rows(m, n, k, a->data, b->data, &ep, (*out)->data);
+    return BD_OK;
+}
+
 static bd_status check_input(const bd_graph *g, int i, const bd_tensor *t)
 {
     const bd_value *v = &g->values[g->inputs[i]];
@@ -685,8 +769,9 @@ static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_ten
         st = s->kind == STEP_CONV ? run_fused_conv(g, s, ins,
                                                    s->residual >= 0 ? r->vals[s->residual] : NULL,
                                                    &outs[0])
-             : s->kind == STEP_GELU ? run_fused_gelu(g, s, ins, &outs[0])
-                                    : run_fused_layer_norm(g, s, ins, &outs[0]);
+             : s->kind == STEP_GELU   ? run_fused_gelu(g, s, ins, &outs[0])
+             : s->kind == STEP_MATMUL ? run_fused_matmul(g, s, ins, &outs[0])
+                                      : run_fused_layer_norm(g, s, ins, &outs[0]);
         if (st == BD_OK) {
             r->vals[s->out] = outs[0];
             r->owned[s->out] = 1;

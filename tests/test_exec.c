@@ -181,6 +181,97 @@ static void test_fused_chains(void **state)
     bd_graph_free(g);
 }
 
+/* A ConvNeXt block's Linear layers as an exporter folds them: MatMul by a
+ * [c, 4c] initializer -> Add(bias) -> GELU (Div, Erf, Add, Mul, Mul) ->
+ * MatMul by [4c, c] -> Add(bias), on x [1, h, w, c]. */
+static bd_graph *linear_gelu_linear(int64_t c)
+{
+    bd_graph *g;
+    assert_int_equal(bd_graph_new(&g), BD_OK);
+    g->opset = 13;
+    struct {
+        const char *name, *op, *in[2], *out;
+    } nodes[] = {
+        {"mm1", "MatMul", {"x", "w1"}, "p1"},  {"add1", "Add", {"b1", "p1"}, "h"},
+        {"div", "Div", {"h", "sqrt2"}, "d"},   {"erf", "Erf", {"d", NULL}, "e"},
+        {"one", "Add", {"e", "one"}, "e1"},    {"gx", "Mul", {"h", "e1"}, "gx"},
+        {"half", "Mul", {"gx", "half"}, "u"},  {"mm2", "MatMul", {"u", "w2"}, "p2"},
+        {"add2", "Add", {"p2", "b2"}, "y"},
+    };
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+        bd_node *n;
+        const char *out[] = {nodes[i].out};
+        assert_int_equal(bd_graph_add_node(g, nodes[i].name, nodes[i].op, "",
+                                           nodes[i].in[1] ? 2 : 1, nodes[i].in, 1, out, &n),
+                         BD_OK);
+    }
+    struct {
+        const char *name;
+        bd_tensor *t;
+    } inits[] = {
+        {"w1", bd_test_rand_f32(BD_TEST_DIMS(c, 4 * c), 21, -0.3f, 0.3f)},
+        {"b1", bd_test_rand_f32(BD_TEST_DIMS(4 * c), 22, -0.5f, 0.5f)},
+        {"w2", bd_test_rand_f32(BD_TEST_DIMS(4 * c, c), 23, -0.3f, 0.3f)},
+        {"b2", bd_test_rand_f32(BD_TEST_DIMS(c), 24, -0.5f, 0.5f)},
+        {"sqrt2", bd_test_rand_f32(BD_TEST_SCALAR, 0, 1.4142135f, 1.4142135f)},
+        {"one", bd_test_rand_f32(BD_TEST_SCALAR, 0, 1.0f, 1.0f)},
+        {"half", bd_test_rand_f32(BD_TEST_SCALAR, 0, 0.5f, 0.5f)},
+    };
+    for (size_t i = 0; i < sizeof inits / sizeof inits[0]; i++) {
+        int v;
+        assert_int_equal(bd_graph_value(g, inits[i].name, &v), BD_OK);
+        bd_graph_set_init(g, v, inits[i].t);
+    }
+    int x, y;
+    assert_int_equal(bd_graph_value(g, "x", &x), BD_OK);
+    assert_int_equal(bd_graph_value(g, "y", &y), BD_OK);
+    g->inputs = malloc(sizeof *g->inputs);
+    g->outputs = malloc(sizeof *g->outputs);
+    assert_true(g->inputs && g->outputs);
+    g->inputs[0] = x;
+    g->ninputs = 1;
+    g->outputs[0] = y;
+    g->noutputs = 1;
+    g->values[x].ndim = -1; /* any shape */
+    assert_int_equal(bd_graph_sort(g), BD_OK);
+    return g;
+}
+
+/* Each MatMul takes its bias, the first also its GELU, into the product's
+ * epilogue (no Add, Div or Erf node runs by itself), with the bits of the
+ * ops one by one: at 7x7 tokens (one block of rows) and at 20x20 (two),
+ * with channels that no vector or panel divides. */
+static void test_fused_linear(void **state)
+{
+    (void)state;
+    const int64_t c = 37;
+    bd_graph *g = linear_gelu_linear(c);
+    bd_exec *plain, *fused;
+    assert_int_equal(bd_exec_new(&plain, g, 0), BD_OK);
+    assert_int_equal(bd_exec_new(&fused, g, BD_EXEC_FUSE), BD_OK);
+    assert_string_equal(bd_exec_step_op(fused, 0), "MatMul+bias+GELU");
+    for (int i = 0; i < g->nnodes; i++)
+        if (strcmp(g->nodes[i].name, "mm2") == 0)
+            assert_string_equal(bd_exec_step_op(fused, i), "MatMul+bias");
+    const int64_t sides[] = {7, 20};
+    for (int t = 0; t < 2; t++) {
+        bd_tensor *x = bd_test_rand_f32(BD_TEST_DIMS(1, sides[t], sides[t], c), 30 + t, -2, 2);
+        const char *absorbed[] = {"Add", "Div", "Erf"};
+        for (int k = 0; k < 3; k++) {
+            op_calls p = {absorbed[k], 0}, f = {absorbed[k], 0};
+            bd_exec_set_hook(plain, count_op, &p);
+            bd_exec_set_hook(fused, count_op, &f);
+            assert_runs_agree(plain, fused, x, 1);
+            assert_true(p.calls > 0);
+            assert_int_equal(f.calls, 0);
+        }
+        bd_tensor_free(x);
+    }
+    bd_exec_free(plain);
+    bd_exec_free(fused);
+    bd_graph_free(g);
+}
+
 /* Conv -> Add(residual) -> an activation, with the residual of the conv's
  * shape (added in the conv's epilogue) or broadcast (the Add and the
  * activation then run as their own kernels after the conv). */
@@ -314,6 +405,7 @@ int main(void)
         cmocka_unit_test(test_fusion_skips_hooks_but_keeps_results),
         cmocka_unit_test(test_fused_activations),
         cmocka_unit_test(test_fused_chains),
+        cmocka_unit_test(test_fused_linear),
         cmocka_unit_test(test_bad_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

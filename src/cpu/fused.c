@@ -9,13 +9,8 @@
 void bd_fused_gelu(const float *x, int64_t n, float div, float add, float mul, float *y)
 {
 #pragma omp parallel for schedule(static) if (n >= BD_PARALLEL_MIN)
-    for (int64_t c0 = 0; c0 < n; c0 += 4096) {
-        const int64_t end = c0 + 4096 < n ? c0 + 4096 : n;
-        /* omp simd: -O2 alone vectorises only loops without a remainder */
-#pragma omp simd
-        for (int64_t j = c0; j < end; j++)
-            y[j] = x[j] * (bd_erff(x[j] / div) + add) * mul;
-    }
+    for (int64_t c0 = 0; c0 < n; c0 += 4096)
+        bd_gelu_span(x + c0, n - c0 < 4096 ? n - c0 : 4096, div, add, mul, y + c0);
 }
 
 void bd_fused_layer_norm(const float *x, int64_t rows, int64_t c, float eps, const float *scale,

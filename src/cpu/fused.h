@@ -8,9 +8,22 @@
 
 #include <stdint.h>
 
+#include "fast_math.h"
+
 /* GELU through Erf: y = x (erf(x / div) + add) mul, for x[n]; the
  * exporter's Div, Erf, Add, Mul, Mul (div sqrt 2, add 1, mul 0.5). */
 void bd_fused_gelu(const float *x, int64_t n, float div, float add, float mul, float *y);
+
+/* The same on one thread, for a caller that has its own (a product's
+ * epilogue, tile by tile): the same arithmetic, so the same bits. */
+static inline void bd_gelu_span(const float *x, int64_t n, float div, float add, float mul,
+                                float *y)
+{
+    /* omp simd: -O2 alone vectorises only loops without a remainder */
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++)
+        y[j] = x[j] * (bd_erff(x[j] / div) + add) * mul;
+}
 
 /* LayerNorm over the last axis, rows of c values: with m the row's mean
  * (ReduceMean's, bd_k_sum) and d = x - m, v the mean of d d,

@@ -1,7 +1,8 @@
-/* Gemm and MatMul through cblas_sgemm. */
+/* Gemm through cblas_sgemm, MatMul through bd_gemm_rows. */
 #include <cblas.h>
 #include <string.h>
 
+#include "gemm_rows.h"
 #include "ops.h"
 
 /* Writes beta*C broadcast to [m][nn] into y; C may be a scalar, [nn],
@@ -178,10 +179,9 @@ bd_status bd_k_matmul(const bd_graph *g, const bd_node *n, bd_tensor *const *in,
                        (const int64_t *)b->data + ob * k * nn, m, k, nn,
                        (int64_t *)(*out)->data + t * m * nn);
         else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)nn, (int)k, 1.0f,
-                        (const float *)a->data + oa * m * k, (int)k,
-                        (const float *)b->data + ob * k * nn, (int)nn, 0.0f,
-                        (float *)(*out)->data + t * m * nn, (int)nn);
+            bd_gemm_rows(m, nn, k, (const float *)a->data + oa * m * k,
+                         (const float *)b->data + ob * k * nn, NULL,
+                         (float *)(*out)->data + t * m * nn);
     }
     return BD_OK;
 }
