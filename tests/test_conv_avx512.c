@@ -163,6 +163,8 @@ static const direct_case direct_cases[] = {
     {3, 32, 30, 37, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* rows wider than one tile */
     {3, 19, 9, 20, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1},  /* a partial output block */
     {2, 16, 7, 7, 40, 3, 3, 2, 1, 1, 1, 1, 1, 1},   /* 40 = 2.5 blocks */
+    {1, 32, 5, 5, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* Inception's 5x5 maps: tiles 5 wide */
+    {1, 20, 10, 10, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* two of them to a row */
 };
 
 /* Every epilogue on every case. */

@@ -81,7 +81,7 @@ tile_body(const float *x, const int64_t *toff, int64_t ntaps, const float *w, __
 
 TILES(1, 16) TILES(1, 14) TILES(1, 8) TILES(1, 7) TILES(1, 4) TILES(1, 2) TILES(1, 1)
 TILES(2, 14) TILES(2, 8) TILES(2, 7) TILES(2, 4) TILES(2, 2) TILES(2, 1)
-TILES(4, 7) TILES(4, 6) TILES(4, 4) TILES(4, 2) TILES(4, 1)
+TILES(4, 7) TILES(4, 6) TILES(4, 5) TILES(4, 4) TILES(4, 2) TILES(4, 1)
 
 typedef struct kernel {
     int bo, pw;
@@ -91,7 +91,8 @@ typedef struct kernel {
 static const kernel kernels[] = {
     KERNEL(1, 16), KERNEL(1, 14), KERNEL(1, 8), KERNEL(1, 7), KERNEL(1, 4), KERNEL(1, 2),
     KERNEL(1, 1),  KERNEL(2, 14), KERNEL(2, 8), KERNEL(2, 7), KERNEL(2, 4), KERNEL(2, 2),
-    KERNEL(2, 1),  KERNEL(4, 7),  KERNEL(4, 6), KERNEL(4, 4), KERNEL(4, 2), KERNEL(4, 1),
+    KERNEL(2, 1),  KERNEL(4, 7),  KERNEL(4, 6), KERNEL(4, 5), KERNEL(4, 4), KERNEL(4, 2),
+    KERNEL(4, 1),
 };
 
 /* The re-laid input of one image, padding included, is [ncb][hp][sx][wq][16]
