@@ -13,7 +13,7 @@
 
 /* What a step runs: its node alone, or a chain of nodes from it fused into
  * one kernel (BD_EXEC_FUSE). */
-enum { STEP_NODE, STEP_CONV, STEP_GELU, STEP_LAYER_NORM, STEP_MATMUL };
+enum { STEP_NODE, STEP_CONV, STEP_BN, STEP_GELU, STEP_LAYER_NORM, STEP_MATMUL };
 
 typedef struct step {
     int node;
@@ -129,6 +129,34 @@ static int is_activation(const bd_node *n)
     return 0;
 }
 
+/* The activation (is_activation's, or a gate: gate_of) that alone reads v,
+ * taken into step s, which then ends in its output. */
+static void plan_activation(const bd_graph *g, const unsigned char *is_output, step *s, int v,
+                            unsigned char *absorbed)
+{
+    int next, slot, sig, mul;
+    if (only_reader(g, is_output, v, &next, &slot) && slot == 0 &&
+        is_activation(&g->nodes[next]) && g->nodes[next].noutputs == 1 &&
+        all_const_after_first(g, &g->nodes[next])) {
+        s->act = next;
+        absorbed[next] = 1;
+        v = g->nodes[next].outputs[0];
+    } else if (gate_of(g, is_output, v, &sig, &mul)) {
+        s->act = sig;
+        s->gate = mul;
+        absorbed[sig] = absorbed[mul] = 1;
+        v = g->nodes[mul].outputs[0];
+    }
+    s->out = v;
+}
+
+/* An inference BatchNormalization with constant parameters. */
+static int is_inference_bn(const bd_graph *g, const bd_node *n)
+{
+    return is_op(n, "BatchNormalization") && n->noutputs == 1 && all_const_after_first(g, n) &&
+           bd_attr_int(n, "training_mode", 0) == 0;
+}
+
 /* Conv [-> BatchNormalization] [-> Add(residual)] [-> activation], each
  * link the sole reader of the previous one's output; the activation is one
  * of is_activation's, or a gate (gate_of). BatchNorm and Clip need
@@ -142,9 +170,7 @@ static void plan_fusion(const bd_graph *g, const unsigned char *is_output, step 
         return;
     int v = conv->outputs[0], next, slot;
     if (only_reader(g, is_output, v, &next, &slot) && slot == 0 &&
-        is_op(&g->nodes[next], "BatchNormalization") && g->nodes[next].noutputs == 1 &&
-        all_const_after_first(g, &g->nodes[next]) &&
-        bd_attr_int(&g->nodes[next], "training_mode", 0) == 0) {
+        is_inference_bn(g, &g->nodes[next])) {
         s->bn = next;
         absorbed[next] = 1;
         v = g->nodes[next].outputs[0];
@@ -160,20 +186,22 @@ static void plan_fusion(const bd_graph *g, const unsigned char *is_output, step 
             v = g->nodes[next].outputs[0];
         }
     }
-    int sig, mul;
-    if (only_reader(g, is_output, v, &next, &slot) && slot == 0 &&
-        is_activation(&g->nodes[next]) && g->nodes[next].noutputs == 1 &&
-        all_const_after_first(g, &g->nodes[next])) {
-        s->act = next;
-        absorbed[next] = 1;
-        v = g->nodes[next].outputs[0];
-    } else if (gate_of(g, is_output, v, &sig, &mul)) {
-        s->act = sig;
-        s->gate = mul;
-        absorbed[sig] = absorbed[mul] = 1;
-        v = g->nodes[mul].outputs[0];
+    plan_activation(g, is_output, s, v, absorbed);
+}
+
+/* BatchNormalization -> activation where no conv precedes the
+ * BatchNormalization (DenseNet's, before each conv): one pass of the
+ * conv's epilogue instead of two. */
+static void plan_bn(const bd_graph *g, const unsigned char *is_output, step *s,
+                    unsigned char *absorbed)
+{
+    if (!is_inference_bn(g, &g->nodes[s->node]))
+        return;
+    plan_activation(g, is_output, s, g->nodes[s->node].outputs[0], absorbed);
+    if (s->act >= 0) {
+        s->kind = STEP_BN;
+        s->bn = s->node;
     }
-    s->out = v;
 }
 
 /* The value of a one-element float32 initializer input, if it is one. */
@@ -393,6 +421,8 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
                 plan_layer_norm(g, ex->is_output, s, absorbed);
             if (s->kind == STEP_NODE)
                 plan_matmul(g, ex->is_output, s, absorbed);
+            if (s->kind == STEP_NODE)
+                plan_bn(g, ex->is_output, s, absorbed);
         }
         ex->nsteps++;
         const bd_node *n = &g->nodes[i];
@@ -442,14 +472,16 @@ const char *bd_exec_step_op(const bd_exec *ex, int node)
     return ex->g->nodes[node].op;
 }
 
-/* Per-channel scale and shift of conv bias + inference BatchNormalization. */
-static bd_status fused_epilogue(const bd_graph *g, const step *s, int64_t m, float **buf,
-                                bd_epilogue *ep)
+/* Per-channel scale and shift of a bias (NULL: none) and an inference
+ * BatchNormalization (the shift (bias - mean) a + B, a = scale / sqrt(var
+ * + eps): without a bias, the op's own B - mean a, bit for bit), then the
+ * activation. */
+static bd_status fused_epilogue(const bd_graph *g, const step *s, int64_t m,
+                                const bd_tensor *bias, float **buf, bd_epilogue *ep)
 {
-    const bd_node *conv = &g->nodes[s->node];
-    const bd_tensor *bias = bd_node_const_input(g, conv, 2);
     if (bias && (bias->dtype != BD_F32 || bd_tensor_count(bias) != m))
-        return bd_node_fail(conv, BD_EFORMAT, "bias has %lld values, expected %lld float32",
+        return bd_node_fail(&g->nodes[s->node], BD_EFORMAT,
+                            "bias has %lld values, expected %lld float32",
                             (long long)bd_tensor_count(bias), (long long)m);
     memset(ep, 0, sizeof *ep);
     *buf = malloc(2 * (size_t)m * sizeof **buf + 1);
@@ -526,7 +558,7 @@ static bd_status run_fused_conv(const bd_graph *g, const step *s, bd_tensor *con
     int64_t dims[4] = {geom.n, geom.m, geom.oh, geom.ow};
     if (in[0]->ndim == 3)
         dims[2] = geom.ow;
-    bd_status st = fused_epilogue(g, s, geom.m, &buf, &ep);
+    bd_status st = fused_epilogue(g, s, geom.m, bd_node_const_input(g, conv, 2), &buf, &ep);
     /* A residual of another shape (broadcasting) cannot ride along: then
      * the Add and the activation run as their own kernels after the conv. */
     int apart = residual && (residual->dtype != BD_F32 || residual->ndim != in[0]->ndim ||
@@ -563,6 +595,34 @@ static bd_status run_fused_conv(const bd_graph *g, const step *s, bd_tensor *con
     if (st != BD_OK && *out) {
         bd_tensor_free(*out);
         *out = NULL;
+    }
+    free(buf);
+    return st;
+}
+
+/* BatchNormalization -> activation as the conv epilogue's one pass over
+ * each plane. */
+static bd_status run_fused_bn(const bd_graph *g, const step *s, bd_tensor *const *in,
+                             bd_tensor **out)
+{
+    const bd_node *bn = &g->nodes[s->node];
+    const bd_tensor *x = in[0];
+    BD_TRY(bd_k_want_f32(bn, x, "input X"));
+    if (x->ndim < 2)
+        return bd_node_fail(bn, BD_EINVAL, "input has rank %d; [N, C, ...] expected", x->ndim);
+    const int64_t c = x->dims[1], planes = x->dims[0] * c;
+    const int64_t len = planes ? bd_tensor_count(x) / planes : 0;
+    float *buf = NULL;
+    bd_epilogue ep;
+    bd_status st = fused_epilogue(g, s, c, NULL, &buf, &ep);
+    if (st == BD_OK)
+        st = bd_tensor_new_raw(out, BD_F32, x->ndim, x->dims, g->values[s->out].name);
+    if (st == BD_OK) {
+        const float *xd = x->data;
+        float *yd = (*out)->data;
+#pragma omp parallel for schedule(static) if (planes * len >= BD_PARALLEL_MIN)
+        for (int64_t p = 0; p < planes; p++)
+            bd_epilogue_apply(&ep, p % c, xd + p * len, NULL, yd + p * len, len);
     }
     free(buf);
     return st;
@@ -769,6 +829,7 @@ static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_ten
         st = s->kind == STEP_CONV ? run_fused_conv(g, s, ins,
                                                    s->residual >= 0 ? r->vals[s->residual] : NULL,
                                                    &outs[0])
+             : s->kind == STEP_BN     ? run_fused_bn(g, s, ins, &outs[0])
              : s->kind == STEP_GELU   ? run_fused_gelu(g, s, ins, &outs[0])
              : s->kind == STEP_MATMUL ? run_fused_matmul(g, s, ins, &outs[0])
                                       : run_fused_layer_norm(g, s, ins, &outs[0]);

@@ -146,16 +146,16 @@ static bd_status count_op(void *user, const bd_graph *g, int node, bd_tensor *co
     return BD_OK;
 }
 
-/* ConvNeXt's LayerNorms (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div,
- * Mul, Add) and GELUs (Div, Erf, Add, Mul, Mul), as the exporter spells
- * them, each run as one step when fused (no Sqrt or Erf node runs on its
- * own), with the same bits as the ops one by one. */
-static void test_fused_chains(void **state)
+/* The zoo fixture `name` run plain and fused on a random input: the same
+ * bits, and none of the ops `absorbed` runs as a node by itself when fused
+ * (while each does in the plain run). */
+static void assert_fuses(const char *name, const char *const *absorbed, int nabsorbed)
 {
-    (void)state;
+    char path[128];
+    snprintf(path, sizeof path, "tests/zoo/%s.onnx", name);
     bd_graph *g;
-    if (bd_onnx_load(bd_test_path("tests/zoo/convnext_tiny.onnx"), &g) != BD_OK)
-        BD_TEST_SKIP("tests/zoo/convnext_tiny.onnx: %s", bd_error_message());
+    if (bd_onnx_load(bd_test_path(path), &g) != BD_OK)
+        BD_TEST_SKIP("%s: %s", path, bd_error_message());
     const bd_value *in = &g->values[g->inputs[0]];
     int64_t dims[4];
     for (int d = 0; d < 4; d++)
@@ -166,8 +166,7 @@ static void test_fused_chains(void **state)
     bd_exec *plain, *fused;
     assert_int_equal(bd_exec_new(&plain, g, 0), BD_OK);
     assert_int_equal(bd_exec_new(&fused, g, BD_EXEC_FUSE), BD_OK);
-    const char *absorbed[] = {"Sqrt", "Erf", "Pow"};
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < nabsorbed; k++) {
         op_calls p = {absorbed[k], 0}, f = {absorbed[k], 0};
         bd_exec_set_hook(plain, count_op, &p);
         bd_exec_set_hook(fused, count_op, &f);
@@ -179,6 +178,27 @@ static void test_fused_chains(void **state)
     bd_exec_free(plain);
     bd_exec_free(fused);
     bd_graph_free(g);
+}
+
+/* ConvNeXt's LayerNorms (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div,
+ * Mul, Add) and GELUs (Div, Erf, Add, Mul, Mul), as the exporter spells
+ * them, each run as one step when fused (no Sqrt or Erf node runs on its
+ * own), with the same bits as the ops one by one. */
+static void test_fused_chains(void **state)
+{
+    (void)state;
+    const char *absorbed[] = {"Sqrt", "Erf", "Pow"};
+    assert_fuses("convnext_tiny", absorbed, 3);
+}
+
+/* DenseNet's BatchNorm -> Relu before each conv, no conv before them,
+ * runs as one pass of the conv epilogue's arithmetic: no Relu node runs by
+ * itself, and the BatchNorm's own B - mean a gives the same bits. */
+static void test_fused_batchnorm(void **state)
+{
+    (void)state;
+    const char *absorbed[] = {"Relu"};
+    assert_fuses("densenet121", absorbed, 1);
 }
 
 /* A ConvNeXt block's Linear layers as an exporter folds them: MatMul by a
@@ -405,6 +425,7 @@ int main(void)
         cmocka_unit_test(test_fusion_skips_hooks_but_keeps_results),
         cmocka_unit_test(test_fused_activations),
         cmocka_unit_test(test_fused_chains),
+        cmocka_unit_test(test_fused_batchnorm),
         cmocka_unit_test(test_fused_linear),
         cmocka_unit_test(test_bad_inputs),
     };
