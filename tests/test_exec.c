@@ -146,6 +146,21 @@ static bd_status count_op(void *user, const bd_graph *g, int node, bd_tensor *co
     return BD_OK;
 }
 
+/* plain and fused give the same bits on x, and each op in absorbed runs as
+ * a node by itself in the plain run but not in the fused one. */
+static void assert_absorbed(bd_exec *plain, bd_exec *fused, const bd_tensor *x,
+                            const char *const *absorbed, int nabsorbed)
+{
+    for (int k = 0; k < nabsorbed; k++) {
+        op_calls p = {absorbed[k], 0}, f = {absorbed[k], 0};
+        bd_exec_set_hook(plain, count_op, &p);
+        bd_exec_set_hook(fused, count_op, &f);
+        assert_runs_agree(plain, fused, x, 1);
+        assert_true(p.calls > 0);
+        assert_int_equal(f.calls, 0);
+    }
+}
+
 /* The zoo fixture `name` run plain and fused on a random input: the same
  * bits, and none of the ops `absorbed` runs as a node by itself when fused
  * (while each does in the plain run). */
@@ -166,14 +181,7 @@ static void assert_fuses(const char *name, const char *const *absorbed, int nabs
     bd_exec *plain, *fused;
     assert_int_equal(bd_exec_new(&plain, g, 0), BD_OK);
     assert_int_equal(bd_exec_new(&fused, g, BD_EXEC_FUSE), BD_OK);
-    for (int k = 0; k < nabsorbed; k++) {
-        op_calls p = {absorbed[k], 0}, f = {absorbed[k], 0};
-        bd_exec_set_hook(plain, count_op, &p);
-        bd_exec_set_hook(fused, count_op, &f);
-        assert_runs_agree(plain, fused, x, 1);
-        assert_true(p.calls > 0);
-        assert_int_equal(f.calls, 0);
-    }
+    assert_absorbed(plain, fused, x, absorbed, nabsorbed);
     bd_tensor_free(x);
     bd_exec_free(plain);
     bd_exec_free(fused);
@@ -277,14 +285,7 @@ static void test_fused_linear(void **state)
     for (int t = 0; t < 2; t++) {
         bd_tensor *x = bd_test_rand_f32(BD_TEST_DIMS(1, sides[t], sides[t], c), 30 + t, -2, 2);
         const char *absorbed[] = {"Add", "Div", "Erf"};
-        for (int k = 0; k < 3; k++) {
-            op_calls p = {absorbed[k], 0}, f = {absorbed[k], 0};
-            bd_exec_set_hook(plain, count_op, &p);
-            bd_exec_set_hook(fused, count_op, &f);
-            assert_runs_agree(plain, fused, x, 1);
-            assert_true(p.calls > 0);
-            assert_int_equal(f.calls, 0);
-        }
+        assert_absorbed(plain, fused, x, absorbed, 3);
         bd_tensor_free(x);
     }
     bd_exec_free(plain);
