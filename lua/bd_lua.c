@@ -1138,10 +1138,27 @@ static void interrupt_hook(lua_State *L, lua_Debug *ar)
         luaL_error(L, "interrupted");
 }
 
-/* The message handler: the message with a traceback. */
+/* Whether msg begins with a position, "chunk:line: ", as every error Lua
+ * or a bd function raises does; error(msg, 0) leaves it out. */
+static int has_position(const char *msg)
+{
+    const char *colon = strchr(msg, ':');
+    if (!colon || colon == msg || memchr(msg, '\n', (size_t)(colon - msg)))
+        return 0;
+    const char *p = colon + 1;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    return p > colon + 1 && *p == ':';
+}
+
+/* The message handler: the message with a traceback; a message without a
+ * position (error(msg, 0): how the policies refuse an argument) is meant
+ * for the user as it stands, and stays alone. */
 static int traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
+    if (msg && !has_position(msg))
+        return 1;
     if (!msg) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
             msg = lua_tostring(L, -1);

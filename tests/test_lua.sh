@@ -353,6 +353,11 @@ grep -q "stack traceback:" "$TMP/err" || fail "no traceback: $(cat "$TMP/err")"
 grep -q "runtime.lua:3: in " "$TMP/err" && grep -q "runtime.lua:4: in main chunk" "$TMP/err" ||
   fail "the traceback lacks the callers: $(cat "$TMP/err")"
 grep -qx before "$TMP/out" || fail "output before the error is lost"
+# error(msg, 0), as a policy refuses an argument: the message alone
+printf 'error("stages=x matches no layer", 0)\n' >"$TMP/plain.lua"
+"$BIN" run "$TMP/plain.lua" >/dev/null 2>"$TMP/err" && fail "error(msg, 0) exited 0"
+grep -qx "bitdown: stages=x matches no layer" "$TMP/err" || fail "error(msg, 0): $(cat "$TMP/err")"
+grep -q "traceback" "$TMP/err" && fail "error(msg, 0) shows a traceback: $(cat "$TMP/err")"
 printf 'bd.load("%s")\nbd.layer("nope")\n' "$M" >"$TMP/bderr.lua"
 "$BIN" run "$TMP/bderr.lua" >/dev/null 2>"$TMP/err" && fail "a bd error exited 0"
 grep -q "bderr.lua:2: bd.layer: no layer named 'nope'" "$TMP/err" || fail "bd error: $(cat "$TMP/err")"
