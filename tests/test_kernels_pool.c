@@ -96,7 +96,8 @@ static void ref_pool(const pool_case *pc, const float *x, int64_t planes, int is
         }
 }
 
-static void run_case(const pool_case *pc, const char *op, uint64_t seed)
+/* nans: every nans-th input is NaN (0: none), which a max skips. */
+static void run_case(const pool_case *pc, const char *op, uint64_t seed, int nans)
 {
     int is_max = strcmp(op, "MaxPool") == 0;
     bd_graph *g;
@@ -120,6 +121,8 @@ static void run_case(const pool_case *pc, const char *op, uint64_t seed)
     char what[96];
     snprintf(what, sizeof what, "%s case with kernel %lld", op, (long long)pc->kernel[0]);
     bd_tensor *x = bd_test_rand_f32(2 + pc->s, dims, seed, -3, 3);
+    for (int64_t i = nans - 1; nans > 0 && i < bd_tensor_count(x); i += nans)
+        ((float *)x->data)[i] = NAN;
     bd_tensor *y = bd_test_run(g, n, &x);
     bd_test_assert_shape(y, 2 + pc->s, odims, what);
     float *ref = malloc((size_t)bd_tensor_count(y) * sizeof *ref);
@@ -184,7 +187,17 @@ static void test_maxpool(void **state)
     (void)state;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         if (!cases[c].include_pad)
-            run_case(&cases[c], "MaxPool", 100 + c);
+            run_case(&cases[c], "MaxPool", 100 + c, 0);
+}
+
+/* NaN inputs are skipped, as the reference's comparison skips them, on
+ * every path (strided, whole planes, padded). */
+static void test_maxpool_nan(void **state)
+{
+    (void)state;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        if (!cases[c].include_pad)
+            run_case(&cases[c], "MaxPool", 400 + c, 7);
 }
 
 static void test_maxpool_dilations(void **state)
@@ -199,7 +212,7 @@ static void test_maxpool_dilations(void **state)
         {2, {7, 9}, {3, 2}, {2, 2}, {2, 3}, {0}, 1, 1, 0, "SAME_LOWER", 0, 0, {4, 5}},
     };
     for (size_t c = 0; c < sizeof dilated / sizeof dilated[0]; c++)
-        run_case(&dilated[c], "MaxPool", 200 + c);
+        run_case(&dilated[c], "MaxPool", 200 + c, 0);
 }
 
 static void test_averagepool(void **state)
@@ -207,7 +220,7 @@ static void test_averagepool(void **state)
     (void)state;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         if (!cases[c].has_dilations)
-            run_case(&cases[c], "AveragePool", 300 + c);
+            run_case(&cases[c], "AveragePool", 300 + c, 0);
 }
 
 static void check_global(const char *op, int ndim, const int64_t *dims, uint64_t seed)
@@ -317,7 +330,8 @@ static void test_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_maxpool),      cmocka_unit_test(test_maxpool_dilations),
+        cmocka_unit_test(test_maxpool),      cmocka_unit_test(test_maxpool_nan),
+        cmocka_unit_test(test_maxpool_dilations),
         cmocka_unit_test(test_averagepool),  cmocka_unit_test(test_global_pools),
         cmocka_unit_test(test_errors),
     };
