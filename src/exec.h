@@ -45,11 +45,13 @@ typedef struct bd_input_transform {
 
 /* Every later run adds each step's kernel time, in seconds, to
  * seconds[node] (g->nnodes entries, the caller's; NULL stops it). A fused
- * step counts under the node it starts from (a Conv; a GELU's Div; a
- * LayerNorm's first ReduceMean); hooks and transforms are not counted. */
+ * step counts under the node it starts from (a Conv, a BatchNormalization
+ * or a MatMul; a GELU's Div; a LayerNorm's first ReduceMean); hooks and
+ * transforms are not counted. */
 void bd_exec_set_profile(bd_exec *ex, double *seconds);
-/* What the step starting at `node` runs, for a profile: "GELU" or
- * "LayerNorm" for those chains fused, else the node's op. */
+/* What the step starting at `node` runs, for a profile: "GELU",
+ * "LayerNorm", "MatMul+bias" or "MatMul+bias+GELU" for those chains fused,
+ * else the node's op. */
 const char *bd_exec_step_op(const bd_exec *ex, int node);
 
 /* Every run applies tf (NULL: none; borrowed) after the hook, which sees

@@ -159,6 +159,8 @@ static void assert_absorbed(bd_exec *plain, bd_exec *fused, const bd_tensor *x,
         assert_true(p.calls > 0);
         assert_int_equal(f.calls, 0);
     }
+    bd_exec_set_hook(plain, NULL, NULL); /* the counts were this function's */
+    bd_exec_set_hook(fused, NULL, NULL);
 }
 
 /* The zoo fixture `name` run plain and fused on a random input: the same
@@ -288,6 +290,19 @@ static void test_fused_linear(void **state)
         assert_absorbed(plain, fused, x, absorbed, 3);
         bd_tensor_free(x);
     }
+    /* a 1-D input runs as the ops would run it; one whose rows do not
+     * agree with B fails in both as the MatMul, naming it */
+    bd_tensor *v = bd_test_rand_f32(BD_TEST_DIMS(c), 40, -2, 2);
+    assert_runs_agree(plain, fused, v, 1);
+    bd_tensor_free(v);
+    bd_tensor *bad = bd_test_rand_f32(BD_TEST_DIMS(1, 3, 3, c + 1), 41, -2, 2), *y = NULL;
+    for (int f = 0; f < 2; f++) {
+        assert_int_not_equal(bd_exec_run1(f ? fused : plain, bad, &y), BD_OK);
+        assert_null(y);
+        if (!strstr(bd_error_message(), "mm1"))
+            fail_msg("the message names no MatMul: %s", bd_error_message());
+    }
+    bd_tensor_free(bad);
     bd_exec_free(plain);
     bd_exec_free(fused);
     bd_graph_free(g);
