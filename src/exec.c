@@ -34,6 +34,10 @@ typedef struct step {
      * the bias as shift */
     float k[3];
     const bd_tensor *scale, *shift;
+    /* Conv under BD_EXEC_FROZEN, its weight an initializer: that weight kept
+     * re-laid for its kernel (NULL until the first run keeps it) */
+    int keep;
+    bd_conv_cache *cache;
 } step;
 
 struct bd_exec {
@@ -424,6 +428,11 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
             if (s->kind == STEP_NODE)
                 plan_bn(g, ex->is_output, s, absorbed);
         }
+        if ((flags & BD_EXEC_FROZEN) && is_op(&g->nodes[i], "Conv") &&
+            bd_node_const_input(g, &g->nodes[i], 1)) {
+            s->keep = 1;
+            s->kind = STEP_CONV; /* with no more than its bias in the epilogue */
+        }
         ex->nsteps++;
         const bd_node *n = &g->nodes[i];
         for (int k = 0; k < n->ninputs; k++)
@@ -443,6 +452,8 @@ void bd_exec_free(bd_exec *ex)
 {
     if (!ex)
         return;
+    for (int i = 0; ex->steps && i < ex->nsteps; i++)
+        bd_conv_cache_free(ex->steps[i].cache);
     free(ex->steps);
     free(ex->uses);
     free(ex->is_output);
@@ -547,7 +558,7 @@ static bd_status run_absorbed(const bd_graph *g, const bd_node *n, int slot, bd_
     return bd_op_run(g, n, ins, out);
 }
 
-static bd_status run_fused_conv(const bd_graph *g, const step *s, bd_tensor *const *in,
+static bd_status run_fused_conv(const bd_graph *g, step *s, bd_tensor *const *in,
                                 bd_tensor *residual, bd_tensor **out)
 {
     const bd_node *conv = &g->nodes[s->node];
@@ -570,7 +581,12 @@ static bd_status run_fused_conv(const bd_graph *g, const step *s, bd_tensor *con
         ep.act = BD_ACT_NONE;
     if (st == BD_OK)
         st = bd_tensor_new_raw(out, BD_F32, in[0]->ndim, dims, conv->name);
-    if (st == BD_OK && (st = bd_conv2d(&geom, in[0]->data, in[1]->data, &ep, (*out)->data)) != BD_OK)
+    /* the initializer itself, not a tensor a transform made in its place */
+    const int keep = s->keep && in[1] == bd_node_const_input(g, conv, 1);
+    if (st == BD_OK &&
+        (st = keep ? bd_conv2d_cached(&geom, in[0]->data, in[1]->data, &ep, (*out)->data,
+                                      &s->cache)
+                   : bd_conv2d(&geom, in[0]->data, in[1]->data, &ep, (*out)->data)) != BD_OK)
         bd_error_context(st, "node '%s' (Conv)", conv->name);
     if (st == BD_OK && apart) {
         const bd_node *add = &g->nodes[s->add];
@@ -812,7 +828,7 @@ static bd_status hook_next(bd_exec *ex, bd_exec_state *r, bd_tensor **ins)
 static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_tensor **outs)
 {
     const bd_graph *g = ex->g;
-    const step *s = &ex->steps[r->step];
+    step *s = &ex->steps[r->step];
     const bd_node *n = &g->nodes[s->node];
     bd_status st = hook_next(ex, r, ins);
     if (st != BD_OK)

@@ -2,8 +2,9 @@
  *
  * The executor plans once per graph structure (kernel per node, the last use
  * of every value, fusions) and reads weights from the graph at run time, so
- * changing an initializer's contents needs no new plan; adding or removing
- * nodes does. Intermediates are freed right after their last use. */
+ * changing an initializer's contents needs no new plan (unless it was made
+ * BD_EXEC_FROZEN); adding or removing nodes does. Intermediates are freed
+ * right after their last use. */
 #ifndef BD_EXEC_H
 #define BD_EXEC_H
 
@@ -15,7 +16,13 @@ enum {
     /* Fold an inference BatchNormalization and a following Relu/Clip into
      * the Conv before them (one pass over the output instead of three).
      * Hooks are not called for the nodes folded away. */
-    BD_EXEC_FUSE = 1
+    BD_EXEC_FUSE = 1,
+    /* The graph's initializers keep their contents while the executor
+     * lives (inference of a loaded model): kernels may keep weights
+     * re-laid for them from one run to the next (bd_conv2d_cached), and a
+     * change made to an initializer in place is then not seen. Runs of the
+     * executor must not overlap. */
+    BD_EXEC_FROZEN = 2
 };
 
 /* Called before node `node` runs, with its inputs (NULL where an optional

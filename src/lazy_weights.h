@@ -7,7 +7,9 @@
  *
  * The graph is borrowed and must outlive the set; once attached, the
  * executor must run one node at a time on this graph (no other executor,
- * no concurrent runs), since every quantized weight shares the scratch. */
+ * no concurrent runs), since every quantized weight shares the scratch.
+ * It must not be BD_EXEC_FROZEN, which would keep a re-laid copy of each
+ * layer's decoding: every dense weight again. */
 #ifndef BD_LAZY_WEIGHTS_H
 #define BD_LAZY_WEIGHTS_H
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "bd_test_node.h"
+#include "cpu/conv_direct.h"
 #include "exec.h"
 #include "onnx_io.h"
 
@@ -121,6 +122,51 @@ static void test_fusion_skips_hooks_but_keeps_results(void **state)
     bd_tensor_free(x);
     bd_exec_free(plain);
     bd_exec_free(fused);
+    bd_graph_free(g);
+}
+
+/* A frozen executor keeps the deep convs' weights re-laid between runs:
+ * its results are the fused executor's, bit for bit, run after run, and a
+ * weight then changed in place is not seen by it, as its contract says,
+ * while an executor that is not frozen sees it. */
+static void test_frozen(void **state)
+{
+    (void)state;
+    bd_graph *g = load_resnet();
+    bd_exec *fused, *frozen;
+    assert_int_equal(bd_exec_new(&fused, g, BD_EXEC_FUSE), BD_OK);
+    assert_int_equal(bd_exec_new(&frozen, g, BD_EXEC_FUSE | BD_EXEC_FROZEN), BD_OK);
+    bd_tensor *x = random_input(1), *before, *after, *seen;
+    for (int run = 0; run < 3; run++)
+        assert_runs_agree(fused, frozen, x, 1);
+    /* only the direct kernel (AVX-512) re-lays weights */
+    if (!bd_conv_direct_available()) {
+        bd_tensor_free(x);
+        bd_exec_free(fused);
+        bd_exec_free(frozen);
+        bd_graph_free(g);
+        BD_TEST_SKIP("the direct convolution needs AVX-512 in the build and the CPU");
+    }
+    assert_int_equal(bd_exec_run1(frozen, x, &before), BD_OK);
+    int last_conv = -1;
+    for (int i = 0; i < g->nnodes; i++)
+        if (strcmp(g->nodes[i].op, "Conv") == 0)
+            last_conv = i;
+    assert_true(last_conv >= 0);
+    bd_tensor *w = g->values[g->nodes[last_conv].inputs[1]].init;
+    float *wd = w->data;
+    for (int64_t k = 0; k < bd_tensor_count(w); k++)
+        wd[k] = -wd[k];
+    assert_int_equal(bd_exec_run1(frozen, x, &after), BD_OK);
+    assert_int_equal(bd_exec_run1(fused, x, &seen), BD_OK);
+    assert_memory_equal(after->data, before->data, bd_tensor_nbytes(before));
+    assert_memory_not_equal(seen->data, before->data, bd_tensor_nbytes(before));
+    bd_tensor_free(before);
+    bd_tensor_free(after);
+    bd_tensor_free(seen);
+    bd_tensor_free(x);
+    bd_exec_free(fused);
+    bd_exec_free(frozen);
     bd_graph_free(g);
 }
 
@@ -439,6 +485,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hooks),
         cmocka_unit_test(test_fusion_skips_hooks_but_keeps_results),
+        cmocka_unit_test(test_frozen),
         cmocka_unit_test(test_fused_activations),
         cmocka_unit_test(test_fused_chains),
         cmocka_unit_test(test_fused_batchnorm),

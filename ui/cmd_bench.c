@@ -264,7 +264,7 @@ int cli_bench(int argc, char **argv)
     double *times = calloc((size_t)iters, sizeof *times);
     profile pr = {0};
     int rc = input_shape(g, batch, h, w, &x);
-    if (rc == CLI_OK && (s = training ? train_setup(&p) : bd_exec_new(&p.ex, g, BD_EXEC_FUSE)) != BD_OK)
+    if (rc == CLI_OK && (s = training ? train_setup(&p) : bd_exec_new(&p.ex, g, BD_EXEC_FUSE | BD_EXEC_FROZEN)) != BD_OK)
         rc = cli_report(s);
     if (rc == CLI_OK && profiling &&
         (!(pr.seconds = calloc((size_t)g->nnodes + 1, sizeof *pr.seconds)) ||

@@ -109,7 +109,7 @@ int cli_predict(int argc, char **argv)
         goto done;
     }
     if (s == BD_OK)
-        s = bd_exec_new(&ex, g, BD_EXEC_FUSE);
+        s = bd_exec_new(&ex, g, BD_EXEC_FUSE | BD_EXEC_FROZEN);
     if (s != BD_OK) {
         rc = cli_report(s);
         goto done;

@@ -468,8 +468,26 @@ static size_t lines(int64_t n, size_t size) { return ((size_t)n * size + 63) / 6
  * every image: larger batches go through in chunks of images. */
 enum { CHUNK_BYTES = 8 << 20 };
 
+size_t bd_conv_direct_packed_floats(const bd_conv_geom *g)
+{
+    if (!bd_conv_direct_supported(g))
+        return 0;
+    plan p;
+    plan_init(&p, g, NULL, NULL);
+    return (size_t)(p.ngroups * p.gsize);
+}
+
+void bd_conv_direct_pack(const bd_conv_geom *g, const float *w, float *dst)
+{
+    plan p;
+    plan_init(&p, g, NULL, NULL);
+#pragma omp parallel for schedule(static) if (p.ngroups * p.gsize > 65536)
+    for (int64_t gi = 0; gi < p.ngroups; gi++)
+        pack_group(&p, w, gi, dst + gi * p.gsize);
+}
+
 bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
-                         const bd_epilogue *ep, float *y)
+                         const float *packed, const bd_epilogue *ep, float *y)
 {
     if (!bd_conv_direct_supported(g))
         return bd_fail(BD_EUNSUPPORTED,
@@ -499,7 +517,8 @@ bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
     int64_t chunk = CHUNK_BYTES / (p.img * (int64_t)sizeof(float));
     chunk = chunk < 1 ? 1 : chunk > g->n ? g->n : chunk;
     const size_t offs = lines(p.ntaps + p.wp, sizeof *p.toff);
-    const size_t wbytes = lines((per_image ? ngroups : threads) * p.gsize, sizeof(float));
+    const size_t wbytes =
+        packed ? 0 : lines((per_image ? ngroups : threads) * p.gsize, sizeof(float));
     const size_t xbytes = lines((per_image ? threads : chunk) * p.img, sizeof(float));
     int kept;
     char *mem = scratch_take(offs + wbytes + xbytes, &kept);
@@ -514,20 +533,23 @@ bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
         const int me = omp_get_thread_num();
         if (per_image) {
             float *buf = xb + me * p.img;
+            const float *all = packed ? packed : wt;
+            if (!packed) {
 #pragma omp for schedule(static)
-            for (int64_t gi = 0; gi < ngroups; gi++)
-                pack_group(&p, w, gi, wt + gi * p.gsize);
+                for (int64_t gi = 0; gi < ngroups; gi++)
+                    pack_group(&p, w, gi, wt + gi * p.gsize);
+            }
 #pragma omp for schedule(dynamic)
             for (int64_t i = 0; i < g->n; i++) {
                 for (int64_t r = 0; r < rows; r++)
                     pack_row(&p, x + i * chw, r / hp, r % hp, buf);
                 for (int64_t gi = 0; gi < ngroups; gi++)
                     for (int64_t u = 0; u < p.units; u++)
-                        conv_unit(&p, buf, wt + gi * p.gsize, i, gi, u);
+                        conv_unit(&p, buf, all + gi * p.gsize, i, gi, u);
             }
         } else {
             float *mine = wt + me * p.gsize;
-            int64_t packed = -1;
+            int64_t have = -1;
             for (int64_t i0 = 0; i0 < g->n; i0 += chunk) {
                 const int64_t nimg = g->n - i0 < chunk ? g->n - i0 : chunk;
 #pragma omp for schedule(static)
@@ -537,9 +559,10 @@ bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
 #pragma omp for schedule(static)
                 for (int64_t j = 0; j < ngroups * nimg * p.units; j++) {
                     const int64_t gi = j / (nimg * p.units), i = j / p.units % nimg;
-                    if (gi != packed)
-                        pack_group(&p, w, packed = gi, mine);
-                    conv_unit(&p, xb + i * p.img, mine, i0 + i, gi, j % p.units);
+                    if (!packed && gi != have)
+                        pack_group(&p, w, have = gi, mine);
+                    conv_unit(&p, xb + i * p.img, packed ? packed + gi * p.gsize : mine, i0 + i,
+                              gi, j % p.units);
                 }
             }
         }
@@ -574,12 +597,26 @@ int bd_conv_direct_preferred(const bd_conv_geom *g)
     return 0;
 }
 
+size_t bd_conv_direct_packed_floats(const bd_conv_geom *g)
+{
+    (void)g;
+    return 0;
+}
+
+void bd_conv_direct_pack(const bd_conv_geom *g, const float *w, float *dst)
+{
+    (void)g;
+    (void)w;
+    (void)dst;
+}
+
 bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
-                         const bd_epilogue *ep, float *y)
+                         const float *packed, const bd_epilogue *ep, float *y)
 {
     (void)g;
     (void)x;
     (void)w;
+    (void)packed;
     (void)ep;
     (void)y;
     return bd_fail(BD_EUNSUPPORTED, "the direct convolution is not available: built without "

@@ -21,9 +21,17 @@ int bd_conv_direct_supported(const bd_conv_geom *g);
  * that class of shapes, measured faster than its GEMM lowerings. */
 int bd_conv_direct_preferred(const bd_conv_geom *g);
 
+/* Floats of g's weights re-laid for the kernel it picks for g (0 where g
+ * is not supported); bd_conv_direct_pack writes them. The layout depends
+ * on every field of g but the batch. */
+size_t bd_conv_direct_packed_floats(const bd_conv_geom *g);
+void bd_conv_direct_pack(const bd_conv_geom *g, const float *w, float *dst);
+
 /* y[N][M][OH][OW] = conv(x, w) with the epilogue applied, as bd_conv2d;
- * BD_EUNSUPPORTED where bd_conv_direct_supported(g) is false. */
+ * packed, if not NULL, is w as bd_conv_direct_pack laid it out for a
+ * geometry like g, and w is not read. BD_EUNSUPPORTED where
+ * bd_conv_direct_supported(g) is false. */
 bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
-                         const bd_epilogue *ep, float *y);
+                         const float *packed, const bd_epilogue *ep, float *y);
 
 #endif
