@@ -117,7 +117,7 @@ int cli_eval(int argc, char **argv)
         goto done;
     rc = CLI_FAIL;
     if ((s = bd_dataset_open(&d, data, &pp)) != BD_OK ||
-        (s = bd_exec_new(&ex, g, BD_EXEC_FUSE | (lw ? 0 : BD_EXEC_FROZEN))) != BD_OK) {
+        (s = bd_exec_new(&ex, g, BD_EXEC_FUSE)) != BD_OK) {
         cli_report(s);
         goto done;
     }
