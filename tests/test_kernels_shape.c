@@ -377,6 +377,21 @@ static void test_concat(void **state)
                         bd_tensor_nbytes(big));
     bd_tensor_free(y);
     bd_graph_free(g);
+    /* along the channels of several images, each block in pieces shared by
+     * the threads, the last piece of each part way */
+    bd_tensor *small = iota(BD_F32, DIMS(3, 2, 67, 101));
+    n = bd_test_node(&g, 13, "Concat", 2, 1);
+    bd_test_attr_int(n, "axis", 1);
+    y = bd_test_run(g, n, (bd_tensor *[]){big, small});
+    const size_t bb = bd_tensor_nbytes(big) / 3, sb = bd_tensor_nbytes(small) / 3;
+    for (int i = 0; i < 3; i++) {
+        assert_memory_equal((char *)y->data + i * (bb + sb), (char *)big->data + i * bb, bb);
+        assert_memory_equal((char *)y->data + i * (bb + sb) + bb, (char *)small->data + i * sb,
+                            sb);
+    }
+    bd_tensor_free(y);
+    bd_tensor_free(small);
+    bd_graph_free(g);
     n = bd_test_node(&g, 13, "Concat", 2, 1);
     bd_test_attr_int(n, "axis", 2);
     bd_test_assert_fails(g, n, (bd_tensor *[]){a, a});
