@@ -38,6 +38,14 @@ typedef struct step {
      * re-laid for its kernel (NULL until the first run keeps it) */
     int keep;
     bd_conv_cache *cache;
+    /* A conv whose output only a Concat along the channels reads: at batch
+     * 1 it writes straight into its slice of the Concat's output, which
+     * then copies nothing. concat is that Concat's node (-1: none), at the
+     * channels before the slice, channels the Concat's in all. On the
+     * Concat's own step, concat is its node when all its inputs are such
+     * slices. */
+    int concat;
+    int64_t at, channels;
 } step;
 
 struct bd_exec {
@@ -377,6 +385,56 @@ static void plan_layer_norm(const bd_graph *g, const unsigned char *is_output, s
     }
 }
 
+/* The step that produces value v as its output, or NULL. */
+static step *producer(bd_exec *ex, int v)
+{
+    for (int i = 0; i < ex->nsteps; i++)
+        if (ex->steps[i].out == v)
+            return &ex->steps[i];
+    return NULL;
+}
+
+/* Marks the Concats along axis 1 whose every input is a conv's output that
+ * nothing else reads, with a constant weight that gives its channels: those
+ * convs write into their slices of the Concat (run_fused_conv), which is
+ * then a view of what they wrote (concat_in_place). */
+static void plan_concats(bd_exec *ex)
+{
+    const bd_graph *g = ex->g;
+    for (int i = 0; i < ex->nsteps; i++) {
+        step *c = &ex->steps[i];
+        const bd_node *n = &g->nodes[c->node];
+        if (c->kind != STEP_NODE || !is_op(n, "Concat") || bd_attr_int(n, "axis", 0) != 1 ||
+            n->ninputs < 2)
+            continue;
+        int64_t channels = 0;
+        int k = 0;
+        for (; k < n->ninputs; k++) {
+            const int v = n->inputs[k];
+            step *p = v >= 0 && ex->uses[v] == 1 && !ex->is_output[v] ? producer(ex, v) : NULL;
+            const bd_node *conv = p ? &g->nodes[p->node] : NULL;
+            const bd_tensor *w = conv && is_op(conv, "Conv") ? bd_node_const_input(g, conv, 1)
+                                                             : NULL;
+            if (!w || w->ndim != 4 || p->concat >= 0)
+                break;
+            channels += w->dims[0];
+        }
+        if (k < n->ninputs)
+            continue;
+        int64_t at = 0;
+        for (k = 0; k < n->ninputs; k++) {
+            step *p = producer(ex, n->inputs[k]);
+            p->kind = STEP_CONV; /* a plain conv too, for its output's place */
+            p->concat = c->node;
+            p->at = at;
+            p->channels = channels;
+            at += bd_node_const_input(g, &g->nodes[p->node], 1)->dims[0];
+        }
+        c->concat = c->node;
+        c->channels = channels;
+    }
+}
+
 bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
 {
     bd_exec *ex = calloc(1, sizeof *ex);
@@ -407,7 +465,7 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
         step *s = &ex->steps[ex->nsteps];
         s->node = i;
         s->kind = STEP_NODE;
-        s->bn = s->act = s->gate = s->add = s->residual = s->gelu = -1;
+        s->bn = s->act = s->gate = s->add = s->residual = s->gelu = s->concat = -1;
         s->out = g->nodes[i].outputs[0];
         bd_status st = bd_op_check(g, &g->nodes[i], &s->op);
         if (st != BD_OK) {
@@ -442,6 +500,8 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
             ex->uses[s->residual]++;
     }
     free(absorbed);
+    if (flags & BD_EXEC_FUSE)
+        plan_concats(ex);
     *out = ex;
     return BD_OK;
 }
@@ -558,8 +618,27 @@ static bd_status run_absorbed(const bd_graph *g, const bd_node *n, int slot, bd_
     return bd_op_run(g, n, ins, out);
 }
 
+/* The conv's output: its slice of *slab, the output of the Concat it
+ * feeds (made by the first of its inputs to run), at batch 1 where the
+ * slab's grid is its own; else a tensor of its own. */
+static bd_status conv_output(const bd_graph *g, const step *s, int ndim, const int64_t *dims,
+                             bd_tensor **slab, bd_tensor **out)
+{
+    const bd_node *conv = &g->nodes[s->node];
+    if (!slab || ndim != 4 || dims[0] != 1)
+        return bd_tensor_new_raw(out, BD_F32, ndim, dims, conv->name);
+    if (!*slab) {
+        const int64_t all[4] = {1, s->channels, dims[2], dims[3]};
+        BD_TRY(bd_tensor_new_raw(slab, BD_F32, 4, all, g->nodes[s->concat].name));
+    }
+    if ((*slab)->dims[2] != dims[2] || (*slab)->dims[3] != dims[3] ||
+        s->at + dims[1] > s->channels)
+        return bd_tensor_new_raw(out, BD_F32, ndim, dims, conv->name);
+    return bd_tensor_view_at(out, *slab, s->at * dims[2] * dims[3], ndim, dims);
+}
+
 static bd_status run_fused_conv(const bd_graph *g, step *s, bd_tensor *const *in,
-                                bd_tensor *residual, bd_tensor **out)
+                                bd_tensor *residual, bd_tensor **slab, bd_tensor **out)
 {
     const bd_node *conv = &g->nodes[s->node];
     bd_conv_geom geom;
@@ -580,7 +659,7 @@ static bd_status run_fused_conv(const bd_graph *g, step *s, bd_tensor *const *in
     if (apart)
         ep.act = BD_ACT_NONE;
     if (st == BD_OK)
-        st = bd_tensor_new_raw(out, BD_F32, in[0]->ndim, dims, conv->name);
+        st = conv_output(g, s, in[0]->ndim, dims, slab, out);
     /* the initializer itself, not a tensor a transform made in its place */
     const int keep = s->keep && in[1] == bd_node_const_input(g, conv, 1);
     if (st == BD_OK &&
@@ -736,8 +815,10 @@ static bd_status check_input(const bd_graph *g, int i, const bd_tensor *t)
 struct bd_exec_state {
     bd_tensor **vals;
     unsigned char *owned;
-    int *left; /* reads still to come */
-    int step;  /* next step to run */
+    int *left;          /* reads still to come */
+    bd_tensor **slabs;  /* per Concat node planned in place: its output while
+                         * its inputs are being written into it */
+    int step;           /* next step to run */
 };
 
 static void release(bd_exec_state *r, int v)
@@ -756,6 +837,9 @@ void bd_exec_state_free(const bd_exec *ex, bd_exec_state *r)
     if (r->vals && r->owned)
         for (int v = 0; v < ex->g->nvalues; v++)
             release(r, v);
+    for (int i = 0; r->slabs && i < ex->g->nnodes; i++)
+        bd_tensor_free(r->slabs[i]);
+    free(r->slabs);
     free(r->vals);
     free(r->owned);
     free(r->left);
@@ -770,8 +854,9 @@ bd_status bd_exec_state_new(const bd_exec *ex, bd_tensor *const *inputs, bd_exec
         r->vals = calloc((size_t)g->nvalues + 1, sizeof *r->vals);
         r->owned = calloc((size_t)g->nvalues + 1, 1);
         r->left = malloc(((size_t)g->nvalues + 1) * sizeof *r->left);
+        r->slabs = calloc((size_t)g->nnodes + 1, sizeof *r->slabs);
     }
-    if (!r || !r->vals || !r->owned || !r->left) {
+    if (!r || !r->vals || !r->owned || !r->left || !r->slabs) {
         bd_exec_state_free(ex, r);
         return bd_fail(BD_ENOMEM, "out of memory");
     }
@@ -824,6 +909,26 @@ static bd_status hook_next(bd_exec *ex, bd_exec_state *r, bd_tensor **ins)
     return ex->hook ? ex->hook(ex->user, ex->g, ex->steps[r->step].node, ins) : BD_OK;
 }
 
+/* Whether the Concat's inputs are its slices of slab, in order, each where
+ * its conv was to write it (a transform or a fall-back may have put another
+ * tensor in a slice's place): then *out is the slab itself, nothing copied. */
+static int concat_in_place(const bd_node *n, bd_tensor *slab, bd_tensor *const *ins,
+                           bd_tensor **out)
+{
+    if (!slab)
+        return 0;
+    const int64_t plane = slab->dims[2] * slab->dims[3];
+    const char *at = slab->data;
+    for (int k = 0; k < n->ninputs; k++) {
+        if (!ins[k] || ins[k]->storage != slab->storage || ins[k]->data != at ||
+            ins[k]->dtype != BD_F32 || ins[k]->ndim != 4)
+            return 0;
+        at += (size_t)(ins[k]->dims[1] * plane) * sizeof(float);
+    }
+    return at == (const char *)slab->data + bd_tensor_nbytes(slab) &&
+           bd_tensor_view(out, slab, 4, slab->dims) == BD_OK;
+}
+
 /* Runs one step: its hook, its kernel, then frees what it read last. */
 static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_tensor **outs)
 {
@@ -844,6 +949,7 @@ static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_ten
     if (s->kind != STEP_NODE) {
         st = s->kind == STEP_CONV ? run_fused_conv(g, s, ins,
                                                    s->residual >= 0 ? r->vals[s->residual] : NULL,
+                                                   s->concat >= 0 ? &r->slabs[s->concat] : NULL,
                                                    &outs[0])
              : s->kind == STEP_BN     ? run_fused_bn(g, s, ins, &outs[0])
              : s->kind == STEP_GELU   ? run_fused_gelu(g, s, ins, &outs[0])
@@ -854,7 +960,13 @@ static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_ten
             r->owned[s->out] = 1;
         }
     } else {
-        st = s->op->forward(g, n, ins, outs);
+        st = s->concat >= 0 && concat_in_place(n, r->slabs[s->node], ins, &outs[0])
+                 ? BD_OK
+                 : s->op->forward(g, n, ins, outs);
+        if (s->concat >= 0) { /* the slab lives on in the Concat's output, if anywhere */
+            bd_tensor_free(r->slabs[s->node]);
+            r->slabs[s->node] = NULL;
+        }
         for (int k = 0; k < n->noutputs; k++) {
             int v = n->outputs[k];
             if (st != BD_OK || v < 0 || (ex->uses[v] == 0 && !ex->is_output[v])) {

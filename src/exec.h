@@ -15,7 +15,10 @@ typedef struct bd_exec bd_exec;
 enum {
     /* Fold an inference BatchNormalization and a following Relu/Clip into
      * the Conv before them (one pass over the output instead of three).
-     * Hooks are not called for the nodes folded away. */
+     * Hooks are not called for the nodes folded away. At batch 1, convs
+     * whose outputs only a Concat along the channels reads write them into
+     * its output, so that it copies nothing (the hook still sees it, its
+     * inputs being slices of one tensor). */
     BD_EXEC_FUSE = 1,
     /* The graph's initializers keep their contents while the executor
      * lives (inference of a loaded model): kernels may keep weights

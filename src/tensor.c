@@ -152,6 +152,19 @@ bd_status bd_tensor_view(bd_tensor **out, const bd_tensor *src, int ndim, const 
     return view_of(out, src, ndim, dims);
 }
 
+bd_status bd_tensor_view_at(bd_tensor **out, const bd_tensor *src, int64_t offset, int ndim,
+                            const int64_t *dims)
+{
+    int64_t n;
+    BD_TRY(bd_shape_count(ndim, dims, &n, "view"));
+    if (offset < 0 || n > bd_tensor_count(src) - offset)
+        return bd_fail(BD_EINVAL, "cannot view %" PRId64 " elements from %" PRId64 " of %" PRId64,
+                       n, offset, bd_tensor_count(src));
+    BD_TRY(view_of(out, src, ndim, dims));
+    (*out)->data = (char *)src->data + (size_t)offset * bd_dtype_size(src->dtype);
+    return BD_OK;
+}
+
 bd_status bd_tensor_view_head(bd_tensor **out, const bd_tensor *src, int ndim, const int64_t *dims)
 {
     int64_t n;

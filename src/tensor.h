@@ -38,7 +38,7 @@ typedef struct bd_tensor {
     int ndim;
     int64_t dims[BD_MAX_DIMS];
     bd_storage *storage;
-    void *data; /* == storage->data */
+    void *data; /* storage->data, or within it for a view of a slice */
 } bd_tensor;
 
 /* Bytes per element; 0 for a dtype bitdown does not handle. */
@@ -68,6 +68,10 @@ bd_status bd_tensor_view(bd_tensor **out, const bd_tensor *src, int ndim, const 
  * which may hold fewer elements than src: one buffer serving tensors of
  * several shapes in turn. */
 bd_status bd_tensor_view_head(bd_tensor **out, const bd_tensor *src, int ndim, const int64_t *dims);
+/* A view of the elements of src from `offset` on, as many as dims hold
+ * (all within src): a slice of a tensor that another holds whole. */
+bd_status bd_tensor_view_at(bd_tensor **out, const bd_tensor *src, int64_t offset, int ndim,
+                            const int64_t *dims);
 /* A deep copy. */
 bd_status bd_tensor_clone(bd_tensor **out, const bd_tensor *src);
 void bd_tensor_free(bd_tensor *t);

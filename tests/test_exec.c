@@ -460,6 +460,108 @@ static void test_fused_activations(void **state)
     bd_tensor_free(x);
 }
 
+/* x -> conv a (3x3) -> Relu, conv b (1x1): Concat(a, b) is y1; conv d,
+ * whose output a Relu also reads: Concat(d, Relu(d)) is y2. */
+static bd_graph *convs_concat(void)
+{
+    bd_graph *g;
+    assert_int_equal(bd_graph_new(&g), BD_OK);
+    g->opset = 13;
+    struct {
+        const char *name, *op, *in[2], *out;
+    } nodes[] = {
+        {"a", "Conv", {"x", "wa"}, "ca"}, {"ra", "Relu", {"ca", NULL}, "a"},
+        {"b", "Conv", {"x", "wb"}, "b"},  {"cat", "Concat", {"a", "b"}, "y1"},
+        {"d", "Conv", {"x", "wd"}, "d"},  {"rd", "Relu", {"d", NULL}, "e"},
+        {"cat2", "Concat", {"d", "e"}, "y2"},
+    };
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+        bd_node *n;
+        const char *out[] = {nodes[i].out};
+        assert_int_equal(bd_graph_add_node(g, nodes[i].name, nodes[i].op, "",
+                                           nodes[i].in[1] ? 2 : 1, nodes[i].in, 1, out, &n),
+                         BD_OK);
+        if (!strcmp(nodes[i].op, "Concat"))
+            bd_test_attr_int(n, "axis", 1);
+        if (!strcmp(nodes[i].name, "a"))
+            bd_test_attr_ints(n, "pads", 4, (int64_t[]){1, 1, 1, 1});
+    }
+    const struct {
+        const char *name;
+        int64_t m, k;
+    } weights[] = {{"wa", 16, 3}, {"wb", 5, 1}, {"wd", 7, 1}};
+    for (size_t i = 0; i < 3; i++) {
+        int v;
+        assert_int_equal(bd_graph_value(g, weights[i].name, &v), BD_OK);
+        bd_graph_set_init(g, v,
+                          bd_test_rand_f32(BD_TEST_DIMS(weights[i].m, 16, weights[i].k,
+                                                        weights[i].k),
+                                           30 + i, -0.3f, 0.3f));
+    }
+    int x, y1, y2;
+    assert_int_equal(bd_graph_value(g, "x", &x), BD_OK);
+    assert_int_equal(bd_graph_value(g, "y1", &y1), BD_OK);
+    assert_int_equal(bd_graph_value(g, "y2", &y2), BD_OK);
+    g->inputs = malloc(sizeof *g->inputs);
+    g->outputs = malloc(2 * sizeof *g->outputs);
+    assert_true(g->inputs && g->outputs);
+    g->inputs[0] = x;
+    g->ninputs = 1;
+    g->outputs[0] = y1;
+    g->outputs[1] = y2;
+    g->noutputs = 2;
+    g->values[x].ndim = -1; /* any shape */
+    assert_int_equal(bd_graph_sort(g), BD_OK);
+    return g;
+}
+
+/* For each Concat node the hook sees: whether its two inputs share storage
+ * (slices of its own output, written there by their convs). */
+typedef struct shared_inputs {
+    int cat, cat2;
+} shared_inputs;
+
+static bd_status note_shared(void *user, const bd_graph *g, int node, bd_tensor *const *in)
+{
+    shared_inputs *s = user;
+    if (strcmp(g->nodes[node].op, "Concat") == 0)
+        *(strcmp(g->nodes[node].name, "cat") == 0 ? &s->cat : &s->cat2) =
+            in[0]->storage == in[1]->storage;
+    return BD_OK;
+}
+
+/* At batch 1 the convs that only a Concat reads write into its output, and
+ * the results are the unfused executor's bits; a conv output something
+ * else reads too, and any larger batch, take the copy. */
+static void test_concat_in_place(void **state)
+{
+    (void)state;
+    bd_graph *g = convs_concat();
+    bd_exec *plain, *fused;
+    assert_int_equal(bd_exec_new(&plain, g, 0), BD_OK);
+    assert_int_equal(bd_exec_new(&fused, g, BD_EXEC_FUSE), BD_OK);
+    shared_inputs seen = {-1, -1};
+    bd_exec_set_hook(fused, note_shared, &seen);
+    for (int64_t n = 1; n <= 2; n++) {
+        bd_tensor *x = bd_test_rand_f32(BD_TEST_DIMS(n, 16, 6, 7), 40 + n, -1, 1);
+        bd_tensor *a[2], *b[2];
+        assert_int_equal(bd_exec_run(plain, &x, a), BD_OK);
+        assert_int_equal(bd_exec_run(fused, &x, b), BD_OK);
+        for (int k = 0; k < 2; k++) {
+            assert_int_equal(bd_tensor_count(a[k]), bd_tensor_count(b[k]));
+            assert_memory_equal(a[k]->data, b[k]->data, bd_tensor_nbytes(a[k]));
+            bd_tensor_free(a[k]);
+            bd_tensor_free(b[k]);
+        }
+        assert_int_equal(seen.cat, n == 1);
+        assert_int_equal(seen.cat2, 0);
+        bd_tensor_free(x);
+    }
+    bd_exec_free(plain);
+    bd_exec_free(fused);
+    bd_graph_free(g);
+}
+
 static void test_bad_inputs(void **state)
 {
     (void)state;
@@ -486,6 +588,7 @@ int main(void)
         cmocka_unit_test(test_hooks),
         cmocka_unit_test(test_fusion_skips_hooks_but_keeps_results),
         cmocka_unit_test(test_frozen),
+        cmocka_unit_test(test_concat_in_place),
         cmocka_unit_test(test_fused_activations),
         cmocka_unit_test(test_fused_chains),
         cmocka_unit_test(test_fused_batchnorm),
