@@ -9,6 +9,11 @@
 
 #include "kernel_util.h"
 #include "pool.h"
+#ifdef __AVX512F__
+#include <immintrin.h>
+
+#include "avx512.h"
+#endif
 
 enum { SPATIAL = BD_POOL_SPATIAL };
 
@@ -306,6 +311,60 @@ static void plane_2d(const bd_pool_geom *pg, pool_kind kind, int include_pad, co
     }
 }
 
+#ifdef __AVX512F__
+/* Whether plane_max_s2 takes pg: a MaxPool 2 or 3 wide at stride 2 across,
+ * without dilation (ResNet's, VGG's, AlexNet's, SqueezeNet's, GoogLeNet's
+ * downsampling pools). */
+static int max_s2(const bd_pool_geom *pg, pool_kind kind)
+{
+    return kind == POOL_MAX && pg->stride[2] == 2 && (pg->kernel[2] == 2 || pg->kernel[2] == 3) &&
+           __builtin_cpu_supports("avx512f");
+}
+
+/* plane_2d's maximum for a max_s2 geometry, 16 outputs of a row at a time
+ * in registers: the window's rows are reduced over the 33 input columns
+ * under them (three loads a row, lanes outside the row masked to the empty
+ * window's value), split into even and odd columns, and the even ones
+ * shifted by one for a third tap. plane_2d's passes went through memory
+ * row by row, each a short loop. The same comparisons in another order;
+ * no NaN reaches the maxima (as in plane_2d, the max of a NaN and a value
+ * is the value), so the bits are the same. */
+static void plane_max_s2(const bd_pool_geom *pg, const float *x, float *y)
+{
+    const int64_t h = pg->in[1], w = pg->in[2], ow = pg->out[2];
+    const int64_t pl = pg->pad_begin[2], three = pg->kernel[2] == 3;
+    const __m512 none = _mm512_set1_ps(-FLT_MAX);
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4,
+                                          2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (int64_t oy = 0; oy < pg->out[1]; oy++) {
+        const int64_t start = oy * pg->stride[1] - pg->pad_begin[1];
+        int64_t r0, rows = taps_within(start, pg->kernel[1], 1, 0, h, &r0);
+        r0 += start;
+        for (int64_t ox = 0; ox < ow; ox += 16) {
+            const int64_t c = 2 * ox - pl; /* the first column of lane 0's window */
+            const __mmask16 m0 = bd_lanes(-c, w - c), m1 = bd_lanes(-c - 16, w - c - 16);
+            const __mmask16 m2 = bd_lanes(-c - 32, w - c - 32);
+            __m512 a = none, b = none, d = none; /* columns c.., c + 16.., c + 32.. */
+            for (int64_t r = r0; r < r0 + rows; r++) {
+                const float *at = x + r * w + c;
+                a = _mm512_max_ps(_mm512_mask_loadu_ps(none, m0, at), a);
+                b = _mm512_max_ps(_mm512_mask_loadu_ps(none, m1, at + 16), b);
+                if (three)
+                    d = _mm512_max_ps(_mm512_mask_loadu_ps(none, m2 & 1, at + 32), d);
+            }
+            const __m512 e = _mm512_permutex2var_ps(a, even, b);
+            __m512 m = _mm512_max_ps(_mm512_permutex2var_ps(a, odd, b), e);
+            if (three) /* columns c + 2, c + 4, ..., c + 32 */
+                m = _mm512_max_ps(_mm512_castsi512_ps(_mm512_alignr_epi32(
+                                      _mm512_castps_si512(d), _mm512_castps_si512(e), 1)),
+                                  m);
+            _mm512_mask_storeu_ps(y + oy * ow + ox, bd_lanes(0, ow - ox), m);
+        }
+    }
+}
+#endif
+
 /* Whether plane_flat takes pg: stride 1, and rows either as wide out as in
  * ("same" pooling: GoogLeNet's branch pools, 3x3 pad 1) or not padded
  * across (Inception-v3's, exported as a Pad and a pool without pads). */
@@ -411,6 +470,9 @@ static bd_status pool(const bd_node *n, const bd_tensor *x, bd_tensor **out, poo
         }
         /* plane_flat's count of each output's window, the same in every plane */
         const int flat = flat_pool(&pg);
+#ifdef __AVX512F__
+        const int s2 = max_s2(&pg, kind);
+#endif
         float *count = flat && kind == POOL_AVG ? malloc((size_t)out_plane * sizeof *count) : NULL;
         int failed = flat && kind == POOL_AVG && !count;
         for (int64_t oy = 0; count && oy < pg.out[1]; oy++) {
@@ -434,6 +496,12 @@ static bd_status pool(const bd_node *n, const bd_tensor *x, bd_tensor **out, poo
             for (int64_t p = 0; p < planes; p++) {
                 const float *xp = (const float *)x->data + p * in_plane;
                 float *yp = (float *)out[0]->data + p * out_plane;
+#ifdef __AVX512F__
+                if (s2) {
+                    plane_max_s2(&pg, xp, yp);
+                    continue;
+                }
+#endif
                 if (acc && flat)
                     plane_flat(&pg, kind, xp, yp, acc, count);
                 else if (acc)
