@@ -341,18 +341,25 @@ static void conv_unit(const plan *p, const float *buf, const float *w, int64_t i
 }
 
 /* Estimated cost of a kernel on this layer, in cycles up to a constant: the
- * inner step takes bo*pw FMAs and bo + pw loads (two of each per cycle),
- * every tile pays its epilogue, and partial tiles pay for their overlap. */
-static double kernel_cost(const bd_conv_geom *g, int flat, int64_t taps, const kernel *k)
+ * inner step takes bo*pw FMAs and bo + pw + 1 loads; on 16-channel blocks,
+ * narrow tiles measured more than that (2 + 8 / pw cycles more: a 2x4 tile
+ * took 12 cycles a step for its 8 FMAs, a 2x14 one 31 for 28), which had
+ * picked 2x4 tiles for Inception-v3's 80 -> 192 3x3 layer at 52x52 (4.9
+ * ms; 3.7 with 2x14) and its 160-channel 12x12 ones (0.42 ms; 0.35 with
+ * 2x7); planar first layers measured no such excess (AlexNet's 11x11/4:
+ * 4x5 tiles 0.72 ms, 2x14 0.82). Every tile pays its epilogue, and partial
+ * tiles pay for their overlap. */
+static double kernel_cost(const bd_conv_geom *g, int flat, int blocked, int64_t taps,
+                          const kernel *k)
 {
     const int64_t tiles = flat ? (g->oh * g->ow + k->pw - 1) / k->pw
                                : g->oh * ((g->ow + k->pw - 1) / k->pw);
     const int64_t fma = k->bo * k->pw, loads = k->bo + k->pw + 1;
-    const double step = (double)(fma > loads ? fma : loads);
+    const double step = (double)(fma > loads ? fma : loads) + (blocked ? 2.0 + 8.0 / k->pw : 0);
     return (double)((g->m + VL - 1) / VL / k->bo * tiles) * (taps * step + 40.0 * k->bo);
 }
 
-static const kernel *choose_kernel(const bd_conv_geom *g, int flat, int64_t taps)
+static const kernel *choose_kernel(const bd_conv_geom *g, int flat, int blocked, int64_t taps)
 {
     const kernel *best = NULL;
     double best_cost = 0;
@@ -360,7 +367,7 @@ static const kernel *choose_kernel(const bd_conv_geom *g, int flat, int64_t taps
         const kernel *k = &kernels[j];
         if ((g->m + VL - 1) / VL % k->bo || k->pw > (flat ? g->oh * g->ow : g->ow))
             continue;
-        double cost = kernel_cost(g, flat, taps, k);
+        double cost = kernel_cost(g, flat, blocked, taps, k);
         if (!best || cost < best_cost) {
             best = k;
             best_cost = cost;
@@ -392,7 +399,7 @@ static void plan_init(plan *p, const bd_conv_geom *g, const bd_epilogue *ep, flo
     p->img = p->ncb * p->bs;
     p->ntaps = p->ncb * g->kh * g->kw * (p->blocked ? 1 : g->c);
     p->flat = g->kh == 1 && g->kw == 1;
-    p->k = choose_kernel(g, p->flat, p->ntaps * p->ps);
+    p->k = choose_kernel(g, p->flat, p->blocked, p->ntaps * p->ps);
     if (p->flat) {
         /* units of about a row's worth of whole tiles */
         const int64_t pw = p->k->pw, tiles = (g->ow + pw / 2) / pw;
