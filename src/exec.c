@@ -8,12 +8,13 @@
 #include "cpu/fused.h"
 #include "cpu/gemm_rows.h"
 #include "cpu/kernel_util.h"
+#include "cpu/pool.h"
 #include "ops.h"
 #include "progress.h"
 
 /* What a step runs: its node alone, or a chain of nodes from it fused into
  * one kernel (BD_EXEC_FUSE). */
-enum { STEP_NODE, STEP_CONV, STEP_BN, STEP_GELU, STEP_LAYER_NORM, STEP_MATMUL };
+enum { STEP_NODE, STEP_CONV, STEP_BN, STEP_GELU, STEP_LAYER_NORM, STEP_MATMUL, STEP_PAD_POOL };
 
 typedef struct step {
     int node;
@@ -28,6 +29,7 @@ typedef struct step {
                    * its own input (x Sigmoid(x), SiLU; x HardSigmoid(x), as
                    * exporters spell HardSwish before opset 14), or -1 */
     int gelu;     /* MatMul: the Div that starts its fused GELU, or -1 */
+    int pool;     /* Pad: the AveragePool that reads it, fused, or -1 */
     int out;      /* the value the whole step produces, when fused */
     /* GELU (alone or after a MatMul): the divisor, the addend, the factor;
      * LayerNorm: epsilon, and its scale and shift (NULL: none); MatMul:
@@ -217,6 +219,27 @@ static void plan_bn(const bd_graph *g, const unsigned char *is_output, step *s,
 }
 
 /* The value of a one-element float32 initializer input, if it is one. */
+/* A Pad with constant pads whose output only an AveragePool reads: the
+ * pool runs over the unpadded input with the padding as its own, counted
+ * in every window (run_pad_pool). Inception-v3 exports its branch pools
+ * so: 9 Pads, as long as the pools themselves. */
+static void plan_pad_pool(const bd_graph *g, const unsigned char *is_output, step *s,
+                          unsigned char *absorbed)
+{
+    const bd_node *pad = &g->nodes[s->node];
+    int reader, slot;
+    if (!is_op(pad, "Pad") || strcmp(bd_attr_string(pad, "mode", "constant"), "constant") != 0 ||
+        (g->opset >= 11 && !bd_node_const_input(g, pad, 1)) ||
+        (pad->ninputs > 2 && pad->inputs[2] >= 0 && !bd_node_const_input(g, pad, 2)) ||
+        !only_reader(g, is_output, pad->outputs[0], &reader, &slot) ||
+        !is_op(&g->nodes[reader], "AveragePool") || slot != 0)
+        return;
+    s->kind = STEP_PAD_POOL;
+    s->pool = reader;
+    s->out = g->nodes[reader].outputs[0];
+    absorbed[reader] = 1;
+}
+
 static int scalar_input(const bd_graph *g, const bd_node *n, int k, float *v)
 {
     const bd_tensor *t = k < n->ninputs ? bd_node_const_input(g, n, k) : NULL;
@@ -465,7 +488,7 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
         step *s = &ex->steps[ex->nsteps];
         s->node = i;
         s->kind = STEP_NODE;
-        s->bn = s->act = s->gate = s->add = s->residual = s->gelu = s->concat = -1;
+        s->bn = s->act = s->gate = s->add = s->residual = s->gelu = s->concat = s->pool = -1;
         s->out = g->nodes[i].outputs[0];
         bd_status st = bd_op_check(g, &g->nodes[i], &s->op);
         if (st != BD_OK) {
@@ -485,6 +508,8 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
                 plan_matmul(g, ex->is_output, s, absorbed);
             if (s->kind == STEP_NODE)
                 plan_bn(g, ex->is_output, s, absorbed);
+            if (s->kind == STEP_NODE)
+                plan_pad_pool(g, ex->is_output, s, absorbed);
         }
         if ((flags & BD_EXEC_FROZEN) && is_op(&g->nodes[i], "Conv") &&
             bd_node_const_input(g, &g->nodes[i], 1)) {
@@ -539,7 +564,8 @@ const char *bd_exec_step_op(const bd_exec *ex, int node)
                    : ex->steps[i].kind == STEP_MATMUL     ? ex->steps[i].gelu >= 0
                                                                 ? "MatMul+bias+GELU"
                                                                 : "MatMul+bias"
-                                                          : ex->g->nodes[node].op;
+                   : ex->steps[i].kind == STEP_PAD_POOL ? "Pad+AveragePool"
+                                                        : ex->g->nodes[node].op;
     return ex->g->nodes[node].op;
 }
 
@@ -692,6 +718,32 @@ static bd_status run_fused_conv(const bd_graph *g, step *s, bd_tensor *const *in
         *out = NULL;
     }
     free(buf);
+    return st;
+}
+
+/* Pad -> AveragePool as the pool alone, with zeros that pad only the
+ * spatial dims, of float data, and a pool without padding of its own; any
+ * other case runs the two ops. */
+static bd_status run_pad_pool(const bd_graph *g, const step *s, bd_tensor *const *in,
+                              bd_tensor **out)
+{
+    const bd_node *pad = &g->nodes[s->node], *pool = &g->nodes[s->pool];
+    const bd_tensor *x = in[0];
+    int64_t begin[BD_MAX_DIMS], end[BD_MAX_DIMS];
+    unsigned char value[8];
+    int plain = x->dtype == BD_F32 && x->ndim >= 3 && x->ndim <= 5 &&
+                bd_k_pad_amounts(g, pad, in, x->ndim, begin, end) == BD_OK &&
+                bd_k_pad_value(g, pad, in, x, value) == BD_OK && !memcmp(value, "\0\0\0\0", 4) &&
+                !begin[0] && !end[0] && !begin[1] && !end[1];
+    for (int d = 2; plain && d < x->ndim; d++)
+        plain = begin[d] >= 0 && end[d] >= 0;
+    if (plain && bd_avgpool_padded(pool, x, begin + 2, end + 2, out) == BD_OK)
+        return BD_OK;
+    bd_error_clear();
+    bd_tensor *padded = NULL;
+    BD_TRY(bd_op_run(g, pad, in, &padded));
+    bd_status st = run_absorbed(g, pool, 0, padded, NULL, out);
+    bd_tensor_free(padded);
     return st;
 }
 
@@ -954,6 +1006,7 @@ static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_ten
              : s->kind == STEP_BN     ? run_fused_bn(g, s, ins, &outs[0])
              : s->kind == STEP_GELU   ? run_fused_gelu(g, s, ins, &outs[0])
              : s->kind == STEP_MATMUL ? run_fused_matmul(g, s, ins, &outs[0])
+             : s->kind == STEP_PAD_POOL ? run_pad_pool(g, s, ins, &outs[0])
                                       : run_fused_layer_norm(g, s, ins, &outs[0]);
         if (st == BD_OK) {
             r->vals[s->out] = outs[0];

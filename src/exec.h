@@ -15,6 +15,8 @@ typedef struct bd_exec bd_exec;
 enum {
     /* Fold an inference BatchNormalization and a following Relu/Clip into
      * the Conv before them (one pass over the output instead of three).
+     * A Pad of zeros that only an AveragePool reads becomes that pool's
+     * own padding, counted in its windows (no padded copy).
      * Hooks are not called for the nodes folded away. At batch 1, convs
      * whose outputs only a Concat along the channels reads write them into
      * its output, so that it copies nothing (the hook still sees it, its
@@ -55,13 +57,13 @@ typedef struct bd_input_transform {
 
 /* Every later run adds each step's kernel time, in seconds, to
  * seconds[node] (g->nnodes entries, the caller's; NULL stops it). A fused
- * step counts under the node it starts from (a Conv, a BatchNormalization
- * or a MatMul; a GELU's Div; a LayerNorm's first ReduceMean); hooks and
- * transforms are not counted. */
+ * step counts under the node it starts from (a Conv, a BatchNormalization,
+ * a MatMul or a Pad; a GELU's Div; a LayerNorm's first ReduceMean); hooks
+ * and transforms are not counted. */
 void bd_exec_set_profile(bd_exec *ex, double *seconds);
 /* What the step starting at `node` runs, for a profile: "GELU",
- * "LayerNorm", "MatMul+bias" or "MatMul+bias+GELU" for those chains fused,
- * else the node's op. */
+ * "LayerNorm", "MatMul+bias", "MatMul+bias+GELU" or "Pad+AveragePool" for
+ * those chains fused, else the node's op. */
 const char *bd_exec_step_op(const bd_exec *ex, int node);
 
 /* Every run applies tf (NULL: none; borrowed) after the hook, which sees

@@ -562,6 +562,71 @@ static void test_concat_in_place(void **state)
     bd_graph_free(g);
 }
 
+/* x -> Pad(pads, value) -> AveragePool 3x3 (no pads of its own). */
+static bd_graph *pad_pool(const int64_t *pads, float value)
+{
+    bd_graph *g;
+    assert_int_equal(bd_graph_new(&g), BD_OK);
+    g->opset = 13;
+    bd_node *n;
+    const char *pad_in[] = {"x", "pads", "value"}, *pool_in[] = {"p"}, *p[] = {"p"},
+               *y[] = {"y"};
+    assert_int_equal(bd_graph_add_node(g, "pad", "Pad", "", 3, pad_in, 1, p, &n), BD_OK);
+    assert_int_equal(bd_graph_add_node(g, "pool", "AveragePool", "", 1, pool_in, 1, y, &n), BD_OK);
+    bd_test_attr_ints(n, "kernel_shape", 2, (int64_t[]){3, 3});
+    int x, pv, vv, out;
+    assert_int_equal(bd_graph_value(g, "x", &x), BD_OK);
+    assert_int_equal(bd_graph_value(g, "pads", &pv), BD_OK);
+    assert_int_equal(bd_graph_value(g, "value", &vv), BD_OK);
+    assert_int_equal(bd_graph_value(g, "y", &out), BD_OK);
+    bd_tensor *pt = bd_test_tensor(BD_I64, BD_TEST_DIMS(8));
+    memcpy(pt->data, pads, 8 * sizeof *pads);
+    bd_graph_set_init(g, pv, pt);
+    bd_graph_set_init(g, vv, bd_test_rand_f32(BD_TEST_SCALAR, 0, value, value));
+    g->inputs = malloc(sizeof *g->inputs);
+    g->outputs = malloc(sizeof *g->outputs);
+    assert_true(g->inputs && g->outputs);
+    g->inputs[0] = x;
+    g->ninputs = 1;
+    g->outputs[0] = out;
+    g->noutputs = 1;
+    g->values[x].ndim = -1;
+    assert_int_equal(bd_graph_sort(g), BD_OK);
+    return g;
+}
+
+/* A Pad of zeros before an AveragePool runs as the pool alone, with the
+ * padding counted in its windows: Inception-v3's spelling (the zoo's
+ * fixture), and uneven pads by hand, give the unfused bits; a nonzero
+ * value or pads on the channels run both ops, with the same results. */
+static void test_fused_pad_pool(void **state)
+{
+    (void)state;
+    const char *absorbed[] = {"AveragePool"};
+    assert_fuses("inception_v3", absorbed, 1);
+    const struct {
+        int64_t pads[8];
+        float value;
+    } cases[] = {
+        {{0, 0, 1, 2, 0, 0, 2, 0}, 0.0f},
+        {{0, 0, 1, 1, 0, 0, 1, 1}, 0.5f},
+        {{0, 1, 1, 1, 0, 0, 1, 1}, 0.0f},
+    };
+    bd_tensor *x = bd_test_rand_f32(BD_TEST_DIMS(2, 3, 9, 11), 50, -1, 1);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        bd_graph *g = pad_pool(cases[c].pads, cases[c].value);
+        bd_exec *plain, *fused;
+        assert_int_equal(bd_exec_new(&plain, g, 0), BD_OK);
+        assert_int_equal(bd_exec_new(&fused, g, BD_EXEC_FUSE), BD_OK);
+        assert_runs_agree(plain, fused, x, 1);
+        assert_string_equal(bd_exec_step_op(fused, 0), "Pad+AveragePool");
+        bd_exec_free(plain);
+        bd_exec_free(fused);
+        bd_graph_free(g);
+    }
+    bd_tensor_free(x);
+}
+
 static void test_bad_inputs(void **state)
 {
     (void)state;
@@ -589,6 +654,7 @@ int main(void)
         cmocka_unit_test(test_fusion_skips_hooks_but_keeps_results),
         cmocka_unit_test(test_frozen),
         cmocka_unit_test(test_concat_in_place),
+        cmocka_unit_test(test_fused_pad_pool),
         cmocka_unit_test(test_fused_activations),
         cmocka_unit_test(test_fused_chains),
         cmocka_unit_test(test_fused_batchnorm),

@@ -70,6 +70,15 @@ void bd_k_hard_sigmoid_params(const bd_node *n, float *alpha, float *beta);
 bd_status bd_k_reduce_axes(const bd_graph *g, const bd_node *n, bd_tensor *const *in,
                            int *reduced, int *none);
 
+/* Pad node n's padding of a tensor of the given rank: before and after
+ * each dim. */
+bd_status bd_k_pad_amounts(const bd_graph *g, const bd_node *n, bd_tensor *const *in, int rank,
+                           int64_t *begin, int64_t *end);
+/* Pad node n's padding value for data x, as one element of its type (8
+ * bytes of room). */
+bd_status bd_k_pad_value(const bd_graph *g, const bd_node *n, bd_tensor *const *in,
+                         const bd_tensor *x, unsigned char *value);
+
 /* Pad node n on in[0]: the output dims, the padding before each dim, and
  * map[d][o], the input index that output index o along dim d reads (-1:
  * the constant), in one block *maps that the caller frees (NULL when the

@@ -436,12 +436,11 @@ static void plane_flat(const bd_pool_geom *pg, pool_kind kind, const float *x, f
     }
 }
 
-static bd_status pool(const bd_node *n, const bd_tensor *x, bd_tensor **out, pool_kind kind,
-                      int include_pad)
+/* Pool node n over x with geometry pg (the node's own, or one with more
+ * padding: bd_avgpool_padded). */
+static bd_status pool_with(const bd_node *n, const bd_tensor *x, bd_pool_geom pg, bd_tensor **out,
+                           pool_kind kind, int include_pad)
 {
-    bd_pool_geom pg;
-    BD_TRY(bd_k_want_f32(n, x, "input"));
-    BD_TRY(bd_pool_geometry(n, x, &pg));
     int64_t dims[2 + SPATIAL];
     dims[0] = x->dims[0];
     dims[1] = x->dims[1];
@@ -540,6 +539,36 @@ static bd_status pool(const bd_node *n, const bd_tensor *x, bd_tensor **out, poo
     }
     free(cols);
     return BD_OK;
+}
+
+static bd_status pool(const bd_node *n, const bd_tensor *x, bd_tensor **out, pool_kind kind,
+                      int include_pad)
+{
+    bd_pool_geom pg;
+    BD_TRY(bd_k_want_f32(n, x, "input"));
+    BD_TRY(bd_pool_geometry(n, x, &pg));
+    return pool_with(n, x, pg, out, kind, include_pad);
+}
+
+bd_status bd_avgpool_padded(const bd_node *n, const bd_tensor *x, const int64_t *begin,
+                            const int64_t *end, bd_tensor **out)
+{
+    BD_TRY(bd_k_want_f32(n, x, "input"));
+    const int s = x->ndim - 2;
+    bd_tensor padded = *x; /* its shape alone: the geometry reads nothing else */
+    for (int d = 0; d < s; d++)
+        padded.dims[2 + d] += begin[d] + end[d];
+    bd_pool_geom pg;
+    BD_TRY(bd_pool_geometry(n, &padded, &pg));
+    for (int d = 0; d < s; d++) {
+        const int k = SPATIAL - s + d;
+        if (pg.pad_begin[k] || pg.pad_end[k] || pg.dilation[k] != 1)
+            return bd_node_fail(n, BD_EUNSUPPORTED, "has pads or dilations of its own");
+        pg.in[k] = x->dims[2 + d];
+        pg.pad_begin[k] = begin[d];
+        pg.pad_end[k] = end[d];
+    }
+    return pool_with(n, x, pg, out, POOL_AVG, 1);
 }
 
 BD_KERNEL(bd_k_maxpool)

@@ -24,4 +24,12 @@ typedef struct bd_pool_geom {
  * is read); fails naming the node. */
 bd_status bd_pool_geometry(const bd_node *n, const bd_tensor *x, bd_pool_geom *pg);
 
+/* AveragePool node n, which has no padding or dilation of its own, over x
+ * padded with zeros (begin[d] before and end[d] after spatial dim d, none
+ * negative): the pool over an explicitly padded x (Pad, then the pool: how
+ * exporters spell a pool that counts its padding), without the padded
+ * copy. The zeros count in every window's size, as they did there. */
+bd_status bd_avgpool_padded(const bd_node *n, const bd_tensor *x, const int64_t *begin,
+                            const int64_t *end, bd_tensor **out);
+
 #endif

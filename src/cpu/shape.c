@@ -474,8 +474,8 @@ static int64_t pad_source(int64_t i, int64_t size, pad_mode mode)
 }
 
 /* Reads pads (and the optional axes they apply to) into begin/end per dim. */
-static bd_status pad_amounts(const bd_graph *g, const bd_node *n, bd_tensor *const *in,
-                             int rank, int64_t *begin, int64_t *end)
+bd_status bd_k_pad_amounts(const bd_graph *g, const bd_node *n, bd_tensor *const *in, int rank,
+                          int64_t *begin, int64_t *end)
 {
     int64_t pads[2 * BD_MAX_DIMS], axes[BD_MAX_DIMS];
     int np, na = -1;
@@ -503,9 +503,8 @@ static bd_status pad_amounts(const bd_graph *g, const bd_node *n, bd_tensor *con
     return BD_OK;
 }
 
-/* The padding value as one element of the data's type. */
-static bd_status pad_value(const bd_graph *g, const bd_node *n, bd_tensor *const *in,
-                           const bd_tensor *x, unsigned char *value)
+bd_status bd_k_pad_value(const bd_graph *g, const bd_node *n, bd_tensor *const *in,
+                        const bd_tensor *x, unsigned char *value)
 {
     memset(value, 0, 8);
     if (g->opset < 11) {
@@ -548,7 +547,7 @@ bd_status bd_k_pad_maps(const bd_graph *g, const bd_node *n, bd_tensor *const *i
     int rank = x->ndim;
     int64_t end[BD_MAX_DIMS];
     *maps = NULL;
-    BD_TRY(pad_amounts(g, n, in, rank, begin, end));
+    BD_TRY(bd_k_pad_amounts(g, n, in, rank, begin, end));
     int64_t nmap = 0, total;
     for (int d = 0; d < rank; d++) {
         if (__builtin_add_overflow(x->dims[d], begin[d], &dims[d]) ||
@@ -593,7 +592,7 @@ BD_KERNEL(bd_k_pad)
     int64_t begin[BD_MAX_DIMS], dims[BD_MAX_DIMS], xs[BD_MAX_DIMS], *map[BD_MAX_DIMS], *maps;
     unsigned char value[8];
     BD_TRY(bd_k_pad_maps(g, n, in, dims, begin, map, &maps));
-    bd_status st = pad_value(g, n, in, x, value);
+    bd_status st = bd_k_pad_value(g, n, in, x, value);
     if (st == BD_OK)
         st = rank == 0 ? bd_k_view(n, out, x, 0, x->dims)
                        : bd_k_output(n, out, x->dtype, rank, dims, 0);
