@@ -33,6 +33,19 @@ void bd_border_copy(const bd_conv_geom *g, bd_bordered b, const float *x, float 
             continue;
         }
         const float *in = x + iy * g->w;
+        if (g->sw == 1) {
+            /* zeros, then the row over them: no lane masks to work out
+             * but the last vector's */
+            for (int64_t c = 0; c < b.stride; c += VL)
+                _mm512_store_ps(row + c, zero);
+            float *at = row + g->pad_l;
+            int64_t c = 0;
+            for (; c + VL <= g->w; c += VL)
+                _mm512_storeu_ps(at + c, _mm512_loadu_ps(in + c));
+            const __mmask16 last = bd_lanes(0, g->w - c);
+            _mm512_mask_storeu_ps(at + c, last, _mm512_maskz_loadu_ps(last, in + c));
+            continue;
+        }
         for (int64_t ph = 0; ph < g->sw; ph++)
             for (int64_t q = 0; q < b.wq; q += VL) {
                 /* lane i holds padded column sw * (q + i) + ph */
