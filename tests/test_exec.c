@@ -257,59 +257,78 @@ static void test_fused_batchnorm(void **state)
     assert_fuses("densenet121", absorbed, 1);
 }
 
+/* A node of a graph built by hand: up to three inputs (NULL ends them),
+ * one output. */
+typedef struct node_spec {
+    const char *name, *op, *in[3], *out;
+} node_spec;
+
+/* A new graph of the given nodes, in order; made[i] gets node i. */
+static bd_graph *graph_of(const node_spec *nodes, size_t count, bd_node **made)
+{
+    bd_graph *g;
+    assert_int_equal(bd_graph_new(&g), BD_OK);
+    g->opset = 13;
+    for (size_t i = 0; i < count; i++) {
+        int nin = 0;
+        while (nin < 3 && nodes[i].in[nin])
+            nin++;
+        const char *out[] = {nodes[i].out};
+        assert_int_equal(bd_graph_add_node(g, nodes[i].name, nodes[i].op, "", nin, nodes[i].in,
+                                           1, out, &made[i]),
+                         BD_OK);
+    }
+    return g;
+}
+
+/* Value `name` of g holds t (g takes it). */
+static void set_init(bd_graph *g, const char *name, bd_tensor *t)
+{
+    int v;
+    assert_int_equal(bd_graph_value(g, name, &v), BD_OK);
+    bd_graph_set_init(g, v, t);
+}
+
+/* g's inputs (of any shape) and outputs, by name; then g is sorted. */
+static void set_io(bd_graph *g, const char *const *inputs, int nin, const char *const *outputs,
+                   int nout)
+{
+    g->inputs = malloc((size_t)nin * sizeof *g->inputs);
+    g->outputs = malloc((size_t)nout * sizeof *g->outputs);
+    assert_true(g->inputs && g->outputs);
+    for (int i = 0; i < nin; i++) {
+        assert_int_equal(bd_graph_value(g, inputs[i], &g->inputs[i]), BD_OK);
+        g->values[g->inputs[i]].ndim = -1; /* any shape */
+    }
+    for (int i = 0; i < nout; i++)
+        assert_int_equal(bd_graph_value(g, outputs[i], &g->outputs[i]), BD_OK);
+    g->ninputs = nin;
+    g->noutputs = nout;
+    assert_int_equal(bd_graph_sort(g), BD_OK);
+}
+
 /* A ConvNeXt block's Linear layers as an exporter folds them: MatMul by a
  * [c, 4c] initializer -> Add(bias) -> GELU (Div, Erf, Add, Mul, Mul) ->
  * MatMul by [4c, c] -> Add(bias), on x [1, h, w, c]. */
 static bd_graph *linear_gelu_linear(int64_t c)
 {
-    bd_graph *g;
-    assert_int_equal(bd_graph_new(&g), BD_OK);
-    g->opset = 13;
-    struct {
-        const char *name, *op, *in[2], *out;
-    } nodes[] = {
+    const node_spec nodes[] = {
         {"mm1", "MatMul", {"x", "w1"}, "p1"},  {"add1", "Add", {"b1", "p1"}, "h"},
-        {"div", "Div", {"h", "sqrt2"}, "d"},   {"erf", "Erf", {"d", NULL}, "e"},
+        {"div", "Div", {"h", "sqrt2"}, "d"},   {"erf", "Erf", {"d"}, "e"},
         {"one", "Add", {"e", "one"}, "e1"},    {"gx", "Mul", {"h", "e1"}, "gx"},
         {"half", "Mul", {"gx", "half"}, "u"},  {"mm2", "MatMul", {"u", "w2"}, "p2"},
         {"add2", "Add", {"p2", "b2"}, "y"},
     };
-    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
-        bd_node *n;
-        const char *out[] = {nodes[i].out};
-        assert_int_equal(bd_graph_add_node(g, nodes[i].name, nodes[i].op, "",
-                                           nodes[i].in[1] ? 2 : 1, nodes[i].in, 1, out, &n),
-                         BD_OK);
-    }
-    struct {
-        const char *name;
-        bd_tensor *t;
-    } inits[] = {
-        {"w1", bd_test_rand_f32(BD_TEST_DIMS(c, 4 * c), 21, -0.3f, 0.3f)},
-        {"b1", bd_test_rand_f32(BD_TEST_DIMS(4 * c), 22, -0.5f, 0.5f)},
-        {"w2", bd_test_rand_f32(BD_TEST_DIMS(4 * c, c), 23, -0.3f, 0.3f)},
-        {"b2", bd_test_rand_f32(BD_TEST_DIMS(c), 24, -0.5f, 0.5f)},
-        {"sqrt2", bd_test_rand_f32(BD_TEST_SCALAR, 0, 1.4142135f, 1.4142135f)},
-        {"one", bd_test_rand_f32(BD_TEST_SCALAR, 0, 1.0f, 1.0f)},
-        {"half", bd_test_rand_f32(BD_TEST_SCALAR, 0, 0.5f, 0.5f)},
-    };
-    for (size_t i = 0; i < sizeof inits / sizeof inits[0]; i++) {
-        int v;
-        assert_int_equal(bd_graph_value(g, inits[i].name, &v), BD_OK);
-        bd_graph_set_init(g, v, inits[i].t);
-    }
-    int x, y;
-    assert_int_equal(bd_graph_value(g, "x", &x), BD_OK);
-    assert_int_equal(bd_graph_value(g, "y", &y), BD_OK);
-    g->inputs = malloc(sizeof *g->inputs);
-    g->outputs = malloc(sizeof *g->outputs);
-    assert_true(g->inputs && g->outputs);
-    g->inputs[0] = x;
-    g->ninputs = 1;
-    g->outputs[0] = y;
-    g->noutputs = 1;
-    g->values[x].ndim = -1; /* any shape */
-    assert_int_equal(bd_graph_sort(g), BD_OK);
+    bd_node *made[sizeof nodes / sizeof nodes[0]];
+    bd_graph *g = graph_of(nodes, sizeof nodes / sizeof nodes[0], made);
+    set_init(g, "w1", bd_test_rand_f32(BD_TEST_DIMS(c, 4 * c), 21, -0.3f, 0.3f));
+    set_init(g, "b1", bd_test_rand_f32(BD_TEST_DIMS(4 * c), 22, -0.5f, 0.5f));
+    set_init(g, "w2", bd_test_rand_f32(BD_TEST_DIMS(4 * c, c), 23, -0.3f, 0.3f));
+    set_init(g, "b2", bd_test_rand_f32(BD_TEST_DIMS(c), 24, -0.5f, 0.5f));
+    set_init(g, "sqrt2", bd_test_rand_f32(BD_TEST_SCALAR, 0, 1.4142135f, 1.4142135f));
+    set_init(g, "one", bd_test_rand_f32(BD_TEST_SCALAR, 0, 1.0f, 1.0f));
+    set_init(g, "half", bd_test_rand_f32(BD_TEST_SCALAR, 0, 0.5f, 0.5f));
+    set_io(g, (const char *[]){"x"}, 1, (const char *[]){"y"}, 1);
     return g;
 }
 
@@ -397,22 +416,8 @@ static bd_graph *conv_add_act(const act_case *ac)
             bd_test_attr_float(n, "max", 0.3f);
         }
     }
-    int x, w, r, out;
-    assert_int_equal(bd_graph_value(g, "x", &x), BD_OK);
-    assert_int_equal(bd_graph_value(g, "w", &w), BD_OK);
-    assert_int_equal(bd_graph_value(g, "r", &r), BD_OK);
-    assert_int_equal(bd_graph_value(g, "y", &out), BD_OK);
-    bd_graph_set_init(g, w, bd_test_rand_f32(BD_TEST_DIMS(4, 3, 3, 3), 5, -0.5f, 0.5f));
-    g->inputs = malloc(2 * sizeof *g->inputs);
-    g->outputs = malloc(sizeof *g->outputs);
-    assert_true(g->inputs && g->outputs);
-    g->inputs[0] = x;
-    g->inputs[1] = r;
-    g->ninputs = 2;
-    g->outputs[0] = out;
-    g->noutputs = 1;
-    g->values[x].ndim = g->values[r].ndim = -1; /* any shape */
-    assert_int_equal(bd_graph_sort(g), BD_OK);
+    set_init(g, "w", bd_test_rand_f32(BD_TEST_DIMS(4, 3, 3, 3), 5, -0.5f, 0.5f));
+    set_io(g, (const char *[]){"x", "r"}, 2, (const char *[]){"y"}, 1);
     return g;
 }
 
@@ -464,54 +469,21 @@ static void test_fused_activations(void **state)
  * whose output a Relu also reads: Concat(d, Relu(d)) is y2. */
 static bd_graph *convs_concat(void)
 {
-    bd_graph *g;
-    assert_int_equal(bd_graph_new(&g), BD_OK);
-    g->opset = 13;
-    struct {
-        const char *name, *op, *in[2], *out;
-    } nodes[] = {
-        {"a", "Conv", {"x", "wa"}, "ca"}, {"ra", "Relu", {"ca", NULL}, "a"},
+    const node_spec nodes[] = {
+        {"a", "Conv", {"x", "wa"}, "ca"}, {"ra", "Relu", {"ca"}, "a"},
         {"b", "Conv", {"x", "wb"}, "b"},  {"cat", "Concat", {"a", "b"}, "y1"},
-        {"d", "Conv", {"x", "wd"}, "d"},  {"rd", "Relu", {"d", NULL}, "e"},
+        {"d", "Conv", {"x", "wd"}, "d"},  {"rd", "Relu", {"d"}, "e"},
         {"cat2", "Concat", {"d", "e"}, "y2"},
     };
-    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
-        bd_node *n;
-        const char *out[] = {nodes[i].out};
-        assert_int_equal(bd_graph_add_node(g, nodes[i].name, nodes[i].op, "",
-                                           nodes[i].in[1] ? 2 : 1, nodes[i].in, 1, out, &n),
-                         BD_OK);
-        if (!strcmp(nodes[i].op, "Concat"))
-            bd_test_attr_int(n, "axis", 1);
-        if (!strcmp(nodes[i].name, "a"))
-            bd_test_attr_ints(n, "pads", 4, (int64_t[]){1, 1, 1, 1});
-    }
-    const struct {
-        const char *name;
-        int64_t m, k;
-    } weights[] = {{"wa", 16, 3}, {"wb", 5, 1}, {"wd", 7, 1}};
-    for (size_t i = 0; i < 3; i++) {
-        int v;
-        assert_int_equal(bd_graph_value(g, weights[i].name, &v), BD_OK);
-        bd_graph_set_init(g, v,
-                          bd_test_rand_f32(BD_TEST_DIMS(weights[i].m, 16, weights[i].k,
-                                                        weights[i].k),
-                                           30 + i, -0.3f, 0.3f));
-    }
-    int x, y1, y2;
-    assert_int_equal(bd_graph_value(g, "x", &x), BD_OK);
-    assert_int_equal(bd_graph_value(g, "y1", &y1), BD_OK);
-    assert_int_equal(bd_graph_value(g, "y2", &y2), BD_OK);
-    g->inputs = malloc(sizeof *g->inputs);
-    g->outputs = malloc(2 * sizeof *g->outputs);
-    assert_true(g->inputs && g->outputs);
-    g->inputs[0] = x;
-    g->ninputs = 1;
-    g->outputs[0] = y1;
-    g->outputs[1] = y2;
-    g->noutputs = 2;
-    g->values[x].ndim = -1; /* any shape */
-    assert_int_equal(bd_graph_sort(g), BD_OK);
+    bd_node *made[sizeof nodes / sizeof nodes[0]];
+    bd_graph *g = graph_of(nodes, sizeof nodes / sizeof nodes[0], made);
+    bd_test_attr_ints(made[0], "pads", 4, (int64_t[]){1, 1, 1, 1});
+    bd_test_attr_int(made[3], "axis", 1);
+    bd_test_attr_int(made[6], "axis", 1);
+    set_init(g, "wa", bd_test_rand_f32(BD_TEST_DIMS(16, 16, 3, 3), 30, -0.3f, 0.3f));
+    set_init(g, "wb", bd_test_rand_f32(BD_TEST_DIMS(5, 16, 1, 1), 31, -0.3f, 0.3f));
+    set_init(g, "wd", bd_test_rand_f32(BD_TEST_DIMS(7, 16, 1, 1), 32, -0.3f, 0.3f));
+    set_io(g, (const char *[]){"x"}, 1, (const char *[]){"y1", "y2"}, 2);
     return g;
 }
 
@@ -565,33 +537,18 @@ static void test_concat_in_place(void **state)
 /* x -> Pad(pads, value) -> AveragePool 3x3 (no pads of its own). */
 static bd_graph *pad_pool(const int64_t *pads, float value)
 {
-    bd_graph *g;
-    assert_int_equal(bd_graph_new(&g), BD_OK);
-    g->opset = 13;
-    bd_node *n;
-    const char *pad_in[] = {"x", "pads", "value"}, *pool_in[] = {"p"}, *p[] = {"p"},
-               *y[] = {"y"};
-    assert_int_equal(bd_graph_add_node(g, "pad", "Pad", "", 3, pad_in, 1, p, &n), BD_OK);
-    assert_int_equal(bd_graph_add_node(g, "pool", "AveragePool", "", 1, pool_in, 1, y, &n), BD_OK);
-    bd_test_attr_ints(n, "kernel_shape", 2, (int64_t[]){3, 3});
-    int x, pv, vv, out;
-    assert_int_equal(bd_graph_value(g, "x", &x), BD_OK);
-    assert_int_equal(bd_graph_value(g, "pads", &pv), BD_OK);
-    assert_int_equal(bd_graph_value(g, "value", &vv), BD_OK);
-    assert_int_equal(bd_graph_value(g, "y", &out), BD_OK);
+    const node_spec nodes[] = {
+        {"pad", "Pad", {"x", "pads", "value"}, "p"},
+        {"pool", "AveragePool", {"p"}, "y"},
+    };
+    bd_node *made[2];
+    bd_graph *g = graph_of(nodes, 2, made);
+    bd_test_attr_ints(made[1], "kernel_shape", 2, (int64_t[]){3, 3});
     bd_tensor *pt = bd_test_tensor(BD_I64, BD_TEST_DIMS(8));
     memcpy(pt->data, pads, 8 * sizeof *pads);
-    bd_graph_set_init(g, pv, pt);
-    bd_graph_set_init(g, vv, bd_test_rand_f32(BD_TEST_SCALAR, 0, value, value));
-    g->inputs = malloc(sizeof *g->inputs);
-    g->outputs = malloc(sizeof *g->outputs);
-    assert_true(g->inputs && g->outputs);
-    g->inputs[0] = x;
-    g->ninputs = 1;
-    g->outputs[0] = out;
-    g->noutputs = 1;
-    g->values[x].ndim = -1;
-    assert_int_equal(bd_graph_sort(g), BD_OK);
+    set_init(g, "pads", pt);
+    set_init(g, "value", bd_test_rand_f32(BD_TEST_SCALAR, 0, value, value));
+    set_io(g, (const char *[]){"x"}, 1, (const char *[]){"y"}, 1);
     return g;
 }
 
