@@ -57,10 +57,26 @@ enum { NB = 4 };
  * tap where it has two, so the two paths agree to a float's rounding, not
  * bit for bit. KH, KW, DW and SW are constants in the common instances, so
  * the tap loop unrolls and the weights stay in registers. */
+/* The 16 floats s (0..6) on from the start of cur, of cur and next after
+ * it: one shuffle instead of a load across two cache lines. */
+static inline __attribute__((always_inline)) __m512 shifted(__m512 cur, __m512 next, int s)
+{
+    const __m512i c = _mm512_castps_si512(cur), n = _mm512_castps_si512(next);
+    switch (s) {
+    case 1: return _mm512_castsi512_ps(_mm512_alignr_epi32(n, c, 1));
+    case 2: return _mm512_castsi512_ps(_mm512_alignr_epi32(n, c, 2));
+    case 3: return _mm512_castsi512_ps(_mm512_alignr_epi32(n, c, 3));
+    case 4: return _mm512_castsi512_ps(_mm512_alignr_epi32(n, c, 4));
+    case 5: return _mm512_castsi512_ps(_mm512_alignr_epi32(n, c, 5));
+    case 6: return _mm512_castsi512_ps(_mm512_alignr_epi32(n, c, 6));
+    default: return cur;
+    }
+}
+
 static inline __attribute__((always_inline)) void
 channel_body(const bd_conv_geom *g, bd_bordered b, const float *buf, const float *w,
              const bd_epilogue *ep, int64_t c, const float *res, float *y, const int KH,
-             const int KW, const int DW, const int SW)
+             const int KW, const int DW, const int SW, const int SHIFTS)
 {
     const __m512 a = _mm512_set1_ps(ep && ep->scale ? ep->scale[c] : 1.0f);
     const __m512 sh = _mm512_set1_ps(ep && ep->shift ? ep->shift[c] : 0.0f);
@@ -97,11 +113,38 @@ channel_body(const bd_conv_geom *g, bd_bordered b, const float *buf, const float
 #pragma GCC unroll 4
         for (int k = 0; k < NB; k++)
             acc[k] = _mm512_setzero_ps();
-#pragma GCC unroll 49
-        for (int t = 0; t < taps; t++)
+        if (SHIFTS) {
+            /* every block starts a whole vector into its bordered row, so a
+             * tap row's vectors load aligned and its taps are shifts of
+             * them (constants here: KW <= 7, DW 1) */
+#pragma GCC unroll 7
+            for (int ki = 0; ki < KH && ki < 7; ki++) {
+                __m512 cur[NB][2], next[NB][2];
 #pragma GCC unroll 4
-            for (int k = 0; k < NB; k++)
-                acc[k] = _mm512_fmadd_ps(wv[t], _mm512_loadu_ps(buf + in[k] + tap[t]), acc[k]);
+                for (int k = 0; k < NB; k++)
+#pragma GCC unroll 2
+                    for (int ph = 0; ph < SW && ph < 2; ph++) {
+                        const float *at = buf + in[k] + ki * g->dh * b.stride + ph * b.wq;
+                        cur[k][ph] = _mm512_load_ps(at);
+                        next[k][ph] = _mm512_load_ps(at + VL);
+                    }
+#pragma GCC unroll 7
+                for (int kj = 0; kj < KW && kj < 7; kj++)
+#pragma GCC unroll 4
+                    for (int k = 0; k < NB; k++)
+                        acc[k] = _mm512_fmadd_ps(wv[ki * KW + kj],
+                                                 shifted(cur[k][kj % SW % 2], next[k][kj % SW % 2],
+                                                         kj / SW),
+                                                 acc[k]);
+            }
+        } else {
+#pragma GCC unroll 49
+            for (int t = 0; t < taps; t++)
+#pragma GCC unroll 4
+                for (int k = 0; k < NB; k++)
+                    acc[k] = _mm512_fmadd_ps(wv[t], _mm512_loadu_ps(buf + in[k] + tap[t]),
+                                             acc[k]);
+        }
 #pragma GCC unroll 4
         for (int k = 0; k < NB; k++)
             _mm512_mask_storeu_ps(y + out[k], mk[k],
@@ -119,7 +162,7 @@ typedef void (*channel_fn)(const bd_conv_geom *g, bd_bordered b, const float *bu
                                            const float *w, const bd_epilogue *ep, int64_t c,     \
                                            const float *res, float *y)                           \
     {                                                                                            \
-        channel_body(g, b, buf, w, ep, c, res, y, KH, KW, 1, SW);                                \
+        channel_body(g, b, buf, w, ep, c, res, y, KH, KW, 1, SW, 1);                             \
     }
 CHANNEL(3, 3, 1) CHANNEL(3, 3, 2) CHANNEL(5, 5, 1) CHANNEL(5, 5, 2) CHANNEL(7, 7, 1)
 
@@ -127,7 +170,7 @@ CHANNEL(3, 3, 1) CHANNEL(3, 3, 2) CHANNEL(5, 5, 1) CHANNEL(5, 5, 2) CHANNEL(7, 7
 static void channel_any(const bd_conv_geom *g, bd_bordered b, const float *buf, const float *w,
                         const bd_epilogue *ep, int64_t c, const float *res, float *y)
 {
-    channel_body(g, b, buf, w, ep, c, res, y, (int)g->kh, (int)g->kw, (int)g->dw, (int)g->sw);
+    channel_body(g, b, buf, w, ep, c, res, y, (int)g->kh, (int)g->kw, (int)g->dw, (int)g->sw, 0);
 }
 
 static channel_fn in_registers(const bd_conv_geom *g)
