@@ -218,7 +218,6 @@ static void plan_bn(const bd_graph *g, const unsigned char *is_output, step *s,
     }
 }
 
-/* The value of a one-element float32 initializer input, if it is one. */
 /* A Pad with constant pads whose output only an AveragePool reads: the
  * pool runs over the unpadded input with the padding as its own, counted
  * in every window (run_pad_pool). Inception-v3 exports its branch pools
@@ -240,6 +239,7 @@ static void plan_pad_pool(const bd_graph *g, const unsigned char *is_output, ste
     absorbed[reader] = 1;
 }
 
+/* The value of a one-element float32 initializer input, if it is one. */
 static int scalar_input(const bd_graph *g, const bd_node *n, int k, float *v)
 {
     const bd_tensor *t = k < n->ninputs ? bd_node_const_input(g, n, k) : NULL;
@@ -454,7 +454,6 @@ static void plan_concats(bd_exec *ex)
             at += bd_node_const_input(g, &g->nodes[p->node], 1)->dims[0];
         }
         c->concat = c->node;
-        c->channels = channels;
     }
 }
 
