@@ -471,7 +471,7 @@ PY
 # ---- leaving at a terminal (tmux): unsaved work asks first ----
 if command -v tmux >/dev/null; then
   unset TMUX
-  SOCK=bd-test-repl-$$
+  SOCK=bd-test-repl-${TMP##*/} # the temporary folder's random name: no stale socket shares it
   T() { tmux -L "$SOCK" -f /dev/null "$@"; }
   trap 'T kill-server 2>/dev/null; rm -rf "$TMP"' EXIT
   # screen_ends PATTERN: waits until the screen's last line that is not
@@ -496,38 +496,46 @@ if command -v tmux >/dev/null; then
     cat "$TMP/screen" >&2
     return 1
   }
-  # session: the REPL on the example in tmux; its exit status in $TMP/tmux.rc
+  # session: the REPL on the example in tmux; its exit status in
+  # $TMP/tmux.rc, its stderr in $TMP/tmux.err. Without a prompt it says
+  # what it knows and fails, and the checks that need the session are
+  # skipped (each would wait its full patience for a screen that never
+  # comes).
   session() {
     rm -f "$TMP/tmux.rc"
     T new-session -d -s repl -x 120 -y 30 "cd '$PWD' && BITDOWN_STATE_DIR='$TMP/tstate' \
-      BITDOWN_HISTORY='$TMP/thist' '$BIN' repl $M; echo \$? >'$TMP/tmux.rc'"
-    screen_ends '^bitdown> ?$' || fail "no prompt in tmux"
+      BITDOWN_HISTORY='$TMP/thist' '$BIN' repl $M 2>'$TMP/tmux.err'; echo \$? >'$TMP/tmux.rc'"
+    screen_ends '^bitdown> ?$' && return 0
+    fail "no prompt in tmux: exit status '$(cat "$TMP/tmux.rc" 2>/dev/null)', stderr: $(cat "$TMP/tmux.err" 2>/dev/null)"
+    return 1
   }
   ended() { # waits for the session's exit status; 0 expected
     eventually test -s "$TMP/tmux.rc"
     [ "$(cat "$TMP/tmux.rc" 2>/dev/null)" = 0 ] || fail "$1: exit status '$(cat "$TMP/tmux.rc" 2>/dev/null)'"
   }
-  session
-  T send-keys -t repl 'quantize fc iters=2' Enter
-  ran '^fc: quantized' || fail "quantize fc in tmux"
-  T send-keys -t repl C-d
-  screen_ends '^1 quantized layer is not saved: quit without saving\? \(y/n\)' ||
-    fail "Ctrl-D with unsaved work did not ask"
-  T send-keys -t repl n Enter
-  screen_ends '^bitdown> ?$' || fail "'n' did not keep the REPL"
-  [ ! -s "$TMP/tmux.rc" ] || fail "'n' left the REPL"
-  T send-keys -t repl quit Enter
-  screen_ends 'quit without saving\? \(y/n\)' || fail "quit with unsaved work did not ask"
-  T send-keys -t repl C-d          # a second Ctrl-D leaves
-  ended "Ctrl-D at the question"
-  session                          # saved work: Ctrl-D leaves at once
-  T send-keys -t repl 'quantize fc iters=2' Enter
-  ran '^fc: quantized' || fail "quantize fc in tmux, again"
-  T send-keys -t repl 'save '"$TMP/t.onnx" Enter
-  ran "^wrote $TMP/t\.onnx" || fail "save in tmux"
-  T send-keys -t repl C-d
-  ended "Ctrl-D with the work saved"
-  grep -q 'not saved' "$TMP/screen" && fail "Ctrl-D asked though the work was saved"
+  session && {
+    T send-keys -t repl 'quantize fc iters=2' Enter
+    ran '^fc: quantized' || fail "quantize fc in tmux"
+    T send-keys -t repl C-d
+    screen_ends '^1 quantized layer is not saved: quit without saving\? \(y/n\)' ||
+      fail "Ctrl-D with unsaved work did not ask"
+    T send-keys -t repl n Enter
+    screen_ends '^bitdown> ?$' || fail "'n' did not keep the REPL"
+    [ ! -s "$TMP/tmux.rc" ] || fail "'n' left the REPL"
+    T send-keys -t repl quit Enter
+    screen_ends 'quit without saving\? \(y/n\)' || fail "quit with unsaved work did not ask"
+    T send-keys -t repl C-d          # a second Ctrl-D leaves
+    ended "Ctrl-D at the question"
+  }
+  session && {                     # saved work: Ctrl-D leaves at once
+    T send-keys -t repl 'quantize fc iters=2' Enter
+    ran '^fc: quantized' || fail "quantize fc in tmux, again"
+    T send-keys -t repl 'save '"$TMP/t.onnx" Enter
+    ran "^wrote $TMP/t\.onnx" || fail "save in tmux"
+    T send-keys -t repl C-d
+    ended "Ctrl-D with the work saved"
+    grep -q 'not saved' "$TMP/screen" && fail "Ctrl-D asked though the work was saved"
+  }
 fi
 # from a pipe, the end of the input leaves at once, unsaved work or not
 printf 'quantize fc iters=2\n' | repl piped_eof $M

@@ -4,7 +4,7 @@
 . "$(dirname "$0")/support/testlib.sh"
 command -v tmux >/dev/null || { echo "tmux is not installed: skipping the TUI test"; exit 77; }
 unset TMUX
-SOCK=bd-test-tui-$$
+SOCK=bd-test-tui-${TMP##*/} # the temporary folder's random name: no stale socket shares it
 T() { tmux -L "$SOCK" -f "$TMP/tmux.conf" "$@"; }
 trap 'T kill-server 2>/dev/null; rm -rf "$TMP"' EXIT
 echo 'set -g default-terminal tmux-256color' >"$TMP/tmux.conf"
