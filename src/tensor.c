@@ -167,12 +167,7 @@ bd_status bd_tensor_view_at(bd_tensor **out, const bd_tensor *src, int64_t offse
 
 bd_status bd_tensor_view_head(bd_tensor **out, const bd_tensor *src, int ndim, const int64_t *dims)
 {
-    int64_t n;
-    BD_TRY(bd_shape_count(ndim, dims, &n, "view"));
-    if (n > bd_tensor_count(src))
-        return bd_fail(BD_EINVAL, "cannot view the first %" PRId64 " of %" PRId64 " elements", n,
-                       bd_tensor_count(src));
-    return view_of(out, src, ndim, dims);
+    return bd_tensor_view_at(out, src, 0, ndim, dims);
 }
 
 bd_status bd_tensor_clone(bd_tensor **out, const bd_tensor *src)

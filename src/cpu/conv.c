@@ -566,7 +566,6 @@ void bd_conv_cache_free(bd_conv_cache *c)
     free(c);
 }
 
-
 bd_status bd_k_conv(const bd_graph *gr, const bd_node *n, bd_tensor *const *in, bd_tensor **out)
 {
     (void)gr;

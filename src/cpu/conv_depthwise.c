@@ -52,11 +52,6 @@ enum { VL = 16 };
  * of a late layer is rows of one block each. */
 enum { NB = 4 };
 
-/* One channel from its bordered plane. Taps are summed in channel_by_taps's
- * order (a padded tap adds w * 0) by fused multiply-adds: one rounding per
- * tap where it has two, so the two paths agree to a float's rounding, not
- * bit for bit. KH, KW, DW and SW are constants in the common instances, so
- * the tap loop unrolls and the weights stay in registers. */
 /* The 16 floats s (0..6) on from the start of cur, of cur and next after
  * it: one shuffle instead of a load across two cache lines. */
 static inline __attribute__((always_inline)) __m512 shifted(__m512 cur, __m512 next, int s)
@@ -73,6 +68,12 @@ static inline __attribute__((always_inline)) __m512 shifted(__m512 cur, __m512 n
     }
 }
 
+/* One channel from its bordered plane. Taps are summed in channel_by_taps's
+ * order (a padded tap adds w * 0) by fused multiply-adds: one rounding per
+ * tap where it has two, so the two paths agree to a float's rounding, not
+ * bit for bit. KH, KW, DW and SW are constants in the common instances, so
+ * the tap loop unrolls and the weights stay in registers; there (SHIFTS)
+ * each tap row is loaded aligned once and shifted for its taps. */
 static inline __attribute__((always_inline)) void
 channel_body(const bd_conv_geom *g, bd_bordered b, const float *buf, const float *w,
              const bd_epilogue *ep, int64_t c, const float *res, float *y, const int KH,
