@@ -54,6 +54,22 @@ static inline __mmask16 bd_lanes(int64_t lo, int64_t hi)
     return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
 }
 
+/* The lanes whose column (cols, one index a lane) lies within [0, width):
+ * one unsigned compare takes both ends, a negative column being above any
+ * width. Loops that mask loads at every step keep cols running: bd_lanes's
+ * clamps there had cost more than the loads (half of a stride-2 bordered
+ * copy's time). */
+static inline __mmask16 bd_lanes_within(__m512i cols, __m512i width)
+{
+    return _mm512_cmplt_epu32_mask(cols, width);
+}
+
+/* Lane i holds i. */
+static inline __m512i bd_iota(void)
+{
+    return _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+}
+
 /* v * a + b, plus the residual's `mask` lanes at res (NULL: none), clamped
  * to [lo, hi]: bd_epilogue_apply's arithmetic on 16 outputs, a and b their
  * scales and shifts (one channel's, broadcast, or 16 channels' where the

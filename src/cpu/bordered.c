@@ -24,6 +24,8 @@ void bd_border_copy(const bd_conv_geom *g, bd_bordered b, const float *x, float 
     const __m512 zero = _mm512_setzero_ps();
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4,
                                           2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const __m512i width = _mm512_set1_epi32((int)g->w), step = _mm512_set1_epi32(VL);
     for (int64_t r = 0; r < b.rows; r++) {
         float *row = buf + r * b.stride;
         const int64_t iy = r - g->pad_t;
@@ -33,30 +35,26 @@ void bd_border_copy(const bd_conv_geom *g, bd_bordered b, const float *x, float 
             continue;
         }
         const float *in = x + iy * g->w;
+        __m512i col = _mm512_add_epi32(bd_iota(), _mm512_set1_epi32((int)-g->pad_l));
         if (g->sw == 1) {
-            /* zeros, then the row over them: no lane masks to work out
-             * but the last vector's */
-            for (int64_t c = 0; c < b.stride; c += VL)
-                _mm512_store_ps(row + c, zero);
-            float *at = row + g->pad_l;
-            int64_t c = 0;
-            for (; c + VL <= g->w; c += VL)
-                _mm512_storeu_ps(at + c, _mm512_loadu_ps(in + c));
-            const __mmask16 last = bd_lanes(0, g->w - c);
-            _mm512_mask_storeu_ps(at + c, last, _mm512_maskz_loadu_ps(last, in + c));
+            for (int64_t q = 0; q < b.stride; q += VL) {
+                _mm512_store_ps(row + q, _mm512_maskz_loadu_ps(bd_lanes_within(col, width),
+                                                               in + q - g->pad_l));
+                col = _mm512_add_epi32(col, step);
+            }
             continue;
         }
-        for (int64_t ph = 0; ph < g->sw; ph++)
-            for (int64_t q = 0; q < b.wq; q += VL) {
-                /* lane i holds padded column sw * (q + i) + ph */
-                const int64_t at = g->sw * q + ph - g->pad_l;
-                __m512 v = _mm512_maskz_loadu_ps(bd_lanes(-at, g->w - at), in + at);
-                if (g->sw == 2)
-                    v = _mm512_permutex2var_ps(
-                        v, even,
-                        _mm512_maskz_loadu_ps(bd_lanes(-at - VL, g->w - at - VL), in + at + VL));
-                _mm512_store_ps(row + ph * b.wq + q, v);
-            }
+        /* stride 2: the 32 columns under a vector of each phase are loaded
+         * once and split into even and odd */
+        for (int64_t q = 0; q < b.wq; q += VL) {
+            const float *at = in + 2 * q - g->pad_l; /* lane i: columns 2i, 2i + 1 from at */
+            const __m512 v0 = _mm512_maskz_loadu_ps(bd_lanes_within(col, width), at);
+            col = _mm512_add_epi32(col, step);
+            const __m512 v1 = _mm512_maskz_loadu_ps(bd_lanes_within(col, width), at + VL);
+            col = _mm512_add_epi32(col, step);
+            _mm512_store_ps(row + q, _mm512_permutex2var_ps(v0, even, v1));
+            _mm512_store_ps(row + b.wq + q, _mm512_permutex2var_ps(v0, odd, v1));
+        }
     }
 }
 

@@ -337,14 +337,18 @@ static void plane_max_s2(const bd_pool_geom *pg, const float *x, float *y)
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4,
                                           2, 0);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const __m512i width = _mm512_set1_epi32((int)w), outs = _mm512_set1_epi32((int)ow);
+    const __m512i sixteen = _mm512_set1_epi32(16), thirty_two = _mm512_set1_epi32(32);
     for (int64_t oy = 0; oy < pg->out[1]; oy++) {
         const int64_t start = oy * pg->stride[1] - pg->pad_begin[1];
         int64_t r0, rows = taps_within(start, pg->kernel[1], 1, 0, h, &r0);
         r0 += start;
         for (int64_t ox = 0; ox < ow; ox += 16) {
             const int64_t c = 2 * ox - pl; /* the first column of lane 0's window */
-            const __mmask16 m0 = bd_lanes(-c, w - c), m1 = bd_lanes(-c - 16, w - c - 16);
-            const __mmask16 m2 = bd_lanes(-c - 32, w - c - 32);
+            const __m512i cols = _mm512_add_epi32(bd_iota(), _mm512_set1_epi32((int)c));
+            const __mmask16 m0 = bd_lanes_within(cols, width);
+            const __mmask16 m1 = bd_lanes_within(_mm512_add_epi32(cols, sixteen), width);
+            const __mmask16 m2 = bd_lanes_within(_mm512_add_epi32(cols, thirty_two), width);
             __m512 a = none, b = none, d = none; /* columns c.., c + 16.., c + 32.. */
             for (int64_t r = r0; r < r0 + rows; r++) {
                 const float *at = x + r * w + c;
@@ -359,7 +363,8 @@ static void plane_max_s2(const bd_pool_geom *pg, const float *x, float *y)
                 m = _mm512_max_ps(_mm512_castsi512_ps(_mm512_alignr_epi32(
                                       _mm512_castps_si512(d), _mm512_castps_si512(e), 1)),
                                   m);
-            _mm512_mask_storeu_ps(y + oy * ow + ox, bd_lanes(0, ow - ox), m);
+            const __m512i out_cols = _mm512_add_epi32(bd_iota(), _mm512_set1_epi32((int)ox));
+            _mm512_mask_storeu_ps(y + oy * ow + ox, bd_lanes_within(out_cols, outs), m);
         }
     }
 }
