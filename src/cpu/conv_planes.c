@@ -41,18 +41,19 @@ typedef struct span {
     __mmask16 mask[NB];
 } span;
 
-static span span_at(const plan *p, int64_t j)
+/* (filled in place: a span returned by value was copied with one 64-byte
+ * load from the scalar stores that had just made it, which the store
+ * buffer cannot forward, a stall per tile) */
+static void span_at(const plan *p, int64_t j, span *gr)
 {
     const bd_conv_geom *g = p->g;
-    span gr;
     for (int k = 0; k < NB; k++) {
         const int64_t at = j + k < p->blocks ? j + k : p->blocks - 1;
         const int64_t oy = at / p->nblk, bk = at % p->nblk;
-        gr.in[k] = oy * g->sh * p->b.stride + bk * VL;
-        gr.out[k] = oy * g->ow + bk * VL;
-        gr.mask[k] = j + k >= p->blocks ? 0 : bk == p->nblk - 1 ? p->tail : (__mmask16)0xffff;
+        gr->in[k] = oy * g->sh * p->b.stride + bk * VL;
+        gr->out[k] = oy * g->ow + bk * VL;
+        gr->mask[k] = j + k >= p->blocks ? 0 : bk == p->nblk - 1 ? p->tail : (__mmask16)0xffff;
     }
-    return gr;
 }
 
 /* Output channels m0.. (mr of them) of one span of one image: buf the
@@ -172,7 +173,8 @@ bd_status bd_conv_planes(const bd_conv_geom *g, const float *x, const float *w,
         for (int64_t it = 0; it < spans * mtiles; it++) {
             const int64_t gi = it % mtiles / per, m0 = gi * p->mg + it % per * MR;
             const int64_t mr = (gi + 1) * p->mg - m0 < MR ? (gi + 1) * p->mg - m0 : MR;
-            const span gr = span_at(p, it / mtiles * NB);
+            span gr;
+            span_at(p, it / mtiles * NB, &gr);
             tiles[mr - 1](p, buf + gi * p->cg * p->plane, w, &gr, res, yi, m0);
         }
     }
