@@ -223,7 +223,8 @@ static int use_blocked(const bd_conv_geom *g, const bd_epilogue *ep)
 }
 
 /* Channels [c0, c0 + nch) of image i, nch <= 16; buf, out and wt have
- * blocked_size's room. */
+ * blocked_size's room, and buf's border is zero: only its interior is
+ * written here, so a thread zeroes its buffer once, not once a block. */
 static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const float *w,
                         const bd_epilogue *ep, int64_t i, int64_t c0, float *buf, float *out,
                         float *wt, float *y)
@@ -233,8 +234,6 @@ static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const 
     const __mmask16 chans = bd_lanes(0, nch);
     const __m512 zero = _mm512_setzero_ps();
     const float *xi = x + (i * g->c + c0) * hw;
-    for (size_t k = 0; k < b.in; k += VL)
-        _mm512_store_ps(buf + k, zero);
     for (int64_t iy = 0; iy < g->h; iy++)
         for (int64_t ix = 0; ix < g->w; ix += VL) {
             const int64_t n = g->w - ix < VL ? g->w - ix : VL;
@@ -307,6 +306,8 @@ static bd_status depthwise_blocked(const bd_conv_geom *g, const float *x, const 
         if (!mem) {
 #pragma omp atomic write
             failed = 1;
+        } else {
+            memset(mem, 0, b.in * sizeof *mem);
         }
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; it++)
