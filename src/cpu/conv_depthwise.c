@@ -247,9 +247,19 @@ static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const 
             for (int64_t k = 0; k < n; k++)
                 _mm512_store_ps(row + k * VL, v[k]);
         }
-    for (int64_t t = 0; t < taps; t++)
-        for (int64_t ch = 0; ch < VL; ch++)
-            wt[t * VL + ch] = ch < nch ? w[(c0 + ch) * taps + t] : 0.0f;
+    /* the weights as 16 channels a tap: 16 taps of each channel at a time,
+     * transposed in registers */
+    for (int64_t t0 = 0; t0 < taps; t0 += VL) {
+        const int64_t nt = taps - t0 < VL ? taps - t0 : VL;
+        const __mmask16 mt = bd_lanes(0, nt);
+        __m512 v[VL];
+#pragma GCC unroll 16
+        for (int ch = 0; ch < VL; ch++)
+            v[ch] = ch < nch ? _mm512_maskz_loadu_ps(mt, w + (c0 + ch) * taps + t0) : zero;
+        bd_transpose16(v);
+        for (int64_t k = 0; k < nt; k++)
+            _mm512_store_ps(wt + (t0 + k) * VL, v[k]);
+    }
     const __m512 a = ep && ep->scale ? _mm512_maskz_loadu_ps(chans, ep->scale + c0)
                                      : _mm512_set1_ps(1);
     const __m512 sh = ep && ep->shift ? _mm512_maskz_loadu_ps(chans, ep->shift + c0) : zero;
