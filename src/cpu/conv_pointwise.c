@@ -212,7 +212,6 @@ bd_status bd_conv_pointwise(const bd_conv_geom *g, const float *x, const float *
      * in 3 runs, one thread taking 30 of the 48 tiles */
     split = split <= 1 ? 1 : (split + threads - 1) / threads * threads;
     split = split > mblocks ? mblocks : split;
-    const int64_t per = (mblocks + split - 1) / split * MR;
     const int64_t items = blocks * split;
     int failed = 0;
 #pragma omp parallel if (threads > 1 && items > 1 && g->m * g->c * p.hw * g->n > (1 << 15))
@@ -224,8 +223,14 @@ bd_status bd_conv_pointwise(const bd_conv_geom *g, const float *x, const float *
         }
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; it++) {
-            const int64_t b = it % blocks, m0 = it / blocks * per;
-            const int64_t m1 = m0 + per < g->m ? m0 + per : g->m;
+            /* run r: tiles r * mblocks / split on, spread evenly (27 tiles
+             * in 8 runs as 3 or 4 each, not 4 and a last of 3 empty; 160
+             * channels had gone 96 to one thread, 64 to the other) */
+            const int64_t b = it % blocks, r = it / blocks;
+            const int64_t m0 = r * mblocks / split * MR;
+            const int64_t m1 = (r + 1) * mblocks / split * MR < g->m
+                                   ? (r + 1) * mblocks / split * MR
+                                   : g->m;
             if (m0 < m1 && (col || !p.ndots))
                 run_block(&p, x, w, y, b / p.npb, b % p.npb, m0, m1, col);
         }
