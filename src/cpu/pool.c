@@ -590,6 +590,43 @@ BD_KERNEL(bd_k_averagepool)
     return pool(n, in[0], out, POOL_AVG, bd_attr_int(n, "count_include_pad", 0) != 0);
 }
 
+#ifdef __AVX512F__
+/* The 16 floats of v, widened, added to s[0] and s[1]. */
+static inline void add_widened(__m512 v, __m512d *s)
+{
+    s[0] = _mm512_add_pd(s[0], _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    s[1] = _mm512_add_pd(
+        s[1], _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+}
+#endif
+
+/* accumulate's sum of n contiguous floats, in double as there. A global
+ * average pool reads whole planes this way (every channel of a squeeze-and-
+ * excitation block's map): four sums side by side, where accumulate's
+ * loop waited on each addition in turn (EfficientNet-B0's 17 pools took 0.76
+ * ms a pass on one thread, ONNX Runtime's 0.19). */
+static double plane_sum(const float *x, int64_t n)
+{
+    double sum = 0;
+#ifdef __AVX512F__
+    if (__builtin_cpu_supports("avx512f")) {
+        __m512d s[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(),
+                        _mm512_setzero_pd()};
+        int64_t j = 0;
+        for (; j + 32 <= n; j += 32) {
+            add_widened(_mm512_loadu_ps(x + j), s);
+            add_widened(_mm512_loadu_ps(x + j + 16), s + 2);
+        }
+        for (; j < n; j += 16)
+            add_widened(_mm512_maskz_loadu_ps(bd_lanes(0, n - j), x + j), s);
+        return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(s[0], s[1]),
+                                                  _mm512_add_pd(s[2], s[3])));
+    }
+#endif
+    accumulate(x, n, 1, POOL_AVG, NULL, &sum);
+    return sum;
+}
+
 static bd_status global_pool(const bd_node *n, const bd_tensor *x, bd_tensor **out,
                              pool_kind kind)
 {
@@ -607,9 +644,9 @@ static bd_status global_pool(const bd_node *n, const bd_tensor *x, bd_tensor **o
 #pragma omp parallel for if (planes * size >= BD_PARALLEL_MIN) schedule(static)
     for (int64_t p = 0; p < planes; p++) {
         float max = -FLT_MAX;
-        double sum = 0;
-        accumulate(xd + p * size, size, 1, kind, &max, &sum);
-        yd[p] = kind == POOL_MAX ? max : (float)(sum / (double)size);
+        if (kind == POOL_MAX)
+            accumulate(xd + p * size, size, 1, kind, &max, NULL);
+        yd[p] = kind == POOL_MAX ? max : (float)(plane_sum(xd + p * size, size) / (double)size);
     }
     return BD_OK;
 }
