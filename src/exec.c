@@ -40,6 +40,10 @@ typedef struct step {
      * re-laid for its kernel (NULL until the first run keeps it) */
     int keep;
     bd_conv_cache *cache;
+    /* and its epilogue, the folded scale and shift in ep_buf (NULL until
+     * the first run makes them) */
+    bd_epilogue ep;
+    float *ep_buf;
     /* A conv whose output only a Concat along the channels reads: at batch
      * 1 it writes straight into its slice of the Concat's output, which
      * then copies nothing. concat is that Concat's node (-1: none), at the
@@ -536,8 +540,10 @@ void bd_exec_free(bd_exec *ex)
 {
     if (!ex)
         return;
-    for (int i = 0; ex->steps && i < ex->nsteps; i++)
+    for (int i = 0; ex->steps && i < ex->nsteps; i++) {
         bd_conv_cache_free(ex->steps[i].cache);
+        free(ex->steps[i].ep_buf);
+    }
     free(ex->steps);
     free(ex->uses);
     free(ex->is_output);
@@ -630,6 +636,30 @@ static bd_status fused_epilogue(const bd_graph *g, const step *s, int64_t m,
     return BD_OK;
 }
 
+/* fused_epilogue, made once for a step that keeps its weight: under
+ * BD_EXEC_FROZEN its bias and BatchNormalization hold still too, and
+ * folding them again each pass was a serial stretch (a square root and a
+ * division a channel) that a second thread waited through. *buf gets
+ * what the caller frees: NULL for the kept one. */
+static bd_status step_epilogue(const bd_graph *g, step *s, int64_t m, const bd_tensor *bias,
+                               float **buf, bd_epilogue *ep)
+{
+    if (!s->keep)
+        return fused_epilogue(g, s, m, bias, buf, ep);
+    if (!s->ep_buf) {
+        float *made = NULL;
+        bd_status st = fused_epilogue(g, s, m, bias, &made, &s->ep);
+        if (st != BD_OK) {
+            free(made);
+            return st;
+        }
+        s->ep_buf = made;
+    }
+    *buf = NULL;
+    *ep = s->ep;
+    return BD_OK;
+}
+
 /* Runs an absorbed node by itself on (first, the node's other inputs). */
 static bd_status run_absorbed(const bd_graph *g, const bd_node *n, int slot, bd_tensor *first,
                              bd_tensor *other, bd_tensor **out)
@@ -673,7 +703,7 @@ static bd_status run_fused_conv(const bd_graph *g, step *s, bd_tensor *const *in
     int64_t dims[4] = {geom.n, geom.m, geom.oh, geom.ow};
     if (in[0]->ndim == 3)
         dims[2] = geom.ow;
-    bd_status st = fused_epilogue(g, s, geom.m, bd_node_const_input(g, conv, 2), &buf, &ep);
+    bd_status st = step_epilogue(g, s, geom.m, bd_node_const_input(g, conv, 2), &buf, &ep);
     /* A residual of another shape (broadcasting) cannot ride along: then
      * the Add and the activation run as their own kernels after the conv. */
     int apart = residual && (residual->dtype != BD_F32 || residual->ndim != in[0]->ndim ||

@@ -24,8 +24,9 @@ enum {
     BD_EXEC_FUSE = 1,
     /* The graph's initializers keep their contents while the executor
      * lives (inference of a loaded model): kernels may keep weights
-     * re-laid for them from one run to the next (bd_conv2d_cached), and a
-     * change made to an initializer in place is then not seen. Runs of the
+     * re-laid for them from one run to the next (bd_conv2d_cached), convs
+     * their bias and BatchNormalization folded into one scale and shift,
+     * and a change made to an initializer in place is then not seen. Runs of the
      * executor must not overlap. */
     BD_EXEC_FROZEN = 2
 };

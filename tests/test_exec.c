@@ -125,9 +125,10 @@ static void test_fusion_skips_hooks_but_keeps_results(void **state)
     bd_graph_free(g);
 }
 
-/* A frozen executor keeps the deep convs' weights re-laid between runs:
- * its results are the fused executor's, bit for bit, run after run, and a
- * weight then changed in place is not seen by it, as its contract says,
+/* A frozen executor keeps the deep convs' weights re-laid between runs,
+ * and the convs' folded BatchNormalizations: its results are the fused
+ * executor's, bit for bit, run after run, and a weight or a BatchNorm
+ * shift then changed in place is not seen by it, as its contract says,
  * while an executor that is not frozen sees it. */
 static void test_frozen(void **state)
 {
@@ -157,6 +158,17 @@ static void test_frozen(void **state)
     float *wd = w->data;
     for (int64_t k = 0; k < bd_tensor_count(w); k++)
         wd[k] = -wd[k];
+    /* and its BatchNormalization's shift: the folded epilogue is kept too */
+    int bn = -1;
+    for (int i = 0; i < g->nnodes; i++)
+        if (strcmp(g->nodes[i].op, "BatchNormalization") == 0 &&
+            g->nodes[i].inputs[0] == g->nodes[last_conv].outputs[0])
+            bn = i;
+    assert_true(bn >= 0);
+    bd_tensor *shift = g->values[g->nodes[bn].inputs[2]].init;
+    float *sd = shift->data;
+    for (int64_t k = 0; k < bd_tensor_count(shift); k++)
+        sd[k] += 1.0f;
     assert_int_equal(bd_exec_run1(frozen, x, &after), BD_OK);
     assert_int_equal(bd_exec_run1(fused, x, &seen), BD_OK);
     assert_memory_equal(after->data, before->data, bd_tensor_nbytes(before));
