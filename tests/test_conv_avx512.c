@@ -165,6 +165,12 @@ static const direct_case direct_cases[] = {
     {2, 16, 7, 7, 40, 3, 3, 2, 1, 1, 1, 1, 1, 1},   /* 40 = 2.5 blocks */
     {1, 32, 5, 5, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* Inception's 5x5 maps: tiles 5 wide */
     {1, 20, 10, 10, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* two of them to a row */
+    /* output blocks the widest tiles do not divide: a last group of the
+     * blocks left (Inception-v3's 160 channels, GoogLeNet's 208 and 112) */
+    {1, 32, 12, 12, 160, 7, 1, 1, 1, 3, 0, 3, 0, 1},
+    {1, 24, 9, 14, 208, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+    {2, 16, 7, 7, 112, 1, 1, 1, 1, 0, 0, 0, 0, 1},
+    {1, 16, 12, 12, 150, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* and its last block partial */
 };
 
 /* Every epilogue on every case. */

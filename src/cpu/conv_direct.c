@@ -79,8 +79,10 @@ tile_body(const float *x, const int64_t *toff, int64_t ntaps, const float *w, __
 #define TILES(BO, PW) TILE(16, BO, PW) TILE(1, BO, PW)
 #define KERNEL(BO, PW) {BO, PW, {tile_16_##BO##_##PW, tile_1_##BO##_##PW}}
 
-TILES(1, 16) TILES(1, 14) TILES(1, 8) TILES(1, 7) TILES(1, 4) TILES(1, 2) TILES(1, 1)
-TILES(2, 14) TILES(2, 8) TILES(2, 7) TILES(2, 4) TILES(2, 2) TILES(2, 1)
+TILES(1, 16) TILES(1, 14) TILES(1, 8) TILES(1, 7) TILES(1, 6) TILES(1, 5) TILES(1, 4)
+TILES(1, 2) TILES(1, 1)
+TILES(2, 14) TILES(2, 8) TILES(2, 7) TILES(2, 6) TILES(2, 5) TILES(2, 4) TILES(2, 2) TILES(2, 1)
+TILES(3, 8) TILES(3, 7) TILES(3, 6) TILES(3, 5) TILES(3, 4) TILES(3, 2) TILES(3, 1)
 TILES(4, 7) TILES(4, 6) TILES(4, 5) TILES(4, 4) TILES(4, 2) TILES(4, 1)
 
 typedef struct kernel {
@@ -89,10 +91,11 @@ typedef struct kernel {
 } kernel;
 
 static const kernel kernels[] = {
-    KERNEL(1, 16), KERNEL(1, 14), KERNEL(1, 8), KERNEL(1, 7), KERNEL(1, 4), KERNEL(1, 2),
-    KERNEL(1, 1),  KERNEL(2, 14), KERNEL(2, 8), KERNEL(2, 7), KERNEL(2, 4), KERNEL(2, 2),
-    KERNEL(2, 1),  KERNEL(4, 7),  KERNEL(4, 6), KERNEL(4, 5), KERNEL(4, 4), KERNEL(4, 2),
-    KERNEL(4, 1),
+    KERNEL(1, 16), KERNEL(1, 14), KERNEL(1, 8), KERNEL(1, 7), KERNEL(1, 6), KERNEL(1, 5),
+    KERNEL(1, 4),  KERNEL(1, 2),  KERNEL(1, 1), KERNEL(2, 14), KERNEL(2, 8), KERNEL(2, 7),
+    KERNEL(2, 6),  KERNEL(2, 5),  KERNEL(2, 4), KERNEL(2, 2),  KERNEL(2, 1), KERNEL(3, 8),
+    KERNEL(3, 7),  KERNEL(3, 6),  KERNEL(3, 5), KERNEL(3, 4),  KERNEL(3, 2), KERNEL(3, 1),
+    KERNEL(4, 7),  KERNEL(4, 6),  KERNEL(4, 5), KERNEL(4, 4),  KERNEL(4, 2), KERNEL(4, 1),
 };
 
 /* The re-laid input of one image, padding included, is [ncb][hp][sx][wq][16]
@@ -105,6 +108,12 @@ typedef struct plan {
     const bd_epilogue *ep;
     float *y;
     const kernel *k;
+    /* The last group's, where k's blocks do not divide the output's: the
+     * same tile width over the blocks left (10 blocks of 16 channels as 4,
+     * 4 and 2; only widths that divided them, as 2 and 1 for 10 or 1 for
+     * 13, had held Inception-v3's and GoogLeNet's convs to narrow tiles
+     * that wait on their loads); NULL where they divide. */
+    const kernel *tail;
     int blocked;
     int64_t cb, ncb;      /* input channels per block, blocks */
     /* A kernel one tap tall (wide) reads only every stride-th input row
@@ -125,8 +134,8 @@ typedef struct plan {
      * across rows (flat), so tiles need not fit a row. */
     int flat;
     int64_t units, span, uin; /* units per image, outputs and packed floats per unit */
-    int64_t ngroups;      /* output channel groups of k->bo blocks (the last block may be
-                           * partial) */
+    int64_t ngroups;      /* output channel groups of k->bo blocks (the last group may be
+                           * tail's, the last block partial) */
     int64_t gsize;        /* floats of packed weights per group */
     float lo, hi;         /* the activation's clamp */
 } plan;
@@ -221,6 +230,12 @@ static void pack_row(const plan *p, const float *x, int64_t cbk, int64_t r, floa
         pack_planar_row(p, x, r, buf + r * p->rs);
 }
 
+/* The kernel of output channel group gi. */
+static const kernel *group_kernel(const plan *p, int64_t gi)
+{
+    return p->tail && gi == p->ngroups - 1 ? p->tail : p->k;
+}
+
 /* The weights [M][C][kh][kw] of group gi into dst as [cbk][kh][kw][cb][bo][16],
  * zero past the last input and output channel. Each output block's 16 rows
  * are read 16 floats at a time and transposed in registers, so one output
@@ -228,10 +243,11 @@ static void pack_row(const plan *p, const float *x, int64_t cbk, int64_t r, floa
 static void pack_group(const plan *p, const float *w, int64_t gi, float *dst)
 {
     const bd_conv_geom *g = p->g;
-    const int64_t taps = g->kh * g->kw, bo = p->k->bo, cb = p->cb, row = g->c * taps;
+    const int64_t taps = g->kh * g->kw, bo = group_kernel(p, gi)->bo, cb = p->cb;
+    const int64_t row = g->c * taps;
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t b = 0; b < bo; b++) {
-        const int64_t m0 = (gi * bo + b) * VL, rows = g->m - m0 < VL ? g->m - m0 : VL;
+        const int64_t m0 = (gi * p->k->bo + b) * VL, rows = g->m - m0 < VL ? g->m - m0 : VL;
         for (int64_t cbk = 0; cbk < p->ncb; cbk++) {
             const float *src = w + m0 * row + cbk * cb * taps;
             float *blk = dst + cbk * taps * cb * bo * VL + b * VL;
@@ -267,15 +283,15 @@ static void pack_group(const plan *p, const float *w, int64_t gi, float *dst)
     }
 }
 
-/* acc[bo][pw], the tile whose first output is y[at], channel m0 (pw pixels
- * along a plane, bo blocks of 16 channels from there): scale and shift while
+/* acc[bo][pw], the tile of kernel k whose first output is y[at], channel m0
+ * (pw pixels along a plane, bo blocks of 16 channels from there): scale and shift while
  * channels are the lanes, then a transpose makes each channel's pixels one
  * vector for the residual, the clamp and a masked store into NCHW. */
-static void store_tile(const plan *p, int64_t m0, int64_t at, const __m512 *acc)
+static void store_tile(const plan *p, const kernel *k, int64_t m0, int64_t at, const __m512 *acc)
 {
     const bd_conv_geom *g = p->g;
     const bd_epilogue *ep = p->ep;
-    const int bo = p->k->bo, pw = p->k->pw;
+    const int bo = k->bo, pw = k->pw;
     const __mmask16 mask = (__mmask16)((1u << pw) - 1);
     const __m512 lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
     const int64_t ohw = g->oh * g->ow;
@@ -320,11 +336,11 @@ static void conv_unit(const plan *p, const float *buf, const float *w, int64_t i
                       int64_t u)
 {
     const bd_conv_geom *g = p->g;
-    const kernel *k = p->k;
-    const int64_t ohw = g->oh * g->ow, first = u * p->span;
+    const kernel *k = group_kernel(p, gi);
+    const int64_t ohw = g->oh * g->ow, first = u * p->span, m0 = gi * p->k->bo * VL;
     const int64_t len = ohw - first < p->span ? ohw - first : p->span;
-    const int64_t at = (i * g->m + gi * k->bo * VL) * ohw + first;
-    const int64_t mine = g->m - gi * k->bo * VL, chans = mine < k->bo * VL ? mine : k->bo * VL;
+    const int64_t at = (i * g->m + m0) * ohw + first;
+    const int64_t mine = g->m - m0, chans = mine < k->bo * VL ? mine : k->bo * VL;
     if (first + len < ohw)
         for (int64_t c = 0; c < chans; c++) {
             if (p->ep && p->ep->residual)
@@ -336,7 +352,7 @@ static void conv_unit(const plan *p, const float *buf, const float *w, int64_t i
     for (int64_t ox = 0; ox < len; ox += k->pw) {
         const int64_t x0 = ox + k->pw <= len ? ox : len - k->pw;
         k->fn[!p->blocked](in + x0 * p->ps, p->toff, p->ntaps, w, acc);
-        store_tile(p, gi * k->bo * VL, at + x0, acc);
+        store_tile(p, k, m0, at + x0, acc);
     }
 }
 
@@ -356,20 +372,36 @@ static double kernel_cost(const bd_conv_geom *g, int flat, int blocked, int64_t 
                                : g->oh * ((g->ow + k->pw - 1) / k->pw);
     const int64_t fma = k->bo * k->pw, loads = k->bo + k->pw + 1;
     const double step = (double)(fma > loads ? fma : loads) + (blocked ? 2.0 + 8.0 / k->pw : 0);
-    return (double)((g->m + VL - 1) / VL / k->bo * tiles) * (taps * step + 40.0 * k->bo);
+    return (double)tiles * (taps * step + 40.0 * k->bo);
 }
 
-static const kernel *choose_kernel(const bd_conv_geom *g, int flat, int blocked, int64_t taps)
+/* The kernel of bo blocks and tile width pw; NULL if there is none. */
+static const kernel *find_kernel(int bo, int pw)
+{
+    for (size_t j = 0; j < sizeof kernels / sizeof kernels[0]; j++)
+        if (kernels[j].bo == bo && kernels[j].pw == pw)
+            return &kernels[j];
+    return NULL;
+}
+
+/* The cheapest kernel, with *tail the last group's (NULL: none). */
+static const kernel *choose_kernel(const bd_conv_geom *g, int flat, int blocked, int64_t taps,
+                                   const kernel **tail)
 {
     const kernel *best = NULL;
     double best_cost = 0;
+    const int64_t blocks = (g->m + VL - 1) / VL;
     for (size_t j = 0; j < sizeof kernels / sizeof kernels[0]; j++) {
         const kernel *k = &kernels[j];
-        if ((g->m + VL - 1) / VL % k->bo || k->pw > (flat ? g->oh * g->ow : g->ow))
+        const kernel *t = blocks % k->bo ? find_kernel((int)(blocks % k->bo), k->pw) : NULL;
+        if ((blocks % k->bo && !t) || k->pw > (flat ? g->oh * g->ow : g->ow))
             continue;
-        double cost = kernel_cost(g, flat, blocked, taps, k);
+        double cost = (double)(blocks / k->bo) * kernel_cost(g, flat, blocked, taps, k);
+        if (t)
+            cost += kernel_cost(g, flat, blocked, taps, t);
         if (!best || cost < best_cost) {
             best = k;
+            *tail = t;
             best_cost = cost;
         }
     }
@@ -399,7 +431,7 @@ static void plan_init(plan *p, const bd_conv_geom *g, const bd_epilogue *ep, flo
     p->img = p->ncb * p->bs;
     p->ntaps = p->ncb * g->kh * g->kw * (p->blocked ? 1 : g->c);
     p->flat = g->kh == 1 && g->kw == 1;
-    p->k = choose_kernel(g, p->flat, p->blocked, p->ntaps * p->ps);
+    p->k = choose_kernel(g, p->flat, p->blocked, p->ntaps * p->ps, &p->tail);
     if (p->flat) {
         /* units of about a row's worth of whole tiles */
         const int64_t pw = p->k->pw, tiles = (g->ow + pw / 2) / pw;
@@ -410,7 +442,7 @@ static void plan_init(plan *p, const bd_conv_geom *g, const bd_epilogue *ep, flo
         p->uin = p->sy * p->rs;
     }
     p->units = (g->oh * g->ow + p->span - 1) / p->span;
-    p->ngroups = (g->m + VL - 1) / VL / p->k->bo;
+    p->ngroups = ((g->m + VL - 1) / VL + p->k->bo - 1) / p->k->bo;
     p->gsize = p->ntaps * p->ps * p->k->bo * VL;
     bd_epilogue_clamp(ep, &p->lo, &p->hi);
 }
