@@ -211,6 +211,10 @@ bd_status bd_conv_pointwise(const bd_conv_geom *g, const float *x, const float *
      * 6 channels by 3 blocks of 14x14 pixels (576 -> 96 channels) were cut
      * in 3 runs, one thread taking 30 of the 48 tiles */
     split = split <= 1 ? 1 : (split + threads - 1) / threads * threads;
+    /* and where a few blocks do not share out evenly (a 28x28 map's 13 to
+     * 2 threads went 7 and 6), a run per thread */
+    if (split == 1 && blocks % threads && blocks < 16 * threads)
+        split = threads;
     split = split > mblocks ? mblocks : split;
     const int64_t items = blocks * split;
     int failed = 0;
