@@ -692,8 +692,11 @@ static bd_status conv_output(const bd_graph *g, const step *s, int ndim, const i
     return bd_tensor_view_at(out, *slab, s->at * dims[2] * dims[3], ndim, dims);
 }
 
+/* reuse: in[0] where the run may write over it (in_place says when), else
+ * NULL. */
 static bd_status run_fused_conv(const bd_graph *g, step *s, bd_tensor *const *in,
-                                bd_tensor *residual, bd_tensor **slab, bd_tensor **out)
+                                bd_tensor *residual, bd_tensor **slab, bd_tensor *reuse,
+                                bd_tensor **out)
 {
     const bd_node *conv = &g->nodes[s->node];
     bd_conv_geom geom;
@@ -713,8 +716,14 @@ static bd_status run_fused_conv(const bd_graph *g, step *s, bd_tensor *const *in
         ep.residual = residual->data;
     if (apart)
         ep.act = BD_ACT_NONE;
+    /* over its input, where the kernel allows (bd_conv2d_in_place) */
+    const int over = reuse && reuse->dtype == BD_F32 && bd_conv2d_in_place(&geom) &&
+                     reuse->ndim == in[0]->ndim &&
+                     !memcmp(reuse->dims, dims, (size_t)reuse->ndim * sizeof *dims) &&
+                     !(residual && residual->storage == reuse->storage);
     if (st == BD_OK)
-        st = conv_output(g, s, in[0]->ndim, dims, slab, out);
+        st = over ? bd_tensor_view(out, reuse, reuse->ndim, reuse->dims)
+                  : conv_output(g, s, in[0]->ndim, dims, slab, out);
     /* the initializer itself, not a tensor a transform made in its place */
     const int keep = s->keep && in[1] == bd_node_const_input(g, conv, 1);
     if (st == BD_OK &&
@@ -1010,6 +1019,22 @@ static int concat_in_place(const bd_node *n, bd_tensor *slab, bd_tensor *const *
            bd_tensor_view(out, slab, 4, slab->dims) == BD_OK;
 }
 
+/* The step's first input, if its conv may write its output over it: in a
+ * frozen run (inference, its values read by nobody but the steps), where
+ * this is the input's last read, the run owns it, it is no graph output,
+ * no view shares its storage, and no hook or transform sees the run. */
+static bd_tensor *in_place(const bd_exec *ex, const bd_exec_state *r, const step *s,
+                           bd_tensor *const *ins)
+{
+    const int v = ex->g->nodes[s->node].inputs[0];
+    bd_tensor *x = ins[0];
+    return s->kind == STEP_CONV && s->keep && s->concat < 0 && !ex->hook && !ex->tf && v >= 0 &&
+                   r->left[v] == 1 && r->owned[v] && !ex->is_output[v] && x == r->vals[v] &&
+                   x->storage->refs == 1 && x->data == x->storage->data
+               ? x
+               : NULL;
+}
+
 /* Runs one step: its hook, its kernel, then frees what it read last. */
 static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_tensor **outs)
 {
@@ -1031,7 +1056,7 @@ static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_ten
         st = s->kind == STEP_CONV ? run_fused_conv(g, s, ins,
                                                    s->residual >= 0 ? r->vals[s->residual] : NULL,
                                                    s->concat >= 0 ? &r->slabs[s->concat] : NULL,
-                                                   &outs[0])
+                                                   in_place(ex, r, s, ins), &outs[0])
              : s->kind == STEP_BN     ? run_fused_bn(g, s, ins, &outs[0])
              : s->kind == STEP_GELU   ? run_fused_gelu(g, s, ins, &outs[0])
              : s->kind == STEP_MATMUL ? run_fused_matmul(g, s, ins, &outs[0])

@@ -26,7 +26,10 @@ enum {
      * lives (inference of a loaded model): kernels may keep weights
      * re-laid for them from one run to the next (bd_conv2d_cached), convs
      * their bias and BatchNormalization folded into one scale and shift,
-     * and a change made to an initializer in place is then not seen. Runs of the
+     * and a change made to an initializer in place is then not seen. A
+     * depthwise conv may also write its output over an input that nothing
+     * after it reads (bd_conv2d_in_place), unless a hook or a transform
+     * sees the run. Runs of the
      * executor must not overlap. */
     BD_EXEC_FROZEN = 2
 };

@@ -546,6 +546,101 @@ static void test_concat_in_place(void **state)
     bd_graph_free(g);
 }
 
+/* x -> 1x1 conv -> Relu -> h -> 3x3 depthwise -> Relu -> 1x1 conv: y1 (h
+ * read by the depthwise conv alone); x -> 3x3 depthwise: y2 (over a graph
+ * input); x -> 1x1 conv -> fx -> 3x3 depthwise -> g3, times fx: y3 (fx
+ * read again after the depthwise conv). */
+static bd_graph *depthwise_blocks(void)
+{
+    const node_spec nodes[] = {
+        {"e", "Conv", {"x", "we"}, "ce"},   {"re", "Relu", {"ce"}, "h"},
+        {"d", "Conv", {"h", "wd"}, "cd"},   {"rd", "Relu", {"cd"}, "dd"},
+        {"p", "Conv", {"dd", "wp"}, "y1"},  {"d2", "Conv", {"x", "w2"}, "y2"},
+        {"f", "Conv", {"x", "wf"}, "fx"},   {"d3", "Conv", {"fx", "w3"}, "g3"},
+        {"mul", "Mul", {"g3", "fx"}, "y3"},
+    };
+    bd_node *made[sizeof nodes / sizeof nodes[0]];
+    bd_graph *g = graph_of(nodes, sizeof nodes / sizeof nodes[0], made);
+    const int dw[] = {2, 5, 7};
+    const int64_t groups[] = {32, 16, 16};
+    for (int k = 0; k < 3; k++) {
+        bd_test_attr_ints(made[dw[k]], "pads", 4, (int64_t[]){1, 1, 1, 1});
+        bd_test_attr_int(made[dw[k]], "group", groups[k]);
+    }
+    set_init(g, "we", bd_test_rand_f32(BD_TEST_DIMS(32, 16, 1, 1), 50, -0.3f, 0.3f));
+    set_init(g, "wd", bd_test_rand_f32(BD_TEST_DIMS(32, 1, 3, 3), 51, -0.3f, 0.3f));
+    set_init(g, "wp", bd_test_rand_f32(BD_TEST_DIMS(16, 32, 1, 1), 52, -0.3f, 0.3f));
+    set_init(g, "w2", bd_test_rand_f32(BD_TEST_DIMS(16, 1, 3, 3), 53, -0.3f, 0.3f));
+    set_init(g, "wf", bd_test_rand_f32(BD_TEST_DIMS(16, 16, 1, 1), 54, -0.3f, 0.3f));
+    set_init(g, "w3", bd_test_rand_f32(BD_TEST_DIMS(16, 1, 3, 3), 55, -0.3f, 0.3f));
+    set_io(g, (const char *[]){"x"}, 1, (const char *[]){"y1", "y2", "y3"}, 3);
+    return g;
+}
+
+static int value_of(const bd_graph *g, const char *name)
+{
+    for (int v = 0; v < g->nvalues; v++)
+        if (strcmp(g->values[v].name, name) == 0)
+            return v;
+    fail_msg("no value '%s'", name);
+    return -1;
+}
+
+/* (the graph keeps its nodes in an order of its own) */
+static int node_of(const bd_graph *g, const char *name)
+{
+    for (int i = 0; i < g->nnodes; i++)
+        if (strcmp(g->nodes[i].name, name) == 0)
+            return i;
+    fail_msg("no node '%s'", name);
+    return -1;
+}
+
+/* A frozen run writes a depthwise conv's output over its input where
+ * nothing else reads that input (the output's storage is the input's),
+ * never over a graph input or a value read again later, and gives the
+ * unfused executor's bits, at batch 1 and 2, rows narrow (16 channels to
+ * a vector) and wide (a bordered plane each). */
+static void test_depthwise_in_place(void **state)
+{
+    (void)state;
+    bd_graph *g = depthwise_blocks();
+    bd_exec *plain, *frozen;
+    assert_int_equal(bd_exec_new(&plain, g, 0), BD_OK);
+    assert_int_equal(bd_exec_new(&frozen, g, BD_EXEC_FUSE | BD_EXEC_FROZEN), BD_OK);
+    const int64_t sizes[][3] = {{1, 7, 9}, {2, 7, 9}, {1, 11, 37}, {2, 11, 37}};
+    for (int c = 0; c < 4; c++) {
+        bd_tensor *x = bd_test_rand_f32(BD_TEST_DIMS(sizes[c][0], 16, sizes[c][1], sizes[c][2]),
+                                        60 + c, -1, 1);
+        bd_tensor *a[3], *b[3];
+        assert_int_equal(bd_exec_run(plain, &x, a), BD_OK);
+        assert_int_equal(bd_exec_run(frozen, &x, b), BD_OK);
+        for (int k = 0; k < 3; k++) {
+            assert_int_equal(bd_tensor_count(a[k]), bd_tensor_count(b[k]));
+            assert_memory_equal(a[k]->data, b[k]->data, bd_tensor_nbytes(a[k]));
+            bd_tensor_free(a[k]);
+            bd_tensor_free(b[k]);
+        }
+        bd_exec_state *st;
+        assert_int_equal(bd_exec_state_new(frozen, &x, &st), BD_OK);
+        assert_int_equal(bd_exec_advance(frozen, st, node_of(g, "mul")), BD_OK);
+        assert_ptr_not_equal(bd_exec_state_value(st, value_of(g, "g3"))->storage,
+                             bd_exec_state_value(st, value_of(g, "fx"))->storage);
+        bd_exec_state_free(frozen, st);
+        assert_int_equal(bd_exec_state_new(frozen, &x, &st), BD_OK);
+        assert_int_equal(bd_exec_advance(frozen, st, node_of(g, "d")), BD_OK);
+        const void *h = bd_exec_state_value(st, value_of(g, "h"))->data;
+        assert_int_equal(bd_exec_advance(frozen, st, node_of(g, "p")), BD_OK);
+        if (bd_conv_direct_available()) /* AVX-512: the kernels that allow it */
+            assert_ptr_equal(bd_exec_state_value(st, value_of(g, "dd"))->data, h);
+        bd_exec_state_free(frozen, st);
+        bd_tensor_free(x);
+    }
+    bd_exec_free(plain);
+    bd_exec_free(frozen);
+    bd_graph_free(g);
+}
+
 /* x -> Pad(pads, value) -> AveragePool 3x3 (no pads of its own). */
 static bd_graph *pad_pool(const int64_t *pads, float value)
 {
@@ -623,6 +718,7 @@ int main(void)
         cmocka_unit_test(test_fusion_skips_hooks_but_keeps_results),
         cmocka_unit_test(test_frozen),
         cmocka_unit_test(test_concat_in_place),
+        cmocka_unit_test(test_depthwise_in_place),
         cmocka_unit_test(test_fused_pad_pool),
         cmocka_unit_test(test_fused_activations),
         cmocka_unit_test(test_fused_chains),

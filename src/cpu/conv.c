@@ -497,6 +497,11 @@ static conv_path choose_path(const bd_conv_geom *g)
     return bd_conv_is_depthwise(g) ? PATH_DEPTHWISE : PATH_LOWERED;
 }
 
+int bd_conv2d_in_place(const bd_conv_geom *g)
+{
+    return choose_path(g) == PATH_DEPTHWISE && bd_conv_depthwise_in_place(g);
+}
+
 bd_status bd_conv2d(const bd_conv_geom *g, const float *x, const float *w, const bd_epilogue *ep,
                     float *y)
 {

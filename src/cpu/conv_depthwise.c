@@ -332,6 +332,18 @@ static bd_status depthwise_blocked(const bd_conv_geom *g, const float *x, const 
 
 #endif
 
+int bd_conv_depthwise_in_place(const bd_conv_geom *g)
+{
+#ifdef __AVX512F__
+    /* in_registers: the plane path's copy (a residual, or rows wider than
+     * NARROW), which the channel-block path's needs no more than */
+    return bd_conv_is_depthwise(g) && g->oh == g->h && g->ow == g->w && in_registers(g);
+#else
+    (void)g;
+    return 0;
+#endif
+}
+
 bd_status bd_conv_depthwise(const bd_conv_geom *g, const float *x, const float *w,
                             const bd_epilogue *ep, float *y)
 {

@@ -20,4 +20,9 @@ int bd_conv_is_depthwise(const bd_conv_geom *g);
 bd_status bd_conv_depthwise(const bd_conv_geom *g, const float *x, const float *w,
                             const bd_epilogue *ep, float *y);
 
+/* Whether bd_conv_depthwise may be given y == x for g: its output has the
+ * input's shape and every channel's input is copied whole (bordered, or 16
+ * channels transposed) before that channel's output is written. */
+int bd_conv_depthwise_in_place(const bd_conv_geom *g);
+
 #endif
