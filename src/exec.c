@@ -40,6 +40,9 @@ typedef struct step {
      * re-laid for its kernel (NULL until the first run keeps it) */
     int keep;
     bd_conv_cache *cache;
+    /* Mul under BD_EXEC_FROZEN: may scale channels over its input
+     * (scale_in_place) */
+    int scales;
     /* and its epilogue, the folded scale and shift in ep_buf (NULL until
      * the first run makes them) */
     bd_epilogue ep;
@@ -519,6 +522,7 @@ bd_status bd_exec_new(bd_exec **out, const bd_graph *g, int flags)
             s->keep = 1;
             s->kind = STEP_CONV; /* with no more than its bias in the epilogue */
         }
+        s->scales = (flags & BD_EXEC_FROZEN) && s->kind == STEP_NODE && is_op(&g->nodes[i], "Mul");
         ex->nsteps++;
         const bd_node *n = &g->nodes[i];
         for (int k = 0; k < n->ninputs; k++)
@@ -1019,20 +1023,63 @@ static int concat_in_place(const bd_node *n, bd_tensor *slab, bd_tensor *const *
            bd_tensor_view(out, slab, 4, slab->dims) == BD_OK;
 }
 
-/* The step's first input, if its conv may write its output over it: in a
- * frozen run (inference, its values read by nobody but the steps), where
- * this is the input's last read, the run owns it, it is no graph output,
- * no view shares its storage, and no hook or transform sees the run. */
+/* Input k of a step of a frozen run (inference: its values read by nobody
+ * but the steps), if the step may write its output over it: this is its
+ * last read, the run owns it, it is no graph output, no view shares its
+ * storage, and no hook or transform sees the run. */
+static bd_tensor *over_input(const bd_exec *ex, const bd_exec_state *r, const step *s,
+                             bd_tensor *const *ins, int k)
+{
+    const int v = ex->g->nodes[s->node].inputs[k];
+    bd_tensor *x = ins[k];
+    return !ex->hook && !ex->tf && v >= 0 && x && r->left[v] == 1 && r->owned[v] &&
+                   !ex->is_output[v] && x == r->vals[v] && x->storage->refs == 1 &&
+                   x->data == x->storage->data
+               ? x
+               : NULL;
+}
+
+/* The conv's input, if it may write its output over it. */
 static bd_tensor *in_place(const bd_exec *ex, const bd_exec_state *r, const step *s,
                            bd_tensor *const *ins)
 {
-    const int v = ex->g->nodes[s->node].inputs[0];
-    bd_tensor *x = ins[0];
-    return s->kind == STEP_CONV && s->keep && s->concat < 0 && !ex->hook && !ex->tf && v >= 0 &&
-                   r->left[v] == 1 && r->owned[v] && !ex->is_output[v] && x == r->vals[v] &&
-                   x->storage->refs == 1 && x->data == x->storage->data
-               ? x
-               : NULL;
+    return s->kind == STEP_CONV && s->keep && s->concat < 0 ? over_input(ex, r, s, ins, 0) : NULL;
+}
+
+/* A Mul of a [N, C, ...] tensor by one factor a channel ([N or 1, C, 1,
+ * ...]: a squeeze-and-excitation block's gate), written over the tensor
+ * where over_input allows: the Mul op's products, bit for bit, without a
+ * buffer of their own to take over (see bd_conv2d_in_place). Whether it
+ * ran; *out is then a view of the tensor. */
+static int scale_in_place(const bd_exec *ex, const bd_exec_state *r, const step *s,
+                          bd_tensor *const *ins, bd_tensor **out)
+{
+    for (int k = 0; k < 2; k++) {
+        bd_tensor *x = over_input(ex, r, s, ins, k), *f = ins[1 - k];
+        if (!x || !f || x->dtype != BD_F32 || f->dtype != BD_F32 || x->ndim < 2 ||
+            f->ndim != x->ndim || f->storage == x->storage ||
+            (f->dims[0] != 1 && f->dims[0] != x->dims[0]) || f->dims[1] != x->dims[1])
+            continue;
+        int per_channel = 1;
+        for (int d = 2; d < x->ndim; d++)
+            per_channel &= f->dims[d] == 1;
+        if (!per_channel || bd_tensor_view(out, x, x->ndim, x->dims) != BD_OK)
+            continue;
+        const int64_t c = x->dims[1], planes = x->dims[0] * c;
+        const int64_t len = planes ? bd_tensor_count(x) / planes : 0;
+        const int64_t step = f->dims[0] == 1 ? 0 : c;
+        float *xd = x->data;
+        const float *fd = f->data;
+#pragma omp parallel for schedule(static) if (planes * len >= BD_PARALLEL_MIN)
+        for (int64_t p = 0; p < planes; p++) {
+            const float a = fd[p / c * step + p % c];
+            float *plane = xd + p * len;
+            for (int64_t i = 0; i < len; i++)
+                plane[i] *= a;
+        }
+        return 1;
+    }
+    return 0;
 }
 
 /* Runs one step: its hook, its kernel, then frees what it read last. */
@@ -1067,7 +1114,8 @@ static bd_status run_step(bd_exec *ex, bd_exec_state *r, bd_tensor **ins, bd_ten
             r->owned[s->out] = 1;
         }
     } else {
-        st = s->concat >= 0 && concat_in_place(n, r->slabs[s->node], ins, &outs[0])
+        st = (s->concat >= 0 && concat_in_place(n, r->slabs[s->node], ins, &outs[0])) ||
+                     (s->scales && scale_in_place(ex, r, s, ins, &outs[0]))
                  ? BD_OK
                  : s->op->forward(g, n, ins, outs);
         if (s->concat >= 0) { /* the slab lives on in the Concat's output, if anywhere */

@@ -641,6 +641,67 @@ static void test_depthwise_in_place(void **state)
     bd_graph_free(g);
 }
 
+/* Squeeze-and-excitation gates: x -> 1x1 conv -> h, h times
+ * Sigmoid(GlobalAveragePool(h)): y1 (h read last by the Mul); x -> 1x1
+ * conv -> k, the gate times k (the other order) plus k: y2 (k read again
+ * after the Mul). */
+static bd_graph *gated(void)
+{
+    const node_spec nodes[] = {
+        {"c1", "Conv", {"x", "w1"}, "h"},      {"gp", "GlobalAveragePool", {"h"}, "gh"},
+        {"sg", "Sigmoid", {"gh"}, "s1"},       {"mul", "Mul", {"h", "s1"}, "y1"},
+        {"c2", "Conv", {"x", "w2"}, "k"},      {"gp2", "GlobalAveragePool", {"k"}, "gk"},
+        {"sg2", "Sigmoid", {"gk"}, "s2"},      {"mul2", "Mul", {"s2", "k"}, "m2"},
+        {"add", "Add", {"m2", "k"}, "y2"},
+    };
+    bd_node *made[sizeof nodes / sizeof nodes[0]];
+    bd_graph *g = graph_of(nodes, sizeof nodes / sizeof nodes[0], made);
+    set_init(g, "w1", bd_test_rand_f32(BD_TEST_DIMS(8, 8, 1, 1), 70, -0.5f, 0.5f));
+    set_init(g, "w2", bd_test_rand_f32(BD_TEST_DIMS(8, 8, 1, 1), 71, -0.5f, 0.5f));
+    set_io(g, (const char *[]){"x"}, 1, (const char *[]){"y1", "y2"}, 2);
+    return g;
+}
+
+/* A frozen run scales a tensor's channels by a gate over the tensor where
+ * the Mul reads it last (the product's storage is the tensor's), not where
+ * it is read again, and gives the unfused bits, one gate per image. */
+static void test_gate_in_place(void **state)
+{
+    (void)state;
+    bd_graph *g = gated();
+    bd_exec *plain, *frozen;
+    assert_int_equal(bd_exec_new(&plain, g, 0), BD_OK);
+    assert_int_equal(bd_exec_new(&frozen, g, BD_EXEC_FUSE | BD_EXEC_FROZEN), BD_OK);
+    for (int64_t n = 1; n <= 2; n++) {
+        bd_tensor *x = bd_test_rand_f32(BD_TEST_DIMS(n, 8, 5, 6), 72 + n, -1, 1);
+        bd_tensor *a[2], *b[2];
+        assert_int_equal(bd_exec_run(plain, &x, a), BD_OK);
+        assert_int_equal(bd_exec_run(frozen, &x, b), BD_OK);
+        for (int k = 0; k < 2; k++) {
+            assert_int_equal(bd_tensor_count(a[k]), bd_tensor_count(b[k]));
+            assert_memory_equal(a[k]->data, b[k]->data, bd_tensor_nbytes(a[k]));
+            bd_tensor_free(a[k]);
+            bd_tensor_free(b[k]);
+        }
+        bd_exec_state *st;
+        assert_int_equal(bd_exec_state_new(frozen, &x, &st), BD_OK);
+        assert_int_equal(bd_exec_advance(frozen, st, node_of(g, "mul")), BD_OK);
+        const void *h = bd_exec_state_value(st, value_of(g, "h"))->data;
+        assert_int_equal(bd_exec_advance(frozen, st, g->nnodes), BD_OK);
+        assert_ptr_equal(bd_exec_state_value(st, value_of(g, "y1"))->data, h);
+        bd_exec_state_free(frozen, st);
+        assert_int_equal(bd_exec_state_new(frozen, &x, &st), BD_OK);
+        assert_int_equal(bd_exec_advance(frozen, st, node_of(g, "add")), BD_OK);
+        assert_ptr_not_equal(bd_exec_state_value(st, value_of(g, "m2"))->storage,
+                             bd_exec_state_value(st, value_of(g, "k"))->storage);
+        bd_exec_state_free(frozen, st);
+        bd_tensor_free(x);
+    }
+    bd_exec_free(plain);
+    bd_exec_free(frozen);
+    bd_graph_free(g);
+}
+
 /* x -> Pad(pads, value) -> AveragePool 3x3 (no pads of its own). */
 static bd_graph *pad_pool(const int64_t *pads, float value)
 {
@@ -719,6 +780,7 @@ int main(void)
         cmocka_unit_test(test_frozen),
         cmocka_unit_test(test_concat_in_place),
         cmocka_unit_test(test_depthwise_in_place),
+        cmocka_unit_test(test_gate_in_place),
         cmocka_unit_test(test_fused_pad_pool),
         cmocka_unit_test(test_fused_activations),
         cmocka_unit_test(test_fused_chains),
