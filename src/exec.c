@@ -1074,6 +1074,7 @@ static int scale_in_place(const bd_exec *ex, const bd_exec_state *r, const step 
         for (int64_t p = 0; p < planes; p++) {
             const float a = fd[p / c * step + p % c];
             float *plane = xd + p * len;
+#pragma omp simd
             for (int64_t i = 0; i < len; i++)
                 plane[i] *= a;
         }

@@ -385,9 +385,9 @@ static void test_fused_linear(void **state)
     bd_graph_free(g);
 }
 
-/* Conv -> Add(residual) -> an activation, with the residual of the conv's
- * shape (added in the conv's epilogue) or broadcast (the Add and the
- * activation then run as their own kernels after the conv). */
+/* Conv (k x k) -> Add(residual) -> an activation, with the residual of the
+ * conv's shape (added in the conv's epilogue) or broadcast (the Add and
+ * the activation then run as their own kernels after the conv). */
 typedef struct act_case {
     const char *what;
     int64_t opset;
@@ -395,7 +395,7 @@ typedef struct act_case {
     int mul_first;   /* the gate spelled Mul(f(a), a) */
 } act_case;
 
-static bd_graph *conv_add_act(const act_case *ac)
+static bd_graph *conv_add_act(const act_case *ac, int64_t k)
 {
     bd_graph *g;
     assert_int_equal(bd_graph_new(&g), BD_OK);
@@ -404,7 +404,7 @@ static bd_graph *conv_add_act(const act_case *ac)
     const char *conv_in[] = {"x", "w"}, *add_in[] = {"c", "r"}, *act_in[] = {"a"};
     const char *c[] = {"c"}, *a[] = {"a"}, *y[] = {"y"}, *s[] = {"s"};
     assert_int_equal(bd_graph_add_node(g, "conv", "Conv", "", 2, conv_in, 1, c, &n), BD_OK);
-    bd_test_attr_ints(n, "pads", 4, (int64_t[]){1, 1, 1, 1});
+    bd_test_attr_ints(n, "pads", 4, (int64_t[]){k / 2, k / 2, k / 2, k / 2});
     assert_int_equal(bd_graph_add_node(g, "add", "Add", "", 2, add_in, 1, a, &n), BD_OK);
     const int hard = strcmp(ac->act, "xHardSigmoid") == 0;
     if (strcmp(ac->act, "SiLU") == 0 || hard) {
@@ -428,13 +428,15 @@ static bd_graph *conv_add_act(const act_case *ac)
             bd_test_attr_float(n, "max", 0.3f);
         }
     }
-    set_init(g, "w", bd_test_rand_f32(BD_TEST_DIMS(4, 3, 3, 3), 5, -0.5f, 0.5f));
+    set_init(g, "w", bd_test_rand_f32(BD_TEST_DIMS(4, 3, k, k), 5, -0.5f, 0.5f));
     set_io(g, (const char *[]){"x", "r"}, 2, (const char *[]){"y"}, 1);
     return g;
 }
 
 /* Each activation fuses into the conv (its nodes see no hook) and gives
- * what the nodes give one by one: the same functions on the same sums. */
+ * what the nodes give one by one: the same functions on the same sums, 3x3
+ * and 1x1 (a 5x7 map's last 3 pixels as dot products, their functions
+ * applied together). */
 static void test_fused_activations(void **state)
 {
     (void)state;
@@ -446,10 +448,11 @@ static void test_fused_activations(void **state)
     };
     const int64_t full[4] = {2, 4, 5, 7}, broadcast[4] = {1, 4, 1, 1};
     bd_tensor *x = bd_test_rand_f32(BD_TEST_DIMS(2, 3, 5, 7), 1, -2, 2);
-    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+    for (size_t k = 0; k < 2 * sizeof cases / sizeof cases[0]; k++)
         for (int apart = 0; apart < 2; apart++) {
             const int64_t *rd = apart ? broadcast : full;
-            bd_graph *g = conv_add_act(&cases[k]);
+            const size_t ncases = sizeof cases / sizeof cases[0];
+            bd_graph *g = conv_add_act(&cases[k % ncases], k < ncases ? 3 : 1);
             bd_tensor *r = bd_test_rand_f32(4, rd, 2 + (uint64_t)apart, -1, 1);
             bd_tensor *ins[2] = {x, r}, *plain_y, *fused_y;
             bd_exec *plain, *fused;
@@ -459,13 +462,13 @@ static void test_fused_activations(void **state)
             bd_exec_set_hook(fused, count_calls, &calls);
             if (bd_exec_run(plain, ins, &plain_y) != BD_OK ||
                 bd_exec_run(fused, ins, &fused_y) != BD_OK)
-                fail_msg("%s: %s", cases[k].what, bd_error_message());
+                fail_msg("%s: %s", cases[k % ncases].what, bd_error_message());
             if (calls != 1)
-                fail_msg("%s: %d steps, expected the conv alone", cases[k].what, calls);
+                fail_msg("%s: %d steps, expected the conv alone", cases[k % ncases].what, calls);
             const float *p = plain_y->data, *f = fused_y->data;
             for (int64_t i = 0; i < bd_tensor_count(plain_y); i++)
                 if (!(p[i] == f[i]))
-                    fail_msg("%s%s: output %lld is %.9g fused, %.9g unfused", cases[k].what,
+                    fail_msg("%s%s: output %lld is %.9g fused, %.9g unfused", cases[k % ncases].what,
                              apart ? " (broadcast residual)" : "", (long long)i, f[i], p[i]);
             bd_tensor_free(plain_y);
             bd_tensor_free(fused_y);

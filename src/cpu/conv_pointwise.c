@@ -105,13 +105,23 @@ static const tile_fn tiles[MR][NR] = {ROW(1), ROW(2), ROW(3), ROW(4), ROW(5), RO
 /* The last np pixels of image i for output channels [m0, m1): col holds
  * their input columns one after another, and each row of W meets all of
  * them, 16 channels at a time; each channel's np sums then go through
- * bd_epilogue_apply. */
+ * bd_epilogue_apply, but an activation function goes over all the run's
+ * sums at once, gathered after the columns in col (room for np (c + m)
+ * floats): one channel's np values a vector had wasted most of its lanes,
+ * on the sigmoid of every squeeze-and-excitation gate (the function of
+ * each value alone, so the same bits). */
 static inline __attribute__((always_inline)) void
-dots_body(const plan *p, const float *col, const float *w, float *y, int64_t i, int64_t m0,
+dots_body(const plan *p, float *col, const float *w, float *y, int64_t i, int64_t m0,
           int64_t m1, const int np)
 {
     const bd_conv_geom *g = p->g;
     const int64_t c = g->c, first = i * g->m * p->hw + p->hw - np;
+    const bd_epilogue *ep = p->ep;
+    bd_epilogue linear;
+    if (bd_epilogue_has_function(ep)) {
+        linear = *ep;
+        linear.act = BD_ACT_NONE;
+    }
     for (int64_t m = m0; m < m1; m++) {
         __m512 acc[DOTS];
 #pragma GCC unroll 8
@@ -128,17 +138,26 @@ dots_body(const plan *p, const float *col, const float *w, float *y, int64_t i, 
 #pragma GCC unroll 8
         for (int q = 0; q < np; q++)
             out[q] = _mm512_reduce_add_ps(acc[q]);
-        const bd_epilogue *ep = p->ep;
-        bd_epilogue_apply(ep, m, out, ep && ep->residual ? ep->residual + (out - y) : NULL, out,
-                          np);
+        bd_epilogue_apply(bd_epilogue_has_function(ep) ? &linear : ep, m, out,
+                          ep && ep->residual ? ep->residual + (out - y) : NULL, out, np);
     }
+    if (!bd_epilogue_has_function(ep))
+        return;
+    float *sums = col + np * c;
+    for (int64_t m = m0; m < m1; m++)
+        for (int q = 0; q < np; q++)
+            sums[(m - m0) * np + q] = y[first + m * p->hw + q];
+    bd_activation_apply(ep, sums, (m1 - m0) * np);
+    for (int64_t m = m0; m < m1; m++)
+        for (int q = 0; q < np; q++)
+            y[first + m * p->hw + q] = sums[(m - m0) * np + q];
 }
 
-typedef void (*dots_fn)(const plan *p, const float *col, const float *w, float *y, int64_t i,
+typedef void (*dots_fn)(const plan *p, float *col, const float *w, float *y, int64_t i,
                         int64_t m0, int64_t m1);
 
 #define DOTS_N(NP)                                                                               \
-    static void dots_##NP(const plan *p, const float *col, const float *w, float *y, int64_t i, \
+    static void dots_##NP(const plan *p, float *col, const float *w, float *y, int64_t i,       \
                           int64_t m0, int64_t m1)                                                \
     {                                                                                            \
         dots_body(p, col, w, y, i, m0, m1, NP);                                                  \
@@ -220,7 +239,7 @@ bd_status bd_conv_pointwise(const bd_conv_geom *g, const float *x, const float *
     int failed = 0;
 #pragma omp parallel if (threads > 1 && items > 1 && g->m * g->c * p.hw * g->n > (1 << 15))
     {
-        float *col = p.ndots ? malloc((size_t)(p.ndots * g->c) * sizeof *col) : NULL;
+        float *col = p.ndots ? malloc((size_t)(p.ndots * (g->c + g->m)) * sizeof *col) : NULL;
         if (p.ndots && !col) {
 #pragma omp atomic write
             failed = 1;
