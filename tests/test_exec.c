@@ -480,6 +480,21 @@ static void test_fused_activations(void **state)
     bd_tensor_free(x);
 }
 
+/* Both executors on x: their nout outputs (at most 4) agree bit for bit. */
+static void assert_outputs_agree(bd_exec *a, bd_exec *b, bd_tensor *x, int nout)
+{
+    bd_tensor *ya[4], *yb[4];
+    assert_true(nout <= 4);
+    assert_int_equal(bd_exec_run(a, &x, ya), BD_OK);
+    assert_int_equal(bd_exec_run(b, &x, yb), BD_OK);
+    for (int k = 0; k < nout; k++) {
+        assert_int_equal(bd_tensor_count(ya[k]), bd_tensor_count(yb[k]));
+        assert_memory_equal(ya[k]->data, yb[k]->data, bd_tensor_nbytes(ya[k]));
+        bd_tensor_free(ya[k]);
+        bd_tensor_free(yb[k]);
+    }
+}
+
 /* x -> conv a (3x3) -> Relu, conv b (1x1): Concat(a, b) is y1; conv d,
  * whose output a Relu also reads: Concat(d, Relu(d)) is y2. */
 static bd_graph *convs_concat(void)
@@ -531,15 +546,7 @@ static void test_concat_in_place(void **state)
     bd_exec_set_hook(fused, note_shared, &seen);
     for (int64_t n = 1; n <= 2; n++) {
         bd_tensor *x = bd_test_rand_f32(BD_TEST_DIMS(n, 16, 6, 7), 40 + n, -1, 1);
-        bd_tensor *a[2], *b[2];
-        assert_int_equal(bd_exec_run(plain, &x, a), BD_OK);
-        assert_int_equal(bd_exec_run(fused, &x, b), BD_OK);
-        for (int k = 0; k < 2; k++) {
-            assert_int_equal(bd_tensor_count(a[k]), bd_tensor_count(b[k]));
-            assert_memory_equal(a[k]->data, b[k]->data, bd_tensor_nbytes(a[k]));
-            bd_tensor_free(a[k]);
-            bd_tensor_free(b[k]);
-        }
+        assert_outputs_agree(plain, fused, x, 2);
         assert_int_equal(seen.cat, n == 1);
         assert_int_equal(seen.cat2, 0);
         bd_tensor_free(x);
@@ -615,15 +622,7 @@ static void test_depthwise_in_place(void **state)
     for (int c = 0; c < 4; c++) {
         bd_tensor *x = bd_test_rand_f32(BD_TEST_DIMS(sizes[c][0], 16, sizes[c][1], sizes[c][2]),
                                         60 + c, -1, 1);
-        bd_tensor *a[3], *b[3];
-        assert_int_equal(bd_exec_run(plain, &x, a), BD_OK);
-        assert_int_equal(bd_exec_run(frozen, &x, b), BD_OK);
-        for (int k = 0; k < 3; k++) {
-            assert_int_equal(bd_tensor_count(a[k]), bd_tensor_count(b[k]));
-            assert_memory_equal(a[k]->data, b[k]->data, bd_tensor_nbytes(a[k]));
-            bd_tensor_free(a[k]);
-            bd_tensor_free(b[k]);
-        }
+        assert_outputs_agree(plain, frozen, x, 3);
         bd_exec_state *st;
         assert_int_equal(bd_exec_state_new(frozen, &x, &st), BD_OK);
         assert_int_equal(bd_exec_advance(frozen, st, node_of(g, "mul")), BD_OK);
@@ -677,15 +676,7 @@ static void test_gate_in_place(void **state)
     assert_int_equal(bd_exec_new(&frozen, g, BD_EXEC_FUSE | BD_EXEC_FROZEN), BD_OK);
     for (int64_t n = 1; n <= 2; n++) {
         bd_tensor *x = bd_test_rand_f32(BD_TEST_DIMS(n, 8, 5, 6), 72 + n, -1, 1);
-        bd_tensor *a[2], *b[2];
-        assert_int_equal(bd_exec_run(plain, &x, a), BD_OK);
-        assert_int_equal(bd_exec_run(frozen, &x, b), BD_OK);
-        for (int k = 0; k < 2; k++) {
-            assert_int_equal(bd_tensor_count(a[k]), bd_tensor_count(b[k]));
-            assert_memory_equal(a[k]->data, b[k]->data, bd_tensor_nbytes(a[k]));
-            bd_tensor_free(a[k]);
-            bd_tensor_free(b[k]);
-        }
+        assert_outputs_agree(plain, frozen, x, 2);
         bd_exec_state *st;
         assert_int_equal(bd_exec_state_new(frozen, &x, &st), BD_OK);
         assert_int_equal(bd_exec_advance(frozen, st, node_of(g, "mul")), BD_OK);

@@ -222,6 +222,21 @@ static int use_blocked(const bd_conv_geom *g, const bd_epilogue *ep)
     return __builtin_cpu_supports("avx512f") && g->ow <= NARROW && !(ep && ep->residual);
 }
 
+/* v[r] = lanes mk of the 16 floats at base + r * stride for the first
+ * rows, zero for the rest, then transposed: lane r of v[j] is float j of
+ * row r. Whole aligned rows (ALIGNED) load without a mask. */
+static inline __attribute__((always_inline)) void
+rows_transposed(__m512 *v, const float *base, int64_t stride, int64_t rows, __mmask16 mk,
+                const int ALIGNED)
+{
+#pragma GCC unroll 16
+    for (int r = 0; r < VL; r++)
+        v[r] = r >= rows  ? _mm512_setzero_ps()
+               : ALIGNED ? _mm512_load_ps(base + r * stride)
+                         : _mm512_maskz_loadu_ps(mk, base + r * stride);
+    bd_transpose16(v);
+}
+
 /* Channels [c0, c0 + nch) of image i, nch <= 16; buf, out and wt have
  * blocked_size's room, and buf's border is zero: only its interior is
  * written here, so a thread zeroes its buffer once, not once a block. */
@@ -237,12 +252,8 @@ static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const 
     for (int64_t iy = 0; iy < g->h; iy++)
         for (int64_t ix = 0; ix < g->w; ix += VL) {
             const int64_t n = g->w - ix < VL ? g->w - ix : VL;
-            const __mmask16 mk = bd_lanes(0, n);
             __m512 v[VL];
-#pragma GCC unroll 16
-            for (int ch = 0; ch < VL; ch++)
-                v[ch] = ch < nch ? _mm512_maskz_loadu_ps(mk, xi + ch * hw + iy * g->w + ix) : zero;
-            bd_transpose16(v);
+            rows_transposed(v, xi + iy * g->w + ix, hw, nch, bd_lanes(0, n), 0);
             float *row = buf + ((iy + g->pad_t) * b.wp + g->pad_l + ix) * VL;
             for (int64_t k = 0; k < n; k++)
                 _mm512_store_ps(row + k * VL, v[k]);
@@ -251,12 +262,8 @@ static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const 
      * transposed in registers */
     for (int64_t t0 = 0; t0 < taps; t0 += VL) {
         const int64_t nt = taps - t0 < VL ? taps - t0 : VL;
-        const __mmask16 mt = bd_lanes(0, nt);
         __m512 v[VL];
-#pragma GCC unroll 16
-        for (int ch = 0; ch < VL; ch++)
-            v[ch] = ch < nch ? _mm512_maskz_loadu_ps(mt, w + (c0 + ch) * taps + t0) : zero;
-        bd_transpose16(v);
+        rows_transposed(v, w + c0 * taps + t0, taps, nch, bd_lanes(0, nt), 0);
         for (int64_t k = 0; k < nt; k++)
             _mm512_store_ps(wt + (t0 + k) * VL, v[k]);
     }
@@ -295,10 +302,7 @@ static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const 
         const int64_t n = ohw - p0 < VL ? ohw - p0 : VL;
         const __mmask16 mk = bd_lanes(0, n);
         __m512 v[VL];
-#pragma GCC unroll 16
-        for (int k = 0; k < VL; k++)
-            v[k] = k < n ? _mm512_load_ps(out + (p0 + k) * VL) : zero;
-        bd_transpose16(v);
+        rows_transposed(v, out + p0 * VL, VL, n, 0xffff, 1);
         for (int64_t ch = 0; ch < nch; ch++)
             _mm512_mask_storeu_ps(yi + ch * ohw + p0, mk, v[ch]);
     }
