@@ -40,13 +40,13 @@ typedef struct step {
      * re-laid for its kernel (NULL until the first run keeps it) */
     int keep;
     bd_conv_cache *cache;
-    /* Mul under BD_EXEC_FROZEN: may scale channels over its input
-     * (scale_in_place) */
-    int scales;
     /* and its epilogue, the folded scale and shift in ep_buf (NULL until
      * the first run makes them) */
     bd_epilogue ep;
     float *ep_buf;
+    /* Mul under BD_EXEC_FROZEN: may scale channels over its input
+     * (scale_in_place) */
+    int scales;
     /* A conv whose output only a Concat along the channels reads: at batch
      * 1 it writes straight into its slice of the Concat's output, which
      * then copies nothing. concat is that Concat's node (-1: none), at the

@@ -28,9 +28,9 @@ enum {
      * their bias and BatchNormalization folded into one scale and shift,
      * and a change made to an initializer in place is then not seen. A
      * depthwise conv may also write its output over an input that nothing
-     * after it reads (bd_conv2d_in_place), unless a hook or a transform
-     * sees the run. Runs of the
-     * executor must not overlap. */
+     * after it reads (bd_conv2d_in_place), and a Mul by one factor a
+     * channel its product, unless a hook or a transform sees the run. Runs
+     * of the executor must not overlap. */
     BD_EXEC_FROZEN = 2
 };
 

@@ -468,7 +468,8 @@ static void test_fused_activations(void **state)
             const float *p = plain_y->data, *f = fused_y->data;
             for (int64_t i = 0; i < bd_tensor_count(plain_y); i++)
                 if (!(p[i] == f[i]))
-                    fail_msg("%s%s: output %lld is %.9g fused, %.9g unfused", cases[k % ncases].what,
+                    fail_msg("%s%s: output %lld is %.9g fused, %.9g unfused",
+                             cases[k % ncases].what,
                              apart ? " (broadcast residual)" : "", (long long)i, f[i], p[i]);
             bd_tensor_free(plain_y);
             bd_tensor_free(fused_y);

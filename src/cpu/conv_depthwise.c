@@ -339,8 +339,9 @@ static bd_status depthwise_blocked(const bd_conv_geom *g, const float *x, const 
 int bd_conv_depthwise_in_place(const bd_conv_geom *g)
 {
 #ifdef __AVX512F__
-    /* in_registers: the plane path's copy (a residual, or rows wider than
-     * NARROW), which the channel-block path's needs no more than */
+    /* the channel-block path always copies its 16 channels first; the
+     * plane path (a residual, or rows wider than NARROW) copies a plane
+     * first only with a kernel in_registers gives */
     return bd_conv_is_depthwise(g) && g->oh == g->h && g->ow == g->w && in_registers(g);
 #else
     (void)g;
