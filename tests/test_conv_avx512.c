@@ -316,13 +316,18 @@ static void test_planes(void **state)
     assert_false(bd_conv_planes_supported(&g));
 }
 
-/* Blocks of 16 outputs, 4 at a time across rows, from a bordered plane
- * split by column phase at stride 2; rows of 16 outputs or fewer with 16
- * channels to a vector. */
+/* Blocks of 16 outputs, 4 at a time across rows (or at 3x3 stride 1, 4
+ * rows of a block), from a bordered plane split by column phase at stride 2;
+ * rows of 16 outputs or fewer with 16 channels to a vector. */
 static const direct_case depthwise_cases[] = {
     /* n   c   h   w   m  kh kw s  d  pads t l b r  group */
     {3, 5, 7, 7, 5, 3, 3, 1, 1, 1, 1, 1, 1, 5},      /* rows of one block */
     {2, 4, 9, 70, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4},     /* 4 whole blocks and a part per row */
+    /* 3x3 stride 1, ROWS output rows at a time: rows a multiple of them; the
+     * last ones overlapping with asymmetric pads; fewer rows than that */
+    {2, 3, 8, 40, 3, 3, 3, 1, 1, 1, 1, 1, 1, 3},
+    {2, 3, 10, 21, 3, 3, 3, 1, 1, 0, 1, 2, 0, 3},
+    {1, 2, 3, 20, 2, 3, 3, 1, 1, 0, 1, 0, 1, 2},
     {2, 4, 13, 40, 4, 5, 5, 2, 1, 2, 2, 2, 2, 4},    /* 5x5 stride 2 */
     {2, 3, 12, 33, 3, 3, 3, 2, 1, 0, 0, 1, 1, 3},    /* stride 2, pad left 0: even phase first */
     {2, 3, 11, 34, 3, 3, 3, 2, 1, 1, 1, 1, 1, 3},    /* stride 2, even width */
