@@ -150,6 +150,9 @@ static const conv_case conv_cases[] = {
      1, 5, 19},
     {"depthwise stride 3", 2, 8, 9, 37, 8, 8, 3, 3, {3, 3}, {0}, {1, 0, 1, 0}, 1, 0, 1, NULL, 0, 3,
      12},
+    /* stride 2 down, 1 across: (9+2-3)/2+1 = 5 rows of 37 */
+    {"depthwise wide stride 2x1", 2, 8, 9, 37, 8, 8, 3, 3, {2, 1}, {0}, {1, 1, 1, 1}, 1, 0, 1, NULL,
+     1, 5, 37},
     /* SAME: ceil(7/2) = 4, ceil(9/2) = 5; 4x2 kernel pads 3 and 1 split by mode */
     {"SAME_UPPER", 2, 5, 7, 9, 7, 1, 4, 2, {2, 2}, {0}, {0}, 1, 0, 0, "SAME_UPPER", 1, 4, 5},
     {"SAME_LOWER", 2, 5, 7, 9, 7, 1, 4, 2, {2, 2}, {0}, {0}, 1, 0, 0, "SAME_LOWER", 1, 4, 5},

@@ -161,7 +161,7 @@ typedef void (*channel_fn)(const bd_conv_geom *g, bd_bordered b, const float *bu
 /* Output rows summed together by rows_3x3_s1. */
 enum { ROWS = 4 };
 
-/* A 3x3 kernel at stride 1 (dilation 1) over planes at least ROWS tall:
+/* A 3x3 kernel at stride 1 both ways (dilation 1) over planes at least ROWS tall:
  * ROWS output rows of one block at a time, so each bordered input row is
  * loaded and shifted once for the three output rows that read it, where
  * channel_body loads and shifts it for each (a 144-channel 56x56 layer:
@@ -239,7 +239,8 @@ static channel_fn in_registers(const bd_conv_geom *g)
         return NULL;
     if (g->dh == 1 && g->dw == 1 && g->kh == g->kw) {
         if (g->kh == 3)
-            return g->sw == 2 ? channel_3x3_s2 : g->oh >= ROWS ? rows_3x3_s1 : channel_3x3_s1;
+            return g->sw == 2 ? channel_3x3_s2
+                   : g->sh == 1 && g->oh >= ROWS ? rows_3x3_s1 : channel_3x3_s1;
         if (g->kh == 5)
             return g->sw == 1 ? channel_5x5_s1 : channel_5x5_s2;
         if (g->kh == 7 && g->sw == 1)
