@@ -53,10 +53,14 @@ static inline float bd_expf(float x)
 static inline float bd_sigmoidf(float x) { return 1.0f / (1.0f + bd_expf(-x)); }
 
 #ifdef __AVX512F__
-/* bd_sigmoidf on 16 lanes, within 4e-7 relative: bd_expf's reduction and
- * polynomial with 2^n by VSCALEFPS, and the reciprocal by VRCP14PS and one
- * Newton step instead of a division, whose throughput held SiLU (a
- * quarter of EfficientNet-B0's inference) to 2 cycles a value. -x is
+/* bd_sigmoidf on 16 lanes, within 4e-7 relative: bd_expf's reduction,
+ * then for e^r the degree-5 polynomial of least relative error on
+ * |r| <= ln 2 / 2 (7.5e-8, found by Remez exchange; 1.9e-7 in float)
+ * instead of bd_expf's degree 7, three operations fewer (SiLU of a
+ * 144x56x56 layer: 180 -> 160 us), with 2^n by VSCALEFPS, and the
+ * reciprocal by VRCP14PS and one Newton step instead of a division, whose
+ * throughput held SiLU (a quarter of EfficientNet-B0's inference) to 2
+ * cycles a value. -x is
  * clamped to [-87.3, 88.3] by max and min, which pass a NaN through (the
  * result is NaN); below -88.3 the result is 0, as 1 / (1 + inf). */
 static inline __m512 bd_sigmoid16(__m512 x)
@@ -68,13 +72,12 @@ static inline __m512 bd_sigmoid16(__m512 x)
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f),
                                      _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), c));
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    __m512 p = _mm512_set1_ps(8.2976550885e-3f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1915381993e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6667574729e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.9998894851e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.9999969199e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0000000717e+00f));
     const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps(p, n));
     const __m512 r0 = _mm512_rcp14_ps(d);
     const __m512 y = _mm512_fmadd_ps(r0, _mm512_fnmadd_ps(d, r0, _mm512_set1_ps(1.0f)), r0);
