@@ -358,20 +358,23 @@ static void conv_unit(const plan *p, const float *buf, const float *w, int64_t i
 
 /* Estimated cost of a kernel on this layer, in cycles up to a constant: the
  * inner step takes bo*pw FMAs and bo + pw + 1 loads; on 16-channel blocks,
- * narrow tiles measured more than that (2 + 8 / pw cycles more: a 2x4 tile
- * took 12 cycles a step for its 8 FMAs, a 2x14 one 31 for 28), which had
- * picked 2x4 tiles for Inception-v3's 80 -> 192 3x3 layer at 52x52 (4.9
- * ms; 3.7 with 2x14) and its 160-channel 12x12 ones (0.42 ms; 0.35 with
- * 2x7); planar first layers measured no such excess (AlexNet's 11x11/4:
- * 4x5 tiles 0.72 ms, 2x14 0.82). Every tile pays its epilogue, and partial
- * tiles pay for their overlap. */
+ * narrow tiles take longer than that, about 5 / pw cycles more a step.
+ * Without that excess, 2x4 tiles had been picked for Inception-v3's 80 ->
+ * 192 3x3 layer at 52x52 (4.9 ms; 3.7 with 2x14). A larger one (2 + 8 /
+ * pw, from a 2x4 tile's 12 cycles a step for 8 FMAs) had kept tiles of
+ * 14 on its 25x25 layers, whose rows 5 divides: 96 -> 96 3x3 1.02 ms with
+ * 2x14, 0.93 with 3x5; 64 -> 96 0.69 and 0.63 (one thread, each kernel
+ * forced in turn on 24 layer shapes of the zoo, the excess fitted to pick
+ * the fastest). Planar first layers measured no such excess (AlexNet's
+ * 11x11/4: 4x5 tiles 0.72 ms, 2x14 0.82). Every tile pays its epilogue,
+ * and partial tiles pay for their overlap. */
 static double kernel_cost(const bd_conv_geom *g, int flat, int blocked, int64_t taps,
                           const kernel *k)
 {
     const int64_t tiles = flat ? (g->oh * g->ow + k->pw - 1) / k->pw
                                : g->oh * ((g->ow + k->pw - 1) / k->pw);
     const int64_t fma = k->bo * k->pw, loads = k->bo + k->pw + 1;
-    const double step = (double)(fma > loads ? fma : loads) + (blocked ? 2.0 + 8.0 / k->pw : 0);
+    const double step = (double)(fma > loads ? fma : loads) + (blocked ? 5.0 / k->pw : 0);
     return (double)tiles * (taps * step + 40.0 * k->bo);
 }
 
