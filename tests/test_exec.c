@@ -435,8 +435,9 @@ static bd_graph *conv_add_act(const act_case *ac, int64_t k)
 
 /* Each activation fuses into the conv (its nodes see no hook) and gives
  * what the nodes give one by one: the same functions on the same sums, 3x3
- * and 1x1 (a 5x7 map's last 3 pixels as dot products, their functions
- * applied together). */
+ * and 1x1 (a 5x11 map's last 7 pixels as dot products, their functions
+ * applied together; a map of fewer than 48 pixels takes the direct
+ * kernel). */
 static void test_fused_activations(void **state)
 {
     (void)state;
@@ -446,8 +447,8 @@ static void test_fused_activations(void **state)
         {"HardSwish", 14, "HardSwish", 0}, {"Clip at opset 10", 10, "Clip", 0},
         {"Relu", 13, "Relu", 0},          {"x HardSigmoid(x)", 13, "xHardSigmoid", 1},
     };
-    const int64_t full[4] = {2, 4, 5, 7}, broadcast[4] = {1, 4, 1, 1};
-    bd_tensor *x = bd_test_rand_f32(BD_TEST_DIMS(2, 3, 5, 7), 1, -2, 2);
+    const int64_t full[4] = {2, 4, 5, 11}, broadcast[4] = {1, 4, 1, 1};
+    bd_tensor *x = bd_test_rand_f32(BD_TEST_DIMS(2, 3, 5, 11), 1, -2, 2);
     for (size_t k = 0; k < 2 * sizeof cases / sizeof cases[0]; k++)
         for (int apart = 0; apart < 2; apart++) {
             const int64_t *rd = apart ? broadcast : full;
