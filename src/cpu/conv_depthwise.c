@@ -68,6 +68,31 @@ static inline __attribute__((always_inline)) __m512 shifted(__m512 cur, __m512 n
     }
 }
 
+/* Channel c's epilogue, every lane the same: scale, shift and clamp. */
+typedef struct channel_epilogue {
+    __m512 a, sh, lo, hi;
+} channel_epilogue;
+
+static inline __attribute__((always_inline)) channel_epilogue
+channel_epilogue_of(const bd_epilogue *ep, int64_t c)
+{
+    float lo, hi;
+    bd_epilogue_clamp(ep, &lo, &hi);
+    return (channel_epilogue){.a = _mm512_set1_ps(ep && ep->scale ? ep->scale[c] : 1.0f),
+                              .sh = _mm512_set1_ps(ep && ep->shift ? ep->shift[c] : 0.0f),
+                              .lo = _mm512_set1_ps(lo),
+                              .hi = _mm512_set1_ps(hi)};
+}
+
+/* acc through ep and the residual at res (lanes mk), stored at y. */
+static inline __attribute__((always_inline)) void
+store_channel(const bd_epilogue *ep, const channel_epilogue *e, __m512 acc, const float *res,
+              __mmask16 mk, float *y)
+{
+    _mm512_mask_storeu_ps(y, mk, bd_activation_vec(ep, bd_epilogue_vec(acc, e->a, e->sh, res, mk,
+                                                                      e->lo, e->hi)));
+}
+
 /* One channel from its bordered plane. Taps are summed in channel_by_taps's
  * order (a padded tap adds w * 0) by fused multiply-adds: one rounding per
  * tap where it has two, so the two paths agree to a float's rounding, not
@@ -79,11 +104,7 @@ channel_body(const bd_conv_geom *g, bd_bordered b, const float *buf, const float
              const bd_epilogue *ep, int64_t c, const float *res, float *y, const int KH,
              const int KW, const int DW, const int SW, const int SHIFTS)
 {
-    const __m512 a = _mm512_set1_ps(ep && ep->scale ? ep->scale[c] : 1.0f);
-    const __m512 sh = _mm512_set1_ps(ep && ep->shift ? ep->shift[c] : 0.0f);
-    float lof, hif;
-    bd_epilogue_clamp(ep, &lof, &hif);
-    const __m512 lo = _mm512_set1_ps(lof), hi = _mm512_set1_ps(hif);
+    const channel_epilogue e = channel_epilogue_of(ep, c);
     int64_t tap[49];
     __m512 wv[49];
     const int taps = KH * KW <= 49 ? KH * KW : 49;
@@ -148,10 +169,7 @@ channel_body(const bd_conv_geom *g, bd_bordered b, const float *buf, const float
         }
 #pragma GCC unroll 4
         for (int k = 0; k < NB; k++)
-            _mm512_mask_storeu_ps(y + out[k], mk[k],
-                                  bd_activation_vec(ep, bd_epilogue_vec(acc[k], a, sh,
-                                                                        res ? res + out[k] : NULL,
-                                                                        mk[k], lo, hi)));
+            store_channel(ep, &e, acc[k], res ? res + out[k] : NULL, mk[k], y + out[k]);
     }
 }
 
@@ -172,11 +190,7 @@ enum { ROWS = 4 };
 static void rows_3x3_s1(const bd_conv_geom *g, bd_bordered b, const float *buf, const float *w,
                         const bd_epilogue *ep, int64_t c, const float *res, float *y)
 {
-    const __m512 a = _mm512_set1_ps(ep && ep->scale ? ep->scale[c] : 1.0f);
-    const __m512 sh = _mm512_set1_ps(ep && ep->shift ? ep->shift[c] : 0.0f);
-    float lof, hif;
-    bd_epilogue_clamp(ep, &lof, &hif);
-    const __m512 lo = _mm512_set1_ps(lof), hi = _mm512_set1_ps(hif);
+    const channel_epilogue e = channel_epilogue_of(ep, c);
     __m512 wv[9];
 #pragma GCC unroll 9
     for (int t = 0; t < 9; t++)
@@ -208,10 +222,7 @@ static void rows_3x3_s1(const bd_conv_geom *g, bd_bordered b, const float *buf, 
 #pragma GCC unroll 4
             for (int r = 0; r < ROWS; r++) {
                 const int64_t out = (oy + r) * g->ow + bk * VL;
-                _mm512_mask_storeu_ps(y + out, mk,
-                                      bd_activation_vec(ep, bd_epilogue_vec(
-                                                                acc[r], a, sh,
-                                                                res ? res + out : NULL, mk, lo, hi)));
+                store_channel(ep, &e, acc[r], res ? res + out : NULL, mk, y + out);
             }
         }
     }
