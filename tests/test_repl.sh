@@ -472,7 +472,12 @@ PY
 if command -v tmux >/dev/null; then
   unset TMUX
   SOCK=bd-test-repl-${TMP##*/} # the temporary folder's random name: no stale socket shares it
-  T() { tmux -L "$SOCK" -f /dev/null "$@"; }
+  # one server for the whole test: by default it exits with its last
+  # session, and the next session's client could reach it while it was
+  # going ("server exited unexpectedly", seen once with two test runs on
+  # the machine)
+  echo 'set -g exit-empty off' >"$TMP/tmux.conf"
+  T() { tmux -L "$SOCK" -f "$TMP/tmux.conf" "$@"; }
   trap 'T kill-server 2>/dev/null; rm -rf "$TMP"' EXIT
   # screen_ends PATTERN: waits until the screen's last line that is not
   # blank matches PATTERN (an extended regex)

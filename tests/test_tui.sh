@@ -7,7 +7,9 @@ unset TMUX
 SOCK=bd-test-tui-${TMP##*/} # the temporary folder's random name: no stale socket shares it
 T() { tmux -L "$SOCK" -f "$TMP/tmux.conf" "$@"; }
 trap 'T kill-server 2>/dev/null; rm -rf "$TMP"' EXIT
-echo 'set -g default-terminal tmux-256color' >"$TMP/tmux.conf"
+# one server for the whole test: by default it exits with its last session,
+# and the next session's client could reach it while it was going
+printf 'set -g default-terminal tmux-256color\nset -g exit-empty off\n' >"$TMP/tmux.conf"
 
 # start SESSION WIDTH HEIGHT COMMAND: the command's exit status lands in $TMP/SESSION.rc
 start() {
