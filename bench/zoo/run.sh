@@ -7,7 +7,8 @@
 #   training, batch 16: `bitdown bench --train` (forward and backward,
 #     BatchNorm in train mode, every parameter's gradient) against
 #     bench/finetune/torch_train.py (the same step in PyTorch).
-# The two sides alternate, ROUNDS rounds, each keeping its best median; the
+# Inference passes: about a second's worth (passes, below), the same count
+# for both sides. The two sides alternate, ROUNDS rounds, each keeping its best median; the
 # geometric means of the ratios close the table. BD_ZOO_MODELS picks models.
 set -euo pipefail
 BIN=$1
@@ -34,6 +35,15 @@ bd_train() { "$BIN" bench "$1" --train --batch "$2" --threads "$THREADS" --iters
 pt_train() { /usr/bin/python3 bench/finetune/torch_train.py "$1" "$2" "$3" "$THREADS" 2>/dev/null |
   cut -d' ' -f1; }
 
+# passes FILE BATCH LEAST: enough for about a second of bitdown's time, from
+# LEAST up to 400. A fixed 10 at batch 1 had measured MobileNetV3-Small for
+# 12 ms a side, which one burst of the machine's other work could fill
+# (0.51 in one run, 1.12 in the one before, its code the same).
+passes() {
+  awk -v ips="$(bd_infer "$1" "$2" 3)" -v b="$2" -v least="$3" \
+    'BEGIN { n = int(ips / b); print (n < least) ? least : (n > 400) ? 400 : n }'
+}
+
 out=$(mktemp)
 res=$(mktemp)
 trap 'rm -f "$out" "$res"' EXIT
@@ -44,11 +54,13 @@ for m in $MODELS; do
   # one side at a time, alternating within each round; each keeps its best
   # (a run that fails stops the benchmark: set -e sees the assignment)
   b1=0 o1=0 b16=0 o16=0 bt=0 pt=0
+  n1=$(passes "$f" 1 10)
+  n16=$(passes "$f" 16 3)
   for ((r = 0; r < ROUNDS; r++)); do
-    v=$(bd_infer "$f" 1 10); b1=$(max "$v" "$b1")
-    v=$(ort_infer "$f" 1 10); o1=$(max "$v" "$o1")
-    v=$(bd_infer "$f" 16 3); b16=$(max "$v" "$b16")
-    v=$(ort_infer "$f" 16 3); o16=$(max "$v" "$o16")
+    v=$(bd_infer "$f" 1 "$n1"); b1=$(max "$v" "$b1")
+    v=$(ort_infer "$f" 1 "$n1"); o1=$(max "$v" "$o1")
+    v=$(bd_infer "$f" 16 "$n16"); b16=$(max "$v" "$b16")
+    v=$(ort_infer "$f" 16 "$n16"); o16=$(max "$v" "$o16")
     v=$(bd_train "$f" 16 3); bt=$(max "$v" "$bt")
     v=$(pt_train "$m" 16 3); pt=$(max "$v" "$pt")
   done
@@ -59,7 +71,7 @@ for m in $MODELS; do
   printf '%-20s %9s %9s %6s %9s %9s %6s %9s %9s %6s\n' $line
 done
 {
-  echo "Command: \`./bd bench zoo\` ($(date -u +%Y-%m-%d), $(nproc) cores: $(lscpu | sed -n 's/^Model name: *//p'), $THREADS threads each side). Images/s at 224x224 of the torchvision models exported by \`examples/imagenet/export.py --zoo\` (random weights, opset 13). Inference: \`bitdown bench MODEL --batch B\` against ONNX Runtime (\`bench/ort_bench.js\`, all graph optimisations) on the same file, median of 10 passes at batch 1 and 3 at batch 16. Training at batch 16: \`bitdown bench MODEL --train --batch 16\` (forward and backward, BatchNorm in train mode, every parameter's gradient) against \`bench/finetune/torch_train.py\` (PyTorch's same step), median of 3 passes. The sides alternate; each keeps its best of $ROUNDS rounds."
+  echo "Command: \`./bd bench zoo\` ($(date -u +%Y-%m-%d), $(nproc) cores: $(lscpu | sed -n 's/^Model name: *//p'), $THREADS threads each side). Images/s at 224x224 of the torchvision models exported by \`examples/imagenet/export.py --zoo\` (random weights, opset 13). Inference: \`bitdown bench MODEL --batch B\` against ONNX Runtime (\`bench/ort_bench.js\`, all graph optimisations) on the same file, the median of as many passes as take bitdown about a second (10 to 400 at batch 1, 3 to 400 at batch 16), the same count on both sides. Training at batch 16: \`bitdown bench MODEL --train --batch 16\` (forward and backward, BatchNorm in train mode, every parameter's gradient) against \`bench/finetune/torch_train.py\` (PyTorch's same step), median of 3 passes. The sides alternate; each keeps its best of $ROUNDS rounds."
   echo
   echo "| model | bitdown b1 | ORT b1 | ratio | bitdown b16 | ORT b16 | ratio | bitdown train | PyTorch train | ratio |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
