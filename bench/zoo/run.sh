@@ -8,8 +8,9 @@
 #     BatchNorm in train mode, every parameter's gradient) against
 #     bench/finetune/torch_train.py (the same step in PyTorch).
 # Inference passes: about a second's worth (passes, below), the same count
-# for both sides. The two sides alternate, ROUNDS rounds, each keeping its best median; the
-# geometric means of the ratios close the table. BD_ZOO_MODELS picks models.
+# for both sides. The two sides alternate, ROUNDS rounds, each keeping its
+# best median; the geometric means of the ratios close the table.
+# BD_ZOO_MODELS picks models.
 set -euo pipefail
 BIN=$1
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,7 +39,7 @@ pt_train() { /usr/bin/python3 bench/finetune/torch_train.py "$1" "$2" "$3" "$THR
 # passes FILE BATCH LEAST: enough for about a second of bitdown's time, from
 # LEAST up to 400. A fixed 10 at batch 1 had measured MobileNetV3-Small for
 # 12 ms a side, which one burst of the machine's other work could fill
-# (0.51 in one run, 1.12 in the one before, its code the same).
+# (0.51 in one run, 1.17 in the next with these passes).
 passes() {
   awk -v ips="$(bd_infer "$1" "$2" 3)" -v b="$2" -v least="$3" \
     'BEGIN { n = int(ips / b); print (n < least) ? least : (n > 400) ? 400 : n }'

@@ -53,14 +53,13 @@ static inline float bd_expf(float x)
 static inline float bd_sigmoidf(float x) { return 1.0f / (1.0f + bd_expf(-x)); }
 
 #ifdef __AVX512F__
-/* bd_sigmoidf on 16 lanes, within 4e-7 relative: bd_expf's reduction,
+/* The sigmoid on 16 lanes, within 4e-7 relative. bd_expf's reduction,
  * then for e^r the degree-5 polynomial of least relative error on
- * |r| <= ln 2 / 2 (7.5e-8, found by Remez exchange; 1.9e-7 in float)
- * instead of bd_expf's degree 7, three operations fewer (SiLU of a
- * 144x56x56 layer: 180 -> 160 us), with 2^n by VSCALEFPS, and the
- * reciprocal by VRCP14PS and one Newton step instead of a division, whose
- * throughput held SiLU (a quarter of EfficientNet-B0's inference) to 2
- * cycles a value. -x is
+ * |r| <= ln 2 / 2 (7.5e-8, found by Remez exchange; 1.9e-7 in float):
+ * three operations fewer than bd_expf's degree 7 (SiLU of a 144x56x56
+ * layer: 180 -> 160 us). 2^n by VSCALEFPS; the reciprocal by VRCP14PS and
+ * one Newton step instead of a division, whose throughput held SiLU (a
+ * quarter of EfficientNet-B0's inference) to 2 cycles a value. -x is
  * clamped to [-87.3, 88.3] by max and min, which pass a NaN through (the
  * result is NaN); below -88.3 the result is 0, as 1 / (1 + inf). */
 static inline __m512 bd_sigmoid16(__m512 x)
