@@ -1,8 +1,9 @@
-/* Gemm through cblas_sgemm, MatMul through bd_gemm_rows. */
+/* Gemm through cblas_sgemm (bd_gemv for one row), MatMul through bd_gemm_rows. */
 #include <cblas.h>
 #include <string.h>
 
 #include "gemm_rows.h"
+#include "gemv.h"
 #include "ops.h"
 
 /* Writes beta*C broadcast to [m][nn] into y; C may be a scalar, [nn],
@@ -69,14 +70,9 @@ bd_status bd_k_gemm(const bd_graph *g, const bd_node *n, bd_tensor *const *in, b
     if (m == 1 && nn > 0 && k > 0) {
         /* One row (a classifier at batch 1): OpenBLAS's sgemm would copy all
          * of B into its panels first, twice the memory traffic of reading
-         * B once, which is all a matrix-vector product does. A's one row
-         * is contiguous whether transposed or not. y starts at 0 where no
-         * C is added: the raw tensor may hold a NaN that beta = 0 would
-         * keep. */
-        if (gemm_beta == 0.0f)
-            memset(y, 0, (size_t)nn * sizeof *y);
-        cblas_sgemv(CblasRowMajor, tb ? CblasNoTrans : CblasTrans, (int)b->dims[0],
-                    (int)b->dims[1], alpha, b->data, (int)b->dims[1], a->data, 1, gemm_beta, y, 1);
+         * B once, which is all a matrix-vector product does (gemv.h). A's
+         * one row is contiguous whether transposed or not. */
+        bd_gemv(!tb, b->dims[0], b->dims[1], alpha, b->data, a->data, gemm_beta, y);
     } else if (m > 0 && nn > 0)
         cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                     (int)m, (int)nn, (int)k, alpha, a->data, (int)a->dims[1], b->data,
