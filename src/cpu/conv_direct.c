@@ -16,6 +16,10 @@ enum { VL = 16 };
 /* Most accumulators a tile keeps in registers (of 32), leaving room for
  * the weight vectors and the broadcast input. */
 enum { MAXACC = 28 };
+/* Floats of packed weights a chunk of the sum reads at most (32 KB, in L1
+ * beside the input rows), and the accumulator vectors a run of units keeps
+ * between chunks at most (128 KB, in L2); conv_units. */
+enum { CHUNK_W = 8192, RUN_ACC = 2048 };
 
 int bd_conv_direct_available(void) { return __builtin_cpu_supports("avx512f"); }
 
@@ -25,12 +29,13 @@ int bd_conv_direct_supported(const bd_conv_geom *g)
 }
 
 /* One register tile: bo output channel blocks times pw neighbouring output
- * pixels, summed over every tap and input channel. x points at the tile's
- * first pixel in the re-laid input, toff[t] is tap t's offset from there;
- * w is the tile's packed weights, read in order. acc gets [bo][pw] vectors
- * of 16 output channels. */
+ * pixels, summed over ntaps taps and their input channels. x points at the
+ * tile's first pixel in the re-laid input, toff[t] is tap t's offset from
+ * there; w is the tile's packed weights, read in order. acc gets [bo][pw]
+ * vectors of 16 output channels; with more set, the sums continue from
+ * the values acc holds (the taps before these), in the same order. */
 typedef void (*tile_fn)(const float *x, const int64_t *toff, int64_t ntaps, const float *w,
-                        __m512 *acc);
+                        __m512 *acc, int more);
 
 /* Every loop over bo and pw unrolls completely (they are constants in each
  * instance), so the accumulators live in registers. ps, the floats between
@@ -41,12 +46,12 @@ typedef void (*tile_fn)(const float *x, const int64_t *toff, int64_t ntaps, cons
  * general registers and on the stack. */
 static inline __attribute__((always_inline)) void
 tile_body(const float *x, const int64_t *toff, int64_t ntaps, const float *w, __m512 *out,
-          const int ps, const int bo, const int pw)
+          int more, const int ps, const int bo, const int pw)
 {
     __m512 acc[MAXACC];
 #pragma GCC unroll 28
     for (int i = 0; i < bo * pw; i++)
-        acc[i] = _mm512_setzero_ps();
+        acc[i] = more ? out[i] : _mm512_setzero_ps();
     for (int64_t t = 0; t < ntaps; t++) {
         const float *px = x + toff[t];
         for (int ci = 0; ci < ps; ci++, px++, w += bo * VL) {
@@ -72,9 +77,9 @@ tile_body(const float *x, const int64_t *toff, int64_t ntaps, const float *w, __
  * channels (ps 1, for fewer than 16 input channels). */
 #define TILE(PS, BO, PW)                                                                         \
     static void tile_##PS##_##BO##_##PW(const float *x, const int64_t *toff, int64_t ntaps,     \
-                                        const float *w, __m512 *acc)                             \
+                                        const float *w, __m512 *acc, int more)                   \
     {                                                                                            \
-        tile_body(x, toff, ntaps, w, acc, PS, BO, PW);                                           \
+        tile_body(x, toff, ntaps, w, acc, more, PS, BO, PW);                                     \
     }
 #define TILES(BO, PW) TILE(16, BO, PW) TILE(1, BO, PW)
 #define KERNEL(BO, PW) {BO, PW, {tile_16_##BO##_##PW, tile_1_##BO##_##PW}}
@@ -137,6 +142,7 @@ typedef struct plan {
     int64_t ngroups;      /* output channel groups of k->bo blocks (the last group may be
                            * tail's, the last block partial) */
     int64_t gsize;        /* floats of packed weights per group */
+    int64_t kchunk;       /* taps a chunk of the sum takes */
     float lo, hi;         /* the activation's clamp */
 } plan;
 
@@ -327,13 +333,16 @@ static void store_tile(const plan *p, const kernel *k, int64_t m0, int64_t at, c
     }
 }
 
-/* Unit u (an output row, or a run of a flat image) of group gi of image i,
- * whose re-laid input is buf, with the group's packed weights w. The last
- * tile of a unit that pw does not divide is moved left to end at the
- * unit's end, recomputing a few pixels rather than needing another
- * kernel; in a flat image it may reach back into the unit before. */
+/* Taps [t0, t0 + n) of unit u (an output row, or a run of a flat image) of
+ * group gi of image i, whose re-laid input is buf, with the group's packed
+ * weights w: each tile's sums go to acc, step vectors further for each
+ * tile (0: one place for all), continuing from those there unless t0 is
+ * 0; the last taps store the tiles through the epilogue. The last tile of
+ * a unit that pw does not divide is moved left to end at the unit's end,
+ * recomputing a few pixels rather than needing another kernel; in a flat
+ * image it may reach back into the unit before. */
 static void conv_unit(const plan *p, const float *buf, const float *w, int64_t i, int64_t gi,
-                      int64_t u)
+                      int64_t u, int64_t t0, int64_t n, __m512 *acc, int64_t step)
 {
     const bd_conv_geom *g = p->g;
     const kernel *k = group_kernel(p, gi);
@@ -341,18 +350,48 @@ static void conv_unit(const plan *p, const float *buf, const float *w, int64_t i
     const int64_t len = ohw - first < p->span ? ohw - first : p->span;
     const int64_t at = (i * g->m + m0) * ohw + first;
     const int64_t mine = g->m - m0, chans = mine < k->bo * VL ? mine : k->bo * VL;
-    if (first + len < ohw)
+    const int end = t0 + n == p->ntaps;
+    if (end && first + len < ohw)
         for (int64_t c = 0; c < chans; c++) {
             if (p->ep && p->ep->residual)
                 prefetch(p->ep->residual + at + len + c * ohw, p->span, 0);
             prefetch(p->y + at + len + c * ohw, p->span, 1);
         }
-    __m512 acc[MAXACC];
     const float *in = buf + u * p->uin;
-    for (int64_t ox = 0; ox < len; ox += k->pw) {
+    const float *wt = w + t0 * p->ps * k->bo * VL;
+    for (int64_t ox = 0; ox < len; ox += k->pw, acc += step) {
         const int64_t x0 = ox + k->pw <= len ? ox : len - k->pw;
-        k->fn[!p->blocked](in + x0 * p->ps, p->toff, p->ntaps, w, acc);
-        store_tile(p, k, m0, at + x0, acc);
+        k->fn[!p->blocked](in + x0 * p->ps, p->toff + t0, n, wt, acc, t0 > 0);
+        if (end)
+            store_tile(p, k, m0, at + x0, acc);
+    }
+}
+
+/* Units [u0, u1) of group gi of image i. Where a group's weights are
+ * larger than a chunk (deep layers: 2.4 MB for ResNet-50's 512 -> 512 3x3
+ * in 4-block groups), the sum goes a chunk of taps at a time over a run
+ * of units, each tile's sums kept in accs between chunks, so that the
+ * chunk's weights stay in L1 while every unit of the run reads them.
+ * Read whole for each unit, they came from L2 or beyond. */
+static void conv_units(const plan *p, const float *buf, const float *w, int64_t i, int64_t gi,
+                       int64_t u0, int64_t u1, __m512 *accs)
+{
+    if (p->kchunk >= p->ntaps || u1 - u0 < 2) {
+        __m512 acc[MAXACC];
+        for (int64_t u = u0; u < u1; u++)
+            conv_unit(p, buf, w, i, gi, u, 0, p->ntaps, acc, 0);
+        return;
+    }
+    const kernel *k = group_kernel(p, gi);
+    const int64_t tile = k->bo * k->pw, per_unit = (p->span + k->pw - 1) / k->pw * tile;
+    const int64_t run = RUN_ACC / per_unit > 1 ? RUN_ACC / per_unit : 1;
+    for (int64_t ua = u0; ua < u1; ua += run) {
+        const int64_t ub = u1 - ua < run ? u1 : ua + run;
+        for (int64_t t0 = 0; t0 < p->ntaps; t0 += p->kchunk) {
+            const int64_t n = p->ntaps - t0 < p->kchunk ? p->ntaps - t0 : p->kchunk;
+            for (int64_t u = ua; u < ub; u++)
+                conv_unit(p, buf, w, i, gi, u, t0, n, accs + (u - ua) * per_unit, tile);
+        }
     }
 }
 
@@ -447,6 +486,8 @@ static void plan_init(plan *p, const bd_conv_geom *g, const bd_epilogue *ep, flo
     p->units = (g->oh * g->ow + p->span - 1) / p->span;
     p->ngroups = ((g->m + VL - 1) / VL + p->k->bo - 1) / p->k->bo;
     p->gsize = p->ntaps * p->ps * p->k->bo * VL;
+    p->kchunk = CHUNK_W / (p->ps * p->k->bo * VL);
+    p->kchunk = p->kchunk > 1 ? p->kchunk : 1;
     bd_epilogue_clamp(ep, &p->lo, &p->hi);
 }
 
@@ -562,17 +603,20 @@ bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
     const size_t wbytes =
         packed ? 0 : lines((per_image ? ngroups : threads) * p.gsize, sizeof(float));
     const size_t xbytes = lines((per_image ? threads : chunk) * p.img, sizeof(float));
+    const size_t abytes = p.kchunk < p.ntaps ? (size_t)threads * RUN_ACC * sizeof(__m512) : 0;
     int kept;
-    char *mem = scratch_take(offs + wbytes + xbytes, &kept);
+    char *mem = scratch_take(offs + wbytes + xbytes + abytes, &kept);
     if (!mem)
         return bd_fail(BD_ENOMEM, "out of memory for a direct convolution's buffers");
     p.toff = (int64_t *)mem;
     p.col = p.toff + p.ntaps;
     float *wt = (float *)(mem + offs), *xb = (float *)(mem + offs + wbytes);
+    __m512 *accs = (__m512 *)(mem + offs + wbytes + xbytes);
     plan_offsets(&p);
 #pragma omp parallel num_threads(threads)
     {
-        const int me = omp_get_thread_num();
+        const int me = omp_get_thread_num(), team = omp_get_num_threads();
+        __m512 *mine_acc = abytes ? accs + (int64_t)me * RUN_ACC : NULL;
         if (per_image) {
             float *buf = xb + me * p.img;
             const float *all = packed ? packed : wt;
@@ -586,8 +630,7 @@ bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
                 for (int64_t r = 0; r < rows; r++)
                     pack_row(&p, x + i * chw, r / hp, r % hp, buf);
                 for (int64_t gi = 0; gi < ngroups; gi++)
-                    for (int64_t u = 0; u < p.units; u++)
-                        conv_unit(&p, buf, all + gi * p.gsize, i, gi, u);
+                    conv_units(&p, buf, all + gi * p.gsize, i, gi, 0, p.units, mine_acc);
             }
         } else {
             float *mine = wt + me * p.gsize;
@@ -598,14 +641,19 @@ bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
                 for (int64_t j = 0; j < nimg * rows; j++)
                     pack_row(&p, x + (i0 + j / rows) * chw, j % rows / hp, j % hp,
                              xb + j / rows * p.img);
-#pragma omp for schedule(static)
-                for (int64_t j = 0; j < ngroups * nimg * p.units; j++) {
+                /* each thread an even share of the chunk's (group, image,
+                 * unit) items, in that order, as runs of units */
+                const int64_t items = ngroups * nimg * p.units;
+                for (int64_t j = me * items / team, j1 = (me + 1) * items / team; j < j1;) {
                     const int64_t gi = j / (nimg * p.units), i = j / p.units % nimg;
+                    const int64_t u = j % p.units, ue = p.units - u < j1 - j ? p.units : u + j1 - j;
                     if (!packed && gi != have)
                         pack_group(&p, w, have = gi, mine);
-                    conv_unit(&p, xb + i * p.img, packed ? packed + gi * p.gsize : mine, i0 + i,
-                              gi, j % p.units);
+                    conv_units(&p, xb + i * p.img, packed ? packed + gi * p.gsize : mine,
+                               i0 + i, gi, u, ue, mine_acc);
+                    j += ue - u;
                 }
+#pragma omp barrier
             }
         }
     }
