@@ -275,6 +275,8 @@ static const direct_case pointwise_cases[] = {
     {3, 9, 12, 12, 17, 1, 1, 1, 1, 0, 0, 0, 0, 1},   /* 9 vectors: blocks of 4, 4 and 1 */
     {1, 64, 7, 7, 200, 1, 1, 1, 1, 0, 0, 0, 0, 1},   /* one image: channels split over threads */
     {1, 3, 2, 3, 2, 1, 1, 1, 1, 0, 0, 0, 0, 1},      /* 6 pixels, all dot products */
+    {2, 21, 5, 7, 11, 1, 1, 1, 1, 0, 0, 0, 0, 1},    /* 2 vectors and 3 pixels: dots of */
+                                                     /* channel pairs, the last one alone */
     {2, 40, 5, 5, 36, 1, 1, 1, 1, 0, 0, 0, 0, 1},    /* 25 pixels: bd_conv2d takes direct */
 };
 

@@ -489,19 +489,27 @@ typedef enum conv_path {
 /* A pointwise conv of fewer than three vectors of pixels an image (the 5x5
  * grid of Inception-v3 at 224x224, 6x6, 3x3) leaves most lanes of the
  * pointwise kernel's last, masked vector idle, where the direct kernel's
- * flat tiles fit the run: one thread, 2048 -> 448 at 5x5 0.53 -> 0.43 ms,
- * 256 -> 256 at 6x6 55 -> 50 us, 256 -> 512 at 3x3 38 -> 29 us; at 7x7
- * they tied, from 9x9 up the pointwise kernel was faster (13x13: 104 and
- * 125 us). A single pixel (squeeze-and-excitation) stays pointwise. */
-static int pointwise_lanes_idle(const bd_conv_geom *g)
+ * flat tiles fit the run: one thread, on the 2-core EPYC, 2048 -> 448 at
+ * 5x5 0.53 -> 0.43 ms, 256 -> 256 at 6x6 55 -> 50 us, 256 -> 512 at 3x3
+ * 38 -> 29 us; from 9x9 up the pointwise kernel was faster (13x13: 104
+ * and 125 us). At 7x7 (49 pixels) the two tied there; on the 2-core Xeon
+ * (Emerald Rapids) the direct kernel, once it chunked its sums
+ * (conv_direct.c), was faster where the weights reach a megabyte (2048 ->
+ * 1024 1.71 -> 1.51 ms, 2048 -> 512 0.84 -> 0.75, 320 -> 1280 0.31 ->
+ * 0.29) and slower below (192 -> 1152 153 -> 166 us, 160 -> 1280 140 ->
+ * 158). A single pixel (squeeze-and-excitation) stays pointwise. */
+enum { DIRECT_POINTWISE_WEIGHTS = 1 << 18 };
+
+static int direct_beats_pointwise(const bd_conv_geom *g)
 {
     const int64_t pixels = g->oh * g->ow;
-    return pixels > 1 && pixels < 48 && bd_conv_direct_supported(g);
+    return pixels > 1 && bd_conv_direct_supported(g) &&
+           (pixels < 48 || (pixels < 64 && g->c * g->m >= DIRECT_POINTWISE_WEIGHTS));
 }
 
 static conv_path choose_path(const bd_conv_geom *g)
 {
-    if (bd_conv_pointwise_supported(g) && !pointwise_lanes_idle(g))
+    if (bd_conv_pointwise_supported(g) && !direct_beats_pointwise(g))
         return PATH_POINTWISE;
     if (planes_busier(g))
         return PATH_PLANES;

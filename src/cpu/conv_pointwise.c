@@ -122,24 +122,41 @@ dots_body(const plan *p, float *col, const float *w, float *y, int64_t i, int64_
         linear = *ep;
         linear.act = BD_ACT_NONE;
     }
-    for (int64_t m = m0; m < m1; m++) {
-        __m512 acc[DOTS];
-#pragma GCC unroll 8
-        for (int q = 0; q < np; q++)
-            acc[q] = _mm512_setzero_ps();
-        for (int64_t k = 0; k < c; k += VL) {
-            const __mmask16 mk = k + VL <= c ? (__mmask16)0xffff : p->ctail;
-            const __m512 wv = _mm512_maskz_loadu_ps(mk, w + m * c + k);
+    /* dm output channels at a time, so that at least four sums are in
+     * flight: one pixel's single chain of multiply-adds waited on each
+     * one's latency (a 7x7 layer's 49th pixel, 2048 -> 1024: 0.19 of 1.69
+     * ms) */
+    const int dm = np >= 4 ? 1 : np >= 2 ? 2 : 4;
+    for (int64_t m = m0; m < m1; m += dm) {
+        const int rows = m1 - m < dm ? (int)(m1 - m) : dm;
+        __m512 acc[4][DOTS];
+#pragma GCC unroll 4
+        for (int r = 0; r < dm; r++)
 #pragma GCC unroll 8
             for (int q = 0; q < np; q++)
-                acc[q] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mk, col + q * c + k), acc[q]);
-        }
-        float *out = y + first + m * p->hw;
+                acc[r][q] = _mm512_setzero_ps();
+        for (int64_t k = 0; k < c; k += VL) {
+            const __mmask16 mk = k + VL <= c ? (__mmask16)0xffff : p->ctail;
+            __m512 xv[DOTS];
 #pragma GCC unroll 8
-        for (int q = 0; q < np; q++)
-            out[q] = _mm512_reduce_add_ps(acc[q]);
-        bd_epilogue_apply(bd_epilogue_has_function(ep) ? &linear : ep, m, out,
-                          ep && ep->residual ? ep->residual + (out - y) : NULL, out, np);
+            for (int q = 0; q < np; q++)
+                xv[q] = _mm512_maskz_loadu_ps(mk, col + q * c + k);
+#pragma GCC unroll 4
+            for (int r = 0; r < dm; r++) {
+                const __m512 wv = _mm512_maskz_loadu_ps(mk, w + (m + (r < rows ? r : 0)) * c + k);
+#pragma GCC unroll 8
+                for (int q = 0; q < np; q++)
+                    acc[r][q] = _mm512_fmadd_ps(wv, xv[q], acc[r][q]);
+            }
+        }
+        for (int r = 0; r < rows; r++) {
+            float *out = y + first + (m + r) * p->hw;
+#pragma GCC unroll 8
+            for (int q = 0; q < np; q++)
+                out[q] = _mm512_reduce_add_ps(acc[r][q]);
+            bd_epilogue_apply(bd_epilogue_has_function(ep) ? &linear : ep, m + r, out,
+                              ep && ep->residual ? ep->residual + (out - y) : NULL, out, np);
+        }
     }
     if (!bd_epilogue_has_function(ep))
         return;
