@@ -35,6 +35,20 @@ spin() { env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY "$@" "$BIN" run -e 'print(os.g
 [ "$(spin OMP_WAIT_POLICY=passive)" = nil ] || fail "the user's OMP_WAIT_POLICY: $(spin OMP_WAIT_POLICY=passive)"
 [ "$(spin BD_NO_REEXEC=1)" = nil ] || fail "BD_NO_REEXEC: $(spin BD_NO_REEXEC=1)"
 
+# and with OpenBLAS's widest kernels the CPU runs, where OpenBLAS did not
+# recognise it (its own report of the core it loads, the last one after the
+# restart): AVX-512 ones on an AVX-512 CPU, AVX2 ones on an AVX2 CPU
+core=$(env -u OPENBLAS_CORETYPE OPENBLAS_VERBOSE=2 "$BIN" run -e 'print(1)' 2>&1 |
+  sed -n 's/^Core: //p' | tail -n1)
+flags=" $(grep -m1 '^flags' /proc/cpuinfo) "
+if [[ $flags == *" avx512f "* && $flags == *" avx512bw "* && $flags == *" avx512vl "* &&
+  $flags == *" avx512dq "* ]]; then
+  [[ $core =~ ^(SkylakeX|Cooperlake|SapphireRapids)$ ]] || fail "OpenBLAS core on AVX-512: $core"
+elif [[ $flags == *" avx2 "* && $flags == *" fma "* ]]; then
+  [[ $core =~ ^(Haswell|Zen|SkylakeX|Cooperlake|SapphireRapids)$ ]] ||
+    fail "OpenBLAS core on AVX2: $core"
+fi
+
 # info: every layer of the example with its weight shape, and totals
 "$BIN" info $M >"$TMP/info" || fail "info failed"
 grep -qE '^layer1\.0\.conv1 +conv 3x3 +\[16, 16, 3, 3\] +2304 ' "$TMP/info" || fail "info: layer1.0.conv1 row"
