@@ -368,7 +368,7 @@ static void conv_unit(const plan *p, const float *buf, const float *w, int64_t i
 }
 
 /* Units [u0, u1) of group gi of image i. Where a group's weights are
- * larger than a chunk (deep layers: 2.4 MB for ResNet-50's 512 -> 512 3x3
+ * larger than a chunk (deep layers: 1.2 MB for ResNet-50's 512 -> 512 3x3
  * in 4-block groups), the sum goes a chunk of taps at a time over a run
  * of units, each tile's sums kept in accs between chunks, so that the
  * chunk's weights stay in L1 while every unit of the run reads them.
