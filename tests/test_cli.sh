@@ -30,7 +30,7 @@ done
 # bitdown starts again with libgomp's spin count lowered (ui/main.c), unless
 # the user chose the count or the wait policy, or said BD_NO_REEXEC
 spin() { env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY "$@" "$BIN" run -e 'print(os.getenv("GOMP_SPINCOUNT"))' 2>&1; }
-[ "$(spin)" = 1000 ] || fail "bitdown did not lower the spin count: $(spin)"
+[ "$(spin)" = 2000 ] || fail "bitdown did not lower the spin count: $(spin)"
 [ "$(spin GOMP_SPINCOUNT=77)" = 77 ] || fail "the user's GOMP_SPINCOUNT: $(spin GOMP_SPINCOUNT=77)"
 [ "$(spin OMP_WAIT_POLICY=passive)" = nil ] || fail "the user's OMP_WAIT_POLICY: $(spin OMP_WAIT_POLICY=passive)"
 [ "$(spin BD_NO_REEXEC=1)" = nil ] || fail "BD_NO_REEXEC: $(spin BD_NO_REEXEC=1)"

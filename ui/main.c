@@ -104,13 +104,18 @@ static int prefer_wide_blas(void)
  * thread holds the core its teammate needs to finish the loop it waits
  * for: two bitdowns side by side ran ResNet-18 at 16 img/s each, against
  * 35 each with 1000 spins, and idle speed did not change (75 img/s, 2 cores,
- * docs/architecture.md). Returns whether it set the count; a user's
+ * docs/architecture.md). Too few spins and a thread sleeps through the
+ * serial work between two loops, and waking it costs more than the loop:
+ * on the 2-core Xeon, ShuffleNetV2 x0.5 took 1.92 ms a pass with 1000,
+ * 1.43 with 2000 (no faster with more), GoogLeNet 16.0 and 13.5; two
+ * ResNet-18s side by side ran 34.4 img/s each with 1000, 33.3 with 2000,
+ * 30.0 with 4000. Returns whether it set the count; a user's
  * GOMP_SPINCOUNT or OMP_WAIT_POLICY stands. */
 static int spin_briefly(void)
 {
     if (getenv("GOMP_SPINCOUNT") || getenv("OMP_WAIT_POLICY"))
         return 0;
-    return setenv("GOMP_SPINCOUNT", "1000", 1) == 0;
+    return setenv("GOMP_SPINCOUNT", "2000", 1) == 0;
 }
 
 /* OpenBLAS and libgomp read their settings when they load, before main
