@@ -173,9 +173,11 @@ static const direct_case direct_cases[] = {
     {1, 16, 12, 12, 150, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* and its last block partial */
     /* sums a chunk of taps at a time (the last chunk partial), kept between
      * chunks for a run of units: image by image, rows in two runs; a deep
-     * pointwise layer's flat units */
+     * pointwise layer's flat units; */
     {4, 32, 24, 24, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1},
     {1, 256, 7, 7, 64, 1, 1, 1, 1, 0, 0, 0, 0, 1},
+    /* rows too wide for one row's sums to be kept: summed whole */
+    {1, 32, 4, 1100, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1},
 };
 
 /* Every epilogue on every case. */

@@ -376,15 +376,16 @@ static void conv_unit(const plan *p, const float *buf, const float *w, int64_t i
 static void conv_units(const plan *p, const float *buf, const float *w, int64_t i, int64_t gi,
                        int64_t u0, int64_t u1, __m512 *accs)
 {
-    if (p->kchunk >= p->ntaps || u1 - u0 < 2) {
+    const kernel *k = group_kernel(p, gi);
+    const int64_t tile = k->bo * k->pw, per_unit = (p->span + k->pw - 1) / k->pw * tile;
+    /* a unit whose sums outgrow accs (rows over 500 wide) is summed whole */
+    if (p->kchunk >= p->ntaps || u1 - u0 < 2 || per_unit > RUN_ACC) {
         __m512 acc[MAXACC];
         for (int64_t u = u0; u < u1; u++)
             conv_unit(p, buf, w, i, gi, u, 0, p->ntaps, acc, 0);
         return;
     }
-    const kernel *k = group_kernel(p, gi);
-    const int64_t tile = k->bo * k->pw, per_unit = (p->span + k->pw - 1) / k->pw * tile;
-    const int64_t run = RUN_ACC / per_unit > 1 ? RUN_ACC / per_unit : 1;
+    const int64_t run = RUN_ACC / per_unit;
     for (int64_t ua = u0; ua < u1; ua += run) {
         const int64_t ub = u1 - ua < run ? u1 : ua + run;
         for (int64_t t0 = 0; t0 < p->ntaps; t0 += p->kchunk) {

@@ -120,7 +120,7 @@ static void gemv_cols(int64_t rows, int64_t cols, float alpha, const float *w, c
         float acc[CW] __attribute__((aligned(64)));
         for (int64_t j0 = t * nv / nt * VL; j0 < j1; j0 += CW) {
             const int64_t n = j1 - j0 < CW ? j1 - j0 : CW;
-            memset(acc, 0, (size_t)n * sizeof *acc);
+            memset(acc, 0, (size_t)((n + VL - 1) / VL * VL) * sizeof *acc);
             add_rows(rows, cols, w, x, j0, n, acc);
             for (int64_t j = 0; j < n; j++)
                 y[j0 + j] = combine(alpha, acc[j], beta, y + j0 + j);
