@@ -124,8 +124,8 @@ dots_body(const plan *p, float *col, const float *w, float *y, int64_t i, int64_
     }
     /* dm output channels at a time, so that at least four sums are in
      * flight: one pixel's single chain of multiply-adds waited on each
-     * one's latency (a 7x7 layer's 49th pixel, 2048 -> 1024: 0.19 of 1.69
-     * ms) */
+     * one's latency (7x7 layers on the Xeon, one thread: 992 -> 128 98 ->
+     * 95 us, 160 -> 1280 146 -> 140 us) */
     const int dm = np >= 4 ? 1 : np >= 2 ? 2 : 4;
     for (int64_t m = m0; m < m1; m += dm) {
         const int rows = m1 - m < dm ? (int)(m1 - m) : dm;
