@@ -146,19 +146,15 @@ typedef struct plan {
     float lo, hi;         /* the activation's clamp */
 } plan;
 
-/* Asks for the cache lines of [a, a + n floats) before they are needed:
+/* Asks for the cache lines of [a, a + n floats) before they are read:
  * tensors of a batch are far larger than the caches, and the 16 channel
- * rows a tile reads or writes are too many streams, too short, for the
- * hardware prefetchers to follow. */
-static void prefetch(const float *a, int64_t n, int write)
+ * rows a tile reads are too many streams, too short, for the hardware
+ * prefetchers to follow. */
+static void prefetch(const float *a, int64_t n)
 {
     const uintptr_t end = (uintptr_t)(a + n);
-    for (uintptr_t l = (uintptr_t)a & ~(uintptr_t)63; l < end; l += 64) {
-        if (write)
-            __builtin_prefetch((const void *)l, 1, 3);
-        else
-            __builtin_prefetch((const void *)l, 0, 3);
-    }
+    for (uintptr_t l = (uintptr_t)a & ~(uintptr_t)63; l < end; l += 64)
+        __builtin_prefetch((const void *)l, 0, 3);
 }
 
 /* Input rows are fetched this many rows ahead of packing them, weights
@@ -188,7 +184,7 @@ static void pack_blocked_row(const plan *p, const float *x, int64_t cbk, int64_t
     const float *src = x + cbk * VL * plane + iy * g->w;
     if (iy + AHEAD * p->ry < g->h)
         for (int64_t ch = 0; ch < nch; ch++)
-            prefetch(src + ch * plane + AHEAD * p->ry * g->w, g->w, 0);
+            prefetch(src + ch * plane + AHEAD * p->ry * g->w, g->w);
     const __m512i every = _mm512_mullo_epi32(
         _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
         _mm512_set1_epi32((int)rx));
@@ -289,47 +285,103 @@ static void pack_group(const plan *p, const float *w, int64_t gi, float *dst)
     }
 }
 
-/* acc[bo][pw], the tile of kernel k whose first output is y[at], channel m0
- * (pw pixels along a plane, bo blocks of 16 channels from there): scale and shift while
- * channels are the lanes, then a transpose makes each channel's pixels one
- * vector for the residual, the clamp and a masked store into NCHW. */
-static void store_tile(const plan *p, const kernel *k, int64_t m0, int64_t at, const __m512 *acc)
+/* acc[bo][pw], the tile whose first output is y[at], channel m0 (pw pixels
+ * along a plane, bo blocks of 16 channels from there): scale and shift
+ * while channels are the lanes, then a transpose makes each channel's
+ * pixels one vector for the residual, the clamp and a masked store into
+ * NCHW. An instance per tile width, and each optional step tested once a
+ * block: a single body for every width, testing each step per vector,
+ * took a ninth of a 3x3 layer's time (16 -> 64 at 55x55, one thread, with
+ * its tiles of 28 sums over 144 steps), near the width of the tile's own
+ * excess over the core's peak. */
+static inline __attribute__((always_inline)) void
+store_body(const plan *p, int bo, int64_t m0, int64_t at, const __m512 *acc, const int pw)
 {
     const bd_conv_geom *g = p->g;
     const bd_epilogue *ep = p->ep;
-    const int bo = k->bo, pw = k->pw;
     const __mmask16 mask = (__mmask16)((1u << pw) - 1);
     const __m512 lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
     const int64_t ohw = g->oh * g->ow;
+    const int scaled = ep && ep->scale, clamp_hi = p->hi < INFINITY;
+    const float *res = ep ? ep->residual : NULL;
     for (int b = 0; b < bo; b++) {
         const int64_t m = m0 + b * VL, real = g->m - m < VL ? g->m - m : VL;
         if (real <= 0)
             break;
         const __mmask16 chans = bd_lanes(0, real);
-        const __m512 sc = ep && ep->scale ? _mm512_maskz_loadu_ps(chans, ep->scale + m)
-                                          : _mm512_set1_ps(1);
         const __m512 sh = ep && ep->shift ? _mm512_maskz_loadu_ps(chans, ep->shift + m)
                                           : _mm512_setzero_ps();
         /* a product and a sum, each rounded, as bd_epilogue_apply and an
          * unfused BatchNormalization compute them: fused or not, a model
-         * gives the same bits */
+         * gives the same bits (a product by 1 changes none) */
         __m512 v[VL];
 #pragma GCC unroll 16
         for (int q = 0; q < VL; q++)
-            v[q] = q < pw ? _mm512_add_ps(_mm512_mul_ps(acc[b * pw + q], sc), sh)
-                          : _mm512_setzero_ps();
-        bd_transpose16(v);
+            v[q] = q < pw ? acc[b * pw + q] : _mm512_setzero_ps();
+        if (scaled) {
+            const __m512 sc = _mm512_maskz_loadu_ps(chans, ep->scale + m);
 #pragma GCC unroll 16
-        for (int c = 0; c < VL; c++) {
-            const int64_t o = at + (b * VL + c) * ohw;
-            if (c < real && ep && ep->residual)
-                v[c] = _mm512_add_ps(v[c], _mm512_maskz_loadu_ps(mask, ep->residual + o));
-            v[c] = bd_activation_vec(ep, _mm512_min_ps(_mm512_max_ps(v[c], lo), hi));
+            for (int q = 0; q < pw; q++)
+                v[q] = _mm512_mul_ps(v[q], sc);
         }
 #pragma GCC unroll 16
+        for (int q = 0; q < pw; q++)
+            v[q] = _mm512_add_ps(v[q], sh);
+        bd_transpose16(v);
+        float *out = p->y + at + b * VL * ohw;
+        if (res)
+#pragma GCC unroll 16
+            for (int c = 0; c < VL; c++)
+                if (c < real)
+                    v[c] = _mm512_add_ps(
+                        v[c], _mm512_maskz_loadu_ps(mask, res + (out - p->y) + c * ohw));
+        /* the result of max is never NaN, so a min with +inf changes nothing */
+#pragma GCC unroll 16
         for (int c = 0; c < VL; c++)
-            if (c < real)
-                _mm512_mask_storeu_ps(p->y + at + (b * VL + c) * ohw, mask, v[c]);
+            v[c] = _mm512_max_ps(v[c], lo);
+        if (clamp_hi)
+#pragma GCC unroll 16
+            for (int c = 0; c < VL; c++)
+                v[c] = _mm512_min_ps(v[c], hi);
+        if (bd_epilogue_has_function(ep))
+#pragma GCC unroll 16
+            for (int c = 0; c < VL; c++)
+                v[c] = bd_activation_vec(ep, v[c]);
+        if (real == VL) {
+#pragma GCC unroll 16
+            for (int c = 0; c < VL; c++)
+                _mm512_mask_storeu_ps(out + c * ohw, mask, v[c]);
+        } else {
+#pragma GCC unroll 16
+            for (int c = 0; c < VL; c++)
+                if (c < real)
+                    _mm512_mask_storeu_ps(out + c * ohw, mask, v[c]);
+        }
+    }
+}
+
+typedef void (*store_fn)(const plan *p, int bo, int64_t m0, int64_t at, const __m512 *acc);
+
+#define STORE(PW)                                                                                \
+    static void store_##PW(const plan *p, int bo, int64_t m0, int64_t at, const __m512 *acc)   \
+    {                                                                                            \
+        store_body(p, bo, m0, at, acc, PW);                                                      \
+    }
+STORE(16) STORE(14) STORE(8) STORE(7) STORE(6) STORE(5) STORE(4) STORE(2) STORE(1)
+
+/* The instance for kernel k's tile width. */
+static store_fn store_of(const kernel *k)
+{
+    switch (k->pw) {
+    case 16: return store_16;
+    case 14: return store_14;
+    case 8: return store_8;
+    case 7: return store_7;
+    case 6: return store_6;
+    case 5: return store_5;
+    case 4: return store_4;
+    case 2: return store_2;
+    default: return store_1;
     }
 }
 
@@ -351,19 +403,20 @@ static void conv_unit(const plan *p, const float *buf, const float *w, int64_t i
     const int64_t at = (i * g->m + m0) * ohw + first;
     const int64_t mine = g->m - m0, chans = mine < k->bo * VL ? mine : k->bo * VL;
     const int end = t0 + n == p->ntaps;
-    if (end && first + len < ohw)
-        for (int64_t c = 0; c < chans; c++) {
-            if (p->ep && p->ep->residual)
-                prefetch(p->ep->residual + at + len + c * ohw, p->span, 0);
-            prefetch(p->y + at + len + c * ohw, p->span, 1);
-        }
+    /* the next unit's residual; asking for its output lines as well (for
+     * writing) cost 3% of a 16 -> 64 3x3 layer at 55x55 and gained nothing
+     * measurable on whole models at batch 1 or 16 (Xeon, 2026-12-06) */
+    if (end && first + len < ohw && p->ep && p->ep->residual)
+        for (int64_t c = 0; c < chans; c++)
+            prefetch(p->ep->residual + at + len + c * ohw, p->span);
     const float *in = buf + u * p->uin;
     const float *wt = w + t0 * p->ps * k->bo * VL;
+    const store_fn store = store_of(k);
     for (int64_t ox = 0; ox < len; ox += k->pw, acc += step) {
         const int64_t x0 = ox + k->pw <= len ? ox : len - k->pw;
         k->fn[!p->blocked](in + x0 * p->ps, p->toff + t0, n, wt, acc, t0 > 0);
         if (end)
-            store_tile(p, k, m0, at + x0, acc);
+            store(p, k->bo, m0, at + x0, acc);
     }
 }
 
@@ -372,9 +425,15 @@ static void conv_unit(const plan *p, const float *buf, const float *w, int64_t i
  * in 4-block groups), the sum goes a chunk of taps at a time over a run
  * of units, each tile's sums kept in accs between chunks, so that the
  * chunk's weights stay in L1 while every unit of the run reads them.
- * Read whole for each unit, they came from L2 or beyond. */
-static void conv_units(const plan *p, const float *buf, const float *w, int64_t i, int64_t gi,
-                       int64_t u0, int64_t u1, __m512 *accs)
+ * Read whole for each unit, they came from L2 or beyond. While a chunk
+ * runs, the next one (the next group's first where next is not NULL) is
+ * fetched into L2 a share per unit: in a whole model the weights of the
+ * deep layers come from memory, and the first unit of each chunk had
+ * waited on them (ResNet-18's 512 -> 512 3x3 layers at 7x7 2.33 -> 2.07
+ * ms, its 256 -> 256 ones at 14x14 1.69 -> 1.58, one thread on the Xeon;
+ * the same layer alone, its weights in L3, ran 1.63). */
+static void conv_units(const plan *p, const float *buf, const float *w, const float *next,
+                       int64_t i, int64_t gi, int64_t u0, int64_t u1, __m512 *accs)
 {
     const kernel *k = group_kernel(p, gi);
     const int64_t tile = k->bo * k->pw, per_unit = (p->span + k->pw - 1) / k->pw * tile;
@@ -385,13 +444,20 @@ static void conv_units(const plan *p, const float *buf, const float *w, int64_t 
             conv_unit(p, buf, w, i, gi, u, 0, p->ntaps, acc, 0);
         return;
     }
-    const int64_t run = RUN_ACC / per_unit;
+    const int64_t run = RUN_ACC / per_unit, lines = CHUNK_W * (int64_t)sizeof(float) / 64;
     for (int64_t ua = u0; ua < u1; ua += run) {
         const int64_t ub = u1 - ua < run ? u1 : ua + run;
         for (int64_t t0 = 0; t0 < p->ntaps; t0 += p->kchunk) {
             const int64_t n = p->ntaps - t0 < p->kchunk ? p->ntaps - t0 : p->kchunk;
-            for (int64_t u = ua; u < ub; u++)
+            const char *ahead =
+                (const char *)(t0 + n < p->ntaps ? w + (t0 + n) * p->ps * k->bo * VL : next);
+            for (int64_t u = ua; u < ub; u++) {
+                if (ahead)
+                    for (int64_t l = (u - ua) * lines / (ub - ua);
+                         l < (u - ua + 1) * lines / (ub - ua); l++)
+                        __builtin_prefetch(ahead + l * 64, 0, 2);
                 conv_unit(p, buf, w, i, gi, u, t0, n, accs + (u - ua) * per_unit, tile);
+            }
         }
     }
 }
@@ -631,7 +697,9 @@ bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
                 for (int64_t r = 0; r < rows; r++)
                     pack_row(&p, x + i * chw, r / hp, r % hp, buf);
                 for (int64_t gi = 0; gi < ngroups; gi++)
-                    conv_units(&p, buf, all + gi * p.gsize, i, gi, 0, p.units, mine_acc);
+                    conv_units(&p, buf, all + gi * p.gsize,
+                               gi + 1 < ngroups ? all + (gi + 1) * p.gsize : NULL, i, gi, 0,
+                               p.units, mine_acc);
             }
         } else {
             float *mine = wt + me * p.gsize;
@@ -651,6 +719,7 @@ bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
                     if (!packed && gi != have)
                         pack_group(&p, w, have = gi, mine);
                     conv_units(&p, xb + i * p.img, packed ? packed + gi * p.gsize : mine,
+                               packed && gi + 1 < ngroups ? packed + (gi + 1) * p.gsize : NULL,
                                i0 + i, gi, u, ue, mine_acc);
                     j += ue - u;
                 }
