@@ -368,6 +368,86 @@ static void plane_max_s2(const bd_pool_geom *pg, const float *x, float *y)
         }
     }
 }
+
+/* Whether plane_s1 takes pg: stride 1 both ways, without dilation, a
+ * window at most 17 wide (so that a vector of outputs reads two vectors of
+ * input columns). */
+static int s1_pool(const bd_pool_geom *pg)
+{
+    return pg->stride[1] == 1 && pg->stride[2] == 1 && pg->kernel[2] <= 17 &&
+           __builtin_cpu_supports("avx512f");
+}
+
+/* plane_2d's and plane_flat's pool at stride 1, 16 outputs of a row at a
+ * time in registers: the window's rows are reduced over the input columns
+ * under them (two vectors, lanes outside the row masked to the empty
+ * window's value), then each column tap is those sums shifted across
+ * lanes. Their passes went through memory, each a short loop: on the
+ * branch pools of GoogLeNet (3x3 pad 1 on 28x28 to 7x7 maps) and
+ * Inception-v3 (Pad and 3x3 AveragePool on 25x25 and 12x12), a few hundred
+ * nanoseconds a plane. The same operations in the same order (a masked
+ * lane adds 0 or compares with -FLT_MAX, which changes no sum or maximum
+ * that starts from those), so the same bits; count[j] as plane_flat's. */
+static inline __attribute__((always_inline)) void
+s1_body(const bd_pool_geom *pg, const float *x, float *y, const float *count, const int max)
+{
+    const int64_t h = pg->in[1], w = pg->in[2], oh = pg->out[1], ow = pg->out[2];
+    const int64_t kh = pg->kernel[1], kw = pg->kernel[2];
+    const int64_t pt = pg->pad_begin[1], pl = pg->pad_begin[2];
+    const __m512 none = _mm512_set1_ps(max ? -FLT_MAX : 0.0f);
+    const __m512i width = _mm512_set1_epi32((int)w), outs = _mm512_set1_epi32((int)ow);
+    for (int64_t ox = 0; ox < ow; ox += 16) {
+        __mmask16 m[2];
+#pragma GCC unroll 2
+        for (int j = 0; j < 2; j++)
+            m[j] = bd_lanes_within(
+                _mm512_add_epi32(bd_iota(), _mm512_set1_epi32((int)(ox - pl + 16 * j))), width);
+        const __mmask16 keep =
+            bd_lanes_within(_mm512_add_epi32(bd_iota(), _mm512_set1_epi32((int)ox)), outs);
+        for (int64_t oy = 0; oy < oh; oy++) {
+            int64_t r0, rows = taps_within(oy - pt, kh, 1, 0, h, &r0);
+            const float *at = x + (r0 + oy - pt) * w + ox - pl;
+            __m512 v[2];
+#pragma GCC unroll 2
+            for (int j = 0; j < 2; j++) {
+                v[j] = none;
+#pragma GCC unroll 4
+                for (int64_t i = 0; i < rows; i++)
+                    v[j] = max ? _mm512_max_ps(_mm512_mask_loadu_ps(none, m[j], at + i * w + 16 * j),
+                                               v[j])
+                               : _mm512_add_ps(v[j], _mm512_maskz_loadu_ps(m[j], at + i * w + 16 * j));
+            }
+            __m512 r = none;
+            for (int64_t kj = 0; kj < kw; kj++) {
+                const __m512 t =
+                    kj == 0    ? v[0]
+                    : kj == 16 ? v[1]
+                               : _mm512_permutex2var_ps(
+                                     v[0], _mm512_add_epi32(bd_iota(), _mm512_set1_epi32((int)kj)),
+                                     v[1]);
+                r = max ? _mm512_max_ps(t, r) : _mm512_add_ps(r, t);
+            }
+            if (!max) {
+                const __m512 c = _mm512_maskz_loadu_ps(keep, count + oy * ow + ox);
+                r = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(c, _mm512_setzero_ps(), _CMP_NEQ_OQ),
+                                        r, c);
+            }
+            _mm512_mask_storeu_ps(y + oy * ow + ox, keep, r);
+        }
+    }
+}
+
+/* (an instance each: tested in the loops, the kind had cost as much as
+ * the loads) */
+static void plane_s1_max(const bd_pool_geom *pg, const float *x, float *y)
+{
+    s1_body(pg, x, y, NULL, 1);
+}
+
+static void plane_s1_avg(const bd_pool_geom *pg, const float *x, float *y, const float *count)
+{
+    s1_body(pg, x, y, count, 0);
+}
 #endif
 
 /* Whether plane_flat takes pg: stride 1, and rows either as wide out as in
@@ -472,13 +552,16 @@ static bd_status pool_with(const bd_node *n, const bd_tensor *x, bd_pool_geom pg
                                                  pg.in[2] + pg.pad_end[2], &unused)
                                    : taps_within(start, pg.kernel[2], 1, 0, pg.in[2], &unused);
         }
-        /* plane_flat's count of each output's window, the same in every plane */
-        const int flat = flat_pool(&pg);
+        /* plane_flat's and plane_s1's count of each output's window, the
+         * same in every plane */
 #ifdef __AVX512F__
-        const int s2 = max_s2(&pg, kind);
+        const int s2 = max_s2(&pg, kind), s1 = s1_pool(&pg);
+#else
+        const int s1 = 0;
 #endif
-        float *count = flat && kind == POOL_AVG ? malloc((size_t)out_plane * sizeof *count) : NULL;
-        int failed = flat && kind == POOL_AVG && !count;
+        const int flat = flat_pool(&pg), counted = (flat || s1) && kind == POOL_AVG;
+        float *count = counted ? malloc((size_t)out_plane * sizeof *count) : NULL;
+        int failed = counted && !count;
         for (int64_t oy = 0; count && oy < pg.out[1]; oy++) {
             const int64_t start = oy - pg.pad_begin[1];
             int64_t unused, rows = include_pad ? taps_within(start, pg.kernel[1], 1,
@@ -503,6 +586,15 @@ static bd_status pool_with(const bd_node *n, const bd_tensor *x, bd_pool_geom pg
 #ifdef __AVX512F__
                 if (s2) {
                     plane_max_s2(&pg, xp, yp);
+                    continue;
+                }
+                if (s1 && kind == POOL_MAX) {
+                    plane_s1_max(&pg, xp, yp);
+                    continue;
+                }
+                if (s1) {
+                    if (count)
+                        plane_s1_avg(&pg, xp, yp, count);
                     continue;
                 }
 #endif
