@@ -43,8 +43,8 @@ typedef struct plan {
  * vectors are loaded once and meet mr broadcast weights; the epilogue is
  * in registers. */
 static inline __attribute__((always_inline)) void
-tile_body(const plan *p, const float *x, const float *w, const float *res, float *y, int64_t m0,
-          int last, const int mr, const int nr)
+tile_body(const plan *p, const float *x, const float *w, const float *wnext, const float *res,
+          float *y, int64_t m0, int last, const int mr, const int nr)
 {
     const int64_t hw = p->hw, c = p->g->c;
     __mmask16 mk[NR];
@@ -58,6 +58,10 @@ tile_body(const plan *p, const float *x, const float *w, const float *res, float
         for (int j = 0; j < nr; j++)
             acc[i][j] = _mm512_setzero_ps();
     for (int64_t k = 0; k < c; k++, x += hw) {
+        if (wnext && k % VL == 0)
+#pragma GCC unroll 6
+            for (int i = 0; i < MR; i++)
+                __builtin_prefetch(wnext + i * c + k, 0, 2);
         __m512 xv[NR];
 #pragma GCC unroll 4
         for (int j = 0; j < nr; j++)
@@ -86,14 +90,15 @@ tile_body(const plan *p, const float *x, const float *w, const float *res, float
     }
 }
 
-typedef void (*tile_fn)(const plan *p, const float *x, const float *w, const float *res,
-                        float *y, int64_t m0, int last);
+typedef void (*tile_fn)(const plan *p, const float *x, const float *w, const float *wnext,
+                        const float *res, float *y, int64_t m0, int last);
 
 #define TILE(MRI, NRI)                                                                           \
     static void tile_##MRI##_##NRI(const plan *p, const float *x, const float *w,              \
-                                   const float *res, float *y, int64_t m0, int last)             \
+                                   const float *wnext, const float *res, float *y, int64_t m0,  \
+                                   int last)                                                     \
     {                                                                                            \
-        tile_body(p, x, w, res, y, m0, last, MRI, NRI);                                          \
+        tile_body(p, x, w, wnext, res, y, m0, last, MRI, NRI);                                   \
     }
 #define TILES(MRI) TILE(MRI, 1) TILE(MRI, 2) TILE(MRI, 3) TILE(MRI, 4)
 TILES(1) TILES(2) TILES(3) TILES(4) TILES(5) TILES(6)
@@ -210,8 +215,8 @@ static void run_block(const plan *p, const float *x, const float *w, float *y, i
     const float *res = p->ep ? p->ep->residual : NULL;
     for (int64_t m = m0; m < m1; m += MR) {
         const int64_t mr = m1 - m < MR ? m1 - m : MR;
-        tiles[mr - 1][nr - 1](p, xi, w + m * g->c, res ? res + out + m * p->hw : NULL,
-                              y + out + m * p->hw, m, last);
+        tiles[mr - 1][nr - 1](p, xi, w + m * g->c, m + 2 * MR <= m1 ? w + (m + MR) * g->c : NULL,
+                              res ? res + out + m * p->hw : NULL, y + out + m * p->hw, m, last);
     }
 }
 
