@@ -310,7 +310,11 @@ rows_transposed(__m512 *v, const float *base, int64_t stride, int64_t rows, __mm
 
 /* Channels [c0, c0 + nch) of image i, nch <= 16; buf, out and wt have
  * blocked_size's room, and buf's border is zero: only its interior is
- * written here, so a thread zeroes its buffer once, not once a block. */
+ * written here, so a thread zeroes its buffer once, not once a block. The loops over a
+ * transposed block's vectors unroll with constant indices and test the
+ * count, so the vectors stay in registers: loops to the count had spilled
+ * all 16 to the stack and copied them there (576-channel 14x14 3x3 layer,
+ * one thread: 83 -> 68 us; 960-channel 7x7 45 -> 33 us). */
 static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const float *w,
                         const bd_epilogue *ep, int64_t i, int64_t c0, float *buf, float *out,
                         float *wt, float *y)
@@ -326,8 +330,10 @@ static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const 
             __m512 v[VL];
             rows_transposed(v, xi + iy * g->w + ix, hw, nch, bd_lanes(0, n), 0);
             float *row = buf + ((iy + g->pad_t) * b.wp + g->pad_l + ix) * VL;
-            for (int64_t k = 0; k < n; k++)
-                _mm512_store_ps(row + k * VL, v[k]);
+#pragma GCC unroll 16
+            for (int k = 0; k < VL; k++)
+                if (k < n)
+                    _mm512_store_ps(row + k * VL, v[k]);
         }
     /* the weights as 16 channels a tap: 16 taps of each channel at a time,
      * transposed in registers */
@@ -335,8 +341,10 @@ static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const 
         const int64_t nt = taps - t0 < VL ? taps - t0 : VL;
         __m512 v[VL];
         rows_transposed(v, w + c0 * taps + t0, taps, nch, bd_lanes(0, nt), 0);
-        for (int64_t k = 0; k < nt; k++)
-            _mm512_store_ps(wt + (t0 + k) * VL, v[k]);
+#pragma GCC unroll 16
+        for (int k = 0; k < VL; k++)
+            if (k < nt)
+                _mm512_store_ps(wt + (t0 + k) * VL, v[k]);
     }
     const __m512 a = ep && ep->scale ? _mm512_maskz_loadu_ps(chans, ep->scale + c0)
                                      : _mm512_set1_ps(1);
@@ -374,8 +382,10 @@ static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const 
         const __mmask16 mk = bd_lanes(0, n);
         __m512 v[VL];
         rows_transposed(v, out + p0 * VL, VL, n, 0xffff, 1);
-        for (int64_t ch = 0; ch < nch; ch++)
-            _mm512_mask_storeu_ps(yi + ch * ohw + p0, mk, v[ch]);
+#pragma GCC unroll 16
+        for (int ch = 0; ch < VL; ch++)
+            if (ch < nch)
+                _mm512_mask_storeu_ps(yi + ch * ohw + p0, mk, v[ch]);
     }
 }
 

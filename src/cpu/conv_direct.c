@@ -199,8 +199,14 @@ static void pack_blocked_row(const plan *p, const float *x, int64_t cbk, int64_t
                     : rx == 1 ? _mm512_maskz_loadu_ps(mask, at + ch * plane)
                               : _mm512_mask_i32gather_ps(zero, mask, every, at + ch * plane, 4);
         bd_transpose16(v);
-        for (int64_t k = 0; k < n; k++)
-            _mm512_store_ps(dst + p->col[c + k], v[k]);
+        /* unrolled with constant indices, so that v stays in registers: a
+         * loop to n spilled all 16 vectors to the stack and read them back
+         * (here a few percent of a layer's time at most; in
+         * conv_depthwise.c's channel blocks a fifth) */
+#pragma GCC unroll 16
+        for (int k = 0; k < VL; k++)
+            if (k < n)
+                _mm512_store_ps(dst + p->col[c + k], v[k]);
     }
 }
 
@@ -270,7 +276,11 @@ static void pack_group(const plan *p, const float *w, int64_t gi, float *dst)
                     v[r] = _mm512_maskz_loadu_ps(mask, src + r * row + k0);
                 }
                 bd_transpose16(v);
-                for (int64_t j = 0, ci = k0 / taps, t = k0 % taps; j < n; j++) {
+                int64_t ci = k0 / taps, t = k0 % taps;
+#pragma GCC unroll 16
+                for (int j = 0; j < VL; j++) {
+                    if (j >= n)
+                        break;
                     _mm512_store_ps(blk + (t * cb + ci) * bo * VL, v[j]);
                     if (++t == taps) {
                         t = 0;
