@@ -313,6 +313,20 @@ static void test_transpose(void **state)
     }
     bd_tensor_free(y);
     bd_graph_free(g);
+    /* a transpose in the last two dims cut in 16x16 blocks, each dim ending
+     * in a partial block, twice over: [2, 37, 21] -> [2, 21, 37] */
+    bd_tensor *t = iota(BD_F32, DIMS(2, 37, 21));
+    n = bd_test_node(&g, 13, "Transpose", 1, 1);
+    bd_test_attr_ints(n, "perm", 3, (int64_t[]){0, 2, 1});
+    y = bd_test_run(g, n, &t);
+    for (int64_t i = 0; i < bd_tensor_count(y); i++) {
+        int64_t oi[3];
+        bd_test_unravel(i, 3, y->dims, oi);
+        assert_elem_equal(y, i, t, (oi[0] * 37 + oi[2]) * 21 + oi[1]);
+    }
+    bd_tensor_free(y);
+    bd_tensor_free(t);
+    bd_graph_free(g);
     n = bd_test_node(&g, 13, "Transpose", 1, 1);
     bd_test_attr_ints(n, "perm", 3, (int64_t[]){0, 0, 1});
     bd_test_assert_fails(g, n, &x);
