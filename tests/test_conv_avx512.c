@@ -341,6 +341,11 @@ static const direct_case depthwise_cases[] = {
     {2, 4, 13, 40, 4, 5, 5, 2, 1, 2, 2, 2, 2, 4},    /* 5x5 stride 2 */
     {2, 3, 12, 33, 3, 3, 3, 2, 1, 0, 0, 1, 1, 3},    /* stride 2, pad left 0: even phase first */
     {2, 3, 11, 34, 3, 3, 3, 2, 1, 1, 1, 1, 1, 3},    /* stride 2, even width */
+    /* 3x3 stride 2 from the plane as it lies: rows of two blocks (blocks
+     * taken across rows, a row's second block partial), pad left 0; odd
+     * width, no pads after, the last row's window at the plane's edge */
+    {2, 3, 12, 41, 3, 3, 3, 2, 1, 0, 0, 1, 1, 3},
+    {1, 2, 9, 45, 2, 3, 3, 2, 1, 1, 1, 0, 0, 2},
     {1, 2, 9, 30, 2, 7, 7, 1, 1, 3, 3, 3, 3, 2},     /* 7x7 (ConvNeXt) */
     {2, 3, 9, 20, 3, 3, 3, 1, 2, 2, 2, 2, 2, 3},     /* dilated: any kernel */
     {2, 3, 10, 21, 3, 1, 7, 1, 1, 0, 3, 0, 3, 3},    /* 1x7 */
