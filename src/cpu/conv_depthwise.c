@@ -176,6 +176,14 @@ channel_body(const bd_conv_geom *g, bd_bordered b, const float *buf, const float
 typedef void (*channel_fn)(const bd_conv_geom *g, bd_bordered b, const float *buf, const float *w,
                            const bd_epilogue *ep, int64_t c, const float *res, float *y);
 
+/* A 3x3 kernel's weights, each in every lane. */
+static inline __attribute__((always_inline)) void broadcast_3x3(const float *w, __m512 *wv)
+{
+#pragma GCC unroll 9
+    for (int t = 0; t < 9; t++)
+        wv[t] = _mm512_set1_ps(w[t]);
+}
+
 /* Output rows summed together by rows_3x3_s1. */
 enum { ROWS = 4 };
 
@@ -192,9 +200,7 @@ static void rows_3x3_s1(const bd_conv_geom *g, bd_bordered b, const float *buf, 
 {
     const channel_epilogue e = channel_epilogue_of(ep, c);
     __m512 wv[9];
-#pragma GCC unroll 9
-    for (int t = 0; t < 9; t++)
-        wv[t] = _mm512_set1_ps(w[t]);
+    broadcast_3x3(w, wv);
     const int64_t nblk = (g->ow + VL - 1) / VL;
     const __mmask16 tail = bd_lanes(0, g->ow - (nblk - 1) * VL);
     for (int64_t oy0 = 0; oy0 < g->oh; oy0 += ROWS) {
@@ -243,9 +249,7 @@ static void rows_3x3_s2(const bd_conv_geom *g, const float *x, const float *w,
 {
     const channel_epilogue e = channel_epilogue_of(ep, c);
     __m512 wv[9];
-#pragma GCC unroll 9
-    for (int t = 0; t < 9; t++)
-        wv[t] = _mm512_set1_ps(w[t]);
+    broadcast_3x3(w, wv);
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4,
                                           2, 0);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
