@@ -260,19 +260,18 @@ static void rows_3x3_s2(const bd_conv_geom *g, const float *x, const float *w,
     for (int64_t j = 0; j < items; j += NB) {
         __m512 acc[NB];
         __mmask16 m[NB][3];
-        int64_t in[NB], out[NB], iy0[NB];
+        int64_t col[NB], out[NB], iy0[NB];
         __mmask16 keep[NB];
 #pragma GCC unroll 4
         for (int k = 0; k < NB; k++) {
             acc[k] = _mm512_setzero_ps();
             /* past the last block: masked off, nothing loaded or stored */
             const int64_t at = j + k < items ? j + k : items - 1, oy = at / nblk, bk = at % nblk;
-            const int64_t col = 2 * bk * VL - g->pad_l;
+            col[k] = 2 * bk * VL - g->pad_l;
             iy0[k] = oy * 2 - g->pad_t;
-            in[k] = col;
             out[k] = oy * g->ow + bk * VL;
             keep[k] = j + k >= items ? 0 : bk == nblk - 1 ? tail : (__mmask16)0xffff;
-            const __m512i cols = _mm512_add_epi32(bd_iota(), _mm512_set1_epi32((int)col));
+            const __m512i cols = _mm512_add_epi32(bd_iota(), _mm512_set1_epi32((int)col[k]));
             const __mmask16 live = j + k < items ? 0xffff : 0;
             m[k][0] = live & bd_lanes_within(cols, width);
             m[k][1] = live & bd_lanes_within(_mm512_add_epi32(cols, _mm512_set1_epi32(VL)), width);
@@ -285,7 +284,7 @@ static void rows_3x3_s2(const bd_conv_geom *g, const float *x, const float *w,
             for (int k = 0; k < NB; k++) {
                 const int64_t iy = iy0[k] + ki;
                 const __mmask16 inside = iy >= 0 && iy < g->h ? 0xffff : 0;
-                const float *at = x + (inside ? iy : 0) * g->w + in[k];
+                const float *at = x + (inside ? iy : 0) * g->w + col[k];
                 const __m512 v0 = _mm512_maskz_loadu_ps(inside & m[k][0], at);
                 const __m512 v1 = _mm512_maskz_loadu_ps(inside & m[k][1], at + VL);
                 const __m512 v2 = _mm512_maskz_loadu_ps(inside & m[k][2], at + 2 * VL);
@@ -414,11 +413,12 @@ static inline __attribute__((always_inline)) void dense_row(const float *row, co
 
 /* Channels [c0, c0 + nch) of image i, nch <= 16; buf, out and wt have
  * blocked_size's room, and buf's border is zero: only its interior is
- * written here, so a thread zeroes its buffer once, not once a block. The loops over a
- * transposed block's vectors unroll with constant indices and test the
- * count, so the vectors stay in registers: loops to the count had spilled
- * all 16 to the stack and copied them there (576-channel 14x14 3x3 layer,
- * one thread: 83 -> 68 us; 960-channel 7x7 45 -> 33 us). */
+ * written here, so a thread zeroes its buffer once, not once a block.
+ * The loops over a transposed block's vectors unroll with constant
+ * indices and test the count, so the vectors stay in registers: loops to
+ * the count had spilled all 16 to the stack and copied them there
+ * (576-channel 14x14 3x3 layer, one thread: 83 -> 68 us; 960-channel 7x7
+ * 45 -> 33 us). */
 static void block_of_16(const bd_conv_geom *g, blocked b, const float *x, const float *w,
                         const bd_epilogue *ep, int64_t i, int64_t c0, float *buf, float *out,
                         float *wt, float *y)

@@ -301,9 +301,9 @@ static void pack_group(const plan *p, const float *w, int64_t gi, float *dst)
  * pixels one vector for the residual, the clamp and a masked store into
  * NCHW. An instance per tile width, and each optional step tested once a
  * block: a single body for every width, testing each step per vector,
- * took a ninth of a 3x3 layer's time (16 -> 64 at 55x55, one thread, with
- * its tiles of 28 sums over 144 steps), near the width of the tile's own
- * excess over the core's peak. */
+ * took 11% of a 16 -> 64 3x3 layer's time at 55x55 under perf (one
+ * thread, tiles of 28 sums over 144 steps); this one takes 9%, the rest
+ * being the transposes. */
 static inline __attribute__((always_inline)) void
 store_body(const plan *p, int bo, int64_t m0, int64_t at, const __m512 *acc, const int pw)
 {
@@ -454,13 +454,18 @@ static void conv_units(const plan *p, const float *buf, const float *w, const fl
             conv_unit(p, buf, w, i, gi, u, 0, p->ntaps, acc, 0);
         return;
     }
-    const int64_t run = RUN_ACC / per_unit, lines = CHUNK_W * (int64_t)sizeof(float) / 64;
+    const int64_t run = RUN_ACC / per_unit, step = p->ps * k->bo * VL;
     for (int64_t ua = u0; ua < u1; ua += run) {
         const int64_t ub = u1 - ua < run ? u1 : ua + run;
         for (int64_t t0 = 0; t0 < p->ntaps; t0 += p->kchunk) {
             const int64_t n = p->ntaps - t0 < p->kchunk ? p->ntaps - t0 : p->kchunk;
-            const char *ahead =
-                (const char *)(t0 + n < p->ntaps ? w + (t0 + n) * p->ps * k->bo * VL : next);
+            /* the next chunk of this group (perhaps a partial one), else at
+             * most a chunk of the next group's */
+            const int64_t t1 = t0 + n;
+            const int64_t later = p->ntaps - t1 < p->kchunk ? p->ntaps - t1 : p->kchunk;
+            const char *ahead = (const char *)(t1 < p->ntaps ? w + t1 * step : next);
+            const int64_t floats = t1 < p->ntaps ? later * step : CHUNK_W;
+            const int64_t lines = (floats * (int64_t)sizeof(float) + 63) / 64;
             for (int64_t u = ua; u < ub; u++) {
                 if (ahead)
                     for (int64_t l = (u - ua) * lines / (ub - ua);

@@ -412,10 +412,11 @@ s1_body(const bd_pool_geom *pg, const float *x, float *y, const float *count, co
             for (int j = 0; j < 2; j++) {
                 v[j] = none;
 #pragma GCC unroll 4
-                for (int64_t i = 0; i < rows; i++)
-                    v[j] = max ? _mm512_max_ps(_mm512_mask_loadu_ps(none, m[j], at + i * w + 16 * j),
-                                               v[j])
-                               : _mm512_add_ps(v[j], _mm512_maskz_loadu_ps(m[j], at + i * w + 16 * j));
+                for (int64_t i = 0; i < rows; i++) {
+                    const float *in = at + i * w + 16 * j;
+                    v[j] = max ? _mm512_max_ps(_mm512_mask_loadu_ps(none, m[j], in), v[j])
+                               : _mm512_add_ps(v[j], _mm512_maskz_loadu_ps(m[j], in));
+                }
             }
             __m512 r = none;
             for (int64_t kj = 0; kj < kw; kj++) {
@@ -557,7 +558,7 @@ static bd_status pool_with(const bd_node *n, const bd_tensor *x, bd_pool_geom pg
 #ifdef __AVX512F__
         const int s2 = max_s2(&pg, kind), s1 = s1_pool(&pg);
 #else
-        const int s1 = 0;
+        const int s2 = 0, s1 = 0;
 #endif
         const int flat = flat_pool(&pg), counted = (flat || s1) && kind == POOL_AVG;
         float *count = counted ? malloc((size_t)out_plane * sizeof *count) : NULL;
@@ -574,8 +575,11 @@ static bd_status pool_with(const bd_node *n, const bd_tensor *x, bd_pool_geom pg
         }
 #pragma omp parallel if (planes * out_plane * pg.kernel[1] * pg.kernel[2] >= BD_PARALLEL_MIN)
         {
-            float *acc = malloc((size_t)(flat ? 2 * pg.out[1] * pg.in[2] : 2 * pg.in[2]) * sizeof *acc + 1);
-            if (!acc) {
+            /* the row sums of plane_flat and plane_2d; the register
+             * kernels need none */
+            const size_t floats = (size_t)(flat ? 2 * pg.out[1] * pg.in[2] : 2 * pg.in[2]);
+            float *acc = s1 || s2 ? NULL : malloc(floats * sizeof *acc + 1);
+            if (!acc && !(s1 || s2)) {
 #pragma omp atomic write
                 failed = 1;
             }
