@@ -1,4 +1,4 @@
-/* The AVX-512 convolution kernels (direct, pointwise, depthwise) against a
+/* The AVX-512 convolution kernels (direct, Winograd, pointwise, depthwise) against a
  * naive loop on odd shapes: batch sizes that split unevenly over the
  * threads, channel counts that are and are not multiples of 16 or of a
  * register tile, planes whose pixels no vector or tile divides (down to one
@@ -6,6 +6,7 @@
  * pads, and each part of the epilogue. Each case also runs through
  * bd_conv2d, which picks among them. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -15,6 +16,7 @@
 #include "cpu/conv_direct.h"
 #include "cpu/conv_planes.h"
 #include "cpu/conv_pointwise.h"
+#include "cpu/conv_winograd.h"
 
 #define TOL 1e-5
 
@@ -368,6 +370,70 @@ static void test_depthwise(void **state)
     run_cases(depthwise_cases + n, 1, bd_conv2d, 3001);
 }
 
+/* 2x2 output tiles of 3x3 stride-1 layers: planes whose tiles the output
+ * does not fill (odd sizes, one pixel), rows of tiles cut where a vector
+ * of the block ends, blocks of tiles within and across images, input
+ * channels packed two at a time (an odd count leaves one), output channel
+ * blocks of 8 with a partial last one. */
+static const direct_case winograd_cases[] = {
+    /* n   c   h   w   m  kh kw s  d  pads t l b r  group */
+    {1, 16, 7, 7, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1},    /* tile rows of 4: 4 runs a vector */
+    {3, 17, 9, 11, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* odd sizes, odd channels, 3 images */
+    {2, 16, 40, 37, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* tile rows of 19: cut at vectors */
+    {1, 300, 14, 14, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1}, /* deep: 2 blocks of 25 tiles */
+    {1, 16, 70, 70, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1},  /* 1225 tiles in blocks */
+    {2, 16, 9, 12, 16, 3, 3, 1, 1, 0, 2, 1, 0, 1},   /* asymmetric pads */
+    {1, 16, 5, 5, 16, 3, 3, 1, 1, 2, 2, 2, 2, 1},    /* pads of 2: patches of zeros */
+    {1, 16, 6, 6, 16, 3, 3, 1, 1, 0, 0, 0, 0, 1},    /* no pads */
+    {1, 16, 3, 3, 40, 3, 3, 1, 1, 0, 0, 0, 0, 1},    /* one output pixel */
+    {2, 16, 1, 2, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1},    /* one row of two */
+};
+
+static bd_status winograd(const bd_conv_geom *g, const float *x, const float *w,
+                          const bd_epilogue *ep, float *y)
+{
+    return bd_conv_winograd(g, x, w, NULL, ep, y);
+}
+
+/* The weights transformed beforehand; w itself is not read. */
+static bd_status winograd_packed(const bd_conv_geom *g, const float *x, const float *w,
+                                 const bd_epilogue *ep, float *y)
+{
+    float *packed = malloc(bd_conv_winograd_packed_floats(g) * sizeof(float));
+    assert_non_null(packed);
+    bd_conv_winograd_pack(g, w, packed);
+    bd_status st = bd_conv_winograd(g, x, NULL, packed, ep, y);
+    free(packed);
+    return st;
+}
+
+/* On 1 to 3 threads: blocks and runs of output channels share out by the
+ * thread count. */
+static void test_winograd(void **state)
+{
+    (void)state;
+    skip_without_avx512();
+    const size_t n = sizeof winograd_cases / sizeof winograd_cases[0];
+    const int threads = omp_get_max_threads();
+    for (int t = 1; t <= 3; t++) {
+        omp_set_num_threads(t);
+        run_cases(winograd_cases, n, winograd, 5001);
+        run_cases(winograd_cases, n, winograd_packed, 5001);
+    }
+    omp_set_num_threads(threads);
+    const direct_case other[] = {
+        {1, 16, 7, 7, 16, 3, 3, 2, 1, 1, 1, 1, 1, 1}, /* stride 2 */
+        {1, 16, 7, 7, 16, 3, 3, 1, 2, 2, 2, 2, 2, 1}, /* dilated */
+        {1, 16, 7, 7, 16, 3, 3, 1, 1, 1, 1, 1, 1, 2}, /* two groups */
+        {1, 16, 7, 7, 16, 5, 5, 1, 1, 2, 2, 2, 2, 1}, /* 5x5 */
+    };
+    for (size_t k = 0; k < sizeof other / sizeof other[0]; k++) {
+        bd_conv_geom g = geom_of(&other[k]);
+        assert_false(bd_conv_winograd_supported(&g));
+        assert_int_equal(bd_conv_winograd(&g, NULL, NULL, NULL, NULL, NULL), BD_EUNSUPPORTED);
+    }
+}
+
 /* Few images, each too large for the re-laid input of them all to be held
  * at once: they go through in chunks, and a thread keeps the weights it
  * packed for a group from one chunk to the next. */
@@ -397,6 +463,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_direct),
         cmocka_unit_test(test_cached),
+        cmocka_unit_test(test_winograd),
         cmocka_unit_test(test_chunks),
         cmocka_unit_test(test_pointwise),
         cmocka_unit_test(test_planes),

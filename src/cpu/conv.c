@@ -10,6 +10,7 @@
 #include "conv_planes.h"
 #include "conv_pointwise.h"
 #include "conv_direct.h"
+#include "conv_winograd.h"
 #ifdef __AVX512F__
 #include "avx512.h"
 #endif
@@ -482,6 +483,7 @@ typedef enum conv_path {
     PATH_POINTWISE,
     PATH_PLANES,
     PATH_DIRECT,
+    PATH_WINOGRAD,
     PATH_DEPTHWISE,
     PATH_LOWERED
 } conv_path;
@@ -513,6 +515,8 @@ static conv_path choose_path(const bd_conv_geom *g)
         return PATH_POINTWISE;
     if (planes_busier(g))
         return PATH_PLANES;
+    if (bd_conv_winograd_preferred(g))
+        return PATH_WINOGRAD;
     if (bd_conv_direct_preferred(g))
         return PATH_DIRECT;
     return bd_conv_is_depthwise(g) ? PATH_DEPTHWISE : PATH_LOWERED;
@@ -533,6 +537,8 @@ bd_status bd_conv2d(const bd_conv_geom *g, const float *x, const float *w, const
         return bd_conv_planes(g, x, w, ep, y);
     case PATH_DIRECT:
         return bd_conv_direct(g, x, w, NULL, ep, y);
+    case PATH_WINOGRAD:
+        return bd_conv_winograd(g, x, w, NULL, ep, y);
     case PATH_DEPTHWISE:
         return bd_conv_depthwise(g, x, w, ep, y);
     default:
@@ -543,6 +549,7 @@ bd_status bd_conv2d(const bd_conv_geom *g, const float *x, const float *w, const
 struct bd_conv_cache {
     bd_conv_geom g; /* the geometry it was laid out for (any batch) */
     const float *w;
+    conv_path path; /* whose layout packed holds: PATH_DIRECT or PATH_WINOGRAD */
     float *packed;
 };
 
@@ -565,11 +572,15 @@ static int same_layout(const bd_conv_geom *a, const bd_conv_geom *b)
 bd_status bd_conv2d_cached(const bd_conv_geom *g, const float *x, const float *w,
                            const bd_epilogue *ep, float *y, bd_conv_cache **cache)
 {
-    if (choose_path(g) != PATH_DIRECT || g->n * g->oh * g->ow > KEEP_PIXELS)
+    if (g->n * g->oh * g->ow > KEEP_PIXELS)
+        return bd_conv2d(g, x, w, ep, y);
+    const conv_path path = choose_path(g);
+    if (path != PATH_DIRECT && path != PATH_WINOGRAD)
         return bd_conv2d(g, x, w, ep, y);
     bd_conv_cache *c = *cache;
-    if (!c || c->w != w || !same_layout(&c->g, g)) {
-        const size_t floats = bd_conv_direct_packed_floats(g);
+    if (!c || c->w != w || c->path != path || !same_layout(&c->g, g)) {
+        const size_t floats = path == PATH_DIRECT ? bd_conv_direct_packed_floats(g)
+                                                  : bd_conv_winograd_packed_floats(g);
         float *packed = aligned_alloc(64, (floats * sizeof *packed + 63) / 64 * 64);
         if (!packed)
             return bd_conv2d(g, x, w, ep, y); /* re-laid per call instead */
@@ -577,12 +588,16 @@ bd_status bd_conv2d_cached(const bd_conv_geom *g, const float *x, const float *w
             free(packed);
             return bd_conv2d(g, x, w, ep, y);
         }
-        bd_conv_direct_pack(g, w, packed);
+        if (path == PATH_DIRECT)
+            bd_conv_direct_pack(g, w, packed);
+        else
+            bd_conv_winograd_pack(g, w, packed);
         free(c->packed);
-        *c = (bd_conv_cache){.g = *g, .w = w, .packed = packed};
+        *c = (bd_conv_cache){.g = *g, .w = w, .path = path, .packed = packed};
         *cache = c;
     }
-    return bd_conv_direct(g, x, w, c->packed, ep, y);
+    return path == PATH_DIRECT ? bd_conv_direct(g, x, w, c->packed, ep, y)
+                               : bd_conv_winograd(g, x, w, c->packed, ep, y);
 }
 
 void bd_conv_cache_free(bd_conv_cache *c)
