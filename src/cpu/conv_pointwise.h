@@ -1,7 +1,8 @@
 /* Pointwise convolution (1x1 kernel, stride 1, no padding, one group) on
  * NCHW as it lies: each image is the product Y[M][HW] = W[M][C] X[C][HW],
  * with 16 neighbouring pixels per vector register. The input is not
- * re-laid, the weights are broadcast from the model's own layout, and
+ * re-laid (but for rows padded to whole vectors in deep layers whose
+ * planes are not), the weights are broadcast from the model's own layout, and
  * outputs need no transpose, so the epilogue is a few instructions per
  * vector: where a pointwise layer has few input channels (MobileNets'
  * expansions) those re-layouts and transposes had cost as much as the
