@@ -283,8 +283,8 @@ static const direct_case pointwise_cases[] = {
                                                      /* channel pairs, the last one alone */
     {2, 40, 5, 5, 36, 1, 1, 1, 1, 0, 0, 0, 0, 1},    /* 25 pixels: bd_conv2d takes direct */
     /* deep enough for the input to be copied to rows of whole vectors */
-    {1, 256, 5, 7, 100, 1, 1, 1, 1, 0, 0, 0, 0, 1},  /* 2 vectors and 3 dots */
-    {2, 257, 5, 5, 96, 1, 1, 1, 1, 0, 0, 0, 0, 1},   /* 2 vectors, the last masked */
+    {1, 256, 5, 7, 130, 1, 1, 1, 1, 0, 0, 0, 0, 1},  /* 2 vectors and 3 dots */
+    {2, 257, 5, 5, 128, 1, 1, 1, 1, 0, 0, 0, 0, 1},  /* 2 vectors, the last masked */
 };
 
 static void test_pointwise(void **state)
