@@ -37,34 +37,31 @@ int bd_conv_winograd_supported(const bd_conv_geom *g)
 
 size_t bd_conv_winograd_packed_floats(const bd_conv_geom *g)
 {
-    return (size_t)(XI * (g->m + MR - 1) / MR * MR * g->c);
+    return (size_t)(XI * ((g->m + MR - 1) / MR * MR) * g->c);
 }
 
-/* Row (a, b, c) of G f times G^T into d[0..3], G = [1 0 0; .5 .5 .5;
+/* G (a, b, c)^T into d[0], d[s], d[2s], d[3s], G = [1 0 0; .5 .5 .5;
  * .5 -.5 .5; 0 0 1]; a filter a lane. */
-static inline void filter_row(__m512 a, __m512 b, __m512 c, __m512 *d)
+static inline void times_g(__m512 a, __m512 b, __m512 c, __m512 *d, int s)
 {
     const __m512 half = _mm512_set1_ps(0.5f);
     d[0] = a;
-    d[1] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(a, b), c));
-    d[2] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(a, b), c));
-    d[3] = c;
+    d[s] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(a, b), c));
+    d[2 * s] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(a, b), c));
+    d[3 * s] = c;
 }
 
-/* u[4i + j] = (G f G^T)(i, j) for 16 3x3 filters f[9], a filter a lane. */
+/* u[4i + j] = (G f G^T)(i, j) for 16 3x3 filters f[9], a filter a lane:
+ * G times each column of f, then each row of that times G^T. */
 static inline void filter_transform(const __m512 *f, __m512 *u)
 {
-    const __m512 half = _mm512_set1_ps(0.5f);
-    __m512 t1[3], t2[3];
+    __m512 t[4][3];
 #pragma GCC unroll 3
-    for (int j = 0; j < 3; j++) {
-        t1[j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(f[j], f[3 + j]), f[6 + j]));
-        t2[j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(f[j], f[3 + j]), f[6 + j]));
-    }
-    filter_row(f[0], f[1], f[2], u);
-    filter_row(t1[0], t1[1], t1[2], u + 4);
-    filter_row(t2[0], t2[1], t2[2], u + 8);
-    filter_row(f[6], f[7], f[8], u + 12);
+    for (int j = 0; j < 3; j++)
+        times_g(f[j], f[3 + j], f[6 + j], &t[0][j], 3);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        times_g(t[i][0], t[i][1], t[i][2], u + 4 * i, 1);
 }
 
 /* dst[m / MR][xi][c][m % MR]: a register tile's MR weights of one input
@@ -274,9 +271,11 @@ static inline void interleave(__m512 lo, __m512 hi, __m512 *a, __m512 *b)
     *b = _mm512_permutex2var_ps(lo, second, hi);
 }
 
-/* One output row's 2n pixels from column 2 tx on, the even ones in lo and
- * the odd ones in hi, through the epilogue (channel m's a and b) into y
- * at row oy of channel plane yc (residual plane rc, or NULL). */
+/* Output row oy of run r's tiles, their left columns in lo and right ones
+ * in hi (a tile a lane, lanes as in the block), through the epilogue
+ * (channel m's a and b) into channel plane yc (residual plane rc, or
+ * NULL): lanes before the run's and columns past the plane are not
+ * stored. */
 static inline __attribute__((always_inline)) void
 store_row(const plan *p, __m512 lo, __m512 hi, const run *r, int64_t oy, __m512 a, __m512 b,
           const float *rc, float *yc)
