@@ -244,6 +244,24 @@ static const kernel *group_kernel(const plan *p, int64_t gi)
     return p->tail && gi == p->ngroups - 1 ? p->tail : p->k;
 }
 
+/* The first of a chunk of nimg images' (group, image, unit) items, in that
+ * order, at or past `work` output blocks times units from the start: a
+ * group's items weigh its blocks, so that the threads' shares of a layer
+ * whose last group is narrower weigh the same (160 channels as groups of
+ * 4, 4 and 2 blocks had gone 72 to 48 block-units of Inception-v3's 7x1
+ * layers at 12x12 when shared by count). */
+static int64_t item_at(const plan *p, int64_t nimg, int64_t work)
+{
+    const int64_t per = nimg * p->units;
+    for (int64_t gi = 0; gi < p->ngroups; gi++) {
+        const int64_t bo = group_kernel(p, gi)->bo;
+        if (work < bo * per)
+            return gi * per + (work + bo - 1) / bo;
+        work -= bo * per;
+    }
+    return p->ngroups * per;
+}
+
 /* The weights [M][C][kh][kw] of group gi into dst as [cbk][kh][kw][cb][bo][16],
  * zero past the last input and output channel. Each output block's 16 rows
  * are read 16 floats at a time and transposed in registers, so one output
@@ -727,8 +745,10 @@ bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
                              xb + j / rows * p.img);
                 /* each thread an even share of the chunk's (group, image,
                  * unit) items, in that order, as runs of units */
-                const int64_t items = ngroups * nimg * p.units;
-                for (int64_t j = me * items / team, j1 = (me + 1) * items / team; j < j1;) {
+                const int64_t work = (g->m + VL - 1) / VL * nimg * p.units;
+                for (int64_t j = item_at(&p, nimg, me * work / team),
+                             j1 = item_at(&p, nimg, (me + 1) * work / team);
+                     j < j1;) {
                     const int64_t gi = j / (nimg * p.units), i = j / p.units % nimg;
                     const int64_t u = j % p.units, ue = p.units - u < j1 - j ? p.units : u + j1 - j;
                     if (!packed && gi != have)
