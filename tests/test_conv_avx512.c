@@ -190,6 +190,19 @@ static void run_cases(const direct_case *cases, size_t n, conv_fn kernel, uint64
             run_case(&cases[k], kernel, kind, seed);
 }
 
+/* run_cases on 1 to 3 threads: the kernels share their work out by the
+ * thread count. */
+static void run_cases_on_threads(const direct_case *cases, size_t n, conv_fn kernel,
+                                 uint64_t seed)
+{
+    const int threads = omp_get_max_threads();
+    for (int t = 1; t <= 3; t++) {
+        omp_set_num_threads(t);
+        run_cases(cases, n, kernel, seed);
+    }
+    omp_set_num_threads(threads);
+}
+
 static bd_status direct(const bd_conv_geom *g, const float *x, const float *w,
                         const bd_epilogue *ep, float *y)
 {
@@ -282,6 +295,9 @@ static const direct_case pointwise_cases[] = {
     {2, 21, 5, 7, 11, 1, 1, 1, 1, 0, 0, 0, 0, 1},    /* 2 vectors and 3 pixels: dots of */
                                                      /* channel pairs, the last one alone */
     {2, 40, 5, 5, 36, 1, 1, 1, 1, 0, 0, 0, 0, 1},    /* 25 pixels: bd_conv2d takes direct */
+    /* twice as many pixels as output channels: the threads share pixel
+     * blocks, 3 made 4 for 2 threads */
+    {1, 24, 10, 16, 32, 1, 1, 1, 1, 0, 0, 0, 0, 1},
     /* deep enough for the input to be copied to rows of whole vectors */
     {1, 256, 5, 7, 130, 1, 1, 1, 1, 0, 0, 0, 0, 1},  /* 2 vectors and 3 dots */
     {2, 257, 5, 5, 128, 1, 1, 1, 1, 0, 0, 0, 0, 1},  /* 2 vectors, the last masked */
@@ -291,8 +307,8 @@ static void test_pointwise(void **state)
 {
     (void)state;
     skip_without_avx512();
-    run_cases(pointwise_cases, sizeof pointwise_cases / sizeof pointwise_cases[0],
-              bd_conv_pointwise, 1001);
+    run_cases_on_threads(pointwise_cases, sizeof pointwise_cases / sizeof pointwise_cases[0],
+                         bd_conv_pointwise, 1001);
     direct_case padded = {1, 16, 7, 9, 24, 1, 1, 1, 1, 0, 1, 0, 0, 1};
     bd_conv_geom g = geom_of(&padded);
     assert_false(bd_conv_pointwise_supported(&g));
@@ -417,13 +433,8 @@ static void test_winograd(void **state)
     (void)state;
     skip_without_avx512();
     const size_t n = sizeof winograd_cases / sizeof winograd_cases[0];
-    const int threads = omp_get_max_threads();
-    for (int t = 1; t <= 3; t++) {
-        omp_set_num_threads(t);
-        run_cases(winograd_cases, n, winograd, 5001);
-        run_cases(winograd_cases, n, winograd_packed, 5001);
-    }
-    omp_set_num_threads(threads);
+    run_cases_on_threads(winograd_cases, n, winograd, 5001);
+    run_cases_on_threads(winograd_cases, n, winograd_packed, 5001);
     const direct_case other[] = {
         {1, 16, 7, 7, 16, 3, 3, 2, 1, 1, 1, 1, 1, 1}, /* stride 2 */
         {1, 16, 7, 7, 16, 3, 3, 1, 2, 2, 2, 2, 2, 1}, /* dilated */

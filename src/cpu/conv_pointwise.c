@@ -252,15 +252,29 @@ bd_status bd_conv_pointwise(const bd_conv_geom *g, const float *x, const float *
      * that a thread's share spans every block, the last (with the dot
      * products) included. */
     const int threads = omp_get_max_threads();
+    /* Where an image's input outweighs the layer's weights (twice as many
+     * pixels as output channels), the threads share pixel blocks, as many
+     * to each (a multiple of the threads, the vectors spread evenly over
+     * them), not runs of output channels: each then reads the part of the
+     * input that the previous layer, shared the same way, left in its own
+     * cache, where a run of channels reads every pixel, half of them from
+     * the other core's. Two threads on the Xeon: MobileNetV2 4.07 -> 3.93
+     * ms, ShuffleNetV2 1.41 -> 1.35, MobileNetV3-Small 1.25 -> 1.21; with
+     * as many pixels as channels (Inception-v3's 768 -> 128 at 12x12) the
+     * weights each thread then read whole cost more than that saved. */
+    const int spatial = p.hw >= 2 * g->m && p.nv >= threads;
+    if (spatial)
+        while (g->n * p.npb % threads && g->n * p.npb < 16 * threads && p.npb < p.nv)
+            p.npb++;
     const int64_t blocks = g->n * p.npb, mblocks = (g->m + MR - 1) / MR;
-    int64_t split = (threads * ITEMS_PER_THREAD + blocks - 1) / blocks;
+    int64_t split = spatial ? 1 : (threads * ITEMS_PER_THREAD + blocks - 1) / blocks;
     /* a multiple of the threads, so that each gets as many runs: 16 runs of
-     * 6 channels by 3 blocks of 14x14 pixels (576 -> 96 channels) were cut
-     * in 3 runs, one thread taking 30 of the 48 tiles */
+     * 6 channels by 3 pixel blocks had been cut in 3 runs, one thread
+     * taking 30 of the 48 tiles */
     split = split <= 1 ? 1 : (split + threads - 1) / threads * threads;
-    /* and where a few blocks do not share out evenly (a 28x28 map's 13 to
-     * 2 threads went 7 and 6), a run per thread */
-    if (split == 1 && blocks % threads && blocks < 16 * threads)
+    /* and where a few blocks do not share out evenly (13 blocks to 2
+     * threads went 7 and 6), a run per thread */
+    if (!spatial && split == 1 && blocks % threads && blocks < 16 * threads)
         split = threads;
     split = split > mblocks ? mblocks : split;
     const int64_t items = blocks * split;
