@@ -209,17 +209,24 @@ static bd_status direct(const bd_conv_geom *g, const float *x, const float *w,
     return bd_conv_direct(g, x, w, NULL, ep, y);
 }
 
-/* The weights re-laid beforehand; w itself is not read. */
+/* k's weights re-laid beforehand; w itself is not read. */
+static bd_status run_packed(const bd_conv_packed_kernel *k, const bd_conv_geom *g, const float *x,
+                            const float *w, const bd_epilogue *ep, float *y)
+{
+    float *packed = aligned_alloc(64, (k->floats(g) * sizeof(float) + 63) / 64 * 64);
+    assert_non_null(packed);
+    k->pack(g, w, packed);
+    bd_status st = k->run(g, x, NULL, packed, ep, y);
+    free(packed);
+    return st;
+}
+
 static bd_status direct_packed(const bd_conv_geom *g, const float *x, const float *w,
                                const bd_epilogue *ep, float *y)
 {
-    float *packed = aligned_alloc(64, (bd_conv_direct_packed_floats(g) * sizeof(float) + 63) /
-                                          64 * 64);
-    assert_non_null(packed);
-    bd_conv_direct_pack(g, w, packed);
-    bd_status st = bd_conv_direct(g, x, NULL, packed, ep, y);
-    free(packed);
-    return st;
+    static const bd_conv_packed_kernel k = {bd_conv_direct_packed_floats, bd_conv_direct_pack,
+                                            bd_conv_direct};
+    return run_packed(&k, g, x, w, ep, y);
 }
 
 static void test_direct(void **state)
@@ -414,16 +421,12 @@ static bd_status winograd(const bd_conv_geom *g, const float *x, const float *w,
     return bd_conv_winograd(g, x, w, NULL, ep, y);
 }
 
-/* The weights transformed beforehand; w itself is not read. */
 static bd_status winograd_packed(const bd_conv_geom *g, const float *x, const float *w,
                                  const bd_epilogue *ep, float *y)
 {
-    float *packed = malloc(bd_conv_winograd_packed_floats(g) * sizeof(float));
-    assert_non_null(packed);
-    bd_conv_winograd_pack(g, w, packed);
-    bd_status st = bd_conv_winograd(g, x, NULL, packed, ep, y);
-    free(packed);
-    return st;
+    static const bd_conv_packed_kernel k = {bd_conv_winograd_packed_floats,
+                                            bd_conv_winograd_pack, bd_conv_winograd};
+    return run_packed(&k, g, x, w, ep, y);
 }
 
 /* On 1 to 3 threads: blocks and runs of output channels share out by the

@@ -549,9 +549,19 @@ bd_status bd_conv2d(const bd_conv_geom *g, const float *x, const float *w, const
 struct bd_conv_cache {
     bd_conv_geom g; /* the geometry it was laid out for (any batch) */
     const float *w;
-    conv_path path; /* whose layout packed holds: PATH_DIRECT or PATH_WINOGRAD */
+    const bd_conv_packed_kernel *k; /* whose layout packed holds */
     float *packed;
 };
+
+/* The kernel of path that takes its weights re-laid, or NULL. */
+static const bd_conv_packed_kernel *packed_kernel(conv_path path)
+{
+    static const bd_conv_packed_kernel direct = {bd_conv_direct_packed_floats,
+                                                 bd_conv_direct_pack, bd_conv_direct};
+    static const bd_conv_packed_kernel winograd = {bd_conv_winograd_packed_floats,
+                                                   bd_conv_winograd_pack, bd_conv_winograd};
+    return path == PATH_DIRECT ? &direct : path == PATH_WINOGRAD ? &winograd : NULL;
+}
 
 /* Output pixels per call at most for a layer to keep its weights re-laid.
  * Re-laying is a pass over the weights, the conv's arithmetic is that many
@@ -574,30 +584,24 @@ bd_status bd_conv2d_cached(const bd_conv_geom *g, const float *x, const float *w
 {
     if (g->n * g->oh * g->ow > KEEP_PIXELS)
         return bd_conv2d(g, x, w, ep, y);
-    const conv_path path = choose_path(g);
-    if (path != PATH_DIRECT && path != PATH_WINOGRAD)
+    const bd_conv_packed_kernel *k = packed_kernel(choose_path(g));
+    if (!k)
         return bd_conv2d(g, x, w, ep, y);
     bd_conv_cache *c = *cache;
-    if (!c || c->w != w || c->path != path || !same_layout(&c->g, g)) {
-        const size_t floats = path == PATH_DIRECT ? bd_conv_direct_packed_floats(g)
-                                                  : bd_conv_winograd_packed_floats(g);
-        float *packed = aligned_alloc(64, (floats * sizeof *packed + 63) / 64 * 64);
+    if (!c || c->w != w || c->k != k || !same_layout(&c->g, g)) {
+        float *packed = aligned_alloc(64, (k->floats(g) * sizeof *packed + 63) / 64 * 64);
         if (!packed)
             return bd_conv2d(g, x, w, ep, y); /* re-laid per call instead */
         if (!c && !(c = calloc(1, sizeof *c))) {
             free(packed);
             return bd_conv2d(g, x, w, ep, y);
         }
-        if (path == PATH_DIRECT)
-            bd_conv_direct_pack(g, w, packed);
-        else
-            bd_conv_winograd_pack(g, w, packed);
+        k->pack(g, w, packed);
         free(c->packed);
-        *c = (bd_conv_cache){.g = *g, .w = w, .path = path, .packed = packed};
+        *c = (bd_conv_cache){.g = *g, .w = w, .k = k, .packed = packed};
         *cache = c;
     }
-    return path == PATH_DIRECT ? bd_conv_direct(g, x, w, c->packed, ep, y)
-                               : bd_conv_winograd(g, x, w, c->packed, ep, y);
+    return k->run(g, x, w, c->packed, ep, y);
 }
 
 void bd_conv_cache_free(bd_conv_cache *c)

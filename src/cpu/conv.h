@@ -4,6 +4,7 @@
 #ifndef BD_CPU_CONV_H
 #define BD_CPU_CONV_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "graph.h"
@@ -106,6 +107,16 @@ bd_status bd_conv2d(const bd_conv_geom *g, const float *x, const float *w, const
  * stores waited on taking them over (a MobileNet block's 14x14 depthwise
  * layer 50 -> 30 us). */
 int bd_conv2d_in_place(const bd_conv_geom *g);
+
+/* A kernel that may take its weights re-laid beforehand (the direct and
+ * Winograd ones): the floats of the re-laid copy, the re-laying, and the
+ * run, which reads packed (if not NULL) in place of w. */
+typedef struct bd_conv_packed_kernel {
+    size_t (*floats)(const bd_conv_geom *g);
+    void (*pack)(const bd_conv_geom *g, const float *w, float *dst);
+    bd_status (*run)(const bd_conv_geom *g, const float *x, const float *w, const float *packed,
+                     const bd_epilogue *ep, float *y);
+} bd_conv_packed_kernel;
 
 /* The weights of one conv kept re-laid for its kernel from one call to the
  * next. Re-laying is a pass over every weight, which shows beside the
