@@ -151,7 +151,8 @@ static int next_run(const plan *p, int64_t t0, int64_t nt, int64_t *t, run *r)
  * to the block's whole vectors are zero. A lane is a tile: the patches of
  * 16 neighbouring tiles span 34 columns of a row, loaded as three vectors
  * (masked at the plane's edges, so padding reads nothing) and split into
- * the four columns of each patch by lane permutes. */
+ * the four columns of each patch by lane permutes; KC input channels at a
+ * time, run by run. */
 static void transform_input(const plan *p, const float *x, int64_t t0, int64_t nt, float *v)
 {
     const bd_conv_geom *g = p->g;
@@ -164,47 +165,49 @@ static void transform_input(const plan *p, const float *x, int64_t t0, int64_t n
     const __m512i next1 = _mm512_set_epi32(17, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);
     const __m512i width = _mm512_set1_epi32((int)g->w);
     run r;
-    for (int64_t k0 = 0; k0 < c; k0 += KC)
-    for (int64_t t = t0; next_run(p, t0, nt, &t, &r);) {
-        const int64_t col = 2 * (r.tx - r.lane) - g->pad_l, row0 = 2 * r.ty - g->pad_t;
-        const __m512i cols = _mm512_add_epi32(bd_iota(), _mm512_set1_epi32((int)col));
-        __mmask16 mk[3];
-        for (int q = 0; q < 3; q++)
-            mk[q] = bd_lanes_within(_mm512_add_epi32(cols, _mm512_set1_epi32(q * VL)), width);
-        mk[2] &= 3;
-        int64_t off[4];
-        __mmask16 live[4];
-        for (int i = 0; i < 4; i++) {
-            const int64_t iy = row0 + i;
-            live[i] = iy >= 0 && iy < g->h ? 0xffff : 0;
-            off[i] = (live[i] ? iy : 0) * g->w + col;
-        }
-        const __mmask16 keep = bd_lanes(r.lane, r.lane + r.n);
-        float *out = v + r.j + k0 * p->tbp;
-        for (int64_t k = k0; k < c && k < k0 + KC; k++, out += p->tbp) {
-            const float *xk = x + k * plane;
-            __m512 e[4][4];
-#pragma GCC unroll 4
+    for (int64_t k0 = 0; k0 < c; k0 += KC) {
+        for (int64_t t = t0; next_run(p, t0, nt, &t, &r);) {
+            const int64_t col = 2 * (r.tx - r.lane) - g->pad_l, row0 = 2 * r.ty - g->pad_t;
+            const __m512i cols = _mm512_add_epi32(bd_iota(), _mm512_set1_epi32((int)col));
+            __mmask16 mk[3];
+            for (int q = 0; q < 3; q++)
+                mk[q] = bd_lanes_within(_mm512_add_epi32(cols, _mm512_set1_epi32(q * VL)), width);
+            mk[2] &= 3;
+            int64_t off[4];
+            __mmask16 live[4];
             for (int i = 0; i < 4; i++) {
-                const float *at = xk + off[i];
-                const __m512 a = _mm512_maskz_loadu_ps(live[i] & mk[0], at);
-                const __m512 b = _mm512_maskz_loadu_ps(live[i] & mk[1], at + VL);
-                const __m512 cc = _mm512_maskz_loadu_ps(live[i] & mk[2], at + 2 * VL);
-                const __m512 d0 = _mm512_permutex2var_ps(a, even, b);
-                const __m512 d1 = _mm512_permutex2var_ps(a, odd, b);
-                const __m512 d2 = _mm512_permutex2var_ps(d0, next0, cc);
-                const __m512 d3 = _mm512_permutex2var_ps(d1, next1, cc);
-                e[i][0] = _mm512_sub_ps(d0, d2);
-                e[i][1] = _mm512_add_ps(d1, d2);
-                e[i][2] = _mm512_sub_ps(d2, d1);
-                e[i][3] = _mm512_sub_ps(d1, d3);
+                const int64_t iy = row0 + i;
+                live[i] = iy >= 0 && iy < g->h ? 0xffff : 0;
+                off[i] = (live[i] ? iy : 0) * g->w + col;
             }
+            const __mmask16 keep = bd_lanes(r.lane, r.lane + r.n);
+            float *out = v + r.j + k0 * p->tbp;
+            for (int64_t k = k0; k < c && k < k0 + KC; k++, out += p->tbp) {
+                const float *xk = x + k * plane;
+                __m512 e[4][4];
 #pragma GCC unroll 4
-            for (int j = 0; j < 4; j++) {
-                _mm512_mask_storeu_ps(out + (0 + j) * cs, keep, _mm512_sub_ps(e[0][j], e[2][j]));
-                _mm512_mask_storeu_ps(out + (4 + j) * cs, keep, _mm512_add_ps(e[1][j], e[2][j]));
-                _mm512_mask_storeu_ps(out + (8 + j) * cs, keep, _mm512_sub_ps(e[2][j], e[1][j]));
-                _mm512_mask_storeu_ps(out + (12 + j) * cs, keep, _mm512_sub_ps(e[1][j], e[3][j]));
+                for (int i = 0; i < 4; i++) {
+                    const float *at = xk + off[i];
+                    const __m512 a = _mm512_maskz_loadu_ps(live[i] & mk[0], at);
+                    const __m512 b = _mm512_maskz_loadu_ps(live[i] & mk[1], at + VL);
+                    const __m512 cc = _mm512_maskz_loadu_ps(live[i] & mk[2], at + 2 * VL);
+                    const __m512 d0 = _mm512_permutex2var_ps(a, even, b);
+                    const __m512 d1 = _mm512_permutex2var_ps(a, odd, b);
+                    const __m512 d2 = _mm512_permutex2var_ps(d0, next0, cc);
+                    const __m512 d3 = _mm512_permutex2var_ps(d1, next1, cc);
+                    e[i][0] = _mm512_sub_ps(d0, d2);
+                    e[i][1] = _mm512_add_ps(d1, d2);
+                    e[i][2] = _mm512_sub_ps(d2, d1);
+                    e[i][3] = _mm512_sub_ps(d1, d3);
+                }
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++) {
+                    const __m512 r0 = e[0][j], r1 = e[1][j], r2 = e[2][j], r3 = e[3][j];
+                    _mm512_mask_storeu_ps(out + j * cs, keep, _mm512_sub_ps(r0, r2));
+                    _mm512_mask_storeu_ps(out + (4 + j) * cs, keep, _mm512_add_ps(r1, r2));
+                    _mm512_mask_storeu_ps(out + (8 + j) * cs, keep, _mm512_sub_ps(r2, r1));
+                    _mm512_mask_storeu_ps(out + (12 + j) * cs, keep, _mm512_sub_ps(r1, r3));
+                }
             }
         }
     }
