@@ -180,6 +180,12 @@ static const direct_case direct_cases[] = {
     {1, 256, 7, 7, 64, 1, 1, 1, 1, 0, 0, 0, 0, 1},
     /* rows too wide for one row's sums to be kept: summed whole */
     {1, 32, 4, 1100, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1},
+    /* groups of whole blocks (ResNeXt's last stages): each output group
+     * sums over its own input blocks; strided, 3 groups of 32 -> 16, 1x1 */
+    {1, 64, 14, 14, 64, 3, 3, 2, 1, 1, 1, 1, 1, 2},
+    {2, 96, 7, 9, 48, 3, 3, 1, 1, 1, 1, 1, 1, 3},
+    {1, 64, 9, 9, 128, 1, 1, 1, 1, 0, 0, 0, 0, 4},
+    {1, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1, 1, 1, 32},
 };
 
 /* Every epilogue on every case. */
@@ -469,7 +475,7 @@ static void test_unsupported(void **state)
     skip_without_avx512();
     direct_case dc = {1, 16, 7, 9, 32, 3, 3, 1, 1, 1, 1, 1, 1, 2};
     bd_conv_geom g = geom_of(&dc);
-    assert_false(bd_conv_direct_supported(&g)); /* two groups */
+    assert_false(bd_conv_direct_supported(&g)); /* two groups of 8 input channels */
     assert_int_equal(bd_conv_direct(&g, NULL, NULL, NULL, NULL, NULL), BD_EUNSUPPORTED);
     g.group = 1;
     assert_true(bd_conv_direct_supported(&g));

@@ -25,7 +25,8 @@ int bd_conv_direct_available(void) { return __builtin_cpu_supports("avx512f"); }
 
 int bd_conv_direct_supported(const bd_conv_geom *g)
 {
-    return bd_conv_direct_available() && g->group == 1;
+    return bd_conv_direct_available() &&
+           (g->group == 1 || (g->c / g->group % VL == 0 && g->m / g->group % VL == 0));
 }
 
 /* One register tile: bo output channel blocks times pw neighbouring output
@@ -121,6 +122,10 @@ typedef struct plan {
     const kernel *tail;
     int blocked;
     int64_t cb, ncb;      /* input channels per block, blocks */
+    /* The conv's groups: input channel blocks per group (all of them for
+     * one group) and the output channel groups of k (below) per group.
+     * A grouped conv's output group sums over its own input blocks only. */
+    int64_t cbg, per_group;
     /* A kernel one tap tall (wide) reads only every stride-th input row
      * (column): those alone are packed, ry (rx) apart, and the kernel then
      * steps sy (sx) packed rows (columns) per output. */
@@ -270,14 +275,14 @@ static void pack_group(const plan *p, const float *w, int64_t gi, float *dst)
 {
     const bd_conv_geom *g = p->g;
     const int64_t taps = g->kh * g->kw, bo = group_kernel(p, gi)->bo, cb = p->cb;
-    const int64_t row = g->c * taps;
+    const int64_t cpg = g->c / g->group, row = cpg * taps;
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t b = 0; b < bo; b++) {
         const int64_t m0 = (gi * p->k->bo + b) * VL, rows = g->m - m0 < VL ? g->m - m0 : VL;
-        for (int64_t cbk = 0; cbk < p->ncb; cbk++) {
+        for (int64_t cbk = 0; cbk < p->cbg; cbk++) {
             const float *src = w + m0 * row + cbk * cb * taps;
             float *blk = dst + cbk * taps * cb * bo * VL + b * VL;
-            const int64_t nch = g->c - cbk * cb < cb ? g->c - cbk * cb : cb, len = nch * taps;
+            const int64_t nch = cpg - cbk * cb < cb ? cpg - cbk * cb : cb, len = nch * taps;
             for (int64_t k0 = 0; k0 < len; k0 += VL) {
                 const int64_t n = len - k0 < VL ? len - k0 : VL;
                 const __mmask16 mask = (__mmask16)((1u << n) - 1);
@@ -437,7 +442,7 @@ static void conv_unit(const plan *p, const float *buf, const float *w, int64_t i
     if (end && first + len < ohw && p->ep && p->ep->residual)
         for (int64_t c = 0; c < chans; c++)
             prefetch(p->ep->residual + at + len + c * ohw, p->span);
-    const float *in = buf + u * p->uin;
+    const float *in = buf + gi / p->per_group * p->cbg * p->bs + u * p->uin;
     const float *wt = w + t0 * p->ps * k->bo * VL;
     const store_fn store = store_of(k);
     for (int64_t ox = 0; ox < len; ox += k->pw, acc += step) {
@@ -533,10 +538,13 @@ static const kernel *choose_kernel(const bd_conv_geom *g, int flat, int blocked,
     const kernel *best = NULL;
     double best_cost = 0;
     const int64_t blocks = (g->m + VL - 1) / VL;
+    /* a grouped conv's groups of output blocks may not straddle its groups */
+    const int64_t per = g->group > 1 ? blocks / g->group : 0;
     for (size_t j = 0; j < sizeof kernels / sizeof kernels[0]; j++) {
         const kernel *k = &kernels[j];
         const kernel *t = blocks % k->bo ? find_kernel((int)(blocks % k->bo), k->pw) : NULL;
-        if ((blocks % k->bo && !t) || k->pw > (flat ? g->oh * g->ow : g->ow))
+        if ((blocks % k->bo && !t) || (per && per % k->bo) ||
+            k->pw > (flat ? g->oh * g->ow : g->ow))
             continue;
         double cost = (double)(blocks / k->bo) * kernel_cost(g, flat, blocked, taps, k);
         if (t)
@@ -571,7 +579,8 @@ static void plan_init(plan *p, const bd_conv_geom *g, const bd_epilogue *ep, flo
     p->cs = p->blocked ? 1 : p->hp * p->rs;
     p->bs = p->blocked ? p->hp * p->rs : g->c * p->cs;
     p->img = p->ncb * p->bs;
-    p->ntaps = p->ncb * g->kh * g->kw * (p->blocked ? 1 : g->c);
+    p->cbg = p->ncb / g->group;
+    p->ntaps = p->cbg * g->kh * g->kw * (p->blocked ? 1 : g->c);
     p->flat = g->kh == 1 && g->kw == 1;
     p->k = choose_kernel(g, p->flat, p->blocked, p->ntaps * p->ps, &p->tail);
     if (p->flat) {
@@ -585,6 +594,7 @@ static void plan_init(plan *p, const bd_conv_geom *g, const bd_epilogue *ep, flo
     }
     p->units = (g->oh * g->ow + p->span - 1) / p->span;
     p->ngroups = ((g->m + VL - 1) / VL + p->k->bo - 1) / p->k->bo;
+    p->per_group = p->ngroups / g->group;
     p->gsize = p->ntaps * p->ps * p->k->bo * VL;
     p->kchunk = CHUNK_W / (p->ps * p->k->bo * VL);
     p->kchunk = p->kchunk > 1 ? p->kchunk : 1;
@@ -597,7 +607,7 @@ static void plan_offsets(plan *p)
 {
     const bd_conv_geom *g = p->g;
     const int64_t per = p->blocked ? 1 : g->c;
-    for (int64_t cbk = 0, t = 0; cbk < p->ncb; cbk++)
+    for (int64_t cbk = 0, t = 0; cbk < p->cbg; cbk++)
         for (int64_t ki = 0; ki < g->kh; ki++)
             for (int64_t kj = 0; kj < g->kw; kj++) {
                 const int64_t col = kj * g->dw;
@@ -674,8 +684,8 @@ bd_status bd_conv_direct(const bd_conv_geom *g, const float *x, const float *w,
 {
     if (!bd_conv_direct_supported(g))
         return bd_fail(BD_EUNSUPPORTED,
-                       "the direct convolution needs AVX-512, group 1 and a multiple of 16 "
-                       "output channels");
+                       "the direct convolution needs AVX-512, and one group or groups of "
+                       "whole 16-channel blocks");
     if (g->n == 0)
         return BD_OK;
     plan p;

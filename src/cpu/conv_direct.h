@@ -12,9 +12,10 @@
 /* Whether this build and this CPU can run the direct kernel at all. */
 int bd_conv_direct_available(void);
 
-/* Whether bd_conv_direct handles geometry g: available and group 1 (any
+/* Whether bd_conv_direct handles geometry g: available, and one group (any
  * channels, kernel, stride, dilation, padding and batch; a last block of
- * fewer than 16 output channels is computed whole and stored in part). */
+ * fewer than 16 output channels is computed whole and stored in part) or
+ * groups of whole 16-channel blocks of input and output channels. */
 int bd_conv_direct_supported(const bd_conv_geom *g);
 
 /* Whether bd_conv2d should take the direct path for g: supported and, for
