@@ -246,15 +246,13 @@ static void test_direct(void **state)
 
 /* A layer of few pixels keeps its weights re-laid between calls: the
  * second call reads the copy (the weights changed in place are not seen,
- * as the contract allows), another weight pointer or geometry is re-laid,
- * and many pixels (a large batch) keep nothing. */
-static void test_cached(void **state)
+ * as the contract allows), another weight pointer or geometry (its input
+ * 6x6) is re-laid, and many pixels (a large batch) keep nothing. */
+static void check_cached(const direct_case *dc)
 {
-    (void)state;
-    skip_without_avx512();
-    direct_case dc = {1, 32, 7, 7, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1};
-    bd_conv_geom g = geom_of(&dc);
-    const int64_t nx = 64 * g.c * g.h * g.w, nw = g.m * g.c * 9, ny = 64 * g.m * g.oh * g.ow;
+    bd_conv_geom g = geom_of(dc);
+    const int64_t ohw = g.oh * g.ow, nx = 64 * g.c * g.h * g.w, nw = g.m * g.c * 9;
+    const int64_t ny = 64 * g.m * ohw;
     float *x = random_floats(nx, 11), *w = random_floats(nw, 12), *w2 = random_floats(nw, 13);
     float *ref = malloc((size_t)ny * sizeof *ref), *got = malloc((size_t)ny * sizeof *got);
     assert_true(ref && got);
@@ -263,22 +261,22 @@ static void test_cached(void **state)
     assert_int_equal(bd_conv2d_cached(&g, x, w, &ep, got, &cache), BD_OK);
     assert_non_null(cache);
     assert_int_equal(bd_conv2d(&g, x, w, &ep, ref), BD_OK);
-    assert_memory_equal(got, ref, (size_t)(g.m * 49) * sizeof *got);
+    assert_memory_equal(got, ref, (size_t)(g.m * ohw) * sizeof *got);
     const float kept = w[0];
     w[0] += 1; /* not seen: the cache holds the re-laid copy */
     assert_int_equal(bd_conv2d_cached(&g, x, w, &ep, got, &cache), BD_OK);
-    assert_memory_equal(got, ref, (size_t)(g.m * 49) * sizeof *got);
+    assert_memory_equal(got, ref, (size_t)(g.m * ohw) * sizeof *got);
     w[0] = kept;
     assert_int_equal(bd_conv2d_cached(&g, x, w2, &ep, got, &cache), BD_OK);
     assert_int_equal(bd_conv2d(&g, x, w2, &ep, ref), BD_OK);
-    assert_memory_equal(got, ref, (size_t)(g.m * 49) * sizeof *got);
-    g.h = g.w = 6; /* another output grid */
-    g.oh = g.ow = 6;
-    assert_int_equal(bd_conv2d_cached(&g, x, w2, &ep, got, &cache), BD_OK);
-    assert_int_equal(bd_conv2d(&g, x, w2, &ep, ref), BD_OK);
-    assert_memory_equal(got, ref, (size_t)(g.m * 36) * sizeof *got);
+    assert_memory_equal(got, ref, (size_t)(g.m * ohw) * sizeof *got);
+    direct_case other = *dc; /* another output grid */
+    other.h = other.w = 6;
+    bd_conv_geom g6 = geom_of(&other);
+    assert_int_equal(bd_conv2d_cached(&g6, x, w2, &ep, got, &cache), BD_OK);
+    assert_int_equal(bd_conv2d(&g6, x, w2, &ep, ref), BD_OK);
+    assert_memory_equal(got, ref, (size_t)(g6.m * g6.oh * g6.ow) * sizeof *got);
     bd_conv_cache_free(cache);
-    g = geom_of(&dc);
     g.n = 64;
     cache = NULL;
     assert_int_equal(bd_conv2d_cached(&g, x, w, &ep, got, &cache), BD_OK);
@@ -290,6 +288,18 @@ static void test_cached(void **state)
     free(w2);
     free(ref);
     free(got);
+}
+
+/* check_cached for the Winograd kernel (3x3 stride 1) and the direct one
+ * (stride 2). */
+static void test_cached(void **state)
+{
+    (void)state;
+    skip_without_avx512();
+    const direct_case winograd_layer = {1, 32, 7, 7, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+    const direct_case direct_layer = {1, 32, 13, 13, 32, 3, 3, 2, 1, 1, 1, 1, 1, 1};
+    check_cached(&winograd_layer);
+    check_cached(&direct_layer);
 }
 
 /* Tiles of 6 output channels by 4 vectors of 16 pixels; the pixels past

@@ -303,7 +303,9 @@ store_row(const plan *p, __m512 lo, __m512 hi, const run *r, int64_t oy, __m512 
 
 /* Output channels mb * MR.. of tiles [t0, t0 + nt) of image img from their
  * transformed products o[xi][i][j]: Y = A^T O A, A^T = [1 1 1 0; 0 1 -1 -1],
- * a tile a lane, through the epilogue into y. */
+ * a tile a lane, through the epilogue into y. Each vector of the block is
+ * transformed once and stored run by run (a 7x7 map's vector holds the
+ * tiles of 4 tile rows). */
 static void transform_output(const plan *p, const float *o, int64_t mb, int64_t img, int64_t t0,
                              int64_t nt, float *y)
 {
@@ -311,11 +313,17 @@ static void transform_output(const plan *p, const float *o, int64_t mb, int64_t 
     const bd_epilogue *ep = p->ep;
     const int64_t ohw = g->oh * g->ow, m0 = mb * MR;
     const int mr = g->m - m0 < MR ? (int)(g->m - m0) : MR;
-    run r;
-    for (int64_t t = t0; next_run(p, t0, nt, &t, &r);) {
+    run rs[VL]; /* a vector's runs, a tile each at least */
+    for (int64_t t = t0; t < t0 + nt;) {
+        int nrun = 0;
+        while (next_run(p, t0, nt, &t, &rs[nrun])) {
+            const run *r = &rs[nrun++];
+            if (r->lane + r->n == VL)
+                break;
+        }
         for (int i = 0; i < mr; i++) {
             const int64_t m = m0 + i;
-            const float *oi = o + i * p->tbp + r.j;
+            const float *oi = o + i * p->tbp + rs[0].j;
             __m512 q[XI];
 #pragma GCC unroll 16
             for (int xi = 0; xi < XI; xi++)
@@ -326,19 +334,21 @@ static void transform_output(const plan *p, const float *o, int64_t mb, int64_t 
                 s[0][j] = _mm512_add_ps(_mm512_add_ps(q[j], q[4 + j]), q[8 + j]);
                 s[1][j] = _mm512_sub_ps(_mm512_sub_ps(q[4 + j], q[8 + j]), q[12 + j]);
             }
+            __m512 lo[2], hi[2];
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                lo[h] = _mm512_add_ps(_mm512_add_ps(s[h][0], s[h][1]), s[h][2]);
+                hi[h] = _mm512_sub_ps(_mm512_sub_ps(s[h][1], s[h][2]), s[h][3]);
+            }
             const __m512 a = _mm512_set1_ps(ep && ep->scale ? ep->scale[m] : 1.0f);
             const __m512 b = _mm512_set1_ps(ep && ep->shift ? ep->shift[m] : 0.0f);
             const int64_t at = (img * g->m + m) * ohw;
             const float *rc = ep && ep->residual ? ep->residual + at : NULL;
+            for (int k = 0; k < nrun; k++)
 #pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                const int64_t oy = 2 * r.ty + h;
-                if (oy >= g->oh)
-                    break;
-                const __m512 lo = _mm512_add_ps(_mm512_add_ps(s[h][0], s[h][1]), s[h][2]);
-                const __m512 hi = _mm512_sub_ps(_mm512_sub_ps(s[h][1], s[h][2]), s[h][3]);
-                store_row(p, lo, hi, &r, oy, a, b, rc, y + at);
-            }
+                for (int h = 0; h < 2; h++)
+                    if (2 * rs[k].ty + h < g->oh)
+                        store_row(p, lo[h], hi[h], &rs[k], 2 * rs[k].ty + h, a, b, rc, y + at);
         }
     }
 }
@@ -387,7 +397,7 @@ bd_status bd_conv_winograd(const bd_conv_geom *g, const float *x, const float *w
         packed = own;
     }
     const int64_t blocks = g->n * nblk, items = blocks * split;
-    const size_t vfloats = (size_t)(XI * p.vs), ofloats = (size_t)(XI * MR * p.tbp + VL);
+    const size_t vfloats = (size_t)(XI * p.vs), ofloats = (size_t)(XI * MR * p.tbp);
     int failed = 0;
 #pragma omp parallel if (threads > 1 && items > 1)
     {
